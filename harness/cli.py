@@ -1,0 +1,75 @@
+"""run_bench.py's command line: a table of subcommands, each in its own module.
+
+Each module in harness/commands/ offers ``add_arguments(parser)`` and ``run(args) -> int``.
+A UsageError anywhere becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from harness.errors import UsageError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("harness.commands.list_impls", "list implementations and their availability here"),
+    "check": ("harness.commands.check", "check every available implementation against its "
+                                        "reference"),
+}
+DEFAULT_COMMAND = "check"  # until the runner lands
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that exits 2 with one clear line (argparse's own convention, kept short)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="run_bench.py",
+                            description="attnbench: benchmark attention implementations.")
+    parser.add_argument("--impl-module", action="append", default=[], metavar="MODULE",
+                        help="import MODULE to register your own implementations (repeatable)")
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--impl-module", action="append", default=argparse.SUPPRESS,
+                             metavar="MODULE", help=argparse.SUPPRESS)
+        importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def with_default_command(argv: list[str]) -> list[str]:
+    """Insert the default command after the global options when none is named."""
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--impl-module":
+            i += 2
+        elif argv[i].startswith("--impl-module="):
+            i += 1
+        else:
+            break
+    if i < len(argv) and (argv[i] in COMMANDS or argv[i] in ("-h", "--help")):
+        return argv
+    return [*argv[:i], DEFAULT_COMMAND, *argv[i:]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(with_default_command(argv))
+        from harness.registry import REGISTRY, load_impl_modules
+
+        load_impl_modules(getattr(args, "impl_module", []) or [])
+        REGISTRY.load_entry_points()
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,56 @@
+"""``run_bench.py list``: every implementation, what it can do, and whether it runs here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from harness.registry import FAMILY_LABELS, REGISTRY, Implementation
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", action="append", default=None,
+                        help="device(s) to probe (default: cpu, and cuda)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def describe(impl: Implementation, devices: list[str]) -> dict:
+    caps = impl.capabilities
+    row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
+           "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
+           "key_padding_mask": caps.key_padding_mask, "backward": caps.backward,
+           "description": impl.description, "availability": {}}
+    for device in devices:
+        verdict = impl.availability(device)
+        row["availability"][device] = {"available": verdict.available, "reason": verdict.reason}
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    devices = args.device or ["cpu", "cuda"]
+    rows = [describe(impl, devices) for impl in REGISTRY.all()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="attnbench implementations", show_lines=False)
+    for column in ("name", "framework", "family", "devices", "dtypes", "causal", "mask",
+                   "backward", *devices):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = []
+        for device in devices:
+            a = row["availability"][device]
+            status.append("[green]available[/]" if a["available"] else f"[red]no[/]: {a['reason']}")
+        table.add_row(row["name"], row["framework"], FAMILY_LABELS[row["family"]],
+                      ",".join(row["devices"]), ",".join(row["dtypes"]),
+                      _yes(row["causal"]), _yes(row["key_padding_mask"]), _yes(row["backward"]),
+                      *status)
+    Console(width=max(160, Console().width)).print(table)
+    return 0
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

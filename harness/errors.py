@@ -1,0 +1,28 @@
+"""Error types. A UsageError is bad input from the user: one clear line, exit status 2."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class AttnbenchError(Exception):
+    """Base of attnbench's own errors."""
+
+
+class UsageError(AttnbenchError, ValueError):
+    """Bad input (unknown name, bad size, unreadable file): reported in one line, exit 2."""
+
+
+class UnknownNameError(UsageError, KeyError):
+    """An unknown implementation, preset, task, ... ; the message lists the valid ones."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
+        self.kind, self.name, self.valid = kind, name, list(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid)}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return self.args[0]
+
+
+class UnsupportedError(AttnbenchError, ValueError):
+    """An implementation asked for something it cannot do (causal, dtype, device, ...)."""

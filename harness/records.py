@@ -1,0 +1,221 @@
+"""The record: the contract between measuring and everything downstream.
+
+One JSON object per line in ``results.jsonl``. Report, compare and merge read records and never
+re-derive measurement logic. A ``Point`` is the frozen description of one measurement; its
+``point_id`` keys resume, sharding and merge.
+
+Schema history:
+- 1: first version (speed and accuracy records).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "skipped")
+PASSES = ("forward", "backward", "forward_backward")
+KINDS = ("speed", "accuracy")
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One speed measurement: implementation x shape x dtype x pass x device."""
+
+    impl: str
+    seq_len: int
+    head_dim: int
+    batch: int = 1
+    heads: int = 8
+    dtype: str = "float32"
+    causal: bool = False
+    pass_: str = "forward"
+    device: str = "cpu"
+
+    kind: ClassVar[str] = "speed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"impl": self.impl, "device": self.device, "batch": self.batch,
+                "heads": self.heads, "seq_len": self.seq_len, "head_dim": self.head_dim,
+                "dtype": self.dtype, "causal": self.causal, "pass": self.pass_}
+
+    @property
+    def point_id(self) -> str:
+        return point_id(self.kind, self.as_dict())
+
+    def config_key(self) -> tuple:
+        """Everything but the implementation: points sharing it are directly comparable."""
+        return (self.device, self.batch, self.heads, self.seq_len, self.head_dim, self.dtype,
+                self.causal, self.pass_)
+
+    def series_key(self) -> tuple:
+        """Everything but seq_len: one line in a time-vs-T figure."""
+        return (self.impl, self.device, self.batch, self.heads, self.head_dim, self.dtype,
+                self.causal, self.pass_)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Point":
+        return cls(impl=data["impl"], seq_len=int(data["seq_len"]),
+                   head_dim=int(data["head_dim"]), batch=int(data["batch"]),
+                   heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
+                   pass_=data["pass"], device=data["device"])
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq_len
+
+
+def point_id(kind: str, fields: dict[str, Any]) -> str:
+    """Stable id of a point: a short hash of its canonical JSON."""
+    canonical = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SpeedRecord:
+    """What one worker measured for one Point (or why it could not)."""
+
+    impl: str
+    framework: str
+    family: str
+    device: str
+    batch: int
+    heads: int
+    seq_len: int
+    head_dim: int
+    dtype: str
+    causal: bool
+    pass_: str
+    status: str
+    message: str = ""
+    # time
+    time_s: float | None = None            # median of the samples
+    time_samples_s: list[float] = field(default_factory=list)
+    time_iqr_s: float | None = None
+    time_min_s: float | None = None
+    warmup: int = 0
+    timer: str = ""                        # perf_counter / cuda_event / ...
+    compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
+    threads: int | None = None
+    # memory
+    peak_mem_bytes: int | None = None      # peak above the inputs (see mem_method)
+    mem_method: str = ""
+    input_bytes: int | None = None
+    # derived
+    tokens_per_s: float | None = None
+    flops: float | None = None
+    tflops: float | None = None
+    flop_model: str = ""
+    # correctness and fidelity
+    gate_max_error: float | None = None
+    gate_tolerance: float | None = None
+    deviation_from_softmax: float | None = None
+    # bookkeeping
+    hardware_id: str = ""
+    started_at: str = ""
+    wall_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "speed"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def point(self) -> Point:
+        return Point(impl=self.impl, seq_len=self.seq_len, head_dim=self.head_dim,
+                     batch=self.batch, heads=self.heads, dtype=self.dtype, causal=self.causal,
+                     pass_=self.pass_, device=self.device)
+
+    @classmethod
+    def for_point(cls, point: Point, *, framework: str, family: str, status: str,
+                  message: str = "", **values: Any) -> "SpeedRecord":
+        return cls(impl=point.impl, framework=framework, family=family, device=point.device,
+                   batch=point.batch, heads=point.heads, seq_len=point.seq_len,
+                   head_dim=point.head_dim, dtype=point.dtype, causal=point.causal,
+                   pass_=point.pass_, status=status, message=message, **values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pass"] = data.pop("pass_")
+        data["point_id"] = self.point.point_id
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} not in {STATUSES}")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SpeedRecord":
+        data = dict(data)
+        data["pass_"] = data.pop("pass")
+        data.pop("point_id", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = {k: v for k, v in data.items() if k not in names}
+        record = cls(**{k: v for k, v in data.items() if k in names})
+        record.extra.update(extra)
+        return record
+
+
+@dataclass
+class AccuracyRecord:
+    """One training run of one implementation on one task (the accuracy track)."""
+
+    impl: str
+    task: str
+    status: str
+    message: str = ""
+    data_source: str = ""        # official / generated / user folder
+    preset: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    seq_len: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    params: int | None = None
+    best_val_accuracy: float | None = None
+    test_accuracy: float | None = None     # at the best validation checkpoint
+    selection: str = "test accuracy at the best validation checkpoint"
+    epochs_to_best: int | None = None
+    epochs: int | None = None
+    train_time_s: float | None = None
+    examples_per_s: float | None = None
+    peak_mem_bytes: int | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    hardware_id: str = ""
+    started_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "accuracy"
+    schema_version: int = SCHEMA_VERSION
+
+    def point_fields(self) -> dict[str, Any]:
+        return {"impl": self.impl, "task": self.task, "preset": self.preset, "seed": self.seed,
+                "device": self.device, "dtype": self.dtype, "data_source": self.data_source,
+                "config": self.config}
+
+    def to_json(self) -> dict[str, Any]:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} not in {STATUSES}")
+        data = dataclasses.asdict(self)
+        data["point_id"] = point_id(self.kind, self.point_fields())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AccuracyRecord":
+        data = dict(data)
+        data.pop("point_id", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in names})
+        record.extra.update({k: v for k, v in data.items() if k not in names})
+        return record
+
+
+RECORD_TYPES: dict[str, type] = {"speed": SpeedRecord, "accuracy": AccuracyRecord}
+
+
+def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
+    kind = data.get("kind", "speed")
+    try:
+        return RECORD_TYPES[kind].from_json(data)
+    except KeyError:
+        raise ValueError(f"unknown record kind {kind!r}") from None

@@ -1,0 +1,91 @@
+"""float64 numpy references: the yardsticks every implementation is checked against.
+
+Pure functions, no framework: exact softmax attention and HRR attention with attnbench's
+conventions (key_padding_mask True = keep; a query that sees no key outputs 0; HRR excludes
+masked keys from beta and gives masked positions weight 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HRR_COSINE_EPS = 1e-12
+
+
+def allowed_keys(t_q: int, t_k: int, *, causal: bool,
+                 key_padding_mask: np.ndarray | None) -> np.ndarray | None:
+    allowed = None
+    if causal:
+        allowed = np.tril(np.ones((t_q, t_k), dtype=bool), t_k - t_q)[None, None]
+    if key_padding_mask is not None:
+        keep = np.asarray(key_padding_mask, dtype=bool)[:, None, None, :]
+        allowed = keep if allowed is None else allowed & keep
+    return allowed
+
+
+def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = False,
+                    key_padding_mask: np.ndarray | None = None) -> np.ndarray:
+    """softmax(Q K^T / sqrt(D)) V in float64."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal,
+                           key_padding_mask=key_padding_mask)
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    top = scores.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    weights = np.exp(scores - top)
+    total = weights.sum(axis=-1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return weights @ v
+
+
+def hrr_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
+                  key_padding_mask: np.ndarray | None = None) -> np.ndarray:
+    """HRR attention (REFERENCE.md section 1) in float64, by explicit circular convolution."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    dim = q.shape[-1]
+    bound = np.fft.irfft(np.fft.rfft(k) * np.fft.rfft(v), n=dim)        # bind(k_t, v_t)
+    if key_padding_mask is not None:
+        bound = bound * np.asarray(key_padding_mask, dtype=bool)[:, None, :, None]
+    beta = bound.sum(axis=-2, keepdims=True)
+    vhat = np.fft.irfft(np.fft.rfft(beta) * np.conj(np.fft.rfft(q)), n=dim)  # unbind(beta, q_t)
+    dot = (v * vhat).sum(-1)
+    norms = np.linalg.norm(v, axis=-1) * np.linalg.norm(vhat, axis=-1)
+    scores = dot / np.maximum(norms, HRR_COSINE_EPS)
+    if key_padding_mask is not None:
+        keep = np.asarray(key_padding_mask, dtype=bool)[:, None, :]
+        scores = np.where(keep, scores, -np.inf)
+    top = scores.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    weights = np.exp(scores - top)
+    total = weights.sum(axis=-1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return weights[..., None] * v
+
+
+def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
+    """|out - ref|_F / |ref|_F (0 when both are 0)."""
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    denom = np.linalg.norm(ref)
+    diff = np.linalg.norm(out - ref)
+    return float(diff / denom) if denom > 0 else float(diff)
+
+
+# Which reference an implementation family is checked against before it is timed.
+REFERENCE_BY_FAMILY = {"exact": "exact", "hrr": "hrr"}
+
+# Tolerances of the correctness gate: max |out - ref| / max(1, max |ref|), per dtype.
+GATE_TOLERANCE = {"float64": 1e-10, "float32": 2e-5, "bfloat16": 3e-2, "float16": 5e-3}
+
+
+def reference_output(family: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
+                     causal: bool, key_padding_mask: np.ndarray | None) -> np.ndarray | None:
+    """The reference for a family, or None when the family is approximate by design."""
+    kind = REFERENCE_BY_FAMILY.get(family)
+    if kind == "exact":
+        return exact_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    if kind == "hrr":
+        return hrr_attention(q, k, v, key_padding_mask=key_padding_mask)
+    return None

@@ -1,0 +1,277 @@
+"""The registry of attention implementations: the one piece of global state in attnbench.
+
+An implementation is declared once, with what it can do (``Capabilities``) and a way to find
+out whether it can run here (``probe``). Everything else in attnbench asks the registry before
+it schedules or calls anything, so an unsupported combination becomes a reason, not a crash.
+
+Adding your own, from your own module (``run_bench.py --impl-module mypkg.myattn``, or an entry
+point in the ``attnbench.implementations`` group)::
+
+    from harness import Capabilities, register
+
+    @register("my_attn", framework="torch", family="exact",
+              capabilities=Capabilities(devices=("cpu", "cuda"), causal=True))
+    def my_attn(q, k, v, *, causal=False, key_padding_mask=None):
+        ...  # (B, H, T, D) tensors in, (B, H, T, D) out
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from harness.errors import UnknownNameError, UnsupportedError, UsageError
+
+FRAMEWORKS = ("torch", "jax")
+FAMILIES = ("exact", "kernel", "hrr")
+FAMILY_LABELS = {
+    "exact": "exact softmax",
+    "kernel": "kernel approximation",
+    "hrr": "HRR",
+}
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+ENTRY_POINT_GROUP = "attnbench.implementations"
+
+AttentionFn = Callable[..., object]
+ProbeFn = Callable[[str, str], "Availability"]
+# (device, dtype, causal, masked, backward) -> Availability: rules finer than Capabilities
+ConstraintFn = Callable[[str, str, bool, bool, bool], "Availability"]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether an implementation can run on a device/dtype here, and if not, why."""
+
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an implementation can do in principle (before asking the machine)."""
+
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    causal: bool = False
+    key_padding_mask: bool = False
+    backward: bool = True
+
+    def describe(self) -> str:
+        flags = [name for name, on in (("causal", self.causal), ("mask", self.key_padding_mask),
+                                       ("backward", self.backward)) if on]
+        return f"{'/'.join(self.devices)}; {','.join(self.dtypes)}; {' '.join(flags) or '-'}"
+
+
+@dataclass
+class Implementation:
+    """One registered attention method.
+
+    ``fn`` takes framework-native q, k, v of shape (B, H, T, D) plus keyword ``causal`` and
+    ``key_padding_mask`` (B, T, True = keep) and returns (B, H, T, D).
+    ``requires`` names importable packages; a missing one makes the implementation unavailable.
+    ``probe`` (optional) is an extra check (device, dtype) -> Availability that must not raise;
+    by default a tiny input is really run on the target device and dtype.
+    """
+
+    name: str
+    framework: str
+    family: str
+    capabilities: Capabilities
+    fn: AttentionFn
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    probe: ProbeFn | None = None
+    constraints: ConstraintFn | None = None
+    module: str = ""
+    _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- capability checks ------------------------------------------------------------------
+    def supports(self, *, device: str = "cpu", dtype: str = "float32", causal: bool = False,
+                 key_padding_mask: bool = False, backward: bool = False) -> Availability:
+        """Static capabilities first, then the machine (packages, device, a real tiny run)."""
+        caps = self.capabilities
+        base = device_kind(device)
+        if base not in caps.devices:
+            return Availability(False, f"{self.name}: does not run on {base} "
+                                       f"(supports {', '.join(caps.devices)})")
+        if dtype not in caps.dtypes:
+            return Availability(False, f"{self.name}: dtype {dtype} not supported "
+                                       f"(supports {', '.join(caps.dtypes)})")
+        if causal and not caps.causal:
+            return Availability(False, f"{self.name}: no causal mode")
+        if key_padding_mask and not caps.key_padding_mask:
+            return Availability(False, f"{self.name}: no key-padding mask support")
+        if backward and not caps.backward:
+            return Availability(False, f"{self.name}: no backward pass")
+        if self.constraints is not None:
+            verdict = self.constraints(base, dtype, causal, key_padding_mask, backward)
+            if not verdict:
+                return verdict
+        return self.availability(device, dtype)
+
+    def availability(self, device: str = "cpu", dtype: str | None = None) -> Availability:
+        """Can it run here at all: packages installed, device present, tiny input runs."""
+        if dtype is None:
+            dtype = self.capabilities.dtypes[0] if "float32" not in self.capabilities.dtypes \
+                else "float32"
+        if device_kind(device) not in self.capabilities.devices:
+            return Availability(False, f"{self.name}: does not run on {device_kind(device)} "
+                                       f"(supports {', '.join(self.capabilities.devices)})")
+        key = (device, dtype)
+        with self._lock:
+            cached = self._probe_cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._probe_uncached(device, dtype)
+        with self._lock:
+            self._probe_cache[key] = result
+        return result
+
+    def _probe_uncached(self, device: str, dtype: str) -> Availability:
+        for package in self.requires:
+            if importlib.util.find_spec(package) is None:
+                return Availability(False, f"{self.name}: package {package} not installed")
+        try:
+            from harness import frameworks
+
+            framework = frameworks.get(self.framework)
+            present = framework.device_present(device)
+            if not present:
+                installed = " installed, but" if self.requires else ""
+                return Availability(False, f"{self.name}:{installed} needs a {device_kind(device)} "
+                                           f"device ({present.reason})")
+            if self.probe is not None:
+                verdict = self.probe(device, dtype)
+                if not verdict:
+                    return verdict
+            return framework.tiny_run(self, device, dtype)
+        except Exception as exc:  # a probe must never raise
+            return Availability(False, f"{self.name}: probe failed: {type(exc).__name__}: "
+                                       f"{first_line(str(exc))}")
+
+    def check_call(self, *, device: str, dtype: str, causal: bool, masked: bool,
+                   backward: bool = False) -> None:
+        """Raise UnsupportedError with the reason when this combination cannot run."""
+        verdict = self.supports(device=device, dtype=dtype, causal=causal,
+                                key_padding_mask=masked, backward=backward)
+        if not verdict:
+            raise UnsupportedError(verdict.reason)
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:limit]
+
+
+def device_kind(device: str) -> str:
+    """'cuda:1' -> 'cuda'."""
+    return device.split(":", 1)[0]
+
+
+class Registry:
+    """Name -> Implementation, in registration order."""
+
+    def __init__(self) -> None:
+        self._impls: dict[str, Implementation] = {}
+        self._builtins_loaded = False
+        self._entry_points_loaded = False
+
+    def add(self, impl: Implementation, *, replace: bool = False) -> Implementation:
+        if impl.framework not in FRAMEWORKS:
+            raise ValueError(f"{impl.name}: framework must be one of {FRAMEWORKS}, "
+                             f"got {impl.framework!r}")
+        if impl.family not in FAMILIES:
+            raise ValueError(f"{impl.name}: family must be one of {FAMILIES}, got {impl.family!r}")
+        unknown = set(impl.capabilities.dtypes) - set(DTYPES)
+        if unknown:
+            raise ValueError(f"{impl.name}: unknown dtypes {sorted(unknown)}; use {DTYPES}")
+        existing = self._impls.get(impl.name)
+        if existing is not None and not replace and existing.module != impl.module:
+            raise ValueError(f"implementation {impl.name!r} already registered by "
+                             f"{existing.module}; choose another name")
+        self._impls[impl.name] = impl
+        return impl
+
+    def load_builtins(self) -> None:
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            importlib.import_module("implementations")
+
+    def load_entry_points(self) -> list[str]:
+        """Import modules advertised under the 'attnbench.implementations' entry-point group."""
+        loaded: list[str] = []
+        if self._entry_points_loaded:
+            return loaded
+        self._entry_points_loaded = True
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+            loaded.append(ep.value)
+        return loaded
+
+    def names(self) -> list[str]:
+        self.load_builtins()
+        return list(self._impls)
+
+    def all(self) -> list[Implementation]:
+        self.load_builtins()
+        return list(self._impls.values())
+
+    def get(self, name: str) -> Implementation:
+        self.load_builtins()
+        try:
+            return self._impls[name]
+        except KeyError:
+            raise UnknownNameError("implementation", name, self.names()) from None
+
+    def resolve(self, names: Iterable[str]) -> list[Implementation]:
+        return [self.get(n) for n in names]
+
+
+REGISTRY = Registry()
+
+
+def register(name: str, *, framework: str, family: str, capabilities: Capabilities | None = None,
+             description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
+             constraints: ConstraintFn | None = None, replace: bool = False) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator that declares an attention function under ``name``."""
+
+    def decorate(fn: AttentionFn) -> AttentionFn:
+        REGISTRY.add(Implementation(
+            name=name, framework=framework, family=family,
+            capabilities=capabilities or Capabilities(), fn=fn,
+            description=description or first_line(fn.__doc__ or ""),
+            requires=tuple(requires), probe=probe, constraints=constraints,
+            module=getattr(fn, "__module__", None) or ""), replace=replace)
+        return fn
+
+    return decorate
+
+
+def load_impl_modules(modules: Iterable[str]) -> None:
+    """Import user modules that register implementations (``--impl-module``)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"cannot import implementation module {module!r}: {exc}") from exc
+
+
+def get(name: str) -> Implementation:
+    return REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return REGISTRY.names()
+
+
+def all_implementations() -> list[Implementation]:
+    return REGISTRY.all()

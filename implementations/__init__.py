@@ -1,0 +1,17 @@
+"""Built-in attention implementations, one module per method.
+
+Importing this package registers them all. To add a method, write a module like these that
+calls ``harness.register`` and either add it to the list below or load it from your own
+package with ``run_bench.py --impl-module yourpkg.yourmodule``.
+"""
+
+from implementations import (  # noqa: F401  (imported for their registrations)
+    softmax_torch,
+    sdpa,
+    flash_attn,
+    xformers,
+    performer_torch,
+    hrr_torch,
+    softmax_jax,
+    hrr_jax,
+)

@@ -1,0 +1,17 @@
+"""The FlashAttention package (flash_attn_func): CUDA only, float16/bfloat16, layout (B, T, H, D)."""
+
+from __future__ import annotations
+
+from harness.registry import Capabilities, register
+
+
+@register("flash_attn", framework="torch", family="exact", requires=("flash_attn",),
+          capabilities=Capabilities(devices=("cuda",), dtypes=("float16", "bfloat16"),
+                                    causal=True, key_padding_mask=False, backward=True))
+def flash_attn(q, k, v, *, causal=False, key_padding_mask=None):
+    """flash_attn.flash_attn_func; key-padding masks need its varlen API (not wired here)."""
+    from flash_attn import flash_attn_func
+
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                          causal=causal)
+    return out.transpose(1, 2)

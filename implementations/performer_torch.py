@@ -1,0 +1,133 @@
+"""Performer (FAVOR+, Choromanski et al. 2021) written here.
+
+Positive orthogonal random features approximate the softmax kernel exp(q.k / sqrt(D)):
+
+    phi(x) = m^-1/2 * exp(W x' - |x'|^2 / 2),   x' = x / D^(1/4)
+
+with W (m x D) made of blocks of orthogonal Gaussian rows rescaled by chi-distributed norms.
+Numerical stabilisation as in the reference code: each query's features are shifted by their
+own row maximum, the keys' by one maximum per (batch, head); both shifts cancel in the
+normalisation. Causal mode is a prefix sum over the key features, computed chunk by chunk so
+that memory stays O(T m) rather than O(T m D). Masked keys get zero features and so drop out of
+both numerator and denominator. The random features are drawn from a seeded generator, so runs
+are reproducible.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from harness.registry import Capabilities, register
+
+DEFAULT_NUM_FEATURES = 256
+DEFAULT_SEED = 0
+FEATURE_EPS = 1e-4  # added to every feature, as in the reference implementation
+CAUSAL_CHUNK = 256
+
+
+def orthogonal_random_features(num_features: int, dim: int, *, seed: int = DEFAULT_SEED,
+                               dtype: torch.dtype = torch.float32,
+                               device: torch.device | str = "cpu") -> torch.Tensor:
+    """(num_features, dim) matrix of orthogonal Gaussian rows with chi-distributed norms.
+
+    Drawn once per (num_features, dim, seed) and cached: like model weights, the projection is
+    not part of the per-call work being timed.
+    """
+    return _cached_projection(num_features, dim, seed).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_projection(num_features: int, dim: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    blocks = []
+    for _ in range(-(-num_features // dim)):
+        gaussian = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+        q, _ = torch.linalg.qr(gaussian)
+        blocks.append(q.T)
+    rows = torch.cat(blocks)[:num_features]
+    norms = torch.randn(num_features, dim, generator=gen, dtype=torch.float64).norm(dim=1)
+    return rows * norms[:, None]
+
+
+def favor_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+    """Positive random features phi(x), (B, H, T, D) -> (B, H, T, m), stabilised."""
+    x = x * x.shape[-1] ** -0.25
+    wx = torch.matmul(x, projection.T)
+    diag = 0.5 * (x * x).sum(-1, keepdim=True)
+    if is_query:
+        shift = wx.amax(dim=-1, keepdim=True).detach()
+    else:
+        shift = wx.amax(dim=(-2, -1), keepdim=True).detach()
+    return projection.shape[0] ** -0.5 * (torch.exp(wx - diag - shift) + FEATURE_EPS)
+
+
+def linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Non-causal: out = phi_q (phi_k^T v) / (phi_q sum_t phi_k)."""
+    kv = torch.matmul(phi_k.transpose(-2, -1), v)
+    normaliser = torch.matmul(phi_q, phi_k.sum(dim=-2).unsqueeze(-1))
+    return torch.matmul(phi_q, kv) / normaliser.clamp_min(torch.finfo(v.dtype).tiny)
+
+
+def causal_linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
+                            chunk: int = CAUSAL_CHUNK) -> torch.Tensor:
+    """Causal by prefix sums of phi_k^T v, carried from chunk to chunk.
+
+    Within a chunk the prefix sum is the lower-triangular product (chunk x chunk); across
+    chunks the running state S = sum phi_k^T v and z = sum phi_k is carried.
+    """
+    batch, heads, seq_len, _ = v.shape
+    state = v.new_zeros(batch, heads, phi_k.shape[-1], v.shape[-1])
+    norm_state = v.new_zeros(batch, heads, phi_k.shape[-1], 1)
+    outputs = []
+    for start in range(0, seq_len, chunk):
+        q_c = phi_q[..., start:start + chunk, :]
+        k_c = phi_k[..., start:start + chunk, :]
+        v_c = v[..., start:start + chunk, :]
+        local = torch.matmul(q_c, k_c.transpose(-2, -1)).tril()
+        numerator = torch.matmul(q_c, state) + torch.matmul(local, v_c)
+        denominator = torch.matmul(q_c, norm_state) + local.sum(-1, keepdim=True)
+        outputs.append(numerator / denominator.clamp_min(torch.finfo(v.dtype).tiny))
+        state = state + torch.matmul(k_c.transpose(-2, -1), v_c)
+        norm_state = norm_state + k_c.sum(dim=-2).unsqueeze(-1)
+    return torch.cat(outputs, dim=-2)
+
+
+def performer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                        causal: bool = False, key_padding_mask: torch.Tensor | None = None,
+                        num_features: int = DEFAULT_NUM_FEATURES,
+                        seed: int = DEFAULT_SEED) -> torch.Tensor:
+    """FAVOR+ attention; half-precision inputs are computed in float32 and cast back."""
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    projection = orthogonal_random_features(num_features, q.shape[-1], seed=seed, dtype=work,
+                                            device=q.device)
+    phi_q = favor_features(q.to(work), projection, is_query=True)
+    phi_k = favor_features(k.to(work), projection, is_query=False)
+    if key_padding_mask is not None:
+        keep = key_padding_mask.to(device=q.device, dtype=work)[:, None, :, None]
+        phi_k = phi_k * keep
+    v_work = v.to(work)
+    out = causal_linear_attention(phi_q, phi_k, v_work) if causal else \
+        linear_attention(phi_q, phi_k, v_work)
+    return out.to(q.dtype)
+
+
+def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
+                       seed: int = DEFAULT_SEED) -> None:
+    """Register a Performer variant, e.g. ``register_performer("performer_m64", num_features=64)``."""
+
+    def attention(q, k, v, *, causal=False, key_padding_mask=None):
+        return performer_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                                   num_features=num_features, seed=seed)
+
+    register(name, framework="torch", family="kernel",
+             description=f"Performer FAVOR+, {num_features} orthogonal positive random "
+                         f"features, seed {seed}",
+             capabilities=Capabilities(devices=("cpu", "cuda"),
+                                       dtypes=("float64", "float32", "float16", "bfloat16"),
+                                       causal=True, key_padding_mask=True, backward=True),
+             )(attention)
+
+
+register_performer("performer_torch")
