@@ -96,8 +96,13 @@ class Implementation:
 
     # -- capability checks ------------------------------------------------------------------
     def supports(self, *, device: str = "cpu", dtype: str = "float32", causal: bool = False,
-                 key_padding_mask: bool = False, backward: bool = False) -> Availability:
-        """Static capabilities first, then the machine (packages, device, a real tiny run)."""
+                 key_padding_mask: bool = False, backward: bool = False,
+                 run_probe: bool = True) -> Availability:
+        """Static capabilities first, then the machine (packages, device, a real tiny run).
+
+        ``run_probe=False`` stops before anything is executed (packages and device presence
+        only): the runner's parent process uses it, and leaves the tiny run to a worker.
+        """
         caps = self.capabilities
         base = device_kind(device)
         if base not in caps.devices:
@@ -116,7 +121,23 @@ class Implementation:
             verdict = self.constraints(base, dtype, causal, key_padding_mask, backward)
             if not verdict:
                 return verdict
+        if not run_probe:
+            return self.presence(device)
         return self.availability(device, dtype)
+
+    def presence(self, device: str) -> Availability:
+        """Packages installed and device present, without running anything."""
+        for package in self.requires:
+            if importlib.util.find_spec(package) is None:
+                return Availability(False, f"{self.name}: package {package} not installed")
+        from harness import frameworks
+
+        present = frameworks.get(self.framework).device_present(device)
+        if not present:
+            installed = " installed, but" if self.requires else ""
+            return Availability(False, f"{self.name}:{installed} needs a {device_kind(device)} "
+                                       f"device ({present.reason})")
+        return Availability(True)
 
     def availability(self, device: str = "cpu", dtype: str | None = None) -> Availability:
         """Can it run here at all: packages installed, device present, tiny input runs."""
@@ -137,18 +158,13 @@ class Implementation:
         return result
 
     def _probe_uncached(self, device: str, dtype: str) -> Availability:
-        for package in self.requires:
-            if importlib.util.find_spec(package) is None:
-                return Availability(False, f"{self.name}: package {package} not installed")
         try:
             from harness import frameworks
 
-            framework = frameworks.get(self.framework)
-            present = framework.device_present(device)
+            present = self.presence(device)
             if not present:
-                installed = " installed, but" if self.requires else ""
-                return Availability(False, f"{self.name}:{installed} needs a {device_kind(device)} "
-                                           f"device ({present.reason})")
+                return present
+            framework = frameworks.get(self.framework)
             if self.probe is not None:
                 verdict = self.probe(device, dtype)
                 if not verdict:

@@ -11,5 +11,17 @@ os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="attnbench-mpl-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+TESTS = ROOT / "tests"
+for entry in (ROOT, TESTS):  # before any worker (forkserver) starts, so workers see them too
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

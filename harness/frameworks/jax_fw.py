@@ -117,3 +117,113 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
         return Availability(False, f"{impl.name}: fails on {device}/{dtype}: "
                                    f"{type(exc).__name__}: {first_line(str(exc))}")
     return Availability(True, "")
+
+
+# -- workloads for the runner ------------------------------------------------------------------
+def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
+                  flush_l2: bool = True) -> Any:
+    """jit-compiled pass on device-resident inputs (q, k, v ~ N(0, 1), seeded).
+
+    The first call compiles; the runner times it separately (``first_call``) and never mixes it
+    into the samples. Timing is perf_counter around the call plus block_until_ready.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from harness.measure import Workload
+
+    dtype = jnp_dtype(point.dtype)
+    shape = (point.batch, point.heads, point.seq_len, point.head_dim)
+    device = jax_device(point.device)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    with jax.default_device(device):
+        q, k, v, ct = (jax.random.normal(key, shape, dtype=dtype) for key in keys)
+    input_bytes = 3 * q.size * q.dtype.itemsize
+
+    def attention(q_, k_, v_):
+        return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None)
+
+    if point.pass_ == "forward":
+        compiled = jax.jit(attention)
+
+        def run() -> Any:
+            return compiled(q, k, v)
+        setup = _noop
+    elif point.pass_ == "forward_backward":
+        input_bytes += ct.size * ct.dtype.itemsize
+
+        @jax.jit
+        def forward_backward(q_, k_, v_, ct_):
+            out, vjp = jax.vjp(attention, q_, k_, v_)
+            return out, vjp(ct_)
+
+        def run() -> Any:
+            return forward_backward(q, k, v, ct)
+        setup = _noop
+    else:  # backward only: the forward (and its residuals) outside the timed region
+        input_bytes += ct.size * ct.dtype.itemsize
+        state: dict[str, Any] = {}
+        apply = jax.jit(lambda vjp, ct_: vjp(ct_))
+
+        def setup() -> None:
+            if "vjp" not in state:
+                _, state["vjp"] = jax.vjp(attention, q, k, v)
+
+        def run() -> Any:
+            return apply(state["vjp"], ct)
+
+    def block(value: Any) -> None:
+        jax.block_until_ready(value)
+
+    def check(value: Any) -> bool:
+        leaves = jax.tree_util.tree_leaves(value)
+        return all(bool(jnp.isfinite(leaf.astype(jnp.float32)).all()) for leaf in leaves)
+
+    return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
+                    setup=setup, inputs=(q, k, v))
+
+
+def _noop() -> None:
+    return None
+
+
+def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
+    from dataclasses import replace
+
+    mem_point = replace(point, pass_="forward" if point.pass_ == "forward"
+                        else "forward_backward")
+    return make_workload(impl, mem_point, seed=seed)
+
+
+def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
+    """JAX on GPU: peak_bytes_in_use above bytes_in_use before the call (fresh worker)."""
+    if device_kind(device) != "cuda":
+        return None
+    dev = jax_device(device)
+    stats = dev.memory_stats() or {}
+    if "peak_bytes_in_use" not in stats:
+        return None
+    work.setup()
+    before = stats.get("bytes_in_use", 0)
+    value = work.run()
+    work.block(value)
+    peak = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0) - before
+    return int(peak), "jax_memory_stats_peak_above_inputs"
+
+
+def threads() -> int | None:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower() or \
+        "failed to allocate" in text.lower()
+
+
+def to_numpy64(array: Any) -> np.ndarray:
+    return np.asarray(to_numpy(array), dtype=np.float64)

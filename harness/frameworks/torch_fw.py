@@ -105,3 +105,135 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
         return Availability(False, f"{impl.name}: fails on {device}/{dtype}: "
                                    f"{type(exc).__name__}: {first_line(str(exc))}")
     return Availability(True, "")
+
+
+# -- workloads for the runner ------------------------------------------------------------------
+class CudaEventTimer:
+    """CUDA events around the call; optionally flushes L2 first (untimed) so that small shapes
+    are not flattered by a warm cache."""
+
+    name = "cuda_event"
+
+    def __init__(self, device: str, flush_l2: bool = True) -> None:
+        import torch
+
+        self.torch = torch
+        self.flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=device) \
+            if flush_l2 else None
+
+    def time(self, work: Any) -> tuple[float, Any]:
+        torch = self.torch
+        if self.flush is not None:
+            self.flush.zero_()
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        value = work.run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000.0, value
+
+
+def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
+                  flush_l2: bool = True) -> Any:
+    """Inputs on the device (q, k, v ~ N(0, 1), seeded) and a callable for the point's pass."""
+    import torch
+
+    from harness.measure import Workload
+
+    dtype = torch_dtype(point.dtype)
+    shape = (point.batch, point.heads, point.seq_len, point.head_dim)
+    gen = torch.Generator(device=point.device).manual_seed(seed)
+    needs_grad = point.pass_ != "forward"
+    q, k, v = (torch.randn(shape, generator=gen, device=point.device, dtype=dtype)
+               .requires_grad_(needs_grad) for _ in range(3))
+    input_bytes = 3 * q.numel() * q.element_size()
+
+    def forward() -> Any:
+        return impl.fn(q, k, v, causal=point.causal, key_padding_mask=None)
+
+    def block(value: Any) -> None:
+        synchronize(point.device)
+
+    def check(value: Any) -> bool:
+        return bool(torch.isfinite(value.detach().float()).all())
+
+    def clear_grads() -> None:
+        for tensor in (q, k, v):
+            tensor.grad = None
+
+    if point.pass_ == "forward":
+        def run() -> Any:
+            with torch.no_grad():
+                return forward()
+        setup = clear_grads
+    else:
+        grad = torch.randn(shape, generator=gen, device=point.device, dtype=dtype)
+        input_bytes += grad.numel() * grad.element_size()
+        if point.pass_ == "forward_backward":
+            def run() -> Any:
+                out = forward()
+                out.backward(grad)
+                return q.grad
+            setup = clear_grads
+        else:  # backward only: one forward outside the timed region, graph kept
+            state: dict[str, Any] = {}
+
+            def setup() -> None:
+                clear_grads()
+                if "out" not in state:
+                    state["out"] = forward()
+
+            def run() -> Any:
+                state["out"].backward(grad, retain_graph=True)
+                return q.grad
+    timer = CudaEventTimer(point.device, flush_l2) if device_kind(point.device) == "cuda" \
+        else None
+    return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
+                    timer=timer, inputs=(q, k, v))
+
+
+def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
+    """The memory pass runs forward, or forward and backward for the passes with a backward."""
+    from dataclasses import replace
+
+    mem_point = replace(point, pass_="forward" if point.pass_ == "forward"
+                        else "forward_backward")
+    return make_workload(impl, mem_point, seed=seed, flush_l2=False)
+
+
+def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
+    """CUDA: the allocator's peak above the allocation before the call. None on CPU."""
+    if device_kind(device) != "cuda":
+        return None
+    import torch
+
+    work.setup()
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    value = work.run()
+    synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del value
+    return peak, "cuda_allocator_peak_above_inputs"
+
+
+def threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory",
+                                   "cannot allocate memory", "failed to allocate"))
+
+
+def to_numpy64(tensor: Any) -> np.ndarray:
+    return tensor.detach().double().cpu().numpy()

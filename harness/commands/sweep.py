@@ -1,0 +1,214 @@
+"""``run_bench.py sweep``: run a chosen grid (preset, config file, flags) into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness import presets
+from harness.console import ProgressListener, make_console, summary_tables, unsupported_table
+from harness.errors import UsageError
+from harness.hardware import fingerprint, gpu_info, hardware_summary
+from harness.measure import TimingSettings
+from harness.records import Point
+from harness.registry import REGISTRY, device_kind
+from harness.runner import Runner, RunSettings, best_device, now_iso, static_check
+from harness.store import RunDir, default_run_path, open_run
+from harness.sweep_spec import (
+    SweepSpec,
+    expand,
+    overrides_from,
+    parse_bytes,
+    parse_devices,
+    read_config,
+)
+
+INPUT_DISTRIBUTION = "q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    grid = parser.add_argument_group("grid (comma-separated lists; ranges like 1K..128K "
+                                     "double, 512..4096:+512 step)")
+    grid.add_argument("--impl", help="implementations (default: all registered)")
+    grid.add_argument("--seq-len", help="sequence lengths, e.g. 1024,2048 or 1K..128K")
+    grid.add_argument("--head-dim", help="head dimensions, e.g. 64,128")
+    grid.add_argument("--batch", help="batch sizes")
+    grid.add_argument("--heads", help="head counts")
+    grid.add_argument("--dtype", help="float32, float16 (fp16), bfloat16 (bf16), float64")
+    grid.add_argument("--causal", help="true, false or both")
+    grid.add_argument("--pass", dest="pass_", metavar="PASS",
+                      help="forward, backward, forward_backward (aliases fwd, bwd, fwd_bwd)")
+    grid.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if present, else cpu)")
+    grid.add_argument("--preset", help=f"one of {', '.join(presets.PRESETS)} "
+                                       f"(default {presets.DEFAULT_PRESET})")
+    grid.add_argument("--config", help="TOML file with the same names as these flags; "
+                                       "flags override it")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", help="run directory (default results/<time>-<hardware>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run, skipping recorded points")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the grid and what would be skipped, run nothing")
+    run.add_argument("--timeout", type=float, help="seconds per worker task (default 120)")
+    run.add_argument("--max-memory", help="cap each worker, e.g. 4GB (CPU: address space above "
+                                          "its start; CUDA: allocator fraction)")
+    run.add_argument("--min-time", type=float, help="seconds of samples to collect (default 0.5)")
+    run.add_argument("--max-repeats", type=int, help="most samples per point (default 50)")
+    run.add_argument("--warmup", type=int, help="warm-up calls before sampling (default 2)")
+    run.add_argument("--seed", type=int, help="input seed (default 0)")
+    run.add_argument("--cooldown", type=float, default=None,
+                     help="seconds to pause between implementations (default 0.5 on CUDA)")
+    run.add_argument("--no-report", action="store_true", help="do not render the report")
+
+
+@dataclass
+class SweepPlan:
+    points: list[Point]
+    settings: RunSettings
+    out: Path
+    resume: bool
+    description: dict[str, Any]
+
+
+def plan(args: argparse.Namespace) -> SweepPlan:
+    raw: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        raw.update(read_config(args.config))
+    for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
+                 "preset", "timeout", "max_memory", "out", "min_time", "max_repeats", "warmup",
+                 "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            raw[name] = value
+    if getattr(args, "pass_", None) is not None:
+        raw["pass"] = args.pass_
+    overrides = overrides_from(raw)
+    if "impl" in overrides.values:
+        REGISTRY.resolve(overrides.values["impl"])  # unknown names: exit 2, listing valid ones
+    devices = overrides.values.get("device") or (best_device(),)
+    preset_name = raw.get("preset", presets.DEFAULT_PRESET)
+    groups: list[SweepSpec] = []
+    for device in parse_devices(devices):
+        groups.extend(overrides.apply(g) for g in presets.preset_groups(preset_name, device))
+    points = expand(groups, REGISTRY.names())
+    validate_points(points)
+    timing = TimingSettings(
+        warmup=int(raw.get("warmup", 2)), min_time_s=float(raw.get("min_time", 0.5)),
+        max_repeats=int(raw.get("max_repeats", 50)))
+    if timing.warmup < 0 or timing.min_time_s < 0 or timing.max_repeats < 1:
+        raise UsageError("--warmup and --min-time must be >= 0 and --max-repeats >= 1")
+    timeout = float(raw.get("timeout", 120.0))
+    if timeout <= 0:
+        raise UsageError(f"--timeout: must be positive, got {timeout:g}")
+    max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
+    cooldown = args.cooldown if getattr(args, "cooldown", None) is not None else (
+        0.5 if any(device_kind(d) == "cuda" for d in devices) else 0.0)
+    settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
+                           seed=int(raw.get("seed", 0)), impl_modules=tuple(
+                               getattr(args, "impl_module", []) or []), cooldown_s=cooldown)
+    resume = getattr(args, "resume", None)
+    out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
+    if resume:
+        open_run(resume)  # must exist
+    description = {"preset": preset_name, "overrides": {k: list(v) for k, v in
+                                                        overrides.values.items()},
+                   "config_file": getattr(args, "config", None),
+                   "input_distribution": INPUT_DISTRIBUTION}
+    return SweepPlan(points, settings, out or Path(), bool(resume), description)
+
+
+def validate_points(points: list[Point]) -> None:
+    """Bad input that no implementation could run: one clear line, exit 2."""
+    if not points:
+        raise UsageError("the grid is empty")
+    for device in sorted({p.device for p in points}):
+        kind = device_kind(device)
+        if kind == "cuda":
+            from harness.frameworks import torch_fw
+
+            present = torch_fw.device_present(device)
+            if not present:
+                raise UsageError(f"--device {device}: {present.reason}")
+        for dtype in sorted({p.dtype for p in points if p.device == device}):
+            if not any(static_check(REGISTRY.get(p.impl), p) is None for p in points
+                       if p.device == device and p.dtype == dtype):
+                raise UsageError(f"--dtype {dtype}: no selected implementation supports it on "
+                                 f"{device}")
+
+
+def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
+    console = make_console()
+    sweep = plan(args)
+    if args.dry_run:
+        return dry_run(sweep, console)
+    machine = fingerprint()
+    out = sweep.out if sweep.out != Path() else default_run_path(machine["hardware_tag"])
+    metadata = {
+        "kind": "speed", "command": sys.argv, "started_at": now_iso(), "machine": machine,
+        "settings": sweep.settings.as_dict(), "grid": sweep.description,
+        "points": len(sweep.points),
+    }
+    run_dir = RunDir.create(out, metadata, resume=sweep.resume)
+    console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) on "
+                  f"{hardware_summary(machine)} -> {run_dir.path}")
+    runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
+                    listener=ProgressListener(console))
+    summary = runner.run(sweep.points, resume=sweep.resume)
+    run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
+                            gpu_end=gpu_info())
+    all_records = [r for r in run_dir.records() if r.kind == "speed"]
+    for table in summary_tables(all_records):
+        console.print(table)
+    table = unsupported_table(all_records)
+    if table is not None:
+        console.print(table)
+    counts = {s: sum(r.status == s for r in all_records)
+              for s in ("ok", "oom", "timeout", "error", "unsupported", "skipped")}
+    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) +
+                  f"  ->  {run_dir.results_path}")
+    if summary.interrupted:
+        console.print(f"[yellow]interrupted[/]: everything measured so far is in {run_dir.path}; "
+                      f"continue with: python run_bench.py sweep --resume {run_dir.path}")
+        return 130
+    if default_report and not getattr(args, "no_report", False):
+        render_report(run_dir.path, console)
+    return 0
+
+
+def render_report(run_path: Path, console: Console) -> None:
+    try:
+        from harness.report import render_report as render
+    except ImportError as exc:
+        console.print(f"[yellow]report not rendered[/]: {exc}")
+        return
+    out = render([run_path])
+    console.print(f"report: {out}")
+
+
+def dry_run(sweep: SweepPlan, console: Console) -> int:
+    from rich.table import Table
+
+    table = Table(title=f"dry run: {len(sweep.points)} point(s) (probes and the correctness "
+                        f"gate run at run time)", title_justify="left")
+    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "seq_len",
+                   "plan"):
+        table.add_column(column)
+    groups: dict[tuple, list[Point]] = {}
+    for p in sweep.points:
+        groups.setdefault(p.series_key(), []).append(p)
+    will_run = 0
+    for (impl, device, batch, heads, head_dim, dtype, causal, pass_), items in groups.items():
+        reason = static_check(REGISTRY.get(impl), items[0])
+        will_run += len(items) if reason is None else 0
+        seq = ",".join(str(p.seq_len) for p in items)
+        table.add_row(impl, device, dtype, str(causal), pass_, str(batch), str(heads),
+                      str(head_dim), seq, "[green]run[/]" if reason is None
+                      else f"[dim]skip: {reason}[/]")
+    console.print(table)
+    console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
+                  f"unsupported")
+    return 0

@@ -1,0 +1,140 @@
+"""What a person sees while a sweep runs: progress, one line per point, a summary table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.records import Point, SpeedRecord
+
+STATUS_STYLE = {"ok": "green", "oom": "magenta", "timeout": "yellow", "error": "red",
+                "unsupported": "dim", "skipped": "dim"}
+
+
+def make_console() -> Console:
+    """A console that does not wrap record lines at 80 columns when output is not a terminal."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    return console
+
+
+def describe_point(point: Point | SpeedRecord) -> str:
+    causal = " causal" if point.causal else ""
+    return (f"{point.impl} T={point.seq_len} D={point.head_dim} B={point.batch} H={point.heads} "
+            f"{point.dtype}{causal} {point.pass_} {point.device}")
+
+
+def format_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1e-3:
+        return f"{value * 1e6:.1f} us"
+    if value < 1:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value:.2f} s"
+
+
+def format_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{int(value)} B"
+
+
+class ProgressListener:
+    """Receives runner events; prints a line per record under a progress bar."""
+
+    def __init__(self, console: Console | None = None, *, quiet_unsupported: bool = False):
+        self.console = console or make_console()
+        self.quiet_unsupported = quiet_unsupported
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self.task: Any = None
+        self.unsupported = 0
+
+    def __call__(self, event: str, payload: Any) -> None:
+        if event == "start":
+            if payload["resumed"]:
+                self.console.print(f"resuming: {payload['resumed']} point(s) already recorded")
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=payload["todo"])
+        elif event == "probing":
+            self.progress.update(self.task, description=f"probing {payload} combination(s)")
+        elif event == "point":
+            self.progress.update(self.task, description=describe_point(payload))
+        elif event == "record":
+            self.progress.advance(self.task)
+            self._print_record(payload)
+        elif event in ("end", "interrupted"):
+            self.progress.stop()
+
+    def _print_record(self, record: SpeedRecord) -> None:
+        style = STATUS_STYLE.get(record.status, "")
+        if record.status == "ok":
+            iqr = f" ±{format_seconds(record.time_iqr_s)}" if record.time_iqr_s else ""
+            self.console.print(f"[{style}]ok[/]      {describe_point(record)}: "
+                               f"{format_seconds(record.time_s)}{iqr}, "
+                               f"peak {format_bytes(record.peak_mem_bytes)}")
+        elif record.status == "unsupported" and self.quiet_unsupported:
+            self.unsupported += 1
+        else:
+            self.console.print(f"[{style}]{record.status:<8}[/] {describe_point(record)}: "
+                               f"{record.message}", highlight=False)
+
+
+def summary_tables(records: list[SpeedRecord]) -> list[Table]:
+    """One table per configuration (D, B, H, dtype, causal, pass, device): impl x seq_len."""
+    groups: dict[tuple, list[SpeedRecord]] = {}
+    for record in records:
+        if record.status == "unsupported":
+            continue
+        key = (record.device, record.head_dim, record.batch, record.heads, record.dtype,
+               record.causal, record.pass_)
+        groups.setdefault(key, []).append(record)
+    tables = []
+    for (device, head_dim, batch, heads, dtype, causal, pass_), items in sorted(groups.items()):
+        seq_lens = sorted({r.seq_len for r in items})
+        title = (f"median time (peak memory) — {device} D={head_dim} B={batch} H={heads} "
+                 f"{dtype}{' causal' if causal else ''} {pass_}")
+        table = Table(title=title, title_justify="left")
+        table.add_column("impl")
+        for t in seq_lens:
+            table.add_column(f"T={t}", justify="right")
+        by_impl: dict[str, dict[int, SpeedRecord]] = {}
+        for r in items:
+            by_impl.setdefault(r.impl, {})[r.seq_len] = r
+        for impl, cells in by_impl.items():
+            row = []
+            for t in seq_lens:
+                r = cells.get(t)
+                if r is None:
+                    row.append("")
+                elif r.status == "ok":
+                    row.append(f"{format_seconds(r.time_s)} ({format_bytes(r.peak_mem_bytes)})")
+                else:
+                    row.append(f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]")
+            table.add_row(impl, *row)
+        tables.append(table)
+    return tables
+
+
+def unsupported_table(records: list[SpeedRecord]) -> Table | None:
+    reasons: dict[str, set[str]] = {}
+    for r in records:
+        if r.status == "unsupported":
+            reasons.setdefault(r.impl, set()).add(r.message)
+    if not reasons:
+        return None
+    table = Table(title="not run here, and why", title_justify="left")
+    table.add_column("impl")
+    table.add_column("reason")
+    for impl, messages in reasons.items():
+        table.add_row(impl, "; ".join(sorted(messages)))
+    return table

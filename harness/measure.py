@@ -1,0 +1,156 @@
+"""Measurement inside a worker: the timing loop, peak-memory readers, and sample statistics.
+
+Time: warm-up calls first, then samples until ``min_time_s`` of measured time or
+``max_repeats`` samples (at least ``min_repeats``); every sample is kept. The device-side timer
+comes from the framework adapter (CUDA events for torch on GPU; perf_counter with
+block_until_ready for JAX; perf_counter on CPU).
+
+Memory, in a pass of its own: CPU: the worker's peak resident set (VmHWM, reset by writing 5
+to /proc/self/clear_refs) above its resident set with the inputs allocated; CUDA (torch): the
+allocator's peak above what is allocated before the call; JAX on GPU: the device's
+peak_bytes_in_use above the bytes in use before.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    warmup: int = 2
+    min_time_s: float = 0.5
+    min_repeats: int = 3
+    max_repeats: int = 50
+    cuda_flush_l2: bool = True
+
+
+@dataclass
+class Workload:
+    """One pass of one point, ready to call: ``run()`` does the work once.
+
+    ``setup`` runs before each sample, untimed (e.g. clearing gradients); ``block(value)``
+    waits for asynchronous work; ``check(value)`` says whether the output is finite.
+    """
+
+    run: Callable[[], Any]
+    block: Callable[[Any], None]
+    check: Callable[[Any], bool]
+    input_bytes: int
+    setup: Callable[[], None] = lambda: None
+    timer: "Timer | None" = None
+    inputs: tuple[Any, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Timer:
+    """Wall-clock timer around a call, waiting for the result."""
+
+    name = "perf_counter"
+
+    def time(self, work: Workload) -> tuple[float, Any]:
+        start = time.perf_counter()
+        value = work.run()
+        work.block(value)
+        return time.perf_counter() - start, value
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    median: float
+    iqr: float
+    minimum: float
+    count: int
+
+
+def sample_stats(samples: list[float]) -> SampleStats:
+    values = np.asarray(samples, dtype=float)
+    q1, q3 = np.percentile(values, [25, 75])
+    return SampleStats(float(statistics.median(samples)), float(q3 - q1), float(values.min()),
+                       len(samples))
+
+
+def first_call(work: Workload) -> float:
+    """Time of the very first call (JAX jit compilation, lazy initialisation): never a sample."""
+    work.setup()
+    start = time.perf_counter()
+    value = work.run()
+    work.block(value)
+    return time.perf_counter() - start
+
+
+def time_workload(work: Workload, settings: TimingSettings) -> tuple[list[float], Any]:
+    """Warm up, then sample until min_time_s or max_repeats; returns samples and last output."""
+    timer = work.timer or Timer()
+    value = None
+    for _ in range(settings.warmup):
+        work.setup()
+        value = work.run()
+        work.block(value)
+    samples: list[float] = []
+    while True:
+        work.setup()
+        elapsed, value = timer.time(work)
+        samples.append(elapsed)
+        enough_time = sum(samples) >= settings.min_time_s
+        if len(samples) >= settings.max_repeats or \
+                (len(samples) >= settings.min_repeats and enough_time):
+            break
+    return samples, value
+
+
+# -- CPU resident-set readers ------------------------------------------------------------------
+STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def read_status_kib(field_name: str) -> int | None:
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). False where that is impossible."""
+    try:
+        CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_bytes() -> int | None:
+    value = read_status_kib("VmRSS")
+    return None if value is None else value * 1024
+
+
+def peak_rss_bytes() -> int | None:
+    value = read_status_kib("VmHWM")
+    return None if value is None else value * 1024
+
+
+def limit_malloc_caching() -> None:
+    """Make glibc return large freed blocks to the OS, so RSS tracks what is really in use.
+
+    Fixed mmap/trim thresholds (instead of glibc's dynamic ones) mean a tensor freed by one call
+    is not silently reused by the next, which would hide part of its peak.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 * 1024)
+        libc.mallopt(m_trim_threshold, 256 * 1024)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,88 @@
+"""Sweep presets: data, not code. Shapes from REFERENCE.md section 4.
+
+Each preset maps a device kind ("cpu" or "cuda") to a list of groups; every group is the cross
+product of its axes (see harness.sweep_spec.SweepSpec). Axes a group leaves out take the
+SweepSpec defaults; ``device`` is filled in by the runner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import UnknownNameError
+from harness.sweep_spec import SweepSpec
+
+K = 1024
+
+# Pythia suite: (heads, head_dim) = (heads, width / heads); training context 2048.
+PYTHIA_MODELS = {
+    "70m": (8, 64), "160m": (12, 64), "410m": (16, 64), "1b": (8, 256), "1.4b": (16, 128),
+    "2.8b": (32, 80), "6.9b": (32, 128), "12b": (40, 128),
+}
+
+# LRA task shapes with the Hrrformer settings: (seq_len, heads, emb / heads, batch per device).
+LRA_SHAPES = {
+    "listops": (2000, 8, 64, 2), "text": (4000, 8, 64, 2), "retrieval": (4000, 4, 32, 4),
+    "image": (1024, 4, 64, 2), "pathfinder": (1024, 8, 128, 8), "pathx": (16384, 8, 128, 16),
+}
+
+HRRFORMER_TOKENS = 2 ** 16  # B * T in the Hrrformer malware (EMBER) sweep
+
+PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "quick": {
+        "cpu": [dict(seq_len=(512, 1 * K, 2 * K, 4 * K), head_dim=(64,), heads=(8,), batch=(1,),
+                     dtype=("float32",), pass_=("forward", "forward_backward"))],
+        "cuda": [dict(seq_len=(1 * K, 2 * K, 4 * K, 8 * K, 16 * K), head_dim=(64, 128),
+                      heads=(16,), batch=(1,), dtype=("float16",),
+                      pass_=("forward", "forward_backward"))],
+    },
+    "gpu": {
+        "cuda": [dict(seq_len=tuple(2 ** e for e in range(10, 19)), head_dim=(32, 64, 128),
+                      heads=(16,), batch=(1,), dtype=("float16", "bfloat16"),
+                      pass_=("forward", "forward_backward"))],
+    },
+    "pythia": {
+        kind: [dict(heads=(h,), head_dim=(d,), seq_len=(512, 1 * K, 2 * K), batch=(1,),
+                    dtype=(dtype,), causal=(True,), pass_=("forward", "forward_backward"),
+                    label=f"pythia-{name}")
+               for name, (h, d) in PYTHIA_MODELS.items()]
+        for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
+    },
+    "hrrformer": {
+        kind: [dict(seq_len=(2 ** e,), batch=(max(HRRFORMER_TOKENS // 2 ** e, 1),), heads=(8,),
+                    head_dim=(32,), dtype=(dtype,), pass_=("forward",),
+                    label=f"hrrformer-T{2 ** e}")
+               for e in range(8, 20)]
+        for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
+    },
+    "lra": {
+        kind: [dict(seq_len=(t,), heads=(h,), head_dim=(d,), batch=(b,), dtype=(dtype,),
+                    pass_=("forward", "forward_backward"), label=f"lra-{task}")
+               for task, (t, h, d, b) in LRA_SHAPES.items()]
+        for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
+    },
+}
+DEFAULT_PRESET = "quick"
+
+
+def preset_groups(name: str, device: str) -> list[SweepSpec]:
+    """The groups of a preset for a device ('cpu', 'cuda' or 'cuda:N')."""
+    try:
+        by_device = PRESETS[name]
+    except KeyError:
+        raise UnknownNameError("preset", name, PRESETS) from None
+    kind = device.split(":", 1)[0]
+    groups = by_device.get(kind)
+    if groups is None:
+        # a GPU-only preset asked for on the CPU: keep its shapes, use the CPU's dtype
+        other = next(iter(by_device.values()))
+        groups = [{**g, "dtype": ("float32",)} for g in other]
+    return [SweepSpec(device=(device,), **group) for group in groups]
+
+
+def describe(name: str) -> str:
+    groups = PRESETS[name]
+    kinds = ", ".join(groups)
+    first = next(iter(groups.values()))
+    seq = sorted({t for g in first for t in g.get("seq_len", ())})
+    return f"{name}: {len(first)} group(s) for {kinds}; T {seq[0]}..{seq[-1]}"

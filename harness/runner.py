@@ -1,0 +1,238 @@
+"""The runner: grid of points -> records, one worker per task, failures as data, resumable.
+
+Order of work for a run:
+1. static checks in this process (capabilities, packages, device present: nothing executed);
+2. a probe worker runs each (implementation, device, dtype, causal) once: availability by a
+   real tiny input, then the correctness gate against the float64 reference;
+3. per point, in order of increasing T within each series: a memory worker, then a timing
+   worker. After an out-of-memory (or a timeout), larger T of the same series are recorded as
+   skipped without being tried.
+Every point ends as exactly one record appended to results.jsonl the moment it is known.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+from harness.executor import LocalExecutor, Outcome
+from harness.flops import derived
+from harness.measure import TimingSettings
+from harness.records import Point, SpeedRecord
+from harness.registry import REGISTRY, Implementation, device_kind, load_impl_modules
+from harness.store import RunDir
+from harness.worker import WorkerContext
+
+Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    timeout_s: float = 120.0
+    max_memory_bytes: int | None = None
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    seed: int = 0
+    impl_modules: tuple[str, ...] = ()
+    cooldown_s: float = 0.0      # pause between implementations (GPU clocks, see REFERENCE.md)
+    probe_timeout_s: float = 300.0
+
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(impl_modules=self.impl_modules,
+                             max_memory_bytes=self.max_memory_bytes, seed=self.seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunSummary:
+    records: list[SpeedRecord] = field(default_factory=list)
+    resumed_skips: int = 0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.records)
+
+
+Listener = Callable[[str, Any], None]  # event name, payload
+
+
+def static_check(impl: Implementation, point: Point) -> str | None:
+    """Reason a point cannot run, from capabilities, packages and devices; None if it may."""
+    verdict = impl.supports(device=point.device, dtype=point.dtype, causal=point.causal,
+                            backward=point.pass_ != "forward", run_probe=False)
+    return None if verdict else verdict.reason
+
+
+class Runner:
+    def __init__(self, run_dir: RunDir, settings: RunSettings, *,
+                 executor: LocalExecutor | None = None, hardware_id: str = "",
+                 listener: Listener | None = None) -> None:
+        self.run_dir = run_dir
+        self.settings = settings
+        self.executor = executor or LocalExecutor()
+        self.hardware_id = hardware_id
+        self.listener = listener or (lambda event, payload: None)
+        load_impl_modules(settings.impl_modules)  # the workers load them too
+
+    # -- public --------------------------------------------------------------------------
+    def run(self, points: Iterable[Point], *, resume: bool = False) -> RunSummary:
+        points = sorted(points, key=lambda p: (p.series_key(), p.seq_len))
+        summary = RunSummary()
+        done = self.run_dir.done_point_ids() if resume else set()
+        todo = [p for p in points if p.point_id not in done]
+        summary.resumed_skips = len(points) - len(todo)
+        self.listener("start", {"total": len(points), "todo": len(todo),
+                                "resumed": summary.resumed_skips})
+        try:
+            runnable = self._static_stage(todo, summary)
+            probes = self._probe_stage(runnable)
+            self._measure_stage(runnable, probes, summary)
+        except KeyboardInterrupt:
+            self.executor.interrupt()
+            summary.interrupted = True
+            self.listener("interrupted", summary)
+        self.listener("end", summary)
+        return summary
+
+    # -- stages --------------------------------------------------------------------------
+    def _static_stage(self, points: list[Point], summary: RunSummary) -> list[Point]:
+        runnable = []
+        for point in points:
+            impl = REGISTRY.get(point.impl)
+            reason = static_check(impl, point)
+            if reason is None:
+                runnable.append(point)
+            else:
+                self._emit(summary, self._record(point, impl, "unsupported", reason))
+        return runnable
+
+    def _probe_stage(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
+        combos = sorted({(p.impl, p.device, p.dtype, p.causal) for p in points})
+        if not combos:
+            return {}
+        self.listener("probing", len(combos))
+        outcome = self.executor.run("probe", combos, self.settings.worker_context(),
+                                    timeout=self.settings.probe_timeout_s)
+        if outcome.status == "ok":
+            return outcome.result
+        # one combination crashed or hung the probe worker: isolate it by probing one at a time
+        results: dict[Combo, dict[str, Any]] = {}
+        for combo in combos:
+            single = self.executor.run("probe", [combo], self.settings.worker_context(),
+                                       timeout=self.settings.probe_timeout_s)
+            if single.status == "ok":
+                results.update(single.result)
+            else:
+                results[combo] = {"available": False, "crashed": True,
+                                  "reason": f"{combo[0]}: probe worker failed ({single.status}): "
+                                            f"{single.message}"}
+        return results
+
+    def _measure_stage(self, points: list[Point], probes: dict[Combo, dict[str, Any]],
+                       summary: RunSummary) -> None:
+        stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
+        previous_impl = None
+        for point in points:
+            impl = REGISTRY.get(point.impl)
+            probe = probes.get((point.impl, point.device, point.dtype, point.causal), {})
+            gate = probe.get("gate") or {}
+            gate_fields = {"gate_max_error": gate.get("max_error"),
+                           "gate_tolerance": gate.get("tolerance")}
+            if not probe.get("available", False):
+                status = "error" if probe.get("crashed") else "unsupported"
+                self._emit(summary, self._record(point, impl, status,
+                                                 probe.get("reason", "not probed")))
+                continue
+            if not gate.get("passed", False):
+                self._emit(summary, self._record(
+                    point, impl, "error", f"failed the correctness gate before timing: "
+                                          f"{gate.get('message', 'no gate result')}",
+                    **gate_fields))
+                continue
+            failure = stopped_at.get(point.series_key())
+            if failure is not None and point.seq_len > failure[0]:
+                self._emit(summary, self._record(
+                    point, impl, "skipped", f"not tried: {failure[1]} at seq_len={failure[0]} "
+                                            f"for the same implementation and configuration",
+                    **gate_fields))
+                continue
+            if previous_impl is not None and previous_impl != point.impl and \
+                    self.settings.cooldown_s > 0:
+                time.sleep(self.settings.cooldown_s)
+            previous_impl = point.impl
+            self.listener("point", point)
+            record = self._measure_point(point, impl, gate_fields)
+            if record.status in ("oom", "timeout"):
+                stopped_at[point.series_key()] = (point.seq_len, "out of memory"
+                                                  if record.status == "oom" else "timed out")
+            self._emit(summary, record)
+
+    def _measure_point(self, point: Point, impl: Implementation,
+                       gate_fields: dict[str, Any]) -> SpeedRecord:
+        started = now_iso()
+        context = self.settings.worker_context()
+        t0 = time.perf_counter()
+        memory = self._task("memory", point, context)
+        if memory.get("status") != "ok":
+            return self._record(point, impl, memory["status"],
+                                f"memory pass: {memory.get('message', '')}", started_at=started,
+                                wall_s=time.perf_counter() - t0, **gate_fields)
+        timing = self._task("timing", point, self.settings.timing, context)
+        values: dict[str, Any] = {
+            "peak_mem_bytes": memory.get("peak_mem_bytes"),
+            "mem_method": memory.get("mem_method", ""),
+            "input_bytes": memory.get("input_bytes"),
+            **gate_fields,
+        }
+        extra = {"first_call_s": timing.get("first_call_s"),
+                 "rss_baseline_bytes": memory.get("rss_baseline_bytes")}
+        for key in ("time_samples_s", "time_s", "time_iqr_s", "time_min_s", "warmup", "timer",
+                    "compile_time_s", "threads", "deviation_from_softmax"):
+            if key in timing:
+                values[key] = timing[key]
+        if timing.get("status") == "ok":
+            values.update(derived(point, impl.family, timing.get("time_s")))
+        return self._record(point, impl, timing.get("status", "error"),
+                            timing.get("message", "") if timing.get("status") == "ok"
+                            else f"timing pass: {timing.get('message', '')}",
+                            started_at=started, wall_s=time.perf_counter() - t0,
+                            extra={k: v for k, v in extra.items() if v is not None}, **values)
+
+    def _task(self, name: str, *args: Any) -> dict[str, Any]:
+        outcome: Outcome = self.executor.run(name, *args, timeout=self.settings.timeout_s)
+        if outcome.status == "ok":
+            return outcome.result
+        return {"status": outcome.status, "message": outcome.message}
+
+    # -- records -------------------------------------------------------------------------
+    def _record(self, point: Point, impl: Implementation, status: str, message: str = "",
+                **values: Any) -> SpeedRecord:
+        values.setdefault("started_at", now_iso())
+        return SpeedRecord.for_point(point, framework=impl.framework, family=impl.family,
+                                     status=status, message=message,
+                                     hardware_id=self.hardware_id, **values)
+
+    def _emit(self, summary: RunSummary, record: SpeedRecord) -> None:
+        self.run_dir.append(record)
+        summary.records.append(record)
+        self.listener("record", record)
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def best_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def is_cuda(device: str) -> bool:
+    return device_kind(device) == "cuda"

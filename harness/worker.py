@@ -1,0 +1,210 @@
+"""What runs inside a worker process: one task, one result dict, exceptions turned into status.
+
+Three tasks, each in a fresh process so that one point cannot disturb another:
+- ``probe_task``: availability (a real tiny run) and the correctness gate for a set of
+  (implementation, device, dtype, causal) combinations;
+- ``memory_task``: the peak-memory pass of one point;
+- ``timing_task``: the timing pass of one point, plus output sanity and fidelity.
+The parent (harness.executor) turns a worker that dies or hangs into a record as well.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness import frameworks
+from harness.correctness import check as gate_check
+from harness.errors import UnsupportedError
+from harness.measure import (
+    TimingSettings,
+    first_call,
+    limit_malloc_caching,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+    sample_stats,
+    time_workload,
+)
+from harness.records import Point
+from harness.reference import relative_error
+from harness.registry import REGISTRY, device_kind, load_impl_modules
+
+# Fidelity needs the exact output at the point's shape; computed only where that is cheap.
+FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
+FIDELITY_SEED = 0
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    impl_modules: tuple[str, ...] = ()
+    max_memory_bytes: int | None = None
+    seed: int = 0
+
+
+def prepare(context: WorkerContext, device: str | None = None) -> None:
+    """Common set-up at the start of every task; applies --max-memory for the device."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    limit_malloc_caching()
+    load_impl_modules(context.impl_modules)
+    if context.max_memory_bytes and device is not None:
+        if device_kind(device) == "cuda":
+            cap_cuda_allocator(context.max_memory_bytes, device)
+        else:
+            cap_address_space(context.max_memory_bytes)
+
+
+def cap_cuda_allocator(max_bytes: int, device: str) -> None:
+    """torch's caching allocator refuses to grow past max_bytes (JAX: its own fraction)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, max_bytes / total), device)
+    except ImportError:
+        pass
+
+
+def cap_address_space(max_bytes: int) -> None:
+    """RLIMIT_AS = what the process already maps + max_bytes: allocations beyond fail (-> oom)."""
+    mapped = _vm_size_bytes()
+    if mapped is None:
+        return
+    limit = mapped + max_bytes
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _vm_size_bytes() -> int | None:
+    from harness.measure import read_status_kib
+
+    value = read_status_kib("VmSize")
+    return None if value is None else value * 1024
+
+
+def classify(exc: BaseException, framework: str) -> tuple[str, str]:
+    """(status, message) for an exception raised while measuring."""
+    message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    if isinstance(exc, UnsupportedError):
+        return "unsupported", str(exc)
+    try:
+        if frameworks.get(framework).is_oom(exc):
+            return "oom", message[:500]
+    except Exception:
+        pass
+    return "error", message[:500]
+
+
+# -- tasks -------------------------------------------------------------------------------------
+def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext) -> dict:
+    """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination."""
+    prepare(context)
+    out: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
+    for impl_name, device, dtype, causal in combos:
+        impl = REGISTRY.get(impl_name)
+        verdict = impl.supports(device=device, dtype=dtype, causal=causal)
+        entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
+        if verdict.available:
+            gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
+            entry["gate"] = asdict(gate)
+        out[(impl_name, device, dtype, causal)] = entry
+    return out
+
+
+def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:
+    prepare(context, point.device)
+    impl = REGISTRY.get(point.impl)
+    fw = frameworks.get(impl.framework)
+    try:
+        with fw.precision(point.dtype):
+            work = fw.memory_workload(impl, point, seed=context.seed)
+            device_result = fw.device_peak_bytes(work, point.device)
+            if device_result is not None:
+                peak, method = device_result
+                return {"status": "ok", "peak_mem_bytes": int(peak), "mem_method": method,
+                        "input_bytes": work.input_bytes}
+            # CPU: one warm-up call (lazy initialisation, JIT compilation), then the peak RSS
+            # of one call above the RSS with the inputs allocated.
+            work.setup()
+            value = work.run()
+            work.block(value)
+            del value
+            work.setup()
+            gc.collect()
+            if not reset_peak_rss():
+                return {"status": "ok", "peak_mem_bytes": None, "input_bytes": work.input_bytes,
+                        "mem_method": "unavailable: cannot reset VmHWM (/proc/self/clear_refs)"}
+            baseline = rss_bytes()
+            value = work.run()
+            work.block(value)
+            peak = peak_rss_bytes()
+            return {"status": "ok", "peak_mem_bytes": max(0, int(peak - baseline)),
+                    "mem_method": "cpu_rss_hwm_above_inputs", "input_bytes": work.input_bytes,
+                    "rss_baseline_bytes": baseline}
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes data
+        status, message = classify(exc, impl.framework)
+        return {"status": status, "message": message}
+
+
+def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) -> dict[str, Any]:
+    prepare(context, point.device)
+    impl = REGISTRY.get(point.impl)
+    fw = frameworks.get(impl.framework)
+    try:
+        with fw.precision(point.dtype):
+            work = fw.make_workload(impl, point, seed=context.seed,
+                                    flush_l2=settings.cuda_flush_l2)
+            first = first_call(work)
+            samples, value = time_workload(work, settings)
+            finite = work.check(value)
+            del value
+            result: dict[str, Any] = {
+                "status": "ok", "time_samples_s": samples, "first_call_s": first,
+                "warmup": settings.warmup, "threads": fw.threads(),
+                "timer": (work.timer.name if work.timer else "perf_counter")
+                + ("+block_until_ready" if impl.framework == "jax" else ""),
+                "input_bytes": work.input_bytes,
+            }
+            stats = sample_stats(samples)
+            result.update(time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
+            if impl.framework == "jax":
+                # the first call is dominated by jit compilation; never part of the samples
+                result["compile_time_s"] = max(0.0, first - stats.median)
+            if not finite:
+                result.update(status="error", message="non-finite output (NaN or Inf)")
+                return result
+            if impl.family != "exact" and point.pass_ == "forward":
+                result["deviation_from_softmax"] = fidelity(work, point, fw)
+            return result
+    except BaseException as exc:  # noqa: BLE001
+        status, message = classify(exc, impl.framework)
+        return {"status": status, "message": message}
+
+
+def fidelity(work: Any, point: Point, fw: Any) -> float | None:
+    """Relative deviation of the output from exact softmax attention on the same inputs."""
+    if point.batch * point.heads * point.seq_len ** 2 > FIDELITY_MAX_SCORES:
+        return None
+    from harness.reference import exact_attention
+
+    q, k, v = (fw.to_numpy64(x) for x in work.inputs)
+    out = fw.to_numpy64(work.run())
+    return relative_error(out, exact_attention(q, k, v, causal=point.causal))
+
+
+def run_task(name: str, *args: Any) -> Any:
+    """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
+    tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task}
+    start = time.perf_counter()
+    result = tasks[name](*args)
+    if isinstance(result, dict) and name != "probe":
+        result["task_wall_s"] = time.perf_counter() - start
+    return result
+

@@ -1,0 +1,118 @@
+"""Grid expansion, list/range parsing, presets, config files: pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import presets
+from harness.errors import UnknownNameError, UsageError
+from harness.records import Point
+from harness.sweep_spec import (
+    SweepSpec,
+    expand,
+    overrides_from,
+    parse_bytes,
+    parse_int_list,
+    parse_passes,
+    read_config,
+)
+
+
+def test_ranges_and_lists():
+    assert parse_int_list("1K..8K", axis="seq_len") == (1024, 2048, 4096, 8192)
+    assert parse_int_list("2^10..2^12", axis="seq_len") == (1024, 2048, 4096)
+    assert parse_int_list("512..2048:+512", axis="seq_len") == (512, 1024, 1536, 2048)
+    assert parse_int_list("1024, 2048,1024", axis="seq_len") == (1024, 2048)
+    assert parse_int_list([64, "128"], axis="head_dim") == (64, 128)
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "abc", "8K..1K", "", "1K..4K:*2"])
+def test_bad_sizes_are_usage_errors(bad):
+    with pytest.raises(UsageError, match="seq-len"):
+        parse_int_list(bad, axis="seq_len")
+
+
+def test_bytes_and_passes():
+    assert parse_bytes("4GB") == 4_000_000_000
+    assert parse_bytes("512MiB") == 512 * 2 ** 20
+    with pytest.raises(UsageError):
+        parse_bytes("lots")
+    assert parse_passes("fwd,fwd_bwd,backward") == ("forward", "forward_backward", "backward")
+    with pytest.raises(UsageError, match="pass"):
+        parse_passes("sideways")
+
+
+def test_expand_is_the_cross_product_without_duplicates():
+    spec = SweepSpec(seq_len=(1024, 2048), head_dim=(32, 64), pass_=("forward", "backward"),
+                     impl=("a", "b"))
+    points = expand([spec, spec], ["ignored"])
+    assert len(points) == 2 * 2 * 2 * 2
+    assert len(set(points)) == len(points)
+    assert {p.impl for p in points} == {"a", "b"}
+    # within a series, increasing T (the OOM-skip logic relies on it)
+    series = [p for p in points if p.series_key() == points[0].series_key()]
+    assert [p.seq_len for p in series] == [1024, 2048]
+
+
+def test_impl_none_means_all():
+    assert {p.impl for p in expand([SweepSpec()], ["x", "y"])} == {"x", "y"}
+
+
+def test_point_ids_are_stable_and_distinct():
+    a = Point("softmax_torch", 1024, 64)
+    assert a.point_id == Point("softmax_torch", 1024, 64).point_id
+    assert a.point_id != Point("softmax_torch", 1024, 64, causal=True).point_id
+    assert a.point_id != Point("softmax_torch", 1024, 64, pass_="backward").point_id
+
+
+def test_presets_exist_and_follow_reference_shapes():
+    for name in ("quick", "gpu", "pythia", "hrrformer", "lra"):
+        groups = presets.preset_groups(name, "cuda")
+        assert groups and all(g.device == ("cuda",) for g in groups)
+    hrr = expand(presets.preset_groups("hrrformer", "cuda"), ["hrr_torch"])
+    assert {p.seq_len for p in hrr} == {2 ** e for e in range(8, 20)}
+    assert all(p.batch * p.seq_len == 2 ** 16 or p.batch == 1 for p in hrr)
+    pythia = expand(presets.preset_groups("pythia", "cpu"), ["x"])
+    assert {(p.heads, p.head_dim) for p in pythia} == set(presets.PYTHIA_MODELS.values())
+    gpu = expand(presets.preset_groups("gpu", "cuda"), ["x"])
+    assert min(p.seq_len for p in gpu) == 1024 and max(p.seq_len for p in gpu) >= 128 * 1024
+    assert {p.head_dim for p in gpu} == {32, 64, 128}
+    assert {p.dtype for p in gpu} == {"float16", "bfloat16"}
+    lra = expand(presets.preset_groups("lra", "cpu"), ["x"])
+    assert {p.seq_len for p in lra} >= {2000, 4000, 1024, 16384}
+
+
+def test_quick_cpu_preset_is_small():
+    points = expand(presets.preset_groups("quick", "cpu"), ["x"])
+    assert max(p.seq_len for p in points) <= 4096
+
+
+def test_unknown_preset():
+    with pytest.raises(UnknownNameError, match="quick"):
+        presets.preset_groups("nope", "cpu")
+
+
+def test_overrides_apply_to_every_group():
+    groups = presets.preset_groups("pythia", "cpu")
+    override = overrides_from({"seq_len": "256", "pass": "fwd"})
+    points = expand([override.apply(g) for g in groups], ["x"])
+    assert {p.seq_len for p in points} == {256}
+    assert {p.pass_ for p in points} == {"forward"}
+    assert len({(p.heads, p.head_dim) for p in points}) == len(presets.PYTHIA_MODELS)
+
+
+def test_config_file(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nimpl = ["softmax_torch"]\nseq_len = "1K..4K"\npass = "fwd"\n'
+                    'timeout = 30\n')
+    raw = read_config(path)
+    assert overrides_from(raw).values["seq_len"] == (1024, 2048, 4096)
+    assert raw["timeout"] == 30
+    (tmp_path / "bad.toml").write_text("seq_len = [1024\n")
+    with pytest.raises(UsageError, match="cannot read"):
+        read_config(tmp_path / "bad.toml")
+    (tmp_path / "typo.toml").write_text('seq_lens = "1K"\n')
+    with pytest.raises(UsageError, match="unknown keys seq_lens"):
+        read_config(tmp_path / "typo.toml")
+    with pytest.raises(UsageError, match="not found"):
+        read_config(tmp_path / "missing.toml")

@@ -1,0 +1,145 @@
+"""The registry: names, capabilities, availability reasons, user plug-ins, clear errors."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import harness
+from harness.errors import UnknownNameError, UnsupportedError, UsageError
+from harness.registry import FAMILIES, FRAMEWORKS, REGISTRY, Capabilities, Registry, register
+
+EXPECTED = ["softmax_torch", "sdpa_math", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
+            "flash_attn", "xformers", "performer_torch", "hrr_torch", "hrr_jax", "softmax_jax"]
+
+
+def test_all_eleven_builtins_are_registered():
+    assert set(EXPECTED) <= set(harness.names())
+    for impl in harness.all_implementations():
+        assert impl.framework in FRAMEWORKS
+        assert impl.family in FAMILIES
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_availability_never_raises_and_gives_a_reason(name):
+    impl = harness.get(name)
+    for device in ("cpu", "cuda", "cuda:7"):
+        verdict = impl.availability(device)
+        assert isinstance(verdict.available, bool)
+        if not verdict.available:
+            assert verdict.reason.startswith(name), verdict.reason
+
+
+def test_cpu_availability_matches_what_this_machine_runs():
+    available = {impl.name for impl in harness.all_implementations() if impl.availability("cpu")}
+    assert {"softmax_torch", "sdpa_math", "sdpa_flash", "performer_torch", "hrr_torch"} <= available
+    for cuda_only in ("sdpa_efficient", "sdpa_cudnn", "flash_attn", "xformers"):
+        assert cuda_only not in available
+        assert "cpu" in harness.get(cuda_only).availability("cpu").reason
+
+
+def test_missing_package_reason_names_the_package():
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash_attn is installed here")
+    reason = harness.get("flash_attn").availability("cuda").reason
+    assert "flash_attn" in reason and "not installed" in reason
+
+
+def test_unknown_name_lists_valid_ones():
+    with pytest.raises(UnknownNameError) as info:
+        harness.get("no_such_attention")
+    message = str(info.value)
+    assert "no_such_attention" in message and "softmax_torch" in message and "hrr_torch" in message
+
+
+def test_calling_unsupported_capability_raises_clearly(rng):
+    q = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(UnsupportedError, match="causal"):
+        harness.attention("hrr_torch", q, q, q, causal=True)
+    with pytest.raises(UnsupportedError, match="cpu"):
+        harness.attention("sdpa_efficient", q, q, q)
+
+
+def test_bad_numpy_input_is_a_usage_error(rng):
+    q = rng.standard_normal((1, 1, 8, 8))
+    with pytest.raises(UsageError, match="float32 or all float64"):
+        harness.attention("softmax_torch", q.astype(np.float16), q, q)
+    with pytest.raises(UsageError, match=r"\(B, H, T, D\)"):
+        harness.attention("softmax_torch", q[0], q[0], q[0])
+    with pytest.raises(UsageError, match="key_padding_mask"):
+        harness.attention("softmax_torch", q, q, q, key_padding_mask=np.ones((1, 9), bool))
+
+
+def test_user_module_registers_without_editing_attnbench(tmp_path, monkeypatch, rng):
+    (tmp_path / "my_attention_plugin.py").write_text(textwrap.dedent('''
+        from harness import Capabilities, register
+
+        @register("user_scaled_copy", framework="torch", family="exact",
+                  capabilities=Capabilities(devices=("cpu",), dtypes=("float32",)))
+        def user_scaled_copy(q, k, v, *, causal=False, key_padding_mask=None):
+            """Returns v: a deliberately wrong attention, to prove the plug-in path."""
+            return v * 1.0
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    harness.load_impl_modules(["my_attention_plugin"])
+    try:
+        impl = harness.get("user_scaled_copy")
+        assert impl.availability("cpu")
+        q = rng.standard_normal((1, 2, 4, 8)).astype(np.float32)
+        np.testing.assert_array_equal(harness.attention("user_scaled_copy", q, q, q + 1), q + 1)
+        assert not impl.supports(device="cpu", dtype="float64")
+    finally:
+        REGISTRY._impls.pop("user_scaled_copy", None)
+        sys.modules.pop("my_attention_plugin", None)
+
+
+def test_unimportable_user_module_is_a_usage_error():
+    with pytest.raises(UsageError, match="no_such_module_xyz"):
+        harness.load_impl_modules(["no_such_module_xyz"])
+
+
+def test_registry_validates_declarations():
+    registry = Registry()
+    fn = lambda q, k, v, **kw: v  # noqa: E731
+    from harness.registry import Implementation
+
+    with pytest.raises(ValueError, match="framework"):
+        registry.add(Implementation("x", "tensorflow", "exact", Capabilities(), fn))
+    with pytest.raises(ValueError, match="family"):
+        registry.add(Implementation("x", "torch", "magic", Capabilities(), fn))
+    with pytest.raises(ValueError, match="dtypes"):
+        registry.add(Implementation("x", "torch", "exact", Capabilities(dtypes=("int8",)), fn))
+
+
+def test_a_probe_that_raises_becomes_a_reason():
+    def explode(device, dtype):
+        raise RuntimeError("driver on fire")
+
+    @register("exploding_probe", framework="torch", family="exact", probe=explode,
+              capabilities=Capabilities(devices=("cpu",)))
+    def exploding(q, k, v, *, causal=False, key_padding_mask=None):
+        return v
+
+    try:
+        verdict = harness.get("exploding_probe").availability("cpu")
+        assert not verdict and "driver on fire" in verdict.reason
+    finally:
+        REGISTRY._impls.pop("exploding_probe", None)
+
+
+def test_broken_implementation_is_unavailable_with_reason():
+    @register("returns_wrong_shape", framework="torch", family="exact",
+              capabilities=Capabilities(devices=("cpu",)))
+    def wrong(q, k, v, *, causal=False, key_padding_mask=None):
+        return v[..., :1]
+
+    try:
+        verdict = harness.get("returns_wrong_shape").availability("cpu")
+        assert not verdict and "shape" in verdict.reason
+    finally:
+        REGISTRY._impls.pop("returns_wrong_shape", None)

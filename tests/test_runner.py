@@ -1,0 +1,221 @@
+"""The runner with real worker processes: records, failures as data, resume, memory scaling."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.measure import TimingSettings
+from harness.records import STATUSES, Point, SpeedRecord
+from harness.runner import Runner, RunSettings
+from harness.store import RunDir, load_results
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = TimingSettings(warmup=1, min_time_s=0.05, min_repeats=3, max_repeats=5)
+TEST_MODULES = ("impls_for_tests",)
+
+
+def make_runner(tmp_path, **settings) -> Runner:
+    run_dir = RunDir.create(tmp_path / "run", {"kind": "speed", "machine": {}})
+    values = dict(timeout_s=60, timing=FAST, impl_modules=TEST_MODULES)
+    values.update(settings)
+    return Runner(run_dir, RunSettings(**values), hardware_id="test-hw")
+
+
+def points(impl, seq_lens, **kw):
+    kw = {"head_dim": 16, "heads": 2, **kw}
+    return [Point(impl=impl, seq_len=t, **kw) for t in seq_lens]
+
+
+def by_t(records):
+    return {r.seq_len: r for r in records}
+
+
+def test_ok_records_have_the_schema(tmp_path):
+    runner = make_runner(tmp_path)
+    grid = points("softmax_torch", [64, 128], pass_="forward") + \
+        points("hrr_torch", [64], pass_="forward_backward") + \
+        points("performer_torch", [64], pass_="backward")
+    summary = runner.run(grid)
+    assert [r.status for r in summary.records] == ["ok"] * 4, [r.message for r in summary.records]
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        data = json.loads(line)
+        for key in ("impl", "framework", "device", "batch", "heads", "seq_len", "head_dim",
+                    "dtype", "causal", "pass", "status", "message", "time_s", "time_samples_s",
+                    "peak_mem_bytes", "schema_version", "point_id", "hardware_id"):
+            assert key in data, key
+        assert data["status"] in STATUSES
+        samples = data["time_samples_s"]
+        assert len(samples) >= 3 and data["time_s"] == pytest.approx(float(np.median(samples)))
+        assert data["time_min_s"] == min(samples) and data["time_iqr_s"] >= 0
+        assert data["peak_mem_bytes"] is not None and data["peak_mem_bytes"] >= 0
+        assert data["tokens_per_s"] == pytest.approx(data["seq_len"] * data["batch"] /
+                                                     data["time_s"])
+        assert data["threads"] >= 1 and data["timer"] == "perf_counter"
+    records = [SpeedRecord.from_json(json.loads(line)) for line in lines]
+    softmax = [r for r in records if r.impl == "softmax_torch"][0]
+    assert softmax.tflops == pytest.approx(4 * 2 * 64 * 64 * 16 / softmax.time_s / 1e12)
+    assert softmax.gate_max_error is not None and softmax.gate_max_error < 1e-5
+    hrr = [r for r in records if r.impl == "hrr_torch"][0]
+    assert hrr.tflops is None and "not computed" in hrr.flop_model
+    performer = [r for r in records if r.impl == "performer_torch"][0]
+    assert performer.pass_ == "backward"
+
+
+def test_fidelity_is_recorded_for_approximate_methods(tmp_path):
+    summary = make_runner(tmp_path).run(points("performer_torch", [64]) +
+                                        points("sdpa_math", [64]))
+    performer, sdpa = sorted(summary.records, key=lambda r: r.impl)
+    assert performer.deviation_from_softmax is not None and 0 < performer.deviation_from_softmax
+    assert sdpa.deviation_from_softmax is None  # exact: checked by the gate instead
+
+
+def test_oom_is_data_and_larger_seq_lens_are_skipped(tmp_path):
+    # 200 MB cap: T=4096 with 8 heads needs a 512 MB score matrix and really fails to allocate
+    runner = make_runner(tmp_path, max_memory_bytes=200 * 10 ** 6)
+    summary = runner.run(points("softmax_torch", [256, 4096, 8192], heads=8, head_dim=32))
+    result = by_t(summary.records)
+    assert result[256].status == "ok"
+    assert result[4096].status == "oom", result[4096].message
+    assert result[8192].status == "skipped" and "4096" in result[8192].message
+
+
+def test_crashing_worker_becomes_an_error_record(tmp_path):
+    summary = make_runner(tmp_path).run(points("test_aborts", [64, 128]) +
+                                        points("softmax_torch", [64]))
+    aborts = {r.seq_len: r for r in summary.records if r.impl == "test_aborts"}
+    assert aborts[64].status == "ok"
+    assert aborts[128].status == "error" and "SIGABRT" in aborts[128].message
+    assert [r.status for r in summary.records if r.impl == "softmax_torch"] == ["ok"]
+
+
+def test_timeout(tmp_path):
+    summary = make_runner(tmp_path, timeout_s=8).run(points("test_hangs", [64, 128, 256]))
+    result = by_t(summary.records)
+    assert result[64].status == "ok"
+    assert result[128].status == "timeout"
+    assert result[256].status == "skipped"
+
+
+def test_nan_output_is_a_failure(tmp_path):
+    summary = make_runner(tmp_path).run(points("test_nan", [64, 128]))
+    result = by_t(summary.records)
+    assert result[64].status == "ok"
+    assert result[128].status == "error" and "non-finite" in result[128].message
+
+
+def test_exception_is_an_error_and_gate_stops_wrong_numbers(tmp_path):
+    summary = make_runner(tmp_path).run(points("test_raises", [128]) +
+                                        points("test_wrong", [128]))
+    result = {r.impl: r for r in summary.records}
+    assert result["test_raises"].status == "error"
+    assert "boom at long T" in result["test_raises"].message
+    assert result["test_wrong"].status == "error"
+    assert "correctness gate" in result["test_wrong"].message
+    assert result["test_wrong"].time_s is None  # never timed
+
+
+def test_unsupported_points_are_records_with_reasons(tmp_path):
+    summary = make_runner(tmp_path).run(points("hrr_torch", [64], causal=True) +
+                                        points("xformers", [64]))
+    assert [r.status for r in summary.records] == ["unsupported", "unsupported"]
+    assert all(r.message for r in summary.records)
+
+
+def test_resume_skips_recorded_points(tmp_path):
+    runner = make_runner(tmp_path)
+    first = runner.run(points("softmax_torch", [64]))
+    assert len(first.records) == 1
+    again = Runner(RunDir.create(tmp_path / "run", {"kind": "speed"}, resume=True),
+                   runner.settings).run(points("softmax_torch", [64, 128]), resume=True)
+    assert again.resumed_skips == 1
+    assert [r.seq_len for r in again.records] == [128]
+    frame = load_results(tmp_path / "run")
+    assert sorted(frame["seq_len"]) == [64, 128]
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["resumed"]
+
+
+@pytest.mark.slow
+def test_memory_scales_as_t_squared_for_softmax_and_t_for_hrr(tmp_path):
+    runner = make_runner(tmp_path, timing=TimingSettings(warmup=0, min_time_s=0, min_repeats=1,
+                                                         max_repeats=1))
+    grid = points("softmax_torch", [1024, 2048, 4096], heads=4, head_dim=64) + \
+        points("hrr_torch", [8192, 16384, 32768], heads=4, head_dim=64)
+    summary = runner.run(grid)
+    slopes = {}
+    for impl in ("softmax_torch", "hrr_torch"):
+        rows = sorted((r.seq_len, r.peak_mem_bytes) for r in summary.records if r.impl == impl)
+        assert all(r[1] and r[1] > 0 for r in rows), rows
+        slopes[impl] = np.polyfit([math.log(t) for t, _ in rows],
+                                  [math.log(m) for _, m in rows], 1)[0]
+    assert 1.7 < slopes["softmax_torch"] < 2.3, slopes
+    assert 0.7 < slopes["hrr_torch"] < 1.3, slopes
+
+
+def run_cli(*args, cwd=ROOT, timeout=300):
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["sweep", "--impl", "nope"], "unknown implementation 'nope'"),
+    (["sweep", "--preset", "huge"], "unknown preset 'huge'"),
+    (["sweep", "--seq-len", "0"], "sizes must be positive"),
+    (["sweep", "--head-dim", ""], "empty list"),
+    (["sweep", "--dtype", "int8"], "unknown dtype"),
+    (["sweep", "--impl", "flash_attn", "--dtype", "float32", "--device", "cpu"],
+     "no selected implementation supports it"),
+    (["sweep", "--config", "/nonexistent.toml"], "not found"),
+    (["sweep", "--resume", "/nonexistent-run"], "does not exist"),
+    (["sweep", "--max-memory", "lots"], "max-memory"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_bad_input_exits_2_with_one_line(args, expected, tmp_path):
+    result = run_cli(*args, "--out", str(tmp_path / "out")) if args[0] == "sweep" else \
+        run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_dry_run_lists_points_and_reasons():
+    result = run_cli("sweep", "--dry-run", "--seq-len", "1K,2K", "--impl",
+                     "softmax_torch,hrr_torch,xformers", "--causal", "both")
+    assert result.returncode == 0, result.stderr
+    assert "hrr_torch" in result.stdout and "no causal mode" in result.stdout
+    assert "xformers" in result.stdout and "skip" in result.stdout
+
+
+def test_cli_sweep_writes_run_dir_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["sweep", "--impl", "softmax_torch,hrr_jax", "--seq-len", "64", "--head-dim", "16",
+            "--heads", "2", "--pass", "fwd", "--min-time", "0.02", "--out", str(out)]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    meta = json.loads((out / "run.json").read_text())
+    for key in ("schema_version", "command", "machine", "settings", "started_at", "finished_at"):
+        assert key in meta
+    for key in ("cpu_model", "ram_bytes", "packages", "git", "hardware_id", "python"):
+        assert key in meta["machine"]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["impl"] for r in records} == {"softmax_torch", "hrr_jax"}
+    jax_record = [r for r in records if r["impl"] == "hrr_jax"][0]
+    assert jax_record["status"] == "ok" and jax_record["compile_time_s"] is not None
+    again = run_cli(*args[:-2], "--resume", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 2 point(s) already recorded" in again.stdout
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
+    exists = run_cli(*args)
+    assert exists.returncode == 2 and "already exists" in exists.stderr
