@@ -135,8 +135,9 @@ class Implementation:
         present = frameworks.get(self.framework).device_present(device)
         if not present:
             installed = " installed, but" if self.requires else ""
-            return Availability(False, f"{self.name}:{installed} needs a {device_kind(device)} "
-                                       f"device ({present.reason})")
+            kind = "CUDA" if device_kind(device) == "cuda" else device_kind(device)
+            return Availability(False, f"{self.name}:{installed} needs a {kind} device; "
+                                       f"{present.reason}")
         return Availability(True)
 
     def availability(self, device: str = "cpu", dtype: str | None = None) -> Availability:

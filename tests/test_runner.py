@@ -180,6 +180,9 @@ def run_cli(*args, cwd=ROOT, timeout=300):
     (["sweep", "--resume", "/nonexistent-run"], "does not exist"),
     (["sweep", "--max-memory", "lots"], "max-memory"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    pytest.param(["sweep", "--device", "cuda"], "no CUDA device",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(),
+                                          reason="a CUDA device is present")),
 ])
 def test_bad_input_exits_2_with_one_line(args, expected, tmp_path):
     result = run_cli(*args, "--out", str(tmp_path / "out")) if args[0] == "sweep" else \
@@ -213,9 +216,38 @@ def test_cli_sweep_writes_run_dir_and_resumes(tmp_path):
     assert {r["impl"] for r in records} == {"softmax_torch", "hrr_jax"}
     jax_record = [r for r in records if r["impl"] == "hrr_jax"][0]
     assert jax_record["status"] == "ok" and jax_record["compile_time_s"] is not None
-    again = run_cli(*args[:-2], "--resume", str(out))
+    again = run_cli("sweep", "--resume", str(out))  # the stored grid is reused
     assert again.returncode == 0, again.stderr
     assert "resuming: 2 point(s) already recorded" in again.stdout
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)
     exists = run_cli(*args)
     assert exists.returncode == 2 and "already exists" in exists.stderr
+
+
+def test_oom_classification_covers_cuda_jax_and_cpu_messages():
+    from harness.worker import classify
+
+    cases = {
+        "CUDA out of memory. Tried to allocate 2.00 GiB": "oom",
+        "[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory": "oom",
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4294967296 bytes": "oom",
+        "shape mismatch": "error",
+    }
+    for message, expected in cases.items():
+        assert classify(RuntimeError(message), "torch")[0] == expected, message
+    assert classify(RuntimeError(list(cases)[2]), "jax")[0] == "oom"
+    assert classify(MemoryError(), "torch")[0] == "oom"
+
+
+def test_worker_killed_by_the_kernel_is_recorded_as_oom():
+    import signal as sig
+
+    from harness.executor import LocalExecutor
+
+    class Dead:
+        exitcode = -sig.SIGKILL
+
+    outcome = LocalExecutor._death(Dead(), 0.0)
+    assert outcome.status == "oom" and "out-of-memory killer" in outcome.message
+    Dead.exitcode = -sig.SIGSEGV
+    assert LocalExecutor._death(Dead(), 0.0).message == "worker died with SIGSEGV"

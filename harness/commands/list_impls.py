@@ -8,6 +8,9 @@ import json
 from harness.registry import FAMILY_LABELS, REGISTRY, Implementation
 
 
+SHORT_DTYPE = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", action="append", default=None,
                         help="device(s) to probe (default: cpu, and cuda)")
@@ -43,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
         status = []
         for device in devices:
             a = row["availability"][device]
-            status.append("[green]available[/]" if a["available"] else f"[red]no[/]: {a['reason']}")
+            reason = a["reason"].removeprefix(f"{row['name']}: ")
+            status.append("[green]available[/]" if a["available"] else f"[red]no[/]: {reason}")
         table.add_row(row["name"], row["framework"], FAMILY_LABELS[row["family"]],
-                      ",".join(row["devices"]), ",".join(row["dtypes"]),
+                      ",".join(row["devices"]), ",".join(SHORT_DTYPE[d] for d in row["dtypes"]),
                       _yes(row["causal"]), _yes(row["key_padding_mask"]), _yes(row["backward"]),
                       *status)
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(150, Console().width)).print(table)
     return 0
 
 

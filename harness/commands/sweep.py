@@ -86,6 +86,9 @@ def plan(args: argparse.Namespace) -> SweepPlan:
             raw[name] = value
     if getattr(args, "pass_", None) is not None:
         raw["pass"] = args.pass_
+    resume = getattr(args, "resume", None)
+    if resume:
+        raw = resumed_arguments(resume, raw)
     overrides = overrides_from(raw)
     if "impl" in overrides.values:
         REGISTRY.resolve(overrides.values["impl"])  # unknown names: exit 2, listing valid ones
@@ -110,15 +113,25 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
                            seed=int(raw.get("seed", 0)), impl_modules=tuple(
                                getattr(args, "impl_module", []) or []), cooldown_s=cooldown)
-    resume = getattr(args, "resume", None)
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
-    if resume:
-        open_run(resume)  # must exist
-    description = {"preset": preset_name, "overrides": {k: list(v) for k, v in
+    description = {"arguments": {k: v for k, v in raw.items() if k != "out"},
+                   "preset": preset_name, "overrides": {k: list(v) for k, v in
                                                         overrides.values.items()},
                    "config_file": getattr(args, "config", None),
                    "input_distribution": INPUT_DISTRIBUTION}
     return SweepPlan(points, settings, out or Path(), bool(resume), description)
+
+
+GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
+                  "preset", "pass")
+
+
+def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
+    """On --resume without grid flags, the grid (and settings) of the run being resumed."""
+    stored = open_run(resume).metadata().get("grid", {}).get("arguments")
+    if stored is None or any(name in given for name in GRID_ARGUMENTS):
+        return given
+    return {**stored, **given}
 
 
 def validate_points(points: list[Point]) -> None:

@@ -45,8 +45,13 @@ def device_present(device: str) -> Availability:
         return Availability(False, f"unknown device {device!r}")
     try:
         jax_device(device)
-    except (RuntimeError, IndexError) as exc:
-        return Availability(False, f"no JAX {kind} device: {first_line(str(exc))}")
+    except RuntimeError:
+        import jax
+
+        platforms = sorted({d.platform for d in jax.devices()})
+        return Availability(False, f"JAX sees no gpu platform (only {', '.join(platforms)})")
+    except IndexError:
+        return Availability(False, f"JAX has no device {device}")
     return Availability(True)
 
 

@@ -40,7 +40,7 @@ def device_present(device: str) -> Availability:
         return Availability(True)
     if kind == "cuda":
         if not torch.cuda.is_available():
-            return Availability(False, "no CUDA device: torch.cuda.is_available() is False")
+            return Availability(False, "torch.cuda.is_available() is False")
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             return Availability(False, f"no CUDA device {index} "

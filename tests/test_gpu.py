@@ -1,0 +1,83 @@
+"""CUDA paths: numerics of every implementation on the GPU, CUDA timing and memory, NVML.
+
+Marked ``gpu``; each test skips with the reason when no CUDA device is present, so the same
+file is the GPU validation suite (``pytest -m gpu``) and a no-op on CPU machines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import harness
+from harness.reference import exact_attention, hrr_attention
+
+torch = pytest.importorskip("torch")
+CUDA = torch.cuda.is_available()
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not CUDA, reason="no CUDA device: torch.cuda.is_available() "
+                                                  "is False")]
+TOLERANCE = {"float32": 2e-3, "float16": 5e-3, "bfloat16": 3e-2}  # TF32 matmuls allowed in fp32
+
+
+@pytest.mark.parametrize("name", [i.name for i in harness.all_implementations()
+                                  if i.family in ("exact", "hrr")])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_cuda_numerics_against_float64_reference(name, dtype, causal):
+    impl = harness.get(name)
+    verdict = impl.supports(device="cuda", dtype=dtype, causal=causal)
+    if not verdict:
+        pytest.skip(verdict.reason)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 4, 256, 64)) for _ in range(3))
+    from harness.correctness import run_impl_numpy
+
+    out = run_impl_numpy(impl, q, k, v, device="cuda", dtype=dtype, causal=causal, mask=None)
+    ref = exact_attention(q, k, v, causal=causal) if impl.family == "exact" else \
+        hrr_attention(q, k, v)
+    np.testing.assert_allclose(out, ref, atol=TOLERANCE[dtype], rtol=0)
+
+
+def test_cuda_runner_records_event_timing_and_allocator_memory(tmp_path):
+    from harness.measure import TimingSettings
+    from harness.records import Point
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    runner = Runner(RunDir.create(tmp_path / "run", {}),
+                    RunSettings(timing=TimingSettings(min_time_s=0.05)))
+    points = [Point(impl=name, seq_len=t, head_dim=64, heads=8, dtype="float16",
+                    device="cuda") for name in ("softmax_torch", "hrr_torch") for t in (2048, 8192)]
+    records = runner.run(points).records
+    assert all(r.status == "ok" for r in records), [r.message for r in records]
+    assert all(r.timer == "cuda_event" for r in records)
+    assert all(r.mem_method == "cuda_allocator_peak_above_inputs" for r in records)
+    softmax = {r.seq_len: r.peak_mem_bytes for r in records if r.impl == "softmax_torch"}
+    hrr = {r.seq_len: r.peak_mem_bytes for r in records if r.impl == "hrr_torch"}
+    assert softmax[8192] / softmax[2048] > 8       # ~T^2 (16x)
+    assert 2 < hrr[8192] / hrr[2048] < 8           # ~T (4x)
+
+
+def test_nvml_fingerprint_names_the_gpu():
+    from harness.hardware import fingerprint
+
+    info = fingerprint()
+    assert info["gpu"].get("nvml") == "ok", info["gpu"]
+    gpu = info["gpu"]["gpus"][0]
+    assert gpu["name"] and gpu["memory_total_bytes"] > 0
+    assert info["cuda"]["cuda_available"] and info["hardware_tag"]
+
+
+def test_cuda_oom_is_a_record(tmp_path):
+    from harness.records import Point
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    runner = Runner(RunDir.create(tmp_path / "run", {}),
+                    RunSettings(max_memory_bytes=256 * 2 ** 20))
+    records = runner.run([Point("softmax_torch", seq_len=t, head_dim=64, heads=16,
+                                dtype="float16", device="cuda") for t in (1024, 16384, 32768)]
+                         ).records
+    status = {r.seq_len: r.status for r in records}
+    assert status == {1024: "ok", 16384: "oom", 32768: "skipped"}, records
