@@ -185,6 +185,11 @@ class AccuracyRecord:
     hardware_id: str = ""
     started_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # added with the accuracy track (additive; older records read with the defaults)
+    mem_method: str = ""                   # how peak_mem_bytes was measured
+    data_path: str = ""                    # the folder the examples were read from
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    bad_steps: int = 0                     # non-finite losses/gradients skipped by the guard
     kind: str = "accuracy"
     schema_version: int = SCHEMA_VERSION
 

@@ -51,7 +51,9 @@ class RunDir:
             existing = run.metadata()
             existing.setdefault("resumed", []).append(
                 {"at": now_iso(), "command": metadata.get("command")})
+            # the original command and start stay; each resumption is listed under "resumed"
             metadata = {**metadata, "resumed": existing["resumed"],
+                        "command": existing.get("command", metadata.get("command")),
                         "started_at": existing.get("started_at", metadata.get("started_at"))}
         run.write_metadata(metadata)
         run.results_path.touch()

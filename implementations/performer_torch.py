@@ -51,16 +51,26 @@ def _cached_projection(num_features: int, dim: int, seed: int) -> torch.Tensor:
     return rows * norms[:, None]
 
 
-def favor_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool) -> torch.Tensor:
-    """Positive random features phi(x), (B, H, T, D) -> (B, H, T, m), stabilised."""
+def favor_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: bool,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Positive random features phi(x), (B, H, T, D) -> (B, H, T, m), stabilised.
+
+    ``keep`` (B, T) masks keys: they get zero features and do not enter the key stabiliser,
+    so nothing about a masked key can change the output.
+    """
     x = x * x.shape[-1] ** -0.25
     wx = torch.matmul(x, projection.T)
     diag = 0.5 * (x * x).sum(-1, keepdim=True)
     if is_query:
         shift = wx.amax(dim=-1, keepdim=True).detach()
     else:
-        shift = wx.amax(dim=(-2, -1), keepdim=True).detach()
-    return projection.shape[0] ** -0.5 * (torch.exp(wx - diag - shift) + FEATURE_EPS)
+        valid = wx if keep is None else wx.masked_fill(~keep[:, None, :, None], float("-inf"))
+        shift = valid.amax(dim=(-2, -1), keepdim=True).detach()
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    features = projection.shape[0] ** -0.5 * (torch.exp(wx - diag - shift) + FEATURE_EPS)
+    if keep is not None:
+        features = features * keep[:, None, :, None].to(features.dtype)
+    return features
 
 
 def linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -103,10 +113,9 @@ def performer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     projection = orthogonal_random_features(num_features, q.shape[-1], seed=seed, dtype=work,
                                             device=q.device)
     phi_q = favor_features(q.to(work), projection, is_query=True)
-    phi_k = favor_features(k.to(work), projection, is_query=False)
-    if key_padding_mask is not None:
-        keep = key_padding_mask.to(device=q.device, dtype=work)[:, None, :, None]
-        phi_k = phi_k * keep
+    keep = None if key_padding_mask is None else key_padding_mask.to(device=q.device,
+                                                                         dtype=torch.bool)
+    phi_k = favor_features(k.to(work), projection, is_query=False, keep=keep)
     v_work = v.to(work)
     out = causal_linear_attention(phi_q, phi_k, v_work) if causal else \
         linear_attention(phi_q, phi_k, v_work)

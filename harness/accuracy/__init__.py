@@ -1,0 +1,6 @@
+"""The accuracy track: LRA tasks and long byte sequences, trained with any registered torch attention.
+
+Layout: ``tasks/`` (one module per task: loader + generator, and the task table),
+``model.py`` (encoder classifier), ``train.py`` (training loop), ``presets.py`` (settings as
+data), ``runner.py`` (one task x implementation -> one AccuracyRecord).
+"""

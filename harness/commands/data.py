@@ -1,0 +1,66 @@
+"""``run_bench.py data listops|pathfinder``: write a generated data set in the official LRA
+layout, which ``lra --data-dir`` then reads as it reads the release (records say "generated")."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import UsageError
+
+DEFAULT_COUNTS = {"listops": (2000, 200, 200), "pathfinder": (1600, 200, 200)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", choices=list(DEFAULT_COUNTS))
+    parser.add_argument("--out", type=Path, required=True, help="folder to write into")
+    parser.add_argument("--n-train", type=int, default=None)
+    parser.add_argument("--n-val", type=int, default=None)
+    parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    listops = parser.add_argument_group("listops only (defaults: the official grammar)")
+    listops.add_argument("--min-length", type=int, default=None,
+                         help="keep expressions with L > this (official 500)")
+    listops.add_argument("--max-length", type=int, default=None,
+                         help="keep expressions with L < this (official 2000)")
+    listops.add_argument("--max-depth", type=int, default=None, help="official 10")
+    pathfinder = parser.add_argument_group("pathfinder only")
+    pathfinder.add_argument("--resolution", type=int, default=None,
+                            help="image side (32: pathfinder, 128: pathx; any >= 16)")
+    pathfinder.add_argument("--difficulty", choices=("easy", "medium", "hard"), default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    defaults = DEFAULT_COUNTS[args.dataset]
+    counts = {name: value if value is not None else default
+              for name, value, default in zip(("n_train", "n_val", "n_test"),
+                                              (args.n_train, args.n_val, args.n_test), defaults)}
+    if args.dataset == "listops":
+        if args.resolution is not None or args.difficulty is not None:
+            raise UsageError("--resolution and --difficulty are for pathfinder, not listops")
+        from harness.accuracy.tasks.listops import GrammarConfig, write_dataset
+
+        official = GrammarConfig()
+        config = GrammarConfig(
+            max_depth=args.max_depth or official.max_depth,
+            min_length=official.min_length if args.min_length is None else args.min_length,
+            max_length=args.max_length or official.max_length)
+        target = write_dataset(args.out, seed=args.seed, config=config, **counts)
+        window = "official" if config.is_official() else "NON-official"
+        print(f"wrote generated ListOps ({window} grammar settings {config}) to {target}: "
+              f"{counts['n_train']}/{counts['n_val']}/{counts['n_test']} train/val/test")
+    else:
+        if any(v is not None for v in (args.min_length, args.max_length, args.max_depth)):
+            raise UsageError("--min-length/--max-length/--max-depth are for listops")
+        from harness.accuracy.tasks.pathfinder import write_dataset
+
+        resolution = args.resolution or 32
+        target = write_dataset(args.out, seed=args.seed, resolution=resolution,
+                               difficulty=args.difficulty or "hard", **counts)
+        task = "pathfinder" if resolution == 32 else ("pathx" if resolution == 128 else
+                                                      f"(resolution {resolution}: no LRA task)")
+        print(f"wrote generated pathfinder-style images {resolution}x{resolution} to {target}: "
+              f"{counts['n_train']}/{counts['n_val']}/{counts['n_test']} train/val/test; "
+              f"read with: run_bench.py lra --task {task} --data-dir {args.out}")
+    print("records of runs on this set will say data_source=generated")
+    return 0

@@ -1,0 +1,155 @@
+"""``run_bench.py lra``: train and evaluate a classifier per implementation on an LRA task
+(or ``bytes``), writing accuracy records into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from harness.errors import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from harness.accuracy.presets import PRESETS
+    from harness.accuracy.tasks import TASKS
+
+    parser.add_argument("--task", required=True,
+                        help=f"comma-separated tasks: {', '.join(TASKS)}")
+    parser.add_argument("--impl", required=True, help="comma-separated implementation names")
+    parser.add_argument("--preset", default="smoke", choices=list(PRESETS),
+                        help="smoke: tiny, CPU-sized; paper: the published settings")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the LRA release (or a generated set), aclImdb, "
+                             "cifar-10-batches-py, or for bytes a folder with one sub-folder "
+                             "per class")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="longest sequence kept (bytes: the first T bytes of each file)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--pooling", choices=("mean", "cls"), default=None)
+    parser.add_argument("--max-train", type=int, default=None, help="examples of train to use")
+    parser.add_argument("--max-val", type=int, default=None)
+    parser.add_argument("--max-test", type=int, default=None)
+    parser.add_argument("--difficulty", default="hard", choices=("easy", "medium", "hard"),
+                        help="pathfinder/pathx folder: curv_baseline, curv_contour_length_9, "
+                             "curv_contour_length_14 (default, as LRA)")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if "
+                                                       "available)")
+    parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    parser.add_argument("--out", type=Path, default=None, help="run directory to write")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue --out: add to it and skip runs already recorded")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--{what}: give at least one name")
+    return names
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {requested}: no CUDA device here")
+    if requested.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda[:N], got {requested!r}")
+    return requested
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.accuracy import presets, tasks
+    from harness.accuracy.progress import RichProgress
+    from harness.accuracy.runner import RunSettings, base_record, run_one, summary_row
+    from harness.accuracy.tasks.common import Limits
+    from harness.hardware import fingerprint
+    from harness.records import point_id
+    from harness.registry import REGISTRY
+    from harness.store import RunDir, default_run_path, now_iso
+
+    task_names = parse_names(args.task, "task")
+    for name in task_names:
+        tasks.get(name)
+    impls = REGISTRY.resolve(parse_names(args.impl, "impl"))
+    for value, flag in ((args.epochs, "epochs"), (args.layers, "layers"),
+                        (args.seq_len, "seq-len"), (args.batch_size, "batch-size"),
+                        (args.max_train, "max-train"), (args.max_val, "max-val"),
+                        (args.max_test, "max-test")):
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be at least 1, got {value}")
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out RUN_DIR")
+    device = pick_device(args.device)
+
+    loaded = []
+    for name in task_names:
+        preset = presets.get(args.preset, name).with_overrides(
+            epochs=args.epochs, layers=args.layers, seq_len=args.seq_len,
+            batch_size=args.batch_size, max_train=args.max_train, max_val=args.max_val,
+            max_test=args.max_test, lr=args.lr, pooling=args.pooling)
+        if name == "bytes" and args.preset == "paper" and args.batch_size is None:
+            preset = replace(preset, train=replace(
+                preset.train, batch_size=presets.bytes_batch_size(preset.seq_len)))
+        limits = Limits(seq_len=preset.seq_len, max_train=preset.max_train,
+                        max_val=preset.max_val, max_test=preset.max_test)
+        data = tasks.load(name, args.data_dir, limits, seed=args.seed,
+                          difficulty=args.difficulty)
+        loaded.append((data, RunSettings(args.preset, preset, seed=args.seed, device=device,
+                                         amp=not args.no_amp)))
+
+    machine = fingerprint()
+    path = args.out or default_run_path(machine["hardware_tag"])
+    run_dir = RunDir.create(path, {"machine": machine, "command": " ".join(sys.argv),
+                                   "started_at": now_iso(), "kind": "accuracy"},
+                            resume=args.resume)
+    done = run_dir.done_point_ids() if args.resume else set()
+    records = []
+    for data, settings in loaded:
+        for impl in impls:
+            probe = base_record(impl, data, settings, status="ok")
+            if point_id(probe.kind, probe.point_fields()) in done:
+                print(f"{data.task} / {impl.name}: already in {run_dir.path}; skipped",
+                      file=sys.stderr)
+                continue
+            label = f"{data.task}/{impl.name}"
+            if args.no_progress:
+                record = run_one(impl, data, settings, hardware_id=machine["hardware_id"])
+            else:
+                with RichProgress(label) as bar:
+                    record = run_one(impl, data, settings, hardware_id=machine["hardware_id"],
+                                     progress=bar)
+            run_dir.append(record)
+            records.append(record)
+    print_table([summary_row(r) for r in records], run_dir.path)
+    return 0 if all(r.status in ("ok", "unsupported") for r in records) else 1
+
+
+def print_table(rows: list[dict], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"accuracy (test at the best validation checkpoint) -> {path}")
+    columns = ("task", "impl", "data", "status", "best_val_acc", "test_acc", "epochs_to_best",
+               "train_time_s", "examples_per_s", "params", "message")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_fmt(row[c]) for c in columns))
+    Console(width=200).print(table)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 100 else f"{value:.0f}"
+    return str(value)

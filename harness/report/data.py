@@ -1,0 +1,202 @@
+"""Load run directories into tidy tables: one row per point, every status kept."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UsageError
+from harness.registry import REGISTRY
+from harness.records import PASSES
+from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
+
+# everything but impl and seq_len: points sharing it form one line in a figure
+SERIES_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pass"]
+GROUP_COLUMNS = ["device", "dtype", "batch", "heads", "causal"]   # one figure per group
+FACET_COLUMNS = ["head_dim", "pass"]                                 # panels within a figure
+MIB = 2 ** 20
+
+
+@dataclass
+class Run:
+    label: str              # unique short name used in figures and tables
+    path: Path
+    meta: dict[str, Any]
+    n_speed: int = 0
+    n_accuracy: int = 0
+
+
+@dataclass
+class Results:
+    runs: list[Run]
+    speed: pd.DataFrame
+    accuracy: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.runs) > 1
+
+    def run(self, label: str) -> Run:
+        return next(r for r in self.runs if r.label == label)
+
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """Directory names, made unique with parent names where two runs share one."""
+    labels = [p.name or str(p) for p in paths]
+    for depth in range(2, 6):
+        if len(set(labels)) == len(labels):
+            break
+        labels = ["/".join(p.resolve().parts[-depth:]) if labels.count(l) > 1 else l
+                  for p, l in zip(paths, labels)]
+    if len(set(labels)) != len(labels):
+        raise UsageError("the same run directory is given twice")
+    return labels
+
+
+def load(paths: list[Path]) -> Results:
+    """Read every run; UsageError (one line) for missing, empty or newer-schema runs."""
+    if not paths:
+        raise UsageError("no run directory given")
+    paths = [Path(p) for p in paths]
+    labels = run_labels(paths)
+    runs: list[Run] = []
+    speed_rows: list[dict[str, Any]] = []
+    acc_rows: list[dict[str, Any]] = []
+    messages: list[str] = []
+    for path, label in zip(paths, labels):
+        run_dir = open_run(path)
+        meta = run_dir.metadata() if run_dir.run_path.exists() else {}
+        if not run_dir.results_path.exists():
+            raise UsageError(f"{path}: no {RESULTS_FILE}; nothing to report")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncatedLineWarning)
+            raw = list(run_dir.raw_records())
+        messages += [str(w.message) for w in caught if issubclass(w.category,
+                                                                  TruncatedLineWarning)]
+        if not raw:
+            raise UsageError(f"{path}: {RESULTS_FILE} holds no records; nothing to report")
+        # the last record of a point wins (a merged or re-run file may repeat one)
+        by_id: dict[str, dict[str, Any]] = {}
+        for i, data in enumerate(raw):
+            by_id[data.get("point_id") or f"line-{i}"] = data
+        run = Run(label, path, meta)
+        for data in by_id.values():
+            row = {**data, "run": label, "hardware_tag": _hardware_tag(meta)}
+            if data.get("kind", "speed") == "accuracy":
+                acc_rows.append(row)
+                run.n_accuracy += 1
+            else:
+                speed_rows.append(row)
+                run.n_speed += 1
+        runs.append(run)
+    return Results(runs, tidy_speed(speed_rows), tidy_accuracy(acc_rows), messages)
+
+
+def _hardware_tag(meta: dict[str, Any]) -> str:
+    return (meta.get("machine") or {}).get("hardware_tag", "") or "unknown hardware"
+
+
+def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
+    values = [s for s in (samples or []) if s is not None]
+    if values:
+        q1, q3 = np.percentile(np.asarray(values, dtype=float), [25, 75])
+        return float(q1), float(q3)
+    if median is None or (isinstance(median, float) and np.isnan(median)):
+        return float("nan"), float("nan")
+    return float(median), float(median)
+
+
+SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
+                 "seq_len", "status", "message", "time_s", "time_q1_s", "time_q3_s",
+                 "time_iqr_s", "n_samples", "peak_mem_bytes", "mem_method", "tflops",
+                 "tokens_per_s", "flop_model", "timer", "threads", "deviation_from_softmax",
+                 "point_id"]
+
+
+def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(columns=SPEED_COLUMNS + ["group"])
+    out = []
+    for data in rows:
+        q1, q3 = _quartiles(data.get("time_samples_s"), data.get("time_s"))
+        row = {c: data.get(c) for c in SPEED_COLUMNS}
+        row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
+        if data.get("status") != "ok":
+            for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
+                           "tokens_per_s"):
+                row[column] = None
+        out.append(row)
+    frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
+    for column in ("time_s", "time_q1_s", "time_q3_s", "time_iqr_s", "peak_mem_bytes",
+                   "tflops", "tokens_per_s", "deviation_from_softmax"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
+        frame[column] = frame[column].astype(int)
+    frame["causal"] = frame["causal"].astype(bool)
+    frame["message"] = frame["message"].fillna("").astype(str)
+    frame["group"] = [group_label(r) for r in frame[GROUP_COLUMNS].itertuples(index=False)]
+    _fixed_token_groups(frame)
+    order = {n: i for i, n in enumerate(REGISTRY.names())}
+    pass_order = {p: i for i, p in enumerate(PASSES)}
+    frame["_impl_order"] = frame["impl"].map(lambda n: (order.get(n, len(order)), n))
+    frame["_pass_order"] = frame["pass"].map(lambda p: pass_order.get(p, 99))
+    run_order = {r: i for i, r in enumerate(dict.fromkeys(frame["run"]))}
+    frame["_run_order"] = frame["run"].map(run_order)
+    frame = frame.sort_values(["_run_order", "group", "_pass_order", "head_dim", "_impl_order",
+                               "seq_len"], kind="mergesort")
+    return frame.drop(columns=["_impl_order", "_pass_order", "_run_order"]).reset_index(drop=True)
+
+
+def _fixed_token_groups(frame: pd.DataFrame) -> None:
+    """Sweeps that keep B*T fixed (batch shrinks as seq_len grows) are one group, not many."""
+    keys = ["run", "device", "dtype", "heads", "causal"]
+    for _, sub in frame.groupby(keys, sort=False):
+        if sub["batch"].nunique() < 2:
+            continue
+        per_t = sub.groupby("seq_len")["batch"].nunique()
+        tokens = (sub["batch"] * sub["seq_len"]).unique()
+        if (per_t == 1).all() and len(tokens) == 1:
+            device, dtype, heads, causal = sub.iloc[0][["device", "dtype", "heads", "causal"]]
+            frame.loc[sub.index, "group"] = (f"{device} {dtype} B*T={int(tokens[0])} H={heads}" +
+                                             (" causal" if causal else ""))
+
+
+def group_label(row: Any) -> str:
+    device, dtype, batch, heads, causal = row
+    return f"{device} {dtype} B={batch} H={heads}" + (" causal" if causal else "")
+
+
+def facet_label(head_dim: int, pass_: str) -> str:
+    return f"{pass_.replace('_', '+')}, D={head_dim}"
+
+
+ACCURACY_COLUMNS = ["run", "hardware_tag", "impl", "task", "status", "message", "data_source",
+                    "preset", "seed", "device", "dtype", "seq_len", "params",
+                    "best_val_accuracy", "test_accuracy", "epochs_to_best", "epochs",
+                    "train_time_s", "examples_per_s", "peak_mem_bytes", "curve"]
+
+
+def tidy_accuracy(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([{c: r.get(c) for c in ACCURACY_COLUMNS} for r in rows],
+                         columns=ACCURACY_COLUMNS)
+    if frame.empty:
+        return frame
+    for column in ("best_val_accuracy", "test_accuracy", "train_time_s", "examples_per_s"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["message"] = frame["message"].fillna("").astype(str)
+    return frame.sort_values(["run", "task", "impl", "seed"], kind="mergesort").reset_index(
+        drop=True)
+
+
+def ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "ok"]
+
+
+def mib(value: float | None) -> float:
+    return float("nan") if value is None else value / MIB

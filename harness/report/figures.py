@@ -1,0 +1,416 @@
+"""The report's figures: matplotlib, one function per figure, saved as PNG and vector PDF.
+
+Every figure takes tidy frames and the implementation looks (harness.report.style), so the
+same implementation has the same colour and marker everywhere. Points that did not run are
+never dropped silently: failures are lettered at the top of the panel where they happened
+(M out of memory, T timed out, E error) and implementations that could not run at all appear
+in the legend marked "unsupported"; the failure map shows every point's status.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    NullFormatter,
+    NullLocator,
+)
+
+from harness.records import PASSES  # noqa: E402
+from harness.report import style  # noqa: E402
+from harness.report.data import MIB, facet_label  # noqa: E402
+
+FAILURE_NOTE = "letters at the top: M out of memory, T timed out, E error (at that seq_len)"
+
+
+@dataclass
+class Saved:
+    name: str
+    title: str
+    caption: str
+    png: Path
+    pdf: Path
+
+
+def save(fig: Figure, directory: Path, name: str) -> tuple[Path, Path]:
+    png, pdf = directory / f"{name}.png", directory / f"{name}.pdf"
+    fig.savefig(png, dpi=200, metadata={"Software": None})
+    fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                               "Creator": None})
+    plt.close(fig)
+    return png, pdf
+
+
+def seq_len_label(value: float) -> str:
+    value = int(round(value))
+    if value >= 1024 and value % 1024 == 0:
+        return f"{value // 1024}K"
+    return str(value)
+
+
+def format_seq_axis(ax, lengths) -> None:
+    lengths = sorted(set(int(t) for t in lengths))
+    ax.set_xscale("log", base=2)
+    if len(lengths) > 8:
+        lengths = lengths[::2]
+    ax.xaxis.set_major_locator(FixedLocator(lengths))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: seq_len_label(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def format_log_y(ax, values) -> None:
+    """Log y axis; within two decades, label 1-2-5 steps in plain numbers."""
+    ax.set_yscale("log")
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0])
+    if len(values) and values.max() / values.min() <= 100:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
+
+
+def spans_decades(values, factor: float = 10.0) -> bool:
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v) and v > 0])
+    return len(values) > 1 and values.max() / values.min() >= factor
+
+
+def facets(frame: pd.DataFrame) -> tuple[list[int], list[str]]:
+    passes = [p for p in PASSES if p in set(frame["pass"])] + sorted(
+        set(frame["pass"]) - set(PASSES))
+    return sorted(frame["head_dim"].unique()), passes
+
+
+def grid(nrows: int, ncols: int, *, sharey: bool | str = "row", extra_h: float = 0.55,
+         sharex: bool = True):
+    width = max(style.PAPER_WIDTH_IN, style.PANEL_WIDTH_IN * ncols)
+    height = style.PANEL_HEIGHT_IN * nrows + extra_h
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False,
+                             sharex=sharex, sharey=sharey, layout="constrained")
+    return fig, axes
+
+
+def impl_handles(impls: list[str], looks: dict[str, style.Look],
+                 notes: dict[str, str] | None = None) -> list[Line2D]:
+    notes = notes or {}
+    return [Line2D([], [], color=looks[i].color, marker=looks[i].marker,
+                   linestyle=looks[i].linestyle, markersize=looks[i].markersize,
+                   label=i + (f" ({notes[i]})" if i in notes else "")) for i in impls]
+
+
+def add_legend(fig: Figure, handles: list, ncol: int | None = None) -> None:
+    if not handles:
+        return
+    ncol = ncol or min(len(handles), 3)
+    fig.legend(handles=handles, loc="outside upper center", ncol=ncol, handlelength=2.2,
+               columnspacing=1.0, handletextpad=0.4)
+
+
+def add_note(fig: Figure, text: str) -> None:
+    """Small wrapped text under the panels, with room reserved for it in the layout."""
+    lines = textwrap.wrap(text, int(fig.get_figwidth() * 19))
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=5.5, ha="left", va="bottom",
+             color="#444444", transform=fig.transFigure, linespacing=1.2)
+    needed_in = len(lines) * 5.5 * 1.2 / 72 + 0.04
+    fig.get_layout_engine().set(rect=(0, needed_in / fig.get_figheight(), 1,
+                                      1 - needed_in / fig.get_figheight()))
+
+
+def mark_failures(ax, sub: pd.DataFrame, looks: dict[str, style.Look]) -> bool:
+    """Letter each series' first failure at the top of the panel; True if any was drawn."""
+    drawn = False
+    failed = sub[sub["status"].isin(("oom", "timeout", "error"))]
+    for impl, rows in failed.groupby("impl", sort=True):
+        first = rows.sort_values("seq_len").iloc[0]
+        ax.annotate(style.STATUS_LETTER[first["status"]], xy=(first["seq_len"], 1.0),
+                    xycoords=("data", "axes fraction"), ha="center", va="bottom",
+                    fontsize=6.5, fontweight="bold", color=looks[impl].color,
+                    annotation_clip=False)
+        drawn = True
+    return drawn
+
+
+def line_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look], *,
+                value: Callable[[pd.DataFrame], np.ndarray], ylabel: str,
+                band: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]] | None = None,
+                logy: bool | None = True, hline: float | None = None, title: str = "",
+                failures: bool = True, note: str = "") -> Figure | None:
+    """The standard layout: rows head_dim, columns pass, one line per implementation."""
+    head_dims, passes = facets(frame)
+    fig, axes = grid(len(head_dims), len(passes), sharey="all")
+    all_values: list[float] = []
+    any_failure = False
+    plotted: set[str] = set()
+    for r, head_dim in enumerate(head_dims):
+        for c, pass_ in enumerate(passes):
+            ax = axes[r][c]
+            sub = frame[(frame["head_dim"] == head_dim) & (frame["pass"] == pass_)]
+            ax.set_title(facet_label(head_dim, pass_), pad=8 if failures else 4)
+            for impl in impls:
+                rows = sub[(sub["impl"] == impl) & (sub["status"] == "ok")].sort_values(
+                    "seq_len")
+                y = value(rows) if len(rows) else np.array([])
+                keep = np.isfinite(y) & (y > 0) if logy else np.isfinite(y)
+                if not keep.any():
+                    continue
+                x = rows["seq_len"].to_numpy()[keep]
+                look = looks[impl]
+                ax.plot(x, y[keep], color=look.color, marker=look.marker,
+                        linestyle=look.linestyle, markersize=look.markersize, label=impl)
+                plotted.add(impl)
+                all_values += list(y[keep])
+                if band is not None:
+                    lo, hi = band(rows)
+                    ax.fill_between(x, lo[keep], hi[keep], color=look.color, alpha=0.2,
+                                    linewidth=0)
+            if failures:
+                any_failure |= mark_failures(ax, sub, looks)
+            if hline is not None:
+                ax.axhline(hline, color="#777777", linewidth=0.6, linestyle=":")
+            format_seq_axis(ax, frame["seq_len"])
+            if r == len(head_dims) - 1:
+                ax.set_xlabel("sequence length T (tokens)")
+            if c == 0:
+                ax.set_ylabel(ylabel)
+    if not all_values:
+        plt.close(fig)
+        return None
+    use_log = logy if logy is not None else spans_decades(all_values)
+    if use_log:
+        format_log_y(axes[0][0], all_values)
+    notes = {}
+    status = frame.groupby("impl")["status"].agg(lambda s: set(s))
+    for impl in impls:
+        if impl in plotted:
+            continue
+        statuses = status.get(impl, set())
+        notes[impl] = ("unsupported" if statuses == {"unsupported"} else
+                       "no data" if not statuses - {"unsupported", "skipped"} or
+                       "ok" in statuses else "/".join(sorted(statuses)))
+    add_legend(fig, impl_handles([i for i in impls if i in plotted], looks))
+    by_note: dict[str, list[str]] = {}
+    for impl, why in notes.items():
+        by_note.setdefault(why, []).append(impl)
+    missing = "; ".join(f"{why}: {', '.join(names)}" for why, names in by_note.items())
+    texts = [t for t in (title, FAILURE_NOTE if any_failure else "", note,
+                         f"not plotted ({missing})" if missing else "") if t]
+    if texts:
+        add_note(fig, "; ".join(texts))
+    return fig
+
+
+def time_figure(frame, impls, looks, title=""):
+    return line_figure(frame, impls, looks, value=lambda r: r["time_s"].to_numpy() * 1e3,
+                       band=lambda r: (r["time_q1_s"].to_numpy() * 1e3,
+                                       r["time_q3_s"].to_numpy() * 1e3),
+                       ylabel="time per call (ms)", title=title,
+                       note="line: median; band: interquartile range of the samples")
+
+
+def memory_figure(frame, impls, looks, title="", method=""):
+    return line_figure(frame, impls, looks,
+                       value=lambda r: r["peak_mem_bytes"].to_numpy(float) / MIB,
+                       ylabel="peak memory (MiB)", title=title,
+                       note=f"memory: {method}" if method else "")
+
+
+def ratio_figure(merged, impls, looks, *, column, ylabel, baseline, title=""):
+    frame = merged.assign(status="ok")
+    present = set(frame["impl"])
+    return line_figure(frame, [i for i in impls if i != baseline and i in present], looks,
+                       value=lambda r: r[column].to_numpy(float), ylabel=ylabel, hline=1.0,
+                       logy=None, title=title, failures=False,
+                       note=f"relative to {baseline} at the same shape; above 1: better")
+
+
+def tflops_figure(frame, impls, looks, title=""):
+    exact = frame[frame["family"] == "exact"]
+    if exact["tflops"].notna().sum() == 0:
+        return None
+    return line_figure(exact, [i for i in impls if i in set(exact["impl"])], looks,
+                       value=lambda r: r["tflops"].to_numpy(float),
+                       ylabel="throughput (TFLOP/s)", logy=None, title=title,
+                       note="exact methods only; FLOPs = 4·B·H·T²·D forward (x2.5 backward, "
+                            "x3.5 forward+backward, halved when causal)")
+
+
+def failure_map(frame, impls, looks, title=""):
+    head_dims, passes = facets(frame)
+    lengths = sorted(frame["seq_len"].unique())
+    present = [i for i in impls if i in set(frame["impl"])]
+    panels = [(h, p) for h in head_dims for p in passes]
+    ncols = min(len(panels), 2)
+    nrows = -(-len(panels) // ncols)
+    width = max(style.PAPER_WIDTH_IN, style.PANEL_WIDTH_IN * ncols)
+    height = nrows * (0.3 + 0.16 * len(present)) + 0.6
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False,
+                             layout="constrained", sharey=True)
+    for k, (head_dim, pass_) in enumerate(panels):
+        ax = axes[k // ncols][k % ncols]
+        sub = frame[(frame["head_dim"] == head_dim) & (frame["pass"] == pass_)]
+        for y, impl in enumerate(present):
+            for _, row in sub[sub["impl"] == impl].iterrows():
+                x = lengths.index(row["seq_len"])
+                ax.scatter([x], [y], marker="s", s=45, color=style.STATUS_COLORS[row["status"]],
+                           edgecolors="#555555", linewidths=0.4, zorder=2)
+                ax.text(x, y, style.STATUS_LETTER[row["status"]], ha="center", va="center",
+                        fontsize=5, zorder=3)
+        ax.set_title(facet_label(head_dim, pass_))
+        ax.set_xticks(range(len(lengths)), [seq_len_label(t) for t in lengths])
+        ax.set_yticks(range(len(present)), present)
+        for tick, impl in zip(ax.get_yticklabels(), present):
+            tick.set_color(looks[impl].color if looks[impl].color != "#DDCC77" else "#000000")
+        ax.set_xlim(-0.6, len(lengths) - 0.4)
+        ax.set_ylim(len(present) - 0.5, -0.5)
+        ax.grid(False)
+        ax.spines[["left", "bottom"]].set_visible(False)
+        ax.tick_params(length=0)
+        if k // ncols == nrows - 1:
+            ax.set_xlabel("sequence length T (tokens)")
+    for k in range(len(panels), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    handles = [Patch(facecolor=style.STATUS_COLORS[s], edgecolor="#555555", linewidth=0.4,
+                     label=f"{style.STATUS_LETTER[s] or ' '} {s}" if s != "ok" else "ran")
+               for s in style.STATUS_COLORS if s in set(frame["status"]) or s == "ok"]
+    add_legend(fig, handles, ncol=min(len(handles), 6))
+    if title:
+        add_note(fig, title)
+    return fig
+
+
+# -- several runs ----------------------------------------------------------------------------
+def runs_side_by_side(frame, runs: list[tuple[str, str]], impls, looks, *, value, ylabel):
+    """Columns: runs (label and hardware); rows: the facets; shared y per row."""
+    head_dims, passes = facets(frame)
+    panels = [(h, p) for h in head_dims for p in passes]
+    fig, axes = grid(len(panels), len(runs), sharey="row")
+    plotted: set[str] = set()
+    for r, (head_dim, pass_) in enumerate(panels):
+        for c, (run, hardware) in enumerate(runs):
+            ax = axes[r][c]
+            sub = frame[(frame["run"] == run) & (frame["head_dim"] == head_dim) &
+                        (frame["pass"] == pass_)]
+            for impl in impls:
+                rows = sub[(sub["impl"] == impl) & (sub["status"] == "ok")].sort_values(
+                    "seq_len")
+                y = value(rows)
+                keep = np.isfinite(y) & (y > 0)
+                if not keep.any():
+                    continue
+                look = looks[impl]
+                ax.plot(rows["seq_len"].to_numpy()[keep], y[keep], color=look.color,
+                        marker=look.marker, linestyle=look.linestyle,
+                        markersize=look.markersize)
+                plotted.add(impl)
+            mark_failures(ax, sub, looks)
+            ax.set_yscale("log")
+            format_seq_axis(ax, frame["seq_len"])
+            title = f"{run}\n({hardware})\n" if r == 0 else ""
+            ax.set_title(title + facet_label(head_dim, pass_), pad=8)
+            if r == len(panels) - 1:
+                ax.set_xlabel("sequence length T (tokens)")
+            if c == 0:
+                ax.set_ylabel(ylabel)
+    if not plotted:
+        plt.close(fig)
+        return None
+    add_legend(fig, impl_handles([i for i in impls if i in plotted], looks))
+    return fig
+
+
+def runs_ratio(pairs, reference: str, impls, looks):
+    """time in each other run / time in the reference run, per implementation and facet."""
+    frame = pairs.assign(status="ok")
+    others = list(dict.fromkeys(frame["run"]))
+    head_dims, passes = facets(frame)
+    panels = [(h, p) for h in head_dims for p in passes]
+    fig, axes = grid(len(panels), len(others), sharey="all")
+    values = []
+    for r, (head_dim, pass_) in enumerate(panels):
+        for c, run in enumerate(others):
+            ax = axes[r][c]
+            sub = frame[(frame["run"] == run) & (frame["head_dim"] == head_dim) &
+                        (frame["pass"] == pass_)]
+            for impl in impls:
+                rows = sub[sub["impl"] == impl].sort_values("seq_len")
+                if rows.empty:
+                    continue
+                look = looks[impl]
+                ax.plot(rows["seq_len"], rows["time_ratio"], color=look.color,
+                        marker=look.marker, linestyle=look.linestyle,
+                        markersize=look.markersize)
+                values += list(rows["time_ratio"])
+            ax.axhline(1.0, color="#777777", linewidth=0.6, linestyle=":")
+            format_seq_axis(ax, frame["seq_len"])
+            ax.set_title((f"{run} / {reference}\n" if r == 0 else "") +
+                         facet_label(head_dim, pass_))
+            if r == len(panels) - 1:
+                ax.set_xlabel("sequence length T (tokens)")
+            if c == 0:
+                ax.set_ylabel("time ratio (run / reference)")
+    if spans_decades(values):
+        format_log_y(axes[0][0], values)
+    add_legend(fig, impl_handles([i for i in impls if i in set(frame["impl"])], looks))
+    add_note(fig, "below 1: faster than in the reference run")
+    return fig
+
+
+# -- accuracy --------------------------------------------------------------------------------
+def accuracy_vs_time(acc: pd.DataFrame, impls, looks, task_titles: dict[str, str]):
+    ok = acc[acc["status"] == "ok"]
+    tasks = list(dict.fromkeys(ok["task"]))
+    if not tasks:
+        return None
+    ncols = min(len(tasks), 2)
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = grid(nrows, ncols, sharey=False, sharex=False)
+    times = []
+    for k, task in enumerate(tasks):
+        ax = axes[k // ncols][k % ncols]
+        sub = ok[ok["task"] == task]
+        for impl in impls:
+            rows = sub[sub["impl"] == impl]
+            look = looks[impl]
+            for _, row in rows.iterrows():
+                curve = row["curve"] or []
+                xs = [p.get("elapsed_s") for p in curve]
+                ys = [p.get("val_accuracy") for p in curve]
+                pts = [(x, 100 * y) for x, y in zip(xs, ys) if x and y is not None]
+                if pts:
+                    ax.plot(*zip(*pts), color=look.color, linestyle=look.linestyle,
+                            linewidth=0.8, alpha=0.8)
+                    times += [p[0] for p in pts]
+                if row["train_time_s"] and row["test_accuracy"] is not None:
+                    ax.plot([row["train_time_s"]], [100 * row["test_accuracy"]],
+                            color=look.color, marker=look.marker, linestyle="none",
+                            markersize=look.markersize + 1)
+                    times.append(row["train_time_s"])
+        ax.set_title(task_titles.get(task, task))
+        ax.set_xlabel("training time (s)")
+        if k % ncols == 0:
+            ax.set_ylabel("accuracy (%)")
+    for k in range(len(tasks), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    if spans_decades(times):
+        for row in axes:
+            for ax in row:
+                ax.set_xscale("log")
+    add_legend(fig, impl_handles([i for i in impls if i in set(ok["impl"])], looks))
+    add_note(fig, "lines: validation accuracy during training; markers: test accuracy at the "
+                  "best validation checkpoint, at the end of training")
+    return fig

@@ -1,0 +1,133 @@
+"""Headline findings: sentences computed from the data, claiming only what it supports.
+
+A speed difference is stated only when the interquartile ranges of the two points do not
+overlap; memory is compared only when both peaks are at least MIN_MEMORY (smaller peaks are
+within the noise of resident-memory measurement on the CPU).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.report.data import MIB, facet_label
+from harness.report.tables import FAILED, KEY
+
+MIN_MEMORY = 1 * MIB
+EXPONENT_TOLERANCE = 0.3
+MIN_FIT_POINTS = 3      # fewer lengths in the fitted range: no claim about scaling
+
+
+def times(x: float) -> str:
+    return f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
+
+
+def compare(row: pd.Series, base: pd.Series, baseline: str) -> str:
+    impl = row["impl"]
+    parts = []
+    overlap = not (row["time_q3_s"] < base["time_q1_s"] or row["time_q1_s"] > base["time_q3_s"])
+    ratio = base["time_s"] / row["time_s"]
+    if overlap:
+        parts.append(f"not clearly faster or slower than {baseline} (interquartile ranges "
+                     f"overlap)")
+    elif ratio >= 1:
+        parts.append(f"{times(ratio)} faster than {baseline}")
+    else:
+        parts.append(f"{times(1 / ratio)} slower than {baseline}")
+    m, mb = row["peak_mem_bytes"], base["peak_mem_bytes"]
+    if pd.notna(m) and pd.notna(mb) and m >= MIN_MEMORY and mb >= MIN_MEMORY:
+        mr = mb / m
+        if 0.9 <= mr <= 1.1:
+            parts.append("about the same peak memory")
+        elif mr > 1:
+            parts.append(f"uses {times(mr)} less memory")
+        else:
+            parts.append(f"uses {times(1 / mr)} more memory")
+    elif pd.notna(m) and pd.notna(mb):
+        parts.append("memory below 1 MiB, not compared")
+    text = f"{impl} is " + parts[0]
+    for part in parts[1:]:
+        text += (" and " if part.startswith("uses") else "; ") + part
+    return text
+
+
+def headline(speed: pd.DataFrame, baseline: str | None, scaling: pd.DataFrame) -> list[str]:
+    out: list[str] = []
+    if speed.empty:
+        return out
+    multi_run = speed["run"].nunique() > 1
+    multi_group = speed["group"].nunique() > 1
+    for key, sub in speed.groupby(KEY, sort=False):
+        run, group, pass_, head_dim = key
+        where = facet_label(head_dim, pass_) + (f", {group}" if multi_group else "") + \
+            (f", run {run}" if multi_run else "")
+        ok = sub[sub["status"] == "ok"]
+        if baseline is not None and baseline in set(ok["impl"]):
+            base_rows = ok[ok["impl"] == baseline]
+            t = int(base_rows["seq_len"].max())
+            base = base_rows[base_rows["seq_len"] == t].iloc[0]
+            at_t = ok[(ok["seq_len"] == t) & (ok["impl"] != baseline)]
+            for _, row in at_t.iterrows():
+                out.append(f"{where}, T={t}: {compare(row, base, baseline)}.")
+        if len(ok):
+            t = int(ok["seq_len"].max())
+            best = ok[ok["seq_len"] == t].sort_values("time_s").iloc[0]
+            out.append(f"{where}: fastest at the largest length that ran (T={t}): "
+                       f"{best['impl']} ({best['time_s'] * 1e3:.3g} ms).")
+        for impl, rows in sub.groupby("impl", sort=False):
+            failed = rows[rows["status"].isin(FAILED)].sort_values("seq_len")
+            if len(failed):
+                first = failed.iloc[0]
+                ran = rows[rows["status"] == "ok"]["seq_len"]
+                reached = f"largest that ran T={int(ran.max())}" if len(ran) else "nothing ran"
+                word = {"oom": "ran out of memory", "timeout": "timed out",
+                        "error": "failed with an error"}[first["status"]]
+                out.append(f"{where}: {impl} {word} at T={first['seq_len']} ({reached}).")
+    out += scaling_findings(scaling)
+    return out
+
+
+def scaling_findings(scaling: pd.DataFrame) -> list[str]:
+    if scaling.empty:
+        return []
+    holds, fails = [], []
+    for _, row in scaling.iterrows():
+        label = row["impl"] + (f" ({row['pass'].replace('_', '+')}, D={row['head_dim']})"
+                               if scaling[["pass", "head_dim"]].drop_duplicates().shape[0] > 1
+                               else "")
+        if row["points"] < MIN_FIT_POINTS:
+            continue
+        for what in ("time", "memory"):
+            measured, theory = row[f"{what}_exponent"], row[f"{what}_theory"]
+            if pd.isna(measured) or theory is None or pd.isna(theory):
+                continue
+            text = f"{label} {what} T^{measured:.2f} (claimed T^{theory:g})"
+            (holds if abs(measured - theory) <= EXPONENT_TOLERANCE else fails).append(text)
+    out = []
+    few = scaling[scaling["points"] < MIN_FIT_POINTS]
+    if len(few):
+        out.append(f"Scaling not judged for {len(few)} series: fewer than {MIN_FIT_POINTS} "
+                   f"lengths in the upper part of the range (see the scaling table).")
+    if holds:
+        out.append("Scaling as claimed (measured exponent within ±0.3 of the claim, fitted over "
+                   "the upper part of the lengths): " + "; ".join(holds) + ".")
+    if fails:
+        out.append("Scaling not as claimed on this hardware over the measured range (a lower "
+                   "exponent often means fixed costs still dominate at these lengths): " +
+                   "; ".join(fails) + ".")
+    return out
+
+
+def run_findings(pairs: pd.DataFrame, reference: str) -> list[str]:
+    out = []
+    if pairs.empty:
+        return out
+    for (run, impl), rows in pairs.groupby(["run", "impl"], sort=False):
+        ratio = float(rows["time_ratio"].median())
+        hw = rows.iloc[0]["hardware_tag_other"]
+        ref_hw = rows.iloc[0]["hardware_tag_ref"]
+        word = (f"{times(1 / ratio)} faster" if ratio < 0.95 else
+                f"{times(ratio)} slower" if ratio > 1.05 else "within 5% of")
+        tail = "" if word == "within 5% of" else " than"
+        out.append(f"{impl}: {run} ({hw}) is {word}{tail} {reference} ({ref_hw}) "
+                   f"(median time ratio {ratio:.3g} over {len(rows)} paired points).")
+    return out

@@ -1,0 +1,573 @@
+"""Assemble the report: figures and tables to files, then report.md and a self-contained
+report.html from one list of blocks (so the two always say the same thing)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.console import format_bytes
+from harness.errors import UsageError
+from harness.registry import REGISTRY
+from harness.report import findings as findings_lib
+from harness.report import style, tables
+from harness.report.data import MIB, Results, load
+from harness.report.published import SOURCE, TASK_TITLES
+from harness.store import TruncatedLineWarning
+
+DEFAULT_ROOT = Path("reports")
+BASELINE_PREFERENCE = ("softmax_torch", "sdpa_math")
+
+
+# -- blocks ----------------------------------------------------------------------------------
+@dataclass
+class Doc:
+    blocks: list[tuple] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def ul(self, items: list[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, frame: pd.DataFrame, files: str = "") -> None:
+        self.blocks.append(("table", frame, files))
+
+    def figure(self, saved: Any) -> None:
+        if saved is not None:      # None: nothing to draw (no successful points)
+            self.blocks.append(("figure", saved))
+
+
+def md_escape(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_cell(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return md_escape(value)
+
+
+def to_markdown(doc: Doc, root: Path) -> str:
+    out: list[str] = []
+    for block in doc.blocks:
+        kind = block[0]
+        if kind == "h":
+            out.append("#" * block[1] + " " + block[2])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in block[1]))
+        elif kind == "table":
+            frame, files = block[1], block[2]
+            lines = ["| " + " | ".join(md_escape(c) for c in frame.columns) + " |",
+                     "|" + "|".join("---" for _ in frame.columns) + "|"]
+            lines += ["| " + " | ".join(md_cell(v) for v in row) + " |"
+                      for row in frame.itertuples(index=False)]
+            if files:
+                lines.append(f"\n{files}")
+            out.append("\n".join(lines))
+        elif kind == "figure":
+            s = block[1]
+            png, pdf = s.png.relative_to(root).as_posix(), s.pdf.relative_to(root).as_posix()
+            out.append(f"![{s.title}]({png})\n\n*{s.title}.* {s.caption} "
+                       f"([PNG]({png}), [PDF]({pdf}))")
+    return "\n\n".join(out) + "\n"
+
+
+def to_html(doc: Doc, title: str) -> str:
+    e = html.escape
+    body: list[str] = []
+    for block in doc.blocks:
+        kind = block[0]
+        if kind == "h":
+            body.append(f"<h{block[1]}>{e(block[2])}</h{block[1]}>")
+        elif kind == "p":
+            body.append(f"<p>{e(block[1])}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "table":
+            frame, files = block[1], block[2]
+            head = "".join(f"<th>{e(str(c))}</th>" for c in frame.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{e(md_cell(v).replace(chr(92) + '|', '|'))}"
+                                            f"</td>" for v in row) + "</tr>"
+                           for row in frame.itertuples(index=False))
+            body.append(f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"
+                        f"<tbody>{rows}</tbody></table></div>")
+            if files:
+                body.append(f"<p class=\"files\">{e(files)}</p>")
+        elif kind == "figure":
+            s = block[1]
+            data = base64.b64encode(s.png.read_bytes()).decode("ascii")
+            body.append(f"<figure><img alt=\"{e(s.title)}\" src=\"data:image/png;base64,{data}\">"
+                        f"<figcaption><b>{e(s.title)}.</b> {e(s.caption)} "
+                        f"(files: {e(s.png.name)}, {e(s.pdf.name)})</figcaption></figure>")
+    css = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
+           "line-height:1.45;color:#222}table{border-collapse:collapse;font-size:0.85em}"
+           "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+           "th{background:#f2f2f2}.scroll{overflow-x:auto}img{max-width:100%;"
+           "width:36em}figure{margin:1.5em 0}figcaption{font-size:0.9em;color:#444}"
+           ".files{font-size:0.8em;color:#666}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{e(title)}</title><style>{css}</style></head><body>\n" +
+            "\n".join(body) + "\n</body></html>\n")
+
+
+# -- the report ------------------------------------------------------------------------------
+def report_name(paths: list[Path]) -> str:
+    names = [re.sub(r"[^A-Za-z0-9._-]+", "-", Path(p).resolve().name) or "run" for p in paths]
+    name = "-vs-".join(names)
+    if len(name) > 80:
+        name = name[:60] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def choose_baseline(results: Results, baseline: str | None) -> str | None:
+    ok_impls = set(results.speed[results.speed["status"] == "ok"]["impl"])
+    if baseline is not None:
+        if baseline not in ok_impls:
+            raise UsageError(f"--baseline {baseline}: no successful points in these runs; "
+                             f"implementations with results: "
+                             f"{', '.join(sorted(ok_impls)) or 'none'}")
+        return baseline
+    return next((b for b in BASELINE_PREFERENCE if b in ok_impls), None)
+
+
+def clean(directory: Path, suffixes: tuple[str, ...]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.iterdir():
+        if path.is_file() and path.suffix in suffixes:
+            path.unlink()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+class Writer:
+    """Writes figures and tables under the report directory and remembers them."""
+
+    def __init__(self, root: Path, looks: dict[str, style.Look]):
+        self.root, self.looks = root, looks
+        self.figures_dir, self.tables_dir = root / "figures", root / "tables"
+        clean(self.figures_dir, (".png", ".pdf"))
+        clean(self.tables_dir, (".csv", ".tex"))
+        self.figures: list[Any] = []
+        self.tables: list[str] = []
+
+    def figure(self, fig, name: str, title: str, caption: str):
+        if fig is None:
+            return None
+        import matplotlib
+
+        from harness.report.figures import Saved, save
+
+        with matplotlib.rc_context(style.RC):
+            png, pdf = save(fig, self.figures_dir, name)
+        saved = Saved(name, title, caption, png, pdf)
+        self.figures.append(saved)
+        return saved
+
+    def table(self, frame: pd.DataFrame, name: str, caption: str) -> str:
+        tables.write_csv(frame, self.tables_dir / f"{name}.csv")
+        (self.tables_dir / f"{name}.tex").write_text(tables.to_latex(frame, caption))
+        self.tables.append(name)
+        return f"Files: tables/{name}.csv, tables/{name}.tex"
+
+
+def render_report(run_paths: list[Path], out_dir: Path | None = None,
+                  baseline: str | None = None) -> Path:
+    """Render the report of one or more run directories; returns the report directory."""
+    run_paths = [Path(p) for p in run_paths]
+    results = load(run_paths)
+    for message in results.warnings:
+        warnings.warn(message, TruncatedLineWarning, stacklevel=2)
+    if results.speed.empty and results.accuracy.empty:
+        raise UsageError("no records to report in " + ", ".join(map(str, run_paths)))
+    baseline = choose_baseline(results, baseline) if not results.speed.empty else None
+    root = Path(out_dir) if out_dir is not None else DEFAULT_ROOT / report_name(run_paths)
+    root.mkdir(parents=True, exist_ok=True)
+    impls_all = set(results.speed.get("impl", [])) | set(results.accuracy.get("impl", []))
+    looks = style.looks_for(impls_all)
+    order = style.impl_order(impls_all, REGISTRY.names())
+    writer = Writer(root, looks)
+    import matplotlib
+
+    with matplotlib.rc_context(style.RC):
+        doc = build(results, baseline, order, looks, writer)
+    title = "attnbench report: " + ", ".join(r.label for r in results.runs)
+    (root / "report.md").write_text(to_markdown(doc, root))
+    (root / "report.html").write_text(to_html(doc, title))
+    return root
+
+
+def build(results: Results, baseline: str | None, order: list[str],
+          looks: dict[str, style.Look], writer: Writer) -> Doc:
+    from harness.report import figures
+
+    doc = Doc()
+    speed, acc = results.speed, results.accuracy
+    doc.h(1, "attnbench report: " + ", ".join(r.label for r in results.runs))
+    doc.p("Rendered by `run_bench.py report` from the records of the run directories below; "
+          "nothing was re-measured. Figures are in figures/ (PNG and PDF), tables in tables/ "
+          "(CSV and LaTeX).")
+
+    # what was run, on what
+    doc.h(2, "What was run")
+    doc.table(runs_table(results))
+    for run in results.runs:
+        meta = run.meta
+        settings = meta.get("settings", {})
+        timing = settings.get("timing", {})
+        items = [f"command: {' '.join(map(str, meta.get('command', []))) or 'unknown'}"]
+        grid = meta.get("grid", {})
+        if grid:
+            items.append(f"grid: preset {grid.get('preset', '?')}, overrides "
+                         f"{grid.get('overrides') or 'none'}")
+            if grid.get("input_distribution"):
+                items.append(f"inputs: {grid['input_distribution']}")
+        if timing:
+            items.append(f"timing: {timing.get('warmup')} warm-up call(s), then samples for at "
+                         f"least {timing.get('min_time_s')} s ({timing.get('min_repeats')} to "
+                         f"{timing.get('max_repeats')} samples); timeout "
+                         f"{settings.get('timeout_s')} s per point; memory cap "
+                         f"{format_bytes(settings.get('max_memory_bytes')) if settings.get('max_memory_bytes') else 'none'}")
+        if meta.get("interrupted"):
+            items.append("the run was interrupted: only the points it finished are reported")
+        doc.p(f"Run {run.label} ({run.path}):")
+        doc.ul(items)
+
+    doc.h(2, "Hardware and software")
+    doc.table(hardware_table(results))
+
+    pairs = pd.DataFrame()
+    reference = results.runs[0].label
+    scaling = pd.DataFrame()
+    if not speed.empty:
+        scaling = tables.scaling(speed)
+        if results.multi:
+            pairs = tables.run_pairs(speed, reference)
+    doc.h(2, "Headline findings")
+    items = findings_lib.headline(speed, baseline, scaling) if not speed.empty else []
+    items += findings_lib.run_findings(pairs, reference) if not pairs.empty else []
+    items += accuracy_findings(acc)
+    doc.ul(items or ["no successful measurements to draw findings from"])
+    if not speed.empty and baseline is None:
+        doc.p("No baseline: neither softmax_torch nor sdpa_math has successful points, so no "
+              "speedup or memory-ratio figures; choose one with --baseline.")
+
+    if not speed.empty:
+        speed_sections(doc, results, baseline, order, looks, writer, scaling, figures)
+    if results.multi and not speed.empty:
+        runs_section(doc, results, pairs, reference, order, looks, writer, figures)
+    if not acc.empty:
+        accuracy_section(doc, acc, order, looks, writer, figures)
+    unavailable_section(doc, results, writer)
+    notes_section(doc, results)
+    return doc
+
+
+def runs_table(results: Results) -> pd.DataFrame:
+    rows = []
+    for run in results.runs:
+        sub = results.speed[results.speed["run"] == run.label] if not results.speed.empty \
+            else pd.DataFrame(columns=["status"])
+        counts = sub["status"].value_counts()
+        rows.append({"run": run.label, "hardware": (run.meta.get("machine") or {}).get(
+            "hardware_tag", "unknown"), "started": run.meta.get("started_at", ""),
+            "finished": run.meta.get("finished_at", "") or "not recorded",
+            "speed points": run.n_speed, "accuracy records": run.n_accuracy,
+            "status counts": ", ".join(f"{s} {int(counts[s])}" for s in
+                                       ("ok", "oom", "timeout", "error", "unsupported",
+                                        "skipped") if s in counts) or "-"})
+    return pd.DataFrame(rows)
+
+
+def hardware_table(results: Results) -> pd.DataFrame:
+    rows = []
+    for run in results.runs:
+        m = run.meta.get("machine") or {}
+        packages = m.get("packages") or {}
+        gpu = m.get("gpu") or {}
+        gpus = ", ".join(str(g.get("name")) for g in gpu.get("gpus", []) if isinstance(g, dict))
+        cuda = m.get("cuda") or {}
+        git = m.get("git") or {}
+        rows.append({
+            "run": run.label, "hardware": m.get("hardware_tag", "unknown"),
+            "CPU": f"{m.get('cpu_model', '?')} ({m.get('cpu_affinity') or m.get('cpu_count_logical', '?')} cores usable, torch threads {m.get('torch_threads', '?')})",
+            "GPU": gpus or ", ".join(cuda.get("devices", []) or []) or "none",
+            "RAM": format_bytes(m.get("ram_bytes")) if m.get("ram_bytes") else "?",
+            "OS": m.get("platform", "?"), "Python": m.get("python", "?"),
+            "packages": ", ".join(f"{k} {v}" for k, v in sorted(packages.items()) if v) or "?",
+            "CUDA": cuda.get("torch_cuda") or "none",
+            "attnbench commit": (str(git.get("commit", "?"))[:12] +
+                                 (" (uncommitted changes)" if git.get("dirty") else "")),
+        })
+    return pd.DataFrame(rows).T.reset_index().rename(
+        columns=lambda c: "" if c == "index" else results.runs[c].label
+        if isinstance(c, int) else c).iloc[1:] if rows else pd.DataFrame()
+
+
+def variants(speed: pd.DataFrame, multi: bool) -> list[tuple[str, str, pd.DataFrame]]:
+    """(file suffix, title, frame) per run and group: one set of figures each."""
+    out = []
+    groups_total = speed["group"].nunique()
+    for (run, group), frame in speed.groupby(["run", "group"], sort=False):
+        suffix = (f"__{slug(run)}" if multi else "") + (f"__{slug(group)}"
+                                                        if groups_total > 1 else "")
+        title = (f"run {run}; " if multi else "") + group
+        out.append((suffix, title, frame))
+    return out
+
+
+def speed_sections(doc, results, baseline, order, looks, writer, scaling, figures) -> None:
+    speed = results.speed
+    impls = [i for i in order if i in set(speed["impl"])]
+    mem_methods = sorted(set(speed["mem_method"].dropna()) - {""})
+    method = "; ".join(mem_methods)
+    doc.h(2, "Time and memory")
+    for suffix, title, frame in variants(speed, results.multi):
+        doc.figure(writer.figure(figures.time_figure(frame, impls, looks, title),
+                                 "time_vs_seq_len" + suffix, f"Time vs sequence length ({title})",
+                                 "Median time per call, log-log, one line per implementation; "
+                                 "the band is the interquartile range of the timing samples. "
+                                 + failure_caption(frame)))
+        doc.figure(writer.figure(figures.memory_figure(frame, impls, looks, title, method),
+                                 "memory_vs_seq_len" + suffix,
+                                 f"Peak memory vs sequence length ({title})",
+                                 f"Peak memory above the inputs ({method or 'method unknown'}). "
+                                 + failure_caption(frame)))
+    doc.table(tables.pivot(speed, "time_s", 1e3),
+              writer.table(tables.pivot(speed, "time_s", 1e3), "time_ms",
+                           "median time per call (ms); failed points show their status"))
+    mem = tables.pivot(speed, "peak_mem_bytes", 1 / MIB)
+    doc.table(mem, writer.table(mem, "peak_memory_mib",
+                                "peak memory above the inputs (MiB); failed points show "
+                                "their status"))
+    doc.h(2, "Relative to the baseline" + (f" ({baseline})" if baseline else ""))
+    if baseline:
+        merged = tables.ratios(speed, baseline)
+        for suffix, title, _ in variants(speed, results.multi):
+            frame = merged[merged["group"] == title.split("; ")[-1]]
+            if results.multi:
+                frame = frame[frame["run"] == title.split("; ")[0][4:]]
+            doc.figure(writer.figure(
+                figures.ratio_figure(frame, impls, looks, column="speedup",
+                                     ylabel="speedup (x)", baseline=baseline,
+                                     title=title),
+                "speedup" + suffix, f"Speedup over {baseline} ({title})",
+                f"{baseline}'s median time divided by each implementation's at the same shape; "
+                f"above 1 is faster. Only points where both ran are shown."))
+            doc.figure(writer.figure(
+                figures.ratio_figure(frame, impls, looks, column="memory_ratio",
+                                     ylabel="memory saving (x)",
+                                     baseline=baseline, title=title),
+                "memory_ratio" + suffix, f"Memory ratio to {baseline} ({title})",
+                f"{baseline}'s peak memory divided by each implementation's; above 1 uses "
+                f"less memory. Only points where both ran, with non-zero peaks, are shown."))
+        if not merged.empty:
+            sp = tables.pivot(merged.assign(time_s=merged["speedup"]), "time_s", digits=3)
+            doc.table(sp, writer.table(sp, f"speedup_vs_{baseline}",
+                                       f"speedup over {baseline} (x)"))
+            mr = tables.pivot(merged.assign(time_s=merged["memory_ratio"]), "time_s", digits=3)
+            doc.table(mr, writer.table(mr, f"memory_ratio_vs_{baseline}",
+                                       f"peak memory of {baseline} / peak memory (x)"))
+    doc.h(2, "Throughput of the exact methods")
+    any_tflops = False
+    for suffix, title, frame in variants(speed, results.multi):
+        saved = writer.figure(figures.tflops_figure(frame, impls, looks, title),
+                              "tflops" + suffix, f"TFLOP/s of the exact methods ({title})",
+                              "Exact-attention FLOPs (4·B·H·T²·D forward, backward 2.5x, "
+                              "forward+backward 3.5x, halved when causal) per second. HRR and "
+                              "Performer do not form QK^T, so no FLOP count is claimed for "
+                              "them; see tokens/s in tables/points.csv.")
+        if saved:
+            any_tflops = True
+            doc.figure(saved)
+    if any_tflops:
+        tf = tables.pivot(speed, "tflops", family="exact", digits=3)
+        doc.table(tf, writer.table(tf, "tflops", "TFLOP/s of the exact methods"))
+    else:
+        doc.p("No exact method has successful points: no TFLOP/s figure.")
+
+    doc.h(2, "Failure map")
+    for suffix, title, frame in variants(speed, results.multi):
+        doc.figure(writer.figure(figures.failure_map(frame, impls, looks, title),
+                                 "failure_map" + suffix, f"Failure map ({title})",
+                                 "Status of every point: a grey square ran; M out of memory, "
+                                 "T timed out, E error, S skipped (not tried after a failure "
+                                 "at a shorter length), U unsupported here."))
+    largest = tables.largest_seq_len(speed)
+    doc.table(largest, writer.table(largest, "largest_seq_len",
+                                    "largest sequence length that ran, and what stopped it"))
+
+    doc.h(2, "Scaling exponents")
+    doc.p("Slope of log(time) and log(peak memory) against log(T), fitted by least squares to "
+          "the upper part of the measured lengths (those at or above the geometric middle of "
+          "the range, and at least the three longest), next to what each method claims: exact "
+          "attention does T^2 work; softmax_torch, softmax_jax and sdpa_math also hold the T x T "
+          "score matrix (memory T^2), while tiled flash-style kernels (sdpa_flash, "
+          "sdpa_efficient, sdpa_cudnn, flash_attn, xformers) never do (memory T); HRR and "
+          "Performer claim T for both. At short lengths fixed costs flatten the measured slope.")
+    doc.table(scaling, writer.table(scaling, "scaling_exponents",
+                                    "measured vs claimed scaling exponents of seq_len"))
+    points = points_table(speed)
+    writer.table(points, "points", "every point, every status")
+    doc.p("Every point with its status, median, quartiles, peak memory, TFLOP/s and tokens/s: "
+          "tables/points.csv (and .tex).")
+
+
+def failure_caption(frame: pd.DataFrame) -> str:
+    bad = frame[frame["status"] != "ok"]
+    if bad.empty:
+        return "Every point ran."
+    parts = []
+    for (impl, status), rows in bad.groupby(["impl", "status"], sort=True):
+        lengths = sorted(set(rows["seq_len"]))
+        span = (f"T={lengths[0]}" if len(lengths) == 1 else
+                f"T={lengths[0]}..{lengths[-1]} ({len(rows)} points)")
+        parts.append(f"{impl} {status} at {span}")
+    return "Not plotted: " + "; ".join(parts) + "."
+
+
+def points_table(speed: pd.DataFrame) -> pd.DataFrame:
+    columns = ["run", "hardware_tag", "impl", "family", "device", "dtype", "batch", "heads",
+               "head_dim", "causal", "pass", "seq_len", "status", "time_s", "time_q1_s",
+               "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
+               "deviation_from_softmax", "message"]
+    return speed[columns].reset_index(drop=True)
+
+
+def runs_section(doc, results, pairs, reference, order, looks, writer, figures) -> None:
+    speed = results.speed
+    impls = [i for i in order if i in set(speed["impl"])]
+    doc.h(2, "Comparison of runs")
+    doc.p(f"The same implementation and shape across runs, paired on implementation, device, "
+          f"dtype, batch, heads, head_dim, causal, pass and seq_len. Reference run: "
+          f"{reference}.")
+    runs = [(r.label, (r.meta.get("machine") or {}).get("hardware_tag", "unknown hardware"))
+            for r in results.runs]
+    for group, frame in speed.groupby("group", sort=False):
+        suffix = f"__{slug(group)}" if speed["group"].nunique() > 1 else ""
+        doc.figure(writer.figure(figures.runs_side_by_side(
+            frame, runs, impls, looks, value=lambda r: r["time_s"].to_numpy() * 1e3,
+            ylabel="time per call (ms)"), "runs_time" + suffix,
+            f"Time per run, side by side ({group})",
+            "One column per run (label and hardware); median time per call."))
+        doc.figure(writer.figure(figures.runs_side_by_side(
+            frame, runs, impls, looks,
+            value=lambda r: r["peak_mem_bytes"].to_numpy(float) / MIB,
+            ylabel="peak memory (MiB)"), "runs_memory" + suffix,
+            f"Peak memory per run, side by side ({group})", "One column per run."))
+    if pairs.empty:
+        doc.p("No point was measured in both the reference run and another run: nothing to "
+              "pair.")
+        return
+    doc.figure(writer.figure(figures.runs_ratio(pairs, reference, impls, looks), "runs_ratio",
+                             "Time ratio between runs",
+                             f"Median time in each run divided by the time in {reference} at "
+                             f"the same implementation and shape."))
+    table = tables.run_comparison_table(pairs, reference)
+    doc.table(table, writer.table(table, "run_comparison",
+                                  f"paired points: each run vs {reference}"))
+
+
+def accuracy_findings(acc: pd.DataFrame) -> list[str]:
+    if acc.empty:
+        return []
+    out = []
+    ok = acc[(acc["status"] == "ok") & acc["test_accuracy"].notna()]
+    for task, rows in ok.groupby("task", sort=True):
+        best = rows.groupby("impl")["test_accuracy"].mean().sort_values(ascending=False)
+        sources = ", ".join(sorted(set(rows["data_source"]) - {""})) or "unknown"
+        out.append(f"{TASK_TITLES.get(task, task)} ({sources} data): best test accuracy "
+                   f"{best.iloc[0] * 100:.2f}% ({best.index[0]}); "
+                   + ", ".join(f"{i} {v * 100:.2f}%" for i, v in best.iloc[1:].items()))
+    failed = acc[acc["status"] != "ok"]
+    for _, row in failed.iterrows():
+        out.append(f"accuracy: {row['impl']} on {row['task']}: {row['status']} "
+                   f"({row['message']})")
+    return out
+
+
+def accuracy_section(doc, acc, order, looks, writer, figures) -> None:
+    doc.h(2, "Accuracy")
+    ours, published = tables.accuracy_tables(acc)
+    sources = sorted(set(acc["data_source"].dropna()) - {""})
+    doc.p("Test accuracy (%) at the best validation checkpoint, mean over seeds, from this "
+          "report's accuracy records (source: ours), with the published LRA numbers below it "
+          f"(source: published; {SOURCE}). Data used here: {', '.join(sources) or 'unknown'}. "
+          "Numbers from generated or reduced data, or from small presets, are not comparable "
+          "with the published ones.")
+    doc.table(ours, writer.table(ours, "accuracy", "test accuracy (%) measured here"))
+    doc.table(published, writer.table(published, "accuracy_published",
+                                      "published LRA accuracy (%)"))
+    impls = [i for i in order if i in set(acc["impl"])]
+    doc.figure(writer.figure(figures.accuracy_vs_time(acc, impls, looks, TASK_TITLES),
+                             "accuracy_vs_training_time", "Accuracy vs training time",
+                             "Per task: validation accuracy during training (lines) and the "
+                             "test accuracy at the best validation checkpoint (markers), "
+                             "against wall-clock training time."))
+    detail = acc[["run", "impl", "task", "status", "data_source", "preset", "seed",
+                  "test_accuracy", "best_val_accuracy", "epochs_to_best", "epochs",
+                  "train_time_s", "examples_per_s", "message"]]
+    writer.table(detail, "accuracy_records", "every accuracy record")
+
+
+def unavailable_section(doc, results: Results, writer: Writer) -> None:
+    speed = results.speed
+    doc.h(2, "What was unavailable, and why")
+    rows = []
+    if not speed.empty:
+        for (impl, message), sub in speed[speed["status"] == "unsupported"].groupby(
+                ["impl", "message"], sort=True):
+            rows.append({"impl": impl, "points": len(sub), "reason": message})
+    if not results.accuracy.empty:
+        for (impl, message), sub in results.accuracy[
+                results.accuracy["status"] == "unsupported"].groupby(["impl", "message"]):
+            rows.append({"impl": impl + " (accuracy)", "points": len(sub), "reason": message})
+    if rows:
+        doc.table(pd.DataFrame(rows))
+    else:
+        doc.p("Every requested implementation could run.")
+    doc.h(2, "Failed points")
+    if speed.empty:
+        doc.p("No speed records.")
+        return
+    failed = tables.failures(speed[speed["status"] != "unsupported"])
+    if failed.empty:
+        doc.p("No point failed: no out-of-memory, timeout, error or skipped points.")
+    else:
+        doc.p(f"{len(failed)} point(s) did not produce a measurement (unsupported ones are "
+              "listed above):")
+        doc.table(failed, writer.table(failed, "failures", "points that did not run, and why"))
+
+
+def notes_section(doc, results: Results) -> None:
+    doc.h(2, "Notes on method")
+    speed = results.speed
+    items = []
+    if not speed.empty:
+        timers = sorted(set(speed["timer"].dropna()) - {""})
+        mems = sorted(set(speed["mem_method"].dropna()) - {""})
+        flops = sorted(set(speed["flop_model"].dropna()) - {""})
+        items += [f"timer: {', '.join(timers) or 'unknown'}; times are medians of the samples, "
+                  "spread is the interquartile range",
+                  f"memory: {', '.join(mems) or 'unknown'}"]
+        items += [f"FLOP model: {f}" for f in flops]
+    items += [f"input warning: {w}" for w in results.warnings]
+    doc.ul(items or ["no speed records"])

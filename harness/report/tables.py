@@ -1,0 +1,280 @@
+"""The report's tables, computed from the tidy frames (pure functions), and their writers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.report.data import MIB, Results
+from harness.report.published import LRA_TASKS, PUBLISHED_LRA, TASK_TITLES
+
+FAILED = ("oom", "timeout", "error")
+KEY = ["run", "group", "pass", "head_dim"]          # a panel (one run, one figure facet)
+
+# memory that grows with T*T: the score matrix is materialised
+MATERIALISES_SCORES = {"softmax_torch", "softmax_jax", "sdpa_math"}
+# tiled kernels that never hold T x T: memory linear in T
+FLASH_STYLE = {"sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "flash_attn", "xformers"}
+
+
+def theoretical_exponents(impl: str, family: str) -> tuple[float | None, float | None, str]:
+    """(time exponent, memory exponent, why) of seq_len, as the methods claim them."""
+    if family in ("hrr", "kernel"):
+        return 1.0, 1.0, "linear-time method: O(T) time and memory"
+    if family == "exact":
+        if impl in MATERIALISES_SCORES:
+            return 2.0, 2.0, "materialises the T x T score matrix"
+        if impl in FLASH_STYLE:
+            return 2.0, 1.0, "tiled kernel: T x T work, never T x T memory"
+        return 2.0, None, "exact attention; memory depends on the kernel (not known here)"
+    return None, None, "unknown family"
+
+
+def _present(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Index columns worth showing: run and group only when they vary."""
+    return [c for c in columns if c not in ("run", "group") or frame[c].nunique() > 1]
+
+
+def status_cell(row: pd.Series) -> str:
+    return row["status"] if row["status"] != "ok" else ""
+
+
+def pivot(speed: pd.DataFrame, value: str, scale: float = 1.0, *, family: str | None = None,
+          digits: int = 4) -> pd.DataFrame:
+    """impl rows x seq_len columns of one measured value; failed points show their status."""
+    frame = speed if family is None else speed[speed["family"] == family]
+    if frame.empty:
+        return pd.DataFrame()
+    index = _present(frame, ["run", "group", "pass", "head_dim"]) + ["impl"]
+    rows: dict[tuple, dict[str, object]] = {}
+    lengths = sorted(frame["seq_len"].unique())
+    for _, r in frame.iterrows():
+        key = tuple(r[c] for c in index)
+        cells = rows.setdefault(key, {})
+        if r["status"] == "ok" and not pd.isna(r[value]):
+            cells[f"T={r['seq_len']}"] = round_sig(r[value] * scale, digits)
+        else:
+            cells[f"T={r['seq_len']}"] = r["status"] if r["status"] != "ok" else "n/a"
+    table = pd.DataFrame([{**dict(zip(index, k)), **v} for k, v in rows.items()])
+    columns = index + [f"T={t}" for t in lengths if f"T={t}" in table.columns]
+    return table[columns].astype(object).fillna("")
+
+
+def round_sig(value: float, digits: int = 4) -> float:
+    if value == 0 or not math.isfinite(value):
+        return float(value)
+    return float(f"{value:.{digits}g}")
+
+
+def ratios(speed: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """speedup = baseline time / time and memory ratio = baseline memory / memory, per point."""
+    ok = speed[speed["status"] == "ok"]
+    keys = ["run", "group", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim",
+            "seq_len"]
+    base = ok[ok["impl"] == baseline][keys + ["time_s", "peak_mem_bytes"]].rename(
+        columns={"time_s": "base_time_s", "peak_mem_bytes": "base_mem_bytes"})
+    merged = ok[ok["impl"] != baseline].merge(base, on=keys, how="inner")
+    merged["speedup"] = merged["base_time_s"] / merged["time_s"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mem = merged["peak_mem_bytes"].where(merged["peak_mem_bytes"] > 0)
+        merged["memory_ratio"] = merged["base_mem_bytes"].where(merged["base_mem_bytes"] > 0) / mem
+    return merged
+
+
+def largest_seq_len(speed: pd.DataFrame) -> pd.DataFrame:
+    """Per implementation and panel: the largest seq_len that ran and what stopped it."""
+    rows = []
+    index = _present(speed, KEY)
+    for key, sub in speed.groupby(index + ["impl"], sort=False):
+        ok = sub[sub["status"] == "ok"]
+        failed = sub[sub["status"].isin(FAILED)].sort_values("seq_len")
+        unsupported = sub[sub["status"] == "unsupported"]
+        skipped = sub[sub["status"] == "skipped"]
+        first = failed.iloc[0] if len(failed) else None
+        rows.append({
+            **dict(zip(index + ["impl"], key)),
+            "largest_ok_seq_len": int(ok["seq_len"].max()) if len(ok) else None,
+            "largest_tried_seq_len": int(sub["seq_len"].max()),
+            "ok": len(ok), "failed": len(failed), "unsupported": len(unsupported),
+            "skipped": len(skipped),
+            "first_failure": (f"{first['status']} at T={first['seq_len']}" if first is not None
+                              else ("unsupported" if len(unsupported) == len(sub) else "")),
+            "reason": (first["message"] if first is not None else
+                       unsupported.iloc[0]["message"] if len(unsupported) else ""),
+        })
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["largest_ok_seq_len"] = frame["largest_ok_seq_len"].astype("Int64")
+    return frame
+
+
+def failures(speed: pd.DataFrame) -> pd.DataFrame:
+    bad = speed[speed["status"] != "ok"]
+    columns = _present(speed, ["run", "group"]) + ["impl", "pass", "head_dim", "seq_len",
+                                                  "status", "message"]
+    return bad[columns].reset_index(drop=True)
+
+
+def fit_exponent(lengths: np.ndarray, values: np.ndarray) -> tuple[float, float, float, int]:
+    """Slope of log(value) vs log(seq_len) over the upper part of the range: the lengths at or
+    above the geometric middle of the range, widened downwards to at least three lengths."""
+    mask = np.isfinite(values) & (values > 0)
+    lengths, values = lengths[mask], values[mask]
+    if len(np.unique(lengths)) < 2:
+        return float("nan"), float("nan"), float("nan"), 0
+    order = np.argsort(lengths)
+    lengths, values = lengths[order], values[order]
+    middle = math.sqrt(lengths.min() * lengths.max())
+    distinct = np.unique(lengths)
+    upper = lengths >= min(middle, distinct[-min(3, len(distinct))])
+    x, y = np.log(lengths[upper]), np.log(values[upper])
+    slope = float(np.polyfit(x, y, 1)[0])
+    return slope, float(lengths[upper].min()), float(lengths[upper].max()), int(upper.sum())
+
+
+def scaling(speed: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    ok = speed[speed["status"] == "ok"]
+    index = _present(speed, KEY)
+    for key, sub in ok.groupby(index + ["impl"], sort=False):
+        t = sub["seq_len"].to_numpy(float)
+        time_slope, lo, hi, n = fit_exponent(t, sub["time_s"].to_numpy(float))
+        mem_slope, mlo, mhi, mn = fit_exponent(t, sub["peak_mem_bytes"].to_numpy(float))
+        theory_t, theory_m, why = theoretical_exponents(sub.iloc[0]["impl"],
+                                                        sub.iloc[0]["family"])
+        rows.append({**dict(zip(index + ["impl"], key)),
+                     "fit_range": f"{int(lo)}-{int(hi)}" if n else "",
+                     "points": n,
+                     "time_exponent": round_sig(time_slope, 3),
+                     "time_theory": theory_t,
+                     "memory_exponent": round_sig(mem_slope, 3),
+                     "memory_theory": theory_m,
+                     "basis": why})
+    return pd.DataFrame(rows)
+
+
+def run_pairs(speed: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Every point measured in the reference run and in another run, side by side."""
+    keys = ["impl", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim", "seq_len"]
+    ok = speed[speed["status"] == "ok"]
+    ref = ok[ok["run"] == reference][keys + ["time_s", "peak_mem_bytes", "hardware_tag"]]
+    rows = []
+    for run in [r for r in dict.fromkeys(speed["run"]) if r != reference]:
+        other = ok[ok["run"] == run][keys + ["time_s", "peak_mem_bytes", "hardware_tag"]]
+        merged = ref.merge(other, on=keys, suffixes=("_ref", "_other"))
+        merged.insert(0, "run", run)
+        rows.append(merged)
+    if not rows:
+        return pd.DataFrame()
+    merged = pd.concat(rows, ignore_index=True)
+    merged["time_ratio"] = merged["time_s_other"] / merged["time_s_ref"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        merged["memory_ratio"] = (merged["peak_mem_bytes_other"].where(
+            merged["peak_mem_bytes_other"] > 0) / merged["peak_mem_bytes_ref"].where(
+            merged["peak_mem_bytes_ref"] > 0))
+    return merged
+
+
+def run_comparison_table(pairs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    if pairs.empty:
+        return pairs
+    out = pd.DataFrame({
+        "run": pairs["run"], "hardware": pairs["hardware_tag_other"],
+        "reference_run": reference, "reference_hardware": pairs["hardware_tag_ref"],
+        "impl": pairs["impl"], "pass": pairs["pass"], "head_dim": pairs["head_dim"],
+        "dtype": pairs["dtype"], "batch": pairs["batch"], "heads": pairs["heads"],
+        "seq_len": pairs["seq_len"],
+        "time_ms_reference": (pairs["time_s_ref"] * 1e3).map(round_sig),
+        "time_ms_run": (pairs["time_s_other"] * 1e3).map(round_sig),
+        "time_ratio": pairs["time_ratio"].map(lambda v: round_sig(v, 3)),
+        "memory_mib_reference": (pairs["peak_mem_bytes_ref"] / MIB).map(round_sig),
+        "memory_mib_run": (pairs["peak_mem_bytes_other"] / MIB).map(round_sig),
+        "memory_ratio": pairs["memory_ratio"].map(lambda v: round_sig(v, 3)),
+    })
+    return out
+
+
+# -- accuracy --------------------------------------------------------------------------------
+def accuracy_tables(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ours, published): task columns in %, with the average; ours is the mean over seeds
+    of the test accuracy at the best validation checkpoint."""
+    ok = acc[(acc["status"] == "ok") & acc["test_accuracy"].notna()]
+    tasks = [t for t in LRA_TASKS if t in set(acc["task"])] + sorted(
+        set(acc["task"]) - set(LRA_TASKS))
+    rows = []
+    multi_run = acc["run"].nunique() > 1
+    for keys, sub in acc.groupby(["run", "impl"] if multi_run else ["impl"], sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        row: dict[str, object] = {"source": "ours"}
+        if multi_run:
+            row["run"] = keys[0]
+        row["model"] = keys[-1]
+        sources = set(sub["data_source"].dropna()) - {""}
+        row["data"] = ", ".join(sorted(sources))
+        values = {}
+        for task in tasks:
+            got = ok[(ok["impl"] == keys[-1]) & (ok["task"] == task) &
+                     ((ok["run"] == keys[0]) if multi_run else True)]["test_accuracy"]
+            failed = sub[(sub["task"] == task) & (sub["status"] != "ok")]["status"]
+            if len(got):
+                values[task] = round(100 * float(got.mean()), 2)
+                row[TASK_TITLES.get(task, task)] = values[task]
+                if len(got) > 1:
+                    row[TASK_TITLES.get(task, task)] = f"{values[task]:.2f} (n={len(got)})"
+            else:
+                row[TASK_TITLES.get(task, task)] = failed.iloc[0] if len(failed) else ""
+        lra_present = [t for t in LRA_TASKS if t in values]
+        row["Avg"] = (round(sum(values[t] for t in lra_present) / len(lra_present), 2)
+                      if lra_present else "")
+        row["avg_over"] = ("all 5 LRA tasks" if len(lra_present) == 5 else
+                           f"{len(lra_present)} of 5 LRA tasks" if lra_present else "")
+        rows.append(row)
+    ours = pd.DataFrame(rows)
+    published = pd.DataFrame([
+        {"source": "published", "model": model,
+         **{TASK_TITLES[t]: v for t, v in zip(LRA_TASKS, values[:5])}, "Avg": values[5]}
+        for model, values in PUBLISHED_LRA.items()])
+    return ours, published
+
+
+# -- writers ---------------------------------------------------------------------------------
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, lineterminator="\n")
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: object) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def latex_cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "--"
+    if value is pd.NA:
+        return "--"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return latex_escape(f"{float(value):.4g}")
+    return latex_escape(value)
+
+
+def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}); numeric columns right-aligned."""
+    align = "".join("r" if pd.api.types.is_numeric_dtype(frame[c]) else "l"
+                    for c in frame.columns)
+    lines = [f"% {latex_escape(caption)}" if caption else "% attnbench table",
+             "% needs \\usepackage{booktabs}",
+             f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+             " & ".join(latex_escape(c) for c in frame.columns) + r" \\", "\\midrule"]
+    for row in frame.itertuples(index=False):
+        lines.append(" & ".join(latex_cell(v) for v in row) + r" \\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)

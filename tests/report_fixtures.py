@@ -1,0 +1,88 @@
+"""Results fixtures for the report tests.
+
+``make_speed_run`` runs a REAL tiny sweep with the Runner (worker processes, tiny shapes), then
+appends a few SYNTHETIC failure records (marked "SYNTHETIC" in their message) so that the
+report's failure paths are exercised without waiting for a real out-of-memory or timeout.
+``make_second_run`` and ``make_accuracy_run`` are entirely SYNTHETIC: derived from the first run
+(times doubled, other hardware) and hand-written AccuracyRecords.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.measure import TimingSettings
+from harness.records import AccuracyRecord, Point, SpeedRecord
+from harness.runner import Runner, RunSettings
+from harness.store import RunDir
+
+FAST = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=3, max_repeats=4)
+MACHINE_A = {"hardware_tag": "cpu-test-a", "hardware_id": "aaaa", "cpu_model": "Test CPU A",
+             "cpu_count_logical": 2, "python": "3.11", "packages": {"torch": "x"}}
+MACHINE_B = {**MACHINE_A, "hardware_tag": "cpu-test-b", "hardware_id": "bbbb",
+             "cpu_model": "Test CPU B"}
+
+REAL_GRID = {"softmax_torch": (32, 64, 128), "hrr_torch": (32, 64, 128, 256),
+             "performer_torch": (32, 64, 128), "flash_attn": (32,)}
+SHAPE = {"head_dim": 16, "heads": 2, "pass_": "forward"}
+
+
+def make_speed_run(path: Path) -> Path:
+    run_dir = RunDir.create(path, {"kind": "speed", "machine": MACHINE_A,
+                                   "command": ["run_bench.py", "sweep", "(test fixture)"]})
+    points = [Point(impl=impl, seq_len=t, **SHAPE) for impl, lengths in REAL_GRID.items()
+              for t in lengths]
+    Runner(run_dir, RunSettings(timeout_s=120, timing=FAST), hardware_id="aaaa").run(points)
+    synthetic = [
+        ("softmax_torch", 256, "oom", "SYNTHETIC (test fixture): out of memory"),
+        ("softmax_torch", 512, "skipped", "SYNTHETIC: not tried: oom at seq_len=256"),
+        ("performer_torch", 256, "timeout", "SYNTHETIC (test fixture): timed out after 1 s"),
+    ]
+    for impl, t, status, message in synthetic:
+        family = {"softmax_torch": "exact", "performer_torch": "kernel"}[impl]
+        run_dir.append(SpeedRecord.for_point(Point(impl=impl, seq_len=t, **SHAPE),
+                                             framework="torch", family=family, status=status,
+                                             message=message))
+    return path
+
+
+def make_second_run(first: Path, path: Path) -> Path:
+    """SYNTHETIC: the first run "on other hardware": every time doubled, peak memory equal;
+    hrr_torch T=32 missing from it (so it must not be paired)."""
+    path.mkdir(parents=True)
+    meta = json.loads((first / "run.json").read_text())
+    meta["machine"] = MACHINE_B
+    (path / "run.json").write_text(json.dumps(meta))
+    lines = []
+    for line in (first / "results.jsonl").read_text().splitlines():
+        data = json.loads(line)
+        if data["impl"] == "hrr_torch" and data["seq_len"] == 32:
+            continue
+        if data["status"] == "ok":
+            data["time_s"] *= 2
+            data["time_samples_s"] = [s * 2 for s in data["time_samples_s"]]
+        lines.append(json.dumps(data))
+    (path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+ACCURACY = {("listops", "softmax_torch"): 0.40, ("listops", "hrr_torch"): 0.35,
+            ("text", "softmax_torch"): 0.60, ("text", "hrr_torch"): 0.62}
+
+
+def make_accuracy_run(path: Path) -> Path:
+    """SYNTHETIC accuracy records (no training is run)."""
+    run_dir = RunDir.create(path, {"kind": "accuracy", "machine": MACHINE_A})
+    for (task, impl), acc in ACCURACY.items():
+        curve = [{"epoch": e, "val_accuracy": acc * e / 3, "elapsed_s": 10.0 * e}
+                 for e in (1, 2, 3)]
+        run_dir.append(AccuracyRecord(impl=impl, task=task, status="ok",
+                                      data_source="generated", preset="tiny",
+                                      test_accuracy=acc, best_val_accuracy=acc, epochs=3,
+                                      train_time_s=30.0 if impl == "hrr_torch" else 60.0,
+                                      curve=curve))
+    run_dir.append(AccuracyRecord(impl="softmax_jax", task="listops", status="unsupported",
+                                  message="softmax_jax: a jax implementation cannot be trained "
+                                          "here"))
+    return path

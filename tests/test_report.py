@@ -1,0 +1,173 @@
+"""Reports from a real tiny sweep (plus marked synthetic failures): files, values, failures,
+stable styling, determinism, multi-run pairing, accuracy tables, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.report import render_report
+from harness.report import style
+from harness.report.data import load
+from harness.report.published import PUBLISHED_LRA
+from harness.store import TruncatedLineWarning
+from report_fixtures import make_accuracy_run, make_second_run, make_speed_run
+
+
+@pytest.fixture(scope="session")
+def speed_run(tmp_path_factory) -> Path:
+    return make_speed_run(tmp_path_factory.mktemp("report") / "run-a")
+
+
+@pytest.fixture(scope="session")
+def report(speed_run, tmp_path_factory) -> Path:
+    return render_report([speed_run], tmp_path_factory.mktemp("out") / "rep")
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+
+
+def test_files_exist_and_are_valid(report):
+    for name in ("report.md", "report.html"):
+        assert (report / name).stat().st_size > 0
+    for figure in ("time_vs_seq_len", "memory_vs_seq_len", "speedup", "memory_ratio", "tflops",
+                   "failure_map"):
+        assert (report / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (report / "figures" / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
+    for table in ("time_ms", "peak_memory_mib", "largest_seq_len", "scaling_exponents",
+                  "failures", "points", "speedup_vs_softmax_torch"):
+        rows = list(csv.DictReader(io.StringIO((report / "tables" / f"{table}.csv").read_text())))
+        assert rows, table
+        tex = (report / "tables" / f"{table}.tex").read_text()
+        assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
+        assert tex.count("\\\\") == len(rows) + 1  # header + one line per row
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 6 and "<img alt" in html
+    assert "src=\"figures/" not in html   # self-contained
+
+
+def test_table_values_equal_the_data(report, speed_run):
+    table = pd.read_csv(report / "tables" / "time_ms.csv")
+    ok = [r for r in records(speed_run) if r["status"] == "ok"]
+    assert ok
+    for r in ok:
+        row = table[table["impl"] == r["impl"]].iloc[0]
+        assert float(row[f"T={r['seq_len']}"]) == pytest.approx(r["time_s"] * 1e3, rel=1e-3)
+    points = pd.read_csv(report / "tables" / "points.csv")
+    assert len(points) == len(records(speed_run))
+    for r in ok:
+        got = points[(points["impl"] == r["impl"]) & (points["seq_len"] == r["seq_len"])].iloc[0]
+        assert got["time_s"] == r["time_s"] and got["peak_mem_bytes"] == r["peak_mem_bytes"]
+    largest = pd.read_csv(report / "tables" / "largest_seq_len.csv").set_index("impl")
+    assert largest.loc["hrr_torch", "largest_ok_seq_len"] == 256
+    assert largest.loc["softmax_torch", "largest_ok_seq_len"] == 128
+    assert largest.loc["softmax_torch", "first_failure"] == "oom at T=256"
+    speedup = pd.read_csv(report / "tables" / "speedup_vs_softmax_torch.csv").set_index("impl")
+    base = {r["seq_len"]: r["time_s"] for r in ok if r["impl"] == "softmax_torch"}
+    hrr = {r["seq_len"]: r["time_s"] for r in ok if r["impl"] == "hrr_torch"}
+    assert speedup.loc["hrr_torch", "T=64"] == pytest.approx(base[64] / hrr[64], rel=5e-3)  # 3 digits
+
+
+def test_failures_appear_in_the_report(report):
+    md = (report / "report.md").read_text()
+    assert "SYNTHETIC (test fixture): out of memory" in md
+    assert "timeout" in md and "skipped" in md
+    assert "flash_attn: does not run on cpu" in md          # unsupported, with its reason
+    assert "softmax_torch ran out of memory at T=256" in md  # headline finding
+    failures = pd.read_csv(report / "tables" / "failures.csv")
+    assert set(failures["status"]) == {"oom", "timeout", "skipped"}
+    assert "Not plotted: " in md and "flash_attn unsupported" in md
+
+
+def test_two_renders_are_identical_and_colours_are_stable(report, speed_run, tmp_path):
+    again = render_report([speed_run], tmp_path / "again")
+    for path in sorted(p for p in report.rglob("*") if p.is_file()):
+        assert (again / path.relative_to(report)).read_bytes() == path.read_bytes(), path
+    assert style.looks_for(["hrr_torch", "my_impl"])["hrr_torch"] == \
+        style.looks_for(["softmax_torch", "hrr_torch"])["hrr_torch"]
+    assert style.looks_for(["zz", "my_impl"])["my_impl"] == style.looks_for(["my_impl"])["my_impl"]
+    colors = [look.color for look in style.BUILTIN.values()]
+    assert len(set(colors)) == len(colors)
+
+
+def test_multi_run_pairs_the_right_points(speed_run, tmp_path):
+    second = make_second_run(speed_run, tmp_path / "run-b")
+    out = render_report([speed_run, second], tmp_path / "multi")
+    table = pd.read_csv(out / "tables" / "run_comparison.csv")
+    ok_a = [r for r in records(speed_run) if r["status"] == "ok"]
+    expected = {(r["impl"], r["seq_len"]) for r in ok_a} - {("hrr_torch", 32)}
+    assert {(r.impl, r.seq_len) for r in table.itertuples()} == expected
+    assert (table["time_ratio"] == 2.0).all()
+    assert set(table["hardware"]) == {"cpu-test-b"} and set(table["reference_hardware"]) == \
+        {"cpu-test-a"}
+    for name in ("runs_time", "runs_memory", "runs_ratio"):
+        assert (out / "figures" / f"{name}.png").exists()
+    assert (out / "figures" / "time_vs_seq_len__run-a.png").exists()
+    assert "2.0x slower than run-a" in (out / "report.md").read_text()
+
+
+def test_accuracy_table_next_to_published(tmp_path):
+    run = make_accuracy_run(tmp_path / "acc")
+    out = render_report([run], tmp_path / "acc-report")
+    ours = pd.read_csv(out / "tables" / "accuracy.csv").set_index("model")
+    assert float(ours.loc["softmax_torch", "ListOps"]) == 40.0
+    assert float(ours.loc["hrr_torch", "Text"]) == 62.0
+    assert float(ours.loc["hrr_torch", "Avg"]) == pytest.approx((35 + 62) / 2)
+    assert ours.loc["softmax_jax", "ListOps"] == "unsupported"
+    assert ours.loc["softmax_torch", "avg_over"] == "2 of 5 LRA tasks"
+    published = pd.read_csv(out / "tables" / "accuracy_published.csv")
+    assert set(published["source"]) == {"published"}
+    assert list(published["model"]) == list(PUBLISHED_LRA)
+    assert (out / "figures" / "accuracy_vs_training_time.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "published" in md and "Hrrformer, multi layer" in md
+    assert "cannot be trained here" in md
+
+
+def test_truncated_last_line_is_skipped_with_a_warning(speed_run, tmp_path):
+    copy = tmp_path / "trunc"
+    shutil.copytree(speed_run, copy)
+    with open(copy / "results.jsonl", "a") as handle:
+        handle.write('{"impl": "softmax_torch", "seq_')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = load([copy])
+    assert any(issubclass(w.category, TruncatedLineWarning) for w in caught) or results.warnings
+    assert "last line" in results.warnings[0]
+    assert len(results.speed) == len(records(speed_run))
+
+
+@pytest.mark.parametrize("setup,expected", [
+    ("missing", "does not exist"),
+    ("empty", "is empty or not a run directory"),
+    ("no-records", "holds no records"),
+    ("newer", "newer than this attnbench understands"),
+    ("baseline", "--baseline nope: no successful points"),
+])
+def test_bad_input_is_one_line_exit_2(setup, expected, speed_run, tmp_path, capsys):
+    run = tmp_path / setup
+    if setup == "empty":
+        run.mkdir()
+    elif setup == "no-records":
+        run.mkdir()
+        shutil.copy(speed_run / "run.json", run)
+        (run / "results.jsonl").write_text("")
+    elif setup in ("newer", "baseline"):
+        shutil.copytree(speed_run, run)
+        if setup == "newer":
+            text = (run / "results.jsonl").read_text().replace('"schema_version": 1',
+                                                               '"schema_version": 99')
+            (run / "results.jsonl").write_text(text)
+    extra = ["--baseline", "nope"] if setup == "baseline" else []
+    assert main(["report", str(run), "--out", str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
