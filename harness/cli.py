@@ -11,15 +11,26 @@ import importlib
 import sys
 from typing import Sequence
 
-from harness.errors import UsageError
+from harness.errors import UnknownNameError, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("harness.commands.run", "default benchmark on the best device here, then its "
+                                    "report (the default command)"),
+    "sweep": ("harness.commands.sweep", "run a chosen grid: preset, config file, flags"),
     "list": ("harness.commands.list_impls", "list implementations and their availability here"),
     "check": ("harness.commands.check", "check every available implementation against its "
                                         "reference"),
+    "lra": ("harness.commands.lra", "train and evaluate on LRA tasks or a bytes folder "
+                                    "(accuracy records)"),
+    "report": ("harness.commands.report", "render figures, tables and a report from run "
+                                          "directories"),
+    "data": ("harness.commands.data", "write a generated listops or pathfinder set in the "
+                                      "official layout"),
+    "compare": ("harness.commands.compare", "regression check of a run against a baseline "
+                                            "(exit 1 on a regression)"),
 }
-DEFAULT_COMMAND = "check"  # until the runner lands
+DEFAULT_COMMAND = "run"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -55,6 +66,8 @@ def with_default_command(argv: list[str]) -> list[str]:
             break
     if i < len(argv) and (argv[i] in COMMANDS or argv[i] in ("-h", "--help")):
         return argv
+    if i < len(argv) and not argv[i].startswith("-"):
+        raise UnknownNameError("command", argv[i], COMMANDS)
     return [*argv[:i], DEFAULT_COMMAND, *argv[i:]]
 
 

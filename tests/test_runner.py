@@ -180,7 +180,7 @@ def run_cli(*args, cwd=ROOT, timeout=300):
     (["sweep", "--resume", "/nonexistent-run"], "does not exist"),
     (["sweep", "--max-memory", "lots"], "max-memory"),
     (["frobnicate"], "unknown command 'frobnicate'"),
-    pytest.param(["sweep", "--device", "cuda"], "no CUDA device",
+    pytest.param(["sweep", "--device", "cuda"], "torch.cuda.is_available() is False",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(),
                                           reason="a CUDA device is present")),
 ])

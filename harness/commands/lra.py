@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "available)")
     parser.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     parser.add_argument("--out", type=Path, default=None, help="run directory to write")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue --out: add to it and skip runs already recorded")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                        help="continue RUN_DIR (or --out), skipping runs already recorded; "
+                             "as in sweep")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -86,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
                         (args.max_test, "max-test")):
         if value is not None and value < 1:
             raise UsageError(f"--{flag} must be at least 1, got {value}")
+    if isinstance(args.resume, str):
+        if args.out is not None and Path(args.out) != Path(args.resume):
+            raise UsageError("--resume RUN_DIR and --out name different directories")
+        args.out = Path(args.resume)
     if args.resume and args.out is None:
-        raise UsageError("--resume needs --out RUN_DIR")
+        raise UsageError("--resume needs a run directory (--resume RUN_DIR)")
     device = pick_device(args.device)
 
     loaded = []

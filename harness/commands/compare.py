@@ -1,0 +1,297 @@
+"""``run_bench.py compare BASELINE CURRENT``: regression check between two runs.
+
+Exit status: 0 nothing regressed, 1 something regressed, 2 bad input. The rules are in
+``harness/compare.py``; this module reads the run directories, checks the hardware, prints the
+table and writes it as ``compare.md`` and ``compare.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import compare as logic
+from harness.console import format_bytes, format_seconds, make_console
+from harness.errors import UsageError
+from harness.hardware import hardware_summary
+from harness.records import STATUSES, SpeedRecord
+from harness.store import TruncatedLineWarning, open_run
+from harness.sweep_spec import parse_bytes
+
+VERDICT_STYLE = {logic.REGRESSED: "bold red", logic.IMPROVED: "green", logic.NOISY: "yellow",
+                 logic.UNCHANGED: "", logic.NEW: "cyan", logic.MISSING: "magenta",
+                 logic.FIXED: "green", logic.NO_REFERENCE: "yellow", logic.REFERENCE: "dim"}
+REQUIRED_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
+                   "pass", "status")
+COLUMNS = ("impl", "config", "metric", "baseline", "current", "spread (b / c)", "ratio",
+           "interval", "verdict", "note")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", metavar="BASELINE", help="run directory of the baseline")
+    parser.add_argument("current", metavar="CURRENT", help="run directory to check")
+    parser.add_argument("--threshold", default="10%",
+                        help="smallest change that counts, e.g. 10%% or 0.1 (default 10%%)")
+    parser.add_argument("--metric", default="time", choices=logic.METRICS,
+                        help="time (median of the samples), memory (peak_mem_bytes) or both")
+    parser.add_argument("--relative-to", metavar="IMPL",
+                        help="divide every time by IMPL's time at the same configuration in the "
+                             "same run (machine speed cancels out)")
+    hardware = parser.add_mutually_exclusive_group()
+    hardware.add_argument("--same-hardware", dest="any_hardware", action="store_false",
+                          help="refuse runs from different hardware (the default)")
+    hardware.add_argument("--any-hardware", dest="any_hardware", action="store_true",
+                          help="compare runs from different hardware (use with --relative-to)")
+    parser.set_defaults(any_hardware=False)
+    parser.add_argument("--statistic", default="median",
+                        help="summary of each point's time samples: median (default), mean, min "
+                             "or a percentile such as p25")
+    parser.add_argument("--confidence", type=float, default=logic.DEFAULT_CONFIDENCE,
+                        help="bootstrap interval of the ratio (default 0.95)")
+    parser.add_argument("--mem-floor", default="1MiB",
+                        help="smallest memory change that counts, whatever the threshold "
+                             "(default 1MiB)")
+    parser.add_argument("--fail-on-missing", action="store_true",
+                        help="a point of the baseline absent from CURRENT is a regression")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where compare.md and compare.csv go (default CURRENT/compare)")
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    metadata: dict[str, Any]
+    records: list[SpeedRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def machine(self) -> str:
+        machine = self.metadata.get("machine") or {}
+        return hardware_summary(machine) if machine.get("cpu_model") else "an unrecorded machine"
+
+
+def load_run(path: str | Path, label: str) -> LoadedRun:
+    """Speed records of a run directory, refusing malformed ones with a one-line UsageError."""
+    run = open_run(path)
+    metadata = run.metadata() if run.run_path.exists() else {}
+    loaded = LoadedRun(run.path, metadata)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncatedLineWarning)
+        for number, data in enumerate(run.raw_records(), 1):
+            if not isinstance(data, dict):
+                raise UsageError(f"{label} {run.results_path}: record {number} is not an object")
+            if data.get("kind", "speed") != "speed":
+                continue
+            loaded.records.append(_speed_record(data, f"{label} {run.results_path} record "
+                                                      f"{number}"))
+    loaded.warnings = [str(w.message) for w in caught
+                       if issubclass(w.category, TruncatedLineWarning)]
+    if not loaded.records:
+        raise UsageError(f"{label} {run.path}: no speed records to compare")
+    return loaded
+
+
+def _speed_record(data: dict[str, Any], where: str) -> SpeedRecord:
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise UsageError(f"{where} is malformed: missing field {', '.join(missing)}")
+    try:
+        record = SpeedRecord.from_json(data)
+        point = record.point
+        if not isinstance(point.seq_len, int) or not isinstance(point.head_dim, int):
+            raise ValueError("seq_len and head_dim must be integers")
+        if record.status not in STATUSES:
+            raise ValueError(f"status {record.status!r} not in {STATUSES}")
+        if not isinstance(record.time_samples_s, list) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool)
+                for s in record.time_samples_s):
+            raise ValueError("time_samples_s must be a list of numbers")
+        for name in ("time_s", "peak_mem_bytes"):
+            value = getattr(record, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise ValueError(f"{name} must be a number")
+        logic.samples_of(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UsageError(f"{where} is malformed: {reason}") from None
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    console = make_console()
+    settings = logic.Settings(threshold=logic.parse_threshold(args.threshold),
+                              metric=args.metric, relative_to=args.relative_to,
+                              confidence=args.confidence,
+                              mem_floor=parse_mem_floor(args.mem_floor),
+                              fail_on_missing=args.fail_on_missing,
+                              statistic=args.statistic)
+    base = load_run(args.baseline, "baseline")
+    cur = load_run(args.current, "current")
+    for message in base.warnings + cur.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    base_ids = logic.hardware_ids(base.metadata, base.records)
+    cur_ids = logic.hardware_ids(cur.metadata, cur.records)
+    hardware_note = ""
+    if not logic.same_hardware(base_ids, cur_ids):
+        names = (f"baseline ran on {base.machine} (hardware_id {', '.join(sorted(base_ids))}), "
+                 f"current on {cur.machine} (hardware_id {', '.join(sorted(cur_ids))})")
+        if not args.any_hardware:
+            raise UsageError(f"different hardware: {names}; pass --any-hardware to compare "
+                             f"anyway (with --relative-to IMPL to cancel the machine's speed)")
+        hardware_note = f"different hardware, compared anyway (--any-hardware): {names}"
+    result = logic.compare_records(base.records, cur.records, settings)
+
+    header = describe(base, cur, settings, hardware_note)
+    for line in header:
+        console.print(line, highlight=False)
+    console.print(rich_table(result))
+    summary = summary_line(result)
+    console.print(summary, highlight=False)
+    write_outputs(result, header + [summary], args, cur.path, console)
+    return 1 if result.regressions else 0
+
+
+def parse_mem_floor(text: str) -> int:
+    if str(text).strip() in ("0", "0B"):
+        return 0
+    try:
+        return parse_bytes(text)
+    except UsageError:
+        raise UsageError(f"--mem-floor: cannot read {text!r} (examples: 1MiB, 512KiB, 0)") \
+            from None
+
+
+def describe(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
+             hardware_note: str) -> list[str]:
+    rule = (f"threshold {settings.threshold:.0%}; time = {settings.statistic} of the samples; a "
+            f"time regression needs the {settings.confidence:.0%} bootstrap interval of the "
+            f"ratio beyond the threshold too")
+    if settings.metric != "time":
+        rule += f"; memory: beyond the threshold and beyond {format_bytes(settings.mem_floor)}"
+    lines = [f"baseline: {base.path} ({base.machine})",
+             f"current:  {cur.path} ({cur.machine})", rule]
+    if settings.relative_to:
+        lines.append(f"times relative to {settings.relative_to} at the same configuration in "
+                     f"the same run")
+    if hardware_note:
+        lines.append(f"note: {hardware_note}")
+    return lines
+
+
+def summary_line(result: logic.Comparison) -> str:
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(
+        result.counts().items(), key=lambda item: (item[0] != logic.REGRESSED, item[0])))
+    verdict = (f"REGRESSION: {len(result.regressions)} point(s)" if result.regressions
+               else "no regression")
+    return f"{verdict} ({counts})"
+
+
+# -- cells ------------------------------------------------------------------------------------
+def config_text(row: logic.Row) -> str:
+    p = row.point
+    causal = " causal" if p.causal else ""
+    return f"T={p.seq_len} D={p.head_dim} B={p.batch} H={p.heads} {p.dtype}{causal} " \
+           f"{p.pass_} {p.device}"
+
+
+def value_text(row: logic.Row, value: float | None) -> str:
+    if value is None:
+        return ""
+    if row.metric == "memory":
+        return format_bytes(value)
+    if row.metric.startswith("time /"):
+        return f"{value:.3f}x"
+    return format_seconds(value)
+
+
+def cells(row: logic.Row) -> dict[str, str]:
+    if row.metric == "status":
+        baseline, current = row.baseline_status or "-", row.current_status or "-"
+    else:
+        baseline, current = value_text(row, row.baseline), value_text(row, row.current)
+    spread = ""
+    if row.baseline_spread is not None and row.current_spread is not None:
+        spread = f"±{row.baseline_spread:.1%} / ±{row.current_spread:.1%}"
+    interval = f"[{row.lo:.3f}, {row.hi:.3f}]" if row.lo is not None else ""
+    return {"impl": row.point.impl, "config": config_text(row), "metric": row.metric,
+            "baseline": baseline, "current": current, "spread (b / c)": spread,
+            "ratio": f"{row.ratio:.3f}" if row.ratio is not None else "", "interval": interval,
+            "verdict": row.verdict, "note": row.note}
+
+
+def ordered(result: logic.Comparison) -> list[logic.Row]:
+    """Regressions first, then every other row that is not unchanged, then the rest."""
+    def rank(row: logic.Row) -> int:
+        if row.regression:
+            return 0
+        return 2 if row.verdict in (logic.UNCHANGED, logic.REFERENCE) else 1
+    return sorted(result.rows, key=rank)
+
+
+def rich_table(result: logic.Comparison):
+    from rich.table import Table
+
+    table = Table(title="changes (current vs baseline)", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in ("baseline", "current", "ratio")
+                         else "left")
+    for row in ordered(result):
+        values = cells(row)
+        style = "bold red" if row.regression else VERDICT_STYLE.get(row.verdict, "")
+        values["verdict"] = f"[{style}]{row.verdict}[/]" if style else row.verdict
+        table.add_row(*(values[c] for c in COLUMNS))
+    return table
+
+
+def markdown(result: logic.Comparison, header: list[str]) -> str:
+    lines = [f"# attnbench compare", ""] + [f"- {line}" for line in header] + [""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "---|" * len(COLUMNS))
+    for row in ordered(result):
+        values = cells(row)
+        if row.regression:
+            values["verdict"] = f"**{values['verdict']}**"
+        lines.append("| " + " | ".join(values[c].replace("|", "\\|") for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(result: logic.Comparison) -> str:
+    fields = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
+              "pass", "point_id", "metric", "baseline_status", "current_status", "baseline",
+              "current", "baseline_spread", "current_spread", "ratio", "lo", "hi", "verdict",
+              "regression", "note")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in ordered(result):
+        writer.writerow({**row.point.as_dict(), "point_id": row.point.point_id,
+                         "metric": row.metric, "baseline_status": row.baseline_status,
+                         "current_status": row.current_status, "baseline": row.baseline,
+                         "current": row.current, "baseline_spread": row.baseline_spread,
+                         "current_spread": row.current_spread, "ratio": row.ratio,
+                         "lo": row.lo, "hi": row.hi, "verdict": row.verdict,
+                         "regression": row.regression, "note": row.note})
+    return out.getvalue()
+
+
+def write_outputs(result: logic.Comparison, header: list[str], args: argparse.Namespace,
+                  current: Path, console) -> None:
+    out = Path(args.out) if args.out else current / "compare"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(markdown(result, header))
+        (out / "compare.csv").write_text(csv_text(result))
+    except OSError as exc:
+        if args.out:
+            raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+        print(f"warning: table not written to {out} ({exc.strerror or exc}); "
+              f"choose a folder with --out", file=sys.stderr)
+        return
+    console.print(f"written: {out / 'compare.md'}, {out / 'compare.csv'}", highlight=False)

@@ -1,0 +1,409 @@
+"""compare: pairing, noise-aware verdicts, relative normalisation, status, hardware, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import compare as logic
+from harness.cli import main
+from harness.errors import UsageError
+from harness.records import SCHEMA_VERSION, Point, SpeedRecord
+from harness.store import RunDir
+
+MIB = 1 << 20
+HW_A = {"hardware_id": "aaaaaaaaaaaa", "cpu_model": "Test CPU Alpha", "cpu_affinity": 2,
+        "gpu": {}, "cuda": {}}
+HW_B = {"hardware_id": "bbbbbbbbbbbb", "cpu_model": "Test CPU Beta", "cpu_affinity": 8,
+        "gpu": {}, "cuda": {}}
+
+
+def point(impl: str = "softmax_torch", seq_len: int = 512, **kw) -> Point:
+    return Point(impl=impl, seq_len=seq_len, head_dim=kw.pop("head_dim", 64), **kw)
+
+
+def samples(center: float, rel_spread: float = 0.01, n: int = 9, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(x) for x in center * (1 + rel_spread * rng.uniform(-1, 1, n))]
+
+
+def record(p: Point, times: list[float] | None = None, *, status: str = "ok",
+           mem: int | None = 10 * MIB, hw: str = "aaaaaaaaaaaa", message: str = "") -> SpeedRecord:
+    values = {}
+    if status == "ok":
+        times = times if times is not None else samples(0.01)
+        values = {"time_s": float(np.median(times)) if times else None,
+                  "time_samples_s": list(times), "peak_mem_bytes": mem}
+    return SpeedRecord.for_point(p, framework="torch", family="exact", status=status,
+                                 message=message, hardware_id=hw, **values)
+
+
+def make_run(path: Path, records: list[SpeedRecord], machine: dict | None = None) -> Path:
+    run = RunDir.create(path, {"kind": "speed", "machine": machine or HW_A})
+    for r in records:
+        run.append(r)
+    return path
+
+
+def grid(scale: dict[str, float] | None = None, *, seed: int = 0, spread: float = 0.01,
+         hw: str = "aaaaaaaaaaaa") -> list[SpeedRecord]:
+    """Three implementations x two T; ``scale`` multiplies one implementation's times."""
+    scale = scale or {}
+    base = {"softmax_torch": 0.010, "sdpa_math": 0.020, "hrr_torch": 0.005}
+    out = []
+    for i, (impl, t) in enumerate(base.items()):
+        for j, seq_len in enumerate((512, 1024)):
+            center = t * seq_len / 512 * scale.get(impl, 1.0) * scale.get("*", 1.0)
+            out.append(record(point(impl, seq_len), samples(center, spread, seed=seed + 10 * i + j),
+                              hw=hw))
+    return out
+
+
+def compare_cli(tmp_path: Path, base: Path, cur: Path, *args: str) -> int:
+    return main(["compare", str(base), str(cur), "--out", str(tmp_path / "cmp"), *args])
+
+
+# -- the rules, as pure functions -------------------------------------------------------------
+@pytest.mark.parametrize("text,value", [("10%", 0.10), ("2.5%", 0.025), ("0.1", 0.1),
+                                        (" 50 % ", 0.5), ("150%", 1.5)])
+def test_parse_threshold(text, value):
+    assert logic.parse_threshold(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-5%", "0", "0%", "10", "1.5", "nan%"])
+def test_parse_threshold_refuses(text):
+    with pytest.raises(UsageError, match="--threshold"):
+        logic.parse_threshold(text)
+
+
+def test_parse_statistic():
+    assert logic.parse_statistic("median")[0] == "median"
+    name, fn = logic.parse_statistic("p25")
+    assert name == "p25" and fn(np.arange(5.0)) == pytest.approx(1.0)
+    for bad in ("p0", "p100", "average", "q25"):
+        with pytest.raises(UsageError, match="--statistic"):
+            logic.parse_statistic(bad)
+
+
+def test_tight_samples_beyond_threshold_regress():
+    est = logic.ratio_estimate(np.array(samples(1.0)), np.array(samples(1.3, seed=1)))
+    assert est.ratio == pytest.approx(1.3, rel=0.02)
+    assert est.lo > 1.1
+    assert logic.time_verdict(est, 0.10) == logic.REGRESSED
+
+
+def test_same_median_change_within_noise_does_not_regress():
+    # 30% slower medians, but each run spreads +-60%: the interval reaches back below 1.1
+    base, cur = np.array(samples(1.0, 0.6, n=5)), np.array(samples(1.3, 0.6, n=5, seed=1))
+    est = logic.ratio_estimate(base, cur)
+    assert est.ratio > 1.1 and est.lo < 1.1
+    assert logic.time_verdict(est, 0.10) == logic.NOISY
+
+
+def test_small_change_is_unchanged_and_big_speedup_is_improved():
+    base = np.array(samples(1.0))
+    assert logic.time_verdict(logic.ratio_estimate(base, np.array(samples(1.05, seed=2))),
+                              0.10) == logic.UNCHANGED
+    assert logic.time_verdict(logic.ratio_estimate(base, np.array(samples(0.5, seed=2))),
+                              0.10) == logic.IMPROVED
+
+
+def test_single_samples_fall_back_to_the_threshold():
+    est = logic.ratio_estimate(np.array([1.0]), np.array([1.2]))
+    assert est.single_sample and est.lo == pytest.approx(1.2) == est.hi
+    assert logic.time_verdict(est, 0.10) == logic.REGRESSED
+    assert logic.time_verdict(est, 0.25) == logic.UNCHANGED
+
+
+def test_bootstrap_is_deterministic():
+    base, cur = np.array(samples(1.0, 0.3)), np.array(samples(1.2, 0.3, seed=1))
+    assert logic.ratio_estimate(base, cur) == logic.ratio_estimate(base, cur)
+
+
+def test_memory_rule_has_a_floor():
+    assert logic.memory_verdict(2 * MIB, 3 * MIB - 1, 0.10, MIB) == logic.UNCHANGED  # +50%, < 1 MiB
+    assert logic.memory_verdict(100 * MIB, 105 * MIB, 0.10, MIB) == logic.UNCHANGED  # +5%
+    assert logic.memory_verdict(100 * MIB, 120 * MIB, 0.10, MIB) == logic.REGRESSED
+    assert logic.memory_verdict(120 * MIB, 100 * MIB, 0.10, MIB) == logic.IMPROVED
+
+
+# -- pairing and statuses ---------------------------------------------------------------------
+def test_pairing_is_by_full_configuration():
+    base = [record(point("a", 512)), record(point("a", 512, dtype="float16")),
+            record(point("a", 1024))]
+    cur = [record(point("a", 512)), record(point("a", 512, dtype="float16")),
+           record(point("a", 512, causal=True))]
+    rows = {(r.point, r.verdict) for r in logic.compare_records(base, cur).rows}
+    assert (point("a", 1024), logic.MISSING) in rows
+    assert (point("a", 512, causal=True), logic.NEW) in rows
+    assert (point("a", 512), logic.UNCHANGED) in rows
+    assert (point("a", 512, dtype="float16"), logic.UNCHANGED) in rows
+    assert not logic.compare_records(base, cur).regressions
+
+
+def test_missing_fails_only_when_asked():
+    result = logic.compare_records([record(point("a"))], [record(point("b"))],
+                                   logic.Settings(fail_on_missing=True))
+    assert [r.verdict for r in result.regressions] == [logic.MISSING]
+
+
+def test_repeated_records_are_pooled_rounds():
+    p = point("a")
+    base = [record(p, samples(1.0))]
+    # three rounds, one of them hit by a load burst: the pooled median stays put
+    cur = [record(p, samples(1.0, seed=3)), record(p, samples(3.0, seed=4)),
+           record(p, samples(1.0, seed=5))]
+    row = logic.compare_records(base, cur).rows[0]
+    assert row.verdict == logic.UNCHANGED and "rounds 1/3" in row.note
+    assert logic.index_records(cur)[p].extra["rounds"] == 3
+    assert len(logic.index_records(cur)[p].time_samples_s) == 27
+
+
+def test_rounds_are_normalised_within_the_round():
+    """A load burst that slows a point and its reference together in one round cancels there;
+    pooling all rounds' samples before dividing would have mixed the rounds' loads."""
+    p, ref = point("a"), point("ref")
+    base = [record(p, samples(1.0)), record(ref, samples(1.0, seed=1))]
+    cur = []
+    for load_p, load_ref, seed in ((1.0, 1.0, 2), (3.0, 1.0, 4), (3.0, 3.0, 6)):
+        cur += [record(p, samples(load_p, seed=seed)), record(ref, samples(load_ref, seed=seed + 1))]
+    rows = logic.compare_records(base, cur, logic.Settings(relative_to="ref")).rows
+    row = [r for r in rows if r.point == p][0]
+    assert row.ratio == pytest.approx(1.0, abs=0.03) and row.verdict == logic.UNCHANGED
+    assert "rounds 1/3" in row.note
+
+
+def test_last_status_of_repeated_records_wins():
+    p = point("a")
+    cur = [record(p), record(p, status="oom")]
+    assert logic.compare_records([record(p)], cur).rows[0].verdict == "status ok -> oom"
+    cur = [record(p, status="timeout"), record(p)]
+    assert logic.compare_records([record(p)], cur).rows[0].verdict == logic.UNCHANGED
+
+
+@pytest.mark.parametrize("before,after,verdict,regression", [
+    ("ok", "oom", "status ok -> oom", True),
+    ("ok", "timeout", "status ok -> timeout", True),
+    ("ok", "unsupported", "status ok -> unsupported", True),
+    ("oom", "ok", logic.FIXED, False),
+    ("oom", "timeout", "status oom -> timeout", False),
+    ("oom", "oom", logic.UNCHANGED, False),
+])
+def test_status_changes(before, after, verdict, regression):
+    p = point("a")
+    rows = logic.compare_records([record(p, status=before)], [record(p, status=after)]).rows
+    assert [(r.verdict, r.regression) for r in rows] == [(verdict, regression)]
+
+
+# -- relative normalisation -------------------------------------------------------------------
+def test_uniformly_slower_machine_is_no_regression_relative_to_a_reference():
+    base, cur = grid(), grid({"*": 2.0}, seed=100)
+    assert logic.compare_records(base, cur).regressions  # absolute: everything doubled
+    result = logic.compare_records(base, cur, logic.Settings(relative_to="sdpa_math"))
+    assert not result.regressions
+    judged = [r for r in result.rows if r.verdict != logic.REFERENCE]
+    assert judged and all(r.ratio == pytest.approx(1.0, abs=0.05) for r in judged)
+    assert {r.verdict for r in result.rows if r.point.impl == "sdpa_math"} == {logic.REFERENCE}
+
+
+def test_relative_catches_one_slower_implementation_on_a_faster_machine():
+    base, cur = grid(), grid({"*": 0.5, "hrr_torch": 2.0}, seed=100)
+    result = logic.compare_records(base, cur, logic.Settings(relative_to="sdpa_math"))
+    assert {(r.point.impl, r.point.seq_len) for r in result.regressions} == \
+        {("hrr_torch", 512), ("hrr_torch", 1024)}
+    assert all(r.ratio == pytest.approx(2.0, rel=0.05) for r in result.regressions)
+
+
+def test_relative_noise_includes_the_reference_samples():
+    p, ref = point("a"), point("ref")
+    base = [record(p, samples(1.0)), record(ref, samples(1.0))]
+    tight = [record(p, samples(1.3, seed=1)), record(ref, samples(1.0, seed=2))]
+    noisy_ref = [record(p, samples(1.3, seed=1)), record(ref, samples(1.0, 0.7, n=5, seed=2))]
+    settings = logic.Settings(relative_to="ref")
+    assert logic.compare_records(base, tight, settings).regressions
+    row = [r for r in logic.compare_records(base, noisy_ref, settings).rows if r.point == p][0]
+    assert row.verdict == logic.NOISY and row.lo < 1.1 < row.ratio
+
+
+def test_reference_not_measured_at_a_configuration():
+    base = [record(point("a")), record(point("ref"))]
+    cur = [record(point("a")), record(point("ref"), status="oom")]
+    result = logic.compare_records(base, cur, logic.Settings(relative_to="ref"))
+    verdicts = {r.point.impl: (r.verdict, r.regression) for r in result.rows}
+    assert verdicts == {"a": (logic.NO_REFERENCE, False), "ref": ("status ok -> oom", True)}
+
+
+def test_unknown_reference_is_bad_input():
+    with pytest.raises(UsageError, match="--relative-to nope"):
+        logic.compare_records([record(point("a"))], [record(point("a"))],
+                              logic.Settings(relative_to="nope"))
+
+
+# -- the command ------------------------------------------------------------------------------
+def test_compare_a_run_with_itself(tmp_path, capsys):
+    run = make_run(tmp_path / "run", grid(spread=0.5))
+    for args in ([], ["--relative-to", "sdpa_math"], ["--metric", "both"],
+                 ["--statistic", "min"]):
+        assert compare_cli(tmp_path, run, run, *args) == 0
+    out = capsys.readouterr().out
+    assert "no regression" in out and "REGRESSION" not in out
+
+
+def test_command_exit_1_and_writes_markdown_and_csv(tmp_path, capsys):
+    base = make_run(tmp_path / "base", grid())
+    cur = make_run(tmp_path / "cur", grid({"hrr_torch": 2.0}, seed=7))
+    assert compare_cli(tmp_path, base, cur, "--relative-to", "sdpa_math") == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION: 2 point(s)" in out
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert md.count("**regressed**") == 2 and "| impl |" in md
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert len(rows) == 6
+    assert {r["impl"] for r in rows if r["regression"] == "True"} == {"hrr_torch"}
+    assert rows[0]["point_id"] == point("hrr_torch", 512).point_id or \
+        rows[0]["point_id"] == point("hrr_torch", 1024).point_id
+
+
+def test_command_default_out_is_inside_current(tmp_path):
+    base = make_run(tmp_path / "base", grid())
+    cur = make_run(tmp_path / "cur", grid(seed=5))
+    assert main(["compare", str(base), str(cur)]) == 0
+    assert (cur / "compare" / "compare.md").exists()
+
+
+def test_memory_metric_from_the_command(tmp_path):
+    p = point("a")
+    base = make_run(tmp_path / "base", [record(p, mem=100 * MIB)])
+    cur = make_run(tmp_path / "cur", [record(p, mem=130 * MIB)])
+    assert compare_cli(tmp_path, base, cur) == 0                       # time only: unchanged
+    assert compare_cli(tmp_path, base, cur, "--metric", "memory") == 1
+    assert compare_cli(tmp_path, base, cur, "--metric", "both") == 1
+    assert compare_cli(tmp_path, base, cur, "--metric", "memory", "--mem-floor", "64MiB") == 0
+
+
+def test_status_regression_from_the_command(tmp_path, capsys):
+    base = make_run(tmp_path / "base", [record(point("a")), record(point("a", 4096))])
+    cur = make_run(tmp_path / "cur", [record(point("a")),
+                                      record(point("a", 4096), status="oom",
+                                             message="CUDA out of memory")])
+    assert compare_cli(tmp_path, base, cur) == 1
+    assert "status ok -> oom" in capsys.readouterr().out
+
+
+def test_different_hardware_is_refused_naming_both(tmp_path, capsys):
+    base = make_run(tmp_path / "base", grid(), HW_A)
+    cur = make_run(tmp_path / "cur", grid(hw="bbbbbbbbbbbb"), HW_B)
+    assert compare_cli(tmp_path, base, cur) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "Test CPU Alpha (2 cores)" in err and "Test CPU Beta (8 cores)" in err
+    assert "--any-hardware" in err
+    assert compare_cli(tmp_path, base, cur, "--any-hardware", "--relative-to", "sdpa_math") == 0
+    assert "different hardware" in capsys.readouterr().out
+    assert compare_cli(tmp_path, base, cur, "--same-hardware", "--any-hardware") == 2
+
+
+def test_per_record_hardware_id_is_checked_too(tmp_path, capsys):
+    base = make_run(tmp_path / "base", grid(), HW_A)
+    cur = make_run(tmp_path / "cur", grid(hw="cccccccccccc"), HW_A)  # e.g. a merged run
+    assert compare_cli(tmp_path, base, cur) == 2
+    assert "cccccccccccc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d.pop("seq_len"), "missing field"),
+    (lambda d: d.update(time_samples_s="fast"), "time_samples_s"),
+    (lambda d: d.update(time_samples_s=[0.1, -1.0]), "positive"),
+    (lambda d: d.update(status="exploded"), "status"),
+    (lambda d: d.update(peak_mem_bytes="big"), "peak_mem_bytes"),
+    (lambda d: d.update(schema_version=SCHEMA_VERSION + 1), "newer"),
+])
+def test_malformed_records_exit_2_in_one_line(tmp_path, capsys, mutate, message):
+    good = make_run(tmp_path / "good", [record(point("a"))])
+    bad = tmp_path / "bad"
+    make_run(bad, [record(point("a"))])
+    data = json.loads((bad / "results.jsonl").read_text())
+    mutate(data)
+    (bad / "results.jsonl").write_text(json.dumps(data) + "\n")
+    assert compare_cli(tmp_path, good, bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    good = make_run(tmp_path / "good", [record(point("a"))])
+    empty = make_run(tmp_path / "empty", [])
+    cases = [
+        [str(tmp_path / "nope"), str(good)],
+        [str(good), str(empty)],
+        [str(good), str(good), "--threshold", "lots"],
+        [str(good), str(good), "--metric", "speed"],
+        [str(good), str(good), "--relative-to", "sdpa_math"],
+        [str(good), str(good), "--mem-floor", "huge"],
+        [str(good), str(good), "--confidence", "1.5"],
+        [str(good)],
+    ]
+    for args in cases:
+        assert main(["compare", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1, (args, err)
+
+
+def test_truncated_last_line_is_a_warning(tmp_path, capsys):
+    run = make_run(tmp_path / "run", [record(point("a")), record(point("b"))])
+    with open(run / "results.jsonl", "a") as handle:
+        handle.write('{"impl": "c", "seq_l')
+    assert compare_cli(tmp_path, run, run) == 0
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_accuracy_records_are_ignored(tmp_path):
+    from harness.records import AccuracyRecord
+
+    run = make_run(tmp_path / "run", [record(point("a"))])
+    RunDir(run).append(AccuracyRecord(impl="a", task="listops", status="ok"))
+    assert compare_cli(tmp_path, run, run) == 0
+
+
+def test_slowed_hrr_module_replaces_the_registered_one():
+    """tests/impls_slow.py (the gate's injected slowdown) keeps name and outputs, doubles work."""
+    import importlib
+    import sys
+
+    import torch
+
+    from harness.registry import REGISTRY
+
+    original = REGISTRY.get("hrr_torch")
+    calls = []
+    real = original.fn
+    try:
+        sys.modules.pop("impls_slow", None)
+        module = importlib.import_module("impls_slow")
+        slowed = REGISTRY.get("hrr_torch")
+        assert slowed.fn is module.hrr_torch_slowed and slowed.capabilities == original.capabilities
+        module._real_fn = lambda *a, **k: calls.append(1) or real(*a, **k)
+        q = torch.randn(1, 2, 16, 8)
+        torch.testing.assert_close(slowed.fn(q, q, q), real(q, q, q))
+        assert len(calls) == module.SLOWDOWN == 2
+    finally:
+        REGISTRY.add(original, replace=True)
+        sys.modules.pop("impls_slow", None)
+
+
+def test_committed_gate_baseline_compares_with_itself(tmp_path):
+    """results/baselines/ci-cpu (the perf gate's baseline) is readable, with the gate's options."""
+    baseline = Path(__file__).resolve().parent.parent / "results" / "baselines" / "ci-cpu"
+    if not (baseline / "results.jsonl").exists():
+        pytest.skip("no committed gate baseline")
+    assert main(["compare", str(baseline), str(baseline), "--relative-to", "sdpa_math",
+                 "--statistic", "p25", "--threshold", "50%", "--any-hardware",
+                 "--fail-on-missing", "--out", str(tmp_path / "cmp")]) == 0
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert {r["impl"] for r in rows} == {"softmax_torch", "sdpa_math", "hrr_torch",
+                                         "performer_torch"}
+    assert all("rounds 3/3" in r["note"] for r in rows if r["verdict"] != "reference")
