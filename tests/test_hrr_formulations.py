@@ -1,0 +1,268 @@
+"""Every HRR formulation (torch gemm/fft, JAX gemm/fft, the original-formulation port) against
+the float64 reference ``harness.reference.hrr_attention``; gradients; the formulation choice."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+import harness
+from benchmarks.hrr.original_port import original_hrr_attention
+from harness.errors import UnsupportedError
+from harness.reference import hrr_attention
+from implementations import hrr_torch as ht
+
+TOL32 = 1e-5
+
+
+def rel_err(out, ref) -> float:
+    out = np.asarray(out, dtype=np.float64)
+    scale = np.abs(ref).max()
+    return float(np.abs(out - ref).max() / scale) if scale > 0 else float(np.abs(out).max())
+
+
+def make(shape, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) for _ in range(3)]
+
+
+def masks(batch, tokens, seed=0):
+    rng = np.random.default_rng(seed + 100)
+    random = rng.random((batch, tokens)) > 0.35
+    random[:, 0] = True
+    some_empty = random.copy()
+    some_empty[0] = False                                 # an all-masked row: all-zero output
+    return {"none": None, "random": random, "row_all_masked": some_empty}
+
+
+def torch_run(form, q, k, v, mask):
+    t = [torch.from_numpy(x) for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    return ht.hrr_torch(*t, key_padding_mask=m, formulation=form).numpy()
+
+
+def jax_run(form, q, k, v, mask):
+    from implementations import hrr_jax as hj
+    return np.asarray(hj.hrr_jax(q, k, v, key_padding_mask=mask, formulation=form))
+
+
+def port_run(_form, q, k, v, mask):
+    t = [torch.from_numpy(x) for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    return original_hrr_attention(*t, key_padding_mask=m).numpy()
+
+
+RUNNERS = {"torch-gemm": (torch_run, "gemm"), "torch-fft": (torch_run, "fft"),
+           "jax-gemm": (jax_run, "gemm"), "jax-fft": (jax_run, "fft"),
+           "original-port": (port_run, None)}
+
+
+def runner(name):
+    if name.startswith("jax"):
+        pytest.importorskip("jax")
+    return RUNNERS[name]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 3 tokens at D=5..8 so that every chunk loop runs several, uneven steps."""
+    monkeypatch.setattr(ht, "CHUNK_ELEMENTS", 24)
+
+
+# odd and even D; JAX only at D=5 and 64 (each JAX case is a compilation)
+CASES = [(name, dim) for name in RUNNERS for dim in (1, 5, 8, 64)
+         if not (name.startswith("jax") and dim in (1, 8))]
+
+
+@pytest.mark.parametrize("name,dim", CASES)
+@pytest.mark.parametrize("mask_kind", ["none", "random", "row_all_masked"])
+def test_matches_reference_float32(name, dim, mask_kind, small_chunks):
+    fn, form = runner(name)
+    q, k, v = make((2, 3, 11, dim), seed=dim)
+    mask = masks(2, 11)[mask_kind]
+    ref = hrr_attention(q, k, v, key_padding_mask=mask)
+    out = fn(form, q, k, v, mask)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert rel_err(out, ref) <= TOL32
+    if mask is not None:
+        assert np.all(out[~np.broadcast_to(mask[:, None, :, None], out.shape)] == 0)
+
+
+@pytest.mark.parametrize("name", list(RUNNERS))
+def test_single_token_and_zero_vectors(name):
+    fn, form = runner(name)
+    q, k, v = make((1, 2, 1, 6))
+    assert rel_err(fn(form, q, k, v, None), hrr_attention(q, k, v)) <= TOL32   # T = 1
+    q, k, v = make((2, 2, 7, 6), seed=3)
+    q[0, 0] = 0.0          # vhat = 0 for a whole head
+    k[1] = 0.0             # beta = 0 for a batch: every vhat = 0
+    v[0, 1, 2] = 0.0       # one zero value vector
+    out = fn(form, q, k, v, None)
+    assert np.isfinite(out).all()
+    assert rel_err(out, hrr_attention(q, k, v)) <= TOL32
+
+
+def test_large_d_and_long_t_both_formulations():
+    q, k, v = make((1, 2, 300, 128), seed=5)
+    ref = hrr_attention(q, k, v)
+    for form in ht.FORMULATIONS:
+        assert rel_err(torch_run(form, q, k, v, None), ref) <= TOL32
+
+
+def test_numpy_entry_point_and_noncontiguous_layout():
+    q, k, v = make((2, 4, 9, 16), seed=7)
+    mask = masks(2, 9)["random"]
+    ref = hrr_attention(q, k, v, key_padding_mask=mask)
+    assert rel_err(harness.attention("hrr_torch", q, k, v, key_padding_mask=mask), ref) <= TOL32
+    if importlib.util.find_spec("jax") is not None:
+        assert rel_err(harness.attention("hrr_jax", q, k, v, key_padding_mask=mask),
+                       ref) <= TOL32
+    # (B, T, H, D) storage seen as (B, H, T, D), as projections usually produce it
+    tq, tk, tv = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1, 3))).transpose(1, 2)
+                  for x in (q, k, v))
+    for form in ht.FORMULATIONS:
+        out = ht.hrr_torch(tq, tk, tv, key_padding_mask=torch.from_numpy(mask), formulation=form)
+        assert rel_err(out.numpy(), ref) <= TOL32
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+@pytest.mark.parametrize("form", ht.FORMULATIONS)
+def test_half_precision_keeps_dtype(dtype, tol, form):
+    q, k, v = make((1, 2, 10, 8), seed=11)
+    t = [torch.from_numpy(x).to(dtype) for x in (q, k, v)]
+    out = ht.hrr_torch(*t, formulation=form)
+    assert out.dtype == dtype
+    ref = hrr_attention(*(x.float().numpy() for x in t))
+    assert rel_err(out.float().numpy(), ref) <= tol
+
+
+def test_causal_and_bad_formulation_are_refused():
+    t = [torch.zeros(1, 1, 2, 4) for _ in range(3)]
+    with pytest.raises(UnsupportedError):
+        ht.hrr_torch(*t, causal=True)
+    with pytest.raises(ValueError):
+        ht.hrr_torch(*t, formulation="nope")
+
+
+# ---- gradients ------------------------------------------------------------------------------
+
+def reference_torch64(q, k, v, mask):
+    """The definition in float64 torch, by explicit circular convolution (no FFT) and a softmax
+    that gives all-masked rows weight 0 with finite gradients: the autograd reference."""
+    dim = q.shape[-1]
+    ar = torch.arange(dim)
+    minus = (ar[:, None] - ar[None, :]) % dim                   # [j, i] = (j - i) mod D
+    bound = torch.einsum("...i,...ji->...j", k, v[..., minus])  # bind(k_t, v_t)
+    if mask is not None:
+        bound = bound * mask[:, None, :, None]
+    beta = bound.sum(-2, keepdim=True)
+    vhat = torch.einsum("...i,...ji->...j", beta.expand_as(q), q[..., minus.T])  # unbind
+    norms = torch.linalg.vector_norm(v, dim=-1) * torch.linalg.vector_norm(vhat, dim=-1)
+    scores = (v * vhat).sum(-1) / norms.clamp_min(ht.COSINE_EPS)
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+    top = scores.amax(-1, keepdim=True).detach()
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    expo = torch.exp(scores - top)
+    weights = expo / expo.sum(-1, keepdim=True).clamp_min(1e-300)
+    return weights[..., None] * v
+
+
+def reference_autograd(q, k, v, mask):
+    """Output and gradients (for a fixed random output gradient) of reference_torch64."""
+    t = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    out = reference_torch64(*t, m)
+    grad = torch.from_numpy(np.random.default_rng(99).standard_normal(out.shape))
+    out.backward(grad)
+    return out.detach().numpy(), [x.grad.numpy() for x in t], grad
+
+
+def test_autograd_reference_is_the_reference():
+    q, k, v = make((2, 2, 6, 5), seed=41, dtype=np.float64)
+    for mask in masks(2, 6).values():
+        out, grads, _ = reference_autograd(q, k, v, mask)
+        assert rel_err(out, hrr_attention(q, k, v, key_padding_mask=mask)) <= 1e-12
+        assert all(np.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("form", ht.FORMULATIONS)
+@pytest.mark.parametrize("mask_kind", ["none", "random"])
+def test_gradcheck_float64(form, mask_kind, monkeypatch):
+    if form == "gemm":  # several chunks through the hand-written backward
+        monkeypatch.setattr(ht, "CHUNK_ELEMENTS", 15)
+    q, k, v = (torch.tensor(x, dtype=torch.float64, requires_grad=True)
+               for x in make((1, 2, 6, 5), seed=13, dtype=np.float64))
+    mask = masks(1, 6, seed=2)[mask_kind]
+    m = None if mask is None else torch.from_numpy(mask)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: ht.hrr_torch(a, b, c, key_padding_mask=m, formulation=form), (q, k, v),
+        fast_mode=True)
+
+
+@pytest.mark.parametrize("form", ht.FORMULATIONS)
+@pytest.mark.parametrize("mask_kind", ["none", "random", "row_all_masked"])
+@pytest.mark.parametrize("dim", [7, 16])
+def test_float32_gradients_match_float64_autograd(form, mask_kind, dim, small_chunks):
+    q, k, v = make((2, 2, 13, dim), seed=dim + 1)
+    mask = masks(2, 13, seed=dim)[mask_kind]
+    _, ref_grads, grad = reference_autograd(q, k, v, mask)
+    t = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    ht.hrr_torch(*t, key_padding_mask=m, formulation=form).backward(grad.float())
+    for got, ref in zip(t, ref_grads):
+        assert rel_err(got.grad.numpy(), ref) <= 1e-4
+
+
+@pytest.mark.parametrize("form", ht.FORMULATIONS)
+def test_gradients_partial_requires_grad_and_zero_vectors(form):
+    q, k, v = make((1, 2, 5, 6), seed=21)
+    q[0, 0, 1] = 0.0                          # |vhat| = 0: the guarded cosine, finite gradient
+    v[0, 1, 3] = 0.0
+    _, ref_grads, grad = reference_autograd(q, k, v, None)
+    for which in range(3):
+        t = [torch.from_numpy(x).requires_grad_(i == which) for i, x in enumerate((q, k, v))]
+        ht.hrr_torch(*t, formulation=form).backward(grad.float())
+        got = t[which].grad.numpy()
+        assert np.isfinite(got).all()
+        assert rel_err(got, ref_grads[which]) <= 1e-4
+
+
+def test_jax_gradients_match_float64_autograd():
+    jax = pytest.importorskip("jax")
+    from implementations import hrr_jax as hj
+    q, k, v = make((1, 2, 9, 8), seed=31)
+    mask = masks(1, 9)["random"]
+    _, ref_grads, grad = reference_autograd(q, k, v, mask)
+    for form in hj.FORMULATIONS:
+        def loss(a, b, c):
+            out = hj.hrr_jax(a, b, c, key_padding_mask=mask, formulation=form)
+            return (out * grad.numpy().astype(np.float32)).sum()
+        grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+        for got, ref in zip(grads, ref_grads):
+            assert rel_err(np.asarray(got), ref) <= 1e-4
+
+
+# ---- the choice -----------------------------------------------------------------------------
+
+def test_choose_formulation_is_pure_and_by_device_and_dim():
+    assert ht.choose_formulation("cpu", 64) == "gemm"
+    assert ht.choose_formulation(torch.device("cpu"), 64) == "gemm"
+    assert ht.choose_formulation("cpu", ht.CPU_GEMM_MAX_HEAD_DIM) == "gemm"
+    assert ht.choose_formulation("cpu", ht.CPU_GEMM_MAX_HEAD_DIM + 1) == "fft"
+    assert ht.choose_formulation("cuda:1", ht.CUDA_GEMM_MAX_HEAD_DIM + 1) == "fft"
+    assert ht.choose_formulation("cuda", 64) == "gemm"
+    for d in (1, 7, 64, 4096):
+        assert ht.choose_formulation("cpu", d) in ht.FORMULATIONS
+        assert ht.choose_formulation("cpu", d) == ht.choose_formulation("cpu", d)
+
+
+def test_jax_choose_formulation():
+    pytest.importorskip("jax")
+    from implementations import hrr_jax as hj
+    assert hj.choose_formulation("cpu", 64) == "gemm"
+    assert hj.choose_formulation("gpu", hj.CUDA_GEMM_MAX_HEAD_DIM + 1) == "fft"
+    assert hj.choose_formulation("cpu", hj.CPU_GEMM_MAX_HEAD_DIM + 1) == "fft"
