@@ -23,9 +23,11 @@ MACHINE_A = {"hardware_tag": "cpu-test-a", "hardware_id": "aaaa", "cpu_model": "
 MACHINE_B = {**MACHINE_A, "hardware_tag": "cpu-test-b", "hardware_id": "bbbb",
              "cpu_model": "Test CPU B"}
 
-REAL_GRID = {"softmax_torch": (32, 64, 128), "hrr_torch": (32, 64, 128, 256),
-             "performer_torch": (32, 64, 128), "flash_attn": (32,)}
-SHAPE = {"head_dim": 16, "heads": 2, "pass_": "forward"}
+# Lengths large enough that every peak-memory reading is well above zero (a report with no
+# measurable memory draws no memory-ratio figure), small enough to take seconds.
+REAL_GRID = {"softmax_torch": (256, 512, 1024), "hrr_torch": (256, 512, 1024, 2048),
+             "performer_torch": (256, 512, 1024), "flash_attn": (256,)}
+SHAPE = {"head_dim": 32, "heads": 4, "pass_": "forward"}
 
 
 def make_speed_run(path: Path) -> Path:
@@ -35,9 +37,9 @@ def make_speed_run(path: Path) -> Path:
               for t in lengths]
     Runner(run_dir, RunSettings(timeout_s=120, timing=FAST), hardware_id="aaaa").run(points)
     synthetic = [
-        ("softmax_torch", 256, "oom", "SYNTHETIC (test fixture): out of memory"),
-        ("softmax_torch", 512, "skipped", "SYNTHETIC: not tried: oom at seq_len=256"),
-        ("performer_torch", 256, "timeout", "SYNTHETIC (test fixture): timed out after 1 s"),
+        ("softmax_torch", 2048, "oom", "SYNTHETIC (test fixture): out of memory"),
+        ("softmax_torch", 4096, "skipped", "SYNTHETIC: not tried: oom at seq_len=2048"),
+        ("performer_torch", 2048, "timeout", "SYNTHETIC (test fixture): timed out after 1 s"),
     ]
     for impl, t, status, message in synthetic:
         family = {"softmax_torch": "exact", "performer_torch": "kernel"}[impl]
@@ -49,7 +51,7 @@ def make_speed_run(path: Path) -> Path:
 
 def make_second_run(first: Path, path: Path) -> Path:
     """SYNTHETIC: the first run "on other hardware": every time doubled, peak memory equal;
-    hrr_torch T=32 missing from it (so it must not be paired)."""
+    hrr_torch T=256 missing from it (so it must not be paired)."""
     path.mkdir(parents=True)
     meta = json.loads((first / "run.json").read_text())
     meta["machine"] = MACHINE_B
@@ -57,7 +59,7 @@ def make_second_run(first: Path, path: Path) -> Path:
     lines = []
     for line in (first / "results.jsonl").read_text().splitlines():
         data = json.loads(line)
-        if data["impl"] == "hrr_torch" and data["seq_len"] == 32:
+        if data["impl"] == "hrr_torch" and data["seq_len"] == 256:
             continue
         if data["status"] == "ok":
             data["time_s"] *= 2

@@ -68,13 +68,13 @@ def test_table_values_equal_the_data(report, speed_run):
         got = points[(points["impl"] == r["impl"]) & (points["seq_len"] == r["seq_len"])].iloc[0]
         assert got["time_s"] == r["time_s"] and got["peak_mem_bytes"] == r["peak_mem_bytes"]
     largest = pd.read_csv(report / "tables" / "largest_seq_len.csv").set_index("impl")
-    assert largest.loc["hrr_torch", "largest_ok_seq_len"] == 256
-    assert largest.loc["softmax_torch", "largest_ok_seq_len"] == 128
-    assert largest.loc["softmax_torch", "first_failure"] == "oom at T=256"
+    assert largest.loc["hrr_torch", "largest_ok_seq_len"] == 2048
+    assert largest.loc["softmax_torch", "largest_ok_seq_len"] == 1024
+    assert largest.loc["softmax_torch", "first_failure"] == "oom at T=2048"
     speedup = pd.read_csv(report / "tables" / "speedup_vs_softmax_torch.csv").set_index("impl")
     base = {r["seq_len"]: r["time_s"] for r in ok if r["impl"] == "softmax_torch"}
     hrr = {r["seq_len"]: r["time_s"] for r in ok if r["impl"] == "hrr_torch"}
-    assert speedup.loc["hrr_torch", "T=64"] == pytest.approx(base[64] / hrr[64], rel=5e-3)  # 3 digits
+    assert speedup.loc["hrr_torch", "T=512"] == pytest.approx(base[512] / hrr[512], rel=5e-3)  # 3 digits
 
 
 def test_failures_appear_in_the_report(report):
@@ -82,7 +82,7 @@ def test_failures_appear_in_the_report(report):
     assert "SYNTHETIC (test fixture): out of memory" in md
     assert "timeout" in md and "skipped" in md
     assert "flash_attn: does not run on cpu" in md          # unsupported, with its reason
-    assert "softmax_torch ran out of memory at T=256" in md  # headline finding
+    assert "softmax_torch ran out of memory at T=2048" in md  # headline finding
     failures = pd.read_csv(report / "tables" / "failures.csv")
     assert set(failures["status"]) == {"oom", "timeout", "skipped"}
     assert "Not plotted: " in md and "flash_attn unsupported" in md
@@ -104,7 +104,7 @@ def test_multi_run_pairs_the_right_points(speed_run, tmp_path):
     out = render_report([speed_run, second], tmp_path / "multi")
     table = pd.read_csv(out / "tables" / "run_comparison.csv")
     ok_a = [r for r in records(speed_run) if r["status"] == "ok"]
-    expected = {(r["impl"], r["seq_len"]) for r in ok_a} - {("hrr_torch", 32)}
+    expected = {(r["impl"], r["seq_len"]) for r in ok_a} - {("hrr_torch", 256)}
     assert {(r.impl, r.seq_len) for r in table.itertuples()} == expected
     assert (table["time_ratio"] == 2.0).all()
     assert set(table["hardware"]) == {"cpu-test-b"} and set(table["reference_hardware"]) == \
