@@ -319,8 +319,8 @@ class Comparison:
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for row in self.rows:
-            key = "status change" if row.metric == "status" and row.verdict not in (NEW, MISSING, FIXED) \
-                else row.verdict
+            key = "status change" if row.metric == "status" and \
+                row.verdict not in (NEW, MISSING, FIXED, UNCHANGED) else row.verdict
             counts[key] = counts.get(key, 0) + 1
         return counts
 

@@ -24,7 +24,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TimingSettings:
-    warmup: int = 2
+    warmup: int = 2                 # warm-up calls after the first call, at most ...
+    warmup_time_s: float = 1.0      # ... and no more once warm-up (with the first call) took this
     min_time_s: float = 0.5
     min_repeats: int = 3
     max_repeats: int = 50
@@ -85,14 +86,25 @@ def first_call(work: Workload) -> float:
     return time.perf_counter() - start
 
 
-def time_workload(work: Workload, settings: TimingSettings) -> tuple[list[float], Any]:
-    """Warm up, then sample until min_time_s or max_repeats; returns samples and last output."""
+def time_workload(work: Workload, settings: TimingSettings,
+                  warm_s: float = 0.0) -> tuple[list[float], Any]:
+    """Warm up, then sample until min_time_s or max_repeats; returns samples and last output.
+
+    ``warm_s`` is warm-up time already spent (the first call): a call that takes seconds is
+    warm after one or two calls, and further warm-up would only lengthen the run.
+    """
     timer = work.timer or Timer()
     value = None
+    work.info["warmup_calls"] = 0
     for _ in range(settings.warmup):
+        if warm_s >= settings.warmup_time_s:
+            break
+        work.info["warmup_calls"] += 1
         work.setup()
+        start = time.perf_counter()
         value = work.run()
         work.block(value)
+        warm_s += time.perf_counter() - start
     samples: list[float] = []
     while True:
         work.setup()

@@ -162,12 +162,13 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
             work = fw.make_workload(impl, point, seed=context.seed,
                                     flush_l2=settings.cuda_flush_l2)
             first = first_call(work)
-            samples, value = time_workload(work, settings)
+            samples, value = time_workload(work, settings, warm_s=first)
             finite = work.check(value)
             del value
             result: dict[str, Any] = {
                 "status": "ok", "time_samples_s": samples, "first_call_s": first,
-                "warmup": settings.warmup, "threads": fw.threads(),
+                "warmup": work.info.get("warmup_calls", settings.warmup),
+                "threads": fw.threads(),
                 "timer": (work.timer.name if work.timer else "perf_counter")
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
                 "input_bytes": work.input_bytes,

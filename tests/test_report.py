@@ -171,3 +171,14 @@ def test_bad_input_is_one_line_exit_2(setup, expected, speed_run, tmp_path, caps
     assert main(["report", str(run), "--out", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
+
+
+def test_fidelity_of_approximate_methods_is_reported(report, speed_run):
+    expected = {(r["impl"], r["seq_len"]): r["deviation_from_softmax"] for r in records(speed_run)
+                if r["status"] == "ok" and r.get("deviation_from_softmax") is not None}
+    assert {impl for impl, _ in expected} == {"hrr_torch", "performer_torch"}
+    table = pd.read_csv(report / "tables" / "deviation_from_softmax.csv").set_index("impl")
+    for (impl, t), value in expected.items():
+        assert float(table.loc[impl, f"T={t}"]) == pytest.approx(value, rel=2e-3)
+    md = (report / "report.md").read_text()
+    assert "hrr_torch: its output deviates from exact softmax attention" in md

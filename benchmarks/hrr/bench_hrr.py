@@ -48,6 +48,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness.measure import (  # noqa: E402
+    limit_malloc_caching,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+)
+
 MiB = 1 << 20
 PHASE_PAUSE_S = 1.0
 
@@ -142,24 +149,18 @@ def build(name: str, shape, seed: int = 0):
 
 # ---- memory worker --------------------------------------------------------------------------
 
-def _vm(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_worker(name: str, shape) -> dict:
+    """Peak RSS increase of one call over the RSS with the inputs allocated (harness.measure)."""
+    limit_malloc_caching()
     run, _ = build(name, shape)
     if "jax" not in name:  # JAX: compiled ahead (in build); XLA keeps buffers of a first run
         out = run()
         del out
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    before = _vm("VmHWM")
+    if not reset_peak_rss():
+        raise RuntimeError("cannot reset VmHWM (/proc/self/clear_refs)")
+    before = rss_bytes()
     out = run()
-    after = _vm("VmHWM")
+    after = peak_rss_bytes()
     del out
     return {"peak_increase": after - before, "baseline_rss": before}
 

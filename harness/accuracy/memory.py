@@ -1,10 +1,13 @@
-"""Peak memory of a training run: the CUDA allocator's peak, or the process's peak RSS on CPU."""
+"""Peak memory of a training run: the CUDA allocator's peak, or the process's peak RSS on CPU.
+
+The CPU readers are the runner's (harness.measure); only the training-specific wording is here.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from harness.measure import peak_rss_bytes, reset_peak_rss
 
 CPU_METHOD = "process peak RSS (VmHWM, reset before training; includes the data and the model)"
 CUDA_METHOD = "torch.cuda.max_memory_allocated (reset before training)"
@@ -13,20 +16,12 @@ CUDA_METHOD = "torch.cuda.max_memory_allocated (reset before training)"
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    else:
+        reset_peak_rss()
 
 
 def read_peak(device: torch.device) -> tuple[int | None, str]:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), CUDA_METHOD
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024, CPU_METHOD
-    except OSError:
-        pass
-    return None, ""
+    peak = peak_rss_bytes()
+    return (peak, CPU_METHOD) if peak is not None else (None, "")

@@ -82,7 +82,24 @@ def headline(speed: pd.DataFrame, baseline: str | None, scaling: pd.DataFrame) -
                 word = {"oom": "ran out of memory", "timeout": "timed out",
                         "error": "failed with an error"}[first["status"]]
                 out.append(f"{where}: {impl} {word} at T={first['seq_len']} ({reached}).")
+    out += fidelity_findings(speed)
     out += scaling_findings(scaling)
+    return out
+
+
+def fidelity_findings(speed: pd.DataFrame) -> list[str]:
+    """What a speedup costs: approximate methods' output deviation from exact softmax."""
+    if "deviation_from_softmax" not in speed.columns:
+        return []
+    rows = speed[(speed["status"] == "ok") & speed["deviation_from_softmax"].notna()]
+    out = []
+    for impl, sub in rows.groupby("impl", sort=False):
+        low, high = (f"{v:.3g}" for v in (sub["deviation_from_softmax"].min(),
+                                           sub["deviation_from_softmax"].max()))
+        spread = low if low == high else f"{low} to {high}"
+        out.append(f"{impl}: its output deviates from exact softmax attention on the same inputs "
+                   f"by {spread} (relative Frobenius error, T up to {int(sub['seq_len'].max())}):"
+                   f" its speed is not the speed of the same function.")
     return out
 
 

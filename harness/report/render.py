@@ -386,6 +386,15 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
             mr = tables.pivot(merged.assign(time_s=merged["memory_ratio"]), "time_s", digits=3)
             doc.table(mr, writer.table(mr, f"memory_ratio_vs_{baseline}",
                                        f"peak memory of {baseline} / peak memory (x)"))
+    fidelity = speed[speed["deviation_from_softmax"].notna()] \
+        if "deviation_from_softmax" in speed.columns else speed.iloc[0:0]
+    if not fidelity.empty:
+        doc.h(2, "Fidelity of the approximate methods")
+        fd = tables.pivot(fidelity, "deviation_from_softmax", digits=3)
+        doc.table(fd, writer.table(
+            fd, "deviation_from_softmax",
+            "relative deviation of the output from exact softmax attention on the same inputs "
+            "(|out - exact|_F / |exact|_F; measured where the exact output fits in memory)"))
     doc.h(2, "Throughput of the exact methods")
     any_tflops = False
     for suffix, title, frame in variants(speed, results.multi):
