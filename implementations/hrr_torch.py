@@ -134,20 +134,28 @@ def beta_from_kv(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
     return wrapped_diagonal_sums(mats)
 
 
-def _gemm_score_parts(q, v, corr, work):
-    """dot = P.v, |P|, |v| per token with P = Q C, walking T in chunks: three (B, H, T)."""
+def _gemm_score_parts(q, v, corr, work, *, keep_p: bool = False):
+    """dot = P.v, |P|, |v| per token with P = Q C, walking T in chunks: three (B, H, T).
+
+    ``keep_p`` also returns P itself (B, H, T, D), for a backward that would otherwise have to
+    recompute it with one more GEMM; otherwise P never exists beyond one chunk.
+    """
     batch, heads, tokens, dim = q.shape
     dot = torch.empty(batch, heads, tokens, dtype=work, device=q.device)
     p_norm = torch.empty_like(dot)
     v_norm = torch.empty_like(dot)
+    p_all = torch.empty(q.shape, dtype=work, device=q.device) if keep_p else None
     for b, h, t0, t1 in _chunks(q.shape):
         v_c = v[b, h, t0:t1].to(work)
-        p_c = torch.mm(q[b, h, t0:t1].to(work), corr[b, h])
+        if p_all is not None:
+            p_c = torch.mm(q[b, h, t0:t1].to(work), corr[b, h], out=p_all[b, h, t0:t1])
+        else:
+            p_c = torch.mm(q[b, h, t0:t1].to(work), corr[b, h])
         torch.linalg.vector_norm(p_c, dim=-1, out=p_norm[b, h, t0:t1])
         torch.linalg.vector_norm(v_c, dim=-1, out=v_norm[b, h, t0:t1])
-        p_c.mul_(v_c)
-        torch.sum(p_c, dim=-1, out=dot[b, h, t0:t1])
-    return dot, p_norm, v_norm
+        prod = p_c * v_c if p_all is not None else p_c.mul_(v_c)
+        torch.sum(prod, dim=-1, out=dot[b, h, t0:t1])
+    return dot, p_norm, v_norm, p_all
 
 
 def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -159,7 +167,7 @@ def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     work = _work_dtype(q.dtype)
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
-    dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work)
+    dot, p_norm, v_norm, _ = _gemm_score_parts(q, v, corr, work)
     return dot / (v_norm * p_norm).clamp_min(COSINE_EPS)
 
 
@@ -230,19 +238,21 @@ class _HRRGemm(torch.autograd.Function):
     """HRR attention by the GEMM formulation with a hand-written, chunked backward."""
 
     @staticmethod
-    def forward(ctx, q, k, v, keep):
+    def forward(ctx, q, k, v, keep, training):
         work = _work_dtype(q.dtype)
         corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
-        dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work)
+        # With a backward to come, keep P = Q C (one (B, H, T, D) tensor): the backward then
+        # needs 4 GEMMs instead of 5. Without one (inference), P never outlives a chunk.
+        dot, p_norm, v_norm, p_all = _gemm_score_parts(q, v, corr, work, keep_p=training)
         denom = v_norm * p_norm
         scores = dot / denom.clamp_min(COSINE_EPS)
         weights = hrr_weights(scores, keep)
-        ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
+        ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom, p_all)
         return _weighted_values(weights, v)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom = ctx.saved_tensors
+        q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom, p_all = ctx.saved_tensors
         work = corr.dtype
         # softmax: g_t = dO_t . v_t, ds = w (g - sum w g)   (w = 0 where masked, so ds = 0 there)
         g = torch.empty_like(scores)
@@ -265,7 +275,7 @@ class _HRRGemm(torch.autograd.Function):
         for b, h, t0, t1 in _chunks(q.shape):
             q_c = q[b, h, t0:t1].to(work)
             v_c = v[b, h, t0:t1].to(work)
-            p_c = torch.mm(q_c, corr[b, h])
+            p_c = p_all[b, h, t0:t1] if p_all is not None else torch.mm(q_c, corr[b, h])
             dp_c = torch.mul(v_c, d_dot[b, h, t0:t1])
             dp_c.addcmul_(p_c, c_p[b, h, t0:t1])
             if need_q:
@@ -292,7 +302,7 @@ class _HRRGemm(torch.autograd.Function):
         if not same:
             dq = None if dq is None else dq.to(q.dtype)
             dk = None if dk is None else dk.to(k.dtype)
-        return dq, dk, (dv.to(v.dtype) if need_v else None), None
+        return dq, dk, (dv.to(v.dtype) if need_v else None), None, None
 
 
 def _hrr_fft(q, k, v, keep):
@@ -319,4 +329,5 @@ def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str 
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     if formulation == "fft":
         return _hrr_fft(q, k, v, keep)
-    return _HRRGemm.apply(q, k, v, keep)
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    return _HRRGemm.apply(q, k, v, keep, training)
