@@ -21,7 +21,7 @@ from harness.executor import LocalExecutor, Outcome
 from harness.flops import derived
 from harness.measure import TimingSettings
 from harness.records import Point, SpeedRecord
-from harness.registry import REGISTRY, Implementation, device_kind, load_impl_modules
+from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir
 from harness.worker import WorkerContext
 
@@ -233,6 +233,3 @@ def best_device() -> str:
     except ImportError:
         return "cpu"
 
-
-def is_cuda(device: str) -> bool:
-    return device_kind(device) == "cuda"

@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from harness.errors import UsageError
 from harness.records import SCHEMA_VERSION, AccuracyRecord, SpeedRecord, record_from_json
@@ -170,7 +170,3 @@ def load_results(*paths: str | Path, kind: str | None = "speed") -> "pandas.Data
                          "hardware_tag": machine.get("hardware_tag", "")})
     return pd.DataFrame(rows)
 
-
-def iter_records(paths: Iterable[str | Path]) -> Iterator[SpeedRecord | AccuracyRecord]:
-    for path in paths:
-        yield from open_run(path).records()

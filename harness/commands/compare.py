@@ -251,7 +251,7 @@ def rich_table(result: logic.Comparison):
 
 
 def markdown(result: logic.Comparison, header: list[str]) -> str:
-    lines = [f"# attnbench compare", ""] + [f"- {line}" for line in header] + [""]
+    lines = ["# attnbench compare", ""] + [f"- {line}" for line in header] + [""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
     for row in ordered(result):

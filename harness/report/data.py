@@ -196,7 +196,3 @@ def tidy_accuracy(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def ok(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["status"] == "ok"]
-
-
-def mib(value: float | None) -> float:
-    return float("nan") if value is None else value / MIB

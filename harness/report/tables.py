@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.report.data import MIB, Results
+from harness.report.data import MIB
 from harness.report.published import LRA_TASKS, PUBLISHED_LRA, TASK_TITLES
 
 FAILED = ("oom", "timeout", "error")
@@ -36,10 +36,6 @@ def theoretical_exponents(impl: str, family: str) -> tuple[float | None, float |
 def _present(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """Index columns worth showing: run and group only when they vary."""
     return [c for c in columns if c not in ("run", "group") or frame[c].nunique() > 1]
-
-
-def status_cell(row: pd.Series) -> str:
-    return row["status"] if row["status"] != "ok" else ""
 
 
 def pivot(speed: pd.DataFrame, value: str, scale: float = 1.0, *, family: str | None = None,
