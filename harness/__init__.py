@@ -4,7 +4,14 @@ Where things are:
 - harness.registry     what implementations exist and what each can do (``register``)
 - harness.api          ``attention(name, q, k, v, ...)`` on numpy arrays
 - harness.reference    float64 references every implementation is checked against
-- harness.frameworks   the torch / JAX adapters
+- harness.correctness  the gate an implementation passes before it is timed
+- harness.frameworks   the torch / JAX adapters (inputs, timers, memory readers)
+- harness.records      the record: the contract between measuring and everything downstream
+- harness.sweep_spec, harness.presets   what to sweep
+- harness.runner, harness.executor, harness.worker, harness.measure   how it is measured
+- harness.store        run directories (run.json + results.jsonl), ``load_results``
+- harness.report, harness.compare, harness.accuracy   reports, regression checks, LRA
+- harness.commands     one module per run_bench.py command (table in harness.cli)
 """
 
 from harness.api import attention

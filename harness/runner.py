@@ -12,7 +12,6 @@ Every point ends as exactly one record appended to results.jsonl the moment it i
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
@@ -22,7 +21,7 @@ from harness.flops import derived
 from harness.measure import TimingSettings
 from harness.records import Point, SpeedRecord
 from harness.registry import REGISTRY, Implementation, load_impl_modules
-from harness.store import RunDir
+from harness.store import RunDir, now_iso
 from harness.worker import WorkerContext
 
 Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
@@ -219,10 +218,6 @@ class Runner:
         self.run_dir.append(record)
         summary.records.append(record)
         self.listener("record", record)
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def best_device() -> str:

@@ -17,8 +17,8 @@ from harness.hardware import fingerprint, gpu_info, hardware_summary
 from harness.measure import TimingSettings
 from harness.records import Point
 from harness.registry import REGISTRY, device_kind
-from harness.runner import Runner, RunSettings, best_device, now_iso, static_check
-from harness.store import RunDir, default_run_path, open_run
+from harness.runner import Runner, RunSettings, best_device, static_check
+from harness.store import RunDir, default_run_path, now_iso, open_run
 from harness.sweep_spec import (
     SweepSpec,
     expand,
@@ -193,13 +193,9 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
 
 
 def render_report(run_path: Path, console: Console) -> None:
-    try:
-        from harness.report import render_report as render
-    except ImportError as exc:
-        console.print(f"[yellow]report not rendered[/]: {exc}")
-        return
-    out = render([run_path])
-    console.print(f"report: {out}")
+    from harness.report import render_report as render
+
+    console.print(f"report: {render([run_path])}")
 
 
 def dry_run(sweep: SweepPlan, console: Console) -> int:
