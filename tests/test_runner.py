@@ -251,3 +251,15 @@ def test_worker_killed_by_the_kernel_is_recorded_as_oom():
     assert outcome.status == "oom" and "out-of-memory killer" in outcome.message
     Dead.exitcode = -sig.SIGSEGV
     assert LocalExecutor._death(Dead(), 0.0).message == "worker died with SIGSEGV"
+
+
+def test_default_command_runs_and_renders_its_report(tmp_path):
+    """`run_bench.py` with no command: the run, its summary, then its report."""
+    result = run_cli("--impl", "softmax_torch,hrr_torch", "--seq-len", "64,128", "--head-dim",
+                     "16", "--heads", "2", "--pass", "fwd", "--min-time", "0.02", "--out",
+                     str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "median time" in result.stdout and "report: reports/run" in result.stdout
+    report = tmp_path / "reports" / "run"
+    assert (report / "report.md").exists() and (report / "report.html").exists()
+    assert (report / "figures" / "time_vs_seq_len.png").exists()
