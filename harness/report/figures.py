@@ -73,6 +73,15 @@ def format_seq_axis(ax, lengths) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+def label_seq_panel(ax, lengths, *, bottom: bool, left: bool, ylabel: str) -> None:
+    """A panel of a T-on-x grid: the T axis, its label on the bottom row, y label on the left."""
+    format_seq_axis(ax, lengths)
+    if bottom:
+        ax.set_xlabel("sequence length T (tokens)")
+    if left:
+        ax.set_ylabel(ylabel)
+
+
 def format_log_y(ax, values) -> None:
     """Log y axis; within two decades, label 1-2-5 steps in plain numbers."""
     ax.set_yscale("log")
@@ -182,11 +191,8 @@ def line_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Lo
                 any_failure |= mark_failures(ax, sub, looks)
             if hline is not None:
                 ax.axhline(hline, color="#777777", linewidth=0.6, linestyle=":")
-            format_seq_axis(ax, frame["seq_len"])
-            if r == len(head_dims) - 1:
-                ax.set_xlabel("sequence length T (tokens)")
-            if c == 0:
-                ax.set_ylabel(ylabel)
+            label_seq_panel(ax, frame["seq_len"], bottom=r == len(head_dims) - 1, left=c == 0,
+                            ylabel=ylabel)
     if not all_values:
         plt.close(fig)
         return None
@@ -319,13 +325,10 @@ def runs_side_by_side(frame, runs: list[tuple[str, str]], impls, looks, *, value
                 plotted.add(impl)
             mark_failures(ax, sub, looks)
             ax.set_yscale("log")
-            format_seq_axis(ax, frame["seq_len"])
             title = f"{run}\n({hardware})\n" if r == 0 else ""
             ax.set_title(title + facet_label(head_dim, pass_), pad=8)
-            if r == len(panels) - 1:
-                ax.set_xlabel("sequence length T (tokens)")
-            if c == 0:
-                ax.set_ylabel(ylabel)
+            label_seq_panel(ax, frame["seq_len"], bottom=r == len(panels) - 1, left=c == 0,
+                            ylabel=ylabel)
     if not plotted:
         plt.close(fig)
         return None
@@ -356,13 +359,10 @@ def runs_ratio(pairs, reference: str, impls, looks):
                         markersize=look.markersize)
                 values += list(rows["time_ratio"])
             ax.axhline(1.0, color="#777777", linewidth=0.6, linestyle=":")
-            format_seq_axis(ax, frame["seq_len"])
             ax.set_title((f"{run} / {reference}\n" if r == 0 else "") +
                          facet_label(head_dim, pass_))
-            if r == len(panels) - 1:
-                ax.set_xlabel("sequence length T (tokens)")
-            if c == 0:
-                ax.set_ylabel("time ratio (run / reference)")
+            label_seq_panel(ax, frame["seq_len"], bottom=r == len(panels) - 1, left=c == 0,
+                            ylabel="time ratio (x)")
     if spans_decades(values):
         format_log_y(axes[0][0], values)
     add_legend(fig, impl_handles([i for i in impls if i in set(frame["impl"])], looks))
