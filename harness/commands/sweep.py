@@ -169,7 +169,7 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
     runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
-                    listener=ProgressListener(console))
+                    listener=ProgressListener(console, quiet_unsupported=True))
     summary = runner.run(sweep.points, resume=sweep.resume)
     run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
                             gpu_end=gpu_info())
