@@ -44,6 +44,22 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                       heads=(16,), batch=(1,), dtype=("float16", "bfloat16"),
                       pass_=("forward", "forward_backward"))],
     },
+    "validate": {
+        # scripts/gpu_validate.sh: every axis value at least once, T past softmax's OOM (64K
+        # at H=16 needs 128 GiB of fp16 scores) up to 512K for the linear methods; sized for
+        # ~4 minutes on an H100 (the script also passes --time-budget). CPU: a rehearsal.
+        "cuda": [dict(seq_len=(1 * K, 8 * K, 64 * K, 128 * K), head_dim=(64,), heads=(16,),
+                      batch=(1,), dtype=("float16",), pass_=("forward",)),
+                 dict(seq_len=(2 * K, 32 * K, 128 * K), head_dim=(128,), heads=(16,),
+                      batch=(1,), dtype=("bfloat16",), pass_=("forward_backward",)),
+                 dict(impl=("hrr_torch", "hrr_jax", "performer_torch"),
+                      seq_len=(256 * K, 512 * K), head_dim=(64,), heads=(16,), batch=(1,),
+                      dtype=("float16",), pass_=("forward",))],
+        "cpu": [dict(seq_len=(256, 512), head_dim=(64,), heads=(2,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",)),
+                dict(seq_len=(256,), head_dim=(32,), heads=(2,), batch=(1,),
+                     dtype=("float32",), pass_=("forward_backward",))],
+    },
     "pythia": {
         kind: [dict(heads=(h,), head_dim=(d,), seq_len=(512, 1 * K, 2 * K), batch=(1,),
                     dtype=(dtype,), causal=(True,), pass_=("forward", "forward_backward"),

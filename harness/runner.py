@@ -7,6 +7,9 @@ Order of work for a run:
 3. per point, in order of increasing T within each series: a memory worker, then a timing
    worker. After an out-of-memory (or a timeout), larger T of the same series are recorded as
    skipped without being tried.
+With a time budget, points are taken in order of increasing T across all series (so running out
+of time costs the largest T, not whole implementations); points not started when the budget is
+spent get no record, so ``--resume`` picks them up.
 Every point ends as exactly one record appended to results.jsonl the moment it is known.
 """
 
@@ -36,6 +39,7 @@ class RunSettings:
     impl_modules: tuple[str, ...] = ()
     cooldown_s: float = 0.0      # pause between implementations (GPU clocks, see REFERENCE.md)
     probe_timeout_s: float = 300.0
+    time_budget_s: float | None = None  # stop starting points after this many seconds
 
     def worker_context(self) -> WorkerContext:
         return WorkerContext(impl_modules=self.impl_modules,
@@ -50,6 +54,7 @@ class RunSummary:
     records: list[SpeedRecord] = field(default_factory=list)
     resumed_skips: int = 0
     interrupted: bool = False
+    not_tried: int = 0           # points left unmeasured because the time budget was spent
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
@@ -78,7 +83,10 @@ class Runner:
 
     # -- public --------------------------------------------------------------------------
     def run(self, points: Iterable[Point], *, resume: bool = False) -> RunSummary:
-        points = sorted(points, key=lambda p: (p.series_key(), p.seq_len))
+        if self.settings.time_budget_s is None:
+            points = sorted(points, key=lambda p: (p.series_key(), p.seq_len))
+        else:
+            points = sorted(points, key=lambda p: (p.seq_len, p.series_key()))
         summary = RunSummary()
         done = self.run_dir.done_point_ids() if resume else set()
         todo = [p for p in points if p.point_id not in done]
@@ -134,7 +142,9 @@ class Runner:
                        summary: RunSummary) -> None:
         stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
         previous_impl = None
-        for point in points:
+        budget = self.settings.time_budget_s
+        deadline = None if budget is None else time.monotonic() + budget
+        for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
             probe = probes.get((point.impl, point.device, point.dtype, point.causal), {})
             gate = probe.get("gate") or {}
@@ -158,6 +168,10 @@ class Runner:
                                             f"for the same implementation and configuration",
                     **gate_fields))
                 continue
+            if deadline is not None and time.monotonic() >= deadline:
+                summary.not_tried = len(points) - index
+                self.listener("budget_spent", summary.not_tried)
+                return
             if previous_impl is not None and previous_impl != point.impl and \
                     self.settings.cooldown_s > 0:
                 time.sleep(self.settings.cooldown_s)

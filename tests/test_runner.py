@@ -162,6 +162,25 @@ def test_memory_scales_as_t_squared_for_softmax_and_t_for_hrr(tmp_path):
     assert 0.7 < slopes["hrr_torch"] < 1.3, slopes
 
 
+def test_time_budget_cuts_the_largest_t_and_leaves_it_for_resume(tmp_path):
+    grid = points("softmax_torch", [32, 64, 128]) + points("hrr_torch", [32, 64, 128])
+    # a budget of ~0 s: nothing is started, nothing is recorded, all is left for --resume
+    nothing = make_runner(tmp_path / "a", time_budget_s=1e-9).run(grid)
+    assert len(nothing.records) == 0 and nothing.not_tried == 6
+    # a real one: breadth-first order, so both implementations get their smallest T first
+    runner = make_runner(tmp_path / "b", time_budget_s=2.0)
+    partial = runner.run(grid)
+    measured = [(r.impl, r.seq_len) for r in partial.records]
+    assert measured and partial.not_tried == 6 - len(measured)
+    order = [t for _, t in measured]
+    assert order == sorted(order)            # increasing T across series
+    settings = RunSettings(timeout_s=60, timing=FAST, impl_modules=TEST_MODULES)
+    resumed = Runner(RunDir.create(tmp_path / "b" / "run", {}, resume=True),
+                     settings).run(grid, resume=True)
+    assert resumed.resumed_skips == len(measured) and resumed.not_tried == 0
+    assert len(load_results(tmp_path / "b" / "run")) == 6
+
+
 def run_cli(*args, cwd=ROOT, timeout=300):
     env = dict(os.environ)
     return subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *args], cwd=cwd,

@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, help="input seed (default 0)")
     run.add_argument("--cooldown", type=float, default=None,
                      help="seconds to pause between implementations (default 0.5 on CUDA)")
+    run.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                     help="start no point after this many seconds of measuring; points are then "
+                          "taken in order of increasing T across series, and those not tried "
+                          "are left for --resume")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
 
 
@@ -110,9 +114,13 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
     cooldown = args.cooldown if getattr(args, "cooldown", None) is not None else (
         0.5 if any(device_kind(d) == "cuda" for d in devices) else 0.0)
+    budget = getattr(args, "time_budget", None)
+    if budget is not None and budget <= 0:
+        raise UsageError(f"--time-budget: must be positive, got {budget:g}")
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
                            seed=int(raw.get("seed", 0)), impl_modules=tuple(
-                               getattr(args, "impl_module", []) or []), cooldown_s=cooldown)
+                               getattr(args, "impl_module", []) or []), cooldown_s=cooldown,
+                           time_budget_s=budget)
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
     description = {"arguments": {k: v for k, v in raw.items() if k != "out"},
                    "preset": preset_name, "overrides": {k: list(v) for k, v in
@@ -172,7 +180,7 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
                     listener=ProgressListener(console, quiet_unsupported=True))
     summary = runner.run(sweep.points, resume=sweep.resume)
     run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
-                            gpu_end=gpu_info())
+                            not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
     all_records = [r for r in run_dir.records() if r.kind == "speed"]
     for table in summary_tables(all_records):
         console.print(table)
@@ -183,6 +191,9 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
               for s in ("ok", "oom", "timeout", "error", "unsupported", "skipped")}
     console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) +
                   f"  ->  {run_dir.results_path}")
+    if summary.not_tried:
+        console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "
+                      f"continue with: python run_bench.py sweep --resume {run_dir.path}")
     if summary.interrupted:
         console.print(f"[yellow]interrupted[/]: everything measured so far is in {run_dir.path}; "
                       f"continue with: python run_bench.py sweep --resume {run_dir.path}")

@@ -1,0 +1,108 @@
+"""Summary of a scripts/gpu_validate.sh run: OUTDIR/summary.md, printed too.
+
+Reads OUTDIR/steps.tsv (written by the script), the GPU tests' JUnit XML and the run directories
+under OUTDIR/results, and states per step what happened and per run what was recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+
+def read_steps(out: Path) -> list[dict[str, str]]:
+    with open(out / "steps.tsv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def junit_counts(path: Path) -> str:
+    """'N passed, M skipped, ...' with the distinct skip reasons, from pytest's JUnit XML."""
+    if not path.exists():
+        return ""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        return f"unreadable JUnit XML ({exc})"
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for case in root.iter("testcase"):
+        outcome = next((child for child in case if child.tag in ("skipped", "failure", "error")),
+                       None)
+        if outcome is None:
+            counts["passed"] += 1
+        else:
+            counts[{"skipped": "skipped", "failure": "failed", "error": "errors"}[outcome.tag]] += 1
+            if outcome.tag == "skipped":
+                reasons[(outcome.get("message") or "").strip()] += 1
+    text = ", ".join(f"{n} {what}" for what, n in counts.items())
+    if reasons:
+        top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+        text += f" — skip reasons: {top}"
+    return text
+
+
+def run_counts(run: Path) -> str:
+    """Statuses of a run directory's records (and points left by the time budget)."""
+    results = run / "results.jsonl"
+    if not results.exists():
+        return ""
+    statuses: Counter[str] = Counter()
+    for line in results.read_text(encoding="utf-8").splitlines():
+        try:
+            statuses[json.loads(line).get("status", "?")] += 1
+        except json.JSONDecodeError:
+            statuses["unreadable line"] += 1
+    text = ", ".join(f"{status} {n}" for status, n in sorted(statuses.items()))
+    try:
+        not_tried = json.loads((run / "run.json").read_text()).get("not_tried_time_budget")
+    except (OSError, json.JSONDecodeError):
+        not_tried = None
+    if not_tried:
+        text += f"; {not_tried} not tried (time budget; continue with sweep --resume {run})"
+    return text
+
+
+def summary(out: Path) -> str:
+    steps = read_steps(out)
+    lines = ["# attnbench GPU validation", "", "| step | status | seconds | detail |",
+             "|---|---|---|---|"]
+    details = {"gpu-tests": junit_counts(out / "gpu-tests.xml"),
+               "sweep": run_counts(out / "results" / "sweep"),
+               "lra": run_counts(out / "results" / "lra")}
+    for step in steps:
+        detail = "; ".join(d for d in (step["detail"], details.get(step["step"], "")) if d)
+        lines.append(f"| {step['step']} | {step['status']} | {step['seconds']} | {detail} |")
+    total = sum(int(step["seconds"] or 0) for step in steps)
+    bad = [s["step"] for s in steps if s["status"] in ("failed", "timeout")]
+    lines += ["", f"Steps took {total} s in all. " +
+              (f"Failed or timed out: {', '.join(bad)}." if bad else "No step failed.")]
+    report = out / "report" / "report.md"
+    if report.exists():
+        lines.append(f"Report: {report}")
+    if (out / "results" / "sweep" / "results.jsonl").exists():
+        lines.append(f"To keep this sweep as a baseline: cp -r {out / 'results' / 'sweep'} "
+                     f"results/baselines/<gpu-name>")
+    lines.append(f"Log: {out / 'log.txt'}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: gpu_validate_summary.py OUTDIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    if not (out / "steps.tsv").exists():
+        print(f"{out}: no steps.tsv; not a gpu_validate.sh output folder", file=sys.stderr)
+        return 2
+    text = summary(out)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
