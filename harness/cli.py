@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                           "directories"),
     "data": ("harness.commands.data", "write a generated listops or pathfinder set in the "
                                       "official layout"),
+    "merge": ("harness.commands.merge", "join run directories (shards, machines) into one, "
+                                        "refusing conflicting duplicates"),
     "compare": ("harness.commands.compare", "regression check of a run against a baseline "
                                             "(exit 1 on a regression)"),
 }

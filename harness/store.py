@@ -69,7 +69,11 @@ class RunDir:
         self.write_metadata({**self.metadata(), **values})
 
     def append(self, record: SpeedRecord | AccuracyRecord) -> None:
-        line = json.dumps(record.to_json(), default=_json_default, allow_nan=False)
+        self.append_raw(record.to_json())
+
+    def append_raw(self, data: dict[str, Any]) -> None:
+        """Append one record already in its JSON form (merging and gathering copy these)."""
+        line = json.dumps(data, default=_json_default, allow_nan=False)
         with open(self.results_path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from harness.measure import TimingSettings
 from harness.records import Point
 from harness.registry import REGISTRY, device_kind
 from harness.runner import Runner, RunSettings, best_device, static_check
+from harness.scale.shard import ShardSpec, parse_shard, select_shard
 from harness.store import RunDir, default_run_path, now_iso, open_run
 from harness.sweep_spec import (
     SweepSpec,
@@ -67,24 +69,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "taken in order of increasing T across series, and those not tried "
                           "are left for --resume")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
+    scale = parser.add_argument_group("scale-out (README: Running on many GPUs and on Slurm)")
+    scale.add_argument("--shard", metavar="I/N",
+                       help="run only the I-th of N disjoint parts of the grid (1-based), "
+                            "balanced by expected cost")
+    scale.add_argument("--grid-from", metavar="RUN_DIR",
+                       help="take the grid and settings stored in RUN_DIR's run.json")
+    scale.add_argument("--executor", choices=("local", "slurm"), default="local",
+                       help="local (default: one process per visible GPU when there are "
+                            "several) or slurm (a job array through submitit)")
+    scale.add_argument("--shards", type=int, default=None,
+                       help="number of parts for --executor slurm (default: one per series, "
+                            "at most 32)")
+    slurm = parser.add_argument_group("slurm executor")
+    slurm.add_argument("--slurm-partition", default=None)
+    slurm.add_argument("--slurm-account", default=None)
+    slurm.add_argument("--slurm-qos", default=None)
+    slurm.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES",
+                       help="time limit per task (default 60)")
+    slurm.add_argument("--slurm-gpus-per-task", type=int, default=1,
+                       help="GPUs per task (default 1; 0 for CPU partitions)")
+    slurm.add_argument("--slurm-cpus-per-task", type=int, default=4)
+    slurm.add_argument("--slurm-mem-gb", type=int, default=None)
+    slurm.add_argument("--slurm-array-parallelism", type=int, default=None,
+                       help="most tasks running at once")
+    slurm.add_argument("--slurm-max-retries", type=int, default=2,
+                       help="resubmissions of a failed or preempted task (default 2)")
+    slurm.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
+                       help="shell line run before each task, e.g. 'module load cuda' "
+                            "(repeatable)")
+    slurm.add_argument("--slurm-poll", type=float, default=10.0, metavar="SECONDS",
+                       help="how often to look at the tasks (default 10)")
 
 
 @dataclass
 class SweepPlan:
-    points: list[Point]
+    points: list[Point]          # this run's points (one shard's with --shard)
     settings: RunSettings
     out: Path
     resume: bool
     description: dict[str, Any]
+    shard: ShardSpec | None = None
+    grid_points: int = 0         # points in the whole grid
 
 
-def plan(args: argparse.Namespace) -> SweepPlan:
+SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
+                     "cooldown", "time_budget", "shard")
+
+
+def plan(args: argparse.Namespace, *, check_devices: bool = True,
+         default_device: str | None = None) -> SweepPlan:
     raw: dict[str, Any] = {}
+    grid_from = getattr(args, "grid_from", None)
+    if grid_from:
+        raw.update(open_run(grid_from).metadata().get("grid", {}).get("arguments") or {})
     if getattr(args, "config", None):
         raw.update(read_config(args.config))
     for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                 "preset", "timeout", "max_memory", "out", "min_time", "max_repeats", "warmup",
-                 "seed"):
+                 "preset", "out", *SETTING_ARGUMENTS):
         value = getattr(args, name, None)
         if value is not None:
             raw[name] = value
@@ -93,16 +135,20 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     resume = getattr(args, "resume", None)
     if resume:
         raw = resumed_arguments(resume, raw)
-    overrides = overrides_from(raw)
+    overrides = overrides_from({k: v for k, v in raw.items() if k not in SETTING_ARGUMENTS})
     if "impl" in overrides.values:
         REGISTRY.resolve(overrides.values["impl"])  # unknown names: exit 2, listing valid ones
-    devices = overrides.values.get("device") or (best_device(),)
+    devices = overrides.values.get("device") or (default_device or best_device(),)
     preset_name = raw.get("preset", presets.DEFAULT_PRESET)
     groups: list[SweepSpec] = []
     for device in parse_devices(devices):
         groups.extend(overrides.apply(g) for g in presets.preset_groups(preset_name, device))
     points = expand(groups, REGISTRY.names())
-    validate_points(points)
+    validate_points(points, check_devices=check_devices)
+    shard = parse_shard(raw["shard"]) if raw.get("shard") is not None else None
+    grid_points = len(points)
+    if shard is not None:
+        points = select_shard(points, shard, family_of)
     timing = TimingSettings(
         warmup=int(raw.get("warmup", 2)), min_time_s=float(raw.get("min_time", 0.5)),
         max_repeats=int(raw.get("max_repeats", 50)))
@@ -112,9 +158,9 @@ def plan(args: argparse.Namespace) -> SweepPlan:
     if timeout <= 0:
         raise UsageError(f"--timeout: must be positive, got {timeout:g}")
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
-    cooldown = args.cooldown if getattr(args, "cooldown", None) is not None else (
+    cooldown = float(raw["cooldown"]) if raw.get("cooldown") is not None else (
         0.5 if any(device_kind(d) == "cuda" for d in devices) else 0.0)
-    budget = getattr(args, "time_budget", None)
+    budget = float(raw["time_budget"]) if raw.get("time_budget") is not None else None
     if budget is not None and budget <= 0:
         raise UsageError(f"--time-budget: must be positive, got {budget:g}")
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
@@ -127,7 +173,12 @@ def plan(args: argparse.Namespace) -> SweepPlan:
                                                         overrides.values.items()},
                    "config_file": getattr(args, "config", None),
                    "input_distribution": INPUT_DISTRIBUTION}
-    return SweepPlan(points, settings, out or Path(), bool(resume), description)
+    return SweepPlan(points, settings, out or Path(), bool(resume), description, shard,
+                     grid_points)
+
+
+def family_of(impl: str) -> str:
+    return REGISTRY.get(impl).family if impl in REGISTRY.names() else "exact"
 
 
 GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
@@ -142,12 +193,14 @@ def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
     return {**stored, **given}
 
 
-def validate_points(points: list[Point]) -> None:
+def validate_points(points: list[Point], *, check_devices: bool = True) -> None:
     """Bad input that no implementation could run: one clear line, exit 2."""
     if not points:
         raise UsageError("the grid is empty")
     for device in sorted({p.device for p in points}):
         kind = device_kind(device)
+        if kind == "cuda" and not check_devices:
+            continue   # checked where the points run (e.g. on a Slurm node, not the login node)
         if kind == "cuda":
             from harness.frameworks import torch_fw
 
@@ -163,9 +216,20 @@ def validate_points(points: list[Point]) -> None:
 
 def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     console = make_console()
+    executor = getattr(args, "executor", "local")
+    if executor == "slurm":
+        from harness.scale import slurm
+
+        return slurm.run_sweep(args, console)
     sweep = plan(args)
     if args.dry_run:
         return dry_run(sweep, console)
+    if sweep.shard is None:
+        from harness.scale import local
+
+        gpus = local.gpus_for(sweep.points)
+        if len(gpus) > 1:
+            return local.run_sweep_per_gpu(args, sweep, gpus, console)
     machine = fingerprint()
     out = sweep.out if sweep.out != Path() else default_run_path(machine["hardware_tag"])
     metadata = {
@@ -173,24 +237,21 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
         "settings": sweep.settings.as_dict(), "grid": sweep.description,
         "points": len(sweep.points),
     }
+    if sweep.shard is not None:
+        metadata["shard"] = {"index": sweep.shard.index, "count": sweep.shard.count,
+                             "grid_points": sweep.grid_points,
+                             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                             "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
     run_dir = RunDir.create(out, metadata, resume=sweep.resume)
-    console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) on "
+    shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
+    console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
     runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
                     listener=ProgressListener(console, quiet_unsupported=True))
     summary = runner.run(sweep.points, resume=sweep.resume)
     run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
                             not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
-    all_records = [r for r in run_dir.records() if r.kind == "speed"]
-    for table in summary_tables(all_records):
-        console.print(table)
-    table = unsupported_table(all_records)
-    if table is not None:
-        console.print(table)
-    counts = {s: sum(r.status == s for r in all_records)
-              for s in ("ok", "oom", "timeout", "error", "unsupported", "skipped")}
-    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) +
-                  f"  ->  {run_dir.results_path}")
+    print_run_summary(run_dir, console)
     if summary.not_tried:
         console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "
                       f"continue with: python run_bench.py sweep --resume {run_dir.path}")
@@ -201,6 +262,20 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     if default_report and not getattr(args, "no_report", False):
         render_report(run_dir.path, console)
     return 0
+
+
+def print_run_summary(run_dir: RunDir, console: Console) -> None:
+    """The end-of-run tables (median time per implementation x T) and counts per status."""
+    all_records = [r for r in run_dir.records() if r.kind == "speed"]
+    for table in summary_tables(all_records):
+        console.print(table)
+    table = unsupported_table(all_records)
+    if table is not None:
+        console.print(table)
+    counts = {s: sum(r.status == s for r in all_records)
+              for s in ("ok", "oom", "timeout", "error", "unsupported", "skipped")}
+    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) +
+                  f"  ->  {run_dir.results_path}")
 
 
 def render_report(run_path: Path, console: Console) -> None:

@@ -1,0 +1,128 @@
+"""``--executor local`` on a machine with several GPUs: one shard process per GPU.
+
+Each process sees exactly one GPU (CUDA_VISIBLE_DEVICES), so two benchmarks never share a GPU;
+the parent gathers their records into the run directory every few seconds and when each ends.
+With one GPU (or none) the sweep runs in the calling process as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+
+from harness.hardware import fingerprint
+from harness.records import Point
+from harness.scale.sharded import Shard, gather, missing_points, plan_shards, python_command
+from harness.store import RunDir, default_run_path, now_iso
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        count = 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [d.strip() for d in listed.split(",") if d.strip()][:count]
+
+
+def gpus_for(points: Sequence[Point]) -> list[str]:
+    """GPUs to spread points over: only when every point asks for plain 'cuda'."""
+    if not points or any(p.device != "cuda" for p in points):
+        return []
+    return visible_gpus()
+
+
+def run_shards_in_parallel(run: RunDir, shards: Sequence[Shard], devices: Sequence[str],
+                           impl_modules: Sequence[str], console: Console, *,
+                           poll_s: float = 2.0) -> dict[int, int]:
+    """Run the shards, each in its own process pinned to one free device, at most one process
+    per device at a time; exit status per shard index. Records are gathered while they run."""
+    logs = Path(run.path) / "shards"
+    logs.mkdir(parents=True, exist_ok=True)
+    queue = list(shards)
+    free = list(devices)
+    running: dict[int, tuple[subprocess.Popen, str]] = {}
+    codes: dict[int, int] = {}
+    try:
+        while queue or running:
+            while queue and free:
+                shard, device = queue.pop(0), free.pop(0)
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+                with open(logs / f"shard-{shard.index:03d}.log", "a", encoding="utf-8") as log:
+                    process = subprocess.Popen(python_command(shard, run.path, impl_modules),
+                                               env=env, stdout=log, stderr=subprocess.STDOUT)
+                running[shard.index] = (process, device)
+                console.print(f"shard {shard.spec}: {len(shard.point_ids)} point(s), ~"
+                              f"{shard.expected_cost_s:.0f} s expected, on "
+                              f"CUDA_VISIBLE_DEVICES={device} (pid {process.pid})",
+                              highlight=False)
+            time.sleep(poll_s)
+            for index, (process, device) in list(running.items()):
+                if process.poll() is not None:
+                    codes[index] = process.returncode
+                    free.append(device)
+                    del running[index]
+                    console.print(f"shard {index}/{shards[0].count} ended (exit status "
+                                  f"{process.returncode})", highlight=False)
+            gather(run, shards)
+    except KeyboardInterrupt:
+        for process, _ in running.values():
+            process.send_signal(2)   # SIGINT: each shard keeps what it measured
+        for index, (process, _) in running.items():
+            codes[index] = process.wait()
+        gather(run, shards)
+        raise
+    return codes
+
+
+def run_sweep_per_gpu(args: argparse.Namespace, sweep, gpus: Sequence[str],
+                      console: Console) -> int:
+    """The whole grid split into one cost-balanced shard per GPU, run side by side."""
+    from harness.commands.sweep import family_of
+
+    machine = fingerprint()
+    out = Path(sweep.out if sweep.out != Path() else default_run_path(machine["hardware_tag"]))
+    count = len(gpus)
+    if sweep.resume:   # the same shards as before, whatever the number of GPUs now
+        count = (RunDir(out).metadata().get("executor") or {}).get("shard_count", count)
+    shards = plan_shards(sweep.points, count, out, family_of)
+    run = RunDir.create(out, {
+        "kind": "speed", "command": sys.argv, "started_at": now_iso(), "machine": machine,
+        "settings": sweep.settings.as_dict(), "grid": sweep.description,
+        "points": len(sweep.points),
+        "executor": {"kind": "local", "gpus": list(gpus), "shard_count": count},
+        "shards": [s.as_dict() for s in shards]}, resume=sweep.resume)
+    console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) in {len(shards)} shard(s), "
+                  f"one per GPU ({', '.join(gpus)}) -> {run.path}")
+    todo = [s for s in shards if missing_points(s, gather(run, shards))]
+    try:
+        codes = run_shards_in_parallel(run, todo, gpus, sweep.settings.impl_modules, console)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: continue with: python run_bench.py sweep "
+                      f"--resume {run.path}")
+        return 130
+    gathered = gather(run, shards)
+    missing = {s.spec: missing_points(s, gathered) for s in shards}
+    run.update_metadata(finished_at=now_iso(), shard_exit_status={str(k): v for k, v in
+                                                                  codes.items()})
+    from harness.commands.sweep import print_run_summary
+
+    print_run_summary(run, console)
+    incomplete = {spec: n for spec, n in missing.items() if n}
+    if incomplete:
+        console.print(f"[red]incomplete shards[/] (points without a record): {incomplete}; "
+                      f"logs in {run.path / 'shards'}; continue with --resume {run.path}")
+        return 1
+    return 0

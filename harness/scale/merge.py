@@ -1,0 +1,139 @@
+"""Joining run directories: ``run_bench.py merge`` and the executors' gathering of shards.
+
+Records are copied as they are, each keeping its own ``hardware_id``; run.json of the result
+lists every machine seen under ``machines`` (a cluster is rarely uniform). Two records of the
+same point agree when they are equal but for bookkeeping (when and how long the worker ran):
+agreeing duplicates are kept once, disagreeing ones are refused, naming the point and both runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from harness.errors import UsageError
+from harness.store import RunDir, now_iso, open_run
+
+BOOKKEEPING = ("started_at", "wall_s", "extra")
+
+
+def agree(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same point, same outcome and measurements (bookkeeping fields aside)."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in BOOKKEEPING}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def outcome_text(data: dict[str, Any]) -> str:
+    time_s = data.get("time_s")
+    return data.get("status", "?") + (f" {time_s * 1e3:.4g} ms" if time_s else "")
+
+
+def describe(data: dict[str, Any]) -> str:
+    if data.get("kind") == "accuracy":
+        return f"{data.get('impl')} on {data.get('task')} (seed {data.get('seed')})"
+    return (f"{data.get('impl')} T={data.get('seq_len')} D={data.get('head_dim')} "
+            f"{data.get('dtype')} {data.get('pass')} on {data.get('device')}")
+
+
+class ConflictError(UsageError):
+    """Two runs recorded different results for the same point."""
+
+
+@dataclass
+class Gatherer:
+    """Copies records into one run directory, once per point, refusing disagreements."""
+
+    target: RunDir
+    seen: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    identical_duplicates: int = 0
+
+    @classmethod
+    def into(cls, target: RunDir) -> "Gatherer":
+        """Start from what the target already holds (gathering again adds only new points)."""
+        gatherer = cls(target)
+        if target.results_path.exists():
+            for data in target.raw_records():
+                gatherer.seen[data["point_id"]] = (data, str(target.path))
+        meta = target.metadata() if target.run_path.exists() else {}
+        gatherer.machines.update(meta.get("machines") or {})
+        gatherer.sources.extend(meta.get("merged_from") or [])
+        return gatherer
+
+    def check(self, run: RunDir) -> None:
+        """Raise ConflictError if run holds a record disagreeing with one already gathered."""
+        pending: dict[str, tuple[dict[str, Any], str]] = {}
+        for data in run.raw_records():
+            known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
+            if known is not None and not agree(known[0], data):
+                raise ConflictError(
+                    f"conflicting records for {describe(data)}: {known[1]} has "
+                    f"{outcome_text(known[0])}, {run.path} has {outcome_text(data)} "
+                    f"(two different results for one point); merge only one of them, or "
+                    f"remove the stale record")
+            pending.setdefault(data["point_id"], (data, str(run.path)))
+
+    def add(self, run: RunDir) -> int:
+        """Copy run's records not yet gathered; the number copied."""
+        self.check(run)
+        copied = 0
+        for data in run.raw_records():
+            if data["point_id"] in self.seen:
+                self.identical_duplicates += 1
+                continue
+            self.target.append_raw(data)
+            self.seen[data["point_id"]] = (data, str(run.path))
+            copied += 1
+        meta = run.metadata()
+        for machine in [meta.get("machine") or {}, *(meta.get("machines") or {}).values()]:
+            if machine.get("hardware_id"):
+                self.machines.setdefault(machine["hardware_id"], machine)
+        if str(run.path) not in self.sources:
+            self.sources.append(str(run.path))
+        return copied
+
+    def metadata(self) -> dict[str, Any]:
+        """run.json fields describing what was gathered."""
+        used = Counter(data.get("hardware_id", "") for data, _ in self.seen.values())
+        ids = [i for i in used if i]
+        if len(ids) == 1 and ids[0] in self.machines:
+            machine = self.machines[ids[0]]
+        else:
+            machine = {"hardware_id": "mixed" if len(ids) > 1 else "",
+                       "hardware_tag": f"mixed ({len(ids)} machines)" if len(ids) > 1
+                       else "unknown hardware"}
+        return {"machine": machine, "machines": self.machines, "merged_from": self.sources,
+                "records": len(self.seen), "records_by_hardware": dict(used)}
+
+
+def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = None
+               ) -> Gatherer:
+    """Join run directories into a new one at out (which must not exist or be empty)."""
+    runs = [open_run(p) for p in paths]
+    if not runs:
+        raise UsageError("merge: give at least one run directory")
+    kinds = {run.metadata().get("kind", "speed") for run in runs}
+    first = runs[0].metadata()
+    target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",
+                                       "command": command, "started_at": now_iso(),
+                                       "grid": first.get("grid"), "merged_at": now_iso()})
+    gatherer = Gatherer(target)
+    try:
+        for run in runs:   # check everything before writing anything
+            gatherer.check(run)
+            for data in run.raw_records():
+                gatherer.seen.setdefault(data["point_id"], (data, str(run.path)))
+    except ConflictError:
+        target.results_path.unlink(missing_ok=True)
+        target.run_path.unlink(missing_ok=True)
+        if not any(target.path.iterdir()):
+            target.path.rmdir()
+        raise
+    gatherer.seen.clear()
+    for run in runs:
+        gatherer.add(run)
+    target.update_metadata(**gatherer.metadata())
+    return gatherer

@@ -1,0 +1,81 @@
+"""A run made of shards: the parent run directory, its shard directories, gathering.
+
+Layout: ``RUN/run.json`` (the whole grid, the executor, the shards), ``RUN/results.jsonl`` (every
+shard's records, gathered as they appear), ``RUN/shards/shard-I-of-N/`` (each shard's own run
+directory, written by the process or Slurm task that ran it, resumable on its own).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness.records import Point
+from harness.scale.cost import expected_cost_s
+from harness.scale.merge import Gatherer
+from harness.scale.shard import assign_shards
+from harness.store import RunDir
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int                 # 1-based
+    count: int
+    point_ids: tuple[str, ...]
+    expected_cost_s: float
+    path: str                  # its run directory
+
+    @property
+    def spec(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["points"] = len(data.pop("point_ids"))
+        return data
+
+
+def plan_shards(points: Sequence[Point], count: int, run_path: Path,
+                family_of: Callable[[str], str]) -> list[Shard]:
+    """The non-empty shards of points, each with its directory under run_path/shards."""
+    shards = []
+    for i, members in enumerate(assign_shards(points, count, family_of), start=1):
+        if not members:
+            continue
+        path = run_path / "shards" / f"shard-{i:03d}-of-{count:03d}"
+        shards.append(Shard(i, count, tuple(p.point_id for p in members),
+                            sum(expected_cost_s(p, family_of(p.impl)) for p in members),
+                            str(path)))
+    return shards
+
+
+def shard_command(shard: Shard, parent: Path, impl_modules: Sequence[str]) -> list[str]:
+    """argv (after the Python executable) that runs one shard; resumes its directory if any."""
+    modules = [arg for m in impl_modules for arg in ("--impl-module", m)]
+    if (Path(shard.path) / "run.json").exists():
+        tail = ["--resume", shard.path]
+    else:
+        tail = ["--grid-from", str(parent), "--shard", shard.spec, "--out", shard.path]
+    return ["-m", "harness", *modules, "sweep", *tail, "--no-report", "--executor", "local"]
+
+
+def python_command(shard: Shard, parent: Path, impl_modules: Sequence[str]) -> list[str]:
+    return [sys.executable, *shard_command(shard, parent, impl_modules)]
+
+
+def gather(run: RunDir, shards: Sequence[Shard]) -> Gatherer:
+    """Copy every shard's new records into run; returns the gatherer (what is there now)."""
+    gatherer = Gatherer.into(run)
+    for shard in shards:
+        shard_run = RunDir(Path(shard.path))
+        if shard_run.run_path.exists() and shard_run.results_path.exists():
+            gatherer.add(shard_run)
+    run.update_metadata(**gatherer.metadata())
+    return gatherer
+
+
+def missing_points(shard: Shard, gathered: Gatherer) -> int:
+    """Points of the shard with no record yet (0: the shard is complete)."""
+    return sum(pid not in gathered.seen for pid in shard.point_ids)

@@ -1,0 +1,314 @@
+"""``--executor slurm``: a sweep as a Slurm job array, through submitit.
+
+The grid is split into cost-balanced shards (harness.scale.shard), one array task per shard, one
+GPU per task by default. Each task runs ``python -m harness sweep --grid-from RUN --shard I/N``
+into its own directory under RUN/shards (on the shared file system); this process watches the
+tasks, gathers each shard's records into RUN as they appear, and resubmits a task that failed,
+was cancelled or lost its node (up to --slurm-max-retries times). A preempted or timed-out task
+is requeued by submitit itself (ShardTask.checkpoint) and resumes its shard. ``--resume RUN``
+submits only the shards that still miss records, so it works across submissions and after this
+process was stopped. Task states come from ``scontrol`` (``sacct`` when scontrol no longer
+knows the job), so clusters without accounting work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from harness.errors import UsageError
+from harness.hardware import fingerprint
+from harness.scale.sharded import Shard, gather, missing_points, plan_shards, python_command
+from harness.store import RunDir, default_run_path, now_iso
+
+MAX_DEFAULT_SHARDS = 32
+ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED",
+                 "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED",
+                 "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+                 "BOOT_FAIL", "DEADLINE", "REVOKED"}
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 60
+    gpus_per_task: int = 1
+    cpus_per_task: int = 4
+    mem_gb: int | None = None
+    array_parallelism: int | None = None
+    max_retries: int = 2
+    setup: tuple[str, ...] = ()
+    poll_s: float = 10.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "SlurmOptions":
+        options = cls(partition=args.slurm_partition, account=args.slurm_account,
+                      qos=args.slurm_qos, time_min=args.slurm_time,
+                      gpus_per_task=args.slurm_gpus_per_task,
+                      cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem_gb,
+                      array_parallelism=args.slurm_array_parallelism,
+                      max_retries=args.slurm_max_retries, setup=tuple(args.slurm_setup or ()),
+                      poll_s=args.slurm_poll)
+        for name in ("time_min", "cpus_per_task"):
+            if getattr(options, name) < 1:
+                raise UsageError(f"--slurm-{name.replace('_min', '').replace('_', '-')}: must "
+                                 f"be at least 1")
+        if options.gpus_per_task < 0 or options.max_retries < 0 or options.poll_s <= 0:
+            raise UsageError("--slurm-gpus-per-task and --slurm-max-retries must be >= 0, "
+                             "--slurm-poll > 0")
+        return options
+
+    def submitit_parameters(self) -> dict[str, Any]:
+        """Keyword arguments of submitit.SlurmExecutor.update_parameters."""
+        params: dict[str, Any] = {"job_name": "attnbench", "time": self.time_min,
+                                  "cpus_per_task": self.cpus_per_task, "ntasks_per_node": 1,
+                                  "signal_delay_s": 60}
+        if self.gpus_per_task:
+            params["gpus_per_task"] = self.gpus_per_task
+        optional = {"partition": self.partition, "account": self.account, "qos": self.qos,
+                    "array_parallelism": self.array_parallelism,
+                    "mem": f"{self.mem_gb}G" if self.mem_gb else None,
+                    "setup": list(self.setup) or None}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        return params
+
+
+class ShardTask:
+    """What one array task runs: its shard, in a fresh Python, resuming what is already there.
+
+    submitit calls ``checkpoint`` on preemption or time-out; returning a DelayedSubmission of
+    the same task makes submitit requeue it, and the shard resumes from its directory.
+    """
+
+    def __call__(self, shard: Shard, parent: str, impl_modules: Sequence[str]) -> dict[str, Any]:
+        command = python_command(shard, Path(parent), impl_modules)
+        result = subprocess.run(command, capture_output=True, text=True)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+            raise RuntimeError(f"shard {shard.spec} exited with status {result.returncode}: "
+                               f"{tail}")
+        return {"shard": shard.spec, "exit_status": 0}
+
+    def checkpoint(self, shard: Shard, parent: str, impl_modules: Sequence[str]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(ShardTask(), shard, parent, impl_modules)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    state: str          # Slurm's state, e.g. RUNNING, COMPLETED, CANCELLED; UNKNOWN if forgotten
+    restarts: int = 0   # requeues (preemption, time-out, node failure)
+
+    @property
+    def base(self) -> str:
+        return self.state.split()[0].rstrip("+") if self.state else "UNKNOWN"
+
+
+def job_info(job_id: str) -> JobInfo:
+    """What Slurm says of a job or array task: scontrol, else sacct, else UNKNOWN."""
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                             text=True, timeout=30)
+        fields = dict(token.split("=", 1) for token in out.stdout.split() if "=" in token)
+        if "JobState" in fields:
+            return JobInfo(fields["JobState"], int(fields.get("Restarts", "0") or 0))
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return JobInfo(out.stdout.split()[0])
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        pass
+    return JobInfo("UNKNOWN")
+
+
+@dataclass
+class Attempt:
+    shard: int
+    job_id: str
+    attempt: int
+    state: str = "PENDING"
+    restarts: int = 0        # requeued by Slurm/submitit after preemption or time-out
+    message: str = ""
+    submitted_at: str = field(default_factory=now_iso)
+
+
+def failure_message(exc: BaseException) -> str:
+    """The line of a task's exception that says what happened (ShardTask's own, if there)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    ours = [line for line in lines if "shard " in line and "exited with status" in line]
+    return (ours or lines or [type(exc).__name__])[-1][:300]
+
+
+def outcome(job: Any) -> tuple[str, JobInfo, str]:
+    """('done' | 'failed' | 'active', Slurm's view, message) of a submitted task."""
+    info = job_info(str(job.job_id))
+    if job.paths.result_pickle.exists():
+        try:
+            job.result()
+            return "done", info, ""
+        except Exception as exc:  # the task raised (or was killed): say why
+            return "failed", info, failure_message(exc)
+    if info.base in FAILED_STATES:
+        return "failed", info, f"ended {info.state} without a result"
+    if info.base == "COMPLETED":   # ended without a result file: give the file system a moment
+        time.sleep(2)
+        return ("done", info, "") if job.paths.result_pickle.exists() else \
+            ("failed", info, "completed without a result file")
+    if info.base == "UNKNOWN":
+        return "failed", info, "Slurm no longer knows the task and it left no result"
+    return "active", info, ""
+
+
+def run_sweep(args: argparse.Namespace, console: Console) -> int:
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError("--executor slurm needs submitit: pip install submitit") from None
+    from harness.commands.sweep import family_of, plan, print_run_summary
+
+    if shutil.which("sbatch") is None:
+        raise UsageError("--executor slurm: sbatch not found; run this on a Slurm login node "
+                         "(with Slurm's commands on PATH)")
+
+    options = SlurmOptions.from_args(args)
+    sweep = plan(args, check_devices=False,
+                 default_device="cuda" if options.gpus_per_task else "cpu")
+    if sweep.shard is not None:
+        raise UsageError("--shard and --executor slurm do not mix: the executor makes the shards")
+    if args.dry_run:
+        from harness.commands.sweep import dry_run
+
+        return dry_run(sweep, console)
+    out = Path(sweep.out if sweep.out != Path() else default_run_path("slurm"))
+    series = len({p.series_key() for p in sweep.points})
+    count = args.shards or min(series, MAX_DEFAULT_SHARDS)
+    if sweep.resume:
+        count = (RunDir(out).metadata().get("executor") or {}).get("shard_count", count)
+    if count < 1:
+        raise UsageError(f"--shards: must be at least 1, got {count}")
+    shards = plan_shards(sweep.points, count, out, family_of)
+    previous = (RunDir(out).metadata().get("jobs") or []) if sweep.resume else []
+    run = RunDir.create(out, {
+        "kind": "speed", "command": sys.argv, "started_at": now_iso(),
+        "machine": fingerprint(), "settings": sweep.settings.as_dict(),
+        "grid": sweep.description, "points": len(sweep.points),
+        "executor": {"kind": "slurm", "shard_count": count, "options": asdict(options)},
+        "shards": [s.as_dict() for s in shards], "jobs": previous}, resume=sweep.resume)
+    todo = [s for s in shards if missing_points(s, gather(run, shards))]
+    console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) in {len(shards)} shard(s); "
+                  f"{len(todo)} to run on Slurm -> {run.path}")
+    if not todo:
+        console.print("every shard is complete; nothing submitted")
+        print_run_summary(run, console)
+        return 0
+    executor = submitit.SlurmExecutor(folder=str(out / "slurm" / "%j"),
+                                      max_num_timeout=max(options.max_retries, 1))
+    executor.update_parameters(**options.submitit_parameters())
+    watcher = JobWatcher(run, shards, executor, options, sweep.settings.impl_modules, console,
+                         attempts=previous)
+    try:
+        watcher.submit(todo)
+        watcher.watch()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]stopped watching[/]: submitted tasks go on; gather their "
+                      f"records and resubmit what failed with: python run_bench.py sweep "
+                      f"--executor slurm --resume {run.path}")
+        return 130
+    gathered = gather(run, shards)
+    incomplete = {s.spec: missing_points(s, gathered) for s in shards
+                  if missing_points(s, gathered)}
+    run.update_metadata(finished_at=now_iso(), incomplete_shards=incomplete)
+    print_run_summary(run, console)
+    console.print(watcher.table())
+    if incomplete:
+        console.print(f"[red]incomplete shards[/] (points without a record): {incomplete}; "
+                      f"logs in {out / 'slurm'}; resubmit with --resume {run.path}")
+        return 1
+    return 0
+
+
+class JobWatcher:
+    """Submits shards, follows their tasks, gathers records, resubmits failures."""
+
+    def __init__(self, run: RunDir, shards: Sequence[Shard], executor: Any,
+                 options: SlurmOptions, impl_modules: Sequence[str], console: Console, *,
+                 attempts: list[dict[str, Any]] | None = None) -> None:
+        self.run, self.shards, self.executor = run, list(shards), executor
+        self.options, self.impl_modules, self.console = options, tuple(impl_modules), console
+        self.by_index = {s.index: s for s in shards}
+        self.history: list[Attempt] = [Attempt(**a) for a in attempts or []]
+        self.active: dict[int, tuple[Any, Attempt]] = {}
+        self.tries: dict[int, int] = {}
+
+    def submit(self, shards: Sequence[Shard]) -> None:
+        try:
+            with self.executor.batch():
+                jobs = [self.executor.submit(ShardTask(), s, str(self.run.path),
+                                             self.impl_modules) for s in shards]
+        except Exception as exc:  # sbatch refused: no Slurm here, bad partition or account...
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            raise UsageError(f"sbatch failed: {lines[-1] if lines else exc}; nothing was "
+                             f"submitted (records so far are in {self.run.path})") from None
+        for shard, job in zip(shards, jobs):
+            self.tries[shard.index] = self.tries.get(shard.index, 0) + 1
+            attempt = Attempt(shard.index, str(job.job_id), self.tries[shard.index])
+            self.history.append(attempt)
+            self.active[shard.index] = (job, attempt)
+            self.console.print(f"submitted shard {shard.spec} as job {job.job_id} "
+                               f"(attempt {attempt.attempt})", highlight=False)
+        self._save()
+
+    def watch(self) -> None:
+        while self.active:
+            time.sleep(self.options.poll_s)
+            retry = []
+            for index, (job, attempt) in list(self.active.items()):
+                status, info, message = outcome(job)
+                attempt.restarts = max(attempt.restarts, info.restarts)
+                if status == "active":
+                    attempt.state = info.state
+                    continue
+                attempt.state = "COMPLETED" if status == "done" else \
+                    info.base if info.base in FAILED_STATES else "FAILED"
+                attempt.message = message
+                del self.active[index]
+                gathered = gather(self.run, self.shards)
+                missing = missing_points(self.by_index[index], gathered)
+                self.console.print(f"shard {self.by_index[index].spec} job {attempt.job_id}: "
+                                   f"{attempt.state}{f' ({message})' if message else ''}; "
+                                   f"{missing} point(s) without a record", highlight=False)
+                if missing and self.tries[index] <= self.options.max_retries:
+                    retry.append(self.by_index[index])
+            gather(self.run, self.shards)
+            self._save()
+            if retry:
+                self.submit(retry)
+
+    def _save(self) -> None:
+        self.run.update_metadata(jobs=[asdict(a) for a in self.history])
+
+    def table(self):
+        from rich.table import Table
+
+        table = Table(title="slurm tasks", title_justify="left")
+        for column in ("shard", "job", "attempt", "requeued", "state", "message"):
+            table.add_column(column)
+        count = self.shards[0].count if self.shards else 0
+        for a in self.history:
+            table.add_row(f"{a.shard}/{count}", a.job_id, str(a.attempt), str(a.restarts),
+                          a.state, a.message)
+        return table
