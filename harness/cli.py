@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(with_default_command(argv))
+        args.argv = with_default_command(argv)   # as given: launchers re-run it elsewhere
         from harness.registry import REGISTRY, load_impl_modules
 
         load_impl_modules(getattr(args, "impl_module", []) or [])

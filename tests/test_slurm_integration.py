@@ -154,3 +154,44 @@ def test_sweep_on_slurm_survives_cancel_and_preemption_and_resumes(cluster, tmp_
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing submitted" in again.stdout
     assert len((run / "results.jsonl").read_text().splitlines()) == 12
+
+
+def test_lra_on_slurm_trains_with_ddp_over_two_tasks(cluster, tmp_path):
+    """One job of two tasks (one stand-in GPU each), gloo on CPU: the same record as one
+    local process, loss falling."""
+    data = tmp_path / "listops"
+    made = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "data", "listops",
+                           "--out", str(data), "--n-train", "97", "--n-val", "33", "--n-test",
+                           "33", "--seed", "1", "--min-length", "5", "--max-length", "60"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    common = ["lra", "--task", "listops", "--impl", "softmax_torch", "--data-dir", str(data),
+              "--epochs", "4", "--batch-size", "16", "--dropout", "0", "--device", "cpu",
+              "--no-progress"]
+    started = time.monotonic()
+    on_slurm = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *common,
+                               "--executor", "slurm", "--slurm-tasks", "2",
+                               "--slurm-cpus-per-task", "1", "--slurm-poll", "1",
+                               "--out", str(tmp_path / "slurm")],
+                              cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=300)
+    print(on_slurm.stdout, f"\nlra on slurm took {time.monotonic() - started:.1f} s")
+    assert on_slurm.returncode == 0, on_slurm.stdout + on_slurm.stderr
+    local = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *common, "--out",
+                            str(tmp_path / "local")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert local.returncode == 0, local.stderr
+
+    def record(run):
+        lines = (tmp_path / run / "results.jsonl").read_text().splitlines()
+        assert len(lines) == 1                       # rank 0 alone writes
+        return json.loads(lines[0])
+
+    ddp, one = record("slurm"), record("local")
+    assert ddp["extra"]["world_size"] == 2 and one["extra"]["world_size"] == 1
+    assert ddp.keys() == one.keys()
+    assert ddp["best_val_accuracy"] == one["best_val_accuracy"]
+    assert ddp["test_accuracy"] == one["test_accuracy"]
+    losses = [epoch["train_loss"] for epoch in ddp["curve"]]
+    assert losses[-1] < losses[0]
+    jobs = json.loads((tmp_path / "slurm" / "run.json").read_text())["jobs"]
+    assert jobs[-1]["state"] == "COMPLETED"

@@ -2,5 +2,6 @@
 
 Layout: ``tasks/`` (one module per task: loader + generator, and the task table),
 ``model.py`` (encoder classifier), ``train.py`` (training loop), ``presets.py`` (settings as
-data), ``runner.py`` (one task x implementation -> one AccuracyRecord).
+data), ``runner.py`` (one task x implementation -> one AccuracyRecord), ``distributed.py``
+(training on several processes with torch.distributed: launcher variables, rank shares).
 """

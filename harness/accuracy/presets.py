@@ -76,10 +76,15 @@ class TaskPreset:
                        seq_len: int | None = None, batch_size: int | None = None,
                        max_train: int | None = None, max_val: int | None = None,
                        max_test: int | None = None, lr: float | None = None,
-                       pooling: str | None = None) -> "TaskPreset":
+                       pooling: str | None = None,
+                       dropout: float | None = None) -> "TaskPreset":
         model, train = self.model, self.train
         if layers is not None:
             model = replace(model, layers=layers)
+        if dropout is not None:
+            if not 0.0 <= dropout < 1.0:
+                raise UsageError(f"dropout must be in [0, 1), got {dropout}")
+            model = replace(model, dropout=dropout)
         if pooling is not None:
             model = replace(model, pooling=pooling)
         if epochs is not None:

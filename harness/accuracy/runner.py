@@ -1,4 +1,5 @@
-"""One task x one implementation -> one AccuracyRecord (never an exception for a failed run)."""
+"""One task x one implementation -> one AccuracyRecord (never an exception for a failed run,
+except in a distributed run, where one rank cannot fail alone: see RankFailure)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import torch
 
+from harness.accuracy import distributed
 from harness.accuracy import model as model_lib
+from harness.accuracy.distributed import SINGLE, DistContext
 from harness.accuracy.presets import TaskPreset
 from harness.accuracy.tasks.common import TaskData
 from harness.accuracy.train import FitResult, ProgressLike, fit, seed_everything
@@ -22,8 +25,9 @@ class RunSettings:
     preset_name: str
     preset: TaskPreset
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"               # distributed CUDA: "cuda", each rank on cuda:LOCAL_RANK
     amp: bool = True                  # autocast to bfloat16, on CUDA only
+    dist: DistContext = SINGLE        # this process's place in a torch.distributed run
 
     @property
     def uses_amp(self) -> bool:
@@ -52,7 +56,18 @@ def base_record(impl: Implementation, data: TaskData, settings: RunSettings, *, 
         hardware_id=hardware_id, started_at=now_iso(), data_path=data.data_path,
         split_sizes=data.sizes(),
         extra={"framework": impl.framework, "family": impl.family,
-               "notes": list(settings.preset.notes)})
+               "notes": list(settings.preset.notes), **settings.dist.record_fields()})
+
+
+class RankFailure(Exception):
+    """A run raised on one rank of a distributed run. The other ranks may be waiting in a
+    collective and cannot go on in step, so the command ends (the launcher stops the rest);
+    ``record`` is the error record (rank 0 writes it when the failure is its own)."""
+
+    def __init__(self, record: AccuracyRecord, rank: int) -> None:
+        super().__init__(f"rank {rank}: {record.task}/{record.impl}: {record.message}")
+        self.record = record
+        self.rank = rank
 
 
 def can_train(impl: Implementation, data: TaskData, settings: RunSettings) -> tuple[bool, str]:
@@ -67,6 +82,11 @@ def can_train(impl: Implementation, data: TaskData, settings: RunSettings) -> tu
 def run_one(impl: Implementation, data: TaskData, settings: RunSettings, *,
             hardware_id: str = "", progress: ProgressLike | None = None) -> AccuracyRecord:
     ok, reason = can_train(impl, data, settings)
+    if settings.dist.enabled:   # every rank trains, or none does (else the others would wait)
+        everywhere = distributed.all_true(ok, settings.dist, torch.device(settings.device))
+        if ok and not everywhere:
+            reason = f"{impl.name}: cannot be trained on another rank of this distributed run"
+        ok = everywhere
     if not ok:
         return base_record(impl, data, settings, status="unsupported", message=reason,
                            hardware_id=hardware_id)
@@ -79,16 +99,23 @@ def run_one(impl: Implementation, data: TaskData, settings: RunSettings, *,
                                   core=impl.fn, pad_id=data.pad_id, pair=data.pair)
         record.params = model_lib.count_parameters(network)
         result = fit(network, data, settings.preset.train, device=device, seed=settings.seed,
-                     amp=settings.uses_amp, progress=progress)
+                     amp=settings.uses_amp, progress=progress, dist=settings.dist)
     except torch.cuda.OutOfMemoryError as exc:
         record.status, record.message = "oom", first_line(str(exc))
-        return record
+        return failed(record, settings.dist, exc)
     except Exception as exc:  # a failed run is a record, not a crash of the whole command
         record.status = "error"
         record.message = f"{type(exc).__name__}: {first_line(str(exc))}"
         record.extra["traceback"] = traceback.format_exc(limit=6)
-        return record
+        return failed(record, settings.dist, exc)
     return fill(record, result)
+
+
+def failed(record: AccuracyRecord, dist: DistContext, exc: BaseException) -> AccuracyRecord:
+    """The record of a run that raised; distributed, a RankFailure carrying it."""
+    if dist.enabled:
+        raise RankFailure(record, dist.rank) from exc
+    return record
 
 
 def fill(record: AccuracyRecord, result: FitResult) -> AccuracyRecord:

@@ -1,6 +1,7 @@
 """The training loop: seeded, schedule from the preset, label smoothing, gradient clipping,
 autocast on CUDA, a guard against non-finite losses, and the test score taken at the best
-validation checkpoint (never the last one).
+validation checkpoint (never the last one). The same loop trains on several processes with
+DistributedDataParallel when given a distributed context (semantics: harness.accuracy.distributed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.accuracy import memory
+from harness.accuracy import distributed, memory
+from harness.accuracy.distributed import SINGLE, DistContext
 from harness.accuracy.presets import TrainConfig
 from harness.accuracy.tasks.common import Split, TaskData
 
@@ -92,16 +94,22 @@ def autocast(device: torch.device, amp: bool):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, *, batch_size: int, device: torch.device,
-             amp: bool) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) on a split, in eval mode."""
+             amp: bool, dist: DistContext = SINGLE) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on a split, in eval mode. Distributed: each rank takes a
+    contiguous shard of the split; the sums are all-reduced, so every rank returns the same."""
     model.eval()
+    start, stop = distributed.shard_bounds(len(split), dist.rank, dist.world_size)
     correct, loss_sum = 0, 0.0
-    for index in batch_indices(len(split), batch_size, generator=None):
+    for first in range(start, stop, batch_size):
+        index = np.arange(first, min(first + batch_size, stop))
         inputs, labels = batch_tensors(split, index, device)
         with autocast(device, amp):
             logits = model(*inputs)
         loss_sum += float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
         correct += int((logits.argmax(-1) == labels).sum())
+    if dist.enabled:
+        total_correct, loss_sum = distributed.all_reduce_sum([correct, loss_sum], dist, device)
+        correct = round(total_correct)
     return correct / len(split), loss_sum / len(split)
 
 
@@ -116,14 +124,53 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+@dataclass
+class StepTally:
+    """One training step on this rank: the loss to back-propagate, and the summed loss, the
+    correct predictions and the number of examples that count towards the epoch's numbers."""
+
+    loss: torch.Tensor
+    loss_sum: float
+    correct: int
+    count: int
+
+
+def step_loss(logits: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+              dist: DistContext, share: distributed.RankBatch | None) -> StepTally:
+    """The batch-mean loss for one process; distributed, this rank's summed loss over its real
+    rows times world_size / global batch size, whose DDP average is the global batch's mean."""
+    if share is None:
+        loss = nn.functional.cross_entropy(logits.float(), labels,
+                                           label_smoothing=config.label_smoothing)
+        return StepTally(loss, float(loss.detach()) * len(labels),
+                         int((logits.argmax(-1) == labels).sum()), len(labels))
+    real_logits, real_labels = logits[:share.real], labels[:share.real]
+    summed = nn.functional.cross_entropy(real_logits.float(), real_labels, reduction="sum",
+                                         label_smoothing=config.label_smoothing)
+    return StepTally(summed * (dist.world_size / share.global_size), float(summed.detach()),
+                     int((real_logits.argmax(-1) == real_labels).sum()), share.real)
+
+
 def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.device,
-        seed: int, amp: bool = False, progress: "ProgressLike | None" = None) -> FitResult:
-    """Train, validate each epoch, keep the best-validation weights, test with those."""
+        seed: int, amp: bool = False, progress: "ProgressLike | None" = None,
+        dist: DistContext = SINGLE) -> FitResult:
+    """Train, validate each epoch, keep the best-validation weights, test with those.
+
+    ``dist`` places this process in a distributed run (default: a single process). With
+    world_size > 1 the model trains wrapped in DistributedDataParallel, each rank on its share
+    of every global batch of ``config.batch_size`` (harness.accuracy.distributed says how), and
+    the result is the same on every rank: the curve and accuracies are all-reduced,
+    ``examples_seen`` counts all ranks, the times are the slowest rank's; only
+    ``peak_mem_bytes`` is this rank's own. ``progress`` shows this rank's running numbers.
+    """
     result = FitResult()
+    distributed.check_batch_size(config.batch_size, dist)
     model.to(device)
+    net = distributed.wrap(model, dist, device)
+    if dist.enabled:
+        torch.manual_seed(seed + dist.rank)   # dropout differs per rank; init came before
     optimizer = make_optimizer(model, config)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)   # the same permutation on every rank
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     eval_batch = max(config.batch_size, 1) * 2
@@ -132,7 +179,7 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
     started = time.perf_counter()
     step = 0
     for epoch in range(config.epochs):
-        model.train()
+        net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         if progress is not None:
             progress.start_epoch(epoch + 1, config.epochs, steps_per_epoch)
@@ -141,14 +188,19 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step=step, epoch=epoch,
                                             total_steps=total_steps)
-            inputs, labels = batch_tensors(data.train, index, device)
+            share = distributed.rank_batch(index, dist.rank, dist.world_size) \
+                if dist.enabled else None
+            inputs, labels = batch_tensors(data.train, index if share is None else share.index,
+                                           device)
             with autocast(device, amp):
-                logits = model(*inputs)
-            loss = criterion(logits.float(), labels)
+                logits = net(*inputs)
+            tally = step_loss(logits, labels, config, dist, share)
             optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(loss))
+            # distributed: every rank must join backward's all-reduce, so the check is on the
+            # averaged gradients' norm, which every rank sees alike
+            finite = dist.enabled or bool(torch.isfinite(tally.loss))
             if finite:
-                loss.backward()
+                tally.loss.backward()
                 norm = nn.utils.clip_grad_norm_(model.parameters(),
                                                 config.grad_clip or float("inf"))
                 finite = bool(torch.isfinite(norm))
@@ -164,19 +216,25 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
                     break
                 continue
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(index)
-            correct += int((logits.argmax(-1) == labels).sum())
-            seen += len(index)
+            loss_sum += tally.loss_sum
+            correct += tally.correct
+            seen += tally.count
             if progress is not None:
-                progress.advance(loss=loss_sum / seen, accuracy=correct / seen)
+                progress.advance(loss=loss_sum / max(seen, 1), accuracy=correct / max(seen, 1))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        result.step_time_s += time.perf_counter() - epoch_start
+        epoch_time = time.perf_counter() - epoch_start
+        if dist.enabled:
+            loss_sum, total_correct, total_seen = distributed.all_reduce_sum(
+                [loss_sum, correct, seen], dist, device)
+            correct, seen = round(total_correct), round(total_seen)
+            (epoch_time,) = distributed.all_reduce_max([epoch_time], dist, device)
+        result.step_time_s += epoch_time
         result.examples_seen += seen
         if result.status != "ok":
             break
         val_accuracy, val_loss = evaluate(model, data.val, batch_size=eval_batch, device=device,
-                                          amp=amp)
+                                          amp=amp, dist=dist)
         result.epochs_run = epoch + 1
         result.curve.append({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                              "train_accuracy": correct / max(seen, 1),
@@ -190,11 +248,16 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
             result.epochs_to_best = epoch + 1
             best_state = snapshot(model)
     result.train_time_s = time.perf_counter() - started
+    if dist.enabled:
+        (result.train_time_s,) = distributed.all_reduce_max([result.train_time_s], dist, device)
     result.peak_mem_bytes, result.mem_method = memory.read_peak(device)
+    if dist.enabled and result.mem_method:
+        result.mem_method += (f"; this process only (rank {dist.rank} of {dist.world_size}; "
+                              f"records hold rank 0's)")
     if best_state is not None:
         model.load_state_dict(best_state)
         result.test_accuracy, result.test_loss = evaluate(model, data.test, batch_size=eval_batch,
-                                                          device=device, amp=amp)
+                                                          device=device, amp=amp, dist=dist)
     return result
 
 

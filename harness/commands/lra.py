@@ -1,14 +1,29 @@
 """``run_bench.py lra``: train and evaluate a classifier per implementation on an LRA task
-(or ``bytes``), writing accuracy records into a run directory."""
+(or ``bytes``), writing accuracy records into a run directory.
+
+Launched by ``torchrun`` (or any launcher setting RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+MASTER_PORT) it trains each run with DistributedDataParallel over the processes, with the
+preset's batch as the global batch; rank 0 alone writes the run directory and prints
+(harness.accuracy.distributed).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import UsageError
+
+if TYPE_CHECKING:
+    from harness.accuracy.runner import RunSettings
+    from harness.accuracy.tasks.common import TaskData
+    from harness.records import AccuracyRecord
+    from harness.registry import Implementation
+    from harness.store import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--pooling", choices=("mean", "cls"), default=None)
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout rate of the model (default: the preset's)")
     parser.add_argument("--max-train", type=int, default=None, help="examples of train to use")
     parser.add_argument("--max-val", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=None)
@@ -46,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue RUN_DIR (or --out), skipping runs already recorded; "
                              "as in sweep")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local",
+                        help="local (this process, or each process of torchrun) or slurm "
+                             "(one job of --slurm-nodes x --slurm-tasks DDP processes)")
+    from harness.scale.options import add_slurm_arguments
+
+    add_slurm_arguments(parser, distributed=True)
 
 
 def parse_names(text: str, what: str) -> list[str]:
@@ -68,14 +91,11 @@ def pick_device(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.accuracy import presets, tasks
-    from harness.accuracy.progress import RichProgress
-    from harness.accuracy.runner import RunSettings, base_record, run_one, summary_row
+    from harness.accuracy import distributed, presets, tasks
+    from harness.accuracy.runner import RankFailure, RunSettings, base_record, summary_row
     from harness.accuracy.tasks.common import Limits
-    from harness.hardware import fingerprint
     from harness.records import point_id
     from harness.registry import REGISTRY
-    from harness.store import RunDir, default_run_path, now_iso
 
     task_names = parse_names(args.task, "task")
     for name in task_names:
@@ -87,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
                         (args.max_test, "max-test")):
         if value is not None and value < 1:
             raise UsageError(f"--{flag} must be at least 1, got {value}")
+    if args.executor == "slurm":   # checked above here, run on the nodes
+        from harness.console import make_console
+        from harness.scale import slurm
+
+        return slurm.run_lra(args, make_console())
     if isinstance(args.resume, str):
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise UsageError("--resume RUN_DIR and --out name different directories")
@@ -94,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise UsageError("--resume needs a run directory (--resume RUN_DIR)")
     device = pick_device(args.device)
+    dist = distributed.from_env(os.environ, device.split(":")[0])
+    device = distributed.resolve_device(dist, device)
 
     loaded = []
     for name in task_names:
         preset = presets.get(args.preset, name).with_overrides(
             epochs=args.epochs, layers=args.layers, seq_len=args.seq_len,
             batch_size=args.batch_size, max_train=args.max_train, max_val=args.max_val,
-            max_test=args.max_test, lr=args.lr, pooling=args.pooling)
+            max_test=args.max_test, lr=args.lr, pooling=args.pooling, dropout=args.dropout)
         if name == "bytes" and args.preset == "paper" and args.batch_size is None:
             preset = replace(preset, train=replace(
                 preset.train, batch_size=presets.bytes_batch_size(preset.seq_len)))
@@ -108,34 +135,74 @@ def run(args: argparse.Namespace) -> int:
                         max_val=preset.max_val, max_test=preset.max_test)
         data = tasks.load(name, args.data_dir, limits, seed=args.seed,
                           difficulty=args.difficulty)
+        distributed.check_batch_size(preset.train.batch_size, dist)
         loaded.append((data, RunSettings(args.preset, preset, seed=args.seed, device=device,
-                                         amp=not args.no_amp)))
+                                         amp=not args.no_amp, dist=dist)))
+
+    records: list[AccuracyRecord] = []
+    try:
+        with distributed.process_group(dist):
+            opened = distributed.broadcast_from_main(
+                open_run_dir(args, dist.record_fields()) if dist.is_main else None, dist)
+            if isinstance(opened, str):            # rank 0 could not open it: every rank stops
+                raise UsageError(opened)
+            run_dir, machine, done = opened
+            for data, settings in loaded:
+                for impl in impls:
+                    probe = base_record(impl, data, settings, status="ok")
+                    if point_id(probe.kind, probe.point_fields()) in done:
+                        if dist.is_main:
+                            print(f"{data.task} / {impl.name}: already in {run_dir.path}; "
+                                  f"skipped", file=sys.stderr)
+                        continue
+                    try:
+                        record = train_one(impl, data, settings, machine["hardware_id"],
+                                           progress=not args.no_progress and dist.is_main)
+                    except RankFailure as failure:
+                        if dist.is_main:
+                            run_dir.append(failure.record)
+                        raise
+                    if dist.is_main:
+                        run_dir.append(record)
+                    records.append(record)
+            if dist.is_main:
+                print_table([summary_row(r) for r in records], run_dir.path)
+    except RankFailure as failure:
+        print(f"error: {failure}; a distributed run stops at a failure on any rank (the "
+              f"launcher stops the others)", file=sys.stderr)
+        return 1
+    return 0 if all(r.status in ("ok", "unsupported") for r in records) else 1
+
+
+def open_run_dir(args: argparse.Namespace,
+                 processes: dict[str, Any]) -> tuple[RunDir, dict[str, Any], set[str]] | str:
+    """(run directory, machine fingerprint, point ids already done) or, when the directory
+    cannot be opened, the error message (so that a distributed run can stop on every rank)."""
+    from harness.hardware import fingerprint
+    from harness.store import RunDir, default_run_path, now_iso
 
     machine = fingerprint()
     path = args.out or default_run_path(machine["hardware_tag"])
-    run_dir = RunDir.create(path, {"machine": machine, "command": " ".join(sys.argv),
-                                   "started_at": now_iso(), "kind": "accuracy"},
-                            resume=args.resume)
-    done = run_dir.done_point_ids() if args.resume else set()
-    records = []
-    for data, settings in loaded:
-        for impl in impls:
-            probe = base_record(impl, data, settings, status="ok")
-            if point_id(probe.kind, probe.point_fields()) in done:
-                print(f"{data.task} / {impl.name}: already in {run_dir.path}; skipped",
-                      file=sys.stderr)
-                continue
-            label = f"{data.task}/{impl.name}"
-            if args.no_progress:
-                record = run_one(impl, data, settings, hardware_id=machine["hardware_id"])
-            else:
-                with RichProgress(label) as bar:
-                    record = run_one(impl, data, settings, hardware_id=machine["hardware_id"],
-                                     progress=bar)
-            run_dir.append(record)
-            records.append(record)
-    print_table([summary_row(r) for r in records], run_dir.path)
-    return 0 if all(r.status in ("ok", "unsupported") for r in records) else 1
+    try:
+        run_dir = RunDir.create(path, {"machine": machine, "command": " ".join(sys.argv),
+                                       "started_at": now_iso(), "kind": "accuracy",
+                                       "processes": processes},
+                                resume=args.resume)
+    except UsageError as exc:
+        return str(exc)
+    return run_dir, machine, run_dir.done_point_ids() if args.resume else set()
+
+
+def train_one(impl: Implementation, data: TaskData, settings: RunSettings, hardware_id: str, *,
+              progress: bool) -> AccuracyRecord:
+    """One run_one, with a progress bar when asked."""
+    from harness.accuracy.progress import RichProgress
+    from harness.accuracy.runner import run_one
+
+    if not progress:
+        return run_one(impl, data, settings, hardware_id=hardware_id)
+    with RichProgress(f"{data.task}/{impl.name}") as bar:
+        return run_one(impl, data, settings, hardware_id=hardware_id, progress=bar)
 
 
 def print_table(rows: list[dict], path: Path) -> None:

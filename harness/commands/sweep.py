@@ -19,6 +19,7 @@ from harness.measure import TimingSettings
 from harness.records import Point
 from harness.registry import REGISTRY, device_kind
 from harness.runner import Runner, RunSettings, best_device, static_check
+from harness.scale.options import add_slurm_arguments
 from harness.scale.shard import ShardSpec, parse_shard, select_shard
 from harness.store import RunDir, default_run_path, now_iso, open_run
 from harness.sweep_spec import (
@@ -81,25 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--shards", type=int, default=None,
                        help="number of parts for --executor slurm (default: one per series, "
                             "at most 32)")
-    slurm = parser.add_argument_group("slurm executor")
-    slurm.add_argument("--slurm-partition", default=None)
-    slurm.add_argument("--slurm-account", default=None)
-    slurm.add_argument("--slurm-qos", default=None)
-    slurm.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES",
-                       help="time limit per task (default 60)")
-    slurm.add_argument("--slurm-gpus-per-task", type=int, default=1,
-                       help="GPUs per task (default 1; 0 for CPU partitions)")
-    slurm.add_argument("--slurm-cpus-per-task", type=int, default=4)
-    slurm.add_argument("--slurm-mem-gb", type=int, default=None)
-    slurm.add_argument("--slurm-array-parallelism", type=int, default=None,
-                       help="most tasks running at once")
-    slurm.add_argument("--slurm-max-retries", type=int, default=2,
-                       help="resubmissions of a failed or preempted task (default 2)")
-    slurm.add_argument("--slurm-setup", action="append", default=None, metavar="LINE",
-                       help="shell line run before each task, e.g. 'module load cuda' "
-                            "(repeatable)")
-    slurm.add_argument("--slurm-poll", type=float, default=10.0, metavar="SECONDS",
-                       help="how often to look at the tasks (default 10)")
+    add_slurm_arguments(parser)
 
 
 @dataclass

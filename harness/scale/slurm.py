@@ -26,6 +26,7 @@ from rich.console import Console
 
 from harness.errors import UsageError
 from harness.hardware import fingerprint
+from harness.scale.options import SlurmOptions, without_executor_options
 from harness.scale.sharded import Shard, gather, missing_points, plan_shards, python_command
 from harness.store import RunDir, default_run_path, now_iso
 
@@ -35,53 +36,6 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", 
                  "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
                  "BOOT_FAIL", "DEADLINE", "REVOKED"}
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time_min: int = 60
-    gpus_per_task: int = 1
-    cpus_per_task: int = 4
-    mem_gb: int | None = None
-    array_parallelism: int | None = None
-    max_retries: int = 2
-    setup: tuple[str, ...] = ()
-    poll_s: float = 10.0
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "SlurmOptions":
-        options = cls(partition=args.slurm_partition, account=args.slurm_account,
-                      qos=args.slurm_qos, time_min=args.slurm_time,
-                      gpus_per_task=args.slurm_gpus_per_task,
-                      cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem_gb,
-                      array_parallelism=args.slurm_array_parallelism,
-                      max_retries=args.slurm_max_retries, setup=tuple(args.slurm_setup or ()),
-                      poll_s=args.slurm_poll)
-        for name in ("time_min", "cpus_per_task"):
-            if getattr(options, name) < 1:
-                raise UsageError(f"--slurm-{name.replace('_min', '').replace('_', '-')}: must "
-                                 f"be at least 1")
-        if options.gpus_per_task < 0 or options.max_retries < 0 or options.poll_s <= 0:
-            raise UsageError("--slurm-gpus-per-task and --slurm-max-retries must be >= 0, "
-                             "--slurm-poll > 0")
-        return options
-
-    def submitit_parameters(self) -> dict[str, Any]:
-        """Keyword arguments of submitit.SlurmExecutor.update_parameters."""
-        params: dict[str, Any] = {"job_name": "attnbench", "time": self.time_min,
-                                  "cpus_per_task": self.cpus_per_task, "ntasks_per_node": 1,
-                                  "signal_delay_s": 60}
-        if self.gpus_per_task:
-            params["gpus_per_task"] = self.gpus_per_task
-        optional = {"partition": self.partition, "account": self.account, "qos": self.qos,
-                    "array_parallelism": self.array_parallelism,
-                    "mem": f"{self.mem_gb}G" if self.mem_gb else None,
-                    "setup": list(self.setup) or None}
-        params.update({k: v for k, v in optional.items() if v is not None})
-        return params
 
 
 class ShardTask:
@@ -156,12 +110,16 @@ def failure_message(exc: BaseException) -> str:
 def outcome(job: Any) -> tuple[str, JobInfo, str]:
     """('done' | 'failed' | 'active', Slurm's view, message) of a submitted task."""
     info = job_info(str(job.job_id))
-    if job.paths.result_pickle.exists():
+    if job.paths.result_pickle.exists():   # task 0's; submitit writes it when the task ends
+        from submitit.core.utils import pickle_load
+
         try:
-            job.result()
+            result, value = pickle_load(job.paths.result_pickle)
+        except Exception as exc:  # half-written: look again at the next poll
+            return "active", info, f"result file not readable yet ({exc})"
+        if result == "success":
             return "done", info, ""
-        except Exception as exc:  # the task raised (or was killed): say why
-            return "failed", info, failure_message(exc)
+        return "failed", info, failure_message(RuntimeError(str(value)))
     if info.base in FAILED_STATES:
         return "failed", info, f"ended {info.state} without a result"
     if info.base == "COMPLETED":   # ended without a result file: give the file system a moment
@@ -312,3 +270,105 @@ class JobWatcher:
             table.add_row(f"{a.shard}/{count}", a.job_id, str(a.attempt), str(a.restarts),
                           a.state, a.message)
         return table
+
+
+class DistributedTask:
+    """One task of a multi-process Slurm job: torch.distributed's variables (RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from Slurm's, then the command in a fresh Python."""
+
+    def __call__(self, argv: Sequence[str]) -> dict[str, Any]:
+        import submitit
+
+        env = submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False)
+        result = subprocess.run([sys.executable, "-m", "harness", *argv])
+        if result.returncode != 0:
+            raise RuntimeError(f"rank {env.rank} of {env.world_size}: exited with status "
+                               f"{result.returncode}")
+        return {"rank": env.rank, "exit_status": 0}
+
+    def checkpoint(self, argv: Sequence[str]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(DistributedTask(), argv)
+
+
+def lra_task_argv(argv: Sequence[str], out: Path) -> list[str]:
+    """The lra command a task runs: no executor options, always --out RUN --resume (so a
+    requeued or resubmitted job continues the run), no progress bar."""
+    kept: list[str] = []
+    items = without_executor_options(list(argv))
+    i = 0
+    while i < len(items):
+        name = items[i].split("=", 1)[0]
+        if name == "--out" or (name == "--resume" and "=" not in items[i]):
+            has_value = "=" not in items[i] and i + 1 < len(items) and \
+                not items[i + 1].startswith("-")
+            i += 2 if has_value else 1
+            continue
+        if name in ("--resume", "--no-progress"):
+            i += 1
+            continue
+        kept.append(items[i])
+        i += 1
+    return [*kept, "--out", str(out), "--resume", "--no-progress"]
+
+
+def run_lra(args: argparse.Namespace, console: Console) -> int:
+    """``lra --executor slurm``: one job of nodes x tasks processes (DDP), resubmitted on
+    failure, resumed by requeue; waits for it and prints the records."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError("--executor slurm needs submitit: pip install submitit") from None
+    if shutil.which("sbatch") is None:
+        raise UsageError("--executor slurm: sbatch not found; run this on a Slurm login node "
+                         "(with Slurm's commands on PATH)")
+    options = SlurmOptions.from_args(args)
+    target = args.resume if isinstance(args.resume, str) else args.out
+    if target is None:
+        raise UsageError("lra --executor slurm needs --out RUN_DIR on a file system the nodes "
+                         "share")
+    out = Path(target).resolve()
+    argv = lra_task_argv(args.argv, out)
+    executor = submitit.SlurmExecutor(folder=str(out / "slurm" / "%j"),
+                                      max_num_timeout=max(options.max_retries, 1))
+    executor.update_parameters(**options.submitit_parameters())
+    world = options.nodes * options.tasks_per_node
+    history: list[Attempt] = []
+    for attempt_number in range(1, options.max_retries + 2):
+        try:
+            job = executor.submit(DistributedTask(), argv)
+        except Exception as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            raise UsageError(f"sbatch failed: {lines[-1] if lines else exc}") from None
+        attempt = Attempt(0, str(job.job_id), attempt_number)
+        history.append(attempt)
+        console.print(f"submitted lra as job {job.job_id}: {world} process(es) on "
+                      f"{options.nodes} node(s) (attempt {attempt_number})", highlight=False)
+        status = "active"
+        while status == "active":
+            time.sleep(options.poll_s)
+            status, info, message = outcome(job)
+            attempt.restarts = max(attempt.restarts, info.restarts)
+            attempt.state = info.state
+        attempt.state = "COMPLETED" if status == "done" else \
+            info.base if info.base in FAILED_STATES else "FAILED"
+        attempt.message = message
+        console.print(f"job {job.job_id}: {attempt.state}{f' ({message})' if message else ''}",
+                      highlight=False)
+        if status == "done":
+            break
+    run = RunDir(out)
+    if run.run_path.exists():
+        run.update_metadata(jobs=[asdict(a) for a in history],
+                            executor={"kind": "slurm", "options": asdict(options)})
+    records = run.records() if run.results_path.exists() else []
+    for record in records:
+        console.print(f"{record.task} / {record.impl}: {record.status}, best val "
+                      f"{record.best_val_accuracy}, test {record.test_accuracy}, "
+                      f"{record.extra.get('world_size')} process(es)", highlight=False)
+    if history[-1].state != "COMPLETED":
+        console.print(f"[red]the lra job did not complete[/]; logs in {out / 'slurm'}")
+        return 1
+    return 0 if all(r.status in ("ok", "unsupported") for r in records) else 1
