@@ -131,17 +131,28 @@ def outcome(job: Any) -> tuple[str, JobInfo, str]:
     return "active", info, ""
 
 
-def run_sweep(args: argparse.Namespace, console: Console) -> int:
+def require_slurm() -> Any:
+    """The submitit module, once Slurm's commands and submitit are known to be here."""
     try:
         import submitit
     except ImportError:
         raise UsageError("--executor slurm needs submitit: pip install submitit") from None
-    from harness.commands.sweep import family_of, plan, print_run_summary
-
     if shutil.which("sbatch") is None:
         raise UsageError("--executor slurm: sbatch not found; run this on a Slurm login node "
                          "(with Slurm's commands on PATH)")
+    return submitit
 
+
+def sbatch_failed(exc: Exception, run_path: Path) -> UsageError:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return UsageError(f"sbatch failed: {lines[-1] if lines else exc}; nothing was submitted "
+                      f"(records so far are in {run_path})")
+
+
+def run_sweep(args: argparse.Namespace, console: Console) -> int:
+    from harness.commands.sweep import family_of, plan, print_run_summary
+
+    submitit = require_slurm()
     options = SlurmOptions.from_args(args)
     sweep = plan(args, check_devices=False,
                  default_device="cuda" if options.gpus_per_task else "cpu")
@@ -218,9 +229,7 @@ class JobWatcher:
                 jobs = [self.executor.submit(ShardTask(), s, str(self.run.path),
                                              self.impl_modules) for s in shards]
         except Exception as exc:  # sbatch refused: no Slurm here, bad partition or account...
-            lines = [line for line in str(exc).splitlines() if line.strip()]
-            raise UsageError(f"sbatch failed: {lines[-1] if lines else exc}; nothing was "
-                             f"submitted (records so far are in {self.run.path})") from None
+            raise sbatch_failed(exc, self.run.path) from None
         for shard, job in zip(shards, jobs):
             self.tries[shard.index] = self.tries.get(shard.index, 0) + 1
             attempt = Attempt(shard.index, str(job.job_id), self.tries[shard.index])
@@ -317,13 +326,7 @@ def lra_task_argv(argv: Sequence[str], out: Path) -> list[str]:
 def run_lra(args: argparse.Namespace, console: Console) -> int:
     """``lra --executor slurm``: one job of nodes x tasks processes (DDP), resubmitted on
     failure, resumed by requeue; waits for it and prints the records."""
-    try:
-        import submitit
-    except ImportError:
-        raise UsageError("--executor slurm needs submitit: pip install submitit") from None
-    if shutil.which("sbatch") is None:
-        raise UsageError("--executor slurm: sbatch not found; run this on a Slurm login node "
-                         "(with Slurm's commands on PATH)")
+    submitit = require_slurm()
     options = SlurmOptions.from_args(args)
     target = args.resume if isinstance(args.resume, str) else args.out
     if target is None:
@@ -340,8 +343,7 @@ def run_lra(args: argparse.Namespace, console: Console) -> int:
         try:
             job = executor.submit(DistributedTask(), argv)
         except Exception as exc:
-            lines = [line for line in str(exc).splitlines() if line.strip()]
-            raise UsageError(f"sbatch failed: {lines[-1] if lines else exc}") from None
+            raise sbatch_failed(exc, out) from None
         attempt = Attempt(0, str(job.job_id), attempt_number)
         history.append(attempt)
         console.print(f"submitted lra as job {job.job_id}: {world} process(es) on "
