@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from itertools import pairwise
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import free_port
 
 from harness import cli
 from harness.accuracy import distributed
@@ -101,12 +101,6 @@ def test_rank_losses_average_to_the_global_batch_loss(size):
 
 
 # -- real two-process runs -----------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def torchrun(args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

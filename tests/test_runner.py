@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from harness.measure import TimingSettings
 from harness.records import STATUSES, Point, SpeedRecord
@@ -179,12 +177,6 @@ def test_time_budget_cuts_the_largest_t_and_leaves_it_for_resume(tmp_path):
                      settings).run(grid, resume=True)
     assert resumed.resumed_skips == len(measured) and resumed.not_tried == 0
     assert len(load_results(tmp_path / "b" / "run")) == 6
-
-
-def run_cli(*args, cwd=ROOT, timeout=300):
-    env = dict(os.environ)
-    return subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 from harness.errors import UsageError
 from harness.records import Point
@@ -36,12 +36,6 @@ def paper_grid() -> list[Point]:
             for impl in ("softmax_torch", "sdpa_math", "hrr_torch", "performer_torch")
             for e in range(10, 19) for d in (64, 128) for dt in ("float16", "bfloat16")
             for p in ("forward", "forward_backward")]
-
-
-def run_cli(*args: str, timeout: int = 300, env: dict | None = None):
-    return subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
 
 
 # -- shards -----------------------------------------------------------------------------------

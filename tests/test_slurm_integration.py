@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import free_port, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
@@ -34,12 +34,6 @@ pytestmark = [
 GRID = ["--impl", "softmax_torch,hrr_torch,sdpa_math", "--seq-len", "128,256,512,1024",
         "--head-dim", "16", "--heads", "2", "--pass", "fwd", "--min-time", "0.3",
         "--device", "cpu"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +141,8 @@ def test_sweep_on_slurm_survives_cancel_and_preemption_and_resumes(cluster, tmp_
         meta = json.loads((shard_dir / "run.json").read_text())
         assert meta["shard"]["slurm_job_id"] and meta["shard"]["cuda_visible_devices"] in ("0", "1")
 
-    again = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "sweep", "--executor",
-                            "slurm", "--resume", str(run)], cwd=ROOT, env=cluster,
-                           capture_output=True, text=True, timeout=120)
+    again = run_cli("sweep", "--executor", "slurm", "--resume", str(run), env=cluster,
+                    timeout=120)
     print(again.stdout)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing submitted" in again.stdout
@@ -160,25 +153,20 @@ def test_lra_on_slurm_trains_with_ddp_over_two_tasks(cluster, tmp_path):
     """One job of two tasks (one stand-in GPU each), gloo on CPU: the same record as one
     local process, loss falling."""
     data = tmp_path / "listops"
-    made = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "data", "listops",
-                           "--out", str(data), "--n-train", "97", "--n-val", "33", "--n-test",
-                           "33", "--seed", "1", "--min-length", "5", "--max-length", "60"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    made = run_cli("data", "listops", "--out", str(data), "--n-train", "97", "--n-val", "33",
+                   "--n-test", "33", "--seed", "1", "--min-length", "5", "--max-length", "60",
+                   timeout=120)
     assert made.returncode == 0, made.stderr
     common = ["lra", "--task", "listops", "--impl", "softmax_torch", "--data-dir", str(data),
               "--epochs", "4", "--batch-size", "16", "--dropout", "0", "--device", "cpu",
               "--no-progress"]
     started = time.monotonic()
-    on_slurm = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *common,
-                               "--executor", "slurm", "--slurm-tasks", "2",
-                               "--slurm-cpus-per-task", "1", "--slurm-poll", "1",
-                               "--out", str(tmp_path / "slurm")],
-                              cwd=ROOT, env=cluster, capture_output=True, text=True, timeout=300)
+    on_slurm = run_cli(*common, "--executor", "slurm", "--slurm-tasks", "2",
+                       "--slurm-cpus-per-task", "1", "--slurm-poll", "1", "--out",
+                       str(tmp_path / "slurm"), env=cluster)
     print(on_slurm.stdout, f"\nlra on slurm took {time.monotonic() - started:.1f} s")
     assert on_slurm.returncode == 0, on_slurm.stdout + on_slurm.stderr
-    local = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), *common, "--out",
-                            str(tmp_path / "local")], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
+    local = run_cli(*common, "--out", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
 
     def record(run):

@@ -4,6 +4,7 @@ report.html from one list of blocks (so the two always say the same thing)."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import re
@@ -334,26 +335,38 @@ def variants(speed: pd.DataFrame, multi: bool) -> list[tuple[str, str, pd.DataFr
     return out
 
 
+def figures_per_variant(doc, writer, speed: pd.DataFrame, multi: bool, name: str,
+                        heading: str, make, caption) -> bool:
+    """One figure per configuration (and run): make(frame, title) saved as name + suffix with
+    caption(frame), added to doc; True if any was drawn (make may return None)."""
+    drawn = False
+    for suffix, title, frame in variants(speed, multi):
+        saved = writer.figure(make(frame, title), name + suffix, f"{heading} ({title})",
+                              caption(frame))
+        doc.figure(saved)
+        drawn = drawn or saved is not None
+    return drawn
+
+
 def speed_sections(doc, results, baseline, order, looks, writer, scaling, figures) -> None:
     speed = results.speed
     impls = [i for i in order if i in set(speed["impl"])]
     mem_methods = sorted(set(speed["mem_method"].dropna()) - {""})
     method = "; ".join(mem_methods)
+    per_variant = functools.partial(figures_per_variant, doc, writer, speed, results.multi)
     doc.h(2, "Time and memory")
-    for suffix, title, frame in variants(speed, results.multi):
-        doc.figure(writer.figure(figures.time_figure(frame, impls, looks, title),
-                                 "time_vs_seq_len" + suffix, f"Time vs sequence length ({title})",
-                                 "Median time per call, log-log, one line per implementation; "
-                                 "the band is the interquartile range of the timing samples. "
-                                 + failure_caption(frame)))
-        doc.figure(writer.figure(figures.memory_figure(frame, impls, looks, title, method),
-                                 "memory_vs_seq_len" + suffix,
-                                 f"Peak memory vs sequence length ({title})",
-                                 f"Peak memory above the inputs ({method or 'method unknown'}). "
-                                 + failure_caption(frame)))
-    doc.table(tables.pivot(speed, "time_s", 1e3),
-              writer.table(tables.pivot(speed, "time_s", 1e3), "time_ms",
-                           "median time per call (ms); failed points show their status"))
+    per_variant("time_vs_seq_len", "Time vs sequence length",
+                lambda frame, title: figures.time_figure(frame, impls, looks, title),
+                lambda frame: "Median time per call, log-log, one line per implementation; the "
+                              "band is the interquartile range of the timing samples. "
+                              + failure_caption(frame))
+    per_variant("memory_vs_seq_len", "Peak memory vs sequence length",
+                lambda frame, title: figures.memory_figure(frame, impls, looks, title, method),
+                lambda frame: f"Peak memory above the inputs ({method or 'method unknown'}). "
+                              + failure_caption(frame))
+    times = tables.pivot(speed, "time_s", 1e3)
+    doc.table(times, writer.table(times, "time_ms",
+                                  "median time per call (ms); failed points show their status"))
     mem = tables.pivot(speed, "peak_mem_bytes", 1 / MIB)
     doc.table(mem, writer.table(mem, "peak_memory_mib",
                                 "peak memory above the inputs (MiB); failed points show "
@@ -396,17 +409,13 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
             "relative deviation of the output from exact softmax attention on the same inputs "
             "(|out - exact|_F / |exact|_F; measured where the exact output fits in memory)"))
     doc.h(2, "Throughput of the exact methods")
-    any_tflops = False
-    for suffix, title, frame in variants(speed, results.multi):
-        saved = writer.figure(figures.tflops_figure(frame, impls, looks, title),
-                              "tflops" + suffix, f"TFLOP/s of the exact methods ({title})",
-                              "Exact-attention FLOPs (4·B·H·T²·D forward, backward 2.5x, "
-                              "forward+backward 3.5x, halved when causal) per second. HRR and "
-                              "Performer do not form QK^T, so no FLOP count is claimed for "
-                              "them; see tokens/s in tables/points.csv.")
-        if saved:
-            any_tflops = True
-            doc.figure(saved)
+    any_tflops = per_variant(
+        "tflops", "TFLOP/s of the exact methods",
+        lambda frame, title: figures.tflops_figure(frame, impls, looks, title),
+        lambda frame: "Exact-attention FLOPs (4·B·H·T²·D forward, backward 2.5x, "
+                      "forward+backward 3.5x, halved when causal) per second. HRR and Performer "
+                      "do not form QK^T, so no FLOP count is claimed for them; see tokens/s in "
+                      "tables/points.csv.")
     if any_tflops:
         tf = tables.pivot(speed, "tflops", family="exact", digits=3)
         doc.table(tf, writer.table(tf, "tflops", "TFLOP/s of the exact methods"))
@@ -414,12 +423,11 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
         doc.p("No exact method has successful points: no TFLOP/s figure.")
 
     doc.h(2, "Failure map")
-    for suffix, title, frame in variants(speed, results.multi):
-        doc.figure(writer.figure(figures.failure_map(frame, impls, looks, title),
-                                 "failure_map" + suffix, f"Failure map ({title})",
-                                 "Status of every point: a grey square ran; M out of memory, "
-                                 "T timed out, E error, S skipped (not tried after a failure "
-                                 "at a shorter length), U unsupported here."))
+    per_variant("failure_map", "Failure map",
+                lambda frame, title: figures.failure_map(frame, impls, looks, title),
+                lambda frame: "Status of every point: a grey square ran; M out of memory, "
+                              "T timed out, E error, S skipped (not tried after a failure at a "
+                              "shorter length), U unsupported here.")
     largest = tables.largest_seq_len(speed)
     doc.table(largest, writer.table(largest, "largest_seq_len",
                                     "largest sequence length that ran, and what stopped it"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +18,13 @@ from rich.console import Console
 
 from harness.hardware import fingerprint
 from harness.records import Point
-from harness.scale.sharded import Shard, gather, missing_points, plan_shards, python_command
+from harness.scale.sharded import (
+    Shard,
+    gather,
+    incomplete,
+    open_sharded_run,
+    python_command,
+)
 from harness.store import RunDir, default_run_path, now_iso
 
 
@@ -90,39 +95,28 @@ def run_shards_in_parallel(run: RunDir, shards: Sequence[Shard], devices: Sequen
 def run_sweep_per_gpu(args: argparse.Namespace, sweep, gpus: Sequence[str],
                       console: Console) -> int:
     """The whole grid split into one cost-balanced shard per GPU, run side by side."""
-    from harness.commands.sweep import family_of
+    from harness.commands.sweep import family_of, print_run_summary
 
     machine = fingerprint()
     out = Path(sweep.out if sweep.out != Path() else default_run_path(machine["hardware_tag"]))
-    count = len(gpus)
-    if sweep.resume:   # the same shards as before, whatever the number of GPUs now
-        count = (RunDir(out).metadata().get("executor") or {}).get("shard_count", count)
-    shards = plan_shards(sweep.points, count, out, family_of)
-    run = RunDir.create(out, {
-        "kind": "speed", "command": sys.argv, "started_at": now_iso(), "machine": machine,
-        "settings": sweep.settings.as_dict(), "grid": sweep.description,
-        "points": len(sweep.points),
-        "executor": {"kind": "local", "gpus": list(gpus), "shard_count": count},
-        "shards": [s.as_dict() for s in shards]}, resume=sweep.resume)
+    run, shards = open_sharded_run(sweep, out, len(gpus), {"kind": "local", "gpus": list(gpus)},
+                                   machine, family_of)
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) in {len(shards)} shard(s), "
-                  f"one per GPU ({', '.join(gpus)}) -> {run.path}")
-    todo = [s for s in shards if missing_points(s, gather(run, shards))]
+                  f"one process per GPU ({', '.join(gpus)}) -> {run.path}")
+    missing = incomplete(run, shards)
+    todo = [s for s in shards if s in missing]
     try:
         codes = run_shards_in_parallel(run, todo, gpus, sweep.settings.impl_modules, console)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: continue with: python run_bench.py sweep "
                       f"--resume {run.path}")
         return 130
-    gathered = gather(run, shards)
-    missing = {s.spec: missing_points(s, gathered) for s in shards}
-    run.update_metadata(finished_at=now_iso(), shard_exit_status={str(k): v for k, v in
-                                                                  codes.items()})
-    from harness.commands.sweep import print_run_summary
-
+    left = {s.spec: n for s, n in incomplete(run, shards).items()}
+    run.update_metadata(finished_at=now_iso(), incomplete_shards=left,
+                        shard_exit_status={str(k): v for k, v in codes.items()})
     print_run_summary(run, console)
-    incomplete = {spec: n for spec, n in missing.items() if n}
-    if incomplete:
-        console.print(f"[red]incomplete shards[/] (points without a record): {incomplete}; "
+    if left:
+        console.print(f"[red]incomplete shards[/] (points without a record): {left}; "
                       f"logs in {run.path / 'shards'}; continue with --resume {run.path}")
         return 1
     return 0

@@ -122,18 +122,13 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
                                        "grid": first.get("grid"), "merged_at": now_iso()})
     gatherer = Gatherer(target)
     try:
-        for run in runs:   # check everything before writing anything
-            gatherer.check(run)
-            for data in run.raw_records():
-                gatherer.seen.setdefault(data["point_id"], (data, str(run.path)))
-    except ConflictError:
+        for run in runs:
+            gatherer.add(run)
+    except ConflictError:   # refuse the whole merge: remove what this call wrote
         target.results_path.unlink(missing_ok=True)
         target.run_path.unlink(missing_ok=True)
         if not any(target.path.iterdir()):
             target.path.rmdir()
         raise
-    gatherer.seen.clear()
-    for run in runs:
-        gatherer.add(run)
     target.update_metadata(**gatherer.metadata())
     return gatherer

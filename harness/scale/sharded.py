@@ -16,7 +16,7 @@ from harness.records import Point
 from harness.scale.cost import expected_cost_s
 from harness.scale.merge import Gatherer
 from harness.scale.shard import assign_shards
-from harness.store import RunDir
+from harness.store import RunDir, now_iso
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,30 @@ def gather(run: RunDir, shards: Sequence[Shard]) -> Gatherer:
 def missing_points(shard: Shard, gathered: Gatherer) -> int:
     """Points of the shard with no record yet (0: the shard is complete)."""
     return sum(pid not in gathered.seen for pid in shard.point_ids)
+
+
+def open_sharded_run(sweep: Any, out: Path, count: int, executor: dict[str, Any],
+                     machine: dict[str, Any], family_of: Callable[[str], str], *,
+                     keep: Sequence[str] = ()) -> tuple[RunDir, list[Shard]]:
+    """The parent run directory of a sharded sweep, and its shards.
+
+    On --resume the shard count stored before is used (the same shards, whatever the number of
+    GPUs or --shards now), and the stored run.json fields named in ``keep`` are carried over.
+    """
+    stored = RunDir(out).metadata() if sweep.resume else {}
+    count = (stored.get("executor") or {}).get("shard_count", count)
+    shards = plan_shards(sweep.points, count, out, family_of)
+    run = RunDir.create(out, {
+        "kind": "speed", "command": sys.argv, "started_at": now_iso(), "machine": machine,
+        "settings": sweep.settings.as_dict(), "grid": sweep.description,
+        "points": len(sweep.points), "executor": {**executor, "shard_count": count},
+        "shards": [s.as_dict() for s in shards],
+        **{name: stored[name] for name in keep if name in stored}}, resume=sweep.resume)
+    return run, shards
+
+
+def incomplete(run: RunDir, shards: Sequence[Shard]) -> dict[Shard, int]:
+    """Shards with points that have no record yet (after gathering), and how many."""
+    gathered = gather(run, shards)
+    missing = {shard: missing_points(shard, gathered) for shard in shards}
+    return {shard: n for shard, n in missing.items() if n}

@@ -27,7 +27,14 @@ from rich.console import Console
 from harness.errors import UsageError
 from harness.hardware import fingerprint
 from harness.scale.options import SlurmOptions, without_executor_options
-from harness.scale.sharded import Shard, gather, missing_points, plan_shards, python_command
+from harness.scale.sharded import (
+    Shard,
+    gather,
+    incomplete,
+    missing_points,
+    open_sharded_run,
+    python_command,
+)
 from harness.store import RunDir, default_run_path, now_iso
 
 MAX_DEFAULT_SHARDS = 32
@@ -149,6 +156,13 @@ def sbatch_failed(exc: Exception, run_path: Path) -> UsageError:
                       f"(records so far are in {run_path})")
 
 
+def final_state(status: str, info: JobInfo) -> str:
+    """What an ended attempt is listed as: COMPLETED, Slurm's failure state, or FAILED."""
+    if status == "done":
+        return "COMPLETED"
+    return info.base if info.base in FAILED_STATES else "FAILED"
+
+
 def run_sweep(args: argparse.Namespace, console: Console) -> int:
     from harness.commands.sweep import family_of, plan, print_run_summary
 
@@ -163,21 +177,15 @@ def run_sweep(args: argparse.Namespace, console: Console) -> int:
 
         return dry_run(sweep, console)
     out = Path(sweep.out if sweep.out != Path() else default_run_path("slurm"))
-    series = len({p.series_key() for p in sweep.points})
-    count = args.shards or min(series, MAX_DEFAULT_SHARDS)
-    if sweep.resume:
-        count = (RunDir(out).metadata().get("executor") or {}).get("shard_count", count)
+    count = args.shards or min(len({p.series_key() for p in sweep.points}), MAX_DEFAULT_SHARDS)
     if count < 1:
         raise UsageError(f"--shards: must be at least 1, got {count}")
-    shards = plan_shards(sweep.points, count, out, family_of)
-    previous = (RunDir(out).metadata().get("jobs") or []) if sweep.resume else []
-    run = RunDir.create(out, {
-        "kind": "speed", "command": sys.argv, "started_at": now_iso(),
-        "machine": fingerprint(), "settings": sweep.settings.as_dict(),
-        "grid": sweep.description, "points": len(sweep.points),
-        "executor": {"kind": "slurm", "shard_count": count, "options": asdict(options)},
-        "shards": [s.as_dict() for s in shards], "jobs": previous}, resume=sweep.resume)
-    todo = [s for s in shards if missing_points(s, gather(run, shards))]
+    run, shards = open_sharded_run(sweep, out, count,
+                                   {"kind": "slurm", "options": asdict(options)},
+                                   fingerprint(), family_of, keep=("jobs",))
+    previous = run.metadata().get("jobs") or []
+    missing = incomplete(run, shards)
+    todo = [s for s in shards if s in missing]
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) in {len(shards)} shard(s); "
                   f"{len(todo)} to run on Slurm -> {run.path}")
     if not todo:
@@ -197,14 +205,12 @@ def run_sweep(args: argparse.Namespace, console: Console) -> int:
                       f"records and resubmit what failed with: python run_bench.py sweep "
                       f"--executor slurm --resume {run.path}")
         return 130
-    gathered = gather(run, shards)
-    incomplete = {s.spec: missing_points(s, gathered) for s in shards
-                  if missing_points(s, gathered)}
-    run.update_metadata(finished_at=now_iso(), incomplete_shards=incomplete)
+    left = {s.spec: n for s, n in incomplete(run, shards).items()}
+    run.update_metadata(finished_at=now_iso(), incomplete_shards=left)
     print_run_summary(run, console)
     console.print(watcher.table())
-    if incomplete:
-        console.print(f"[red]incomplete shards[/] (points without a record): {incomplete}; "
+    if left:
+        console.print(f"[red]incomplete shards[/] (points without a record): {left}; "
                       f"logs in {out / 'slurm'}; resubmit with --resume {run.path}")
         return 1
     return 0
@@ -249,8 +255,7 @@ class JobWatcher:
                 if status == "active":
                     attempt.state = info.state
                     continue
-                attempt.state = "COMPLETED" if status == "done" else \
-                    info.base if info.base in FAILED_STATES else "FAILED"
+                attempt.state = final_state(status, info)
                 attempt.message = message
                 del self.active[index]
                 gathered = gather(self.run, self.shards)
@@ -354,8 +359,7 @@ def run_lra(args: argparse.Namespace, console: Console) -> int:
             status, info, message = outcome(job)
             attempt.restarts = max(attempt.restarts, info.restarts)
             attempt.state = info.state
-        attempt.state = "COMPLETED" if status == "done" else \
-            info.base if info.base in FAILED_STATES else "FAILED"
+        attempt.state = final_state(status, info)
         attempt.message = message
         console.print(f"job {job.job_id}: {attempt.state}{f' ({message})' if message else ''}",
                       highlight=False)
