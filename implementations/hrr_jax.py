@@ -5,29 +5,29 @@ excluded from beta, masked positions get weight 0), the cosine guard dot / max(|
 and the two formulations:
 
 * ``gemm`` (``hrr_scores_gemm``): beta = wrapped-diagonal sums of K^T V, P = Q C with
-  C[m, j] = beta[(m + j) mod D], scores = P.v / max(|P||v|, eps). Two einsums per (batch, head);
-  the matmuls run at precision HIGHEST (no TF32 on a GPU: the 1e-5 float32 match needs it).
-* ``fft`` (``hrr_scores_fft``): rfft, beta accumulated in the frequency domain, Parseval scores.
+  C[m, j] = beta[(m + j) mod D], scores = P.v / max(|P||v|, eps). The matmuls run at precision
+  HIGHEST (no TF32 on a GPU: the 1e-5 float32 match needs it). Its backward is written out
+  (``_gemm_backward``, a jax.custom_vjp), the same as hrr_torch's: XLA's autodiff of the
+  forward took 7x the forward's time.
+* ``fft`` (``hrr_scores_fft``): rfft, beta accumulated in the frequency domain, Parseval scores;
+  its backward is JAX autodiff.
 
-The backward is JAX autodiff of whichever formulation runs. ``choose_formulation`` is this
-module's own (XLA's CPU GEMMs and FFTs are not torch's); the numbers behind it are in
-HRR_JAX_NOTE below and come from benchmarks/hrr/bench_hrr.py.
-
-Measured (CPU, 2 cores, jax 0.10.2, B=1, H=8, float32 forward, T = 2^22 / D, median of 3,
-at load average 5-8 from other jobs; ``python benchmarks/hrr/bench_hrr.py --dims ...``), ms:
+``choose_formulation`` is this module's own (XLA's CPU GEMMs and FFTs are not torch's).
+Measured on a quiet machine (2-core Xeon, load average ~1, jax 0.10.2, B=1, H=8, float32
+forward, T = 2^22 / D, median of 3; ``python benchmarks/hrr/bench_hrr.py --dims
+32,64,128,256,512 --repeats 3``), ms:
 
     D     T        jax q+k+v   gemm    fft
-    32    131072     220        677    2043
-    64    65536      220        790    1497
-    128   32768      222        959    1361
-    256   16384      228       1149    1369
-    512   8192       228       2885    1320
+    32    131072      51        134    1500
+    64    65536       50        147    1352
+    128   32768       49        152    1230
+    256   16384       50        224     963
+    512   8192        69        338    1526
 
-(measured before K^T V was summed in blocks, which made gemm another ~1.2x faster), so on CPU
-``gemm`` up to D = 256, ``fft`` above. On a GPU: ``gemm`` up to 256, not measured.
-XLA:CPU's matmuls are slower than torch's MKL ones at these shapes (K^T V at T=65536, D=64:
-238 ms against 85 ms for torch, in the same process under load), which is most of the gap
-to hrr_torch.
+so on CPU ``gemm`` up to D = 512 (the largest measured), ``fft`` above. On a GPU: ``gemm`` up to
+256, not measured. XLA:CPU's K^T V (a contraction over T) is the slowest part next to torch's
+MKL one (44-70 ms against 25 ms at T=65536, H=8, D=64), which is most of the remaining gap to
+hrr_torch.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from harness.errors import UnsupportedError
 from harness.registry import Capabilities, register
 
 COSINE_EPS = 1e-12
-CPU_GEMM_MAX_HEAD_DIM = 256
+CPU_GEMM_MAX_HEAD_DIM = 512  # gemm measured faster up to D=512 on CPU: see the table above
 CUDA_GEMM_MAX_HEAD_DIM = 256  # not measured (no GPU at hand)
 FORMULATIONS = ("gemm", "fft")
 BETA_BLOCK_ROWS = 1024  # K^T V is summed from blocks of about this many tokens
@@ -59,34 +59,94 @@ def _wrap_index(dim: int):
     return (ar[:, None] + ar[None, :]) % dim                       # idx[i, j] = (i + j) mod D
 
 
-def hrr_scores_gemm(q, k, v, keep=None):
-    """cosine(v_t, unbind(beta, q_t)) by two GEMMs per (batch, head): (B, H, T). Traceable."""
+def _contract_tokens(a, b):
+    """sum_t a_t^T b_t per (batch, head): (B, H, D, D), summed from blocks of ~1024 tokens.
+
+    XLA:CPU ran the blocked form 1.2-1.3x faster than one contraction over all of T (265 vs
+    347 ms for K^T V at T=65536, H=8, D=64), and 1024-token blocks beat 256-token ones at
+    T=16384 (12 vs 19 ms, twice).
+    """
     import jax
+    import jax.numpy as jnp
+
+    batch, heads, tokens, dim = a.shape
+    blocks = math.gcd(tokens, max(1, tokens // BETA_BLOCK_ROWS))
+    shape = (batch, heads, blocks, tokens // blocks, dim)
+    return jnp.einsum("bhnti,bhntj->bhnij", a.reshape(shape), b.reshape(shape),
+                      precision=jax.lax.Precision.HIGHEST).sum(2)
+
+
+def _wrapped_diagonal_sums(mat):
+    """out[..., n] = sum over i + j = n (mod D) of mat[..., i, j]."""
     import jax.numpy as jnp
     import numpy as np
 
-    dim = q.shape[-1]
-    hi = jax.lax.Precision.HIGHEST
-    if keep is not None:
-        k = k * keep[:, None, :, None].astype(k.dtype)
-    # M = K^T V, as a sum of per-block products of ~1024 tokens: XLA:CPU ran the blocked form
-    # 1.2-1.3x faster than one contraction over all of T (265 vs 347 ms at T=65536, H=8,
-    # D=64), and 1024-token blocks beat 256-token ones at T=16384 (12 vs 19 ms, twice)
-    batch, heads, tokens, _ = k.shape
-    blocks = math.gcd(tokens, max(1, tokens // BETA_BLOCK_ROWS))
-    shape = (batch, heads, blocks, tokens // blocks, dim)
-    mats = jnp.einsum("bhnti,bhntj->bhnij", k.reshape(shape), v.reshape(shape),
-                      precision=hi).sum(2)
-    # beta[n] = sum_i M[i, (n - i) mod D]
+    dim = mat.shape[-1]
     ar = np.arange(dim)
     diag = (ar[None, :] - ar[:, None]) % dim                       # diag[i, n] = (n - i) mod D
-    beta = jnp.take_along_axis(mats, jnp.asarray(diag)[None, None], axis=-1).sum(-2)
-    corr = beta[..., _wrap_index(dim)]                             # C[m, j] = beta[(m + j) % D]
-    p = jnp.einsum("bhtd,bhde->bhte", q, corr, precision=hi)      # rows are unbind(beta, q_t)
-    dot = jnp.einsum("bhtd,bhtd->bht", p, v, precision=hi)       # XLA:CPU: far faster than
-    # (p * v).sum(-1), which measured 770 ms against 44 ms at T=65536, H=8, D=64
-    norms = jnp.linalg.norm(p, axis=-1) * jnp.linalg.norm(v, axis=-1)
-    return dot / jnp.maximum(norms, COSINE_EPS)
+    return jnp.take_along_axis(mat, jnp.asarray(diag)[None, None], axis=-1).sum(-2)
+
+
+def _wrapped_matrix(vec):
+    """out[..., i, j] = vec[..., (i + j) mod D]."""
+    return vec[..., _wrap_index(vec.shape[-1])]
+
+
+def _matmul(x, mat):
+    """x @ mat per (batch, head): (B, H, T, D) x (B, H, D, D)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.einsum("bhtd,bhde->bhte", x, mat, precision=jax.lax.Precision.HIGHEST)
+
+
+def _row_dot(x, y):
+    """x_t . y_t: (B, H, T). As an einsum: XLA:CPU ran (x * y).sum(-1) far slower (770 against
+    44 ms at T=65536, H=8, D=64)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.einsum("bhtd,bhtd->bht", x, y, precision=jax.lax.Precision.HIGHEST)
+
+
+def _masked_keys(k, keep):
+    return k if keep is None else k * keep[:, None, :, None].astype(k.dtype)
+
+
+def _gemm_parts(q, k, v, keep):
+    """C, P = Q C, dot = P.v, |P|, |v| of the GEMM formulation (k already masked or not)."""
+    # beta = sum_t bind(k_t, v_t): beta[n] = sum_i M[i, (n - i) mod D] with M = K^T V
+    corr = _wrapped_matrix(_wrapped_diagonal_sums(_contract_tokens(_masked_keys(k, keep), v)))
+    p = _matmul(q, corr)                                           # rows are unbind(beta, q_t)
+    return corr, p, _row_dot(p, v), _row_norm(p), _row_norm(v)
+
+
+def hrr_scores_gemm(q, k, v, keep=None):
+    """cosine(v_t, unbind(beta, q_t)) by two GEMMs per (batch, head): (B, H, T). Traceable."""
+    _, _, dot, p_norm, v_norm = _gemm_parts(q, k, v, keep)
+    return _guarded_divide(dot, p_norm * v_norm)
+
+
+def _row_norm(x):
+    """|x| over the last axis with gradient 0 at x = 0 (jnp.linalg.norm's is NaN there),
+    the subgradient torch's vector_norm uses; the squared sum as an einsum, as the dot above."""
+    import jax
+    import jax.numpy as jnp
+
+    squares = jnp.einsum("...d,...d->...", x, x, precision=jax.lax.Precision.HIGHEST)
+    nonzero = squares > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squares, 1.0)), 0.0)
+
+
+def _guarded_divide(dot, norms):
+    """dot / max(norms, eps), written as a select so that XLA:CPU keeps the Q C matmul and the
+    three row reductions as separate kernels: with ``jnp.maximum`` it fused all of them into
+    one library fusion that ran 2x slower (30-35 vs 16 ms for the scores after K^T V at
+    T=16384, H=8, D=64). The inner select keeps the gradient finite where norms < eps."""
+    import jax.numpy as jnp
+
+    live = norms >= COSINE_EPS
+    return jnp.where(live, dot / jnp.where(live, norms, 1.0), dot / COSINE_EPS)
 
 
 def hrr_scores_fft(q, k, v, keep=None):
@@ -105,11 +165,88 @@ def hrr_scores_fft(q, k, v, keep=None):
         weights = weights.at[-1].set(1.0)
     weights = weights / dim
     dot = (jnp.real(v_f * jnp.conj(vhat_f)) * weights).sum(-1)
-    vhat_norm = jnp.sqrt(((jnp.real(vhat_f) ** 2 + jnp.imag(vhat_f) ** 2) * weights).sum(-1))
-    return dot / jnp.maximum(jnp.linalg.norm(v, axis=-1) * vhat_norm, COSINE_EPS)
+    vhat_sq = ((jnp.real(vhat_f) ** 2 + jnp.imag(vhat_f) ** 2) * weights).sum(-1)
+    nonzero = vhat_sq > 0
+    vhat_norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, vhat_sq, 1.0)), 0.0)
+    return _guarded_divide(dot, _row_norm(v) * vhat_norm)
 
 
 SCORES = {"gemm": hrr_scores_gemm, "fft": hrr_scores_fft}
+
+
+def hrr_weights(scores, keep):
+    """Softmax over tokens; masked positions get weight exactly 0 (all-masked rows: all 0)."""
+    import jax
+    import jax.numpy as jnp
+
+    if keep is None:
+        return jax.nn.softmax(scores, axis=-1)
+    keep_bh = keep[:, None, :]
+    return jnp.where(keep_bh, jax.nn.softmax(jnp.where(keep_bh, scores, -jnp.inf), axis=-1), 0.0)
+
+
+# ---- the GEMM formulation with a hand-written backward -------------------------------------
+
+def _gemm_forward(q, k, v, keep):
+    """Output and residuals; the residuals are q, k, v, C and per-token scalars only."""
+    corr, _, dot, p_norm, v_norm = _gemm_parts(q, k, v, keep)
+    denom = p_norm * v_norm
+    scores = _guarded_divide(dot, denom)
+    weights = hrr_weights(scores, keep)
+    residuals = (q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
+    return weights[..., None] * v, residuals
+
+
+def _gemm_backward(residuals, d_out):
+    """The same backward as hrr_torch's _HRRGemm (see there), on whole arrays.
+
+    XLA's autodiff of the forward ran 7x the forward's time (265 against 38 ms at T=16384,
+    H=8, D=64); this recomputes P = Q C once and uses 5 matmuls.
+    """
+    import jax.numpy as jnp
+
+    q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom = residuals
+    g = _row_dot(d_out, v)                                          # softmax backward
+    ds = weights * (g - (weights * g).sum(-1, keepdims=True))
+    live = denom >= COSINE_EPS                                      # cosine backward
+    d_dot = ds / jnp.where(live, denom, COSINE_EPS)
+    coef = jnp.where(live, -d_dot * scores, 0.0)
+    c_p = coef * v_norm / jnp.maximum(p_norm, COSINE_EPS)
+    c_v = coef * p_norm / jnp.maximum(v_norm, COSINE_EPS)
+    d_dot, c_p, c_v = d_dot[..., None], c_p[..., None], c_v[..., None]
+    p = _matmul(q, corr)
+    d_p = v * d_dot + p * c_p
+    dq = _matmul(d_p, corr)                                         # C is symmetric
+    d_mat = _wrapped_matrix(_wrapped_diagonal_sums(_contract_tokens(q, d_p)))
+    dk = _matmul(v, d_mat)                                          # dM is symmetric
+    dv = d_out * weights[..., None] + p * d_dot + v * c_v + _matmul(_masked_keys(k, keep), d_mat)
+    if keep is not None:
+        dk = dk * keep[:, None, :, None].astype(dk.dtype)
+    return dq, dk, dv
+
+
+@functools.cache
+def _gemm_attention():
+    """(q, k, v) -> output and (q, k, v, keep) -> output, each with the hand-written VJP."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def plain(q, k, v):
+        return _gemm_forward(q, k, v, None)[0]
+
+    plain.defvjp(lambda q, k, v: _gemm_forward(q, k, v, None), _gemm_backward)
+
+    @jax.custom_vjp
+    def masked(q, k, v, keep):
+        return _gemm_forward(q, k, v, keep)[0]
+
+    def masked_backward(residuals, d_out):
+        keep = residuals[3]
+        return (*_gemm_backward(residuals, d_out), jnp.zeros(keep.shape, jax.dtypes.float0))
+
+    masked.defvjp(lambda q, k, v, keep: _gemm_forward(q, k, v, keep), masked_backward)
+    return plain, masked
 
 
 @functools.cache
@@ -117,21 +254,17 @@ def _compiled(masked: bool, formulation: str):
     import jax
     import jax.numpy as jnp
 
-    scores_fn = SCORES[formulation]
-
     def attention(q, k, v, key_padding_mask):
         out_dtype = v.dtype
         work = jnp.float32 if q.dtype in (jnp.float16, jnp.bfloat16) else q.dtype
         q, k, v = q.astype(work), k.astype(work), v.astype(work)
         keep = key_padding_mask.astype(bool) if masked else None
-        scores = scores_fn(q, k, v, keep)
-        if masked:
-            keep_bh = keep[:, None, :]
-            probs = jax.nn.softmax(jnp.where(keep_bh, scores, -jnp.inf), axis=-1)
-            probs = jnp.where(keep_bh, probs, 0.0)
+        if formulation == "gemm":
+            plain, with_mask = _gemm_attention()
+            out = with_mask(q, k, v, keep) if masked else plain(q, k, v)
         else:
-            probs = jax.nn.softmax(scores, axis=-1)
-        return (probs[..., None] * v).astype(out_dtype)
+            out = hrr_weights(SCORES[formulation](q, k, v, keep), keep)[..., None] * v
+        return out.astype(out_dtype)
 
     return jax.jit(attention)
 

@@ -18,32 +18,36 @@ Two formulations, one code path each; ``choose_formulation(device, head_dim)`` p
   along its wrapped diagonals, beta[j] = sum_i (K^T V)[i, (j - i) mod D]. So the scores are one
   GEMM for K^T V, one GEMM P = Q C, and row reductions dot = P.v, |P|, |v|. O(T D^2) FLOPs at
   GEMM speed. The forward and backward are written out by hand (``_HRRGemm``, an
-  autograd.Function) so that neither pass holds a (B, H, T, D) temporary besides its outputs:
-  T is walked in chunks of about CHUNK_ELEMENTS per tensor, and the backward needs only q, k, v,
-  C and per-token scalars (5 GEMMs: P again, dP C, Q^T dP, V dM, K dM).
+  autograd.Function): T is walked in chunks of about CHUNK_ELEMENTS per tensor, every chunk
+  temporary lives in one buffer reused by all chunks (``_Scratch``), and the backward needs
+  only q, k, v, C and per-token scalars (5 GEMMs: P again, dP C, Q^T dP, V dM, K dM).
 * ``fft`` (``hrr_scores_fft``): real FFTs over D, beta accumulated in the frequency domain, the
   dot product and |vhat_t| from the spectra by Parseval, so no inverse transform at all.
   O(T D log D). Chunked over T as well; its backward is torch autograd.
 
-Measured choice, CPU (2-core Xeon, Sapphire Rapids, AVX-512; torch 2.13, 2 threads; B=1, H=8,
-float32 forward, T = 2^22 / D; median of 3 rounds, measured while other jobs loaded the machine,
-load average 5-8, so absolute times are inflated; ``python benchmarks/hrr/bench_hrr.py --dims
-32,64,128,256,512``), ms:
+Measured choice, CPU (2-core Xeon, AVX-512; torch 2.13, 2 threads; quiet machine, load
+average ~1; B=1, H=8, float32 forward, T = 2^22 / D; median of 3 rounds; ``python
+benchmarks/hrr/bench_hrr.py --dims 32,64,128,256,512 --repeats 3``), ms:
 
     D     T        q+k+v    gemm     fft
-    32    131072    377     1077     5553
-    64    65536     348     1117     5148
-    128   32768     365     1636     5553
-    256   16384     398     2001     4355
-    512   8192      284     1523     2899
+    32    131072     70       89      522
+    64    65536      71       98      382
+    128   32768      73      117      355
+    256   16384      70      153      364
+    512   8192       71      247      365
 
 so on CPU ``gemm`` up to D = 512 (the largest measured; above it the D^2 GEMM work against
 D log D FFT work favours ``fft`` at some point, which is where the limit sits until measured).
-On a quieter machine (load average ~2) at T=65536, D=64: gemm 127-141 ms, fft ~275 ms, q+k+v
-76-92 ms; the chunk size (2^17..2^21 elements) changed gemm by under 10% there. Under
-contention each torch op's parallel region costs far more, so the chunks are large
-(CHUNK_ELEMENTS = 2^21 elements = 8 MiB per tensor chunk): at load average ~9 that took the
-T=65536 forward from 23x to 3.3x the time of q+k+v (against 2^18-element chunks).
+
+Where the time goes (T=65536, D=64, in-process, glibc returning freed blocks of 256 KiB and
+more to the OS as the harness's workers do): each GEMM ~23 ms from memory, a fresh
+(B, H, T, D) tensor ~18-24 ms of page faults on first touch, the elementwise passes the rest.
+Reusing chunk buffers instead of a fresh temporary per chunk took the forward from 140 to
+100 ms and forward+backward from 460 to 360 ms. Chunk sizes from 2^16 to 2^21 elements
+changed forward+backward by under 3% at 2^18..2^21 (2^16: 13% slower, per-op overhead), and
+keeping P from the forward instead of recomputing it gained nothing (its write and page
+faults cost what the GEMM saves). torch.compile of the whole backward (Inductor, CPU) ran
+260 ms, no faster than this one.
 GPU: ``gemm`` for D <= 256 by the same FLOP/bandwidth argument; NOT YET MEASURED on a GPU (none
 was at hand). No GPU-only code (Triton, torch.compile) is included.
 """
@@ -63,7 +67,7 @@ FORMULATIONS = ("gemm", "fft")
 
 
 def choose_formulation(device: str | torch.device, head_dim: int) -> str:
-    """'gemm' or 'fft' for this device kind and head dim (pure; the numbers are in the docstring)."""
+    """'gemm' or 'fft' for this device kind and head dim (pure; the numbers: module docstring)."""
     kind = device.type if isinstance(device, torch.device) else str(device).split(":", 1)[0]
     limit = CUDA_GEMM_MAX_HEAD_DIM if kind == "cuda" else CPU_GEMM_MAX_HEAD_DIM
     return "gemm" if head_dim <= limit else "fft"
@@ -85,6 +89,32 @@ def _chunks(shape):
         for h in range(heads):
             for t0 in range(0, tokens, step):
                 yield b, h, t0, min(tokens, t0 + step)
+
+
+class _Scratch:
+    """Named (chunk, D) work buffers, allocated once per call and reused by every chunk.
+
+    A fresh chunk-sized temporary per chunk is a fresh mmap (and page faults) per chunk once it
+    is over glibc's mmap threshold; reusing one buffer keeps it hot in cache as well.
+    """
+
+    def __init__(self, shape, dtype: torch.dtype, device) -> None:
+        self.rows = min(shape[2], _chunk_len(shape[3]))
+        self.dim, self.dtype, self.device = shape[3], dtype, device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, rows: int) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None:
+            buf = self.buffers[name] = torch.empty(self.rows, self.dim, dtype=self.dtype,
+                                                   device=self.device)
+        return buf[:rows]
+
+    def load(self, name: str, chunk: torch.Tensor) -> torch.Tensor:
+        """chunk in the work dtype: itself when it already is, else a copy into buffer name."""
+        if chunk.dtype == self.dtype:
+            return chunk
+        return self.get(name, chunk.shape[0]).copy_(chunk)
 
 
 def _keep_mask(key_padding_mask, batch: int, tokens: int, device) -> torch.Tensor | None:
@@ -114,6 +144,14 @@ def wrapped_matrix(vec: torch.Tensor) -> torch.Tensor:
     return vec[..., _wrap_index(vec.shape[-1], vec.device)]
 
 
+def _masked_chunk(chunk, keep, b, t0, t1, scratch: _Scratch, name: str) -> torch.Tensor:
+    """A (chunk, D) slice in the work dtype with masked tokens zeroed (a copy only if needed)."""
+    if keep is None:
+        return scratch.load(name, chunk)
+    out = scratch.get(name, chunk.shape[0])
+    return torch.mul(chunk, keep[b, t0:t1, None], out=out)
+
+
 def beta_from_kv(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
                  work: torch.dtype) -> torch.Tensor:
     """beta = sum_t bind(k_t, v_t) over kept tokens, via K^T V: (B, H, D) in dtype work.
@@ -126,36 +164,31 @@ def beta_from_kv(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
         mats = torch.matmul(k.transpose(-1, -2), v)       # one pass, nothing of size T kept
     else:
         mats = torch.zeros(batch, heads, dim, dim, dtype=work, device=k.device)
+        scratch = _Scratch(k.shape, work, k.device)
         for b, h, t0, t1 in _chunks(k.shape):
-            k_c = k[b, h, t0:t1].to(work)
-            if keep is not None:
-                k_c = k_c * keep[b, t0:t1, None].to(work)
-            mats[b, h].addmm_(k_c.T, v[b, h, t0:t1].to(work))
+            k_c = _masked_chunk(k[b, h, t0:t1], keep, b, t0, t1, scratch, "k")
+            mats[b, h].addmm_(k_c.T, scratch.load("v", v[b, h, t0:t1]))
     return wrapped_diagonal_sums(mats)
 
 
-def _gemm_score_parts(q, v, corr, work, *, keep_p: bool = False):
+def _gemm_score_parts(q, v, corr, work):
     """dot = P.v, |P|, |v| per token with P = Q C, walking T in chunks: three (B, H, T).
 
-    ``keep_p`` also returns P itself (B, H, T, D), for a backward that would otherwise have to
-    recompute it with one more GEMM; otherwise P never exists beyond one chunk.
+    P never exists beyond one chunk (a reused buffer).
     """
     batch, heads, tokens, dim = q.shape
     dot = torch.empty(batch, heads, tokens, dtype=work, device=q.device)
     p_norm = torch.empty_like(dot)
     v_norm = torch.empty_like(dot)
-    p_all = torch.empty(q.shape, dtype=work, device=q.device) if keep_p else None
+    scratch = _Scratch(q.shape, work, q.device)
     for b, h, t0, t1 in _chunks(q.shape):
-        v_c = v[b, h, t0:t1].to(work)
-        if p_all is not None:
-            p_c = torch.mm(q[b, h, t0:t1].to(work), corr[b, h], out=p_all[b, h, t0:t1])
-        else:
-            p_c = torch.mm(q[b, h, t0:t1].to(work), corr[b, h])
+        v_c = scratch.load("v", v[b, h, t0:t1])
+        p_c = torch.mm(scratch.load("q", q[b, h, t0:t1]), corr[b, h],
+                       out=scratch.get("p", t1 - t0))
         torch.linalg.vector_norm(p_c, dim=-1, out=p_norm[b, h, t0:t1])
         torch.linalg.vector_norm(v_c, dim=-1, out=v_norm[b, h, t0:t1])
-        prod = p_c * v_c if p_all is not None else p_c.mul_(v_c)
-        torch.sum(prod, dim=-1, out=dot[b, h, t0:t1])
-    return dot, p_norm, v_norm, p_all
+        torch.sum(p_c.mul_(v_c), dim=-1, out=dot[b, h, t0:t1])
+    return dot, p_norm, v_norm
 
 
 def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -167,7 +200,7 @@ def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     work = _work_dtype(q.dtype)
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
-    dot, p_norm, v_norm, _ = _gemm_score_parts(q, v, corr, work)
+    dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work)
     return dot / (v_norm * p_norm).clamp_min(COSINE_EPS)
 
 
@@ -238,71 +271,79 @@ class _HRRGemm(torch.autograd.Function):
     """HRR attention by the GEMM formulation with a hand-written, chunked backward."""
 
     @staticmethod
-    def forward(ctx, q, k, v, keep, training):
+    def forward(ctx, q, k, v, keep):
         work = _work_dtype(q.dtype)
         corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
-        # With a backward to come, keep P = Q C (one (B, H, T, D) tensor): the backward then
-        # needs 4 GEMMs instead of 5. Without one (inference), P never outlives a chunk.
-        dot, p_norm, v_norm, p_all = _gemm_score_parts(q, v, corr, work, keep_p=training)
+        dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work)
         denom = v_norm * p_norm
         scores = dot / denom.clamp_min(COSINE_EPS)
         weights = hrr_weights(scores, keep)
-        ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom, p_all)
+        ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
         return _weighted_values(weights, v)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom, p_all = ctx.saved_tensors
+        q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom = ctx.saved_tensors
         work = corr.dtype
+        scratch = _Scratch(q.shape, work, q.device)
         # softmax: g_t = dO_t . v_t, ds = w (g - sum w g)   (w = 0 where masked, so ds = 0 there)
         g = torch.empty_like(scores)
         for b, h, t0, t1 in _chunks(q.shape):
-            prod = grad_out[b, h, t0:t1].to(work) * v[b, h, t0:t1].to(work)
+            prod = torch.mul(scratch.load("dout", grad_out[b, h, t0:t1]),
+                             scratch.load("v", v[b, h, t0:t1]), out=scratch.get("prod", t1 - t0))
             torch.sum(prod, dim=-1, out=g[b, h, t0:t1])
-        ds = weights * (g - (weights * g).sum(-1, keepdim=True))
-        # cosine s = dot / max(|v||p|, eps): the same subgradient as torch's clamp_min
-        live = denom >= COSINE_EPS
-        d_dot = (ds / denom.clamp_min(COSINE_EPS)).unsqueeze(-1)
-        coef = torch.where(live, -ds * scores / denom.clamp_min(COSINE_EPS), 0.0)
-        c_p = torch.where(live, coef * v_norm / p_norm.clamp_min(COSINE_EPS), 0.0).unsqueeze(-1)
-        c_v = torch.where(live, coef * p_norm / v_norm.clamp_min(COSINE_EPS), 0.0).unsqueeze(-1)
-        w_col = weights.unsqueeze(-1)
+        g.sub_((weights * g).sum(-1, keepdim=True)).mul_(weights)      # g is now ds
+        d_dot, c_p, c_v = _cosine_backward(g, scores, denom, p_norm, v_norm)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        same = q.dtype == work
         dq = torch.empty_like(q, dtype=work) if need_q else None
         dv = torch.empty_like(v, dtype=work)
         d_corr = torch.zeros_like(corr)
+        # P = Q C is recomputed (one GEMM per chunk into a reused buffer): storing it in the
+        # forward cost a (B, H, T, D) tensor written and read back, which measured slower
         for b, h, t0, t1 in _chunks(q.shape):
-            q_c = q[b, h, t0:t1].to(work)
-            v_c = v[b, h, t0:t1].to(work)
-            p_c = p_all[b, h, t0:t1] if p_all is not None else torch.mm(q_c, corr[b, h])
-            dp_c = torch.mul(v_c, d_dot[b, h, t0:t1])
-            dp_c.addcmul_(p_c, c_p[b, h, t0:t1])
+            rows = t1 - t0
+            q_c = scratch.load("q", q[b, h, t0:t1])
+            v_c = scratch.load("v", v[b, h, t0:t1])
+            p_c = torch.mm(q_c, corr[b, h], out=scratch.get("p", rows))
+            d_dot_c, c_p_c, c_v_c = (x[b, h, t0:t1, None] for x in (d_dot, c_p, c_v))
+            dp_c = torch.mul(v_c, d_dot_c, out=scratch.get("dp", rows)).addcmul_(p_c, c_p_c)
             if need_q:
                 torch.mm(dp_c, corr[b, h], out=dq[b, h, t0:t1])
             d_corr[b, h].addmm_(q_c.T, dp_c)
-            dv_c = dv[b, h, t0:t1]
-            torch.mul(grad_out[b, h, t0:t1], w_col[b, h, t0:t1], out=dv_c)
-            dv_c.addcmul_(p_c, d_dot[b, h, t0:t1])
-            dv_c.addcmul_(v_c, c_v[b, h, t0:t1])
+            dv_c = torch.mul(grad_out[b, h, t0:t1], weights[b, h, t0:t1, None],
+                             out=dv[b, h, t0:t1])
+            dv_c.addcmul_(p_c, d_dot_c).addcmul_(v_c, c_v_c)
         # C = wrapped_matrix(beta): dbeta[n] = sum over i + j = n of dC[i, j]; beta from M = K^T V
         # gives dM[i, l] = dbeta[(i + l) mod D] (symmetric): dK = V dM (masked), dV += K dM.
         d_mat = wrapped_matrix(wrapped_diagonal_sums(d_corr))
         dk = torch.empty_like(k, dtype=work) if need_k else None
         for b, h, t0, t1 in _chunks(k.shape):
-            k_c = k[b, h, t0:t1].to(work)
-            keep_c = None if keep is None else keep[b, t0:t1, None].to(work)
             if need_k:
-                dk_c = dk[b, h, t0:t1]
-                torch.mm(v[b, h, t0:t1].to(work), d_mat[b, h], out=dk_c)
-                if keep_c is not None:
-                    dk_c.mul_(keep_c)
+                dk_c = torch.mm(scratch.load("v", v[b, h, t0:t1]), d_mat[b, h],
+                                out=dk[b, h, t0:t1])
+                if keep is not None:
+                    dk_c.mul_(keep[b, t0:t1, None])
             if need_v:
-                dv[b, h, t0:t1].addmm_(k_c if keep_c is None else k_c * keep_c, d_mat[b, h])
-        if not same:
+                k_c = _masked_chunk(k[b, h, t0:t1], keep, b, t0, t1, scratch, "k")
+                dv[b, h, t0:t1].addmm_(k_c, d_mat[b, h])
+        if q.dtype != work:
             dq = None if dq is None else dq.to(q.dtype)
             dk = None if dk is None else dk.to(k.dtype)
-        return dq, dk, (dv.to(v.dtype) if need_v else None), None, None
+        return dq, dk, (dv.to(v.dtype) if need_v else None), None
+
+
+def _cosine_backward(ds, scores, denom, p_norm, v_norm):
+    """Per-token coefficients of s = dot / max(|v||p|, eps) given ds: (d_dot, c_p, c_v).
+
+    ds/dp = d_dot v + c_p p and ds/dv = d_dot p + c_v v (times ds); the clamp gives the same
+    subgradient as torch's clamp_min (0 through the norms where |v||p| < eps).
+    """
+    inv = denom.clamp_min(COSINE_EPS).reciprocal_()
+    d_dot = ds * inv
+    coef = (d_dot * scores).neg_().masked_fill_(denom < COSINE_EPS, 0.0)
+    c_p = coef * v_norm / p_norm.clamp_min(COSINE_EPS)
+    c_v = coef.mul_(p_norm).div_(v_norm.clamp_min(COSINE_EPS))
+    return d_dot, c_p, c_v
 
 
 def _hrr_fft(q, k, v, keep):
@@ -329,5 +370,4 @@ def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str 
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     if formulation == "fft":
         return _hrr_fft(q, k, v, keep)
-    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    return _HRRGemm.apply(q, k, v, keep, training)
+    return _HRRGemm.apply(q, k, v, keep)

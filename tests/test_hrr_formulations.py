@@ -139,6 +139,21 @@ def test_half_precision_keeps_dtype(dtype, tol, form):
     assert rel_err(out.float().numpy(), ref) <= tol
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_half_precision_gradients_follow_float32(dtype, tol, small_chunks):
+    """fp16/bf16 chunks are converted into float32 work buffers in the backward too."""
+    q, k, v = make((1, 2, 10, 8), seed=12)
+    m = torch.from_numpy(masks(1, 10)["random"])
+    grad = torch.from_numpy(make((1, 2, 10, 8), seed=13)[0]).to(dtype)
+    half = [torch.from_numpy(x).to(dtype).requires_grad_() for x in (q, k, v)]
+    full = [x.detach().float().requires_grad_() for x in half]
+    ht.hrr_torch(*half, key_padding_mask=m, formulation="gemm").backward(grad)
+    ht.hrr_torch(*full, key_padding_mask=m, formulation="gemm").backward(grad.float())
+    for got, ref in zip(half, full):
+        assert got.grad.dtype == dtype
+        assert rel_err(got.grad.float().numpy(), ref.grad.numpy().astype(np.float64)) <= tol
+
+
 def test_causal_and_bad_formulation_are_refused():
     t = [torch.zeros(1, 1, 2, 4) for _ in range(3)]
     with pytest.raises(UnsupportedError):
@@ -243,6 +258,24 @@ def test_jax_gradients_match_float64_autograd():
             return (out * grad.numpy().astype(np.float32)).sum()
         grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
         for got, ref in zip(grads, ref_grads):
+            assert rel_err(np.asarray(got), ref) <= 1e-4
+
+
+def test_jax_gradients_finite_and_right_with_zero_vectors():
+    """The guarded cosine's select must not leak the inf of the branch it does not take."""
+    jax = pytest.importorskip("jax")
+    from implementations import hrr_jax as hj
+    q, k, v = make((1, 2, 5, 6), seed=21)
+    q[0, 0, 1] = 0.0                          # |vhat| = 0 for one token
+    v[0, 1, 3] = 0.0                          # and |v| = 0 for another
+    _, ref_grads, grad = reference_autograd(q, k, v, None)
+    for form in hj.FORMULATIONS:
+        def loss(a, b, c):
+            out = hj.hrr_jax(a, b, c, formulation=form)
+            return (out * grad.numpy().astype(np.float32)).sum()
+        grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+        for got, ref in zip(grads, ref_grads):
+            assert np.isfinite(np.asarray(got)).all()
             assert rel_err(np.asarray(got), ref) <= 1e-4
 
 

@@ -131,6 +131,11 @@ def test_merge_of_shards_equals_a_single_run(tmp_path):
     got = {r["point_id"]: r["status"] for r in records(tmp_path / "merged")}
     want = {r["point_id"]: r["status"] for r in records(tmp_path / "single")}
     assert got == want
+    merged_meta = json.loads((tmp_path / "merged" / "run.json").read_text())
+    shard_grid = json.loads((tmp_path / "s1" / "run.json").read_text())["grid"]
+    assert merged_meta["grids"] is None                   # the shards of one sweep: one grid
+    assert merged_meta["grid"]["overrides"] == shard_grid["overrides"]
+    assert "shard" not in merged_meta["grid"]["arguments"]
     shard_meta = json.loads((tmp_path / "s2" / "run.json").read_text())
     assert shard_meta["shard"]["index"] == 2 and shard_meta["shard"]["count"] == 3
     # a shard resumes on its own: nothing is measured twice
@@ -181,6 +186,28 @@ def test_merge_keeps_each_records_hardware_and_agreeing_duplicates_once(tmp_path
     assert set(meta["machines"]) == {"a", "b"}
     assert meta["machine"]["hardware_tag"] == "mixed (2 machines)"
     assert meta["records_by_hardware"] == {"a": 2, "b": 1}
+
+
+def test_merge_of_different_grids_keeps_each_and_the_report_lists_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    for name, seq_len in (("short", "64"), ("long", "128")):
+        result = run_cli("sweep", *GRID[:2], "--seq-len", seq_len, *GRID[4:], "--no-report",
+                         "--out", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+    merged = run_cli("merge", str(tmp_path / "short"), str(tmp_path / "long"), "--out",
+                     str(tmp_path / "both"))
+    assert merged.returncode == 0, merged.stderr
+    meta = json.loads((tmp_path / "both" / "run.json").read_text())
+    assert meta["grid"] is None
+    assert [g["overrides"]["seq_len"] for g in meta["grids"]] == [[64], [128]]
+    report = run_cli("report", str(tmp_path / "both"), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "merged from: " in text and str(tmp_path / "long") in text
+    assert "'seq_len': [64]" in text and "'seq_len': [128]" in text
+    for flag in ("--resume", "--grid-from"):
+        refused = run_cli("sweep", flag, str(tmp_path / "both"), "--out", str(tmp_path / "o"))
+        assert refused.returncode == 2 and "merges 2 different grids" in refused.stderr
 
 
 def test_merge_bad_input(tmp_path):

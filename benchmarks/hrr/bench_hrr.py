@@ -64,7 +64,7 @@ PHASE_PAUSE_S = 1.0
 def method_names(with_jax: bool) -> list[str]:
     names = ["q+k+v", "original_port", "hrr_torch[gemm]", "hrr_torch[fft]", "hrr_torch"]
     if with_jax:
-        names += ["jax q+k+v", "hrr_jax[gemm]", "hrr_jax[fft]", "hrr_jax"]
+        names += ["jax q+k+v", "hrr_jax[gemm]", "hrr_jax[fft]", "hrr_jax", "hrr_jax fwd+bwd"]
     names += ["hrr_torch fwd+bwd", "sdpa_flash", "softmax_torch"]
     return names
 
@@ -112,12 +112,23 @@ def build(name: str, shape, seed: int = 0):
         form = name[len("hrr_jax["):-1] if "[" in name else \
             hj.choose_formulation("cpu", shape[-1])
         jitted = hj._compiled(False, form)          # what hrr_jax(..., formulation=form) runs
+        if name.endswith("fwd+bwd"):
+            grad = jax.device_put(np.random.default_rng(seed + 1).standard_normal(
+                shape, dtype=np.float32))
+
+            @jax.jit
+            def forward_backward(q_, k_, v_, grad_):
+                out, vjp = jax.vjp(lambda a, b, c: jitted(a, b, c, None), q_, k_, v_)
+                return out, vjp(grad_)
+            args = (q, k, v, grad)
+        else:
+            forward_backward, args = None, (q, k, v, None)
         start = time.perf_counter()
-        compiled = jitted.lower(q, k, v, None).compile()
+        compiled = (forward_backward or jitted).lower(*args).compile()
         compile_s = time.perf_counter() - start
 
         def run():
-            return jax.block_until_ready(compiled(q, k, v, None))
+            return jax.block_until_ready(compiled(*args))
         return run, compile_s
 
     q, k, v = (torch.from_numpy(a) for a in arrays)
@@ -245,7 +256,8 @@ def environment() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in fh
+                       if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
@@ -270,7 +282,8 @@ def print_ratios(tokens: int, med: dict) -> None:
           f"hrr_torch / (q+k+v) = {r('hrr_torch', 'q+k+v')}; "
           f"hrr_jax / hrr_torch = {r('hrr_jax', 'hrr_torch')} "
           f"(hrr_jax / jax q+k+v = {r('hrr_jax', 'jax q+k+v')}); "
-          f"hrr_torch (fwd+bwd) / fwd = {r('hrr_torch fwd+bwd', 'hrr_torch')}")
+          f"hrr_torch (fwd+bwd) / fwd = {r('hrr_torch fwd+bwd', 'hrr_torch')}; "
+          f"hrr_jax (fwd+bwd) / fwd = {r('hrr_jax fwd+bwd', 'hrr_jax')}")
 
 
 def main_table(args) -> None:
@@ -279,7 +292,7 @@ def main_table(args) -> None:
     if args.methods:
         names = [n for n in names if n in args.methods.split(",") or n == "q+k+v"]
     print(f"# HRR benchmark: B={args.batch} H={args.heads} D={args.dim} float32 forward "
-          f"(hrr_torch fwd+bwd: forward + backward), {args.repeats} rounds, median ms")
+          f"(the fwd+bwd rows: forward + backward), {args.repeats} rounds, median ms")
     print(f"# {environment()}")
     print(f"# command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     results = {}
@@ -310,10 +323,11 @@ def main_table(args) -> None:
                     f"{fmt_ms(results[t][2][name]) if name in results[t][2] else '-':>20s}"
                     for t in args.seq_len))
     print("\n## spread (min..max ms over the rounds)")
+    def spread_cell(tokens: int, name: str) -> str:
+        spread = results[tokens][1].get(name)
+        return "-" if spread is None else f"{spread[0] * 1e3:.0f}..{spread[1] * 1e3:.0f}"
     for name in names:
-        print(f"{name:>20s} " + " ".join(
-            f"{'%.0f..%.0f' % (results[t][1][name][0] * 1e3, results[t][1][name][1] * 1e3) if name in results[t][1] else '-':>20s}"
-            for t in args.seq_len))
+        print(f"{name:>20s} " + " ".join(f"{spread_cell(t, name):>20s}" for t in args.seq_len))
 
     for label, pick in (("median", lambda res: res[0]),
                         ("min, the least disturbed round", lambda res: {

@@ -105,7 +105,7 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
     raw: dict[str, Any] = {}
     grid_from = getattr(args, "grid_from", None)
     if grid_from:
-        raw.update(open_run(grid_from).metadata().get("grid", {}).get("arguments") or {})
+        raw.update(stored_grid_arguments(grid_from, "--grid-from") or {})
     if getattr(args, "config", None):
         raw.update(read_config(args.config))
     for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
@@ -170,10 +170,19 @@ GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "cau
 
 def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
     """On --resume without grid flags, the grid (and settings) of the run being resumed."""
-    stored = open_run(resume).metadata().get("grid", {}).get("arguments")
-    if stored is None or any(name in given for name in GRID_ARGUMENTS):
+    if any(name in given for name in GRID_ARGUMENTS):
         return given
-    return {**stored, **given}
+    stored = stored_grid_arguments(resume, "--resume")
+    return given if stored is None else {**stored, **given}
+
+
+def stored_grid_arguments(run_dir: str, flag: str) -> dict[str, Any] | None:
+    """The grid flags stored in RUN_DIR's run.json; refused for a merge of different grids."""
+    meta = open_run(run_dir).metadata()
+    if meta.get("grids"):
+        raise UsageError(f"{flag} {run_dir}: this run merges {len(meta['grids'])} different "
+                         "grids, so it has no one grid to take; give the grid flags")
+    return (meta.get("grid") or {}).get("arguments")
 
 
 def validate_points(points: list[Point], *, check_devices: bool = True) -> None:

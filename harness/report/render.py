@@ -235,12 +235,15 @@ def build(results: Results, baseline: str | None, order: list[str],
         settings = meta.get("settings", {})
         timing = settings.get("timing", {})
         items = [f"command: {' '.join(map(str, meta.get('command', []))) or 'unknown'}"]
-        grid = meta.get("grid", {})
-        if grid:
+        if meta.get("merged_from"):
+            items.append(f"merged from: {', '.join(map(str, meta['merged_from']))}")
+        grids = [meta["grid"]] if meta.get("grid") else [g for g in meta.get("grids") or [] if g]
+        for grid in grids:
             items.append(f"grid: preset {grid.get('preset', '?')}, overrides "
                          f"{grid.get('overrides') or 'none'}")
-            if grid.get("input_distribution"):
-                items.append(f"inputs: {grid['input_distribution']}")
+        inputs = {g["input_distribution"] for g in grids if g.get("input_distribution")}
+        if inputs:
+            items.append(f"inputs: {'; '.join(sorted(inputs))}")
         if timing:
             items.append(f"timing: {timing.get('warmup')} warm-up call(s), then samples for at "
                          f"least {timing.get('min_time_s')} s ({timing.get('min_repeats')} to "

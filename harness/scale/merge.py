@@ -109,6 +109,14 @@ class Gatherer:
                 "records": len(self.seen), "records_by_hardware": dict(used)}
 
 
+def whole_grid(grid: Any) -> Any:
+    """A run's grid without its --shard argument: the shards of one sweep share one grid."""
+    if not isinstance(grid, dict) or "shard" not in (grid.get("arguments") or {}):
+        return grid
+    arguments = {k: v for k, v in grid["arguments"].items() if k != "shard"}
+    return {**grid, "arguments": arguments}
+
+
 def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = None
                ) -> Gatherer:
     """Join run directories into a new one at out (which must not exist or be empty)."""
@@ -116,10 +124,16 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
     if not runs:
         raise UsageError("merge: give at least one run directory")
     kinds = {run.metadata().get("kind", "speed") for run in runs}
-    first = runs[0].metadata()
+    grids: list[Any] = []                 # the distinct grids, in order (shards share one)
+    for run in runs:
+        grid = whole_grid(run.metadata().get("grid"))
+        if grid not in grids:
+            grids.append(grid)
     target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",
                                        "command": command, "started_at": now_iso(),
-                                       "grid": first.get("grid"), "merged_at": now_iso()})
+                                       "grid": grids[0] if len(grids) == 1 else None,
+                                       "grids": grids if len(grids) > 1 else None,
+                                       "merged_at": now_iso()})
     gatherer = Gatherer(target)
     try:
         for run in runs:
