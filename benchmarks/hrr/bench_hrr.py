@@ -96,7 +96,9 @@ def build(name: str, shape, seed: int = 0):
     if name == "jax q+k+v":
         import jax
 
-        q, k, v = (jax.device_put(a) for a in arrays)
+        # device_put copies in the background and keeps the numpy arrays alive until it is done:
+        # wait, so that they are freed before any memory baseline is taken
+        q, k, v = jax.block_until_ready([jax.device_put(a) for a in arrays])
         add = jax.jit(lambda a, b, c: a + b + c)
         start = time.perf_counter()
         compiled = add.lower(q, k, v).compile()
@@ -107,14 +109,16 @@ def build(name: str, shape, seed: int = 0):
 
         from implementations import hrr_jax as hj
 
-        q, k, v = (jax.device_put(a) for a in arrays)
+        # device_put copies in the background and keeps the numpy arrays alive until it is done:
+        # wait, so that they are freed before any memory baseline is taken
+        q, k, v = jax.block_until_ready([jax.device_put(a) for a in arrays])
         del arrays
         form = name[len("hrr_jax["):-1] if "[" in name else \
             hj.choose_formulation("cpu", shape[-1])
         jitted = hj._compiled(False, form)          # what hrr_jax(..., formulation=form) runs
         if name.endswith("fwd+bwd"):
-            grad = jax.device_put(np.random.default_rng(seed + 1).standard_normal(
-                shape, dtype=np.float32))
+            grad = jax.block_until_ready(jax.device_put(np.random.default_rng(seed + 1)
+                                                        .standard_normal(shape, dtype=np.float32)))
 
             @jax.jit
             def forward_backward(q_, k_, v_, grad_):
