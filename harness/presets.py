@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                       batch=(1,), dtype=("float16",), pass_=("forward",)),
                  dict(seq_len=(2 * K, 32 * K, 128 * K), head_dim=(128,), heads=(16,),
                       batch=(1,), dtype=("bfloat16",), pass_=("forward_backward",)),
-                 dict(impl=("hrr_torch", "hrr_jax", "performer_torch"),
+                 dict(impl=("hrr_torch", "hrr_triton", "hrr_jax", "performer_torch"),
                       seq_len=(256 * K, 512 * K), head_dim=(64,), heads=(16,), batch=(1,),
                       dtype=("float16",), pass_=("forward",))],
         "cpu": [dict(seq_len=(256, 512), head_dim=(64,), heads=(2,), batch=(1,),

@@ -12,6 +12,7 @@ from implementations import (  # noqa: F401  (imported for their registrations)
     xformers,
     performer_torch,
     hrr_torch,
+    hrr_triton,
     softmax_jax,
     hrr_jax,
 )

@@ -1,4 +1,4 @@
-"""The FlashAttention package (flash_attn_func): CUDA only, float16/bfloat16, layout (B, T, H, D)."""
+"""The FlashAttention package (flash_attn_func): CUDA only, fp16/bf16, layout (B, T, H, D)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ Two formulations, one code path each; ``choose_formulation(device, head_dim)`` p
   is multiplication by the D x D matrix C[m, j] = beta[(m + j) mod D], and beta is K^T V summed
   along its wrapped diagonals, beta[j] = sum_i (K^T V)[i, (j - i) mod D]. So the scores are one
   GEMM for K^T V, one GEMM P = Q C, and row reductions dot = P.v, |P|, |v|. O(T D^2) FLOPs at
-  GEMM speed. The forward and backward are written out by hand (``_HRRGemm``, an
+  GEMM speed. The forward and backward are written out by hand (``HRRGemm``, an
   autograd.Function): T is walked in chunks of about CHUNK_ELEMENTS per tensor, every chunk
   temporary lives in one buffer reused by all chunks (``_Scratch``), and the backward needs
   only q, k, v, C and per-token scalars (5 GEMMs: P again, dP C, Q^T dP, V dM, K dM).
@@ -195,7 +195,7 @@ def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """cosine(v_t, unbind(beta, q_t)) for every token by the GEMM formulation: (B, H, T).
 
-    Not differentiable by itself (it is the forward of ``_HRRGemm``); use ``hrr_torch``.
+    Not differentiable by itself (it is the forward of ``HRRGemm``); use ``hrr_torch``.
     """
     work = _work_dtype(q.dtype)
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
@@ -267,19 +267,25 @@ def _weighted_values(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _HRRGemm(torch.autograd.Function):
+def gemm_forward(ctx, q, k, v, keep, score_parts):
+    """The GEMM formulation's forward; ``score_parts(q, v, C, work) -> (dot, |P|, |v|)`` is
+    the one step that has another implementation (hrr_triton's fused kernel)."""
+    work = _work_dtype(q.dtype)
+    corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
+    dot, p_norm, v_norm = score_parts(q, v, corr, work)
+    denom = v_norm * p_norm
+    scores = dot / denom.clamp_min(COSINE_EPS)
+    weights = hrr_weights(scores, keep)
+    ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
+    return _weighted_values(weights, v)
+
+
+class HRRGemm(torch.autograd.Function):
     """HRR attention by the GEMM formulation with a hand-written, chunked backward."""
 
     @staticmethod
     def forward(ctx, q, k, v, keep):
-        work = _work_dtype(q.dtype)
-        corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
-        dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work)
-        denom = v_norm * p_norm
-        scores = dot / denom.clamp_min(COSINE_EPS)
-        weights = hrr_weights(scores, keep)
-        ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
-        return _weighted_values(weights, v)
+        return gemm_forward(ctx, q, k, v, keep, _gemm_score_parts)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -370,4 +376,4 @@ def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str 
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     if formulation == "fft":
         return _hrr_fft(q, k, v, keep)
-    return _HRRGemm.apply(q, k, v, keep)
+    return HRRGemm.apply(q, k, v, keep)

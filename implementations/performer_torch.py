@@ -124,7 +124,8 @@ def performer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
 
 def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                        seed: int = DEFAULT_SEED) -> None:
-    """Register a Performer variant, e.g. ``register_performer("performer_m64", num_features=64)``."""
+    """Register a Performer variant, e.g.
+    ``register_performer("performer_m64", num_features=64)``."""
 
     def attention(q, k, v, *, causal=False, key_padding_mask=None):
         return performer_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,

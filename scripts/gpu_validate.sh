@@ -11,7 +11,7 @@
 #   --impl LIST    limit the sweep to these implementations (default: all registered)
 #   --deadline S   the whole script's time limit in seconds (default 470, under 8 minutes)
 #
-# Steps: environment, install, wheels, gpu-tests, sweep, lra-data, lra, report. Each runs under
+# Steps: environment, install, wheels, gpu-tests, hrr-floor, sweep, lra-data, lra, report. Each runs under
 # its own time limit inside the overall deadline; a step that fails or times out is recorded in
 # OUTDIR/steps.tsv and the script goes on. Without a CUDA device the GPU steps are recorded as
 # "no-cuda" with the reason. OUTDIR/summary.md tells what happened; OUTDIR/log.txt has all output.
@@ -152,6 +152,13 @@ gpu_step() {  # a step that needs the device: recorded as no-cuda (with the reas
 # ---- 3. GPU-marked tests: CUDA numerics, fp16/bf16 tolerances, timing/memory paths, NVML ---
 gpu_step gpu-tests 120 300 "$PY" -m pytest -m gpu -rs -q -p no:cacheprovider \
   --junitxml "$OUT/gpu-tests.xml" tests
+
+# ---- 3b. HRR forward against the memory-bandwidth floor (fp32, bf16; T 64K..1M) ---------------
+floor_args=(--device "$DEVICE" --json "$OUT/hrr_floor.json" --min-time 0.1 --repeats 10)
+if [ "$DEVICE" = cpu ]; then
+  floor_args+=(--seq-len 1K --dtypes float32 --copy-mib 64 --min-time 0.02 --repeats 3)
+fi
+gpu_step hrr-floor 75 220 "$PY" benchmarks/hrr/bandwidth_floor.py "${floor_args[@]}"
 
 # ---- 4. the sweep (preset "validate"), bounded by --time-budget -------------------------------
 SWEEP="$OUT/results/sweep"

@@ -66,11 +66,41 @@ def run_counts(run: Path) -> str:
     return text
 
 
+def read_floor(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def floor_counts(path: Path) -> str:
+    data = read_floor(path)
+    if data is None:
+        return ""
+    statuses = Counter(row["status"] for row in data.get("rows", []))
+    return ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+
+
+def floor_table(path: Path) -> list[str]:
+    """HRR forward time over the bandwidth floor (benchmarks/hrr/bandwidth_floor.py)."""
+    data = read_floor(path)
+    rows = [r for r in (data or {}).get("rows", []) if r.get("status") == "ok"]
+    if not rows:
+        return []
+    lines = ["", f"HRR forward over the bandwidth floor (copy bandwidth "
+                 f"{data['copy_bandwidth_bytes_s'] / 1e9:.0f} GB/s; target: at most 2x):", "",
+             "| impl | dtype | T | ms | floor ms | x floor |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['impl']} | {r['dtype']} | {r['seq_len']} | {r['time_s'] * 1e3:.3f} | "
+              f"{r['floor_s'] * 1e3:.3f} | {r['ratio']:.2f} |" for r in rows]
+    return lines
+
+
 def summary(out: Path) -> str:
     steps = read_steps(out)
     lines = ["# attnbench GPU validation", "", "| step | status | seconds | detail |",
              "|---|---|---|---|"]
     details = {"gpu-tests": junit_counts(out / "gpu-tests.xml"),
+               "hrr-floor": floor_counts(out / "hrr_floor.json"),
                "sweep": run_counts(out / "results" / "sweep"),
                "lra": run_counts(out / "results" / "lra")}
     for step in steps:
@@ -80,6 +110,7 @@ def summary(out: Path) -> str:
     bad = [s["step"] for s in steps if s["status"] in ("failed", "timeout")]
     lines += ["", f"Steps took {total} s in all. " +
               (f"Failed or timed out: {', '.join(bad)}." if bad else "No step failed.")]
+    lines += floor_table(out / "hrr_floor.json")
     report = out / "report" / "report.md"
     if report.exists():
         lines.append(f"Report: {report}")

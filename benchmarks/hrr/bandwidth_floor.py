@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""HRR forward time against the memory-bandwidth floor, on any device (issue 8's GPU target).
+
+    floor = (bytes of q, k, v read + bytes of the output written) / copy bandwidth
+
+where the copy bandwidth is measured on the same device in the same process: a tensor of
+``--copy-mib`` MiB copied into another, (read + written bytes) / median time. Each method is
+first checked against the float64 HRR reference at a small shape (harness.correctness, the
+same gate as run_bench), then timed by the harness's own workloads and timers (CUDA events on
+a GPU, with the L2 flush; perf_counter on the CPU; JAX: block_until_ready).
+
+    python benchmarks/hrr/bandwidth_floor.py --device cuda              T=64K..1M, fp32 + bf16
+    python benchmarks/hrr/bandwidth_floor.py --device cpu --seq-len 4K --dtypes float32
+    python benchmarks/hrr/bandwidth_floor.py --device cuda --json out.json
+
+Methods that cannot run (package missing, no CUDA, dtype) are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_IMPLS = "hrr_torch,hrr_triton,hrr_jax"
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass
+class FloorRow:
+    impl: str
+    dtype: str
+    seq_len: int
+    status: str                  # ok, unsupported, failed-gate, error
+    time_s: float | None = None
+    floor_s: float | None = None
+    ratio: float | None = None   # time / floor
+    message: str = ""
+
+
+def io_bytes(batch: int, heads: int, tokens: int, dim: int, dtype: str) -> int:
+    """Bytes of q, k, v read plus the output written: four (B, H, T, D) tensors (pure)."""
+    return 4 * batch * heads * tokens * dim * ELEMENT_BYTES[dtype]
+
+
+def copy_bandwidth(device: str, mib: int, repeats: int = 10) -> float:
+    """Bytes per second of dst.copy_(src): read + written bytes over the median time."""
+    import torch
+
+    src = torch.empty(mib << 20, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    times = []
+    for i in range(repeats + 2):
+        if device.startswith("cuda"):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            elapsed = start.elapsed_time(end) / 1e3
+        else:
+            begin = time.perf_counter()
+            dst.copy_(src)
+            elapsed = time.perf_counter() - begin
+        if i >= 2:                                  # two warm-up copies
+            times.append(elapsed)
+    return 2 * src.numel() / statistics.median(times)
+
+
+def measure(impl_name: str, dtype: str, tokens: int, args, bandwidth: float) -> FloorRow:
+    from harness import frameworks, get
+    from harness.correctness import check
+    from harness.measure import TimingSettings, first_call, time_workload
+    from harness.records import Point
+
+    row = FloorRow(impl_name, dtype, tokens, "unsupported")
+    impl = get(impl_name)
+    verdict = impl.supports(device=args.device, dtype=dtype)
+    if not verdict:
+        row.message = verdict.reason
+        return row
+    gate = check(impl, device=args.device, dtype=dtype)
+    if not gate.passed:
+        row.status, row.message = "failed-gate", gate.message
+        return row
+    point = Point(impl_name, seq_len=tokens, head_dim=args.head_dim, heads=args.heads,
+                  batch=args.batch, dtype=dtype, device=args.device)
+    try:
+        work = frameworks.get(impl.framework).make_workload(impl, point)
+        warm = first_call(work)
+        samples, _ = time_workload(work, TimingSettings(min_time_s=args.min_time,
+                                                        max_repeats=args.repeats), warm)
+    except Exception as exc:  # an OOM or a kernel that does not build: a row, not a crash
+        row.status, row.message = "error", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        return row
+    row.status = "ok"
+    row.time_s = statistics.median(samples)
+    row.floor_s = io_bytes(args.batch, args.heads, tokens, args.head_dim, dtype) / bandwidth
+    row.ratio = row.time_s / row.floor_s
+    return row
+
+
+def parse_lengths(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip().upper()
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(part[-1:], 1)
+        out.append(int(part[:-1] if scale > 1 else part) * scale)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--impl", default=DEFAULT_IMPLS)
+    parser.add_argument("--seq-len", type=parse_lengths, default=parse_lengths("64K,256K,1M"))
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--min-time", type=float, default=0.3)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--copy-mib", type=int, default=1024)
+    parser.add_argument("--json", type=Path, help="also write the rows and the bandwidth here")
+    args = parser.parse_args(argv)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    bad = [d for d in dtypes if d not in ELEMENT_BYTES]
+    if bad:
+        parser.error(f"--dtypes: unknown {', '.join(bad)} (choose from {', '.join(ELEMENT_BYTES)})")
+
+    import harness
+    import implementations  # noqa: F401  (registers them)
+
+    names = [n.strip() for n in args.impl.split(",") if n.strip()]
+    unknown = [n for n in names if n not in {i.name for i in harness.all_implementations()}]
+    if unknown:
+        parser.error(f"--impl: unknown {', '.join(unknown)}")
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            print("bandwidth_floor: no CUDA device: torch.cuda.is_available() is False",
+                  file=sys.stderr)
+            return 2
+    bandwidth = copy_bandwidth(args.device, args.copy_mib)
+    print(f"# {args.device}: copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write, "
+          f"{args.copy_mib} MiB); B={args.batch} H={args.heads} D={args.head_dim}, forward")
+    print(f"{'impl':>12s} {'dtype':>9s} {'T':>8s} {'time ms':>9s} {'floor ms':>9s} "
+          f"{'x floor':>8s}  note")
+    rows = []
+    for dtype in dtypes:
+        for tokens in args.seq_len:
+            for name in names:
+                row = measure(name, dtype, tokens, args, bandwidth)
+                rows.append(row)
+                cells = ("-", "-", "-") if row.time_s is None else (
+                    f"{row.time_s * 1e3:.3f}", f"{row.floor_s * 1e3:.3f}", f"{row.ratio:.2f}")
+                print(f"{name:>12s} {dtype:>9s} {tokens:>8d} {cells[0]:>9s} {cells[1]:>9s} "
+                      f"{cells[2]:>8s}  {row.status}{': ' + row.message if row.message else ''}",
+                      flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": args.device, "copy_bandwidth_bytes_s": bandwidth,
+                                         "rows": [asdict(r) for r in rows]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

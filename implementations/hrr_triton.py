@@ -1,0 +1,123 @@
+"""HRR attention, GEMM formulation, with the scores step fused in one Triton kernel (CUDA).
+
+Everything but one step is hrr_torch's GEMM formulation (``hrr_torch.gemm_forward`` and its
+hand-written backward): beta from K^T V (one batched GEMM), the softmax, o = w * v. The step
+replaced is the scores: for a block of tokens the kernel loads q and v once, computes
+P = Q C with C = wrapped_matrix(beta) in registers (``tl.dot`` at IEEE float32 precision, no
+TF32: the 1e-5 match needs it) and writes only the three per-token numbers dot = P.v, |P| and
+|v|. In plain torch on a GPU, P is a (B, H, T, D) tensor written once and read back by the
+reductions. Counting tensor-sized transfers, the forward is then k, v (K^T V), q, v (scores),
+v, o (output): 6 against the floor's 4 (read q, k, v, write o), 1.5x if bandwidth-bound, where
+plain torch needs about 10 (P written and read twice, v read three times).
+
+NOT YET MEASURED ON A GPU (none was lent to this project so far): the block sizes below are
+a first guess, not tuned, and whether this beats hrr_torch on an H100 is unknown. The kernel's
+logic is tested on the CPU with Triton's interpreter (TRITON_INTERPRET=1,
+tests/test_hrr_triton.py), which checks the numbers but not the compilation for a real GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from harness.errors import UnsupportedError
+from harness.registry import Capabilities, register
+from implementations import hrr_torch
+
+MAX_HEAD_DIM = 256  # register blocks of BLOCK_T x D floats; larger D: use hrr_torch
+BLOCK_ELEMENTS = 4096  # BLOCK_T x BLOCK_D per program: 3 such fp32 tiles in 4 warps ~ 96 registers
+# a thread (a guess from the register file, not tuned on a GPU)
+
+
+def interpreting() -> bool:
+    """Triton's interpreter (CPU tensors, numpy semantics) is on: tests only."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def block_sizes(head_dim: int) -> tuple[int, int]:
+    """(BLOCK_T, BLOCK_D): D padded to a power of two >= 16 (tl.dot), T block fills the rest."""
+    block_d = max(16, 1 << (head_dim - 1).bit_length())
+    return max(16, min(128, BLOCK_ELEMENTS // block_d)), block_d
+
+
+_KERNEL = None
+
+
+def _kernel():
+    """The jitted kernel, built on first use (triton is imported only when it is needed)."""
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def hrr_score_parts_kernel(q_ptr, v_ptr, c_ptr, dot_ptr, p_norm_ptr, v_norm_ptr,
+                               tokens, heads,
+                               sq_b, sq_h, sq_t, sq_d, sv_b, sv_h, sv_t, sv_d,
+                               DIM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+        block = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = bh // heads
+        h = bh % heads
+        rows = block * BLOCK_T + tl.arange(0, BLOCK_T)
+        cols = tl.arange(0, BLOCK_D)
+        row_ok = rows < tokens
+        col_ok = cols < DIM
+        tile_ok = row_ok[:, None] & col_ok[None, :]
+        q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_t + cols[None, :] * sq_d,
+                    mask=tile_ok, other=0.0).to(tl.float32)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + rows[:, None] * sv_t + cols[None, :] * sv_d,
+                    mask=tile_ok, other=0.0).to(tl.float32)
+        corr = tl.load(c_ptr + bh * DIM * DIM + cols[:, None] * DIM + cols[None, :],
+                       mask=col_ok[:, None] & col_ok[None, :], other=0.0)
+        p = tl.dot(q, corr, input_precision="ieee")      # rows are unbind(beta, q_t)
+        out = bh * tokens + rows
+        tl.store(dot_ptr + out, tl.sum(p * v, axis=1), mask=row_ok)
+        tl.store(p_norm_ptr + out, tl.sqrt(tl.sum(p * p, axis=1)), mask=row_ok)
+        tl.store(v_norm_ptr + out, tl.sqrt(tl.sum(v * v, axis=1)), mask=row_ok)
+
+    _KERNEL = hrr_score_parts_kernel
+    return _KERNEL
+
+
+def triton_score_parts(q: torch.Tensor, v: torch.Tensor, corr: torch.Tensor,
+                       work: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dot = P.v, |P|, |v| per token (three (B, H, T) in float32), P = Q C never stored."""
+    import triton
+
+    batch, heads, tokens, dim = q.shape
+    parts = torch.empty(3, batch, heads, tokens, dtype=work, device=q.device)
+    block_t, block_d = block_sizes(dim)
+    grid = (triton.cdiv(tokens, block_t), batch * heads)
+    _kernel()[grid](q, v, corr.contiguous(), parts[0], parts[1], parts[2], tokens, heads,
+                    *q.stride(), *v.stride(), DIM=dim, BLOCK_T=block_t, BLOCK_D=block_d)
+    return parts[0], parts[1], parts[2]
+
+
+class HRRTriton(hrr_torch.HRRGemm):
+    """hrr_torch's GEMM formulation with the fused scores kernel; the backward is inherited."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, keep):
+        return hrr_torch.gemm_forward(ctx, q, k, v, keep, triton_score_parts)
+
+
+@register("hrr_triton", framework="torch", family="hrr", requires=("triton",),
+          capabilities=Capabilities(devices=("cuda",), dtypes=("float32", "float16", "bfloat16"),
+                                    causal=False, key_padding_mask=True, backward=True))
+def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
+    """HRR attention with the scores fused in a Triton kernel (CUDA; not yet measured)."""
+    if causal:
+        raise UnsupportedError("hrr_triton: HRR attention has no causal variant")
+    if q.device.type != "cuda" and not interpreting():
+        raise UnsupportedError(f"hrr_triton: needs a CUDA device (Triton), got {q.device.type}")
+    if q.shape[-1] > MAX_HEAD_DIM:
+        raise UnsupportedError(f"hrr_triton: head dim {q.shape[-1]} > {MAX_HEAD_DIM} "
+                               "(use hrr_torch)")
+    if q.dtype == torch.float64:
+        raise UnsupportedError("hrr_triton: float64 not supported (use hrr_torch)")
+    keep = hrr_torch._keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
+    return HRRTriton.apply(q, k, v, keep)

@@ -1,0 +1,70 @@
+"""Checks of hrr_triton's kernel in Triton's interpreter, on CPU tensors.
+
+Run by tests/test_hrr_triton.py in a subprocess with TRITON_INTERPRET=1 (the variable must be
+set before the kernel is built, so it cannot be switched on inside a pytest process that may
+already have built it). Exits non-zero with the first failed check; prints one line per check.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.reference import hrr_attention  # noqa: E402
+from implementations import hrr_torch, hrr_triton  # noqa: E402
+
+
+def rel_err(got, ref) -> float:
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def main() -> int:
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+    rng = np.random.default_rng(0)
+    cases = [((2, 3, 37, 5), "random"), ((1, 2, 300, 64), "none"),
+             ((2, 1, 20, 130), "row_all_masked"), ((1, 2, 17, 16), "random")]
+    for shape, mask_kind in cases:
+        q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+        mask = None
+        if mask_kind != "none":
+            mask = rng.random((shape[0], shape[2])) > 0.3
+            mask[:, 0] = True
+            if mask_kind == "row_all_masked":
+                mask[0] = False
+        mask_t = None if mask is None else torch.from_numpy(mask)
+        ref = hrr_attention(q, k, v, key_padding_mask=mask)
+        # a non-contiguous layout: (B, T, H, D) memory seen as (B, H, T, D)
+        t = [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1, 3))).transpose(1, 2)
+             for x in (q, k, v)]
+        out = hrr_triton.hrr_triton(*t, key_padding_mask=mask_t)
+        err = rel_err(out.numpy(), ref)
+        print(f"forward {shape} mask={mask_kind}: rel err {err:.2e}")
+        assert err <= 1e-5, err
+        half = hrr_triton.hrr_triton(*(x.to(torch.float16) for x in t), key_padding_mask=mask_t)
+        assert half.dtype == torch.float16
+        assert rel_err(half.float().numpy(), ref) <= 5e-3
+        # gradients: the same as hrr_torch's (the backward is shared, the forward's parts not)
+        grad = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        a = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+        b = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+        hrr_torch.hrr_torch(*a, key_padding_mask=mask_t, formulation="gemm").backward(grad)
+        hrr_triton.hrr_triton(*b, key_padding_mask=mask_t).backward(grad)
+        errs = [rel_err(y.grad.numpy(), x.grad.numpy()) for x, y in zip(a, b)]
+        print(f"  gradients vs hrr_torch: {', '.join(f'{e:.1e}' for e in errs)}")
+        assert max(errs) <= 1e-5, errs
+    zero = torch.zeros(1, 1, 8, 16)
+    out = hrr_triton.hrr_triton(zero, zero, zero)
+    assert torch.isfinite(out).all() and (out == 0).all()
+    print("zero inputs: finite, all zero")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
