@@ -114,7 +114,7 @@ def _masked_keys(k, keep):
 
 
 def _gemm_parts(q, k, v, keep):
-    """C, P = Q C, dot = P.v, |P|, |v| of the GEMM formulation (k already masked or not)."""
+    """C, P = Q C, dot = P.v, |P|, |v| of the GEMM formulation (masked keys left out of C)."""
     # beta = sum_t bind(k_t, v_t): beta[n] = sum_i M[i, (n - i) mod D] with M = K^T V
     corr = _wrapped_matrix(_wrapped_diagonal_sums(_contract_tokens(_masked_keys(k, keep), v)))
     p = _matmul(q, corr)                                           # rows are unbind(beta, q_t)
