@@ -1,7 +1,9 @@
-"""What several test files need to run attnbench as a user does: the CLI in a subprocess."""
+"""What several test files need to run attnbench as a user does: the CLI in a subprocess, and
+the records it wrote."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -24,3 +26,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    """The records of a run directory as written (results.jsonl, one JSON object a line)."""
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 from accuracy_fixtures import write_bytes_folder
+from cli_helpers import read_records
+
 from harness import cli
 from harness.store import load_results, open_run
-
-
-def read_records(run_dir):
-    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
 def test_lra_bytes_writes_records(tmp_path, capsys):

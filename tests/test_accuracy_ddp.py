@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import free_port
+from cli_helpers import free_port, read_records
 
 from harness import cli
 from harness.accuracy import distributed
@@ -130,10 +130,6 @@ def lra_args(data: Path, out: Path, impl: str = "softmax_torch") -> list[str]:
             "--out", str(out), "--no-progress"]
 
 
-def records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_two_processes_train_the_one_process_model(listops_dir, tmp_path, capsys):
     single_out, ddp_out = tmp_path / "one", tmp_path / "two"
@@ -145,7 +141,7 @@ def test_two_processes_train_the_one_process_model(listops_dir, tmp_path, capsys
     assert sorted(p.name for p in ddp_out.iterdir()) == ["results.jsonl", "run.json"]
     assert json.loads((ddp_out / "run.json").read_text())["processes"] == \
         {"world_size": 2, "backend": "gloo"}
-    (one,), (two,) = records(single_out), records(ddp_out)       # one record per (impl, task)
+    (one,), (two,) = read_records(single_out), read_records(ddp_out)   # one per (impl, task)
     assert (two["impl"], two["task"], two["status"]) == ("softmax_torch", "listops", "ok")
     assert set(two) == set(one) and set(two["extra"]) == set(one["extra"])
     assert (one["extra"]["world_size"], one["extra"]["backend"]) == (1, "none")
@@ -174,7 +170,7 @@ def test_a_failure_on_one_rank_ends_the_run(listops_dir, tmp_path):
     done = torchrun(["--impl-module", "impls_ddp", *args])   # no hang: ends well within 120 s
     assert done.returncode != 0
     assert "deliberate failure on rank 1" in done.stderr
-    written = records(out)
+    written = read_records(out)
     assert written[0]["impl"] == "softmax_torch" and written[0]["status"] == "ok"
     # rank 0 records the failure when it sees the lost peer before the launcher stops it
     assert [r["status"] for r in written[1:]] in ([], ["error"])

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shutil
 import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import read_records
+from report_fixtures import make_accuracy_run, make_second_run, make_speed_run
 
 from harness.cli import main
-from harness.report import render_report
-from harness.report import style
+from harness.report import render_report, style
 from harness.report.data import load
 from harness.report.published import PUBLISHED_LRA
 from harness.store import TruncatedLineWarning
-from report_fixtures import make_accuracy_run, make_second_run, make_speed_run
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +29,6 @@ def speed_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def report(speed_run, tmp_path_factory) -> Path:
     return render_report([speed_run], tmp_path_factory.mktemp("out") / "rep")
-
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
 
 def test_files_exist_and_are_valid(report):
@@ -57,13 +52,13 @@ def test_files_exist_and_are_valid(report):
 
 def test_table_values_equal_the_data(report, speed_run):
     table = pd.read_csv(report / "tables" / "time_ms.csv")
-    ok = [r for r in records(speed_run) if r["status"] == "ok"]
+    ok = [r for r in read_records(speed_run) if r["status"] == "ok"]
     assert ok
     for r in ok:
         row = table[table["impl"] == r["impl"]].iloc[0]
         assert float(row[f"T={r['seq_len']}"]) == pytest.approx(r["time_s"] * 1e3, rel=1e-3)
     points = pd.read_csv(report / "tables" / "points.csv")
-    assert len(points) == len(records(speed_run))
+    assert len(points) == len(read_records(speed_run))
     for r in ok:
         got = points[(points["impl"] == r["impl"]) & (points["seq_len"] == r["seq_len"])].iloc[0]
         assert got["time_s"] == r["time_s"] and got["peak_mem_bytes"] == r["peak_mem_bytes"]
@@ -103,7 +98,7 @@ def test_multi_run_pairs_the_right_points(speed_run, tmp_path):
     second = make_second_run(speed_run, tmp_path / "run-b")
     out = render_report([speed_run, second], tmp_path / "multi")
     table = pd.read_csv(out / "tables" / "run_comparison.csv")
-    ok_a = [r for r in records(speed_run) if r["status"] == "ok"]
+    ok_a = [r for r in read_records(speed_run) if r["status"] == "ok"]
     expected = {(r["impl"], r["seq_len"]) for r in ok_a} - {("hrr_torch", 256)}
     assert {(r.impl, r.seq_len) for r in table.itertuples()} == expected
     assert (table["time_ratio"] == 2.0).all()
@@ -143,7 +138,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(speed_run, tmp_path):
         results = load([copy])
     assert any(issubclass(w.category, TruncatedLineWarning) for w in caught) or results.warnings
     assert "last line" in results.warnings[0]
-    assert len(results.speed) == len(records(speed_run))
+    assert len(results.speed) == len(read_records(speed_run))
 
 
 @pytest.mark.parametrize("setup,expected", [
@@ -174,7 +169,8 @@ def test_bad_input_is_one_line_exit_2(setup, expected, speed_run, tmp_path, caps
 
 
 def test_fidelity_of_approximate_methods_is_reported(report, speed_run):
-    expected = {(r["impl"], r["seq_len"]): r["deviation_from_softmax"] for r in records(speed_run)
+    expected = {(r["impl"], r["seq_len"]): r["deviation_from_softmax"]
+                for r in read_records(speed_run)
                 if r["status"] == "ok" and r.get("deviation_from_softmax") is not None}
     assert {impl for impl, _ in expected} == {"hrr_torch", "performer_torch"}
     table = pd.read_csv(report / "tables" / "deviation_from_softmax.csv").set_index("impl")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import read_records, run_cli
 
 from harness.errors import UsageError
 from harness.records import Point
@@ -112,10 +112,6 @@ GRID = ["--impl", "softmax_torch,hrr_torch,sdpa_math", "--seq-len", "64,128", "-
         "--device", "cpu"]
 
 
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_merge_of_shards_equals_a_single_run(tmp_path):
     for i in (1, 2, 3):
@@ -128,8 +124,8 @@ def test_merge_of_shards_equals_a_single_run(tmp_path):
                      str(tmp_path / "merged"))
     assert merged.returncode == 0, merged.stderr
     assert "12 record(s)" in merged.stdout
-    got = {r["point_id"]: r["status"] for r in records(tmp_path / "merged")}
-    want = {r["point_id"]: r["status"] for r in records(tmp_path / "single")}
+    got = {r["point_id"]: r["status"] for r in read_records(tmp_path / "merged")}
+    want = {r["point_id"]: r["status"] for r in read_records(tmp_path / "single")}
     assert got == want
     merged_meta = json.loads((tmp_path / "merged" / "run.json").read_text())
     shard_grid = json.loads((tmp_path / "s1" / "run.json").read_text())["grid"]
@@ -141,7 +137,7 @@ def test_merge_of_shards_equals_a_single_run(tmp_path):
     # a shard resumes on its own: nothing is measured twice
     again = run_cli("sweep", "--resume", str(tmp_path / "s2"))
     assert again.returncode == 0 and "already recorded" in again.stdout
-    assert len(records(tmp_path / "s2")) == shard_meta["points"]
+    assert len(read_records(tmp_path / "s2")) == shard_meta["points"]
 
 
 def fake_run(path: Path, hardware: str, time_s: float, *, status: str = "ok") -> Path:
@@ -174,12 +170,12 @@ def test_merge_refuses_conflicting_duplicates_and_writes_nothing(tmp_path):
 def test_merge_keeps_each_records_hardware_and_agreeing_duplicates_once(tmp_path):
     a = fake_run(tmp_path / "a", "a", 1e-3)
     b = fake_run(tmp_path / "b", "b", 1e-3)      # same point, same result, another machine...
-    data = records(b)
+    data = read_records(b)
     data[0]["hardware_id"] = "a"                 # ...recorded identically (a copied record)
     data[0]["started_at"] = "t1"                 # bookkeeping differs: still agreeing
     (b / "results.jsonl").write_text("".join(json.dumps(d) + "\n" for d in data))
     gatherer = merge_runs([a, b, a], tmp_path / "out")
-    merged = records(tmp_path / "out")
+    merged = read_records(tmp_path / "out")
     assert len(merged) == 3 and gatherer.identical_duplicates == 3
     assert sorted(r["hardware_id"] for r in merged) == ["a", "a", "b"]
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
@@ -241,7 +237,7 @@ def test_local_executor_pins_one_shard_process_per_device_and_gathers(tmp_path):
     assert pinned == ["0", "1"]
     gathered = gather(run, shards)
     assert all(missing_points(s, gathered) == 0 for s in shards)
-    assert {r["point_id"] for r in records(run.path)} == {p.point_id for p in grid}
+    assert {r["point_id"] for r in read_records(run.path)} == {p.point_id for p in grid}
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_IMPLS = "hrr_torch,hrr_triton,hrr_jax"
-ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 
 
 @dataclass
@@ -108,21 +108,12 @@ def measure(impl_name: str, dtype: str, tokens: int, args, bandwidth: float) -> 
     return row
 
 
-def parse_lengths(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().upper()
-        scale = {"K": 1 << 10, "M": 1 << 20}.get(part[-1:], 1)
-        out.append(int(part[:-1] if scale > 1 else part) * scale)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--impl", default=DEFAULT_IMPLS)
-    parser.add_argument("--seq-len", type=parse_lengths, default=parse_lengths("64K,256K,1M"))
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--seq-len", default="64K,256K,1M", help="e.g. 64K,256K or 64K..1M")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="e.g. fp32,bf16")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=64)
@@ -131,18 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copy-mib", type=int, default=1024)
     parser.add_argument("--json", type=Path, help="also write the rows and the bandwidth here")
     args = parser.parse_args(argv)
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    bad = [d for d in dtypes if d not in ELEMENT_BYTES]
-    if bad:
-        parser.error(f"--dtypes: unknown {', '.join(bad)} (choose from {', '.join(ELEMENT_BYTES)})")
+    from harness.errors import UsageError
+    from harness.registry import REGISTRY
+    from harness.sweep_spec import parse_dtypes, parse_int_list
 
-    import harness
-    import implementations  # noqa: F401  (registers them)
-
-    names = [n.strip() for n in args.impl.split(",") if n.strip()]
-    unknown = [n for n in names if n not in {i.name for i in harness.all_implementations()}]
-    if unknown:
-        parser.error(f"--impl: unknown {', '.join(unknown)}")
+    try:   # the harness's own parsers and names: the same inputs and messages as run_bench
+        args.seq_len = parse_int_list(args.seq_len, axis="seq_len")
+        dtypes = parse_dtypes(args.dtypes)
+        names = [impl.name for impl in REGISTRY.resolve(
+            n.strip() for n in args.impl.split(",") if n.strip())]
+    except UsageError as exc:
+        print(f"bandwidth_floor: {exc}", file=sys.stderr)
+        return 2
     if args.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():

@@ -48,12 +48,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness.errors import UsageError  # noqa: E402
 from harness.measure import (  # noqa: E402
     limit_malloc_caching,
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
 )
+from harness.sweep_spec import parse_int_list  # noqa: E402
 
 MiB = 1 << 20
 PHASE_PAUSE_S = 1.0
@@ -382,18 +384,20 @@ def dims_table(args) -> None:
             flush=True)
 
 
-def parse_ints(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip().upper()
-        out.append(int(part[:-1]) * 1024 if part.endswith("K") else int(part))
-    return out
+def sizes(axis: str):
+    """argparse type: the harness's size lists ('1K,4K', '1K..64K', '2^12')."""
+    def parse(text: str) -> list[int]:
+        try:
+            return list(parse_int_list(text, axis=axis))
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seq-len", type=parse_ints, default=parse_ints("1K,4K,16K,64K"))
+    parser.add_argument("--seq-len", type=sizes("seq_len"), default="1K,4K,16K,64K")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
@@ -406,7 +410,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quadratic-max-t", type=int, default=8192)
     parser.add_argument("--original-max-t", type=int, default=1 << 20)
     parser.add_argument("--max-matrix-gib", type=float, default=4.0)
-    parser.add_argument("--dims", type=parse_ints, default=None,
+    parser.add_argument("--dims", type=sizes("dims"), default=None,
                         help="instead of the T table: gemm vs fft per head dim")
     parser.add_argument("--_memory-worker", dest="memory_worker", help=argparse.SUPPRESS)
     parser.add_argument("--_jax-worker", dest="jax_worker", help=argparse.SUPPRESS)

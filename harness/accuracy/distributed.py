@@ -204,31 +204,30 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
 
 
 def _reduce(values: Sequence[float], ctx: DistContext, device: torch.device,
-            op: Any) -> list[float]:
+            op: str) -> list[float]:
+    """values reduced over the ranks by torch.distributed.ReduceOp.<op> (float64)."""
     if not ctx.enabled:
         return [float(v) for v in values]
     where = device if ctx.backend == "nccl" else torch.device("cpu")
     tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=where)
-    torch.distributed.all_reduce(tensor, op=op)
+    torch.distributed.all_reduce(tensor, op=getattr(torch.distributed.ReduceOp, op))
     return tensor.tolist()
 
 
 def all_reduce_sum(values: Sequence[float], ctx: DistContext,
                    device: torch.device) -> list[float]:
     """Each value summed over the ranks (float64: counts stay exact), on every rank."""
-    return _reduce(values, ctx, device, torch.distributed.ReduceOp.SUM if ctx.enabled else None)
+    return _reduce(values, ctx, device, "SUM")
 
 
 def all_reduce_max(values: Sequence[float], ctx: DistContext,
                    device: torch.device) -> list[float]:
-    return _reduce(values, ctx, device, torch.distributed.ReduceOp.MAX if ctx.enabled else None)
+    return _reduce(values, ctx, device, "MAX")
 
 
 def all_true(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     """True on every rank when flag is true on every rank (a decision all ranks must share)."""
-    if not ctx.enabled:
-        return flag
-    (lowest,) = _reduce([1.0 if flag else 0.0], ctx, device, torch.distributed.ReduceOp.MIN)
+    (lowest,) = _reduce([1.0 if flag else 0.0], ctx, device, "MIN")
     return lowest > 0.5
 
 

@@ -20,12 +20,13 @@ from harness.hardware import fingerprint
 from harness.records import Point
 from harness.scale.sharded import (
     Shard,
+    finish,
     gather,
     incomplete,
     open_sharded_run,
     python_command,
 )
-from harness.store import RunDir, default_run_path, now_iso
+from harness.store import RunDir, default_run_path
 
 
 def visible_gpus() -> list[str]:
@@ -95,7 +96,7 @@ def run_shards_in_parallel(run: RunDir, shards: Sequence[Shard], devices: Sequen
 def run_sweep_per_gpu(args: argparse.Namespace, sweep, gpus: Sequence[str],
                       console: Console) -> int:
     """The whole grid split into one cost-balanced shard per GPU, run side by side."""
-    from harness.commands.sweep import family_of, print_run_summary
+    from harness.commands.sweep import family_of
 
     machine = fingerprint()
     out = Path(sweep.out if sweep.out != Path() else default_run_path(machine["hardware_tag"]))
@@ -111,12 +112,6 @@ def run_sweep_per_gpu(args: argparse.Namespace, sweep, gpus: Sequence[str],
         console.print(f"[yellow]interrupted[/]: continue with: python run_bench.py sweep "
                       f"--resume {run.path}")
         return 130
-    left = {s.spec: n for s, n in incomplete(run, shards).items()}
-    run.update_metadata(finished_at=now_iso(), incomplete_shards=left,
-                        shard_exit_status={str(k): v for k, v in codes.items()})
-    print_run_summary(run, console)
-    if left:
-        console.print(f"[red]incomplete shards[/] (points without a record): {left}; "
-                      f"logs in {run.path / 'shards'}; continue with --resume {run.path}")
-        return 1
-    return 0
+    return finish(run, shards, console, logs=run.path / "shards",
+                  resume=f"python run_bench.py sweep --resume {run.path}",
+                  shard_exit_status={str(k): v for k, v in codes.items()})

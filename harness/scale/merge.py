@@ -123,10 +123,11 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
     runs = [open_run(p) for p in paths]
     if not runs:
         raise UsageError("merge: give at least one run directory")
-    kinds = {run.metadata().get("kind", "speed") for run in runs}
+    metas = [run.metadata() for run in runs]
+    kinds = {meta.get("kind", "speed") for meta in metas}
     grids: list[Any] = []                 # the distinct grids, in order (shards share one)
-    for run in runs:
-        grid = whole_grid(run.metadata().get("grid"))
+    for meta in metas:
+        grid = whole_grid(meta.get("grid"))
         if grid not in grids:
             grids.append(grid)
     target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",

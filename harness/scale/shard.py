@@ -50,9 +50,7 @@ def assign_shards(points: Sequence[Point], count: int, family_of: Callable[[str]
     for point in points:
         series.setdefault(point.series_key(), []).append(point)
     units = list(series.values()) if len(series) >= count else [[p] for p in points]
-    # fsum: a unit's cost must not depend on the order of its points (ties are common)
-    costed = sorted(((math.fsum(expected_cost_s(p, family_of(p.impl)) for p in unit), unit)
-                     for unit in units),
+    costed = sorted(((points_cost_s(unit, family_of), unit) for unit in units),
                     key=lambda item: (-item[0], min(p.point_id for p in item[1])))
     loads = [0.0] * count
     shards: list[list[Point]] = [[] for _ in range(count)]
@@ -64,9 +62,15 @@ def assign_shards(points: Sequence[Point], count: int, family_of: Callable[[str]
     return [sorted(shard, key=lambda p: order[p.point_id]) for shard in shards]
 
 
+def points_cost_s(points: Sequence[Point], family_of: Callable[[str], str]) -> float:
+    """Expected seconds of some points; fsum, so the order of the points does not matter
+    (ties between units are common, and the assignment must not depend on the grid's order)."""
+    return math.fsum(expected_cost_s(p, family_of(p.impl)) for p in points)
+
+
 def shard_costs(shards: Sequence[Sequence[Point]], family_of: Callable[[str], str]
                 ) -> list[float]:
-    return [sum(expected_cost_s(p, family_of(p.impl)) for p in shard) for shard in shards]
+    return [points_cost_s(shard, family_of) for shard in shards]
 
 
 def select_shard(points: Sequence[Point], spec: ShardSpec, family_of: Callable[[str], str]

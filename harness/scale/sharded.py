@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.records import Point
-from harness.scale.cost import expected_cost_s
 from harness.scale.merge import Gatherer
-from harness.scale.shard import assign_shards
+from harness.scale.shard import ShardSpec, assign_shards, points_cost_s
 from harness.store import RunDir, now_iso
 
 
@@ -29,7 +28,7 @@ class Shard:
 
     @property
     def spec(self) -> str:
-        return f"{self.index}/{self.count}"
+        return str(ShardSpec(self.index, self.count))
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -46,8 +45,7 @@ def plan_shards(points: Sequence[Point], count: int, run_path: Path,
             continue
         path = run_path / "shards" / f"shard-{i:03d}-of-{count:03d}"
         shards.append(Shard(i, count, tuple(p.point_id for p in members),
-                            sum(expected_cost_s(p, family_of(p.impl)) for p in members),
-                            str(path)))
+                            points_cost_s(members, family_of), str(path)))
     return shards
 
 
@@ -106,3 +104,19 @@ def incomplete(run: RunDir, shards: Sequence[Shard]) -> dict[Shard, int]:
     gathered = gather(run, shards)
     missing = {shard: missing_points(shard, gathered) for shard in shards}
     return {shard: n for shard, n in missing.items() if n}
+
+
+def finish(run: RunDir, shards: Sequence[Shard], console: Any, *, logs: Path, resume: str,
+           **metadata: Any) -> int:
+    """End of a sharded sweep: record which shards still miss points (and ``metadata``), print
+    the run's summary; exit status 1, with how to continue, when a shard is incomplete."""
+    from harness.commands.sweep import print_run_summary
+
+    left = {s.spec: n for s, n in incomplete(run, shards).items()}
+    run.update_metadata(finished_at=now_iso(), incomplete_shards=left, **metadata)
+    print_run_summary(run, console)
+    if not left:
+        return 0
+    console.print(f"[red]incomplete shards[/] (points without a record): {left}; logs in "
+                  f"{logs}; continue with: {resume}")
+    return 1

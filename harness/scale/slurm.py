@@ -29,6 +29,7 @@ from harness.hardware import fingerprint
 from harness.scale.options import SlurmOptions, without_executor_options
 from harness.scale.sharded import (
     Shard,
+    finish,
     gather,
     incomplete,
     missing_points,
@@ -150,6 +151,14 @@ def require_slurm() -> Any:
     return submitit
 
 
+def make_executor(submitit: Any, options: SlurmOptions, out: Path) -> Any:
+    """submitit's executor for this run: logs and pickles under OUT/slurm/<job id>."""
+    executor = submitit.SlurmExecutor(folder=str(out / "slurm" / "%j"),
+                                      max_num_timeout=max(options.max_retries, 1))
+    executor.update_parameters(**options.submitit_parameters())
+    return executor
+
+
 def sbatch_failed(exc: Exception, run_path: Path) -> UsageError:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return UsageError(f"sbatch failed: {lines[-1] if lines else exc}; nothing was submitted "
@@ -184,6 +193,7 @@ def run_sweep(args: argparse.Namespace, console: Console) -> int:
                                    {"kind": "slurm", "options": asdict(options)},
                                    fingerprint(), family_of, keep=("jobs",))
     previous = run.metadata().get("jobs") or []
+    resume = f"python run_bench.py sweep --executor slurm --resume {run.path}"
     missing = incomplete(run, shards)
     todo = [s for s in shards if s in missing]
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) in {len(shards)} shard(s); "
@@ -192,9 +202,7 @@ def run_sweep(args: argparse.Namespace, console: Console) -> int:
         console.print("every shard is complete; nothing submitted")
         print_run_summary(run, console)
         return 0
-    executor = submitit.SlurmExecutor(folder=str(out / "slurm" / "%j"),
-                                      max_num_timeout=max(options.max_retries, 1))
-    executor.update_parameters(**options.submitit_parameters())
+    executor = make_executor(submitit, options, out)
     watcher = JobWatcher(run, shards, executor, options, sweep.settings.impl_modules, console,
                          attempts=previous)
     try:
@@ -202,18 +210,10 @@ def run_sweep(args: argparse.Namespace, console: Console) -> int:
         watcher.watch()
     except KeyboardInterrupt:
         console.print(f"[yellow]stopped watching[/]: submitted tasks go on; gather their "
-                      f"records and resubmit what failed with: python run_bench.py sweep "
-                      f"--executor slurm --resume {run.path}")
+                      f"records and resubmit what failed with: {resume}")
         return 130
-    left = {s.spec: n for s, n in incomplete(run, shards).items()}
-    run.update_metadata(finished_at=now_iso(), incomplete_shards=left)
-    print_run_summary(run, console)
     console.print(watcher.table())
-    if left:
-        console.print(f"[red]incomplete shards[/] (points without a record): {left}; "
-                      f"logs in {out / 'slurm'}; resubmit with --resume {run.path}")
-        return 1
-    return 0
+    return finish(run, shards, console, logs=out / "slurm", resume=resume)
 
 
 class JobWatcher:
@@ -339,9 +339,7 @@ def run_lra(args: argparse.Namespace, console: Console) -> int:
                          "share")
     out = Path(target).resolve()
     argv = lra_task_argv(args.argv, out)
-    executor = submitit.SlurmExecutor(folder=str(out / "slurm" / "%j"),
-                                      max_num_timeout=max(options.max_retries, 1))
-    executor.update_parameters(**options.submitit_parameters())
+    executor = make_executor(submitit, options, out)
     world = options.nodes * options.tasks_per_node
     history: list[Attempt] = []
     for attempt_number in range(1, options.max_retries + 2):
