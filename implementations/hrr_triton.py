@@ -29,6 +29,9 @@ from implementations import hrr_torch
 MAX_HEAD_DIM = 256  # register blocks of BLOCK_T x D floats; larger D: use hrr_torch
 BLOCK_ELEMENTS = 4096  # BLOCK_T x BLOCK_D per program: 3 such fp32 tiles in 4 warps ~ 96 registers
 # a thread (a guess from the register file, not tuned on a GPU)
+CORR_CHUNK_ELEMENTS = 8192  # BLOCK_K x BLOCK_D of C per step of the K loop: 32 KiB in float32
+SHARED_MEMORY_STAGES = 3    # Triton's default software pipelining depth for the K loop
+H100_SHARED_MEMORY_BYTES = 227 * 1024  # per thread block (H100/H200; A100: 163 KiB)
 
 
 def interpreting() -> bool:
@@ -40,6 +43,24 @@ def block_sizes(head_dim: int) -> tuple[int, int]:
     """(BLOCK_T, BLOCK_D): D padded to a power of two >= 16 (tl.dot), T block fills the rest."""
     block_d = max(16, 1 << (head_dim - 1).bit_length())
     return max(16, min(128, BLOCK_ELEMENTS // block_d)), block_d
+
+
+def k_block(block_d: int) -> int:
+    """BLOCK_K: rows of C (and columns of Q) per step of the kernel's K loop.
+
+    The whole C of D = 256 in one ``tl.dot`` operand is a 256 x 256 float32 tile, 256 KiB,
+    more than an H100's 227 KiB of shared memory per block; in BLOCK_K-row steps it is 32 KiB
+    a step (D <= 64 is one step, as before). At least 16 (``tl.dot``'s smallest K).
+    """
+    return max(16, min(block_d, CORR_CHUNK_ELEMENTS // block_d))
+
+
+def shared_bytes_estimate(head_dim: int) -> int:
+    """Upper estimate of the kernel's shared memory: each pipelined stage of the K loop holds
+    a BLOCK_T x BLOCK_K tile of Q and a BLOCK_K x BLOCK_D tile of C, in float32."""
+    block_t, block_d = block_sizes(head_dim)
+    step = k_block(block_d)
+    return SHARED_MEMORY_STAGES * 4 * (block_t * step + step * block_d)
 
 
 _KERNEL = None
@@ -57,23 +78,31 @@ def _kernel():
     def hrr_score_parts_kernel(q_ptr, v_ptr, c_ptr, dot_ptr, p_norm_ptr, v_norm_ptr,
                                tokens, heads,
                                sq_b, sq_h, sq_t, sq_d, sv_b, sv_h, sv_t, sv_d,
-                               DIM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+                               DIM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+                               BLOCK_K: tl.constexpr):
         block = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // heads
         h = bh % heads
         rows = block * BLOCK_T + tl.arange(0, BLOCK_T)
         cols = tl.arange(0, BLOCK_D)
+        steps = tl.arange(0, BLOCK_K)
         row_ok = rows < tokens
         col_ok = cols < DIM
-        tile_ok = row_ok[:, None] & col_ok[None, :]
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_t + cols[None, :] * sq_d,
-                    mask=tile_ok, other=0.0).to(tl.float32)
+        q_rows = q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_t
+        # P = Q C accumulated over K in BLOCK_K steps: a step's operands are a BLOCK_T x BLOCK_K
+        # tile of Q and a BLOCK_K x BLOCK_D tile of C (not the whole D x D C at once)
+        p = tl.zeros((BLOCK_T, BLOCK_D), dtype=tl.float32)
+        for k0 in range(0, DIM, BLOCK_K):
+            ks = k0 + steps
+            k_ok = ks < DIM
+            q = tl.load(q_rows + ks[None, :] * sq_d, mask=row_ok[:, None] & k_ok[None, :],
+                        other=0.0).to(tl.float32)
+            corr = tl.load(c_ptr + bh * DIM * DIM + ks[:, None] * DIM + cols[None, :],
+                           mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+            p += tl.dot(q, corr, input_precision="ieee")  # rows are unbind(beta, q_t)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + rows[:, None] * sv_t + cols[None, :] * sv_d,
-                    mask=tile_ok, other=0.0).to(tl.float32)
-        corr = tl.load(c_ptr + bh * DIM * DIM + cols[:, None] * DIM + cols[None, :],
-                       mask=col_ok[:, None] & col_ok[None, :], other=0.0)
-        p = tl.dot(q, corr, input_precision="ieee")      # rows are unbind(beta, q_t)
+                    mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         out = bh * tokens + rows
         tl.store(dot_ptr + out, tl.sum(p * v, axis=1), mask=row_ok)
         tl.store(p_norm_ptr + out, tl.sqrt(tl.sum(p * p, axis=1)), mask=row_ok)
@@ -93,7 +122,8 @@ def triton_score_parts(q: torch.Tensor, v: torch.Tensor, corr: torch.Tensor,
     block_t, block_d = block_sizes(dim)
     grid = (triton.cdiv(tokens, block_t), batch * heads)
     _kernel()[grid](q, v, corr.contiguous(), parts[0], parts[1], parts[2], tokens, heads,
-                    *q.stride(), *v.stride(), DIM=dim, BLOCK_T=block_t, BLOCK_D=block_d)
+                    *q.stride(), *v.stride(), DIM=dim, BLOCK_T=block_t, BLOCK_D=block_d,
+                    BLOCK_K=k_block(block_d))
     return parts[0], parts[1], parts[2]
 
 

@@ -29,7 +29,8 @@ def main() -> int:
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     rng = np.random.default_rng(0)
     cases = [((2, 3, 37, 5), "random"), ((1, 2, 300, 64), "none"),
-             ((2, 1, 20, 130), "row_all_masked"), ((1, 2, 17, 16), "random")]
+             ((2, 1, 20, 130), "row_all_masked"), ((1, 2, 17, 16), "random"),
+             ((1, 2, 40, 256), "random")]  # D = 256: the K loop in 8 steps of 32
     for shape, mask_kind in cases:
         q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
         mask = None
@@ -59,6 +60,7 @@ def main() -> int:
         errs = [rel_err(y.grad.numpy(), x.grad.numpy()) for x, y in zip(a, b)]
         print(f"  gradients vs hrr_torch: {', '.join(f'{e:.1e}' for e in errs)}")
         assert max(errs) <= 1e-5, errs
+    assert hrr_triton.k_block(hrr_triton.block_sizes(256)[1]) == 32
     zero = torch.zeros(1, 1, 8, 16)
     out = hrr_triton.hrr_triton(zero, zero, zero)
     assert torch.isfinite(out).all() and (out == 0).all()

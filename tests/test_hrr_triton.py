@@ -49,6 +49,19 @@ def test_block_sizes_pad_d_to_a_power_of_two_of_at_least_16():
         assert block_t >= 16 and block_t * block_d <= max(hrr_triton.BLOCK_ELEMENTS, 16 * 256)
 
 
+def test_k_loop_keeps_the_shared_memory_of_every_head_dim_under_an_h100s():
+    # one tl.dot operand of the whole C at D = 256 would be 256 x 256 float32 = 256 KiB
+    assert 256 * 256 * 4 > hrr_triton.H100_SHARED_MEMORY_BYTES
+    for dim in range(1, hrr_triton.MAX_HEAD_DIM + 1):
+        block_t, block_d = hrr_triton.block_sizes(dim)
+        step = hrr_triton.k_block(block_d)
+        assert 16 <= step <= block_d and block_d % step == 0
+        assert step * block_d <= hrr_triton.CORR_CHUNK_ELEMENTS or step == 16
+        assert hrr_triton.shared_bytes_estimate(dim) <= hrr_triton.H100_SHARED_MEMORY_BYTES // 2
+    assert hrr_triton.k_block(64) == 64          # D <= 64: one step, as before the loop
+    assert hrr_triton.k_block(256) == 32
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed: pip install triton to check "
                                            "the kernel in Triton's CPU interpreter")
 def test_kernel_matches_the_reference_in_the_triton_interpreter():
@@ -56,7 +69,8 @@ def test_kernel_matches_the_reference_in_the_triton_interpreter():
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "hrr_triton_interpret.py")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("gradients vs hrr_torch") == 4
+    assert result.stdout.count("gradients vs hrr_torch") == 5
+    assert "forward (1, 2, 40, 256) mask=random" in result.stdout
     assert "zero inputs: finite, all zero" in result.stdout
 
 
