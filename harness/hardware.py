@@ -64,7 +64,13 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def gpu_info() -> dict[str, Any]:
-    """Name, memory, driver, clocks and temperature of each GPU via NVML; {} when absent."""
+    """Name, memory, driver, clocks and temperature of each GPU this process can use, via NVML.
+
+    NVML lists every GPU of the machine in PCI-bus order; CUDA sees only CUDA_VISIBLE_DEVICES,
+    in its own order. ``gpus`` are the GPUs CUDA sees, in CUDA's order (``index`` is the N of
+    ``cuda:N``), matched to NVML by UUID (``nvml_index``, ``uuid``); ``gpus_not_visible``
+    counts the others. One GPU whose NVML queries fail is listed with what could be read.
+    """
     try:
         import pynvml
     except ImportError:
@@ -74,27 +80,109 @@ def gpu_info() -> dict[str, Any]:
     except Exception as exc:  # NVMLError_LibraryNotFound without a GPU driver
         return {"nvml": f"unavailable: {type(exc).__name__}"}
     try:
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            gpus.append(_gpu_state(pynvml, handle, index))
-        return {"nvml": "ok", "driver": _decode(pynvml.nvmlSystemGetDriverVersion()),
-                "cuda_driver": pynvml.nvmlSystemGetCudaDriverVersion(), "gpus": gpus}
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _gpu_state(pynvml: Any, handle: Any, index: int) -> dict[str, Any]:
-    def safe(fn: Any, *args: Any) -> Any:
         try:
-            return fn(*args)
-        except Exception:
-            return None
+            count = pynvml.nvmlDeviceGetCount()
+        except Exception as exc:  # noqa: BLE001
+            return {"nvml": f"unavailable: nvmlDeviceGetCount: {type(exc).__name__}"}
+        handles: list[Any] = []
+        uuids: list[str | None] = []
+        for nvml_index in range(count):
+            handle = _safe(pynvml.nvmlDeviceGetHandleByIndex, nvml_index)
+            handles.append(handle)
+            uuids.append(None if handle is None else
+                         _decode(_safe(pynvml.nvmlDeviceGetUUID, handle)))
+        order, how = cuda_order(uuids)
+        gpus = []
+        for cuda_index, nvml_index in enumerate(order):
+            handle = handles[nvml_index]
+            state = {"index": cuda_index, "nvml_index": nvml_index, "uuid": uuids[nvml_index]}
+            if handle is None:
+                state["nvml_error"] = "nvmlDeviceGetHandleByIndex failed"
+            else:
+                state.update(_gpu_state(pynvml, handle))
+            gpus.append(state)
+        return {"nvml": "ok", "driver": _decode(_safe(pynvml.nvmlSystemGetDriverVersion)),
+                "cuda_driver": _safe(pynvml.nvmlSystemGetCudaDriverVersion), "gpus": gpus,
+                "gpus_not_visible": count - len(order), "cuda_order": how,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    finally:
+        _safe(pynvml.nvmlShutdown)
 
+
+def _safe(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 - NVMLError_* (not supported, GPU lost, ...)
+        return None
+
+
+def _uuid_key(uuid: str | None) -> str:
+    """NVML says 'GPU-8c1e...', torch's device properties '8c1e...': compare without prefix."""
+    return str(uuid or "").lower().removeprefix("gpu-")
+
+
+def torch_cuda_uuids() -> list[str] | None:
+    """UUIDs of the devices CUDA enumerates, in CUDA's order; None without torch/CUDA."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return [str(torch.cuda.get_device_properties(i).uuid)
+                for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def cuda_order(nvml_uuids: list[str | None]) -> tuple[list[int], str]:
+    """NVML indices of the GPUs CUDA sees, in CUDA's order, and how that was decided.
+
+    By UUID from torch where CUDA is usable; else from CUDA_VISIBLE_DEVICES (ordinals are NVML
+    indices, as torch reads them; 'GPU-' entries are UUID prefixes); else every GPU.
+    """
+    cuda_uuids = torch_cuda_uuids()
+    if cuda_uuids:
+        keys = [_uuid_key(u) for u in nvml_uuids]
+        order = [keys.index(_uuid_key(u)) for u in cuda_uuids if _uuid_key(u) in keys]
+        if len(order) == len(cuda_uuids):
+            return order, "uuid"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return list(range(len(nvml_uuids))), "all"
+    order = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if entry.isdigit() and int(entry) < len(nvml_uuids):
+            index = int(entry)
+        elif entry.lower().startswith("gpu-"):
+            matches = [i for i, u in enumerate(nvml_uuids)
+                       if u and _uuid_key(u).startswith(_uuid_key(entry))]
+            if len(matches) != 1:
+                break
+            index = matches[0]
+        else:  # CUDA stops at the first entry it cannot use (MIG-..., out of range, -1)
+            break
+        if index in order:  # a repeated entry makes CUDA see no device at all
+            return [], "CUDA_VISIBLE_DEVICES"
+        order.append(index)
+    return order, "CUDA_VISIBLE_DEVICES"
+
+
+def cuda_device_total_bytes(cuda_index: int) -> int | None:
+    """Total memory of cuda:N from NVML (no CUDA context is created); None if unknown."""
+    info = gpu_info()
+    for gpu in info.get("gpus", []):
+        if gpu.get("index") == cuda_index:
+            return gpu.get("memory_total_bytes")
+    return None
+
+
+def _gpu_state(pynvml: Any, handle: Any) -> dict[str, Any]:
+    safe = _safe
     memory = safe(pynvml.nvmlDeviceGetMemoryInfo, handle)
+    pci = safe(pynvml.nvmlDeviceGetPciInfo, handle)
     return {
-        "index": index,
         "name": _decode(safe(pynvml.nvmlDeviceGetName, handle)),
+        "pci_bus_id": _decode(getattr(pci, "busId", None)),
         "memory_total_bytes": getattr(memory, "total", None),
         "sm_clock_mhz": safe(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_SM),
         "mem_clock_mhz": safe(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_MEM),

@@ -10,12 +10,13 @@ The parent (harness.executor) turns a worker that dies or hangs into a record as
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from harness import frameworks
 from harness.correctness import check as gate_check
@@ -32,7 +33,7 @@ from harness.measure import (
 )
 from harness.records import Point
 from harness.reference import relative_error
-from harness.registry import REGISTRY, device_kind, load_impl_modules
+from harness.registry import REGISTRY, device_kind, first_line, load_impl_modules
 
 # Fidelity needs the exact output at the point's shape; computed only where that is cheap.
 FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
@@ -46,28 +47,83 @@ class WorkerContext:
     seed: int = 0
 
 
-def prepare(context: WorkerContext, device: str | None = None) -> None:
-    """Common set-up at the start of every task; applies --max-memory for the device."""
+def prepare(context: WorkerContext, device: str | None = None, framework: str | None = None,
+            extra_device_bytes: int = 0) -> None:
+    """Common set-up at the start of every task; applies --max-memory for the device.
+
+    On a CUDA device, torch's current device becomes the point's device (CUDA events and
+    Triton launches use the current device, not the tensors'), and the cap goes to the
+    framework that runs the point: torch's caching allocator, or JAX's memory fraction (set
+    before JAX starts its GPU backend; no torch CUDA context in a JAX worker).
+    ``extra_device_bytes`` is what the harness itself allocates on the device besides the
+    workload (the L2-flush buffer of the timing pass): the cap grows by it, so that the timing
+    pass has the same room for the workload as the memory pass.
+    """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     limit_malloc_caching()
     load_impl_modules(context.impl_modules)
+    if device is not None and device_kind(device) == "cuda" and framework == "torch":
+        select_torch_cuda_device(device)
     if context.max_memory_bytes and device is not None:
         if device_kind(device) == "cuda":
-            cap_cuda_allocator(context.max_memory_bytes, device)
+            cap = context.max_memory_bytes + max(0, int(extra_device_bytes))
+            if framework == "jax":
+                cap_jax_memory(cap, device)
+            else:
+                cap_cuda_allocator(cap, device)
         else:
             cap_address_space(context.max_memory_bytes)
 
 
-def cap_cuda_allocator(max_bytes: int, device: str) -> None:
-    """torch's caching allocator refuses to grow past max_bytes (JAX: its own fraction)."""
+def cuda_index(device: str) -> int:
+    """'cuda' -> 0, 'cuda:1' -> 1 (torch's CUDA memory functions refuse 'cuda' without index)."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def select_torch_cuda_device(device: str) -> None:
+    """torch.cuda.set_device for the point's device (a no-op without CUDA)."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, max_bytes / total), device)
     except ImportError:
-        pass
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(cuda_index(device))
+
+
+def cap_cuda_allocator(max_bytes: int, device: str) -> None:
+    """torch's caching allocator refuses to grow past max_bytes on that device."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        index = cuda_index(device)
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, max_bytes / total), index)
+
+
+def cap_jax_memory(max_bytes: int, device: str) -> None:
+    """JAX's GPU allocator stops at max_bytes: its memory fraction of the device's total memory.
+
+    Read when JAX creates its GPU client, i.e. before the first JAX call in this worker. The
+    total comes from NVML (no CUDA context); without NVML from torch's device properties.
+    jaxlib refuses both variable names at once, so the deprecated one
+    (XLA_PYTHON_CLIENT_MEM_FRACTION) is set only when the user already uses it.
+    """
+    from harness.hardware import cuda_device_total_bytes
+
+    total = cuda_device_total_bytes(cuda_index(device))
+    if not total:
+        try:
+            import torch
+
+            total = torch.cuda.get_device_properties(cuda_index(device)).total_memory
+        except Exception:  # noqa: BLE001 - no way to size the fraction: JAX runs uncapped
+            return
+    fraction = f"{min(1.0, max_bytes / total):.6f}"
+    name = "XLA_PYTHON_CLIENT_MEM_FRACTION" if "XLA_PYTHON_CLIENT_MEM_FRACTION" in os.environ \
+        else "XLA_CLIENT_MEM_FRACTION"
+    os.environ[name] = fraction
 
 
 def cap_address_space(max_bytes: int) -> None:
@@ -102,26 +158,82 @@ def classify(exc: BaseException, framework: str) -> tuple[str, str]:
     return "error", message[:500]
 
 
+def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
+    """Device memory the timing pass allocates besides the workload (the L2-flush buffer)."""
+    flush_bytes = getattr(fw, "l2_flush_bytes", None)
+    if not settings.cuda_flush_l2 or flush_bytes is None or device_kind(device) != "cuda":
+        return 0
+    try:
+        return int(flush_bytes(device))
+    except Exception:  # noqa: BLE001 - no CUDA here: the workload will say so itself
+        return 0
+
+
 # -- tasks -------------------------------------------------------------------------------------
+class CudaContextError(RuntimeError):
+    """A probe left torch's CUDA context unusable (a sticky error: illegal address, device-side
+    assert). Every later CUDA call of this process would fail, so the probe worker ends; the
+    runner then probes each combination in a worker of its own."""
+
+
 def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext) -> dict:
     """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination."""
     prepare(context)
     out: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
     for impl_name, device, dtype, causal in combos:
         impl = REGISTRY.get(impl_name)
-        verdict = impl.supports(device=device, dtype=dtype, causal=causal)
-        entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
-        if verdict.available:
-            gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
-            entry["gate"] = asdict(gate)
+        with device_scope(impl.framework, device):
+            verdict = impl.supports(device=device, dtype=dtype, causal=causal)
+            entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
+            if verdict.available:
+                gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
+                entry["gate"] = asdict(gate)
+        broken = cuda_context_error(impl.framework, device)
+        if broken is not None:
+            raise CudaContextError(f"{impl_name} on {device}/{dtype} left the CUDA context "
+                                   f"unusable: {broken}")
         out[(impl_name, device, dtype, causal)] = entry
     return out
 
 
+@contextlib.contextmanager
+def device_scope(framework: str, device: str) -> Iterator[None]:
+    """torch on CUDA: the combination's device is the current device while it runs."""
+    if framework != "torch" or device_kind(device) != "cuda":
+        yield
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    with torch.cuda.device(cuda_index(device)):
+        yield
+
+
+def cuda_context_error(framework: str, device: str) -> str | None:
+    """The first line of the error a trivial CUDA operation raises now; None when it works
+    (or when this process has not initialised torch's CUDA at all)."""
+    if framework != "torch" or device_kind(device) != "cuda":
+        return None
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    try:
+        index = cuda_index(device)
+        torch.cuda.synchronize(index)
+        torch.ones(1, device=f"cuda:{index}").add_(1).cpu()
+    except Exception as exc:  # noqa: BLE001 - any failure means the context is gone
+        return f"{type(exc).__name__}: {first_line(str(exc))}"
+    return None
+
+
 def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:
-    prepare(context, point.device)
+    load_impl_modules(context.impl_modules)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
+    prepare(context, point.device, impl.framework)
     try:
         with fw.precision(point.dtype):
             work = fw.memory_workload(impl, point, seed=context.seed)
@@ -154,9 +266,11 @@ def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:
 
 
 def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) -> dict[str, Any]:
-    prepare(context, point.device)
+    load_impl_modules(context.impl_modules)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
+    prepare(context, point.device, impl.framework,
+            extra_device_bytes=harness_device_bytes(fw, point.device, settings))
     try:
         with fw.precision(point.dtype):
             work = fw.make_workload(impl, point, seed=context.seed,

@@ -64,6 +64,10 @@ CHUNK_ELEMENTS = 1 << 21  # per-tensor chunk (tokens x D) walked at once: 8 MiB 
 CPU_GEMM_MAX_HEAD_DIM = 512  # gemm measured faster up to D=512 on CPU: see the table above
 CUDA_GEMM_MAX_HEAD_DIM = 256  # not measured (no GPU at hand)
 FORMULATIONS = ("gemm", "fft")
+# CUDA: the GEMM formulation's loops run over T only, all (batch, head) at once (``batched``);
+# a chunk is then about CUDA_CHUNK_ELEMENTS per tensor over all heads: 64 MiB in float32, a
+# few microseconds of kernel time per launch at HBM bandwidth instead of one launch per head
+CUDA_CHUNK_ELEMENTS = 1 << 24
 
 
 def choose_formulation(device: str | torch.device, head_dim: int) -> str:
@@ -73,48 +77,117 @@ def choose_formulation(device: str | torch.device, head_dim: int) -> str:
     return "gemm" if head_dim <= limit else "fft"
 
 
+def choose_batched(device: str | torch.device) -> bool:
+    """True on CUDA: chunk only along T, every (batch, head) in one batched kernel per step.
+
+    On a GPU a Python iteration per (batch, head, chunk) issuing 5-7 small kernels is launch
+    bound (about 1.5k launches at B=1, H=16, T=512K). On the CPU the per-(batch, head) 2-D
+    loop is what was measured fast (module docstring) and stays.
+    """
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":", 1)[0]
+    return kind == "cuda"
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _chunk_len(dim: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(1, dim))
+class _Chunk:
+    """One step of the GEMM formulation's loops over a (B, H, T, D) shape.
+
+    Per head (CPU): ``x[c.idx]`` is a 2-D (rows, D) slice of one (batch, head). Batched (CUDA):
+    it is a 4-D (B, H, rows, D) slice of every (batch, head). ``c.bh`` indexes per-(batch, head)
+    tensors such as C (B, H, D, D); ``c.keep`` indexes the (B, T) keep mask so that it broadcasts
+    against ``x[c.idx]``; ``c.col`` indexes a per-token (B, H, T) tensor as a column.
+    """
+
+    __slots__ = ("idx", "bh", "keep", "col", "rows")
+
+    def __init__(self, b, h, t0: int, t1: int) -> None:
+        tokens = slice(t0, t1)
+        self.idx = (b, h, tokens)
+        self.bh = (b, h)
+        self.col = (b, h, tokens, None)
+        self.keep = (b, tokens, None) if isinstance(b, int) else (b, None, tokens, None)
+        self.rows = t1 - t0
 
 
-def _chunks(shape):
-    """(b, h, t0, t1) over a (B, H, T, D) shape: 2-D (chunk, D) slices of about CHUNK_ELEMENTS."""
+def _chunk_len(dim: int, lead: int = 1, batched: bool = False) -> int:
+    if not batched:
+        return max(1, CHUNK_ELEMENTS // max(1, dim))
+    return max(1, CUDA_CHUNK_ELEMENTS // max(1, dim * lead))
+
+
+def _chunks(shape, batched: bool = False):
+    """The steps over a (B, H, T, D) shape: per (batch, head) and T chunk of about
+    CHUNK_ELEMENTS, or (batched) per T chunk of about CUDA_CHUNK_ELEMENTS over all heads."""
     batch, heads, tokens, dim = shape
+    if batched:
+        step = _chunk_len(dim, batch * heads, batched=True)
+        every = slice(None)
+        for t0 in range(0, tokens, step):
+            yield _Chunk(every, every, t0, min(tokens, t0 + step))
+        return
     step = _chunk_len(dim)
     for b in range(batch):
         for h in range(heads):
             for t0 in range(0, tokens, step):
-                yield b, h, t0, min(tokens, t0 + step)
+                yield _Chunk(b, h, t0, min(tokens, t0 + step))
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = a @ b: torch.mm for 2-D chunks, a batched matmul over (B, H) for 4-D ones."""
+    if a.dim() == 2:
+        return torch.mm(a, b, out=out)
+    torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]),
+              out=out.view(-1, *out.shape[-2:]))
+    return out
+
+
+def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """acc += a @ b in place (``acc`` must be viewable as (B*H, m, n): a slice along T of a
+    contiguous tensor is)."""
+    if acc.dim() == 2:
+        return acc.addmm_(a, b)
+    acc.view(-1, *acc.shape[-2:]).baddbmm_(a.reshape(-1, *a.shape[-2:]),
+                                           b.reshape(-1, *b.shape[-2:]))
+    return acc
 
 
 class _Scratch:
-    """Named (chunk, D) work buffers, allocated once per call and reused by every chunk.
+    """Named chunk work buffers, allocated once per call and reused by every chunk: (rows, D)
+    per head, (B, H, rows, D) batched; a shorter last chunk is a contiguous view of the front.
 
     A fresh chunk-sized temporary per chunk is a fresh mmap (and page faults) per chunk once it
     is over glibc's mmap threshold; reusing one buffer keeps it hot in cache as well.
     """
 
-    def __init__(self, shape, dtype: torch.dtype, device) -> None:
-        self.rows = min(shape[2], _chunk_len(shape[3]))
+    def __init__(self, shape, dtype: torch.dtype, device, batched: bool = False) -> None:
+        self.lead = tuple(shape[:2]) if batched else ()
+        lead_size = shape[0] * shape[1] if batched else 1
+        self.rows = min(shape[2], _chunk_len(shape[3], lead_size, batched))
         self.dim, self.dtype, self.device = shape[3], dtype, device
         self.buffers: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, rows: int) -> torch.Tensor:
         buf = self.buffers.get(name)
         if buf is None:
-            buf = self.buffers[name] = torch.empty(self.rows, self.dim, dtype=self.dtype,
-                                                   device=self.device)
-        return buf[:rows]
+            size = self.rows * self.dim
+            for n in self.lead:
+                size *= n
+            buf = self.buffers[name] = torch.empty(size, dtype=self.dtype, device=self.device)
+        if not self.lead:
+            return buf[:rows * self.dim].view(rows, self.dim)
+        count = rows * self.dim
+        for n in self.lead:
+            count *= n
+        return buf[:count].view(*self.lead, rows, self.dim)
 
     def load(self, name: str, chunk: torch.Tensor) -> torch.Tensor:
         """chunk in the work dtype: itself when it already is, else a copy into buffer name."""
         if chunk.dtype == self.dtype:
             return chunk
-        return self.get(name, chunk.shape[0]).copy_(chunk)
+        return self.get(name, chunk.shape[-2]).copy_(chunk)
 
 
 def _keep_mask(key_padding_mask, batch: int, tokens: int, device) -> torch.Tensor | None:
@@ -144,16 +217,16 @@ def wrapped_matrix(vec: torch.Tensor) -> torch.Tensor:
     return vec[..., _wrap_index(vec.shape[-1], vec.device)]
 
 
-def _masked_chunk(chunk, keep, b, t0, t1, scratch: _Scratch, name: str) -> torch.Tensor:
-    """A (chunk, D) slice in the work dtype with masked tokens zeroed (a copy only if needed)."""
+def _masked_chunk(chunk, keep, c: _Chunk, scratch: _Scratch, name: str) -> torch.Tensor:
+    """A chunk slice in the work dtype with masked tokens zeroed (a copy only if needed)."""
     if keep is None:
         return scratch.load(name, chunk)
-    out = scratch.get(name, chunk.shape[0])
-    return torch.mul(chunk, keep[b, t0:t1, None], out=out)
+    out = scratch.get(name, c.rows)
+    return torch.mul(chunk, keep[c.keep], out=out)
 
 
 def beta_from_kv(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
-                 work: torch.dtype) -> torch.Tensor:
+                 work: torch.dtype, batched: bool = False) -> torch.Tensor:
     """beta = sum_t bind(k_t, v_t) over kept tokens, via K^T V: (B, H, D) in dtype work.
 
     bind(k, v)[j] = sum_i k[i] v[(j - i) mod D], so beta[j] = sum_i (K^T V)[i, (j - i) mod D];
@@ -164,14 +237,14 @@ def beta_from_kv(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
         mats = torch.matmul(k.transpose(-1, -2), v)       # one pass, nothing of size T kept
     else:
         mats = torch.zeros(batch, heads, dim, dim, dtype=work, device=k.device)
-        scratch = _Scratch(k.shape, work, k.device)
-        for b, h, t0, t1 in _chunks(k.shape):
-            k_c = _masked_chunk(k[b, h, t0:t1], keep, b, t0, t1, scratch, "k")
-            mats[b, h].addmm_(k_c.T, scratch.load("v", v[b, h, t0:t1]))
+        scratch = _Scratch(k.shape, work, k.device, batched)
+        for c in _chunks(k.shape, batched):
+            k_c = _masked_chunk(k[c.idx], keep, c, scratch, "k")
+            _add_mm(mats[c.bh], k_c.mT, scratch.load("v", v[c.idx]))
     return wrapped_diagonal_sums(mats)
 
 
-def _gemm_score_parts(q, v, corr, work):
+def _gemm_score_parts(q, v, corr, work, batched: bool = False):
     """dot = P.v, |P|, |v| per token with P = Q C, walking T in chunks: three (B, H, T).
 
     P never exists beyond one chunk (a reused buffer).
@@ -180,14 +253,13 @@ def _gemm_score_parts(q, v, corr, work):
     dot = torch.empty(batch, heads, tokens, dtype=work, device=q.device)
     p_norm = torch.empty_like(dot)
     v_norm = torch.empty_like(dot)
-    scratch = _Scratch(q.shape, work, q.device)
-    for b, h, t0, t1 in _chunks(q.shape):
-        v_c = scratch.load("v", v[b, h, t0:t1])
-        p_c = torch.mm(scratch.load("q", q[b, h, t0:t1]), corr[b, h],
-                       out=scratch.get("p", t1 - t0))
-        torch.linalg.vector_norm(p_c, dim=-1, out=p_norm[b, h, t0:t1])
-        torch.linalg.vector_norm(v_c, dim=-1, out=v_norm[b, h, t0:t1])
-        torch.sum(p_c.mul_(v_c), dim=-1, out=dot[b, h, t0:t1])
+    scratch = _Scratch(q.shape, work, q.device, batched)
+    for c in _chunks(q.shape, batched):
+        v_c = scratch.load("v", v[c.idx])
+        p_c = _mm(scratch.load("q", q[c.idx]), corr[c.bh], out=scratch.get("p", c.rows))
+        torch.linalg.vector_norm(p_c, dim=-1, out=p_norm[c.idx])
+        torch.linalg.vector_norm(v_c, dim=-1, out=v_norm[c.idx])
+        torch.sum(p_c.mul_(v_c), dim=-1, out=dot[c.idx])
     return dot, p_norm, v_norm
 
 
@@ -199,8 +271,9 @@ def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     work = _work_dtype(q.dtype)
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
-    corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
-    dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work)
+    batched = choose_batched(q.device)
+    corr = wrapped_matrix(beta_from_kv(k, v, keep, work, batched))
+    dot, p_norm, v_norm = _gemm_score_parts(q, v, corr, work, batched)
     return dot / (v_norm * p_norm).clamp_min(COSINE_EPS)
 
 
@@ -267,16 +340,18 @@ def _weighted_values(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def gemm_forward(ctx, q, k, v, keep, score_parts):
+def gemm_forward(ctx, q, k, v, keep, score_parts, batched: bool = False):
     """The GEMM formulation's forward; ``score_parts(q, v, C, work) -> (dot, |P|, |v|)`` is
-    the one step that has another implementation (hrr_triton's fused kernel)."""
+    the one step that has another implementation (hrr_triton's fused kernel). ``batched``:
+    the loops over T take every (batch, head) at once (CUDA), also in the backward."""
     work = _work_dtype(q.dtype)
-    corr = wrapped_matrix(beta_from_kv(k, v, keep, work))
+    corr = wrapped_matrix(beta_from_kv(k, v, keep, work, batched))
     dot, p_norm, v_norm = score_parts(q, v, corr, work)
     denom = v_norm * p_norm
     scores = dot / denom.clamp_min(COSINE_EPS)
     weights = hrr_weights(scores, keep)
     ctx.save_for_backward(q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
+    ctx.batched = batched
     return _weighted_values(weights, v)
 
 
@@ -284,58 +359,60 @@ class HRRGemm(torch.autograd.Function):
     """HRR attention by the GEMM formulation with a hand-written, chunked backward."""
 
     @staticmethod
-    def forward(ctx, q, k, v, keep):
-        return gemm_forward(ctx, q, k, v, keep, _gemm_score_parts)
+    def forward(ctx, q, k, v, keep, batched=False):
+        return gemm_forward(ctx, q, k, v, keep,
+                            lambda q_, v_, c_, w_: _gemm_score_parts(q_, v_, c_, w_, batched),
+                            batched)
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom = ctx.saved_tensors
+        batched = getattr(ctx, "batched", False)
         work = corr.dtype
-        scratch = _Scratch(q.shape, work, q.device)
+        scratch = _Scratch(q.shape, work, q.device, batched)
         # softmax: g_t = dO_t . v_t, ds = w (g - sum w g)   (w = 0 where masked, so ds = 0 there)
         g = torch.empty_like(scores)
-        for b, h, t0, t1 in _chunks(q.shape):
-            prod = torch.mul(scratch.load("dout", grad_out[b, h, t0:t1]),
-                             scratch.load("v", v[b, h, t0:t1]), out=scratch.get("prod", t1 - t0))
-            torch.sum(prod, dim=-1, out=g[b, h, t0:t1])
+        for c in _chunks(q.shape, batched):
+            prod = torch.mul(scratch.load("dout", grad_out[c.idx]),
+                             scratch.load("v", v[c.idx]), out=scratch.get("prod", c.rows))
+            torch.sum(prod, dim=-1, out=g[c.idx])
         g.sub_((weights * g).sum(-1, keepdim=True)).mul_(weights)      # g is now ds
         d_dot, c_p, c_v = _cosine_backward(g, scores, denom, p_norm, v_norm)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        dq = torch.empty_like(q, dtype=work) if need_q else None
-        dv = torch.empty_like(v, dtype=work)
+        # contiguous: a T-slice of each is then a (B*H, rows, D) view for the batched GEMMs
+        fresh = dict(dtype=work, memory_format=torch.contiguous_format)
+        dq = torch.empty_like(q, **fresh) if need_q else None
+        dv = torch.empty_like(v, **fresh)
         d_corr = torch.zeros_like(corr)
         # P = Q C is recomputed (one GEMM per chunk into a reused buffer): storing it in the
         # forward cost a (B, H, T, D) tensor written and read back, which measured slower
-        for b, h, t0, t1 in _chunks(q.shape):
-            rows = t1 - t0
-            q_c = scratch.load("q", q[b, h, t0:t1])
-            v_c = scratch.load("v", v[b, h, t0:t1])
-            p_c = torch.mm(q_c, corr[b, h], out=scratch.get("p", rows))
-            d_dot_c, c_p_c, c_v_c = (x[b, h, t0:t1, None] for x in (d_dot, c_p, c_v))
-            dp_c = torch.mul(v_c, d_dot_c, out=scratch.get("dp", rows)).addcmul_(p_c, c_p_c)
+        for c in _chunks(q.shape, batched):
+            q_c = scratch.load("q", q[c.idx])
+            v_c = scratch.load("v", v[c.idx])
+            p_c = _mm(q_c, corr[c.bh], out=scratch.get("p", c.rows))
+            d_dot_c, c_p_c, c_v_c = (x[c.col] for x in (d_dot, c_p, c_v))
+            dp_c = torch.mul(v_c, d_dot_c, out=scratch.get("dp", c.rows)).addcmul_(p_c, c_p_c)
             if need_q:
-                torch.mm(dp_c, corr[b, h], out=dq[b, h, t0:t1])
-            d_corr[b, h].addmm_(q_c.T, dp_c)
-            dv_c = torch.mul(grad_out[b, h, t0:t1], weights[b, h, t0:t1, None],
-                             out=dv[b, h, t0:t1])
+                _mm(dp_c, corr[c.bh], out=dq[c.idx])
+            _add_mm(d_corr[c.bh], q_c.mT, dp_c)
+            dv_c = torch.mul(grad_out[c.idx], weights[c.col], out=dv[c.idx])
             dv_c.addcmul_(p_c, d_dot_c).addcmul_(v_c, c_v_c)
         # C = wrapped_matrix(beta): dbeta[n] = sum over i + j = n of dC[i, j]; beta from M = K^T V
         # gives dM[i, l] = dbeta[(i + l) mod D] (symmetric): dK = V dM (masked), dV += K dM.
         d_mat = wrapped_matrix(wrapped_diagonal_sums(d_corr))
-        dk = torch.empty_like(k, dtype=work) if need_k else None
-        for b, h, t0, t1 in _chunks(k.shape):
+        dk = torch.empty_like(k, **fresh) if need_k else None
+        for c in _chunks(k.shape, batched):
             if need_k:
-                dk_c = torch.mm(scratch.load("v", v[b, h, t0:t1]), d_mat[b, h],
-                                out=dk[b, h, t0:t1])
+                dk_c = _mm(scratch.load("v", v[c.idx]), d_mat[c.bh], out=dk[c.idx])
                 if keep is not None:
-                    dk_c.mul_(keep[b, t0:t1, None])
+                    dk_c.mul_(keep[c.keep])
             if need_v:
-                k_c = _masked_chunk(k[b, h, t0:t1], keep, b, t0, t1, scratch, "k")
-                dv[b, h, t0:t1].addmm_(k_c, d_mat[b, h])
+                k_c = _masked_chunk(k[c.idx], keep, c, scratch, "k")
+                _add_mm(dv[c.idx], k_c, d_mat[c.bh])
         if q.dtype != work:
             dq = None if dq is None else dq.to(q.dtype)
             dk = None if dk is None else dk.to(k.dtype)
-        return dq, dk, (dv.to(v.dtype) if need_v else None), None
+        return dq, dk, (dv.to(v.dtype) if need_v else None), None, None
 
 
 def _cosine_backward(ds, scores, denom, p_norm, v_norm):
@@ -365,8 +442,10 @@ def _hrr_fft(q, k, v, keep):
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True))
-def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None):
-    """HRR attention; ``formulation`` ('gemm' or 'fft') overrides choose_formulation."""
+def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None,
+              batched: bool | None = None):
+    """HRR attention; ``formulation`` ('gemm' or 'fft') overrides choose_formulation, and
+    ``batched`` (the GEMM loops over T only, all heads at once) overrides choose_batched."""
     if causal:
         raise UnsupportedError("hrr_torch: HRR attention has no causal variant")
     formulation = formulation or choose_formulation(q.device, q.shape[-1])
@@ -376,4 +455,5 @@ def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str 
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     if formulation == "fft":
         return _hrr_fft(q, k, v, keep)
-    return HRRGemm.apply(q, k, v, keep)
+    return HRRGemm.apply(q, k, v, keep, choose_batched(q.device) if batched is None
+                         else bool(batched))

@@ -131,8 +131,10 @@ class HRRTriton(hrr_torch.HRRGemm):
     """hrr_torch's GEMM formulation with the fused scores kernel; the backward is inherited."""
 
     @staticmethod
-    def forward(ctx, q, k, v, keep):
-        return hrr_torch.gemm_forward(ctx, q, k, v, keep, triton_score_parts)
+    def forward(ctx, q, k, v, keep, batched=True):
+        # the kernel takes every (batch, head) in one launch; the rest (K^T V under a mask or
+        # in fp16/bf16, the backward) walks T with all heads at once, as hrr_torch on CUDA
+        return hrr_torch.gemm_forward(ctx, q, k, v, keep, triton_score_parts, batched)
 
 
 @register("hrr_triton", framework="torch", family="hrr", requires=("triton",),
@@ -150,4 +152,4 @@ def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
     if q.dtype == torch.float64:
         raise UnsupportedError("hrr_triton: float64 not supported (use hrr_torch)")
     keep = hrr_torch._keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
-    return HRRTriton.apply(q, k, v, keep)
+    return HRRTriton.apply(q, k, v, keep, True)

@@ -7,13 +7,25 @@ import functools
 from harness.registry import Capabilities, register
 
 
+def matmul_precision(dtype):
+    """HIGHEST for float32 (and float64): JAX's DEFAULT precision lets XLA use TF32 on Ampere
+    and newer GPUs (10-bit mantissa), which fails the float32 gate; None (DEFAULT) for
+    float16/bfloat16, whose inputs are already that narrow."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.lax.Precision.HIGHEST if dtype in (jnp.float32, jnp.float64) else None
+
+
 @functools.cache
 def _compiled(causal: bool, masked: bool):
     import jax
     import jax.numpy as jnp
 
     def attention(q, k, v, key_padding_mask):
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) * (q.shape[-1] ** -0.5)
+        precision = matmul_precision(q.dtype)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=precision) * \
+            (q.shape[-1] ** -0.5)
         t_q, t_k = q.shape[-2], k.shape[-2]
         allowed = None
         if causal:
@@ -27,7 +39,7 @@ def _compiled(causal: bool, masked: bool):
         weights = jax.nn.softmax(scores.astype(work), axis=-1)
         if allowed is not None:
             weights = jnp.where(allowed, weights, 0.0)
-        return jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v)
+        return jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v, precision=precision)
 
     return jax.jit(attention)
 

@@ -299,3 +299,77 @@ def test_jax_choose_formulation():
     assert hj.choose_formulation("cpu", 64) == "gemm"
     assert hj.choose_formulation("gpu", hj.CUDA_GEMM_MAX_HEAD_DIM + 1) == "fft"
     assert hj.choose_formulation("cpu", hj.CPU_GEMM_MAX_HEAD_DIM + 1) == "fft"
+
+
+# ---- the CUDA-shaped (batched) GEMM loops, run on the CPU ------------------------------------
+
+@pytest.fixture
+def small_batched_chunks(monkeypatch):
+    """Batched chunks of 2 tokens over all (B, H) at D <= 8: several, uneven steps."""
+    monkeypatch.setattr(ht, "CUDA_CHUNK_ELEMENTS", 2 * 2 * 3 * 8)
+    monkeypatch.setattr(ht, "CHUNK_ELEMENTS", 24)
+
+
+def test_batched_is_chosen_on_cuda_only_and_walks_t_only():
+    assert ht.choose_batched("cuda:1") and ht.choose_batched(torch.device("cuda", 0))
+    assert not ht.choose_batched("cpu") and not ht.choose_batched(torch.device("cpu"))
+    shape = (1, 16, 512 * 1024, 64)      # the launch-bound example: B=1, H=16, T=512K
+    per_head = sum(1 for _ in ht._chunks(shape, batched=False))
+    batched = list(ht._chunks(shape, batched=True))
+    assert per_head == 16 * (shape[2] * 64 // ht.CHUNK_ELEMENTS)          # 256 steps
+    assert len(batched) == shape[2] * 16 * 64 // ht.CUDA_CHUNK_ELEMENTS    # 32 steps
+    assert all(c.idx[:2] == (slice(None), slice(None)) for c in batched)
+    assert sum(c.rows for c in batched) == shape[2]
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "random", "row_all_masked"])
+@pytest.mark.parametrize("dim", [5, 8])
+def test_batched_forward_and_gradients_match_float64(mask_kind, dim, small_batched_chunks):
+    q, k, v = make((2, 3, 13, dim), seed=dim + 5)
+    mask = masks(2, 13, seed=dim)[mask_kind]
+    ref_out, ref_grads, grad = reference_autograd(q, k, v, mask)
+    t = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    out = ht.hrr_torch(*t, key_padding_mask=m, formulation="gemm", batched=True)
+    assert rel_err(out.detach().numpy(), ref_out) <= TOL32
+    out.backward(grad.float())
+    for got, ref in zip(t, ref_grads):
+        assert rel_err(got.grad.numpy(), ref) <= 1e-4
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "random"])
+def test_batched_gradcheck_float64(mask_kind, monkeypatch):
+    monkeypatch.setattr(ht, "CUDA_CHUNK_ELEMENTS", 2 * 2 * 5)     # 2 tokens a step over B*H=2
+    q, k, v = (torch.tensor(x, dtype=torch.float64, requires_grad=True)
+               for x in make((1, 2, 6, 5), seed=13, dtype=np.float64))
+    mask = masks(1, 6, seed=2)[mask_kind]
+    m = None if mask is None else torch.from_numpy(mask)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: ht.hrr_torch(a, b, c, key_padding_mask=m, formulation="gemm",
+                                     batched=True), (q, k, v), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_batched_half_precision_and_noncontiguous_layout(dtype, tol, small_batched_chunks):
+    """fp16/bf16 (K^T V and the backward through float32 work buffers) in a (B, T, H, D)
+    storage: the batched path against the per-head one and the reference."""
+    q, k, v = make((2, 3, 10, 8), seed=17)
+    m = torch.from_numpy(masks(2, 10)["random"])
+    grad = torch.from_numpy(make((2, 3, 10, 8), seed=18)[0]).to(dtype)
+
+    def inputs():
+        return [torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1, 3))).transpose(1, 2)
+                .to(dtype).requires_grad_() for x in (q, k, v)]
+    batched, per_head = inputs(), inputs()
+    out_b = ht.hrr_torch(*batched, key_padding_mask=m, formulation="gemm", batched=True)
+    out_p = ht.hrr_torch(*per_head, key_padding_mask=m, formulation="gemm", batched=False)
+    assert out_b.dtype == dtype
+    ref = hrr_attention(*(x.detach().float().numpy() for x in batched),
+                        key_padding_mask=m.numpy())
+    assert rel_err(out_b.detach().float().numpy(), ref) <= tol
+    out_b.backward(grad)
+    out_p.backward(grad)
+    for got, other in zip(batched, per_head):
+        assert got.grad.dtype == dtype and got.grad.shape == got.shape
+        np.testing.assert_allclose(got.grad.float().numpy(), other.grad.float().numpy(),
+                                   rtol=0, atol=1e-2 * float(other.grad.float().abs().max()))

@@ -141,8 +141,12 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
     shape = (point.batch, point.heads, point.seq_len, point.head_dim)
     device = jax_device(point.device)
     keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    # committed to the point's device (device_put), so that every jitted call runs there: an
+    # array made under jax.default_device is uncommitted and jit would place the computation
+    # on JAX's default device (the GPU for a "cpu" point, cuda:0 for "cuda:1")
     with jax.default_device(device):
-        q, k, v, ct = (jax.random.normal(key, shape, dtype=dtype) for key in keys)
+        q, k, v, ct = (jax.device_put(jax.random.normal(key, shape, dtype=dtype), device)
+                       for key in keys)
     input_bytes = 3 * q.size * q.dtype.itemsize
 
     def attention(q_, k_, v_):

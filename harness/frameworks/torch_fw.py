@@ -108,9 +108,24 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
 
 
 # -- workloads for the runner ------------------------------------------------------------------
+L2_FLUSH_MULTIPLE = 2          # the flush buffer is this many times the device's L2 cache
+L2_FLUSH_FALLBACK_BYTES = 256 * 1024 * 1024  # when torch does not report the L2 size
+
+
+def l2_flush_bytes(device: str) -> int:
+    """Size of the buffer written before each timed call to evict L2: twice the L2 cache
+    (``get_device_properties().L2_cache_size``: 50 MiB on an H100 SXM, so 100 MiB)."""
+    import torch
+
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    l2 = getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0) or 0
+    return L2_FLUSH_MULTIPLE * int(l2) if l2 > 0 else L2_FLUSH_FALLBACK_BYTES
+
+
 class CudaEventTimer:
     """CUDA events around the call; optionally flushes L2 first (untimed) so that small shapes
-    are not flattered by a warm cache."""
+    are not flattered by a warm cache. The flush buffer (``l2_flush_bytes``) is allocated
+    under the same --max-memory cap as the workload; the worker raises the cap by its size."""
 
     name = "cuda_event"
 
@@ -118,7 +133,7 @@ class CudaEventTimer:
         import torch
 
         self.torch = torch
-        self.flush = torch.empty(256 * 1024 * 1024, dtype=torch.int8, device=device) \
+        self.flush = torch.empty(l2_flush_bytes(device), dtype=torch.int8, device=device) \
             if flush_l2 else None
 
     def time(self, work: Any) -> tuple[float, Any]:
@@ -203,11 +218,20 @@ def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any
 
 
 def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
-    """CUDA: the allocator's peak above the allocation before the call. None on CPU."""
+    """CUDA: the allocator's peak above the allocation before the call. None on CPU.
+
+    One untimed warm-up call first (output freed, synchronised), as on the CPU: the first call
+    makes one-off allocations through the caching allocator (cuBLAS's workspace, 32 MiB on
+    Hopper; cuDNN's plans) that would otherwise count as the method's memory.
+    """
     if device_kind(device) != "cuda":
         return None
     import torch
 
+    work.setup()
+    value = work.run()
+    synchronize(device)
+    del value
     work.setup()
     synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
