@@ -6,7 +6,10 @@ tiny input on the target device and dtype (on CPU only MATH and FLASH_ATTENTION 
 
 from __future__ import annotations
 
-from harness.registry import Availability, Capabilities, register
+import warnings
+
+from harness.errors import UnsupportedError
+from harness.registry import Availability, Capabilities, first_line, register
 from implementations._torch_masks import allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -21,6 +24,23 @@ BACKENDS = {
 
 
 def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, backend: str = "MATH"):
+    """SDPA pinned to one backend; an input that backend has no kernel for (head dim, alignment,
+    dtype, mask) raises UnsupportedError with torch's own reasons, not RuntimeError."""
+    try:
+        return _pinned_call(q, k, v, causal, key_padding_mask, backend)
+    except RuntimeError as exc:
+        if not no_kernel_error(exc):
+            raise
+        reasons = _kernel_reasons(lambda: _pinned_call(q, k, v, causal, key_padding_mask,
+                                                        backend), backend)
+        shape = "x".join(str(n) for n in q.shape)
+        raise UnsupportedError(
+            f"SDPBackend.{backend} has no kernel for this input ({shape}, "
+            f"{str(q.dtype).removeprefix('torch.')}, {q.device.type}): "
+            f"{reasons or first_line(str(exc))}") from exc
+
+
+def _pinned_call(q, k, v, causal, key_padding_mask, backend):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -29,6 +49,46 @@ def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, backend: str
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         mask = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+# torch's select_sdp_backend (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp): when the
+# allowed backends cannot run an input it warns, per backend, "<X> kernel not used because:"
+# followed by one warning per failed check, then raises "No available kernel. Aborting
+# execution."; on the CPU the message is "No viable backend for scaled_dot_product_attention".
+NO_KERNEL = ("No available kernel", "No viable backend")
+REASON_HEADERS = {"FLASH_ATTENTION": "flash attention", "EFFICIENT_ATTENTION": "memory efficient",
+                  "CUDNN_ATTENTION": "cudnn attention", "MATH": "math"}
+MAX_REASON_CHARS = 300
+
+
+def no_kernel_error(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in NO_KERNEL)
+
+
+def _kernel_reasons(call, backend: str) -> str:
+    """Run the failing call again, recording torch's warnings: the pinned backend's reasons."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call()
+        except RuntimeError:
+            pass
+    return kernel_reasons([str(w.message) for w in caught], backend)
+
+
+def kernel_reasons(messages: list[str], backend: str) -> str:
+    """The warnings under the pinned backend's "... not used because:" header, joined."""
+    header = REASON_HEADERS.get(backend, backend.lower())
+    lines = [first_line(m.split(" (Triggered internally at")[0], MAX_REASON_CHARS)
+             for m in messages]
+    reasons: list[str] = []
+    inside = False
+    for line in lines:
+        if line.rstrip().endswith("not used because:"):
+            inside = line.lower().startswith(header)
+        elif inside and line:
+            reasons.append(line.rstrip("."))
+    return "; ".join(reasons)[:MAX_REASON_CHARS]
 
 
 def _cuda_flash_constraints(device: str, dtype: str, causal: bool, masked: bool,

@@ -405,3 +405,104 @@ def test_jax_float32_matmuls_ask_for_highest_precision(name):
         else:  # bf16 operands (hrr_jax computes in float32 at HIGHEST; softmax_jax in bf16)
             assert not any("HIGHEST" in line for line in dots if "bf16>," in line), dots
     assert counted > 0      # both use matmuls at D=16 (hrr_jax: its GEMM formulation)
+
+
+# ---- finding 10: kernel limits are "unsupported" with the reason; list per dtype --------------
+
+def test_sdpa_without_a_kernel_is_unsupported_on_the_cpu_too():
+    from harness.errors import UnsupportedError
+    from implementations import sdpa
+
+    q = torch.randn(1, 2, 16, 16)
+    with pytest.raises(UnsupportedError, match="SDPBackend.EFFICIENT_ATTENTION has no kernel "
+                                               r"for this input \(1x2x16x16, float32, cpu\)"):
+        sdpa.sdpa_attention(q, q, q, backend="EFFICIENT_ATTENTION")
+
+
+def cuda_select_backend_failure(q, k, v, **kwargs):
+    """What torch's CUDA select_sdp_backend does for D = 512 with only FLASH allowed."""
+    import warnings
+
+    for message in ("Memory efficient kernel not used because:",
+                    "Mem efficient attention requires last dimension of inputs to be <= 256",
+                    "Flash attention kernel not used because:",
+                    "Flash attention requires q,k,v to have the same last dimension and to be "
+                    "less than or equal to 256. Got Query.size(-1): 512, Key.size(-1): 512, "
+                    "Value.size(-1): 512 instead. (Triggered internally at sdp_utils.cpp:123.)",
+                    "CuDNN attention kernel not used because:",
+                    "cuDNN requires head dim <= 128"):
+        warnings.warn(message, UserWarning)
+    raise RuntimeError("No available kernel. Aborting execution.")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sdpa_reasons_are_those_of_the_pinned_backend(monkeypatch):
+    import torch.nn.functional as F
+
+    from harness.errors import UnsupportedError
+    from implementations import sdpa
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", cuda_select_backend_failure)
+    q = torch.randn(1, 1, 4, 512, dtype=torch.float16)
+    with pytest.raises(UnsupportedError) as info:
+        sdpa.sdpa_attention(q, q, q, backend="FLASH_ATTENTION")
+    message = str(info.value)
+    assert "Flash attention requires q,k,v to have the same last dimension" in message
+    assert "Got Query.size(-1): 512" in message and "Triggered" not in message
+    assert "Mem efficient" not in message and "cuDNN requires" not in message
+    with pytest.raises(UnsupportedError, match="cuDNN requires head dim <= 128"):
+        sdpa.sdpa_attention(q, q, q, backend="CUDNN_ATTENTION")
+
+
+def test_other_runtime_errors_are_not_hidden(monkeypatch):
+    import torch.nn.functional as F
+
+    from implementations import sdpa
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    monkeypatch.setattr(F, "scaled_dot_product_attention", fails)
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        sdpa.sdpa_attention(q, q, q, backend="FLASH_ATTENTION")
+
+
+def test_runner_records_a_missing_kernel_as_unsupported():
+    from implementations import sdpa
+
+    exc = None
+    try:
+        sdpa.sdpa_attention(*(torch.randn(1, 1, 4, 8),) * 3, backend="CUDNN_ATTENTION")
+    except Exception as caught:  # noqa: BLE001
+        exc = caught
+    status, message = worker.classify(exc, "torch")
+    assert status == "unsupported" and "CUDNN_ATTENTION has no kernel" in message
+
+
+def test_flash_attn_refuses_head_dims_over_256_before_calling_the_package(monkeypatch):
+    from harness.errors import UnsupportedError
+    from implementations import flash_attn
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(
+        flash_attn_func=lambda *a, **k: pytest.fail("called with an unsupported head dim")))
+    q = torch.zeros(1, 1, 4, 512)
+    with pytest.raises(UnsupportedError, match="head dim 512 > 256"):
+        flash_attn.flash_attn(q, q, q)
+
+
+def test_list_reports_the_dtypes_that_run():
+    from harness.commands.list_impls import device_availability
+    from harness.registry import Availability
+
+    def supports(device, dtype):
+        if dtype in ("float16", "bfloat16"):
+            return Availability(True)
+        return Availability(False, f"flash: the CUDA flash kernel needs float16/bfloat16, "
+                                   f"not {dtype}")
+    impl = types.SimpleNamespace(
+        capabilities=types.SimpleNamespace(dtypes=("float64", "float32", "float16", "bfloat16")),
+        supports=lambda device, dtype: supports(device, dtype))
+    got = device_availability(impl, "cuda")
+    assert got["available"] and got["dtypes"] == ["float16", "bfloat16"]
+    assert got["reason"].endswith("not float64")
+    assert got["by_dtype"]["float32"]["available"] is False

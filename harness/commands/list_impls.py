@@ -24,9 +24,22 @@ def describe(impl: Implementation, devices: list[str]) -> dict:
            "key_padding_mask": caps.key_padding_mask, "backward": caps.backward,
            "description": impl.description, "availability": {}}
     for device in devices:
-        verdict = impl.availability(device)
-        row["availability"][device] = {"available": verdict.available, "reason": verdict.reason}
+        row["availability"][device] = device_availability(impl, device)
     return row
+
+
+def device_availability(impl: Implementation, device: str) -> dict:
+    """Availability on a device per dtype the method declares (a method may run on a GPU in
+    fp16/bf16 only, e.g. sdpa_flash): ``available`` if any dtype runs, ``dtypes`` those that do,
+    ``reason`` why the others do not (the first such reason)."""
+    by_dtype = {}
+    for dtype in impl.capabilities.dtypes:
+        verdict = impl.supports(device=device, dtype=dtype)
+        by_dtype[dtype] = {"available": verdict.available, "reason": verdict.reason}
+    ok = [d for d, v in by_dtype.items() if v["available"]]
+    refused = [v["reason"] for v in by_dtype.values() if not v["available"]]
+    return {"available": bool(ok), "dtypes": ok, "reason": refused[0] if refused else "",
+            "by_dtype": by_dtype}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
         for device in devices:
             a = row["availability"][device]
             reason = a["reason"].removeprefix(f"{row['name']}: ")
-            status.append("[green]available[/]" if a["available"] else f"[red]no[/]: {reason}")
+            if not a["available"]:
+                status.append(f"[red]no[/]: {reason}")
+            elif len(a["dtypes"]) == len(row["dtypes"]):
+                status.append("[green]available[/]")
+            else:
+                status.append(f"[green]{','.join(SHORT_DTYPE[d] for d in a['dtypes'])}[/] "
+                              f"only ({reason})")
         table.add_row(row["name"], row["framework"], FAMILY_LABELS[row["family"]],
                       ",".join(row["devices"]), ",".join(SHORT_DTYPE[d] for d in row["dtypes"]),
                       _yes(row["causal"]), _yes(row["key_padding_mask"]), _yes(row["backward"]),
