@@ -81,3 +81,143 @@ def test_cuda_oom_is_a_record(tmp_path):
                          ).records
     status = {r.seq_len: r.status for r in records}
     assert status == {1024: "ok", 16384: "oom", 32768: "skipped"}, records
+
+
+# ---- the CUDA-path fixes (tests/test_cuda_paths.py checks their logic on the CPU) ------------
+
+def _run_points(tmp_path, points, **settings):
+    from harness.measure import TimingSettings
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    settings.setdefault("timing", TimingSettings(min_time_s=0.02, max_repeats=5))
+    runner = Runner(RunDir.create(tmp_path / "run", {}), RunSettings(**settings))
+    return runner.run(points).records
+
+
+def _jax_gpu():
+    jax = pytest.importorskip("jax")
+    try:
+        jax.devices("gpu")
+    except RuntimeError as exc:
+        pytest.skip(f"JAX sees no GPU: {exc}")
+
+
+def test_max_memory_on_device_cuda_caps_torch_and_jax(tmp_path):
+    """Finding 1: 'cuda' without an index, and JAX points (XLA_CLIENT_MEM_FRACTION)."""
+    from harness.records import Point
+
+    _jax_gpu()
+    points = [Point(name, seq_len=t, head_dim=64, heads=16, dtype="float16", device="cuda")
+              for name in ("softmax_torch", "softmax_jax") for t in (1024, 16384)]
+    records = _run_points(tmp_path, points, max_memory_bytes=256 * 2 ** 20)
+    status = {(r.impl, r.seq_len): r.status for r in records}
+    # 16K: 8 GiB of fp16 scores, far over the 256 MiB cap (and far under the GPU's memory)
+    assert status == {("softmax_torch", 1024): "ok", ("softmax_torch", 16384): "oom",
+                      ("softmax_jax", 1024): "ok", ("softmax_jax", 16384): "oom"}, records
+
+
+def test_l2_flush_buffer_is_sized_from_the_l2_and_outside_the_workloads_cap(tmp_path):
+    """Finding 2: a point that fits the cap in the memory pass also fits in the timing pass."""
+    from harness.frameworks import torch_fw
+    from harness.records import Point
+
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    assert l2 > 0 and torch_fw.l2_flush_bytes("cuda") == 2 * l2
+    (record,) = _run_points(tmp_path, [Point("hrr_torch", seq_len=4096, head_dim=64, heads=8,
+                                             dtype="float16", device="cuda")],
+                            max_memory_bytes=96 * 2 ** 20)
+    assert record.status == "ok", record.message
+    used = record.peak_mem_bytes + record.input_bytes
+    assert used < 96 * 2 ** 20 < 2 * l2 + used     # the flush buffer alone would not fit
+
+
+def test_memory_pass_excludes_one_off_library_workspaces(tmp_path):
+    """Finding 3: at a tiny shape the cuBLAS workspace (32 MiB on Hopper) would dominate."""
+    from harness.records import Point
+
+    records = _run_points(tmp_path, [Point(name, seq_len=256, head_dim=64, heads=1,
+                                           dtype="float16", device="cuda")
+                                     for name in ("softmax_torch", "sdpa_math")])
+    for record in records:
+        assert record.status == "ok", record.message
+        assert record.peak_mem_bytes < 4 * 2 ** 20, (record.impl, record.peak_mem_bytes)
+
+
+@pytest.mark.parametrize("name", [i.name for i in harness.all_implementations()
+                                  if i.family in ("exact", "hrr")])
+def test_float32_passes_the_float32_gate(name):
+    """Finding 5: no TF32 in float32 (softmax_jax's einsums at HIGHEST); the gate's 2e-5."""
+    from harness.correctness import check
+
+    impl = harness.get(name)
+    verdict = impl.supports(device="cuda", dtype="float32")
+    if not verdict:
+        pytest.skip(verdict.reason)
+    gate = check(impl, device="cuda", dtype="float32")
+    assert gate.passed, gate.message
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_hrr_at_head_dim_256(dtype):
+    """Finding 6: hrr_triton's K loop compiles and is right at D = 256 (and hrr_torch's
+    batched CUDA path, finding 8)."""
+    from harness.correctness import run_impl_numpy
+
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((1, 4, 1000, 256)) for _ in range(3))
+    ref = hrr_attention(q, k, v)
+    for name in ("hrr_torch", "hrr_triton"):
+        impl = harness.get(name)
+        verdict = impl.supports(device="cuda", dtype=dtype)
+        if not verdict:
+            continue
+        out = run_impl_numpy(impl, q, k, v, device="cuda", dtype=dtype, causal=False, mask=None)
+        error = np.abs(out - ref).max() / np.abs(ref).max()
+        assert error <= {"float32": 2e-5, "bfloat16": 3e-2}[dtype], (name, error)
+
+
+@pytest.mark.skipif(CUDA and torch.cuda.device_count() < 2,
+                    reason="needs two CUDA devices (cuda:1)")
+def test_points_on_cuda_1_are_timed_on_cuda_1(tmp_path):
+    """Finding 7: events and Triton launches on the point's device, not the current one."""
+    from harness.records import Point
+
+    names = ["softmax_torch", "hrr_torch"] + (["hrr_triton"] if harness.get(
+        "hrr_triton").supports(device="cuda:1", dtype="float16") else [])
+    records = _run_points(tmp_path, [Point(n, seq_len=16384, head_dim=64, heads=16,
+                                           dtype="float16", device="cuda:1") for n in names])
+    for record in records:
+        assert record.status == "ok", record.message
+        # events on an idle GPU 0 would measure ~ nothing; the work takes > 50 microseconds
+        assert record.time_s > 5e-5, (record.impl, record.time_s)
+
+
+def test_kernel_limits_are_unsupported_not_errors():
+    """Finding 10: head dims a fused kernel has no kernel for: UnsupportedError with reasons."""
+    from harness.errors import UnsupportedError
+
+    for name in ("sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "flash_attn"):
+        impl = harness.get(name)
+        if not impl.supports(device="cuda", dtype="float16"):
+            continue
+        for dim in (100, 512):
+            q = torch.randn(1, 2, 128, dim, device="cuda", dtype=torch.float16)
+            try:
+                out = impl.fn(q, q, q, causal=False, key_padding_mask=None)
+            except UnsupportedError as exc:
+                assert str(exc), name
+                continue
+            assert out.shape == q.shape
+    q = torch.randn(1, 2, 128, 512, device="cuda", dtype=torch.float16)
+    with pytest.raises(UnsupportedError, match="FLASH_ATTENTION has no kernel"):
+        harness.get("sdpa_flash").fn(q, q, q)
+
+
+def test_list_shows_sdpa_flash_available_in_half_precision_on_cuda():
+    """Finding 10: `run_bench.py list` probes each dtype, not only float32."""
+    from harness.commands.list_impls import device_availability
+
+    got = device_availability(harness.get("sdpa_flash"), "cuda")
+    assert got["available"] and set(got["dtypes"]) >= {"float16", "bfloat16"}, got
+    assert "float32" not in got["dtypes"]

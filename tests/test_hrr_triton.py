@@ -90,13 +90,32 @@ def test_floor_script_on_the_cpu(tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    assert data["copy_bandwidth_bytes_s"] > 1e8
+    assert data["copy_bandwidth_bytes_s"] > 1e8 and data["complete"] is True
+    assert not out.with_name(out.name + ".tmp").exists()
     rows = {r["impl"]: r for r in data["rows"]}
     assert rows["hrr_torch"]["status"] == "ok" and rows["hrr_torch"]["ratio"] > 1
     assert rows["hrr_torch"]["ratio"] == pytest.approx(
         rows["hrr_torch"]["time_s"] / rows["hrr_torch"]["floor_s"])
     assert rows["hrr_triton"]["status"] == "unsupported"
     assert "does not run on cpu" in rows["hrr_triton"]["message"]
+
+
+def test_floor_json_is_written_row_by_row(tmp_path, monkeypatch):
+    """A floor run killed at its time limit keeps the rows it measured."""
+    out = tmp_path / "floor.json"
+    seen = []
+
+    def measure(name, dtype, tokens, args, bandwidth):
+        seen.append(json.loads(out.read_text()))        # what a kill now would leave
+        return bandwidth_floor.FloorRow(name, dtype, tokens, "ok", 1.0, 0.5, 2.0)
+    monkeypatch.setattr(bandwidth_floor, "measure", measure)
+    monkeypatch.setattr(bandwidth_floor, "copy_bandwidth", lambda device, mib: 1e9)
+    assert bandwidth_floor.main(["--device", "cpu", "--impl", "hrr_torch", "--seq-len",
+                                 "256,512", "--dtypes", "float32", "--json", str(out)]) == 0
+    assert [len(s["rows"]) for s in seen] == [0, 1]
+    assert not any(s["complete"] for s in seen)
+    final = json.loads(out.read_text())
+    assert final["complete"] and [r["seq_len"] for r in final["rows"]] == [256, 512]
 
 
 @pytest.mark.parametrize("argv,message", [(["--dtypes", "float8"], "unknown dtype 'float8'"),

@@ -145,21 +145,34 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.copy_mib} MiB); B={args.batch} H={args.heads} D={args.head_dim}, forward")
     print(f"{'impl':>12s} {'dtype':>9s} {'T':>8s} {'time ms':>9s} {'floor ms':>9s} "
           f"{'x floor':>8s}  note")
-    rows = []
+    rows: list[FloorRow] = []
+    write_json(args.json, args.device, bandwidth, rows, complete=False)
     for dtype in dtypes:
         for tokens in args.seq_len:
             for name in names:
                 row = measure(name, dtype, tokens, args, bandwidth)
                 rows.append(row)
+                write_json(args.json, args.device, bandwidth, rows, complete=False)
                 cells = ("-", "-", "-") if row.time_s is None else (
                     f"{row.time_s * 1e3:.3f}", f"{row.floor_s * 1e3:.3f}", f"{row.ratio:.2f}")
                 print(f"{name:>12s} {dtype:>9s} {tokens:>8d} {cells[0]:>9s} {cells[1]:>9s} "
                       f"{cells[2]:>8s}  {row.status}{': ' + row.message if row.message else ''}",
                       flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"device": args.device, "copy_bandwidth_bytes_s": bandwidth,
-                                         "rows": [asdict(r) for r in rows]}, indent=1))
+    write_json(args.json, args.device, bandwidth, rows, complete=True)
     return 0
+
+
+def write_json(path: Path | None, device: str, bandwidth: float, rows: list,
+               complete: bool) -> None:
+    """The rows so far (rewritten after each row, atomically): a run killed at its time limit
+    keeps what it measured; ``complete`` says whether every row was measured."""
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"device": device, "copy_bandwidth_bytes_s": bandwidth,
+                               "complete": complete, "rows": [asdict(r) for r in rows]},
+                              indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
