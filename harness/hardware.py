@@ -63,13 +63,14 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def gpu_info() -> dict[str, Any]:
+def gpu_info(ask_torch: bool = True) -> dict[str, Any]:
     """Name, memory, driver, clocks and temperature of each GPU this process can use, via NVML.
 
     NVML lists every GPU of the machine in PCI-bus order; CUDA sees only CUDA_VISIBLE_DEVICES,
     in its own order. ``gpus`` are the GPUs CUDA sees, in CUDA's order (``index`` is the N of
     ``cuda:N``), matched to NVML by UUID (``nvml_index``, ``uuid``); ``gpus_not_visible``
     counts the others. One GPU whose NVML queries fail is listed with what could be read.
+    ``ask_torch=False``: CUDA's order from CUDA_VISIBLE_DEVICES alone (torch's CUDA untouched).
     """
     try:
         import pynvml
@@ -91,7 +92,7 @@ def gpu_info() -> dict[str, Any]:
             handles.append(handle)
             uuids.append(None if handle is None else
                          _decode(_safe(pynvml.nvmlDeviceGetUUID, handle)))
-        order, how = cuda_order(uuids)
+        order, how = cuda_order(uuids, torch_cuda_uuids() if ask_torch else None)
         gpus = []
         for cuda_index, nvml_index in enumerate(order):
             handle = handles[nvml_index]
@@ -134,13 +135,14 @@ def torch_cuda_uuids() -> list[str] | None:
         return None
 
 
-def cuda_order(nvml_uuids: list[str | None]) -> tuple[list[int], str]:
+def cuda_order(nvml_uuids: list[str | None],
+               cuda_uuids: list[str] | None = None) -> tuple[list[int], str]:
     """NVML indices of the GPUs CUDA sees, in CUDA's order, and how that was decided.
 
-    By UUID from torch where CUDA is usable; else from CUDA_VISIBLE_DEVICES (ordinals are NVML
-    indices, as torch reads them; 'GPU-' entries are UUID prefixes); else every GPU.
+    By the UUIDs CUDA reports (``cuda_uuids``, from torch) when given; else from
+    CUDA_VISIBLE_DEVICES (ordinals are NVML indices, as torch reads them; 'GPU-' entries are
+    UUID prefixes); else every GPU.
     """
-    cuda_uuids = torch_cuda_uuids()
     if cuda_uuids:
         keys = [_uuid_key(u) for u in nvml_uuids]
         order = [keys.index(_uuid_key(u)) for u in cuda_uuids if _uuid_key(u) in keys]
@@ -168,8 +170,8 @@ def cuda_order(nvml_uuids: list[str | None]) -> tuple[list[int], str]:
 
 
 def cuda_device_total_bytes(cuda_index: int) -> int | None:
-    """Total memory of cuda:N from NVML (no CUDA context is created); None if unknown."""
-    info = gpu_info()
+    """Total memory of cuda:N from NVML (no CUDA initialised here); None if unknown."""
+    info = gpu_info(ask_torch=False)
     for gpu in info.get("gpus", []):
         if gpu.get("index") == cuda_index:
             return gpu.get("memory_total_bytes")

@@ -506,3 +506,11 @@ def test_list_reports_the_dtypes_that_run():
     assert got["available"] and got["dtypes"] == ["float16", "bfloat16"]
     assert got["reason"].endswith("not float64")
     assert got["by_dtype"]["float32"]["available"] is False
+
+
+def test_jax_cap_sizes_the_fraction_without_touching_torch_cuda(nvml, monkeypatch):
+    nvml()
+    monkeypatch.setattr(hardware, "torch_cuda_uuids",
+                        lambda: pytest.fail("torch's CUDA initialised in a JAX worker"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert hardware.cuda_device_total_bytes(0) == 141 * GIB
