@@ -140,8 +140,8 @@ wheels() {
 
 log "attnbench GPU validation: repo $REPO, out $OUT, device $DEVICE, deadline ${DEADLINE_S} s"
 export PY REPO WHEELS OUT
-step environment 30 300 bash -c "$(declare -f environment); environment 2>&1 | tee \"\$OUT/environment.txt\""
-step install 20 290 bash -c "$(declare -f install); install"
+step environment 60 300 bash -c "$(declare -f environment); environment 2>&1 | tee \"\$OUT/environment.txt\""
+step install 30 290 bash -c "$(declare -f install); install"
 if [ -n "$WHEELS" ]; then
   step wheels 40 270 bash -c "$(declare -f wheels); wheels"
 else
