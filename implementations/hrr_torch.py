@@ -49,7 +49,11 @@ keeping P from the forward instead of recomputing it gained nothing (its write a
 faults cost what the GEMM saves). torch.compile of the whole backward (Inductor, CPU) ran
 260 ms, no faster than this one.
 GPU: ``gemm`` for D <= 256 by the same FLOP/bandwidth argument; NOT YET MEASURED on a GPU (none
-was at hand). No GPU-only code (Triton, torch.compile) is included.
+was at hand). No GPU-only code (Triton, torch.compile) is included. On CUDA the GEMM loops are
+``batched`` (``choose_batched``): one step per T chunk over every (batch, head) at once, since a
+Python iteration per (batch, head, chunk) issuing 5-7 small kernels would be launch bound on a
+GPU (about 1.5k launches at B=1, H=16, T=512K); the per-head loop stays on the CPU, where it is
+what was measured above.
 """
 
 from __future__ import annotations
