@@ -57,7 +57,7 @@ def test_k_loop_keeps_the_shared_memory_of_every_head_dim_under_an_h100s():
         step = hrr_triton.k_block(block_d)
         assert 16 <= step <= block_d and block_d % step == 0
         assert step * block_d <= hrr_triton.CORR_CHUNK_ELEMENTS or step == 16
-        assert hrr_triton.shared_bytes_estimate(dim) <= hrr_triton.H100_SHARED_MEMORY_BYTES // 2
+        assert hrr_triton.shared_bytes_estimate(dim) <= 160 * 1024   # under an A100's 163 KiB
     assert hrr_triton.k_block(64) == 64          # D <= 64: one step, as before the loop
     assert hrr_triton.k_block(256) == 32
 
