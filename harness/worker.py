@@ -10,16 +10,23 @@ The parent (harness.executor) turns a worker that dies or hangs into a record as
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import resource
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from harness import frameworks
 from harness.correctness import check as gate_check
+from harness.device_setup import (
+    CudaContextError,
+    cap_cuda_allocator,
+    cap_jax_memory,
+    cuda_context_error,
+    device_scope,
+    select_torch_cuda_device,
+)
 from harness.errors import UnsupportedError
 from harness.measure import (
     TimingSettings,
@@ -33,7 +40,7 @@ from harness.measure import (
 )
 from harness.records import Point
 from harness.reference import relative_error
-from harness.registry import REGISTRY, device_kind, first_line, load_impl_modules
+from harness.registry import REGISTRY, device_kind, load_impl_modules
 
 # Fidelity needs the exact output at the point's shape; computed only where that is cheap.
 FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
@@ -73,57 +80,6 @@ def prepare(context: WorkerContext, device: str | None = None, framework: str | 
                 cap_cuda_allocator(cap, device)
         else:
             cap_address_space(context.max_memory_bytes)
-
-
-def cuda_index(device: str) -> int:
-    """'cuda' -> 0, 'cuda:1' -> 1 (torch's CUDA memory functions refuse 'cuda' without index)."""
-    return int(device.split(":", 1)[1]) if ":" in device else 0
-
-
-def select_torch_cuda_device(device: str) -> None:
-    """torch.cuda.set_device for the point's device (a no-op without CUDA)."""
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(cuda_index(device))
-
-
-def cap_cuda_allocator(max_bytes: int, device: str) -> None:
-    """torch's caching allocator refuses to grow past max_bytes on that device."""
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        index = cuda_index(device)
-        total = torch.cuda.get_device_properties(index).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, max_bytes / total), index)
-
-
-def cap_jax_memory(max_bytes: int, device: str) -> None:
-    """JAX's GPU allocator stops at max_bytes: its memory fraction of the device's total memory.
-
-    Read when JAX creates its GPU client, i.e. before the first JAX call in this worker. The
-    total comes from NVML (no CUDA context); without NVML from torch's device properties.
-    jaxlib refuses both variable names at once, so the deprecated one
-    (XLA_PYTHON_CLIENT_MEM_FRACTION) is set only when the user already uses it.
-    """
-    from harness.hardware import cuda_device_total_bytes
-
-    total = cuda_device_total_bytes(cuda_index(device))
-    if not total:
-        try:
-            import torch
-
-            total = torch.cuda.get_device_properties(cuda_index(device)).total_memory
-        except Exception:  # noqa: BLE001 - no way to size the fraction: JAX runs uncapped
-            return
-    fraction = f"{min(1.0, max_bytes / total):.6f}"
-    name = "XLA_PYTHON_CLIENT_MEM_FRACTION" if "XLA_PYTHON_CLIENT_MEM_FRACTION" in os.environ \
-        else "XLA_CLIENT_MEM_FRACTION"
-    os.environ[name] = fraction
 
 
 def cap_address_space(max_bytes: int) -> None:
@@ -170,12 +126,6 @@ def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
 
 
 # -- tasks -------------------------------------------------------------------------------------
-class CudaContextError(RuntimeError):
-    """A probe left torch's CUDA context unusable (a sticky error: illegal address, device-side
-    assert). Every later CUDA call of this process would fail, so the probe worker ends; the
-    runner then probes each combination in a worker of its own."""
-
-
 def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext) -> dict:
     """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination."""
     prepare(context)
@@ -194,39 +144,6 @@ def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext)
                                    f"unusable: {broken}")
         out[(impl_name, device, dtype, causal)] = entry
     return out
-
-
-@contextlib.contextmanager
-def device_scope(framework: str, device: str) -> Iterator[None]:
-    """torch on CUDA: the combination's device is the current device while it runs."""
-    if framework != "torch" or device_kind(device) != "cuda":
-        yield
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        yield
-        return
-    with torch.cuda.device(cuda_index(device)):
-        yield
-
-
-def cuda_context_error(framework: str, device: str) -> str | None:
-    """The first line of the error a trivial CUDA operation raises now; None when it works
-    (or when this process has not initialised torch's CUDA at all)."""
-    if framework != "torch" or device_kind(device) != "cuda":
-        return None
-    import torch
-
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return None
-    try:
-        index = cuda_index(device)
-        torch.cuda.synchronize(index)
-        torch.ones(1, device=f"cuda:{index}").add_(1).cpu()
-    except Exception as exc:  # noqa: BLE001 - any failure means the context is gone
-        return f"{type(exc).__name__}: {first_line(str(exc))}"
-    return None
 
 
 def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:

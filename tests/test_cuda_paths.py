@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import hardware, worker
+from harness import device_setup, hardware, worker
 from harness.frameworks import torch_fw
 from harness.measure import TimingSettings
 from harness.records import Point
@@ -74,7 +74,7 @@ def test_torch_refuses_a_device_string_without_index():
 
 @pytest.mark.parametrize("device,index", [("cuda", 0), ("cuda:1", 1)])
 def test_torch_cap_gets_an_int_index(cuda, device, index):
-    worker.cap_cuda_allocator(8 * GIB, device)
+    device_setup.cap_cuda_allocator(8 * GIB, device)
     assert cuda.fractions == [(pytest.approx(0.1), index)]
 
 
@@ -92,7 +92,7 @@ def test_jax_fraction_keeps_the_deprecated_name_when_the_user_set_it(cuda, clean
                                                                       monkeypatch):
     monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: TOTAL)
     monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
-    worker.cap_jax_memory(4 * GIB, "cuda")
+    device_setup.cap_jax_memory(4 * GIB, "cuda")
     assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.050000"
     assert "XLA_CLIENT_MEM_FRACTION" not in os.environ
 
@@ -164,11 +164,11 @@ def test_cpu_points_keep_the_address_space_cap(cuda, monkeypatch):
 
 
 def test_probe_runs_each_torch_cuda_combination_on_its_device(cuda):
-    with worker.device_scope("torch", "cuda:1"):
+    with device_setup.device_scope("torch", "cuda:1"):
         pass
-    with worker.device_scope("jax", "cuda:1"):
+    with device_setup.device_scope("jax", "cuda:1"):
         pass
-    with worker.device_scope("torch", "cpu"):
+    with device_setup.device_scope("torch", "cpu"):
         pass
     assert cuda.scopes == [1]
 
@@ -216,12 +216,12 @@ def test_cuda_context_error_reports_a_broken_context(monkeypatch):
     def broken(device=None):
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
     monkeypatch.setattr(torch.cuda, "synchronize", broken)
-    message = worker.cuda_context_error("torch", "cuda:1")
+    message = device_setup.cuda_context_error("torch", "cuda:1")
     assert message == "RuntimeError: CUDA error: an illegal memory access was encountered"
-    assert worker.cuda_context_error("jax", "cuda:1") is None
-    assert worker.cuda_context_error("torch", "cpu") is None
+    assert device_setup.cuda_context_error("jax", "cuda:1") is None
+    assert device_setup.cuda_context_error("torch", "cpu") is None
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    assert worker.cuda_context_error("torch", "cuda") is None   # never used CUDA: nothing to lose
+    assert device_setup.cuda_context_error("torch", "cuda") is None  # CUDA never used here
 
 
 def test_probe_worker_ends_after_a_combination_breaks_the_context(monkeypatch):
