@@ -78,7 +78,10 @@ def floor_counts(path: Path) -> str:
     if data is None:
         return ""
     statuses = Counter(row["status"] for row in data.get("rows", []))
-    return ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    if data.get("complete") is False:  # written row by row: the step stopped before the end
+        counts += (", " if counts else "") + "incomplete (stopped before its last row)"
+    return counts
 
 
 def floor_table(path: Path) -> list[str]:

@@ -86,3 +86,22 @@ def test_bad_arguments_exit_2(args, message, tmp_path):
     result = run_script(*[str(tmp_path / a) if a == "x" else a for a in args])
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_summary_says_when_the_floor_step_stopped_early(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("gpu_validate_summary",
+                                                  ROOT / "scripts" / "gpu_validate_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "hrr_floor.json"
+    row = {"impl": "hrr_torch", "dtype": "float32", "seq_len": 65536, "status": "ok",
+           "time_s": 2e-3, "floor_s": 1e-3, "ratio": 2.0}
+    path.write_text(json.dumps({"copy_bandwidth_bytes_s": 4e12, "complete": False,
+                                "rows": [row]}))
+    assert module.floor_counts(path) == "1 ok, incomplete (stopped before its last row)"
+    path.write_text(json.dumps({"copy_bandwidth_bytes_s": 4e12, "complete": True,
+                                "rows": [row]}))
+    assert module.floor_counts(path) == "1 ok"
