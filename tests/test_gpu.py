@@ -64,6 +64,9 @@ def test_nvml_fingerprint_names_the_gpu():
 
     info = fingerprint()
     assert info["gpu"].get("nvml") == "ok", info["gpu"]
+    # finding 12: torch's device UUIDs matched NVML's, so gpus[N] is cuda:N
+    assert info["gpu"]["cuda_order"] == "uuid", info["gpu"]
+    assert len(info["gpu"]["gpus"]) == torch.cuda.device_count()
     gpu = info["gpu"]["gpus"][0]
     assert gpu["name"] and gpu["memory_total_bytes"] > 0
     assert info["cuda"]["cuda_available"] and info["hardware_tag"]
@@ -221,3 +224,16 @@ def test_list_shows_sdpa_flash_available_in_half_precision_on_cuda():
     got = device_availability(harness.get("sdpa_flash"), "cuda")
     assert got["available"] and set(got["dtypes"]) >= {"float16", "bfloat16"}, got
     assert "float32" not in got["dtypes"]
+
+
+def test_jax_cpu_point_runs_on_the_cpu_beside_a_gpu():
+    """Finding 4: with JAX's CUDA build a "cpu" point stays on the CPU (committed inputs)."""
+    _jax_gpu()
+    from harness.frameworks import jax_fw
+    from harness.records import Point
+
+    for device, platform in (("cpu", "cpu"), ("cuda", "gpu")):
+        point = Point("softmax_jax", seq_len=64, head_dim=16, heads=2, device=device)
+        work = jax_fw.make_workload(harness.get("softmax_jax"), point)
+        out = work.run()
+        assert {d.platform for d in out.devices()} == {platform}, (device, out.devices())
