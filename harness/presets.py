@@ -1,4 +1,4 @@
-"""Sweep presets: data, not code. Shapes from REFERENCE.md section 4.
+"""Sweep presets: data, not code. Shapes from the Pythia suite, LRA and the Hrrformer study.
 
 Each preset maps a device kind ("cpu" or "cuda") to a list of groups; every group is the cross
 product of its axes (see harness.sweep_spec.SweepSpec). Axes a group leaves out take the

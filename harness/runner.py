@@ -37,7 +37,7 @@ class RunSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     seed: int = 0
     impl_modules: tuple[str, ...] = ()
-    cooldown_s: float = 0.0      # pause between implementations (GPU clocks, see REFERENCE.md)
+    cooldown_s: float = 0.0      # pause between implementations (GPU clocks settle)
     probe_timeout_s: float = 300.0
     time_budget_s: float | None = None  # stop starting points after this many seconds
 

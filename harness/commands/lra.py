@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.accuracy.tasks.common import Limits
     from harness.records import point_id
     from harness.registry import REGISTRY
+    from harness.store import now_iso
 
     task_names = parse_names(args.task, "task")
     for name in task_names:
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                         run_dir.append(record)
                     records.append(record)
             if dist.is_main:
+                run_dir.update_metadata(finished_at=now_iso())
                 print_table([summary_row(r) for r in records], run_dir.path)
     except RankFailure as failure:
         print(f"error: {failure}; a distributed run stops at a failure on any rank (the "
@@ -184,7 +186,7 @@ def open_run_dir(args: argparse.Namespace,
     machine = fingerprint()
     path = args.out or default_run_path(machine["hardware_tag"])
     try:
-        run_dir = RunDir.create(path, {"machine": machine, "command": " ".join(sys.argv),
+        run_dir = RunDir.create(path, {"machine": machine, "command": list(sys.argv),
                                        "started_at": now_iso(), "kind": "accuracy",
                                        "processes": processes},
                                 resume=args.resume)

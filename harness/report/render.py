@@ -8,6 +8,7 @@ import functools
 import hashlib
 import html
 import re
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,7 @@ def build(results: Results, baseline: str | None, order: list[str],
         meta = run.meta
         settings = meta.get("settings", {})
         timing = settings.get("timing", {})
-        items = [f"command: {' '.join(map(str, meta.get('command', []))) or 'unknown'}"]
+        items = [f"command: {command_text(meta.get('command')) or 'unknown'}"]
         if meta.get("merged_from"):
             items.append(f"merged from: {', '.join(map(str, meta['merged_from']))}")
         grids = [meta["grid"]] if meta.get("grid") else [g for g in meta.get("grids") or [] if g]
@@ -283,6 +284,16 @@ def build(results: Results, baseline: str | None, order: list[str],
     unavailable_section(doc, results, writer)
     notes_section(doc, results)
     return doc
+
+
+def command_text(command: object) -> str:
+    """A run's command as typed: the argv list shell-quoted; a string (LRA runs written before
+    the argv list) as it is, never joined character by character."""
+    if isinstance(command, str):
+        return command
+    if isinstance(command, (list, tuple)):
+        return shlex.join(str(arg) for arg in command)
+    return ""
 
 
 def runs_table(results: Results) -> pd.DataFrame:
