@@ -112,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
         from harness.console import make_console
         from harness.scale import slurm
 
-        return slurm.run_lra(args, make_console())
+        from harness.scale.options import SlurmOptions
+
+        options = SlurmOptions.from_args(args)
+        target = args.resume if isinstance(args.resume, str) else args.out
+        return slurm.run_lra(options, args.argv, target, make_console())
     if isinstance(args.resume, str):
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise UsageError("--resume RUN_DIR and --out name different directories")

@@ -8,7 +8,6 @@ import functools
 import hashlib
 import html
 import re
-import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from harness.report import findings as findings_lib
 from harness.report import style, tables
 from harness.report.data import MIB, Results, load
 from harness.report.published import SOURCE, TASK_TITLES
+from harness.run_metadata import command_text
 from harness.store import TruncatedLineWarning
 
 DEFAULT_ROOT = Path("reports")
@@ -284,16 +284,6 @@ def build(results: Results, baseline: str | None, order: list[str],
     unavailable_section(doc, results, writer)
     notes_section(doc, results)
     return doc
-
-
-def command_text(command: object) -> str:
-    """A run's command as typed: the argv list shell-quoted; a string (LRA runs written before
-    the argv list) as it is, never joined character by character."""
-    if isinstance(command, str):
-        return command
-    if isinstance(command, (list, tuple)):
-        return shlex.join(str(arg) for arg in command)
-    return ""
 
 
 def runs_table(results: Results) -> pd.DataFrame:
