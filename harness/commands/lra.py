@@ -185,15 +185,14 @@ def open_run_dir(args: argparse.Namespace,
     """(run directory, machine fingerprint, point ids already done) or, when the directory
     cannot be opened, the error message (so that a distributed run can stop on every rank)."""
     from harness.hardware import fingerprint
-    from harness.store import RunDir, default_run_path, now_iso
+    from harness.run_metadata import run_metadata
+    from harness.store import RunDir, default_run_path
 
     machine = fingerprint()
     path = args.out or default_run_path(machine["hardware_tag"])
     try:
-        run_dir = RunDir.create(path, {"machine": machine, "command": list(sys.argv),
-                                       "started_at": now_iso(), "kind": "accuracy",
-                                       "processes": processes},
-                                resume=args.resume)
+        metadata = run_metadata("accuracy", machine=machine, processes=processes)
+        run_dir = RunDir.create(path, metadata.as_dict(), resume=args.resume)
     except UsageError as exc:
         return str(exc)
     return run_dir, machine, run_dir.done_point_ids() if args.resume else set()

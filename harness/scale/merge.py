@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import UsageError
+from harness.run_metadata import run_metadata
 from harness.store import RunDir, now_iso, open_run
 
 BOOKKEEPING = ("started_at", "wall_s", "extra")
@@ -130,11 +131,11 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
         grid = whole_grid(meta.get("grid"))
         if grid not in grids:
             grids.append(grid)
-    target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",
-                                       "command": command, "started_at": now_iso(),
-                                       "grid": grids[0] if len(grids) == 1 else None,
-                                       "grids": grids if len(grids) > 1 else None,
-                                       "merged_at": now_iso()})
+    metadata = run_metadata(kinds.pop() if len(kinds) == 1 else "mixed", command=(),
+                            grid=grids[0] if len(grids) == 1 else None,
+                            grids=grids if len(grids) > 1 else None, merged_at=now_iso())
+    metadata.command = list(command) if command is not None else None
+    target = RunDir.create(Path(out), metadata.as_dict(keep=("grid", "grids")))
     gatherer = Gatherer(target)
     try:
         for run in runs:
