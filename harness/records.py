@@ -76,6 +76,71 @@ def point_id(kind: str, fields: dict[str, Any]) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
+# -- what a worker returns: the typed Measurement ----------------------------------------------
+# Each field says where it lands in the SpeedRecord: ``to="record"`` (the record's field of the
+# same name, with the same default) or ``to="extra"`` (record.extra[key or name], only when not
+# None). The runner copies by these declarations; no key list is kept by hand anywhere else.
+def measured(default: Any = None, *, to: str = "record", key: str | None = None,
+             factory: Any = None) -> Any:
+    metadata = {"to": to, "key": key}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class MemoryResult:
+    """The peak-memory pass of one point (harness.worker.memory_task)."""
+    status: str = "ok"
+    message: str = ""
+    peak_mem_bytes: int | None = measured()
+    mem_method: str = measured("")
+    input_bytes: int | None = measured()
+    rss_baseline_bytes: int | None = measured(to="extra")
+    task_wall_s: float | None = measured(to="extra", key="memory_task_wall_s")
+
+
+@dataclass
+class TimingResult:
+    """The timing pass of one point (harness.worker.timing_task)."""
+    status: str = "ok"
+    message: str = ""
+    time_samples_s: list[float] = measured(factory=list)
+    time_s: float | None = measured()
+    time_iqr_s: float | None = measured()
+    time_min_s: float | None = measured()
+    warmup: int = measured(0)
+    timer: str = measured("")
+    compile_time_s: float | None = measured()
+    threads: int | None = measured()
+    deviation_from_softmax: float | None = measured()
+    first_call_s: float | None = measured(to="extra")
+    task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+
+
+@dataclass
+class Measurement:
+    """What the worker passes measured for one point: memory, then (if memory ran) timing."""
+    memory: MemoryResult
+    timing: TimingResult | None = None
+
+    def record_values(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the SpeedRecord fields, record.extra entries) these results fill."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for result in (self.memory, self.timing):
+            if result is None:
+                continue
+            for f in dataclasses.fields(result):
+                to = f.metadata.get("to")
+                value = getattr(result, f.name)
+                if to == "record":
+                    values[f.name] = value
+                elif to == "extra" and value is not None:
+                    extra[f.metadata.get("key") or f.name] = value
+        return values, extra
+
+
 @dataclass
 class SpeedRecord:
     """What one worker measured for one Point (or why it could not)."""

@@ -1,0 +1,42 @@
+"""The typed Measurement (what the worker returns) and the SpeedRecord it fills: every field a
+result declares for the record is a record field with the same default, so nothing is dropped
+and "not measured" reads the same as before."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from harness.records import MemoryResult, Measurement, SpeedRecord, TimingResult
+
+
+def _default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def test_every_record_field_of_a_result_exists_in_the_record_with_its_default():
+    record_fields = {f.name: f for f in dataclasses.fields(SpeedRecord)}
+    for result in (MemoryResult, TimingResult):
+        for f in dataclasses.fields(result):
+            if f.metadata.get("to") == "record":
+                assert f.name in record_fields, (result.__name__, f.name)
+                assert _default(f) == _default(record_fields[f.name]), (result.__name__, f.name)
+            elif f.name not in ("status", "message"):
+                assert f.metadata.get("to") == "extra", (result.__name__, f.name)
+
+
+def test_record_values_keep_every_measured_value_including_task_wall_time():
+    memory = MemoryResult(peak_mem_bytes=10, mem_method="m", input_bytes=3,
+                          rss_baseline_bytes=7, task_wall_s=0.5)
+    timing = TimingResult(time_samples_s=[1.0, 2.0], time_s=1.5, first_call_s=2.5,
+                          task_wall_s=0.25)
+    values, extra = Measurement(memory, timing).record_values()
+    assert values["peak_mem_bytes"] == 10 and values["time_s"] == 1.5
+    assert values["time_samples_s"] == [1.0, 2.0] and "status" not in values
+    assert extra == {"rss_baseline_bytes": 7, "memory_task_wall_s": 0.5, "first_call_s": 2.5,
+                     "timing_task_wall_s": 0.25}
+    record = SpeedRecord(impl="x", framework="torch", family="exact", device="cpu", batch=1,
+                         heads=1, seq_len=8, head_dim=4, dtype="float32", causal=False,
+                         pass_="forward", status="ok", extra=extra, **values)
+    assert record.to_json()["extra"]["timing_task_wall_s"] == 0.25
