@@ -27,12 +27,12 @@ from harness.measure import (
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
-    sample_stats,
     time_workload,
 )
 from harness.records import MemoryResult, Point, TimingResult
 from harness.reference import relative_error
 from harness.registry import REGISTRY, device_kind, load_impl_modules
+from harness.stats import sample_stats
 
 # Fidelity needs the exact output at the point's shape; computed only where that is cheap.
 FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T

@@ -13,6 +13,7 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.registry import REGISTRY
 from harness.records import PASSES
+from harness.stats import quartiles
 from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 
 # everything but impl and seq_len: points sharing it form one line in a figure
@@ -105,8 +106,7 @@ def _hardware_tag(meta: dict[str, Any]) -> str:
 def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     values = [s for s in (samples or []) if s is not None]
     if values:
-        q1, q3 = np.percentile(np.asarray(values, dtype=float), [25, 75])
-        return float(q1), float(q3)
+        return quartiles(values)
     if median is None or (isinstance(median, float) and np.isnan(median)):
         return float("nan"), float("nan")
     return float(median), float(median)
