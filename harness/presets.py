@@ -97,11 +97,3 @@ def preset_groups(name: str, device: str) -> list[SweepSpec]:
         other = next(iter(by_device.values()))
         groups = [{**g, "dtype": ("float32",)} for g in other]
     return [SweepSpec(device=(device,), **group) for group in groups]
-
-
-def describe(name: str) -> str:
-    groups = PRESETS[name]
-    kinds = ", ".join(groups)
-    first = next(iter(groups.values()))
-    seq = sorted({t for g in first for t in g.get("seq_len", ())})
-    return f"{name}: {len(first)} group(s) for {kinds}; T {seq[0]}..{seq[-1]}"

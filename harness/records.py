@@ -20,7 +20,6 @@ SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "skipped")
 PASSES = ("forward", "backward", "forward_backward")
-KINDS = ("speed", "accuracy")
 
 
 @dataclass(frozen=True, order=True)
@@ -48,22 +47,10 @@ class Point:
     def point_id(self) -> str:
         return point_id(self.kind, self.as_dict())
 
-    def config_key(self) -> tuple:
-        """Everything but the implementation: points sharing it are directly comparable."""
-        return (self.device, self.batch, self.heads, self.seq_len, self.head_dim, self.dtype,
-                self.causal, self.pass_)
-
     def series_key(self) -> tuple:
         """Everything but seq_len: one line in a time-vs-T figure."""
         return (self.impl, self.device, self.batch, self.heads, self.head_dim, self.dtype,
                 self.causal, self.pass_)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Point":
-        return cls(impl=data["impl"], seq_len=int(data["seq_len"]),
-                   head_dim=int(data["head_dim"]), batch=int(data["batch"]),
-                   heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
-                   pass_=data["pass"], device=data["device"])
 
     @property
     def tokens(self) -> int:

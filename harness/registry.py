@@ -33,7 +33,6 @@ FAMILY_LABELS = {
     "kernel": "kernel approximation",
     "hrr": "HRR",
 }
-DEVICES = ("cpu", "cuda")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 ENTRY_POINT_GROUP = "attnbench.implementations"
 
@@ -63,11 +62,6 @@ class Capabilities:
     causal: bool = False
     key_padding_mask: bool = False
     backward: bool = True
-
-    def describe(self) -> str:
-        flags = [name for name, on in (("causal", self.causal), ("mask", self.key_padding_mask),
-                                       ("backward", self.backward)) if on]
-        return f"{'/'.join(self.devices)}; {','.join(self.dtypes)}; {' '.join(flags) or '-'}"
 
 
 @dataclass

@@ -36,7 +36,6 @@ from harness.stats import sample_stats
 
 # Fidelity needs the exact output at the point's shape; computed only where that is cheap.
 FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
-FIDELITY_SEED = 0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 # everything but impl and seq_len: points sharing it form one line in a figure
 SERIES_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pass"]
 GROUP_COLUMNS = ["device", "dtype", "batch", "heads", "causal"]   # one figure per group
-FACET_COLUMNS = ["head_dim", "pass"]                                 # panels within a figure
 MIB = 2 ** 20
 
 

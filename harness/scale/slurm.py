@@ -41,9 +41,6 @@ from harness.scale.sharded import (
 from harness.store import RunDir, default_run_path, now_iso
 
 MAX_DEFAULT_SHARDS = 32
-ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED",
-                 "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED",
-                 "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
                  "BOOT_FAIL", "DEADLINE", "REVOKED"}
 
