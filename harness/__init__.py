@@ -10,7 +10,7 @@ Where things are:
 - harness.sweep_spec, harness.presets   what to sweep
 - harness.runner, harness.executor, harness.worker, harness.measure   how it is measured
 - harness.store        run directories (run.json + results.jsonl), ``load_results``
-- harness.report, harness.compare, harness.accuracy   reports, regression checks, LRA
+- harness.report, harness.regression, harness.accuracy   reports, regression checks, LRA
 - harness.commands     one module per run_bench.py command (table in harness.cli)
 """
 

@@ -43,13 +43,13 @@ def test_record_values_keep_every_measured_value_including_task_wall_time():
 
 
 def test_one_statistics_helper_for_worker_report_and_compare():
-    import harness.compare
+    import harness.regression
     import harness.report.data
     import harness.worker
     from harness import stats
 
     assert harness.worker.sample_stats is stats.sample_stats
     assert harness.report.data.quartiles is stats.quartiles
-    assert harness.compare.ratio_estimate is stats.ratio_estimate
+    assert harness.regression.ratio_estimate is stats.ratio_estimate
     summary = stats.sample_stats([1.0, 2.0, 3.0, 4.0])
     assert summary.median == 2.5 and summary.iqr == stats.quartiles([1, 2, 3, 4])[1] - 1.75

@@ -17,7 +17,7 @@ from cli_helpers import read_records, run_cli
 from harness.errors import UsageError
 from harness.records import Point
 from harness.scale.cost import expected_cost_s
-from harness.scale.merge import merge_runs
+from harness.scale.gather import merge_runs
 from harness.scale.shard import assign_shards, parse_shard, shard_costs
 from harness.store import RunDir
 

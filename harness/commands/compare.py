@@ -1,7 +1,7 @@
 """``run_bench.py compare BASELINE CURRENT``: regression check between two runs.
 
 Exit status: 0 nothing regressed, 1 something regressed, 2 bad input. The rules are in
-``harness/compare.py``; this module reads the run directories, checks the hardware, prints the
+``harness/regression.py``; this module reads the run directories, checks the hardware, prints the
 table and writes it as ``compare.md`` and ``compare.csv``.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import compare as logic
+from harness import regression as logic
 from harness.console import format_bytes, format_seconds, make_console
 from harness.errors import UsageError
 from harness.hardware import hardware_summary
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         hardware_note = f"different hardware, compared anyway (--any-hardware): {names}"
     result = logic.compare_records(base.records, cur.records, settings)
 
-    header = describe(base, cur, settings, hardware_note)
+    header = comparison_header(base, cur, settings, hardware_note)
     for line in header:
         console.print(line, highlight=False)
     console.print(rich_table(result))
@@ -168,8 +168,8 @@ def parse_mem_floor(text: str) -> int:
             from None
 
 
-def describe(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
-             hardware_note: str) -> list[str]:
+def comparison_header(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
+                      hardware_note: str) -> list[str]:
     rule = (f"threshold {settings.threshold:.0%}; time = {settings.statistic} of the samples; a "
             f"time regression needs the {settings.confidence:.0%} bootstrap interval of the "
             f"ratio beyond the threshold too")

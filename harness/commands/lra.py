@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import UsageError
 
 if TYPE_CHECKING:
-    from harness.accuracy.runner import RunSettings
+    from harness.accuracy.training_run import TrainingRunSettings
     from harness.accuracy.tasks.common import TaskData
     from harness.records import AccuracyRecord
     from harness.registry import Implementation
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from harness.accuracy.presets import PRESETS
+    from harness.accuracy.training_presets import PRESETS
     from harness.accuracy.tasks import TASKS
 
     parser.add_argument("--task", required=True,
@@ -91,8 +91,14 @@ def pick_device(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.accuracy import distributed, presets, tasks
-    from harness.accuracy.runner import RankFailure, RunSettings, base_record, summary_row
+    from harness.accuracy import distributed, tasks
+    from harness.accuracy import training_presets as presets
+    from harness.accuracy.training_run import (
+        RankFailure,
+        TrainingRunSettings,
+        base_record,
+        summary_row,
+    )
     from harness.accuracy.tasks.common import Limits
     from harness.records import point_id
     from harness.registry import REGISTRY
@@ -141,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         data = tasks.load(name, args.data_dir, limits, seed=args.seed,
                           difficulty=args.difficulty)
         distributed.check_batch_size(preset.train.batch_size, dist)
-        loaded.append((data, RunSettings(args.preset, preset, seed=args.seed, device=device,
-                                         amp=not args.no_amp, dist=dist)))
+        loaded.append((data, TrainingRunSettings(args.preset, preset, seed=args.seed,
+                                                 device=device, amp=not args.no_amp,
+                                                 dist=dist)))
 
     records: list[AccuracyRecord] = []
     try:
@@ -198,11 +205,11 @@ def open_run_dir(args: argparse.Namespace,
     return run_dir, machine, run_dir.done_point_ids() if args.resume else set()
 
 
-def train_one(impl: Implementation, data: TaskData, settings: RunSettings, hardware_id: str, *,
-              progress: bool) -> AccuracyRecord:
+def train_one(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
+              hardware_id: str, *, progress: bool) -> AccuracyRecord:
     """One run_one, with a progress bar when asked."""
     from harness.accuracy.progress import RichProgress
-    from harness.accuracy.runner import run_one
+    from harness.accuracy.training_run import run_one
 
     if not progress:
         return run_one(impl, data, settings, hardware_id=hardware_id)

@@ -31,7 +31,7 @@ def outcome_text(data: dict[str, Any]) -> str:
     return data.get("status", "?") + (f" {time_s * 1e3:.4g} ms" if time_s else "")
 
 
-def describe(data: dict[str, Any]) -> str:
+def describe_record(data: dict[str, Any]) -> str:
     if data.get("kind") == "accuracy":
         return f"{data.get('impl')} on {data.get('task')} (seed {data.get('seed')})"
     return (f"{data.get('impl')} T={data.get('seq_len')} D={data.get('head_dim')} "
@@ -71,7 +71,7 @@ class Gatherer:
             known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
             if known is not None and not agree(known[0], data):
                 raise ConflictError(
-                    f"conflicting records for {describe(data)}: {known[1]} has "
+                    f"conflicting records for {describe_record(data)}: {known[1]} has "
                     f"{outcome_text(known[0])}, {run.path} has {outcome_text(data)} "
                     f"(two different results for one point); merge only one of them, or "
                     f"remove the stale record")

@@ -16,7 +16,7 @@ from harness.console import print_run_summary
 from harness.plan import SweepPlan
 from harness.records import Point
 from harness.run_metadata import run_metadata
-from harness.scale.merge import Gatherer
+from harness.scale.gather import Gatherer
 from harness.scale.shard import ShardSpec, assign_shards, points_cost_s
 from harness.store import RunDir, now_iso
 
