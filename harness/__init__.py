@@ -24,11 +24,12 @@ from harness.registry import (
     get,
     load_impl_modules,
     names,
+    Query,
     register,
 )
 
 __all__ = [
     "attention", "register", "get", "names", "all_implementations", "load_impl_modules",
-    "Availability", "Capabilities", "Implementation",
+    "Availability", "Capabilities", "Implementation", "Query",
     "AttnbenchError", "UnknownNameError", "UnsupportedError", "UsageError",
 ]
