@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from harness.records import Point, SpeedRecord
@@ -54,14 +61,18 @@ def format_bytes(value: float | None) -> str:
 
 
 class ProgressListener:
-    """Receives runner events; prints a line per record under a progress bar."""
+    """Receives runner events; prints a line per record, under a live progress bar (points
+    done/total, elapsed, ETA) on a terminal; a plain line log when output is not a terminal
+    (CI logs: no bar, no control codes)."""
 
     def __init__(self, console: Console | None = None, *, quiet_unsupported: bool = False):
         self.console = console or make_console()
         self.quiet_unsupported = quiet_unsupported
+        self.live = self.console.is_terminal
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=self.console, transient=True)
+                                 TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, transient=True, disable=not self.live)
         self.task: Any = None
         self.unsupported = 0
 

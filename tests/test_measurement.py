@@ -53,3 +53,40 @@ def test_one_statistics_helper_for_worker_report_and_compare():
     assert harness.regression.ratio_estimate is stats.ratio_estimate
     summary = stats.sample_stats([1.0, 2.0, 3.0, 4.0])
     assert summary.median == 2.5 and summary.iqr == stats.quartiles([1, 2, 3, 4])[1] - 1.75
+
+
+def _events(listener) -> None:
+    from harness.records import Point
+
+    record = SpeedRecord(impl="softmax_torch", framework="torch", family="exact", device="cpu",
+                         batch=1, heads=2, seq_len=64, head_dim=8, dtype="float32",
+                         causal=False, pass_="forward", status="ok", time_s=0.002,
+                         time_iqr_s=0.0001, peak_mem_bytes=1024)
+    listener("start", {"total": 2, "todo": 2, "resumed": 0})
+    listener("point", Point("softmax_torch", seq_len=64, head_dim=8))
+    listener("record", record)
+    listener("end", None)
+
+
+def test_progress_is_a_live_bar_on_a_terminal_and_a_plain_log_otherwise():
+    import io
+
+    from rich.console import Console
+
+    from harness.console import ProgressListener
+
+    plain = io.StringIO()
+    listener = ProgressListener(Console(file=plain, force_terminal=False, width=120))
+    assert not listener.live
+    _events(listener)
+    text = plain.getvalue()
+    assert "\x1b" not in text and text.startswith("ok      softmax_torch T=64")
+    assert len(text.strip().splitlines()) == 1
+
+    tty = io.StringIO()
+    listener = ProgressListener(Console(file=tty, force_terminal=True, width=120))
+    assert listener.live
+    columns = [type(c).__name__ for c in listener.progress.columns]
+    assert {"MofNCompleteColumn", "TimeElapsedColumn", "TimeRemainingColumn"} <= set(columns)
+    _events(listener)
+    assert "softmax_torch T=64" in tty.getvalue()
