@@ -209,6 +209,20 @@ class SpeedRecord:
         return record
 
 
+# -- columns downstream, derived from the record's fields (one place) -------------------------
+POINT_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
+                "pass_")
+NOT_METRICS = ("framework", "family", "status", "message", "time_samples_s", "hardware_id",
+               "started_at", "wall_s", "extra", "kind", "schema_version")
+# every measured or derived value of a speed record, in field order: report frames and tables,
+# compare's checks and the CSVs take their columns from here
+SPEED_METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SpeedRecord) if f.name not in POINT_FIELDS + NOT_METRICS)
+NUMERIC_SPEED_METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SpeedRecord) if f.name in SPEED_METRICS
+    and str(f.type).split(" |")[0] in ("float", "int"))
+
+
 @dataclass
 class AccuracyRecord:
     """One training run of one implementation on one task (the accuracy track)."""

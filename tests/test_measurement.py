@@ -90,3 +90,19 @@ def test_progress_is_a_live_bar_on_a_terminal_and_a_plain_log_otherwise():
     assert {"MofNCompleteColumn", "TimeElapsedColumn", "TimeRemainingColumn"} <= set(columns)
     _events(listener)
     assert "softmax_torch T=64" in tty.getvalue()
+
+
+def test_downstream_columns_derive_from_the_record_fields():
+    from harness.records import NUMERIC_SPEED_METRICS, SPEED_METRICS
+    from harness.report.data import SPEED_COLUMNS, tidy_speed
+
+    record_fields = [f.name for f in dataclasses.fields(SpeedRecord)]
+    assert list(SPEED_METRICS) == [n for n in record_fields if n in SPEED_METRICS]
+    assert set(SPEED_METRICS) <= set(SPEED_COLUMNS)
+    assert {"time_s", "peak_mem_bytes", "tflops", "gate_max_error"} <= set(NUMERIC_SPEED_METRICS)
+    row = SpeedRecord(impl="softmax_torch", framework="torch", family="exact", device="cpu",
+                      batch=1, heads=2, seq_len=64, head_dim=8, dtype="float32", causal=False,
+                      pass_="forward", status="ok", time_s=0.002, time_min_s=0.001,
+                      time_samples_s=[0.001, 0.002, 0.003]).to_json()
+    frame = tidy_speed([{**row, "run": "r", "hardware_tag": "h"}])
+    assert frame["time_min_s"].iloc[0] == 0.001 and frame["n_samples"].iloc[0] == 3

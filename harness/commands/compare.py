@@ -20,7 +20,7 @@ from harness import regression as logic
 from harness.console import format_bytes, format_seconds, make_console
 from harness.errors import UsageError
 from harness.hardware import hardware_summary
-from harness.records import STATUSES, SpeedRecord
+from harness.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord
 from harness.store import TruncatedLineWarning, open_run
 from harness.sweep_spec import parse_bytes
 
@@ -112,7 +112,7 @@ def _speed_record(data: dict[str, Any], where: str) -> SpeedRecord:
                 isinstance(s, (int, float)) and not isinstance(s, bool)
                 for s in record.time_samples_s):
             raise ValueError("time_samples_s must be a list of numbers")
-        for name in ("time_s", "peak_mem_bytes"):
+        for name in NUMERIC_SPEED_METRICS:
             value = getattr(record, name)
             if value is not None and (isinstance(value, bool)
                                       or not isinstance(value, (int, float))):

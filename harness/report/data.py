@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.registry import REGISTRY
-from harness.records import PASSES
+from harness.records import NUMERIC_SPEED_METRICS, PASSES, SPEED_METRICS
 from harness.stats import quartiles
 from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 
@@ -111,11 +111,10 @@ def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     return float(median), float(median)
 
 
+# the record's metrics (harness.records.SPEED_METRICS) plus what the samples give here
+SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
-                 "seq_len", "status", "message", "time_s", "time_q1_s", "time_q3_s",
-                 "time_iqr_s", "n_samples", "peak_mem_bytes", "mem_method", "tflops",
-                 "tokens_per_s", "flop_model", "timer", "threads", "deviation_from_softmax",
-                 "point_id"]
+                 "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS, "point_id"]
 
 
 def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -132,8 +131,7 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 row[column] = None
         out.append(row)
     frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
-    for column in ("time_s", "time_q1_s", "time_q3_s", "time_iqr_s", "peak_mem_bytes",
-                   "tflops", "tokens_per_s", "deviation_from_softmax"):
+    for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
