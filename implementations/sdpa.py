@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 
 from harness.errors import UnsupportedError
-from harness.registry import Availability, Capabilities, first_line, register
+from harness.registry import Capabilities, Query, first_line, register
 from implementations._torch_masks import allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -91,15 +91,14 @@ def kernel_reasons(messages: list[str], backend: str) -> str:
     return "; ".join(reasons)[:MAX_REASON_CHARS]
 
 
-def _cuda_flash_constraints(device: str, dtype: str, causal: bool, masked: bool,
-                            backward: bool) -> Availability:
-    if device == "cuda" and masked:
-        return Availability(False, "sdpa_flash: the CUDA flash kernel takes no attn_mask "
-                                   "(key-padding mask unsupported on cuda)")
-    if device == "cuda" and dtype not in ("float16", "bfloat16"):
-        return Availability(False, f"sdpa_flash: the CUDA flash kernel needs float16/bfloat16, "
-                                   f"not {dtype}")
-    return Availability(True)
+def _cuda_flash_constraints(query: Query) -> list[str]:
+    reasons = []
+    if query.device == "cuda" and query.key_padding_mask:
+        reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask unsupported "
+                       "on cuda)")
+    if query.device == "cuda" and query.dtype not in ("float16", "bfloat16"):
+        reasons.append(f"the CUDA flash kernel needs float16/bfloat16, not {query.dtype}")
+    return reasons
 
 
 def _pinned(backend: str):

@@ -133,7 +133,7 @@ def test_flush_buffer_is_twice_the_l2_and_the_timing_cap_makes_room_for_it(cuda)
     memory = worker.memory_task(point, context)           # fails later: no real CUDA here
     timing = worker.timing_task(point, TimingSettings(), context)
     no_flush = worker.timing_task(point, TimingSettings(cuda_flush_l2=False), context)
-    assert memory["status"] == timing["status"] == "error"
+    assert memory.status == timing.status == "error"
     (mem_frac, i1), (time_frac, i2), (plain_frac, i3) = cuda.fractions
     assert (i1, i2, i3) == (1, 1, 1)
     assert mem_frac * TOTAL == pytest.approx(8 * GIB)
