@@ -10,7 +10,8 @@
 #   --device cpu   rehearsal: the same steps at tiny CPU sizes (checks the script, not the GPU)
 #   --impl LIST    limit the sweep to these implementations (default: all registered)
 #   --deadline S   the whole script's time limit in seconds (default 360: with a few minutes of
-#                  machine start-up, a 15-minute GPU window holds one run and one rerun)
+#                  machine start-up, a 15-minute GPU window holds one run and one rerun; the
+#                  CPU rehearsal's limits are 3x, its default deadline 1080)
 #
 # Steps: environment, install, wheels, gpu-tests, hrr-floor, sweep, lra-data, lra, report. Each runs under
 # its own time limit inside the overall deadline; a step that fails or times out is recorded in
@@ -21,7 +22,7 @@ set -uo pipefail
 
 usage() { sed -n '5,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-OUT="" WHEELS="" DEVICE="cuda" IMPL="" DEADLINE_S=360
+OUT="" WHEELS="" DEVICE="cuda" IMPL="" DEADLINE_S=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheels) WHEELS="${2:?--wheels needs a folder}"; shift 2 ;;
@@ -35,6 +36,10 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OUT" ] || { echo "gpu_validate: OUTDIR is required" >&2; usage; }
 case "$DEVICE" in cuda|cpu) ;; *) echo "gpu_validate: --device must be cuda or cpu" >&2; exit 2 ;; esac
+# SCALE stretches every step's limit: 1 on a GPU (the 6-minute budget), 3 for the CPU rehearsal,
+# whose tiny steps still take longer than a GPU's on a small, shared CPU machine
+SCALE=1; [ "$DEVICE" = cuda ] || SCALE=3
+DEADLINE_S="${DEADLINE_S:-$((360 * SCALE))}"
 case "$DEADLINE_S" in ''|*[!0-9]*) echo "gpu_validate: --deadline must be whole seconds" >&2; exit 2 ;; esac
 if [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ]; then
   echo "gpu_validate: note: --wheels $WHEELS is not a folder; the wheels step will fail" >&2
@@ -62,7 +67,7 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$STEPS"; log "step $
 # step NAME LIMIT RESERVE CMD...: run CMD with at most LIMIT seconds, leaving RESERVE seconds of
 # the deadline for the steps after it; record ok / failed / timeout and go on whatever happens.
 step() {
-  local name="$1" limit="$2" reserve="$3"; shift 3
+  local name="$1" limit=$(($2 * SCALE)) reserve=$(($3 * SCALE)); shift 3
   local left=$((DEADLINE - $(date +%s) - reserve))
   if [ "$left" -lt 5 ]; then record "$name" timeout 0 "not started: the ${DEADLINE_S} s deadline"; return; fi
   [ "$limit" -le "$left" ] || limit="$left"
@@ -171,8 +176,9 @@ gpu_step hrr-floor 25 180 "$PY" benchmarks/hrr/bandwidth_floor.py "${floor_args[
 # the last point started may still run its two workers (memory, timing) to --timeout each. So
 # budget = step limit - probe allowance - 2 x --timeout - margin, and the step cannot overrun.
 SWEEP="$OUT/results/sweep"
-POINT_TIMEOUT=20 PROBE_ALLOWANCE=25
-sweep_limit=$((DEADLINE - $(date +%s) - 80)); [ "$sweep_limit" -le 150 ] || sweep_limit=150
+POINT_TIMEOUT=$((20 * SCALE)) PROBE_ALLOWANCE=$((25 * SCALE))
+sweep_limit=$(((DEADLINE - $(date +%s)) / SCALE - 80)); [ "$sweep_limit" -le 150 ] || sweep_limit=150
+sweep_limit=$((sweep_limit * SCALE))
 sweep_budget=$((sweep_limit - PROBE_ALLOWANCE - 2 * POINT_TIMEOUT - 5))
 [ "$sweep_budget" -ge 10 ] || sweep_budget=10
 sweep_args=(sweep --preset validate --device "$DEVICE" --out "$SWEEP" --cooldown 0
@@ -180,7 +186,7 @@ sweep_args=(sweep --preset validate --device "$DEVICE" --out "$SWEEP" --cooldown
             --time-budget "$sweep_budget")
 [ -z "$IMPL" ] || sweep_args+=(--impl "$IMPL")
 if [ -d "$SWEEP" ] && [ -f "$SWEEP/run.json" ]; then sweep_args+=(--resume "$SWEEP"); fi
-gpu_step sweep "$sweep_limit" 80 "$PY" run_bench.py "${sweep_args[@]}"
+gpu_step sweep "$((sweep_limit / SCALE))" 80 "$PY" run_bench.py "${sweep_args[@]}"
 
 # ---- 5. a short LRA run on generated ListOps data ----------------------------------------------
 # ListOps pads its sequences, so the exact baseline must take a key-padding mask on the device:
