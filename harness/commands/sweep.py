@@ -107,6 +107,9 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
     if grid_from:
         raw.update(stored_grid_arguments(grid_from, "--grid-from") or {})
     if getattr(args, "config", None):
+        if getattr(args, "resume", None):
+            raise UsageError(f"--resume keeps the stored grid; --config {args.config} cannot be "
+                             f"given with it")
         raw.update(read_config(args.config))
     for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
                  "preset", "out", *SETTING_ARGUMENTS):
@@ -169,10 +172,24 @@ GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "cau
 
 
 def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
-    """On --resume without grid flags, the grid (and settings) of the run being resumed."""
-    if any(name in given for name in GRID_ARGUMENTS):
-        return given
+    """On --resume, the grid (and settings) of the run being resumed.
+
+    The rule: a resumed run keeps its stored grid, exactly. Grid flags (or a --config, or --out)
+    given with --resume are refused rather than silently replacing or changing the stored grid;
+    settings flags (--timeout, --min-time, ...) apply to the points still to measure.
+    """
+    meta = open_run(resume).metadata()
+    if meta.get("kind", "speed") != "speed":
+        raise UsageError(f"--resume {resume}: this is a {meta.get('kind')} run, not a speed "
+                         f"sweep (resume it with the command that made it)")
     stored = stored_grid_arguments(resume, "--resume")
+    flags = sorted(f"--{name.replace('_', '-')}" for name in GRID_ARGUMENTS if name in given)
+    if flags:
+        raise UsageError(f"--resume keeps the stored grid of {resume}; {', '.join(flags)} cannot "
+                         f"be given with it (start a new run with --out to measure another "
+                         f"grid, and merge the two)")
+    if "out" in given:
+        raise UsageError("--resume RUN_DIR writes into RUN_DIR; --out cannot be given with it")
     return given if stored is None else {**stored, **given}
 
 
@@ -181,7 +198,9 @@ def stored_grid_arguments(run_dir: str, flag: str) -> dict[str, Any] | None:
     meta = open_run(run_dir).metadata()
     if meta.get("grids"):
         raise UsageError(f"{flag} {run_dir}: this run merges {len(meta['grids'])} different "
-                         "grids, so it has no one grid to take; give the grid flags")
+                         "grids, so it has no one grid to take" +
+                         ("; it cannot be resumed" if flag == "--resume" else
+                          "; give the grid flags"))
     return (meta.get("grid") or {}).get("arguments")
 
 
@@ -238,11 +257,14 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
-    runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
-                    listener=ProgressListener(console, quiet_unsupported=True))
-    summary = runner.run(sweep.points, resume=sweep.resume)
-    run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
-                            not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+    try:
+        runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
+                        listener=ProgressListener(console, quiet_unsupported=True))
+        summary = runner.run(sweep.points, resume=sweep.resume)
+        run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
+                                not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+    finally:
+        run_dir.release()   # one writer per run directory: held for the whole run
     print_run_summary(run_dir, console)
     if summary.not_tried:
         console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import UsageError
+from harness.records import invalid_numbers
 from harness.store import RunDir, now_iso, open_run
 
 BOOKKEEPING = ("started_at", "wall_s", "extra")
@@ -66,7 +67,11 @@ class Gatherer:
     def check(self, run: RunDir) -> None:
         """Raise ConflictError if run holds a record disagreeing with one already gathered."""
         pending: dict[str, tuple[dict[str, Any], str]] = {}
-        for data in run.raw_records():
+        for number, data in enumerate(run.raw_records(), 1):
+            problem = invalid_numbers(data)
+            if problem:
+                raise UsageError(f"{run.results_path} record {number} ({describe(data)}): "
+                                 f"{problem}; refusing to merge it (fix or remove that line)")
             known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
             if known is not None and not agree(known[0], data):
                 raise ConflictError(
@@ -130,6 +135,7 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
         grid = whole_grid(meta.get("grid"))
         if grid not in grids:
             grids.append(grid)
+    existed = Path(out).exists()
     target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",
                                        "command": command, "started_at": now_iso(),
                                        "grid": grids[0] if len(grids) == 1 else None,
@@ -139,11 +145,15 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
     try:
         for run in runs:
             gatherer.add(run)
-    except ConflictError:   # refuse the whole merge: remove what this call wrote
+        target.update_metadata(**gatherer.metadata())
+    except BaseException:   # refuse the whole merge: remove what this call wrote
         target.results_path.unlink(missing_ok=True)
         target.run_path.unlink(missing_ok=True)
-        if not any(target.path.iterdir()):
+        target.remove_lock_file()
+        for leftover in target.path.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not existed and not any(target.path.iterdir()):
             target.path.rmdir()
         raise
-    target.update_metadata(**gatherer.metadata())
+    target.release()
     return gatherer
