@@ -236,12 +236,14 @@ def test_check_fails_nan_and_survives_a_crashing_method():
     result = run_cli("--impl-module", "impls_faults", "check", "--impl",
                      "fault_nan_always,fault_segfault,fault_exit,softmax_torch", "--dtype", "fp32")
     assert result.returncode == 1, result.stderr
-    rows = {line.split()[1]: line for line in result.stdout.splitlines()
-            if line.startswith("│ fault_") or line.startswith("│ softmax_torch")}
+    rows: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("│ fault_") or line.startswith("│ softmax_torch"):
+            rows[line.split()[1]] = rows.get(line.split()[1], "") + line
     assert "FAIL" in rows["fault_nan_always"] and "non-finite" in rows["fault_nan_always"]
     assert "FAIL" in rows["fault_segfault"] and "SIGSEGV" in result.stdout
     assert "FAIL" in rows["fault_exit"]
-    assert "ok" in rows["softmax_torch"]
+    assert "ok" in rows["softmax_torch"] and "FAIL" not in rows["softmax_torch"]
 
 
 def test_list_survives_a_crashing_method():
@@ -290,6 +292,23 @@ def test_impossible_numbers_are_refused_and_nothing_is_left_behind(tmp_path, val
     assert not (tmp_path / "merged").exists()
     compared = run_cli("compare", str(good), str(bad), "--out", str(tmp_path / "c"))
     assert compared.returncode == 2 and "malformed" in compared.stderr, compared.stderr
+
+
+def test_report_of_runs_with_different_grids(tmp_path):
+    """Two runs sharing no shape: the comparison figures have nothing to draw, and say so."""
+    runs = []
+    for name, seq_len in (("a", 64), ("b", 128)):
+        run = RunDir.create(tmp_path / name, {"kind": "speed", "machine": {"hardware_id": name}})
+        for impl in ("softmax_torch", "hrr_torch"):
+            point = Point(impl, seq_len=seq_len, head_dim=16 if name == "a" else 32)
+            run.append(SpeedRecord.for_point(point, framework="torch", family="exact",
+                                             status="ok", time_s=1e-3,
+                                             time_samples_s=[1e-3] * 3, hardware_id=name))
+        run.release()
+        runs.append(str(run.path))
+    result = run_cli("report", *runs, "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report" / "report.md").exists()
 
 
 # -- bad paths ---------------------------------------------------------------------------------
