@@ -313,6 +313,8 @@ def test_report_of_runs_with_different_grids(tmp_path):
 
 # -- bad paths ---------------------------------------------------------------------------------
 def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
+    from accuracy_fixtures import write_bytes_folder
+
     a_file = tmp_path / "file"
     a_file.write_text("x")
     good = write_raw_run(tmp_path / "good", 1e-3)
@@ -320,8 +322,11 @@ def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
         ["sweep", "--impl", "softmax_torch", "--seq-len", "64", "--out", str(a_file)],
         ["report", str(good), "--out", str(a_file)],
         ["merge", str(good), "--out", str(a_file)],
-        ["lra", "--task", "bytes", "--impl", "softmax_torch", "--data-dir", str(tmp_path),
+        ["lra", "--task", "bytes", "--impl", "softmax_torch", "--data-dir",
+         str(write_bytes_folder(tmp_path / "files", per_class=12, size=80)),
          "--out", str(a_file)],
+        ["data", "listops", "--out", str(a_file), "--n-train", "2", "--n-val", "1",
+         "--n-test", "1", "--min-length", "5", "--max-length", "60"],
     ]
     for args in commands:
         result = run_cli(*args)
@@ -365,3 +370,108 @@ def test_resume_refuses_grid_flags_out_and_the_other_kind(tmp_path):
         RunDir.create(speed, {"kind": "accuracy"}, resume=True)
     assert (speed / "results.jsonl").read_text() == before
     assert json.loads((speed / "run.json").read_text())["kind"] == "speed"
+
+
+# -- bad input: one clear line, exit 2 ----------------------------------------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["--timeout", "nan"], "--timeout"),
+    (["--timeout", "inf"], "--timeout"),
+    (["--cooldown", "-1"], "--cooldown: must be at least 0"),
+    (["--seq-len", "2^99"], "beyond any tensor dimension"),
+    (["--seq-len", "1K..2^40"], "beyond any tensor dimension"),
+    (["--seq-len", "512,,1024"], "empty item"),
+    (["--shards", "0"], "--shards: must be at least 1"),
+])
+def test_sweep_refuses_bad_numbers(args, expected, capsys):
+    from harness import cli
+
+    code = cli.main(["sweep", "--impl", "softmax_torch", "--dry-run", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('seq_len = 512\nimpl = "softmax_torch"\n', None),          # a scalar is one value
+    ('pass = 5\n', "unknown pass '5'"),
+    ('impl = 42\n', "unknown implementation '42'"),
+    ('seed = 1.5\n', "--seed: expected a whole number"),
+    ('timeout = "soon"\n', "--timeout: expected a number"),
+    (b'seq_len = "\xff\xfe"\n', "not UTF-8"),
+])
+def test_config_with_wrong_types(tmp_path, capsys, text, expected):
+    from harness import cli
+
+    data = text if isinstance(text, bytes) else text.encode()
+    config = tmp_path / "grid.toml"
+    config.write_bytes(data)
+    flags = [] if b"impl" in data else ["--impl", "softmax_torch"]
+    code = cli.main(["sweep", "--config", str(config), "--dry-run", *flags])
+    err = capsys.readouterr().err
+    if expected is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and expected in err, err
+
+
+def test_impl_modules_that_raise_or_clash(tmp_path):
+    (tmp_path / "raising_mod.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "clash_mod.py").write_text(
+        "from harness import register\n"
+        "@register('softmax_torch', framework='torch', family='exact')\n"
+        "def mine(q, k, v, *, causal=False, key_padding_mask=None):\n    return q\n")
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    raising = run_cli("--impl-module", "raising_mod", "list", env=env)
+    assert raising.returncode == 2 and "broken at import" in raising.stderr, raising.stderr
+    clash = run_cli("--impl-module", "clash_mod", "list", env=env)
+    assert clash.returncode == 2, clash.stderr
+    assert "'softmax_torch' (in clash_mod) is already registered by implementations" in \
+        clash.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--max-depth", "0"], "--max-depth must be at least 1"),
+    (["--max-depth", "2"], "at most 12 tokens"),
+    (["--min-length", "1999", "--max-length", "2000"], "no integer length"),
+])
+def test_listops_generator_refuses_what_it_cannot_meet(tmp_path, capsys, args, expected):
+    from harness import cli
+
+    started = time.monotonic()
+    code = cli.main(["data", "listops", "--out", str(tmp_path / "d"), "--n-train", "2",
+                     "--n-val", "1", "--n-test", "1", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "d").exists()
+
+
+def test_listops_search_is_bounded():
+    import random
+
+    from harness.accuracy.tasks.listops import GrammarConfig, generate_example
+
+    config = GrammarConfig(max_depth=3, min_length=120, max_length=123)   # barely reachable
+    with pytest.raises(UsageError, match="no expression with"):
+        generate_example(random.Random(0), config, max_attempts=50)
+
+
+def test_a_binary_lra_file_is_bad_input(tmp_path, capsys):
+    from harness import cli
+
+    folder = tmp_path / "lra" / "listops-1000"
+    folder.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_bytes(b"Source\tTarget\n\xff\xfe\x00\x01\t3\n")
+    code = cli.main(["lra", "--task", "listops", "--impl", "softmax_torch", "--data-dir",
+                     str(tmp_path / "lra"), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not UTF-8" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_merge_into_an_existing_directory_does_not_suggest_resume(tmp_path):
+    good = write_raw_run(tmp_path / "good", 1e-3)
+    result = run_cli("merge", str(good), "--out", str(good))
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert "--resume" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -118,6 +119,9 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
             raw[name] = value
     if getattr(args, "pass_", None) is not None:
         raw["pass"] = args.pass_
+    shards = getattr(args, "shards", None)
+    if shards is not None and shards < 1:
+        raise UsageError(f"--shards: must be at least 1, got {shards}")
     resume = getattr(args, "resume", None)
     if resume:
         raw = resumed_arguments(resume, raw)
@@ -136,21 +140,17 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
     if shard is not None:
         points = select_shard(points, shard, family_of)
     timing = TimingSettings(
-        warmup=int(raw.get("warmup", 2)), min_time_s=float(raw.get("min_time", 0.5)),
-        max_repeats=int(raw.get("max_repeats", 50)))
-    if timing.warmup < 0 or timing.min_time_s < 0 or timing.max_repeats < 1:
-        raise UsageError("--warmup and --min-time must be >= 0 and --max-repeats >= 1")
-    timeout = float(raw.get("timeout", 120.0))
-    if timeout <= 0:
-        raise UsageError(f"--timeout: must be positive, got {timeout:g}")
+        warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
+        min_time_s=setting(raw, "min_time", 0.5, minimum=0),
+        max_repeats=setting(raw, "max_repeats", 50, integer=True, minimum=1))
+    timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
-    cooldown = float(raw["cooldown"]) if raw.get("cooldown") is not None else (
-        0.5 if any(device_kind(d) == "cuda" for d in devices) else 0.0)
-    budget = float(raw["time_budget"]) if raw.get("time_budget") is not None else None
-    if budget is not None and budget <= 0:
-        raise UsageError(f"--time-budget: must be positive, got {budget:g}")
+    cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)
+                       else 0.0, minimum=0)
+    budget = setting(raw, "time_budget", None, positive=True)
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
-                           seed=int(raw.get("seed", 0)), impl_modules=tuple(
+                           seed=setting(raw, "seed", 0, integer=True, minimum=0),
+                           impl_modules=tuple(
                                getattr(args, "impl_module", []) or []), cooldown_s=cooldown,
                            time_budget_s=budget)
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
@@ -161,6 +161,30 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
                    "input_distribution": INPUT_DISTRIBUTION}
     return SweepPlan(points, settings, out or Path(), bool(resume), description, shard,
                      grid_points)
+
+
+def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,
+            positive: bool = False, minimum: float | None = None) -> Any:
+    """A numeric setting from flags or a config: finite, of the right kind and range, or
+    one clear line (exit 2)."""
+    value = raw.get(name)
+    if value is None:
+        return default
+    flag = f"--{name.replace('_', '-')}"
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}") from None
+    if not math.isfinite(number) or (integer and number != int(number)):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}")
+    if positive and number <= 0:
+        raise UsageError(f"{flag}: must be positive, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise UsageError(f"{flag}: must be at least {minimum:g}, got {value!r}")
+    return int(number) if integer else number
 
 
 def family_of(impl: str) -> str:

@@ -136,6 +136,9 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
         if grid not in grids:
             grids.append(grid)
     existed = Path(out).exists()
+    if existed and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise UsageError(f"merge: --out {out} already exists and is not empty; merge writes a "
+                         f"new run directory, so choose another --out")
     target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",
                                        "command": command, "started_at": now_iso(),
                                        "grid": grids[0] if len(grids) == 1 else None,

@@ -186,7 +186,7 @@ def run_sweep(args: argparse.Namespace, console: Console) -> int:
 
         return dry_run(sweep, console)
     out = Path(sweep.out if sweep.out != Path() else default_run_path("slurm"))
-    count = args.shards or min(len({p.series_key() for p in sweep.points}), MAX_DEFAULT_SHARDS)
+    count = args.shards if args.shards is not None else min(len({p.series_key() for p in sweep.points}), MAX_DEFAULT_SHARDS)
     if count < 1:
         raise UsageError(f"--shards: must be at least 1, got {count}")
     run, shards = open_sharded_run(sweep, out, count,
