@@ -100,6 +100,8 @@ def parse_int_list(text: str | Iterable[Any], *, axis: str) -> tuple[int, ...]:
         text = [text]
     items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
     values: list[int] = []
+    if not any(i.strip() for i in items):
+        raise UsageError(f"--{axis.replace('_', '-')}: empty list")
     for item in (i.strip() for i in items):
         if not item:
             raise UsageError(f"--{axis.replace('_', '-')}: empty item in {text!r}")
