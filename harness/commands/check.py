@@ -30,12 +30,10 @@ def validated(args: argparse.Namespace) -> tuple[str, str]:
     from harness.frameworks import torch_fw
     from harness.sweep_spec import parse_devices, parse_dtypes
 
-    (device,) = parse_devices(args.device) if "," not in args.device else (None,)
-    if device is None:
-        raise UsageError("--device: give one device")
-    dtypes = parse_dtypes(args.dtype)
-    if len(dtypes) != 1:
-        raise UsageError("--dtype: give one dtype")
+    devices, dtypes = parse_devices(args.device), parse_dtypes(args.dtype)
+    if len(devices) != 1 or len(dtypes) != 1:
+        raise UsageError("check: give one --device and one --dtype")
+    device = devices[0]
     if device_kind(device) == "cuda":
         present = torch_fw.device_present(device)
         if not present:
