@@ -39,10 +39,6 @@ class TruncatedLineWarning(UserWarning):
     """A line of results.jsonl could not be parsed (typically the last, cut by a kill)."""
 
 
-class DuplicateRecordWarning(UserWarning):
-    """A run directory holds several ok records of one point."""
-
-
 class RunLockedError(UsageError):
     """Another live process is writing the run directory."""
 
