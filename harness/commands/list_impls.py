@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def describe(impl: Implementation, devices: list[str],
+def impl_row(impl: Implementation, devices: list[str],
              probed: dict[tuple[str, str], tuple[bool, str]]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     impls = REGISTRY.all()
     probed = probe_all([impl.name for impl in impls], devices,
                        tuple(getattr(args, "impl_module", []) or []))
-    rows = [describe(impl, devices, probed) for impl in impls]
+    rows = [impl_row(impl, devices, probed) for impl in impls]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
