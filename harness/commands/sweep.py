@@ -10,6 +10,7 @@ from rich.console import Console
 
 from harness import presets
 from harness.console import dry_run, make_console
+from harness.errors import UsageError
 from harness.plan import SweepRequest
 from harness.scale.executors import EXECUTORS, ExecutorOptions, make_executor
 from harness.scale.options import SlurmOptions, add_slurm_arguments

@@ -71,7 +71,7 @@ class Gatherer:
         for number, data in enumerate(run.raw_records(), 1):
             problem = invalid_numbers(data)
             if problem:
-                raise UsageError(f"{run.results_path} record {number} ({describe(data)}): "
+                raise UsageError(f"{run.results_path} record {number} ({describe_record(data)}): "
                                  f"{problem}; refusing to merge it (fix or remove that line)")
             known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
             if known is not None and not agree(known[0], data):
