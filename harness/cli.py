@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                         "refusing conflicting duplicates"),
     "compare": ("harness.commands.compare", "regression check of a run against a baseline "
                                             "(exit 1 on a regression)"),
+    "ab": ("harness.commands.ab", "interleaved A/B of two revisions or checkouts in one job "
+                                  "(exit 1 on a regression)"),
 }
 DEFAULT_COMMAND = "run"
 

@@ -1,0 +1,169 @@
+"""``run_bench.py ab BASE HEAD [sweep flags]``: interleaved A/B of two revisions in one job.
+
+Exit status: 0 nothing regressed, 1 a regression, 2 bad input (unknown revision, not a checkout,
+bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
+``harness/ab/``; docs/regression.md explains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+
+from harness.ab import output
+from harness.ab.rounds import Judgement, Plan, exit_status, run_rounds
+from harness.ab.sides import checked_out
+from harness.compare import parse_statistic, parse_threshold
+from harness.console import make_console
+from harness.errors import UsageError
+
+# sweep flags passed through to each side's sweep: (dest, flag)
+SWEEP_FLAGS = (("impl", "--impl"), ("seq_len", "--seq-len"), ("head_dim", "--head-dim"),
+               ("batch", "--batch"), ("heads", "--heads"), ("dtype", "--dtype"),
+               ("causal", "--causal"), ("pass_", "--pass"), ("device", "--device"),
+               ("preset", "--preset"), ("config", "--config"), ("timeout", "--timeout"),
+               ("max_memory", "--max-memory"), ("min_time", "--min-time"),
+               ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
+# more samples per round than a sweep's default: a round costs mostly process start-up
+DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base", metavar="BASE",
+                        help="a git revision of the repository here (checked out into a "
+                             "temporary worktree) or the path of another checkout")
+    parser.add_argument("head", metavar="HEAD", help="the same for the side under test "
+                                                     "(. is this working tree as it is)")
+    gate = parser.add_argument_group("gate")
+    gate.add_argument("--threshold", default="10%",
+                      help="smallest slowdown that counts, e.g. 10%% or 0.1 (default 10%%)")
+    gate.add_argument("--rounds", type=int, default=16, metavar="N",
+                      help="most rounds (default 16); rounds stop earlier once every point is "
+                           "decided")
+    gate.add_argument("--min-rounds", type=int, default=4, metavar="N",
+                      help="fewest rounds before stopping (default 4)")
+    gate.add_argument("--max-time", type=float, default=240.0, metavar="SECONDS",
+                      help="start no round likely to end after this (default 240)")
+    gate.add_argument("--confidence", type=float, default=0.95,
+                      help="level of the interval of the ratio (default 0.95)")
+    gate.add_argument("--statistic", default="p25",
+                      help="each side's value in a round: p25 (default), median, mean, min, pNN")
+    gate.add_argument("--metric", choices=("time", "instructions"), default="time",
+                      help="time (default), or instructions counted by valgrind's callgrind "
+                           "(CPU only, one thread)")
+    gate.add_argument("--out", help="directory for ab.md, ab.csv and both sides' run "
+                                    "directories (default results/ab-<time>)")
+    sweep = parser.add_argument_group("sweep flags (passed to each side's sweep; see sweep -h)")
+    for dest, flag in SWEEP_FLAGS:
+        sweep.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
+
+
+def sweep_arguments(args: argparse.Namespace) -> tuple[str, ...]:
+    given: list[str] = []
+    for dest, flag in SWEEP_FLAGS:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest == "config":
+            path = Path(value)
+            if not path.is_file():
+                raise UsageError(f"--config {value}: no such file")
+            value = str(path.resolve())
+        given += [flag, str(value)]
+    if args.min_time is None:
+        given += ["--min-time", DEFAULT_MIN_TIME]
+    if args.max_repeats is None:
+        given += ["--max-repeats", DEFAULT_MAX_REPEATS]
+    return tuple(given)
+
+
+def validate(args: argparse.Namespace) -> tuple[float, str]:
+    threshold = parse_threshold(args.threshold)
+    statistic, _ = parse_statistic(args.statistic)
+    if args.rounds < 2 or args.min_rounds < 2:
+        raise UsageError("--rounds and --min-rounds: at least 2 (one round per order, AB and BA)")
+    if args.min_rounds > args.rounds:
+        raise UsageError(f"--min-rounds {args.min_rounds} is more than --rounds {args.rounds}")
+    if not (math.isfinite(args.max_time) and args.max_time > 0):
+        raise UsageError(f"--max-time: must be a positive number of seconds, got {args.max_time}")
+    if not 0.0 < args.confidence < 1.0:
+        raise UsageError(f"--confidence: must lie between 0 and 1, got {args.confidence}")
+    return threshold, statistic
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = Path("results") / f"ab-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: already exists and is not empty; choose another")
+    return out.resolve()
+
+
+def load_text() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    threshold, statistic = validate(args)
+    sweep_args = sweep_arguments(args)
+    out = output_dir(args)
+    impl_modules = tuple(getattr(args, "impl_module", []) or [])
+    console = make_console()
+    if args.metric == "instructions":
+        from harness.ab.callgrind import require_valgrind
+
+        require_valgrind(args.device)
+    load_start = load_text()
+    with checked_out({"base": args.base, "head": args.head}, Path.cwd()) as sides:
+        out.mkdir(parents=True, exist_ok=True)
+        console.print(f"[bold]ab[/] BASE {sides['base'].describe()} vs HEAD "
+                      f"{sides['head'].describe()} -> {out}")
+        plan = Plan(sides=sides, sweep_args=sweep_args, impl_modules=impl_modules, out=out,
+                    threshold=threshold, confidence=args.confidence, statistic=statistic,
+                    min_rounds=args.min_rounds, max_rounds=args.rounds,
+                    max_time_s=args.max_time)
+        if args.metric == "instructions":
+            from harness.ab.callgrind import run_instructions
+
+            outcome = run_instructions(plan, console)
+            unit = "instructions"
+        else:
+            outcome = run_rounds(plan, listener=lambda i, js, s: console.print(
+                f"round {i} ({'BASE first' if i % 2 else 'HEAD first'}, {s:.0f} s): "
+                f"{progress_text(js)}"))
+            unit = "time"
+        header = [f"# ab: HEAD {sides['head'].describe()} vs BASE {sides['base'].describe()}",
+                  "",
+                  f"- metric: {unit}" + (f" ({statistic} of each side's samples per round)"
+                                         if unit == "time" else " (callgrind, one thread)"),
+                  f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
+                  f"{outcome.elapsed_s:.0f} s; ABBA order",
+                  f"- ratio: geometric mean over rounds of HEAD/BASE in the same round; "
+                  f"interval: {args.confidence:.0%} t interval; threshold {threshold:.1%}",
+                  f"- sweep flags: {' '.join(sweep_args)}",
+                  f"- load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
+    judgements = outcome.judgements
+    title = f"HEAD/BASE ({unit}, threshold {threshold:.1%})"
+    console.print(output.rich_table(judgements, title, unit))
+    (out / "ab.md").write_text(output.markdown(judgements, header, unit) + "\n" +
+                               output.summary_line(judgements) + "\n")
+    (out / "ab.csv").write_text(output.csv_text(judgements, unit))
+    console.print("\n".join(header[2:]))
+    console.print(f"{output.summary_line(judgements)}  ->  {out / 'ab.md'}")
+    return exit_status(judgements)
+
+
+def progress_text(judgements: list[Judgement]) -> str:
+    counts: dict[str, int] = {}
+    for j in judgements:
+        counts[j.verdict] = counts.get(j.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
