@@ -29,6 +29,9 @@ SWEEP_FLAGS = (("impl", "--impl"), ("seq_len", "--seq-len"), ("head_dim", "--hea
                ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
 # more samples per round than a sweep's default: a round costs mostly process start-up
 DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
+# --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
+# not of this process
+LOADS_IMPL_MODULES = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="start no round likely to end after this (default 240)")
     gate.add_argument("--confidence", type=float, default=0.95,
                       help="level of the interval of the ratio (default 0.95)")
-    gate.add_argument("--statistic", default="p25",
-                      help="each side's value in a round: p25 (default), median, mean, min, pNN")
+    gate.add_argument("--statistic", default="min",
+                      help="each side's value in a round: min (default: the least disturbed "
+                           "sample), p25, median, mean, pNN")
     gate.add_argument("--metric", choices=("time", "instructions"), default="time",
                       help="time (default), or instructions counted by valgrind's callgrind "
                            "(CPU only, one thread)")

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Measure the power of ``run_bench.py ab``: how often it flags an injected slowdown of
+hrr_torch, and how often it flags an unchanged tree against itself (docs/regression.md).
+
+    python scripts/ab_power.py --out /tmp/ab-power --runs 10 --conditions same,15,10,5 \\
+        --busy both --deadline 22:30
+
+For each condition it makes copies of the committed tree (``git archive HEAD``): ``base``, a
+second unchanged copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
+spins for X% of the thread CPU time that result took (so it passes the correctness gate and does
+about X% more CPU work, whatever the load). Runs alternate between the conditions (and between
+"with a busy core" and "without" when --busy both), so that the machine's load, which changes
+over the session, falls on every condition alike. With a busy core, ``python -c "while True:
+pass"`` runs beside the ab call for the whole call. One line of JSON per ab call goes to
+OUT/power.jsonl; ``--summary`` prints the table from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ("def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, "
+          "formulation: str | None = None):")
+INJECTED = '''def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation=None):
+    """Injected slowdown (power measurement only): the real result, then {pct}% more CPU work."""
+    import time as _t
+    start = _t.thread_time()
+    out = _hrr_torch_real(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                          formulation=formulation)
+    now = _t.thread_time()
+    target = now + {frac!r} * (now - start)
+    while _t.thread_time() < target:
+        pass
+    return out
+
+
+def _hrr_torch_real(q, k, v, *, causal=False, key_padding_mask=None,
+                    formulation: str | None = None):'''
+GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--head-dim", "64",
+        "--pass", "fwd", "--device", "cpu"]
+
+
+def make_tree(where: Path, slowdown_pct: int | None) -> None:
+    if where.exists():
+        return
+    where.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    if slowdown_pct:
+        path = where / "implementations" / "hrr_torch.py"
+        text = path.read_text()
+        if TARGET not in text:
+            sys.exit(f"cannot inject: {TARGET!r} not found in {path}")
+        path.write_text(text.replace(TARGET, INJECTED.format(pct=slowdown_pct,
+                                                             frac=slowdown_pct / 100.0)))
+
+
+def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
+            extra: list[str]) -> dict:
+    head = trees / ("same" if condition == "same" else f"slow{condition}")
+    run_out = out / "runs" / f"{index:03d}-{condition}-{'busy' if busy else 'nobusy'}"
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    load_before = os.getloadavg()
+    start = time.monotonic()
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "ab",
+                               str(trees / "base"), str(head), *GRID, "--out", str(run_out),
+                               *extra], capture_output=True, text=True, env=env, cwd=ROOT)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    wall = time.monotonic() - start
+    rows = []
+    csv_path = run_out / "ab.csv"
+    if csv_path.exists():
+        with open(csv_path) as handle:
+            rows = [{k: r[k] for k in ("impl", "seq_len", "ratio", "lo", "hi", "rounds",
+                                       "verdict")} for r in csv.DictReader(handle)]
+    return {"index": index, "condition": condition, "busy": busy, "exit": done.returncode,
+            "wall_s": round(wall, 1), "load_before": load_before,
+            "load_after": os.getloadavg(), "at": dt.datetime.now().isoformat(timespec="seconds"),
+            "points": rows, "stderr_tail": done.stderr.strip().splitlines()[-1:]}
+
+
+def summary(out: Path) -> None:
+    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["busy"], run["condition"]), []).append(run)
+    print("| background | HEAD | runs | flagged (exit 1) | hrr_torch ratio T=128 / T=256 "
+          "(median over runs) | rounds (median) | wall s (max) | load avg 1 min (range) |")
+    print("|---|---|---|---|---|---|---|---|")
+    order = {"same": 0, "15": 1, "10": 2, "5": 3}
+    for (busy, cond), items in sorted(groups.items(), key=lambda kv: (not kv[0][0],
+                                                                     order.get(kv[0][1], 9))):
+        flagged = sum(r["exit"] == 1 for r in items)
+        bad = sum(r["exit"] not in (0, 1) for r in items)
+        ratios = {}
+        rounds = []
+        for r in items:
+            for p in r["points"]:
+                if p["impl"] == "hrr_torch" and p["ratio"]:
+                    ratios.setdefault(p["seq_len"], []).append(float(p["ratio"]))
+                if p["rounds"]:
+                    rounds.append(int(p["rounds"]))
+        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else float("nan")  # noqa: E731
+        loads = [x for r in items for x in (r["load_before"][0], r["load_after"][0])]
+        label = "one busy core" if busy else "none added"
+        head = "unchanged" if cond == "same" else f"+{cond}% hrr_torch"
+        print(f"| {label} | {head} | {len(items)} | {flagged}/{len(items)}"
+              f"{f' ({bad} failed)' if bad else ''} | "
+              f"{med(ratios.get('128', [])):.3f} / {med(ratios.get('256', [])):.3f} | "
+              f"{med(rounds)} | {max(r['wall_s'] for r in items):.0f} | "
+              f"{min(loads):.1f}-{max(loads):.1f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--runs", type=int, default=10, help="runs per condition")
+    parser.add_argument("--conditions", default="same,15,10,5")
+    parser.add_argument("--busy", choices=("yes", "no", "both"), default="yes")
+    parser.add_argument("--deadline", help="HH:MM (UTC): start no ab call after this")
+    parser.add_argument("--summary", action="store_true", help="print the table and stop")
+    args, extra = parser.parse_known_args()
+    if args.summary:
+        summary(args.out)
+        return 0
+    conditions = args.conditions.split(",")
+    trees = args.out / "trees"
+    make_tree(trees / "base", None)
+    make_tree(trees / "same", None)
+    for c in conditions:
+        if c != "same":
+            make_tree(trees / f"slow{c}", int(c))
+    busy_modes = {"yes": [True], "no": [False], "both": [True, False]}[args.busy]
+    deadline = None
+    if args.deadline:
+        hh, mm = (int(x) for x in args.deadline.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    log = args.out / "power.jsonl"
+    index = sum(1 for _ in open(log)) if log.exists() else 0
+    for _ in range(args.runs):
+        for busy in busy_modes:
+            for condition in conditions:
+                if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
+                    print("deadline reached", flush=True)
+                    return 0
+                index += 1
+                result = one_run(trees, condition, busy, args.out, index, extra)
+                with open(log, "a") as handle:
+                    handle.write(json.dumps(result) + "\n")
+                print(json.dumps({k: result[k] for k in ("index", "condition", "busy", "exit",
+                                                        "wall_s", "load_before")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
