@@ -201,7 +201,8 @@ class Runner:
             **gate_fields,
         }
         extra = {"first_call_s": timing.get("first_call_s"),
-                 "rss_baseline_bytes": memory.get("rss_baseline_bytes")}
+                 "rss_baseline_bytes": memory.get("rss_baseline_bytes"),
+                 "cpu_time_samples_s": timing.get("cpu_time_samples_s")}
         for key in ("time_samples_s", "time_s", "time_iqr_s", "time_min_s", "warmup", "timer",
                     "compile_time_s", "threads", "deviation_from_softmax"):
             if key in timing:

@@ -173,6 +173,8 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
                 "input_bytes": work.input_bytes,
             }
+            if work.info.get("cpu_samples"):
+                result["cpu_time_samples_s"] = work.info["cpu_samples"]
             stats = sample_stats(samples)
             result.update(time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
             if impl.framework == "jax":

@@ -49,7 +49,8 @@ class Plan:
     out: Path
     threshold: float = 0.10
     confidence: float = 0.95
-    statistic: str = "p25"
+    statistic: str = "min"
+    clock: str = "wall"                # or "cpu": the worker's CPU time per sample, where recorded
     min_rounds: int = 4
     max_rounds: int = 16
     max_time_s: float = 240.0
@@ -66,6 +67,7 @@ class History:
     head_values: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)   # last non-ok message per side
+    wall_fallbacks: int = 0    # rounds judged on wall time although --clock cpu was asked for
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,27 @@ def pool_round(pooled: Path, round_dir: Path, side: Side) -> None:
 
 
 # -- judging ------------------------------------------------------------------------------------
+def cpu_samples(data: dict[str, Any]) -> list[float]:
+    """The CPU-time samples of a raw record (kept in ``extra``); empty for a side too old to
+    record them."""
+    values = data.get("cpu_time_samples_s") or (data.get("extra") or {}).get(
+        "cpu_time_samples_s")
+    return [float(x) for x in values] if values else []
+
+
+def pair_samples(b: dict[str, Any], h: dict[str, Any],
+                 clock: str) -> tuple[list[float], list[float], str]:
+    """Both sides' samples on the same clock: CPU time when asked and both recorded it."""
+    if clock == "cpu":
+        bc, hc = cpu_samples(b), cpu_samples(h)
+        if bc and hc:
+            return bc, hc, "cpu"
+    return (b.get("time_samples_s") or [b["time_s"]], h.get("time_samples_s") or [h["time_s"]],
+            "wall")
+
+
 def add_round(histories: dict[Point, History], records: dict[str, list[dict[str, Any]]],
-              statistic: str) -> None:
+              statistic: str, clock: str = "wall") -> None:
     """Fold one round (both sides' raw records) into the histories."""
     by_side: dict[str, dict[Point, dict[str, Any]]] = {}
     for label in LABELS:
@@ -175,10 +196,12 @@ def add_round(histories: dict[Point, History], records: dict[str, list[dict[str,
                 history.messages[label] = str(data.get("message", ""))[:200]
         if statuses == ("ok", "ok"):
             try:
-                bv = side_value(b["time_samples_s"] or [b["time_s"]], statistic)
-                hv = side_value(h["time_samples_s"] or [h["time_s"]], statistic)
+                b_samples, h_samples, used = pair_samples(b, h, clock)
+                bv = side_value(b_samples, statistic)
+                hv = side_value(h_samples, statistic)
             except (KeyError, TypeError, ValueError):
                 continue
+            history.wall_fallbacks += used != clock
             if bv > 0 and hv > 0:
                 history.base_values.append(bv)
                 history.head_values.append(hv)
@@ -207,8 +230,11 @@ def judge(history: History, threshold: float, confidence: float) -> Judgement:
                          f"{'/'.join(sorted(h for h in heads if h))} on both: "
                          f"{history.messages.get('head', '')}")
     estimate = paired_estimate(history.ratios, confidence)
+    note = (f"wall time in {history.wall_fallbacks} round(s): a side recorded no CPU time"
+            if history.wall_fallbacks else "")
     return Judgement(point, verdict(estimate, threshold), estimate,
-                     statistics.median(history.base_values), statistics.median(history.head_values))
+                     statistics.median(history.base_values),
+                     statistics.median(history.head_values), note)
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -237,7 +263,7 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
             round_dir = plan.out / "rounds" / f"{label}-{index:02d}"
             records[label] = run_side(plan, side, round_dir)
             pool_round(plan.out / label, round_dir, side)
-        add_round(histories, records, plan.statistic)
+        add_round(histories, records, plan.statistic, plan.clock)
         durations.append(time.monotonic() - t0)
         judgements = [judge(h, plan.threshold, plan.confidence)
                       for h in sorted(histories.values(), key=lambda h: h.point)]

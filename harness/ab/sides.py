@@ -22,12 +22,15 @@ class Side:
     spec: str                  # as given on the command line
     root: Path                 # the checkout whose run_bench.py measures this side
     commit: str | None = None  # full commit id when the side is a revision
+    harness_from: str = ""     # with --same-harness: whose harness measures this side
 
     def describe(self) -> str:
         if self.commit is None:
-            return f"{self.spec} (checkout at {self.root})"
-        short = self.commit[:10]
-        return short if self.spec.startswith(short) else f"{self.spec} ({short})"
+            text = f"{self.spec} (checkout at {self.root})"
+        else:
+            short = self.commit[:10]
+            text = short if self.spec.startswith(short) else f"{self.spec} ({short})"
+        return text + (f" [harness of {self.harness_from}]" if self.harness_from else "")
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -80,11 +83,27 @@ def classify(spec: str, label: str, cwd: Path) -> tuple[str, Path | str]:
     return "commit", commit
 
 
+def with_harness_of(side: Side, harness_side: Side, where: Path) -> Side:
+    """``side``'s implementations measured by ``harness_side``'s harness: a directory holding a
+    copy of that run_bench.py (a copy, not a link, so that Python puts this directory first on
+    the path), a link to its harness/ and a link to ``side``'s implementations/."""
+    where.mkdir(parents=True)
+    shutil.copy(harness_side.root / ENTRY, where / ENTRY)
+    (where / "harness").symlink_to(harness_side.root / "harness", target_is_directory=True)
+    (where / "implementations").symlink_to(side.root / "implementations",
+                                           target_is_directory=True)
+    return Side(side.label, side.spec, where, side.commit,
+                harness_from=harness_side.describe())
+
+
 @contextmanager
-def checked_out(specs: dict[str, str], cwd: Path) -> Iterator[dict[str, Side]]:
+def checked_out(specs: dict[str, str], cwd: Path, *,
+                same_harness: bool = False) -> Iterator[dict[str, Side]]:
     """The sides, revisions checked out (detached) into temporary worktrees removed at the end.
 
-    Everything is resolved before anything is checked out, so bad input costs nothing.
+    Everything is resolved before anything is checked out, so bad input costs nothing. With
+    ``same_harness`` BASE's implementations run under HEAD's harness (only implementations/
+    differs between the sides).
     """
     kinds = {label: classify(spec, label, cwd) for label, spec in specs.items()}
     repo = repository_root(cwd)
@@ -107,6 +126,8 @@ def checked_out(specs: dict[str, str], cwd: Path) -> Iterator[dict[str, Side]]:
                 raise UsageError(f"{label.upper()} {specs[label]}: revision {str(value)[:10]} "
                                  f"has no {ENTRY} and harness/ (not an attnbench revision)")
             sides[label] = Side(label, specs[label], where, commit=str(value))
+        if same_harness:
+            sides["base"] = with_harness_of(sides["base"], sides["head"], tmp / "base-mixed")
         yield sides
     finally:
         for where in made:

@@ -11,6 +11,7 @@ import argparse
 import datetime as _dt
 import math
 import os
+import signal
 from pathlib import Path
 
 from harness.ab import output
@@ -55,9 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--statistic", default="min",
                       help="each side's value in a round: min (default: the least disturbed "
                            "sample), p25, median, mean, pNN")
+    gate.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                      help="wall (default): elapsed time; cpu: the worker's CPU time per sample, "
+                           "which other processes taking the CPU do not stretch (a side too old "
+                           "to record it is judged on wall time, noted)")
     gate.add_argument("--metric", choices=("time", "instructions"), default="time",
                       help="time (default), or instructions counted by valgrind's callgrind "
                            "(CPU only, one thread)")
+    gate.add_argument("--same-harness", action="store_true",
+                      help="measure BASE's implementations with HEAD's harness (for a change "
+                           "of the measurement itself; only implementations/ then differs)")
     gate.add_argument("--out", help="directory for ab.md, ab.csv and both sides' run "
                                     "directories (default results/ab-<time>)")
     sweep = parser.add_argument_group("sweep flags (passed to each side's sweep; see sweep -h)")
@@ -116,7 +124,12 @@ def load_text() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt   # so the running sweep is killed and the worktrees are removed
+
+
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     threshold, statistic = validate(args)
     sweep_args = sweep_arguments(args)
     out = output_dir(args)
@@ -127,18 +140,20 @@ def run(args: argparse.Namespace) -> int:
 
         require_valgrind(args.device)
     load_start = load_text()
-    with checked_out({"base": args.base, "head": args.head}, Path.cwd()) as sides:
+    with checked_out({"base": args.base, "head": args.head}, Path.cwd(),
+                     same_harness=args.same_harness) as sides:
         out.mkdir(parents=True, exist_ok=True)
         console.print(f"[bold]ab[/] BASE {sides['base'].describe()} vs HEAD "
                       f"{sides['head'].describe()} -> {out}")
         plan = Plan(sides=sides, sweep_args=sweep_args, impl_modules=impl_modules, out=out,
                     threshold=threshold, confidence=args.confidence, statistic=statistic,
                     min_rounds=args.min_rounds, max_rounds=args.rounds,
-                    max_time_s=args.max_time)
+                    max_time_s=args.max_time, clock=args.clock)
         if args.metric == "instructions":
             from harness.ab.callgrind import run_instructions
 
-            outcome = run_instructions(plan, console)
+            outcome = run_instructions(plan, grid_points(args, impl_modules),
+                                       seed=int(args.seed or 0))
             unit = "instructions"
         else:
             outcome = run_rounds(plan, listener=lambda i, js, s: console.print(
@@ -147,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
             unit = "time"
         header = [f"# ab: HEAD {sides['head'].describe()} vs BASE {sides['base'].describe()}",
                   "",
-                  f"- metric: {unit}" + (f" ({statistic} of each side's samples per round)"
-                                         if unit == "time" else " (callgrind, one thread)"),
+                  f"- metric: {unit}" + (f" ({args.clock} clock; {statistic} of each side's "
+                                         f"samples per round)" if unit == "time"
+                                         else " (callgrind, one thread)"),
                   f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
                   f"{outcome.elapsed_s:.0f} s; ABBA order",
                   f"- ratio: geometric mean over rounds of HEAD/BASE in the same round; "
@@ -164,6 +180,16 @@ def run(args: argparse.Namespace) -> int:
     console.print("\n".join(header[2:]))
     console.print(f"{output.summary_line(judgements)}  ->  {out / 'ab.md'}")
     return exit_status(judgements)
+
+
+def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...]) -> list:
+    """The grid's points, expanded by this tree's sweep planner (for --metric instructions,
+    where no sweep runs)."""
+    from harness.commands.sweep import plan as sweep_plan
+    from harness.registry import load_impl_modules
+
+    load_impl_modules(impl_modules)
+    return sweep_plan(args, check_devices=False).points
 
 
 def progress_text(judgements: list[Judgement]) -> str:
