@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,12 +74,14 @@ def test_rounds_alternate_order_and_side_value():
 
 # -- end to end on two tiny revisions -------------------------------------------------------
 
-SLEEPY = '''"""A test implementation: exact attention, then a fixed sleep (the revisions differ in it)."""
+SLEEPY = '''"""A test implementation: exact attention, computed 1 + REPEAT times, then a fixed sleep
+(the revisions differ in both)."""
 import time
 
 from harness import Capabilities, register
 
 DELAY_S = {delay!r}
+REPEAT = {repeat!r}
 
 
 @register("sleepy", framework="torch", family="exact",
@@ -86,7 +89,8 @@ DELAY_S = {delay!r}
 def sleepy(q, k, v, *, causal=False, key_padding_mask=None):
     import torch
 
-    out = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
+    for _ in range(1 + REPEAT):
+        out = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
     time.sleep(DELAY_S)
     return out
 '''
@@ -103,8 +107,8 @@ def _git(repo: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """A git repository of this tree's harness with two commits: ``fast`` (5 ms a call) and
-    ``slow`` (25 ms a call) of the ``sleepy`` implementation."""
+    """A git repository of this tree's harness with two commits of the ``sleepy``
+    implementation: ``fast`` (5 ms a call) and ``slow`` (25 ms a call, and 4x the arithmetic)."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     root = tmp_path_factory.mktemp("abrepo")
@@ -113,8 +117,8 @@ def repo(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, root / name, ignore=ignore)
     shutil.copy(ROOT / "run_bench.py", root / "run_bench.py")
     _git(root, "init", "-q")
-    for tag, delay in (("fast", 0.005), ("slow", 0.025)):
-        (root / "ab_sleepy.py").write_text(SLEEPY.format(delay=delay))
+    for tag, delay, repeat in (("fast", 0.005, 0), ("slow", 0.025, 3)):
+        (root / "ab_sleepy.py").write_text(SLEEPY.format(delay=delay, repeat=repeat))
         _git(root, "add", "-A")
         _git(root, "commit", "-q", "-m", tag)
         _git(root, "tag", tag)
@@ -173,3 +177,27 @@ def test_ab_side_refusing_the_grid_exits_2(repo, tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "its sweep refused the input" in lines[0] and "nosuch" in lines[0]
+
+
+def test_ab_instructions_without_valgrind_says_so(repo, tmp_path):
+    done = run_cli("ab", "fast", "slow", "--metric", "instructions", "--out",
+                   str(tmp_path / "ab"), cwd=repo, env={"PATH": str(tmp_path / "empty")})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs valgrind" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("callgrind_control") is None,
+                    reason="valgrind (callgrind) is not installed")
+@pytest.mark.skipif(not os.environ.get("ATTNBENCH_CALLGRIND_TEST"),
+                    reason="opt-in (ATTNBENCH_CALLGRIND_TEST=1): four processes start torch "
+                           "under valgrind, minutes each")
+def test_ab_instructions_flags_the_extra_work(repo, tmp_path):
+    out = tmp_path / "ab"
+    done = run_cli("ab", "fast", "slow", *GRID, "--metric", "instructions", "--out", str(out),
+                   cwd=repo, timeout=3600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = list(csv.DictReader(open(out / "ab.csv")))
+    assert rows[0]["verdict"] == REGRESSED and rows[0]["metric"] == "instructions"
+    assert float(rows[0]["ratio"]) > 1.5

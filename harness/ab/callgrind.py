@@ -1,9 +1,10 @@
 """``ab --metric instructions``: count the instructions of each point with valgrind's callgrind.
 
-Per side and round, one process runs under ``valgrind --tool=callgrind --collect-atstart=no``
-with that side's tree first on the path: it imports the side's registry, builds the inputs of
-every point (seeded), calls the implementation twice to warm up, then collects only around
-``CALLS`` calls (``torch._C._valgrind_toggle`` / ``_valgrind_toggle_and_dump_stats``, the hooks
+Per side and round, one process runs under ``valgrind --tool=callgrind --instr-atstart=no
+--collect-atstart=no`` with that side's tree first on the path: it imports torch and the side's
+registry uninstrumented, says it is ready, ``callgrind_control -i on`` switches instrumentation on,
+and it builds the inputs of every point (seeded), calls the implementation twice to warm up, then
+collects only around ``CALLS`` calls (``torch._C._valgrind_toggle`` / ``_valgrind_toggle_and_dump_stats``, the hooks
 torch.utils.benchmark uses) and dumps one count per point. One thread; no timing, no correctness
 gate (the time metric runs the gate). An instruction count hardly moves with the machine's load,
 but it misses memory-bound slowdowns: pair it with time. Rounds alternate the order (AB, BA) as
@@ -13,7 +14,6 @@ for time, and the same paired rule judges them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -36,6 +36,9 @@ import torch
 torch.set_num_threads(1)
 from harness.registry import REGISTRY, load_impl_modules
 load_impl_modules(spec["impl_modules"])
+REGISTRY.names()
+print("ATTNBENCH-READY", flush=True)   # imported without instrumentation; wait for it
+sys.stdin.readline()
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 results = []
@@ -60,6 +63,8 @@ for p in spec["points"]:
                  else "error", "message": f"{type(exc).__name__}: {exc}"[:200]}
     results.append(entry)
 print("ATTNBENCH-CALLGRIND " + json.dumps(results), flush=True)
+import os
+os._exit(0)   # skip the interpreter's and libtorch's teardown, slow under instrumentation
 '''
 
 
@@ -67,9 +72,11 @@ def require_valgrind(device: str | None) -> None:
     if device and "cuda" in device:
         raise UsageError("--metric instructions: CPU only (callgrind cannot count GPU work); "
                          "use --device cpu")
-    if shutil.which("valgrind") is None:
-        raise UsageError("--metric instructions needs valgrind, which is not installed here "
-                         "(e.g. apt-get install valgrind); the time metric needs nothing")
+    missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
+    if missing:
+        raise UsageError(f"--metric instructions needs valgrind ({' and '.join(missing)} not "
+                         f"found here; e.g. apt-get install valgrind); the time metric needs "
+                         f"nothing")
 
 
 def count_side(plan: Plan, side: Side, points: list[Point], round_dir: Path,
@@ -82,15 +89,38 @@ def count_side(plan: Plan, side: Side, points: list[Point], round_dir: Path,
     prefix = round_dir / "callgrind.out"
     env = {**side_environment(side.root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONHASHSEED": "0"}
-    argv = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--dump-instr=no",
-            f"--callgrind-out-file={prefix}.%p", plan.python, "-c", DRIVER, json.dumps(spec)]
-    done = subprocess.run(argv, cwd=side.root, env=env, capture_output=True, text=True)
-    (round_dir / "valgrind.log").write_text(done.stdout + done.stderr)
-    marker = [x for x in done.stdout.splitlines() if x.startswith("ATTNBENCH-CALLGRIND ")]
-    if done.returncode != 0 or not marker:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+    # Python and torch start without instrumentation (--instr-atstart=no: with it, importing
+    # torch under callgrind takes many minutes); callgrind_control switches it on once the
+    # driver is ready, and the driver collects only around the measured calls.
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
+            "--dump-instr=no", f"--callgrind-out-file={prefix}.%p", plan.python, "-c", DRIVER,
+            json.dumps(spec)]
+    log = round_dir / "valgrind.log"
+    with open(log, "w", encoding="utf-8") as err:
+        process = subprocess.Popen(argv, cwd=side.root, env=env, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            lines = []
+            for line in process.stdout:  # type: ignore[union-attr]
+                lines.append(line)
+                if line.startswith("ATTNBENCH-READY"):
+                    control = subprocess.run(["callgrind_control", "-i", "on",
+                                              str(process.pid)], capture_output=True, text=True)
+                    err.write(control.stdout + control.stderr)
+                    process.stdin.write("go\n")  # type: ignore[union-attr]
+                    process.stdin.flush()  # type: ignore[union-attr]
+                    break
+            lines += process.stdout.readlines()  # type: ignore[union-attr]
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            raise
+    stdout = "".join(lines)
+    marker = [x for x in stdout.splitlines() if x.startswith("ATTNBENCH-CALLGRIND ")]
+    if code != 0 or not marker:
+        last = (log.read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
         raise UsageError(f"{side.label.upper()} {side.describe()}: the callgrind run failed "
-                         f"(exit {done.returncode}): {last} (log: {round_dir / 'valgrind.log'})")
+                         f"(exit {code}): {last} (log: {log})")
     results = json.loads(marker[-1].split(" ", 1)[1])
     counts = dump_counts(round_dir)
     records, dumps = [], iter(counts)

@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         if args.metric == "instructions":
             from harness.ab.callgrind import run_instructions
 
-            outcome = run_instructions(plan, grid_points(args, impl_modules),
+            outcome = run_instructions(plan, grid_points(args, impl_modules,
+                                                         sides["head"].root),
                                        seed=int(args.seed or 0))
             unit = "instructions"
         else:
@@ -182,13 +183,19 @@ def run(args: argparse.Namespace) -> int:
     return exit_status(judgements)
 
 
-def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...]) -> list:
+def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_root: Path) -> list:
     """The grid's points, expanded by this tree's sweep planner (for --metric instructions,
-    where no sweep runs)."""
+    where no sweep runs); --impl-module modules are imported from HEAD's tree for their names."""
+    import sys
+
     from harness.commands.sweep import plan as sweep_plan
     from harness.registry import load_impl_modules
 
-    load_impl_modules(impl_modules)
+    sys.path.insert(0, str(head_root))
+    try:
+        load_impl_modules(impl_modules)
+    finally:
+        sys.path.remove(str(head_root))
     return sweep_plan(args, check_devices=False).points
 
 
