@@ -90,6 +90,7 @@ def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
             rows = [{k: r[k] for k in ("impl", "seq_len", "ratio", "lo", "hi", "rounds",
                                        "verdict")} for r in csv.DictReader(handle)]
     return {"index": index, "condition": condition, "busy": busy, "exit": done.returncode,
+            "ab_flags": extra,
             "wall_s": round(wall, 1), "load_before": load_before,
             "load_after": os.getloadavg(), "at": dt.datetime.now().isoformat(timespec="seconds"),
             "points": rows, "stderr_tail": done.stderr.strip().splitlines()[-1:]}
@@ -127,6 +128,46 @@ def summary(out: Path) -> None:
               f"{min(loads):.1f}-{max(loads):.1f} |")
 
 
+def round_noise(out: Path) -> None:
+    """Per-round log ratios HEAD/BASE re-read from every call's round directories, for each clock
+    and statistic: their spread in the unchanged calls and their mean in the slowed ones."""
+    import math
+    import statistics
+
+    sys.path.insert(0, str(ROOT))
+    from harness.ab.rounds import read_raw_records
+    from harness.ab.stats import side_value
+
+    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    logs: dict[tuple, list[float]] = {}
+    for run in runs:
+        rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
+                                f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
+        n = 1
+        while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
+            sides = {s: {(r["impl"], r["seq_len"]): r for r in
+                         read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
+                     for s in ("base", "head")}
+            for key in sides["base"].keys() & sides["head"].keys():
+                b, h = sides["base"][key], sides["head"][key]
+                for clock in ("wall", "cpu"):
+                    field = "time_samples_s"
+                    bs = b[field] if clock == "wall" else b["extra"]["cpu_time_samples_s"]
+                    hs = h[field] if clock == "wall" else h["extra"]["cpu_time_samples_s"]
+                    for stat in ("min", "p25", "median"):
+                        r = side_value(hs, stat) / side_value(bs, stat)
+                        logs.setdefault((run["condition"], run["busy"], key, clock, stat),
+                                        []).append(math.log(r))
+            n += 1
+    print("| HEAD | background | point | clock | statistic | rounds | mean ratio | "
+          "sd of log ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (cond, busy, key, clock, stat), xs in sorted(logs.items(), key=str):
+        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+        print(f"| {cond} | {'busy core' if busy else 'none'} | {key[0]} T={key[1]} | {clock} | "
+              f"{stat} | {len(xs)} | {math.exp(statistics.fmean(xs)):.3f} | {sd:.3f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -135,9 +176,14 @@ def main() -> int:
     parser.add_argument("--busy", choices=("yes", "no", "both"), default="yes")
     parser.add_argument("--deadline", help="HH:MM (UTC): start no ab call after this")
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
+    parser.add_argument("--round-noise", action="store_true",
+                        help="print the per-round ratios' spread by clock and statistic, stop")
     args, extra = parser.parse_known_args()
     if args.summary:
         summary(args.out)
+        return 0
+    if args.round_noise:
+        round_noise(args.out)
         return 0
     conditions = args.conditions.split(",")
     trees = args.out / "trees"

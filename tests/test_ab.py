@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,8 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_ab_flags_the_slowed_revision(repo, tmp_path):
     out = tmp_path / "ab"
-    done = run_cli("ab", "fast", "slow", *GRID, *FAST, "--out", str(out), cwd=repo)
+    done = run_cli("ab", "fast", "slow", *GRID, *FAST, "--out", str(out), cwd=repo,
+                   timeout=1800)
     assert done.returncode == 1, done.stdout + done.stderr
     rows = list(csv.DictReader(open(out / "ab.csv")))
     assert [r["verdict"] for r in rows] == [REGRESSED]
@@ -148,9 +150,10 @@ def test_ab_flags_the_slowed_revision(repo, tmp_path):
 @pytest.mark.slow
 def test_ab_passes_a_revision_against_itself(repo, tmp_path):
     done = run_cli("ab", "fast", str(repo), *GRID, *FAST, "--out", str(tmp_path / "ab"),
-                   cwd=repo)   # HEAD as a path: the checkout itself (at "slow")...
+                   cwd=repo, timeout=1800)   # HEAD as a path: the checkout itself (at "slow")...
     assert done.returncode == 1, done.stdout + done.stderr   # ...which is the slow one
-    done = run_cli("ab", "slow", ".", *GRID, *FAST, "--out", str(tmp_path / "ab2"), cwd=repo)
+    done = run_cli("ab", "slow", ".", *GRID, *FAST, "--out", str(tmp_path / "ab2"), cwd=repo,
+                   timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = list(csv.DictReader(open(tmp_path / "ab2" / "ab.csv")))
     assert rows[0]["verdict"] in (UNCHANGED, UNDECIDED)
@@ -173,7 +176,7 @@ def test_ab_bad_input_exits_2_with_one_line(repo, tmp_path, args, message):
 @pytest.mark.slow
 def test_ab_side_refusing_the_grid_exits_2(repo, tmp_path):
     done = run_cli("ab", "fast", "slow", "--impl", "nosuch", "--out", str(tmp_path / "ab"),
-                   cwd=repo)
+                   cwd=repo, timeout=900)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "its sweep refused the input" in lines[0] and "nosuch" in lines[0]
@@ -201,3 +204,25 @@ def test_ab_instructions_flags_the_extra_work(repo, tmp_path):
     rows = list(csv.DictReader(open(out / "ab.csv")))
     assert rows[0]["verdict"] == REGRESSED and rows[0]["metric"] == "instructions"
     assert float(rows[0]["ratio"]) > 1.5
+
+
+def test_same_harness_mixes_head_harness_with_base_implementations(tmp_path):
+    from harness.ab.rounds import side_environment
+    from harness.ab.sides import Side, with_harness_of
+
+    trees = {}
+    for name in ("base", "head"):
+        root = tmp_path / name
+        (root / "harness").mkdir(parents=True)
+        (root / "implementations").mkdir()
+        (root / "harness" / "__init__.py").write_text(f"TREE = {name!r}\n")
+        (root / "implementations" / "__init__.py").write_text(f"TREE = {name!r}\n")
+        (root / "run_bench.py").write_text("")
+        trees[name] = Side(name, name, root)
+    mixed = with_harness_of(trees["base"], trees["head"], tmp_path / "mixed")
+    assert mixed.root != trees["base"].root and "harness of head" in mixed.describe()
+    probe = ("import harness, implementations, sys; "
+             "print(harness.TREE, implementations.TREE)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=mixed.root, capture_output=True,
+                          text=True, env=side_environment(mixed.root))
+    assert done.stdout.split() == ["head", "base"], done.stderr
