@@ -168,6 +168,66 @@ def round_noise(out: Path) -> None:
               f"{stat} | {len(xs)} | {math.exp(statistics.fmean(xs)):.3f} | {sd:.3f} |")
 
 
+def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
+    """(condition, busy) -> list of rounds, each {(impl, seq_len): HEAD/BASE ratio}, re-read
+    from every call's round directories."""
+    sys.path.insert(0, str(ROOT))
+    from harness.ab.rounds import pair_samples, read_raw_records
+    from harness.ab.stats import side_value
+
+    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    found: dict[tuple, list[dict]] = {}
+    for run in runs:
+        rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
+                                f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
+        n = 1
+        while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
+            sides = {s: {(r["impl"], r["seq_len"]): r for r in
+                         read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
+                     for s in ("base", "head")}
+            ratios = {}
+            for key in sides["base"].keys() & sides["head"].keys():
+                b, h, _ = pair_samples(sides["base"][key], sides["head"][key], clock)
+                ratios[key] = side_value(h, statistic) / side_value(b, statistic)
+            if ratios:
+                found.setdefault((run["condition"], run["busy"]), []).append(ratios)
+            n += 1
+    return found
+
+
+def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: float,
+             trials: int = 2000) -> None:
+    """Power by subsampling measured rounds: each simulated call draws ``rounds`` distinct whole
+    rounds (all points of a round together, without replacement: a repeated round would fake
+    agreement) from the rounds measured under one condition in any call, and is judged by ab's
+    own rule (t interval, Bonferroni over the points). Needs at least 2 x ROUNDS measured rounds
+    of a condition; says so otherwise."""
+    import random
+
+    from harness.ab.rounds import per_point_confidence
+    from harness.ab.stats import REGRESSED, paired_estimate, verdict
+
+    rng = random.Random(0)
+    print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "
+          f"flagged | {clock} clock, {statistic} |")
+    print("|---|---|---|---|---|")
+    for (cond, busy), pool in sorted(measured_rounds(out, clock, statistic).items(), key=str):
+        if len(pool) < 2 * rounds:
+            print(f"| {cond} | {'busy core' if busy else 'none'} | {len(pool)} | too few "
+                  f"measured rounds to subsample {rounds} |  |")
+            continue
+        keys = sorted(set.intersection(*(set(r) for r in pool)))
+        level = per_point_confidence(0.95, len(keys))
+        flagged = 0
+        for _ in range(trials):
+            draw = rng.sample(pool, rounds)
+            flagged += any(verdict(paired_estimate([r[k] for r in draw], level), threshold)
+                           == REGRESSED for k in keys)
+        print(f"| {'unchanged' if cond == 'same' else '+' + cond + '% hrr_torch'} | "
+              f"{'busy core' if busy else 'none'} | {len(pool)} | "
+              f"{flagged / trials:.0%} |  |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -178,7 +238,15 @@ def main() -> int:
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
     parser.add_argument("--round-noise", action="store_true",
                         help="print the per-round ratios' spread by clock and statistic, stop")
+    parser.add_argument("--simulate", type=int, metavar="ROUNDS",
+                        help="print the power of calls of ROUNDS rounds estimated by resampling "
+                             "the measured rounds, and stop")
+    parser.add_argument("--sim-clock", default="cpu")
+    parser.add_argument("--sim-statistic", default="min")
     args, extra = parser.parse_known_args()
+    if args.simulate:
+        simulate(args.out, args.simulate, args.sim_clock, args.sim_statistic, 0.10)
+        return 0
     if args.summary:
         summary(args.out)
         return 0

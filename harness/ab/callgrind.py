@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.ab.rounds import LABELS, Outcome, Plan, add_round, judge, side_environment
+from harness.ab.rounds import LABELS, Outcome, Plan, add_round, judge_all, side_environment
 from harness.ab.sides import Side
 from harness.ab.stats import base_first
 from harness.errors import UsageError
@@ -166,7 +166,6 @@ def run_instructions(plan: Plan, points: list[Point], seed: int = 0) -> Outcome:
                    for label in order}
         add_round(histories, records, "median")
         durations.append(time.monotonic() - t0)
-    judgements = [judge(h, plan.threshold, plan.confidence)
-                  for h in sorted(histories.values(), key=lambda h: h.point)]
+    judgements = judge_all(histories, plan.threshold, plan.confidence)
     return Outcome(judgements, ROUNDS, time.monotonic() - start,
                    f"{ROUNDS} rounds (instruction counts)", durations)

@@ -237,6 +237,21 @@ def judge(history: History, threshold: float, confidence: float) -> Judgement:
                      statistics.median(history.head_values), note)
 
 
+def per_point_confidence(confidence: float, points: int) -> float:
+    """Bonferroni: each of ``points`` intervals at this level, so that the chance of any of them
+    missing (a false verdict anywhere in the table, which fails the gate) is at most
+    1 - confidence."""
+    return 1.0 - (1.0 - confidence) / max(1, points)
+
+
+def judge_all(histories: dict[Point, History], threshold: float,
+              confidence: float) -> list[Judgement]:
+    judged = sum(1 for h in histories.values() if h.ratios)
+    level = per_point_confidence(confidence, judged)
+    return [judge(h, threshold, level)
+            for h in sorted(histories.values(), key=lambda h: h.point)]
+
+
 # -- the loop -----------------------------------------------------------------------------------
 RoundListener = Callable[[int, list[Judgement], float], None]
 
@@ -265,8 +280,7 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
             pool_round(plan.out / label, round_dir, side)
         add_round(histories, records, plan.statistic, plan.clock)
         durations.append(time.monotonic() - t0)
-        judgements = [judge(h, plan.threshold, plan.confidence)
-                      for h in sorted(histories.values(), key=lambda h: h.point)]
+        judgements = judge_all(histories, plan.threshold, plan.confidence)
         if listener is not None:
             listener(index, judgements, durations[-1])
         if not histories:

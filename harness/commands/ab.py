@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from harness.ab import output
-from harness.ab.rounds import Judgement, Plan, exit_status, run_rounds
+from harness.ab.rounds import Judgement, Plan, exit_status, per_point_confidence, run_rounds
 from harness.ab.sides import checked_out
 from harness.compare import parse_statistic, parse_threshold
 from harness.console import make_console
@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--max-time", type=float, default=240.0, metavar="SECONDS",
                       help="start no round likely to end after this (default 240)")
     gate.add_argument("--confidence", type=float, default=0.95,
-                      help="level of the interval of the ratio (default 0.95)")
+                      help="level for the table as a whole (default 0.95): each of N points "
+                           "gets a 1 - 0.05/N interval, so an unchanged tree fails at most 5%% "
+                           "of the time however many points")
     gate.add_argument("--statistic", default="min",
                       help="each side's value in a round: min (default: the least disturbed "
                            "sample), p25, median, mean, pNN")
@@ -169,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
                   f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
                   f"{outcome.elapsed_s:.0f} s; ABBA order",
                   f"- ratio: geometric mean over rounds of HEAD/BASE in the same round; "
-                  f"interval: {args.confidence:.0%} t interval; threshold {threshold:.1%}",
+                  f"interval: t interval, {args.confidence:.0%} for the table as a whole "
+                  f"({per_point_confidence(args.confidence, judged(outcome.judgements)):.2%} "
+                  f"per point); threshold {threshold:.1%}",
                   f"- sweep flags: {' '.join(sweep_args)}",
                   f"- load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
     judgements = outcome.judgements
@@ -197,6 +201,10 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
     finally:
         sys.path.remove(str(head_root))
     return sweep_plan(args, check_devices=False).points
+
+
+def judged(judgements: list[Judgement]) -> int:
+    return sum(1 for j in judgements if j.estimate is not None)
 
 
 def progress_text(judgements: list[Judgement]) -> str:
