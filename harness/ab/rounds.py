@@ -90,10 +90,15 @@ class Outcome:
 
 
 # -- one side, one round ------------------------------------------------------------------------
-def side_environment(root: Path) -> dict[str, str]:
+def side_environment(root: Path, *, one_thread: bool = False) -> dict[str, str]:
     """This environment with ``root`` first on PYTHONPATH and no other attnbench checkout on it,
-    so that the side imports its own harness and implementations."""
+    so that the side imports its own harness and implementations. ``one_thread``: one thread
+    per worker unless the caller chose otherwise (CPU time of a multi-threaded process counts
+    its idle threads' spin-waiting)."""
     env = dict(os.environ)
+    if one_thread:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(name, "1")
     keep = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
             if p and not is_checkout(Path(p))]
     env["PYTHONPATH"] = os.pathsep.join([str(root), *keep])
@@ -113,7 +118,8 @@ def run_side(plan: Plan, side: Side, out_dir: Path) -> list[dict[str, Any]]:
     log = out_dir.with_name(out_dir.name + ".log")
     with open(log, "w", encoding="utf-8") as handle:
         done = subprocess.run(sweep_argv(plan, side, out_dir), cwd=side.root,
-                              env=side_environment(side.root), stdout=handle,
+                              env=side_environment(side.root, one_thread=plan.clock == "cpu"),
+                              stdout=handle,
                               stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
         lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
