@@ -101,14 +101,16 @@ def summary(out: Path) -> None:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault((run["busy"], run["condition"]), []).append(run)
-    print("| background | HEAD | runs | flagged (exit 1) | hrr_torch ratio T=128 / T=256 "
-          "(median over runs) | rounds (median) | wall s (max) | load avg 1 min (range) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| background | HEAD | calls | flagged (exit 1 at the time) | flagged by the final "
+          "rule | hrr_torch ratio T=128 / T=256 (median over calls) | rounds (median) | "
+          "wall s (max) | load avg 1 min (range) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     order = {"same": 0, "15": 1, "10": 2, "5": 3}
     for (busy, cond), items in sorted(groups.items(), key=lambda kv: (not kv[0][0],
                                                                      order.get(kv[0][1], 9))):
         flagged = sum(r["exit"] == 1 for r in items)
         bad = sum(r["exit"] not in (0, 1) for r in items)
+        refl = sum(rejudge(call_rounds(out, r, "cpu", "min")) for r in items)
         ratios = {}
         rounds = []
         for r in items:
@@ -122,7 +124,7 @@ def summary(out: Path) -> None:
         label = "one busy core" if busy else "none added"
         head = "unchanged" if cond == "same" else f"+{cond}% hrr_torch"
         print(f"| {label} | {head} | {len(items)} | {flagged}/{len(items)}"
-              f"{f' ({bad} failed)' if bad else ''} | "
+              f"{f' ({bad} failed)' if bad else ''} | {refl}/{len(items)} | "
               f"{med(ratios.get('128', [])):.3f} / {med(ratios.get('256', [])):.3f} | "
               f"{med(rounds)} | {max(r['wall_s'] for r in items):.0f} | "
               f"{min(loads):.1f}-{max(loads):.1f} |")
@@ -168,30 +170,50 @@ def round_noise(out: Path) -> None:
               f"{stat} | {len(xs)} | {math.exp(statistics.fmean(xs)):.3f} | {sd:.3f} |")
 
 
-def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
-    """(condition, busy) -> list of rounds, each {(impl, seq_len): HEAD/BASE ratio}, re-read
-    from every call's round directories."""
+def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
+    """The rounds of one ab call, each {(impl, seq_len): HEAD/BASE ratio}, re-read from its
+    round directories."""
     sys.path.insert(0, str(ROOT))
     from harness.ab.rounds import pair_samples, read_raw_records
     from harness.ab.stats import side_value
 
+    rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
+                            f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
+    found, n = [], 1
+    while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
+        sides = {s: {(r["impl"], r["seq_len"]): r for r in
+                     read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
+                 for s in ("base", "head")}
+        ratios = {}
+        for key in sides["base"].keys() & sides["head"].keys():
+            b, h, _ = pair_samples(sides["base"][key], sides["head"][key], clock)
+            ratios[key] = side_value(h, statistic) / side_value(b, statistic)
+        if ratios:
+            found.append(ratios)
+        n += 1
+    return found
+
+
+def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
+    """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
+    from harness.ab.rounds import per_point_confidence
+    from harness.ab.stats import REGRESSED, paired_estimate, verdict
+
+    if not rounds:
+        return False
+    keys = sorted(set.intersection(*(set(r) for r in rounds)))
+    level = per_point_confidence(0.95, len(keys))
+    return any(verdict(paired_estimate([r[k] for r in rounds], level), threshold) == REGRESSED
+               for k in keys)
+
+
+def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
+    """(condition, busy) -> every round measured under it, in any call."""
     runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
     found: dict[tuple, list[dict]] = {}
     for run in runs:
-        rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
-                                f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
-        n = 1
-        while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
-            sides = {s: {(r["impl"], r["seq_len"]): r for r in
-                         read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
-                     for s in ("base", "head")}
-            ratios = {}
-            for key in sides["base"].keys() & sides["head"].keys():
-                b, h, _ = pair_samples(sides["base"][key], sides["head"][key], clock)
-                ratios[key] = side_value(h, statistic) / side_value(b, statistic)
-            if ratios:
-                found.setdefault((run["condition"], run["busy"]), []).append(ratios)
-            n += 1
+        found.setdefault((run["condition"], run["busy"]), []).extend(
+            call_rounds(out, run, clock, statistic))
     return found
 
 

@@ -183,6 +183,11 @@ def run(args: argparse.Namespace) -> int:
                                output.summary_line(judgements) + "\n")
     (out / "ab.csv").write_text(output.csv_text(judgements, unit))
     console.print("\n".join(header[2:]))
+    undecided = sum(j.verdict == "undecided" for j in judgements)
+    if undecided:
+        console.print(f"[yellow]{undecided} point(s) undecided after {outcome.rounds} round(s)"
+                      f"[/]: the rounds disagree too much for so few of them; more rounds "
+                      f"(--max-time, --rounds) or a quieter machine would decide them")
     console.print(f"{output.summary_line(judgements)}  ->  {out / 'ab.md'}")
     return exit_status(judgements)
 
