@@ -110,7 +110,7 @@ def summary(out: Path) -> None:
                                                                      order.get(kv[0][1], 9))):
         flagged = sum(r["exit"] == 1 for r in items)
         bad = sum(r["exit"] not in (0, 1) for r in items)
-        refl = sum(rejudge(call_rounds(out, r, "cpu", "min")) for r in items)
+        refl = sum(rejudge(call_rounds(out, r, "cpu", "median")) for r in items)
         ratios = {}
         rounds = []
         for r in items:
@@ -264,7 +264,7 @@ def main() -> int:
                         help="print the power of calls of ROUNDS rounds estimated by resampling "
                              "the measured rounds, and stop")
     parser.add_argument("--sim-clock", default="cpu")
-    parser.add_argument("--sim-statistic", default="min")
+    parser.add_argument("--sim-statistic", default="median")
     args, extra = parser.parse_known_args()
     if args.simulate:
         simulate(args.out, args.simulate, args.sim_clock, args.sim_statistic, 0.10)

@@ -30,6 +30,9 @@ SWEEP_FLAGS = (("impl", "--impl"), ("seq_len", "--seq-len"), ("head_dim", "--hea
                ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
 # more samples per round than a sweep's default: a round costs mostly process start-up
 DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
+# measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
+# varied least between rounds of an unchanged tree, on the CPU clock the median
+DEFAULT_STATISTIC = {"wall": "min", "cpu": "median"}
 # --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
 # not of this process
 LOADS_IMPL_MODULES = False
@@ -55,9 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="level for the table as a whole (default 0.95): each of N points "
                            "gets a 1 - 0.05/N interval, so an unchanged tree fails at most 5%% "
                            "of the time however many points")
-    gate.add_argument("--statistic", default="min",
-                      help="each side's value in a round: min (default: the least disturbed "
-                           "sample), p25, median, mean, pNN")
+    gate.add_argument("--statistic", default=None,
+                      help="each side's value in a round: min, p25, median, mean, pNN (default: "
+                           "min on the wall clock, the least stretched sample; median on the CPU "
+                           "clock, which descheduling does not stretch)")
     gate.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                       help="wall (default): elapsed time; cpu: the worker's CPU time per sample, "
                            "which other processes taking the CPU do not stretch (a side too old "
@@ -96,7 +100,7 @@ def sweep_arguments(args: argparse.Namespace) -> tuple[str, ...]:
 
 def validate(args: argparse.Namespace) -> tuple[float, str]:
     threshold = parse_threshold(args.threshold)
-    statistic, _ = parse_statistic(args.statistic)
+    statistic, _ = parse_statistic(args.statistic or DEFAULT_STATISTIC[args.clock])
     if args.rounds < 2 or args.min_rounds < 2:
         raise UsageError("--rounds and --min-rounds: at least 2 (one round per order, AB and BA)")
     if args.min_rounds > args.rounds:
