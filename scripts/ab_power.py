@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def summary(out: Path) -> None:
                     ratios.setdefault(p["seq_len"], []).append(float(p["ratio"]))
                 if p["rounds"]:
                     rounds.append(int(p["rounds"]))
-        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else float("nan")  # noqa: E731
+        med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
         loads = [x for r in items for x in (r["load_before"][0], r["load_after"][0])]
         label = "one busy core" if busy else "none added"
         head = "unchanged" if cond == "same" else f"+{cond}% hrr_torch"
