@@ -138,8 +138,8 @@ def round_noise(out: Path) -> None:
     import statistics
 
     sys.path.insert(0, str(ROOT))
-    from harness.ab.rounds import read_raw_records
-    from harness.ab.stats import side_value
+    from harness.ab_gate.rounds import read_raw_records
+    from harness.ab_gate.paired_stats import side_value
 
     runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
     logs: dict[tuple, list[float]] = {}
@@ -175,8 +175,8 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
     """The rounds of one ab call, each {(impl, seq_len): HEAD/BASE ratio}, re-read from its
     round directories."""
     sys.path.insert(0, str(ROOT))
-    from harness.ab.rounds import pair_samples, read_raw_records
-    from harness.ab.stats import side_value
+    from harness.ab_gate.rounds import pair_samples, read_raw_records
+    from harness.ab_gate.paired_stats import side_value
 
     rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
                             f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
@@ -197,8 +197,8 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
 
 def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
     """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
-    from harness.ab.rounds import per_point_confidence
-    from harness.ab.stats import REGRESSED, paired_estimate, verdict
+    from harness.ab_gate.rounds import per_point_confidence
+    from harness.ab_gate.paired_stats import REGRESSED, paired_estimate, verdict
 
     if not rounds:
         return False
@@ -227,8 +227,8 @@ def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: floa
     of a condition; says so otherwise."""
     import random
 
-    from harness.ab.rounds import per_point_confidence
-    from harness.ab.stats import REGRESSED, paired_estimate, verdict
+    from harness.ab_gate.rounds import per_point_confidence
+    from harness.ab_gate.paired_stats import REGRESSED, paired_estimate, verdict
 
     rng = random.Random(0)
     print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "

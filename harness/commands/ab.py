@@ -2,7 +2,7 @@
 
 Exit status: 0 nothing regressed, 1 a regression, 2 bad input (unknown revision, not a checkout,
 bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
-``harness/ab/``; docs/regression.md explains them.
+``harness/ab_gate/``; docs/regression.md explains them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import os
 import signal
 from pathlib import Path
 
-from harness.ab import output
-from harness.ab.rounds import Judgement, Plan, exit_status, per_point_confidence, run_rounds
-from harness.ab.sides import checked_out
-from harness.compare import parse_statistic, parse_threshold
+from harness.ab_gate import output
+from harness.ab_gate.rounds import Judgement, Plan, exit_status, per_point_confidence, run_rounds
+from harness.ab_gate.sides import checked_out
+from harness.regression import parse_threshold
+from harness.stats import parse_statistic
 from harness.console import make_console
 from harness.errors import UsageError
 
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     impl_modules = tuple(getattr(args, "impl_module", []) or [])
     console = make_console()
     if args.metric == "instructions":
-        from harness.ab.callgrind import require_valgrind
+        from harness.ab_gate.callgrind import require_valgrind
 
         require_valgrind(args.device)
     load_start = load_text()
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                     min_rounds=args.min_rounds, max_rounds=args.rounds,
                     max_time_s=args.max_time, clock=args.clock)
         if args.metric == "instructions":
-            from harness.ab.callgrind import run_instructions
+            from harness.ab_gate.callgrind import run_instructions
 
             outcome = run_instructions(plan, grid_points(args, impl_modules,
                                                          sides["head"].root),
@@ -201,7 +202,8 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
     where no sweep runs); --impl-module modules are imported from HEAD's tree for their names."""
     import sys
 
-    from harness.commands.sweep import plan as sweep_plan
+    from harness.commands.sweep import request_from_args
+    from harness.plan import plan as sweep_plan
     from harness.registry import load_impl_modules
 
     sys.path.insert(0, str(head_root))
@@ -209,7 +211,7 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
         load_impl_modules(impl_modules)
     finally:
         sys.path.remove(str(head_root))
-    return sweep_plan(args, check_devices=False).points
+    return sweep_plan(request_from_args(args), check_devices=False).points
 
 
 def judged(judgements: list[Judgement]) -> int:

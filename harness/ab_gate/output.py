@@ -7,8 +7,8 @@ import csv
 import io
 from typing import Sequence
 
-from harness.ab.rounds import Judgement
-from harness.ab.stats import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
+from harness.ab_gate.rounds import Judgement
+from harness.ab_gate.paired_stats import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
 
 COLUMNS = ("impl", "config", "BASE", "HEAD", "ratio", "interval", "rounds", "verdict", "note")
 STYLE = {REGRESSED: "bold red", IMPROVED: "green", UNDECIDED: "yellow", UNCHANGED: ""}

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.ab.rounds import LABELS, Outcome, Plan, add_round, judge_all, side_environment
-from harness.ab.sides import Side
-from harness.ab.stats import base_first
+from harness.ab_gate.rounds import LABELS, Outcome, Plan, add_round, judge_all, side_environment
+from harness.ab_gate.sides import Side
+from harness.ab_gate.paired_stats import base_first
 from harness.errors import UsageError
 from harness.records import Point
 

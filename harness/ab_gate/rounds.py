@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.ab.sides import ENTRY, Side, is_checkout
-from harness.ab.stats import (
+from harness.ab_gate.sides import ENTRY, Side, is_checkout
+from harness.ab_gate.paired_stats import (
     IMPROVED,
     REGRESSED,
     UNCHANGED,
@@ -181,6 +181,14 @@ def pair_samples(b: dict[str, Any], h: dict[str, Any],
             "wall")
 
 
+def point_of(data: dict[str, Any]) -> Point:
+    """The point a raw record measured (KeyError, TypeError or ValueError if it names none)."""
+    return Point(impl=data["impl"], seq_len=int(data["seq_len"]),
+                 head_dim=int(data["head_dim"]), batch=int(data["batch"]),
+                 heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
+                 pass_=data["pass"], device=data["device"])
+
+
 def add_round(histories: dict[Point, History], records: dict[str, list[dict[str, Any]]],
               statistic: str, clock: str = "wall") -> None:
     """Fold one round (both sides' raw records) into the histories."""
@@ -189,7 +197,7 @@ def add_round(histories: dict[Point, History], records: dict[str, list[dict[str,
         by_side[label] = {}
         for data in records[label]:
             try:
-                by_side[label][Point.from_dict(data)] = data
+                by_side[label][point_of(data)] = data
             except (KeyError, TypeError, ValueError):
                 continue
     for point in sorted(set(by_side["base"]) | set(by_side["head"])):
