@@ -1,11 +1,18 @@
-"""``run_bench.py list``: every implementation, what it can do, and whether it runs here."""
+"""``run_bench.py list``: every implementation, what it can do, and whether it runs here.
+
+The availability probes (a real tiny run) happen in a worker process, as in a sweep: an
+implementation that crashes or hangs is listed as not available, with the reason.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from harness.errors import UsageError
 from harness.registry import FAMILY_LABELS, REGISTRY, Implementation
+
+LIST_TIMEOUT_S = 300.0
 
 
 SHORT_DTYPE = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
@@ -17,34 +24,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def impl_row(impl: Implementation, devices: list[str]) -> dict:
+def impl_row(impl: Implementation, devices: list[str],
+             probed: dict[tuple[str, str], tuple[bool, str]]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
            "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
            "key_padding_mask": caps.key_padding_mask, "backward": caps.backward,
            "description": impl.description, "availability": {}}
     for device in devices:
-        row["availability"][device] = device_availability(impl, device)
+        row["availability"][device] = summarise_dtypes(probed[(impl.name, device)])
     return row
 
 
 def device_availability(impl: Implementation, device: str) -> dict:
-    """Availability on a device per dtype the method declares (a method may run on a GPU in
-    fp16/bf16 only, e.g. sdpa_flash): ``available`` if any dtype runs, ``dtypes`` those that do,
-    ``reason`` why the others do not (the first such reason)."""
-    by_dtype = {}
-    for dtype in impl.capabilities.dtypes:
-        verdict = impl.supports(device=device, dtype=dtype)
-        by_dtype[dtype] = {"available": verdict.available, "reason": verdict.reason}
-    ok = [d for d, v in by_dtype.items() if v["available"]]
-    refused = [v["reason"] for v in by_dtype.values() if not v["available"]]
+    """Availability on a device per dtype the method declares, probed in this process."""
+    from harness.worker import dtype_availability
+
+    return summarise_dtypes(dtype_availability(impl, device))
+
+
+def summarise_dtypes(probed: dict | tuple) -> dict:
+    """``available`` if any dtype runs, ``dtypes`` those that do, ``reason`` why the others do
+    not (the first such reason), ``by_dtype`` each. A tuple (available, reason): the probe
+    worker itself failed."""
+    if isinstance(probed, tuple):
+        return {"available": False, "dtypes": [], "reason": probed[1], "by_dtype": {}}
+    ok = [d for d, (available, _) in probed.items() if available]
+    refused = [reason for available, reason in probed.values() if not available]
     return {"available": bool(ok), "dtypes": ok, "reason": refused[0] if refused else "",
-            "by_dtype": by_dtype}
+            "by_dtype": {d: {"available": a, "reason": r} for d, (a, r) in probed.items()}}
 
 
 def run(args: argparse.Namespace) -> int:
-    devices = args.device or ["cpu", "cuda"]
-    rows = [impl_row(impl, devices) for impl in REGISTRY.all()]
+    from harness.sweep_spec import parse_devices
+
+    devices = list(parse_devices(args.device)) if args.device else ["cpu", "cuda"]
+    impls = REGISTRY.all()
+    probed = probe_all([impl.name for impl in impls], devices,
+                       tuple(getattr(args, "impl_module", []) or []))
+    rows = [impl_row(impl, devices, probed) for impl in impls]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -73,6 +91,33 @@ def run(args: argparse.Namespace) -> int:
                       *status)
     Console(width=max(150, Console().width)).print(table)
     return 0
+
+
+def probe_all(names: list[str], devices: list[str], impl_modules: tuple[str, ...],
+              timeout: float = LIST_TIMEOUT_S) -> dict[tuple[str, str], tuple[bool, str]]:
+    """(available, reason) of each (implementation, device), probed in worker processes: all
+    in one, then one implementation per worker when that one does not come back."""
+    from harness.executor import LocalExecutor
+    from harness.worker import WorkerContext
+
+    if not names:
+        raise UsageError("list: no implementation registered")
+    context = WorkerContext(impl_modules=impl_modules)
+    executor = LocalExecutor()
+    everything = [(name, device) for name in names for device in devices]
+    outcome = executor.run("availability", everything, context, timeout=timeout)
+    if outcome.status == "ok":
+        return outcome.result
+    results: dict[tuple[str, str], tuple[bool, str]] = {}
+    for name in names:
+        items = [(name, device) for device in devices]
+        single = executor.run("availability", items, context, timeout=timeout)
+        if single.status == "ok":
+            results.update(single.result)
+        else:
+            results.update({item: (False, f"{name}: probe worker {single.status}: "
+                                          f"{single.message}") for item in items})
+    return results
 
 
 def _yes(flag: bool) -> str:
