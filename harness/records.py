@@ -103,6 +103,8 @@ class TimingResult:
     deviation_from_softmax: float | None = measured()
     first_call_s: float | None = measured(to="extra")
     task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+    # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
+    cpu_time_samples_s: list[float] | None = measured(to="extra")
 
 
 @dataclass

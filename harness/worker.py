@@ -246,7 +246,8 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 threads=fw.threads(),
                 timer=(work.timer.name if work.timer else "perf_counter")
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
-                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
+                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
+                cpu_time_samples_s=work.info.get("cpu_samples") or None)
             if impl.framework == "jax":
                 # the first call is dominated by jit compilation; never part of the samples
                 result.compile_time_s = max(0.0, first - stats.median)
