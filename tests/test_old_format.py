@@ -19,6 +19,7 @@ SPEED, LRA = FIXTURES / "old_run_speed", FIXTURES / "old_run_lra"
 
 def copy(tmp_path: Path, source: Path) -> Path:
     target = tmp_path / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, target)
     return target
 
@@ -42,7 +43,10 @@ def test_old_runs_report_with_the_command_as_typed(tmp_path, capsys):
 
 
 def test_old_runs_compare_and_merge(tmp_path, capsys):
-    assert cli.main(["compare", str(SPEED), str(SPEED), "--threshold", "10%"]) == 0
+    # compare writes its tables beside the current run: compare copies, never the fixtures
+    base, current = copy(tmp_path / "a", SPEED), copy(tmp_path / "b", SPEED)
+    assert cli.main(["compare", str(base), str(current), "--threshold", "10%"]) == 0
+    assert (current / "compare" / "compare.md").exists()
     merged = tmp_path / "merged"
     assert cli.main(["merge", str(SPEED), str(LRA), "--out", str(merged)]) == 0
     assert len(read_records(merged)) == 5
