@@ -177,8 +177,7 @@ class SealedSplit(Split):
 
 def sealed(data: TaskData) -> TaskData:
     """The task with its test split sealed (train and validation as they are)."""
-    test = data.test
-    return replace(data, test=SealedSplit(len(test), test.seq_len))
+    return replace(data, test=SealedSplit(len(data.test), data.seq_len))
 
 
 # -- one task x implementation x seed ---------------------------------------------------------
