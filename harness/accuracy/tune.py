@@ -66,9 +66,10 @@ class TuneGrid:
 def _value(name: str, text: str) -> float | int:
     kind = KNOBS[name][1]
     try:
-        value = kind(text) if kind is float else int(text)
+        value = kind(text)
     except ValueError:
-        raise UsageError(f"--tune {name}: {text!r} is not {'a number' if kind is float else 'an integer'}") from None
+        what = "a number" if kind is float else "an integer"
+        raise UsageError(f"--tune {name}: {text!r} is not {what}") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"--tune {name}: {text!r} is not finite")
     return value
@@ -321,14 +322,3 @@ def test_once(impl: Implementation, data: TaskData, settings: RunSettings, prese
     network.to(device)
     return evaluate(network, data.test, batch_size=max(preset.train.batch_size, 1) * 2,
                     device=device, amp=settings.uses_amp, dist=settings.dist)
-
-
-def same_grid(records: list[AccuracyRecord]) -> bool:
-    """Whether every tuned record of a set was searched over the same grid."""
-    grids = [r.tuning.get("grid") for r in records if r.tuning]
-    return all(g == grids[0] for g in grids)
-
-
-__all__ = ["KNOBS", "TuneGrid", "parse_grid", "grid_from_toml", "apply", "sealed",
-           "SealedSplit", "SealedSplitError", "tune_one", "run_trial", "choose", "test_once",
-           "tuned_base_record", "same_grid"]

@@ -1,5 +1,7 @@
 """``run_bench.py lra``: train and evaluate a classifier per implementation on an LRA task
-(or ``bytes``), writing accuracy records into a run directory.
+(or ``bytes``), writing accuracy records into a run directory: one record per task x
+implementation x seed (``--seed 0,1,2``); with ``--tune`` each record is a grid search chosen
+on validation only (harness.accuracy.tune).
 
 Launched by ``torchrun`` (or any launcher setting RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT) it trains each run with DistributedDataParallel over the processes, with the
@@ -262,8 +264,8 @@ def print_table(rows: list[dict], path: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"accuracy (test at the best validation checkpoint) -> {path}")
-    columns = ("task", "impl", "seed", "data", "status", "best_val_acc", "test_acc", "epochs_to_best",
-               "train_time_s", "examples_per_s", "params", "message")
+    columns = ("task", "impl", "seed", "data", "status", "best_val_acc", "test_acc",
+               "epochs_to_best", "train_time_s", "examples_per_s", "params", "message")
     for column in columns:
         table.add_column(column)
     for row in rows:
