@@ -191,7 +191,8 @@ def tuned_base_record(impl: Implementation, data: TaskData, settings: RunSetting
     record.config["tune_grid"] = grid.as_dict()
     record.selection = SELECTION
     record.tuning = {"grid": grid.as_dict(), "selection": SELECTION, "chosen": None,
-                     "trials": []}
+                     "trials": [], "note": "config is the preset before the grid; the chosen "
+                                           "setting overrides its values"}
     return record
 
 
