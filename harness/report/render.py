@@ -511,17 +511,27 @@ def accuracy_findings(acc: pd.DataFrame) -> list[str]:
         return []
     out = []
     ok = acc[(acc["status"] == "ok") & acc["test_accuracy"].notna()]
+    from harness.accuracy.seeds import mean_std
+
     for task, rows in ok.groupby("task", sort=True):
-        best = rows.groupby("impl")["test_accuracy"].mean().sort_values(ascending=False)
+        summary = {impl: mean_std(100 * sub["test_accuracy"])
+                   for impl, sub in rows.groupby("impl")}
+        best = sorted(summary.items(), key=lambda kv: -kv[1].mean)
         sources = ", ".join(sorted(set(rows["data_source"]) - {""})) or "unknown"
         out.append(f"{TASK_TITLES.get(task, task)} ({sources} data): best test accuracy "
-                   f"{best.iloc[0] * 100:.2f}% ({best.index[0]}); "
-                   + ", ".join(f"{i} {v * 100:.2f}%" for i, v in best.iloc[1:].items()))
+                   f"{percent(best[0][1])} ({best[0][0]}); "
+                   + ", ".join(f"{i} {percent(s)}" for i, s in best[1:]))
     failed = acc[acc["status"] != "ok"]
     for _, row in failed.iterrows():
         out.append(f"accuracy: {row['impl']} on {row['task']}: {row['status']} "
                    f"({row['message']})")
     return out
+
+
+def percent(summary) -> str:
+    """``"38.10% ± 0.90 (n=3)"``, ``"38.10% (n=1)"``."""
+    spread = "" if summary.std is None else f" ± {summary.std:.2f}"
+    return f"{summary.mean:.2f}%{spread} (n={summary.n})"
 
 
 def accuracy_section(doc, acc, order, looks, writer, figures) -> None:
