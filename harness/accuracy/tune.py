@@ -23,10 +23,23 @@ from typing import Any, Callable
 import torch
 
 from harness.accuracy import model as model_lib
-from harness.accuracy.presets import TaskPreset
-from harness.accuracy.runner import RunSettings, base_record, can_train, failed, fill
 from harness.accuracy.tasks.common import Split, TaskData
-from harness.accuracy.train import FitResult, ProgressLike, evaluate, fit, seed_everything, snapshot
+from harness.accuracy.train import (
+    FitResult,
+    ProgressLike,
+    evaluate,
+    fit,
+    seed_everything,
+    snapshot,
+)
+from harness.accuracy.training_presets import TaskPreset
+from harness.accuracy.training_run import (
+    TrainingRunSettings,
+    base_record,
+    can_train,
+    failed,
+    fill,
+)
 from harness.errors import UsageError
 from harness.records import AccuracyRecord
 from harness.registry import Implementation, first_line
@@ -182,7 +195,7 @@ def sealed(data: TaskData) -> TaskData:
 
 
 # -- one task x implementation x seed ---------------------------------------------------------
-def tuned_base_record(impl: Implementation, data: TaskData, settings: RunSettings,
+def tuned_base_record(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
                       grid: TuneGrid, *, status: str, message: str = "",
                       hardware_id: str = "") -> AccuracyRecord:
     """The record of a tuned run before training: the grid is part of its config (point id)."""
@@ -218,7 +231,7 @@ class Trial:
                 "curve": r.curve if r else []}
 
 
-def run_trial(impl: Implementation, data: TaskData, settings: RunSettings,
+def run_trial(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
               setting: dict[str, float | int], progress: ProgressLike | None) -> Trial:
     """Train one grid setting on train, select on validation; never touches test."""
     preset = apply(settings.preset, setting)
@@ -261,8 +274,9 @@ def choose(trials: list[Trial]) -> Trial | None:
     return best
 
 
-def tune_one(impl: Implementation, data: TaskData, settings: RunSettings, grid: TuneGrid, *,
-             hardware_id: str = "", progress: ProgressFactory | None = None) -> AccuracyRecord:
+def tune_one(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
+             grid: TuneGrid, *, hardware_id: str = "",
+             progress: ProgressFactory | None = None) -> AccuracyRecord:
     """Grid search on validation, then one test evaluation: one AccuracyRecord."""
     ok, reason = can_train(impl, data, settings)
     if not ok:
@@ -312,8 +326,8 @@ def tune_one(impl: Implementation, data: TaskData, settings: RunSettings, grid: 
     return record
 
 
-def test_once(impl: Implementation, data: TaskData, settings: RunSettings, preset: TaskPreset,
-              state: dict[str, torch.Tensor]) -> tuple[float, float]:
+def test_once(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
+              preset: TaskPreset, state: dict[str, torch.Tensor]) -> tuple[float, float]:
     """The one read of the test split: the chosen setting's best-validation weights."""
     network = model_lib.build(preset.model, vocab_size=data.vocab_size, seq_len=data.seq_len,
                               num_classes=data.num_classes, core=impl.fn, pad_id=data.pad_id,
