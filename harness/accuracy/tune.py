@@ -52,7 +52,7 @@ KNOBS: dict[str, tuple[str, type]] = {
     "dropout": ("model", float), "layers": ("model", int),
 }
 SELECTION = ("the grid setting with the best validation accuracy (ties: the first in grid "
-             "order); test accuracy at that setting's best validation checkpoint, the test "
+             "order; a setting whose training failed or diverged is never chosen); test accuracy at that setting's best validation checkpoint, the test "
              "split read once, after every trial")
 
 ProgressFactory = Callable[[str], Any]    # label -> a context manager yielding a ProgressLike

@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
                 run_dir.update_metadata(finished_at=now_iso())
                 print_table([{**summary_row(r), "seed": r.seed} for r in records],
                             run_dir.path)
+                run_dir.release()
                 if len(seeds) > 1:
                     print_seed_summary(records)
     except RankFailure as failure:
