@@ -258,6 +258,8 @@ class AccuracyRecord:
     data_path: str = ""                    # the folder the examples were read from
     split_sizes: dict[str, int] = field(default_factory=dict)
     bad_steps: int = 0                     # non-finite losses/gradients skipped by the guard
+    # lra --tune: {"grid", "selection", "chosen", "trials", "search_time_s"}; {} when untuned
+    tuning: dict[str, Any] = field(default_factory=dict)
     kind: str = "accuracy"
     schema_version: int = SCHEMA_VERSION
 

@@ -196,7 +196,7 @@ def facet_label(head_dim: int, pass_: str) -> str:
 ACCURACY_COLUMNS = ["run", "hardware_tag", "impl", "task", "status", "message", "data_source",
                     "preset", "seed", "device", "dtype", "seq_len", "params",
                     "best_val_accuracy", "test_accuracy", "epochs_to_best", "epochs",
-                    "train_time_s", "examples_per_s", "peak_mem_bytes", "curve"]
+                    "train_time_s", "examples_per_s", "peak_mem_bytes", "mem_method", "curve", "tuning"]
 
 
 def tidy_accuracy(rows: list[dict[str, Any]]) -> pd.DataFrame:
