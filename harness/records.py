@@ -5,7 +5,8 @@ re-derive measurement logic. A ``Point`` is the frozen description of one measur
 ``point_id`` keys resume, sharding and merge.
 
 Schema history:
-- 1: first version (speed and accuracy records).
+- 1: first version (speed and accuracy records); later additive fields (bytes moved, % of peak,
+  timing conditions) read as their defaults in older records.
 """
 
 from __future__ import annotations
@@ -111,6 +112,23 @@ class SpeedRecord:
     flops: float | None = None
     tflops: float | None = None
     flop_model: str = ""
+    # bytes moved and % of the machine's peaks (harness.traffic; peaks in run.json)
+    bytes_moved: float | None = None
+    bytes_model: str = ""
+    achieved_bytes_per_s: float | None = None
+    pct_peak_bandwidth: float | None = None
+    pct_peak_flops: float | None = None    # exact attention only
+    arithmetic_intensity: float | None = None   # FLOPs / bytes_moved (exact attention only)
+    # timing conditions
+    matmul_precision: str = ""             # torch / JAX float32 matmul setting (TF32 or not)
+    l2_flush: str = ""                     # whether caches were flushed before each sample
+    sm_clock_mhz_min: float | None = None  # NVML samples while the point was timed (GPU)
+    sm_clock_mhz_max: float | None = None
+    max_sm_clock_mhz: float | None = None
+    gpu_temperature_c_max: float | None = None
+    gpu_power_w_max: float | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    throttled: bool | None = None          # timed below 90% of the maximum SM clock
     # correctness and fidelity
     gate_max_error: float | None = None
     gate_tolerance: float | None = None

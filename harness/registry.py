@@ -91,6 +91,8 @@ class Implementation:
     probe: ProbeFn | None = None
     constraints: ConstraintFn | None = None
     module: str = ""
+    # bytes-moved model (harness.traffic): Point -> Traffic; None = compulsory traffic only
+    traffic: Callable[..., object] | None = None
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -258,8 +260,13 @@ REGISTRY = Registry()
 
 def register(name: str, *, framework: str, family: str, capabilities: Capabilities | None = None,
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
-             constraints: ConstraintFn | None = None, replace: bool = False) -> Callable[[AttentionFn], AttentionFn]:
-    """Decorator that declares an attention function under ``name``."""
+             constraints: ConstraintFn | None = None, replace: bool = False,
+             traffic: Callable[..., object] | None = None) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator that declares an attention function under ``name``.
+
+    ``traffic`` is its bytes-moved model (see harness.traffic); without one, the compulsory
+    traffic (q, k, v in, o out) is used and the record says so.
+    """
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -267,7 +274,7 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             capabilities=capabilities or Capabilities(), fn=fn,
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
-            module=getattr(fn, "__module__", None) or ""), replace=replace)
+            module=getattr(fn, "__module__", None) or "", traffic=traffic), replace=replace)
         return fn
 
     return decorate

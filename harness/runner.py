@@ -22,12 +22,19 @@ from typing import Any, Callable, Iterable
 from harness.executor import LocalExecutor, Outcome
 from harness.flops import derived
 from harness.measure import TimingSettings
+from harness.peaks import bandwidth_peak, flops_peak
 from harness.records import Point, SpeedRecord
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
+from harness.traffic import traffic_metrics
 from harness.worker import WorkerContext
 
 Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
+# what the timing worker reports about how it timed (harness.gpu_timing, harness.gpu_watch)
+TIMING_CONDITIONS = ("matmul_precision", "l2_flush", "sm_clock_mhz_min", "sm_clock_mhz_max",
+                     "max_sm_clock_mhz", "gpu_temperature_c_max", "gpu_power_w_max",
+                     "throttle_reasons", "throttled")
+TIMING_NOTES = ("timer_note", "clock_note", "clock_samples")
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,14 @@ def static_check(impl: Implementation, point: Point) -> str | None:
 class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
                  executor: LocalExecutor | None = None, hardware_id: str = "",
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None,
+                 peaks: dict[str, dict[str, Any]] | None = None) -> None:
         self.run_dir = run_dir
         self.settings = settings
         self.executor = executor or LocalExecutor()
         self.hardware_id = hardware_id
         self.listener = listener or (lambda event, payload: None)
+        self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.peaks)
         load_impl_modules(settings.impl_modules)  # the workers load them too
 
     # -- public --------------------------------------------------------------------------
@@ -201,13 +210,19 @@ class Runner:
             **gate_fields,
         }
         extra = {"first_call_s": timing.get("first_call_s"),
-                 "rss_baseline_bytes": memory.get("rss_baseline_bytes")}
+                 "rss_baseline_bytes": memory.get("rss_baseline_bytes"),
+                 **{k: timing.get(k) for k in TIMING_NOTES}}
         for key in ("time_samples_s", "time_s", "time_iqr_s", "time_min_s", "warmup", "timer",
-                    "compile_time_s", "threads", "deviation_from_softmax"):
+                    "compile_time_s", "threads", "deviation_from_softmax", *TIMING_CONDITIONS):
             if key in timing:
                 values[key] = timing[key]
         if timing.get("status") == "ok":
             values.update(derived(point, impl.family, timing.get("time_s")))
+            peaks = self.peaks.get(point.device)
+            values.update(traffic_metrics(
+                point, impl.traffic, time_s=timing.get("time_s"), flops=values.get("flops"),
+                peak_bytes_per_s=bandwidth_peak(peaks),
+                peak_flops_per_s=flops_peak(peaks, point.dtype)))
         return self._record(point, impl, timing.get("status", "error"),
                             timing.get("message", "") if timing.get("status") == "ok"
                             else f"timing pass: {timing.get('message', '')}",

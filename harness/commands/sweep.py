@@ -14,6 +14,7 @@ from rich.console import Console
 from harness import presets
 from harness.console import ProgressListener, make_console, summary_tables, unsupported_table
 from harness.errors import UsageError
+from harness.executor import LocalExecutor
 from harness.hardware import fingerprint, gpu_info, hardware_summary
 from harness.measure import TimingSettings
 from harness.records import Point
@@ -70,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "taken in order of increasing T across series, and those not tried "
                           "are left for --resume")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
+    run.add_argument("--timer", choices=("events", "cudagraph"), default=None,
+                     help="CUDA timer: events around each call (default) or cudagraph (the "
+                          "call captured once in a CUDA graph and replayed between events)")
+    run.add_argument("--reuse-peaks", action="store_true",
+                     help="take the machine's GEMM and copy peaks from the cache under the "
+                          "results folder when present, instead of measuring them (a few "
+                          "seconds) at the start of the run")
     scale = parser.add_argument_group("scale-out (README: Running on many GPUs and on Slurm)")
     scale.add_argument("--shard", metavar="I/N",
                        help="run only the I-th of N disjoint parts of the grid (1-based), "
@@ -97,7 +105,7 @@ class SweepPlan:
 
 
 SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
-                     "cooldown", "time_budget", "shard")
+                     "cooldown", "time_budget", "shard", "timer")
 
 
 def plan(args: argparse.Namespace, *, check_devices: bool = True,
@@ -132,9 +140,14 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
     grid_points = len(points)
     if shard is not None:
         points = select_shard(points, shard, family_of)
+    timer = str(raw.get("timer", "events"))
+    if timer not in ("events", "cudagraph"):
+        raise UsageError(f"--timer: {timer!r} is not one of events, cudagraph")
+    if timer == "cudagraph" and not any(device_kind(d) == "cuda" for d in devices):
+        raise UsageError("--timer cudagraph: needs a CUDA device (--device cuda)")
     timing = TimingSettings(
         warmup=int(raw.get("warmup", 2)), min_time_s=float(raw.get("min_time", 0.5)),
-        max_repeats=int(raw.get("max_repeats", 50)))
+        max_repeats=int(raw.get("max_repeats", 50)), timer=timer)
     if timing.warmup < 0 or timing.min_time_s < 0 or timing.max_repeats < 1:
         raise UsageError("--warmup and --min-time must be >= 0 and --max-repeats >= 1")
     timeout = float(raw.get("timeout", 120.0))
@@ -238,8 +251,13 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
-    runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
-                    listener=ProgressListener(console, quiet_unsupported=True))
+    executor = LocalExecutor()
+    peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent,
+                          reuse=bool(getattr(args, "reuse_peaks", False)), console=console)
+    run_dir.update_metadata(**peaks_metadata(peaks))
+    runner = Runner(run_dir, sweep.settings, executor=executor,
+                    hardware_id=machine["hardware_id"],
+                    listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks)
     summary = runner.run(sweep.points, resume=sweep.resume)
     run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
                             not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
@@ -254,6 +272,45 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     if default_report and not getattr(args, "no_report", False):
         render_report(run_dir.path, console)
     return 0
+
+
+def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: LocalExecutor,
+                  cache_root: Path, *, reuse: bool, console: Console) -> dict[str, Any]:
+    """device -> run.json's peaks: measured in a worker (cached under the results folder) or,
+    with --reuse-peaks, read from that cache."""
+    from harness import peaks as peaks_mod
+
+    devices = sorted({p.device for p in sweep.points})
+    context = sweep.settings.worker_context()
+
+    def measure(device: str) -> Any:
+        console.print(f"measuring the peaks of {device} (GEMM, copy) ...")
+        return executor.run("peaks", device, context, timeout=sweep.settings.probe_timeout_s)
+
+    def gpu_name(device: str) -> str | None:
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        names = [g.get("name") for g in machine.get("gpu", {}).get("gpus", [])] or \
+            machine.get("cuda", {}).get("devices", [])
+        return str(names[index]) if index < len(names) else None
+
+    return peaks_mod.obtain(devices, measure, cache_root=cache_root,
+                            hardware_id=machine["hardware_id"], reuse=reuse, gpu_names=gpu_name)
+
+
+def peaks_metadata(peaks: dict[str, Any]) -> dict[str, Any]:
+    """run.json: ``peaks`` of the (first) device, every device's under ``peaks_by_device``
+    when there are several, and the float32 matmul precision the peaks were measured under."""
+    if not peaks:
+        return {}
+    from harness.precision import matmul_precision
+
+    first = peaks[sorted(peaks)[0]]
+    meta: dict[str, Any] = {"peaks": first,
+                            "matmul_precision": first.get("matmul_precision")
+                            or matmul_precision()}
+    if len(peaks) > 1:
+        meta["peaks_by_device"] = peaks
+    return meta
 
 
 def print_run_summary(run_dir: RunDir, console: Console) -> None:
