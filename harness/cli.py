@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                         "refusing conflicting duplicates"),
     "compare": ("harness.commands.compare", "regression check of a run against a baseline "
                                             "(exit 1 on a regression)"),
+    "profile": ("harness.commands.profile", "one point under torch.profiler / jax.profiler: "
+                                            "trace.json (Chrome trace) and ops.csv"),
 }
 DEFAULT_COMMAND = "run"
 
