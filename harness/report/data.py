@@ -112,11 +112,15 @@ def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     return float(median), float(median)
 
 
+# bytes moved and % of the machine's peaks (harness.traffic); NaN where not measured
+ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
+                    "pct_peak_flops", "arithmetic_intensity", "flops"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
                  "seq_len", "status", "message", "time_s", "time_q1_s", "time_q3_s",
                  "time_iqr_s", "n_samples", "peak_mem_bytes", "mem_method", "tflops",
                  "tokens_per_s", "flop_model", "timer", "threads", "deviation_from_softmax",
-                 "point_id"]
+                 "point_id", *ROOFLINE_COLUMNS, "throttled", "sm_clock_mhz_min",
+                 "max_sm_clock_mhz"]
 
 
 def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -129,13 +133,15 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
-                           "tokens_per_s"):
+                           "tokens_per_s", *ROOFLINE_COLUMNS):
                 row[column] = None
         out.append(row)
     frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
     for column in ("time_s", "time_q1_s", "time_q3_s", "time_iqr_s", "peak_mem_bytes",
-                   "tflops", "tokens_per_s", "deviation_from_softmax"):
+                   "tflops", "tokens_per_s", "deviation_from_softmax", *ROOFLINE_COLUMNS,
+                   "sm_clock_mhz_min", "max_sm_clock_mhz"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["throttled"] = frame["throttled"].map(lambda v: v is True)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
     frame["causal"] = frame["causal"].astype(bool)
