@@ -77,10 +77,9 @@ class CudaGraphTimer:
             with torch.cuda.graph(graph):
                 self.output = work.run()
         except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise UnsupportedError(f"--timer cudagraph: the call cannot be captured in a CUDA "
-                                   f"graph ({type(exc).__name__}: "
-                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
-                                   ) from exc
+                                   f"graph ({type(exc).__name__}: {first})") from exc
         self.graph = graph
 
     def time(self, work: Any) -> tuple[float, Any]:
