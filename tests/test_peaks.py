@@ -159,3 +159,21 @@ def test_utilisation_percentages():
     undeclared = traffic.traffic_metrics(point(), None, time_s=1.0, flops=None,
                                          peak_bytes_per_s=1e9, peak_flops_per_s=None)
     assert "declares no model" in undeclared["bytes_model"]
+
+
+def test_merged_runs_keep_the_peaks_of_their_machine(tmp_path):
+    from harness.records import SpeedRecord
+    from harness.scale.merge import merge_runs
+    from harness.store import RunDir
+
+    fake = {"matmul_flops_per_s": {"float32": {"value": 1e11}},
+            "memory_bytes_per_s": {"value": 2e10}}
+    for index, seq_len in enumerate((256, 512)):
+        run = RunDir.create(tmp_path / f"part{index}", {
+            "machine": {"hardware_id": "h1", "hardware_tag": "cpu-x"}, "peaks": fake})
+        run.append(SpeedRecord.for_point(point(impl="hrr_torch", seq_len=seq_len),
+                                         framework="torch", family="hrr", status="ok",
+                                         hardware_id="h1"))
+    merge_runs([tmp_path / "part0", tmp_path / "part1"], tmp_path / "all")
+    meta = json.loads((tmp_path / "all" / "run.json").read_text())
+    assert meta["peaks"] == fake and meta["peaks_by_machine"] == {"h1": fake}
