@@ -1,4 +1,4 @@
-"""Derived metrics: pure functions of a point and its measured time (REFERENCE.md section 3)."""
+"""Derived metrics: pure functions of a point and its measured time (FLOP model as in the FlashAttention papers)."""
 
 from __future__ import annotations
 

@@ -306,3 +306,27 @@ def flops_peak(peaks: dict[str, Any] | None, dtype: str) -> float | None:
 def bandwidth_peak(peaks: dict[str, Any] | None) -> float | None:
     entry = (peaks or {}).get("memory_bytes_per_s")
     return float(entry["value"]) if entry and entry.get("value") else None
+
+
+def gpu_name(machine: dict[str, Any], device: str) -> str | None:
+    """The name of ``cuda:N`` in a machine fingerprint (NVML's names, else torch's)."""
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    names = [g.get("name") for g in (machine.get("gpu") or {}).get("gpus", [])] or \
+        (machine.get("cuda") or {}).get("devices", [])
+    return str(names[index]) if index < len(names) else None
+
+
+def peaks_metadata(peaks: dict[str, Any]) -> dict[str, Any]:
+    """run.json: ``peaks`` of the (first) device, every device's under ``peaks_by_device``
+    when there are several, and the float32 matmul precision the peaks were measured under."""
+    if not peaks:
+        return {}
+    from harness.precision import matmul_precision
+
+    first = peaks[sorted(peaks)[0]]
+    meta: dict[str, Any] = {"peaks": first,
+                            "matmul_precision": first.get("matmul_precision")
+                            or matmul_precision()}
+    if len(peaks) > 1:
+        meta["peaks_by_device"] = peaks
+    return meta

@@ -42,7 +42,7 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool
 
 def hrr_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
                   key_padding_mask: np.ndarray | None = None) -> np.ndarray:
-    """HRR attention (REFERENCE.md section 1) in float64, by explicit circular convolution."""
+    """HRR attention (Alam et al., ICML 2023) in float64, by explicit circular convolution."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
     dim = q.shape[-1]
     bound = np.fft.irfft(np.fft.rfft(k) * np.fft.rfft(v), n=dim)        # bind(k_t, v_t)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -33,22 +34,41 @@ FAMILY_LABELS = {
     "kernel": "kernel approximation",
     "hrr": "HRR",
 }
-DEVICES = ("cpu", "cuda")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 ENTRY_POINT_GROUP = "attnbench.implementations"
 
 AttentionFn = Callable[..., object]
 ProbeFn = Callable[[str, str], "Availability"]
-# (device, dtype, causal, masked, backward) -> Availability: rules finer than Capabilities
-ConstraintFn = Callable[[str, str, bool, bool, bool], "Availability"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a caller asks an implementation to do (the argument of ``constraints``)."""
+
+    device: str = "cpu"          # a device kind: "cpu" or "cuda"
+    dtype: str = "float32"
+    causal: bool = False
+    key_padding_mask: bool = False
+    backward: bool = False
+
+
+# Query -> every reason it cannot run (empty: it can): rules finer than Capabilities. The older
+# form (device, dtype, causal, masked, backward) -> Availability is still accepted.
+ConstraintFn = Callable[[Query], Iterable[str]]
 
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether an implementation can run on a device/dtype here, and if not, why."""
+    """Whether an implementation can run on a device/dtype here, and if not, why (``reasons``:
+    every one that applies; ``reason``: them all in one line)."""
 
     available: bool
     reason: str = ""
+    reasons: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.reasons and self.reason:
+            object.__setattr__(self, "reasons", (self.reason,))
 
     def __bool__(self) -> bool:
         return self.available
@@ -63,11 +83,6 @@ class Capabilities:
     causal: bool = False
     key_padding_mask: bool = False
     backward: bool = True
-
-    def describe(self) -> str:
-        flags = [name for name, on in (("causal", self.causal), ("mask", self.key_padding_mask),
-                                       ("backward", self.backward)) if on]
-        return f"{'/'.join(self.devices)}; {','.join(self.dtypes)}; {' '.join(flags) or '-'}"
 
 
 @dataclass
@@ -91,6 +106,7 @@ class Implementation:
     probe: ProbeFn | None = None
     constraints: ConstraintFn | None = None
     module: str = ""
+    gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
     # bytes-moved model (harness.traffic): Point -> Traffic; None = compulsory traffic only
     traffic: Callable[..., object] | None = None
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
@@ -105,27 +121,49 @@ class Implementation:
         ``run_probe=False`` stops before anything is executed (packages and device presence
         only): the runner's parent process uses it, and leaves the tiny run to a worker.
         """
-        caps = self.capabilities
-        base = device_kind(device)
-        if base not in caps.devices:
-            return Availability(False, f"{self.name}: does not run on {base} "
-                                       f"(supports {', '.join(caps.devices)})")
-        if dtype not in caps.dtypes:
-            return Availability(False, f"{self.name}: dtype {dtype} not supported "
-                                       f"(supports {', '.join(caps.dtypes)})")
-        if causal and not caps.causal:
-            return Availability(False, f"{self.name}: no causal mode")
-        if key_padding_mask and not caps.key_padding_mask:
-            return Availability(False, f"{self.name}: no key-padding mask support")
-        if backward and not caps.backward:
-            return Availability(False, f"{self.name}: no backward pass")
-        if self.constraints is not None:
-            verdict = self.constraints(base, dtype, causal, key_padding_mask, backward)
-            if not verdict:
-                return verdict
+        query = Query(device_kind(device), dtype, causal, key_padding_mask, backward)
+        reasons = self.not_supported_reasons(query)
+        if reasons:
+            return Availability(False, f"{self.name}: {'; '.join(reasons)}", tuple(reasons))
         if not run_probe:
             return self.presence(device)
         return self.availability(device, dtype)
+
+    def not_supported_reasons(self, query: Query) -> list[str]:
+        """Every reason, from capabilities and constraints, that ``query`` cannot run (nothing
+        is executed and no package is imported); empty when it may."""
+        caps = self.capabilities
+        reasons = []
+        if query.device not in caps.devices:
+            reasons.append(f"does not run on {query.device} (supports {', '.join(caps.devices)})")
+        if query.dtype not in caps.dtypes:
+            reasons.append(f"dtype {query.dtype} not supported "
+                           f"(supports {', '.join(caps.dtypes)})")
+        if query.causal and not caps.causal:
+            reasons.append("no causal mode")
+        if query.key_padding_mask and not caps.key_padding_mask:
+            reasons.append("no key-padding mask support")
+        if query.backward and not caps.backward:
+            reasons.append("no backward pass")
+        if self.constraints is not None:
+            reasons.extend(self._constraint_reasons(query))
+        return reasons
+
+    def _constraint_reasons(self, query: Query) -> list[str]:
+        fn = self.constraints
+        assert fn is not None
+        try:
+            positional = len(inspect.signature(fn).parameters) == 5
+        except (TypeError, ValueError):
+            positional = False
+        if positional:   # the older form: (device, dtype, causal, masked, backward) -> Availability
+            verdict = fn(query.device, query.dtype, query.causal,  # type: ignore[call-arg]
+                         query.key_padding_mask, query.backward)
+            reasons = [] if verdict else list(verdict.reasons or (verdict.reason,))
+        else:
+            reasons = list(fn(query))
+        prefix = f"{self.name}: "
+        return [r[len(prefix):] if r.startswith(prefix) else r for r in reasons]
 
     def presence(self, device: str) -> Availability:
         """Packages installed and device present, without running anything."""
@@ -261,12 +299,13 @@ REGISTRY = Registry()
 def register(name: str, *, framework: str, family: str, capabilities: Capabilities | None = None,
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
              constraints: ConstraintFn | None = None, replace: bool = False,
-             traffic: Callable[..., object] | None = None) -> Callable[[AttentionFn], AttentionFn]:
-    """Decorator that declares an attention function under ``name``.
-
-    ``traffic`` is its bytes-moved model (see harness.traffic); without one, the compulsory
-    traffic (q, k, v in, o out) is used and the record says so.
-    """
+             gate_tolerance: dict[str, float] | None = None,
+             traffic: Callable[..., object] | None = None,
+             ) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator that declares an attention function under ``name``. ``gate_tolerance``
+    (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
+    ``traffic`` is its bytes-moved model (see harness.traffic): without one, only the
+    compulsory traffic (q, k, v in, o out) is counted and the record says so."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -274,7 +313,8 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             capabilities=capabilities or Capabilities(), fn=fn,
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
-            module=getattr(fn, "__module__", None) or "", traffic=traffic), replace=replace)
+            module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
+            traffic=traffic), replace=replace)
         return fn
 
     return decorate

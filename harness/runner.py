@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from harness.executor import LocalExecutor, Outcome
 from harness.flops import derived
 from harness.measure import TimingSettings
 from harness.peaks import bandwidth_peak, flops_peak
-from harness.records import Point, SpeedRecord
+from harness.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
 from harness.traffic import traffic_metrics
 from harness.worker import WorkerContext
 
 Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
-# what the timing worker reports about how it timed (harness.gpu_timing, harness.gpu_watch)
-TIMING_CONDITIONS = ("matmul_precision", "l2_flush", "sm_clock_mhz_min", "sm_clock_mhz_max",
-                     "max_sm_clock_mhz", "gpu_temperature_c_max", "gpu_power_w_max",
-                     "throttle_reasons", "throttled")
-TIMING_NOTES = ("timer_note", "clock_note", "clock_samples")
+R = TypeVar("R", MemoryResult, TimingResult)
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,7 @@ class RunSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     seed: int = 0
     impl_modules: tuple[str, ...] = ()
-    cooldown_s: float = 0.0      # pause between implementations (GPU clocks, see REFERENCE.md)
+    cooldown_s: float = 0.0      # pause between implementations (GPU clocks settle)
     probe_timeout_s: float = 300.0
     time_budget_s: float | None = None  # stop starting points after this many seconds
 
@@ -197,43 +193,33 @@ class Runner:
         started = now_iso()
         context = self.settings.worker_context()
         t0 = time.perf_counter()
-        memory = self._task("memory", point, context)
-        if memory.get("status") != "ok":
-            return self._record(point, impl, memory["status"],
-                                f"memory pass: {memory.get('message', '')}", started_at=started,
+        memory = self._task("memory", MemoryResult, point, context)
+        if memory.status != "ok":
+            return self._record(point, impl, memory.status,
+                                f"memory pass: {memory.message}", started_at=started,
                                 wall_s=time.perf_counter() - t0, **gate_fields)
-        timing = self._task("timing", point, self.settings.timing, context)
-        values: dict[str, Any] = {
-            "peak_mem_bytes": memory.get("peak_mem_bytes"),
-            "mem_method": memory.get("mem_method", ""),
-            "input_bytes": memory.get("input_bytes"),
-            **gate_fields,
-        }
-        extra = {"first_call_s": timing.get("first_call_s"),
-                 "rss_baseline_bytes": memory.get("rss_baseline_bytes"),
-                 **{k: timing.get(k) for k in TIMING_NOTES}}
-        for key in ("time_samples_s", "time_s", "time_iqr_s", "time_min_s", "warmup", "timer",
-                    "compile_time_s", "threads", "deviation_from_softmax", *TIMING_CONDITIONS):
-            if key in timing:
-                values[key] = timing[key]
-        if timing.get("status") == "ok":
-            values.update(derived(point, impl.family, timing.get("time_s")))
+        timing = self._task("timing", TimingResult, point, self.settings.timing, context)
+        values, extra = Measurement(memory, timing).record_values()
+        values.update(gate_fields)
+        if timing.status == "ok":
+            values.update(derived(point, impl.family, timing.time_s))
             peaks = self.peaks.get(point.device)
             values.update(traffic_metrics(
-                point, impl.traffic, time_s=timing.get("time_s"), flops=values.get("flops"),
+                point, impl.traffic, time_s=timing.time_s, flops=values.get("flops"),
                 peak_bytes_per_s=bandwidth_peak(peaks),
                 peak_flops_per_s=flops_peak(peaks, point.dtype)))
-        return self._record(point, impl, timing.get("status", "error"),
-                            timing.get("message", "") if timing.get("status") == "ok"
-                            else f"timing pass: {timing.get('message', '')}",
+        return self._record(point, impl, timing.status,
+                            timing.message if timing.status == "ok"
+                            else f"timing pass: {timing.message}",
                             started_at=started, wall_s=time.perf_counter() - t0,
-                            extra={k: v for k, v in extra.items() if v is not None}, **values)
+                            extra=extra, **values)
 
-    def _task(self, name: str, *args: Any) -> dict[str, Any]:
+    def _task(self, name: str, result_type: type[R], *args: Any) -> R:
+        """The worker's typed result; a worker that died, hung or was killed: its status."""
         outcome: Outcome = self.executor.run(name, *args, timeout=self.settings.timeout_s)
         if outcome.status == "ok":
             return outcome.result
-        return {"status": outcome.status, "message": outcome.message}
+        return result_type(status=outcome.status, message=outcome.message)
 
     # -- records -------------------------------------------------------------------------
     def _record(self, point: Point, impl: Implementation, status: str, message: str = "",

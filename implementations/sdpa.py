@@ -6,7 +6,7 @@ tiny input on the target device and dtype (on CPU only MATH and FLASH_ATTENTION 
 
 from __future__ import annotations
 
-from harness.registry import Availability, Capabilities, register
+from harness.registry import Capabilities, Query, register
 from harness.traffic import materialised_scores, tiled_exact
 from implementations._torch_masks import allowed_keys
 
@@ -32,15 +32,14 @@ def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, backend: str
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def _cuda_flash_constraints(device: str, dtype: str, causal: bool, masked: bool,
-                            backward: bool) -> Availability:
-    if device == "cuda" and masked:
-        return Availability(False, "sdpa_flash: the CUDA flash kernel takes no attn_mask "
-                                   "(key-padding mask unsupported on cuda)")
-    if device == "cuda" and dtype not in ("float16", "bfloat16"):
-        return Availability(False, f"sdpa_flash: the CUDA flash kernel needs float16/bfloat16, "
-                                   f"not {dtype}")
-    return Availability(True)
+def _cuda_flash_constraints(query: Query) -> list[str]:
+    reasons = []
+    if query.device == "cuda" and query.key_padding_mask:
+        reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask unsupported "
+                       "on cuda)")
+    if query.device == "cuda" and query.dtype not in ("float16", "bfloat16"):
+        reasons.append(f"the CUDA flash kernel needs float16/bfloat16, not {query.dtype}")
+    return reasons
 
 
 def _pinned(backend: str):

@@ -267,7 +267,7 @@ def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
 # -- records and report ------------------------------------------------------------------------
 def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttled(tmp_path):
     from harness.executor import Outcome
-    from harness.records import Point
+    from harness.records import MemoryResult, Point, TimingResult
     from harness.report import render_report
     from harness.runner import Runner, RunSettings
     from harness.store import RunDir
@@ -279,15 +279,17 @@ def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttl
                                           "gate": {"passed": True, "max_error": 0.0,
                                                    "tolerance": 1e-3}} for c in args[0]})
             if task == "memory":
-                return Outcome("ok", {"status": "ok", "peak_mem_bytes": 10, "mem_method": "x",
-                                      "input_bytes": 100})
-            return Outcome("ok", {"status": "ok", "time_samples_s": [0.01, 0.011, 0.012],
-                                  "time_s": 0.011, "time_iqr_s": 0.001, "time_min_s": 0.01,
-                                  "timer": "cudagraph", "l2_flush": "flushed: 256 MiB ...",
-                                  "matmul_precision": "torch highest (tf32 matmul off, cudnn on)",
-                                  "sm_clock_mhz_min": 1500.0, "sm_clock_mhz_max": 1980.0,
-                                  "max_sm_clock_mhz": 1980.0, "throttle_reasons": ["sw_power_cap"],
-                                  "throttled": True, "clock_samples": 12})
+                return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
+                                                  input_bytes=100))
+            result = TimingResult(time_samples_s=[0.01, 0.011, 0.012], time_s=0.011,
+                                  time_iqr_s=0.001, time_min_s=0.01, timer="cudagraph")
+            result.set_conditions({
+                "l2_flush": "flushed: 256 MiB ...",
+                "matmul_precision": "torch highest (tf32 matmul off, cudnn on)",
+                "sm_clock_mhz_min": 1500.0, "sm_clock_mhz_max": 1980.0,
+                "max_sm_clock_mhz": 1980.0, "throttle_reasons": ["sw_power_cap"],
+                "throttled": True, "clock_samples": 12})
+            return Outcome("ok", result)
 
     peaks = {"cpu": {"matmul_flops_per_s": {"float32": {"value": 1e12}},
                      "memory_bytes_per_s": {"value": 1e11}}}

@@ -163,7 +163,7 @@ def test_utilisation_percentages():
 
 def test_merged_runs_keep_the_peaks_of_their_machine(tmp_path):
     from harness.records import SpeedRecord
-    from harness.scale.merge import merge_runs
+    from harness.scale.gather import merge_runs
     from harness.store import RunDir
 
     fake = {"matmul_flops_per_s": {"float32": {"value": 1e11}},
