@@ -104,6 +104,8 @@ class TimingResult:
     deviation_from_softmax: float | None = measured()
     first_call_s: float | None = measured(to="extra")
     task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+    # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
+    cpu_time_samples_s: list[float] | None = measured(to="extra")
     # how it was timed (harness.gpu_timing, harness.gpu_watch): precision, flush, GPU clocks
     matmul_precision: str = measured("")
     l2_flush: str = measured("")
@@ -329,3 +331,39 @@ def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
         return RECORD_TYPES[kind].from_json(data)
     except KeyError:
         raise ValueError(f"unknown record kind {kind!r}") from None
+
+
+# Numbers a record may hold, and the range each must be in (None is always allowed).
+POSITIVE_FIELDS = ("time_s", "time_min_s")
+NON_NEGATIVE_FIELDS = ("time_iqr_s", "peak_mem_bytes", "input_bytes", "compile_time_s",
+                       "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
+                       "examples_per_s")
+FRACTION_FIELDS = ("best_val_accuracy", "test_accuracy")
+
+
+def invalid_numbers(data: dict[str, Any]) -> str:
+    """Why a record's numbers cannot be right ('' when they can): NaN, infinite, negative
+    times or memory, non-positive time samples, accuracies outside [0, 1]."""
+    import math
+
+    def bad(value: Any, low: float, strict: bool) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True
+        return not math.isfinite(value) or value < low or (strict and value == low)
+
+    for name in POSITIVE_FIELDS:
+        if bad(data.get(name), 0.0, True):
+            return f"{name} = {data.get(name)!r} is not a positive finite number"
+    for name in NON_NEGATIVE_FIELDS:
+        if bad(data.get(name), 0.0, False):
+            return f"{name} = {data.get(name)!r} is not a finite number >= 0"
+    for name in FRACTION_FIELDS:
+        value = data.get(name)
+        if bad(value, 0.0, False) or (isinstance(value, (int, float)) and value > 1):
+            return f"{name} = {value!r} is not a fraction in [0, 1]"
+    samples = data.get("time_samples_s") or []
+    if not isinstance(samples, list) or any(bad(x, 0.0, True) for x in samples):
+        return "time_samples_s holds a value that is not a positive finite number"
+    return ""

@@ -253,8 +253,10 @@ class Registry:
             raise ValueError(f"{impl.name}: unknown dtypes {sorted(unknown)}; use {DTYPES}")
         existing = self._impls.get(impl.name)
         if existing is not None and not replace and existing.module != impl.module:
-            raise ValueError(f"implementation {impl.name!r} already registered by "
-                             f"{existing.module}; choose another name")
+            raise ValueError(f"implementation {impl.name!r}"
+                             + (f" (in {impl.module})" if impl.module else "")
+                             + f" is already registered by {existing.module or 'another module'}; "
+                             f"choose another name")
         self._impls[impl.name] = impl
         return impl
 
@@ -322,11 +324,17 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
 
 def load_impl_modules(modules: Iterable[str]) -> None:
     """Import user modules that register implementations (``--impl-module``)."""
+    modules = list(modules)
+    if modules:
+        REGISTRY.load_builtins()   # first: a clash then names the user's module, not ours
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise UsageError(f"cannot import implementation module {module!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a user's module failing is bad input
+            raise UsageError(f"implementation module {module!r} raised while being imported: "
+                             f"{type(exc).__name__}: {first_line(str(exc))}") from exc
 
 
 def get(name: str) -> Implementation:

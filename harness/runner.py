@@ -126,15 +126,18 @@ class Runner:
         if not combos:
             return {}
         self.listener("probing", len(combos))
+        # --timeout bounds the probe too: each combination may take one task's timeout
+        single_timeout = min(self.settings.probe_timeout_s, self.settings.timeout_s)
         outcome = self.executor.run("probe", combos, self.settings.worker_context(),
-                                    timeout=self.settings.probe_timeout_s)
+                                    timeout=min(self.settings.probe_timeout_s,
+                                                self.settings.timeout_s * len(combos)))
         if outcome.status == "ok":
             return outcome.result
         # one combination crashed or hung the probe worker: isolate it by probing one at a time
         results: dict[Combo, dict[str, Any]] = {}
         for combo in combos:
             single = self.executor.run("probe", [combo], self.settings.worker_context(),
-                                       timeout=self.settings.probe_timeout_s)
+                                       timeout=single_timeout)
             if single.status == "ok":
                 results.update(single.result)
             else:
@@ -156,7 +159,8 @@ class Runner:
             gate_fields = {"gate_max_error": gate.get("max_error"),
                            "gate_tolerance": gate.get("tolerance")}
             if not probe.get("available", False):
-                status = "error" if probe.get("crashed") else "unsupported"
+                status = "error" if probe.get("crashed") or probe.get("failed") \
+                    else "unsupported"
                 self._emit(summary, self._record(point, impl, status,
                                                  probe.get("reason", "not probed")))
                 continue

@@ -49,9 +49,13 @@ class WorkerContext:
 
 
 def prepare(context: WorkerContext, device: str | None = None) -> None:
-    """Common set-up at the start of every task; applies --max-memory for the device."""
+    """Common set-up at the start of every task; applies --max-memory for the device.
+
+    The allocator is left as a user's process has it (glibc's dynamic thresholds): only the
+    memory pass limits malloc caching (``memory_task``), since timing under fixed thresholds
+    would make every large temporary pay fresh page faults that a real program does not.
+    """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    limit_malloc_caching()
     load_impl_modules(context.impl_modules)
     if context.max_memory_bytes and device is not None:
         if device_kind(device) == "cuda":
@@ -106,21 +110,90 @@ def classify(exc: BaseException, framework: str) -> tuple[str, str]:
 
 # -- tasks -------------------------------------------------------------------------------------
 def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext) -> dict:
-    """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination."""
+    """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination.
+
+    Not ``available`` with ``failed`` set: the implementation should run here (capabilities,
+    packages, device, its own probe) but its tiny run returned a wrong-shaped or non-finite
+    output, which is an error, not an unsupported combination.
+    """
     prepare(context)
     out: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
     for impl_name, device, dtype, causal in combos:
         impl = REGISTRY.get(impl_name)
-        verdict = impl.supports(device=device, dtype=dtype, causal=causal)
+        verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal)
         entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
         if verdict.available:
-            gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
-            entry["gate"] = asdict(gate)
+            tiny = tiny_run(impl, device, dtype)
+            if not tiny:   # raising there: cannot run here; a wrong output: a failure
+                entry = {"available": False, "reason": tiny.reason,
+                         "failed": wrong_output(tiny.reason)}
+            else:
+                gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
+                entry["gate"] = asdict(gate)
         out[(impl_name, device, dtype, causal)] = entry
     return out
 
 
+def runnable_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
+                  masked: bool = False) -> Any:
+    """Capabilities, packages, device and the implementation's own probe: nothing of its
+    attention is run. Not available here means unsupported (not a failure)."""
+    verdict = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
+                            run_probe=False)
+    if verdict and impl.probe is not None:
+        try:
+            verdict = impl.probe(device, dtype)
+        except Exception as exc:  # noqa: BLE001
+            from harness.registry import Availability
+
+            verdict = Availability(False, f"{impl.name}: probe failed: {type(exc).__name__}: "
+                                          f"{exc}")
+    return verdict
+
+
+def wrong_output(reason: str) -> bool:
+    """Whether a failed tiny run returned a wrong result (the adapters' tiny_run wording)
+    rather than raising (which means the method cannot run this combination here)."""
+    return "returned shape" in reason or "non-finite output" in reason
+
+
+def tiny_run(impl: Any, device: str, dtype: str) -> Any:
+    try:
+        return frameworks.get(impl.framework).tiny_run(impl, device, dtype)
+    except Exception as exc:  # noqa: BLE001
+        from harness.registry import Availability
+
+        return Availability(False, f"{impl.name}: {type(exc).__name__}: {exc}")
+
+
+def check_task(items: list[tuple[str, str, str, bool, bool]], context: WorkerContext) -> dict:
+    """``run_bench.py check``'s work, in a worker: {(impl, device, dtype, causal, masked):
+    {"skipped": reason} or the gate result as a dict}."""
+    prepare(context)
+    out: dict[tuple[str, str, str, bool, bool], dict[str, Any]] = {}
+    for impl_name, device, dtype, causal, masked in items:
+        impl = REGISTRY.get(impl_name)
+        verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal, masked=masked)
+        if not verdict:
+            out[(impl_name, device, dtype, causal, masked)] = {"skipped": verdict.reason}
+            continue
+        gate = gate_check(impl, device=device, dtype=dtype, causal=causal, masked=masked)
+        out[(impl_name, device, dtype, causal, masked)] = asdict(gate)
+    return out
+
+
+def availability_task(items: list[tuple[str, str]], context: WorkerContext) -> dict:
+    """``run_bench.py list``'s probes, in a worker: {(impl, device): (available, reason)}."""
+    prepare(context)
+    out: dict[tuple[str, str], tuple[bool, str]] = {}
+    for impl_name, device in items:
+        verdict = REGISTRY.get(impl_name).availability(device)
+        out[(impl_name, device)] = (verdict.available, verdict.reason)
+    return out
+
+
 def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
+    limit_malloc_caching()   # RSS must track what is in use (see measure.limit_malloc_caching)
     prepare(context, point.device)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
@@ -169,6 +242,7 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
             first = first_call(work)
             with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
                 samples, value = time_workload(work, settings, warm_s=first)
+            wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
             finite = work.check(value)
             del value
             stats = sample_stats(samples)
@@ -178,11 +252,15 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 threads=fw.threads(),
                 timer=(work.timer.name if work.timer else "perf_counter")
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
-                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
+                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
+                cpu_time_samples_s=work.info.get("cpu_samples") or None)
             result.set_conditions({**conditions, **watch.fields()})
             if impl.framework == "jax":
                 # the first call is dominated by jit compilation; never part of the samples
                 result.compile_time_s = max(0.0, first - stats.median)
+            if wrong_shape:
+                result.status, result.message = "error", wrong_shape
+                return result
             if not finite:
                 result.status, result.message = "error", "non-finite output (NaN or Inf)"
                 return result
@@ -192,6 +270,26 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
     except BaseException as exc:  # noqa: BLE001
         status, message = classify(exc, impl.framework)
         return TimingResult(status=status, message=message)
+
+
+def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str:
+    """Why the timed call's output has the wrong shape ('' when right, or not checkable).
+
+    Forward: q's shape with v's last dimension; with a backward: q's gradient, q's shape.
+    Checked once, on the output of the last timed sample (never inside the timed region).
+    """
+    while isinstance(value, (tuple, list)) and value:   # JAX: (out, grads) or grads
+        value = value[0]
+    if len(inputs) < 3 or not hasattr(value, "shape"):
+        return ""
+    q, _, v = inputs[:3]
+    forward = (*tuple(q.shape)[:-1], tuple(v.shape)[-1])
+    expected = forward if pass_ == "forward" else tuple(q.shape)
+    got = tuple(value.shape)
+    if got != expected and (pass_ == "forward" or got != forward):
+        what = "gradient of q" if pass_ != "forward" else "output"
+        return f"wrong {what} shape {got} at the timed size (expected {expected})"
+    return ""
 
 
 def fidelity(work: Any, point: Point, fw: Any) -> float | None:
@@ -216,7 +314,7 @@ def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
 def run_task(name: str, *args: Any) -> Any:
     """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
     tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task,
-             "peaks": peaks_task}
+             "check": check_task, "availability": availability_task, "peaks": peaks_task}
     start = time.perf_counter()
     result = tasks[name](*args)
     if isinstance(result, (MemoryResult, TimingResult)):

@@ -243,6 +243,11 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
                              "elapsed_s": time.perf_counter() - started})
         if progress is not None:
             progress.end_epoch(val_accuracy=val_accuracy)
+        if not math.isfinite(val_loss):   # diverged: a result, recorded as such, not a crash
+            result.status = "error"
+            result.message = (f"training diverged: non-finite validation loss at epoch "
+                              f"{epoch + 1}; stopped")
+            break
         if result.best_val_accuracy is None or val_accuracy > result.best_val_accuracy:
             result.best_val_accuracy = val_accuracy
             result.epochs_to_best = epoch + 1

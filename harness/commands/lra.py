@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             if dist.is_main:
                 run_dir.update_metadata(finished_at=now_iso())
                 print_table([summary_row(r) for r in records], run_dir.path)
+                run_dir.release()
     except RankFailure as failure:
         print(f"error: {failure}; a distributed run stops at a failure on any rank (the "
               f"launcher stops the others)", file=sys.stderr)

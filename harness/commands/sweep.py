@@ -10,6 +10,7 @@ from rich.console import Console
 
 from harness import presets
 from harness.console import dry_run, make_console
+from harness.errors import UsageError
 from harness.plan import SweepRequest
 from harness.scale.executors import EXECUTORS, ExecutorOptions, make_executor
 from harness.scale.options import SlurmOptions, add_slurm_arguments
@@ -83,6 +84,9 @@ def request_from_args(args: argparse.Namespace) -> SweepRequest:
 
 def executor_options(args: argparse.Namespace) -> ExecutorOptions:
     """What the executor needs from the flags (Slurm options only for --executor slurm)."""
+    shards = getattr(args, "shards", None)
+    if shards is not None and shards < 1:
+        raise UsageError(f"--shards: must be at least 1, got {shards}")
     if getattr(args, "executor", "local") != "slurm":
         return ExecutorOptions()
     return ExecutorOptions(slurm=SlurmOptions.from_args(args), shards=args.shards)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.registry import REGISTRY
-from harness.records import NUMERIC_SPEED_METRICS, PASSES, SPEED_METRICS
+from harness.records import NUMERIC_SPEED_METRICS, PASSES, SPEED_METRICS, invalid_numbers
 from harness.stats import quartiles
 from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 
@@ -81,10 +81,30 @@ def load(paths: list[Path]) -> Results:
                                                                   TruncatedLineWarning)]
         if not raw:
             raise UsageError(f"{path}: {RESULTS_FILE} holds no records; nothing to report")
-        # the last record of a point wins (a merged or re-run file may repeat one)
+        # the last record of a point wins (a merged or re-run file may repeat one); several ok
+        # records of one point are flagged, and impossible numbers refused
         by_id: dict[str, dict[str, Any]] = {}
+        ok_counts: dict[str, int] = {}
+        flagged = 0
         for i, data in enumerate(raw):
-            by_id[data.get("point_id") or f"line-{i}"] = data
+            problem = invalid_numbers(data)
+            if problem:
+                raise UsageError(f"{run_dir.results_path} record {i + 1} ({data.get('impl')}, "
+                                 f"seq_len {data.get('seq_len')}): {problem}; refusing to "
+                                 f"report it (fix or remove that line)")
+            flagged += bool(data.get("nonfinite_fields"))
+            key = data.get("point_id") or f"line-{i}"
+            by_id[key] = data
+            if data.get("status") == "ok":
+                ok_counts[key] = ok_counts.get(key, 0) + 1
+        repeated = sum(n > 1 for n in ok_counts.values())
+        if repeated:
+            messages.append(f"{run_dir.results_path}: {repeated} point(s) have more than one ok "
+                            f"record (a re-run, rounds, or a second writer); the last of each "
+                            f"is reported")
+        if flagged:
+            messages.append(f"{run_dir.results_path}: {flagged} record(s) held NaN or infinite "
+                            f"numbers, written as null (see their nonfinite_fields)")
         run = Run(label, path, meta)
         for data in by_id.values():
             row = {**data, "run": label, "hardware_tag": _hardware_tag(meta)}

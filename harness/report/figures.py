@@ -161,6 +161,8 @@ def line_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Lo
                 failures: bool = True, note: str = "") -> Figure | None:
     """The standard layout: rows head_dim, columns pass, one line per implementation."""
     head_dims, passes = facets(frame)
+    if not head_dims or not passes or not impls:
+        return None   # nothing to draw (e.g. runs of different grids share no shape)
     fig, axes = grid(len(head_dims), len(passes), sharey="all")
     all_values: list[float] = []
     any_failure = False
@@ -260,6 +262,8 @@ def failure_map(frame, impls, looks, title=""):
     lengths = sorted(frame["seq_len"].unique())
     present = [i for i in impls if i in set(frame["impl"])]
     panels = [(h, p) for h in head_dims for p in passes]
+    if not panels:
+        return None   # nothing in common to draw (e.g. runs of different grids)
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
     width = max(style.PAPER_WIDTH_IN, style.PANEL_WIDTH_IN * ncols)
@@ -304,6 +308,8 @@ def runs_side_by_side(frame, runs: list[tuple[str, str]], impls, looks, *, value
     """Columns: runs (label and hardware); rows: the facets; shared y per row."""
     head_dims, passes = facets(frame)
     panels = [(h, p) for h in head_dims for p in passes]
+    if not panels or not runs:
+        return None   # nothing in common to draw (e.g. runs of different grids)
     fig, axes = grid(len(panels), len(runs), sharey="row")
     plotted: set[str] = set()
     for r, (head_dim, pass_) in enumerate(panels):
@@ -342,6 +348,8 @@ def runs_ratio(pairs, reference: str, impls, looks):
     others = list(dict.fromkeys(frame["run"]))
     head_dims, passes = facets(frame)
     panels = [(h, p) for h in head_dims for p in passes]
+    if not panels or not others:
+        return None   # nothing in common to draw (e.g. runs of different grids)
     fig, axes = grid(len(panels), len(others), sharey="all")
     values = []
     for r, (head_dim, pass_) in enumerate(panels):

@@ -7,7 +7,9 @@ import base64
 import functools
 import hashlib
 import html
+import os
 import re
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +204,24 @@ def render_report(run_paths: list[Path], out_dir: Path | None = None,
         raise UsageError("no records to report in " + ", ".join(map(str, run_paths)))
     baseline = choose_baseline(results, baseline) if not results.speed.empty else None
     root = Path(out_dir) if out_dir is not None else DEFAULT_ROOT / report_name(run_paths)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--out {root}: exists and is not a directory")
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {root}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {root}: not writable")
+    try:
+        return _render_into(root, results, baseline)
+    except BaseException:
+        if created:   # a failed report leaves nothing behind
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _render_into(root: Path, results: Results, baseline: str | None) -> Path:
     impls_all = set(results.speed.get("impl", [])) | set(results.accuracy.get("impl", []))
     looks = style.looks_for(impls_all)
     order = style.impl_order(impls_all, REGISTRY.names())

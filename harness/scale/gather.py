@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import UsageError
+from harness.records import invalid_numbers
 from harness.run_metadata import run_metadata
 from harness.store import RunDir, now_iso, open_run
 
@@ -69,7 +70,11 @@ class Gatherer:
     def check(self, run: RunDir) -> None:
         """Raise ConflictError if run holds a record disagreeing with one already gathered."""
         pending: dict[str, tuple[dict[str, Any], str]] = {}
-        for data in run.raw_records():
+        for number, data in enumerate(run.raw_records(), 1):
+            problem = invalid_numbers(data)
+            if problem:
+                raise UsageError(f"{run.results_path} record {number} ({describe_record(data)}): "
+                                 f"{problem}; refusing to merge it (fix or remove that line)")
             known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
             if known is not None and not agree(known[0], data):
                 raise ConflictError(
@@ -138,6 +143,10 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
         grid = whole_grid(meta.get("grid"))
         if grid not in grids:
             grids.append(grid)
+    existed = Path(out).exists()
+    if existed and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise UsageError(f"merge: --out {out} already exists and is not empty; merge writes a "
+                         f"new run directory, so choose another --out")
     metadata = run_metadata(kinds.pop() if len(kinds) == 1 else "mixed", command=(),
                             grid=grids[0] if len(grids) == 1 else None,
                             grids=grids if len(grids) > 1 else None, merged_at=now_iso())
@@ -147,11 +156,15 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
     try:
         for run in runs:
             gatherer.add(run)
-    except ConflictError:   # refuse the whole merge: remove what this call wrote
+        target.update_metadata(**gatherer.metadata())
+    except BaseException:   # refuse the whole merge: remove what this call wrote
         target.results_path.unlink(missing_ok=True)
         target.run_path.unlink(missing_ok=True)
-        if not any(target.path.iterdir()):
+        target.remove_lock_file()
+        for leftover in target.path.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not existed and not any(target.path.iterdir()):
             target.path.rmdir()
         raise
-    target.update_metadata(**gatherer.metadata())
+    target.release()
     return gatherer

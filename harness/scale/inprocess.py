@@ -53,14 +53,17 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
     executor = LocalExecutor()
-    peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console)
-    run_dir.update_metadata(**peaks_metadata(peaks))
-    runner = Runner(run_dir, sweep.settings, executor=executor,
-                    hardware_id=machine["hardware_id"],
-                    listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks)
-    summary = runner.run(sweep.points, resume=sweep.resume)
-    run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
-                            not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+    try:
+        peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console)
+        run_dir.update_metadata(**peaks_metadata(peaks))
+        runner = Runner(run_dir, sweep.settings, executor=executor,
+                        hardware_id=machine["hardware_id"],
+                        listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks)
+        summary = runner.run(sweep.points, resume=sweep.resume)
+        run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
+                                not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+    finally:
+        run_dir.release()   # one writer per run directory: held for the whole run
     print_run_summary(run_dir, console)
     if summary.not_tried:
         console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "
