@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
+from harness.traffic import tiled_exact
 
 
 @register("flash_attn", framework="torch", family="exact", requires=("flash_attn",),
           capabilities=Capabilities(devices=("cuda",), dtypes=("float16", "bfloat16"),
-                                    causal=True, key_padding_mask=False, backward=True))
+                                    causal=True, key_padding_mask=False, backward=True),
+          traffic=tiled_exact)
 def flash_attn(q, k, v, *, causal=False, key_padding_mask=None):
     """flash_attn.flash_attn_func; key-padding masks need its varlen API (not wired here)."""
     from flash_attn import flash_attn_func

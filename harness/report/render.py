@@ -445,6 +445,8 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     else:
         doc.p("No exact method has successful points: no TFLOP/s figure.")
 
+    peaks_section(doc, results, impls, looks, writer, figures)
+
     doc.h(2, "Failure map")
     per_variant("failure_map", "Failure map",
                 lambda frame, title: figures.failure_map(frame, impls, looks, title),
@@ -471,6 +473,67 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
           "tables/points.csv (and .tex).")
 
 
+def peaks_table(results: Results) -> pd.DataFrame:
+    """Each run's peaks: measured (GEMM per dtype, copy) and, for a known GPU, the table's."""
+    rows = []
+    for run in results.runs:
+        peaks = run.meta.get("peaks") or {}
+        for source, entry in (("measured", peaks), ("table", peaks.get("table") or {})):
+            for dtype, value in (entry.get("matmul_flops_per_s") or {}).items():
+                rows.append({"run": run.label, "source": source, "peak": f"matmul {dtype}",
+                             "value": f"{value['value'] / 1e9:.4g} GFLOP/s",
+                             "how": value.get("method") or entry.get("citation", "")})
+            copy = entry.get("memory_bytes_per_s") or {}
+            if copy.get("value"):
+                rows.append({"run": run.label, "source": source, "peak": "memory",
+                             "value": f"{copy['value'] / 1e9:.4g} GB/s",
+                             "how": copy.get("method") or entry.get("citation", "")})
+            if entry.get("unavailable"):
+                rows.append({"run": run.label, "source": source, "peak": "-",
+                             "value": "not available", "how": entry["unavailable"]})
+    return pd.DataFrame(rows)
+
+
+def peaks_section(doc, results, impls, looks, writer, figures) -> None:
+    """The roofline, % of peak tables and the points timed on a throttled GPU."""
+    speed = results.speed
+    doc.h(2, "Against the machine's peaks")
+    table = peaks_table(results)
+    if table.empty:
+        doc.p("These runs recorded no peaks (run.json has no `peaks`): no roofline and no % "
+              "of peak.")
+        return
+    doc.table(table, writer.table(table, "peaks", "peaks of the machine"))
+    for run in results.runs:
+        frame = speed[speed["run"] == run.label]
+        name = "roofline" if not results.multi else f"roofline_{slug(run.label)}"
+        doc.figure(writer.figure(
+            figures.roofline_figure(frame, impls, looks, run.meta.get("peaks") or {},
+                                    title=run.label if results.multi else ""),
+            name, "Roofline" + (f" ({run.label})" if results.multi else ""),
+            "Left: exact methods, FLOPs per byte moved against achieved FLOP/s, under the "
+            "machine's GEMM and copy ceilings. Right: every method's achieved bytes/s against "
+            "the copy bandwidth. Bytes moved come from each implementation's lower-bound traffic "
+            "model (the record's bytes_model), so a point above a ceiling means a wrong model "
+            "or peak."))
+    if speed["pct_peak_bandwidth"].notna().any():
+        bw = tables.pivot(speed, "pct_peak_bandwidth", digits=3)
+        doc.table(bw, writer.table(bw, "pct_peak_bandwidth",
+                                   "% of the peak copy bandwidth (bytes moved / median time)"))
+    if speed["pct_peak_flops"].notna().any():
+        fl = tables.pivot(speed, "pct_peak_flops", family="exact", digits=3)
+        doc.table(fl, writer.table(fl, "pct_peak_flops",
+                                   "% of the peak matmul FLOP/s of the dtype (exact methods)"))
+    throttled = speed[speed["throttled"]]
+    if not throttled.empty:
+        items = [f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}: SM clock down "
+                 f"to {r.sm_clock_mhz_min:.0f} of {r.max_sm_clock_mhz:.0f} MHz"
+                 for _, r in throttled.iterrows()]
+        doc.p(f"**Throttled**: {len(items)} point(s) were timed below 90% of the GPU's maximum "
+              "SM clock; their times are not the GPU's best:")
+        doc.ul(items)
+
+
 def failure_caption(frame: pd.DataFrame) -> str:
     bad = frame[frame["status"] != "ok"]
     if bad.empty:
@@ -488,7 +551,8 @@ def points_table(speed: pd.DataFrame) -> pd.DataFrame:
     columns = ["run", "hardware_tag", "impl", "family", "device", "dtype", "batch", "heads",
                "head_dim", "causal", "pass", "seq_len", "status", "time_s", "time_q1_s",
                "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
-               "deviation_from_softmax", "message"]
+               "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
+               "pct_peak_bandwidth", "pct_peak_flops", "throttled", "message"]
     return speed[columns].reset_index(drop=True)
 
 
