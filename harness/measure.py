@@ -31,6 +31,7 @@ class TimingSettings:
     min_repeats: int = 3
     max_repeats: int = 50
     cuda_flush_l2: bool = True
+    timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.gpu_timing)
 
 
 @dataclass

@@ -58,6 +58,8 @@ class SweepRequest:
     cooldown: float | None = None
     time_budget: float | None = None
     shard: str | None = None
+    timer: str | None = None
+    reuse_peaks: bool | None = None
     impl_modules: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -70,10 +72,11 @@ class SweepPlan:
     description: dict[str, Any]
     shard: ShardSpec | None = None
     grid_points: int = 0         # points in the whole grid
+    reuse_peaks: bool = False    # take the machine's peaks from the cache when there
 
 
 SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
-                     "cooldown", "time_budget", "shard")
+                     "cooldown", "time_budget", "shard", "timer")
 
 
 def plan(request: SweepRequest, *, check_devices: bool = True,
@@ -111,10 +114,16 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
     grid_points = len(points)
     if shard is not None:
         points = select_shard(points, shard, family_of)
+    timer = str(raw.get("timer", "events"))
+    if timer not in ("events", "cudagraph"):
+        raise UsageError(f"--timer: {timer!r} is not one of events, cudagraph")
+    if timer == "cudagraph" and not any(device_kind(d) == "cuda" for d in devices):
+        raise UsageError("--timer cudagraph: needs a CUDA device (--device cuda)")
     timing = TimingSettings(
         warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
         min_time_s=setting(raw, "min_time", 0.5, minimum=0),
-        max_repeats=setting(raw, "max_repeats", 50, integer=True, minimum=1))
+        max_repeats=setting(raw, "max_repeats", 50, integer=True, minimum=1),
+        timer=timer)
     timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
     cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)
@@ -131,7 +140,8 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
                                                         overrides.values.items()},
                    "config_file": request.config,
                    "input_distribution": INPUT_DISTRIBUTION}
-    return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points)
+    return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points,
+                     reuse_peaks=bool(request.reuse_peaks))
 
 
 def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,

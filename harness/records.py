@@ -5,7 +5,8 @@ re-derive measurement logic. A ``Point`` is the frozen description of one measur
 ``point_id`` keys resume, sharding and merge.
 
 Schema history:
-- 1: first version (speed and accuracy records).
+- 1: first version (speed and accuracy records); later additive fields (bytes moved, % of peak,
+  timing conditions) read as their defaults in older records.
 """
 
 from __future__ import annotations
@@ -105,6 +106,27 @@ class TimingResult:
     task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
     # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
     cpu_time_samples_s: list[float] | None = measured(to="extra")
+    # how it was timed (harness.gpu_timing, harness.gpu_watch): precision, flush, GPU clocks
+    matmul_precision: str = measured("")
+    l2_flush: str = measured("")
+    sm_clock_mhz_min: float | None = measured()
+    sm_clock_mhz_max: float | None = measured()
+    max_sm_clock_mhz: float | None = measured()
+    gpu_temperature_c_max: float | None = measured()
+    gpu_power_w_max: float | None = measured()
+    throttle_reasons: list[str] = measured(factory=list)
+    throttled: bool | None = measured()
+    timer_note: str | None = measured(to="extra")
+    clock_note: str | None = measured(to="extra")
+    clock_samples: int | None = measured(to="extra")
+
+    def set_conditions(self, values: dict[str, Any]) -> None:
+        """Fill the timing-condition fields from a dict (unknown keys are a bug: raise)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in names:
+                raise KeyError(f"TimingResult has no field {key!r}")
+            setattr(self, key, value)
 
 
 @dataclass
@@ -165,6 +187,23 @@ class SpeedRecord:
     flops: float | None = None
     tflops: float | None = None
     flop_model: str = ""
+    # bytes moved and % of the machine's peaks (harness.traffic; peaks in run.json)
+    bytes_moved: float | None = None
+    bytes_model: str = ""
+    achieved_bytes_per_s: float | None = None
+    pct_peak_bandwidth: float | None = None
+    pct_peak_flops: float | None = None    # exact attention only
+    arithmetic_intensity: float | None = None   # FLOPs / bytes_moved (exact attention only)
+    # timing conditions
+    matmul_precision: str = ""             # torch / JAX float32 matmul setting (TF32 or not)
+    l2_flush: str = ""                     # whether caches were flushed before each sample
+    sm_clock_mhz_min: float | None = None  # NVML samples while the point was timed (GPU)
+    sm_clock_mhz_max: float | None = None
+    max_sm_clock_mhz: float | None = None
+    gpu_temperature_c_max: float | None = None
+    gpu_power_w_max: float | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    throttled: bool | None = None          # timed below 90% of the maximum SM clock
     # correctness and fidelity
     gate_max_error: float | None = None
     gate_tolerance: float | None = None
@@ -258,6 +297,8 @@ class AccuracyRecord:
     data_path: str = ""                    # the folder the examples were read from
     split_sizes: dict[str, int] = field(default_factory=dict)
     bad_steps: int = 0                     # non-finite losses/gradients skipped by the guard
+    # lra --tune: {"grid", "selection", "chosen", "trials", "search_time_s"}; {} when untuned
+    tuning: dict[str, Any] = field(default_factory=dict)
     kind: str = "accuracy"
     schema_version: int = SCHEMA_VERSION
 

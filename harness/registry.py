@@ -107,6 +107,8 @@ class Implementation:
     constraints: ConstraintFn | None = None
     module: str = ""
     gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
+    # bytes-moved model (harness.traffic): Point -> Traffic; None = compulsory traffic only
+    traffic: Callable[..., object] | None = None
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -300,9 +302,12 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
              constraints: ConstraintFn | None = None, replace: bool = False,
              gate_tolerance: dict[str, float] | None = None,
+             traffic: Callable[..., object] | None = None,
              ) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that declares an attention function under ``name``. ``gate_tolerance``
-    (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes."""
+    (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
+    ``traffic`` is its bytes-moved model (see harness.traffic): without one, only the
+    compulsory traffic (q, k, v in, o out) is counted and the record says so."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -310,8 +315,8 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             capabilities=capabilities or Capabilities(), fn=fn,
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
-            module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance),
-            replace=replace)
+            module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
+            traffic=traffic), replace=replace)
         return fn
 
     return decorate

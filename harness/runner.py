@@ -22,9 +22,11 @@ from typing import Any, Callable, Iterable, TypeVar
 from harness.executor import LocalExecutor, Outcome
 from harness.flops import derived
 from harness.measure import TimingSettings
+from harness.peaks import bandwidth_peak, flops_peak
 from harness.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
+from harness.traffic import traffic_metrics
 from harness.worker import WorkerContext
 
 Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
@@ -74,12 +76,14 @@ def static_check(impl: Implementation, point: Point) -> str | None:
 class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
                  executor: LocalExecutor | None = None, hardware_id: str = "",
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None,
+                 peaks: dict[str, dict[str, Any]] | None = None) -> None:
         self.run_dir = run_dir
         self.settings = settings
         self.executor = executor or LocalExecutor()
         self.hardware_id = hardware_id
         self.listener = listener or (lambda event, payload: None)
+        self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.peaks)
         load_impl_modules(settings.impl_modules)  # the workers load them too
 
     # -- public --------------------------------------------------------------------------
@@ -203,6 +207,11 @@ class Runner:
         values.update(gate_fields)
         if timing.status == "ok":
             values.update(derived(point, impl.family, timing.time_s))
+            peaks = self.peaks.get(point.device)
+            values.update(traffic_metrics(
+                point, impl.traffic, time_s=timing.time_s, flops=values.get("flops"),
+                peak_bytes_per_s=bandwidth_peak(peaks),
+                peak_flops_per_s=flops_peak(peaks, point.dtype)))
         return self._record(point, impl, timing.status,
                             timing.message if timing.status == "ok"
                             else f"timing pass: {timing.message}",

@@ -1,10 +1,12 @@
 """What runs inside a worker process: one task, one result dict, exceptions turned into status.
 
-Three tasks, each in a fresh process so that one point cannot disturb another:
+Four tasks, each in a fresh process so that one point cannot disturb another:
 - ``probe_task``: availability (a real tiny run) and the correctness gate for a set of
   (implementation, device, dtype, causal) combinations;
 - ``memory_task``: the peak-memory pass of one point;
-- ``timing_task``: the timing pass of one point, plus output sanity and fidelity.
+- ``timing_task``: the timing pass of one point, plus output sanity and fidelity (and, on a
+  GPU, the timer chosen by ``--timer``, NVTX ranges and NVML clock samples);
+- ``peaks_task``: the machine's measured GEMM and copy peaks on one device.
 The parent (harness.executor) turns a worker that dies or hangs into a record as well.
 """
 
@@ -17,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness import frameworks
+from harness import frameworks, gpu_timing
 from harness.correctness import check as gate_check
 from harness.device_setup import (
     CudaContextError,
@@ -28,6 +30,7 @@ from harness.device_setup import (
     select_torch_cuda_device,
 )
 from harness.errors import UnsupportedError
+from harness.gpu_watch import watch_for
 from harness.measure import (
     TimingSettings,
     first_call,
@@ -276,8 +279,11 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
         with fw.precision(point.dtype):
             work = fw.make_workload(impl, point, seed=context.seed,
                                     flush_l2=settings.cuda_flush_l2)
+            conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
+                                            device=point.device, label=point.point_id)
             first = first_call(work)
-            samples, value = time_workload(work, settings, warm_s=first)
+            with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
+                samples, value = time_workload(work, settings, warm_s=first)
             wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
             finite = work.check(value)
             del value
@@ -290,6 +296,7 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
                 time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
                 cpu_time_samples_s=work.info.get("cpu_samples") or None)
+            result.set_conditions({**conditions, **watch.fields()})
             if impl.framework == "jax":
                 # the first call is dominated by jit compilation; never part of the samples
                 result.compile_time_s = max(0.0, first - stats.median)
@@ -338,10 +345,18 @@ def fidelity(work: Any, point: Point, fw: Any) -> float | None:
     return relative_error(out, exact_attention(q, k, v, causal=point.causal))
 
 
+def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
+    """The machine's measured peaks on ``device`` (harness.peaks), in a fresh process."""
+    from harness.peaks import measure_peaks
+
+    prepare(context)   # no --max-memory cap: the copy buffer is sized for the device
+    return measure_peaks(device)
+
+
 def run_task(name: str, *args: Any) -> Any:
     """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
     tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task,
-             "check": check_task, "availability": availability_task}
+             "check": check_task, "availability": availability_task, "peaks": peaks_task}
     start = time.perf_counter()
     result = tasks[name](*args)
     if isinstance(result, (MemoryResult, TimingResult)):

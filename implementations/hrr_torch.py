@@ -62,6 +62,7 @@ import torch
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, register
+from harness.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12  # cosine = dot / max(|v| |vhat|, eps): a zero vector gives 0, never NaN
 CHUNK_ELEMENTS = 1 << 21  # per-tensor chunk (tokens x D) walked at once: 8 MiB in float32
@@ -445,7 +446,8 @@ def _hrr_fft(q, k, v, keep):
 @register("hrr_torch", framework="torch", family="hrr",
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=False, key_padding_mask=True, backward=True))
+                                    causal=False, key_padding_mask=True, backward=True),
+          traffic=hrr_traffic)
 def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None,
               batched: bool | None = None):
     """HRR attention; ``formulation`` ('gemm' or 'fft') overrides choose_formulation, and

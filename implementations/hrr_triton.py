@@ -24,6 +24,7 @@ import torch
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, register
+from harness.traffic import hrr as hrr_traffic
 from implementations import hrr_torch
 
 MAX_HEAD_DIM = 256  # register blocks of BLOCK_T x D floats; larger D: use hrr_torch
@@ -139,7 +140,8 @@ class HRRTriton(hrr_torch.HRRGemm):
 
 @register("hrr_triton", framework="torch", family="hrr", requires=("triton",),
           capabilities=Capabilities(devices=("cuda",), dtypes=("float32", "float16", "bfloat16"),
-                                    causal=False, key_padding_mask=True, backward=True))
+                                    causal=False, key_padding_mask=True, backward=True),
+          traffic=hrr_traffic)
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
     """HRR attention with the scores fused in a Triton kernel (CUDA; not yet measured)."""
     if causal:

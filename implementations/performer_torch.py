@@ -20,6 +20,7 @@ import functools
 import torch
 
 from harness.registry import Capabilities, register
+from harness.traffic import random_features
 
 DEFAULT_NUM_FEATURES = 256
 DEFAULT_SEED = 0
@@ -137,6 +138,7 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
              capabilities=Capabilities(devices=("cpu", "cuda"),
                                        dtypes=("float64", "float32", "float16", "bfloat16"),
                                        causal=True, key_padding_mask=True, backward=True),
+             traffic=random_features(num_features),
              )(attention)
 
 

@@ -10,6 +10,7 @@ import warnings
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, Query, first_line, register
+from harness.traffic import materialised_scores, tiled_exact
 from implementations._torch_masks import allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -114,4 +115,6 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
                                        key_padding_mask=True, backward=True),
              description=f"torch SDPA pinned to SDPBackend.{_backend}",
              constraints=_cuda_flash_constraints if _name == "sdpa_flash" else None,
+             # MATH forms the T x T scores; the other backends are tiled kernels
+             traffic=materialised_scores if _backend == "MATH" else tiled_exact,
              )(_pinned(_backend))

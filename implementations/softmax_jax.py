@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from harness.registry import Capabilities, register
+from harness.traffic import materialised_scores
 
 
 def matmul_precision(dtype):
@@ -47,7 +48,8 @@ def _compiled(causal: bool, masked: bool):
 @register("softmax_jax", framework="jax", family="exact", requires=("jax",),
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=True, key_padding_mask=True, backward=True))
+                                    causal=True, key_padding_mask=True, backward=True),
+          traffic=materialised_scores)
 def softmax_jax(q, k, v, *, causal=False, key_padding_mask=None):
     """jit-compiled softmax(Q K^T / sqrt(D)) V in JAX."""
     return _compiled(bool(causal), key_padding_mask is not None)(q, k, v, key_padding_mask)

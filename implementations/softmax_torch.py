@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
+from harness.traffic import materialised_scores
 from implementations._torch_masks import allowed_keys
 
 
 @register("softmax_torch", framework="torch", family="exact",
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=True, key_padding_mask=True, backward=True))
+                                    causal=True, key_padding_mask=True, backward=True),
+          traffic=materialised_scores)
 def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None):
     """Vanilla softmax(Q K^T / sqrt(D)) V with the T x T matrix in memory."""
     import torch

@@ -13,7 +13,8 @@
 #                  machine start-up, a 15-minute GPU window holds one run and one rerun; the
 #                  CPU rehearsal's limits are 3x, its default deadline 1080)
 #
-# Steps: environment, install, wheels, gpu-tests, hrr-floor, sweep, lra-data, lra, report. Each runs under
+# Steps: environment, install, wheels, gpu-tests, hrr-floor, sweep, cudagraph, profile, lra-data,
+# lra, report. Each runs under
 # its own time limit inside the overall deadline; a step that fails or times out is recorded in
 # OUTDIR/steps.tsv and the script goes on. Without a CUDA device the GPU steps are recorded as
 # "no-cuda" with the reason. OUTDIR/summary.md tells what happened; OUTDIR/log.txt has all output.
@@ -177,7 +178,7 @@ gpu_step hrr-floor 25 180 "$PY" benchmarks/hrr/bandwidth_floor.py "${floor_args[
 # budget = step limit - probe allowance - 2 x --timeout - margin, and the step cannot overrun.
 SWEEP="$OUT/results/sweep"
 POINT_TIMEOUT=$((20 * SCALE)) PROBE_ALLOWANCE=$((25 * SCALE))
-sweep_limit=$(((DEADLINE - $(date +%s)) / SCALE - 80)); [ "$sweep_limit" -le 150 ] || sweep_limit=150
+sweep_limit=$(((DEADLINE - $(date +%s)) / SCALE - 155)); [ "$sweep_limit" -le 150 ] || sweep_limit=150
 sweep_limit=$((sweep_limit * SCALE))
 sweep_budget=$((sweep_limit - PROBE_ALLOWANCE - 2 * POINT_TIMEOUT - 5))
 [ "$sweep_budget" -ge 10 ] || sweep_budget=10
@@ -186,7 +187,20 @@ sweep_args=(sweep --preset validate --device "$DEVICE" --out "$SWEEP" --cooldown
             --time-budget "$sweep_budget")
 [ -z "$IMPL" ] || sweep_args+=(--impl "$IMPL")
 if [ -d "$SWEEP" ] && [ -f "$SWEEP/run.json" ]; then sweep_args+=(--resume "$SWEEP"); fi
-gpu_step sweep "$((sweep_limit / SCALE))" 80 "$PY" run_bench.py "${sweep_args[@]}"
+gpu_step sweep "$((sweep_limit / SCALE))" 155 "$PY" run_bench.py "${sweep_args[@]}"
+
+# ---- 4b. CUDA-graph timer (with NVML clock samples in every record) and the profile command ---
+if [ "$DEVICE" = cuda ]; then
+  gpu_step cudagraph 45 110 "$PY" run_bench.py sweep --impl sdpa_flash,hrr_torch,hrr_jax \
+    --seq-len 1K,8K --head-dim 64 --heads 16 --dtype float16 --pass fwd --device cuda \
+    --timer cudagraph --reuse-peaks --min-time 0.1 --max-repeats 10 --cooldown 0 \
+    --out "$OUT/results/cudagraph" --no-report
+else
+  record cudagraph skipped 0 "--timer cudagraph needs a CUDA device"
+fi
+profile_len=4K; [ "$DEVICE" = cuda ] || profile_len=256
+gpu_step profile 30 80 "$PY" run_bench.py profile --impl hrr_torch --seq-len "$profile_len" \
+  --head-dim 64 --device "$DEVICE" --out "$OUT/profile"
 
 # ---- 5. a short LRA run on generated ListOps data ----------------------------------------------
 # ListOps pads its sequences, so the exact baseline must take a key-padding mask on the device:

@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "taken in order of increasing T across series, and those not tried "
                           "are left for --resume")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
+    run.add_argument("--timer", choices=("events", "cudagraph"), default=None,
+                     help="CUDA timer: events around each call (default) or cudagraph (the "
+                          "call captured once in a CUDA graph and replayed between events)")
+    run.add_argument("--reuse-peaks", action="store_true", default=None,
+                     help="take the machine's GEMM and copy peaks from the cache under the "
+                          "results folder when present, instead of measuring them (a few "
+                          "seconds) at the start of the run")
     scale = parser.add_argument_group("scale-out (README: Running on many GPUs and on Slurm)")
     scale.add_argument("--shard", metavar="I/N",
                        help="run only the I-th of N disjoint parts of the grid (1-based), "

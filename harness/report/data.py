@@ -131,6 +131,9 @@ def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     return float(median), float(median)
 
 
+# bytes moved and % of the machine's peaks (harness.traffic): emptied for failed points
+ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
+                    "pct_peak_flops", "arithmetic_intensity", "flops"]
 # the record's metrics (harness.records.SPEED_METRICS) plus what the samples give here
 SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
@@ -147,12 +150,13 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
-                           "tokens_per_s"):
+                           "tokens_per_s", *ROOFLINE_COLUMNS):
                 row[column] = None
         out.append(row)
     frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
     for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["throttled"] = frame["throttled"].map(lambda v: v is True)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
     frame["causal"] = frame["causal"].astype(bool)
@@ -196,7 +200,7 @@ def facet_label(head_dim: int, pass_: str) -> str:
 ACCURACY_COLUMNS = ["run", "hardware_tag", "impl", "task", "status", "message", "data_source",
                     "preset", "seed", "device", "dtype", "seq_len", "params",
                     "best_val_accuracy", "test_accuracy", "epochs_to_best", "epochs",
-                    "train_time_s", "examples_per_s", "peak_mem_bytes", "curve"]
+                    "train_time_s", "examples_per_s", "peak_mem_bytes", "mem_method", "curve", "tuning"]
 
 
 def tidy_accuracy(rows: list[dict[str, Any]]) -> pd.DataFrame:

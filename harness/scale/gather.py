@@ -52,6 +52,7 @@ class Gatherer:
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     identical_duplicates: int = 0
+    peaks: dict[str, dict[str, Any]] = field(default_factory=dict)   # hardware_id -> peaks
 
     @classmethod
     def into(cls, target: RunDir) -> "Gatherer":
@@ -63,6 +64,7 @@ class Gatherer:
         meta = target.metadata() if target.run_path.exists() else {}
         gatherer.machines.update(meta.get("machines") or {})
         gatherer.sources.extend(meta.get("merged_from") or [])
+        gatherer.peaks.update(meta.get("peaks_by_machine") or {})
         return gatherer
 
     def check(self, run: RunDir) -> None:
@@ -97,6 +99,9 @@ class Gatherer:
         for machine in [meta.get("machine") or {}, *(meta.get("machines") or {}).values()]:
             if machine.get("hardware_id"):
                 self.machines.setdefault(machine["hardware_id"], machine)
+        hardware = (meta.get("machine") or {}).get("hardware_id")
+        if hardware and meta.get("peaks"):
+            self.peaks.setdefault(hardware, meta["peaks"])
         if str(run.path) not in self.sources:
             self.sources.append(str(run.path))
         return copied
@@ -111,8 +116,10 @@ class Gatherer:
             machine = {"hardware_id": "mixed" if len(ids) > 1 else "",
                        "hardware_tag": f"mixed ({len(ids)} machines)" if len(ids) > 1
                        else "unknown hardware"}
+        peaks = {"peaks": self.peaks[ids[0]]} if len(ids) == 1 and ids[0] in self.peaks else {}
         return {"machine": machine, "machines": self.machines, "merged_from": self.sources,
-                "records": len(self.seen), "records_by_hardware": dict(used)}
+                "records": len(self.seen), "records_by_hardware": dict(used),
+                "peaks_by_machine": self.peaks, **peaks}
 
 
 def whole_grid(grid: Any) -> Any:
