@@ -514,3 +514,12 @@ def test_jax_cap_sizes_the_fraction_without_touching_torch_cuda(nvml, monkeypatc
                         lambda: pytest.fail("torch's CUDA initialised in a JAX worker"))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert hardware.cuda_device_total_bytes(0) == 141 * GIB
+
+
+def test_jax_timing_cap_makes_room_for_its_flush_buffer():
+    from harness import gpu_timing
+    from harness.frameworks import jax_fw
+
+    settings = TimingSettings()
+    assert worker.harness_device_bytes(jax_fw, "cuda", settings) == gpu_timing.JAX_FLUSH_BYTES
+    assert worker.harness_device_bytes(jax_fw, "cpu", settings) == 0

@@ -242,3 +242,11 @@ def is_oom(exc: BaseException) -> bool:
 
 def to_numpy64(array: Any) -> np.ndarray:
     return np.asarray(to_numpy(array), dtype=np.float64)
+
+
+def l2_flush_bytes(device: str) -> int:
+    """Device bytes of the timing pass's L2-flush buffer (gpu_timing.JaxFlushTimer): the worker
+    raises JAX's --max-memory cap by this much, as for torch."""
+    from harness.gpu_timing import JAX_FLUSH_BYTES
+
+    return JAX_FLUSH_BYTES
