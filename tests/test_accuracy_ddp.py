@@ -138,7 +138,9 @@ def test_two_processes_train_the_one_process_model(listops_dir, tmp_path, capsys
     done = torchrun(lra_args(listops_dir, ddp_out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("accuracy (test at the best validation checkpoint)") == 1  # rank 0
-    assert sorted(p.name for p in ddp_out.iterdir()) == ["results.jsonl", "run.json"]
+    # only rank 0 writes: the run files and the run directory's (released, empty) lock file
+    assert sorted(p.name for p in ddp_out.iterdir()) == ["lock", "results.jsonl", "run.json"]
+    assert (ddp_out / "lock").read_text() == ""
     assert json.loads((ddp_out / "run.json").read_text())["processes"] == \
         {"world_size": 2, "backend": "gloo"}
     (one,), (two,) = read_records(single_out), read_records(ddp_out)   # one per (impl, task)
