@@ -63,11 +63,40 @@ class Capabilities:
     causal: bool = False
     key_padding_mask: bool = False
     backward: bool = True
+    # workloads beyond square self-attention with Hq == Hkv (see harness.masking for the
+    # conventions); off by default so that a method never receives what it does not declare
+    gqa: bool = False            # k, v with fewer heads than q (grouped-query / multi-query)
+    q_len: bool = False          # Tq != Tk (causal then aligned bottom-right)
+    window: bool = False         # window=(left, right)
+    alibi: bool = False          # alibi_slopes (Hq,)
+    documents: bool = False      # document_ids (B, T)
+    # feature -> why it is missing (shown instead of the generic reason), and
+    # feature -> how it is done (the library's native path), for the records and list-impls
+    reasons: tuple[tuple[str, str], ...] = ()
+    paths: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         flags = [name for name, on in (("causal", self.causal), ("mask", self.key_padding_mask),
-                                       ("backward", self.backward)) if on]
+                                       ("backward", self.backward), ("gqa", self.gqa),
+                                       ("q_len", self.q_len), ("window", self.window),
+                                       ("alibi", self.alibi), ("documents", self.documents))
+                 if on]
         return f"{'/'.join(self.devices)}; {','.join(self.dtypes)}; {' '.join(flags) or '-'}"
+
+    def missing(self, *, gqa: bool = False, q_len: bool = False, window: bool = False,
+                alibi: bool = False, documents: bool = False) -> str | None:
+        """The reason for the first workload feature asked for and not supported, or None."""
+        asked = (("gqa", gqa, "no grouped-query attention (fewer key/value heads than query "
+                              "heads)"),
+                 ("q_len", q_len, "needs as many queries as keys (Tq == Tk)"),
+                 ("window", window, "no sliding-window mask"),
+                 ("alibi", alibi, "no ALiBi bias"),
+                 ("documents", documents, "no packed-documents mask"))
+        own = dict(self.reasons)
+        for name, wanted, generic in asked:
+            if wanted and not getattr(self, name):
+                return own.get(name, generic)
+        return None
 
 
 @dataclass
@@ -97,7 +126,9 @@ class Implementation:
     # -- capability checks ------------------------------------------------------------------
     def supports(self, *, device: str = "cpu", dtype: str = "float32", causal: bool = False,
                  key_padding_mask: bool = False, backward: bool = False,
-                 run_probe: bool = True) -> Availability:
+                 run_probe: bool = True, gqa: bool = False, q_len: bool = False,
+                 window: bool = False, alibi: bool = False,
+                 documents: bool = False) -> Availability:
         """Static capabilities first, then the machine (packages, device, a real tiny run).
 
         ``run_probe=False`` stops before anything is executed (packages and device presence
@@ -117,8 +148,15 @@ class Implementation:
             return Availability(False, f"{self.name}: no key-padding mask support")
         if backward and not caps.backward:
             return Availability(False, f"{self.name}: no backward pass")
+        reason = caps.missing(gqa=gqa, q_len=q_len, window=window, alibi=alibi,
+                              documents=documents)
+        if reason is not None:
+            return Availability(False, f"{self.name}: {reason}")
         if self.constraints is not None:
-            verdict = self.constraints(base, dtype, causal, key_padding_mask, backward)
+            # an explicit mask is needed for padding, windows, documents, ALiBi, and for causal
+            # when Tq != Tk (bottom-right): constraints see all of them as ``masked``
+            explicit = key_padding_mask or window or alibi or documents or (causal and q_len)
+            verdict = self.constraints(base, dtype, causal, explicit, backward)
             if not verdict:
                 return verdict
         if not run_probe:
@@ -176,10 +214,11 @@ class Implementation:
                                        f"{first_line(str(exc))}")
 
     def check_call(self, *, device: str, dtype: str, causal: bool, masked: bool,
-                   backward: bool = False) -> None:
-        """Raise UnsupportedError with the reason when this combination cannot run."""
+                   backward: bool = False, **features: bool) -> None:
+        """Raise UnsupportedError with the reason when this combination cannot run.
+        ``features``: gqa, q_len, window, alibi, documents (see Capabilities)."""
         verdict = self.supports(device=device, dtype=dtype, causal=causal,
-                                key_padding_mask=masked, backward=backward)
+                                key_padding_mask=masked, backward=backward, **features)
         if not verdict:
             raise UnsupportedError(verdict.reason)
 

@@ -7,7 +7,7 @@ tiny input on the target device and dtype (on CPU only MATH and FLASH_ATTENTION 
 from __future__ import annotations
 
 from harness.registry import Availability, Capabilities, register
-from implementations._torch_masks import allowed_keys
+from implementations._torch_masks import alibi_bias, allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -20,22 +20,57 @@ BACKENDS = {
 }
 
 
-def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, backend: str = "MATH"):
+def sdpa_mask(q, k, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
+              document_ids=None):
+    """(attn_mask, is_causal) for SDPA with attnbench's conventions.
+
+    Plain causal with Tq == Tk uses ``is_causal``; causal with Tq != Tk uses
+    ``causal_lower_right`` (SDPA's ``is_causal`` is aligned top-left there, which is not
+    attnbench's convention); padding, windows and documents become one boolean mask, ALiBi a
+    float bias with -inf on the masked pairs.
+    """
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    explicit = key_padding_mask is not None or window is not None or document_ids is not None
+    if alibi_slopes is None and not explicit:
+        if not causal:
+            return None, False
+        if t_q == t_k:
+            return None, True
+        from torch.nn.attention.bias import causal_lower_right
+
+        return causal_lower_right(t_q, t_k), False
+    allowed = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask,
+                           window=window, document_ids=document_ids)
+    if alibi_slopes is None:
+        return allowed, False
+    bias = alibi_bias(q, k, alibi_slopes)
+    if allowed is not None:
+        bias = bias.masked_fill(~allowed, float("-inf"))
+    return bias, False
+
+
+def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                   alibi_slopes=None, document_ids=None, backend: str = "MATH"):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    mask, is_causal = sdpa_mask(q, k, causal=causal, key_padding_mask=key_padding_mask,
+                                window=window, alibi_slopes=alibi_slopes,
+                                document_ids=document_ids)
+    gqa = k.shape[1] != q.shape[1]
     with sdpa_kernel(getattr(SDPBackend, backend)):
-        if key_padding_mask is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        mask = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if gqa:  # native grouped-query attention: no copy of k, v
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                                  enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 def _cuda_flash_constraints(device: str, dtype: str, causal: bool, masked: bool,
                             backward: bool) -> Availability:
     if device == "cuda" and masked:
         return Availability(False, "sdpa_flash: the CUDA flash kernel takes no attn_mask "
-                                   "(key-padding mask unsupported on cuda)")
+                                   "(key-padding mask, window, documents, ALiBi and causal with "
+                                   "Tq != Tk unsupported on cuda)")
     if device == "cuda" and dtype not in ("float16", "bfloat16"):
         return Availability(False, f"sdpa_flash: the CUDA flash kernel needs float16/bfloat16, "
                                    f"not {dtype}")
@@ -43,16 +78,23 @@ def _cuda_flash_constraints(device: str, dtype: str, causal: bool, masked: bool,
 
 
 def _pinned(backend: str):
-    def attention(q, k, v, *, causal=False, key_padding_mask=None):
+    def attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                  alibi_slopes=None, document_ids=None):
         return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
-                              backend=backend)
+                              window=window, alibi_slopes=alibi_slopes,
+                              document_ids=document_ids, backend=backend)
     return attention
 
 
 for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
     register(_name, framework="torch", family="exact",
-             capabilities=Capabilities(devices=_devices, dtypes=_dtypes, causal=True,
-                                       key_padding_mask=True, backward=True),
+             capabilities=Capabilities(
+                 devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
+                 backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
+                 paths=(("gqa", "enable_gqa=True"),
+                        ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),
+                        ("masks", "boolean attn_mask (padding, window, documents)"),
+                        ("alibi", "float attn_mask bias"))),
              description=f"torch SDPA pinned to SDPBackend.{_backend}",
              constraints=_cuda_flash_constraints if _name == "sdpa_flash" else None,
              )(_pinned(_backend))

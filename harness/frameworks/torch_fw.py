@@ -81,8 +81,11 @@ def synchronize(device: str) -> None:
 
 
 def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False,
-         key_padding_mask: Any = None) -> Any:
-    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+         key_padding_mask: Any = None, **mask: Any) -> Any:
+    """``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a
+    method receives only the keywords its capabilities declare."""
+    extra = {name: value for name, value in mask.items() if value is not None}
+    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
 
 
 def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
