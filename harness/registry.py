@@ -145,7 +145,8 @@ class Implementation:
         if causal and not caps.causal:
             return Availability(False, f"{self.name}: no causal mode")
         if key_padding_mask and not caps.key_padding_mask:
-            return Availability(False, f"{self.name}: no key-padding mask support")
+            return Availability(False, f"{self.name}: " + dict(caps.reasons).get(
+                "key_padding_mask", "no key-padding mask support"))
         if backward and not caps.backward:
             return Availability(False, f"{self.name}: no backward pass")
         reason = caps.missing(gqa=gqa, q_len=q_len, window=window, alibi=alibi,

@@ -190,3 +190,39 @@ def test_grid_of_flags_runs_everywhere(rng):
             out = harness.attention(name, *(x.astype(np.float32) for x in (q, k, v)), **kw)
             assert np.abs(out - ref).max() <= FLOAT32_TOL * max(1.0, np.abs(ref).max()), \
                 (name, causal, window, alibi, tq)
+
+
+# -- approximate and HRR methods: what they can do ------------------------------------------
+def test_performer_gqa_is_sharing_and_bottom_right_causal_is_a_suffix(rng):
+    q, k, v = _case(rng, b=1, hq=4, hkv=2, tq=29, tk=29, d=8)
+    f32 = [x.astype(np.float32) for x in (q, k, v)]
+    shared = harness.attention("performer_torch", *f32, causal=True)
+    expanded = harness.attention("performer_torch", f32[0], np.repeat(f32[1], 2, axis=1),
+                                 np.repeat(f32[2], 2, axis=1), causal=True)
+    assert np.allclose(shared, expanded, atol=1e-5)
+    # bottom-right causal with Tq = 7: the last 7 rows of the square causal output
+    chunk = harness.attention("performer_torch", f32[0][:, :, -7:], f32[1], f32[2],
+                              causal=True)
+    assert np.allclose(chunk, shared[:, :, -7:], atol=1e-5)
+    decode = harness.attention("performer_torch", f32[0][:, :, -1:], f32[1], f32[2],
+                               causal=True)
+    assert np.allclose(decode, shared[:, :, -1:], atol=1e-5)
+    for feature, kw in (("window", dict(window=(3, 0))), ("ALiBi", dict(alibi_slopes=np.ones(4))),
+                        ("documents", dict(document_ids=np.zeros((1, 29), dtype=int)))):
+        with pytest.raises(UnsupportedError, match="performer_torch"):
+            harness.attention("performer_torch", *f32, **kw)
+
+
+@pytest.mark.parametrize("name", ["hrr_torch", "hrr_jax"])
+def test_hrr_gqa_matches_reference_and_refuses_q_len(name, rng):
+    from harness.reference import hrr_attention
+
+    q, k, v = _case(rng, b=1, hq=4, hkv=2, tq=33, tk=33, d=16)
+    keep = np.ones((1, 33), dtype=bool)
+    keep[0, 25:] = False
+    out = harness.attention(name, *(x.astype(np.float32) for x in (q, k, v)),
+                            key_padding_mask=keep)
+    ref = hrr_attention(q, k, v, key_padding_mask=keep)
+    assert np.abs(out - ref).max() < 2e-5
+    with pytest.raises(UnsupportedError, match="every query position"):
+        harness.attention(name, *(x.astype(np.float32) for x in (q[:, :, :7], k, v)))
