@@ -5,7 +5,9 @@ re-derive measurement logic. A ``Point`` is the frozen description of one measur
 ``point_id`` keys resume, sharding and merge.
 
 Schema history:
-- 1: first version (speed and accuracy records).
+- 1: first version (speed and accuracy records). Additive since: speed records carry
+  kv_heads, q_len, window, alibi, documents (workload axes); records without them read as
+  kv_heads = heads, q_len = seq_len, no window, no ALiBi, no documents.
 """
 
 from __future__ import annotations
@@ -36,13 +38,78 @@ class Point:
     causal: bool = False
     pass_: str = "forward"
     device: str = "cpu"
+    # workload axes (harness.masking has the conventions). Their defaults are today's square
+    # self-attention and are normalised (kv_heads == heads -> 0, q_len == seq_len -> 0) so that
+    # a point with default values has the same point id as before these axes existed.
+    kv_heads: int = 0          # key/value heads; 0 = as many as query heads
+    q_len: int = 0             # queries; 0 = seq_len (self-attention); seq_len is the KV length
+    window: int = -1           # sliding window of this many keys back; -1 = none
+    alibi: bool = False        # ALiBi biases with BLOOM's slopes
+    documents: int = 0         # seq_len split into this many packed documents; 0 = none
 
     kind: ClassVar[str] = "speed"
 
+    def __post_init__(self) -> None:
+        if self.kv_heads == self.heads:
+            object.__setattr__(self, "kv_heads", 0)
+        if self.q_len == self.seq_len:
+            object.__setattr__(self, "q_len", 0)
+
+    WORKLOAD_DEFAULTS: ClassVar[dict[str, Any]] = {"kv_heads": 0, "q_len": 0, "window": -1,
+                                                   "alibi": False, "documents": 0}
+
     def as_dict(self) -> dict[str, Any]:
-        return {"impl": self.impl, "device": self.device, "batch": self.batch,
+        """The point's fields; workload axes only where they differ from the default."""
+        data = {"impl": self.impl, "device": self.device, "batch": self.batch,
                 "heads": self.heads, "seq_len": self.seq_len, "head_dim": self.head_dim,
                 "dtype": self.dtype, "causal": self.causal, "pass": self.pass_}
+        for name, default in self.WORKLOAD_DEFAULTS.items():
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
+        return data
+
+    # -- the workload, resolved ---------------------------------------------------------
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def n_queries(self) -> int:
+        return self.q_len or self.seq_len
+
+    @property
+    def window_pair(self) -> tuple[int, int] | None:
+        """--window LEFT as (left, right): right 0 when causal, LEFT otherwise."""
+        if self.window < 0:
+            return None
+        return (self.window, 0) if self.causal else (self.window, self.window)
+
+    def workload_values(self) -> dict[str, Any]:
+        """The workload axes as stored in a record (resolved; None = none)."""
+        return {"kv_heads": self.n_kv_heads, "q_len": self.n_queries,
+                "window": None if self.window < 0 else self.window, "alibi": self.alibi,
+                "documents": self.documents or None}
+
+    def features(self) -> dict[str, bool]:
+        """The capability flags this point needs (Capabilities.gqa, q_len, ...)."""
+        return {"gqa": self.n_kv_heads != self.heads, "q_len": self.n_queries != self.seq_len,
+                "window": self.window >= 0, "alibi": self.alibi,
+                "documents": self.documents > 0}
+
+    def workload_problem(self) -> str | None:
+        """Why this combination of axes is not a workload, or None."""
+        if self.n_kv_heads <= 0 or self.heads % self.n_kv_heads:
+            return f"heads={self.heads} is not a multiple of kv_heads={self.n_kv_heads}"
+        if self.n_queries <= 0:
+            return f"q_len must be positive, got {self.q_len}"
+        if self.window < -1:
+            return f"window must be >= 0, got {self.window}"
+        if self.documents:
+            if self.n_queries != self.seq_len:
+                return "documents need q_len == seq_len"
+            if self.documents > self.seq_len:
+                return f"documents={self.documents} > seq_len={self.seq_len}"
+        return None
 
     @property
     def point_id(self) -> str:
@@ -51,23 +118,38 @@ class Point:
     def config_key(self) -> tuple:
         """Everything but the implementation: points sharing it are directly comparable."""
         return (self.device, self.batch, self.heads, self.seq_len, self.head_dim, self.dtype,
-                self.causal, self.pass_)
+                self.causal, self.pass_, *self.workload_key())
 
     def series_key(self) -> tuple:
         """Everything but seq_len: one line in a time-vs-T figure."""
         return (self.impl, self.device, self.batch, self.heads, self.head_dim, self.dtype,
-                self.causal, self.pass_)
+                self.causal, self.pass_, *self.workload_key())
+
+    def workload_key(self) -> tuple:
+        return (self.kv_heads, self.q_len, self.window, self.alibi, self.documents)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Point":
         return cls(impl=data["impl"], seq_len=int(data["seq_len"]),
                    head_dim=int(data["head_dim"]), batch=int(data["batch"]),
                    heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
-                   pass_=data["pass"], device=data["device"])
+                   pass_=data["pass"], device=data["device"], **workload_fields(data))
 
     @property
     def tokens(self) -> int:
-        return self.batch * self.seq_len
+        """Query tokens processed (B * Tq): B per step when decoding."""
+        return self.batch * self.n_queries
+
+
+def workload_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Point keyword arguments from a record or point dict; absent or None = the default."""
+    def value(name: str, none: Any) -> Any:
+        raw = data.get(name)
+        return none if raw is None else raw
+
+    return {"kv_heads": int(value("kv_heads", 0)), "q_len": int(value("q_len", 0)),
+            "window": int(value("window", -1)), "alibi": bool(value("alibi", False)),
+            "documents": int(value("documents", 0))}
 
 
 def point_id(kind: str, fields: dict[str, Any]) -> str:
@@ -93,6 +175,13 @@ class SpeedRecord:
     pass_: str
     status: str
     message: str = ""
+    # workload axes, resolved (older records lack them: read as the defaults, see Point)
+    kv_heads: int | None = None            # None: = heads
+    q_len: int | None = None               # None: = seq_len
+    window: int | None = None              # keys back; None: no window
+    alibi: bool = False
+    documents: int | None = None           # packed documents; None: none
+    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
     # time
     time_s: float | None = None            # median of the samples
     time_samples_s: list[float] = field(default_factory=list)
@@ -127,7 +216,10 @@ class SpeedRecord:
     def point(self) -> Point:
         return Point(impl=self.impl, seq_len=self.seq_len, head_dim=self.head_dim,
                      batch=self.batch, heads=self.heads, dtype=self.dtype, causal=self.causal,
-                     pass_=self.pass_, device=self.device)
+                     pass_=self.pass_, device=self.device,
+                     **workload_fields({"kv_heads": self.kv_heads, "q_len": self.q_len,
+                                        "window": self.window, "alibi": self.alibi,
+                                        "documents": self.documents}))
 
     @classmethod
     def for_point(cls, point: Point, *, framework: str, family: str, status: str,
@@ -135,7 +227,8 @@ class SpeedRecord:
         return cls(impl=point.impl, framework=framework, family=family, device=point.device,
                    batch=point.batch, heads=point.heads, seq_len=point.seq_len,
                    head_dim=point.head_dim, dtype=point.dtype, causal=point.causal,
-                   pass_=point.pass_, status=status, message=message, **values)
+                   pass_=point.pass_, status=status, message=message,
+                   **point.workload_values(), **values)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

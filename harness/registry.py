@@ -103,8 +103,10 @@ class Capabilities:
 class Implementation:
     """One registered attention method.
 
-    ``fn`` takes framework-native q, k, v of shape (B, H, T, D) plus keyword ``causal`` and
-    ``key_padding_mask`` (B, T, True = keep) and returns (B, H, T, D).
+    ``fn`` takes framework-native q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) plus keyword
+    ``causal`` and ``key_padding_mask`` (B, Tk, True = keep) and returns (B, Hq, Tq, D); it also
+    receives ``window``, ``alibi_slopes`` and ``document_ids`` when its capabilities declare
+    them and a call uses them (conventions: harness.masking).
     ``requires`` names importable packages; a missing one makes the implementation unavailable.
     ``probe`` (optional) is an extra check (device, dtype) -> Availability that must not raise;
     by default a tiny input is really run on the target device and dtype.
@@ -120,6 +122,11 @@ class Implementation:
     probe: ProbeFn | None = None
     constraints: ConstraintFn | None = None
     module: str = ""
+    # optional: prepare(q, k, v, *, causal, **mask) -> callable(q, k, v) doing the work, for a
+    # method with per-shape set-up (a block mask) that a model builds once, outside the step;
+    # the runner times it apart (mask_build_s)
+    prepare: Callable[..., Callable[..., object]] | None = None
+    compiles: bool = False       # its first call compiles (torch.compile): compile_time_s
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -298,7 +305,9 @@ REGISTRY = Registry()
 
 def register(name: str, *, framework: str, family: str, capabilities: Capabilities | None = None,
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
-             constraints: ConstraintFn | None = None, replace: bool = False) -> Callable[[AttentionFn], AttentionFn]:
+             constraints: ConstraintFn | None = None, replace: bool = False,
+             prepare: Callable[..., Callable[..., object]] | None = None,
+             compiles: bool = False) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that declares an attention function under ``name``."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
@@ -307,7 +316,8 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             capabilities=capabilities or Capabilities(), fn=fn,
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
-            module=getattr(fn, "__module__", None) or ""), replace=replace)
+            module=getattr(fn, "__module__", None) or "", prepare=prepare,
+            compiles=compiles), replace=replace)
         return fn
 
     return decorate

@@ -25,9 +25,16 @@ from harness.measure import TimingSettings
 from harness.records import Point, SpeedRecord
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
-from harness.worker import WorkerContext
+from harness.worker import FEATURE_NAMES, WorkerContext
 
-Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
+Combo = tuple  # impl, device, dtype, causal[, workload features (see worker.FEATURE_NAMES)]
+
+
+def combo_of(point: Point) -> Combo:
+    """The probe/gate combination of a point; square self-attention keeps the 4-tuple."""
+    base = (point.impl, point.device, point.dtype, point.causal)
+    features = tuple(point.features()[name] for name in FEATURE_NAMES)
+    return base + (features,) if any(features) else base
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ Listener = Callable[[str, Any], None]  # event name, payload
 def static_check(impl: Implementation, point: Point) -> str | None:
     """Reason a point cannot run, from capabilities, packages and devices; None if it may."""
     verdict = impl.supports(device=point.device, dtype=point.dtype, causal=point.causal,
-                            backward=point.pass_ != "forward", run_probe=False)
+                            backward=point.pass_ != "forward", run_probe=False,
+                            **point.features())
     return None if verdict else verdict.reason
 
 
@@ -117,7 +125,7 @@ class Runner:
         return runnable
 
     def _probe_stage(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
-        combos = sorted({(p.impl, p.device, p.dtype, p.causal) for p in points})
+        combos = sorted({combo_of(p) for p in points}, key=repr)
         if not combos:
             return {}
         self.listener("probing", len(combos))
@@ -146,7 +154,7 @@ class Runner:
         deadline = None if budget is None else time.monotonic() + budget
         for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
-            probe = probes.get((point.impl, point.device, point.dtype, point.causal), {})
+            probe = probes.get(combo_of(point), {})
             gate = probe.get("gate") or {}
             gate_fields = {"gate_max_error": gate.get("max_error"),
                            "gate_tolerance": gate.get("tolerance")}
@@ -202,8 +210,10 @@ class Runner:
         }
         extra = {"first_call_s": timing.get("first_call_s"),
                  "rss_baseline_bytes": memory.get("rss_baseline_bytes")}
+        if any(point.features().values()) and impl.capabilities.paths:
+            extra["paths"] = dict(impl.capabilities.paths)
         for key in ("time_samples_s", "time_s", "time_iqr_s", "time_min_s", "warmup", "timer",
-                    "compile_time_s", "threads", "deviation_from_softmax"):
+                    "compile_time_s", "mask_build_s", "threads", "deviation_from_softmax"):
             if key in timing:
                 values[key] = timing[key]
         if timing.get("status") == "ok":

@@ -103,18 +103,25 @@ def classify(exc: BaseException, framework: str) -> tuple[str, str]:
 
 
 # -- tasks -------------------------------------------------------------------------------------
-def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext) -> dict:
-    """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination."""
+FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
+
+
+def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
+    """{(impl, device, dtype, causal[, features]): {available, reason, gate...}} for each
+    combination; ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's
+    workload: the gate runs a small case with the same features)."""
     prepare(context)
-    out: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
-    for impl_name, device, dtype, causal in combos:
+    out: dict[tuple, dict[str, Any]] = {}
+    for combo in combos:
+        impl_name, device, dtype, causal = combo[:4]
+        features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
         impl = REGISTRY.get(impl_name)
-        verdict = impl.supports(device=device, dtype=dtype, causal=causal)
+        verdict = impl.supports(device=device, dtype=dtype, causal=causal, **features)
         entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
         if verdict.available:
-            gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
+            gate = gate_check(impl, device=device, dtype=dtype, causal=causal, **features)
             entry["gate"] = asdict(gate)
-        out[(impl_name, device, dtype, causal)] = entry
+        out[tuple(combo)] = entry
     return out
 
 
@@ -175,9 +182,12 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
             }
             stats = sample_stats(samples)
             result.update(time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
-            if impl.framework == "jax":
-                # the first call is dominated by jit compilation; never part of the samples
+            if impl.framework == "jax" or impl.compiles:
+                # the first call is dominated by compilation (jit, torch.compile); never part
+                # of the samples
                 result["compile_time_s"] = max(0.0, first - stats.median)
+            if "mask_build_s" in work.info:
+                result["mask_build_s"] = work.info["mask_build_s"]
             if not finite:
                 result.update(status="error", message="non-finite output (NaN or Inf)")
                 return result

@@ -31,7 +31,9 @@ from harness.sweep_spec import (
     read_config,
 )
 
-INPUT_DISTRIBUTION = "q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask"
+INPUT_DISTRIBUTION = ("q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask; "
+                      "packed documents (--documents) split T at seeded random points "
+                      "(seed 0)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--batch", help="batch sizes")
     grid.add_argument("--heads", help="head counts")
     grid.add_argument("--dtype", help="float32, float16 (fp16), bfloat16 (bf16), float64")
-    grid.add_argument("--causal", help="true, false or both")
+    grid.add_argument("--causal", help="true, false or both (bottom-right aligned when "
+                                       "q-len < seq-len)")
+    grid.add_argument("--kv-heads", help="key/value heads (GQA; 1 = MQA; default: = heads)")
+    grid.add_argument("--q-len", help="query lengths (default: = seq-len; --seq-len is the "
+                                      "key/value length; 1 = a decode step)")
+    grid.add_argument("--window", help="sliding windows of LEFT keys back (right side 0 with "
+                                       "--causal, LEFT otherwise); 'none' = no window")
+    grid.add_argument("--alibi", help="ALiBi biases (BLOOM's slopes): true, false or both")
+    grid.add_argument("--documents", help="split T into N packed documents of seeded random "
+                                          "lengths")
     grid.add_argument("--pass", dest="pass_", metavar="PASS",
                       help="forward, backward, forward_backward (aliases fwd, bwd, fwd_bwd)")
     grid.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if present, else cpu)")
@@ -96,6 +107,7 @@ class SweepPlan:
     grid_points: int = 0         # points in the whole grid
 
 
+WORKLOAD_ARGUMENTS = ("kv_heads", "q_len", "window", "alibi", "documents")
 SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
                      "cooldown", "time_budget", "shard")
 
@@ -109,7 +121,7 @@ def plan(args: argparse.Namespace, *, check_devices: bool = True,
     if getattr(args, "config", None):
         raw.update(read_config(args.config))
     for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                 "preset", "out", *SETTING_ARGUMENTS):
+                 "preset", "out", *WORKLOAD_ARGUMENTS, *SETTING_ARGUMENTS):
         value = getattr(args, name, None)
         if value is not None:
             raw[name] = value
@@ -165,7 +177,7 @@ def family_of(impl: str) -> str:
 
 
 GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                  "preset", "pass")
+                  "preset", "pass", *WORKLOAD_ARGUMENTS)
 
 
 def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -279,23 +291,45 @@ def render_report(run_path: Path, console: Console) -> None:
 def dry_run(sweep: SweepPlan, console: Console) -> int:
     from rich.table import Table
 
+    preset = sweep.description.get("preset")
+    note = presets.note(preset, {p.device for p in sweep.points}) if preset else ""
+    if note:
+        console.print(f"preset {preset}: {note}")
     table = Table(title=f"dry run: {len(sweep.points)} point(s) (probes and the correctness "
                         f"gate run at run time)", title_justify="left")
-    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "seq_len",
-                   "plan"):
+    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "workload",
+                   "seq_len", "plan"):
         table.add_column(column)
     groups: dict[tuple, list[Point]] = {}
     for p in sweep.points:
         groups.setdefault(p.series_key(), []).append(p)
     will_run = 0
-    for (impl, device, batch, heads, head_dim, dtype, causal, pass_), items in groups.items():
-        reason = static_check(REGISTRY.get(impl), items[0])
+    for items in groups.values():
+        first = items[0]
+        reason = static_check(REGISTRY.get(first.impl), first)
         will_run += len(items) if reason is None else 0
         seq = ",".join(str(p.seq_len) for p in items)
-        table.add_row(impl, device, dtype, str(causal), pass_, str(batch), str(heads),
-                      str(head_dim), seq, "[green]run[/]" if reason is None
+        table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
+                      str(first.batch), str(first.heads), str(first.head_dim),
+                      workload_label(first) or "-", seq, "[green]run[/]" if reason is None
                       else f"[dim]skip: {reason}[/]")
     console.print(table)
     console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
                   f"unsupported")
     return 0
+
+
+def workload_label(point: Point) -> str:
+    """'Hkv=8 Tq=1 window=4096 alibi docs=4': the workload axes that differ from the default."""
+    parts = []
+    if point.kv_heads:
+        parts.append(f"Hkv={point.n_kv_heads}")
+    if point.q_len:
+        parts.append(f"Tq={point.n_queries}")
+    if point.window >= 0:
+        parts.append(f"window={point.window}")
+    if point.alibi:
+        parts.append("alibi")
+    if point.documents:
+        parts.append(f"docs={point.documents}")
+    return " ".join(parts)

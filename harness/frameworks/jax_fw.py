@@ -140,16 +140,29 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
 
     from harness.measure import Workload
 
+    from harness.point_masks import point_mask
+
     dtype = jnp_dtype(point.dtype)
-    shape = (point.batch, point.heads, point.seq_len, point.head_dim)
+    shape = (point.batch, point.heads, point.n_queries, point.head_dim)
+    kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
     device = jax_device(point.device)
     keys = jax.random.split(jax.random.PRNGKey(seed), 4)
     with jax.default_device(device):
-        q, k, v, ct = (jax.random.normal(key, shape, dtype=dtype) for key in keys)
-    input_bytes = 3 * q.size * q.dtype.itemsize
+        q, k, v, ct = (jax.random.normal(key, s, dtype=dtype)
+                       for key, s in zip(keys, (shape, kv_shape, kv_shape, shape)))
+    input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))
+    mask = point_mask(point)
+    extra: dict[str, Any] = {}
+    if "window" in mask:
+        extra["window"] = mask["window"]
+    if "alibi_slopes" in mask:
+        extra["alibi_slopes"] = jax.device_put(mask["alibi_slopes"].astype(np.float32),
+                                               device).astype(dtype)
+    if "document_ids" in mask:
+        extra["document_ids"] = jax.device_put(mask["document_ids"], device)
 
     def attention(q_, k_, v_):
-        return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None)
+        return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None, **extra)
 
     if point.pass_ == "forward":
         compiled = jax.jit(attention)
