@@ -96,6 +96,13 @@ class Point:
                 "window": self.window >= 0, "alibi": self.alibi,
                 "documents": self.documents > 0}
 
+    def workload_label(self) -> str:
+        """'Hkv=8 Tq=1 window=4096 alibi docs=8': the workload axes not at their default."""
+        return workload_text(self.n_kv_heads if self.kv_heads else None,
+                             self.n_queries if self.q_len else None,
+                             None if self.window < 0 else self.window, self.alibi,
+                             self.documents or None)
+
     def workload_problem(self) -> str | None:
         """Why this combination of axes is not a workload, or None."""
         if self.n_kv_heads <= 0 or self.heads % self.n_kv_heads:
@@ -139,6 +146,23 @@ class Point:
     def tokens(self) -> int:
         """Query tokens processed (B * Tq): B per step when decoding."""
         return self.batch * self.n_queries
+
+
+def workload_text(kv_heads: int | None, q_len: int | None, window: int | None, alibi: bool,
+                  documents: int | None) -> str:
+    """The label of the non-default workload axes (None / False = default)."""
+    parts = []
+    if kv_heads is not None:
+        parts.append(f"Hkv={kv_heads}")
+    if q_len is not None:
+        parts.append(f"Tq={q_len}")
+    if window is not None:
+        parts.append(f"window={window}")
+    if alibi:
+        parts.append("alibi")
+    if documents is not None:
+        parts.append(f"docs={documents}")
+    return " ".join(parts)
 
 
 def workload_fields(data: dict[str, Any]) -> dict[str, Any]:

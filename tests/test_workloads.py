@@ -226,3 +226,18 @@ def test_hrr_gqa_matches_reference_and_refuses_q_len(name, rng):
     assert np.abs(out - ref).max() < 2e-5
     with pytest.raises(UnsupportedError, match="every query position"):
         harness.attention(name, *(x.astype(np.float32) for x in (q[:, :, :7], k, v)))
+
+
+@pytest.mark.slow
+def test_flex_attention_matches_reference_on_workloads(rng):
+    """flex_attention (torch.compile'd; each new mask structure compiles, ~20-40 s on this CPU)
+    on every workload case, in one process so that compilations are shared where they can be."""
+    impl = harness.get("flex_attention")
+    if not impl.availability("cpu", "float32"):
+        pytest.skip(impl.availability("cpu", "float32").reason)
+    for case in CASES:
+        q, k, v, kw = _inputs(case, rng)
+        ref = exact_attention(q, k, v, **kw)
+        out = harness.attention("flex_attention", *(x.astype(np.float32) for x in (q, k, v)),
+                                **kw)
+        assert np.abs(out - ref).max() <= FLOAT32_TOL * max(1.0, np.abs(ref).max()), case

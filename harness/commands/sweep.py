@@ -311,25 +311,10 @@ def dry_run(sweep: SweepPlan, console: Console) -> int:
         seq = ",".join(str(p.seq_len) for p in items)
         table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
                       str(first.batch), str(first.heads), str(first.head_dim),
-                      workload_label(first) or "-", seq, "[green]run[/]" if reason is None
+                      first.workload_label() or "-", seq, "[green]run[/]" if reason is None
                       else f"[dim]skip: {reason}[/]")
     console.print(table)
     console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
                   f"unsupported")
     return 0
 
-
-def workload_label(point: Point) -> str:
-    """'Hkv=8 Tq=1 window=4096 alibi docs=4': the workload axes that differ from the default."""
-    parts = []
-    if point.kv_heads:
-        parts.append(f"Hkv={point.n_kv_heads}")
-    if point.q_len:
-        parts.append(f"Tq={point.n_queries}")
-    if point.window >= 0:
-        parts.append(f"window={point.window}")
-    if point.alibi:
-        parts.append("alibi")
-    if point.documents:
-        parts.append(f"docs={point.documents}")
-    return " ".join(parts)
