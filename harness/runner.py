@@ -46,6 +46,10 @@ class RunSettings:
     impl_modules: tuple[str, ...] = ()
     cooldown_s: float = 0.0      # pause between implementations (GPU clocks, see REFERENCE.md)
     probe_timeout_s: float = 300.0
+    # added to a task's timeout for implementations whose first call compiles (torch.compile:
+    # FlexAttention's first compilation took 20 s to 3 min on a loaded 2-core CPU); compilation
+    # is recorded apart (compile_time_s) and should not turn into a timeout
+    compile_allowance_s: float = 600.0
     time_budget_s: float | None = None  # stop starting points after this many seconds
 
     def worker_context(self) -> WorkerContext:
@@ -129,15 +133,20 @@ class Runner:
         if not combos:
             return {}
         self.listener("probing", len(combos))
+        compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
+        probe_timeout = self.settings.probe_timeout_s + \
+            compiling * self.settings.compile_allowance_s
         outcome = self.executor.run("probe", combos, self.settings.worker_context(),
-                                    timeout=self.settings.probe_timeout_s)
+                                    timeout=probe_timeout)
         if outcome.status == "ok":
             return outcome.result
         # one combination crashed or hung the probe worker: isolate it by probing one at a time
         results: dict[Combo, dict[str, Any]] = {}
         for combo in combos:
             single = self.executor.run("probe", [combo], self.settings.worker_context(),
-                                       timeout=self.settings.probe_timeout_s)
+                                       timeout=self.settings.probe_timeout_s + (
+                                           self.settings.compile_allowance_s
+                                           if REGISTRY.get(combo[0]).compiles else 0.0))
             if single.status == "ok":
                 results.update(single.result)
             else:
@@ -196,12 +205,14 @@ class Runner:
         started = now_iso()
         context = self.settings.worker_context()
         t0 = time.perf_counter()
-        memory = self._task("memory", point, context)
+        timeout = self.settings.timeout_s + (self.settings.compile_allowance_s
+                                             if impl.compiles else 0.0)
+        memory = self._task("memory", point, context, timeout=timeout)
         if memory.get("status") != "ok":
             return self._record(point, impl, memory["status"],
                                 f"memory pass: {memory.get('message', '')}", started_at=started,
                                 wall_s=time.perf_counter() - t0, **gate_fields)
-        timing = self._task("timing", point, self.settings.timing, context)
+        timing = self._task("timing", point, self.settings.timing, context, timeout=timeout)
         values: dict[str, Any] = {
             "peak_mem_bytes": memory.get("peak_mem_bytes"),
             "mem_method": memory.get("mem_method", ""),
@@ -224,8 +235,9 @@ class Runner:
                             started_at=started, wall_s=time.perf_counter() - t0,
                             extra={k: v for k, v in extra.items() if v is not None}, **values)
 
-    def _task(self, name: str, *args: Any) -> dict[str, Any]:
-        outcome: Outcome = self.executor.run(name, *args, timeout=self.settings.timeout_s)
+    def _task(self, name: str, *args: Any, timeout: float | None = None) -> dict[str, Any]:
+        outcome: Outcome = self.executor.run(name, *args, timeout=timeout or
+                                             self.settings.timeout_s)
         if outcome.status == "ok":
             return outcome.result
         return {"status": outcome.status, "message": outcome.message}

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run, skipping recorded points")
     run.add_argument("--dry-run", action="store_true",
                      help="print the grid and what would be skipped, run nothing")
-    run.add_argument("--timeout", type=float, help="seconds per worker task (default 120)")
+    run.add_argument("--timeout", type=float, help="seconds per worker task (default 120; "
+                                                    "+600 for methods that compile)")
     run.add_argument("--max-memory", help="cap each worker, e.g. 4GB (CPU: address space above "
                                           "its start; CUDA: allocator fraction)")
     run.add_argument("--min-time", type=float, help="seconds of samples to collect (default 0.5)")
