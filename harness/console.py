@@ -24,8 +24,10 @@ def make_console() -> Console:
 
 def describe_point(point: Point | SpeedRecord) -> str:
     causal = " causal" if point.causal else ""
+    workload = point.workload_label()
     return (f"{point.impl} T={point.seq_len} D={point.head_dim} B={point.batch} H={point.heads} "
-            f"{point.dtype}{causal} {point.pass_} {point.device}")
+            f"{point.dtype}{causal} {point.pass_} {point.device}" +
+            (f" {workload}" if workload else ""))
 
 
 def format_seconds(value: float | None) -> str:
@@ -96,13 +98,15 @@ def summary_tables(records: list[SpeedRecord]) -> list[Table]:
         if record.status == "unsupported":
             continue
         key = (record.device, record.head_dim, record.batch, record.heads, record.dtype,
-               record.causal, record.pass_)
+               record.causal, record.pass_, record.point.workload_label())
         groups.setdefault(key, []).append(record)
     tables = []
-    for (device, head_dim, batch, heads, dtype, causal, pass_), items in sorted(groups.items()):
+    for (device, head_dim, batch, heads, dtype, causal, pass_, workload), items in \
+            sorted(groups.items()):
         seq_lens = sorted({r.seq_len for r in items})
         title = (f"median time (peak memory) — {device} D={head_dim} B={batch} H={heads} "
-                 f"{dtype}{' causal' if causal else ''} {pass_}")
+                 f"{dtype}{' causal' if causal else ''} {pass_}" +
+                 (f" {workload}" if workload else ""))
         table = Table(title=title, title_justify="left")
         table.add_column("impl")
         for t in seq_lens:

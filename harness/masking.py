@@ -34,11 +34,6 @@ def check_window(window: object) -> Window | None:
     return left, right
 
 
-def sweep_window(left: int, causal: bool) -> Window:
-    """The window a sweep's ``--window LEFT`` means: (LEFT, 0) causal, (LEFT, LEFT) otherwise."""
-    return (left, 0) if causal else (left, left)
-
-
 def allowed_mask(t_q: int, t_k: int, *, causal: bool = False, window: Window | None = None,
                  document_ids: np.ndarray | None = None,
                  key_padding_mask: np.ndarray | None = None) -> np.ndarray | None:
