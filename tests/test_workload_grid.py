@@ -105,3 +105,31 @@ def test_report_loads_old_and_new_records_together():
     assert rows[1024].kv_heads == 8 and rows[1024].window == -1 and not rows[1024].alibi
     assert rows[1].kv_heads == 2
     assert "Hkv=2 Tq=1" in rows[1].group and "Hkv" not in rows[1024].group
+
+
+def test_runner_measures_workload_points_and_refuses_with_reasons(tmp_path):
+    """Real workers: GQA decode, a causal window and packed documents are measured (gate at
+    the same features, FLOPs = exact pairs); HRR refuses Tq != Tk with its reason."""
+    from harness.measure import TimingSettings
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    run_dir = RunDir.create(tmp_path / "run", {"kind": "speed", "machine": {}})
+    fast = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=3, max_repeats=3)
+    runner = Runner(run_dir, RunSettings(timeout_s=120, timing=fast), hardware_id="t")
+    grid = [Point("sdpa_math", 128, 16, heads=4, kv_heads=2, q_len=1, causal=True),
+            Point("softmax_jax", 128, 16, heads=4, causal=True, window=16, alibi=True),
+            Point("softmax_torch", 128, 16, heads=2, causal=True, documents=3,
+                  pass_="forward_backward"),
+            Point("hrr_torch", 128, 16, heads=2, q_len=1)]
+    records = {r.impl: r for r in runner.run(grid).records}
+    for name in ("sdpa_math", "softmax_jax", "softmax_torch"):
+        record = records[name]
+        assert record.status == "ok", record.message
+        assert record.gate_max_error is not None and record.gate_max_error < 2e-5
+        assert record.flops == attention_flops(record.point)
+        assert record.extra.get("paths")
+    assert (records["sdpa_math"].kv_heads, records["sdpa_math"].q_len) == (2, 1)
+    assert records["sdpa_math"].tokens_per_s == pytest.approx(1 / records["sdpa_math"].time_s)
+    assert records["hrr_torch"].status == "unsupported"
+    assert "every query position" in records["hrr_torch"].message
