@@ -148,13 +148,16 @@ CPU_NOTES = {
     "documents": "CPU sizes T 1K..2K (GPU: T 8K..64K); 8 packed documents either way; "
                  "a few minutes",
 }
+COMPILE_NOTE = ("; flex_attention adds its torch.compile compilation in each of a point's two "
+                "workers (about 20 s each on an idle 2-core CPU, minutes under load): leave it "
+                "out with --impl for a quicker run")
 DEFAULT_PRESET = "quick"
 
 
 def note(name: str, devices: set[str]) -> str:
     """What --dry-run says about a preset's sizes on these devices ('' when nothing)."""
-    if any(d.split(":", 1)[0] == "cpu" for d in devices):
-        return CPU_NOTES.get(name, "")
+    if any(d.split(":", 1)[0] == "cpu" for d in devices) and name in CPU_NOTES:
+        return CPU_NOTES[name] + COMPILE_NOTE
     return ""
 
 
