@@ -24,7 +24,7 @@ def make_console() -> Console:
 
 def describe_point(point: Point | SpeedRecord) -> str:
     causal = " causal" if point.causal else ""
-    workload = point.workload_label()
+    workload = (point.point if isinstance(point, SpeedRecord) else point).workload_label()
     return (f"{point.impl} T={point.seq_len} D={point.head_dim} B={point.batch} H={point.heads} "
             f"{point.dtype}{causal} {point.pass_} {point.device}" +
             (f" {workload}" if workload else ""))
