@@ -13,7 +13,8 @@ from harness.errors import UnknownNameError, UnsupportedError, UsageError
 from harness.registry import FAMILIES, FRAMEWORKS, REGISTRY, Capabilities, Registry, register
 
 EXPECTED = ["softmax_torch", "sdpa_math", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
-            "flash_attn", "xformers", "performer_torch", "hrr_torch", "hrr_jax", "softmax_jax"]
+            "flash_attn", "xformers", "performer_torch", "hrr_torch", "hrr_jax", "softmax_jax",
+            "flex_attention"]
 
 
 def test_all_eleven_builtins_are_registered():
