@@ -10,7 +10,7 @@ Where things are:
 - harness.sweep_spec, harness.presets   what to sweep
 - harness.runner, harness.executor, harness.worker, harness.measure   how it is measured
 - harness.store        run directories (run.json + results.jsonl), ``load_results``
-- harness.report, harness.compare, harness.accuracy   reports, regression checks, LRA
+- harness.report, harness.regression, harness.accuracy   reports, regression checks, LRA
 - harness.commands     one module per run_bench.py command (table in harness.cli)
 """
 
@@ -24,11 +24,12 @@ from harness.registry import (
     get,
     load_impl_modules,
     names,
+    Query,
     register,
 )
 
 __all__ = [
     "attention", "register", "get", "names", "all_implementations", "load_impl_modules",
-    "Availability", "Capabilities", "Implementation",
+    "Availability", "Capabilities", "Implementation", "Query",
     "AttnbenchError", "UnknownNameError", "UnsupportedError", "UsageError",
 ]

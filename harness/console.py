@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from harness.records import Point, SpeedRecord
+from harness.registry import REGISTRY
+from harness.runner import static_check
+from harness.store import RunDir
+
+if TYPE_CHECKING:
+    from harness.plan import SweepPlan
 
 STATUS_STYLE = {"ok": "green", "oom": "magenta", "timeout": "yellow", "error": "red",
                 "unsupported": "dim", "skipped": "dim"}
@@ -50,14 +63,18 @@ def format_bytes(value: float | None) -> str:
 
 
 class ProgressListener:
-    """Receives runner events; prints a line per record under a progress bar."""
+    """Receives runner events; prints a line per record, under a live progress bar (points
+    done/total, elapsed, ETA) on a terminal; a plain line log when output is not a terminal
+    (CI logs: no bar, no control codes)."""
 
     def __init__(self, console: Console | None = None, *, quiet_unsupported: bool = False):
         self.console = console or make_console()
         self.quiet_unsupported = quiet_unsupported
+        self.live = self.console.is_terminal
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=self.console, transient=True)
+                                 TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, transient=True, disable=not self.live)
         self.task: Any = None
         self.unsupported = 0
 
@@ -142,3 +159,48 @@ def unsupported_table(records: list[SpeedRecord]) -> Table | None:
     for impl, messages in reasons.items():
         table.add_row(impl, "; ".join(sorted(messages)))
     return table
+
+
+def print_run_summary(run_dir: RunDir, console: Console) -> None:
+    """The end-of-run tables (median time per implementation x T) and counts per status."""
+    all_records = [r for r in run_dir.records() if r.kind == "speed"]
+    for table in summary_tables(all_records):
+        console.print(table)
+    table = unsupported_table(all_records)
+    if table is not None:
+        console.print(table)
+    counts = {s: sum(r.status == s for r in all_records)
+              for s in ("ok", "oom", "timeout", "error", "unsupported", "skipped")}
+    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) +
+                  f"  ->  {run_dir.results_path}")
+
+
+def dry_run(sweep: SweepPlan, console: Console) -> int:
+    from harness import presets
+
+    preset = sweep.description.get("preset")
+    note = presets.note(preset, {p.device for p in sweep.points}) if preset else ""
+    if note:
+        console.print(f"preset {preset}: {note}")
+    table = Table(title=f"dry run: {len(sweep.points)} point(s) (probes and the correctness "
+                        f"gate run at run time)", title_justify="left")
+    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "workload",
+                   "seq_len", "plan"):
+        table.add_column(column)
+    groups: dict[tuple, list[Point]] = {}
+    for p in sweep.points:
+        groups.setdefault(p.series_key(), []).append(p)
+    will_run = 0
+    for items in groups.values():
+        first = items[0]
+        reason = static_check(REGISTRY.get(first.impl), first)
+        will_run += len(items) if reason is None else 0
+        seq = ",".join(str(p.seq_len) for p in items)
+        table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
+                      str(first.batch), str(first.heads), str(first.head_dim),
+                      first.workload_label() or "-", seq, "[green]run[/]" if reason is None
+                      else f"[dim]skip: {reason}[/]")
+    console.print(table)
+    console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
+                  f"unsupported")
+    return 0

@@ -1,4 +1,5 @@
-"""Measurement inside a worker: the timing loop, peak-memory readers, and sample statistics.
+"""Measurement inside a worker: the timing loop and peak-memory readers (statistics of the samples:
+harness.stats).
 
 Time: warm-up calls first, then samples until ``min_time_s`` of measured time or
 ``max_repeats`` samples (at least ``min_repeats``); every sample is kept. The device-side timer
@@ -13,13 +14,11 @@ peak_bytes_in_use above the bytes in use before.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -60,21 +59,6 @@ class Timer:
         value = work.run()
         work.block(value)
         return time.perf_counter() - start, value
-
-
-@dataclass(frozen=True)
-class SampleStats:
-    median: float
-    iqr: float
-    minimum: float
-    count: int
-
-
-def sample_stats(samples: list[float]) -> SampleStats:
-    values = np.asarray(samples, dtype=float)
-    q1, q3 = np.percentile(values, [25, 75])
-    return SampleStats(float(statistics.median(samples)), float(q3 - q1), float(values.min()),
-                       len(samples))
 
 
 def first_call(work: Workload) -> float:

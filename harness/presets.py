@@ -1,4 +1,5 @@
-"""Sweep presets: data, not code. Sources of the shapes: README.md (Presets).
+"""Sweep presets: data, not code. Sources of the shapes: README.md (Presets): the Pythia
+suite, LRA, the Hrrformer study, Llama 3, Mistral 7B and BLOOM.
 
 Each preset maps a device kind ("cpu" or "cuda") to a list of groups; every group is the cross
 product of its axes (see harness.sweep_spec.SweepSpec). Axes a group leaves out take the
@@ -174,11 +175,3 @@ def preset_groups(name: str, device: str) -> list[SweepSpec]:
         other = next(iter(by_device.values()))
         groups = [{**g, "dtype": ("float32",)} for g in other]
     return [SweepSpec(device=(device,), **group) for group in groups]
-
-
-def describe(name: str) -> str:
-    groups = PRESETS[name]
-    kinds = ", ".join(groups)
-    first = next(iter(groups.values()))
-    seq = sorted({t for g in first for t in g.get("seq_len", ())})
-    return f"{name}: {len(first)} group(s) for {kinds}; T {seq[0]}..{seq[-1]}"

@@ -22,7 +22,6 @@ SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "skipped")
 PASSES = ("forward", "backward", "forward_backward")
-KINDS = ("speed", "accuracy")
 
 
 @dataclass(frozen=True, order=True)
@@ -122,11 +121,6 @@ class Point:
     def point_id(self) -> str:
         return point_id(self.kind, self.as_dict())
 
-    def config_key(self) -> tuple:
-        """Everything but the implementation: points sharing it are directly comparable."""
-        return (self.device, self.batch, self.heads, self.seq_len, self.head_dim, self.dtype,
-                self.causal, self.pass_, *self.workload_key())
-
     def series_key(self) -> tuple:
         """Everything but seq_len: one line in a time-vs-T figure."""
         return (self.impl, self.device, self.batch, self.heads, self.head_dim, self.dtype,
@@ -134,13 +128,6 @@ class Point:
 
     def workload_key(self) -> tuple:
         return (self.kv_heads, self.q_len, self.window, self.alibi, self.documents)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Point":
-        return cls(impl=data["impl"], seq_len=int(data["seq_len"]),
-                   head_dim=int(data["head_dim"]), batch=int(data["batch"]),
-                   heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
-                   pass_=data["pass"], device=data["device"], **workload_fields(data))
 
     @property
     def tokens(self) -> int:
@@ -182,6 +169,72 @@ def point_id(kind: str, fields: dict[str, Any]) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
+# -- what a worker returns: the typed Measurement ----------------------------------------------
+# Each field says where it lands in the SpeedRecord: ``to="record"`` (the record's field of the
+# same name, with the same default) or ``to="extra"`` (record.extra[key or name], only when not
+# None). The runner copies by these declarations; no key list is kept by hand anywhere else.
+def measured(default: Any = None, *, to: str = "record", key: str | None = None,
+             factory: Any = None) -> Any:
+    metadata = {"to": to, "key": key}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class MemoryResult:
+    """The peak-memory pass of one point (harness.worker.memory_task)."""
+    status: str = "ok"
+    message: str = ""
+    peak_mem_bytes: int | None = measured()
+    mem_method: str = measured("")
+    input_bytes: int | None = measured()
+    rss_baseline_bytes: int | None = measured(to="extra")
+    task_wall_s: float | None = measured(to="extra", key="memory_task_wall_s")
+
+
+@dataclass
+class TimingResult:
+    """The timing pass of one point (harness.worker.timing_task)."""
+    status: str = "ok"
+    message: str = ""
+    time_samples_s: list[float] = measured(factory=list)
+    time_s: float | None = measured()
+    time_iqr_s: float | None = measured()
+    time_min_s: float | None = measured()
+    warmup: int = measured(0)
+    timer: str = measured("")
+    compile_time_s: float | None = measured()
+    mask_build_s: float | None = measured()
+    threads: int | None = measured()
+    deviation_from_softmax: float | None = measured()
+    first_call_s: float | None = measured(to="extra")
+    task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+
+
+@dataclass
+class Measurement:
+    """What the worker passes measured for one point: memory, then (if memory ran) timing."""
+    memory: MemoryResult
+    timing: TimingResult | None = None
+
+    def record_values(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the SpeedRecord fields, record.extra entries) these results fill."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for result in (self.memory, self.timing):
+            if result is None:
+                continue
+            for f in dataclasses.fields(result):
+                to = f.metadata.get("to")
+                value = getattr(result, f.name)
+                if to == "record":
+                    values[f.name] = value
+                elif to == "extra" and value is not None:
+                    extra[f.metadata.get("key") or f.name] = value
+        return values, extra
+
+
 @dataclass
 class SpeedRecord:
     """What one worker measured for one Point (or why it could not)."""
@@ -205,7 +258,6 @@ class SpeedRecord:
     window: int | None = None              # keys back; None: no window
     alibi: bool = False
     documents: int | None = None           # packed documents; None: none
-    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
     # time
     time_s: float | None = None            # median of the samples
     time_samples_s: list[float] = field(default_factory=list)
@@ -214,6 +266,7 @@ class SpeedRecord:
     warmup: int = 0
     timer: str = ""                        # perf_counter / cuda_event / ...
     compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
+    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
     threads: int | None = None
     # memory
     peak_mem_bytes: int | None = None      # peak above the inputs (see mem_method)
@@ -272,6 +325,20 @@ class SpeedRecord:
         record = cls(**{k: v for k, v in data.items() if k in names})
         record.extra.update(extra)
         return record
+
+
+# -- columns downstream, derived from the record's fields (one place) -------------------------
+POINT_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
+                "pass_", "kv_heads", "q_len", "window", "alibi", "documents")
+NOT_METRICS = ("framework", "family", "status", "message", "time_samples_s", "hardware_id",
+               "started_at", "wall_s", "extra", "kind", "schema_version")
+# every measured or derived value of a speed record, in field order: report frames and tables,
+# compare's checks and the CSVs take their columns from here
+SPEED_METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SpeedRecord) if f.name not in POINT_FIELDS + NOT_METRICS)
+NUMERIC_SPEED_METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SpeedRecord) if f.name in SPEED_METRICS
+    and str(f.type).split(" |")[0] in ("float", "int"))
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -33,22 +34,54 @@ FAMILY_LABELS = {
     "kernel": "kernel approximation",
     "hrr": "HRR",
 }
-DEVICES = ("cpu", "cuda")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 ENTRY_POINT_GROUP = "attnbench.implementations"
 
 AttentionFn = Callable[..., object]
 ProbeFn = Callable[[str, str], "Availability"]
-# (device, dtype, causal, masked, backward) -> Availability: rules finer than Capabilities
-ConstraintFn = Callable[[str, str, bool, bool, bool], "Availability"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a caller asks an implementation to do (the argument of ``constraints``)."""
+
+    device: str = "cpu"          # a device kind: "cpu" or "cuda"
+    dtype: str = "float32"
+    causal: bool = False
+    key_padding_mask: bool = False
+    backward: bool = False
+    # the workload (see Capabilities): k, v with fewer heads, Tq != Tk, window, ALiBi, documents
+    gqa: bool = False
+    q_len: bool = False
+    window: bool = False
+    alibi: bool = False
+    documents: bool = False
+
+    @property
+    def explicit_mask(self) -> bool:
+        """An explicit mask or bias is needed: padding, windows, documents, ALiBi, and causal
+        with Tq != Tk (bottom-right)."""
+        return (self.key_padding_mask or self.window or self.alibi or self.documents or
+                (self.causal and self.q_len))
+
+
+# Query -> every reason it cannot run (empty: it can): rules finer than Capabilities. The older
+# form (device, dtype, causal, masked, backward) -> Availability is still accepted.
+ConstraintFn = Callable[[Query], Iterable[str]]
 
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether an implementation can run on a device/dtype here, and if not, why."""
+    """Whether an implementation can run on a device/dtype here, and if not, why (``reasons``:
+    every one that applies; ``reason``: them all in one line)."""
 
     available: bool
     reason: str = ""
+    reasons: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.reasons and self.reason:
+            object.__setattr__(self, "reasons", (self.reason,))
 
     def __bool__(self) -> bool:
         return self.available
@@ -75,17 +108,10 @@ class Capabilities:
     reasons: tuple[tuple[str, str], ...] = ()
     paths: tuple[tuple[str, str], ...] = ()
 
-    def describe(self) -> str:
-        flags = [name for name, on in (("causal", self.causal), ("mask", self.key_padding_mask),
-                                       ("backward", self.backward), ("gqa", self.gqa),
-                                       ("q_len", self.q_len), ("window", self.window),
-                                       ("alibi", self.alibi), ("documents", self.documents))
-                 if on]
-        return f"{'/'.join(self.devices)}; {','.join(self.dtypes)}; {' '.join(flags) or '-'}"
-
-    def missing(self, *, gqa: bool = False, q_len: bool = False, window: bool = False,
-                alibi: bool = False, documents: bool = False) -> str | None:
-        """The reason for the first workload feature asked for and not supported, or None."""
+    def missing_reasons(self, *, gqa: bool = False, q_len: bool = False,
+                        window: bool = False, alibi: bool = False,
+                        documents: bool = False) -> list[str]:
+        """The reason for each workload feature asked for and not supported (empty: none)."""
         asked = (("gqa", gqa, "no grouped-query attention (fewer key/value heads than query "
                               "heads)"),
                  ("q_len", q_len, "needs as many queries as keys (Tq == Tk)"),
@@ -93,10 +119,8 @@ class Capabilities:
                  ("alibi", alibi, "no ALiBi bias"),
                  ("documents", documents, "no packed-documents mask"))
         own = dict(self.reasons)
-        for name, wanted, generic in asked:
-            if wanted and not getattr(self, name):
-                return own.get(name, generic)
-        return None
+        return [own.get(name, generic) for name, wanted, generic in asked
+                if wanted and not getattr(self, name)]
 
 
 @dataclass
@@ -127,6 +151,7 @@ class Implementation:
     # the runner times it apart (mask_build_s)
     prepare: Callable[..., Callable[..., object]] | None = None
     compiles: bool = False       # its first call compiles (torch.compile): compile_time_s
+    gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -141,35 +166,55 @@ class Implementation:
         ``run_probe=False`` stops before anything is executed (packages and device presence
         only): the runner's parent process uses it, and leaves the tiny run to a worker.
         """
-        caps = self.capabilities
-        base = device_kind(device)
-        if base not in caps.devices:
-            return Availability(False, f"{self.name}: does not run on {base} "
-                                       f"(supports {', '.join(caps.devices)})")
-        if dtype not in caps.dtypes:
-            return Availability(False, f"{self.name}: dtype {dtype} not supported "
-                                       f"(supports {', '.join(caps.dtypes)})")
-        if causal and not caps.causal:
-            return Availability(False, f"{self.name}: no causal mode")
-        if key_padding_mask and not caps.key_padding_mask:
-            return Availability(False, f"{self.name}: " + dict(caps.reasons).get(
-                "key_padding_mask", "no key-padding mask support"))
-        if backward and not caps.backward:
-            return Availability(False, f"{self.name}: no backward pass")
-        reason = caps.missing(gqa=gqa, q_len=q_len, window=window, alibi=alibi,
-                              documents=documents)
-        if reason is not None:
-            return Availability(False, f"{self.name}: {reason}")
-        if self.constraints is not None:
-            # an explicit mask is needed for padding, windows, documents, ALiBi, and for causal
-            # when Tq != Tk (bottom-right): constraints see all of them as ``masked``
-            explicit = key_padding_mask or window or alibi or documents or (causal and q_len)
-            verdict = self.constraints(base, dtype, causal, explicit, backward)
-            if not verdict:
-                return verdict
+        query = Query(device_kind(device), dtype, causal, key_padding_mask, backward, gqa=gqa,
+                      q_len=q_len, window=window, alibi=alibi, documents=documents)
+        reasons = self.not_supported_reasons(query)
+        if reasons:
+            return Availability(False, f"{self.name}: {'; '.join(reasons)}", tuple(reasons))
         if not run_probe:
             return self.presence(device)
         return self.availability(device, dtype)
+
+    def not_supported_reasons(self, query: Query) -> list[str]:
+        """Every reason, from capabilities and constraints, that ``query`` cannot run (nothing
+        is executed and no package is imported); empty when it may."""
+        caps = self.capabilities
+        reasons = []
+        if query.device not in caps.devices:
+            reasons.append(f"does not run on {query.device} (supports {', '.join(caps.devices)})")
+        if query.dtype not in caps.dtypes:
+            reasons.append(f"dtype {query.dtype} not supported "
+                           f"(supports {', '.join(caps.dtypes)})")
+        if query.causal and not caps.causal:
+            reasons.append("no causal mode")
+        if query.key_padding_mask and not caps.key_padding_mask:
+            reasons.append(dict(caps.reasons).get("key_padding_mask",
+                                                  "no key-padding mask support"))
+        if query.backward and not caps.backward:
+            reasons.append("no backward pass")
+        reasons.extend(caps.missing_reasons(gqa=query.gqa, q_len=query.q_len,
+                                            window=query.window, alibi=query.alibi,
+                                            documents=query.documents))
+        if self.constraints is not None:
+            reasons.extend(self._constraint_reasons(query))
+        return reasons
+
+    def _constraint_reasons(self, query: Query) -> list[str]:
+        fn = self.constraints
+        assert fn is not None
+        try:
+            positional = len(inspect.signature(fn).parameters) == 5
+        except (TypeError, ValueError):
+            positional = False
+        if positional:   # the older form: (device, dtype, causal, masked, backward) -> Availability
+            # ``masked``: any explicit mask (padding, window, documents, ALiBi, causal Tq != Tk)
+            verdict = fn(query.device, query.dtype, query.causal,  # type: ignore[call-arg]
+                         query.explicit_mask, query.backward)
+            reasons = [] if verdict else list(verdict.reasons or (verdict.reason,))
+        else:
+            reasons = list(fn(query))
+        prefix = f"{self.name}: "
+        return [r[len(prefix):] if r.startswith(prefix) else r for r in reasons]
 
     def presence(self, device: str) -> Availability:
         """Packages installed and device present, without running anything."""
@@ -306,9 +351,12 @@ REGISTRY = Registry()
 def register(name: str, *, framework: str, family: str, capabilities: Capabilities | None = None,
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
              constraints: ConstraintFn | None = None, replace: bool = False,
+             gate_tolerance: dict[str, float] | None = None,
              prepare: Callable[..., Callable[..., object]] | None = None,
              compiles: bool = False) -> Callable[[AttentionFn], AttentionFn]:
-    """Decorator that declares an attention function under ``name``."""
+    """Decorator that declares an attention function under ``name``. ``gate_tolerance``
+    (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
+    ``prepare`` and ``compiles``: see Implementation."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -316,8 +364,8 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             capabilities=capabilities or Capabilities(), fn=fn,
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
-            module=getattr(fn, "__module__", None) or "", prepare=prepare,
-            compiles=compiles), replace=replace)
+            module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
+            prepare=prepare, compiles=compiles), replace=replace)
         return fn
 
     return decorate

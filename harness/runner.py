@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from harness.executor import LocalExecutor, Outcome
 from harness.flops import derived
 from harness.measure import TimingSettings
-from harness.records import Point, SpeedRecord
+from harness.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
 from harness.worker import FEATURE_NAMES, WorkerContext
@@ -37,6 +37,9 @@ def combo_of(point: Point) -> Combo:
     return base + (features,) if any(features) else base
 
 
+R = TypeVar("R", MemoryResult, TimingResult)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     timeout_s: float = 120.0
@@ -44,7 +47,7 @@ class RunSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     seed: int = 0
     impl_modules: tuple[str, ...] = ()
-    cooldown_s: float = 0.0      # pause between implementations (GPU clocks, see REFERENCE.md)
+    cooldown_s: float = 0.0      # pause between implementations (GPU clocks settle)
     probe_timeout_s: float = 300.0
     # added to a task's timeout for implementations whose first call compiles (torch.compile:
     # FlexAttention's first compilation took 20 s to 3 min on a loaded 2-core CPU); compilation
@@ -207,40 +210,33 @@ class Runner:
         t0 = time.perf_counter()
         timeout = self.settings.timeout_s + (self.settings.compile_allowance_s
                                              if impl.compiles else 0.0)
-        memory = self._task("memory", point, context, timeout=timeout)
-        if memory.get("status") != "ok":
-            return self._record(point, impl, memory["status"],
-                                f"memory pass: {memory.get('message', '')}", started_at=started,
+        memory = self._task("memory", MemoryResult, point, context, timeout=timeout)
+        if memory.status != "ok":
+            return self._record(point, impl, memory.status,
+                                f"memory pass: {memory.message}", started_at=started,
                                 wall_s=time.perf_counter() - t0, **gate_fields)
-        timing = self._task("timing", point, self.settings.timing, context, timeout=timeout)
-        values: dict[str, Any] = {
-            "peak_mem_bytes": memory.get("peak_mem_bytes"),
-            "mem_method": memory.get("mem_method", ""),
-            "input_bytes": memory.get("input_bytes"),
-            **gate_fields,
-        }
-        extra = {"first_call_s": timing.get("first_call_s"),
-                 "rss_baseline_bytes": memory.get("rss_baseline_bytes")}
+        timing = self._task("timing", TimingResult, point, self.settings.timing, context,
+                            timeout=timeout)
+        values, extra = Measurement(memory, timing).record_values()
         if any(point.features().values()) and impl.capabilities.paths:
             extra["paths"] = dict(impl.capabilities.paths)
-        for key in ("time_samples_s", "time_s", "time_iqr_s", "time_min_s", "warmup", "timer",
-                    "compile_time_s", "mask_build_s", "threads", "deviation_from_softmax"):
-            if key in timing:
-                values[key] = timing[key]
-        if timing.get("status") == "ok":
-            values.update(derived(point, impl.family, timing.get("time_s")))
-        return self._record(point, impl, timing.get("status", "error"),
-                            timing.get("message", "") if timing.get("status") == "ok"
-                            else f"timing pass: {timing.get('message', '')}",
+        values.update(gate_fields)
+        if timing.status == "ok":
+            values.update(derived(point, impl.family, timing.time_s))
+        return self._record(point, impl, timing.status,
+                            timing.message if timing.status == "ok"
+                            else f"timing pass: {timing.message}",
                             started_at=started, wall_s=time.perf_counter() - t0,
-                            extra={k: v for k, v in extra.items() if v is not None}, **values)
+                            extra=extra, **values)
 
-    def _task(self, name: str, *args: Any, timeout: float | None = None) -> dict[str, Any]:
-        outcome: Outcome = self.executor.run(name, *args, timeout=timeout or
-                                             self.settings.timeout_s)
+    def _task(self, name: str, result_type: type[R], *args: Any,
+              timeout: float | None = None) -> R:
+        """The worker's typed result; a worker that died, hung or was killed: its status."""
+        outcome: Outcome = self.executor.run(name, *args,
+                                             timeout=timeout or self.settings.timeout_s)
         if outcome.status == "ok":
             return outcome.result
-        return {"status": outcome.status, "message": outcome.message}
+        return result_type(status=outcome.status, message=outcome.message)
 
     # -- records -------------------------------------------------------------------------
     def _record(self, point: Point, impl: Implementation, status: str, message: str = "",

@@ -18,9 +18,6 @@ from harness.errors import UsageError
 from harness.records import PASSES, Point
 from harness.registry import DTYPES
 
-AXES = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "pass_", "device",
-        "kv_heads", "q_len", "window", "alibi", "documents")
-INT_AXES = ("seq_len", "head_dim", "batch", "heads", "kv_heads", "q_len", "window", "documents")
 PASS_ALIASES = {"fwd": "forward", "forward": "forward", "bwd": "backward",
                 "backward": "backward", "fwd_bwd": "forward_backward",
                 "forward_backward": "forward_backward", "fwdbwd": "forward_backward",

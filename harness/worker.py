@@ -27,16 +27,15 @@ from harness.measure import (
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
-    sample_stats,
     time_workload,
 )
-from harness.records import Point
+from harness.records import MemoryResult, Point, TimingResult
 from harness.reference import relative_error
 from harness.registry import REGISTRY, device_kind, load_impl_modules
+from harness.stats import sample_stats
 
 # Fidelity needs the exact output at the point's shape; computed only where that is cheap.
 FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
-FIDELITY_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
     return out
 
 
-def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:
+def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
     prepare(context, point.device)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
@@ -135,8 +134,8 @@ def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:
             device_result = fw.device_peak_bytes(work, point.device)
             if device_result is not None:
                 peak, method = device_result
-                return {"status": "ok", "peak_mem_bytes": int(peak), "mem_method": method,
-                        "input_bytes": work.input_bytes}
+                return MemoryResult(peak_mem_bytes=int(peak), mem_method=method,
+                                    input_bytes=work.input_bytes)
             # CPU: one warm-up call (lazy initialisation, JIT compilation), then the peak RSS
             # of one call above the RSS with the inputs allocated.
             work.setup()
@@ -146,21 +145,22 @@ def memory_task(point: Point, context: WorkerContext) -> dict[str, Any]:
             work.setup()
             gc.collect()
             if not reset_peak_rss():
-                return {"status": "ok", "peak_mem_bytes": None, "input_bytes": work.input_bytes,
-                        "mem_method": "unavailable: cannot reset VmHWM (/proc/self/clear_refs)"}
+                return MemoryResult(peak_mem_bytes=None, input_bytes=work.input_bytes,
+                                    mem_method="unavailable: cannot reset VmHWM "
+                                               "(/proc/self/clear_refs)")
             baseline = rss_bytes()
             value = work.run()
             work.block(value)
             peak = peak_rss_bytes()
-            return {"status": "ok", "peak_mem_bytes": max(0, int(peak - baseline)),
-                    "mem_method": "cpu_rss_hwm_above_inputs", "input_bytes": work.input_bytes,
-                    "rss_baseline_bytes": baseline}
+            return MemoryResult(peak_mem_bytes=max(0, int(peak - baseline)),
+                                mem_method="cpu_rss_hwm_above_inputs",
+                                input_bytes=work.input_bytes, rss_baseline_bytes=baseline)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
         status, message = classify(exc, impl.framework)
-        return {"status": status, "message": message}
+        return MemoryResult(status=status, message=message)
 
 
-def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) -> dict[str, Any]:
+def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) -> TimingResult:
     prepare(context, point.device)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
@@ -172,42 +172,41 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
             samples, value = time_workload(work, settings, warm_s=first)
             finite = work.check(value)
             del value
-            result: dict[str, Any] = {
-                "status": "ok", "time_samples_s": samples, "first_call_s": first,
-                "warmup": work.info.get("warmup_calls", settings.warmup),
-                "threads": fw.threads(),
-                "timer": (work.timer.name if work.timer else "perf_counter")
-                + ("+block_until_ready" if impl.framework == "jax" else ""),
-                "input_bytes": work.input_bytes,
-            }
             stats = sample_stats(samples)
-            result.update(time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
+            result = TimingResult(
+                time_samples_s=samples, first_call_s=first,
+                warmup=work.info.get("warmup_calls", settings.warmup),
+                threads=fw.threads(),
+                timer=(work.timer.name if work.timer else "perf_counter")
+                + ("+block_until_ready" if impl.framework == "jax" else ""),
+                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
             if impl.framework == "jax" or impl.compiles:
                 # the first call is dominated by compilation (jit, torch.compile); never part
                 # of the samples
-                result["compile_time_s"] = max(0.0, first - stats.median)
-            if "mask_build_s" in work.info:
-                result["mask_build_s"] = work.info["mask_build_s"]
+                result.compile_time_s = max(0.0, first - stats.median)
+            result.mask_build_s = work.info.get("mask_build_s")
             if not finite:
-                result.update(status="error", message="non-finite output (NaN or Inf)")
+                result.status, result.message = "error", "non-finite output (NaN or Inf)"
                 return result
             if impl.family != "exact" and point.pass_ == "forward":
-                result["deviation_from_softmax"] = fidelity(work, point, fw)
+                result.deviation_from_softmax = fidelity(work, point, fw)
             return result
     except BaseException as exc:  # noqa: BLE001
         status, message = classify(exc, impl.framework)
-        return {"status": status, "message": message}
+        return TimingResult(status=status, message=message)
 
 
 def fidelity(work: Any, point: Point, fw: Any) -> float | None:
     """Relative deviation of the output from exact softmax attention on the same inputs."""
-    if point.batch * point.heads * point.seq_len ** 2 > FIDELITY_MAX_SCORES:
+    if point.batch * point.heads * point.n_queries * point.seq_len > FIDELITY_MAX_SCORES:
         return None
+    from harness.point_masks import point_mask
     from harness.reference import exact_attention
 
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
     out = fw.to_numpy64(work.run())
-    return relative_error(out, exact_attention(q, k, v, causal=point.causal))
+    return relative_error(out, exact_attention(q, k, v, causal=point.causal,
+                                               **point_mask(point)))
 
 
 def run_task(name: str, *args: Any) -> Any:
@@ -215,7 +214,7 @@ def run_task(name: str, *args: Any) -> Any:
     tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task}
     start = time.perf_counter()
     result = tasks[name](*args)
-    if isinstance(result, dict) and name != "probe":
-        result["task_wall_s"] = time.perf_counter() - start
+    if isinstance(result, (MemoryResult, TimingResult)):
+        result.task_wall_s = time.perf_counter() - start
     return result
 

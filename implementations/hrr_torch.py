@@ -1,4 +1,4 @@
-"""HRR attention (Hrrformer, Alam et al. 2023) in torch, as defined in REFERENCE.md section 1.
+"""HRR attention (Hrrformer, Alam et al. 2023) in torch, as defined in the paper (arXiv 2305.19534).
 
     beta    = sum_t bind(k_t, v_t)             bind = circular convolution
     vhat_t  = unbind(beta, q_t)                unbind = circular correlation

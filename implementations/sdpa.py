@@ -6,7 +6,7 @@ tiny input on the target device and dtype (on CPU only MATH and FLASH_ATTENTION 
 
 from __future__ import annotations
 
-from harness.registry import Availability, Capabilities, register
+from harness.registry import Capabilities, Query, register
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -65,16 +65,14 @@ def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
-def _cuda_flash_constraints(device: str, dtype: str, causal: bool, masked: bool,
-                            backward: bool) -> Availability:
-    if device == "cuda" and masked:
-        return Availability(False, "sdpa_flash: the CUDA flash kernel takes no attn_mask "
-                                   "(key-padding mask, window, documents, ALiBi and causal with "
-                                   "Tq != Tk unsupported on cuda)")
-    if device == "cuda" and dtype not in ("float16", "bfloat16"):
-        return Availability(False, f"sdpa_flash: the CUDA flash kernel needs float16/bfloat16, "
-                                   f"not {dtype}")
-    return Availability(True)
+def _cuda_flash_constraints(query: Query) -> list[str]:
+    reasons = []
+    if query.device == "cuda" and query.explicit_mask:
+        reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask, window, "
+                       "documents, ALiBi and causal with Tq != Tk unsupported on cuda)")
+    if query.device == "cuda" and query.dtype not in ("float16", "bfloat16"):
+        reasons.append(f"the CUDA flash kernel needs float16/bfloat16, not {query.dtype}")
+    return reasons
 
 
 def _pinned(backend: str):

@@ -20,6 +20,7 @@ def test_lra_bytes_writes_records(tmp_path, capsys):
     assert code == 0
     meta = json.loads((out / "run.json").read_text())
     assert meta["kind"] == "accuracy" and "hardware_id" in meta["machine"]
+    assert isinstance(meta["command"], list) and meta["finished_at"]   # argv, as sweeps store it
     records = read_records(out)
     assert [(r["impl"], r["status"]) for r in records] == [("hrr_torch", "ok"),
                                                            ("softmax_jax", "unsupported")]
@@ -89,3 +90,20 @@ def test_bad_input_is_exit_2(tmp_path, capsys):
              "at least 16")):
         assert cli.main(argv) == 2, argv
         assert text in capsys.readouterr().err
+
+
+def test_lra_report_shows_the_command_as_typed_and_cites_papers(tmp_path, capsys,
+                                                               monkeypatch):
+    """An LRA run's report: its command as typed (never spaced characters), when it finished,
+    and the published numbers cited to the papers, not to files users do not have."""
+    data = write_bytes_folder(tmp_path / "files", per_class=12, size=80)
+    out = tmp_path / "run"
+    argv = ["lra", "--task", "bytes", "--impl", "hrr_torch", "--data-dir", str(data),
+            "--epochs", "1", "--seq-len", "32", "--out", str(out), "--no-progress"]
+    monkeypatch.setattr("sys.argv", ["run_bench.py", *argv])
+    assert cli.main(argv) == 0
+    assert cli.main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "command: run_bench.py lra --task bytes --impl hrr_torch" in text
+    assert "not recorded" not in text
+    assert "REFERENCE" not in text and "shared/" not in text

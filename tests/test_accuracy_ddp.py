@@ -18,7 +18,7 @@ from cli_helpers import free_port, read_records
 from harness import cli
 from harness.accuracy import distributed
 from harness.accuracy.distributed import SINGLE, DistContext, RankBatch
-from harness.accuracy.presets import TrainConfig
+from harness.accuracy.training_presets import TrainConfig
 from harness.accuracy.train import step_loss
 from harness.errors import UsageError
 

@@ -9,9 +9,10 @@ import torch
 
 from accuracy_fixtures import write_bytes_folder
 from harness.accuracy import model as model_lib
-from harness.accuracy import presets, tasks
-from harness.accuracy.presets import ModelConfig, TrainConfig
-from harness.accuracy.runner import RunSettings, run_one
+from harness.accuracy import tasks
+from harness.accuracy import training_presets as presets
+from harness.accuracy.training_presets import ModelConfig, TrainConfig
+from harness.accuracy.training_run import TrainingRunSettings, run_one
 from harness.accuracy.tasks.common import Limits
 from harness.accuracy.train import ProgressLike, fit, learning_rate
 from harness.registry import REGISTRY, Capabilities, Implementation
@@ -32,7 +33,7 @@ def easy_preset(epochs: int = 3) -> presets.TaskPreset:
 
 @pytest.mark.parametrize("impl", ["softmax_torch", "hrr_torch"])
 def test_smoke_training_beats_chance(easy_data, impl):
-    settings = RunSettings("smoke", easy_preset(), seed=0, device="cpu")
+    settings = TrainingRunSettings("smoke", easy_preset(), seed=0, device="cpu")
     record = run_one(REGISTRY.get(impl), easy_data, settings)
     assert record.status == "ok", record.message
     assert record.data_source == "user folder" and record.task == "bytes"
@@ -93,14 +94,14 @@ def test_nan_guard_stops_with_a_message(easy_data):
     impl._probe_cache[("cpu", "float32")] = type(REGISTRY.get("softmax_torch").supports())(True)
     preset = easy_preset(epochs=2)
     preset = replace(preset, train=replace(preset.train, max_bad_steps=3))
-    record = run_one(impl, easy_data, RunSettings("smoke", preset))
+    record = run_one(impl, easy_data, TrainingRunSettings("smoke", preset))
     assert record.status == "error"
     assert "diverged" in record.message and record.bad_steps == 4
     assert record.test_accuracy is None
 
 
 def test_untrainable_implementations_are_reported(easy_data):
-    settings = RunSettings("smoke", easy_preset(epochs=1))
+    settings = TrainingRunSettings("smoke", easy_preset(epochs=1))
     jax_record = run_one(REGISTRY.get("softmax_jax"), easy_data, settings)
     assert jax_record.status == "unsupported" and "jax" in jax_record.message
     frozen = Implementation("no_backward", "torch", "exact",

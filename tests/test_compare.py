@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import compare as logic
+from harness import regression as logic
 from harness.cli import main
 from harness.errors import UsageError
 from harness.records import SCHEMA_VERSION, Point, SpeedRecord

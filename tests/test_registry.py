@@ -144,3 +144,66 @@ def test_broken_implementation_is_unavailable_with_reason():
         assert not verdict and "shape" in verdict.reason
     finally:
         REGISTRY._impls.pop("returns_wrong_shape", None)
+
+
+def test_supports_gives_every_reason_not_the_first():
+    from harness.registry import Implementation, Query
+
+    def constraints(query: Query) -> list[str]:
+        return ["no long sequences on tuesdays"] if query.backward else []
+
+    impl = Implementation("every_reason", "torch", "exact",
+                          Capabilities(devices=("cuda",), dtypes=("float16",), causal=False,
+                                       backward=True), fn=lambda q, k, v, **kw: q,
+                          constraints=constraints)
+    query = Query(device="cpu", dtype="float32", causal=True, key_padding_mask=True,
+                  backward=True)
+    reasons = impl.not_supported_reasons(query)
+    assert reasons == ["does not run on cpu (supports cuda)",
+                       "dtype float32 not supported (supports float16)", "no causal mode",
+                       "no key-padding mask support", "no long sequences on tuesdays"]
+    verdict = impl.supports(device="cpu", dtype="float32", causal=True, key_padding_mask=True,
+                            backward=True, run_probe=False)
+    assert not verdict and verdict.reasons == tuple(reasons)
+    assert verdict.reason == "every_reason: " + "; ".join(reasons)
+    # one reason reads as before
+    assert impl.supports(device="cuda", dtype="float16", causal=True, run_probe=False).reason \
+        == "every_reason: no causal mode"
+
+
+def test_older_positional_constraints_still_work():
+    from harness.registry import Availability, Implementation
+
+    def old(device, dtype, causal, masked, backward):
+        return Availability(False, "old_style: no masks") if masked else Availability(True)
+
+    impl = Implementation("old_style", "torch", "exact", Capabilities(key_padding_mask=True),
+                          fn=lambda q, k, v, **kw: q, constraints=old)
+    verdict = impl.supports(key_padding_mask=True, run_probe=False)
+    assert verdict.reasons == ("no masks",) and verdict.reason == "old_style: no masks"
+
+
+def test_sdpa_flash_on_cuda_lists_both_of_its_constraints():
+    from harness.registry import Query
+
+    reasons = harness.get("sdpa_flash").not_supported_reasons(
+        Query(device="cuda", dtype="float32", key_padding_mask=True))
+    assert len(reasons) == 2 and "attn_mask" in reasons[0] and "float16" in reasons[1]
+
+
+def test_an_implementation_may_declare_its_own_gate_tolerance():
+    from harness.correctness import check
+    from harness.registry import Implementation
+
+    def sloppy(q, k, v, *, causal=False, key_padding_mask=None):
+        impl = harness.get("softmax_torch")
+        return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask) * 1.001
+
+    caps = Capabilities(devices=("cpu",), dtypes=("float32",))
+    strict = Implementation("sloppy", "torch", "exact", caps, fn=sloppy)
+    lenient = Implementation("sloppy", "torch", "exact", caps, fn=sloppy,
+                             gate_tolerance={"float32": 1e-2})
+    pytest.importorskip("torch")
+    assert not check(strict, device="cpu", dtype="float32").passed
+    result = check(lenient, device="cpu", dtype="float32")
+    assert result.passed and result.tolerance == 1e-2

@@ -17,7 +17,7 @@ from cli_helpers import read_records, run_cli
 from harness.errors import UsageError
 from harness.records import Point
 from harness.scale.cost import expected_cost_s
-from harness.scale.merge import merge_runs
+from harness.scale.gather import merge_runs
 from harness.scale.shard import assign_shards, parse_shard, shard_costs
 from harness.store import RunDir
 
@@ -270,11 +270,18 @@ def test_slurm_options_become_submitit_parameters():
     assert params["partition"] == "gpu" and params["account"] == "lab"
     assert params["time"] == 90 and params["mem"] == "64G" and params["gpus_per_task"] == 1
     assert params["array_parallelism"] == 4 and params["setup"] == ["module load cuda"]
+    # every key is one submitit knows, and renders into the sbatch script; checked without
+    # constructing submitit.SlurmExecutor, which needs `srun` on the PATH (a Slurm machine)
     pytest.importorskip("submitit")
     import submitit
+    from submitit.slurm import slurm as submitit_slurm
 
-    executor = submitit.SlurmExecutor(folder="/tmp/attnbench-test-never-used")
-    executor.update_parameters(**params)  # every key is one submitit knows
+    assert set(params) <= submitit.SlurmExecutor._valid_parameters()
+    script = submitit_slurm._make_sbatch_string(command="true", folder="/tmp/never-used",
+                                                **params)
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=90",
+                 "#SBATCH --mem=64G", "#SBATCH --gpus-per-task=1", "module load cuda"):
+        assert line in script
 
 
 def test_slurm_without_sbatch_is_a_clear_error(tmp_path):

@@ -1,7 +1,7 @@
 """Baseline for the HRR benchmarks: a faithful torch port of the ORIGINAL Hrrformer formulation.
 
 Not registered (it is a benchmark baseline, not an attnbench implementation). It keeps the
-structure of the original code (Alam et al., ICML 2023; REFERENCE.md section 1):
+structure of the original code (Alam et al., ICML 2023, arXiv 2305.19534):
 
     bind(a, b)        = ifft(fft(a) * fft(b)).real          complex FFT, one per token
     approx_inverse(a) = a[(-i) mod D]                        explicit flip + roll, materialised

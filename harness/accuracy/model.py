@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.accuracy.presets import ModelConfig
+from harness.accuracy.training_presets import ModelConfig
 
 AttentionCore = Callable[..., torch.Tensor]
 

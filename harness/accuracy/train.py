@@ -18,7 +18,7 @@ from torch import nn
 
 from harness.accuracy import distributed, memory
 from harness.accuracy.distributed import SINGLE, DistContext
-from harness.accuracy.presets import TrainConfig
+from harness.accuracy.training_presets import TrainConfig
 from harness.accuracy.tasks.common import Split, TaskData
 
 

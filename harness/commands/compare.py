@@ -1,7 +1,7 @@
 """``run_bench.py compare BASELINE CURRENT``: regression check between two runs.
 
 Exit status: 0 nothing regressed, 1 something regressed, 2 bad input. The rules are in
-``harness/compare.py``; this module reads the run directories, checks the hardware, prints the
+``harness/regression.py``; this module reads the run directories, checks the hardware, prints the
 table and writes it as ``compare.md`` and ``compare.csv``.
 """
 
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import compare as logic
+from harness import regression as logic
 from harness.console import format_bytes, format_seconds, make_console
 from harness.errors import UsageError
 from harness.hardware import hardware_summary
-from harness.records import STATUSES, SpeedRecord
+from harness.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord
 from harness.store import TruncatedLineWarning, open_run
 from harness.sweep_spec import parse_bytes
 
@@ -112,7 +112,7 @@ def _speed_record(data: dict[str, Any], where: str) -> SpeedRecord:
                 isinstance(s, (int, float)) and not isinstance(s, bool)
                 for s in record.time_samples_s):
             raise ValueError("time_samples_s must be a list of numbers")
-        for name in ("time_s", "peak_mem_bytes"):
+        for name in NUMERIC_SPEED_METRICS:
             value = getattr(record, name)
             if value is not None and (isinstance(value, bool)
                                       or not isinstance(value, (int, float))):
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         hardware_note = f"different hardware, compared anyway (--any-hardware): {names}"
     result = logic.compare_records(base.records, cur.records, settings)
 
-    header = describe(base, cur, settings, hardware_note)
+    header = comparison_header(base, cur, settings, hardware_note)
     for line in header:
         console.print(line, highlight=False)
     console.print(rich_table(result))
@@ -168,8 +168,8 @@ def parse_mem_floor(text: str) -> int:
             from None
 
 
-def describe(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
-             hardware_note: str) -> list[str]:
+def comparison_header(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
+                      hardware_note: str) -> list[str]:
     rule = (f"threshold {settings.threshold:.0%}; time = {settings.statistic} of the samples; a "
             f"time regression needs the {settings.confidence:.0%} bootstrap interval of the "
             f"ratio beyond the threshold too")

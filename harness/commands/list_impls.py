@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 WORKLOADS = ("gqa", "q_len", "window", "alibi", "documents")
 
 
-def describe(impl: Implementation, devices: list[str]) -> dict:
+def impl_row(impl: Implementation, devices: list[str]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
            "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
@@ -36,7 +36,7 @@ def describe(impl: Implementation, devices: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     devices = args.device or ["cpu", "cuda"]
-    rows = [describe(impl, devices) for impl in REGISTRY.all()]
+    rows = [impl_row(impl, devices) for impl in REGISTRY.all()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

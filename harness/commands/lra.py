@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import UsageError
 
 if TYPE_CHECKING:
-    from harness.accuracy.runner import RunSettings
+    from harness.accuracy.training_run import TrainingRunSettings
     from harness.accuracy.tasks.common import TaskData
     from harness.records import AccuracyRecord
     from harness.registry import Implementation
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from harness.accuracy.presets import PRESETS
+    from harness.accuracy.training_presets import PRESETS
     from harness.accuracy.tasks import TASKS
 
     parser.add_argument("--task", required=True,
@@ -91,11 +91,18 @@ def pick_device(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.accuracy import distributed, presets, tasks
-    from harness.accuracy.runner import RankFailure, RunSettings, base_record, summary_row
+    from harness.accuracy import distributed, tasks
+    from harness.accuracy import training_presets as presets
+    from harness.accuracy.training_run import (
+        RankFailure,
+        TrainingRunSettings,
+        base_record,
+        summary_row,
+    )
     from harness.accuracy.tasks.common import Limits
     from harness.records import point_id
     from harness.registry import REGISTRY
+    from harness.store import now_iso
 
     task_names = parse_names(args.task, "task")
     for name in task_names:
@@ -111,7 +118,11 @@ def run(args: argparse.Namespace) -> int:
         from harness.console import make_console
         from harness.scale import slurm
 
-        return slurm.run_lra(args, make_console())
+        from harness.scale.options import SlurmOptions
+
+        options = SlurmOptions.from_args(args)
+        target = args.resume if isinstance(args.resume, str) else args.out
+        return slurm.run_lra(options, args.argv, target, make_console())
     if isinstance(args.resume, str):
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise UsageError("--resume RUN_DIR and --out name different directories")
@@ -136,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         data = tasks.load(name, args.data_dir, limits, seed=args.seed,
                           difficulty=args.difficulty)
         distributed.check_batch_size(preset.train.batch_size, dist)
-        loaded.append((data, RunSettings(args.preset, preset, seed=args.seed, device=device,
-                                         amp=not args.no_amp, dist=dist)))
+        loaded.append((data, TrainingRunSettings(args.preset, preset, seed=args.seed,
+                                                 device=device, amp=not args.no_amp,
+                                                 dist=dist)))
 
     records: list[AccuracyRecord] = []
     try:
@@ -166,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
                         run_dir.append(record)
                     records.append(record)
             if dist.is_main:
+                run_dir.update_metadata(finished_at=now_iso())
                 print_table([summary_row(r) for r in records], run_dir.path)
     except RankFailure as failure:
         print(f"error: {failure}; a distributed run stops at a failure on any rank (the "
@@ -179,25 +192,24 @@ def open_run_dir(args: argparse.Namespace,
     """(run directory, machine fingerprint, point ids already done) or, when the directory
     cannot be opened, the error message (so that a distributed run can stop on every rank)."""
     from harness.hardware import fingerprint
-    from harness.store import RunDir, default_run_path, now_iso
+    from harness.run_metadata import run_metadata
+    from harness.store import RunDir, default_run_path
 
     machine = fingerprint()
     path = args.out or default_run_path(machine["hardware_tag"])
     try:
-        run_dir = RunDir.create(path, {"machine": machine, "command": " ".join(sys.argv),
-                                       "started_at": now_iso(), "kind": "accuracy",
-                                       "processes": processes},
-                                resume=args.resume)
+        metadata = run_metadata("accuracy", machine=machine, processes=processes)
+        run_dir = RunDir.create(path, metadata.as_dict(), resume=args.resume)
     except UsageError as exc:
         return str(exc)
     return run_dir, machine, run_dir.done_point_ids() if args.resume else set()
 
 
-def train_one(impl: Implementation, data: TaskData, settings: RunSettings, hardware_id: str, *,
-              progress: bool) -> AccuracyRecord:
+def train_one(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
+              hardware_id: str, *, progress: bool) -> AccuracyRecord:
     """One run_one, with a progress bar when asked."""
     from harness.accuracy.progress import RichProgress
-    from harness.accuracy.runner import run_one
+    from harness.accuracy.training_run import run_one
 
     if not progress:
         return run_one(impl, data, settings, hardware_id=hardware_id)

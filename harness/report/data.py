@@ -12,7 +12,8 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.registry import REGISTRY
-from harness.records import PASSES, workload_text
+from harness.records import NUMERIC_SPEED_METRICS, PASSES, SPEED_METRICS, workload_text
+from harness.stats import quartiles
 from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 
 # everything but impl and seq_len: points sharing it form one line in a figure
@@ -23,7 +24,6 @@ SERIES_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pa
                   *WORKLOAD_COLUMNS]
 GROUP_COLUMNS = ["device", "dtype", "batch", "heads", "causal",
                  *WORKLOAD_COLUMNS]   # one figure per group
-FACET_COLUMNS = ["head_dim", "pass"]                                 # panels within a figure
 MIB = 2 ** 20
 
 
@@ -110,17 +110,16 @@ def _hardware_tag(meta: dict[str, Any]) -> str:
 def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     values = [s for s in (samples or []) if s is not None]
     if values:
-        q1, q3 = np.percentile(np.asarray(values, dtype=float), [25, 75])
-        return float(q1), float(q3)
+        return quartiles(values)
     if median is None or (isinstance(median, float) and np.isnan(median)):
         return float("nan"), float("nan")
     return float(median), float(median)
 
 
+# the record's metrics (harness.records.SPEED_METRICS) plus what the samples give here
+SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
-                 "q_len", "seq_len", "status", "message", "time_s", "time_q1_s", "time_q3_s",
-                 "time_iqr_s", "n_samples", "peak_mem_bytes", "mem_method", "tflops",
-                 "tokens_per_s", "flop_model", "timer", "threads", "deviation_from_softmax",
+                 "q_len", "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS,
                  "point_id"]
 
 
@@ -139,8 +138,7 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 row[column] = None
         out.append(row)
     frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
-    for column in ("time_s", "time_q1_s", "time_q3_s", "time_iqr_s", "peak_mem_bytes",
-                   "tflops", "tokens_per_s", "deviation_from_softmax"):
+    for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)

@@ -22,6 +22,7 @@ from harness.report import findings as findings_lib
 from harness.report import style, tables
 from harness.report.data import MIB, Results, load
 from harness.report.published import SOURCE, TASK_TITLES
+from harness.run_metadata import command_text
 from harness.store import TruncatedLineWarning
 
 DEFAULT_ROOT = Path("reports")
@@ -234,7 +235,7 @@ def build(results: Results, baseline: str | None, order: list[str],
         meta = run.meta
         settings = meta.get("settings", {})
         timing = settings.get("timing", {})
-        items = [f"command: {' '.join(map(str, meta.get('command', []))) or 'unknown'}"]
+        items = [f"command: {command_text(meta.get('command')) or 'unknown'}"]
         if meta.get("merged_from"):
             items.append(f"merged from: {', '.join(map(str, meta['merged_from']))}")
         grids = [meta["grid"]] if meta.get("grid") else [g for g in meta.get("grids") or [] if g]

@@ -51,8 +51,6 @@ STATUS_COLORS = {"ok": "#DDDDDD", "oom": "#EE6677", "timeout": "#CCBB44", "error
                  "unsupported": "#FFFFFF", "skipped": "#BBCCEE"}
 STATUS_LETTER = {"ok": "", "oom": "M", "timeout": "T", "error": "E", "unsupported": "U",
                  "skipped": "S"}
-STATUS_WORDS = {"oom": "out of memory", "timeout": "timed out", "error": "error",
-                "unsupported": "unsupported", "skipped": "skipped (not tried after a failure)"}
 
 
 def _hash(name: str) -> int:

@@ -7,7 +7,6 @@ With one GPU (or none) the sweep runs in the calling process as usual.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import time
@@ -17,7 +16,9 @@ from typing import Sequence
 from rich.console import Console
 
 from harness.hardware import fingerprint
+from harness.plan import SweepPlan, family_of
 from harness.records import Point
+from harness.scale.inprocess import SweepResult
 from harness.scale.sharded import (
     Shard,
     finish,
@@ -93,13 +94,10 @@ def run_shards_in_parallel(run: RunDir, shards: Sequence[Shard], devices: Sequen
     return codes
 
 
-def run_sweep_per_gpu(args: argparse.Namespace, sweep, gpus: Sequence[str],
-                      console: Console) -> int:
+def run_sweep_per_gpu(sweep: SweepPlan, gpus: Sequence[str], console: Console) -> SweepResult:
     """The whole grid split into one cost-balanced shard per GPU, run side by side."""
-    from harness.commands.sweep import family_of
-
     machine = fingerprint()
-    out = Path(sweep.out if sweep.out != Path() else default_run_path(machine["hardware_tag"]))
+    out = Path(sweep.out if sweep.out is not None else default_run_path(machine["hardware_tag"]))
     run, shards = open_sharded_run(sweep, out, len(gpus), {"kind": "local", "gpus": list(gpus)},
                                    machine, family_of)
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s) in {len(shards)} shard(s), "
@@ -111,7 +109,8 @@ def run_sweep_per_gpu(args: argparse.Namespace, sweep, gpus: Sequence[str],
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: continue with: python run_bench.py sweep "
                       f"--resume {run.path}")
-        return 130
-    return finish(run, shards, console, logs=run.path / "shards",
-                  resume=f"python run_bench.py sweep --resume {run.path}",
-                  shard_exit_status={str(k): v for k, v in codes.items()})
+        return SweepResult(130, run.path, complete=False)
+    status = finish(run, shards, console, logs=run.path / "shards",
+                    resume=f"python run_bench.py sweep --resume {run.path}",
+                    shard_exit_status={str(k): v for k, v in codes.items()})
+    return SweepResult(status, run.path, complete=False)   # as before: no report from here

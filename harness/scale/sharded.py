@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.console import print_run_summary
+from harness.plan import SweepPlan
 from harness.records import Point
-from harness.scale.merge import Gatherer
+from harness.run_metadata import run_metadata
+from harness.scale.gather import Gatherer
 from harness.scale.shard import ShardSpec, assign_shards, points_cost_s
 from harness.store import RunDir, now_iso
 
@@ -60,6 +63,7 @@ def shard_command(shard: Shard, parent: Path, impl_modules: Sequence[str]) -> li
 
 
 def python_command(shard: Shard, parent: Path, impl_modules: Sequence[str]) -> list[str]:
+
     return [sys.executable, *shard_command(shard, parent, impl_modules)]
 
 
@@ -79,7 +83,7 @@ def missing_points(shard: Shard, gathered: Gatherer) -> int:
     return sum(pid not in gathered.seen for pid in shard.point_ids)
 
 
-def open_sharded_run(sweep: Any, out: Path, count: int, executor: dict[str, Any],
+def open_sharded_run(sweep: SweepPlan, out: Path, count: int, executor: dict[str, Any],
                      machine: dict[str, Any], family_of: Callable[[str], str], *,
                      keep: Sequence[str] = ()) -> tuple[RunDir, list[Shard]]:
     """The parent run directory of a sharded sweep, and its shards.
@@ -90,12 +94,12 @@ def open_sharded_run(sweep: Any, out: Path, count: int, executor: dict[str, Any]
     stored = RunDir(out).metadata() if sweep.resume else {}
     count = (stored.get("executor") or {}).get("shard_count", count)
     shards = plan_shards(sweep.points, count, out, family_of)
-    run = RunDir.create(out, {
-        "kind": "speed", "command": sys.argv, "started_at": now_iso(), "machine": machine,
-        "settings": sweep.settings.as_dict(), "grid": sweep.description,
-        "points": len(sweep.points), "executor": {**executor, "shard_count": count},
-        "shards": [s.as_dict() for s in shards],
-        **{name: stored[name] for name in keep if name in stored}}, resume=sweep.resume)
+    metadata = run_metadata("speed", sweep=sweep, machine=machine,
+                            executor={**executor, "shard_count": count},
+                            shards=[s.as_dict() for s in shards])
+    run = RunDir.create(out, {**metadata.as_dict(),
+                              **{name: stored[name] for name in keep if name in stored}},
+                        resume=sweep.resume)
     return run, shards
 
 
@@ -110,8 +114,6 @@ def finish(run: RunDir, shards: Sequence[Shard], console: Any, *, logs: Path, re
            **metadata: Any) -> int:
     """End of a sharded sweep: record which shards still miss points (and ``metadata``), print
     the run's summary; exit status 1, with how to continue, when a shard is incomplete."""
-    from harness.commands.sweep import print_run_summary
-
     left = {s.spec: n for s, n in incomplete(run, shards).items()}
     run.update_metadata(finished_at=now_iso(), incomplete_shards=left, **metadata)
     print_run_summary(run, console)

@@ -13,7 +13,6 @@ knows the job), so clusters without accounting work too.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,9 @@ from rich.console import Console
 
 from harness.errors import UsageError
 from harness.hardware import fingerprint
+from harness.plan import SweepPlan, SweepRequest, family_of, plan
+from harness.console import print_run_summary
+from harness.scale.inprocess import SweepResult
 from harness.scale.options import SlurmOptions, without_executor_options
 from harness.scale.sharded import (
     Shard,
@@ -39,9 +41,6 @@ from harness.scale.sharded import (
 from harness.store import RunDir, default_run_path, now_iso
 
 MAX_DEFAULT_SHARDS = 32
-ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED",
-                 "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED",
-                 "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
                  "BOOT_FAIL", "DEADLINE", "REVOKED"}
 
@@ -172,21 +171,33 @@ def final_state(status: str, info: JobInfo) -> str:
     return info.base if info.base in FAILED_STATES else "FAILED"
 
 
-def run_sweep(args: argparse.Namespace, console: Console) -> int:
-    from harness.commands.sweep import family_of, plan, print_run_summary
+class SlurmSweep:
+    """The ``slurm`` sweep executor: plans without checking CUDA here (the login node needs no
+    GPU; the tasks check), then one array task per shard."""
+    name = "slurm"
 
-    submitit = require_slurm()
-    options = SlurmOptions.from_args(args)
-    sweep = plan(args, check_devices=False,
-                 default_device="cuda" if options.gpus_per_task else "cpu")
-    if sweep.shard is not None:
-        raise UsageError("--shard and --executor slurm do not mix: the executor makes the shards")
-    if args.dry_run:
-        from harness.commands.sweep import dry_run
+    def __init__(self, options: SlurmOptions, shards: int | None = None) -> None:
+        self.submitit = require_slurm()
+        self.options, self.shards = options, shards
 
-        return dry_run(sweep, console)
-    out = Path(sweep.out if sweep.out != Path() else default_run_path("slurm"))
-    count = args.shards or min(len({p.series_key() for p in sweep.points}), MAX_DEFAULT_SHARDS)
+    def plan(self, request: SweepRequest) -> SweepPlan:
+        sweep = plan(request, check_devices=False,
+                     default_device="cuda" if self.options.gpus_per_task else "cpu")
+        if sweep.shard is not None:
+            raise UsageError("--shard and --executor slurm do not mix: the executor makes the "
+                             "shards")
+        return sweep
+
+    def run(self, sweep: SweepPlan, console: Console) -> SweepResult:
+        out = Path(sweep.out if sweep.out is not None else default_run_path("slurm"))
+        return SweepResult(run_sweep(sweep, out, self.submitit, self.options, self.shards,
+                                     console), out, complete=False)
+
+
+def run_sweep(sweep: SweepPlan, out: Path, submitit: Any, options: SlurmOptions,
+              shard_count: int | None, console: Console) -> int:
+    count = shard_count or min(len({p.series_key() for p in sweep.points}),
+                               MAX_DEFAULT_SHARDS)
     if count < 1:
         raise UsageError(f"--shards: must be at least 1, got {count}")
     run, shards = open_sharded_run(sweep, out, count,
@@ -328,17 +339,17 @@ def lra_task_argv(argv: Sequence[str], out: Path) -> list[str]:
     return [*kept, "--out", str(out), "--resume", "--no-progress"]
 
 
-def run_lra(args: argparse.Namespace, console: Console) -> int:
+def run_lra(options: SlurmOptions, command_argv: Sequence[str], target: str | Path | None,
+            console: Console) -> int:
     """``lra --executor slurm``: one job of nodes x tasks processes (DDP), resubmitted on
-    failure, resumed by requeue; waits for it and prints the records."""
+    failure, resumed by requeue; waits for it and prints the records. ``command_argv`` is the
+    lra command as given; ``target`` its run directory (--resume RUN_DIR or --out)."""
     submitit = require_slurm()
-    options = SlurmOptions.from_args(args)
-    target = args.resume if isinstance(args.resume, str) else args.out
     if target is None:
         raise UsageError("lra --executor slurm needs --out RUN_DIR on a file system the nodes "
                          "share")
     out = Path(target).resolve()
-    argv = lra_task_argv(args.argv, out)
+    argv = lra_task_argv(command_argv, out)
     executor = make_executor(submitit, options, out)
     world = options.nodes * options.tasks_per_node
     history: list[Attempt] = []

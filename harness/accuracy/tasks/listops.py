@@ -4,7 +4,7 @@ Official layout: ``listops-1000/basic_{train,val,test}.tsv``, a header ``Source<
 then one expression and its value per line. The written expression brackets left-nested pairs
 with ``(`` and ``)``; as in the usual LRA input pipeline they are dropped before tokenising.
 
-Grammar (REFERENCE.md section 2): an operand is a digit (probability 0.75 below the depth
+Grammar (the official LRA generator, Tay et al. 2020): an operand is a digit (probability 0.75 below the depth
 limit) or ``[OP a1 ... an ]`` with 2 <= n <= 10; depth <= 10; kept if 500 < L < 2000 where L
 counts operator tokens, digits and ``]``.
 """

@@ -12,7 +12,7 @@ import torch
 from harness.accuracy import distributed
 from harness.accuracy import model as model_lib
 from harness.accuracy.distributed import SINGLE, DistContext
-from harness.accuracy.presets import TaskPreset
+from harness.accuracy.training_presets import TaskPreset
 from harness.accuracy.tasks.common import TaskData
 from harness.accuracy.train import FitResult, ProgressLike, fit, seed_everything
 from harness.records import AccuracyRecord
@@ -21,7 +21,7 @@ from harness.store import now_iso
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class TrainingRunSettings:
     preset_name: str
     preset: TaskPreset
     seed: int = 0
@@ -38,7 +38,7 @@ class RunSettings:
         return "bfloat16" if self.uses_amp else "float32"
 
 
-def record_config(data: TaskData, settings: RunSettings) -> dict[str, Any]:
+def record_config(data: TaskData, settings: TrainingRunSettings) -> dict[str, Any]:
     """The full configuration of a run, as it goes into the record (and its point id)."""
     return {**settings.preset.as_dict(), "seq_len": data.seq_len,
             "preset_seq_len": settings.preset.seq_len, "amp": settings.uses_amp,
@@ -46,7 +46,7 @@ def record_config(data: TaskData, settings: RunSettings) -> dict[str, Any]:
             "split_sizes": data.sizes(), "data_notes": data.notes}
 
 
-def base_record(impl: Implementation, data: TaskData, settings: RunSettings, *, status: str,
+def base_record(impl: Implementation, data: TaskData, settings: TrainingRunSettings, *, status: str,
                 message: str = "", hardware_id: str = "") -> AccuracyRecord:
     return AccuracyRecord(
         impl=impl.name, task=data.task, status=status, message=message,
@@ -70,7 +70,7 @@ class RankFailure(Exception):
         self.rank = rank
 
 
-def can_train(impl: Implementation, data: TaskData, settings: RunSettings) -> tuple[bool, str]:
+def can_train(impl: Implementation, data: TaskData, settings: TrainingRunSettings) -> tuple[bool, str]:
     if impl.framework != "torch":
         return False, (f"{impl.name}: a {impl.framework} implementation cannot be trained here "
                        f"(the accuracy track trains torch models only)")
@@ -79,7 +79,7 @@ def can_train(impl: Implementation, data: TaskData, settings: RunSettings) -> tu
     return bool(verdict), verdict.reason
 
 
-def run_one(impl: Implementation, data: TaskData, settings: RunSettings, *,
+def run_one(impl: Implementation, data: TaskData, settings: TrainingRunSettings, *,
             hardware_id: str = "", progress: ProgressLike | None = None) -> AccuracyRecord:
     ok, reason = can_train(impl, data, settings)
     if settings.dist.enabled:   # every rank trains, or none does (else the others would wait)

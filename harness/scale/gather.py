@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import UsageError
+from harness.run_metadata import run_metadata
 from harness.store import RunDir, now_iso, open_run
 
 BOOKKEEPING = ("started_at", "wall_s", "extra")
@@ -30,7 +31,7 @@ def outcome_text(data: dict[str, Any]) -> str:
     return data.get("status", "?") + (f" {time_s * 1e3:.4g} ms" if time_s else "")
 
 
-def describe(data: dict[str, Any]) -> str:
+def describe_record(data: dict[str, Any]) -> str:
     if data.get("kind") == "accuracy":
         return f"{data.get('impl')} on {data.get('task')} (seed {data.get('seed')})"
     return (f"{data.get('impl')} T={data.get('seq_len')} D={data.get('head_dim')} "
@@ -70,7 +71,7 @@ class Gatherer:
             known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
             if known is not None and not agree(known[0], data):
                 raise ConflictError(
-                    f"conflicting records for {describe(data)}: {known[1]} has "
+                    f"conflicting records for {describe_record(data)}: {known[1]} has "
                     f"{outcome_text(known[0])}, {run.path} has {outcome_text(data)} "
                     f"(two different results for one point); merge only one of them, or "
                     f"remove the stale record")
@@ -130,11 +131,11 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
         grid = whole_grid(meta.get("grid"))
         if grid not in grids:
             grids.append(grid)
-    target = RunDir.create(Path(out), {"kind": kinds.pop() if len(kinds) == 1 else "mixed",
-                                       "command": command, "started_at": now_iso(),
-                                       "grid": grids[0] if len(grids) == 1 else None,
-                                       "grids": grids if len(grids) > 1 else None,
-                                       "merged_at": now_iso()})
+    metadata = run_metadata(kinds.pop() if len(kinds) == 1 else "mixed", command=(),
+                            grid=grids[0] if len(grids) == 1 else None,
+                            grids=grids if len(grids) > 1 else None, merged_at=now_iso())
+    metadata.command = list(command) if command is not None else None
+    target = RunDir.create(Path(out), metadata.as_dict(keep=("grid", "grids")))
     gatherer = Gatherer(target)
     try:
         for run in runs:

@@ -1,0 +1,188 @@
+"""The sweep plan: a typed request (what the user asked for) -> the points and settings to run.
+
+Commands parse their flags into a ``SweepRequest``; ``plan`` turns it into a ``SweepPlan``
+(preset, config file, stored grid of ``--resume``/``--grid-from``, overrides, shard); executors
+(harness.scale) receive plans, never argparse objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import presets
+from harness.errors import UsageError
+from harness.measure import TimingSettings
+from harness.records import Point
+from harness.registry import REGISTRY, device_kind
+from harness.runner import RunSettings, best_device, static_check
+from harness.scale.shard import ShardSpec, parse_shard, select_shard
+from harness.store import open_run
+from harness.sweep_spec import (
+    SweepSpec,
+    expand,
+    overrides_from,
+    parse_bytes,
+    parse_devices,
+    read_config,
+)
+
+INPUT_DISTRIBUTION = ("q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask; "
+                      "packed documents (--documents) split T at seeded random points "
+                      "(seed 0)")
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep as asked for: the flag values as given (None: not given), in the flags' names."""
+    impl: str | None = None
+    seq_len: str | None = None
+    head_dim: str | None = None
+    batch: str | None = None
+    heads: str | None = None
+    dtype: str | None = None
+    causal: str | None = None
+    pass_: str | None = None
+    device: str | None = None
+    kv_heads: str | None = None
+    q_len: str | None = None
+    window: str | None = None
+    alibi: str | None = None
+    documents: str | None = None
+    preset: str | None = None
+    config: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    grid_from: str | None = None
+    timeout: float | None = None
+    max_memory: str | None = None
+    min_time: float | None = None
+    max_repeats: int | None = None
+    warmup: int | None = None
+    seed: int | None = None
+    cooldown: float | None = None
+    time_budget: float | None = None
+    shard: str | None = None
+    impl_modules: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class SweepPlan:
+    points: list[Point]          # this run's points (one shard's with --shard)
+    settings: RunSettings
+    out: Path | None             # None: the default results/<time>-<hardware>
+    resume: bool
+    description: dict[str, Any]
+    shard: ShardSpec | None = None
+    grid_points: int = 0         # points in the whole grid
+
+
+WORKLOAD_ARGUMENTS = ("kv_heads", "q_len", "window", "alibi", "documents")
+SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
+                     "cooldown", "time_budget", "shard")
+
+
+def plan(request: SweepRequest, *, check_devices: bool = True,
+         default_device: str | None = None) -> SweepPlan:
+    raw: dict[str, Any] = {}
+    grid_from = request.grid_from
+    if grid_from:
+        raw.update(stored_grid_arguments(grid_from, "--grid-from") or {})
+    if request.config:
+        raw.update(read_config(request.config))
+    for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
+                 "preset", "out", *WORKLOAD_ARGUMENTS, *SETTING_ARGUMENTS):
+        value = getattr(request, name, None)
+        if value is not None:
+            raw[name] = value
+    if request.pass_ is not None:
+        raw["pass"] = request.pass_
+    resume = request.resume
+    if resume:
+        raw = resumed_arguments(resume, raw)
+    overrides = overrides_from({k: v for k, v in raw.items() if k not in SETTING_ARGUMENTS})
+    if "impl" in overrides.values:
+        REGISTRY.resolve(overrides.values["impl"])  # unknown names: exit 2, listing valid ones
+    devices = overrides.values.get("device") or (default_device or best_device(),)
+    preset_name = raw.get("preset", presets.DEFAULT_PRESET)
+    groups: list[SweepSpec] = []
+    for device in parse_devices(devices):
+        groups.extend(overrides.apply(g) for g in presets.preset_groups(preset_name, device))
+    points = expand(groups, REGISTRY.names())
+    validate_points(points, check_devices=check_devices)
+    shard = parse_shard(raw["shard"]) if raw.get("shard") is not None else None
+    grid_points = len(points)
+    if shard is not None:
+        points = select_shard(points, shard, family_of)
+    timing = TimingSettings(
+        warmup=int(raw.get("warmup", 2)), min_time_s=float(raw.get("min_time", 0.5)),
+        max_repeats=int(raw.get("max_repeats", 50)))
+    if timing.warmup < 0 or timing.min_time_s < 0 or timing.max_repeats < 1:
+        raise UsageError("--warmup and --min-time must be >= 0 and --max-repeats >= 1")
+    timeout = float(raw.get("timeout", 120.0))
+    if timeout <= 0:
+        raise UsageError(f"--timeout: must be positive, got {timeout:g}")
+    max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
+    cooldown = float(raw["cooldown"]) if raw.get("cooldown") is not None else (
+        0.5 if any(device_kind(d) == "cuda" for d in devices) else 0.0)
+    budget = float(raw["time_budget"]) if raw.get("time_budget") is not None else None
+    if budget is not None and budget <= 0:
+        raise UsageError(f"--time-budget: must be positive, got {budget:g}")
+    settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
+                           seed=int(raw.get("seed", 0)), impl_modules=tuple(
+                               request.impl_modules or ()), cooldown_s=cooldown,
+                           time_budget_s=budget)
+    out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
+    description = {"arguments": {k: v for k, v in raw.items() if k != "out"},
+                   "preset": preset_name, "overrides": {k: list(v) for k, v in
+                                                        overrides.values.items()},
+                   "config_file": request.config,
+                   "input_distribution": INPUT_DISTRIBUTION}
+    return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points)
+
+
+def family_of(impl: str) -> str:
+    return REGISTRY.get(impl).family if impl in REGISTRY.names() else "exact"
+
+
+GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
+                  "preset", "pass", *WORKLOAD_ARGUMENTS)
+
+
+def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
+    """On --resume without grid flags, the grid (and settings) of the run being resumed."""
+    if any(name in given for name in GRID_ARGUMENTS):
+        return given
+    stored = stored_grid_arguments(resume, "--resume")
+    return given if stored is None else {**stored, **given}
+
+
+def stored_grid_arguments(run_dir: str, flag: str) -> dict[str, Any] | None:
+    """The grid flags stored in RUN_DIR's run.json; refused for a merge of different grids."""
+    meta = open_run(run_dir).metadata()
+    if meta.get("grids"):
+        raise UsageError(f"{flag} {run_dir}: this run merges {len(meta['grids'])} different "
+                         "grids, so it has no one grid to take; give the grid flags")
+    return (meta.get("grid") or {}).get("arguments")
+
+
+def validate_points(points: list[Point], *, check_devices: bool = True) -> None:
+    """Bad input that no implementation could run: one clear line, exit 2."""
+    if not points:
+        raise UsageError("the grid is empty")
+    for device in sorted({p.device for p in points}):
+        kind = device_kind(device)
+        if kind == "cuda" and not check_devices:
+            continue   # checked where the points run (e.g. on a Slurm node, not the login node)
+        if kind == "cuda":
+            from harness.frameworks import torch_fw
+
+            present = torch_fw.device_present(device)
+            if not present:
+                raise UsageError(f"--device {device}: {present.reason}")
+        for dtype in sorted({p.dtype for p in points if p.device == device}):
+            if not any(static_check(REGISTRY.get(p.impl), p) is None for p in points
+                       if p.device == device and p.dtype == dtype):
+                raise UsageError(f"--dtype {dtype}: no selected implementation supports it on "
+                                 f"{device}")

@@ -1,0 +1,108 @@
+"""The typed Measurement (what the worker returns) and the SpeedRecord it fills: every field a
+result declares for the record is a record field with the same default, so nothing is dropped
+and "not measured" reads the same as before."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from harness.records import MemoryResult, Measurement, SpeedRecord, TimingResult
+
+
+def _default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def test_every_record_field_of_a_result_exists_in_the_record_with_its_default():
+    record_fields = {f.name: f for f in dataclasses.fields(SpeedRecord)}
+    for result in (MemoryResult, TimingResult):
+        for f in dataclasses.fields(result):
+            if f.metadata.get("to") == "record":
+                assert f.name in record_fields, (result.__name__, f.name)
+                assert _default(f) == _default(record_fields[f.name]), (result.__name__, f.name)
+            elif f.name not in ("status", "message"):
+                assert f.metadata.get("to") == "extra", (result.__name__, f.name)
+
+
+def test_record_values_keep_every_measured_value_including_task_wall_time():
+    memory = MemoryResult(peak_mem_bytes=10, mem_method="m", input_bytes=3,
+                          rss_baseline_bytes=7, task_wall_s=0.5)
+    timing = TimingResult(time_samples_s=[1.0, 2.0], time_s=1.5, first_call_s=2.5,
+                          task_wall_s=0.25)
+    values, extra = Measurement(memory, timing).record_values()
+    assert values["peak_mem_bytes"] == 10 and values["time_s"] == 1.5
+    assert values["time_samples_s"] == [1.0, 2.0] and "status" not in values
+    assert extra == {"rss_baseline_bytes": 7, "memory_task_wall_s": 0.5, "first_call_s": 2.5,
+                     "timing_task_wall_s": 0.25}
+    record = SpeedRecord(impl="x", framework="torch", family="exact", device="cpu", batch=1,
+                         heads=1, seq_len=8, head_dim=4, dtype="float32", causal=False,
+                         pass_="forward", status="ok", extra=extra, **values)
+    assert record.to_json()["extra"]["timing_task_wall_s"] == 0.25
+
+
+def test_one_statistics_helper_for_worker_report_and_compare():
+    import harness.regression
+    import harness.report.data
+    import harness.worker
+    from harness import stats
+
+    assert harness.worker.sample_stats is stats.sample_stats
+    assert harness.report.data.quartiles is stats.quartiles
+    assert harness.regression.ratio_estimate is stats.ratio_estimate
+    summary = stats.sample_stats([1.0, 2.0, 3.0, 4.0])
+    assert summary.median == 2.5 and summary.iqr == stats.quartiles([1, 2, 3, 4])[1] - 1.75
+
+
+def _events(listener) -> None:
+    from harness.records import Point
+
+    record = SpeedRecord(impl="softmax_torch", framework="torch", family="exact", device="cpu",
+                         batch=1, heads=2, seq_len=64, head_dim=8, dtype="float32",
+                         causal=False, pass_="forward", status="ok", time_s=0.002,
+                         time_iqr_s=0.0001, peak_mem_bytes=1024)
+    listener("start", {"total": 2, "todo": 2, "resumed": 0})
+    listener("point", Point("softmax_torch", seq_len=64, head_dim=8))
+    listener("record", record)
+    listener("end", None)
+
+
+def test_progress_is_a_live_bar_on_a_terminal_and_a_plain_log_otherwise():
+    import io
+
+    from rich.console import Console
+
+    from harness.console import ProgressListener
+
+    plain = io.StringIO()
+    listener = ProgressListener(Console(file=plain, force_terminal=False, width=120))
+    assert not listener.live
+    _events(listener)
+    text = plain.getvalue()
+    assert "\x1b" not in text and text.startswith("ok      softmax_torch T=64")
+    assert len(text.strip().splitlines()) == 1
+
+    tty = io.StringIO()
+    listener = ProgressListener(Console(file=tty, force_terminal=True, width=120))
+    assert listener.live
+    columns = [type(c).__name__ for c in listener.progress.columns]
+    assert {"MofNCompleteColumn", "TimeElapsedColumn", "TimeRemainingColumn"} <= set(columns)
+    _events(listener)
+    assert "softmax_torch T=64" in tty.getvalue()
+
+
+def test_downstream_columns_derive_from_the_record_fields():
+    from harness.records import NUMERIC_SPEED_METRICS, SPEED_METRICS
+    from harness.report.data import SPEED_COLUMNS, tidy_speed
+
+    record_fields = [f.name for f in dataclasses.fields(SpeedRecord)]
+    assert list(SPEED_METRICS) == [n for n in record_fields if n in SPEED_METRICS]
+    assert set(SPEED_METRICS) <= set(SPEED_COLUMNS)
+    assert {"time_s", "peak_mem_bytes", "tflops", "gate_max_error"} <= set(NUMERIC_SPEED_METRICS)
+    row = SpeedRecord(impl="softmax_torch", framework="torch", family="exact", device="cpu",
+                      batch=1, heads=2, seq_len=64, head_dim=8, dtype="float32", causal=False,
+                      pass_="forward", status="ok", time_s=0.002, time_min_s=0.001,
+                      time_samples_s=[0.001, 0.002, 0.003]).to_json()
+    frame = tidy_speed([{**row, "run": "r", "hardware_tag": "h"}])
+    assert frame["time_min_s"].iloc[0] == 0.001 and frame["n_samples"].iloc[0] == 3
