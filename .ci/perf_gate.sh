@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's own performance gate (docs/regression.md, "The project's gate").
+# The cross-run performance gate (docs/regression.md, "The cross-run gate"): the committed baseline
+# against this tree. .ci/run runs it after `run_bench.py ab HEAD~1 HEAD`, as a coarse backstop.
 #
 # Sweeps softmax_torch, sdpa_math, hrr_torch, performer_torch at T=128,256, D=64, forward, on
 # the CPU (one round: about 25 s) and compares the result with the committed baseline

@@ -1,15 +1,19 @@
-"""Does attnbench's timer agree with torch.utils.benchmark? (issue 3's sanity check)
+"""Does attnbench's timer agree with torch.utils.benchmark? (CPU, thread count matched)
 
-    python benchmarks/timer_agreement.py [--impl sdpa_math] [--seq-len 2048] [--repeats 3]
+    python benchmarks/timer_agreement.py [--impl hrr_torch,softmax_torch,sdpa_flash]
+                                         [--seq-len 1K,4K] [--repeats 3] [--min-time 1.0]
 
-Measures one point with the attnbench runner (isolated worker, warm-up, samples, median) and the
-same call with torch.utils.benchmark.Timer.blocked_autorange in this process, alternating
-`--repeats` times, and prints both medians and their ratio.
+For each implementation and T: the attnbench runner measures the point (isolated worker,
+warm-up, samples, median), then torch.utils.benchmark.Timer.blocked_autorange times the same
+call on the same inputs in this process with the worker's thread count; the two alternate
+``--repeats`` times. Prints one row per point: both medians (median over repeats) and their
+ratio, with the load average before and after (on a shared machine the figures move with it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -23,45 +27,78 @@ import torch.utils.benchmark as tb  # noqa: E402
 import harness  # noqa: E402
 from harness.measure import TimingSettings  # noqa: E402
 from harness.records import Point  # noqa: E402
+from harness.registry import REGISTRY  # noqa: E402
 from harness.runner import Runner, RunSettings  # noqa: E402
 from harness.store import RunDir  # noqa: E402
+from harness.sweep_spec import parse_int_list  # noqa: E402
+
+DEFAULT_IMPLS = "hrr_torch,softmax_torch,sdpa_flash"
+
+
+def harness_median(point: Point, min_time: float) -> tuple[float, int]:
+    """(median time in s, worker threads) of one point measured by the attnbench runner."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir.create(Path(tmp) / "run", {})
+        try:
+            runner = Runner(run, RunSettings(timing=TimingSettings(min_time_s=min_time)))
+            record = runner.run([point]).records[0]
+        finally:
+            run.release()
+    if record.status != "ok":
+        raise SystemExit(f"{point.impl} T={point.seq_len}: {record.status}: {record.message}")
+    return record.time_s, record.threads or torch.get_num_threads()
+
+
+def reference_median(impl_name: str, shape: tuple[int, ...], threads: int,
+                     min_time: float) -> float:
+    gen = torch.Generator().manual_seed(0)   # the worker's inputs: q, k, v ~ N(0, 1), seed 0
+    q, k, v = (torch.randn(shape, generator=gen) for _ in range(3))
+    timer = tb.Timer("with torch.no_grad(): fn(q, k, v, causal=False, key_padding_mask=None)",
+                     globals={"fn": harness.get(impl_name).fn, "q": q, "k": k, "v": v,
+                              "torch": torch},
+                     num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_time).median
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--impl", default="sdpa_math")
-    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--impl", default=DEFAULT_IMPLS, help="comma-separated names")
+    parser.add_argument("--seq-len", default="1K,4K", help="e.g. 1K,4K")
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of samples per measurement, both timers")
     args = parser.parse_args()
+    import implementations  # noqa: F401  (registers the bundled implementations)
 
-    point = Point(impl=args.impl, seq_len=args.seq_len, head_dim=args.head_dim, heads=args.heads)
-    impl = harness.get(args.impl)
-    shape = (1, args.heads, args.seq_len, args.head_dim)
-    gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(shape, generator=gen) for _ in range(3))
-
-    ours, theirs = [], []
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            runner = Runner(RunDir.create(Path(tmp) / "run", {}),
-                            RunSettings(timing=TimingSettings(min_time_s=1.0)))
-            record = runner.run([point]).records[0]
-        assert record.status == "ok", record.message
-        ours.append(record.time_s)
-        timer = tb.Timer("with torch.no_grad(): fn(q, k, v, causal=False, key_padding_mask=None)",
-                         globals={"fn": impl.fn, "q": q, "k": k, "v": v, "torch": torch},
-                         num_threads=torch.get_num_threads())
-        theirs.append(timer.blocked_autorange(min_run_time=1.0).median)
-    a, b = statistics.median(ours), statistics.median(theirs)
-    print(f"{args.impl} T={args.seq_len} D={args.head_dim} H={args.heads} float32 forward, "
-          f"{torch.get_num_threads()} threads")
-    print(f"attnbench runner      : median {a * 1e3:.2f} ms  (runs: "
-          f"{', '.join(f'{x * 1e3:.2f}' for x in ours)})")
-    print(f"torch.utils.benchmark : median {b * 1e3:.2f} ms  (runs: "
-          f"{', '.join(f'{x * 1e3:.2f}' for x in theirs)})")
-    print(f"ratio attnbench / torch.utils.benchmark = {a / b:.3f}")
+    names = [n for n in args.impl.split(",") if n]
+    REGISTRY.resolve(names)
+    lengths = parse_int_list(args.seq_len, axis="seq_len")
+    load_before = os.getloadavg()
+    rows = []
+    for name in names:
+        for seq_len in lengths:
+            point = Point(impl=name, seq_len=seq_len, head_dim=args.head_dim, heads=args.heads)
+            shape = (1, args.heads, seq_len, args.head_dim)
+            ours, theirs, threads = [], [], 0
+            for _ in range(args.repeats):
+                value, threads = harness_median(point, args.min_time)
+                ours.append(value)
+                theirs.append(reference_median(name, shape, threads, args.min_time))
+            a, b = statistics.median(ours), statistics.median(theirs)
+            rows.append((name, seq_len, threads, a, b))
+            print(f"{name:14s} T={seq_len:<6d} threads={threads}  attnbench {a * 1e3:8.2f} ms  "
+                  f"torch.utils.benchmark {b * 1e3:8.2f} ms  ratio {a / b:.3f}", flush=True)
+    load_after = os.getloadavg()
+    print(f"\nD={args.head_dim} H={args.heads} B=1 float32 forward, non-causal; median of "
+          f"{args.repeats} alternating measurements of {args.min_time:g} s each")
+    print(f"load average (1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}; "
+          f"after {', '.join(f'{x:.2f}' for x in load_after)}")
+    print("\n| impl | T | threads | attnbench median (ms) | torch.utils.benchmark (ms) | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, seq_len, threads, a, b in rows:
+        print(f"| {name} | {seq_len} | {threads} | {a * 1e3:.2f} | {b * 1e3:.2f} | {a / b:.3f} |")
     return 0
 
 

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                         "refusing conflicting duplicates"),
     "compare": ("harness.commands.compare", "regression check of a run against a baseline "
                                             "(exit 1 on a regression)"),
+    "ab": ("harness.commands.ab", "interleaved A/B of two revisions or checkouts in one job "
+                                  "(exit 1 on a regression)"),
+    "profile": ("harness.commands.profile", "one point under torch.profiler / jax.profiler: "
+                                            "trace.json (Chrome trace) and ops.csv"),
 }
 DEFAULT_COMMAND = "run"
 
@@ -80,9 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = with_default_command(argv)   # as given: launchers re-run it elsewhere
         from harness.registry import REGISTRY, load_impl_modules
 
-        load_impl_modules(getattr(args, "impl_module", []) or [])
-        REGISTRY.load_entry_points()
-        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+        module = importlib.import_module(COMMANDS[args.command][0])
+        if getattr(module, "LOADS_IMPL_MODULES", True):  # ab: the sides load their own
+            load_impl_modules(getattr(args, "impl_module", []) or [])
+            REGISTRY.load_entry_points()
+        return int(module.run(args) or 0)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

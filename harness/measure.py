@@ -2,7 +2,9 @@
 harness.stats).
 
 Time: warm-up calls first, then samples until ``min_time_s`` of measured time or
-``max_repeats`` samples (at least ``min_repeats``); every sample is kept. The device-side timer
+``max_repeats`` samples (at least ``min_repeats``); every sample is kept, and beside each the
+CPU time the worker process used during it (``process_time``: not stretched when other processes
+take the CPU away; ``run_bench.py ab --clock cpu`` compares it). The device-side timer
 comes from the framework adapter (CUDA events for torch on GPU; perf_counter with
 block_until_ready for JAX; perf_counter on CPU).
 
@@ -29,6 +31,7 @@ class TimingSettings:
     min_repeats: int = 3
     max_repeats: int = 50
     cuda_flush_l2: bool = True
+    timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.gpu_timing)
 
 
 @dataclass
@@ -90,14 +93,18 @@ def time_workload(work: Workload, settings: TimingSettings,
         work.block(value)
         warm_s += time.perf_counter() - start
     samples: list[float] = []
+    cpu_samples: list[float] = []   # CPU time of the process per sample (outside the timed call)
     while True:
         work.setup()
+        cpu_start = time.process_time()
         elapsed, value = timer.time(work)
+        cpu_samples.append(time.process_time() - cpu_start)
         samples.append(elapsed)
         enough_time = sum(samples) >= settings.min_time_s
         if len(samples) >= settings.max_repeats or \
                 (len(samples) >= settings.min_repeats and enough_time):
             break
+    work.info["cpu_samples"] = cpu_samples
     return samples, value
 
 

@@ -7,6 +7,7 @@ Commands parse their flags into a ``SweepRequest``; ``plan`` turns it into a ``S
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class SweepRequest:
     cooldown: float | None = None
     time_budget: float | None = None
     shard: str | None = None
+    timer: str | None = None
+    reuse_peaks: bool | None = None
     impl_modules: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -76,11 +79,12 @@ class SweepPlan:
     description: dict[str, Any]
     shard: ShardSpec | None = None
     grid_points: int = 0         # points in the whole grid
+    reuse_peaks: bool = False    # take the machine's peaks from the cache when there
 
 
 WORKLOAD_ARGUMENTS = ("kv_heads", "q_len", "window", "alibi", "documents")
 SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
-                     "cooldown", "time_budget", "shard")
+                     "cooldown", "time_budget", "shard", "timer")
 
 
 def plan(request: SweepRequest, *, check_devices: bool = True,
@@ -90,6 +94,9 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
     if grid_from:
         raw.update(stored_grid_arguments(grid_from, "--grid-from") or {})
     if request.config:
+        if request.resume:
+            raise UsageError(f"--resume keeps the stored grid; --config {request.config} cannot "
+                             f"be given with it")
         raw.update(read_config(request.config))
     for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
                  "preset", "out", *WORKLOAD_ARGUMENTS, *SETTING_ARGUMENTS):
@@ -115,22 +122,24 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
     grid_points = len(points)
     if shard is not None:
         points = select_shard(points, shard, family_of)
+    timer = str(raw.get("timer", "events"))
+    if timer not in ("events", "cudagraph"):
+        raise UsageError(f"--timer: {timer!r} is not one of events, cudagraph")
+    if timer == "cudagraph" and not any(device_kind(d) == "cuda" for d in devices):
+        raise UsageError("--timer cudagraph: needs a CUDA device (--device cuda)")
     timing = TimingSettings(
-        warmup=int(raw.get("warmup", 2)), min_time_s=float(raw.get("min_time", 0.5)),
-        max_repeats=int(raw.get("max_repeats", 50)))
-    if timing.warmup < 0 or timing.min_time_s < 0 or timing.max_repeats < 1:
-        raise UsageError("--warmup and --min-time must be >= 0 and --max-repeats >= 1")
-    timeout = float(raw.get("timeout", 120.0))
-    if timeout <= 0:
-        raise UsageError(f"--timeout: must be positive, got {timeout:g}")
+        warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
+        min_time_s=setting(raw, "min_time", 0.5, minimum=0),
+        max_repeats=setting(raw, "max_repeats", 50, integer=True, minimum=1),
+        timer=timer)
+    timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
-    cooldown = float(raw["cooldown"]) if raw.get("cooldown") is not None else (
-        0.5 if any(device_kind(d) == "cuda" for d in devices) else 0.0)
-    budget = float(raw["time_budget"]) if raw.get("time_budget") is not None else None
-    if budget is not None and budget <= 0:
-        raise UsageError(f"--time-budget: must be positive, got {budget:g}")
+    cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)
+                       else 0.0, minimum=0)
+    budget = setting(raw, "time_budget", None, positive=True)
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
-                           seed=int(raw.get("seed", 0)), impl_modules=tuple(
+                           seed=setting(raw, "seed", 0, integer=True, minimum=0),
+                           impl_modules=tuple(
                                request.impl_modules or ()), cooldown_s=cooldown,
                            time_budget_s=budget)
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
@@ -139,7 +148,32 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
                                                         overrides.values.items()},
                    "config_file": request.config,
                    "input_distribution": INPUT_DISTRIBUTION}
-    return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points)
+    return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points,
+                     reuse_peaks=bool(request.reuse_peaks))
+
+
+def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,
+            positive: bool = False, minimum: float | None = None) -> Any:
+    """A numeric setting from flags or a config: finite, of the right kind and range, or
+    one clear line (exit 2)."""
+    value = raw.get(name)
+    if value is None:
+        return default
+    flag = f"--{name.replace('_', '-')}"
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}") from None
+    if not math.isfinite(number) or (integer and number != int(number)):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}")
+    if positive and number <= 0:
+        raise UsageError(f"{flag}: must be positive, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise UsageError(f"{flag}: must be at least {minimum:g}, got {value!r}")
+    return int(number) if integer else number
 
 
 def family_of(impl: str) -> str:
@@ -151,10 +185,24 @@ GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "cau
 
 
 def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:
-    """On --resume without grid flags, the grid (and settings) of the run being resumed."""
-    if any(name in given for name in GRID_ARGUMENTS):
-        return given
+    """On --resume, the grid (and settings) of the run being resumed.
+
+    The rule: a resumed run keeps its stored grid, exactly. Grid flags (or a --config, or --out)
+    given with --resume are refused rather than silently replacing or changing the stored grid;
+    settings flags (--timeout, --min-time, ...) apply to the points still to measure.
+    """
+    meta = open_run(resume).metadata()
+    if meta.get("kind", "speed") != "speed":
+        raise UsageError(f"--resume {resume}: this is a {meta.get('kind')} run, not a speed "
+                         f"sweep (resume it with the command that made it)")
     stored = stored_grid_arguments(resume, "--resume")
+    flags = sorted(f"--{name.replace('_', '-')}" for name in GRID_ARGUMENTS if name in given)
+    if flags:
+        raise UsageError(f"--resume keeps the stored grid of {resume}; {', '.join(flags)} cannot "
+                         f"be given with it (start a new run with --out to measure another "
+                         f"grid, and merge the two)")
+    if "out" in given:
+        raise UsageError("--resume RUN_DIR writes into RUN_DIR; --out cannot be given with it")
     return given if stored is None else {**stored, **given}
 
 
@@ -163,7 +211,9 @@ def stored_grid_arguments(run_dir: str, flag: str) -> dict[str, Any] | None:
     meta = open_run(run_dir).metadata()
     if meta.get("grids"):
         raise UsageError(f"{flag} {run_dir}: this run merges {len(meta['grids'])} different "
-                         "grids, so it has no one grid to take; give the grid flags")
+                         "grids, so it has no one grid to take" +
+                         ("; it cannot be resumed" if flag == "--resume" else
+                          "; give the grid flags"))
     return (meta.get("grid") or {}).get("arguments")
 
 

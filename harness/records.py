@@ -5,9 +5,9 @@ re-derive measurement logic. A ``Point`` is the frozen description of one measur
 ``point_id`` keys resume, sharding and merge.
 
 Schema history:
-- 1: first version (speed and accuracy records). Additive since: speed records carry
-  kv_heads, q_len, window, alibi, documents (workload axes); records without them read as
-  kv_heads = heads, q_len = seq_len, no window, no ALiBi, no documents.
+- 1: first version (speed and accuracy records); later additive fields (bytes moved, % of peak,
+  timing conditions; the workload axes kv_heads, q_len, window, alibi, documents) read as their
+  defaults in older records (kv_heads = heads, q_len = seq_len, no window, ALiBi or documents).
 """
 
 from __future__ import annotations
@@ -210,6 +210,29 @@ class TimingResult:
     deviation_from_softmax: float | None = measured()
     first_call_s: float | None = measured(to="extra")
     task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+    # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
+    cpu_time_samples_s: list[float] | None = measured(to="extra")
+    # how it was timed (harness.gpu_timing, harness.gpu_watch): precision, flush, GPU clocks
+    matmul_precision: str = measured("")
+    l2_flush: str = measured("")
+    sm_clock_mhz_min: float | None = measured()
+    sm_clock_mhz_max: float | None = measured()
+    max_sm_clock_mhz: float | None = measured()
+    gpu_temperature_c_max: float | None = measured()
+    gpu_power_w_max: float | None = measured()
+    throttle_reasons: list[str] = measured(factory=list)
+    throttled: bool | None = measured()
+    timer_note: str | None = measured(to="extra")
+    clock_note: str | None = measured(to="extra")
+    clock_samples: int | None = measured(to="extra")
+
+    def set_conditions(self, values: dict[str, Any]) -> None:
+        """Fill the timing-condition fields from a dict (unknown keys are a bug: raise)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in names:
+                raise KeyError(f"TimingResult has no field {key!r}")
+            setattr(self, key, value)
 
 
 @dataclass
@@ -277,6 +300,23 @@ class SpeedRecord:
     flops: float | None = None
     tflops: float | None = None
     flop_model: str = ""
+    # bytes moved and % of the machine's peaks (harness.traffic; peaks in run.json)
+    bytes_moved: float | None = None
+    bytes_model: str = ""
+    achieved_bytes_per_s: float | None = None
+    pct_peak_bandwidth: float | None = None
+    pct_peak_flops: float | None = None    # exact attention only
+    arithmetic_intensity: float | None = None   # FLOPs / bytes_moved (exact attention only)
+    # timing conditions
+    matmul_precision: str = ""             # torch / JAX float32 matmul setting (TF32 or not)
+    l2_flush: str = ""                     # whether caches were flushed before each sample
+    sm_clock_mhz_min: float | None = None  # NVML samples while the point was timed (GPU)
+    sm_clock_mhz_max: float | None = None
+    max_sm_clock_mhz: float | None = None
+    gpu_temperature_c_max: float | None = None
+    gpu_power_w_max: float | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    throttled: bool | None = None          # timed below 90% of the maximum SM clock
     # correctness and fidelity
     gate_max_error: float | None = None
     gate_tolerance: float | None = None
@@ -374,6 +414,8 @@ class AccuracyRecord:
     data_path: str = ""                    # the folder the examples were read from
     split_sizes: dict[str, int] = field(default_factory=dict)
     bad_steps: int = 0                     # non-finite losses/gradients skipped by the guard
+    # lra --tune: {"grid", "selection", "chosen", "trials", "search_time_s"}; {} when untuned
+    tuning: dict[str, Any] = field(default_factory=dict)
     kind: str = "accuracy"
     schema_version: int = SCHEMA_VERSION
 
@@ -408,3 +450,39 @@ def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
         return RECORD_TYPES[kind].from_json(data)
     except KeyError:
         raise ValueError(f"unknown record kind {kind!r}") from None
+
+
+# Numbers a record may hold, and the range each must be in (None is always allowed).
+POSITIVE_FIELDS = ("time_s", "time_min_s")
+NON_NEGATIVE_FIELDS = ("time_iqr_s", "peak_mem_bytes", "input_bytes", "compile_time_s",
+                       "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
+                       "examples_per_s")
+FRACTION_FIELDS = ("best_val_accuracy", "test_accuracy")
+
+
+def invalid_numbers(data: dict[str, Any]) -> str:
+    """Why a record's numbers cannot be right ('' when they can): NaN, infinite, negative
+    times or memory, non-positive time samples, accuracies outside [0, 1]."""
+    import math
+
+    def bad(value: Any, low: float, strict: bool) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True
+        return not math.isfinite(value) or value < low or (strict and value == low)
+
+    for name in POSITIVE_FIELDS:
+        if bad(data.get(name), 0.0, True):
+            return f"{name} = {data.get(name)!r} is not a positive finite number"
+    for name in NON_NEGATIVE_FIELDS:
+        if bad(data.get(name), 0.0, False):
+            return f"{name} = {data.get(name)!r} is not a finite number >= 0"
+    for name in FRACTION_FIELDS:
+        value = data.get(name)
+        if bad(value, 0.0, False) or (isinstance(value, (int, float)) and value > 1):
+            return f"{name} = {value!r} is not a fraction in [0, 1]"
+    samples = data.get("time_samples_s") or []
+    if not isinstance(samples, list) or any(bad(x, 0.0, True) for x in samples):
+        return "time_samples_s holds a value that is not a positive finite number"
+    return ""

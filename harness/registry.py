@@ -152,6 +152,8 @@ class Implementation:
     prepare: Callable[..., Callable[..., object]] | None = None
     compiles: bool = False       # its first call compiles (torch.compile): compile_time_s
     gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
+    # bytes-moved model (harness.traffic): Point -> Traffic; None = compulsory traffic only
+    traffic: Callable[..., object] | None = None
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -305,8 +307,10 @@ class Registry:
             raise ValueError(f"{impl.name}: unknown dtypes {sorted(unknown)}; use {DTYPES}")
         existing = self._impls.get(impl.name)
         if existing is not None and not replace and existing.module != impl.module:
-            raise ValueError(f"implementation {impl.name!r} already registered by "
-                             f"{existing.module}; choose another name")
+            raise ValueError(f"implementation {impl.name!r}"
+                             + (f" (in {impl.module})" if impl.module else "")
+                             + f" is already registered by {existing.module or 'another module'}; "
+                             f"choose another name")
         self._impls[impl.name] = impl
         return impl
 
@@ -352,11 +356,14 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
              constraints: ConstraintFn | None = None, replace: bool = False,
              gate_tolerance: dict[str, float] | None = None,
+             traffic: Callable[..., object] | None = None,
              prepare: Callable[..., Callable[..., object]] | None = None,
              compiles: bool = False) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that declares an attention function under ``name``. ``gate_tolerance``
     (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
-    ``prepare`` and ``compiles``: see Implementation."""
+    ``traffic`` is its bytes-moved model (see harness.traffic): without one, only the
+    compulsory traffic (q, k, v in, o out) is counted and the record says so; ``prepare`` and
+    ``compiles``: see Implementation."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -365,7 +372,7 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
             module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
-            prepare=prepare, compiles=compiles), replace=replace)
+            traffic=traffic, prepare=prepare, compiles=compiles), replace=replace)
         return fn
 
     return decorate
@@ -373,11 +380,17 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
 
 def load_impl_modules(modules: Iterable[str]) -> None:
     """Import user modules that register implementations (``--impl-module``)."""
+    modules = list(modules)
+    if modules:
+        REGISTRY.load_builtins()   # first: a clash then names the user's module, not ours
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise UsageError(f"cannot import implementation module {module!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a user's module failing is bad input
+            raise UsageError(f"implementation module {module!r} raised while being imported: "
+                             f"{type(exc).__name__}: {first_line(str(exc))}") from exc
 
 
 def get(name: str) -> Implementation:

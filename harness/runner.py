@@ -22,9 +22,11 @@ from typing import Any, Callable, Iterable, TypeVar
 from harness.executor import LocalExecutor, Outcome
 from harness.flops import derived
 from harness.measure import TimingSettings
+from harness.peaks import bandwidth_peak, flops_peak
 from harness.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
+from harness.traffic import traffic_metrics
 from harness.worker import FEATURE_NAMES, WorkerContext
 
 Combo = tuple  # impl, device, dtype, causal[, workload features (see worker.FEATURE_NAMES)]
@@ -88,12 +90,14 @@ def static_check(impl: Implementation, point: Point) -> str | None:
 class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
                  executor: LocalExecutor | None = None, hardware_id: str = "",
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None,
+                 peaks: dict[str, dict[str, Any]] | None = None) -> None:
         self.run_dir = run_dir
         self.settings = settings
         self.executor = executor or LocalExecutor()
         self.hardware_id = hardware_id
         self.listener = listener or (lambda event, payload: None)
+        self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.peaks)
         load_impl_modules(settings.impl_modules)  # the workers load them too
 
     # -- public --------------------------------------------------------------------------
@@ -136,18 +140,21 @@ class Runner:
         if not combos:
             return {}
         self.listener("probing", len(combos))
+        # --timeout bounds the probe too: each combination may take one task's timeout
+        # methods that compile get compile_allowance_s on top (compilation is not run time)
         compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
-        probe_timeout = self.settings.probe_timeout_s + \
-            compiling * self.settings.compile_allowance_s
+        single_timeout = min(self.settings.probe_timeout_s, self.settings.timeout_s)
         outcome = self.executor.run("probe", combos, self.settings.worker_context(),
-                                    timeout=probe_timeout)
+                                    timeout=min(self.settings.probe_timeout_s,
+                                                self.settings.timeout_s * len(combos))
+                                    + compiling * self.settings.compile_allowance_s)
         if outcome.status == "ok":
             return outcome.result
         # one combination crashed or hung the probe worker: isolate it by probing one at a time
         results: dict[Combo, dict[str, Any]] = {}
         for combo in combos:
             single = self.executor.run("probe", [combo], self.settings.worker_context(),
-                                       timeout=self.settings.probe_timeout_s + (
+                                       timeout=single_timeout + (
                                            self.settings.compile_allowance_s
                                            if REGISTRY.get(combo[0]).compiles else 0.0))
             if single.status == "ok":
@@ -171,7 +178,8 @@ class Runner:
             gate_fields = {"gate_max_error": gate.get("max_error"),
                            "gate_tolerance": gate.get("tolerance")}
             if not probe.get("available", False):
-                status = "error" if probe.get("crashed") else "unsupported"
+                status = "error" if probe.get("crashed") or probe.get("failed") \
+                    else "unsupported"
                 self._emit(summary, self._record(point, impl, status,
                                                  probe.get("reason", "not probed")))
                 continue
@@ -223,6 +231,11 @@ class Runner:
         values.update(gate_fields)
         if timing.status == "ok":
             values.update(derived(point, impl.family, timing.time_s))
+            peaks = self.peaks.get(point.device)
+            values.update(traffic_metrics(
+                point, impl.traffic, time_s=timing.time_s, flops=values.get("flops"),
+                peak_bytes_per_s=bandwidth_peak(peaks),
+                peak_flops_per_s=flops_peak(peaks, point.dtype)))
         return self._record(point, impl, timing.status,
                             timing.message if timing.status == "ok"
                             else f"timing pass: {timing.message}",

@@ -1,14 +1,16 @@
 """Statistics of timing samples, in one place: median, quartiles, IQR (the worker's summary of a
 point, the report's IQR bands) and the bootstrap interval of a ratio of two medians (compare's
-noise rule). Pure functions of arrays.
+noise rule); and the mean, sample standard deviation and n of results over seeds (the accuracy
+track). Pure functions of arrays.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -138,3 +140,33 @@ def _as_rounds(samples: Rounds | None) -> list[np.ndarray]:
     if isinstance(samples, np.ndarray):
         return [samples]
     return [np.asarray(x, dtype=float) for x in samples]
+
+
+# -- results over seeds --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MeanStd:
+    """The mean of n values and their sample standard deviation (n - 1 in the denominator;
+    None when n < 2, where there is no spread to report)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    def text(self, digits: int = 2) -> str:
+        """``"38.10 ± 0.52 (n=3)"``; a single value says ``(n=1)`` and gives no spread."""
+        if self.std is None:
+            return f"{self.mean:.{digits}f} (n={self.n})"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
+
+
+def mean_std(values: Iterable[float]) -> MeanStd:
+    """Mean, sample std (None for a single value) and n of the finite values given."""
+    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not kept:
+        raise ValueError("mean_std of no finite values")
+    n = len(kept)
+    mean = math.fsum(kept) / n
+    if n < 2:
+        return MeanStd(mean, None, n)
+    var = math.fsum((v - mean) ** 2 for v in kept) / (n - 1)
+    return MeanStd(mean, math.sqrt(var), n)

@@ -26,6 +26,7 @@ DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "f32": "float32",
                  "fp16": "float16", "float16": "float16", "half": "float16", "f16": "float16",
                  "bf16": "bfloat16", "bfloat16": "bfloat16",
                  "fp64": "float64", "float64": "float64", "double": "float64"}
+MAX_SIZE = 2 ** 31 - 1
 SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 BYTE_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
               "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40}
@@ -102,11 +103,17 @@ def parse_int(text: str, *, axis: str = "size") -> int:
 
 def parse_int_list(text: str | Iterable[Any], *, axis: str) -> tuple[int, ...]:
     """'1024,2048', '1K..128K' (powers of two), '512..4096:+512' (step), lists from TOML."""
+    if isinstance(text, bool) or isinstance(text, float):
+        raise UsageError(f"--{axis.replace('_', '-')}: expected whole numbers, got {text!r}")
+    if isinstance(text, int):
+        text = [text]
     items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
     values: list[int] = []
+    if not any(i.strip() for i in items):
+        raise UsageError(f"--{axis.replace('_', '-')}: empty list")
     for item in (i.strip() for i in items):
         if not item:
-            continue
+            raise UsageError(f"--{axis.replace('_', '-')}: empty item in {text!r}")
         if ".." in item:
             values.extend(_parse_range(item, axis=axis))
         else:
@@ -116,6 +123,10 @@ def parse_int_list(text: str | Iterable[Any], *, axis: str) -> tuple[int, ...]:
     bad = [v for v in values if v <= 0]
     if bad:
         raise UsageError(f"--{axis.replace('_', '-')}: sizes must be positive, got {bad[0]}")
+    huge = [v for v in values if v > MAX_SIZE]
+    if huge:
+        raise UsageError(f"--{axis.replace('_', '-')}: {huge[0]} is beyond any tensor "
+                         f"dimension (at most 2^31 - 1)")
     return tuple(dict.fromkeys(values))
 
 
@@ -129,6 +140,9 @@ def _parse_range(item: str, *, axis: str) -> list[int]:
                              f"in {item!r}")
         step = parse_int(step_text[1:], axis=axis)
     lo, hi = parse_int(lo_text, axis=axis), parse_int(hi_text, axis=axis)
+    if hi > MAX_SIZE:
+        raise UsageError(f"--{axis.replace('_', '-')}: {hi} is beyond any tensor dimension "
+                         f"(at most 2^31 - 1)")
     if lo <= 0 or hi < lo:
         raise UsageError(f"--{axis.replace('_', '-')}: bad range {item!r} (need 0 < low <= high)")
     if step is not None:
@@ -207,6 +221,8 @@ def parse_bytes(text: str | int | float) -> int:
 
 
 def _items(text: str | Iterable[Any]) -> list[str]:
+    if isinstance(text, (bool, int, float)):   # a TOML scalar where a list or string goes
+        text = [text]
     items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
     items = [i.strip() for i in items if str(i).strip()]
     if not items:
@@ -275,6 +291,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--config: file {path} not found") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"--config: cannot read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--config: {path} is not UTF-8 text (TOML)") from None
     sweep = data.get("sweep", data)
     known = set(AXIS_NAMES) | set(SETTING_NAMES)
     normalised = {key.replace("-", "_"): value for key, value in sweep.items()}

@@ -1,10 +1,12 @@
 """What runs inside a worker process: one task, one result dict, exceptions turned into status.
 
-Three tasks, each in a fresh process so that one point cannot disturb another:
+Four tasks, each in a fresh process so that one point cannot disturb another:
 - ``probe_task``: availability (a real tiny run) and the correctness gate for a set of
   (implementation, device, dtype, causal) combinations;
 - ``memory_task``: the peak-memory pass of one point;
-- ``timing_task``: the timing pass of one point, plus output sanity and fidelity.
+- ``timing_task``: the timing pass of one point, plus output sanity and fidelity (and, on a
+  GPU, the timer chosen by ``--timer``, NVTX ranges and NVML clock samples);
+- ``peaks_task``: the machine's measured GEMM and copy peaks on one device.
 The parent (harness.executor) turns a worker that dies or hangs into a record as well.
 """
 
@@ -17,9 +19,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness import frameworks
+from harness import frameworks, gpu_timing
 from harness.correctness import check as gate_check
 from harness.errors import UnsupportedError
+from harness.gpu_watch import watch_for
 from harness.measure import (
     TimingSettings,
     first_call,
@@ -46,9 +49,13 @@ class WorkerContext:
 
 
 def prepare(context: WorkerContext, device: str | None = None) -> None:
-    """Common set-up at the start of every task; applies --max-memory for the device."""
+    """Common set-up at the start of every task; applies --max-memory for the device.
+
+    The allocator is left as a user's process has it (glibc's dynamic thresholds): only the
+    memory pass limits malloc caching (``memory_task``), since timing under fixed thresholds
+    would make every large temporary pay fresh page faults that a real program does not.
+    """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    limit_malloc_caching()
     load_impl_modules(context.impl_modules)
     if context.max_memory_bytes and device is not None:
         if device_kind(device) == "cuda":
@@ -108,23 +115,93 @@ FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
 def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
     """{(impl, device, dtype, causal[, features]): {available, reason, gate...}} for each
     combination; ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's
-    workload: the gate runs a small case with the same features)."""
+    workload: the gate runs a small case with the same features).
+
+    Not ``available`` with ``failed`` set: the implementation should run here (capabilities,
+    packages, device, its own probe) but its tiny run returned a wrong-shaped or non-finite
+    output, which is an error, not an unsupported combination.
+    """
     prepare(context)
     out: dict[tuple, dict[str, Any]] = {}
     for combo in combos:
         impl_name, device, dtype, causal = combo[:4]
         features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
         impl = REGISTRY.get(impl_name)
-        verdict = impl.supports(device=device, dtype=dtype, causal=causal, **features)
+        verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal, **features)
         entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
         if verdict.available:
-            gate = gate_check(impl, device=device, dtype=dtype, causal=causal, **features)
-            entry["gate"] = asdict(gate)
+            tiny = tiny_run(impl, device, dtype)
+            if not tiny:   # raising there: cannot run here; a wrong output: a failure
+                entry = {"available": False, "reason": tiny.reason,
+                         "failed": wrong_output(tiny.reason)}
+            else:
+                gate = gate_check(impl, device=device, dtype=dtype, causal=causal,
+                                  **features)
+                entry["gate"] = asdict(gate)
         out[tuple(combo)] = entry
     return out
 
 
+def runnable_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
+                  masked: bool = False, **features: bool) -> Any:
+    """Capabilities, packages, device and the implementation's own probe: nothing of its
+    attention is run. Not available here means unsupported (not a failure)."""
+    verdict = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
+                            run_probe=False, **features)
+    if verdict and impl.probe is not None:
+        try:
+            verdict = impl.probe(device, dtype)
+        except Exception as exc:  # noqa: BLE001
+            from harness.registry import Availability
+
+            verdict = Availability(False, f"{impl.name}: probe failed: {type(exc).__name__}: "
+                                          f"{exc}")
+    return verdict
+
+
+def wrong_output(reason: str) -> bool:
+    """Whether a failed tiny run returned a wrong result (the adapters' tiny_run wording)
+    rather than raising (which means the method cannot run this combination here)."""
+    return "returned shape" in reason or "non-finite output" in reason
+
+
+def tiny_run(impl: Any, device: str, dtype: str) -> Any:
+    try:
+        return frameworks.get(impl.framework).tiny_run(impl, device, dtype)
+    except Exception as exc:  # noqa: BLE001
+        from harness.registry import Availability
+
+        return Availability(False, f"{impl.name}: {type(exc).__name__}: {exc}")
+
+
+def check_task(items: list[tuple[str, str, str, bool, bool]], context: WorkerContext) -> dict:
+    """``run_bench.py check``'s work, in a worker: {(impl, device, dtype, causal, masked):
+    {"skipped": reason} or the gate result as a dict}."""
+    prepare(context)
+    out: dict[tuple[str, str, str, bool, bool], dict[str, Any]] = {}
+    for impl_name, device, dtype, causal, masked in items:
+        impl = REGISTRY.get(impl_name)
+        verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal, masked=masked)
+        if not verdict:
+            out[(impl_name, device, dtype, causal, masked)] = {"skipped": verdict.reason}
+            continue
+        gate = gate_check(impl, device=device, dtype=dtype, causal=causal, masked=masked)
+        out[(impl_name, device, dtype, causal, masked)] = asdict(gate)
+    return out
+
+
+def availability_task(items: list[tuple[str, str]], context: WorkerContext) -> dict:
+    """``run_bench.py list``'s probes, in a worker: {(impl, device): (available, reason)}."""
+    prepare(context)
+    out: dict[tuple[str, str], tuple[bool, str]] = {}
+    for impl_name, device in items:
+        verdict = REGISTRY.get(impl_name).availability(device)
+        out[(impl_name, device)] = (verdict.available, verdict.reason)
+    return out
+
+
 def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
+    limit_malloc_caching()   # RSS must track what is in use (see measure.limit_malloc_caching)
     prepare(context, point.device)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
@@ -168,8 +245,12 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
         with fw.precision(point.dtype):
             work = fw.make_workload(impl, point, seed=context.seed,
                                     flush_l2=settings.cuda_flush_l2)
+            conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
+                                            device=point.device, label=point.point_id)
             first = first_call(work)
-            samples, value = time_workload(work, settings, warm_s=first)
+            with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
+                samples, value = time_workload(work, settings, warm_s=first)
+            wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
             finite = work.check(value)
             del value
             stats = sample_stats(samples)
@@ -179,12 +260,17 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 threads=fw.threads(),
                 timer=(work.timer.name if work.timer else "perf_counter")
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
-                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum)
+                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
+                cpu_time_samples_s=work.info.get("cpu_samples") or None)
+            result.set_conditions({**conditions, **watch.fields()})
             if impl.framework == "jax" or impl.compiles:
                 # the first call is dominated by compilation (jit, torch.compile); never part
                 # of the samples
                 result.compile_time_s = max(0.0, first - stats.median)
             result.mask_build_s = work.info.get("mask_build_s")
+            if wrong_shape:
+                result.status, result.message = "error", wrong_shape
+                return result
             if not finite:
                 result.status, result.message = "error", "non-finite output (NaN or Inf)"
                 return result
@@ -194,6 +280,26 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
     except BaseException as exc:  # noqa: BLE001
         status, message = classify(exc, impl.framework)
         return TimingResult(status=status, message=message)
+
+
+def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str:
+    """Why the timed call's output has the wrong shape ('' when right, or not checkable).
+
+    Forward: q's shape with v's last dimension; with a backward: q's gradient, q's shape.
+    Checked once, on the output of the last timed sample (never inside the timed region).
+    """
+    while isinstance(value, (tuple, list)) and value:   # JAX: (out, grads) or grads
+        value = value[0]
+    if len(inputs) < 3 or not hasattr(value, "shape"):
+        return ""
+    q, _, v = inputs[:3]
+    forward = (*tuple(q.shape)[:-1], tuple(v.shape)[-1])
+    expected = forward if pass_ == "forward" else tuple(q.shape)
+    got = tuple(value.shape)
+    if got != expected and (pass_ == "forward" or got != forward):
+        what = "gradient of q" if pass_ != "forward" else "output"
+        return f"wrong {what} shape {got} at the timed size (expected {expected})"
+    return ""
 
 
 def fidelity(work: Any, point: Point, fw: Any) -> float | None:
@@ -209,9 +315,18 @@ def fidelity(work: Any, point: Point, fw: Any) -> float | None:
                                                **point_mask(point)))
 
 
+def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
+    """The machine's measured peaks on ``device`` (harness.peaks), in a fresh process."""
+    from harness.peaks import measure_peaks
+
+    prepare(context)   # no --max-memory cap: the copy buffer is sized for the device
+    return measure_peaks(device)
+
+
 def run_task(name: str, *args: Any) -> Any:
     """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
-    tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task}
+    tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task,
+             "check": check_task, "availability": availability_task, "peaks": peaks_task}
     start = time.perf_counter()
     result = tasks[name](*args)
     if isinstance(result, (MemoryResult, TimingResult)):

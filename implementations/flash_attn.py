@@ -9,6 +9,7 @@ bottom-right (FlashAttention >= 2.1, attnbench's convention); ``window_size=(lef
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
+from harness.traffic import tiled_exact
 
 
 def document_cu_seqlens(document_ids):
@@ -40,7 +41,8 @@ def flash_window(window) -> tuple[int, int]:
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),
                      ("alibi", "alibi_slopes"),
-                     ("documents", "flash_attn_varlen_func with cu_seqlens"))))
+                     ("documents", "flash_attn_varlen_func with cu_seqlens"))),
+          traffic=tiled_exact)
 def flash_attn(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
                document_ids=None):
     """flash_attn_func (flash_attn_varlen_func for packed documents)."""

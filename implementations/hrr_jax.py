@@ -37,6 +37,7 @@ import math
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, register
+from harness.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12
 CPU_GEMM_MAX_HEAD_DIM = 512  # gemm measured faster up to D=512 on CPU: see the table above
@@ -290,7 +291,8 @@ def _platform(x) -> str:
                        ("documents", "HRR attention has no mask but key padding (beta sums "
                                      "every key)")),
                                     paths=(("gqa", "k, v repeated to the query heads (a copy)"),
-                                           )))
+                                           )),
+          traffic=hrr_traffic)
 def hrr_jax(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None):
     """HRR attention in JAX; ``formulation`` ('gemm' or 'fft') overrides choose_formulation."""
     if causal:

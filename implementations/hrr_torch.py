@@ -58,6 +58,7 @@ import torch
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, register
+from harness.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12  # cosine = dot / max(|v| |vhat|, eps): a zero vector gives 0, never NaN
 CHUNK_ELEMENTS = 1 << 21  # per-tensor chunk (tokens x D) walked at once: 8 MiB in float32
@@ -374,7 +375,8 @@ def _hrr_fft(q, k, v, keep):
                                      "every key)")),
                                     paths=(("gqa", "k, v repeated to the query heads (a copy; "
                                                    "each group's beta is then computed once "
-                                                   "per query head)"),)))
+                                                   "per query head)"),)),
+          traffic=hrr_traffic)
 def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None):
     """HRR attention; ``formulation`` ('gemm' or 'fft') overrides choose_formulation."""
     if causal:

@@ -24,6 +24,7 @@ import torch
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, register
+from harness.traffic import hrr as hrr_traffic
 from implementations import hrr_torch
 
 MAX_HEAD_DIM = 256  # register blocks of BLOCK_T x D floats; larger D: use hrr_torch
@@ -118,7 +119,8 @@ HRR_REASONS = (
                                     causal=False, key_padding_mask=True, backward=True,
                                     reasons=HRR_REASONS + (
                                         ("gqa", "the Triton kernel takes as many key/value "
-                                                "heads as query heads (not written)"),)))
+                                                "heads as query heads (not written)"),)),
+          traffic=hrr_traffic)
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
     """HRR attention with the scores fused in a Triton kernel (CUDA; not yet measured)."""
     if causal:

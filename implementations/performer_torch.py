@@ -20,6 +20,7 @@ import functools
 import torch
 
 from harness.registry import Capabilities, register
+from harness.traffic import random_features
 
 DEFAULT_NUM_FEATURES = 256
 DEFAULT_SEED = 0
@@ -173,6 +174,7 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
                         ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
                                             "keys"))),
+             traffic=random_features(num_features),
              )(attention)
 
 

@@ -7,6 +7,7 @@ tiny input on the target device and dtype (on CPU only MATH and FLASH_ATTENTION 
 from __future__ import annotations
 
 from harness.registry import Capabilities, Query, register
+from harness.traffic import materialised_scores, tiled_exact
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -95,4 +96,6 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
                         ("alibi", "float attn_mask bias"))),
              description=f"torch SDPA pinned to SDPBackend.{_backend}",
              constraints=_cuda_flash_constraints if _name == "sdpa_flash" else None,
+             # MATH forms the T x T scores; the other backends are tiled kernels
+             traffic=materialised_scores if _backend == "MATH" else tiled_exact,
              )(_pinned(_backend))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from harness.registry import Capabilities, register
+from harness.traffic import materialised_scores
 
 
 @functools.cache
@@ -68,7 +69,8 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
               window=True, alibi=True, documents=True,
               paths=(("gqa", "q viewed as (B, Hkv, group, Tq, D): k, v not copied"),
                      ("masks", "explicit boolean Tq x Tk mask"),
-                     ("alibi", "explicit Tq x Tk bias"))))
+                     ("alibi", "explicit Tq x Tk bias"))),
+          traffic=materialised_scores)
 def softmax_jax(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                 alibi_slopes=None, document_ids=None):
     """jit-compiled softmax(Q K^T / sqrt(D)) V in JAX."""

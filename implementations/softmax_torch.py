@@ -9,6 +9,7 @@ flex_attention) use it instead.
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
+from harness.traffic import materialised_scores
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 
@@ -19,7 +20,8 @@ from implementations._torch_masks import alibi_bias, allowed_keys
               window=True, alibi=True, documents=True,
               paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
                      ("masks", "explicit boolean Tq x Tk mask"),
-                     ("alibi", "explicit Tq x Tk bias"))))
+                     ("alibi", "explicit Tq x Tk bias"))),
+          traffic=materialised_scores)
 def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                   alibi_slopes=None, document_ids=None):
     """Vanilla softmax(Q K^T / sqrt(D)) V with the Tq x Tk matrix in memory."""

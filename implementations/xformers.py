@@ -9,6 +9,7 @@ documents by ``BlockDiagonalMask`` / ``BlockDiagonalCausalMask`` over the B * T 
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
+from harness.traffic import tiled_exact
 
 
 def document_lengths(document_ids) -> list[int]:
@@ -61,7 +62,8 @@ def five_d(q, k, v, *, packed: bool = False):
                                  "not be its native path)")),
               paths=(("gqa", "5-D layout (B, T, Hkv, group, D), k and v expanded as views"),
                      ("causal Tq != Tk", "LowerTriangularFromBottomRightMask"),
-                     ("documents", "BlockDiagonalMask / BlockDiagonalCausalMask"))))
+                     ("documents", "BlockDiagonalMask / BlockDiagonalCausalMask"))),
+          traffic=tiled_exact)
 def xformers_attention(q, k, v, *, causal=False, key_padding_mask=None, document_ids=None):
     """memory_efficient_attention with xformers' own bias objects."""
     import xformers.ops as xops

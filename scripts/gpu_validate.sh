@@ -11,7 +11,8 @@
 #   --impl LIST    limit the sweep to these implementations (default: all registered)
 #   --deadline S   the whole script's time limit in seconds (default 470, under 8 minutes)
 #
-# Steps: environment, install, wheels, gpu-tests, hrr-floor, sweep, lra-data, lra, report. Each runs under
+# Steps: environment, install, wheels, gpu-tests, hrr-floor, sweep, cudagraph, profile, lra-data,
+# lra, report. Each runs under
 # its own time limit inside the overall deadline; a step that fails or times out is recorded in
 # OUTDIR/steps.tsv and the script goes on. Without a CUDA device the GPU steps are recorded as
 # "no-cuda" with the reason. OUTDIR/summary.md tells what happened; OUTDIR/log.txt has all output.
@@ -162,13 +163,26 @@ gpu_step hrr-floor 75 220 "$PY" benchmarks/hrr/bandwidth_floor.py "${floor_args[
 
 # ---- 4. the sweep (preset "validate"), bounded by --time-budget -------------------------------
 SWEEP="$OUT/results/sweep"
-sweep_limit=$((DEADLINE - $(date +%s) - 130)); [ "$sweep_limit" -le 270 ] || sweep_limit=270
+sweep_limit=$((DEADLINE - $(date +%s) - 190)); [ "$sweep_limit" -le 250 ] || sweep_limit=250
 sweep_args=(sweep --preset validate --device "$DEVICE" --out "$SWEEP" --cooldown 0
             --min-time 0.2 --max-repeats 20 --timeout 60
             --time-budget "$(( sweep_limit > 60 ? sweep_limit - 40 : 20 ))")
 [ -z "$IMPL" ] || sweep_args+=(--impl "$IMPL")
 if [ -d "$SWEEP" ] && [ -f "$SWEEP/run.json" ]; then sweep_args+=(--resume "$SWEEP"); fi
-gpu_step sweep 270 130 "$PY" run_bench.py "${sweep_args[@]}"
+gpu_step sweep 250 190 "$PY" run_bench.py "${sweep_args[@]}"
+
+# ---- 4b. CUDA-graph timer (with NVML clock samples in every record) and the profile command ---
+if [ "$DEVICE" = cuda ]; then
+  gpu_step cudagraph 45 140 "$PY" run_bench.py sweep --impl sdpa_flash,hrr_torch,hrr_jax \
+    --seq-len 1K,8K --head-dim 64 --heads 16 --dtype float16 --pass fwd --device cuda \
+    --timer cudagraph --reuse-peaks --min-time 0.1 --max-repeats 10 --cooldown 0 \
+    --out "$OUT/results/cudagraph" --no-report
+else
+  record cudagraph skipped 0 "--timer cudagraph needs a CUDA device"
+fi
+profile_len=4K; [ "$DEVICE" = cuda ] || profile_len=256
+gpu_step profile 30 110 "$PY" run_bench.py profile --impl hrr_torch --seq-len "$profile_len" \
+  --head-dim 64 --device "$DEVICE" --out "$OUT/profile"
 
 # ---- 5. a short LRA run on generated ListOps data ----------------------------------------------
 DATA="$OUT/data/listops" LRA="$OUT/results/lra"

@@ -181,3 +181,23 @@ def test_cuda_device_of_a_rank():
     assert distributed.cuda_index(3, 4) == 3      # torchrun on a 4-GPU node
     with pytest.raises(UsageError, match="LOCAL_RANK=4"):
         distributed.cuda_index(4, 2)
+
+
+@pytest.mark.slow
+def test_two_processes_tune_and_seeds_like_one(listops_dir, tmp_path, capsys):
+    """--tune and --seed lists under DDP: one record per seed, written once (rank 0), the same
+    choice and scores as one process."""
+    extra = ["--epochs", "2", "--seed", "0,1", "--tune", "lr=1e-3,3e-3"]
+    single_out, ddp_out = tmp_path / "one", tmp_path / "two"
+    assert cli.main(lra_args(listops_dir, single_out) + extra) == 0
+    capsys.readouterr()
+    done = torchrun(lra_args(listops_dir, ddp_out) + extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ones, twos = read_records(single_out), read_records(ddp_out)
+    assert [r["seed"] for r in twos] == [0, 1] and all(r["status"] == "ok" for r in twos)
+    for one, two in zip(ones, twos):
+        assert two["point_id"] == one["point_id"]
+        assert two["tuning"]["chosen"] == one["tuning"]["chosen"]
+        assert [t["best_val_accuracy"] for t in two["tuning"]["trials"]] == \
+            [t["best_val_accuracy"] for t in one["tuning"]["trials"]]
+        assert two["test_accuracy"] == one["test_accuracy"]

@@ -125,3 +125,59 @@ def test_cuda_workloads_against_float64_reference(name, case):
                          **kw)
     ref = exact_attention(q, k, v, causal=causal, **kw)
     np.testing.assert_allclose(out, ref, atol=TOLERANCE[dtype], rtol=0)
+def test_cudagraph_timer_and_clock_sampling_in_records(tmp_path):
+    """--timer cudagraph replays a captured call; every CUDA record carries NVML clocks."""
+    from harness.measure import TimingSettings
+    from harness.records import Point
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    points = [Point(impl=name, seq_len=4096, head_dim=64, heads=16, dtype="float16",
+                    device="cuda") for name in ("sdpa_flash", "hrr_torch")]
+    by_timer = {}
+    for timer in ("events", "cudagraph"):
+        runner = Runner(RunDir.create(tmp_path / timer, {}),
+                        RunSettings(timing=TimingSettings(min_time_s=0.05, timer=timer)))
+        by_timer[timer] = {r.impl: r for r in runner.run(points).records}
+    for timer, records in by_timer.items():
+        for r in records.values():
+            assert r.status == "ok", r.message
+            assert r.timer == ("cuda_event" if timer == "events" else "cudagraph")
+            assert r.l2_flush.startswith("flushed")
+            assert "tf32" in r.matmul_precision
+            if "clock_note" not in r.extra:      # nvidia-ml-py present
+                assert r.sm_clock_mhz_min and r.sm_clock_mhz_max >= r.sm_clock_mhz_min
+                assert r.max_sm_clock_mhz and isinstance(r.throttled, bool)
+    for impl in ("sdpa_flash", "hrr_torch"):   # the same work, launch overhead removed
+        assert by_timer["cudagraph"][impl].time_s < 1.5 * by_timer["events"][impl].time_s
+
+
+def test_measured_gpu_peaks_stay_below_the_data_sheet():
+    from harness.peaks import measure_copy, measure_gemm, table_entry
+
+    name = torch.cuda.get_device_name(0)
+    entry = table_entry(name)
+    gemm = measure_gemm("cuda", "bfloat16", n=4096, repeats=5)
+    copy = measure_copy("cuda", nbytes=1 << 30, repeats=5)
+    assert gemm.value > 1e12 and copy.value > 1e11
+    if entry is None:
+        pytest.skip(f"{name} is not in the table of data-sheet peaks")
+    assert gemm.value <= 1.05 * entry.matmul_flops_per_s["bfloat16"]
+    assert copy.value <= 1.05 * entry.memory_bytes_per_s
+
+
+def test_jax_on_gpu_flushes_l2_like_torch(tmp_path):
+    pytest.importorskip("jax")
+    from harness.measure import TimingSettings
+    from harness.records import Point
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    runner = Runner(RunDir.create(tmp_path / "run", {}),
+                    RunSettings(timing=TimingSettings(min_time_s=0.05)))
+    record = runner.run([Point(impl="hrr_jax", seq_len=4096, head_dim=64, heads=8,
+                               dtype="float16", device="cuda")]).records[0]
+    if record.status == "unsupported":
+        pytest.skip(record.message)
+    assert record.status == "ok", record.message
+    assert record.l2_flush.startswith("flushed")

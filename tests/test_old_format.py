@@ -19,6 +19,7 @@ SPEED, LRA = FIXTURES / "old_run_speed", FIXTURES / "old_run_lra"
 
 def copy(tmp_path: Path, source: Path) -> Path:
     target = tmp_path / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, target)
     return target
 
@@ -42,7 +43,10 @@ def test_old_runs_report_with_the_command_as_typed(tmp_path, capsys):
 
 
 def test_old_runs_compare_and_merge(tmp_path, capsys):
-    assert cli.main(["compare", str(SPEED), str(SPEED), "--threshold", "10%"]) == 0
+    # compare writes its tables beside the current run: compare copies, never the fixtures
+    base, current = copy(tmp_path / "a", SPEED), copy(tmp_path / "b", SPEED)
+    assert cli.main(["compare", str(base), str(current), "--threshold", "10%"]) == 0
+    assert (current / "compare" / "compare.md").exists()
     merged = tmp_path / "merged"
     assert cli.main(["merge", str(SPEED), str(LRA), "--out", str(merged)]) == 0
     assert len(read_records(merged)) == 5
@@ -54,16 +58,17 @@ def test_old_sweep_resumes_and_new_records_keep_every_old_field(tmp_path, capsys
     # no grid flags: the stored grid; every point is there, so nothing runs
     assert cli.main(["sweep", "--resume", str(run), "--no-report"]) == 0
     assert read_records(run) == old
-    # a larger T on the same run: measured now, appended beside the old records
-    assert cli.main(["sweep", "--resume", str(run), "--impl", "softmax_torch",
-                     "--seq-len", "128,256,512", "--head-dim", "16", "--heads", "2",
-                     "--dtype", "float32", "--pass", "fwd", "--device", "cpu",
-                     "--min-time", "0.02", "--max-repeats", "3", "--warmup", "1",
-                     "--no-report"]) == 0
+    # grid flags with --resume are refused (the stored grid is kept exactly: README)
+    assert cli.main(["sweep", "--resume", str(run), "--seq-len", "512", "--no-report"]) == 2
+    # a point lost (as by a crash before its record): measured now, appended beside the old ones
+    lines = (run / "results.jsonl").read_text().splitlines(keepends=True)
+    (run / "results.jsonl").write_text("".join(lines[:-1]))
+    assert cli.main(["sweep", "--resume", str(run), "--min-time", "0.02", "--max-repeats", "3",
+                     "--warmup", "1", "--no-report"]) == 0
     records = read_records(run)
-    assert records[:4] == old and len(records) == 5
-    new = records[4]
-    assert new["status"] == "ok" and new["seq_len"] == 512
+    assert records[:3] == old[:3] and len(records) == 4
+    new = records[3]
+    assert new["status"] == "ok" and new["point_id"] == old[3]["point_id"]
     assert set(old[0]) <= set(new), set(old[0]) - set(new)
     assert set(old[0]["extra"]) <= set(new["extra"])
     assert {type(new[k]) for k in ("time_s", "peak_mem_bytes")} <= {float, int}

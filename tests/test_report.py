@@ -113,18 +113,21 @@ def test_multi_run_pairs_the_right_points(speed_run, tmp_path):
 def test_accuracy_table_next_to_published(tmp_path):
     run = make_accuracy_run(tmp_path / "acc")
     out = render_report([run], tmp_path / "acc-report")
-    ours = pd.read_csv(out / "tables" / "accuracy.csv").set_index("model")
-    assert float(ours.loc["softmax_torch", "ListOps"]) == 40.0
-    assert float(ours.loc["hrr_torch", "Text"]) == 62.0
-    assert float(ours.loc["hrr_torch", "Avg"]) == pytest.approx((35 + 62) / 2)
-    assert ours.loc["softmax_jax", "ListOps"] == "unsupported"
-    assert ours.loc["softmax_torch", "avg_over"] == "2 of 5 LRA tasks"
+    ours = pd.read_csv(out / "tables" / "accuracy.csv").set_index(["model", "task"])
+    assert float(ours.loc[("softmax_torch", "listops"), "mean"]) == 40.0
+    assert float(ours.loc[("hrr_torch", "text"), "mean"]) == 62.0
+    assert ours.loc[("hrr_torch", "text"), "n"] == 1                  # one seed: no spread
+    assert pd.isna(ours.loc[("hrr_torch", "text"), "std"])
+    assert float(ours.loc[("hrr_torch", "Avg"), "mean"]) == pytest.approx((35 + 62) / 2)
+    assert ours.loc[("softmax_jax", "listops"), "status"] == "unsupported"
+    assert ours.loc[("softmax_torch", "Avg"), "status"] == "over 2 of 5 LRA tasks"
     published = pd.read_csv(out / "tables" / "accuracy_published.csv")
     assert set(published["source"]) == {"published"}
     assert list(published["model"]) == list(PUBLISHED_LRA)
     assert (out / "figures" / "accuracy_vs_training_time.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
     assert "published" in md and "Hrrformer, multi layer" in md
+    assert "| 40.00 (n=1) |" in md                    # single-seed cells say n=1
     assert "cannot be trained here" in md
 
 

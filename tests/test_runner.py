@@ -250,18 +250,23 @@ def test_oom_classification_covers_cuda_jax_and_cpu_messages():
     assert classify(MemoryError(), "torch")[0] == "oom"
 
 
-def test_worker_killed_by_the_kernel_is_recorded_as_oom():
+def test_worker_killed_by_the_kernel_is_recorded_as_oom(monkeypatch):
+    """oom only when the kernel's oom_kill counter rose during the task (tests/test_faults.py
+    has the rule's other cases)."""
     import signal as sig
 
+    from harness import executor
     from harness.executor import LocalExecutor
 
     class Dead:
         exitcode = -sig.SIGKILL
 
-    outcome = LocalExecutor._death(Dead(), 0.0)
+    monkeypatch.setattr(executor, "oom_kill_count", lambda: 1)
+    outcome = LocalExecutor._death(Dead(), 0.0, 0)
     assert outcome.status == "oom" and "out-of-memory killer" in outcome.message
+    assert LocalExecutor._death(Dead(), 0.0, 1).status == "error"
     Dead.exitcode = -sig.SIGSEGV
-    assert LocalExecutor._death(Dead(), 0.0).message == "worker died with SIGSEGV"
+    assert LocalExecutor._death(Dead(), 0.0, 0).message == "worker died with SIGSEGV"
 
 
 def test_default_command_runs_and_renders_its_report(tmp_path):

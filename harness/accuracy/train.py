@@ -153,8 +153,11 @@ def step_loss(logits: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
 
 def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.device,
         seed: int, amp: bool = False, progress: "ProgressLike | None" = None,
-        dist: DistContext = SINGLE) -> FitResult:
+        dist: DistContext = SINGLE, test: bool = True) -> FitResult:
     """Train, validate each epoch, keep the best-validation weights, test with those.
+
+    ``test=False`` (the grid search of harness.accuracy.tune): the test split is not read;
+    the model is left holding its best-validation weights.
 
     ``dist`` places this process in a distributed run (default: a single process). With
     world_size > 1 the model trains wrapped in DistributedDataParallel, each rank on its share
@@ -243,6 +246,11 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
                              "elapsed_s": time.perf_counter() - started})
         if progress is not None:
             progress.end_epoch(val_accuracy=val_accuracy)
+        if not math.isfinite(val_loss):   # diverged: a result, recorded as such, not a crash
+            result.status = "error"
+            result.message = (f"training diverged: non-finite validation loss at epoch "
+                              f"{epoch + 1}; stopped")
+            break
         if result.best_val_accuracy is None or val_accuracy > result.best_val_accuracy:
             result.best_val_accuracy = val_accuracy
             result.epochs_to_best = epoch + 1
@@ -256,6 +264,7 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
                               f"records hold rank 0's)")
     if best_state is not None:
         model.load_state_dict(best_state)
+    if best_state is not None and test:
         result.test_accuracy, result.test_loss = evaluate(model, data.test, batch_size=eval_batch,
                                                           device=device, amp=amp, dist=dist)
     return result

@@ -20,7 +20,7 @@ from harness import regression as logic
 from harness.console import format_bytes, format_seconds, make_console
 from harness.errors import UsageError
 from harness.hardware import hardware_summary
-from harness.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord
+from harness.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord, invalid_numbers
 from harness.store import TruncatedLineWarning, open_run
 from harness.sweep_spec import parse_bytes
 
@@ -92,6 +92,11 @@ def load_run(path: str | Path, label: str) -> LoadedRun:
                                                       f"{number}"))
     loaded.warnings = [str(w.message) for w in caught
                        if issubclass(w.category, TruncatedLineWarning)]
+    repeated = run.duplicate_ok_points()
+    if repeated:   # rounds concatenated on purpose, or a second writer: never silently
+        loaded.warnings.append(
+            f"{label} {run.results_path}: {len(repeated)} point(s) have more than one ok record "
+            f"(up to {max(repeated.values())}); they are compared as rounds (docs/regression.md)")
     if not loaded.records:
         raise UsageError(f"{label} {run.path}: no speed records to compare")
     return loaded
@@ -118,6 +123,9 @@ def _speed_record(data: dict[str, Any], where: str) -> SpeedRecord:
                                       or not isinstance(value, (int, float))):
                 raise ValueError(f"{name} must be a number")
         logic.samples_of(record)
+        problem = invalid_numbers(data)
+        if problem:
+            raise ValueError(problem)
     except (KeyError, TypeError, ValueError) as exc:
         reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise UsageError(f"{where} is malformed: {reason}") from None

@@ -4,6 +4,7 @@ layout, which ``lra --data-dir`` then reads as it reads the release (records say
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from harness.errors import UsageError
@@ -30,6 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pathfinder.add_argument("--difficulty", choices=("easy", "medium", "hard"), default=None)
 
 
+def writable_folder(out: Path) -> None:
+    """--out must be (or become) a folder this process can write; one clear line if not."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     defaults = DEFAULT_COUNTS[args.dataset]
     counts = {name: value if value is not None else default
@@ -38,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "listops":
         if args.resolution is not None or args.difficulty is not None:
             raise UsageError("--resolution and --difficulty are for pathfinder, not listops")
-        from harness.accuracy.tasks.listops import GrammarConfig, write_dataset
+        from harness.accuracy.tasks.listops import GrammarConfig, check_grammar, write_dataset
 
         official = GrammarConfig()
         config = GrammarConfig(
-            max_depth=args.max_depth or official.max_depth,
+            max_depth=official.max_depth if args.max_depth is None else args.max_depth,
             min_length=official.min_length if args.min_length is None else args.min_length,
-            max_length=args.max_length or official.max_length)
+            max_length=official.max_length if args.max_length is None else args.max_length)
+        check_grammar(config)
+        writable_folder(args.out)
         target = write_dataset(args.out, seed=args.seed, config=config, **counts)
         window = "official" if config.is_official() else "NON-official"
         print(f"wrote generated ListOps ({window} grammar settings {config}) to {target}: "
@@ -54,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--min-length/--max-length/--max-depth are for listops")
         from harness.accuracy.tasks.pathfinder import write_dataset
 
-        resolution = args.resolution or 32
+        resolution = 32 if args.resolution is None else args.resolution
+        writable_folder(args.out)
         target = write_dataset(args.out, seed=args.seed, resolution=resolution,
                                difficulty=args.difficulty or "hard", **counts)
         task = "pathfinder" if resolution == 32 else ("pathx" if resolution == 128 else

@@ -1,11 +1,18 @@
-"""``run_bench.py list``: every implementation, what it can do, and whether it runs here."""
+"""``run_bench.py list``: every implementation, what it can do, and whether it runs here.
+
+The availability probes (a real tiny run) happen in a worker process, as in a sweep: an
+implementation that crashes or hangs is listed as not available, with the reason.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from harness.errors import UsageError
 from harness.registry import FAMILY_LABELS, REGISTRY, Implementation
+
+LIST_TIMEOUT_S = 300.0
 
 
 SHORT_DTYPE = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
@@ -20,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 WORKLOADS = ("gqa", "q_len", "window", "alibi", "documents")
 
 
-def impl_row(impl: Implementation, devices: list[str]) -> dict:
+def impl_row(impl: Implementation, devices: list[str],
+             probed: dict[tuple[str, str], tuple[bool, str]]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
            "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
@@ -29,14 +37,19 @@ def impl_row(impl: Implementation, devices: list[str]) -> dict:
            "reasons": dict(caps.reasons), "paths": dict(caps.paths),
            "description": impl.description, "availability": {}}
     for device in devices:
-        verdict = impl.availability(device)
-        row["availability"][device] = {"available": verdict.available, "reason": verdict.reason}
+        available, reason = probed[(impl.name, device)]
+        row["availability"][device] = {"available": available, "reason": reason}
     return row
 
 
 def run(args: argparse.Namespace) -> int:
-    devices = args.device or ["cpu", "cuda"]
-    rows = [impl_row(impl, devices) for impl in REGISTRY.all()]
+    from harness.sweep_spec import parse_devices
+
+    devices = list(parse_devices(args.device)) if args.device else ["cpu", "cuda"]
+    impls = REGISTRY.all()
+    probed = probe_all([impl.name for impl in impls], devices,
+                       tuple(getattr(args, "impl_module", []) or []))
+    rows = [impl_row(impl, devices, probed) for impl in impls]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -59,6 +72,33 @@ def run(args: argparse.Namespace) -> int:
                       " ".join(n for n in WORKLOADS if row["workloads"][n]) or "-", *status)
     Console(width=max(150, Console().width)).print(table)
     return 0
+
+
+def probe_all(names: list[str], devices: list[str], impl_modules: tuple[str, ...],
+              timeout: float = LIST_TIMEOUT_S) -> dict[tuple[str, str], tuple[bool, str]]:
+    """(available, reason) of each (implementation, device), probed in worker processes: all
+    in one, then one implementation per worker when that one does not come back."""
+    from harness.executor import LocalExecutor
+    from harness.worker import WorkerContext
+
+    if not names:
+        raise UsageError("list: no implementation registered")
+    context = WorkerContext(impl_modules=impl_modules)
+    executor = LocalExecutor()
+    everything = [(name, device) for name in names for device in devices]
+    outcome = executor.run("availability", everything, context, timeout=timeout)
+    if outcome.status == "ok":
+        return outcome.result
+    results: dict[tuple[str, str], tuple[bool, str]] = {}
+    for name in names:
+        items = [(name, device) for device in devices]
+        single = executor.run("availability", items, context, timeout=timeout)
+        if single.status == "ok":
+            results.update(single.result)
+        else:
+            results.update({item: (False, f"{name}: probe worker {single.status}: "
+                                          f"{single.message}") for item in items})
+    return results
 
 
 def _yes(flag: bool) -> str:

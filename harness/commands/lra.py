@@ -1,5 +1,7 @@
 """``run_bench.py lra``: train and evaluate a classifier per implementation on an LRA task
-(or ``bytes``), writing accuracy records into a run directory.
+(or ``bytes``), writing accuracy records into a run directory: one record per task x
+implementation x seed (``--seed 0,1,2``); with ``--tune`` each record is a grid search chosen
+on validation only (harness.accuracy.tune).
 
 Launched by ``torchrun`` (or any launcher setting RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT) it trains each run with DistributedDataParallel over the processes, with the
@@ -21,6 +23,7 @@ from harness.errors import UsageError
 if TYPE_CHECKING:
     from harness.accuracy.training_run import TrainingRunSettings
     from harness.accuracy.tasks.common import TaskData
+    from harness.accuracy.tune import TuneGrid
     from harness.records import AccuracyRecord
     from harness.registry import Implementation
     from harness.store import RunDir
@@ -40,7 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cifar-10-batches-py, or for bytes a folder with one sub-folder "
                              "per class")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", default="0",
+                        help="comma-separated seeds, e.g. 0,1,2: one record per task x "
+                             "implementation x seed (the report gives mean, std and n)")
+    parser.add_argument("--tune", nargs="+", default=None, metavar="NAME=V1,V2",
+                        help="grid search per task x implementation x seed, chosen on "
+                             "validation accuracy only, the same grid for every "
+                             "implementation; e.g. --tune lr=1e-3,3e-3 dropout=0,0.1, or a "
+                             "TOML file of arrays. Settings: lr, weight_decay, label_smoothing, "
+                             "warmup_steps, batch_size, epochs, dropout, layers")
     parser.add_argument("--layers", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=None,
                         help="longest sequence kept (bytes: the first T bytes of each file)")
@@ -78,6 +89,27 @@ def parse_names(text: str, what: str) -> list[str]:
     return names
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]: non-negative integers, each once."""
+    seeds = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            seed = int(part)
+        except ValueError:
+            raise UsageError(f"--seed: {part!r} is not an integer (give e.g. 0,1,2)") from None
+        if seed < 0:
+            raise UsageError(f"--seed: seeds must not be negative, got {seed}")
+        if seed in seeds:
+            raise UsageError(f"--seed: {seed} is given twice")
+        seeds.append(seed)
+    if not seeds:
+        raise UsageError("--seed: give at least one seed")
+    return seeds
+
+
 def pick_device(requested: str | None) -> str:
     import torch
 
@@ -91,7 +123,7 @@ def pick_device(requested: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.accuracy import distributed, tasks
+    from harness.accuracy import distributed, tasks, tune
     from harness.accuracy import training_presets as presets
     from harness.accuracy.training_run import (
         RankFailure,
@@ -108,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     for name in task_names:
         tasks.get(name)
     impls = REGISTRY.resolve(parse_names(args.impl, "impl"))
+    seeds = parse_seeds(args.seed)
+    grid = tune.parse_grid(args.tune) if args.tune else None
     for value, flag in ((args.epochs, "epochs"), (args.layers, "layers"),
                         (args.seq_len, "seq-len"), (args.batch_size, "batch-size"),
                         (args.max_train, "max-train"), (args.max_val, "max-val"),
@@ -133,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     dist = distributed.from_env(os.environ, device.split(":")[0])
     device = distributed.resolve_device(dist, device)
 
-    loaded = []
+    planned = []
     for name in task_names:
         preset = presets.get(args.preset, name).with_overrides(
             epochs=args.epochs, layers=args.layers, seq_len=args.seq_len,
@@ -144,12 +178,16 @@ def run(args: argparse.Namespace) -> int:
                 preset.train, batch_size=presets.bytes_batch_size(preset.seq_len)))
         limits = Limits(seq_len=preset.seq_len, max_train=preset.max_train,
                         max_val=preset.max_val, max_test=preset.max_test)
-        data = tasks.load(name, args.data_dir, limits, seed=args.seed,
-                          difficulty=args.difficulty)
         distributed.check_batch_size(preset.train.batch_size, dist)
-        loaded.append((data, TrainingRunSettings(args.preset, preset, seed=args.seed,
-                                                 device=device, amp=not args.no_amp,
-                                                 dist=dist)))
+        for setting in grid.settings() if grid else []:     # bad grid values: exit 2 now
+            distributed.check_batch_size(tune.apply(preset, setting).train.batch_size, dist)
+        planned.append((name, preset, limits))
+
+    def load(name: str, limits: Limits, seed: int) -> TaskData:
+        return tasks.load(name, args.data_dir, limits, seed=seed, difficulty=args.difficulty)
+
+    # every task loads (first seed) before the run directory exists: missing data is exit 2
+    first = {name: load(name, limits, seeds[0]) for name, _, limits in planned}
 
     records: list[AccuracyRecord] = []
     try:
@@ -159,27 +197,39 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(opened, str):            # rank 0 could not open it: every rank stops
                 raise UsageError(opened)
             run_dir, machine, done = opened
-            for data, settings in loaded:
-                for impl in impls:
-                    probe = base_record(impl, data, settings, status="ok")
-                    if point_id(probe.kind, probe.point_fields()) in done:
+            for name, preset, limits in planned:
+                for seed in seeds:
+                    data = first.pop(name) if seed == seeds[0] else load(name, limits, seed)
+                    settings = TrainingRunSettings(args.preset, preset, seed=seed,
+                                                   device=device, amp=not args.no_amp,
+                                                   dist=dist)
+                    for impl in impls:
+                        probe = (tune.tuned_base_record(impl, data, settings, grid, status="ok")
+                                 if grid else base_record(impl, data, settings, status="ok"))
+                        if point_id(probe.kind, probe.point_fields()) in done:
+                            if dist.is_main:
+                                print(f"{data.task} / {impl.name} / seed {seed}: already in "
+                                      f"{run_dir.path}; skipped", file=sys.stderr)
+                            continue
+                        try:
+                            record = train_one(impl, data, settings, machine["hardware_id"],
+                                               progress=not args.no_progress and dist.is_main,
+                                               grid=grid)
+                        except RankFailure as failure:
+                            if dist.is_main:
+                                run_dir.append(failure.record)
+                            raise
                         if dist.is_main:
-                            print(f"{data.task} / {impl.name}: already in {run_dir.path}; "
-                                  f"skipped", file=sys.stderr)
-                        continue
-                    try:
-                        record = train_one(impl, data, settings, machine["hardware_id"],
-                                           progress=not args.no_progress and dist.is_main)
-                    except RankFailure as failure:
-                        if dist.is_main:
-                            run_dir.append(failure.record)
-                        raise
-                    if dist.is_main:
-                        run_dir.append(record)
-                    records.append(record)
+                            run_dir.append(record)
+                        records.append(record)
+                    del data
             if dist.is_main:
                 run_dir.update_metadata(finished_at=now_iso())
-                print_table([summary_row(r) for r in records], run_dir.path)
+                print_table([{**summary_row(r), "seed": r.seed} for r in records],
+                            run_dir.path)
+                run_dir.release()
+                if len(seeds) > 1:
+                    print_seed_summary(records)
     except RankFailure as failure:
         print(f"error: {failure}; a distributed run stops at a failure on any rank (the "
               f"launcher stops the others)", file=sys.stderr)
@@ -206,14 +256,20 @@ def open_run_dir(args: argparse.Namespace,
 
 
 def train_one(impl: Implementation, data: TaskData, settings: TrainingRunSettings,
-              hardware_id: str, *, progress: bool) -> AccuracyRecord:
-    """One run_one, with a progress bar when asked."""
+              hardware_id: str, *, progress: bool, grid: TuneGrid | None = None
+              ) -> AccuracyRecord:
+    """One run_one (or, with a grid, one tune_one), with progress bars when asked."""
     from harness.accuracy.progress import RichProgress
     from harness.accuracy.training_run import run_one
+    from harness.accuracy.tune import tune_one
 
+    if grid is not None:
+        return tune_one(impl, data, settings, grid, hardware_id=hardware_id,
+                        progress=RichProgress if progress else None)
     if not progress:
         return run_one(impl, data, settings, hardware_id=hardware_id)
-    with RichProgress(f"{data.task}/{impl.name}") as bar:
+    label = f"{data.task}/{impl.name} seed {settings.seed}"
+    with RichProgress(label) as bar:
         return run_one(impl, data, settings, hardware_id=hardware_id, progress=bar)
 
 
@@ -222,12 +278,33 @@ def print_table(rows: list[dict], path: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"accuracy (test at the best validation checkpoint) -> {path}")
-    columns = ("task", "impl", "data", "status", "best_val_acc", "test_acc", "epochs_to_best",
-               "train_time_s", "examples_per_s", "params", "message")
+    columns = ("task", "impl", "seed", "data", "status", "best_val_acc", "test_acc",
+               "epochs_to_best", "train_time_s", "examples_per_s", "params", "message")
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*(_fmt(row[c]) for c in columns))
+    Console(width=200).print(table)
+
+
+def print_seed_summary(records: list[AccuracyRecord]) -> None:
+    """Test accuracy over seeds per task x implementation: mean, sample std, n."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.stats import mean_std
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for record in records:
+        if record.status == "ok" and record.test_accuracy is not None:
+            groups.setdefault((record.task, record.impl), []).append(record.test_accuracy)
+    table = Table(title="test accuracy over the seeds of this command (%)")
+    for column in ("task", "impl", "mean", "std", "n"):
+        table.add_column(column)
+    for (task, impl), values in groups.items():
+        summary = mean_std([100 * v for v in values])
+        table.add_row(task, impl, f"{summary.mean:.2f}",
+                      "-" if summary.std is None else f"{summary.std:.2f}", str(summary.n))
     Console(width=200).print(table)
 
 

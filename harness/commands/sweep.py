@@ -10,6 +10,7 @@ from rich.console import Console
 
 from harness import presets
 from harness.console import dry_run, make_console
+from harness.errors import UsageError
 from harness.plan import SweepRequest
 from harness.scale.executors import EXECUTORS, ExecutorOptions, make_executor
 from harness.scale.options import SlurmOptions, add_slurm_arguments
@@ -61,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "taken in order of increasing T across series, and those not tried "
                           "are left for --resume")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
+    run.add_argument("--timer", choices=("events", "cudagraph"), default=None,
+                     help="CUDA timer: events around each call (default) or cudagraph (the "
+                          "call captured once in a CUDA graph and replayed between events)")
+    run.add_argument("--reuse-peaks", action="store_true", default=None,
+                     help="take the machine's GEMM and copy peaks from the cache under the "
+                          "results folder when present, instead of measuring them (a few "
+                          "seconds) at the start of the run")
     scale = parser.add_argument_group("scale-out (README: Running on many GPUs and on Slurm)")
     scale.add_argument("--shard", metavar="I/N",
                        help="run only the I-th of N disjoint parts of the grid (1-based), "
@@ -86,6 +94,9 @@ def request_from_args(args: argparse.Namespace) -> SweepRequest:
 
 def executor_options(args: argparse.Namespace) -> ExecutorOptions:
     """What the executor needs from the flags (Slurm options only for --executor slurm)."""
+    shards = getattr(args, "shards", None)
+    if shards is not None and shards < 1:
+        raise UsageError(f"--shards: must be at least 1, got {shards}")
     if getattr(args, "executor", "local") != "slurm":
         return ExecutorOptions()
     return ExecutorOptions(slurm=SlurmOptions.from_args(args), shards=args.shards)

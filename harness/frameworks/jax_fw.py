@@ -133,7 +133,8 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
     """jit-compiled pass on device-resident inputs (q, k, v ~ N(0, 1), seeded).
 
     The first call compiles; the runner times it separately (``first_call``) and never mixes it
-    into the samples. Timing is perf_counter around the call plus block_until_ready.
+    into the samples. Timing is perf_counter around the call plus block_until_ready; on a GPU
+    a buffer larger than L2 is written before each sample (untimed) unless ``flush_l2`` is off.
     """
     import jax
     import jax.numpy as jnp
@@ -200,8 +201,13 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
         leaves = jax.tree_util.tree_leaves(value)
         return all(bool(jnp.isfinite(leaf.astype(jnp.float32)).all()) for leaf in leaves)
 
+    timer = None
+    if device_kind(point.device) == "cuda" and flush_l2:
+        from harness.gpu_timing import JaxFlushTimer
+
+        timer = JaxFlushTimer(device)   # L2 flushed before each sample, as torch's timer does
     return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
-                    setup=setup, inputs=(q, k, v))
+                    setup=setup, inputs=(q, k, v), timer=timer)
 
 
 def _noop() -> None:
@@ -213,7 +219,7 @@ def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any
 
     mem_point = replace(point, pass_="forward" if point.pass_ == "forward"
                         else "forward_backward")
-    return make_workload(impl, mem_point, seed=seed)
+    return make_workload(impl, mem_point, seed=seed, flush_l2=False)
 
 
 def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:

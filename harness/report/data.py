@@ -12,7 +12,13 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.registry import REGISTRY
-from harness.records import NUMERIC_SPEED_METRICS, PASSES, SPEED_METRICS, workload_text
+from harness.records import (
+    NUMERIC_SPEED_METRICS,
+    PASSES,
+    SPEED_METRICS,
+    invalid_numbers,
+    workload_text,
+)
 from harness.stats import quartiles
 from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 
@@ -86,10 +92,30 @@ def load(paths: list[Path]) -> Results:
                                                                   TruncatedLineWarning)]
         if not raw:
             raise UsageError(f"{path}: {RESULTS_FILE} holds no records; nothing to report")
-        # the last record of a point wins (a merged or re-run file may repeat one)
+        # the last record of a point wins (a merged or re-run file may repeat one); several ok
+        # records of one point are flagged, and impossible numbers refused
         by_id: dict[str, dict[str, Any]] = {}
+        ok_counts: dict[str, int] = {}
+        flagged = 0
         for i, data in enumerate(raw):
-            by_id[data.get("point_id") or f"line-{i}"] = data
+            problem = invalid_numbers(data)
+            if problem:
+                raise UsageError(f"{run_dir.results_path} record {i + 1} ({data.get('impl')}, "
+                                 f"seq_len {data.get('seq_len')}): {problem}; refusing to "
+                                 f"report it (fix or remove that line)")
+            flagged += bool(data.get("nonfinite_fields"))
+            key = data.get("point_id") or f"line-{i}"
+            by_id[key] = data
+            if data.get("status") == "ok":
+                ok_counts[key] = ok_counts.get(key, 0) + 1
+        repeated = sum(n > 1 for n in ok_counts.values())
+        if repeated:
+            messages.append(f"{run_dir.results_path}: {repeated} point(s) have more than one ok "
+                            f"record (a re-run, rounds, or a second writer); the last of each "
+                            f"is reported")
+        if flagged:
+            messages.append(f"{run_dir.results_path}: {flagged} record(s) held NaN or infinite "
+                            f"numbers, written as null (see their nonfinite_fields)")
         run = Run(label, path, meta)
         for data in by_id.values():
             row = {**data, "run": label, "hardware_tag": _hardware_tag(meta)}
@@ -116,6 +142,9 @@ def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     return float(median), float(median)
 
 
+# bytes moved and % of the machine's peaks (harness.traffic): emptied for failed points
+ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
+                    "pct_peak_flops", "arithmetic_intensity", "flops"]
 # the record's metrics (harness.records.SPEED_METRICS) plus what the samples give here
 SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
@@ -134,12 +163,13 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
-                           "tokens_per_s"):
+                           "tokens_per_s", *ROOFLINE_COLUMNS):
                 row[column] = None
         out.append(row)
     frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
     for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["throttled"] = frame["throttled"].map(lambda v: v is True)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
     frame["causal"] = frame["causal"].astype(bool)
@@ -209,7 +239,7 @@ def facet_label(head_dim: int, pass_: str) -> str:
 ACCURACY_COLUMNS = ["run", "hardware_tag", "impl", "task", "status", "message", "data_source",
                     "preset", "seed", "device", "dtype", "seq_len", "params",
                     "best_val_accuracy", "test_accuracy", "epochs_to_best", "epochs",
-                    "train_time_s", "examples_per_s", "peak_mem_bytes", "curve"]
+                    "train_time_s", "examples_per_s", "peak_mem_bytes", "mem_method", "curve", "tuning"]
 
 
 def tidy_accuracy(rows: list[dict[str, Any]]) -> pd.DataFrame:

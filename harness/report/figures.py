@@ -161,6 +161,8 @@ def line_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Lo
                 failures: bool = True, note: str = "") -> Figure | None:
     """The standard layout: rows head_dim, columns pass, one line per implementation."""
     head_dims, passes = facets(frame)
+    if not head_dims or not passes or not impls:
+        return None   # nothing to draw (e.g. runs of different grids share no shape)
     fig, axes = grid(len(head_dims), len(passes), sharey="all")
     all_values: list[float] = []
     any_failure = False
@@ -260,6 +262,8 @@ def failure_map(frame, impls, looks, title=""):
     lengths = sorted(frame["seq_len"].unique())
     present = [i for i in impls if i in set(frame["impl"])]
     panels = [(h, p) for h in head_dims for p in passes]
+    if not panels:
+        return None   # nothing in common to draw (e.g. runs of different grids)
     ncols = min(len(panels), 2)
     nrows = -(-len(panels) // ncols)
     width = max(style.PAPER_WIDTH_IN, style.PANEL_WIDTH_IN * ncols)
@@ -304,6 +308,8 @@ def runs_side_by_side(frame, runs: list[tuple[str, str]], impls, looks, *, value
     """Columns: runs (label and hardware); rows: the facets; shared y per row."""
     head_dims, passes = facets(frame)
     panels = [(h, p) for h in head_dims for p in passes]
+    if not panels or not runs:
+        return None   # nothing in common to draw (e.g. runs of different grids)
     fig, axes = grid(len(panels), len(runs), sharey="row")
     plotted: set[str] = set()
     for r, (head_dim, pass_) in enumerate(panels):
@@ -342,6 +348,8 @@ def runs_ratio(pairs, reference: str, impls, looks):
     others = list(dict.fromkeys(frame["run"]))
     head_dims, passes = facets(frame)
     panels = [(h, p) for h in head_dims for p in passes]
+    if not panels or not others:
+        return None   # nothing in common to draw (e.g. runs of different grids)
     fig, axes = grid(len(panels), len(others), sharey="all")
     values = []
     for r, (head_dim, pass_) in enumerate(panels):
@@ -449,4 +457,73 @@ def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.
     add_legend(fig, impl_handles(plotted, looks))
     if title:
         add_note(fig, title)
+    return fig
+
+
+def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
+                    peaks: dict, title: str = ""):
+    """Left: the roofline of the exact methods (FLOP per byte moved vs achieved FLOP/s, the
+    machine's GEMM and copy ceilings); right: every method's achieved bytes/s against the copy
+    ceiling. One marker per point; None when no point has bytes moved."""
+    ok = frame[(frame["status"] == "ok") & frame["achieved_bytes_per_s"].notna()]
+    if ok.empty:
+        return None
+    bandwidth = ((peaks or {}).get("memory_bytes_per_s") or {}).get("value")
+    flop_peaks = {d: v.get("value") for d, v in
+                  ((peaks or {}).get("matmul_flops_per_s") or {}).items() if v.get("value")}
+    fig, axes = plt.subplots(1, 2, figsize=(2 * style.PAPER_WIDTH_IN,
+                                            style.PANEL_HEIGHT_IN * 1.4 + 0.7),
+                             layout="constrained")
+    left, right = axes
+    exact = ok[(ok["family"] == "exact") & ok["arithmetic_intensity"].notna() &
+               ok["flops"].notna()]
+    present = [i for i in impls if i in set(ok["impl"])]
+    for impl in present:
+        look = looks[impl]
+        sub = exact[exact["impl"] == impl]
+        if not sub.empty:
+            left.scatter(sub["arithmetic_intensity"], sub["flops"] / sub["time_s"],
+                         color=look.color, marker=look.marker, s=14, zorder=3)
+        sub = ok[ok["impl"] == impl]
+        right.scatter(sub["bytes_moved"], sub["achieved_bytes_per_s"], color=look.color,
+                      marker=look.marker, s=14, zorder=3)
+    if not exact.empty:
+        lo = float(exact["arithmetic_intensity"].min()) / 4
+        hi = float(exact["arithmetic_intensity"].max()) * 4
+        dtypes = sorted(set(exact["dtype"]))
+        for dtype in dtypes:
+            peak = flop_peaks.get(dtype)
+            if peak and bandwidth:
+                xs = np.geomspace(min(lo, peak / bandwidth / 4), max(hi, peak / bandwidth * 4),
+                                  200)
+                left.plot(xs, np.minimum(peak, xs * bandwidth), color="#333333", lw=1.0,
+                          zorder=2)
+                left.annotate(f"{dtype} GEMM peak {peak / 1e9:.4g} GFLOP/s", xy=(xs[-1], peak),
+                              ha="right", va="bottom", fontsize=5.5)
+        left.set_xscale("log")
+        left.set_yscale("log")
+    else:
+        left.text(0.5, 0.5, "no exact-method point", ha="center", va="center",
+                  transform=left.transAxes, fontsize=7)
+    left.set_xlabel("arithmetic intensity (FLOP / byte moved)")
+    left.set_ylabel("achieved FLOP/s")
+    left.set_title("exact methods: roofline", fontsize=7.5)
+    if bandwidth:
+        right.axhline(bandwidth, color="#333333", lw=1.0, zorder=2)
+        right.annotate(f"copy peak {bandwidth / 1e9:.3g} GB/s", xy=(0.02, bandwidth),
+                       xycoords=("axes fraction", "data"), va="bottom", fontsize=5.5)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("bytes moved per call (model)")
+    right.set_ylabel("achieved bytes/s")
+    right.set_title("all methods: bandwidth", fontsize=7.5)
+    for ax in (left, right):
+        ax.grid(True, which="major", lw=0.3, alpha=0.5)
+    if title:
+        fig.suptitle(title, fontsize=7.5)
+    add_legend(fig, impl_handles(present, looks), ncol=min(len(present), 4))
+    add_note(fig, "Ceilings: the machine's measured GEMM peak and copy bandwidth (run.json "
+                  "peaks). Bytes moved: each implementation's declared lower-bound traffic "
+                  "model (q, k, v in, o out, plus what it must store); FLOPs for exact "
+                  "attention only.")
     return fig

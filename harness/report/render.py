@@ -7,7 +7,9 @@ import base64
 import functools
 import hashlib
 import html
+import os
 import re
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +204,24 @@ def render_report(run_paths: list[Path], out_dir: Path | None = None,
         raise UsageError("no records to report in " + ", ".join(map(str, run_paths)))
     baseline = choose_baseline(results, baseline) if not results.speed.empty else None
     root = Path(out_dir) if out_dir is not None else DEFAULT_ROOT / report_name(run_paths)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--out {root}: exists and is not a directory")
+    created = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {root}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {root}: not writable")
+    try:
+        return _render_into(root, results, baseline)
+    except BaseException:
+        if created:   # a failed report leaves nothing behind
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def _render_into(root: Path, results: Results, baseline: str | None) -> Path:
     impls_all = set(results.speed.get("impl", [])) | set(results.accuracy.get("impl", []))
     looks = style.looks_for(impls_all)
     order = style.impl_order(impls_all, REGISTRY.names())
@@ -429,6 +448,8 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     else:
         doc.p("No exact method has successful points: no TFLOP/s figure.")
 
+    peaks_section(doc, results, impls, looks, writer, figures)
+
     doc.h(2, "Failure map")
     per_variant("failure_map", "Failure map",
                 lambda frame, title: figures.failure_map(frame, impls, looks, title),
@@ -478,6 +499,67 @@ def decode_section(doc, speed, impls, looks, writer, figures, multi: bool) -> No
             "per implementation."))
 
 
+def peaks_table(results: Results) -> pd.DataFrame:
+    """Each run's peaks: measured (GEMM per dtype, copy) and, for a known GPU, the table's."""
+    rows = []
+    for run in results.runs:
+        peaks = run.meta.get("peaks") or {}
+        for source, entry in (("measured", peaks), ("table", peaks.get("table") or {})):
+            for dtype, value in (entry.get("matmul_flops_per_s") or {}).items():
+                rows.append({"run": run.label, "source": source, "peak": f"matmul {dtype}",
+                             "value": f"{value['value'] / 1e9:.4g} GFLOP/s",
+                             "how": value.get("method") or entry.get("citation", "")})
+            copy = entry.get("memory_bytes_per_s") or {}
+            if copy.get("value"):
+                rows.append({"run": run.label, "source": source, "peak": "memory",
+                             "value": f"{copy['value'] / 1e9:.4g} GB/s",
+                             "how": copy.get("method") or entry.get("citation", "")})
+            if entry.get("unavailable"):
+                rows.append({"run": run.label, "source": source, "peak": "-",
+                             "value": "not available", "how": entry["unavailable"]})
+    return pd.DataFrame(rows)
+
+
+def peaks_section(doc, results, impls, looks, writer, figures) -> None:
+    """The roofline, % of peak tables and the points timed on a throttled GPU."""
+    speed = results.speed
+    doc.h(2, "Against the machine's peaks")
+    table = peaks_table(results)
+    if table.empty:
+        doc.p("These runs recorded no peaks (run.json has no `peaks`): no roofline and no % "
+              "of peak.")
+        return
+    doc.table(table, writer.table(table, "peaks", "peaks of the machine"))
+    for run in results.runs:
+        frame = speed[speed["run"] == run.label]
+        name = "roofline" if not results.multi else f"roofline_{slug(run.label)}"
+        doc.figure(writer.figure(
+            figures.roofline_figure(frame, impls, looks, run.meta.get("peaks") or {},
+                                    title=run.label if results.multi else ""),
+            name, "Roofline" + (f" ({run.label})" if results.multi else ""),
+            "Left: exact methods, FLOPs per byte moved against achieved FLOP/s, under the "
+            "machine's GEMM and copy ceilings. Right: every method's achieved bytes/s against "
+            "the copy bandwidth. Bytes moved come from each implementation's lower-bound traffic "
+            "model (the record's bytes_model), so a point above a ceiling means a wrong model "
+            "or peak."))
+    if speed["pct_peak_bandwidth"].notna().any():
+        bw = tables.pivot(speed, "pct_peak_bandwidth", digits=3)
+        doc.table(bw, writer.table(bw, "pct_peak_bandwidth",
+                                   "% of the peak copy bandwidth (bytes moved / median time)"))
+    if speed["pct_peak_flops"].notna().any():
+        fl = tables.pivot(speed, "pct_peak_flops", family="exact", digits=3)
+        doc.table(fl, writer.table(fl, "pct_peak_flops",
+                                   "% of the peak matmul FLOP/s of the dtype (exact methods)"))
+    throttled = speed[speed["throttled"]]
+    if not throttled.empty:
+        items = [f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}: SM clock down "
+                 f"to {r.sm_clock_mhz_min:.0f} of {r.max_sm_clock_mhz:.0f} MHz"
+                 for _, r in throttled.iterrows()]
+        doc.p(f"**Throttled**: {len(items)} point(s) were timed below 90% of the GPU's maximum "
+              "SM clock; their times are not the GPU's best:")
+        doc.ul(items)
+
+
 def failure_caption(frame: pd.DataFrame) -> str:
     bad = frame[frame["status"] != "ok"]
     if bad.empty:
@@ -495,7 +577,8 @@ def points_table(speed: pd.DataFrame) -> pd.DataFrame:
     columns = ["run", "hardware_tag", "impl", "family", "device", "dtype", "batch", "heads",
                "head_dim", "causal", "pass", "seq_len", "status", "time_s", "time_q1_s",
                "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
-               "deviation_from_softmax", "message"]
+               "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
+               "pct_peak_bandwidth", "pct_peak_flops", "throttled", "message"]
     return speed[columns].reset_index(drop=True)
 
 
@@ -538,12 +621,16 @@ def accuracy_findings(acc: pd.DataFrame) -> list[str]:
         return []
     out = []
     ok = acc[(acc["status"] == "ok") & acc["test_accuracy"].notna()]
+    from harness.stats import mean_std
+
     for task, rows in ok.groupby("task", sort=True):
-        best = rows.groupby("impl")["test_accuracy"].mean().sort_values(ascending=False)
+        summary = {impl: mean_std(100 * sub["test_accuracy"])
+                   for impl, sub in rows.groupby("impl")}
+        best = sorted(summary.items(), key=lambda kv: -kv[1].mean)
         sources = ", ".join(sorted(set(rows["data_source"]) - {""})) or "unknown"
         out.append(f"{TASK_TITLES.get(task, task)} ({sources} data): best test accuracy "
-                   f"{best.iloc[0] * 100:.2f}% ({best.index[0]}); "
-                   + ", ".join(f"{i} {v * 100:.2f}%" for i, v in best.iloc[1:].items()))
+                   f"{percent(best[0][1])} ({best[0][0]}); "
+                   + ", ".join(f"{i} {percent(s)}" for i, s in best[1:]))
     failed = acc[acc["status"] != "ok"]
     for _, row in failed.iterrows():
         out.append(f"accuracy: {row['impl']} on {row['task']}: {row['status']} "
@@ -551,28 +638,93 @@ def accuracy_findings(acc: pd.DataFrame) -> list[str]:
     return out
 
 
+def percent(summary) -> str:
+    """``"38.10% ± 0.90 (n=3)"``, ``"38.10% (n=1)"``."""
+    spread = "" if summary.std is None else f" ± {summary.std:.2f}"
+    return f"{summary.mean:.2f}%{spread} (n={summary.n})"
+
+
 def accuracy_section(doc, acc, order, looks, writer, figures) -> None:
+    from harness.report import lra, lra_figures
+
     doc.h(2, "Accuracy")
-    ours, published = tables.accuracy_tables(acc)
+    summary = lra.accuracy_summary(acc)
+    ours, published = lra.accuracy_display(summary), lra.published_table()
     sources = sorted(set(acc["data_source"].dropna()) - {""})
-    doc.p("Test accuracy (%) at the best validation checkpoint, mean over seeds, from this "
-          "report's accuracy records (source: ours), with the published LRA numbers below it "
+    seeds = summary[summary["task"] != lra.AVG]["n"]
+    doc.p("Test accuracy (%) at the best validation checkpoint, from this report's accuracy "
+          "records (source: ours): mean ± sample standard deviation over seeds, with n the "
+          "number of seeds (n=1: one seed, no spread). The published LRA numbers are below it "
           f"(source: published; {SOURCE}). Data used here: {', '.join(sources) or 'unknown'}. "
           "Numbers from generated or reduced data, or from small presets, are not comparable "
-          "with the published ones.")
-    doc.table(ours, writer.table(ours, "accuracy", "test accuracy (%) measured here"))
+          "with the published ones."
+          + (" Fewer than three seeds per cell: the spread is not a reliable estimate."
+             if len(seeds) and seeds.max() < 3 else ""))
+    doc.table(ours, writer.table(summary, "accuracy",
+                                 "test accuracy (%) measured here: mean, sample std, n seeds"))
     doc.table(published, writer.table(published, "accuracy_published",
                                       "published LRA accuracy (%)"))
     impls = [i for i in order if i in set(acc["impl"])]
+    points = lra.speed_points(acc)
+    doc.figure(writer.figure(lra_figures.accuracy_speed_memory(points, impls, looks,
+                                                               TASK_TITLES),
+                             "accuracy_speed_memory", "Accuracy vs speed vs memory",
+                             "Test accuracy against training throughput (examples/s of "
+                             "training steps); marker area proportional to peak memory during "
+                             "training; one marker per implementation, per task (or the LRA "
+                             "average when all five tasks ran). Speed and memory come from "
+                             "these runs' devices and presets."))
     doc.figure(writer.figure(figures.accuracy_vs_time(acc, impls, looks, TASK_TITLES),
                              "accuracy_vs_training_time", "Accuracy vs training time",
                              "Per task: validation accuracy during training (lines) and the "
                              "test accuracy at the best validation checkpoint (markers), "
                              "against wall-clock training time."))
+    hrrformer_section(doc, acc, writer)
+    tuning = lra.tuning_table(acc)
+    if not tuning.empty:
+        doc.h(3, "Hyperparameter search (validation only)")
+        doc.p("Each tuned record trained every setting of its grid, chose the one with the best "
+              "validation accuracy (ties: the first in grid order) and only then read the test "
+              "split, once, at that setting's best validation checkpoint. "
+              + ("Every implementation used the same grid."
+                 if tuning["grid"].nunique() == 1 else
+                 "The records do not all share one grid: compare with care."))
+        doc.table(tuning, writer.table(tuning, "tuning", "grid search: the setting chosen on "
+                                                         "validation, per record"))
     detail = acc[["run", "impl", "task", "status", "data_source", "preset", "seed",
                   "test_accuracy", "best_val_accuracy", "epochs_to_best", "epochs",
-                  "train_time_s", "examples_per_s", "message"]]
+                  "train_time_s", "examples_per_s", "peak_mem_bytes", "message"]]
     writer.table(detail, "accuracy_records", "every accuracy record")
+
+
+def hrrformer_section(doc, acc, writer) -> None:
+    """HRR next to softmax attention, with the Hrrformer paper's claims beside the numbers."""
+    from harness.report import lra
+
+    families = {name: REGISTRY.get(name).family for name in REGISTRY.names()}
+    comparison = lra.hrrformer_comparison(acc, families)
+    if comparison.empty:
+        return
+    doc.h(3, "Hrrformer comparison")
+    row = comparison.iloc[0]
+    ok = acc[acc["status"] == "ok"]
+    where = ", ".join(sorted({f"{d} {t}" for d, t in zip(ok["device"], ok["dtype"])}))
+    doc.p(f"{row['hrr']} against {row['softmax']} in the same model, trained here ({where}; "
+          f"presets {', '.join(sorted(set(ok['preset'])))}; n = seeds of {row['hrr']}/"
+          f"{row['softmax']}). Speed-up: ratio of training examples per second; memory ratio: "
+          "ratio of peak memory during training; accuracy difference in points, with the "
+          "standard error of the difference when both have several seeds. Published: "
+          f"{lra.HRRFORMER_CITATION}. The paper's speed and memory claims compare the "
+          "Hrrformer with Luna-256 on GPUs at the paper's settings, and its accuracy difference "
+          "is Hrrformer (multi layer) against the LRA paper's Transformer; they are context, "
+          "not the same measurement.")
+    methods = sorted(set(ok["mem_method"].dropna()) - {""})
+    if methods:
+        doc.p("Peak memory measured as: " + "; ".join(methods) + ".")
+    block = lra.hrrformer_block(comparison)
+    doc.table(block)
+    writer.table(comparison, "hrrformer", f"{row['hrr']} vs {row['softmax']}; published: "
+                                          f"{lra.HRRFORMER_CITATION}")
 
 
 def unavailable_section(doc, results: Results, writer: Writer) -> None:

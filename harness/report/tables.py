@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from harness.report.data import MIB
-from harness.report.published import LRA_TASKS, PUBLISHED_LRA, TASK_TITLES
 
 FAILED = ("oom", "timeout", "error")
 KEY = ["run", "group", "pass", "head_dim"]          # a panel (one run, one figure facet)
@@ -192,49 +191,6 @@ def run_comparison_table(pairs: pd.DataFrame, reference: str) -> pd.DataFrame:
         "memory_ratio": pairs["memory_ratio"].map(lambda v: round_sig(v, 3)),
     })
     return out
-
-
-# -- accuracy --------------------------------------------------------------------------------
-def accuracy_tables(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ours, published): task columns in %, with the average; ours is the mean over seeds
-    of the test accuracy at the best validation checkpoint."""
-    ok = acc[(acc["status"] == "ok") & acc["test_accuracy"].notna()]
-    tasks = [t for t in LRA_TASKS if t in set(acc["task"])] + sorted(
-        set(acc["task"]) - set(LRA_TASKS))
-    rows = []
-    multi_run = acc["run"].nunique() > 1
-    for keys, sub in acc.groupby(["run", "impl"] if multi_run else ["impl"], sort=True):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        row: dict[str, object] = {"source": "ours"}
-        if multi_run:
-            row["run"] = keys[0]
-        row["model"] = keys[-1]
-        sources = set(sub["data_source"].dropna()) - {""}
-        row["data"] = ", ".join(sorted(sources))
-        values = {}
-        for task in tasks:
-            got = ok[(ok["impl"] == keys[-1]) & (ok["task"] == task) &
-                     ((ok["run"] == keys[0]) if multi_run else True)]["test_accuracy"]
-            failed = sub[(sub["task"] == task) & (sub["status"] != "ok")]["status"]
-            if len(got):
-                values[task] = round(100 * float(got.mean()), 2)
-                row[TASK_TITLES.get(task, task)] = values[task]
-                if len(got) > 1:
-                    row[TASK_TITLES.get(task, task)] = f"{values[task]:.2f} (n={len(got)})"
-            else:
-                row[TASK_TITLES.get(task, task)] = failed.iloc[0] if len(failed) else ""
-        lra_present = [t for t in LRA_TASKS if t in values]
-        row["Avg"] = (round(sum(values[t] for t in lra_present) / len(lra_present), 2)
-                      if lra_present else "")
-        row["avg_over"] = ("all 5 LRA tasks" if len(lra_present) == 5 else
-                           f"{len(lra_present)} of 5 LRA tasks" if lra_present else "")
-        rows.append(row)
-    ours = pd.DataFrame(rows)
-    published = pd.DataFrame([
-        {"source": "published", "model": model,
-         **{TASK_TITLES[t]: v for t, v in zip(LRA_TASKS, values[:5])}, "Avg": values[5]}
-        for model, values in PUBLISHED_LRA.items()])
-    return ours, published
 
 
 # -- writers ---------------------------------------------------------------------------------

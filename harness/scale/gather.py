@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import UsageError
+from harness.records import invalid_numbers
 from harness.run_metadata import run_metadata
 from harness.store import RunDir, now_iso, open_run
 
@@ -51,6 +52,7 @@ class Gatherer:
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     identical_duplicates: int = 0
+    peaks: dict[str, dict[str, Any]] = field(default_factory=dict)   # hardware_id -> peaks
 
     @classmethod
     def into(cls, target: RunDir) -> "Gatherer":
@@ -62,12 +64,17 @@ class Gatherer:
         meta = target.metadata() if target.run_path.exists() else {}
         gatherer.machines.update(meta.get("machines") or {})
         gatherer.sources.extend(meta.get("merged_from") or [])
+        gatherer.peaks.update(meta.get("peaks_by_machine") or {})
         return gatherer
 
     def check(self, run: RunDir) -> None:
         """Raise ConflictError if run holds a record disagreeing with one already gathered."""
         pending: dict[str, tuple[dict[str, Any], str]] = {}
-        for data in run.raw_records():
+        for number, data in enumerate(run.raw_records(), 1):
+            problem = invalid_numbers(data)
+            if problem:
+                raise UsageError(f"{run.results_path} record {number} ({describe_record(data)}): "
+                                 f"{problem}; refusing to merge it (fix or remove that line)")
             known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
             if known is not None and not agree(known[0], data):
                 raise ConflictError(
@@ -92,6 +99,9 @@ class Gatherer:
         for machine in [meta.get("machine") or {}, *(meta.get("machines") or {}).values()]:
             if machine.get("hardware_id"):
                 self.machines.setdefault(machine["hardware_id"], machine)
+        hardware = (meta.get("machine") or {}).get("hardware_id")
+        if hardware and meta.get("peaks"):
+            self.peaks.setdefault(hardware, meta["peaks"])
         if str(run.path) not in self.sources:
             self.sources.append(str(run.path))
         return copied
@@ -106,8 +116,10 @@ class Gatherer:
             machine = {"hardware_id": "mixed" if len(ids) > 1 else "",
                        "hardware_tag": f"mixed ({len(ids)} machines)" if len(ids) > 1
                        else "unknown hardware"}
+        peaks = {"peaks": self.peaks[ids[0]]} if len(ids) == 1 and ids[0] in self.peaks else {}
         return {"machine": machine, "machines": self.machines, "merged_from": self.sources,
-                "records": len(self.seen), "records_by_hardware": dict(used)}
+                "records": len(self.seen), "records_by_hardware": dict(used),
+                "peaks_by_machine": self.peaks, **peaks}
 
 
 def whole_grid(grid: Any) -> Any:
@@ -131,6 +143,10 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
         grid = whole_grid(meta.get("grid"))
         if grid not in grids:
             grids.append(grid)
+    existed = Path(out).exists()
+    if existed and Path(out).is_dir() and any(Path(out).iterdir()):
+        raise UsageError(f"merge: --out {out} already exists and is not empty; merge writes a "
+                         f"new run directory, so choose another --out")
     metadata = run_metadata(kinds.pop() if len(kinds) == 1 else "mixed", command=(),
                             grid=grids[0] if len(grids) == 1 else None,
                             grids=grids if len(grids) > 1 else None, merged_at=now_iso())
@@ -140,11 +156,15 @@ def merge_runs(paths: Iterable[str | Path], out: str | Path, *, command: Any = N
     try:
         for run in runs:
             gatherer.add(run)
-    except ConflictError:   # refuse the whole merge: remove what this call wrote
+        target.update_metadata(**gatherer.metadata())
+    except BaseException:   # refuse the whole merge: remove what this call wrote
         target.results_path.unlink(missing_ok=True)
         target.run_path.unlink(missing_ok=True)
-        if not any(target.path.iterdir()):
+        target.remove_lock_file()
+        for leftover in target.path.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not existed and not any(target.path.iterdir()):
             target.path.rmdir()
         raise
-    target.update_metadata(**gatherer.metadata())
+    target.release()
     return gatherer

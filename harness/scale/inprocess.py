@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from harness import peaks as peaks_mod
 from harness.console import ProgressListener, print_run_summary
+from harness.executor import LocalExecutor
 from harness.hardware import fingerprint, gpu_info, hardware_summary
+from harness.peaks import peaks_metadata
 from harness.plan import SweepPlan
 from harness.run_metadata import run_metadata, shard_info
 from harness.runner import Runner
@@ -24,6 +28,22 @@ class SweepResult:
     complete: bool = True        # every point has its record: a report may be rendered now
 
 
+def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: LocalExecutor,
+                  cache_root: Path, console: Console) -> dict[str, Any]:
+    """device -> run.json's peaks: measured in a worker (cached under the results folder) or,
+    with --reuse-peaks, read from that cache."""
+    context = sweep.settings.worker_context()
+
+    def measure(device: str) -> Any:
+        console.print(f"measuring the peaks of {device} (GEMM, copy) ...")
+        return executor.run("peaks", device, context, timeout=sweep.settings.probe_timeout_s)
+
+    return peaks_mod.obtain(sorted({p.device for p in sweep.points}), measure,
+                            cache_root=cache_root, hardware_id=machine["hardware_id"],
+                            reuse=sweep.reuse_peaks,
+                            gpu_names=lambda device: peaks_mod.gpu_name(machine, device))
+
+
 def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     machine = fingerprint()
     out = sweep.out if sweep.out is not None else default_run_path(machine["hardware_tag"])
@@ -32,11 +52,18 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
-    runner = Runner(run_dir, sweep.settings, hardware_id=machine["hardware_id"],
-                    listener=ProgressListener(console, quiet_unsupported=True))
-    summary = runner.run(sweep.points, resume=sweep.resume)
-    run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
-                            not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+    executor = LocalExecutor()
+    try:
+        peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console)
+        run_dir.update_metadata(**peaks_metadata(peaks))
+        runner = Runner(run_dir, sweep.settings, executor=executor,
+                        hardware_id=machine["hardware_id"],
+                        listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks)
+        summary = runner.run(sweep.points, resume=sweep.resume)
+        run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
+                                not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+    finally:
+        run_dir.release()   # one writer per run directory: held for the whole run
     print_run_summary(run_dir, console)
     if summary.not_tried:
         console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "

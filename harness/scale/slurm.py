@@ -196,8 +196,8 @@ class SlurmSweep:
 
 def run_sweep(sweep: SweepPlan, out: Path, submitit: Any, options: SlurmOptions,
               shard_count: int | None, console: Console) -> int:
-    count = shard_count or min(len({p.series_key() for p in sweep.points}),
-                               MAX_DEFAULT_SHARDS)
+    count = shard_count if shard_count is not None else min(
+        len({p.series_key() for p in sweep.points}), MAX_DEFAULT_SHARDS)
     if count < 1:
         raise UsageError(f"--shards: must be at least 1, got {count}")
     run, shards = open_sharded_run(sweep, out, count,

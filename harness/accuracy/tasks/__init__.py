@@ -45,4 +45,12 @@ def get(name: str) -> TaskSpec:
 
 
 def load(name: str, data_dir: Path | None, limits: Limits, **options: Any) -> TaskData:
-    return get(name).loader(data_dir, limits, **options)
+    task = get(name)
+    try:
+        return task.loader(data_dir, limits, **options)
+    except UnicodeDecodeError as exc:   # a binary or wrongly encoded file: bad input
+        from harness.accuracy.tasks.common import MalformedDataError
+
+        raise MalformedDataError(f"{name}: a data file under {data_dir} is not UTF-8 text "
+                                 f"({exc.reason} at byte {exc.start}); is it the right "
+                                 f"file?") from None

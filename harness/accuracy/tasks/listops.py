@@ -111,13 +111,42 @@ def evaluate_tokens(tokens: list[str]) -> int:
     return result
 
 
-def generate_example(rng: random.Random, config: GrammarConfig) -> tuple[str, int]:
+MAX_ATTEMPTS = 200_000   # draws per expression before the window is declared out of reach
+
+
+def longest_expression(config: GrammarConfig) -> int:
+    """The largest L the grammar can produce at its max_depth (every node with max_args)."""
+    length = 1
+    for _ in range(config.max_depth - 1):
+        length = 2 + config.max_args * length
+    return length
+
+
+def check_grammar(config: GrammarConfig) -> None:
+    """Refuse a grammar that can never (or only by a freak draw) meet the length window."""
+    if config.max_depth < 1:
+        raise UsageError(f"listops: --max-depth must be at least 1, got {config.max_depth}")
+    if not 0 <= config.min_length < config.max_length - 1:
+        raise UsageError(f"listops: no integer length L with {config.min_length} < L < "
+                         f"{config.max_length} (need 0 <= min_length < max_length - 1)")
+    longest = longest_expression(config)
+    if longest <= config.min_length:
+        raise UsageError(f"listops: at --max-depth {config.max_depth} expressions have at most "
+                         f"{longest} tokens, never more than --min-length {config.min_length}; "
+                         f"raise --max-depth or lower --min-length")
+
+
+def generate_example(rng: random.Random, config: GrammarConfig,
+                     max_attempts: int = MAX_ATTEMPTS) -> tuple[str, int]:
     """Rejection-sample one expression in the length window; (written string, value)."""
-    while True:
+    for _ in range(max_attempts):
         tree, length = generate_tree(rng, config)
         if config.min_length < length < config.max_length:
             text = to_string(tree)
             return text, evaluate_tokens(strip_parens(text.split()))
+    raise UsageError(f"listops: no expression with {config.min_length} < L < "
+                     f"{config.max_length} in {max_attempts} draws at --max-depth "
+                     f"{config.max_depth}; widen the length window or raise --max-depth")
 
 
 def strip_parens(tokens: list[str]) -> list[str]:
@@ -130,8 +159,7 @@ def write_dataset(out: Path, *, n_train: int, n_val: int, n_test: int, seed: int
     for name, count in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if count < 1:
             raise UsageError(f"listops: {name} must be at least 1, got {count}")
-    if not 0 <= config.min_length < config.max_length:
-        raise UsageError("listops: need 0 <= min_length < max_length")
+    check_grammar(config)
     rng = random.Random(seed)
     target = out / SUBDIR
     target.mkdir(parents=True, exist_ok=True)

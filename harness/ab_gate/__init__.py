@@ -1,0 +1,1 @@
+"""Interleaved A/B of two revisions (``run_bench.py ab``): sides, rounds, statistics, output."""

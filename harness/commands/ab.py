@@ -1,0 +1,225 @@
+"""``run_bench.py ab BASE HEAD [sweep flags]``: interleaved A/B of two revisions in one job.
+
+Exit status: 0 nothing regressed, 1 a regression, 2 bad input (unknown revision, not a checkout,
+bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
+``harness/ab_gate/``; docs/regression.md explains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import signal
+from pathlib import Path
+
+from harness.ab_gate import output
+from harness.ab_gate.rounds import Judgement, Plan, exit_status, per_point_confidence, run_rounds
+from harness.ab_gate.sides import checked_out
+from harness.regression import parse_threshold
+from harness.stats import parse_statistic
+from harness.console import make_console
+from harness.errors import UsageError
+
+# sweep flags passed through to each side's sweep: (dest, flag)
+SWEEP_FLAGS = (("impl", "--impl"), ("seq_len", "--seq-len"), ("head_dim", "--head-dim"),
+               ("batch", "--batch"), ("heads", "--heads"), ("dtype", "--dtype"),
+               ("causal", "--causal"), ("pass_", "--pass"), ("device", "--device"),
+               ("preset", "--preset"), ("config", "--config"), ("timeout", "--timeout"),
+               ("max_memory", "--max-memory"), ("min_time", "--min-time"),
+               ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
+# more samples per round than a sweep's default: a round costs mostly process start-up
+DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
+# measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
+# varied least between rounds of an unchanged tree, on the CPU clock the median
+DEFAULT_STATISTIC = {"wall": "min", "cpu": "median"}
+# --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
+# not of this process
+LOADS_IMPL_MODULES = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base", metavar="BASE",
+                        help="a git revision of the repository here (checked out into a "
+                             "temporary worktree) or the path of another checkout")
+    parser.add_argument("head", metavar="HEAD", help="the same for the side under test "
+                                                     "(. is this working tree as it is)")
+    gate = parser.add_argument_group("gate")
+    gate.add_argument("--threshold", default="10%",
+                      help="smallest slowdown that counts, e.g. 10%% or 0.1 (default 10%%)")
+    gate.add_argument("--rounds", type=int, default=16, metavar="N",
+                      help="most rounds (default 16); rounds stop earlier once every point is "
+                           "decided")
+    gate.add_argument("--min-rounds", type=int, default=4, metavar="N",
+                      help="fewest rounds before stopping (default 4)")
+    gate.add_argument("--max-time", type=float, default=240.0, metavar="SECONDS",
+                      help="start no round likely to end after this (default 240)")
+    gate.add_argument("--confidence", type=float, default=0.95,
+                      help="level for the table as a whole (default 0.95): each of N points "
+                           "gets a 1 - 0.05/N interval, so an unchanged tree fails at most 5%% "
+                           "of the time however many points")
+    gate.add_argument("--statistic", default=None,
+                      help="each side's value in a round: min, p25, median, mean, pNN (default: "
+                           "min on the wall clock, the least stretched sample; median on the CPU "
+                           "clock, which descheduling does not stretch)")
+    gate.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                      help="wall (default): elapsed time; cpu: the worker's CPU time per sample, "
+                           "which other processes taking the CPU do not stretch (a side too old "
+                           "to record it is judged on wall time, noted)")
+    gate.add_argument("--metric", choices=("time", "instructions"), default="time",
+                      help="time (default), or instructions counted by valgrind's callgrind "
+                           "(CPU only, one thread)")
+    gate.add_argument("--same-harness", action="store_true",
+                      help="measure BASE's implementations with HEAD's harness (for a change "
+                           "of the measurement itself; only implementations/ then differs)")
+    gate.add_argument("--out", help="directory for ab.md, ab.csv and both sides' run "
+                                    "directories (default results/ab-<time>)")
+    sweep = parser.add_argument_group("sweep flags (passed to each side's sweep; see sweep -h)")
+    for dest, flag in SWEEP_FLAGS:
+        sweep.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
+
+
+def sweep_arguments(args: argparse.Namespace) -> tuple[str, ...]:
+    given: list[str] = []
+    for dest, flag in SWEEP_FLAGS:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest == "config":
+            path = Path(value)
+            if not path.is_file():
+                raise UsageError(f"--config {value}: no such file")
+            value = str(path.resolve())
+        given += [flag, str(value)]
+    if args.min_time is None:
+        given += ["--min-time", DEFAULT_MIN_TIME]
+    if args.max_repeats is None:
+        given += ["--max-repeats", DEFAULT_MAX_REPEATS]
+    return tuple(given)
+
+
+def validate(args: argparse.Namespace) -> tuple[float, str]:
+    threshold = parse_threshold(args.threshold)
+    statistic, _ = parse_statistic(args.statistic or DEFAULT_STATISTIC[args.clock])
+    if args.rounds < 2 or args.min_rounds < 2:
+        raise UsageError("--rounds and --min-rounds: at least 2 (one round per order, AB and BA)")
+    if args.min_rounds > args.rounds:
+        raise UsageError(f"--min-rounds {args.min_rounds} is more than --rounds {args.rounds}")
+    if not (math.isfinite(args.max_time) and args.max_time > 0):
+        raise UsageError(f"--max-time: must be a positive number of seconds, got {args.max_time}")
+    if not 0.0 < args.confidence < 1.0:
+        raise UsageError(f"--confidence: must lie between 0 and 1, got {args.confidence}")
+    return threshold, statistic
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = Path("results") / f"ab-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out}: already exists and is not empty; choose another")
+    return out.resolve()
+
+
+def load_text() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt   # so the running sweep is killed and the worktrees are removed
+
+
+def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    threshold, statistic = validate(args)
+    sweep_args = sweep_arguments(args)
+    out = output_dir(args)
+    impl_modules = tuple(getattr(args, "impl_module", []) or [])
+    console = make_console()
+    if args.metric == "instructions":
+        from harness.ab_gate.callgrind import require_valgrind
+
+        require_valgrind(args.device)
+    load_start = load_text()
+    with checked_out({"base": args.base, "head": args.head}, Path.cwd(),
+                     same_harness=args.same_harness) as sides:
+        out.mkdir(parents=True, exist_ok=True)
+        console.print(f"[bold]ab[/] BASE {sides['base'].describe()} vs HEAD "
+                      f"{sides['head'].describe()} -> {out}")
+        plan = Plan(sides=sides, sweep_args=sweep_args, impl_modules=impl_modules, out=out,
+                    threshold=threshold, confidence=args.confidence, statistic=statistic,
+                    min_rounds=args.min_rounds, max_rounds=args.rounds,
+                    max_time_s=args.max_time, clock=args.clock)
+        if args.metric == "instructions":
+            from harness.ab_gate.callgrind import run_instructions
+
+            outcome = run_instructions(plan, grid_points(args, impl_modules,
+                                                         sides["head"].root),
+                                       seed=int(args.seed or 0))
+            unit = "instructions"
+        else:
+            outcome = run_rounds(plan, listener=lambda i, js, s: console.print(
+                f"round {i} ({'BASE first' if i % 2 else 'HEAD first'}, {s:.0f} s): "
+                f"{progress_text(js)}"))
+            unit = "time"
+        header = [f"# ab: HEAD {sides['head'].describe()} vs BASE {sides['base'].describe()}",
+                  "",
+                  f"- metric: {unit}" + (f" ({args.clock} clock; {statistic} of each side's "
+                                         f"samples per round)" if unit == "time"
+                                         else " (callgrind, one thread)"),
+                  f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
+                  f"{outcome.elapsed_s:.0f} s; ABBA order",
+                  f"- ratio: geometric mean over rounds of HEAD/BASE in the same round; "
+                  f"interval: t interval, {args.confidence:.0%} for the table as a whole "
+                  f"({per_point_confidence(args.confidence, judged(outcome.judgements)):.2%} "
+                  f"per point); threshold {threshold:.1%}",
+                  f"- sweep flags: {' '.join(sweep_args)}",
+                  f"- load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
+    judgements = outcome.judgements
+    title = f"HEAD/BASE ({unit}, threshold {threshold:.1%})"
+    console.print(output.rich_table(judgements, title, unit))
+    (out / "ab.md").write_text(output.markdown(judgements, header, unit) + "\n" +
+                               output.summary_line(judgements) + "\n")
+    (out / "ab.csv").write_text(output.csv_text(judgements, unit))
+    console.print("\n".join(header[2:]))
+    undecided = sum(j.verdict == "undecided" for j in judgements)
+    if undecided:
+        console.print(f"[yellow]{undecided} point(s) undecided after {outcome.rounds} round(s)"
+                      f"[/]: the rounds disagree too much for so few of them; more rounds "
+                      f"(--max-time, --rounds) or a quieter machine would decide them")
+    console.print(f"{output.summary_line(judgements)}  ->  {out / 'ab.md'}")
+    return exit_status(judgements)
+
+
+def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_root: Path) -> list:
+    """The grid's points, expanded by this tree's sweep planner (for --metric instructions,
+    where no sweep runs); --impl-module modules are imported from HEAD's tree for their names."""
+    import sys
+
+    from harness.commands.sweep import request_from_args
+    from harness.plan import plan as sweep_plan
+    from harness.registry import load_impl_modules
+
+    sys.path.insert(0, str(head_root))
+    try:
+        load_impl_modules(impl_modules)
+    finally:
+        sys.path.remove(str(head_root))
+    return sweep_plan(request_from_args(args), check_devices=False).points
+
+
+def judged(judgements: list[Judgement]) -> int:
+    return sum(1 for j in judgements if j.estimate is not None)
+
+
+def progress_text(judgements: list[Judgement]) -> str:
+    counts: dict[str, int] = {}
+    for j in judgements:
+        counts[j.verdict] = counts.get(j.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Measure the power of ``run_bench.py ab``: how often it flags an injected slowdown of
+hrr_torch, and how often it flags an unchanged tree against itself (docs/regression.md).
+
+    python scripts/ab_power.py --out /tmp/ab-power --runs 10 --conditions same,15,10,5 \\
+        --busy both --deadline 22:30
+
+For each condition it makes copies of the committed tree (``git archive HEAD``): ``base``, a
+second unchanged copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
+spins for X% of the thread CPU time that result took (so it passes the correctness gate and does
+about X% more CPU work, whatever the load). Runs alternate between the conditions (and between
+"with a busy core" and "without" when --busy both), so that the machine's load, which changes
+over the session, falls on every condition alike. With a busy core, ``python -c "while True:
+pass"`` runs beside the ab call for the whole call. One line of JSON per ab call goes to
+OUT/power.jsonl; ``--summary`` prints the table from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ("def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, "
+          "formulation: str | None = None):")
+INJECTED = '''def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation=None):
+    """Injected slowdown (power measurement only): the real result, then {pct}% more CPU work."""
+    import time as _t
+    start = _t.thread_time()
+    out = _hrr_torch_real(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                          formulation=formulation)
+    now = _t.thread_time()
+    target = now + {frac!r} * (now - start)
+    while _t.thread_time() < target:
+        pass
+    return out
+
+
+def _hrr_torch_real(q, k, v, *, causal=False, key_padding_mask=None,
+                    formulation: str | None = None):'''
+GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--head-dim", "64",
+        "--pass", "fwd", "--device", "cpu"]
+
+
+def make_tree(where: Path, slowdown_pct: int | None) -> None:
+    if where.exists():
+        return
+    where.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    if slowdown_pct:
+        path = where / "implementations" / "hrr_torch.py"
+        text = path.read_text()
+        if TARGET not in text:
+            sys.exit(f"cannot inject: {TARGET!r} not found in {path}")
+        path.write_text(text.replace(TARGET, INJECTED.format(pct=slowdown_pct,
+                                                             frac=slowdown_pct / 100.0)))
+
+
+def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
+            extra: list[str]) -> dict:
+    head = trees / ("same" if condition == "same" else f"slow{condition}")
+    run_out = out / "runs" / f"{index:03d}-{condition}-{'busy' if busy else 'nobusy'}"
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    load_before = os.getloadavg()
+    start = time.monotonic()
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "ab",
+                               str(trees / "base"), str(head), *GRID, "--out", str(run_out),
+                               *extra], capture_output=True, text=True, env=env, cwd=ROOT)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    wall = time.monotonic() - start
+    rows = []
+    csv_path = run_out / "ab.csv"
+    if csv_path.exists():
+        with open(csv_path) as handle:
+            rows = [{k: r[k] for k in ("impl", "seq_len", "ratio", "lo", "hi", "rounds",
+                                       "verdict")} for r in csv.DictReader(handle)]
+    return {"index": index, "condition": condition, "busy": busy, "exit": done.returncode,
+            "ab_flags": extra,
+            "wall_s": round(wall, 1), "load_before": load_before,
+            "load_after": os.getloadavg(), "at": dt.datetime.now().isoformat(timespec="seconds"),
+            "points": rows, "stderr_tail": done.stderr.strip().splitlines()[-1:]}
+
+
+def summary(out: Path) -> None:
+    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["busy"], run["condition"]), []).append(run)
+    print("| background | HEAD | calls | flagged (exit 1 at the time) | flagged by the final "
+          "rule | hrr_torch ratio T=128 / T=256 (median over calls) | rounds (median) | "
+          "wall s (max) | load avg 1 min (range) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    order = {"same": 0, "15": 1, "10": 2, "5": 3}
+    for (busy, cond), items in sorted(groups.items(), key=lambda kv: (not kv[0][0],
+                                                                     order.get(kv[0][1], 9))):
+        flagged = sum(r["exit"] == 1 for r in items)
+        bad = sum(r["exit"] not in (0, 1) for r in items)
+        refl = sum(rejudge(call_rounds(out, r, "cpu", "median")) for r in items)
+        ratios = {}
+        rounds = []
+        for r in items:
+            for p in r["points"]:
+                if p["impl"] == "hrr_torch" and p["ratio"]:
+                    ratios.setdefault(p["seq_len"], []).append(float(p["ratio"]))
+                if p["rounds"]:
+                    rounds.append(int(p["rounds"]))
+        med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+        loads = [x for r in items for x in (r["load_before"][0], r["load_after"][0])]
+        label = "one busy core" if busy else "none added"
+        head = "unchanged" if cond == "same" else f"+{cond}% hrr_torch"
+        print(f"| {label} | {head} | {len(items)} | {flagged}/{len(items)}"
+              f"{f' ({bad} failed)' if bad else ''} | {refl}/{len(items)} | "
+              f"{med(ratios.get('128', [])):.3f} / {med(ratios.get('256', [])):.3f} | "
+              f"{med(rounds)} | {max(r['wall_s'] for r in items):.0f} | "
+              f"{min(loads):.1f}-{max(loads):.1f} |")
+
+
+def round_noise(out: Path) -> None:
+    """Per-round log ratios HEAD/BASE re-read from every call's round directories, for each clock
+    and statistic: their spread in the unchanged calls and their mean in the slowed ones."""
+    import math
+    import statistics
+
+    sys.path.insert(0, str(ROOT))
+    from harness.ab_gate.rounds import read_raw_records
+    from harness.ab_gate.paired_stats import side_value
+
+    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    logs: dict[tuple, list[float]] = {}
+    for run in runs:
+        rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
+                                f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
+        n = 1
+        while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
+            sides = {s: {(r["impl"], r["seq_len"]): r for r in
+                         read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
+                     for s in ("base", "head")}
+            for key in sides["base"].keys() & sides["head"].keys():
+                b, h = sides["base"][key], sides["head"][key]
+                for clock in ("wall", "cpu"):
+                    field = "time_samples_s"
+                    bs = b[field] if clock == "wall" else b["extra"]["cpu_time_samples_s"]
+                    hs = h[field] if clock == "wall" else h["extra"]["cpu_time_samples_s"]
+                    for stat in ("min", "p25", "median"):
+                        r = side_value(hs, stat) / side_value(bs, stat)
+                        logs.setdefault((run["condition"], run["busy"], key, clock, stat),
+                                        []).append(math.log(r))
+            n += 1
+    print("| HEAD | background | point | clock | statistic | rounds | mean ratio | "
+          "sd of log ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (cond, busy, key, clock, stat), xs in sorted(logs.items(), key=str):
+        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
+        print(f"| {cond} | {'busy core' if busy else 'none'} | {key[0]} T={key[1]} | {clock} | "
+              f"{stat} | {len(xs)} | {math.exp(statistics.fmean(xs)):.3f} | {sd:.3f} |")
+
+
+def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
+    """The rounds of one ab call, each {(impl, seq_len): HEAD/BASE ratio}, re-read from its
+    round directories."""
+    sys.path.insert(0, str(ROOT))
+    from harness.ab_gate.rounds import pair_samples, read_raw_records
+    from harness.ab_gate.paired_stats import side_value
+
+    rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
+                            f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
+    found, n = [], 1
+    while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
+        sides = {s: {(r["impl"], r["seq_len"]): r for r in
+                     read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
+                 for s in ("base", "head")}
+        ratios = {}
+        for key in sides["base"].keys() & sides["head"].keys():
+            b, h, _ = pair_samples(sides["base"][key], sides["head"][key], clock)
+            ratios[key] = side_value(h, statistic) / side_value(b, statistic)
+        if ratios:
+            found.append(ratios)
+        n += 1
+    return found
+
+
+def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
+    """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
+    from harness.ab_gate.rounds import per_point_confidence
+    from harness.ab_gate.paired_stats import REGRESSED, paired_estimate, verdict
+
+    if not rounds:
+        return False
+    keys = sorted(set.intersection(*(set(r) for r in rounds)))
+    level = per_point_confidence(0.95, len(keys))
+    return any(verdict(paired_estimate([r[k] for r in rounds], level), threshold) == REGRESSED
+               for k in keys)
+
+
+def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
+    """(condition, busy) -> every round measured under it, in any call."""
+    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    found: dict[tuple, list[dict]] = {}
+    for run in runs:
+        found.setdefault((run["condition"], run["busy"]), []).extend(
+            call_rounds(out, run, clock, statistic))
+    return found
+
+
+def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: float,
+             trials: int = 2000) -> None:
+    """Power by subsampling measured rounds: each simulated call draws ``rounds`` distinct whole
+    rounds (all points of a round together, without replacement: a repeated round would fake
+    agreement) from the rounds measured under one condition in any call, and is judged by ab's
+    own rule (t interval, Bonferroni over the points). Needs at least 2 x ROUNDS measured rounds
+    of a condition; says so otherwise."""
+    import random
+
+    from harness.ab_gate.rounds import per_point_confidence
+    from harness.ab_gate.paired_stats import REGRESSED, paired_estimate, verdict
+
+    rng = random.Random(0)
+    print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "
+          f"flagged | {clock} clock, {statistic} |")
+    print("|---|---|---|---|---|")
+    for (cond, busy), pool in sorted(measured_rounds(out, clock, statistic).items(), key=str):
+        if len(pool) < 2 * rounds:
+            print(f"| {cond} | {'busy core' if busy else 'none'} | {len(pool)} | too few "
+                  f"measured rounds to subsample {rounds} |  |")
+            continue
+        keys = sorted(set.intersection(*(set(r) for r in pool)))
+        level = per_point_confidence(0.95, len(keys))
+        flagged = 0
+        for _ in range(trials):
+            draw = rng.sample(pool, rounds)
+            flagged += any(verdict(paired_estimate([r[k] for r in draw], level), threshold)
+                           == REGRESSED for k in keys)
+        print(f"| {'unchanged' if cond == 'same' else '+' + cond + '% hrr_torch'} | "
+              f"{'busy core' if busy else 'none'} | {len(pool)} | "
+              f"{flagged / trials:.0%} |  |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--runs", type=int, default=10, help="runs per condition")
+    parser.add_argument("--conditions", default="same,15,10,5")
+    parser.add_argument("--busy", choices=("yes", "no", "both"), default="yes")
+    parser.add_argument("--deadline", help="HH:MM (UTC): start no ab call after this")
+    parser.add_argument("--summary", action="store_true", help="print the table and stop")
+    parser.add_argument("--round-noise", action="store_true",
+                        help="print the per-round ratios' spread by clock and statistic, stop")
+    parser.add_argument("--simulate", type=int, metavar="ROUNDS",
+                        help="print the power of calls of ROUNDS rounds estimated by resampling "
+                             "the measured rounds, and stop")
+    parser.add_argument("--sim-clock", default="cpu")
+    parser.add_argument("--sim-statistic", default="median")
+    args, extra = parser.parse_known_args()
+    if args.simulate:
+        simulate(args.out, args.simulate, args.sim_clock, args.sim_statistic, 0.10)
+        return 0
+    if args.summary:
+        summary(args.out)
+        return 0
+    if args.round_noise:
+        round_noise(args.out)
+        return 0
+    conditions = args.conditions.split(",")
+    trees = args.out / "trees"
+    make_tree(trees / "base", None)
+    make_tree(trees / "same", None)
+    for c in conditions:
+        if c != "same":
+            make_tree(trees / f"slow{c}", int(c))
+    busy_modes = {"yes": [True], "no": [False], "both": [True, False]}[args.busy]
+    deadline = None
+    if args.deadline:
+        hh, mm = (int(x) for x in args.deadline.split(":"))
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    log = args.out / "power.jsonl"
+    index = sum(1 for _ in open(log)) if log.exists() else 0
+    for _ in range(args.runs):
+        for busy in busy_modes:
+            for condition in conditions:
+                if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
+                    print("deadline reached", flush=True)
+                    return 0
+                index += 1
+                result = one_run(trees, condition, busy, args.out, index, extra)
+                with open(log, "a") as handle:
+                    handle.write(json.dumps(result) + "\n")
+                print(json.dumps({k: result[k] for k in ("index", "condition", "busy", "exit",
+                                                        "wall_s", "load_before")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

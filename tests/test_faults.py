@@ -1,0 +1,477 @@
+"""Fault injection: every fault ends with each measured point recorded exactly once and every
+line of every results file valid JSON (README, "What survives what")."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+from harness.errors import UsageError
+from harness.executor import classify_death
+from harness.measure import TimingSettings
+from harness.records import AccuracyRecord, Point, SpeedRecord
+from harness.runner import Runner, RunSettings
+from harness.store import LOCK_FILE, RunDir, RunLockedError, repair_torn_tail
+
+FAST = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=3, max_repeats=5)
+MODULES = ("impls_faults",)
+
+
+def runner_for(path: Path, *, resume: bool = False, **settings) -> Runner:
+    run = RunDir.create(path, {"kind": "speed", "machine": {}}, resume=resume)
+    values = dict(timeout_s=60, timing=FAST, impl_modules=MODULES, **settings)
+    return Runner(run, RunSettings(**values), hardware_id="test-hw")
+
+
+def points(impl: str, seq_lens, **kw) -> list[Point]:
+    return [Point(impl=impl, seq_len=t, head_dim=16, heads=2, **kw) for t in seq_lens]
+
+
+def lines_of(run: Path) -> list[dict]:
+    """Every line of results.jsonl, each of which must be valid JSON (no NaN, no torn line)."""
+    text = (run / "results.jsonl").read_text()
+    assert text == "" or text.endswith("\n"), "torn last line"
+    return [json.loads(line, parse_constant=_refuse) for line in text.splitlines()]
+
+
+def _refuse(name: str):
+    raise AssertionError(f"{name} in a results file")
+
+
+def assert_once(run: Path, expected: list[Point]) -> list[dict]:
+    records = lines_of(run)
+    ids = [r["point_id"] for r in records]
+    assert sorted(ids) == sorted(p.point_id for p in expected), records
+    return records
+
+
+# -- torn last line + resume --------------------------------------------------------------------
+def test_repair_cuts_a_torn_tail_and_keeps_its_bytes(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": 2}\n{"impl": "x", "seq_')
+    assert repair_torn_tail(path) == len(b'{"impl": "x", "seq_')
+    assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
+    assert (tmp_path / "results.jsonl.torn").read_bytes() == b'{"impl": "x", "seq_\n'
+    assert "torn" in capsys.readouterr().err
+    assert repair_torn_tail(path) == 0                      # a whole file is left alone
+    path.write_bytes(b'no newline at all')
+    repair_torn_tail(path)
+    assert path.read_bytes() == b""
+
+
+def test_resume_after_a_torn_last_line_keeps_the_new_point(tmp_path):
+    run = tmp_path / "run"
+    first = runner_for(run).run(points("softmax_torch", [64]))
+    assert [r.status for r in first.records] == ["ok"]
+    with open(run / "results.jsonl", "ab") as handle:       # a crash while writing a record
+        handle.write(b'{"schema_version": 1, "impl": "softmax_torch", "seq_len": 12')
+    again = runner_for(run, resume=True).run(points("softmax_torch", [64, 128]), resume=True)
+    assert again.resumed_skips == 1 and [r.seq_len for r in again.records] == [128]
+    records = assert_once(run, points("softmax_torch", [64, 128]))
+    assert {r["status"] for r in records} == {"ok"}
+    assert b'"seq_len": 12' in (run / "results.jsonl.torn").read_bytes()
+
+
+# -- a second writer ----------------------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from harness.store import RunDir
+RunDir.create(Path(sys.argv[1]), {"kind": "speed"})
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            RunDir.create(run, {"kind": "speed"}, resume=True)
+        refused = run_cli("sweep", "--resume", str(run))
+        assert refused.returncode == 2, refused.stderr
+        assert "being written by another attnbench process" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lines_of(run) == []                               # nothing measured twice
+    RunDir.create(run, {"kind": "speed"}, resume=True).release()   # free once it is gone
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path, capsys):
+    run = tmp_path / "run"
+    RunDir.create(run, {"kind": "speed"}).release()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / LOCK_FILE).write_text(f"pid {dead.pid} since 2026-01-01T00:00:00+00:00\n")
+    again = RunDir.create(run, {"kind": "speed"}, resume=True)
+    try:
+        err = capsys.readouterr().err
+        assert f"pid {dead.pid}" in err and "no longer running" in err
+        assert f"pid {os.getpid()}" in (run / LOCK_FILE).read_text()
+    finally:
+        again.release()
+    RunDir.create(run, {"kind": "speed"}, resume=True).release()
+    assert "taking over" not in capsys.readouterr().err     # a clean release leaves no owner
+
+
+def test_readers_flag_several_ok_records_of_one_point(tmp_path):
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "machine": {}})
+    point = Point("softmax_torch", seq_len=64, head_dim=16)
+    for time_s in (1e-3, 2e-3):
+        run.append(SpeedRecord.for_point(point, framework="torch", family="exact", status="ok",
+                                         time_s=time_s, time_samples_s=[time_s] * 3))
+    run.release()
+    assert run.duplicate_ok_points() == {point.point_id: 2}
+    result = run_cli("report", str(run.path), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    assert "more than one ok record" in result.stderr
+    compared = run_cli("compare", str(run.path), str(run.path), "--out", str(tmp_path / "c"))
+    assert "more than one ok record" in compared.stderr
+
+
+# -- a diverging training -------------------------------------------------------------------------
+def test_non_finite_numbers_are_written_as_null_with_a_flag(tmp_path):
+    run = RunDir.create(tmp_path / "run", {"kind": "accuracy"})
+    record = AccuracyRecord(impl="hrr_torch", task="listops", status="error",
+                            message="training diverged: 3 non-finite losses",
+                            best_val_accuracy=0.1, curve=[{"epoch": 1, "train_loss": math.nan,
+                                                           "val_loss": math.inf}])
+    run.append(record)
+    run.release()
+    (data,) = lines_of(run.path)
+    assert data["curve"][0]["train_loss"] is None and data["curve"][0]["val_loss"] is None
+    assert data["nonfinite_fields"] == ["curve[0].train_loss", "curve[0].val_loss"]
+    assert data["status"] == "error" and "diverged" in data["message"]
+
+
+def test_a_diverging_lra_run_is_recorded(tmp_path):
+    from accuracy_fixtures import write_bytes_folder
+
+    from harness import cli
+
+    data = write_bytes_folder(tmp_path / "files", per_class=12, size=80)
+    out = tmp_path / "run"
+    code = cli.main(["lra", "--task", "bytes", "--impl", "softmax_torch", "--data-dir",
+                     str(data), "--epochs", "2", "--seq-len", "32", "--lr", "1e30",
+                     "--out", str(out), "--no-progress"])
+    (record,) = lines_of(out)
+    assert code == 1                       # a failed run: exit 1, but recorded
+    assert record["status"] == "error" and "diverged" in record["message"], record["message"]
+    assert record["nonfinite_fields"]
+
+
+# -- SIGKILL vs OOM -------------------------------------------------------------------------------
+def test_a_sigkill_that_is_not_the_oom_killer_is_an_error_and_skips_nothing(tmp_path):
+    run = tmp_path / "run"
+    summary = runner_for(run).run(points("fault_sigkill", [64, 128, 256]))
+    result = {r.seq_len: r for r in summary.records}
+    assert result[64].status == "ok"
+    assert result[128].status == "error" and "SIGKILL" in result[128].message
+    assert "not by the kernel's out-of-memory killer" in result[128].message
+    assert result[256].status == "ok"                       # the series goes on
+    assert_once(run, points("fault_sigkill", [64, 128, 256]))
+
+
+@pytest.mark.parametrize("code, before, after, status, words", [
+    (-signal.SIGKILL, 3, 4, "oom", "out-of-memory killer"),
+    (-signal.SIGKILL, 3, 3, "error", "not by the kernel's out-of-memory killer"),
+    (-signal.SIGKILL, None, None, "error", "unreadable"),
+    (-signal.SIGTERM, 3, 4, "error", "SIGTERM"),              # only a SIGKILL is the OOM killer
+    (-signal.SIGSEGV, 0, 0, "error", "SIGSEGV"),
+    (1, 0, 0, "error", "status 1"),
+])
+def test_death_classification(code, before, after, status, words):
+    got, message = classify_death(code, before, after)
+    assert got == status and words in message
+
+
+def test_an_allocation_failure_is_oom(tmp_path):
+    """The other way to be out of memory: an allocation that fails under --max-memory."""
+    run = tmp_path / "run"
+    summary = runner_for(run, max_memory_bytes=200 * 10 ** 6).run(
+        [Point("softmax_torch", seq_len=t, head_dim=32, heads=8) for t in (4096, 8192)])
+    result = {r.seq_len: r.status for r in summary.records}
+    assert result == {4096: "oom", 8192: "skipped"}
+
+
+# -- wrong output at a timed size ---------------------------------------------------------------
+def test_a_wrong_shape_at_a_timed_size_is_an_error(tmp_path):
+    run = tmp_path / "run"
+    summary = runner_for(run).run(points("fault_shape", [64, 128]))
+    result = {r.seq_len: r for r in summary.records}
+    assert result[64].status == "ok"                        # passes the gate (T=64)
+    assert result[128].status == "error" and "wrong output shape" in result[128].message
+    assert_once(run, points("fault_shape", [64, 128]))
+
+
+def test_output_shape_check_accepts_right_shapes():
+    import torch
+
+    from harness.worker import output_shape_problem
+
+    q = k = v = torch.zeros(1, 2, 8, 4)
+    assert output_shape_problem(torch.zeros(1, 2, 8, 4), (q, k, v), "forward") == ""
+    assert "wrong output shape" in output_shape_problem(torch.zeros(1, 2, 4, 4), (q, k, v),
+                                                        "forward")
+    assert output_shape_problem((torch.zeros(1, 2, 8, 4), ()), (q, k, v), "backward") == ""
+    assert "gradient" in output_shape_problem(torch.zeros(2, 8, 4), (q, k, v), "backward")
+
+
+# -- check and list: isolated, NaN is a failure --------------------------------------------------
+def test_check_fails_nan_and_survives_a_crashing_method():
+    result = run_cli("--impl-module", "impls_faults", "check", "--impl",
+                     "fault_nan_always,fault_segfault,fault_exit,softmax_torch", "--dtype", "fp32")
+    assert result.returncode == 1, result.stderr
+    rows: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("│ fault_") or line.startswith("│ softmax_torch"):
+            rows[line.split()[1]] = rows.get(line.split()[1], "") + line
+    assert "FAIL" in rows["fault_nan_always"] and "non-finite" in rows["fault_nan_always"]
+    assert "FAIL" in rows["fault_segfault"] and "SIGSEGV" in result.stdout
+    assert "FAIL" in rows["fault_exit"]
+    assert "ok" in rows["softmax_torch"] and "FAIL" not in rows["softmax_torch"]
+
+
+def test_list_survives_a_crashing_method():
+    result = run_cli("--impl-module", "impls_faults", "list", "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["softmax_torch"]["availability"]["cpu"]["available"]
+    crashed = rows["fault_segfault"]["availability"]["cpu"]
+    assert not crashed["available"] and "SIGSEGV" in crashed["reason"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["check", "--dtype", "float17"], "unknown dtype"),
+    (["check", "--device", "tpu"], "unknown device"),
+    (["check", "--timeout", "nan"], "--timeout"),
+    (["list", "--device", "tpu"], "unknown device"),
+])
+def test_check_and_list_refuse_bad_input(args, expected):
+    result = run_cli(*args)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- non-finite records in report, merge, compare ---------------------------------------------
+def write_raw_run(path: Path, time_s: float) -> Path:
+    """A run directory holding one ok record with time_s as given (NaN written as NaN)."""
+    run = RunDir.create(path, {"kind": "speed", "machine": {"hardware_id": "a"}})
+    run.release()
+    point = Point("softmax_torch", seq_len=64, head_dim=16)
+    data = SpeedRecord.for_point(point, framework="torch", family="exact", status="ok",
+                                 time_s=time_s, time_samples_s=[time_s] * 3,
+                                 hardware_id="a").to_json()
+    (path / "results.jsonl").write_text(json.dumps(data) + "\n")   # json allows NaN here
+    return path
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1e-3])
+def test_impossible_numbers_are_refused_and_nothing_is_left_behind(tmp_path, value):
+    bad = write_raw_run(tmp_path / "bad", value)
+    good = write_raw_run(tmp_path / "good", 1e-3)
+    report = run_cli("report", str(bad), "--out", str(tmp_path / "report"))
+    assert report.returncode == 2 and "refusing to report" in report.stderr, report.stderr
+    assert not (tmp_path / "report").exists()
+    merged = run_cli("merge", str(good), str(bad), "--out", str(tmp_path / "merged"))
+    assert merged.returncode == 2 and "refusing to merge" in merged.stderr, merged.stderr
+    assert not (tmp_path / "merged").exists()
+    compared = run_cli("compare", str(good), str(bad), "--out", str(tmp_path / "c"))
+    assert compared.returncode == 2 and "malformed" in compared.stderr, compared.stderr
+
+
+def test_report_of_runs_with_different_grids(tmp_path):
+    """Two runs sharing no shape: the comparison figures have nothing to draw, and say so."""
+    runs = []
+    for name, seq_len in (("a", 64), ("b", 128)):
+        run = RunDir.create(tmp_path / name, {"kind": "speed", "machine": {"hardware_id": name}})
+        for impl in ("softmax_torch", "hrr_torch"):
+            point = Point(impl, seq_len=seq_len, head_dim=16 if name == "a" else 32)
+            run.append(SpeedRecord.for_point(point, framework="torch", family="exact",
+                                             status="ok", time_s=1e-3,
+                                             time_samples_s=[1e-3] * 3, hardware_id=name))
+        run.release()
+        runs.append(str(run.path))
+    result = run_cli("report", *runs, "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report" / "report.md").exists()
+
+
+# -- bad paths ---------------------------------------------------------------------------------
+def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
+    from accuracy_fixtures import write_bytes_folder
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    good = write_raw_run(tmp_path / "good", 1e-3)
+    commands = [
+        ["sweep", "--impl", "softmax_torch", "--seq-len", "64", "--out", str(a_file)],
+        ["report", str(good), "--out", str(a_file)],
+        ["merge", str(good), "--out", str(a_file)],
+        ["lra", "--task", "bytes", "--impl", "softmax_torch", "--data-dir",
+         str(write_bytes_folder(tmp_path / "files", per_class=12, size=80)),
+         "--out", str(a_file)],
+        ["data", "listops", "--out", str(a_file), "--n-train", "2", "--n-val", "1",
+         "--n-test", "1", "--min-length", "5", "--max-length", "60"],
+    ]
+    for args in commands:
+        result = run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert a_file.read_text() == "x"
+    lines_of(good)
+
+
+def test_an_unwritable_out_is_refused(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "64", "--out",
+                         str(locked / "run"))
+        assert result.returncode == 2 and "cannot create" in result.stderr, result.stderr
+    finally:
+        locked.chmod(0o700)
+
+
+# -- resume rules ------------------------------------------------------------------------------
+def test_resume_refuses_grid_flags_out_and_the_other_kind(tmp_path):
+    speed = write_raw_run(tmp_path / "speed", 1e-3)
+    (speed / "run.json").write_text(json.dumps({"schema_version": 1, "kind": "speed",
+                                                "grid": {"arguments": {"impl": "softmax_torch",
+                                                                       "seq_len": "64"}}}))
+    before = (speed / "results.jsonl").read_text()
+    for extra, words in ((["--seq-len", "2048"], "--seq-len cannot"),
+                         (["--out", str(tmp_path / "x")], "--out cannot")):
+        result = run_cli("sweep", "--resume", str(speed), *extra)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+    accuracy = tmp_path / "acc"
+    RunDir.create(accuracy, {"kind": "accuracy"}).release()
+    result = run_cli("sweep", "--resume", str(accuracy))
+    assert result.returncode == 2 and "accuracy run" in result.stderr, result.stderr
+    assert json.loads((accuracy / "run.json").read_text())["kind"] == "accuracy"
+    with pytest.raises(UsageError, match="holds a speed run"):
+        RunDir.create(speed, {"kind": "accuracy"}, resume=True)
+    assert (speed / "results.jsonl").read_text() == before
+    assert json.loads((speed / "run.json").read_text())["kind"] == "speed"
+
+
+# -- bad input: one clear line, exit 2 ----------------------------------------------------------
+@pytest.mark.parametrize("args, expected", [
+    (["--timeout", "nan"], "--timeout"),
+    (["--timeout", "inf"], "--timeout"),
+    (["--cooldown", "-1"], "--cooldown: must be at least 0"),
+    (["--seq-len", "2^99"], "beyond any tensor dimension"),
+    (["--seq-len", "1K..2^40"], "beyond any tensor dimension"),
+    (["--seq-len", "512,,1024"], "empty item"),
+    (["--shards", "0"], "--shards: must be at least 1"),
+])
+def test_sweep_refuses_bad_numbers(args, expected, capsys):
+    from harness import cli
+
+    code = cli.main(["sweep", "--impl", "softmax_torch", "--dry-run", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('seq_len = 512\nimpl = "softmax_torch"\n', None),          # a scalar is one value
+    ('pass = 5\n', "unknown pass '5'"),
+    ('impl = 42\n', "unknown implementation '42'"),
+    ('seed = 1.5\n', "--seed: expected a whole number"),
+    ('timeout = "soon"\n', "--timeout: expected a number"),
+    (b'seq_len = "\xff\xfe"\n', "not UTF-8"),
+])
+def test_config_with_wrong_types(tmp_path, capsys, text, expected):
+    from harness import cli
+
+    data = text if isinstance(text, bytes) else text.encode()
+    config = tmp_path / "grid.toml"
+    config.write_bytes(data)
+    flags = [] if b"impl" in data else ["--impl", "softmax_torch"]
+    code = cli.main(["sweep", "--config", str(config), "--dry-run", *flags])
+    err = capsys.readouterr().err
+    if expected is None:
+        assert code == 0, err
+    else:
+        assert code == 2 and expected in err, err
+
+
+def test_impl_modules_that_raise_or_clash(tmp_path):
+    (tmp_path / "raising_mod.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "clash_mod.py").write_text(
+        "from harness import register\n"
+        "@register('softmax_torch', framework='torch', family='exact')\n"
+        "def mine(q, k, v, *, causal=False, key_padding_mask=None):\n    return q\n")
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    raising = run_cli("--impl-module", "raising_mod", "list", env=env)
+    assert raising.returncode == 2 and "broken at import" in raising.stderr, raising.stderr
+    clash = run_cli("--impl-module", "clash_mod", "list", env=env)
+    assert clash.returncode == 2, clash.stderr
+    assert "'softmax_torch' (in clash_mod) is already registered by implementations" in \
+        clash.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--max-depth", "0"], "--max-depth must be at least 1"),
+    (["--max-depth", "2"], "at most 12 tokens"),
+    (["--min-length", "1999", "--max-length", "2000"], "no integer length"),
+])
+def test_listops_generator_refuses_what_it_cannot_meet(tmp_path, capsys, args, expected):
+    from harness import cli
+
+    started = time.monotonic()
+    code = cli.main(["data", "listops", "--out", str(tmp_path / "d"), "--n-train", "2",
+                     "--n-val", "1", "--n-test", "1", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "d").exists()
+
+
+def test_listops_search_is_bounded():
+    import random
+
+    from harness.accuracy.tasks.listops import GrammarConfig, generate_example
+
+    config = GrammarConfig(max_depth=3, min_length=120, max_length=123)   # barely reachable
+    with pytest.raises(UsageError, match="no expression with"):
+        generate_example(random.Random(0), config, max_attempts=50)
+
+
+def test_a_binary_lra_file_is_bad_input(tmp_path, capsys):
+    from harness import cli
+
+    folder = tmp_path / "lra" / "listops-1000"
+    folder.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_bytes(b"Source\tTarget\n\xff\xfe\x00\x01\t3\n")
+    code = cli.main(["lra", "--task", "listops", "--impl", "softmax_torch", "--data-dir",
+                     str(tmp_path / "lra"), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not UTF-8" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_merge_into_an_existing_directory_does_not_suggest_resume(tmp_path):
+    good = write_raw_run(tmp_path / "good", 1e-3)
+    result = run_cli("merge", str(good), "--out", str(good))
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert "--resume" not in result.stderr

@@ -1,0 +1,319 @@
+"""GPU timing discipline, tested on CPU with fakes: NVML clock sampling and throttle marking,
+the CUDA-graph timer, NVTX ranges, the L2-flush note, and the JAX flush timer."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import gpu_timing, gpu_watch
+from harness.errors import UnsupportedError
+from harness.measure import TimingSettings, Workload, time_workload
+
+
+class FakeNVML:
+    """pynvml's surface used by ClockWatch, with scripted SM clocks."""
+
+    NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, clocks, *, max_clock=1980, reasons=0, fail_init=False):
+        self.clocks = list(clocks)
+        self.max_clock = max_clock
+        self.reasons = reasons
+        self.fail_init = fail_init
+        self.handles = []
+        self.shutdown = False
+
+    def nvmlInit(self):
+        if self.fail_init:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlShutdown(self):
+        self.shutdown = True
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        self.handles.append(index)
+        return ("gpu", index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self.handles.append(uuid)
+        return ("gpu", uuid)
+
+    def nvmlDeviceGetMaxClockInfo(self, handle, kind):
+        return self.max_clock
+
+    def nvmlDeviceGetClockInfo(self, handle, kind):
+        return self.clocks.pop(0) if len(self.clocks) > 1 else self.clocks[0]
+
+    def nvmlDeviceGetTemperature(self, handle, kind):
+        return 70
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 650_000
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+        return self.reasons
+
+
+def test_summary_marks_a_point_timed_below_90_percent_of_max_clock_as_throttled():
+    def sample(clock, reasons=0):
+        return gpu_watch.ClockSample(clock, 60.0, 500.0, reasons)
+
+    steady = gpu_watch.summarise([sample(1980), sample(1900)], 1980)
+    assert steady["throttled"] is False and steady["sm_clock_mhz_min"] == 1900
+    hot = gpu_watch.summarise([sample(1965), sample(1580, 0x4 | 0x20)], 1980)
+    assert hot["throttled"] is True
+    assert hot["sm_clock_mhz_min"] == 1580 and hot["sm_clock_mhz_max"] == 1965
+    assert hot["throttle_reasons"] == ["sw_power_cap", "sw_thermal_slowdown"]
+    assert gpu_watch.summarise([sample(None)], 1980)["throttled"] is None
+    assert gpu_watch.summarise([sample(1500)], None)["throttled"] is None
+
+
+def test_clock_watch_samples_while_the_point_is_timed():
+    nvml = FakeNVML([1980, 1975, 1600, 1590], reasons=0x8)
+    with gpu_watch.ClockWatch("cuda:0", nvml=nvml, interval_s=0.001) as watch:
+        total = 0
+        for i in range(200000):   # some work while the thread samples
+            total += i
+    fields = watch.fields()
+    assert fields["clock_samples"] >= 2
+    assert fields["sm_clock_mhz_max"] == 1980 and fields["sm_clock_mhz_min"] == 1590
+    assert fields["throttled"] is True and fields["throttle_reasons"] == ["hw_slowdown"]
+    assert fields["gpu_power_w_max"] == 650.0 and fields["max_sm_clock_mhz"] == 1980
+    assert nvml.shutdown
+
+
+def test_clock_watch_says_why_when_nvml_is_unavailable():
+    with gpu_watch.ClockWatch("cuda", nvml=FakeNVML([1], fail_init=True)) as watch:
+        pass
+    assert "NVML unavailable" in watch.fields()["clock_note"]
+    assert gpu_watch.watch_for("cpu").fields() == {}
+
+
+def test_nvml_index_follows_cuda_visible_devices():
+    assert gpu_watch.nvml_index("cuda:1", visible="") == 1
+    assert gpu_watch.nvml_index("cuda:1", visible="3,5") == 5
+    assert gpu_watch.nvml_index("cuda", visible="GPU-abc,GPU-def") == "GPU-abc"
+
+
+# -- CUDA-graph timer, NVTX, flush note, with a fake torch -------------------------------------
+class FakeEvent:
+    clock = [0.0]
+
+    def __init__(self, enable_timing=True):
+        self.t = None
+
+    def record(self):
+        FakeEvent.clock[0] += 1.0
+        self.t = FakeEvent.clock[0]
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, other):
+        return (other.t - self.t) * 2.0   # ms
+
+
+class FakeGraph:
+    def __init__(self):
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        FakeEvent.clock[0] += 0.0
+
+
+class FakeCuda:
+    def __init__(self, log, fail_capture=False):
+        self.log = log
+        self.fail_capture = fail_capture
+        self.Event = FakeEvent
+        self.graphs = []
+        outer = self
+
+        class _Nvtx:
+            @staticmethod
+            def range_push(name):
+                log.append(("push", name))
+
+            @staticmethod
+            def range_pop():
+                log.append(("pop",))
+
+        self.nvtx = _Nvtx
+
+        class _Ctx:
+            def __init__(self, what):
+                self.what = what
+
+            def __enter__(self):
+                if self.what == "graph" and outer.fail_capture:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+                log.append(("enter", self.what))
+
+            def __exit__(self, *a):
+                log.append(("exit", self.what))
+
+        self._ctx = _Ctx
+
+    def Stream(self, device):
+        class S:
+            def wait_stream(self, other):
+                pass
+        return S()
+
+    def current_stream(self, device):
+        return self.Stream(device)
+
+    def stream(self, s):
+        return self._ctx("side-stream")
+
+    def CUDAGraph(self):
+        graph = FakeGraph()
+        self.graphs.append(graph)
+        return graph
+
+    def graph(self, g):
+        return self._ctx("graph")
+
+    def synchronize(self, device=None):
+        pass
+
+
+class FakeTorch:
+    def __init__(self, log, fail_capture=False):
+        self.cuda = FakeCuda(log, fail_capture)
+
+
+class FakeFlush:
+    nbytes = 64 * 2 ** 20
+
+    def __init__(self, log):
+        self.log = log
+
+    def zero_(self):
+        self.log.append(("flush",))
+
+
+def counting_workload(log):
+    def run():
+        log.append(("run",))
+        return "out"
+    return Workload(run=run, block=lambda v: None, check=lambda v: True, input_bytes=0)
+
+
+def test_cudagraph_timer_captures_once_replays_per_sample_and_flushes_outside_the_graph():
+    log: list = []
+    torch = FakeTorch(log)
+    work = counting_workload(log)
+    work.timer = type("EventTimer", (), {"name": "cuda_event", "flush": FakeFlush(log)})()
+    note = gpu_timing.apply_timer(work, timer="cudagraph", framework="torch", device="cuda:0",
+                                  label="pid123", torch_module=torch)
+    assert note == ""
+    assert isinstance(work.timer, gpu_timing.NvtxTimer) and work.timer.name == "cudagraph"
+    samples, value = time_workload(work, TimingSettings(warmup=0, min_time_s=0.0,
+                                                        min_repeats=3, max_repeats=3))
+    graph = torch.cuda.graphs[0]
+    assert len(torch.cuda.graphs) == 1 and graph.replays == 3
+    assert value == "out" and all(s == pytest.approx(0.002) for s in samples)
+    # capture: warm-up runs on a side stream, then one run inside the graph
+    assert log.count(("enter", "graph")) == 1
+    assert log.count(("flush",)) == 3 and log.count(("push", "pid123")) == 3
+    assert log.count(("run",)) == gpu_timing.CAPTURE_WARMUP + 1   # replays do not call run()
+    assert "flushed: 64 MiB" in gpu_timing.l2_flush_note(work.timer, "cuda")
+
+
+def test_cudagraph_capture_failure_is_an_unsupported_point():
+    log: list = []
+    work = counting_workload(log)
+    work.timer = None
+    timer = gpu_timing.CudaGraphTimer("cuda", torch_module=FakeTorch(log, fail_capture=True))
+    with pytest.raises(UnsupportedError, match="cannot be captured in a CUDA graph"):
+        timer.time(work)
+
+
+def test_timer_choice_on_cpu_and_for_jax():
+    work = counting_workload([])
+    assert gpu_timing.apply_timer(work, timer="events", framework="torch", device="cpu",
+                                  label="p") == ""
+    assert work.timer is None
+    note = gpu_timing.apply_timer(work, timer="cudagraph", framework="jax", device="cuda",
+                                  label="p")
+    assert "not applicable to jax" in note and work.timer is None
+    with pytest.raises(ValueError):
+        gpu_timing.apply_timer(work, timer="wall", framework="torch", device="cpu", label="p")
+
+
+def test_flush_note_says_when_l2_was_not_flushed():
+    assert gpu_timing.l2_flush_note(None, "cpu").startswith("not flushed: CPU")
+    assert "no L2 flush" in gpu_timing.l2_flush_note(None, "cuda")
+    no_buffer = type("T", (), {"flush": None})()
+    assert "switched off" in gpu_timing.l2_flush_note(no_buffer, "cuda:1")
+
+
+def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
+    jax = pytest.importorskip("jax")
+    timer = gpu_timing.JaxFlushTimer(jax.devices("cpu")[0], nbytes=1 << 20)
+    touched = []
+    original = timer._touch
+    timer._touch = lambda x: (touched.append(1), original(x))[1]
+    work = Workload(run=lambda: jax.numpy.ones(4) * 2, block=jax.block_until_ready,
+                    check=lambda v: True, input_bytes=0)
+    elapsed, value = timer.time(work)
+    assert touched == [1] and elapsed >= 0 and float(value[0]) == 2.0
+    assert "flushed: 1 MiB" in gpu_timing.l2_flush_note(timer, "cuda")
+
+
+# -- records and report ------------------------------------------------------------------------
+def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttled(tmp_path):
+    from harness.executor import Outcome
+    from harness.records import MemoryResult, Point, TimingResult
+    from harness.report import render_report
+    from harness.runner import Runner, RunSettings
+    from harness.store import RunDir
+
+    class FakeExecutor:
+        def run(self, task, *args, timeout=None):
+            if task == "probe":
+                return Outcome("ok", {c: {"available": True, "reason": "",
+                                          "gate": {"passed": True, "max_error": 0.0,
+                                                   "tolerance": 1e-3}} for c in args[0]})
+            if task == "memory":
+                return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
+                                                  input_bytes=100))
+            result = TimingResult(time_samples_s=[0.01, 0.011, 0.012], time_s=0.011,
+                                  time_iqr_s=0.001, time_min_s=0.01, timer="cudagraph")
+            result.set_conditions({
+                "l2_flush": "flushed: 256 MiB ...",
+                "matmul_precision": "torch highest (tf32 matmul off, cudnn on)",
+                "sm_clock_mhz_min": 1500.0, "sm_clock_mhz_max": 1980.0,
+                "max_sm_clock_mhz": 1980.0, "throttle_reasons": ["sw_power_cap"],
+                "throttled": True, "clock_samples": 12})
+            return Outcome("ok", result)
+
+    peaks = {"cpu": {"matmul_flops_per_s": {"float32": {"value": 1e12}},
+                     "memory_bytes_per_s": {"value": 1e11}}}
+    run_dir = RunDir.create(tmp_path / "run", {"peaks": peaks["cpu"]})
+    runner = Runner(run_dir, RunSettings(), executor=FakeExecutor(), peaks=peaks)
+    summary = runner.run([Point(impl="softmax_torch", seq_len=256, head_dim=32),
+                          Point(impl="hrr_torch", seq_len=256, head_dim=32)])
+    record = next(r for r in summary.records if r.impl == "softmax_torch")
+    assert record.throttled is True and record.sm_clock_mhz_min == 1500.0
+    assert record.throttle_reasons == ["sw_power_cap"] and record.timer == "cudagraph"
+    assert record.extra["clock_samples"] == 12
+    assert record.bytes_moved > 0 and record.pct_peak_bandwidth is not None
+    assert record.pct_peak_flops == pytest.approx(
+        100 * record.flops / record.time_s / 1e12)
+    report = render_report([run_dir.path], tmp_path / "rep")
+    text = (report / "report.md").read_text()
+    assert "**Throttled**" in text and "SM clock down to 1500 of 1980 MHz" in text
+
+
+def test_timer_flag_is_checked(capsys):
+    from harness.cli import main
+
+    assert main(["sweep", "--impl", "hrr_torch", "--device", "cpu", "--timer", "cudagraph",
+                 "--dry-run"]) == 2
+    assert "--timer cudagraph: needs a CUDA device" in capsys.readouterr().err
+    assert main(["sweep", "--impl", "hrr_torch", "--device", "cpu", "--timer", "wall",
+                 "--dry-run"]) == 2

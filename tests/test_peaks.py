@@ -1,0 +1,179 @@
+"""Machine peaks (harness.peaks), bytes-moved models (harness.traffic) and % of peak."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import harness
+from harness import peaks, traffic
+from harness.records import Point
+
+
+# -- the data-sheet table ----------------------------------------------------------------------
+@pytest.mark.parametrize("name, entry", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+    ("NVIDIA H100 PCIe", "H100 PCIe"),
+    ("NVIDIA H200", "H200 SXM"),
+    ("NVIDIA A100-SXM4-40GB", "A100 40GB"),
+    ("NVIDIA A100-PCIE-40GB", "A100 40GB"),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM"),
+    ("NVIDIA A100 80GB PCIe", "A100 80GB PCIe"),
+    ("NVIDIA L4", "L4"),
+    ("NVIDIA L40S", "L40S"),
+    ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+    ("AMD Instinct MI300X", "MI300X"),
+])
+def test_table_recognises_each_gpu_by_its_driver_name(name, entry):
+    assert peaks.table_entry(name).name == entry
+
+
+@pytest.mark.parametrize("name", ["NVIDIA H100 NVL", "NVIDIA L40", "Tesla V100-SXM2-16GB",
+                                  "NVIDIA H200 NVL", "NVIDIA GeForce RTX 4090 Laptop GPU"])
+def test_table_does_not_guess_unknown_variants(name):
+    assert peaks.table_entry(name) is None
+
+
+def test_table_holds_dense_peaks_not_sparsity_figures():
+    h100 = peaks.table_entry("NVIDIA H100 80GB HBM3")
+    assert h100.matmul_flops_per_s["bfloat16"] == pytest.approx(989.5e12)
+    assert h100.memory_bytes_per_s == pytest.approx(3.35e12)
+    assert peaks.table_entry("NVIDIA A100-SXM4-80GB").matmul_flops_per_s["float16"] == 312e12
+    assert peaks.table_entry("NVIDIA L4").matmul_flops_per_s["bfloat16"] == 121e12
+    # the RTX 4090's float16 figure is the float32-accumulate one (torch's), not 330
+    assert peaks.table_entry("NVIDIA GeForce RTX 4090").matmul_flops_per_s["float16"] == \
+        pytest.approx(165.2e12)
+    for entry in peaks.GPU_TABLE:
+        assert entry.citation and set(entry.matmul_flops_per_s) >= {"float32", "bfloat16",
+                                                                     "float16"}
+        # tensor-core half precision is never below plain float32
+        assert entry.matmul_flops_per_s["bfloat16"] >= entry.matmul_flops_per_s["float32"]
+
+
+def test_run_json_peaks_show_measured_and_table_on_a_gpu():
+    measured = {"matmul_flops_per_s": {"float32": {"value": 5e13, "source": "measured"}},
+                "memory_bytes_per_s": {"value": 3e12, "source": "measured"}}
+    out = peaks.with_table(measured, "NVIDIA H100 80GB HBM3")
+    assert out["matmul_flops_per_s"]["float32"]["source"] == "measured"
+    assert out["table"]["source"] == "table" and out["table"]["gpu"] == "H100 SXM"
+    unknown = peaks.with_table(measured, "Some GPU")
+    assert "not in attnbench's table" in unknown["table"]["unavailable"]
+    assert "table" not in peaks.with_table(measured, None)   # CPU: no table
+
+
+# -- measuring and caching ---------------------------------------------------------------------
+def test_measured_peaks_are_work_over_the_best_call():
+    assert peaks.best_rate(10.0, [2.0, 1.0, 4.0]) == 10.0
+    gemm = peaks.measure_gemm("cpu", "float32", n=128, repeats=3)
+    copy = peaks.measure_copy("cpu", nbytes=1 << 20, repeats=3)
+    assert gemm.value == pytest.approx(2 * 128 ** 3 / min(gemm.samples_s))
+    assert copy.value == pytest.approx(2 * (1 << 20) / min(copy.samples_s))
+    assert "STREAM" in copy.method and len(copy.samples_s) == 3
+
+
+@dataclass
+class FakeOutcome:
+    status: str
+    result: Any = None
+    message: str = ""
+
+
+def test_peaks_are_cached_per_machine_and_reused_only_when_asked(tmp_path):
+    calls = []
+    fake = {"matmul_flops_per_s": {"float32": {"value": 1e11}},
+            "memory_bytes_per_s": {"value": 2e10}}
+
+    def measure(device):
+        calls.append(device)
+        return FakeOutcome("ok", fake)
+
+    first = peaks.obtain(["cpu"], measure, cache_root=tmp_path, hardware_id="abc", reuse=True)
+    assert calls == ["cpu"] and first["cpu"]["memory_bytes_per_s"]["value"] == 2e10
+    cache = peaks.cache_file(tmp_path, "abc", "cpu")
+    assert json.loads(cache.read_text())["matmul_flops_per_s"]["float32"]["value"] == 1e11
+    again = peaks.obtain(["cpu"], measure, cache_root=tmp_path, hardware_id="abc", reuse=True)
+    assert calls == ["cpu"] and again["cpu"]["cached_from"] == str(cache)
+    peaks.obtain(["cpu"], measure, cache_root=tmp_path, hardware_id="abc", reuse=False)
+    assert calls == ["cpu", "cpu"]   # without the flag: measured again
+    failed = peaks.obtain(["cpu"], lambda d: FakeOutcome("timeout", message="killed"),
+                          cache_root=tmp_path / "x", hardware_id="abc", reuse=False)
+    assert "timeout" in failed["cpu"]["unavailable"]
+    assert peaks.flops_peak(failed["cpu"], "float32") is None
+
+
+# -- traffic models ----------------------------------------------------------------------------
+def point(**kw) -> Point:
+    base = dict(impl="x", seq_len=1024, head_dim=64, batch=2, heads=4, dtype="float32")
+    return Point(**{**base, **kw})
+
+
+def test_compulsory_traffic_reads_qkv_and_writes_o():
+    p = point()
+    tensor = 2 * 4 * 1024 * 64 * 4
+    assert traffic.compulsory(p).bytes_moved == 4 * tensor
+    assert traffic.compulsory(point(pass_="backward")).bytes_moved == 7 * tensor
+    assert traffic.compulsory(point(pass_="forward_backward")).bytes_moved == 11 * tensor
+    assert traffic.compulsory(point(dtype="bfloat16")).bytes_moved == 2 * tensor
+
+
+def test_materialising_methods_add_the_t_by_t_scores_and_tiled_ones_do_not():
+    p = point()
+    square = 2 * 4 * 1024 * 1024 * 4
+    assert traffic.materialised_scores(p).bytes_moved == \
+        traffic.compulsory(p).bytes_moved + 4 * square
+    assert traffic.tiled_exact(p).bytes_moved == traffic.compulsory(p).bytes_moved
+    fb = point(pass_="forward_backward")
+    assert traffic.materialised_scores(fb).bytes_moved == \
+        traffic.compulsory(fb).bytes_moved + 9 * square
+    assert traffic.tiled_exact(fb).bytes_moved > traffic.compulsory(fb).bytes_moved
+
+
+def test_performer_and_hrr_models():
+    p = point(dtype="float16")
+    features = 2 * 4 * 1024 * 256 * 4          # float32 features even for float16 input
+    assert traffic.random_features(256)(p).bytes_moved == \
+        traffic.compulsory(p).bytes_moved + 4 * features
+    rows = 2 * 4 * 1024 * 4
+    assert traffic.hrr(p).bytes_moved == traffic.compulsory(p).bytes_moved + 2 * rows
+
+
+def test_every_builtin_implementation_declares_a_traffic_model():
+    for impl in harness.all_implementations():
+        assert impl.traffic is not None, impl.name
+        model = impl.traffic(point(impl=impl.name))
+        assert model.bytes_moved >= traffic.compulsory(point()).bytes_moved
+        assert model.model.startswith("compulsory")
+
+
+def test_utilisation_percentages():
+    out = traffic.utilisation(bytes_moved=1e9, flops=4e9, time_s=0.5, peak_bytes_per_s=4e9,
+                              peak_flops_per_s=1e10)
+    assert out == {"achieved_bytes_per_s": 2e9, "pct_peak_bandwidth": 50.0,
+                   "pct_peak_flops": 80.0, "arithmetic_intensity": 4.0}
+    none = traffic.utilisation(bytes_moved=1e9, flops=None, time_s=0.5, peak_bytes_per_s=None,
+                               peak_flops_per_s=None)
+    assert none["pct_peak_bandwidth"] is None and none["pct_peak_flops"] is None
+    undeclared = traffic.traffic_metrics(point(), None, time_s=1.0, flops=None,
+                                         peak_bytes_per_s=1e9, peak_flops_per_s=None)
+    assert "declares no model" in undeclared["bytes_model"]
+
+
+def test_merged_runs_keep_the_peaks_of_their_machine(tmp_path):
+    from harness.records import SpeedRecord
+    from harness.scale.gather import merge_runs
+    from harness.store import RunDir
+
+    fake = {"matmul_flops_per_s": {"float32": {"value": 1e11}},
+            "memory_bytes_per_s": {"value": 2e10}}
+    for index, seq_len in enumerate((256, 512)):
+        run = RunDir.create(tmp_path / f"part{index}", {
+            "machine": {"hardware_id": "h1", "hardware_tag": "cpu-x"}, "peaks": fake})
+        run.append(SpeedRecord.for_point(point(impl="hrr_torch", seq_len=seq_len),
+                                         framework="torch", family="hrr", status="ok",
+                                         hardware_id="h1"))
+    merge_runs([tmp_path / "part0", tmp_path / "part1"], tmp_path / "all")
+    meta = json.loads((tmp_path / "all" / "run.json").read_text())
+    assert meta["peaks"] == fake and meta["peaks_by_machine"] == {"h1": fake}
