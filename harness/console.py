@@ -37,8 +37,10 @@ def make_console() -> Console:
 
 def describe_point(point: Point | SpeedRecord) -> str:
     causal = " causal" if point.causal else ""
+    workload = (point.point if isinstance(point, SpeedRecord) else point).workload_label()
     return (f"{point.impl} T={point.seq_len} D={point.head_dim} B={point.batch} H={point.heads} "
-            f"{point.dtype}{causal} {point.pass_} {point.device}")
+            f"{point.dtype}{causal} {point.pass_} {point.device}" +
+            (f" {workload}" if workload else ""))
 
 
 def format_seconds(value: float | None) -> str:
@@ -113,13 +115,15 @@ def summary_tables(records: list[SpeedRecord]) -> list[Table]:
         if record.status == "unsupported":
             continue
         key = (record.device, record.head_dim, record.batch, record.heads, record.dtype,
-               record.causal, record.pass_)
+               record.causal, record.pass_, record.point.workload_label())
         groups.setdefault(key, []).append(record)
     tables = []
-    for (device, head_dim, batch, heads, dtype, causal, pass_), items in sorted(groups.items()):
+    for (device, head_dim, batch, heads, dtype, causal, pass_, workload), items in \
+            sorted(groups.items()):
         seq_lens = sorted({r.seq_len for r in items})
         title = (f"median time (peak memory) — {device} D={head_dim} B={batch} H={heads} "
-                 f"{dtype}{' causal' if causal else ''} {pass_}")
+                 f"{dtype}{' causal' if causal else ''} {pass_}" +
+                 (f" {workload}" if workload else ""))
         table = Table(title=title, title_justify="left")
         table.add_column("impl")
         for t in seq_lens:
@@ -172,21 +176,29 @@ def print_run_summary(run_dir: RunDir, console: Console) -> None:
 
 
 def dry_run(sweep: SweepPlan, console: Console) -> int:
+    from harness import presets
+
+    preset = sweep.description.get("preset")
+    note = presets.note(preset, {p.device for p in sweep.points}) if preset else ""
+    if note:
+        console.print(f"preset {preset}: {note}")
     table = Table(title=f"dry run: {len(sweep.points)} point(s) (probes and the correctness "
                         f"gate run at run time)", title_justify="left")
-    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "seq_len",
-                   "plan"):
+    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "workload",
+                   "seq_len", "plan"):
         table.add_column(column)
     groups: dict[tuple, list[Point]] = {}
     for p in sweep.points:
         groups.setdefault(p.series_key(), []).append(p)
     will_run = 0
-    for (impl, device, batch, heads, head_dim, dtype, causal, pass_), items in groups.items():
-        reason = static_check(REGISTRY.get(impl), items[0])
+    for items in groups.values():
+        first = items[0]
+        reason = static_check(REGISTRY.get(first.impl), first)
         will_run += len(items) if reason is None else 0
         seq = ",".join(str(p.seq_len) for p in items)
-        table.add_row(impl, device, dtype, str(causal), pass_, str(batch), str(heads),
-                      str(head_dim), seq, "[green]run[/]" if reason is None
+        table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
+                      str(first.batch), str(first.heads), str(first.head_dim),
+                      first.workload_label() or "-", seq, "[green]run[/]" if reason is None
                       else f"[dim]skip: {reason}[/]")
     console.print(table)
     console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "

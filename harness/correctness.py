@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness import frameworks
+from harness.masking import alibi_slopes, packed_document_ids
 from harness.reference import GATE_TOLERANCE, exact_attention, reference_output, relative_error
 from harness.registry import Implementation
 
@@ -36,30 +37,71 @@ def gate_inputs(shape: tuple[int, int, int, int], *, seed: int = 0,
     return q, k, v, mask
 
 
+def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,
+                    gqa: bool = False, q_len: bool = False, window: bool = False,
+                    alibi: bool = False, documents: bool = False,
+                    causal: bool = False) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
+    """q, k, v, padding mask and the mask keywords of a small gate case with these features:
+    GQA with 2 query heads per key/value head, Tq = 7 queries against T keys, a window of T/4
+    keys back (and T/8 ahead when not causal), BLOOM's slopes, 3 packed documents."""
+    batch, heads, length, dim = shape
+    q_heads = 2 * heads if gqa else heads
+    t_q = min(7, length) if q_len else length
+    q_shape = (batch, q_heads, t_q, dim)
+    k_shape = (batch, heads, length, dim)
+    rng = np.random.default_rng(seed)
+    q, k, v = rng.standard_normal(q_shape), rng.standard_normal(k_shape), \
+        rng.standard_normal(k_shape)
+    mask = None
+    if masked:
+        mask = np.ones((batch, length), dtype=bool)
+        mask[:, length - max(1, length // 4):] = False
+    extra: dict[str, object] = {}
+    if window:
+        left = max(1, length // 4)
+        extra["window"] = (left, 0 if causal else max(1, length // 8))
+    if alibi:
+        extra["alibi_slopes"] = alibi_slopes(q_heads)
+    if documents and not q_len:
+        extra["document_ids"] = packed_document_ids(batch, length, min(3, length), seed=seed)
+    return (q, k, v, mask), extra
+
+
 def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
-                   device: str, dtype: str, causal: bool, mask: np.ndarray | None) -> np.ndarray:
+                   device: str, dtype: str, causal: bool, mask: np.ndarray | None,
+                   window: tuple[int, int] | None = None,
+                   alibi_slopes: np.ndarray | None = None,
+                   document_ids: np.ndarray | None = None) -> np.ndarray:
     fw = frameworks.get(impl.framework)
     with fw.precision(dtype):
         args = [fw.from_numpy(x, device, dtype) for x in (q, k, v)]
         mask_n = None if mask is None else fw.from_numpy(mask, device)
-        out = fw.call(impl, *args, causal=causal, key_padding_mask=mask_n)
+        slopes = None if alibi_slopes is None else fw.from_numpy(alibi_slopes, device, dtype)
+        docs = None if document_ids is None else fw.from_numpy(document_ids, device)
+        out = fw.call(impl, *args, causal=causal, key_padding_mask=mask_n, window=window,
+                      alibi_slopes=slopes, document_ids=docs)
         return fw.to_numpy(out).astype(np.float64)
 
 
 def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False,
           masked: bool = False, shape: tuple[int, int, int, int] = GATE_SHAPE,
-          seed: int = 0) -> GateResult:
-    """Compare one implementation with its reference at a small shape; never raises."""
-    q, k, v, mask = gate_inputs(shape, seed=seed, masked=masked)
+          seed: int = 0, **features: bool) -> GateResult:
+    """Compare one implementation with its reference at a small shape; never raises.
+    ``features`` (gqa, q_len, window, alibi, documents): see ``workload_inputs``."""
+    (q, k, v, mask), extra = workload_inputs(shape, seed=seed, masked=masked, causal=causal,
+                                             **features)
     try:
-        out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal, mask=mask)
+        out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal,
+                             mask=mask, **extra)  # type: ignore[arg-type]
     except Exception as exc:
         return GateResult(False, None, None, None, f"{type(exc).__name__}: {exc}")
     if not np.isfinite(out).all():
         return GateResult(False, None, None, None, "non-finite output")
-    exact = exact_attention(q, k, v, causal=causal, key_padding_mask=mask)
+    exact = exact_attention(q, k, v, causal=causal, key_padding_mask=mask,
+                            **extra)  # type: ignore[arg-type]
     deviation = relative_error(out, exact)
-    ref = reference_output(impl.family, q, k, v, causal=causal, key_padding_mask=mask)
+    ref = reference_output(impl.family, q, k, v, causal=causal, key_padding_mask=mask,
+                           **extra)
     if ref is None:
         return GateResult(True, None, None, deviation,
                           "approximate method: no exact reference, deviation recorded")

@@ -29,7 +29,9 @@ from harness.sweep_spec import (
     read_config,
 )
 
-INPUT_DISTRIBUTION = "q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask"
+INPUT_DISTRIBUTION = ("q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask; "
+                      "packed documents (--documents) split T at seeded random points "
+                      "(seed 0)")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class SweepRequest:
     causal: str | None = None
     pass_: str | None = None
     device: str | None = None
+    kv_heads: str | None = None
+    q_len: str | None = None
+    window: str | None = None
+    alibi: str | None = None
+    documents: str | None = None
     preset: str | None = None
     config: str | None = None
     out: str | None = None
@@ -75,6 +82,7 @@ class SweepPlan:
     reuse_peaks: bool = False    # take the machine's peaks from the cache when there
 
 
+WORKLOAD_ARGUMENTS = ("kv_heads", "q_len", "window", "alibi", "documents")
 SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
                      "cooldown", "time_budget", "shard", "timer")
 
@@ -91,7 +99,7 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
                              f"be given with it")
         raw.update(read_config(request.config))
     for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                 "preset", "out", *SETTING_ARGUMENTS):
+                 "preset", "out", *WORKLOAD_ARGUMENTS, *SETTING_ARGUMENTS):
         value = getattr(request, name, None)
         if value is not None:
             raw[name] = value
@@ -173,7 +181,7 @@ def family_of(impl: str) -> str:
 
 
 GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                  "preset", "pass")
+                  "preset", "pass", *WORKLOAD_ARGUMENTS)
 
 
 def resumed_arguments(resume: str, given: dict[str, Any]) -> dict[str, Any]:

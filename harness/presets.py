@@ -1,4 +1,5 @@
-"""Sweep presets: data, not code. Shapes from the Pythia suite, LRA and the Hrrformer study.
+"""Sweep presets: data, not code. Sources of the shapes: README.md (Presets): the Pythia
+suite, LRA, the Hrrformer study, Llama 3, Mistral 7B and BLOOM.
 
 Each preset maps a device kind ("cpu" or "cuda") to a list of groups; every group is the cross
 product of its axes (see harness.sweep_spec.SweepSpec). Axes a group leaves out take the
@@ -81,7 +82,84 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
     },
 }
+
+# Workloads of today's models: (query heads, key/value heads, head dim). Sources in README.md:
+# Llama 3 (Meta, "The Llama 3 Herd of Models", 2024, table 3), Mistral 7B (Jiang et al. 2023,
+# table 1), BLOOM-7b1 (BigScience model card; ALiBi: Press et al. 2022).
+LLAMA3_8B = dict(heads=(32,), kv_heads=(8,), head_dim=(128,))
+LLAMA3_70B = dict(heads=(64,), kv_heads=(8,), head_dim=(128,))
+MISTRAL_7B = dict(heads=(32,), kv_heads=(8,), head_dim=(128,))
+BLOOM_7B1 = dict(heads=(32,), head_dim=(128,))
+MISTRAL_WINDOW = 4096
+CPU_WINDOW = 256     # Mistral's window scaled down so that it binds at CPU sequence lengths
+PRESETS.update({
+    "llama3-8b": {
+        "cuda": [dict(**LLAMA3_8B, seq_len=tuple(2 ** e for e in range(10, 18)), causal=(True,),
+                      batch=(1,), dtype=("bfloat16",), pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**LLAMA3_8B, seq_len=(256, 512, 1 * K), causal=(True,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",))],
+    },
+    "llama3-70b": {
+        "cuda": [dict(**LLAMA3_70B, seq_len=tuple(2 ** e for e in range(10, 18)),
+                      causal=(True,), batch=(1,), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**LLAMA3_70B, seq_len=(256, 512), causal=(True,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",))],
+    },
+    "mistral-7b": {
+        "cuda": [dict(**MISTRAL_7B, seq_len=tuple(2 ** e for e in range(12, 18)),
+                      window=(MISTRAL_WINDOW,), causal=(True,), batch=(1,),
+                      dtype=("bfloat16",), pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**MISTRAL_7B, seq_len=(512, 1 * K), window=(CPU_WINDOW,), causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",))],
+    },
+    "decode": {
+        # one decode step with a KV cache: 1 new query against Tk cached keys/values
+        "cuda": [dict(**LLAMA3_8B, q_len=(1,), seq_len=tuple(2 ** e for e in range(10, 18)),
+                      batch=(1, 8, 64), causal=(True,), dtype=("bfloat16",),
+                      pass_=("forward",))],
+        "cpu": [dict(**LLAMA3_8B, q_len=(1,), seq_len=(1 * K, 4 * K, 16 * K), batch=(1, 4),
+                     causal=(True,), dtype=("float32",), pass_=("forward",))],
+    },
+    "bloom": {
+        "cuda": [dict(**BLOOM_7B1, seq_len=(512, 1 * K, 2 * K), alibi=(True,), causal=(True,),
+                      batch=(1,), dtype=("bfloat16",), pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**BLOOM_7B1, seq_len=(512, 1 * K), alibi=(True,), causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",))],
+    },
+    "documents": {
+        "cuda": [dict(**LLAMA3_8B, seq_len=(8 * K, 16 * K, 32 * K, 64 * K), documents=(8,),
+                      causal=(True,), batch=(1,), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**LLAMA3_8B, seq_len=(1 * K, 2 * K), documents=(8,), causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",))],
+    },
+})
+
+# What a preset changes on the CPU, shown by --dry-run.
+CPU_NOTES = {
+    "llama3-8b": "CPU sizes T 256..1K forward only (the GPU grid is T 1K..128K, bf16, "
+                 "forward and forward+backward); a few minutes on 2 cores",
+    "llama3-70b": "CPU sizes T 256..512 forward only (GPU: T 1K..128K); a few minutes",
+    "mistral-7b": f"CPU sizes T 512..1K with the window scaled down to {CPU_WINDOW} keys so "
+                  f"that it binds (GPU: window {MISTRAL_WINDOW}, T 4K..128K); a few minutes",
+    "decode": "CPU sizes Tk 1K, 4K, 16K and B 1, 4 (GPU: Tk 1K..128K, B 1, 8, 64); "
+              "a few minutes",
+    "bloom": "CPU sizes T 512..1K forward only (GPU: T 512..2K, bf16); a few minutes",
+    "documents": "CPU sizes T 1K..2K (GPU: T 8K..64K); 8 packed documents either way; "
+                 "a few minutes",
+}
+COMPILE_NOTE = ("; flex_attention adds its torch.compile compilation in each of a point's two "
+                "workers (about 20 s each on an idle 2-core CPU, minutes under load): leave it "
+                "out with --impl for a quicker run")
 DEFAULT_PRESET = "quick"
+
+
+def note(name: str, devices: set[str]) -> str:
+    """What --dry-run says about a preset's sizes on these devices ('' when nothing)."""
+    if any(d.split(":", 1)[0] == "cpu" for d in devices) and name in CPU_NOTES:
+        return CPU_NOTES[name] + COMPILE_NOTE
+    return ""
 
 
 def preset_groups(name: str, device: str) -> list[SweepSpec]:

@@ -6,7 +6,8 @@ re-derive measurement logic. A ``Point`` is the frozen description of one measur
 
 Schema history:
 - 1: first version (speed and accuracy records); later additive fields (bytes moved, % of peak,
-  timing conditions) read as their defaults in older records.
+  timing conditions; the workload axes kv_heads, q_len, window, alibi, documents) read as their
+  defaults in older records (kv_heads = heads, q_len = seq_len, no window, ALiBi or documents).
 """
 
 from __future__ import annotations
@@ -36,13 +37,85 @@ class Point:
     causal: bool = False
     pass_: str = "forward"
     device: str = "cpu"
+    # workload axes (harness.masking has the conventions). Their defaults are today's square
+    # self-attention and are normalised (kv_heads == heads -> 0, q_len == seq_len -> 0) so that
+    # a point with default values has the same point id as before these axes existed.
+    kv_heads: int = 0          # key/value heads; 0 = as many as query heads
+    q_len: int = 0             # queries; 0 = seq_len (self-attention); seq_len is the KV length
+    window: int = -1           # sliding window of this many keys back; -1 = none
+    alibi: bool = False        # ALiBi biases with BLOOM's slopes
+    documents: int = 0         # seq_len split into this many packed documents; 0 = none
 
     kind: ClassVar[str] = "speed"
 
+    def __post_init__(self) -> None:
+        if self.kv_heads == self.heads:
+            object.__setattr__(self, "kv_heads", 0)
+        if self.q_len == self.seq_len:
+            object.__setattr__(self, "q_len", 0)
+
+    WORKLOAD_DEFAULTS: ClassVar[dict[str, Any]] = {"kv_heads": 0, "q_len": 0, "window": -1,
+                                                   "alibi": False, "documents": 0}
+
     def as_dict(self) -> dict[str, Any]:
-        return {"impl": self.impl, "device": self.device, "batch": self.batch,
+        """The point's fields; workload axes only where they differ from the default."""
+        data = {"impl": self.impl, "device": self.device, "batch": self.batch,
                 "heads": self.heads, "seq_len": self.seq_len, "head_dim": self.head_dim,
                 "dtype": self.dtype, "causal": self.causal, "pass": self.pass_}
+        for name, default in self.WORKLOAD_DEFAULTS.items():
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
+        return data
+
+    # -- the workload, resolved ---------------------------------------------------------
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def n_queries(self) -> int:
+        return self.q_len or self.seq_len
+
+    @property
+    def window_pair(self) -> tuple[int, int] | None:
+        """--window LEFT as (left, right): right 0 when causal, LEFT otherwise."""
+        if self.window < 0:
+            return None
+        return (self.window, 0) if self.causal else (self.window, self.window)
+
+    def workload_values(self) -> dict[str, Any]:
+        """The workload axes as stored in a record (resolved; None = none)."""
+        return {"kv_heads": self.n_kv_heads, "q_len": self.n_queries,
+                "window": None if self.window < 0 else self.window, "alibi": self.alibi,
+                "documents": self.documents or None}
+
+    def features(self) -> dict[str, bool]:
+        """The capability flags this point needs (Capabilities.gqa, q_len, ...)."""
+        return {"gqa": self.n_kv_heads != self.heads, "q_len": self.n_queries != self.seq_len,
+                "window": self.window >= 0, "alibi": self.alibi,
+                "documents": self.documents > 0}
+
+    def workload_label(self) -> str:
+        """'Hkv=8 Tq=1 window=4096 alibi docs=8': the workload axes not at their default."""
+        return workload_text(self.n_kv_heads if self.kv_heads else None,
+                             self.n_queries if self.q_len else None,
+                             None if self.window < 0 else self.window, self.alibi,
+                             self.documents or None)
+
+    def workload_problem(self) -> str | None:
+        """Why this combination of axes is not a workload, or None."""
+        if self.n_kv_heads <= 0 or self.heads % self.n_kv_heads:
+            return f"heads={self.heads} is not a multiple of kv_heads={self.n_kv_heads}"
+        if self.n_queries <= 0:
+            return f"q_len must be positive, got {self.q_len}"
+        if self.window < -1:
+            return f"window must be >= 0, got {self.window}"
+        if self.documents:
+            if self.n_queries != self.seq_len:
+                return "documents need q_len == seq_len"
+            if self.documents > self.seq_len:
+                return f"documents={self.documents} > seq_len={self.seq_len}"
+        return None
 
     @property
     def point_id(self) -> str:
@@ -51,11 +124,43 @@ class Point:
     def series_key(self) -> tuple:
         """Everything but seq_len: one line in a time-vs-T figure."""
         return (self.impl, self.device, self.batch, self.heads, self.head_dim, self.dtype,
-                self.causal, self.pass_)
+                self.causal, self.pass_, *self.workload_key())
+
+    def workload_key(self) -> tuple:
+        return (self.kv_heads, self.q_len, self.window, self.alibi, self.documents)
 
     @property
     def tokens(self) -> int:
-        return self.batch * self.seq_len
+        """Query tokens processed (B * Tq): B per step when decoding."""
+        return self.batch * self.n_queries
+
+
+def workload_text(kv_heads: int | None, q_len: int | None, window: int | None, alibi: bool,
+                  documents: int | None) -> str:
+    """The label of the non-default workload axes (None / False = default)."""
+    parts = []
+    if kv_heads is not None:
+        parts.append(f"Hkv={kv_heads}")
+    if q_len is not None:
+        parts.append(f"Tq={q_len}")
+    if window is not None:
+        parts.append(f"window={window}")
+    if alibi:
+        parts.append("alibi")
+    if documents is not None:
+        parts.append(f"docs={documents}")
+    return " ".join(parts)
+
+
+def workload_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Point keyword arguments from a record or point dict; absent or None = the default."""
+    def value(name: str, none: Any) -> Any:
+        raw = data.get(name)
+        return none if raw is None else raw
+
+    return {"kv_heads": int(value("kv_heads", 0)), "q_len": int(value("q_len", 0)),
+            "window": int(value("window", -1)), "alibi": bool(value("alibi", False)),
+            "documents": int(value("documents", 0))}
 
 
 def point_id(kind: str, fields: dict[str, Any]) -> str:
@@ -100,6 +205,7 @@ class TimingResult:
     warmup: int = measured(0)
     timer: str = measured("")
     compile_time_s: float | None = measured()
+    mask_build_s: float | None = measured()
     threads: int | None = measured()
     deviation_from_softmax: float | None = measured()
     first_call_s: float | None = measured(to="extra")
@@ -169,6 +275,12 @@ class SpeedRecord:
     pass_: str
     status: str
     message: str = ""
+    # workload axes, resolved (older records lack them: read as the defaults, see Point)
+    kv_heads: int | None = None            # None: = heads
+    q_len: int | None = None               # None: = seq_len
+    window: int | None = None              # keys back; None: no window
+    alibi: bool = False
+    documents: int | None = None           # packed documents; None: none
     # time
     time_s: float | None = None            # median of the samples
     time_samples_s: list[float] = field(default_factory=list)
@@ -177,6 +289,7 @@ class SpeedRecord:
     warmup: int = 0
     timer: str = ""                        # perf_counter / cuda_event / ...
     compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
+    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
     threads: int | None = None
     # memory
     peak_mem_bytes: int | None = None      # peak above the inputs (see mem_method)
@@ -220,7 +333,10 @@ class SpeedRecord:
     def point(self) -> Point:
         return Point(impl=self.impl, seq_len=self.seq_len, head_dim=self.head_dim,
                      batch=self.batch, heads=self.heads, dtype=self.dtype, causal=self.causal,
-                     pass_=self.pass_, device=self.device)
+                     pass_=self.pass_, device=self.device,
+                     **workload_fields({"kv_heads": self.kv_heads, "q_len": self.q_len,
+                                        "window": self.window, "alibi": self.alibi,
+                                        "documents": self.documents}))
 
     @classmethod
     def for_point(cls, point: Point, *, framework: str, family: str, status: str,
@@ -228,7 +344,8 @@ class SpeedRecord:
         return cls(impl=point.impl, framework=framework, family=family, device=point.device,
                    batch=point.batch, heads=point.heads, seq_len=point.seq_len,
                    head_dim=point.head_dim, dtype=point.dtype, causal=point.causal,
-                   pass_=point.pass_, status=status, message=message, **values)
+                   pass_=point.pass_, status=status, message=message,
+                   **point.workload_values(), **values)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -252,7 +369,7 @@ class SpeedRecord:
 
 # -- columns downstream, derived from the record's fields (one place) -------------------------
 POINT_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
-                "pass_")
+                "pass_", "kv_heads", "q_len", "window", "alibi", "documents")
 NOT_METRICS = ("framework", "family", "status", "message", "time_samples_s", "hardware_id",
                "started_at", "wall_s", "extra", "kind", "schema_version")
 # every measured or derived value of a speed record, in field order: report frames and tables,

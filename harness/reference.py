@@ -9,27 +9,40 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.masking import Window, alibi_bias, allowed_mask
+
 HRR_COSINE_EPS = 1e-12
 
 
 def allowed_keys(t_q: int, t_k: int, *, causal: bool,
-                 key_padding_mask: np.ndarray | None) -> np.ndarray | None:
-    allowed = None
-    if causal:
-        allowed = np.tril(np.ones((t_q, t_k), dtype=bool), t_k - t_q)[None, None]
-    if key_padding_mask is not None:
-        keep = np.asarray(key_padding_mask, dtype=bool)[:, None, None, :]
-        allowed = keep if allowed is None else allowed & keep
-    return allowed
+                 key_padding_mask: np.ndarray | None, window: Window | None = None,
+                 document_ids: np.ndarray | None = None) -> np.ndarray | None:
+    """(B or 1, 1, Tq, Tk) boolean mask, bottom-right aligned (see harness.masking)."""
+    return allowed_mask(t_q, t_k, causal=causal, window=window, document_ids=document_ids,
+                        key_padding_mask=key_padding_mask)
+
+
+def expand_kv_heads(x: np.ndarray, q_heads: int) -> np.ndarray:
+    """(B, Hkv, T, D) -> (B, Hq, T, D): query head h reads key/value head h // (Hq / Hkv)."""
+    heads = x.shape[1]
+    if q_heads % heads:
+        raise ValueError(f"query heads {q_heads} not a multiple of key/value heads {heads}")
+    return np.repeat(x, q_heads // heads, axis=1)
 
 
 def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = False,
-                    key_padding_mask: np.ndarray | None = None) -> np.ndarray:
-    """softmax(Q K^T / sqrt(D)) V in float64."""
+                    key_padding_mask: np.ndarray | None = None, window: Window | None = None,
+                    alibi_slopes: np.ndarray | None = None,
+                    document_ids: np.ndarray | None = None) -> np.ndarray:
+    """softmax(Q K^T / sqrt(D) + ALiBi) V in float64 over the allowed pairs; GQA by sharing."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if alibi_slopes is not None:
+        scores = scores + alibi_bias(q.shape[-2], k.shape[-2], alibi_slopes)
     allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal,
-                           key_padding_mask=key_padding_mask)
+                           key_padding_mask=key_padding_mask, window=window,
+                           document_ids=document_ids)
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf)
     top = scores.max(axis=-1, keepdims=True)
@@ -42,8 +55,13 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool
 
 def hrr_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
                   key_padding_mask: np.ndarray | None = None) -> np.ndarray:
-    """HRR attention (Alam et al., ICML 2023) in float64, by explicit circular convolution."""
+    """HRR attention (Alam et al., ICML 2023) in float64, by explicit circular convolution.
+    GQA by sharing: query head h reads key/value head h // (Hq / Hkv); needs Tq == Tk (the
+    output w_t * v_t needs a value at every query position)."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    if q.shape[-2] != k.shape[-2]:
+        raise ValueError("HRR attention needs Tq == Tk")
+    k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
     dim = q.shape[-1]
     bound = np.fft.irfft(np.fft.rfft(k) * np.fft.rfft(v), n=dim)        # bind(k_t, v_t)
     if key_padding_mask is not None:
@@ -81,11 +99,14 @@ GATE_TOLERANCE = {"float64": 1e-10, "float32": 2e-5, "bfloat16": 3e-2, "float16"
 
 
 def reference_output(family: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
-                     causal: bool, key_padding_mask: np.ndarray | None) -> np.ndarray | None:
-    """The reference for a family, or None when the family is approximate by design."""
+                     causal: bool, key_padding_mask: np.ndarray | None,
+                     **mask: object) -> np.ndarray | None:
+    """The reference for a family, or None when the family is approximate by design.
+    ``mask``: window, alibi_slopes, document_ids (exact family only)."""
     kind = REFERENCE_BY_FAMILY.get(family)
     if kind == "exact":
-        return exact_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+        return exact_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                               **mask)  # type: ignore[arg-type]
     if kind == "hrr":
         return hrr_attention(q, k, v, key_padding_mask=key_padding_mask)
     return None

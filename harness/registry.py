@@ -50,6 +50,19 @@ class Query:
     causal: bool = False
     key_padding_mask: bool = False
     backward: bool = False
+    # the workload (see Capabilities): k, v with fewer heads, Tq != Tk, window, ALiBi, documents
+    gqa: bool = False
+    q_len: bool = False
+    window: bool = False
+    alibi: bool = False
+    documents: bool = False
+
+    @property
+    def explicit_mask(self) -> bool:
+        """An explicit mask or bias is needed: padding, windows, documents, ALiBi, and causal
+        with Tq != Tk (bottom-right)."""
+        return (self.key_padding_mask or self.window or self.alibi or self.documents or
+                (self.causal and self.q_len))
 
 
 # Query -> every reason it cannot run (empty: it can): rules finer than Capabilities. The older
@@ -83,14 +96,41 @@ class Capabilities:
     causal: bool = False
     key_padding_mask: bool = False
     backward: bool = True
+    # workloads beyond square self-attention with Hq == Hkv (see harness.masking for the
+    # conventions); off by default so that a method never receives what it does not declare
+    gqa: bool = False            # k, v with fewer heads than q (grouped-query / multi-query)
+    q_len: bool = False          # Tq != Tk (causal then aligned bottom-right)
+    window: bool = False         # window=(left, right)
+    alibi: bool = False          # alibi_slopes (Hq,)
+    documents: bool = False      # document_ids (B, T)
+    # feature -> why it is missing (shown instead of the generic reason), and
+    # feature -> how it is done (the library's native path), for the records and list-impls
+    reasons: tuple[tuple[str, str], ...] = ()
+    paths: tuple[tuple[str, str], ...] = ()
+
+    def missing_reasons(self, *, gqa: bool = False, q_len: bool = False,
+                        window: bool = False, alibi: bool = False,
+                        documents: bool = False) -> list[str]:
+        """The reason for each workload feature asked for and not supported (empty: none)."""
+        asked = (("gqa", gqa, "no grouped-query attention (fewer key/value heads than query "
+                              "heads)"),
+                 ("q_len", q_len, "needs as many queries as keys (Tq == Tk)"),
+                 ("window", window, "no sliding-window mask"),
+                 ("alibi", alibi, "no ALiBi bias"),
+                 ("documents", documents, "no packed-documents mask"))
+        own = dict(self.reasons)
+        return [own.get(name, generic) for name, wanted, generic in asked
+                if wanted and not getattr(self, name)]
 
 
 @dataclass
 class Implementation:
     """One registered attention method.
 
-    ``fn`` takes framework-native q, k, v of shape (B, H, T, D) plus keyword ``causal`` and
-    ``key_padding_mask`` (B, T, True = keep) and returns (B, H, T, D).
+    ``fn`` takes framework-native q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) plus keyword
+    ``causal`` and ``key_padding_mask`` (B, Tk, True = keep) and returns (B, Hq, Tq, D); it also
+    receives ``window``, ``alibi_slopes`` and ``document_ids`` when its capabilities declare
+    them and a call uses them (conventions: harness.masking).
     ``requires`` names importable packages; a missing one makes the implementation unavailable.
     ``probe`` (optional) is an extra check (device, dtype) -> Availability that must not raise;
     by default a tiny input is really run on the target device and dtype.
@@ -106,6 +146,11 @@ class Implementation:
     probe: ProbeFn | None = None
     constraints: ConstraintFn | None = None
     module: str = ""
+    # optional: prepare(q, k, v, *, causal, **mask) -> callable(q, k, v) doing the work, for a
+    # method with per-shape set-up (a block mask) that a model builds once, outside the step;
+    # the runner times it apart (mask_build_s)
+    prepare: Callable[..., Callable[..., object]] | None = None
+    compiles: bool = False       # its first call compiles (torch.compile): compile_time_s
     gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
     # bytes-moved model (harness.traffic): Point -> Traffic; None = compulsory traffic only
     traffic: Callable[..., object] | None = None
@@ -115,13 +160,16 @@ class Implementation:
     # -- capability checks ------------------------------------------------------------------
     def supports(self, *, device: str = "cpu", dtype: str = "float32", causal: bool = False,
                  key_padding_mask: bool = False, backward: bool = False,
-                 run_probe: bool = True) -> Availability:
+                 run_probe: bool = True, gqa: bool = False, q_len: bool = False,
+                 window: bool = False, alibi: bool = False,
+                 documents: bool = False) -> Availability:
         """Static capabilities first, then the machine (packages, device, a real tiny run).
 
         ``run_probe=False`` stops before anything is executed (packages and device presence
         only): the runner's parent process uses it, and leaves the tiny run to a worker.
         """
-        query = Query(device_kind(device), dtype, causal, key_padding_mask, backward)
+        query = Query(device_kind(device), dtype, causal, key_padding_mask, backward, gqa=gqa,
+                      q_len=q_len, window=window, alibi=alibi, documents=documents)
         reasons = self.not_supported_reasons(query)
         if reasons:
             return Availability(False, f"{self.name}: {'; '.join(reasons)}", tuple(reasons))
@@ -142,9 +190,13 @@ class Implementation:
         if query.causal and not caps.causal:
             reasons.append("no causal mode")
         if query.key_padding_mask and not caps.key_padding_mask:
-            reasons.append("no key-padding mask support")
+            reasons.append(dict(caps.reasons).get("key_padding_mask",
+                                                  "no key-padding mask support"))
         if query.backward and not caps.backward:
             reasons.append("no backward pass")
+        reasons.extend(caps.missing_reasons(gqa=query.gqa, q_len=query.q_len,
+                                            window=query.window, alibi=query.alibi,
+                                            documents=query.documents))
         if self.constraints is not None:
             reasons.extend(self._constraint_reasons(query))
         return reasons
@@ -157,8 +209,9 @@ class Implementation:
         except (TypeError, ValueError):
             positional = False
         if positional:   # the older form: (device, dtype, causal, masked, backward) -> Availability
+            # ``masked``: any explicit mask (padding, window, documents, ALiBi, causal Tq != Tk)
             verdict = fn(query.device, query.dtype, query.causal,  # type: ignore[call-arg]
-                         query.key_padding_mask, query.backward)
+                         query.explicit_mask, query.backward)
             reasons = [] if verdict else list(verdict.reasons or (verdict.reason,))
         else:
             reasons = list(fn(query))
@@ -216,10 +269,11 @@ class Implementation:
                                        f"{first_line(str(exc))}")
 
     def check_call(self, *, device: str, dtype: str, causal: bool, masked: bool,
-                   backward: bool = False) -> None:
-        """Raise UnsupportedError with the reason when this combination cannot run."""
+                   backward: bool = False, **features: bool) -> None:
+        """Raise UnsupportedError with the reason when this combination cannot run.
+        ``features``: gqa, q_len, window, alibi, documents (see Capabilities)."""
         verdict = self.supports(device=device, dtype=dtype, causal=causal,
-                                key_padding_mask=masked, backward=backward)
+                                key_padding_mask=masked, backward=backward, **features)
         if not verdict:
             raise UnsupportedError(verdict.reason)
 
@@ -303,11 +357,13 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
              constraints: ConstraintFn | None = None, replace: bool = False,
              gate_tolerance: dict[str, float] | None = None,
              traffic: Callable[..., object] | None = None,
-             ) -> Callable[[AttentionFn], AttentionFn]:
+             prepare: Callable[..., Callable[..., object]] | None = None,
+             compiles: bool = False) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that declares an attention function under ``name``. ``gate_tolerance``
     (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
     ``traffic`` is its bytes-moved model (see harness.traffic): without one, only the
-    compulsory traffic (q, k, v in, o out) is counted and the record says so."""
+    compulsory traffic (q, k, v in, o out) is counted and the record says so; ``prepare`` and
+    ``compiles``: see Implementation."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -316,7 +372,7 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
             module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
-            traffic=traffic), replace=replace)
+            traffic=traffic, prepare=prepare, compiles=compiles), replace=replace)
         return fn
 
     return decorate

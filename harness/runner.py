@@ -27,9 +27,18 @@ from harness.records import MemoryResult, Measurement, Point, SpeedRecord, Timin
 from harness.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store import RunDir, now_iso
 from harness.traffic import traffic_metrics
-from harness.worker import WorkerContext
+from harness.worker import FEATURE_NAMES, WorkerContext
 
-Combo = tuple[str, str, str, bool]  # impl, device, dtype, causal
+Combo = tuple  # impl, device, dtype, causal[, workload features (see worker.FEATURE_NAMES)]
+
+
+def combo_of(point: Point) -> Combo:
+    """The probe/gate combination of a point; square self-attention keeps the 4-tuple."""
+    base = (point.impl, point.device, point.dtype, point.causal)
+    features = tuple(point.features()[name] for name in FEATURE_NAMES)
+    return base + (features,) if any(features) else base
+
+
 R = TypeVar("R", MemoryResult, TimingResult)
 
 
@@ -42,6 +51,10 @@ class RunSettings:
     impl_modules: tuple[str, ...] = ()
     cooldown_s: float = 0.0      # pause between implementations (GPU clocks settle)
     probe_timeout_s: float = 300.0
+    # added to a task's timeout for implementations whose first call compiles (torch.compile:
+    # FlexAttention's first compilation took 20 s to 3 min on a loaded 2-core CPU); compilation
+    # is recorded apart (compile_time_s) and should not turn into a timeout
+    compile_allowance_s: float = 600.0
     time_budget_s: float | None = None  # stop starting points after this many seconds
 
     def worker_context(self) -> WorkerContext:
@@ -69,7 +82,8 @@ Listener = Callable[[str, Any], None]  # event name, payload
 def static_check(impl: Implementation, point: Point) -> str | None:
     """Reason a point cannot run, from capabilities, packages and devices; None if it may."""
     verdict = impl.supports(device=point.device, dtype=point.dtype, causal=point.causal,
-                            backward=point.pass_ != "forward", run_probe=False)
+                            backward=point.pass_ != "forward", run_probe=False,
+                            **point.features())
     return None if verdict else verdict.reason
 
 
@@ -122,22 +136,27 @@ class Runner:
         return runnable
 
     def _probe_stage(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
-        combos = sorted({(p.impl, p.device, p.dtype, p.causal) for p in points})
+        combos = sorted({combo_of(p) for p in points}, key=repr)
         if not combos:
             return {}
         self.listener("probing", len(combos))
         # --timeout bounds the probe too: each combination may take one task's timeout
+        # methods that compile get compile_allowance_s on top (compilation is not run time)
+        compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
         single_timeout = min(self.settings.probe_timeout_s, self.settings.timeout_s)
         outcome = self.executor.run("probe", combos, self.settings.worker_context(),
                                     timeout=min(self.settings.probe_timeout_s,
-                                                self.settings.timeout_s * len(combos)))
+                                                self.settings.timeout_s * len(combos))
+                                    + compiling * self.settings.compile_allowance_s)
         if outcome.status == "ok":
             return outcome.result
         # one combination crashed or hung the probe worker: isolate it by probing one at a time
         results: dict[Combo, dict[str, Any]] = {}
         for combo in combos:
             single = self.executor.run("probe", [combo], self.settings.worker_context(),
-                                       timeout=single_timeout)
+                                       timeout=single_timeout + (
+                                           self.settings.compile_allowance_s
+                                           if REGISTRY.get(combo[0]).compiles else 0.0))
             if single.status == "ok":
                 results.update(single.result)
             else:
@@ -154,7 +173,7 @@ class Runner:
         deadline = None if budget is None else time.monotonic() + budget
         for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
-            probe = probes.get((point.impl, point.device, point.dtype, point.causal), {})
+            probe = probes.get(combo_of(point), {})
             gate = probe.get("gate") or {}
             gate_fields = {"gate_max_error": gate.get("max_error"),
                            "gate_tolerance": gate.get("tolerance")}
@@ -197,13 +216,18 @@ class Runner:
         started = now_iso()
         context = self.settings.worker_context()
         t0 = time.perf_counter()
-        memory = self._task("memory", MemoryResult, point, context)
+        timeout = self.settings.timeout_s + (self.settings.compile_allowance_s
+                                             if impl.compiles else 0.0)
+        memory = self._task("memory", MemoryResult, point, context, timeout=timeout)
         if memory.status != "ok":
             return self._record(point, impl, memory.status,
                                 f"memory pass: {memory.message}", started_at=started,
                                 wall_s=time.perf_counter() - t0, **gate_fields)
-        timing = self._task("timing", TimingResult, point, self.settings.timing, context)
+        timing = self._task("timing", TimingResult, point, self.settings.timing, context,
+                            timeout=timeout)
         values, extra = Measurement(memory, timing).record_values()
+        if any(point.features().values()) and impl.capabilities.paths:
+            extra["paths"] = dict(impl.capabilities.paths)
         values.update(gate_fields)
         if timing.status == "ok":
             values.update(derived(point, impl.family, timing.time_s))
@@ -218,9 +242,11 @@ class Runner:
                             started_at=started, wall_s=time.perf_counter() - t0,
                             extra=extra, **values)
 
-    def _task(self, name: str, result_type: type[R], *args: Any) -> R:
+    def _task(self, name: str, result_type: type[R], *args: Any,
+              timeout: float | None = None) -> R:
         """The worker's typed result; a worker that died, hung or was killed: its status."""
-        outcome: Outcome = self.executor.run(name, *args, timeout=self.settings.timeout_s)
+        outcome: Outcome = self.executor.run(name, *args,
+                                             timeout=timeout or self.settings.timeout_s)
         if outcome.status == "ok":
             return outcome.result
         return result_type(status=outcome.status, message=outcome.message)

@@ -46,14 +46,22 @@ class SweepSpec:
     device: tuple[str, ...] = ("cpu",)
     impl: tuple[str, ...] | None = None
     label: str = ""
+    # workload axes (see Point): 0 / -1 / False are the defaults (square self-attention)
+    kv_heads: tuple[int, ...] = (0,)
+    q_len: tuple[int, ...] = (0,)
+    window: tuple[int, ...] = (-1,)
+    alibi: tuple[bool, ...] = (False,)
+    documents: tuple[int, ...] = (0,)
 
     def points(self, all_impls: Iterable[str]) -> list[Point]:
         impls = self.impl if self.impl is not None else tuple(all_impls)
         return [Point(impl=i, seq_len=t, head_dim=d, batch=b, heads=h, dtype=dt, causal=c,
-                      pass_=p, device=dev)
-                for i, dev, dt, c, p, b, h, d, t in itertools.product(
+                      pass_=p, device=dev, kv_heads=kv, q_len=tq, window=w, alibi=a,
+                      documents=n)
+                for i, dev, dt, c, p, b, h, kv, tq, w, a, n, d, t in itertools.product(
                     impls, self.device, self.dtype, self.causal, self.pass_, self.batch,
-                    self.heads, self.head_dim, self.seq_len)]
+                    self.heads, self.kv_heads, self.q_len, self.window, self.alibi,
+                    self.documents, self.head_dim, self.seq_len)]
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ def expand(groups: Iterable[SweepSpec], all_impls: Iterable[str]) -> list[Point]
     seen: dict[Point, None] = {}
     for group in groups:
         for point in group.points(impls):
+            problem = point.workload_problem()
+            if problem is not None:
+                raise UsageError(f"grid point T={point.seq_len} H={point.heads}: {problem}")
             seen.setdefault(point, None)
     return sorted(seen, key=lambda p: (p.series_key(), p.seq_len))
 
@@ -229,12 +240,34 @@ PARSERS = {
     "pass_": parse_passes,
     "device": parse_devices,
     "impl": lambda v: tuple(_items(v)),
+    "kv_heads": lambda v: parse_int_list(v, axis="kv_heads"),
+    "q_len": lambda v: parse_int_list(v, axis="q_len"),
+    "window": lambda v: parse_windows(v),
+    "alibi": lambda v: parse_bools(v, axis="alibi"),
+    "documents": lambda v: parse_int_list(v, axis="documents"),
 }
+
+
+def parse_windows(text: str | Iterable[Any]) -> tuple[int, ...]:
+    """'128,4096' (keys back), 'none' = no window; a window of 0 keys back is allowed."""
+    out = []
+    for item in _items(text):
+        if str(item).lower() in ("none", "off", "-1"):
+            out.append(-1)
+        else:
+            try:
+                value = parse_int(str(item), axis="window")
+            except UsageError:
+                raise UsageError(f"--window: cannot read {item!r} (examples: 128, 4K, none)") \
+                    from None
+            out.append(value)
+    return tuple(dict.fromkeys(out))
 
 # config-file / flag name -> axis
 AXIS_NAMES = {"impl": "impl", "seq_len": "seq_len", "head_dim": "head_dim", "batch": "batch",
               "heads": "heads", "dtype": "dtype", "causal": "causal", "pass": "pass_",
-              "device": "device"}
+              "device": "device", "kv_heads": "kv_heads", "q_len": "q_len", "window": "window",
+              "alibi": "alibi", "documents": "documents"}
 SETTING_NAMES = ("preset", "timeout", "max_memory", "out", "min_time", "max_repeats",
                  "warmup", "seed")
 

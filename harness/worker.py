@@ -131,19 +131,27 @@ def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
 
 
 # -- tasks -------------------------------------------------------------------------------------
-def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext) -> dict:
-    """{(impl, device, dtype, causal): {available, reason, gate...}} for each combination.
+FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
+
+
+def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
+    """{(impl, device, dtype, causal[, features]): {available, reason, gate...}} for each
+    combination; ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's
+    workload: the gate runs a small case with the same features).
 
     Not ``available`` with ``failed`` set: the implementation should run here (capabilities,
     packages, device, its own probe) but its tiny run returned a wrong-shaped or non-finite
     output, which is an error, not an unsupported combination.
     """
     prepare(context)
-    out: dict[tuple[str, str, str, bool], dict[str, Any]] = {}
-    for impl_name, device, dtype, causal in combos:
+    out: dict[tuple, dict[str, Any]] = {}
+    for combo in combos:
+        impl_name, device, dtype, causal = combo[:4]
+        features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
         impl = REGISTRY.get(impl_name)
         with device_scope(impl.framework, device):
-            verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal)
+            verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal,
+                                    **features)
             entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
             if verdict.available:
                 tiny = tiny_run(impl, device, dtype)
@@ -151,22 +159,23 @@ def probe_task(combos: list[tuple[str, str, str, bool]], context: WorkerContext)
                     entry = {"available": False, "reason": tiny.reason,
                              "failed": wrong_output(tiny.reason)}
                 else:
-                    gate = gate_check(impl, device=device, dtype=dtype, causal=causal)
+                    gate = gate_check(impl, device=device, dtype=dtype, causal=causal,
+                                      **features)
                     entry["gate"] = asdict(gate)
         broken = cuda_context_error(impl.framework, device)
         if broken is not None:
             raise CudaContextError(f"{impl_name} on {device}/{dtype} left the CUDA context "
                                    f"unusable: {broken}")
-        out[(impl_name, device, dtype, causal)] = entry
+        out[tuple(combo)] = entry
     return out
 
 
 def runnable_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
-                  masked: bool = False) -> Any:
+                  masked: bool = False, **features: bool) -> Any:
     """Capabilities, packages, device and the implementation's own probe: nothing of its
     attention is run. Not available here means unsupported (not a failure)."""
     verdict = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
-                            run_probe=False)
+                            run_probe=False, **features)
     if verdict and impl.probe is not None:
         try:
             verdict = impl.probe(device, dtype)
@@ -297,9 +306,11 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
                 cpu_time_samples_s=work.info.get("cpu_samples") or None)
             result.set_conditions({**conditions, **watch.fields()})
-            if impl.framework == "jax":
-                # the first call is dominated by jit compilation; never part of the samples
+            if impl.framework == "jax" or impl.compiles:
+                # the first call is dominated by compilation (jit, torch.compile); never part
+                # of the samples
                 result.compile_time_s = max(0.0, first - stats.median)
+            result.mask_build_s = work.info.get("mask_build_s")
             if wrong_shape:
                 result.status, result.message = "error", wrong_shape
                 return result
@@ -336,13 +347,15 @@ def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str
 
 def fidelity(work: Any, point: Point, fw: Any) -> float | None:
     """Relative deviation of the output from exact softmax attention on the same inputs."""
-    if point.batch * point.heads * point.seq_len ** 2 > FIDELITY_MAX_SCORES:
+    if point.batch * point.heads * point.n_queries * point.seq_len > FIDELITY_MAX_SCORES:
         return None
+    from harness.point_masks import point_mask
     from harness.reference import exact_attention
 
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
     out = fw.to_numpy64(work.run())
-    return relative_error(out, exact_attention(q, k, v, causal=point.causal))
+    return relative_error(out, exact_attention(q, k, v, causal=point.causal,
+                                               **point_mask(point)))
 
 
 def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:

@@ -8,6 +8,7 @@ package with ``run_bench.py --impl-module yourpkg.yourmodule``.
 from implementations import (  # noqa: F401  (imported for their registrations)
     softmax_torch,
     sdpa,
+    flex_attention,
     flash_attn,
     xformers,
     performer_torch,

@@ -1,7 +1,9 @@
 """Mask helpers shared by the torch implementations.
 
-Convention across attnbench: ``key_padding_mask`` is (B, T) with True = keep; a query row that
-can see no key at all (fully masked) gets an all-zero output.
+Convention across attnbench (see harness.masking): ``key_padding_mask`` is (B, Tk) with
+True = keep; causal and windows are aligned bottom-right (query i sits at key position
+i + Tk - Tq); ``document_ids`` (B, T) keeps pairs within one document; a query row that can see
+no key at all (fully masked) gets an all-zero output.
 """
 
 from __future__ import annotations
@@ -10,14 +12,39 @@ import torch
 
 
 def allowed_keys(q: torch.Tensor, k: torch.Tensor, *, causal: bool,
-                 key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+                 key_padding_mask: torch.Tensor | None, window: tuple[int, int] | None = None,
+                 document_ids: torch.Tensor | None = None) -> torch.Tensor | None:
     """Boolean (B or 1, 1, Tq, Tk) mask of the keys each query may attend to, or None."""
     t_q, t_k = q.shape[-2], k.shape[-2]
+    device = q.device
+    rows = torch.arange(t_q, device=device)[:, None] + (t_k - t_q)
+    cols = torch.arange(t_k, device=device)[None, :]
     allowed = None
+
+    def both(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+        return b if a is None else a & b
+
     if causal:
-        allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril(t_k - t_q)
-        allowed = allowed[None, None]
+        allowed = both(allowed, (cols <= rows)[None, None])
+    if window is not None:
+        left, right = window
+        if left >= 0:
+            allowed = both(allowed, (cols >= rows - left)[None, None])
+        if right >= 0:
+            allowed = both(allowed, (cols <= rows + right)[None, None])
+    if document_ids is not None:
+        docs = document_ids.to(device)
+        allowed = both(allowed, (docs[:, :, None] == docs[:, None, :])[:, None])
     if key_padding_mask is not None:
-        keep = key_padding_mask.to(device=q.device, dtype=torch.bool)[:, None, None, :]
-        allowed = keep if allowed is None else allowed & keep
+        keep = key_padding_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
+        allowed = both(allowed, keep)
     return allowed
+
+
+def alibi_bias(q: torch.Tensor, k: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
+    """(1, Hq, Tq, Tk) in q's dtype: -slope_h * |i' - j| (bottom-right aligned)."""
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    rows = torch.arange(t_q, device=q.device)[:, None] + (t_k - t_q)
+    distance = (rows - torch.arange(t_k, device=q.device)[None, :]).abs()
+    slopes = slopes.to(device=q.device, dtype=torch.float32)
+    return (-slopes[None, :, None, None] * distance[None, None]).to(q.dtype)

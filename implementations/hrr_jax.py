@@ -282,12 +282,28 @@ def _platform(x) -> str:
 @register("hrr_jax", framework="jax", family="hrr", requires=("jax",),
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=False, key_padding_mask=True, backward=True),
+                                    causal=False, key_padding_mask=True, backward=True,
+                                    gqa=True, reasons=(("q_len", "HRR's output w_t * v_t needs a value at every query position, so "
+                                 "Tq != Tk is unsupported"),
+                       ("window", "HRR attention has no mask but key padding (beta sums every "
+                                  "key)"),
+                       ("alibi", "HRR attention has no positional bias"),
+                       ("documents", "HRR attention has no mask but key padding (beta sums "
+                                     "every key)")),
+                                    paths=(("gqa", "k, v repeated to the query heads (a copy)"),
+                                           )),
           traffic=hrr_traffic)
 def hrr_jax(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None):
     """HRR attention in JAX; ``formulation`` ('gemm' or 'fft') overrides choose_formulation."""
     if causal:
         raise UnsupportedError("hrr_jax: HRR attention has no causal variant")
+    if q.shape[-2] != k.shape[-2]:
+        raise UnsupportedError("hrr_jax: HRR needs Tq == Tk")
+    if k.shape[1] != q.shape[1]:   # GQA: query head h reads key/value head h // group
+        import jax.numpy as jnp
+
+        group = q.shape[1] // k.shape[1]
+        k, v = jnp.repeat(k, group, axis=1), jnp.repeat(v, group, axis=1)
     formulation = formulation or choose_formulation(_platform(q), q.shape[-1])
     if formulation not in FORMULATIONS:
         raise ValueError(f"hrr_jax: unknown formulation {formulation!r}; "

@@ -446,7 +446,17 @@ def _hrr_fft(q, k, v, keep):
 @register("hrr_torch", framework="torch", family="hrr",
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=False, key_padding_mask=True, backward=True),
+                                    causal=False, key_padding_mask=True, backward=True,
+                                    gqa=True, reasons=(("q_len", "HRR's output w_t * v_t needs a value at every query position, so "
+                                 "Tq != Tk is unsupported"),
+                       ("window", "HRR attention has no mask but key padding (beta sums every "
+                                  "key)"),
+                       ("alibi", "HRR attention has no positional bias"),
+                       ("documents", "HRR attention has no mask but key padding (beta sums "
+                                     "every key)")),
+                                    paths=(("gqa", "k, v repeated to the query heads (a copy; "
+                                                   "each group's beta is then computed once "
+                                                   "per query head)"),)),
           traffic=hrr_traffic)
 def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None,
               batched: bool | None = None):
@@ -454,6 +464,11 @@ def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str 
     ``batched`` (the GEMM loops over T only, all heads at once) overrides choose_batched."""
     if causal:
         raise UnsupportedError("hrr_torch: HRR attention has no causal variant")
+    if q.shape[-2] != k.shape[-2]:
+        raise UnsupportedError("hrr_torch: HRR needs Tq == Tk")
+    if k.shape[1] != q.shape[1]:   # GQA: query head h reads key/value head h // group
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     formulation = formulation or choose_formulation(q.device, q.shape[-1])
     if formulation not in FORMULATIONS:
         raise ValueError(f"hrr_torch: unknown formulation {formulation!r}; "

@@ -138,9 +138,20 @@ class HRRTriton(hrr_torch.HRRGemm):
         return hrr_torch.gemm_forward(ctx, q, k, v, keep, triton_score_parts, batched)
 
 
+HRR_REASONS = (
+    ("q_len", "HRR's output w_t * v_t needs a value at every query position, so Tq != Tk is "
+              "unsupported"),
+    ("window", "HRR attention has no mask but key padding (beta sums every key)"),
+    ("alibi", "HRR attention has no positional bias"),
+    ("documents", "HRR attention has no mask but key padding (beta sums every key)"))
+
+
 @register("hrr_triton", framework="torch", family="hrr", requires=("triton",),
           capabilities=Capabilities(devices=("cuda",), dtypes=("float32", "float16", "bfloat16"),
-                                    causal=False, key_padding_mask=True, backward=True),
+                                    causal=False, key_padding_mask=True, backward=True,
+                                    reasons=HRR_REASONS + (
+                                        ("gqa", "the Triton kernel takes as many key/value "
+                                                "heads as query heads (not written)"),)),
           traffic=hrr_traffic)
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
     """HRR attention with the scores fused in a Triton kernel (CUDA; not yet measured)."""

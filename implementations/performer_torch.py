@@ -82,15 +82,19 @@ def linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor) 
 
 
 def causal_linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
-                            chunk: int = CAUSAL_CHUNK) -> torch.Tensor:
+                            chunk: int = CAUSAL_CHUNK, state: torch.Tensor | None = None,
+                            norm_state: torch.Tensor | None = None) -> torch.Tensor:
     """Causal by prefix sums of phi_k^T v, carried from chunk to chunk.
 
     Within a chunk the prefix sum is the lower-triangular product (chunk x chunk); across
-    chunks the running state S = sum phi_k^T v and z = sum phi_k is carried.
+    chunks the running state S = sum phi_k^T v and z = sum phi_k is carried. ``state`` and
+    ``norm_state`` start the sums (the keys before the first query, when Tk > Tq); leading
+    dimensions broadcast (query heads grouped over shared key/value heads).
     """
-    batch, heads, seq_len, _ = v.shape
-    state = v.new_zeros(batch, heads, phi_k.shape[-1], v.shape[-1])
-    norm_state = v.new_zeros(batch, heads, phi_k.shape[-1], 1)
+    seq_len = v.shape[-2]
+    if state is None:
+        state = v.new_zeros(*v.shape[:-2], phi_k.shape[-1], v.shape[-1])
+        norm_state = v.new_zeros(*v.shape[:-2], phi_k.shape[-1], 1)
     outputs = []
     for start in range(0, seq_len, chunk):
         q_c = phi_q[..., start:start + chunk, :]
@@ -117,10 +121,33 @@ def performer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     keep = None if key_padding_mask is None else key_padding_mask.to(device=q.device,
                                                                          dtype=torch.bool)
     phi_k = favor_features(k.to(work), projection, is_query=False, keep=keep)
-    v_work = v.to(work)
-    out = causal_linear_attention(phi_q, phi_k, v_work) if causal else \
-        linear_attention(phi_q, phi_k, v_work)
-    return out.to(q.dtype)
+    batch, q_heads, t_q, _ = q.shape
+    kv_heads, t_k = k.shape[1], k.shape[2]
+    # GQA by sharing: (B, Hkv, group, Tq, m) queries against (B, Hkv, 1, Tk, .) keys/values
+    phi_q = phi_q.reshape(batch, kv_heads, q_heads // kv_heads, t_q, phi_q.shape[-1])
+    phi_k, v_work = phi_k.unsqueeze(2), v.to(work).unsqueeze(2)
+    if not causal:
+        out = linear_attention(phi_q, phi_k, v_work)
+    else:
+        out = _bottom_right_causal(phi_q, phi_k, v_work)
+    return out.reshape(batch, q_heads, t_q, v.shape[-1]).to(q.dtype)
+
+
+def _bottom_right_causal(phi_q: torch.Tensor, phi_k: torch.Tensor,
+                         v: torch.Tensor) -> torch.Tensor:
+    """Causal with query i at key position i + Tk - Tq: the first Tk - Tq keys start the prefix
+    sums; when Tq > Tk the first Tq - Tk queries see no key and output 0."""
+    t_q, t_k = phi_q.shape[-2], phi_k.shape[-2]
+    offset = t_k - t_q
+    if offset >= 0:
+        head_k, head_v = phi_k[..., :offset, :], v[..., :offset, :]
+        state = torch.matmul(head_k.transpose(-2, -1), head_v)
+        norm_state = head_k.sum(dim=-2).unsqueeze(-1)
+        return causal_linear_attention(phi_q, phi_k[..., offset:, :], v[..., offset:, :],
+                                       state=state, norm_state=norm_state)
+    tail = causal_linear_attention(phi_q[..., -offset:, :], phi_k, v)
+    zeros = tail.new_zeros(*tail.shape[:-2], -offset, tail.shape[-1])
+    return torch.cat([zeros, tail], dim=-2)
 
 
 def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
@@ -135,9 +162,18 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
     register(name, framework="torch", family="kernel",
              description=f"Performer FAVOR+, {num_features} orthogonal positive random "
                          f"features, seed {seed}",
-             capabilities=Capabilities(devices=("cpu", "cuda"),
-                                       dtypes=("float64", "float32", "float16", "bfloat16"),
-                                       causal=True, key_padding_mask=True, backward=True),
+             capabilities=Capabilities(
+                 devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
+                 causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
+                 reasons=(("window", "Performer's linear attention has no sliding window "
+                                     "(its prefix sums cover every earlier key)"),
+                          ("alibi", "ALiBi's bias is not a product of feature maps, so FAVOR+ "
+                                    "cannot add it"),
+                          ("documents", "packed documents would need one prefix sum per "
+                                        "document (not written)")),
+                 paths=(("gqa", "key/value features shared by the query heads of a group"),
+                        ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
+                                            "keys"))),
              traffic=random_features(num_features),
              )(attention)
 

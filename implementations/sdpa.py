@@ -11,7 +11,7 @@ import warnings
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, Query, first_line, register
 from harness.traffic import materialised_scores, tiled_exact
-from implementations._torch_masks import allowed_keys
+from implementations._torch_masks import alibi_bias, allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -24,16 +24,47 @@ BACKENDS = {
 }
 
 
-def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, backend: str = "MATH"):
+def sdpa_mask(q, k, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
+              document_ids=None):
+    """(attn_mask, is_causal) for SDPA with attnbench's conventions.
+
+    Plain causal with Tq == Tk uses ``is_causal``; causal with Tq != Tk uses
+    ``causal_lower_right`` (SDPA's ``is_causal`` is aligned top-left there, which is not
+    attnbench's convention); padding, windows and documents become one boolean mask, ALiBi a
+    float bias with -inf on the masked pairs.
+    """
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    explicit = key_padding_mask is not None or window is not None or document_ids is not None
+    if alibi_slopes is None and not explicit:
+        if not causal:
+            return None, False
+        if t_q == t_k:
+            return None, True
+        from torch.nn.attention.bias import causal_lower_right
+
+        return causal_lower_right(t_q, t_k), False
+    allowed = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask,
+                           window=window, document_ids=document_ids)
+    if alibi_slopes is None:
+        return allowed, False
+    bias = alibi_bias(q, k, alibi_slopes)
+    if allowed is not None:
+        bias = bias.masked_fill(~allowed, float("-inf"))
+    return bias, False
+
+
+def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                   alibi_slopes=None, document_ids=None, backend: str = "MATH"):
     """SDPA pinned to one backend; an input that backend has no kernel for (head dim, alignment,
     dtype, mask) raises UnsupportedError with torch's own reasons, not RuntimeError."""
+    features = {"causal": causal, "key_padding_mask": key_padding_mask, "window": window,
+                "alibi_slopes": alibi_slopes, "document_ids": document_ids}
     try:
-        return _pinned_call(q, k, v, causal, key_padding_mask, backend)
+        return _pinned_call(q, k, v, backend, **features)
     except RuntimeError as exc:
         if not no_kernel_error(exc):
             raise
-        reasons = _kernel_reasons(lambda: _pinned_call(q, k, v, causal, key_padding_mask,
-                                                        backend), backend)
+        reasons = _kernel_reasons(lambda: _pinned_call(q, k, v, backend, **features), backend)
         shape = "x".join(str(n) for n in q.shape)
         raise UnsupportedError(
             f"SDPBackend.{backend} has no kernel for this input ({shape}, "
@@ -41,15 +72,20 @@ def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, backend: str
             f"{reasons or first_line(str(exc))}") from exc
 
 
-def _pinned_call(q, k, v, causal, key_padding_mask, backend):
+def _pinned_call(q, k, v, backend, *, causal, key_padding_mask, window, alibi_slopes,
+                 document_ids):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    mask, is_causal = sdpa_mask(q, k, causal=causal, key_padding_mask=key_padding_mask,
+                                window=window, alibi_slopes=alibi_slopes,
+                                document_ids=document_ids)
+    gqa = k.shape[1] != q.shape[1]
     with sdpa_kernel(getattr(SDPBackend, backend)):
-        if key_padding_mask is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        mask = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if gqa:  # native grouped-query attention: no copy of k, v
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                                  enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 # torch's select_sdp_backend (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp): when the
@@ -94,25 +130,32 @@ def kernel_reasons(messages: list[str], backend: str) -> str:
 
 def _cuda_flash_constraints(query: Query) -> list[str]:
     reasons = []
-    if query.device == "cuda" and query.key_padding_mask:
-        reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask unsupported "
-                       "on cuda)")
+    if query.device == "cuda" and query.explicit_mask:
+        reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask, window, "
+                       "documents, ALiBi and causal with Tq != Tk unsupported on cuda)")
     if query.device == "cuda" and query.dtype not in ("float16", "bfloat16"):
         reasons.append(f"the CUDA flash kernel needs float16/bfloat16, not {query.dtype}")
     return reasons
 
 
 def _pinned(backend: str):
-    def attention(q, k, v, *, causal=False, key_padding_mask=None):
+    def attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                  alibi_slopes=None, document_ids=None):
         return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
-                              backend=backend)
+                              window=window, alibi_slopes=alibi_slopes,
+                              document_ids=document_ids, backend=backend)
     return attention
 
 
 for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
     register(_name, framework="torch", family="exact",
-             capabilities=Capabilities(devices=_devices, dtypes=_dtypes, causal=True,
-                                       key_padding_mask=True, backward=True),
+             capabilities=Capabilities(
+                 devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
+                 backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
+                 paths=(("gqa", "enable_gqa=True"),
+                        ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),
+                        ("masks", "boolean attn_mask (padding, window, documents)"),
+                        ("alibi", "float attn_mask bias"))),
              description=f"torch SDPA pinned to SDPBackend.{_backend}",
              constraints=_cuda_flash_constraints if _name == "sdpa_flash" else None,
              # MATH forms the T x T scores; the other backends are tiled kernels

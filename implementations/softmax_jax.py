@@ -1,4 +1,9 @@
-"""Exact softmax attention in JAX (explicit, T x T scores), the JAX methods' baseline."""
+"""Exact softmax attention in JAX (explicit Tq x Tk scores), the JAX methods' baseline.
+
+GQA/MQA without copying k and v: q is viewed as (B, Hkv, group, Tq, D) and contracted with the
+shared key/value head. Masks follow attnbench's conventions (harness.masking): bottom-right
+causal and windows, documents, key padding, ALiBi as a bias.
+"""
 
 from __future__ import annotations
 
@@ -19,37 +24,69 @@ def matmul_precision(dtype):
 
 
 @functools.cache
-def _compiled(causal: bool, masked: bool):
+def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi: bool,
+              documents: bool):
     import jax
     import jax.numpy as jnp
 
-    def attention(q, k, v, key_padding_mask):
+    def attention(q, k, v, key_padding_mask, alibi_slopes, document_ids):
+        batch, q_heads, t_q, dim = q.shape
+        kv_heads, t_k = k.shape[1], k.shape[2]
+        group = q_heads // kv_heads
+        q5 = q.reshape(batch, kv_heads, group, t_q, dim)
         precision = matmul_precision(q.dtype)
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=precision) * \
-            (q.shape[-1] ** -0.5)
-        t_q, t_k = q.shape[-2], k.shape[-2]
+        scores = jnp.einsum("bhgqd,bhkd->bhgqk", q5, k, precision=precision).reshape(
+            batch, q_heads, t_q, t_k)
+        scores = scores * (dim ** -0.5)
+        rows = jnp.arange(t_q)[:, None] + (t_k - t_q)
+        cols = jnp.arange(t_k)[None, :]
+        if alibi:
+            distance = jnp.abs(rows - cols).astype(scores.dtype)
+            scores = scores - alibi_slopes.astype(scores.dtype)[None, :, None, None] * distance
         allowed = None
+
+        def both(a, b):
+            return b if a is None else a & b
+
         if causal:
-            allowed = jnp.tril(jnp.ones((t_q, t_k), dtype=bool), t_k - t_q)[None, None]
+            allowed = both(allowed, (cols <= rows)[None, None])
+        if window is not None:
+            left, right = window
+            if left >= 0:
+                allowed = both(allowed, (cols >= rows - left)[None, None])
+            if right >= 0:
+                allowed = both(allowed, (cols <= rows + right)[None, None])
+        if documents:
+            allowed = both(allowed, (document_ids[:, :, None] == document_ids[:, None, :])
+                           [:, None])
         if masked:
-            keep = key_padding_mask.astype(bool)[:, None, None, :]
-            allowed = keep if allowed is None else allowed & keep
+            allowed = both(allowed, key_padding_mask.astype(bool)[:, None, None, :])
         if allowed is not None:
             scores = jnp.where(allowed, scores, -jnp.inf)
         work = jnp.float32 if q.dtype in (jnp.float16, jnp.bfloat16) else q.dtype
         weights = jax.nn.softmax(scores.astype(work), axis=-1)
         if allowed is not None:
             weights = jnp.where(allowed, weights, 0.0)
-        return jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v, precision=precision)
+        weights = weights.astype(v.dtype).reshape(batch, kv_heads, group, t_q, t_k)
+        out = jnp.einsum("bhgqk,bhkd->bhgqd", weights, v, precision=precision)
+        return out.reshape(batch, q_heads, t_q, dim)
 
     return jax.jit(attention)
 
 
 @register("softmax_jax", framework="jax", family="exact", requires=("jax",),
-          capabilities=Capabilities(devices=("cpu", "cuda"),
-                                    dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=True, key_padding_mask=True, backward=True),
+          capabilities=Capabilities(
+              devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
+              causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
+              window=True, alibi=True, documents=True,
+              paths=(("gqa", "q viewed as (B, Hkv, group, Tq, D): k, v not copied"),
+                     ("masks", "explicit boolean Tq x Tk mask"),
+                     ("alibi", "explicit Tq x Tk bias"))),
           traffic=materialised_scores)
-def softmax_jax(q, k, v, *, causal=False, key_padding_mask=None):
+def softmax_jax(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                alibi_slopes=None, document_ids=None):
     """jit-compiled softmax(Q K^T / sqrt(D)) V in JAX."""
-    return _compiled(bool(causal), key_padding_mask is not None)(q, k, v, key_padding_mask)
+    window = None if window is None else (int(window[0]), int(window[1]))
+    fn = _compiled(bool(causal), key_padding_mask is not None, window,
+                   alibi_slopes is not None, document_ids is not None)
+    return fn(q, k, v, key_padding_mask, alibi_slopes, document_ids)

@@ -1,23 +1,40 @@
-"""The vanilla baseline: materialises the full T x T score matrix (scale 1/sqrt(D))."""
+"""The vanilla baseline: materialises the full Tq x Tk score matrix (scale 1/sqrt(D)).
+
+It is the naive baseline on purpose: for GQA/MQA it expands k and v to the query heads with
+``repeat_interleave`` (a copy), windows, documents and bottom-right causal are one explicit
+boolean mask, ALiBi one explicit bias. Methods with a native path (SDPA, flash_attn, xformers,
+flex_attention) use it instead.
+"""
 
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
 from harness.traffic import materialised_scores
-from implementations._torch_masks import allowed_keys
+from implementations._torch_masks import alibi_bias, allowed_keys
 
 
 @register("softmax_torch", framework="torch", family="exact",
-          capabilities=Capabilities(devices=("cpu", "cuda"),
-                                    dtypes=("float64", "float32", "float16", "bfloat16"),
-                                    causal=True, key_padding_mask=True, backward=True),
+          capabilities=Capabilities(
+              devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
+              causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
+              window=True, alibi=True, documents=True,
+              paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
+                     ("masks", "explicit boolean Tq x Tk mask"),
+                     ("alibi", "explicit Tq x Tk bias"))),
           traffic=materialised_scores)
-def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None):
-    """Vanilla softmax(Q K^T / sqrt(D)) V with the T x T matrix in memory."""
+def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                  alibi_slopes=None, document_ids=None):
+    """Vanilla softmax(Q K^T / sqrt(D)) V with the Tq x Tk matrix in memory."""
     import torch
 
+    if k.shape[1] != q.shape[1]:
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-    allowed = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask)
+    if alibi_slopes is not None:
+        scores = scores + alibi_bias(q, k, alibi_slopes)
+    allowed = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask,
+                           window=window, document_ids=document_ids)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     # softmax in float32 for half inputs, as common model code does

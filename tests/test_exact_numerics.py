@@ -8,7 +8,11 @@ import pytest
 import harness
 from harness.reference import exact_attention
 
-EXACT = [impl.name for impl in harness.all_implementations() if impl.family == "exact"]
+# flex_attention compiles once per shape and mask structure (20 s to minutes each on a 2-core
+# CPU): its correctness on causal, padding and every workload is the one slow test in
+# tests/test_workloads.py rather than the 18 compilations this grid would take
+EXACT = [impl.name for impl in harness.all_implementations()
+         if impl.family == "exact" and impl.name != "flex_attention"]
 TOLERANCE = {"float64": 1e-10, "float32": 3e-6}
 
 

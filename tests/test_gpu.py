@@ -239,6 +239,49 @@ def test_jax_cpu_point_runs_on_the_cpu_beside_a_gpu():
         assert {d.platform for d in out.devices()} == {platform}, (device, out.devices())
 
 
+
+WORKLOAD_CASES = {   # (q heads, kv heads, Tq, Tk, keywords), causal unless said otherwise
+    "gqa": (8, 2, 256, 256, {}),
+    "mqa": (8, 1, 256, 256, {}),
+    "decode": (8, 2, 1, 256, {}),
+    "chunk": (8, 8, 7, 256, {}),
+    "window_one_sided": (8, 8, 256, 256, {"window": (32, 0)}),
+    "window_two_sided": (8, 8, 256, 256, {"window": (32, 16), "causal": False}),
+    "alibi": (8, 8, 256, 256, {"alibi": True}),
+    "documents": (8, 2, 256, 256, {"documents": 3}),
+}
+
+
+@pytest.mark.parametrize("name", [i.name for i in harness.all_implementations()
+                                  if i.family == "exact"])
+@pytest.mark.parametrize("case", list(WORKLOAD_CASES))
+def test_cuda_workloads_against_float64_reference(name, case):
+    """Every exact CUDA method on the workloads it claims (bf16; fp32 where that is all)."""
+    from harness.correctness import run_impl_numpy
+    from harness.masking import alibi_slopes, packed_document_ids
+
+    hq, hkv, tq, tk, kw = WORKLOAD_CASES[case]
+    kw = dict(kw)
+    causal = kw.pop("causal", True)
+    if kw.pop("alibi", False):
+        kw["alibi_slopes"] = alibi_slopes(hq)
+    docs = kw.pop("documents", None)
+    if docs:
+        kw["document_ids"] = packed_document_ids(2, tk, docs, seed=0)
+    impl = harness.get(name)
+    dtype = "bfloat16" if "bfloat16" in impl.capabilities.dtypes else "float32"
+    verdict = impl.supports(device="cuda", dtype=dtype, causal=causal, gqa=hkv != hq,
+                            q_len=tq != tk, window="window" in kw, alibi="alibi_slopes" in kw,
+                            documents="document_ids" in kw)
+    if not verdict:
+        pytest.skip(verdict.reason)
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((2, hq, tq, 64))
+    k, v = (rng.standard_normal((2, hkv, tk, 64)) for _ in range(2))
+    out = run_impl_numpy(impl, q, k, v, device="cuda", dtype=dtype, causal=causal, mask=None,
+                         **kw)
+    ref = exact_attention(q, k, v, causal=causal, **kw)
+    np.testing.assert_allclose(out, ref, atol=TOLERANCE[dtype], rtol=0)
 def test_cudagraph_timer_and_clock_sampling_in_records(tmp_path):
     """--timer cudagraph replays a captured call; every CUDA record carries NVML clocks."""
     from harness.measure import TimingSettings

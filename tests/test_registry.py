@@ -13,7 +13,8 @@ from harness.errors import UnknownNameError, UnsupportedError, UsageError
 from harness.registry import FAMILIES, FRAMEWORKS, REGISTRY, Capabilities, Registry, register
 
 EXPECTED = ["softmax_torch", "sdpa_math", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
-            "flash_attn", "xformers", "performer_torch", "hrr_torch", "hrr_jax", "softmax_jax"]
+            "flash_attn", "xformers", "performer_torch", "hrr_torch", "hrr_jax", "softmax_jax",
+            "flex_attention"]
 
 
 def test_all_eleven_builtins_are_registered():
@@ -69,7 +70,7 @@ def test_bad_numpy_input_is_a_usage_error(rng):
     q = rng.standard_normal((1, 1, 8, 8))
     with pytest.raises(UsageError, match="float32 or all float64"):
         harness.attention("softmax_torch", q.astype(np.float16), q, q)
-    with pytest.raises(UsageError, match=r"\(B, H, T, D\)"):
+    with pytest.raises(UsageError, match=r"\(B, Hq, Tq, D\)"):
         harness.attention("softmax_torch", q[0], q[0], q[0])
     with pytest.raises(UsageError, match="key_padding_mask"):
         harness.attention("softmax_torch", q, q, q, key_padding_mask=np.ones((1, 9), bool))

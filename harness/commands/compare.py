@@ -205,8 +205,9 @@ def summary_line(result: logic.Comparison) -> str:
 def config_text(row: logic.Row) -> str:
     p = row.point
     causal = " causal" if p.causal else ""
+    workload = p.workload_label()
     return f"T={p.seq_len} D={p.head_dim} B={p.batch} H={p.heads} {p.dtype}{causal} " \
-           f"{p.pass_} {p.device}"
+           f"{p.pass_} {p.device}" + (f" {workload}" if workload else "")
 
 
 def value_text(row: logic.Row, value: float | None) -> str:
@@ -272,14 +273,15 @@ def markdown(result: logic.Comparison, header: list[str]) -> str:
 
 def csv_text(result: logic.Comparison) -> str:
     fields = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
-              "pass", "point_id", "metric", "baseline_status", "current_status", "baseline",
+              "pass", "kv_heads", "q_len", "window", "alibi", "documents", "point_id", "metric", "baseline_status", "current_status", "baseline",
               "current", "baseline_spread", "current_spread", "ratio", "lo", "hi", "verdict",
               "regression", "note")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in ordered(result):
-        writer.writerow({**row.point.as_dict(), "point_id": row.point.point_id,
+        writer.writerow({**row.point.as_dict(), **row.point.workload_values(),
+                         "point_id": row.point.point_id,
                          "metric": row.metric, "baseline_status": row.baseline_status,
                          "current_status": row.current_status, "baseline": row.baseline,
                          "current": row.current, "baseline_spread": row.baseline_spread,

@@ -24,12 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+WORKLOADS = ("gqa", "q_len", "window", "alibi", "documents")
+
+
 def impl_row(impl: Implementation, devices: list[str],
              probed: dict[tuple[str, str], tuple[bool, str]]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
            "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
            "key_padding_mask": caps.key_padding_mask, "backward": caps.backward,
+           "workloads": {name: getattr(caps, name) for name in WORKLOADS},
+           "reasons": dict(caps.reasons), "paths": dict(caps.paths),
            "description": impl.description, "availability": {}}
     for device in devices:
         row["availability"][device] = summarise_dtypes(probed[(impl.name, device)])
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = Table(title="attnbench implementations", show_lines=False)
     for column in ("name", "framework", "family", "devices", "dtypes", "causal", "mask",
-                   "backward", *devices):
+                   "backward", "workloads", *devices):
         table.add_column(column, overflow="fold")
     for row in rows:
         status = []
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(row["name"], row["framework"], FAMILY_LABELS[row["family"]],
                       ",".join(row["devices"]), ",".join(SHORT_DTYPE[d] for d in row["dtypes"]),
                       _yes(row["causal"]), _yes(row["key_padding_mask"]), _yes(row["backward"]),
-                      *status)
+                      " ".join(n for n in WORKLOADS if row["workloads"][n]) or "-", *status)
     Console(width=max(150, Console().width)).print(table)
     return 0
 

@@ -25,7 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--batch", help="batch sizes")
     grid.add_argument("--heads", help="head counts")
     grid.add_argument("--dtype", help="float32, float16 (fp16), bfloat16 (bf16), float64")
-    grid.add_argument("--causal", help="true, false or both")
+    grid.add_argument("--causal", help="true, false or both (bottom-right aligned when "
+                                       "q-len < seq-len)")
+    grid.add_argument("--kv-heads", help="key/value heads (GQA; 1 = MQA; default: = heads)")
+    grid.add_argument("--q-len", help="query lengths (default: = seq-len; --seq-len is the "
+                                      "key/value length; 1 = a decode step)")
+    grid.add_argument("--window", help="sliding windows of LEFT keys back (right side 0 with "
+                                       "--causal, LEFT otherwise); 'none' = no window")
+    grid.add_argument("--alibi", help="ALiBi biases (BLOOM's slopes): true, false or both")
+    grid.add_argument("--documents", help="split T into N packed documents of seeded random "
+                                          "lengths")
     grid.add_argument("--pass", dest="pass_", metavar="PASS",
                       help="forward, backward, forward_backward (aliases fwd, bwd, fwd_bwd)")
     grid.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if present, else cpu)")
@@ -38,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run, skipping recorded points")
     run.add_argument("--dry-run", action="store_true",
                      help="print the grid and what would be skipped, run nothing")
-    run.add_argument("--timeout", type=float, help="seconds per worker task (default 120)")
+    run.add_argument("--timeout", type=float, help="seconds per worker task (default 120; "
+                                                    "+600 for methods that compile)")
     run.add_argument("--max-memory", help="cap each worker, e.g. 4GB (CPU: address space above "
                                           "its start; CUDA: allocator fraction)")
     run.add_argument("--min-time", type=float, help="seconds of samples to collect (default 0.5)")

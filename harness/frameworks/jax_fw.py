@@ -102,8 +102,11 @@ def synchronize(device: str, value: Any = None) -> None:
 
 
 def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False,
-         key_padding_mask: Any = None) -> Any:
-    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+         key_padding_mask: Any = None, **mask: Any) -> Any:
+    """``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a
+    method receives only the keywords its capabilities declare."""
+    extra = {name: value for name, value in mask.items() if value is not None}
+    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
 
 
 def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
@@ -138,20 +141,32 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
 
     from harness.measure import Workload
 
+    from harness.point_masks import point_mask
+
     dtype = jnp_dtype(point.dtype)
-    shape = (point.batch, point.heads, point.seq_len, point.head_dim)
+    shape = (point.batch, point.heads, point.n_queries, point.head_dim)
+    kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
     device = jax_device(point.device)
     keys = jax.random.split(jax.random.PRNGKey(seed), 4)
     # committed to the point's device (device_put), so that every jitted call runs there: an
     # array made under jax.default_device is uncommitted and jit would place the computation
     # on JAX's default device (the GPU for a "cpu" point, cuda:0 for "cuda:1")
     with jax.default_device(device):
-        q, k, v, ct = (jax.device_put(jax.random.normal(key, shape, dtype=dtype), device)
-                       for key in keys)
-    input_bytes = 3 * q.size * q.dtype.itemsize
+        q, k, v, ct = (jax.device_put(jax.random.normal(key, s, dtype=dtype), device)
+                       for key, s in zip(keys, (shape, kv_shape, kv_shape, shape)))
+    input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))
+    mask = point_mask(point)
+    extra: dict[str, Any] = {}
+    if "window" in mask:
+        extra["window"] = mask["window"]
+    if "alibi_slopes" in mask:
+        extra["alibi_slopes"] = jax.device_put(mask["alibi_slopes"].astype(np.float32),
+                                               device).astype(dtype)
+    if "document_ids" in mask:
+        extra["document_ids"] = jax.device_put(mask["document_ids"], device)
 
     def attention(q_, k_, v_):
-        return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None)
+        return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None, **extra)
 
     if point.pass_ == "forward":
         compiled = jax.jit(attention)

@@ -81,8 +81,11 @@ def synchronize(device: str) -> None:
 
 
 def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False,
-         key_padding_mask: Any = None) -> Any:
-    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+         key_padding_mask: Any = None, **mask: Any) -> Any:
+    """``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a
+    method receives only the keywords its capabilities declare."""
+    extra = {name: value for name, value in mask.items() if value is not None}
+    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
 
 
 def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
@@ -156,16 +159,37 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
 
     from harness.measure import Workload
 
+    import time
+
+    from harness.point_masks import point_mask
+
     dtype = torch_dtype(point.dtype)
-    shape = (point.batch, point.heads, point.seq_len, point.head_dim)
+    shape = (point.batch, point.heads, point.n_queries, point.head_dim)
+    kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
     gen = torch.Generator(device=point.device).manual_seed(seed)
     needs_grad = point.pass_ != "forward"
-    q, k, v = (torch.randn(shape, generator=gen, device=point.device, dtype=dtype)
-               .requires_grad_(needs_grad) for _ in range(3))
-    input_bytes = 3 * q.numel() * q.element_size()
+    q, k, v = (torch.randn(s, generator=gen, device=point.device, dtype=dtype)
+               .requires_grad_(needs_grad) for s in (shape, kv_shape, kv_shape))
+    input_bytes = sum(x.numel() * x.element_size() for x in (q, k, v))
+    mask = point_mask(point)
+    extra = {"window": mask.get("window"),
+             "alibi_slopes": None if mask.get("alibi_slopes") is None else
+             torch.from_numpy(mask["alibi_slopes"]).to(device=point.device, dtype=dtype),
+             "document_ids": None if mask.get("document_ids") is None else
+             torch.from_numpy(mask["document_ids"]).to(point.device)}
+    extra = {name: value for name, value in extra.items() if value is not None}
+    info: dict[str, Any] = {}
+    if impl.prepare is not None:   # per-shape set-up (a block mask), timed apart
+        start = time.perf_counter()
+        prepared = impl.prepare(q, k, v, causal=point.causal, **extra)
+        synchronize(point.device)
+        info["mask_build_s"] = time.perf_counter() - start
 
-    def forward() -> Any:
-        return impl.fn(q, k, v, causal=point.causal, key_padding_mask=None)
+        def forward() -> Any:
+            return prepared(q, k, v)
+    else:
+        def forward() -> Any:
+            return impl.fn(q, k, v, causal=point.causal, key_padding_mask=None, **extra)
 
     def block(value: Any) -> None:
         synchronize(point.device)
@@ -205,7 +229,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0,
     timer = CudaEventTimer(point.device, flush_l2) if device_kind(point.device) == "cuda" \
         else None
     return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
-                    timer=timer, inputs=(q, k, v))
+                    timer=timer, inputs=(q, k, v), info=info)
 
 
 def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:

@@ -12,13 +12,24 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.registry import REGISTRY
-from harness.records import NUMERIC_SPEED_METRICS, PASSES, SPEED_METRICS, invalid_numbers
+from harness.records import (
+    NUMERIC_SPEED_METRICS,
+    PASSES,
+    SPEED_METRICS,
+    invalid_numbers,
+    workload_text,
+)
 from harness.stats import quartiles
 from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
 
 # everything but impl and seq_len: points sharing it form one line in a figure
-SERIES_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pass"]
-GROUP_COLUMNS = ["device", "dtype", "batch", "heads", "causal"]   # one figure per group
+# workload axes: kv_heads, window (-1 none), alibi, documents (0 none) and q_axis (0 for
+# self-attention, else the fixed query length); q_len itself is the resolved number of queries
+WORKLOAD_COLUMNS = ["kv_heads", "q_axis", "window", "alibi", "documents"]
+SERIES_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pass",
+                  *WORKLOAD_COLUMNS]
+GROUP_COLUMNS = ["device", "dtype", "batch", "heads", "causal",
+                 *WORKLOAD_COLUMNS]   # one figure per group
 MIB = 2 ** 20
 
 
@@ -137,7 +148,8 @@ ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
 # the record's metrics (harness.records.SPEED_METRICS) plus what the samples give here
 SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
-                 "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS, "point_id"]
+                 "q_len", "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS,
+                 "point_id"]
 
 
 def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -147,6 +159,7 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for data in rows:
         q1, q3 = _quartiles(data.get("time_samples_s"), data.get("time_s"))
         row = {c: data.get(c) for c in SPEED_COLUMNS}
+        row.update(workload_columns(data))
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
@@ -160,8 +173,11 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
     frame["causal"] = frame["causal"].astype(bool)
+    frame["alibi"] = frame["alibi"].astype(bool)
+    for column in ("kv_heads", "q_len", "q_axis", "window", "documents"):
+        frame[column] = frame[column].astype(int)
     frame["message"] = frame["message"].fillna("").astype(str)
-    frame["group"] = [group_label(r) for r in frame[GROUP_COLUMNS].itertuples(index=False)]
+    frame["group"] = [group_label(r) for r in frame[GROUP_COLUMNS].to_dict("records")]
     _fixed_token_groups(frame)
     order = {n: i for i, n in enumerate(REGISTRY.names())}
     pass_order = {p: i for i, p in enumerate(PASSES)}
@@ -184,13 +200,36 @@ def _fixed_token_groups(frame: pd.DataFrame) -> None:
         tokens = (sub["batch"] * sub["seq_len"]).unique()
         if (per_t == 1).all() and len(tokens) == 1:
             device, dtype, heads, causal = sub.iloc[0][["device", "dtype", "heads", "causal"]]
+            workload = workload_label(sub.iloc[0].to_dict())
             frame.loc[sub.index, "group"] = (f"{device} {dtype} B*T={int(tokens[0])} H={heads}" +
-                                             (" causal" if causal else ""))
+                                             (" causal" if causal else "") +
+                                             (f" {workload}" if workload else ""))
 
 
-def group_label(row: Any) -> str:
-    device, dtype, batch, heads, causal = row
-    return f"{device} {dtype} B={batch} H={heads}" + (" causal" if causal else "")
+def workload_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The workload axes of a record with the defaults filled in (older records lack them)."""
+    heads, seq_len = data.get("heads"), data.get("seq_len")
+    kv_heads = data.get("kv_heads") if data.get("kv_heads") is not None else heads
+    q_len = data.get("q_len") if data.get("q_len") is not None else seq_len
+    return {"kv_heads": kv_heads, "q_len": q_len,
+            "q_axis": 0 if q_len == seq_len else q_len,
+            "window": -1 if data.get("window") is None else data["window"],
+            "alibi": bool(data.get("alibi") or False),
+            "documents": data.get("documents") or 0}
+
+
+def workload_label(row: dict[str, Any]) -> str:
+    """'Hkv=8 Tq=1 window=128 alibi docs=8' for the axes not at their default."""
+    return workload_text(int(row["kv_heads"]) if row["kv_heads"] != row["heads"] else None,
+                         int(row["q_axis"]) or None,
+                         None if int(row["window"]) < 0 else int(row["window"]),
+                         bool(row["alibi"]), int(row["documents"]) or None)
+
+
+def group_label(row: dict[str, Any]) -> str:
+    workload = workload_label(row)
+    return (f"{row['device']} {row['dtype']} B={row['batch']} H={row['heads']}" +
+            (" causal" if row["causal"] else "") + (f" {workload}" if workload else ""))
 
 
 def facet_label(head_dim: int, pass_: str) -> str:

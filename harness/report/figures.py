@@ -424,6 +424,42 @@ def accuracy_vs_time(acc: pd.DataFrame, impls, looks, task_titles: dict[str, str
     return fig
 
 
+def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
+                  title: str = "") -> Figure | None:
+    """Time per decode step (one query against a KV cache of seq_len keys) vs KV length: one
+    panel per batch size, one line per implementation."""
+    rows = frame[(frame["q_len"] == 1) & (frame["status"] == "ok")]
+    batches = sorted(set(rows["batch"]))
+    if not batches:
+        return None
+    fig, axes = grid(1, len(batches), sharey="all")
+    values: list[float] = []
+    plotted: list[str] = []
+    for c, batch in enumerate(batches):
+        ax = axes[0][c]
+        ax.set_title(f"B={batch}", pad=4)
+        sub = rows[rows["batch"] == batch]
+        for impl in impls:
+            line = sub[sub["impl"] == impl].sort_values("seq_len")
+            if line.empty:
+                continue
+            look = looks[impl]
+            y = line["time_s"].to_numpy() * 1e3
+            ax.plot(line["seq_len"].to_numpy(), y, color=look.color, marker=look.marker,
+                    linestyle=look.linestyle, markersize=look.markersize, label=impl)
+            values += list(y)
+            if impl not in plotted:
+                plotted.append(impl)
+        label_seq_panel(ax, rows["seq_len"], bottom=True, left=c == 0,
+                        ylabel="time per decode step (ms)")
+        ax.set_xlabel("KV cache length (keys)")
+    format_log_y(axes[0][0], values)
+    add_legend(fig, impl_handles(plotted, looks))
+    if title:
+        add_note(fig, title)
+    return fig
+
+
 def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
                     peaks: dict, title: str = ""):
     """Left: the roofline of the exact methods (FLOP per byte moved vs achieved FLOP/s, the

@@ -387,6 +387,7 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                 lambda frame, title: figures.memory_figure(frame, impls, looks, title, method),
                 lambda frame: f"Peak memory above the inputs ({method or 'method unknown'}). "
                               + failure_caption(frame))
+    decode_section(doc, speed, impls, looks, writer, figures, results.multi)
     times = tables.pivot(speed, "time_s", 1e3)
     doc.table(times, writer.table(times, "time_ms",
                                   "median time per call (ms); failed points show their status"))
@@ -435,8 +436,10 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     any_tflops = per_variant(
         "tflops", "TFLOP/s of the exact methods",
         lambda frame, title: figures.tflops_figure(frame, impls, looks, title),
-        lambda frame: "Exact-attention FLOPs (4·B·H·T²·D forward, backward 2.5x, "
-                      "forward+backward 3.5x, halved when causal) per second. HRR and Performer "
+        lambda frame: "Exact-attention FLOPs (4·B·Hq·D·(allowed query-key pairs) forward, the "
+                      "pairs counted exactly for causal, windows, documents and Tq != Tk, so "
+                      "causal Tq = Tk = T gives T(T+1)/2; backward 2.5x, forward+backward 3.5x) "
+                      "per second. HRR and Performer "
                       "do not form QK^T, so no FLOP count is claimed for them; see tokens/s in "
                       "tables/points.csv.")
     if any_tflops:
@@ -471,6 +474,29 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     writer.table(points, "points", "every point, every status")
     doc.p("Every point with its status, median, quartiles, peak memory, TFLOP/s and tokens/s: "
           "tables/points.csv (and .tex).")
+
+
+def decode_section(doc, speed, impls, looks, writer, figures, multi: bool) -> None:
+    """Decode steps (q_len = 1 against a KV cache): time per step vs KV length."""
+    decode = speed[(speed["q_len"] == 1) & (speed["pass"] == "forward")]
+    if decode.empty:
+        return
+    doc.h(2, "Decode with a KV cache")
+    keys = ["run", "device", "dtype", "heads", "kv_heads", "head_dim", "causal", "window",
+            "alibi"]
+    parts = list(decode.groupby(keys, sort=False))
+    for index, (key, frame) in enumerate(parts):
+        run, device, dtype, heads, kv_heads, head_dim, causal, window, alibi = key
+        title = (f"run {run}; " if multi else "") + \
+            f"{device} {dtype} Hq={heads} Hkv={kv_heads} D={head_dim}" + \
+            (f" window={window}" if window >= 0 else "") + (" alibi" if alibi else "")
+        suffix = f"__{index + 1}" if len(parts) > 1 else ""
+        doc.figure(writer.figure(
+            figures.decode_figure(frame, impls, looks, title), "decode" + suffix,
+            f"Time per decode step ({title})",
+            "One new query per sequence against a KV cache of the given length (q_len = 1, "
+            "seq_len = KV length): median time per step, one panel per batch size, one line "
+            "per implementation."))
 
 
 def peaks_table(results: Results) -> pd.DataFrame:

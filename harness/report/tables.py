@@ -68,7 +68,7 @@ def ratios(speed: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """speedup = baseline time / time and memory ratio = baseline memory / memory, per point."""
     ok = speed[speed["status"] == "ok"]
     keys = ["run", "group", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim",
-            "seq_len"]
+            "kv_heads", "q_axis", "window", "alibi", "documents", "seq_len"]
     base = ok[ok["impl"] == baseline][keys + ["time_s", "peak_mem_bytes"]].rename(
         columns={"time_s": "base_time_s", "peak_mem_bytes": "base_mem_bytes"})
     merged = ok[ok["impl"] != baseline].merge(base, on=keys, how="inner")
@@ -153,7 +153,8 @@ def scaling(speed: pd.DataFrame) -> pd.DataFrame:
 
 def run_pairs(speed: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Every point measured in the reference run and in another run, side by side."""
-    keys = ["impl", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim", "seq_len"]
+    keys = ["impl", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim",
+            "kv_heads", "q_axis", "window", "alibi", "documents", "seq_len"]
     ok = speed[speed["status"] == "ok"]
     ref = ok[ok["run"] == reference][keys + ["time_s", "peak_mem_bytes", "hardware_tag"]]
     rows = []
