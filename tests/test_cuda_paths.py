@@ -253,17 +253,17 @@ def test_runner_isolates_the_combination_that_broke_the_context(tmp_path):
 
         def run(self, task, combos, context, timeout=None):
             self.calls.append(list(combos))
-            if len(combos) > 1 or combos[0][0] == "bad":
+            if len(combos) > 1 or combos[0][0] == "softmax_torch":
                 return Outcome("error", message="worker raised CudaContextError: bad on cuda/"
                                                 "float16 left the CUDA context unusable")
             return Outcome("ok", result={combos[0]: {"available": True, "reason": ""}})
 
     runner = Runner(RunDir.create(tmp_path / "run", {}), RunSettings(), executor=Executor())
     points = [Point(name, seq_len=64, head_dim=16, device="cuda", dtype="float16")
-              for name in ("bad", "good")]
+              for name in ("softmax_torch", "sdpa_math")]  # the first one "breaks" the context
     probes = runner._probe_stage(points)
-    assert probes[("good", "cuda", "float16", False)]["available"]
-    bad = probes[("bad", "cuda", "float16", False)]
+    assert probes[("sdpa_math", "cuda", "float16", False)]["available"]
+    bad = probes[("softmax_torch", "cuda", "float16", False)]
     assert bad["crashed"] and "CudaContextError" in bad["reason"]
 
 
