@@ -14,6 +14,7 @@ import functools
 from typing import Any, Callable
 
 from harness.registry import Capabilities, register
+from harness.traffic import tiled_exact
 
 
 RECOMPILE_LIMIT = 64   # one compilation per (shape, mask structure) seen in one process
@@ -104,7 +105,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
               alibi=True, documents=True,
               paths=(("gqa", "enable_gqa=True"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
-                     ("alibi", "score_mod"))))
+                     ("alibi", "score_mod"))),
+          traffic=tiled_exact)   # fused: the T x T scores are never stored
 def flex_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                    alibi_slopes=None, document_ids=None):
     """torch.compile'd flex_attention with a block mask and an ALiBi score_mod."""
