@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from harness.registry import Capabilities, register
+from harness.registry import Capabilities, Query, register
 from harness.traffic import tiled_exact
 
 
@@ -98,7 +98,15 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     return call
 
 
+def cpu_backward_constraint(query: Query) -> list[str]:
+    """torch's FlexAttention has no backward on the CPU (NotImplementedError in torch 2.13)."""
+    if query.device == "cpu" and query.backward:
+        return ["FlexAttention has no backward on the CPU (torch raises NotImplementedError)"]
+    return []
+
+
 @register("flex_attention", framework="torch", family="exact", prepare=prepare, compiles=True,
+          constraints=cpu_backward_constraint,
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
