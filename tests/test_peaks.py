@@ -141,7 +141,9 @@ def test_performer_and_hrr_models():
 
 
 def test_every_builtin_implementation_declares_a_traffic_model():
-    for impl in harness.all_implementations():
+    # built-in methods only: other tests register their own (impls_faults) in this process
+    for impl in (i for i in harness.all_implementations()
+                 if i.module.startswith("implementations.")):
         assert impl.traffic is not None, impl.name
         model = impl.traffic(point(impl=impl.name))
         assert model.bytes_moved >= traffic.compulsory(point()).bytes_moved
