@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_IMPLS = "hrr_torch,hrr_triton,hrr_jax"
-ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+from harness.traffic import DTYPE_BYTES  # noqa: E402 (after the path set-up)
 
 
 @dataclass
@@ -48,7 +48,7 @@ class FloorRow:
 
 def io_bytes(batch: int, heads: int, tokens: int, dim: int, dtype: str) -> int:
     """Bytes of q, k, v read plus the output written: four (B, H, T, D) tensors (pure)."""
-    return 4 * batch * heads * tokens * dim * ELEMENT_BYTES[dtype]
+    return 4 * batch * heads * tokens * dim * DTYPE_BYTES[dtype]
 
 
 def copy_bandwidth(device: str, mib: int, repeats: int = 10) -> float:
