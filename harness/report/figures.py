@@ -35,6 +35,9 @@ from harness.records import PASSES  # noqa: E402
 from harness.report import style  # noqa: E402
 from harness.report.data import MIB, facet_label  # noqa: E402
 
+FLOP_CONVENTION = ("FLOPs = 4·B·Hq·D·(allowed query-key pairs) forward, the pairs counted "
+                   "exactly for causal (bottom-right), windows, documents and Tq != Tk "
+                   "(x2.5 backward, x3.5 forward+backward)")
 FAILURE_NOTE = "letters at the top: M out of memory, T timed out, E error (at that seq_len)"
 
 
@@ -73,11 +76,24 @@ def format_seq_axis(ax, lengths) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def label_seq_panel(ax, lengths, *, bottom: bool, left: bool, ylabel: str) -> None:
+SEQ_XLABEL = "sequence length T (tokens)"
+KV_XLABEL = "key/value length T (keys; queries fixed)"
+
+
+def seq_xlabel(frame: pd.DataFrame) -> str:
+    """The x label of a T-on-x figure: T is the key/value length when the query length is
+    fixed (decode steps, chunks: q_axis != 0), else the sequence length."""
+    if "q_axis" in frame and len(frame) and (frame["q_axis"] != 0).all():
+        return KV_XLABEL
+    return SEQ_XLABEL
+
+
+def label_seq_panel(ax, lengths, *, bottom: bool, left: bool, ylabel: str,
+                    xlabel: str = SEQ_XLABEL) -> None:
     """A panel of a T-on-x grid: the T axis, its label on the bottom row, y label on the left."""
     format_seq_axis(ax, lengths)
     if bottom:
-        ax.set_xlabel("sequence length T (tokens)")
+        ax.set_xlabel(xlabel)
     if left:
         ax.set_ylabel(ylabel)
 
@@ -194,7 +210,7 @@ def line_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Lo
             if hline is not None:
                 ax.axhline(hline, color="#777777", linewidth=0.6, linestyle=":")
             label_seq_panel(ax, frame["seq_len"], bottom=r == len(head_dims) - 1, left=c == 0,
-                            ylabel=ylabel)
+                            ylabel=ylabel, xlabel=seq_xlabel(frame))
     if not all_values:
         plt.close(fig)
         return None
@@ -253,8 +269,7 @@ def tflops_figure(frame, impls, looks, title=""):
     return line_figure(exact, [i for i in impls if i in set(exact["impl"])], looks,
                        value=lambda r: r["tflops"].to_numpy(float),
                        ylabel="throughput (TFLOP/s)", logy=None, title=title,
-                       note="exact methods only; FLOPs = 4·B·H·T²·D forward (x2.5 backward, "
-                            "x3.5 forward+backward, halved when causal)")
+                       note="exact methods only; " + FLOP_CONVENTION)
 
 
 def failure_map(frame, impls, looks, title=""):
@@ -424,39 +439,67 @@ def accuracy_vs_time(acc: pd.DataFrame, impls, looks, task_titles: dict[str, str
     return fig
 
 
+def not_plotted_note(frame: pd.DataFrame, impls: list[str], plotted) -> str:
+    """'not plotted (unsupported: a, b; timeout: c)' for the implementations without a line."""
+    status = frame.groupby("impl")["status"].agg(lambda s: set(s))
+    by_note: dict[str, list[str]] = {}
+    for impl in impls:
+        if impl in plotted or impl not in status.index:
+            continue
+        statuses = status[impl]
+        why = ("unsupported" if statuses == {"unsupported"} else
+               "no data" if not statuses - {"unsupported", "skipped"} or "ok" in statuses
+               else "/".join(sorted(statuses)))
+        by_note.setdefault(why, []).append(impl)
+    missing = "; ".join(f"{why}: {', '.join(names)}" for why, names in by_note.items())
+    return f"not plotted ({missing})" if missing else ""
+
+
 def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
                   title: str = "") -> Figure | None:
     """Time per decode step (one query against a KV cache of seq_len keys) vs KV length: one
-    panel per batch size, one line per implementation."""
-    rows = frame[(frame["q_len"] == 1) & (frame["status"] == "ok")]
+    panel per batch size, one line per implementation (median, interquartile band); failures
+    lettered at the top, implementations without a line named under the panels."""
+    decode = frame[frame["q_len"] == 1]
+    rows = decode[decode["status"] == "ok"]
     batches = sorted(set(rows["batch"]))
     if not batches:
         return None
     fig, axes = grid(1, len(batches), sharey="all")
     values: list[float] = []
     plotted: list[str] = []
+    any_failure = False
     for c, batch in enumerate(batches):
         ax = axes[0][c]
-        ax.set_title(f"B={batch}", pad=4)
+        ax.set_title(f"B={batch}", pad=8)
         sub = rows[rows["batch"] == batch]
         for impl in impls:
             line = sub[sub["impl"] == impl].sort_values("seq_len")
-            if line.empty:
+            y = line["time_s"].to_numpy(float) * 1e3
+            keep = np.isfinite(y) & (y > 0)
+            if not keep.any():
                 continue
             look = looks[impl]
-            y = line["time_s"].to_numpy() * 1e3
-            ax.plot(line["seq_len"].to_numpy(), y, color=look.color, marker=look.marker,
+            x = line["seq_len"].to_numpy()[keep]
+            ax.plot(x, y[keep], color=look.color, marker=look.marker,
                     linestyle=look.linestyle, markersize=look.markersize, label=impl)
-            values += list(y)
+            lo = line["time_q1_s"].to_numpy(float)[keep] * 1e3
+            hi = line["time_q3_s"].to_numpy(float)[keep] * 1e3
+            if np.isfinite(lo).all() and np.isfinite(hi).all():
+                ax.fill_between(x, lo, hi, color=look.color, alpha=0.2, linewidth=0)
+            values += list(y[keep])
             if impl not in plotted:
                 plotted.append(impl)
-        label_seq_panel(ax, rows["seq_len"], bottom=True, left=c == 0,
+        any_failure |= mark_failures(ax, decode[decode["batch"] == batch], looks)
+        label_seq_panel(ax, decode["seq_len"], bottom=True, left=c == 0,
                         ylabel="time per decode step (ms)")
         ax.set_xlabel("KV cache length (keys)")
     format_log_y(axes[0][0], values)
     add_legend(fig, impl_handles(plotted, looks))
-    if title:
-        add_note(fig, title)
+    texts = [t for t in (title, "line: median; band: interquartile range of the samples",
+                         FAILURE_NOTE.replace("seq_len", "KV length") if any_failure else "",
+                         not_plotted_note(decode, impls, plotted)) if t]
+    add_note(fig, "; ".join(texts))
     return fig
 
 
