@@ -415,3 +415,32 @@ def test_cuda_only_adapters_state_what_they_lack():
     paths = dict(harness.get("flash_attn").capabilities.paths)
     assert "flash_attn_varlen_func" in paths["documents"]
     assert "flash_attn_varlen_func" in paths["key_padding_mask"]
+
+
+FEATURES = ("causal", "masked", "gqa", "q_len", "window", "alibi", "documents")
+
+
+@pytest.mark.parametrize("name", ["flash_attn", "xformers"])
+def test_every_combination_claimed_passes_the_gate_on_the_fakes(name, flash, xformers):
+    """The correctness gate's own inputs for each of the 2^7 feature combinations the
+    capabilities and constraints accept on CUDA; the fakes stand in for the packages."""
+    import itertools
+
+    import harness
+    from harness.correctness import check
+    from harness.registry import Query
+
+    impl = harness.get(name)
+    claimed = 0
+    for values in itertools.product((False, True), repeat=len(FEATURES)):
+        combo = dict(zip(FEATURES, values))
+        query = Query(device="cuda", dtype="float16", key_padding_mask=combo["masked"],
+                      **{f: combo[f] for f in FEATURES if f != "masked"})
+        if impl.not_supported_reasons(query):
+            continue
+        claimed += 1
+        result = check(impl, device="cpu", dtype="float64", shape=(2, 2, 32, 8), **combo)
+        assert result.passed, (combo, result.message)
+    # flash_attn: 64 without padding + padding alone with or without GQA and Tq != Tk;
+    # xformers: 64 less the two-sided windows inside documents (4)
+    assert claimed == (68 if name == "flash_attn" else 60)
