@@ -39,9 +39,11 @@ def document_lengths(document_ids) -> list[int]:
     return [b - a for a, b in zip(flat[:-1], flat[1:])]
 
 
-def attention_bias(xops, *, causal: bool, t_q: int, t_k: int, document_ids=None, window=None):
+def attention_bias(xops, *, causal: bool, t_q: int, t_k: int, document_ids=None, window=None,
+                   device=None):
     """The xformers attn_bias object for attnbench's conventions (None: no mask).
-    ``window`` (left, right), -1 = unbounded; with causal only left matters."""
+    ``window`` (left, right), -1 = unbounded; with causal only left matters. ``device``: where
+    block-diagonal masks keep their sequence starts (xformers >= 0.0.27; default its "cuda")."""
     fmha_bias = xops.fmha.attn_bias
     left, right = (-1, -1) if window is None else (int(window[0]), int(window[1]))
     if document_ids is not None:
@@ -49,8 +51,8 @@ def attention_bias(xops, *, causal: bool, t_q: int, t_k: int, document_ids=None,
         if not causal:
             if left >= 0 or right >= 0:
                 raise UnsupportedError(WINDOWED_DOCUMENTS)
-            return fmha_bias.BlockDiagonalMask.from_seqlens(lengths)
-        bias = fmha_bias.BlockDiagonalCausalMask.from_seqlens(lengths)
+            return fmha_bias.BlockDiagonalMask.from_seqlens(lengths, device=device)
+        bias = fmha_bias.BlockDiagonalCausalMask.from_seqlens(lengths, device=device)
         return bias if left < 0 else bias.make_local_attention(left + 1)
     if causal:
         # xformers' causal local mask keeps keys i' - W < j <= i': W = left + 1
@@ -152,7 +154,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
         packed = False
     else:
         bias = attention_bias(xops, causal=causal, t_q=t_q, t_k=t_k,
-                              document_ids=document_ids, window=window)
+                              document_ids=document_ids, window=window, device=q.device)
         packed = document_ids is not None   # block-diagonal: the B * T tokens as one row
 
     def call(q_, k_, v_):

@@ -256,13 +256,15 @@ class LocalAttentionFromBottomRightMask:
 @dataclass
 class BlockDiagonalMask:
     lengths: list
+    device: object = None
 
     @classmethod
-    def from_seqlens(cls, lengths):
-        return cls(list(lengths))
+    def from_seqlens(cls, q_seqlen, kv_seqlen=None, *, device=None):
+        assert kv_seqlen is None
+        return cls(list(q_seqlen), device)
 
     def make_local_attention(self, window_size):
-        return BlockDiagonalCausalLocalAttentionMask(self.lengths, window_size)
+        return BlockDiagonalCausalLocalAttentionMask(self.lengths, self.device, window_size)
 
     def allowed(self, t_q, t_k):
         assert t_q == t_k == sum(self.lengths)
@@ -354,7 +356,8 @@ XF_CASES = [
     (dict(causal=False, alibi=True, documents=2, window=(2, 1)), "Tensor"),
     (dict(causal=True, hkv=4), "LowerTriangularMask"),
     (dict(causal=True, hkv=4, alibi=True, tq=3), "Tensor"),
-    (dict(causal=True, hkv=1, window=(3, 0), tq=6), "LowerTriangularFromBottomRightLocalAttentionMask"),
+    (dict(causal=True, hkv=1, window=(3, 0), tq=6),
+     "LowerTriangularFromBottomRightLocalAttentionMask"),
 ]
 
 
@@ -375,6 +378,8 @@ def test_xformers_adapter_uses_native_biases_and_5d_gqa(kw, bias_type, xformers)
     assert out.shape == ref.shape and np.abs(_np(out) - ref).max() < 1e-10
     (call,) = xformers
     assert type(call["bias"]).__name__ == (bias_type or "NoneType")
+    if isinstance(call["bias"], BlockDiagonalMask):   # sequence starts on the inputs' device
+        assert call["bias"].device == call["q"].device
     if hkv < 4:    # GQA: 5-D, k expanded along the group axis as a view, not copied
         assert call["q"].shape[2:4] == (hkv, 4 // hkv) and call["k"].stride(3) == 0
     else:          # as many heads: the plain 4-D layout (the 5-D one is forward-only)
