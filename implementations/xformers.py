@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, Query, register
-from harness.traffic import tiled_exact
+from harness.traffic import Traffic, element_bytes, tiled_exact
 
 # cutlass' tensor-bias kernels need every stride but the last one aligned to 128 bits
 BIAS_ALIGN = 16
@@ -108,6 +108,22 @@ def dense_bias(q_heads: int, kv_heads: int, t_q: int, t_k: int, *, dtype, device
     return store[:, :, 0] if q_heads == kv_heads else store    # 4-D layout: (B, H, Tq, Tk)
 
 
+def traffic(point) -> Traffic:
+    """tiled_exact, plus the dense ALiBi bias when there is one: its distinct bytes (one copy,
+    per batch row only with documents; the batch axis is a stride-0 view otherwise) read once
+    by the forward and once more by the backward."""
+    base = tiled_exact(point)
+    if not getattr(point, "alibi", False):
+        return base
+    rows = point.batch if getattr(point, "documents", 0) else 1
+    bias = float(rows * point.heads * getattr(point, "n_queries", point.seq_len)
+                 * point.seq_len * element_bytes(point.dtype))
+    reads = {"forward": 1, "backward": 1, "forward_backward": 2}[point.pass_]
+    return Traffic(base.bytes_moved + reads * bias,
+                   base.model + "; + the dense ALiBi bias (Hq x Tq x Tk, per batch row with "
+                                "documents) read by each pass")
+
+
 def five_d(q, k, v, *, packed: bool = False):
     """(B, H, T, D) -> xformers' layout: (B, T, Hkv, group, D) with k, v expanded as stride-0
     views when Hq > Hkv, plain (B, T, H, D) otherwise (the 5-D layout is forward-only).
@@ -180,7 +196,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                                    "(+ make_local_attention for causal windows)"),
                      ("alibi", "dense tensor attn_bias (ALiBi and the masks, "
                                "Hq * Tq * Tk values): xformers has no ALiBi bias type"))),
-          traffic=tiled_exact)
+          traffic=traffic)
 def xformers_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                        alibi_slopes=None, document_ids=None):
     """memory_efficient_attention with xformers' own bias objects."""

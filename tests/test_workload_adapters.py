@@ -449,3 +449,17 @@ def test_every_combination_claimed_passes_the_gate_on_the_fakes(name, flash, xfo
     # flash_attn: 64 without padding + padding alone with or without GQA and Tq != Tk;
     # xformers: 64 less the two-sided windows inside documents (4)
     assert claimed == (68 if name == "flash_attn" else 60)
+
+
+def test_xformers_traffic_counts_the_dense_alibi_bias():
+    from harness.records import Point
+    from harness.traffic import tiled_exact
+
+    plain = Point("xformers", seq_len=1024, head_dim=64, heads=8, dtype="float16",
+                  device="cuda", causal=True)
+    alibi = Point("xformers", seq_len=1024, head_dim=64, heads=8, dtype="float16",
+                  device="cuda", causal=True, alibi=True)
+    assert xf_adapter.traffic(plain) == tiled_exact(plain)
+    extra = xf_adapter.traffic(alibi).bytes_moved - tiled_exact(alibi).bytes_moved
+    assert extra == 8 * 1024 * 1024 * 2            # Hq x T x T fp16, read once (forward)
+    assert "ALiBi" in xf_adapter.traffic(alibi).model
