@@ -249,7 +249,8 @@ WORKLOAD_CASES = {   # (q heads, kv heads, Tq, Tk, keywords), causal unless said
     "window_two_sided": (8, 8, 256, 256, {"window": (32, 16), "causal": False}),
     "alibi": (8, 8, 256, 256, {"alibi": True}),
     "documents": (8, 2, 256, 256, {"documents": 3}),
-    # the varlen / bias-object paths of flash_attn and xformers
+    # the varlen / bias-object paths of flash_attn and xformers (LIBRARY_CASES: only those two
+    # run them, to keep the suite's GPU time bounded; the CPU suite covers the others)
     "documents_window": (8, 2, 256, 256, {"documents": 3, "window": (32, 0)}),
     "documents_alibi": (8, 8, 256, 256, {"documents": 3, "alibi": True}),
     "documents_two_sided": (8, 8, 256, 256, {"documents": 2, "window": (16, 8),
@@ -261,12 +262,17 @@ WORKLOAD_CASES = {   # (q heads, kv heads, Tq, Tk, keywords), causal unless said
     "padding_chunk": (8, 8, 7, 256, {"padding": True, "causal": False}),
 }
 
+LIBRARY_CASES = {"documents_window", "documents_alibi", "documents_two_sided", "window_chunk",
+                 "window_left_unbounded", "decode_alibi_gqa", "padding", "padding_chunk"}
+
 
 @pytest.mark.parametrize("name", [i.name for i in harness.all_implementations()
                                   if i.family == "exact"])
 @pytest.mark.parametrize("case", list(WORKLOAD_CASES))
 def test_cuda_workloads_against_float64_reference(name, case):
     """Every exact CUDA method on the workloads it claims (bf16; fp32 where that is all)."""
+    if case in LIBRARY_CASES and name not in ("flash_attn", "xformers"):
+        pytest.skip("a flash_attn / xformers path case")
     from harness.correctness import run_impl_numpy
     from harness.masking import alibi_slopes, packed_document_ids
 
