@@ -234,8 +234,9 @@ def random_features(num_features: int) -> TrafficModel:
         total = (_compulsory_bytes(point, heads=kv_heads(point), keys=point.seq_len)
                  + _by_pass(point, 2 * (phi_q + phi_k), 3 * (phi_q + phi_k)))
         return Traffic(total, COMPULSORY_TEXT + f"; + phi(q), phi(k) ({num_features} "
-                              "features a position, float32 or wider) written and read once (forward), "
-                              "read back and their gradients written and read once (backward)")
+                              "features a position, float32 or wider) written and read once "
+                              "(forward), read back and their gradients written and read once "
+                              "(backward)")
 
     return model
 

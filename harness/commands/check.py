@@ -13,10 +13,11 @@ parses them) check every combination of the values given, with and without causa
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import UsageError
-from harness.registry import REGISTRY, device_kind
+from harness.registry import REGISTRY, Implementation, device_kind
+from harness.workload_cases import WorkloadCase, builtin_cases, flag_cases
 
 CHECK_TIMEOUT_S = 300.0
 
@@ -60,10 +61,9 @@ def validated(args: argparse.Namespace) -> tuple[str, str]:
     return device, dtypes[0]
 
 
-def workload_cases(args: argparse.Namespace) -> list | None:
+def workload_cases(args: argparse.Namespace) -> list[WorkloadCase] | None:
     """The cases --workloads and the workload flags ask for; None: the plain gate."""
     from harness.sweep_spec import overrides_from
-    from harness.workload_cases import builtin_cases, flag_cases
 
     raw = {name: getattr(args, name, None) for name in
            ("kv_heads", "q_len", "window", "alibi", "documents")}
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run_workloads(impls: list, cases: list, device: str, dtype: str,
+def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device: str, dtype: str,
                   args: argparse.Namespace) -> int:
     """One row per (implementation, workload): max error, tolerance, pass, or unsupported with
     the capability's reason. Exit 1 when a claimed combination fails."""
@@ -126,7 +126,8 @@ def run_workloads(impls: list, cases: list, device: str, dtype: str,
     items = {name: [(name, case.for_impl(name, device, dtype)) for case in cases]
              for name in names}
     results = worker_results("check_workloads", items,
-                             tuple(getattr(args, "impl_module", []) or []), args.timeout)
+                             tuple(getattr(args, "impl_module", []) or []), args.timeout,
+                             key=lambda item: (item[0], item[1].name))
     table = Table(title=f"workloads on {device}/{dtype} (vs float64 reference; B=2, Hq=4, "
                         f"T=64, D=32)")
     for column in ("impl", "workload", "result", "max error", "tolerance",
@@ -154,9 +155,10 @@ def run_workloads(impls: list, cases: list, device: str, dtype: str,
 
 
 def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, ...],
-                   timeout: float) -> dict[tuple, dict[str, Any]]:
+                   timeout: float, key: Callable[[Any], tuple]) -> dict[tuple, dict[str, Any]]:
     """Run ``task`` over every implementation's items in worker processes: all at once, and
-    one implementation per worker when that worker does not come back."""
+    one implementation per worker when that worker does not come back (its rows then fail
+    with the worker's fate; ``key`` is an item's key in the task's answer)."""
     from harness.executor import LocalExecutor
     from harness.worker import WorkerContext
 
@@ -173,39 +175,17 @@ def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, .
             results.update(single.result)
             continue
         for item in own:
-            key = (name, item[1].name)
-            results[key] = {"passed": False, "message": f"worker {single.status}: "
-                                                        f"{single.message}"}
+            results[key(item)] = {"passed": False,
+                                  "message": f"worker {single.status}: {single.message}"}
     return results
 
 
 def gate_results(names: list[str], device: str, dtype: str, impl_modules: tuple[str, ...],
                  timeout: float) -> dict[tuple, dict[str, Any]]:
-    """The gate of every (impl, causal, masked) in worker processes: all at once, and one
-    implementation per worker when that worker does not come back."""
-    from harness.executor import LocalExecutor
-    from harness.worker import WorkerContext
-
-    context = WorkerContext(impl_modules=impl_modules)
-    executor = LocalExecutor()
-
-    def items(name: str) -> list[tuple[str, str, str, bool, bool]]:
-        return [(name, device, dtype, c, m) for c in (False, True) for m in (False, True)]
-
-    everything = [item for name in names for item in items(name)]
-    outcome = executor.run("check", everything, context, timeout=timeout * len(names))
-    if outcome.status == "ok":
-        return outcome.result
-    results: dict[tuple, dict[str, Any]] = {}
-    for name in names:
-        single = executor.run("check", items(name), context, timeout=timeout)
-        if single.status == "ok":
-            results.update(single.result)
-            continue
-        for item in items(name):
-            results[item] = {"passed": False, "message": f"worker {single.status}: "
-                                                         f"{single.message}"}
-    return results
+    """The gate of every (impl, causal, masked) in worker processes."""
+    items = {name: [(name, device, dtype, c, m) for c in (False, True) for m in (False, True)]
+             for name in names}
+    return worker_results("check", items, impl_modules, timeout, key=lambda item: item)
 
 
 def _fmt(value: float | None) -> str:
