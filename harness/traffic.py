@@ -243,7 +243,8 @@ def random_features(num_features: int) -> TrafficModel:
 
 def hrr(point: PointLike) -> Traffic:
     """HRR attention: the per-token scores (all T of them before the softmax over T), one per
-    query head; k, v once per key/value head."""
+    query head; k, v once per key/value head (the key/value heads shared by each group; a copy
+    to the query heads, where an implementation still makes one, is not counted)."""
     rows = float(point.batch * point.heads * q_len(point) * STATS_BYTES)
     total = (_compulsory_bytes(point, heads=kv_heads(point), keys=point.seq_len)
              + _by_pass(point, 2 * rows, rows))
