@@ -464,3 +464,30 @@ def test_gqa_capability_path_says_sharing():
     impl = harness.get("hrr_torch")
     paths = dict(impl.capabilities.paths)
     assert "once per key/value head" in paths["gqa"] and "repeat" not in paths["gqa"]
+
+
+@pytest.mark.parametrize("heads,kv_heads,mask_kind", [(4, 2, "random"), (3, 1, "none")])
+def test_jax_gqa_shares_beta_and_matches_float64(heads, kv_heads, mask_kind, monkeypatch):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from implementations import hrr_jax as hj
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("jnp.repeat called: k/v copied to the query heads")
+    monkeypatch.setattr(jnp, "repeat", refuse)
+    q = make((2, heads, 9, 6), seed=heads + 60)[0]
+    k, v = make((2, kv_heads, 9, 6), seed=heads + 70)[:2]
+    mask = masks(2, 9, seed=heads)[mask_kind]
+    ref_out, ref_grads, grad = reference_autograd_gqa(q, k, v, mask)
+    for form in hj.FORMULATIONS:
+        out = hj.hrr_jax(q, k, v, key_padding_mask=mask, formulation=form)
+        assert out.shape == q.shape and rel_err(np.asarray(out), ref_out) <= TOL32
+
+        def loss(a, b, c):
+            return (hj.hrr_jax(a, b, c, key_padding_mask=mask, formulation=form)
+                    * grad.numpy().astype(np.float32)).sum()
+        grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+        for got, ref in zip(grads, ref_grads):
+            assert got.shape == ref.shape and rel_err(np.asarray(got), ref) <= 1e-4
+    assert "once per key/value head" in dict(harness.get("hrr_jax").capabilities.paths)["gqa"]
