@@ -8,7 +8,11 @@
 
 Masking (differs from the original code, which still binds padded keys into beta): masked keys
 are excluded from beta and masked positions get weight 0 (an all-masked row is all 0). There is
-no causal variant. float16/bfloat16 inputs are computed in float32 and the output is cast back;
+no causal variant. GQA (Hkv < Hq): beta depends on k, v only, so it is computed once per
+key/value head and read by the Hq / Hkv query heads of its group (query head h reads key/value
+head h // (Hq / Hkv)); the loops index (B, Hkv, G, T, D) views of q and (B, Hkv, 1, T, D) views
+of k, v, nothing is copied per query head, and the gradients of k, v sum over the group.
+float16/bfloat16 inputs are computed in float32 and the output is cast back;
 the output dtype is the input dtype.
 
 Two formulations, one code path each; ``choose_formulation(device, head_dim)`` picks one:
