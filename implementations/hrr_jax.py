@@ -12,6 +12,9 @@ and the two formulations:
 * ``fft`` (``hrr_scores_fft``): rfft, beta accumulated in the frequency domain, Parseval scores;
   its backward is JAX autodiff.
 
+GQA (Hkv < Hq) by sharing, as hrr_torch: C (beta) once per key/value head, the group's query
+rows stacked as (B, Hkv, G*T, D) against it, v read per key/value head; no copy of k, v.
+
 ``choose_formulation`` is this module's own (XLA's CPU GEMMs and FFTs are not torch's).
 Measured on a quiet machine (2-core Xeon, load average ~1, jax 0.10.2, B=1, H=8, float32
 forward, T = 2^22 / D, median of 3; ``python benchmarks/hrr/bench_hrr.py --dims

@@ -8,7 +8,9 @@ TF32: the 1e-5 match needs it) and writes only the three per-token numbers dot =
 |v|. In plain torch on a GPU, P is a (B, H, T, D) tensor written once and read back by the
 reductions. Counting tensor-sized transfers, the forward is then k, v (K^T V), q, v (scores),
 v, o (output): 6 against the floor's 4 (read q, k, v, write o), 1.5x if bandwidth-bound, where
-plain torch needs about 10 (P written and read twice, v read three times).
+plain torch needs about 10 (P written and read twice, v read three times). GQA: the program of
+query head h reads v and C of key/value head h // (Hq / Hkv) (C, i.e. beta, is built once per
+key/value head; nothing is copied per query head).
 
 NOT YET MEASURED ON A GPU (none was lent to this project so far): the block sizes below are
 a first guess, not tuned, and whether this beats hrr_torch on an H100 is unknown. The kernel's
