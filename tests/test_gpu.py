@@ -180,6 +180,25 @@ def test_hrr_at_head_dim_256(dtype):
         assert error <= {"float32": 2e-5, "bfloat16": 3e-2}[dtype], (name, error)
 
 
+@pytest.mark.parametrize("name", ["hrr_torch", "hrr_triton", "hrr_jax"])
+def test_hrr_gqa_shares_key_value_heads_on_cuda(name):
+    """GQA (Hq 8, Hkv 2) and MQA (Hkv 1) with key padding: hrr_torch's batched CUDA loops,
+    hrr_triton's kernel (key/value head h // group) and hrr_jax against the float64 reference."""
+    impl = harness.get(name)
+    verdict = impl.supports(device="cuda", dtype="float32", key_padding_mask=True, gqa=True)
+    if not verdict:
+        pytest.skip(verdict.reason)
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((2, 8, 300, 64)).astype(np.float32)
+    keep = rng.random((2, 300)) > 0.2
+    for kv_heads in (2, 1):
+        k, v = (rng.standard_normal((2, kv_heads, 300, 64)).astype(np.float32)
+                for _ in range(2))
+        out = harness.attention(name, q, k, v, key_padding_mask=keep, device="cuda")
+        ref = hrr_attention(q, k, v, key_padding_mask=keep)
+        assert np.abs(out - ref).max() / np.abs(ref).max() <= 2e-5, (name, kv_heads)
+
+
 @pytest.mark.skipif(CUDA and torch.cuda.device_count() < 2,
                     reason="needs two CUDA devices (cuda:1)")
 def test_points_on_cuda_1_are_timed_on_cuda_1(tmp_path):
