@@ -90,11 +90,11 @@ class ProgressListener:
             self.progress.update(self.task, description=describe_point(payload))
         elif event == "record":
             self.progress.advance(self.task)
-            self._print_record(payload)
+            self.print_record(payload)
         elif event in ("end", "interrupted"):
             self.progress.stop()
 
-    def _print_record(self, record: SpeedRecord) -> None:
+    def print_record(self, record: SpeedRecord) -> None:
         style = STATUS_STYLE.get(record.status, "")
         if record.status == "ok":
             iqr = f" ±{format_seconds(record.time_iqr_s)}" if record.time_iqr_s else ""

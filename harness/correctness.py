@@ -11,6 +11,8 @@ import numpy as np
 
 from harness import frameworks
 from harness.masking import alibi_slopes, packed_document_ids
+from harness.point_masks import point_mask
+from harness.records import Point
 from harness.reference import GATE_TOLERANCE, exact_attention, reference_output, relative_error
 from harness.registry import Implementation
 
@@ -83,6 +85,30 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
         return fw.to_numpy(out).astype(np.float64)
 
 
+def point_inputs(point: Point, *, padded: bool = False,
+                 seed: int = 0) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
+    """q (B, Hq, Tq, D), k, v (B, Hkv, Tk, D), the padding mask (last quarter of the keys
+    masked when ``padded``) and the mask keywords of a point, as a sweep builds them."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((point.batch, point.heads, point.n_queries, point.head_dim))
+    k, v = (rng.standard_normal((point.batch, point.n_kv_heads, point.seq_len, point.head_dim))
+            for _ in range(2))
+    mask = None
+    if padded:
+        mask = np.ones((point.batch, point.seq_len), dtype=bool)
+        mask[:, point.seq_len - max(1, point.seq_len // 4):] = False
+    return (q, k, v, mask), point_mask(point)
+
+
+def check_point(impl: Implementation, point: Point, *, padded: bool = False,
+                seed: int = 0) -> GateResult:
+    """Compare one implementation with its reference on a point's workload (its shape,
+    device, dtype, causal, kv_heads, q_len, window, ALiBi, documents); never raises."""
+    (q, k, v, mask), extra = point_inputs(point, padded=padded, seed=seed)
+    return compare(impl, q, k, v, mask, extra, device=point.device, dtype=point.dtype,
+                   causal=point.causal)
+
+
 def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False,
           masked: bool = False, shape: tuple[int, int, int, int] = GATE_SHAPE,
           seed: int = 0, **features: bool) -> GateResult:
@@ -90,6 +116,13 @@ def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False
     ``features`` (gqa, q_len, window, alibi, documents): see ``workload_inputs``."""
     (q, k, v, mask), extra = workload_inputs(shape, seed=seed, masked=masked, causal=causal,
                                              **features)
+    return compare(impl, q, k, v, mask, extra, device=device, dtype=dtype, causal=causal)
+
+
+def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+            mask: np.ndarray | None, extra: dict[str, object], *, device: str, dtype: str,
+            causal: bool) -> GateResult:
+    """Run the implementation on these inputs and compare it with its family's reference."""
     try:
         out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal,
                              mask=mask, **extra)  # type: ignore[arg-type]

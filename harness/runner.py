@@ -91,13 +91,17 @@ class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
                  executor: LocalExecutor | None = None, hardware_id: str = "",
                  listener: Listener | None = None,
-                 peaks: dict[str, dict[str, Any]] | None = None) -> None:
+                 peaks: dict[str, dict[str, Any]] | None = None,
+                 probe_cache: dict[Combo, dict[str, Any]] | None = None) -> None:
         self.run_dir = run_dir
         self.settings = settings
         self.executor = executor or LocalExecutor()
         self.hardware_id = hardware_id
         self.listener = listener or (lambda event, payload: None)
         self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.peaks)
+        # combination -> probe result, shared by runners that measure the same code (ab's round
+        # server gates each combination once, then measures many rounds)
+        self.probe_cache = {} if probe_cache is None else probe_cache
         load_impl_modules(settings.impl_modules)  # the workers load them too
 
     # -- public --------------------------------------------------------------------------
@@ -114,7 +118,7 @@ class Runner:
                                 "resumed": summary.resumed_skips})
         try:
             runnable = self._static_stage(todo, summary)
-            probes = self._probe_stage(runnable)
+            probes = self.probe(runnable)
             self._measure_stage(runnable, probes, summary)
         except KeyboardInterrupt:
             self.executor.interrupt()
@@ -135,35 +139,14 @@ class Runner:
                 self._emit(summary, self._record(point, impl, "unsupported", reason))
         return runnable
 
-    def _probe_stage(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
+    def probe(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
+        """Probe results of the points' combinations (cached: each probed once)."""
         combos = sorted({combo_of(p) for p in points}, key=repr)
-        if not combos:
-            return {}
-        self.listener("probing", len(combos))
-        # --timeout bounds the probe too: each combination may take one task's timeout
-        # methods that compile get compile_allowance_s on top (compilation is not run time)
-        compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
-        single_timeout = min(self.settings.probe_timeout_s, self.settings.timeout_s)
-        outcome = self.executor.run("probe", combos, self.settings.worker_context(),
-                                    timeout=min(self.settings.probe_timeout_s,
-                                                self.settings.timeout_s * len(combos))
-                                    + compiling * self.settings.compile_allowance_s)
-        if outcome.status == "ok":
-            return outcome.result
-        # one combination crashed or hung the probe worker: isolate it by probing one at a time
-        results: dict[Combo, dict[str, Any]] = {}
-        for combo in combos:
-            single = self.executor.run("probe", [combo], self.settings.worker_context(),
-                                       timeout=single_timeout + (
-                                           self.settings.compile_allowance_s
-                                           if REGISTRY.get(combo[0]).compiles else 0.0))
-            if single.status == "ok":
-                results.update(single.result)
-            else:
-                results[combo] = {"available": False, "crashed": True,
-                                  "reason": f"{combo[0]}: probe worker failed ({single.status}): "
-                                            f"{single.message}"}
-        return results
+        missing = [c for c in combos if c not in self.probe_cache]
+        if missing:
+            self.listener("probing", len(missing))
+            self.probe_cache.update(probe_combos(missing, self.executor, self.settings))
+        return {c: self.probe_cache[c] for c in combos}
 
     def _measure_stage(self, points: list[Point], probes: dict[Combo, dict[str, Any]],
                        summary: RunSummary) -> None:
@@ -263,6 +246,34 @@ class Runner:
         self.run_dir.append(record)
         summary.records.append(record)
         self.listener("record", record)
+
+
+def probe_combos(combos: list[Combo], executor: LocalExecutor,
+                 settings: RunSettings) -> dict[Combo, dict[str, Any]]:
+    """Availability and the correctness gate of each combination, in one probe worker; if that
+    worker crashes or hangs, each combination alone (so one bad combination is isolated)."""
+    # --timeout bounds the probe too: each combination may take one task's timeout
+    # methods that compile get compile_allowance_s on top (compilation is not run time)
+    compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
+    single_timeout = min(settings.probe_timeout_s, settings.timeout_s)
+    outcome = executor.run("probe", combos, settings.worker_context(),
+                           timeout=min(settings.probe_timeout_s, settings.timeout_s * len(combos))
+                           + compiling * settings.compile_allowance_s)
+    if outcome.status == "ok":
+        return outcome.result
+    results: dict[Combo, dict[str, Any]] = {}
+    for combo in combos:
+        single = executor.run("probe", [combo], settings.worker_context(),
+                              timeout=single_timeout + (settings.compile_allowance_s
+                                                        if REGISTRY.get(combo[0]).compiles
+                                                        else 0.0))
+        if single.status == "ok":
+            results.update(single.result)
+        else:
+            results[combo] = {"available": False, "crashed": True,
+                              "reason": f"{combo[0]}: probe worker failed ({single.status}): "
+                                        f"{single.message}"}
+    return results
 
 
 def best_device() -> str:

@@ -4,17 +4,37 @@ Each implementation declares a model (``register(..., traffic=...)``); one witho
 declaration gets ``compulsory``. A model counts
 
 - the compulsory traffic of the pass: read q, k, v and write o (forward); read q, k, v and dO
-  and write dq, dk, dv (backward); forward+backward is both;
+  and write dq, dk, dv (backward); forward+backward is both. q, o, dO, dq have Hq heads and Tq
+  positions; k, v, dk, dv have Hkv heads and Tk positions (the point's kv_heads, q_len and
+  seq_len): a kernel with native grouped-query attention reads each key/value head once;
 - plus what the method must store between its steps, each written once and read once: the
-  T x T scores and weights of a method that materialises them, the T x m random features of
+  Tq x Tk scores and weights of a method that materialises them, the random features of
   Performer, the per-token scores of HRR (and what a backward reads back of them).
+
+Workload axes (windows, documents, ALiBi, Tq != Tk), decided simply:
+- A materialising method forms the full Tq x Tk scores and reads every key, however few pairs
+  the mask allows. A tiled (flash-style) kernel skips fully masked blocks: it reads only the
+  keys that at least one query may see (fewer than Tk only for a window with Tq < Tk, e.g. a
+  decode step reads the last window + 1 keys), and no scores.
+- A method that expands k, v to the Hq query heads (``kv_copy``: softmax_torch's
+  repeat_interleave, SDPA's math backend) runs on Hq-head copies: its traffic is that of
+  Hkv = Hq, plus the copy (read k, v, write Hq heads) in the forward and the reduction of
+  dk, dv back to Hkv heads in the backward.
+- An ALiBi bias built as a tensor (``alibi_bias``: SDPA's float attn_mask, softmax_torch's
+  explicit bias; one Hq x Tq x Tk bias, per batch row when it also holds a document mask) is
+  written once and read once by the forward (and read again by a tiled backward). Boolean
+  masks and head-broadcast additive masks are not counted: at most 1 / (2 Hq) of the scores'
+  traffic, and positions a kernel can compute (so square self-attention keeps the numbers it
+  had before the workload axes). Packed documents otherwise cost no extra bytes (varlen,
+  block-diagonal and block masks read each token once). Key padding is not a sweep axis.
 
 It is a lower bound: re-reads that a cache may or may not absorb are not counted, so the
 achieved bytes/s (bytes_moved / median time) cannot exceed the copy bandwidth unless a model or
 a peak is wrong. Elements are counted in the input dtype, except where a method computes in
 float32 whatever the input (Performer and HRR on float16/bfloat16).
 
-Pure functions of a Point; the shapes are read from its batch, heads, seq_len and head_dim.
+Pure functions of a Point; the shapes are read from its batch, heads, seq_len, head_dim and
+workload axes (n_kv_heads, n_queries, window_pair, alibi, documents).
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ from typing import Any, Callable, Protocol
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 STATS_BYTES = 4  # per-row statistics (log-sum-exp, HRR's per-token scores) are float32
+ALIBI_BIAS = ("heads", "rows")   # a (1, Hq, Tq, Tk) bias; "rows": (B, ...) with documents
 
 
 class PointLike(Protocol):
@@ -49,17 +70,40 @@ def element_bytes(dtype: str) -> int:
     return DTYPE_BYTES[dtype]
 
 
-def _qkvo(point: PointLike) -> float:
-    """Bytes of one (B, H, T, D) tensor in the input dtype."""
-    return float(point.batch * point.heads * point.seq_len * point.head_dim
+# -- the workload, read from a point (defaults: square self-attention) -------------------------
+def kv_heads(point: PointLike) -> int:
+    return int(getattr(point, "n_kv_heads", point.heads))
+
+
+def q_len(point: PointLike) -> int:
+    return int(getattr(point, "n_queries", point.seq_len))
+
+
+def keys_seen(point: PointLike) -> int:
+    """Keys (per batch row and head) that at least one query may see: all Tk unless a window
+    leaves the oldest keys to no query (Tq < Tk): min(Tk, Tq + left). Packed documents leave
+    none unseen (each key sees itself)."""
+    window = getattr(point, "window_pair", None)
+    if window is None or window[0] < 0:
+        return point.seq_len
+    return min(point.seq_len, q_len(point) + window[0])
+
+
+def _q_bytes(point: PointLike) -> float:
+    """Bytes of one (B, Hq, Tq, D) tensor (q, o, dO, dq) in the input dtype."""
+    return float(point.batch * point.heads * q_len(point) * point.head_dim
                  * element_bytes(point.dtype))
 
 
-def _units(point: PointLike) -> tuple[int, int]:
-    """(forward, backward) multiples of one (B, H, T, D) tensor in the compulsory traffic."""
-    forward = 4                       # read q, k, v; write o
-    backward = 7                      # read q, k, v, dO; write dq, dk, dv
-    return forward, backward
+def _kv_bytes(point: PointLike, heads: int, keys: int) -> float:
+    """Bytes of one (B, heads, keys, D) tensor (k, v, dk, dv) in the input dtype."""
+    return float(point.batch * heads * keys * point.head_dim * element_bytes(point.dtype))
+
+
+def _scores_bytes(point: PointLike, *, rows: int | None = None) -> float:
+    """Bytes of one (B, Hq, Tq, Tk) tensor in the input dtype (``rows``: its batch dim)."""
+    return float((point.batch if rows is None else rows) * point.heads * q_len(point)
+                 * point.seq_len * element_bytes(point.dtype))
 
 
 def _by_pass(point: PointLike, forward: float, backward: float) -> float:
@@ -67,15 +111,45 @@ def _by_pass(point: PointLike, forward: float, backward: float) -> float:
             "forward_backward": forward + backward}[point.pass_]
 
 
+def _compulsory_bytes(point: PointLike, *, heads: int, keys: int) -> float:
+    """read q, k, v, write o (forward); read q, k, v, dO, write dq, dk, dv (backward), with
+    k, v, dk, dv of ``heads`` heads and ``keys`` positions."""
+    q, kv = _q_bytes(point), _kv_bytes(point, heads, keys)
+    return _by_pass(point, 2 * q + 2 * kv, 3 * q + 4 * kv)
+
+
+def _kv_copy_bytes(point: PointLike) -> float:
+    """Expanding k, v to Hq heads: read them, write the copies (forward); reduce dk, dv of Hq
+    heads back to Hkv (backward). Nothing when Hkv = Hq."""
+    if kv_heads(point) == point.heads:
+        return 0.0
+    both = _kv_bytes(point, kv_heads(point), point.seq_len) + \
+        _kv_bytes(point, point.heads, point.seq_len)
+    return _by_pass(point, 2 * both, 2 * both)
+
+
+def _alibi_bias_bytes(point: PointLike, alibi_bias: str | None, *, backward_reads: int) -> float:
+    """An ALiBi bias tensor written once and read once (forward), read ``backward_reads``
+    times by the backward."""
+    if alibi_bias is None or not getattr(point, "alibi", False):
+        return 0.0
+    rows = point.batch if alibi_bias == "rows" and getattr(point, "documents", 0) else 1
+    bias = _scores_bytes(point, rows=rows)
+    return _by_pass(point, 2 * bias, backward_reads * bias)
+
+
 COMPULSORY_TEXT = ("compulsory: read q, k, v, write o (forward); read q, k, v, dO, write dq, "
                    "dk, dv (backward)")
+KV_COPY_TEXT = ("; k, v expanded to the query heads (the copy written and read, dk, dv reduced "
+                "back) when kv_heads < heads")
+ALIBI_TEXT = "; the ALiBi bias tensor written and read once"
 
 
 def compulsory(point: PointLike) -> Traffic:
-    """Only what any attention must read and write."""
-    fwd, bwd = _units(point)
-    size = _qkvo(point)
-    return Traffic(_by_pass(point, fwd * size, bwd * size), COMPULSORY_TEXT)
+    """Only what any attention must read and write (k, v once per key/value head, only the
+    keys some query may see)."""
+    total = _compulsory_bytes(point, heads=kv_heads(point), keys=keys_seen(point))
+    return Traffic(total, COMPULSORY_TEXT)
 
 
 def undeclared(point: PointLike) -> Traffic:
@@ -83,56 +157,97 @@ def undeclared(point: PointLike) -> Traffic:
     return Traffic(base.bytes_moved, base.model + " (the implementation declares no model)")
 
 
+def materialised(*, kv_copy: bool = False, alibi_bias: str | None = None) -> TrafficModel:
+    """Exact attention that holds the Tq x Tk scores S and weights P in memory (all of them,
+    however few pairs the mask allows) and reads every key. ``kv_copy``: it expands k, v to
+    the query heads; ``alibi_bias``: it builds ALiBi as a bias tensor (ALIBI_BIAS)."""
+    if alibi_bias is not None and alibi_bias not in ALIBI_BIAS:
+        raise ValueError(f"alibi_bias must be one of {ALIBI_BIAS} or None, got {alibi_bias!r}")
+
+    def model(point: PointLike) -> Traffic:
+        heads = point.heads if kv_copy else kv_heads(point)
+        square = _scores_bytes(point)
+        # forward: S and P each written once, read once; backward: P read, dP and dS each
+        # written once and read once
+        total = (_compulsory_bytes(point, heads=heads, keys=point.seq_len)
+                 + _by_pass(point, 4 * square, 5 * square)
+                 + (_kv_copy_bytes(point) if kv_copy else 0.0)
+                 + _alibi_bias_bytes(point, alibi_bias, backward_reads=0))
+        text = (COMPULSORY_TEXT + "; + Tq x Tk scores and weights written and read once each "
+                "(forward), weights read and their two gradients written and read once each "
+                "(backward)" + (KV_COPY_TEXT if kv_copy else "")
+                + (ALIBI_TEXT if alibi_bias else ""))
+        return Traffic(total, text)
+
+    return model
+
+
 def materialised_scores(point: PointLike) -> Traffic:
-    """Exact attention that holds the T x T scores S and weights P in memory."""
-    fwd, bwd = _units(point)
-    size = _qkvo(point)
-    square = float(point.batch * point.heads * point.seq_len * point.seq_len
-                   * element_bytes(point.dtype))
-    # forward: S and P each written once, read once; backward: P read, dP and dS each
-    # written once and read once
-    total = _by_pass(point, fwd * size + 4 * square, bwd * size + 5 * square)
-    return Traffic(total, COMPULSORY_TEXT + "; + T x T scores and weights written and read "
-                          "once each (forward), weights read and their two gradients written "
-                          "and read once each (backward)")
+    """Materialised scores, k and v read once per key/value head, masks and ALiBi fused (no
+    mask or bias tensor): softmax_jax under jit."""
+    return _MATERIALISED(point)
+
+
+_MATERIALISED = materialised()
+
+
+def tiled(*, alibi_bias: str | None = None) -> TrafficModel:
+    """Flash-style exact attention: never holds Tq x Tk; reads the keys some query may see
+    (fully masked blocks skipped), once per key/value head; the backward reads o and the
+    per-row log-sum-exp saved by the forward. ``alibi_bias``: ALiBi comes as a bias tensor."""
+    if alibi_bias is not None and alibi_bias not in ALIBI_BIAS:
+        raise ValueError(f"alibi_bias must be one of {ALIBI_BIAS} or None, got {alibi_bias!r}")
+
+    def model(point: PointLike) -> Traffic:
+        rows = float(point.batch * point.heads * q_len(point) * STATS_BYTES)
+        lse_written = rows if point.pass_ == "forward_backward" else 0.0
+        total = (_compulsory_bytes(point, heads=kv_heads(point), keys=keys_seen(point))
+                 + _by_pass(point, 0.0, _q_bytes(point) + rows) + lse_written
+                 + _alibi_bias_bytes(point, alibi_bias, backward_reads=1))
+        text = (COMPULSORY_TEXT + "; + o and the per-row log-sum-exp read by the backward (and "
+                "the log-sum-exp written by the forward before it)"
+                + (ALIBI_TEXT + " (read again by the backward)" if alibi_bias else ""))
+        return Traffic(total, text)
+
+    return model
 
 
 def tiled_exact(point: PointLike) -> Traffic:
-    """Flash-style exact attention: never holds T x T; the backward reads o and the
-    per-row log-sum-exp saved by the forward."""
-    fwd, bwd = _units(point)
-    size = _qkvo(point)
-    rows = float(point.batch * point.heads * point.seq_len * STATS_BYTES)
-    lse_written = rows if point.pass_ == "forward_backward" else 0.0
-    total = _by_pass(point, fwd * size, (bwd + 1) * size + rows) + lse_written
-    return Traffic(total, COMPULSORY_TEXT + "; + o and the per-row log-sum-exp read by the "
-                          "backward (and the log-sum-exp written by the forward before it)")
+    """Tiled exact attention with native GQA, windows, documents and ALiBi (no bias tensor):
+    flash_attn, flex_attention, xformers."""
+    return _TILED(point)
+
+
+_TILED = tiled()
 
 
 def random_features(num_features: int) -> TrafficModel:
-    """Performer (FAVOR+) with ``num_features`` features: phi(q), phi(k) of (B, H, T, m)."""
+    """Performer (FAVOR+) with ``num_features`` features: phi(q) of (B, Hq, Tq, m) and phi(k)
+    of (B, Hkv, Tk, m), the key features shared by the query heads of a group."""
 
     def model(point: PointLike) -> Traffic:
-        fwd, bwd = _units(point)
-        size = _qkvo(point)
         work = max(element_bytes(point.dtype), 4)
-        features = float(point.batch * point.heads * point.seq_len * num_features * work)
+        phi_q = float(point.batch * point.heads * q_len(point) * num_features * work)
+        phi_k = float(point.batch * kv_heads(point) * point.seq_len * num_features * work)
         # forward: phi(q), phi(k) written and read once; backward: both read back, their
         # gradients written and read once
-        total = _by_pass(point, fwd * size + 4 * features, bwd * size + 6 * features)
-        return Traffic(total, COMPULSORY_TEXT + f"; + phi(q), phi(k) (T x {num_features} "
-                              "features each, float32 or wider) written and read once (forward), "
-                              "read back and their gradients written and read once (backward)")
+        total = (_compulsory_bytes(point, heads=kv_heads(point), keys=point.seq_len)
+                 + _by_pass(point, 2 * (phi_q + phi_k), 3 * (phi_q + phi_k)))
+        return Traffic(total, COMPULSORY_TEXT + f"; + phi(q), phi(k) ({num_features} "
+                              "features a position, float32 or wider) written and read once "
+                              "(forward), read back and their gradients written and read once "
+                              "(backward)")
 
     return model
 
 
 def hrr(point: PointLike) -> Traffic:
-    """HRR attention: the per-token scores (all T of them before the softmax over T)."""
-    fwd, bwd = _units(point)
-    size = _qkvo(point)
-    rows = float(point.batch * point.heads * point.seq_len * STATS_BYTES)
-    total = _by_pass(point, fwd * size + 2 * rows, bwd * size + rows)
+    """HRR attention: the per-token scores (all T of them before the softmax over T), one per
+    query head; k, v once per key/value head (the key/value heads shared by each group; a copy
+    to the query heads, where an implementation still makes one, is not counted)."""
+    rows = float(point.batch * point.heads * q_len(point) * STATS_BYTES)
+    total = (_compulsory_bytes(point, heads=kv_heads(point), keys=point.seq_len)
+             + _by_pass(point, 2 * rows, rows))
     return Traffic(total, COMPULSORY_TEXT + "; + the per-token scores written and read once "
                           "(forward) and read back (backward); float32")
 

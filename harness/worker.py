@@ -218,6 +218,26 @@ def check_task(items: list[tuple[str, str, str, bool, bool]], context: WorkerCon
     return out
 
 
+def check_workloads_task(items: list[tuple[str, Any]], context: WorkerContext) -> dict:
+    """``run_bench.py check --workloads``' work, in a worker: {(impl, case name): {"skipped":
+    reason} or the gate result as a dict} for harness.workload_cases cases (impl, device and
+    dtype already in each case's point)."""
+    from harness.correctness import check_point
+
+    prepare(context)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for impl_name, case in items:
+        impl = REGISTRY.get(impl_name)
+        point = case.point
+        verdict = runnable_here(impl, device=point.device, dtype=point.dtype,
+                                causal=point.causal, masked=case.padded, **case.features())
+        if not verdict:
+            out[(impl_name, case.name)] = {"skipped": verdict.reason}
+            continue
+        out[(impl_name, case.name)] = asdict(check_point(impl, point, padded=case.padded))
+    return out
+
+
 def availability_task(items: list[tuple[str, str]], context: WorkerContext) -> dict:
     """``run_bench.py list``'s probes, in a worker: {(impl, device): {dtype: (available,
     reason)}} for every dtype the implementation declares (sdpa_flash runs on a GPU in
@@ -369,7 +389,8 @@ def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
 def run_task(name: str, *args: Any) -> Any:
     """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
     tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task,
-             "check": check_task, "availability": availability_task, "peaks": peaks_task}
+             "check": check_task, "check_workloads": check_workloads_task,
+             "availability": availability_task, "peaks": peaks_task}
     start = time.perf_counter()
     result = tasks[name](*args)
     if isinstance(result, (MemoryResult, TimingResult)):

@@ -12,6 +12,9 @@ and the two formulations:
 * ``fft`` (``hrr_scores_fft``): rfft, beta accumulated in the frequency domain, Parseval scores;
   its backward is JAX autodiff.
 
+GQA (Hkv < Hq) by sharing, as hrr_torch: C (beta) once per key/value head, the group's query
+rows stacked as (B, Hkv, G*T, D) against it, v read per key/value head; no copy of k, v.
+
 ``choose_formulation`` is this module's own (XLA's CPU GEMMs and FFTs are not torch's).
 Measured on a quiet machine (2-core Xeon, load average ~1, jax 0.10.2, B=1, H=8, float32
 forward, T = 2^22 / D, median of 3; ``python benchmarks/hrr/bench_hrr.py --dims
@@ -110,6 +113,54 @@ def _row_dot(x, y):
     return jnp.einsum("bhtd,bhtd->bht", x, y, precision=jax.lax.Precision.HIGHEST)
 
 
+def _grouped(x, kv_heads: int):
+    """(B, Hq, ...) -> (B, Hkv, G, ...): query head h = kv * G + g (a reshape, no copy)."""
+    return x.reshape(x.shape[0], kv_heads, x.shape[1] // kv_heads, *x.shape[2:])
+
+
+def _merged(x):
+    """(B, Hkv, G, ...) -> (B, Hq, ...)."""
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+def _as_kv_rows(q, kv_heads: int):
+    """(B, Hq, T, D) -> (B, Hkv, G*T, D): the group's query rows stacked per key/value head, so
+    that P = Q C and sum_t q_t^T dP_t are the unchanged per-head GEMMs against the shared C."""
+    return q.reshape(q.shape[0], kv_heads, -1, q.shape[-1])
+
+
+def _row_dot_shared(x, v):
+    """x_t . v_t per query head, x (B, Hq, T, D) and v (B, Hkv, T, D) of its key/value head:
+    (B, Hq, T). With Hq = Hkv it is _row_dot; with groups an einsum over the (B, Hkv, G, T, D)
+    view, v read once per key/value head (never broadcast into a copy)."""
+    import jax
+    import jax.numpy as jnp
+
+    if x.shape[1] == v.shape[1]:
+        return _row_dot(x, v)
+    return _merged(jnp.einsum("bhgtd,bhtd->bhgt", _grouped(x, v.shape[1]), v,
+                              precision=jax.lax.Precision.HIGHEST))
+
+
+def _per_query_head(x, q_heads: int):
+    """A per-token (B, Hkv, T, ...) value of each key/value head seen by each of its query
+    heads: (B, Hq, T, ...) (a broadcast of per-token scalars, not of k or v)."""
+    import jax.numpy as jnp
+
+    kv_heads = x.shape[1]
+    if kv_heads == q_heads:
+        return x
+    return _merged(jnp.broadcast_to(x[:, :, None], (x.shape[0], kv_heads, q_heads // kv_heads,
+                                                     *x.shape[2:])))
+
+
+def _times_values(x, v):
+    """x (B, Hq, T, 1 or D) times v (B, Hkv, T, D) of each query head's key/value head."""
+    if x.shape[1] == v.shape[1]:
+        return x * v
+    return _merged(_grouped(x, v.shape[1]) * v[:, :, None])
+
+
 def _masked_keys(k, keep):
     return k if keep is None else k * keep[:, None, :, None].astype(k.dtype)
 
@@ -117,9 +168,11 @@ def _masked_keys(k, keep):
 def _gemm_parts(q, k, v, keep):
     """C, P = Q C, dot = P.v, |P|, |v| of the GEMM formulation (masked keys left out of C)."""
     # beta = sum_t bind(k_t, v_t): beta[n] = sum_i M[i, (n - i) mod D] with M = K^T V
+    # GQA by sharing: C once per key/value head, the group's query rows stacked against it
     corr = _wrapped_matrix(_wrapped_diagonal_sums(_contract_tokens(_masked_keys(k, keep), v)))
-    p = _matmul(q, corr)                                           # rows are unbind(beta, q_t)
-    return corr, p, _row_dot(p, v), _row_norm(p), _row_norm(v)
+    p = _matmul(_as_kv_rows(q, k.shape[1]), corr).reshape(q.shape)  # rows: unbind(beta, q_t)
+    return (corr, p, _row_dot_shared(p, v), _row_norm(p),
+            _per_query_head(_row_norm(v), q.shape[1]))
 
 
 def hrr_scores_gemm(q, k, v, keep=None):
@@ -155,11 +208,14 @@ def hrr_scores_fft(q, k, v, keep=None):
     import jax.numpy as jnp
 
     dim = q.shape[-1]
+    kv_heads = k.shape[1]
     q_f, k_f, v_f = (jnp.fft.rfft(x, axis=-1) for x in (q, k, v))
     bound = k_f * v_f
     if keep is not None:
         bound = bound * keep[:, None, :, None].astype(q.dtype)
-    beta_f = bound.sum(axis=-2, keepdims=True)
+    beta_f = bound.sum(axis=-2, keepdims=True)         # (B, Hkv, 1, F): once per k/v head
+    if kv_heads != q.shape[1]:   # GQA: the group's (B, Hkv, G, T, F) against its beta, its v
+        q_f, beta_f, v_f = _grouped(q_f, kv_heads), beta_f[:, :, None], v_f[:, :, None]
     vhat_f = beta_f * jnp.conj(q_f)
     weights = jnp.full((dim // 2 + 1,), 2.0, dtype=q.dtype).at[0].set(1.0)
     if dim % 2 == 0:
@@ -169,7 +225,9 @@ def hrr_scores_fft(q, k, v, keep=None):
     vhat_sq = ((jnp.real(vhat_f) ** 2 + jnp.imag(vhat_f) ** 2) * weights).sum(-1)
     nonzero = vhat_sq > 0
     vhat_norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, vhat_sq, 1.0)), 0.0)
-    return _guarded_divide(dot, _row_norm(v) * vhat_norm)
+    if kv_heads != q.shape[1]:
+        dot, vhat_norm = _merged(dot), _merged(vhat_norm)
+    return _guarded_divide(dot, _per_query_head(_row_norm(v), q.shape[1]) * vhat_norm)
 
 
 SCORES = {"gemm": hrr_scores_gemm, "fft": hrr_scores_fft}
@@ -195,7 +253,7 @@ def _gemm_forward(q, k, v, keep):
     scores = _guarded_divide(dot, denom)
     weights = hrr_weights(scores, keep)
     residuals = (q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom)
-    return weights[..., None] * v, residuals
+    return _times_values(weights[..., None], v), residuals
 
 
 def _gemm_backward(residuals, d_out):
@@ -207,7 +265,8 @@ def _gemm_backward(residuals, d_out):
     import jax.numpy as jnp
 
     q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom = residuals
-    g = _row_dot(d_out, v)                                          # softmax backward
+    kv_heads = k.shape[1]
+    g = _row_dot_shared(d_out, v)                                   # softmax backward
     ds = weights * (g - (weights * g).sum(-1, keepdims=True))
     live = denom >= COSINE_EPS                                      # cosine backward
     d_dot = ds / jnp.where(live, denom, COSINE_EPS)
@@ -215,12 +274,18 @@ def _gemm_backward(residuals, d_out):
     c_p = coef * v_norm / jnp.maximum(p_norm, COSINE_EPS)
     c_v = coef * p_norm / jnp.maximum(v_norm, COSINE_EPS)
     d_dot, c_p, c_v = d_dot[..., None], c_p[..., None], c_v[..., None]
-    p = _matmul(q, corr)
-    d_p = v * d_dot + p * c_p
-    dq = _matmul(d_p, corr)                                         # C is symmetric
-    d_mat = _wrapped_matrix(_wrapped_diagonal_sums(_contract_tokens(q, d_p)))
+    # GQA: q, d_p as (B, Hkv, G*T, D) rows against the shared C; dk, dv sum over the group
+    q_rows = _as_kv_rows(q, kv_heads)
+    p = _matmul(q_rows, corr).reshape(q.shape)
+    d_p = _times_values(d_dot, v) + p * c_p
+    d_p_rows = _as_kv_rows(d_p, kv_heads)
+    dq = _matmul(d_p_rows, corr).reshape(q.shape)                   # C is symmetric
+    d_mat = _wrapped_matrix(_wrapped_diagonal_sums(_contract_tokens(q_rows, d_p_rows)))
     dk = _matmul(v, d_mat)                                          # dM is symmetric
-    dv = d_out * weights[..., None] + p * d_dot + v * c_v + _matmul(_masked_keys(k, keep), d_mat)
+    per_query = d_out * weights[..., None] + p * d_dot + _times_values(c_v, v)
+    if kv_heads != q.shape[1]:
+        per_query = _grouped(per_query, kv_heads).sum(2)
+    dv = per_query + _matmul(_masked_keys(k, keep), d_mat)
     if keep is not None:
         dk = dk * keep[:, None, :, None].astype(dk.dtype)
     return dq, dk, dv
@@ -264,7 +329,8 @@ def _compiled(masked: bool, formulation: str):
             plain, with_mask = _gemm_attention()
             out = with_mask(q, k, v, keep) if masked else plain(q, k, v)
         else:
-            out = hrr_weights(SCORES[formulation](q, k, v, keep), keep)[..., None] * v
+            out = _times_values(hrr_weights(SCORES[formulation](q, k, v, keep), keep)[..., None],
+                                v)
         return out.astype(out_dtype)
 
     return jax.jit(attention)
@@ -290,8 +356,9 @@ def _platform(x) -> str:
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
                                      "every key)")),
-                                    paths=(("gqa", "k, v repeated to the query heads (a copy)"),
-                                           )),
+                                    paths=(("gqa", "beta (C) computed once per key/value head; "
+                                                   "the group's query rows are multiplied "
+                                                   "against it (no copy of k, v)"),)),
           traffic=hrr_traffic)
 def hrr_jax(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None):
     """HRR attention in JAX; ``formulation`` ('gemm' or 'fft') overrides choose_formulation."""
@@ -299,11 +366,10 @@ def hrr_jax(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | 
         raise UnsupportedError("hrr_jax: HRR attention has no causal variant")
     if q.shape[-2] != k.shape[-2]:
         raise UnsupportedError("hrr_jax: HRR needs Tq == Tk")
-    if k.shape[1] != q.shape[1]:   # GQA: query head h reads key/value head h // group
-        import jax.numpy as jnp
-
-        group = q.shape[1] // k.shape[1]
-        k, v = jnp.repeat(k, group, axis=1), jnp.repeat(v, group, axis=1)
+    if q.shape[1] % k.shape[1] or v.shape[1] != k.shape[1]:
+        raise ValueError(f"hrr_jax: query heads {q.shape[1]} not a multiple of key/value "
+                         f"heads {k.shape[1]} (v: {v.shape[1]})")
+    # GQA: query head h reads key/value head h // (Hq / Hkv), beta shared by the group
     formulation = formulation or choose_formulation(_platform(q), q.shape[-1])
     if formulation not in FORMULATIONS:
         raise ValueError(f"hrr_jax: unknown formulation {formulation!r}; "

@@ -8,7 +8,11 @@
 
 Masking (differs from the original code, which still binds padded keys into beta): masked keys
 are excluded from beta and masked positions get weight 0 (an all-masked row is all 0). There is
-no causal variant. float16/bfloat16 inputs are computed in float32 and the output is cast back;
+no causal variant. GQA (Hkv < Hq): beta depends on k, v only, so it is computed once per
+key/value head and read by the Hq / Hkv query heads of its group (query head h reads key/value
+head h // (Hq / Hkv)); the loops index (B, Hkv, G, T, D) views of q and (B, Hkv, 1, T, D) views
+of k, v, nothing is copied per query head, and the gradients of k, v sum over the group.
+float16/bfloat16 inputs are computed in float32 and the output is cast back;
 the output dtype is the input dtype.
 
 Two formulations, one code path each; ``choose_formulation(device, head_dim)`` picks one:
@@ -98,22 +102,28 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class _Chunk:
-    """One step of the GEMM formulation's loops over a (B, H, T, D) shape.
+    """One step of the GEMM formulation's loops over a query-side (B, Hq, T, D) shape.
 
-    Per head (CPU): ``x[c.idx]`` is a 2-D (rows, D) slice of one (batch, head). Batched (CUDA):
-    it is a 4-D (B, H, rows, D) slice of every (batch, head). ``c.bh`` indexes per-(batch, head)
-    tensors such as C (B, H, D, D); ``c.keep`` indexes the (B, T) keep mask so that it broadcasts
-    against ``x[c.idx]``; ``c.col`` indexes a per-token (B, H, T) tensor as a column.
+    GQA by sharing: the loops index 5-D views, query side (B, Hkv, G, T, D) (``q.unflatten(1,
+    (Hkv, G))``, query head h = kv * G + g) and key/value side (B, Hkv, 1, T, D)
+    (``k.unsqueeze(2)``), so that the group of query heads of one key/value head reads that
+    head's k, v and C; nothing of k or v is copied per query head. Per head (CPU): ``x[c.idx]``
+    is a 2-D (rows, D) slice of one query head and ``x[c.kv]`` of its key/value head. Batched
+    (CUDA): 5-D slices of every head, the key/value ones broadcasting over G. ``c.corr``
+    indexes C (B, Hkv, 1, D, D); ``c.keep`` indexes the (B, T) keep mask so that it broadcasts
+    against ``x[c.kv]``; ``c.col`` indexes a per-token (B, Hkv, G, T) tensor as a column.
     """
 
-    __slots__ = ("idx", "bh", "keep", "col", "rows")
+    __slots__ = ("idx", "kv", "corr", "keep", "col", "rows")
 
-    def __init__(self, b, h, t0: int, t1: int) -> None:
+    def __init__(self, b, kv, g, t0: int, t1: int) -> None:
         tokens = slice(t0, t1)
-        self.idx = (b, h, tokens)
-        self.bh = (b, h)
-        self.col = (b, h, tokens, None)
-        self.keep = (b, tokens, None) if isinstance(b, int) else (b, None, tokens, None)
+        one = 0 if isinstance(b, int) else slice(None)
+        self.idx = (b, kv, g, tokens)
+        self.kv = (b, kv, one, tokens)
+        self.corr = (b, kv, one)
+        self.col = (b, kv, g, tokens, None)
+        self.keep = (b, tokens, None) if isinstance(b, int) else (b, None, None, tokens, None)
         self.rows = t1 - t0
 
 
@@ -123,37 +133,48 @@ def _chunk_len(dim: int, lead: int = 1, batched: bool = False) -> int:
     return max(1, CUDA_CHUNK_ELEMENTS // max(1, dim * lead))
 
 
-def _chunks(shape, batched: bool = False):
-    """The steps over a (B, H, T, D) shape: per (batch, head) and T chunk of about
-    CHUNK_ELEMENTS, or (batched) per T chunk of about CUDA_CHUNK_ELEMENTS over all heads."""
+def _chunks(shape, batched: bool = False, group: int = 1):
+    """The steps over a query-side (B, Hq, T, D) shape whose query heads come in groups of
+    ``group`` per key/value head: per (batch, query head) and T chunk of about CHUNK_ELEMENTS,
+    or (batched) per T chunk of about CUDA_CHUNK_ELEMENTS over all heads (see _Chunk)."""
     batch, heads, tokens, dim = shape
     if batched:
         step = _chunk_len(dim, batch * heads, batched=True)
         every = slice(None)
         for t0 in range(0, tokens, step):
-            yield _Chunk(every, every, t0, min(tokens, t0 + step))
+            yield _Chunk(every, every, every, t0, min(tokens, t0 + step))
         return
     step = _chunk_len(dim)
     for b in range(batch):
         for h in range(heads):
             for t0 in range(0, tokens, step):
-                yield _Chunk(b, h, t0, min(tokens, t0 + step))
+                yield _Chunk(b, h // group, h % group, t0, min(tokens, t0 + step))
+
+
+def _grouped(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """(B, Hq, ...) -> (B, Hkv, G, ...), a view (splitting one dim never copies)."""
+    return x.unflatten(1, (kv_heads, x.shape[1] // kv_heads))
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out = a @ b: torch.mm for 2-D chunks, a batched matmul over (B, H) for 4-D ones."""
+    """out = a @ b: torch.mm for 2-D chunks, a batched matmul for 5-D ones (b broadcast over
+    the group dim when a has G > 1 query heads per key/value head)."""
     if a.dim() == 2:
         return torch.mm(a, b, out=out)
-    torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]),
-              out=out.view(-1, *out.shape[-2:]))
-    return out
+    if a.shape[:-2] == b.shape[:-2]:
+        torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]),
+                  out=out.view(-1, *out.shape[-2:]))
+        return out
+    return torch.matmul(a, b, out=out)
 
 
 def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """acc += a @ b in place (``acc`` must be viewable as (B*H, m, n): a slice along T of a
-    contiguous tensor is)."""
+    """acc += a @ b in place, summed over the group dim when a, b have G > 1 where acc has 1
+    (``acc`` must be viewable as (B*H, m, n): a slice along T of a contiguous tensor is)."""
     if acc.dim() == 2:
         return acc.addmm_(a, b)
+    if a.shape[:-2] != acc.shape[:-2]:
+        return acc.add_(torch.matmul(a, b).sum(dim=-3, keepdim=True))
     acc.view(-1, *acc.shape[-2:]).baddbmm_(a.reshape(-1, *a.shape[-2:]),
                                            b.reshape(-1, *b.shape[-2:]))
     return acc
@@ -161,17 +182,20 @@ def _add_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 class _Scratch:
     """Named chunk work buffers, allocated once per call and reused by every chunk: (rows, D)
-    per head, (B, H, rows, D) batched; a shorter last chunk is a contiguous view of the front.
+    per head, (*lead, rows, D) batched with lead = shape[:-2] (the 5-D views' (B, Hkv, G) or
+    (B, Hkv, 1)); a shorter last chunk is a contiguous view of the front.
 
     A fresh chunk-sized temporary per chunk is a fresh mmap (and page faults) per chunk once it
     is over glibc's mmap threshold; reusing one buffer keeps it hot in cache as well.
     """
 
     def __init__(self, shape, dtype: torch.dtype, device, batched: bool = False) -> None:
-        self.lead = tuple(shape[:2]) if batched else ()
-        lead_size = shape[0] * shape[1] if batched else 1
-        self.rows = min(shape[2], _chunk_len(shape[3], lead_size, batched))
-        self.dim, self.dtype, self.device = shape[3], dtype, device
+        self.lead = tuple(shape[:-2]) if batched else ()
+        lead_size = 1
+        for n in self.lead:
+            lead_size *= n
+        self.rows = min(shape[-2], _chunk_len(shape[-1], lead_size, batched))
+        self.dim, self.dtype, self.device = shape[-1], dtype, device
         self.buffers: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, rows: int) -> torch.Tensor:
@@ -241,31 +265,41 @@ def beta_from_kv(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
     if keep is None and k.dtype == work and v.dtype == work:
         mats = torch.matmul(k.transpose(-1, -2), v)       # one pass, nothing of size T kept
     else:
-        mats = torch.zeros(batch, heads, dim, dim, dtype=work, device=k.device)
-        scratch = _Scratch(k.shape, work, k.device, batched)
+        mats = torch.zeros(batch, heads, 1, dim, dim, dtype=work, device=k.device)
+        k5, v5 = k.unsqueeze(2), v.unsqueeze(2)
+        scratch = _Scratch(k5.shape, work, k.device, batched)
         for c in _chunks(k.shape, batched):
-            k_c = _masked_chunk(k[c.idx], keep, c, scratch, "k")
-            _add_mm(mats[c.bh], k_c.mT, scratch.load("v", v[c.idx]))
+            k_c = _masked_chunk(k5[c.kv], keep, c, scratch, "k")
+            _add_mm(mats[c.corr], k_c.mT, scratch.load("v", v5[c.kv]))
+        mats = mats.squeeze(2)
     return wrapped_diagonal_sums(mats)
 
 
 def _gemm_score_parts(q, v, corr, work, batched: bool = False):
-    """dot = P.v, |P|, |v| per token with P = Q C, walking T in chunks: three (B, H, T).
+    """dot = P.v, |P|, |v| per token with P = Q C, walking T in chunks: three (B, Hq, T).
 
-    P never exists beyond one chunk (a reused buffer).
+    q (B, Hq, T, D); v (B, Hkv, T, D) and C (B, Hkv, D, D) shared by the query heads of a
+    group (GQA). P never exists beyond one chunk (a reused buffer).
     """
     batch, heads, tokens, dim = q.shape
-    dot = torch.empty(batch, heads, tokens, dtype=work, device=q.device)
+    kv_heads = v.shape[1]
+    group = heads // kv_heads
+    q5, v5, corr5 = _grouped(q, kv_heads), v.unsqueeze(2), corr.unsqueeze(2)
+    dot = torch.empty(batch, kv_heads, group, tokens, dtype=work, device=q.device)
     p_norm = torch.empty_like(dot)
     v_norm = torch.empty_like(dot)
-    scratch = _Scratch(q.shape, work, q.device, batched)
-    for c in _chunks(q.shape, batched):
-        v_c = scratch.load("v", v[c.idx])
-        p_c = _mm(scratch.load("q", q[c.idx]), corr[c.bh], out=scratch.get("p", c.rows))
+    scratch = _Scratch(q5.shape, work, q.device, batched)
+    kv_scratch = _Scratch(v5.shape, work, q.device, batched)
+    for c in _chunks(q.shape, batched, group):
+        v_c = kv_scratch.load("v", v5[c.kv])
+        p_c = _mm(scratch.load("q", q5[c.idx]), corr5[c.corr], out=scratch.get("p", c.rows))
         torch.linalg.vector_norm(p_c, dim=-1, out=p_norm[c.idx])
-        torch.linalg.vector_norm(v_c, dim=-1, out=v_norm[c.idx])
+        if batched:   # |v| once per key/value head, broadcast over the group
+            v_norm[c.idx].copy_(torch.linalg.vector_norm(v_c, dim=-1))
+        else:
+            torch.linalg.vector_norm(v_c, dim=-1, out=v_norm[c.idx])
         torch.sum(p_c.mul_(v_c), dim=-1, out=dot[c.idx])
-    return dot, p_norm, v_norm
+    return dot.flatten(1, 2), p_norm.flatten(1, 2), v_norm.flatten(1, 2)
 
 
 def hrr_scores_gemm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -298,8 +332,11 @@ def hrr_scores_fft(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """cosine(v_t, unbind(beta, q_t)) for every token by rfft + Parseval: (B, H, T).
 
     Differentiable with torch autograd. T is walked in chunks (beta first, then the scores).
+    GQA by sharing: beta's spectrum is computed once per key/value head and read by the group
+    of query heads through a (B, Hkv, G, T, F) view of q's spectrum.
     """
     batch, heads, tokens, dim = q.shape
+    kv_heads = k.shape[1]
     work = _work_dtype(q.dtype)
     keep = _keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     step = max(1, _chunk_len(dim) // max(1, heads))
@@ -310,19 +347,19 @@ def hrr_scores_fft(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if keep is not None:
             bound = bound * keep[:, None, t0:t0 + step, None].to(work)
         beta_parts.append(bound.sum(dim=-2, keepdim=True))
-    beta_f = torch.stack(beta_parts, 0).sum(0)                     # (B, H, 1, F)
+    beta_f = torch.stack(beta_parts, 0).sum(0).unsqueeze(2)        # (B, Hkv, 1, 1, F)
     weights = parseval_weights(dim, dtype=work, device=q.device)
     root_weights = weights.sqrt()
     parts = []
     for t0 in range(0, tokens, step):
-        q_f = torch.fft.rfft(q[:, :, t0:t0 + step].to(work), dim=-1)
-        v_c = v[:, :, t0:t0 + step].to(work)
+        q_f = _grouped(torch.fft.rfft(q[:, :, t0:t0 + step].to(work), dim=-1), kv_heads)
+        v_c = v[:, :, t0:t0 + step].to(work).unsqueeze(2)          # (B, Hkv, 1, t, D)
         v_f = torch.fft.rfft(v_c, dim=-1)
         vhat_f = beta_f * q_f.conj()                               # spectrum of unbind(beta, q)
         dot = ((v_f * vhat_f.conj()).real * weights).sum(-1)      # v_t . vhat_t
         vhat_norm = torch.linalg.vector_norm(vhat_f * root_weights, dim=-1)  # 0 grad at 0
         v_norm = torch.linalg.vector_norm(v_c, dim=-1)
-        parts.append(dot / (v_norm * vhat_norm).clamp_min(COSINE_EPS))
+        parts.append((dot / (v_norm * vhat_norm).clamp_min(COSINE_EPS)).flatten(1, 2))
     return torch.cat(parts, dim=-1)
 
 
@@ -339,9 +376,12 @@ def hrr_weights(scores: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor
 
 
 def _weighted_values(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """o = w * v into one fresh tensor of v's dtype (computed in w's dtype, cast once)."""
-    out = torch.empty_like(v)
-    torch.mul(weights.unsqueeze(-1), v, out=out)
+    """o = w * v into one fresh (B, Hq, T, D) tensor of v's dtype (computed in w's dtype, cast
+    once); weights (B, Hq, T), v (B, Hkv, T, D) broadcast over each group of query heads."""
+    kv_heads = v.shape[1]
+    out = v.new_empty(weights.shape + v.shape[-1:])
+    torch.mul(_grouped(weights, kv_heads).unsqueeze(-1), v.unsqueeze(2),
+              out=_grouped(out, kv_heads))
     return out
 
 
@@ -374,46 +414,65 @@ class HRRGemm(torch.autograd.Function):
         q, k, v, keep, corr, scores, weights, p_norm, v_norm, denom = ctx.saved_tensors
         batched = getattr(ctx, "batched", False)
         work = corr.dtype
-        scratch = _Scratch(q.shape, work, q.device, batched)
+        kv_heads = k.shape[1]
+        group = q.shape[1] // kv_heads
+        # GQA by sharing: 5-D views, query side (B, Hkv, G, T, D), key/value side (B, Hkv, 1,
+        # T, D); the gradients of k, v (and C) sum over the group of query heads
+        q5, k5, v5, dout5 = _grouped(q, kv_heads), k.unsqueeze(2), v.unsqueeze(2), \
+            _grouped(grad_out, kv_heads)
+        corr5 = corr.unsqueeze(2)
+        scratch = _Scratch(q5.shape, work, q.device, batched)
+        kv_scratch = _Scratch(k5.shape, work, q.device, batched)
         # softmax: g_t = dO_t . v_t, ds = w (g - sum w g)   (w = 0 where masked, so ds = 0 there)
         g = torch.empty_like(scores)
-        for c in _chunks(q.shape, batched):
-            prod = torch.mul(scratch.load("dout", grad_out[c.idx]),
-                             scratch.load("v", v[c.idx]), out=scratch.get("prod", c.rows))
-            torch.sum(prod, dim=-1, out=g[c.idx])
+        g5 = _grouped(g, kv_heads)
+        for c in _chunks(q.shape, batched, group):
+            prod = torch.mul(scratch.load("dout", dout5[c.idx]),
+                             kv_scratch.load("v", v5[c.kv]), out=scratch.get("prod", c.rows))
+            torch.sum(prod, dim=-1, out=g5[c.idx])
         g.sub_((weights * g).sum(-1, keepdim=True)).mul_(weights)      # g is now ds
-        d_dot, c_p, c_v = _cosine_backward(g, scores, denom, p_norm, v_norm)
+        d_dot, c_p, c_v = (_grouped(x, kv_heads) for x in
+                           _cosine_backward(g, scores, denom, p_norm, v_norm))
+        weights5 = _grouped(weights, kv_heads)
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         # contiguous: a T-slice of each is then a (B*H, rows, D) view for the batched GEMMs
         fresh = dict(dtype=work, memory_format=torch.contiguous_format)
         dq = torch.empty_like(q, **fresh) if need_q else None
-        dv = torch.empty_like(v, **fresh)
-        d_corr = torch.zeros_like(corr)
+        dq5 = None if dq is None else _grouped(dq, kv_heads)
+        dv = (torch.empty_like if group == 1 else torch.zeros_like)(v, **fresh)
+        dv5 = dv.unsqueeze(2)
+        d_corr = torch.zeros_like(corr5)
         # P = Q C is recomputed (one GEMM per chunk into a reused buffer): storing it in the
         # forward cost a (B, H, T, D) tensor written and read back, which measured slower
-        for c in _chunks(q.shape, batched):
-            q_c = scratch.load("q", q[c.idx])
-            v_c = scratch.load("v", v[c.idx])
-            p_c = _mm(q_c, corr[c.bh], out=scratch.get("p", c.rows))
+        for c in _chunks(q.shape, batched, group):
+            q_c = scratch.load("q", q5[c.idx])
+            v_c = kv_scratch.load("v", v5[c.kv])
+            p_c = _mm(q_c, corr5[c.corr], out=scratch.get("p", c.rows))
             d_dot_c, c_p_c, c_v_c = (x[c.col] for x in (d_dot, c_p, c_v))
             dp_c = torch.mul(v_c, d_dot_c, out=scratch.get("dp", c.rows)).addcmul_(p_c, c_p_c)
             if need_q:
-                _mm(dp_c, corr[c.bh], out=dq[c.idx])
-            _add_mm(d_corr[c.bh], q_c.mT, dp_c)
-            dv_c = torch.mul(grad_out[c.idx], weights[c.col], out=dv[c.idx])
+                _mm(dp_c, corr5[c.corr], out=dq5[c.idx])
+            _add_mm(d_corr[c.corr], q_c.mT, dp_c)
+            if group == 1:
+                dv_c = torch.mul(dout5[c.idx], weights5[c.col], out=dv5[c.kv])
+            else:   # this query head's share, added into its key/value head's gradient
+                dv_c = torch.mul(dout5[c.idx], weights5[c.col], out=scratch.get("dv", c.rows))
             dv_c.addcmul_(p_c, d_dot_c).addcmul_(v_c, c_v_c)
+            if group > 1:
+                dv5[c.kv].add_(dv_c.sum(dim=-3, keepdim=True) if batched else dv_c)
         # C = wrapped_matrix(beta): dbeta[n] = sum over i + j = n of dC[i, j]; beta from M = K^T V
         # gives dM[i, l] = dbeta[(i + l) mod D] (symmetric): dK = V dM (masked), dV += K dM.
         d_mat = wrapped_matrix(wrapped_diagonal_sums(d_corr))
         dk = torch.empty_like(k, **fresh) if need_k else None
+        dk5 = None if dk is None else dk.unsqueeze(2)
         for c in _chunks(k.shape, batched):
             if need_k:
-                dk_c = _mm(scratch.load("v", v[c.idx]), d_mat[c.bh], out=dk[c.idx])
+                dk_c = _mm(kv_scratch.load("v", v5[c.kv]), d_mat[c.corr], out=dk5[c.kv])
                 if keep is not None:
                     dk_c.mul_(keep[c.keep])
             if need_v:
-                k_c = _masked_chunk(k[c.idx], keep, c, scratch, "k")
-                _add_mm(dv[c.idx], k_c, d_mat[c.bh])
+                k_c = _masked_chunk(k5[c.kv], keep, c, kv_scratch, "k")
+                _add_mm(dv5[c.kv], k_c, d_mat[c.corr])
         if q.dtype != work:
             dq = None if dq is None else dq.to(q.dtype)
             dk = None if dk is None else dk.to(k.dtype)
@@ -439,7 +498,9 @@ def _hrr_fft(q, k, v, keep):
     scores = hrr_scores_fft(q, k, v, keep)
     weights = hrr_weights(scores, keep)
     if torch.is_grad_enabled() and (weights.requires_grad or v.requires_grad):
-        return (weights.unsqueeze(-1) * v.to(work)).to(v.dtype)
+        kv_heads = v.shape[1]     # GQA: w (B, Hkv, G, T, 1) * v (B, Hkv, 1, T, D), no copy of v
+        out = _grouped(weights, kv_heads).unsqueeze(-1) * v.to(work).unsqueeze(2)
+        return out.flatten(1, 2).to(v.dtype)
     return _weighted_values(weights, v)
 
 
@@ -454,9 +515,9 @@ def _hrr_fft(q, k, v, keep):
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
                                      "every key)")),
-                                    paths=(("gqa", "k, v repeated to the query heads (a copy; "
-                                                   "each group's beta is then computed once "
-                                                   "per query head)"),)),
+                                    paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
+                                                   "per key/value head and read by its group "
+                                                   "of query heads (no copy of k, v)"),)),
           traffic=hrr_traffic)
 def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str | None = None,
               batched: bool | None = None):
@@ -466,9 +527,11 @@ def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation: str 
         raise UnsupportedError("hrr_torch: HRR attention has no causal variant")
     if q.shape[-2] != k.shape[-2]:
         raise UnsupportedError("hrr_torch: HRR needs Tq == Tk")
-    if k.shape[1] != q.shape[1]:   # GQA: query head h reads key/value head h // group
-        group = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    if q.shape[1] % k.shape[1] or v.shape[1] != k.shape[1]:
+        raise ValueError(f"hrr_torch: query heads {q.shape[1]} not a multiple of key/value "
+                         f"heads {k.shape[1]} (v: {v.shape[1]})")
+    # GQA: query head h reads key/value head h // (Hq / Hkv); beta is computed once per
+    # key/value head and shared by its group of query heads (no copy of k or v)
     formulation = formulation or choose_formulation(q.device, q.shape[-1])
     if formulation not in FORMULATIONS:
         raise ValueError(f"hrr_torch: unknown formulation {formulation!r}; "

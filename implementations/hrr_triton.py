@@ -8,7 +8,9 @@ TF32: the 1e-5 match needs it) and writes only the three per-token numbers dot =
 |v|. In plain torch on a GPU, P is a (B, H, T, D) tensor written once and read back by the
 reductions. Counting tensor-sized transfers, the forward is then k, v (K^T V), q, v (scores),
 v, o (output): 6 against the floor's 4 (read q, k, v, write o), 1.5x if bandwidth-bound, where
-plain torch needs about 10 (P written and read twice, v read three times).
+plain torch needs about 10 (P written and read twice, v read three times). GQA: the program of
+query head h reads v and C of key/value head h // (Hq / Hkv) (C, i.e. beta, is built once per
+key/value head; nothing is copied per query head).
 
 NOT YET MEASURED ON A GPU (none was lent to this project so far): the block sizes below are
 a first guess, not tuned, and whether this beats hrr_torch on an H100 is unknown. The kernel's
@@ -77,7 +79,7 @@ def _kernel():
 
     @triton.jit
     def hrr_score_parts_kernel(q_ptr, v_ptr, c_ptr, dot_ptr, p_norm_ptr, v_norm_ptr,
-                               tokens, heads,
+                               tokens, heads, group,
                                sq_b, sq_h, sq_t, sq_d, sv_b, sv_h, sv_t, sv_d,
                                DIM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
                                BLOCK_K: tl.constexpr):
@@ -85,6 +87,8 @@ def _kernel():
         bh = tl.program_id(1)
         b = bh // heads
         h = bh % heads
+        # GQA: query head h reads key/value head h // group (its v and C; nothing copied)
+        kv = b * (heads // group) + h // group
         rows = block * BLOCK_T + tl.arange(0, BLOCK_T)
         cols = tl.arange(0, BLOCK_D)
         steps = tl.arange(0, BLOCK_K)
@@ -99,10 +103,11 @@ def _kernel():
             k_ok = ks < DIM
             q = tl.load(q_rows + ks[None, :] * sq_d, mask=row_ok[:, None] & k_ok[None, :],
                         other=0.0).to(tl.float32)
-            corr = tl.load(c_ptr + bh * DIM * DIM + ks[:, None] * DIM + cols[None, :],
+            corr = tl.load(c_ptr + kv * DIM * DIM + ks[:, None] * DIM + cols[None, :],
                            mask=k_ok[:, None] & col_ok[None, :], other=0.0)
             p += tl.dot(q, corr, input_precision="ieee")  # rows are unbind(beta, q_t)
-        v = tl.load(v_ptr + b * sv_b + h * sv_h + rows[:, None] * sv_t + cols[None, :] * sv_d,
+        v = tl.load(v_ptr + b * sv_b + (h // group) * sv_h + rows[:, None] * sv_t
+                    + cols[None, :] * sv_d,
                     mask=row_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         out = bh * tokens + rows
         tl.store(dot_ptr + out, tl.sum(p * v, axis=1), mask=row_ok)
@@ -115,14 +120,18 @@ def _kernel():
 
 def triton_score_parts(q: torch.Tensor, v: torch.Tensor, corr: torch.Tensor,
                        work: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dot = P.v, |P|, |v| per token (three (B, H, T) in float32), P = Q C never stored."""
+    """dot = P.v, |P|, |v| per token (three (B, Hq, T) in float32), P = Q C never stored.
+
+    q (B, Hq, T, D); v (B, Hkv, T, D) and C (B, Hkv, D, D) are read by query head h at key/value
+    head h // (Hq / Hkv) (GQA by sharing: the kernel's pointer arithmetic, no copy)."""
     import triton
 
     batch, heads, tokens, dim = q.shape
+    group = heads // v.shape[1]
     parts = torch.empty(3, batch, heads, tokens, dtype=work, device=q.device)
     block_t, block_d = block_sizes(dim)
     grid = (triton.cdiv(tokens, block_t), batch * heads)
-    _kernel()[grid](q, v, corr.contiguous(), parts[0], parts[1], parts[2], tokens, heads,
+    _kernel()[grid](q, v, corr.contiguous(), parts[0], parts[1], parts[2], tokens, heads, group,
                     *q.stride(), *v.stride(), DIM=dim, BLOCK_T=block_t, BLOCK_D=block_d,
                     BLOCK_K=k_block(block_d))
     return parts[0], parts[1], parts[2]
@@ -149,9 +158,11 @@ HRR_REASONS = (
 @register("hrr_triton", framework="torch", family="hrr", requires=("triton",),
           capabilities=Capabilities(devices=("cuda",), dtypes=("float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True,
-                                    reasons=HRR_REASONS + (
-                                        ("gqa", "the Triton kernel takes as many key/value "
-                                                "heads as query heads (not written)"),)),
+                                    gqa=True, reasons=HRR_REASONS,
+                                    paths=(("gqa", "the kernel reads key/value head h // "
+                                                   "(Hq / Hkv) and its C (beta once per "
+                                                   "key/value head); the backward is "
+                                                   "hrr_torch's, shared the same way"),)),
           traffic=hrr_traffic)
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
     """HRR attention with the scores fused in a Triton kernel (CUDA; not yet measured)."""
@@ -164,5 +175,10 @@ def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None):
                                "(use hrr_torch)")
     if q.dtype == torch.float64:
         raise UnsupportedError("hrr_triton: float64 not supported (use hrr_torch)")
+    if q.shape[-2] != k.shape[-2]:
+        raise UnsupportedError("hrr_triton: HRR needs Tq == Tk")
+    if q.shape[1] % k.shape[1] or v.shape[1] != k.shape[1]:
+        raise ValueError(f"hrr_triton: query heads {q.shape[1]} not a multiple of key/value "
+                         f"heads {k.shape[1]} (v: {v.shape[1]})")
     keep = hrr_torch._keep_mask(key_padding_mask, k.shape[0], k.shape[2], k.device)
     return HRRTriton.apply(q, k, v, keep, True)

@@ -10,7 +10,7 @@ import warnings
 
 from harness.errors import UnsupportedError
 from harness.registry import Capabilities, Query, first_line, register
-from harness.traffic import materialised_scores, tiled_exact
+from harness.traffic import materialised, tiled
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -158,6 +158,9 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
                         ("alibi", "float attn_mask bias"))),
              description=f"torch SDPA pinned to SDPBackend.{_backend}",
              constraints=_cuda_flash_constraints if _name == "sdpa_flash" else None,
-             # MATH forms the T x T scores; the other backends are tiled kernels
-             traffic=materialised_scores if _backend == "MATH" else tiled_exact,
+             # MATH forms the Tq x Tk scores and copies k, v to the query heads under
+             # enable_gqa (repeat_interleave inside aten); the other backends are tiled
+             # kernels with native GQA. ALiBi is a float attn_mask, per batch row with documents
+             traffic=(materialised(kv_copy=True, alibi_bias="rows") if _backend == "MATH"
+                      else tiled(alibi_bias="rows")),
              )(_pinned(_backend))

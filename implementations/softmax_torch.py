@@ -9,7 +9,7 @@ flex_attention) use it instead.
 from __future__ import annotations
 
 from harness.registry import Capabilities, register
-from harness.traffic import materialised_scores
+from harness.traffic import materialised
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 
@@ -21,7 +21,8 @@ from implementations._torch_masks import alibi_bias, allowed_keys
               paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
                      ("masks", "explicit boolean Tq x Tk mask"),
                      ("alibi", "explicit Tq x Tk bias"))),
-          traffic=materialised_scores)
+          # k, v copied to the query heads; ALiBi one (1, Hq, Tq, Tk) bias tensor
+          traffic=materialised(kv_copy=True, alibi_bias="heads"))
 def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                   alibi_slopes=None, document_ids=None):
     """Vanilla softmax(Q K^T / sqrt(D)) V with the Tq x Tk matrix in memory."""

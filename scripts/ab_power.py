@@ -7,8 +7,10 @@ hrr_torch, and how often it flags an unchanged tree against itself (docs/regress
 
 For each condition it makes copies of the committed tree (``git archive HEAD``): ``base``, a
 second unchanged copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
-spins for X% of the thread CPU time that result took (so it passes the correctness gate and does
-about X% more CPU work, whatever the load). Runs alternate between the conditions (and between
+runs a fixed pure-Python loop whose length is calibrated once per call (OUT/calibration.json: the
+median CPU time of a real call at each T and of one loop iteration, one thread, in a fresh
+process) to cost X% of the real call (so it passes the correctness gate and does X% more CPU
+work, as measured at calibration). Runs alternate between the conditions (and between
 "with a busy core" and "without" when --busy both), so that the machine's load, which changes
 over the session, falls on every condition alike. With a busy core, ``python -c "while True:
 pass"`` runs beside the ab call for the whole call. One line of JSON per ab call goes to
@@ -29,28 +31,76 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = ("def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, "
-          "formulation: str | None = None):")
-INJECTED = '''def hrr_torch(q, k, v, *, causal=False, key_padding_mask=None, formulation=None):
-    """Injected slowdown (power measurement only): the real result, then {pct}% more CPU work."""
-    import time as _t
-    start = _t.thread_time()
-    out = _hrr_torch_real(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
-                          formulation=formulation)
-    now = _t.thread_time()
-    target = now + {frac!r} * (now - start)
-    while _t.thread_time() < target:
-        pass
-    return out
+# appended to implementations/hrr_torch.py of a slowed tree: the registered hrr_torch computes
+# its real result, then runs a fixed number of iterations of a pure-Python loop, chosen per
+# sequence length by calibrate() so that they cost PCT% of the real call's CPU time. A fixed
+# amount of work, no clock read while it runs: the extra time is what the work costs.
+INJECTED = """
+
+# --- injected slowdown (scripts/ab_power.py; power measurement only) ---
+def _with_injected_work(impl, iterations):
+    import dataclasses
+    import functools
+
+    real = impl.fn
+
+    @functools.wraps(real)
+    def slowed(q, k, v, **kwargs):
+        out = real(q, k, v, **kwargs)
+        x = 0
+        for i in range(iterations.get(int(q.shape[-2]), 0)):
+            x += i
+        return out
+
+    return dataclasses.replace(impl, fn=slowed, _probe_cache={{}})
 
 
-def _hrr_torch_real(q, k, v, *, causal=False, key_padding_mask=None,
-                    formulation: str | None = None):'''
+from harness.registry import REGISTRY  # noqa: E402
+
+REGISTRY.add(_with_injected_work(REGISTRY.get("hrr_torch"), {iterations!r}), replace=True)
+"""
 GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--head-dim", "64",
         "--pass", "fwd", "--device", "cpu"]
 
 
-def make_tree(where: Path, slowdown_pct: int | None) -> None:
+def calibrate(trees: Path, seq_lens: list[int], samples: int = 400) -> dict:
+    """CPU seconds of one hrr_torch call (median, one thread, this machine, B=1 H=8 D=64
+    float32 forward) per T, and of one iteration of the injected loop; run in a fresh process
+    from the unchanged tree."""
+    code = f"""
+import json, statistics, sys, time, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {str(trees / 'base')!r})
+from harness.registry import REGISTRY
+fn = REGISTRY.get("hrr_torch").fn
+out = {{}}
+for T in {seq_lens!r}:
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 8, T, 64, generator=g) for _ in range(3))
+    for _ in range(20):
+        fn(q, k, v)
+    ts = []
+    for _ in range({samples}):
+        t0 = time.thread_time(); fn(q, k, v); ts.append(time.thread_time() - t0)
+    out[T] = statistics.median(ts)
+n = 2_000_000
+rates = []
+for _ in range(7):
+    t0 = time.thread_time()
+    x = 0
+    for i in range(n):
+        x += i
+    rates.append((time.thread_time() - t0) / n)
+out["loop_iteration_s"] = statistics.median(rates)
+print(json.dumps(out))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=trees / "base", check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def make_tree(where: Path, slowdown_pct: int | None, calibration: dict | None = None) -> None:
     if where.exists():
         return
     where.mkdir(parents=True)
@@ -58,12 +108,12 @@ def make_tree(where: Path, slowdown_pct: int | None) -> None:
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     if slowdown_pct:
+        assert calibration is not None
+        per_iteration = calibration["loop_iteration_s"]
+        iterations = {int(t): round(slowdown_pct / 100.0 * float(s) / per_iteration)
+                      for t, s in calibration.items() if t != "loop_iteration_s"}
         path = where / "implementations" / "hrr_torch.py"
-        text = path.read_text()
-        if TARGET not in text:
-            sys.exit(f"cannot inject: {TARGET!r} not found in {path}")
-        path.write_text(text.replace(TARGET, INJECTED.format(pct=slowdown_pct,
-                                                             frac=slowdown_pct / 100.0)))
+        path.write_text(path.read_text() + INJECTED.format(iterations=iterations))
 
 
 def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
@@ -280,9 +330,14 @@ def main() -> int:
     trees = args.out / "trees"
     make_tree(trees / "base", None)
     make_tree(trees / "same", None)
+    calibration_path = args.out / "calibration.json"
+    if not calibration_path.exists():
+        calibration_path.write_text(json.dumps(calibrate(trees, [128, 256])) + "\n")
+    calibration = json.loads(calibration_path.read_text())
+    print(f"calibration: {calibration}", flush=True)
     for c in conditions:
         if c != "same":
-            make_tree(trees / f"slow{c}", int(c))
+            make_tree(trees / f"slow{c}", int(c), calibration)
     busy_modes = {"yes": [True], "no": [False], "both": [True, False]}[args.busy]
     deadline = None
     if args.deadline:

@@ -125,6 +125,12 @@ def repo(tmp_path_factory) -> Path:
         _git(root, "add", "-A")
         _git(root, "commit", "-q", "-m", tag)
         _git(root, "tag", tag)
+    # a revision from before round servers: each round is one whole sweep per side
+    _git(root, "checkout", "-q", "-b", "old", "fast")
+    (root / "harness" / "round_server.py").unlink()
+    _git(root, "commit", "-q", "-am", "no round server")
+    _git(root, "tag", "fast-old")
+    _git(root, "checkout", "-q", "slow")
     return root
 
 
@@ -147,6 +153,16 @@ def test_ab_flags_the_slowed_revision(repo, tmp_path):
     listed = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
                             text=True).stdout.strip().splitlines()
     assert len(listed) == 1
+
+
+@pytest.mark.slow
+def test_ab_with_a_side_without_round_server_runs_whole_sweeps(repo, tmp_path):
+    out = tmp_path / "ab"
+    done = run_cli("ab", "fast-old", "slow", *GRID, *FAST, "--out", str(out), cwd=repo,
+                   timeout=1800)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "one sweep per side per round" in (out / "ab.md").read_text()
+    assert [r["verdict"] for r in csv.DictReader(open(out / "ab.csv"))] == [REGRESSED]
 
 
 @pytest.mark.slow
@@ -181,7 +197,8 @@ def test_ab_side_refusing_the_grid_exits_2(repo, tmp_path):
                    cwd=repo, timeout=900)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "its sweep refused the input" in lines[0] and "nosuch" in lines[0]
+    assert len(lines) == 1 and "its round server refused the input" in lines[0] and \
+        "nosuch" in lines[0]
 
 
 def test_ab_instructions_without_valgrind_says_so(repo, tmp_path):

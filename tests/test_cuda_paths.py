@@ -261,7 +261,7 @@ def test_runner_isolates_the_combination_that_broke_the_context(tmp_path):
     runner = Runner(RunDir.create(tmp_path / "run", {}), RunSettings(), executor=Executor())
     points = [Point(name, seq_len=64, head_dim=16, device="cuda", dtype="float16")
               for name in ("softmax_torch", "sdpa_math")]  # the first one "breaks" the context
-    probes = runner._probe_stage(points)
+    probes = runner.probe(points)
     assert probes[("sdpa_math", "cuda", "float16", False)]["available"]
     bad = probes[("softmax_torch", "cuda", "float16", False)]
     assert bad["crashed"] and "CudaContextError" in bad["reason"]

@@ -180,6 +180,25 @@ def test_hrr_at_head_dim_256(dtype):
         assert error <= {"float32": 2e-5, "bfloat16": 3e-2}[dtype], (name, error)
 
 
+@pytest.mark.parametrize("name", ["hrr_torch", "hrr_triton", "hrr_jax"])
+def test_hrr_gqa_shares_key_value_heads_on_cuda(name):
+    """GQA (Hq 8, Hkv 2) and MQA (Hkv 1) with key padding: hrr_torch's batched CUDA loops,
+    hrr_triton's kernel (key/value head h // group) and hrr_jax against the float64 reference."""
+    impl = harness.get(name)
+    verdict = impl.supports(device="cuda", dtype="float32", key_padding_mask=True, gqa=True)
+    if not verdict:
+        pytest.skip(verdict.reason)
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((2, 8, 300, 64)).astype(np.float32)
+    keep = rng.random((2, 300)) > 0.2
+    for kv_heads in (2, 1):
+        k, v = (rng.standard_normal((2, kv_heads, 300, 64)).astype(np.float32)
+                for _ in range(2))
+        out = harness.attention(name, q, k, v, key_padding_mask=keep, device="cuda")
+        ref = hrr_attention(q, k, v, key_padding_mask=keep)
+        assert np.abs(out - ref).max() / np.abs(ref).max() <= 2e-5, (name, kv_heads)
+
+
 @pytest.mark.skipif(CUDA and torch.cuda.device_count() < 2,
                     reason="needs two CUDA devices (cuda:1)")
 def test_points_on_cuda_1_are_timed_on_cuda_1(tmp_path):
@@ -249,7 +268,21 @@ WORKLOAD_CASES = {   # (q heads, kv heads, Tq, Tk, keywords), causal unless said
     "window_two_sided": (8, 8, 256, 256, {"window": (32, 16), "causal": False}),
     "alibi": (8, 8, 256, 256, {"alibi": True}),
     "documents": (8, 2, 256, 256, {"documents": 3}),
+    # the varlen / bias-object paths of flash_attn and xformers (LIBRARY_CASES: only those two
+    # run them, to keep the suite's GPU time bounded; the CPU suite covers the others)
+    "documents_window": (8, 2, 256, 256, {"documents": 3, "window": (32, 0)}),
+    "documents_alibi": (8, 8, 256, 256, {"documents": 3, "alibi": True}),
+    "documents_two_sided": (8, 8, 256, 256, {"documents": 2, "window": (16, 8),
+                                             "alibi": True, "causal": False}),
+    "window_chunk": (8, 2, 7, 256, {"window": (32, 0)}),
+    "window_left_unbounded": (8, 8, 256, 256, {"window": (-1, 16), "causal": False}),
+    "decode_alibi_gqa": (8, 2, 1, 256, {"alibi": True, "window": (64, 0)}),
+    "padding": (8, 2, 256, 256, {"padding": True, "causal": False}),
+    "padding_chunk": (8, 8, 7, 256, {"padding": True, "causal": False}),
 }
+
+LIBRARY_CASES = {"documents_window", "documents_alibi", "documents_two_sided", "window_chunk",
+                 "window_left_unbounded", "decode_alibi_gqa", "padding", "padding_chunk"}
 
 
 @pytest.mark.parametrize("name", [i.name for i in harness.all_implementations()
@@ -257,6 +290,8 @@ WORKLOAD_CASES = {   # (q heads, kv heads, Tq, Tk, keywords), causal unless said
 @pytest.mark.parametrize("case", list(WORKLOAD_CASES))
 def test_cuda_workloads_against_float64_reference(name, case):
     """Every exact CUDA method on the workloads it claims (bf16; fp32 where that is all)."""
+    if case in LIBRARY_CASES and name not in ("flash_attn", "xformers"):
+        pytest.skip("a flash_attn / xformers path case")
     from harness.correctness import run_impl_numpy
     from harness.masking import alibi_slopes, packed_document_ids
 
@@ -268,19 +303,24 @@ def test_cuda_workloads_against_float64_reference(name, case):
     docs = kw.pop("documents", None)
     if docs:
         kw["document_ids"] = packed_document_ids(2, tk, docs, seed=0)
+    mask = None
+    if kw.pop("padding", False):      # kept keys a prefix of each row (the varlen form)
+        mask = np.ones((2, tk), dtype=bool)
+        mask[0, tk - tk // 4:] = False
+        mask[1, 5:] = False
     impl = harness.get(name)
     dtype = "bfloat16" if "bfloat16" in impl.capabilities.dtypes else "float32"
     verdict = impl.supports(device="cuda", dtype=dtype, causal=causal, gqa=hkv != hq,
                             q_len=tq != tk, window="window" in kw, alibi="alibi_slopes" in kw,
-                            documents="document_ids" in kw)
+                            documents="document_ids" in kw, key_padding_mask=mask is not None)
     if not verdict:
         pytest.skip(verdict.reason)
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, hq, tq, 64))
     k, v = (rng.standard_normal((2, hkv, tk, 64)) for _ in range(2))
-    out = run_impl_numpy(impl, q, k, v, device="cuda", dtype=dtype, causal=causal, mask=None,
+    out = run_impl_numpy(impl, q, k, v, device="cuda", dtype=dtype, causal=causal, mask=mask,
                          **kw)
-    ref = exact_attention(q, k, v, causal=causal, **kw)
+    ref = exact_attention(q, k, v, causal=causal, key_padding_mask=mask, **kw)
     np.testing.assert_allclose(out, ref, atol=TOLERANCE[dtype], rtol=0)
 def test_cudagraph_timer_and_clock_sampling_in_records(tmp_path):
     """--timer cudagraph replays a captured call; every CUDA record carries NVML clocks."""
@@ -338,3 +378,52 @@ def test_jax_on_gpu_flushes_l2_like_torch(tmp_path):
         pytest.skip(record.message)
     assert record.status == "ok", record.message
     assert record.l2_flush.startswith("flushed")
+
+
+@pytest.mark.parametrize("name", ["flash_attn", "xformers"])
+def test_cuda_library_paths_refuse_what_they_cannot_express(name):
+    """Per input: documents whose id comes back (and, for flash_attn, key padding that is not
+    a prefix of the row) are UnsupportedError before the library is called."""
+    from harness.errors import UnsupportedError
+
+    impl = harness.get(name)
+    verdict = impl.supports(device="cuda", dtype="float16", documents=True)
+    if not verdict:
+        pytest.skip(verdict.reason)
+    q = torch.randn(1, 2, 8, 64, device="cuda", dtype=torch.float16)
+    ids = torch.tensor([[0, 0, 1, 1, 0, 0, 2, 2]], device="cuda")
+    with pytest.raises(UnsupportedError, match="reappears"):
+        impl.fn(q, q, q, causal=True, document_ids=ids)
+    if name == "flash_attn":
+        holes = torch.tensor([[True, False] * 4], device="cuda")
+        with pytest.raises(UnsupportedError, match="not a prefix"):
+            impl.fn(q, q, q, key_padding_mask=holes)
+
+
+def test_flash_attn_varlen_padding_backward_matches_sdpa():
+    """Key padding through flash_attn_varlen_func, forward and backward, against SDPA's math
+    backend on the same bf16 inputs (flash_attn's gradients reach the packed k and v)."""
+    impl = harness.get("flash_attn")
+    verdict = impl.supports(device="cuda", dtype="bfloat16", key_padding_mask=True,
+                            backward=True)
+    if not verdict:
+        pytest.skip(verdict.reason)
+    import torch.nn.functional as F
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 128, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
+               .requires_grad_() for _ in range(3))
+    keep = torch.ones(2, 128, dtype=torch.bool, device="cuda")
+    keep[0, 100:] = False
+    out = impl.fn(q, k, v, key_padding_mask=keep)
+    out.float().square().sum().backward()
+    grads = [x.grad.float() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                         attn_mask=keep[:, None, None, :])
+    ref.square().sum().backward()
+    assert (out.float() - ref).abs().max().item() < 3e-2
+    for got, x in zip(grads, (q, k, v)):
+        scale = max(1.0, x.grad.abs().max().item())
+        assert (got - x.grad.float()).abs().max().item() < 5e-2 * scale

@@ -373,3 +373,121 @@ def test_batched_half_precision_and_noncontiguous_layout(dtype, tol, small_batch
         assert got.grad.dtype == dtype and got.grad.shape == got.shape
         np.testing.assert_allclose(got.grad.float().numpy(), other.grad.float().numpy(),
                                    rtol=0, atol=1e-2 * float(other.grad.float().abs().max()))
+
+
+# ---- GQA / MQA: beta shared by the query heads of a group, no copy of k, v -----------------
+
+def reference_autograd_gqa(q, k, v, mask):
+    """reference_autograd with Hkv < Hq: k, v expanded to the query heads inside the float64
+    reference (query head h reads key/value head h // G), so their gradients sum over a group."""
+    group = q.shape[1] // k.shape[1]
+    t = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    out = reference_torch64(t[0], *(x.repeat_interleave(group, dim=1) for x in t[1:]), m)
+    grad = torch.from_numpy(np.random.default_rng(98).standard_normal(out.shape))
+    out.backward(grad)
+    return out.detach().numpy(), [x.grad.numpy() for x in t], grad
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (3, 1)])          # GQA, MQA
+@pytest.mark.parametrize("form,batched", [("gemm", False), ("gemm", True), ("fft", False)])
+@pytest.mark.parametrize("mask_kind", ["none", "random", "row_all_masked"])
+def test_gqa_shares_beta_and_matches_float64(heads, kv_heads, form, batched, mask_kind,
+                                             small_batched_chunks):
+    q = make((2, heads, 11, 6), seed=heads)[0]
+    k, v = make((2, kv_heads, 11, 6), seed=heads + 50)[:2]
+    mask = masks(2, 11, seed=heads)[mask_kind]
+    ref_out, ref_grads, grad = reference_autograd_gqa(q, k, v, mask)
+    assert rel_err(ref_out, hrr_attention(q, k, v, key_padding_mask=mask)) <= 1e-12
+    t = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+    m = None if mask is None else torch.from_numpy(mask)
+    with no_kv_copy_ctx():
+        out = ht.hrr_torch(*t, key_padding_mask=m, formulation=form, batched=batched)
+        out.backward(grad.float())
+    assert out.shape == q.shape and rel_err(out.detach().numpy(), ref_out) <= TOL32
+    for got, ref in zip(t, ref_grads):          # dk, dv: summed over the group of query heads
+        assert got.grad.shape == got.shape and rel_err(got.grad.numpy(), ref) <= 1e-4
+
+
+class no_kv_copy_ctx:
+    """no_kv_copy as a context (the reference above may repeat; the implementation may not)."""
+
+    def __enter__(self):
+        self.saved = torch.Tensor.repeat_interleave, torch.repeat_interleave
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("repeat_interleave called: k/v copied to the query heads")
+        torch.Tensor.repeat_interleave = refuse
+        torch.repeat_interleave = refuse
+
+    def __exit__(self, *exc):
+        torch.Tensor.repeat_interleave, torch.repeat_interleave = self.saved
+
+
+@pytest.mark.parametrize("form", ht.FORMULATIONS)
+def test_gqa_gradcheck_float64(form, monkeypatch):
+    monkeypatch.setattr(ht, "CHUNK_ELEMENTS", 15)
+    monkeypatch.setattr(ht, "CUDA_CHUNK_ELEMENTS", 2 * 4 * 5)
+    q = torch.tensor(make((1, 4, 6, 5), seed=3, dtype=np.float64)[0], requires_grad=True)
+    k, v = (torch.tensor(x, requires_grad=True)
+            for x in make((1, 2, 6, 5), seed=4, dtype=np.float64)[:2])
+    m = torch.from_numpy(masks(1, 6, seed=2)["random"])
+    for batched in ((False, True) if form == "gemm" else (False,)):
+        assert torch.autograd.gradcheck(
+            lambda a, b, c: ht.hrr_torch(a, b, c, key_padding_mask=m, formulation=form,
+                                         batched=batched), (q, k, v), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_gqa_half_precision_batched_matches_per_head(dtype, tol, small_batched_chunks):
+    q = make((2, 4, 10, 8), seed=17)[0]
+    k, v = make((2, 2, 10, 8), seed=19)[:2]
+    m = torch.from_numpy(masks(2, 10)["random"])
+    grad = torch.from_numpy(make((2, 4, 10, 8), seed=18)[0]).to(dtype)
+    runs = []
+    for batched in (True, False):
+        t = [torch.from_numpy(x).to(dtype).requires_grad_() for x in (q, k, v)]
+        out = ht.hrr_torch(*t, key_padding_mask=m, formulation="gemm", batched=batched)
+        out.backward(grad)
+        runs.append((out, t))
+    (out_b, t_b), (out_p, t_p) = runs
+    assert out_b.dtype == dtype
+    ref = hrr_attention(*(x.detach().float().numpy() for x in t_b), key_padding_mask=m.numpy())
+    assert rel_err(out_b.detach().float().numpy(), ref) <= tol
+    for got, other in zip(t_b, t_p):
+        assert got.grad.dtype == dtype and got.grad.shape == got.shape
+        np.testing.assert_allclose(got.grad.float().numpy(), other.grad.float().numpy(),
+                                   rtol=0, atol=1e-2 * float(other.grad.float().abs().max()))
+
+
+def test_gqa_capability_path_says_sharing():
+    impl = harness.get("hrr_torch")
+    paths = dict(impl.capabilities.paths)
+    assert "once per key/value head" in paths["gqa"] and "repeat" not in paths["gqa"]
+
+
+@pytest.mark.parametrize("heads,kv_heads,mask_kind", [(4, 2, "random"), (3, 1, "none")])
+def test_jax_gqa_shares_beta_and_matches_float64(heads, kv_heads, mask_kind, monkeypatch):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from implementations import hrr_jax as hj
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("jnp.repeat called: k/v copied to the query heads")
+    monkeypatch.setattr(jnp, "repeat", refuse)
+    q = make((2, heads, 9, 6), seed=heads + 60)[0]
+    k, v = make((2, kv_heads, 9, 6), seed=heads + 70)[:2]
+    mask = masks(2, 9, seed=heads)[mask_kind]
+    ref_out, ref_grads, grad = reference_autograd_gqa(q, k, v, mask)
+    for form in hj.FORMULATIONS:
+        out = hj.hrr_jax(q, k, v, key_padding_mask=mask, formulation=form)
+        assert out.shape == q.shape and rel_err(np.asarray(out), ref_out) <= TOL32
+
+        def loss(a, b, c):
+            return (hj.hrr_jax(a, b, c, key_padding_mask=mask, formulation=form)
+                    * grad.numpy().astype(np.float32)).sum()
+        grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+        for got, ref in zip(grads, ref_grads):
+            assert got.shape == ref.shape and rel_err(np.asarray(got), ref) <= 1e-4
+    assert "once per key/value head" in dict(harness.get("hrr_jax").capabilities.paths)["gqa"]

@@ -72,6 +72,7 @@ def test_kernel_matches_the_reference_in_the_triton_interpreter():
     assert result.stdout.count("gradients vs hrr_torch") == 5
     assert "forward (1, 2, 40, 256) mask=random" in result.stdout
     assert "zero inputs: finite, all zero" in result.stdout
+    assert "gqa Hq=4 Hkv=2" in result.stdout and "gqa Hq=3 Hkv=1" in result.stdout
 
 
 # ---- benchmarks/hrr/bandwidth_floor.py ---------------------------------------------------------

@@ -89,3 +89,40 @@ def test_half_inputs(dtype, rng):
     q, k, v = (x.to(dtype) for x in _inputs(rng))
     out = performer_attention(q, k, v, causal=True)
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (3, 1)])           # GQA, MQA
+@pytest.mark.parametrize("t_q", [600, 7, 1, 650])                      # Tq = Tk, chunk, decode, Tq > Tk
+def test_gqa_and_bottom_right_causal_match_direct_computation(heads, kv_heads, t_q, rng,
+                                                               monkeypatch):
+    """Against the direct float64 sum over the allowed pairs (harness.masking, bottom-right)
+    with the same features: query head h uses the features and values of key/value head
+    h // G; nothing repeats k or v (repeat_interleave refused)."""
+    from harness.masking import allowed_mask
+
+    t_k = 600
+    q = torch.tensor(rng.standard_normal((2, heads, t_q, 8)) * 0.5)
+    k, v = (torch.tensor(rng.standard_normal((2, kv_heads, t_k, 8)) * 0.5) for _ in range(2))
+    keep = torch.from_numpy(rng.random((2, t_k)) > 0.2)
+    projection = orthogonal_random_features(64, 8, seed=3, dtype=torch.float64)
+    phi_q = favor_features(q, projection, is_query=True)
+    phi_k = favor_features(k, projection, is_query=False, keep=keep)
+    group = heads // kv_heads
+    kernel = torch.einsum("bhgim,bhjm->bhgij", phi_q.unflatten(1, (kv_heads, group)), phi_k)
+    for causal in (False, True):
+        allowed = allowed_mask(t_q, t_k, causal=causal)
+        direct_kernel = kernel if allowed is None else \
+            kernel * torch.from_numpy(allowed[:, :, None]).to(kernel.dtype)
+        num = torch.einsum("bhgij,bhjd->bhgid", direct_kernel, v)
+        den = direct_kernel.sum(-1, keepdim=True)
+        direct = torch.where(den > 0, num / den.clamp_min(1e-300), 0.0).flatten(1, 2)
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("repeat_interleave: k/v copied to the query heads")
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.Tensor, "repeat_interleave", refuse)
+            patch.setattr(torch, "repeat_interleave", refuse)
+            out = performer_attention(q, k, v, causal=causal, key_padding_mask=keep,
+                                      num_features=64, seed=3)
+        assert out.shape == q.shape
+        torch.testing.assert_close(out, direct, rtol=1e-9, atol=1e-12)

@@ -16,8 +16,10 @@ STYLE = {REGRESSED: "bold red", IMPROVED: "green", UNDECIDED: "yellow", UNCHANGE
 
 def config_text(j: Judgement) -> str:
     p = j.point
+    workload = p.workload_label()
     return (f"T={p.seq_len} D={p.head_dim} B={p.batch} H={p.heads} {p.dtype} "
-            f"{'causal ' if p.causal else ''}{p.pass_} {p.device}")
+            f"{'causal ' if p.causal else ''}{p.pass_} {p.device}"
+            + (f" {workload}" if workload else ""))
 
 
 def value_text(value: float | None, unit: str) -> str:
@@ -68,12 +70,15 @@ def csv_text(judgements: Sequence[Judgement], unit: str) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype",
-                     "causal", "pass", "point_id", "metric", "base", "head", "ratio", "lo",
+                     "causal", "pass", "kv_heads", "q_len", "window", "alibi", "documents",
+                     "point_id", "metric", "base", "head", "ratio", "lo",
                      "hi", "rounds", "verdict", "round_ratios", "note"])
     for j in judgements:
         p, e = j.point, j.estimate
         writer.writerow([p.impl, p.device, p.batch, p.heads, p.seq_len, p.head_dim, p.dtype,
-                         p.causal, p.pass_, p.point_id, unit,
+                         p.causal, p.pass_, *("" if v is None else v
+                                              for v in p.workload_values().values()),
+                         p.point_id, unit,
                          "" if j.base_value is None else f"{j.base_value:.6g}",
                          "" if j.head_value is None else f"{j.head_value:.6g}",
                          f"{e.ratio:.5f}" if e else "", f"{e.lo:.5f}" if e else "",

@@ -1,12 +1,19 @@
-"""Interleaved rounds: each round runs one sweep per side (that side's own ``run_bench.py``),
-alternating which side goes first, until every point is decided, the round cap or the time budget.
+"""Interleaved rounds, until every point is decided, the round cap or the time budget.
 
-One sweep process per side per round measures every point of the grid with the normal sweep's
-worker isolation and correctness gate; its records land in a run directory of their own
-(``OUT/rounds/base-01`` ...) and are appended to the side's pooled run directory (``OUT/base``,
-``OUT/head``: every round of a point is one record there, so ``run_bench.py compare`` reads them
-as rounds too). Records are read as plain JSON, so a side from an older revision only needs the
-record fields every revision has written (point fields, status, message, time_samples_s).
+Each round starts a fresh round server per side (``run_bench.py sweep --serve-rounds`` of that
+side's own tree: planned and gated, harness.ab_gate.servers), both at once, and then measures the
+grid point by point, both sides of a point back to back, alternating which side goes first
+(ABBA over points and rounds). Fresh processes every round: a process's address-space layout
+can make the same code faster or slower for the whole life of the process, so rounds measured
+in one long-lived process per side would share that side's luck and no longer be independent
+draws. A side from a revision without a round server runs one whole sweep per round instead.
+
+Every point is measured with the normal sweep's worker isolation and correctness gate; each
+round's records land in a run directory of their own (``OUT/rounds/base-01`` ...) and are
+appended to the side's pooled run directory (``OUT/base``, ``OUT/head``: every round of a point
+is one record there, so ``run_bench.py compare`` reads them as rounds too). Records are read as
+plain JSON, so a side from an older revision only needs the record fields every revision has
+written (point fields, status, message, time_samples_s).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.ab_gate.servers import SideServer, has_round_server, server_argv
 from harness.ab_gate.sides import ENTRY, Side, is_checkout
 from harness.ab_gate.paired_stats import (
     IMPROVED,
@@ -87,6 +95,7 @@ class Outcome:
     elapsed_s: float
     stop_reason: str
     round_seconds: list[float]
+    mode: str = ""               # how the rounds were measured
 
 
 # -- one side, one round ------------------------------------------------------------------------
@@ -161,6 +170,62 @@ def pool_round(pooled: Path, round_dir: Path, side: Side) -> None:
         os.fsync(handle.fileno())
 
 
+def request_timeout(plan: Plan) -> float:
+    """How long to wait for one point: its two worker tasks (memory, timing) with the sweep's
+    --timeout each, plus the compile allowance, plus slack."""
+    args = list(plan.sweep_args)
+    timeout = float(args[args.index("--timeout") + 1]) if "--timeout" in args else 120.0
+    return 2 * (timeout + 600.0) + 60.0
+
+
+def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """One round by fresh round servers, both started at once, point by point; the records
+    and how long starting and measuring took."""
+    servers: dict[str, SideServer] = {}
+    round_dirs = {label: plan.out / "rounds" / f"{label}-{index:02d}" for label in LABELS}
+    records: dict[str, list[dict[str, Any]]] = {label: [] for label in LABELS}
+    wait = request_timeout(plan)
+    t0 = time.monotonic()
+    ready_s = 0.0
+    try:
+        for label in LABELS:
+            side = plan.sides[label]
+            servers[label] = SideServer(
+                server_argv(plan.python, side, plan.impl_modules, plan.sweep_args), side,
+                side_environment(side.root, one_thread=plan.clock == "cpu"),
+                round_dirs[label].with_name(round_dirs[label].name + ".log"))
+        grids = {label: {point_of(p["point"]): p["point_id"]
+                         for p in servers[label].ready(wait)} for label in LABELS}
+        ready_s = time.monotonic() - t0
+        for position, point in enumerate(sorted(set(grids["base"]) | set(grids["head"]))):
+            order = LABELS if base_first(index + position) else tuple(reversed(LABELS))
+            for label in order:
+                if point in grids[label]:
+                    records[label].append(servers[label].measure(grids[label][point],
+                                                                 round_dirs[label], wait))
+        for label in LABELS:
+            servers[label].close(round_dirs[label])
+    finally:
+        for server in servers.values():
+            server.stop()
+    for label in LABELS:
+        pool_round(plan.out / label, round_dirs[label], plan.sides[label])
+    return records, (f"servers ready in {ready_s:.0f} s, points measured in "
+                     f"{time.monotonic() - t0 - ready_s:.0f} s")
+
+
+def whole_sweeps_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """One round as one whole sweep per side, BASE first in odd rounds."""
+    order = LABELS if base_first(index) else tuple(reversed(LABELS))
+    records: dict[str, list[dict[str, Any]]] = {}
+    for label in order:
+        side = plan.sides[label]
+        round_dir = plan.out / "rounds" / f"{label}-{index:02d}"
+        records[label] = run_side(plan, side, round_dir)
+        pool_round(plan.out / label, round_dir, side)
+    return records, f"{'BASE' if base_first(index) else 'HEAD'} first, one sweep per side"
+
+
 # -- judging ------------------------------------------------------------------------------------
 def cpu_samples(data: dict[str, Any]) -> list[float]:
     """The CPU-time samples of a raw record (kept in ``extra``); empty for a side too old to
@@ -182,11 +247,17 @@ def pair_samples(b: dict[str, Any], h: dict[str, Any],
 
 
 def point_of(data: dict[str, Any]) -> Point:
-    """The point a raw record measured (KeyError, TypeError or ValueError if it names none)."""
+    """The point a raw record (or a point's dict) measured, workload axes included where given
+    (a side from before them: the defaults); KeyError, TypeError or ValueError if it names none."""
+    window = data.get("window")
     return Point(impl=data["impl"], seq_len=int(data["seq_len"]),
                  head_dim=int(data["head_dim"]), batch=int(data["batch"]),
                  heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
-                 pass_=data["pass"], device=data["device"])
+                 pass_=data["pass"], device=data["device"],
+                 kv_heads=int(data.get("kv_heads") or 0), q_len=int(data.get("q_len") or 0),
+                 window=-1 if window is None else int(window),
+                 alibi=bool(data.get("alibi") or False),
+                 documents=int(data.get("documents") or 0))
 
 
 def add_round(histories: dict[Point, History], records: dict[str, list[dict[str, Any]]],
@@ -267,7 +338,7 @@ def judge_all(histories: dict[Point, History], threshold: float,
 
 
 # -- the loop -----------------------------------------------------------------------------------
-RoundListener = Callable[[int, list[Judgement], float], None]
+RoundListener = Callable[[int, list[Judgement], float, str], None]  # index, verdicts, s, how
 
 
 def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
@@ -275,6 +346,8 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
     ``min_rounds``), ``max_rounds`` or the time budget (no round is started that would likely
     end beyond it)."""
     histories: dict[Point, History] = {}
+    served = all(has_round_server(side) for side in plan.sides.values())
+    measure_round = served_round if served else whole_sweeps_round
     start = time.monotonic()
     durations: list[float] = []
     judgements: list[Judgement] = []
@@ -285,25 +358,20 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
             reason = f"time budget ({plan.max_time_s:g} s) spent"
             break
         t0 = time.monotonic()
-        order = LABELS if base_first(index) else tuple(reversed(LABELS))
-        records: dict[str, list[dict[str, Any]]] = {}
-        for label in order:
-            side = plan.sides[label]
-            round_dir = plan.out / "rounds" / f"{label}-{index:02d}"
-            records[label] = run_side(plan, side, round_dir)
-            pool_round(plan.out / label, round_dir, side)
+        records, detail = measure_round(plan, index)
         add_round(histories, records, plan.statistic, plan.clock)
         durations.append(time.monotonic() - t0)
         judgements = judge_all(histories, plan.threshold, plan.confidence)
         if listener is not None:
-            listener(index, judgements, durations[-1])
+            listener(index, judgements, durations[-1], detail)
         if not histories:
             raise UsageError("neither side measured any point (the grid is empty?)")
         if index >= plan.min_rounds and index % 2 == 0 and \
                 all(j.verdict in DECIDED for j in judgements):
             reason = "every point decided"
             break
-    return Outcome(judgements, len(durations), time.monotonic() - start, reason, durations)
+    return Outcome(judgements, len(durations), time.monotonic() - start, reason, durations,
+                   "round servers, point by point" if served else "one sweep per side per round")
 
 
 def exit_status(judgements: Sequence[Judgement]) -> int:

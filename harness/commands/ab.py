@@ -25,7 +25,9 @@ from harness.errors import UsageError
 # sweep flags passed through to each side's sweep: (dest, flag)
 SWEEP_FLAGS = (("impl", "--impl"), ("seq_len", "--seq-len"), ("head_dim", "--head-dim"),
                ("batch", "--batch"), ("heads", "--heads"), ("dtype", "--dtype"),
-               ("causal", "--causal"), ("pass_", "--pass"), ("device", "--device"),
+               ("causal", "--causal"), ("kv_heads", "--kv-heads"), ("q_len", "--q-len"),
+               ("window", "--window"), ("alibi", "--alibi"), ("documents", "--documents"),
+               ("pass_", "--pass"), ("device", "--device"),
                ("preset", "--preset"), ("config", "--config"), ("timeout", "--timeout"),
                ("max_memory", "--max-memory"), ("min_time", "--min-time"),
                ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
@@ -164,9 +166,8 @@ def run(args: argparse.Namespace) -> int:
                                        seed=int(args.seed or 0))
             unit = "instructions"
         else:
-            outcome = run_rounds(plan, listener=lambda i, js, s: console.print(
-                f"round {i} ({'BASE first' if i % 2 else 'HEAD first'}, {s:.0f} s): "
-                f"{progress_text(js)}"))
+            outcome = run_rounds(plan, listener=lambda i, js, s, how: console.print(
+                f"round {i} ({s:.0f} s: {how}): {progress_text(js)}"))
             unit = "time"
         header = [f"# ab: HEAD {sides['head'].describe()} vs BASE {sides['base'].describe()}",
                   "",
@@ -174,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
                                          f"samples per round)" if unit == "time"
                                          else " (callgrind, one thread)"),
                   f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
-                  f"{outcome.elapsed_s:.0f} s; ABBA order",
+                  f"{outcome.elapsed_s:.0f} s; ABBA order"
+                  + (f"; {outcome.mode}" if outcome.mode else ""),
                   f"- ratio: geometric mean over rounds of HEAD/BASE in the same round; "
                   f"interval: t interval, {args.confidence:.0%} for the table as a whole "
                   f"({per_point_confidence(args.confidence, judged(outcome.judgements)):.2%} "

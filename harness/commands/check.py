@@ -3,15 +3,21 @@
 Each implementation runs in a worker process, as in a sweep: one that crashes (segfault,
 ``os._exit``) or hangs fails its rows instead of killing the command. A wrong or non-finite
 output is a failure (exit 1); rows the implementation cannot run here are skipped.
+
+``--workloads`` checks the built-in workloads (GQA, MQA, Tq != Tk causal, windows, ALiBi,
+documents, padding + window; harness.workload_cases) instead of the four plain cases; the
+sweep's workload flags (``--kv-heads --q-len --window --alibi --documents``, parsed as sweep
+parses them) check every combination of the values given, with and without causal.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import UsageError
-from harness.registry import REGISTRY, device_kind
+from harness.registry import REGISTRY, Implementation, device_kind
+from harness.workload_cases import WorkloadCase, builtin_cases, flag_cases
 
 CHECK_TIMEOUT_S = 300.0
 
@@ -23,6 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl", default=None, help="comma-separated names (default: all)")
     parser.add_argument("--timeout", type=float, default=CHECK_TIMEOUT_S,
                         help=f"seconds per implementation (default {CHECK_TIMEOUT_S:g})")
+    work = parser.add_argument_group("workloads (instead of the four plain cases)")
+    work.add_argument("--workloads", action="store_true",
+                      help="check the built-in workloads: GQA, MQA, decode Tq=1 and chunk Tq=7 "
+                           "causal, windows one- and two-sided, ALiBi, documents, padding + "
+                           "window")
+    for flag, text in WORKLOAD_FLAGS.items():
+        work.add_argument(flag, help=text + " (as sweep; every combination, causal and not)")
+
+
+WORKLOAD_FLAGS = {"--kv-heads": "key/value heads", "--q-len": "query lengths (keys: 64)",
+                  "--window": "sliding windows of LEFT keys back", "--alibi": "true, false or both",
+                  "--documents": "packed documents"}
 
 
 def validated(args: argparse.Namespace) -> tuple[str, str]:
@@ -43,12 +61,32 @@ def validated(args: argparse.Namespace) -> tuple[str, str]:
     return device, dtypes[0]
 
 
+def workload_cases(args: argparse.Namespace) -> list[WorkloadCase] | None:
+    """The cases --workloads and the workload flags ask for; None: the plain gate."""
+    from harness.sweep_spec import overrides_from
+
+    raw = {name: getattr(args, name, None) for name in
+           ("kv_heads", "q_len", "window", "alibi", "documents")}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    cases = builtin_cases() if getattr(args, "workloads", False) else []
+    if raw:
+        axes = overrides_from(raw).values      # the sweep's parsers: bad values exit 2 there
+        try:
+            cases += flag_cases(axes)
+        except ValueError as exc:
+            raise UsageError(f"check: {exc} (check's workloads have 64 keys)") from None
+    return cases or None
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     device, dtype = validated(args)
     impls = REGISTRY.resolve(args.impl.split(",")) if args.impl else REGISTRY.all()
+    cases = workload_cases(args)
+    if cases is not None:
+        return run_workloads(impls, cases, device, dtype, args)
     results = gate_results([impl.name for impl in impls], device, dtype,
                            tuple(getattr(args, "impl_module", []) or []), args.timeout)
     table = Table(title=f"correctness on {device}/{dtype} (vs float64 reference)")
@@ -77,33 +115,77 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def gate_results(names: list[str], device: str, dtype: str, impl_modules: tuple[str, ...],
-                 timeout: float) -> dict[tuple, dict[str, Any]]:
-    """The gate of every (impl, causal, masked) in worker processes: all at once, and one
-    implementation per worker when that worker does not come back."""
+def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device: str, dtype: str,
+                  args: argparse.Namespace) -> int:
+    """One row per (implementation, workload): max error, tolerance, pass, or unsupported with
+    the capability's reason. Exit 1 when a claimed combination fails."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = [impl.name for impl in impls]
+    items = {name: [(name, case.for_impl(name, device, dtype)) for case in cases]
+             for name in names}
+    results = worker_results("check_workloads", items,
+                             tuple(getattr(args, "impl_module", []) or []), args.timeout,
+                             key=lambda item: (item[0], item[1].name))
+    table = Table(title=f"workloads on {device}/{dtype} (vs float64 reference; B=2, Hq=4, "
+                        f"T=64, D=32)")
+    for column in ("impl", "workload", "result", "max error", "tolerance",
+                   "deviation from softmax"):
+        table.add_column(column)
+    failed = ran = 0
+    for name in names:
+        for case in cases:
+            result = results[(name, case.name)]
+            if "skipped" in result:
+                table.add_row(name, case.name, f"[yellow]unsupported[/]: {result['skipped']}",
+                              "", "", "")
+                continue
+            ran += 1
+            failed += not result["passed"]
+            table.add_row(name, case.name, "[green]ok[/]" if result["passed"]
+                          else f"[red]FAIL[/] {result['message']}",
+                          _fmt(result.get("max_error")), _fmt(result.get("tolerance")),
+                          _fmt(result.get("deviation_from_softmax")))
+    Console(width=200).print(table)
+    if not ran:
+        raise UsageError(f"check: no selected implementation runs these workloads on "
+                         f"{device}/{dtype}")
+    return 1 if failed else 0
+
+
+def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, ...],
+                   timeout: float, key: Callable[[Any], tuple]) -> dict[tuple, dict[str, Any]]:
+    """Run ``task`` over every implementation's items in worker processes: all at once, and
+    one implementation per worker when that worker does not come back (its rows then fail
+    with the worker's fate; ``key`` is an item's key in the task's answer)."""
     from harness.executor import LocalExecutor
     from harness.worker import WorkerContext
 
     context = WorkerContext(impl_modules=impl_modules)
     executor = LocalExecutor()
-
-    def items(name: str) -> list[tuple[str, str, str, bool, bool]]:
-        return [(name, device, dtype, c, m) for c in (False, True) for m in (False, True)]
-
-    everything = [item for name in names for item in items(name)]
-    outcome = executor.run("check", everything, context, timeout=timeout * len(names))
+    everything = [item for name in items for item in items[name]]
+    outcome = executor.run(task, everything, context, timeout=timeout * len(items))
     if outcome.status == "ok":
         return outcome.result
     results: dict[tuple, dict[str, Any]] = {}
-    for name in names:
-        single = executor.run("check", items(name), context, timeout=timeout)
+    for name, own in items.items():
+        single = executor.run(task, own, context, timeout=timeout)
         if single.status == "ok":
             results.update(single.result)
             continue
-        for item in items(name):
-            results[item] = {"passed": False, "message": f"worker {single.status}: "
-                                                         f"{single.message}"}
+        for item in own:
+            results[key(item)] = {"passed": False,
+                                  "message": f"worker {single.status}: {single.message}"}
     return results
+
+
+def gate_results(names: list[str], device: str, dtype: str, impl_modules: tuple[str, ...],
+                 timeout: float) -> dict[tuple, dict[str, Any]]:
+    """The gate of every (impl, causal, masked) in worker processes."""
+    items = {name: [(name, device, dtype, c, m) for c in (False, True) for m in (False, True)]
+             for name in names}
+    return worker_results("check", items, impl_modules, timeout, key=lambda item: item)
 
 
 def _fmt(value: float | None) -> str:

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "taken in order of increasing T across series, and those not tried "
                           "are left for --resume")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
+    run.add_argument("--serve-rounds", action="store_true",
+                     help="for run_bench.py ab: plan and gate the grid once, then measure "
+                          "points on request (JSON lines on stdin/stdout; harness/round_server.py)")
     run.add_argument("--timer", choices=("events", "cudagraph"), default=None,
                      help="CUDA timer: events around each call (default) or cudagraph (the "
                           "call captured once in a CUDA graph and replayed between events)")
@@ -103,6 +106,8 @@ def executor_options(args: argparse.Namespace) -> ExecutorOptions:
 
 
 def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
+    if getattr(args, "serve_rounds", False):
+        return serve_rounds(args)
     console = make_console()
     executor = make_executor(getattr(args, "executor", "local"), executor_options(args))
     sweep = executor.plan(request_from_args(args))
@@ -113,6 +118,17 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
             not getattr(args, "no_report", False):
         render_report(result.run_path, console)
     return result.exit_status
+
+
+def serve_rounds(args: argparse.Namespace) -> int:
+    from harness.plan import plan as sweep_plan
+    from harness.round_server import serve
+
+    if args.dry_run or args.resume or getattr(args, "shard", None) or \
+            getattr(args, "executor", "local") not in ("local", "in-process"):
+        raise UsageError("--serve-rounds: measures one grid in this process; not with "
+                         "--dry-run, --resume, --shard or another executor")
+    return serve(sweep_plan(request_from_args(args)))
 
 
 def render_report(run_path: Path, console: Console) -> None:

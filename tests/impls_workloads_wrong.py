@@ -1,0 +1,25 @@
+"""An implementation that claims GQA and gets the head mapping wrong (query head h reads key/value
+head h % Hkv instead of h // (Hq / Hkv)): right on every other workload. Registered only by
+tests/test_check_workloads.py, through --impl-module."""
+
+from __future__ import annotations
+
+from harness import Capabilities, register
+
+
+@register("wrong_gqa_order", framework="torch", family="exact",
+          capabilities=Capabilities(devices=("cpu",), dtypes=("float32",), causal=True,
+                                    key_padding_mask=False, gqa=True, q_len=True))
+def wrong_gqa_order(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                    alibi_slopes=None, document_ids=None):
+    import torch
+
+    if k.shape[1] != q.shape[1]:
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)   # h % Hkv: wrong
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    if causal:
+        rows = torch.arange(t_q)[:, None] + (t_k - t_q)
+        scores = scores.masked_fill(torch.arange(t_k)[None, :] > rows, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
