@@ -148,9 +148,10 @@ CPU_NOTES = {
     "mistral-7b": f"CPU sizes T 512..1K with the window scaled down to {CPU_WINDOW} keys so "
                   f"that it binds (GPU: window {MISTRAL_WINDOW}, T 4K..128K); a few minutes",
     "decode": "CPU sizes Tk 1K, 4K, 16K at B 1 and Tk 1K, 4K at B 4 (GPU: Tk 1K..128K, "
-              "B 1, 8, 64); about 10 minutes on 2 busy cores (B 4 at Tk 16K as well took 15)",
-    "bloom": "CPU sizes T 512..1K forward only (GPU: T 512..2K, bf16); about 3 minutes on "
-             "2 busy cores",
+              "B 1, 8, 64); about 4 minutes on a 2-core CPU at load 1 (B 4 at Tk 16K as well: "
+              "15 minutes at load 2 to 7)",
+    "bloom": "CPU sizes T 512..1K forward only (GPU: T 512..2K, bf16); about 2 minutes on "
+             "a 2-core CPU at load 1 (3 at load up to 6)",
     "documents": "CPU sizes T 1K..2K (GPU: T 8K..64K); 8 packed documents either way; "
                  "a few minutes",
 }
