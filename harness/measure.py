@@ -8,6 +8,14 @@ take the CPU away; ``run_bench.py ab --clock cpu`` compares it). The device-side
 comes from the framework adapter (CUDA events for torch on GPU; perf_counter with
 block_until_ready for JAX; perf_counter on CPU).
 
+Lockstep (``run_bench.py ab``): two workers, one per side of an A/B comparison, take turns call
+by call: each waits for the baton (one byte on a FIFO), makes one call, and passes the baton on,
+so that both sides' samples are taken in the same seconds and whatever the machine does to its
+speed meanwhile (on a shared virtual machine the same call's CPU time swung between 1.4 and
+2.8 ms from one fifth of a second to the next) falls on both alike. Both make the same number of
+warm-up calls and samples: the leader decides when sampling ends, by passing a stop byte
+with its last turn.
+
 Memory, in a pass of its own: CPU: the worker's peak resident set (VmHWM, reset by writing 5
 to /proc/self/clear_refs) above its resident set with the inputs allocated; CUDA (torch): the
 allocator's peak above what is allocated before the call; JAX on GPU: the device's
@@ -16,10 +24,48 @@ peak_bytes_in_use above the bytes in use before.
 
 from __future__ import annotations
 
+import os
+import select
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Lockstep:
+    """Take turns with another worker (see the module docstring): wait on ``wait_path``, make
+    one call, pass on ``pass_path`` (FIFOs). The leader takes the first turn and decides when
+    sampling ends."""
+    wait_path: str
+    pass_path: str
+    leader: bool
+    timeout_s: float = 720.0        # the other side's first call may compile
+
+
+CONTINUE, STOP = b"c", b"s"
+
+
+class Baton:
+    def __init__(self, lockstep: Lockstep) -> None:
+        self.lockstep = lockstep
+        # O_RDWR: opening a FIFO so never blocks, and it never reads end-of-file
+        self.wait_fd = os.open(lockstep.wait_path, os.O_RDWR)
+        self.pass_fd = os.open(lockstep.pass_path, os.O_RDWR)
+
+    def wait(self) -> bytes:
+        ready, _, _ = select.select([self.wait_fd], [], [], self.lockstep.timeout_s)
+        if not ready:
+            raise TimeoutError(f"lockstep: the other side did not pass the baton within "
+                               f"{self.lockstep.timeout_s:g} s")
+        return os.read(self.wait_fd, 1)
+
+    def give(self, signal: bytes = CONTINUE) -> None:
+        os.write(self.pass_fd, signal)
+
+    def close(self) -> None:
+        os.close(self.wait_fd)
+        os.close(self.pass_fd)
 
 
 
@@ -32,6 +78,7 @@ class TimingSettings:
     max_repeats: int = 50
     cuda_flush_l2: bool = True
     timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.gpu_timing)
+    lockstep: Lockstep | None = None  # take turns with another worker (run_bench.py ab)
 
 
 @dataclass
@@ -80,6 +127,8 @@ def time_workload(work: Workload, settings: TimingSettings,
     ``warm_s`` is warm-up time already spent (the first call): a call that takes seconds is
     warm after one or two calls, and further warm-up would only lengthen the run.
     """
+    if settings.lockstep is not None:
+        return time_in_lockstep(work, settings, settings.lockstep)
     timer = work.timer or Timer()
     value = None
     work.info["warmup_calls"] = 0
@@ -105,6 +154,51 @@ def time_workload(work: Workload, settings: TimingSettings,
                 (len(samples) >= settings.min_repeats and enough_time):
             break
     work.info["cpu_samples"] = cpu_samples
+    return samples, value
+
+
+def time_in_lockstep(work: Workload, settings: TimingSettings,
+                     lockstep: Lockstep) -> tuple[list[float], Any]:
+    """``settings.warmup`` warm-up calls, then samples, each call on its own turn of the baton.
+    The leader samples until min_time_s or max_repeats (as time_workload does) and passes a stop
+    with its last turn; a worker that receives a stop (from the leader, or from ab when the
+    other side failed) takes one more sample and ends, so both end with as many samples."""
+    timer = work.timer or Timer()
+    baton = Baton(lockstep)
+    value = None
+    samples: list[float] = []
+    cpu_samples: list[float] = []
+    signal = CONTINUE
+    try:
+        work.info["warmup_calls"] = 0
+        for _ in range(settings.warmup):     # warm-up takes turns too: same count both sides
+            signal = baton.wait()
+            if signal == STOP:
+                break
+            work.setup()
+            value = work.run()
+            work.block(value)
+            work.info["warmup_calls"] += 1
+            baton.give()
+        while True:
+            if signal != STOP:
+                signal = baton.wait()
+            work.setup()
+            cpu_start = time.process_time()
+            elapsed, value = timer.time(work)
+            cpu_samples.append(time.process_time() - cpu_start)
+            samples.append(elapsed)
+            if signal == STOP:
+                break
+            if lockstep.leader and (len(samples) >= settings.max_repeats or (
+                    len(samples) >= settings.min_repeats and sum(samples) >= settings.min_time_s)):
+                baton.give(STOP)
+                break
+            baton.give()
+    finally:
+        baton.close()
+    work.info["cpu_samples"] = cpu_samples
+    work.info["lockstep"] = "leader" if lockstep.leader else "follower"
     return samples, value
 
 

@@ -212,6 +212,8 @@ class TimingResult:
     task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
     # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
     cpu_time_samples_s: list[float] | None = measured(to="extra")
+    # "leader"/"follower": samples taken in turns with the other side of run_bench.py ab
+    lockstep: str | None = measured(to="extra")
     # how it was timed (harness.gpu_timing, harness.gpu_watch): precision, flush, GPU clocks
     matmul_precision: str = measured("")
     l2_flush: str = measured("")

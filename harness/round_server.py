@@ -14,7 +14,9 @@ prints, and whatever a worker prints, goes to stderr):
 - once planned and gated: ``{"ready": {"points": [{"point_id": ..., "point": {...}}, ...],
   "hardware_id": ...}}``
 - ``{"measure": POINT_ID, "out": DIR}`` -> ``{"record": {...}}``, the record also appended to
-  DIR (a run directory, created with its run.json on first use and locked while open)
+  DIR (a run directory, created with its run.json on first use and locked while open); with
+  ``"lockstep": {"wait": FIFO, "pass": FIFO, "leader": bool}`` the timing worker takes turns
+  call by call with another worker (harness.measure.Lockstep)
 - ``{"close": DIR}`` -> ``{"closed": DIR}``: run.json finished, lock released
 - end of input, or ``{"quit": true}``: every directory closed, exit 0
 - anything else -> ``{"error": "..."}``, and the server goes on
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import sys
 import traceback
 from pathlib import Path
@@ -37,7 +40,8 @@ from harness.hardware import fingerprint
 from harness.plan import SweepPlan
 from harness.run_metadata import run_metadata
 from harness.registry import REGISTRY
-from harness.runner import Combo, Runner, static_check
+from harness.measure import Lockstep
+from harness.runner import Combo, Runner, RunSettings, static_check
 from harness.store import RunDir, now_iso
 
 # what each round directory's run.json says about how it came to be
@@ -61,8 +65,9 @@ class RoundServer:
         if event == "record":
             self.printer.print_record(payload)
 
-    def runner(self, run_dir: RunDir | None) -> Runner:
-        return Runner(run_dir, self.sweep.settings, executor=self.executor,  # type: ignore[arg-type]
+    def runner(self, run_dir: RunDir | None, settings: RunSettings | None = None) -> Runner:
+        return Runner(run_dir, settings or self.sweep.settings,  # type: ignore[arg-type]
+                      executor=self.executor,
                       hardware_id=self.machine["hardware_id"],
                       listener=self.listen,
                       probe_cache=self.probes)
@@ -78,11 +83,19 @@ class RoundServer:
                                      for pid, p in self.points.items()],
                           "hardware_id": self.machine["hardware_id"]}}
 
-    def measure(self, point_id: str, out: Path) -> dict[str, Any]:
+    def measure(self, point_id: str, out: Path,
+                lockstep: dict[str, Any] | None = None) -> dict[str, Any]:
         point = self.points.get(point_id)
         if point is None:
             return {"error": f"no point {point_id!r} in this grid"}
         run_dir, runner = self.opened(out)
+        if lockstep is not None:
+            settings = self.sweep.settings
+            turns = Lockstep(wait_path=str(lockstep["wait"]), pass_path=str(lockstep["pass"]),
+                             leader=bool(lockstep["leader"]),
+                             timeout_s=settings.timeout_s + settings.compile_allowance_s)
+            runner = self.runner(run_dir, replace(settings, timing=replace(settings.timing,
+                                                                           lockstep=turns)))
         summary = runner.run([point])
         if summary.interrupted:
             raise KeyboardInterrupt
@@ -120,7 +133,11 @@ class RoundServer:
         if request.get("quit"):
             return None
         if "measure" in request and "out" in request:
-            return self.measure(str(request["measure"]), Path(str(request["out"])))
+            lockstep = request.get("lockstep")
+            if lockstep is not None and not (isinstance(lockstep, dict) and
+                                             {"wait", "pass", "leader"} <= set(lockstep)):
+                return {"error": "lockstep needs wait, pass and leader"}
+            return self.measure(str(request["measure"]), Path(str(request["out"])), lockstep)
         if "close" in request:
             self.close(Path(str(request["close"])))
             return {"closed": str(request["close"])}

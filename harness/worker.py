@@ -324,7 +324,8 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 timer=(work.timer.name if work.timer else "perf_counter")
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
                 time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
-                cpu_time_samples_s=work.info.get("cpu_samples") or None)
+                cpu_time_samples_s=work.info.get("cpu_samples") or None,
+                lockstep=work.info.get("lockstep"))
             result.set_conditions({**conditions, **watch.fields()})
             if impl.framework == "jax" or impl.compiles:
                 # the first call is dominated by compilation (jit, torch.compile); never part

@@ -79,11 +79,22 @@ class FakeServer:
     def ready(self, timeout_s):
         return [{"point_id": f"id{t}", "point": Point("x", t, 8).as_dict()} for t in (16, 32)]
 
-    def measure(self, point_id, out, timeout_s):
-        FakeServer.calls.append((self.label, point_id))
-        seq_len = int(point_id[2:])
-        return {**Point("x", seq_len, 8).as_dict(), "status": "ok",
-                "time_samples_s": [0.002 if self.label == "head" else 0.001]}
+    def ask_measure(self, point_id, out, lockstep=None):
+        FakeServer.calls.append((self.label, point_id, lockstep["leader"]))
+        self.pending = point_id
+
+    def has_reply(self):
+        return True
+
+    def record(self, timeout_s, point_id=""):
+        seq_len = int(self.pending[2:])
+        # HEAD twice as slow per call; one burst (call 2) on both sides: paired by turn
+        base = [0.001, 0.005, 0.001]
+        samples = [2 * x for x in base] if self.label == "head" else base
+        if self.label == "head" and seq_len == 32:
+            samples = [0.002, 0.002, 0.002]       # no burst on HEAD's side here
+        return {**Point("x", seq_len, 8).as_dict(), "status": "ok", "time_samples_s": samples,
+                "extra": {"lockstep": "leader"}}
 
     def close(self, out, timeout_s=60.0):
         pass
@@ -99,14 +110,79 @@ def test_served_rounds_alternate_sides_point_by_point_with_fresh_servers(tmp_pat
     sides = {label: Side(label, label, tmp_path) for label in rounds.LABELS}
     outcome = rounds.run_rounds(rounds.Plan(sides=sides, sweep_args=(), impl_modules=(),
                                             out=tmp_path / "ab", min_rounds=2, max_rounds=2))
-    # ABBA over points and rounds: each point alternates which side goes first
-    assert FakeServer.calls == [("base", "id16"), ("head", "id16"),
-                                ("head", "id32"), ("base", "id32"),
-                                ("head", "id16"), ("base", "id16"),
-                                ("base", "id32"), ("head", "id32")]
+    # both sides asked at once (lockstep); the leader alternates over points and rounds (ABBA)
+    assert FakeServer.calls == [("base", "id16", True), ("head", "id16", False),
+                                ("base", "id32", False), ("head", "id32", True),
+                                ("base", "id16", False), ("head", "id16", True),
+                                ("base", "id32", True), ("head", "id32", False)]
     assert FakeServer.started == ["base", "head"] * 2       # fresh processes every round
     assert outcome.mode == "round servers, point by point" and outcome.rounds == 2
+    # T=16: 2x per turn; T=32: turns 2.0, 0.4, 2.0 -> median 2.0 (the side medians agree too)
     assert [j.estimate.ratio for j in outcome.judgements] == pytest.approx([2.0, 2.0])
+
+
+def test_turn_ratio_pairs_calls_next_to_each_other():
+    lock = {"extra": {"lockstep": "leader"}}
+    base, head = [1.0, 1.0, 3.0, 3.0, 3.0], [1.1, 1.1, 3.3, 3.3, 3.3]   # load rose mid-way
+    assert rounds.turn_ratio(lock, lock, base, head) == pytest.approx(1.1)
+    assert rounds.turn_ratio({}, lock, base, head) is None           # not timed in lockstep
+    assert rounds.turn_ratio(lock, lock, base, head[:4]) is None     # unequal counts
+
+
+def test_lockstep_workers_take_turns_and_end_together(tmp_path):
+    """Two processes time a call in lockstep: equal sample counts, calls alternating."""
+    import multiprocessing
+    import time
+
+    from harness.ab_gate.servers import Batons
+    from harness.measure import Lockstep, TimingSettings, Workload, time_workload
+
+    batons = Batons(tmp_path, ("base", "head"))
+    log = tmp_path / "log"
+
+    def side(label: str, leader: str, queue) -> None:
+        def run():
+            with open(log, "a") as handle:
+                handle.write(label[0])
+            time.sleep(0.001)
+        turns = batons.lockstep(label, leader)
+        settings = TimingSettings(warmup=2, min_time_s=0.02, max_repeats=50,
+                                  lockstep=Lockstep(turns["wait"], turns["pass"],
+                                                    turns["leader"], timeout_s=30))
+        work = Workload(run=run, block=lambda v: None, check=lambda v: True, input_bytes=0)
+        samples, _ = time_workload(work, settings)
+        queue.put((label, len(samples), work.info["lockstep"]))
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    batons.start("head")
+    procs = [ctx.Process(target=side, args=(label, "head", queue)) for label in ("base", "head")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    got = sorted(queue.get(timeout=5) for _ in procs)
+    assert got[0][1] == got[1][1] >= 3
+    assert [g[2] for g in got] == ["follower", "leader"]
+    calls = log.read_text()
+    assert calls == "hb" * (len(calls) // 2) and len(calls) == 2 * (2 + got[0][1])
+    batons.close()
+
+
+def test_lockstep_worker_told_to_stop_takes_one_sample(tmp_path):
+    from harness.ab_gate.servers import Batons
+    from harness.measure import Lockstep, TimingSettings, Workload, time_workload
+
+    batons = Batons(tmp_path, ("base", "head"))
+    batons.stop("base")            # its partner failed before taking a turn
+    turns = batons.lockstep("base", "head")
+    settings = TimingSettings(warmup=2, lockstep=Lockstep(turns["wait"], turns["pass"],
+                                                          turns["leader"], timeout_s=5))
+    work = Workload(run=lambda: None, block=lambda v: None, check=lambda v: True,
+                    input_bytes=0)
+    samples, _ = time_workload(work, settings)
+    assert len(samples) == 1 and work.info["warmup_calls"] == 0
+    batons.close()
 
 
 def test_point_of_keeps_the_workload_axes():

@@ -19,6 +19,7 @@ written (point fields, status, message, time_samples_s).
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.ab_gate.servers import SideServer, has_round_server, server_argv
+from harness.ab_gate.servers import Batons, SideServer, has_round_server, server_argv
 from harness.ab_gate.sides import ENTRY, Side, is_checkout
 from harness.ab_gate.paired_stats import (
     IMPROVED,
@@ -76,6 +77,7 @@ class History:
     ratios: list[float] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)   # last non-ok message per side
     wall_fallbacks: int = 0    # rounds judged on wall time although --clock cpu was asked for
+    paired: int = 0            # rounds judged call by call (timed in lockstep)
 
 
 @dataclass(frozen=True)
@@ -179,12 +181,14 @@ def request_timeout(plan: Plan) -> float:
 
 
 def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]], str]:
-    """One round by fresh round servers, both started at once, point by point; the records
-    and how long starting and measuring took."""
+    """One round by fresh round servers, both started at once, point by point, both sides of a
+    point timed in lockstep (their calls taking turns); the records and how long starting and
+    measuring took."""
     servers: dict[str, SideServer] = {}
     round_dirs = {label: plan.out / "rounds" / f"{label}-{index:02d}" for label in LABELS}
     records: dict[str, list[dict[str, Any]]] = {label: [] for label in LABELS}
     wait = request_timeout(plan)
+    batons = Batons(plan.out / "rounds" / ".batons", LABELS)
     t0 = time.monotonic()
     ready_s = 0.0
     try:
@@ -198,20 +202,56 @@ def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]
                          for p in servers[label].ready(wait)} for label in LABELS}
         ready_s = time.monotonic() - t0
         for position, point in enumerate(sorted(set(grids["base"]) | set(grids["head"]))):
-            order = LABELS if base_first(index + position) else tuple(reversed(LABELS))
-            for label in order:
-                if point in grids[label]:
-                    records[label].append(servers[label].measure(grids[label][point],
-                                                                 round_dirs[label], wait))
+            present = [label for label in LABELS if point in grids[label]]
+            if len(present) == 1:
+                label = present[0]
+                records[label].append(servers[label].measure(grids[label][point],
+                                                             round_dirs[label], wait))
+                continue
+            leader = "base" if base_first(index + position) else "head"
+            for label, record in lockstep_pair(servers, grids, point, round_dirs, batons,
+                                               leader, wait).items():
+                records[label].append(record)
         for label in LABELS:
             servers[label].close(round_dirs[label])
     finally:
         for server in servers.values():
             server.stop()
+        batons.close()
     for label in LABELS:
         pool_round(plan.out / label, round_dirs[label], plan.sides[label])
     return records, (f"servers ready in {ready_s:.0f} s, points measured in "
                      f"{time.monotonic() - t0 - ready_s:.0f} s")
+
+
+def lockstep_pair(servers: dict[str, SideServer], grids: dict[str, dict[Point, str]],
+                  point: Point, round_dirs: dict[str, Path], batons: Batons, leader: str,
+                  wait: float) -> dict[str, dict[str, Any]]:
+    """Both sides measure ``point`` at once, their timing workers taking turns (``leader``
+    first). A side whose record comes back not ok while the other still waits for its turn:
+    the other is told to stop, so it does not wait out its timeout."""
+    batons.drain()
+    batons.start(leader)
+    for label in LABELS:
+        servers[label].ask_measure(grids[label][point], round_dirs[label],
+                                   batons.lockstep(label, leader))
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + wait
+    while len(got) < len(LABELS):
+        for label in LABELS:
+            if label in got or not servers[label].has_reply():
+                continue
+            got[label] = servers[label].record(wait, grids[label][point])
+            other = next(x for x in LABELS if x != label)
+            if got[label].get("status") != "ok" and other not in got:
+                batons.stop(other)
+        if len(got) < len(LABELS):
+            if time.monotonic() > deadline:
+                for label in LABELS:
+                    if label not in got:
+                        got[label] = servers[label].record(1.0, grids[label][point])
+            time.sleep(0.01)
+    return got
 
 
 def whole_sweeps_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]], str]:
@@ -290,7 +330,23 @@ def add_round(histories: dict[Point, History], records: dict[str, list[dict[str,
             if bv > 0 and hv > 0:
                 history.base_values.append(bv)
                 history.head_values.append(hv)
-                history.ratios.append(hv / bv)
+                paired = turn_ratio(b, h, b_samples, h_samples)
+                history.paired += paired is not None
+                history.ratios.append(hv / bv if paired is None else paired)
+
+
+def turn_ratio(b: dict[str, Any], h: dict[str, Any], b_samples: list[float],
+               h_samples: list[float]) -> float | None:
+    """For two records timed in lockstep (their calls taking turns), the median over turns of
+    HEAD's call / BASE's call next to it: each pair shares the machine's state of that moment,
+    so a burst that slows a few consecutive calls moves a few pairs, not a side's median.
+    None when the records were not timed in lockstep (a side without it, unequal counts)."""
+    if not ((b.get("extra") or {}).get("lockstep") and (h.get("extra") or {}).get("lockstep")):
+        return None
+    if len(b_samples) != len(h_samples) or not b_samples or \
+            min(b_samples) <= 0 or min(h_samples) <= 0:
+        return None
+    return math.exp(statistics.median(math.log(y / x) for x, y in zip(b_samples, h_samples)))
 
 
 def judge(history: History, threshold: float, confidence: float) -> Judgement:
@@ -315,8 +371,14 @@ def judge(history: History, threshold: float, confidence: float) -> Judgement:
                          f"{'/'.join(sorted(h for h in heads if h))} on both: "
                          f"{history.messages.get('head', '')}")
     estimate = paired_estimate(history.ratios, confidence)
-    note = (f"wall time in {history.wall_fallbacks} round(s): a side recorded no CPU time"
-            if history.wall_fallbacks else "")
+    notes = []
+    if history.wall_fallbacks:
+        notes.append(f"wall time in {history.wall_fallbacks} round(s): a side recorded no CPU "
+                     f"time")
+    if 0 < history.paired < len(history.ratios):
+        notes.append(f"{len(history.ratios) - history.paired} round(s) not timed in lockstep: "
+                     f"ratio of the sides' values")
+    note = "; ".join(notes)
     return Judgement(point, verdict(estimate, threshold), estimate,
                      statistics.median(history.base_values),
                      statistics.median(history.head_values), note)

@@ -9,6 +9,7 @@ whole sweep per round instead (harness.ab_gate.rounds.run_side).
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 
 from harness.ab_gate.sides import ENTRY, Side
 from harness.errors import UsageError
+from harness.measure import CONTINUE, STOP
 
 SERVER_MODULE = Path("harness") / "round_server.py"
 
@@ -86,9 +88,23 @@ class SideServer:
         """The grid as the server planned it: [{"point_id": ..., "point": {...}}, ...]."""
         return self._reply(timeout_s, "while planning and gating")["ready"]["points"]
 
+    def ask_measure(self, point_id: str, out: Path,
+                    lockstep: dict[str, Any] | None = None) -> None:
+        """Send a measure request; its record comes with ``record``."""
+        request: dict[str, Any] = {"measure": point_id, "out": str(out)}
+        if lockstep is not None:
+            request["lockstep"] = lockstep
+        self._send(request)
+
+    def record(self, timeout_s: float, point_id: str = "") -> dict[str, Any]:
+        return self._reply(timeout_s, f"measuring {point_id}".strip())["record"]
+
+    def has_reply(self) -> bool:
+        return not self._replies.empty()
+
     def measure(self, point_id: str, out: Path, timeout_s: float) -> dict[str, Any]:
-        self._send({"measure": point_id, "out": str(out)})
-        return self._reply(timeout_s, f"measuring {point_id}")["record"]
+        self.ask_measure(point_id, out)
+        return self.record(timeout_s, point_id)
 
     def close(self, out: Path, timeout_s: float = 60.0) -> None:
         self._send({"close": str(out)})
@@ -109,6 +125,46 @@ class SideServer:
                 self.process.kill()
                 self.process.wait()
         self._log_handle.close()
+
+
+class Batons:
+    """The two FIFOs through which both sides' timing workers take turns (harness.measure
+    Lockstep): the worker of side X waits on ``fifo[X]`` and passes to the other's. ``ab``
+    holds both open, puts the first baton in, and can stop a worker whose partner failed."""
+
+    def __init__(self, where: Path, labels: tuple[str, str]) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        self.labels = labels
+        self.fifo = {label: where / f"baton-{label}" for label in labels}
+        self.fds = {}
+        for label, path in self.fifo.items():
+            if not path.exists():
+                os.mkfifo(path)
+            self.fds[label] = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def lockstep(self, label: str, leader: str) -> dict[str, Any]:
+        other = next(x for x in self.labels if x != label)
+        return {"wait": str(self.fifo[label]), "pass": str(self.fifo[other]),
+                "leader": label == leader}
+
+    def drain(self) -> None:
+        for fd in self.fds.values():
+            try:
+                while os.read(fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def start(self, leader: str) -> None:
+        os.write(self.fds[leader], CONTINUE)
+
+    def stop(self, label: str) -> None:
+        """Make ``label``'s worker take one last sample and end (its partner is gone)."""
+        os.write(self.fds[label], STOP)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
 
 
 def server_argv(python: str, side: Side, impl_modules: tuple[str, ...],

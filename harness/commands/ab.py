@@ -177,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
                   f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
                   f"{outcome.elapsed_s:.0f} s; ABBA order"
                   + (f"; {outcome.mode}" if outcome.mode else ""),
-                  f"- ratio: geometric mean over rounds of HEAD/BASE in the same round; "
+                  f"- ratio: geometric mean over rounds of HEAD/BASE in the same round (a round "
+                  f"timed in lockstep: the median over turns of HEAD's call / BASE's call "
+                  f"next to it); "
                   f"interval: t interval, {args.confidence:.0%} for the table as a whole "
                   f"({per_point_confidence(args.confidence, judged(outcome.judgements)):.2%} "
                   f"per point); threshold {threshold:.1%}",
