@@ -14,7 +14,8 @@ so that both sides' samples are taken in the same seconds and whatever the machi
 speed meanwhile (on a shared virtual machine the same call's CPU time swung between 1.4 and
 2.8 ms from one fifth of a second to the next) falls on both alike. Both make the same number of
 warm-up calls and samples: the leader decides when sampling ends, by passing a stop byte
-with its last turn.
+with its last turn. Lockstep workers also hold freed memory in the heap (hold_freed_memory), so
+that page faults on fresh buffers do not come and go from one process to the next.
 
 Memory, in a pass of its own: CPU: the worker's peak resident set (VmHWM, reset by writing 5
 to /proc/self/clear_refs) above its resident set with the inputs allocated; CUDA (torch): the
@@ -164,6 +165,7 @@ def time_in_lockstep(work: Workload, settings: TimingSettings,
     with its last turn; a worker that receives a stop (from the leader, or from ab when the
     other side failed) takes one more sample and ends, so both end with as many samples."""
     timer = work.timer or Timer()
+    hold_freed_memory()
     baton = Baton(lockstep)
     value = None
     samples: list[float] = []
@@ -234,6 +236,26 @@ def rss_bytes() -> int | None:
 def peak_rss_bytes() -> int | None:
     value = read_status_kib("VmHWM")
     return None if value is None else value * 1024
+
+
+def hold_freed_memory() -> None:
+    """glibc: serve allocations up to 64 MiB from the heap and never trim it, so that a call's
+    large buffers are reused memory in every process (lockstep timing for run_bench.py ab).
+
+    With glibc's dynamic thresholds, whether a call's buffers come back as fresh pages (page
+    faults on every call) depends on the process's allocation history: sdpa_math at T=256 (a
+    2 MiB score matrix) had a median CPU time of 7.5 to 10 ms in one fresh process after another,
+    and 4.5 to 6.4 ms with freed memory held. An A/B gate compares code, not that luck.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 64 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 def limit_malloc_caching() -> None:

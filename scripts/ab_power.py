@@ -7,9 +7,9 @@ hrr_torch, and how often it flags an unchanged tree against itself (docs/regress
 
 For each condition it makes copies of the committed tree (``git archive HEAD``): ``base``, a
 second unchanged copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
-runs a fixed pure-Python loop whose length is calibrated once per call (OUT/calibration.json: the
-median CPU time of a real call at each T and of one loop iteration, one thread, in a fresh
-process) to cost X% of the real call (so it passes the correctness gate and does X% more CPU
+runs a fixed pure-Python loop whose length is calibrated once (OUT/calibration.json: per T, how
+many iterations cost as much CPU time as one real call, measured in turn with real calls, one
+thread, in a fresh process) to cost X% of the real call (so it passes the correctness gate and does X% more CPU
 work, as measured at calibration). Runs alternate between the conditions (and between
 "with a busy core" and "without" when --busy both), so that the machine's load, which changes
 over the session, falls on every condition alike. With a busy core, ``python -c "while True:
@@ -64,9 +64,10 @@ GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--head-dim", "
 
 
 def calibrate(trees: Path, seq_lens: list[int], samples: int = 400) -> dict:
-    """CPU seconds of one hrr_torch call (median, one thread, this machine, B=1 H=8 D=64
-    float32 forward) per T, and of one iteration of the injected loop; run in a fresh process
-    from the unchanged tree."""
+    """Per T, how many iterations of the injected loop cost as much CPU time as one hrr_torch
+    call (B=1 H=8 D=64 float32 forward, one thread): the median over calls of a real call's
+    thread time over the loop's time per iteration measured right after it (in turn, so that
+    both see the same machine state); in a fresh process from the unchanged tree."""
     code = f"""
 import json, statistics, sys, time, torch
 torch.set_num_threads(1)
@@ -74,24 +75,23 @@ sys.path.insert(0, {str(trees / 'base')!r})
 from harness.registry import REGISTRY
 fn = REGISTRY.get("hrr_torch").fn
 out = {{}}
+n = 2000
+def loop():
+    x = 0
+    for i in range(n):
+        x += i
 for T in {seq_lens!r}:
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 8, T, 64, generator=g) for _ in range(3))
     for _ in range(20):
         fn(q, k, v)
-    ts = []
+    # a real call and a chunk of the loop in turn, so that both see the same machine state
+    iterations = []
     for _ in range({samples}):
-        t0 = time.thread_time(); fn(q, k, v); ts.append(time.thread_time() - t0)
-    out[T] = statistics.median(ts)
-n = 2_000_000
-rates = []
-for _ in range(7):
-    t0 = time.thread_time()
-    x = 0
-    for i in range(n):
-        x += i
-    rates.append((time.thread_time() - t0) / n)
-out["loop_iteration_s"] = statistics.median(rates)
+        t0 = time.thread_time(); fn(q, k, v); t1 = time.thread_time(); loop()
+        t2 = time.thread_time()
+        iterations.append((t1 - t0) / ((t2 - t1) / n))
+    out[T] = statistics.median(iterations)     # loop iterations that cost one real call
 print(json.dumps(out))
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -109,9 +109,8 @@ def make_tree(where: Path, slowdown_pct: int | None, calibration: dict | None = 
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     if slowdown_pct:
         assert calibration is not None
-        per_iteration = calibration["loop_iteration_s"]
-        iterations = {int(t): round(slowdown_pct / 100.0 * float(s) / per_iteration)
-                      for t, s in calibration.items() if t != "loop_iteration_s"}
+        iterations = {int(t): round(slowdown_pct / 100.0 * float(n))
+                      for t, n in calibration.items()}
         path = where / "implementations" / "hrr_torch.py"
         path.write_text(path.read_text() + INJECTED.format(iterations=iterations))
 

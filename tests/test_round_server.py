@@ -169,19 +169,30 @@ def test_lockstep_workers_take_turns_and_end_together(tmp_path):
     batons.close()
 
 
-def test_lockstep_worker_told_to_stop_takes_one_sample(tmp_path):
-    from harness.ab_gate.servers import Batons
+def _told_to_stop(wait: str, pass_: str, queue) -> None:
     from harness.measure import Lockstep, TimingSettings, Workload, time_workload
+
+    settings = TimingSettings(warmup=2, lockstep=Lockstep(wait, pass_, False, timeout_s=5))
+    work = Workload(run=lambda: None, block=lambda v: None, check=lambda v: True,
+                    input_bytes=0)
+    samples, _ = time_workload(work, settings)
+    queue.put((len(samples), work.info["warmup_calls"]))
+
+
+def test_lockstep_worker_told_to_stop_takes_one_sample(tmp_path):
+    import multiprocessing
+
+    from harness.ab_gate.servers import Batons
 
     batons = Batons(tmp_path, ("base", "head"))
     batons.stop("base")            # its partner failed before taking a turn
     turns = batons.lockstep("base", "head")
-    settings = TimingSettings(warmup=2, lockstep=Lockstep(turns["wait"], turns["pass"],
-                                                          turns["leader"], timeout_s=5))
-    work = Workload(run=lambda: None, block=lambda v: None, check=lambda v: True,
-                    input_bytes=0)
-    samples, _ = time_workload(work, settings)
-    assert len(samples) == 1 and work.info["warmup_calls"] == 0
+    ctx = multiprocessing.get_context("fork")    # lockstep changes malloc settings: not here
+    queue = ctx.Queue()
+    process = ctx.Process(target=_told_to_stop, args=(turns["wait"], turns["pass"], queue))
+    process.start()
+    process.join(30)
+    assert queue.get(timeout=5) == (1, 0)
     batons.close()
 
 
@@ -191,5 +202,5 @@ def test_point_of_keeps_the_workload_axes():
     for point in (square, decode):
         record = {**point.as_dict(), **point.workload_values()}   # as a record stores them
         assert rounds.point_of(record) == point
-    old = {k: v for k, v in square.as_dict().items()}             # a side from before the axes
+    old = dict(square.as_dict())                                   # a side from before the axes
     assert rounds.point_of(old) == square
