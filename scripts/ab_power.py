@@ -63,11 +63,14 @@ GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--head-dim", "
         "--pass", "fwd", "--device", "cpu"]
 
 
-def calibrate(trees: Path, seq_lens: list[int], samples: int = 400) -> dict:
+def calibrate(trees: Path, seq_lens: list[int], busy: bool, samples: int = 400) -> dict:
     """Per T, how many iterations of the injected loop cost as much CPU time as one hrr_torch
     call (B=1 H=8 D=64 float32 forward, one thread): the median over calls of a real call's
     thread time over the loop's time per iteration measured right after it (in turn, so that
-    both see the same machine state); in a fresh process from the unchanged tree."""
+    both see the same machine state); in a fresh process from the unchanged tree, with a core
+    kept busy beside it when the calls will have one (a busy core slows the real call and the
+    loop by different factors: calibrated on a quiet machine, "+15%" measured 1.11 beside a
+    busy core)."""
     code = f"""
 import json, statistics, sys, time, torch
 torch.set_num_threads(1)
@@ -95,9 +98,49 @@ for T in {seq_lens!r}:
 print(json.dumps(out))
 """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=trees / "base", check=True)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, cwd=trees / "base", check=True)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def calibrate_in_ab(trees: Path, out: Path, busy: bool, seq_lens: list[int]) -> dict:
+    """The loop length as ab measures it: a plain calibration (calibrate) underestimates what
+    a call costs in ab's lockstep, where each call follows the other side's call on the same
+    core and starts with caches it did not fill (the loop does not care; the real call does:
+    calibrated in a plain process, "+15%" measured 1.11 to 1.12). So: a provisional +15% tree
+    from the plain calibration, one ab call of 6 rounds against BASE in the same condition (not
+    one of the counted calls; kept in OUT/calibration-runs/), and per T the loop iterations that
+    cost one real call there = provisional iterations / (measured ratio - 1)."""
+    mode = "busy" if busy else "quiet"
+    plain = calibrate(trees, seq_lens, busy)
+    provisional = trees / f"provisional15-{mode}"
+    make_tree(provisional, 15, plain)
+    run_out = out / "calibration-runs" / mode
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYTHONPATH": str(ROOT)}
+        subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "ab", str(trees / "base"),
+                        str(provisional), "--impl", "hrr_torch", "--seq-len",
+                        ",".join(map(str, seq_lens)), *GRID[4:], "--clock", "cpu",
+                        "--rounds", "6", "--min-rounds", "6", "--max-time", "600",
+                        "--out", str(run_out)], capture_output=True, text=True, env=env,
+                       cwd=ROOT, check=True)
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    with open(run_out / "ab.csv") as handle:
+        ratios = {int(r["seq_len"]): float(r["ratio"]) for r in csv.DictReader(handle)}
+    return {str(T): round(0.15 * float(plain[str(T)]) / (ratios[T] - 1.0))
+            for T in seq_lens} | {"note": {"plain": plain, "measured_ratio_of_provisional_15":
+                                           ratios}}
 
 
 def make_tree(where: Path, slowdown_pct: int | None, calibration: dict | None = None) -> None:
@@ -110,14 +153,15 @@ def make_tree(where: Path, slowdown_pct: int | None, calibration: dict | None = 
     if slowdown_pct:
         assert calibration is not None
         iterations = {int(t): round(slowdown_pct / 100.0 * float(n))
-                      for t, n in calibration.items()}
+                      for t, n in calibration.items() if t != "note"}
         path = where / "implementations" / "hrr_torch.py"
         path.write_text(path.read_text() + INJECTED.format(iterations=iterations))
 
 
 def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
             extra: list[str]) -> dict:
-    head = trees / ("same" if condition == "same" else f"slow{condition}")
+    head = trees / ("same" if condition == "same"
+                    else f"slow{condition}-{'busy' if busy else 'quiet'}")
     run_out = out / "runs" / f"{index:03d}-{condition}-{'busy' if busy else 'nobusy'}"
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     load_before = os.getloadavg()
@@ -224,7 +268,7 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
     """The rounds of one ab call, each {(impl, seq_len): HEAD/BASE ratio}, re-read from its
     round directories."""
     sys.path.insert(0, str(ROOT))
-    from harness.ab_gate.rounds import pair_samples, read_raw_records
+    from harness.ab_gate.rounds import pair_samples, read_raw_records, turn_ratio
     from harness.ab_gate.paired_stats import side_value
 
     rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
@@ -236,8 +280,11 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
                  for s in ("base", "head")}
         ratios = {}
         for key in sides["base"].keys() & sides["head"].keys():
-            b, h, _ = pair_samples(sides["base"][key], sides["head"][key], clock)
-            ratios[key] = side_value(h, statistic) / side_value(b, statistic)
+            rb, rh = sides["base"][key], sides["head"][key]
+            b, h, _ = pair_samples(rb, rh, clock)
+            turns = turn_ratio(rb, rh, b, h)
+            ratios[key] = turns if turns is not None else \
+                side_value(h, statistic) / side_value(b, statistic)
         if ratios:
             found.append(ratios)
         n += 1
@@ -329,22 +376,28 @@ def main() -> int:
     trees = args.out / "trees"
     make_tree(trees / "base", None)
     make_tree(trees / "same", None)
-    calibration_path = args.out / "calibration.json"
-    if not calibration_path.exists():
-        calibration_path.write_text(json.dumps(calibrate(trees, [128, 256])) + "\n")
-    calibration = json.loads(calibration_path.read_text())
-    print(f"calibration: {calibration}", flush=True)
-    for c in conditions:
-        if c != "same":
-            make_tree(trees / f"slow{c}", int(c), calibration)
     busy_modes = {"yes": [True], "no": [False], "both": [True, False]}[args.busy]
+    for busy in busy_modes:
+        mode = "busy" if busy else "quiet"
+        calibration_path = args.out / f"calibration-{mode}.json"
+        if not calibration_path.exists():
+            calibration_path.write_text(json.dumps(
+                calibrate_in_ab(trees, args.out, busy, [128, 256])) + "\n")
+        calibration = json.loads(calibration_path.read_text())
+        print(f"calibration ({mode}): {calibration}", flush=True)
+        for c in conditions:
+            if c != "same":
+                make_tree(trees / f"slow{c}-{mode}", int(c), calibration)
     deadline = None
     if args.deadline:
         hh, mm = (int(x) for x in args.deadline.split(":"))
         now = dt.datetime.now(dt.timezone.utc)
         deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
     log = args.out / "power.jsonl"
-    index = sum(1 for _ in open(log)) if log.exists() else 0
+    index = max((json.loads(x)["index"] for x in open(log) if x.strip()), default=0) \
+        if log.exists() else 0
+    index = max([index, *(int(p.name[:3]) for p in (args.out / "runs").glob("[0-9][0-9][0-9]-*"))]
+                if (args.out / "runs").exists() else [index])
     for _ in range(args.runs):
         for busy in busy_modes:
             for condition in conditions:
