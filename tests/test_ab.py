@@ -134,14 +134,19 @@ def repo(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_ab_flags_the_slowed_revision(repo, tmp_path):
-    out = tmp_path / "ab"
-    done = run_cli("ab", "fast", "slow", *GRID, *FAST, "--out", str(out), cwd=repo,
-                   timeout=1800)
+def _flagged(repo: Path, base: str, head: str, out: Path) -> list[dict]:
+    """``ab BASE HEAD`` on the test grid: exit 1 with the one point regressed; its rows."""
+    done = run_cli("ab", base, head, *GRID, *FAST, "--out", str(out), cwd=repo, timeout=1800)
     assert done.returncode == 1, done.stdout + done.stderr
     rows = list(csv.DictReader(open(out / "ab.csv")))
     assert [r["verdict"] for r in rows] == [REGRESSED]
+    return rows
+
+
+@pytest.mark.slow
+def test_ab_flags_the_slowed_revision(repo, tmp_path):
+    out = tmp_path / "ab"
+    rows = _flagged(repo, "fast", "slow", out)
     assert float(rows[0]["ratio"]) > 5.0 and float(rows[0]["lo"]) > 1.5
     assert len(rows[0]["round_ratios"].split(";")) == 2
     assert "REGRESSION" in (out / "ab.md").read_text()
@@ -158,11 +163,8 @@ def test_ab_flags_the_slowed_revision(repo, tmp_path):
 @pytest.mark.slow
 def test_ab_with_a_side_without_round_server_runs_whole_sweeps(repo, tmp_path):
     out = tmp_path / "ab"
-    done = run_cli("ab", "fast-old", "slow", *GRID, *FAST, "--out", str(out), cwd=repo,
-                   timeout=1800)
-    assert done.returncode == 1, done.stdout + done.stderr
+    _flagged(repo, "fast-old", "slow", out)
     assert "one sweep per side per round" in (out / "ab.md").read_text()
-    assert [r["verdict"] for r in csv.DictReader(open(out / "ab.csv"))] == [REGRESSED]
 
 
 @pytest.mark.slow

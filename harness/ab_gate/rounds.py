@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.ab_gate.servers import Batons, SideServer, has_round_server, server_argv
-from harness.ab_gate.sides import ENTRY, Side, is_checkout
+from harness.ab_gate.servers import Batons, SideServer, has_round_server, side_sweep_argv
+from harness.ab_gate.sides import Side, is_checkout
 from harness.ab_gate.paired_stats import (
     IMPROVED,
     REGRESSED,
@@ -117,9 +117,9 @@ def side_environment(root: Path, *, one_thread: bool = False) -> dict[str, str]:
 
 
 def sweep_argv(plan: Plan, side: Side, out_dir: Path) -> list[str]:
-    modules = [arg for m in plan.impl_modules for arg in ("--impl-module", m)]
-    return [plan.python, str(side.root / ENTRY), *modules, "sweep", *plan.sweep_args,
-            "--out", str(out_dir), "--no-report"]
+    """One whole sweep of the grid (a side without a round server)."""
+    return side_sweep_argv(plan.python, side, plan.impl_modules, plan.sweep_args,
+                           "--out", str(out_dir), "--no-report")
 
 
 def run_side(plan: Plan, side: Side, out_dir: Path) -> list[dict[str, Any]]:
@@ -195,7 +195,8 @@ def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]
         for label in LABELS:
             side = plan.sides[label]
             servers[label] = SideServer(
-                server_argv(plan.python, side, plan.impl_modules, plan.sweep_args), side,
+                side_sweep_argv(plan.python, side, plan.impl_modules, plan.sweep_args,
+                                "--serve-rounds"), side,
                 side_environment(side.root, one_thread=plan.clock == "cpu"),
                 round_dirs[label].with_name(round_dirs[label].name + ".log"))
         grids = {label: {point_of(p["point"]): p["point_id"]

@@ -167,7 +167,8 @@ class Batons:
             os.close(fd)
 
 
-def server_argv(python: str, side: Side, impl_modules: tuple[str, ...],
-                sweep_args: tuple[str, ...]) -> list[str]:
+def side_sweep_argv(python: str, side: Side, impl_modules: tuple[str, ...],
+                    sweep_args: tuple[str, ...], *tail: str) -> list[str]:
+    """``run_bench.py [--impl-module M ...] sweep [grid flags] TAIL`` of that side's tree."""
     modules = [arg for m in impl_modules for arg in ("--impl-module", m)]
-    return [python, str(side.root / ENTRY), *modules, "sweep", *sweep_args, "--serve-rounds"]
+    return [python, str(side.root / ENTRY), *modules, "sweep", *sweep_args, *tail]
