@@ -1,6 +1,6 @@
 """Check a run's measured peaks against an independent measurement on the same machine.
 
-Independent of harness.peaks: ``torch.utils.benchmark`` times a 2048 x 2048 float32 matmul
+Independent of harness.metrics.peaks: ``torch.utils.benchmark`` times a 2048 x 2048 float32 matmul
 (the median of its blocked_autorange) and numpy a 2048 x 2048 float32 matmul (its own BLAS) and
 a copy of 256 MiB (best of ``--repeats`` calls); the ratios to the run.json ``peaks`` are
 printed. On a shared machine note the load average beside the figures.

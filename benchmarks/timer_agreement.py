@@ -25,12 +25,13 @@ import torch  # noqa: E402
 import torch.utils.benchmark as tb  # noqa: E402
 
 import harness  # noqa: E402
-from harness.measure import TimingSettings  # noqa: E402
-from harness.records import Point  # noqa: E402
-from harness.registry import REGISTRY  # noqa: E402
-from harness.runner import Runner, RunSettings  # noqa: E402
-from harness.store import RunDir  # noqa: E402
-from harness.sweep_spec import parse_int_list  # noqa: E402
+from harness.grid.settings import TimingSettings
+from harness.contract.records import Point
+from harness.contract.registry import REGISTRY
+from harness.measure.runner import Runner
+from harness.grid.settings import RunSettings
+from harness.store.run_dir import RunDir
+from harness.grid.spec import parse_int_list
 
 DEFAULT_IMPLS = "hrr_torch,softmax_torch,sdpa_flash"
 

@@ -1,22 +1,22 @@
 """attnbench's machinery: registry, numpy entry point, runner, results, reports.
 
 Where things are:
-- harness.registry     what implementations exist and what each can do (``register``)
+- harness.contract.registry     what implementations exist and what each can do (``register``)
 - harness.api          ``attention(name, q, k, v, ...)`` on numpy arrays
-- harness.reference    float64 references every implementation is checked against
-- harness.correctness  the gate an implementation passes before it is timed
-- harness.frameworks   the torch / JAX adapters (inputs, timers, memory readers)
-- harness.records      the record: the contract between measuring and everything downstream
-- harness.sweep_spec, harness.presets   what to sweep
-- harness.runner, harness.executor, harness.worker, harness.measure   how it is measured
-- harness.store        run directories (run.json + results.jsonl), ``load_results``
-- harness.report, harness.regression, harness.accuracy   reports, regression checks, LRA
+- harness.contract.reference    float64 references every implementation is checked against
+- harness.measure.gate  the gate an implementation passes before it is timed
+- harness.contract.frameworks   the torch / JAX adapters (inputs, timers, memory readers)
+- harness.contract.records      the record: the contract between measuring and everything downstream
+- harness.grid.spec, harness.grid.presets   what to sweep
+- harness.measure.runner, harness.measure.processes, harness.measure.worker, harness.measure.timing   how it is measured
+- harness.store.run_dir        run directories (run.json + results.jsonl), ``load_results``
+- harness.report, harness.verdicts.compare, harness.accuracy   reports, regression checks, LRA
 - harness.commands     one module per run_bench.py command (table in harness.cli)
 """
 
 from harness.api import attention
 from harness.errors import AttnbenchError, UnknownNameError, UnsupportedError, UsageError
-from harness.registry import (
+from harness.contract.registry import (
     Availability,
     Capabilities,
     Implementation,

@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from harness import frameworks
+from harness.contract import frameworks
 from harness.errors import UsageError
-from harness.masking import check_window
-from harness.registry import REGISTRY
+from harness.contract.masking import check_window
+from harness.contract.registry import REGISTRY
 
 
 def attention(name: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = False,
@@ -17,7 +17,7 @@ def attention(name: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal:
               window: tuple[int, int] | None = None, alibi_slopes: np.ndarray | None = None,
               document_ids: np.ndarray | None = None, device: str = "cpu") -> np.ndarray:
     """Run registered implementation ``name`` on numpy arrays; the conventions are those of
-    harness.masking.
+    harness.contract.masking.
 
     q is (B, Hq, Tq, D); k and v are (B, Hkv, Tk, D) with Hq a multiple of Hkv (query head h
     reads key/value head h // (Hq / Hkv)). float32 or float64 in, the same dtype out.

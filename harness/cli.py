@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(with_default_command(argv))
         args.argv = with_default_command(argv)   # as given: launchers re-run it elsewhere
-        from harness.registry import REGISTRY, load_impl_modules
+        from harness.contract.registry import REGISTRY, load_impl_modules
 
         module = importlib.import_module(COMMANDS[args.command][0])
         if getattr(module, "LOADS_IMPL_MODULES", True):  # ab: the sides load their own

@@ -1,6 +1,6 @@
 """Mask helpers shared by the torch implementations.
 
-Convention across attnbench (see harness.masking): ``key_padding_mask`` is (B, Tk) with
+Convention across attnbench (see harness.contract.masking): ``key_padding_mask`` is (B, Tk) with
 True = keep; causal and windows are aligned bottom-right (query i sits at key position
 i + Tk - Tq); ``document_ids`` (B, T) keeps pairs within one document; a query row that can see
 no key at all (fully masked) gets an all-zero output.

@@ -17,8 +17,8 @@ and ALiBi to n, attnbench to Tk, so padding runs without them (a constraint says
 from __future__ import annotations
 
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, Query, register
-from harness.traffic import tiled_exact
+from harness.contract.registry import Capabilities, Query, register
+from harness.metrics.traffic import tiled_exact
 
 # flash_attn's C++ entry (csrc/flash_attn/flash_api.cpp, mha_fwd) refuses larger head dims with
 # "FlashAttention forward only supports head dimension at most 256"

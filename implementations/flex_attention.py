@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from harness.registry import Capabilities, Query, register
-from harness.traffic import tiled_exact
+from harness.contract.registry import Capabilities, Query, register
+from harness.metrics.traffic import tiled_exact
 
 
 RECOMPILE_LIMIT = 64   # one compilation per (shape, mask structure) seen in one process

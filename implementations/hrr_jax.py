@@ -39,8 +39,8 @@ import functools
 import math
 
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, register
-from harness.traffic import hrr as hrr_traffic
+from harness.contract.registry import Capabilities, register
+from harness.metrics.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12
 CPU_GEMM_MAX_HEAD_DIM = 512  # gemm measured faster up to D=512 on CPU: see the table above

@@ -65,8 +65,8 @@ from __future__ import annotations
 import torch
 
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, register
-from harness.traffic import hrr as hrr_traffic
+from harness.contract.registry import Capabilities, register
+from harness.metrics.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12  # cosine = dot / max(|v| |vhat|, eps): a zero vector gives 0, never NaN
 CHUNK_ELEMENTS = 1 << 21  # per-tensor chunk (tokens x D) walked at once: 8 MiB in float32

@@ -25,8 +25,8 @@ import os
 import torch
 
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, register
-from harness.traffic import hrr as hrr_traffic
+from harness.contract.registry import Capabilities, register
+from harness.metrics.traffic import hrr as hrr_traffic
 from implementations import hrr_torch
 
 MAX_HEAD_DIM = 256  # register blocks of BLOCK_T x D floats; larger D: use hrr_torch

@@ -19,8 +19,8 @@ import functools
 
 import torch
 
-from harness.registry import Capabilities, register
-from harness.traffic import random_features
+from harness.contract.registry import Capabilities, register
+from harness.metrics.traffic import random_features
 
 DEFAULT_NUM_FEATURES = 256
 DEFAULT_SEED = 0

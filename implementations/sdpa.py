@@ -9,8 +9,8 @@ from __future__ import annotations
 import warnings
 
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, Query, first_line, register
-from harness.traffic import materialised, tiled
+from harness.contract.registry import Capabilities, Query, first_line, register
+from harness.metrics.traffic import materialised, tiled
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")

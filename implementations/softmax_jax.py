@@ -1,7 +1,7 @@
 """Exact softmax attention in JAX (explicit Tq x Tk scores), the JAX methods' baseline.
 
 GQA/MQA without copying k and v: q is viewed as (B, Hkv, group, Tq, D) and contracted with the
-shared key/value head. Masks follow attnbench's conventions (harness.masking): bottom-right
+shared key/value head. Masks follow attnbench's conventions (harness.contract.masking): bottom-right
 causal and windows, documents, key padding, ALiBi as a bias.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 
-from harness.registry import Capabilities, register
-from harness.traffic import materialised_scores
+from harness.contract.registry import Capabilities, register
+from harness.metrics.traffic import materialised_scores
 
 
 def matmul_precision(dtype):

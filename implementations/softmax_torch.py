@@ -8,8 +8,8 @@ flex_attention) use it instead.
 
 from __future__ import annotations
 
-from harness.registry import Capabilities, register
-from harness.traffic import materialised
+from harness.contract.registry import Capabilities, register
+from harness.metrics.traffic import materialised
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 

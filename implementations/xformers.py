@@ -15,8 +15,8 @@ Bias objects and tensors are built once per input by ``prepare`` (timed apart, m
 from __future__ import annotations
 
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, Query, register
-from harness.traffic import Traffic, element_bytes, tiled_exact
+from harness.contract.registry import Capabilities, Query, register
+from harness.metrics.traffic import Traffic, element_bytes, tiled_exact
 
 # cutlass' tensor-bias kernels need every stride but the last one aligned to 128 bits
 BIAS_ALIGN = 16

@@ -55,7 +55,7 @@ def _with_injected_work(impl, iterations):
     return dataclasses.replace(impl, fn=slowed, _probe_cache={{}})
 
 
-from harness.registry import REGISTRY  # noqa: E402
+from harness.contract.registry import REGISTRY  # noqa: E402
 
 REGISTRY.add(_with_injected_work(REGISTRY.get("hrr_torch"), {iterations!r}), replace=True)
 """
@@ -75,7 +75,7 @@ def calibrate(trees: Path, seq_lens: list[int], busy: bool, samples: int = 400) 
 import json, statistics, sys, time, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {str(trees / 'base')!r})
-from harness.registry import REGISTRY
+from harness.contract.registry import REGISTRY
 fn = REGISTRY.get("hrr_torch").fn
 out = {{}}
 n = 2000
@@ -231,8 +231,8 @@ def round_noise(out: Path) -> None:
     import statistics
 
     sys.path.insert(0, str(ROOT))
-    from harness.ab_gate.rounds import read_raw_records
-    from harness.ab_gate.paired_stats import side_value
+    from harness.verdicts.ab.rounds import read_raw_records
+    from harness.verdicts.ab.paired_stats import side_value
 
     runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
     logs: dict[tuple, list[float]] = {}
@@ -268,8 +268,8 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
     """The rounds of one ab call, each {(impl, seq_len): HEAD/BASE ratio}, re-read from its
     round directories."""
     sys.path.insert(0, str(ROOT))
-    from harness.ab_gate.rounds import pair_samples, read_raw_records, turn_ratio
-    from harness.ab_gate.paired_stats import side_value
+    from harness.verdicts.ab.rounds import pair_samples, read_raw_records, turn_ratio
+    from harness.verdicts.ab.paired_stats import side_value
 
     rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
                             f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
@@ -293,8 +293,8 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
 
 def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
     """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
-    from harness.ab_gate.rounds import per_point_confidence
-    from harness.ab_gate.paired_stats import REGRESSED, paired_estimate, verdict
+    from harness.verdicts.ab.rounds import per_point_confidence
+    from harness.verdicts.ab.paired_stats import REGRESSED, paired_estimate, verdict
 
     if not rounds:
         return False
@@ -323,8 +323,8 @@ def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: floa
     of a condition; says so otherwise."""
     import random
 
-    from harness.ab_gate.rounds import per_point_confidence
-    from harness.ab_gate.paired_stats import REGRESSED, paired_estimate, verdict
+    from harness.verdicts.ab.rounds import per_point_confidence
+    from harness.verdicts.ab.paired_stats import REGRESSED, paired_estimate, verdict
 
     rng = random.Random(0)
     print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.reference import hrr_attention  # noqa: E402
+from harness.contract.reference import hrr_attention
 from implementations import hrr_torch, hrr_triton  # noqa: E402
 
 

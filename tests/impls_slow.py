@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.registry import REGISTRY
+from harness.contract.registry import REGISTRY
 
 SLOWDOWN = 2  # calls of the real implementation per call
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.measure import TimingSettings
-from harness.records import AccuracyRecord, Point, SpeedRecord
-from harness.runner import Runner, RunSettings
-from harness.store import RunDir
+from harness.grid.settings import TimingSettings
+from harness.contract.records import AccuracyRecord, Point, SpeedRecord
+from harness.measure.runner import Runner
+from harness.grid.settings import RunSettings
+from harness.store.run_dir import RunDir
 
 FAST = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=3, max_repeats=4)
 MACHINE_A = {"hardware_tag": "cpu-test-a", "hardware_id": "aaaa", "cpu_model": "Test CPU A",

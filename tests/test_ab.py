@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import ROOT, read_records, run_cli
-from harness.ab_gate.paired_stats import (
+from harness.verdicts.ab.paired_stats import (
     IMPROVED,
     REGRESSED,
     UNCHANGED,
@@ -228,8 +228,8 @@ def test_ab_instructions_flags_the_extra_work(repo, tmp_path):
 
 
 def test_same_harness_mixes_head_harness_with_base_implementations(tmp_path):
-    from harness.ab_gate.rounds import side_environment
-    from harness.ab_gate.sides import Side, with_harness_of
+    from harness.verdicts.ab.rounds import side_environment
+    from harness.verdicts.ab.sides import Side, with_harness_of
 
     trees = {}
     for name in ("base", "head"):
@@ -250,7 +250,7 @@ def test_same_harness_mixes_head_harness_with_base_implementations(tmp_path):
 
 
 def test_intervals_widen_with_the_number_of_points():
-    from harness.ab_gate.rounds import per_point_confidence
+    from harness.verdicts.ab.rounds import per_point_confidence
 
     assert per_point_confidence(0.95, 1) == pytest.approx(0.95)
     assert per_point_confidence(0.95, 4) == pytest.approx(0.9875)

@@ -8,7 +8,7 @@ from accuracy_fixtures import write_bytes_folder
 from cli_helpers import read_records
 
 from harness import cli
-from harness.store import load_results, open_run
+from harness.store.run_dir import load_results, open_run
 
 
 def test_lra_bytes_writes_records(tmp_path, capsys):

@@ -15,7 +15,7 @@ from harness.accuracy.training_presets import ModelConfig, TrainConfig
 from harness.accuracy.training_run import TrainingRunSettings, run_one
 from harness.accuracy.tasks.common import Limits
 from harness.accuracy.train import ProgressLike, fit, learning_rate
-from harness.registry import REGISTRY, Capabilities, Implementation
+from harness.contract.registry import REGISTRY, Capabilities, Implementation
 
 SEQ_LEN = 64
 

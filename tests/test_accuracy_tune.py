@@ -12,7 +12,7 @@ from cli_helpers import read_records
 from harness import cli
 from harness.accuracy import tasks as tasks_lib
 from harness.accuracy import tune
-from harness.stats import mean_std
+from harness.metrics.stats import mean_std
 from harness.accuracy.tasks.common import Split
 from harness.errors import UsageError
 

@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import run_cli
 from harness.commands import check as check_command
 from harness.errors import UsageError
-from harness.workload_cases import builtin_cases, flag_cases
+from harness.grid.workload_cases import builtin_cases, flag_cases
 
 
 def rows(stdout: str) -> dict[tuple[str, str], str]:
@@ -55,8 +55,8 @@ def test_workloads_checked_in_workers_and_a_wrong_claim_fails():
 
 
 def test_workload_flags_parse_as_sweep_and_run_every_combination():
-    from harness.worker import WorkerContext, check_workloads_task
-    from harness.sweep_spec import overrides_from
+    from harness.measure.worker import WorkerContext, check_workloads_task
+    from harness.grid.spec import overrides_from
 
     cases = flag_cases(overrides_from({"kv_heads": "1,2", "q_len": "1", "window": "8"}).values)
     assert len(cases) == 4        # 2 kv_heads x causal and not

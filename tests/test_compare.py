@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import regression as logic
+from harness.verdicts import compare as logic
 from harness.cli import main
 from harness.errors import UsageError
-from harness.records import SCHEMA_VERSION, Point, SpeedRecord
-from harness.store import RunDir
+from harness.contract.records import SCHEMA_VERSION, Point, SpeedRecord
+from harness.store.run_dir import RunDir
 
 MIB = 1 << 20
 HW_A = {"hardware_id": "aaaaaaaaaaaa", "cpu_model": "Test CPU Alpha", "cpu_affinity": 2,
@@ -362,7 +362,7 @@ def test_truncated_last_line_is_a_warning(tmp_path, capsys):
 
 
 def test_accuracy_records_are_ignored(tmp_path):
-    from harness.records import AccuracyRecord
+    from harness.contract.records import AccuracyRecord
 
     run = make_run(tmp_path / "run", [record(point("a"))])
     RunDir(run).append(AccuracyRecord(impl="a", task="listops", status="ok"))
@@ -376,7 +376,7 @@ def test_slowed_hrr_module_replaces_the_registered_one():
 
     import torch
 
-    from harness.registry import REGISTRY
+    from harness.contract.registry import REGISTRY
 
     original = REGISTRY.get("hrr_torch")
     calls = []

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import device_setup, hardware, worker
-from harness.frameworks import torch_fw
-from harness.measure import TimingSettings
-from harness.records import Point
+from harness.measure import device_setup, worker
+from harness.measure import timers as gpu_timing
+from harness.store import hardware
+from harness.contract.frameworks import torch_fw
+from harness.grid.settings import TimingSettings
+from harness.contract.records import Point
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024 ** 3
@@ -151,7 +153,7 @@ def test_flush_buffer_size_when_torch_reports_no_l2(monkeypatch):
 def test_event_timer_allocates_the_sized_flush_buffer(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda index=None: types.SimpleNamespace(L2_cache_size=1 << 20))
-    timer = torch_fw.CudaEventTimer("cpu", flush_l2=True)  # the buffer's size, on the CPU
+    timer = gpu_timing.CudaEventTimer("cpu", flush_l2=True)  # the buffer's size, on the CPU
     assert timer.flush.numel() == 2 << 20
 
 
@@ -243,9 +245,10 @@ def test_probe_worker_ends_after_a_combination_breaks_the_context(monkeypatch):
 
 def test_runner_isolates_the_combination_that_broke_the_context(tmp_path):
     """The runner's answer to a probe worker that raised: each combination alone."""
-    from harness.executor import Outcome
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.measure.processes import Outcome
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     class Executor:
         def __init__(self):
@@ -356,8 +359,8 @@ import json
 from dataclasses import replace
 import jax
 from harness import get
-from harness.frameworks import jax_fw
-from harness.records import Point
+from harness.contract.frameworks import jax_fw
+from harness.contract.records import Point
 import implementations  # noqa: F401  (registers softmax_jax)
 out = {}
 for device in ("cpu", "cpu:1"):
@@ -492,7 +495,7 @@ def test_flash_attn_refuses_head_dims_over_256_before_calling_the_package(monkey
 
 def test_list_reports_the_dtypes_that_run():
     from harness.commands.list_impls import device_availability
-    from harness.registry import Availability
+    from harness.contract.registry import Availability
 
     def supports(device, dtype):
         if dtype in ("float16", "bfloat16"):
@@ -517,9 +520,8 @@ def test_jax_cap_sizes_the_fraction_without_touching_torch_cuda(nvml, monkeypatc
 
 
 def test_jax_timing_cap_makes_room_for_its_flush_buffer():
-    from harness import gpu_timing
-    from harness.frameworks import jax_fw
+    from harness.contract.frameworks import jax_fw
 
     settings = TimingSettings()
-    assert worker.harness_device_bytes(jax_fw, "cuda", settings) == gpu_timing.JAX_FLUSH_BYTES
+    assert worker.harness_device_bytes(jax_fw, "cuda", settings) == jax_fw.JAX_FLUSH_BYTES
     assert worker.harness_device_bytes(jax_fw, "cpu", settings) == 0

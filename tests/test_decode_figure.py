@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from harness.records import Point, SpeedRecord  # noqa: E402
+from harness.contract.records import Point, SpeedRecord
 from harness.report import figures, style  # noqa: E402
 from harness.report.data import tidy_speed  # noqa: E402
 

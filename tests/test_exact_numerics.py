@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.reference import exact_attention
+from harness.contract.reference import exact_attention
 
 # flex_attention compiles once per shape and mask structure (20 s to minutes each on a 2-core
 # CPU): its correctness on causal, padding and every workload is the one slow test in

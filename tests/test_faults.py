@@ -16,11 +16,12 @@ import pytest
 from cli_helpers import run_cli
 
 from harness.errors import UsageError
-from harness.executor import classify_death
-from harness.measure import TimingSettings
-from harness.records import AccuracyRecord, Point, SpeedRecord
-from harness.runner import Runner, RunSettings
-from harness.store import LOCK_FILE, RunDir, RunLockedError, repair_torn_tail
+from harness.measure.processes import classify_death
+from harness.grid.settings import TimingSettings
+from harness.contract.records import AccuracyRecord, Point, SpeedRecord
+from harness.measure.runner import Runner
+from harness.grid.settings import RunSettings
+from harness.store.run_dir import LOCK_FILE, RunDir, RunLockedError, repair_torn_tail
 
 FAST = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=3, max_repeats=5)
 MODULES = ("impls_faults",)
@@ -85,7 +86,7 @@ def test_resume_after_a_torn_last_line_keeps_the_new_point(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from harness.store import RunDir
+from harness.store.run_dir import RunDir
 RunDir.create(Path(sys.argv[1]), {"kind": "speed"})
 print("locked", flush=True)
 time.sleep(60)
@@ -221,7 +222,7 @@ def test_a_wrong_shape_at_a_timed_size_is_an_error(tmp_path):
 def test_output_shape_check_accepts_right_shapes():
     import torch
 
-    from harness.worker import output_shape_problem
+    from harness.measure.worker import output_shape_problem
 
     q = k = v = torch.zeros(1, 2, 8, 4)
     assert output_shape_problem(torch.zeros(1, 2, 8, 4), (q, k, v), "forward") == ""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.reference import exact_attention, hrr_attention
+from harness.contract.reference import exact_attention, hrr_attention
 
 torch = pytest.importorskip("torch")
 CUDA = torch.cuda.is_available()
@@ -31,7 +31,7 @@ def test_cuda_numerics_against_float64_reference(name, dtype, causal):
         pytest.skip(verdict.reason)
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((2, 4, 256, 64)) for _ in range(3))
-    from harness.correctness import run_impl_numpy
+    from harness.measure.gate import run_impl_numpy
 
     out = run_impl_numpy(impl, q, k, v, device="cuda", dtype=dtype, causal=causal, mask=None)
     ref = exact_attention(q, k, v, causal=causal) if impl.family == "exact" else \
@@ -40,10 +40,11 @@ def test_cuda_numerics_against_float64_reference(name, dtype, causal):
 
 
 def test_cuda_runner_records_event_timing_and_allocator_memory(tmp_path):
-    from harness.measure import TimingSettings
-    from harness.records import Point
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.grid.settings import TimingSettings
+    from harness.contract.records import Point
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     runner = Runner(RunDir.create(tmp_path / "run", {}),
                     RunSettings(timing=TimingSettings(min_time_s=0.05)))
@@ -60,7 +61,7 @@ def test_cuda_runner_records_event_timing_and_allocator_memory(tmp_path):
 
 
 def test_nvml_fingerprint_names_the_gpu():
-    from harness.hardware import fingerprint
+    from harness.store.hardware import fingerprint
 
     info = fingerprint()
     assert info["gpu"].get("nvml") == "ok", info["gpu"]
@@ -73,9 +74,10 @@ def test_nvml_fingerprint_names_the_gpu():
 
 
 def test_cuda_oom_is_a_record(tmp_path):
-    from harness.records import Point
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.contract.records import Point
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     runner = Runner(RunDir.create(tmp_path / "run", {}),
                     RunSettings(max_memory_bytes=256 * 2 ** 20))
@@ -89,9 +91,10 @@ def test_cuda_oom_is_a_record(tmp_path):
 # ---- the CUDA-path fixes (tests/test_cuda_paths.py checks their logic on the CPU) ------------
 
 def _run_points(tmp_path, points, **settings):
-    from harness.measure import TimingSettings
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.grid.settings import TimingSettings
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     settings.setdefault("timing", TimingSettings(min_time_s=0.02, max_repeats=5))
     runner = Runner(RunDir.create(tmp_path / "run", {}), RunSettings(**settings))
@@ -108,7 +111,7 @@ def _jax_gpu():
 
 def test_max_memory_on_device_cuda_caps_torch_and_jax(tmp_path):
     """Finding 1: 'cuda' without an index, and JAX points (XLA_CLIENT_MEM_FRACTION)."""
-    from harness.records import Point
+    from harness.contract.records import Point
 
     _jax_gpu()
     points = [Point(name, seq_len=t, head_dim=64, heads=16, dtype="float16", device="cuda")
@@ -122,8 +125,8 @@ def test_max_memory_on_device_cuda_caps_torch_and_jax(tmp_path):
 
 def test_l2_flush_buffer_is_sized_from_the_l2_and_outside_the_workloads_cap(tmp_path):
     """Finding 2: a point that fits the cap in the memory pass also fits in the timing pass."""
-    from harness.frameworks import torch_fw
-    from harness.records import Point
+    from harness.contract.frameworks import torch_fw
+    from harness.contract.records import Point
 
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     assert l2 > 0 and torch_fw.l2_flush_bytes("cuda") == 2 * l2
@@ -137,7 +140,7 @@ def test_l2_flush_buffer_is_sized_from_the_l2_and_outside_the_workloads_cap(tmp_
 
 def test_memory_pass_excludes_one_off_library_workspaces(tmp_path):
     """Finding 3: at a tiny shape the cuBLAS workspace (32 MiB on Hopper) would dominate."""
-    from harness.records import Point
+    from harness.contract.records import Point
 
     records = _run_points(tmp_path, [Point(name, seq_len=256, head_dim=64, heads=1,
                                            dtype="float16", device="cuda")
@@ -151,7 +154,7 @@ def test_memory_pass_excludes_one_off_library_workspaces(tmp_path):
                                   if i.family in ("exact", "hrr")])
 def test_float32_passes_the_float32_gate(name):
     """Finding 5: no TF32 in float32 (softmax_jax's einsums at HIGHEST); the gate's 2e-5."""
-    from harness.correctness import check
+    from harness.measure.gate import check
 
     impl = harness.get(name)
     verdict = impl.supports(device="cuda", dtype="float32")
@@ -165,7 +168,7 @@ def test_float32_passes_the_float32_gate(name):
 def test_hrr_at_head_dim_256(dtype):
     """Finding 6: hrr_triton's K loop compiles and is right at D = 256 (and hrr_torch's
     batched CUDA path, finding 8)."""
-    from harness.correctness import run_impl_numpy
+    from harness.measure.gate import run_impl_numpy
 
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((1, 4, 1000, 256)) for _ in range(3))
@@ -203,7 +206,7 @@ def test_hrr_gqa_shares_key_value_heads_on_cuda(name):
                     reason="needs two CUDA devices (cuda:1)")
 def test_points_on_cuda_1_are_timed_on_cuda_1(tmp_path):
     """Finding 7: events and Triton launches on the point's device, not the current one."""
-    from harness.records import Point
+    from harness.contract.records import Point
 
     names = ["softmax_torch", "hrr_torch"] + (["hrr_triton"] if harness.get(
         "hrr_triton").supports(device="cuda:1", dtype="float16") else [])
@@ -248,8 +251,8 @@ def test_list_shows_sdpa_flash_available_in_half_precision_on_cuda():
 def test_jax_cpu_point_runs_on_the_cpu_beside_a_gpu():
     """Finding 4: with JAX's CUDA build a "cpu" point stays on the CPU (committed inputs)."""
     _jax_gpu()
-    from harness.frameworks import jax_fw
-    from harness.records import Point
+    from harness.contract.frameworks import jax_fw
+    from harness.contract.records import Point
 
     for device, platform in (("cpu", "cpu"), ("cuda", "gpu")):
         point = Point("softmax_jax", seq_len=64, head_dim=16, heads=2, device=device)
@@ -292,8 +295,8 @@ def test_cuda_workloads_against_float64_reference(name, case):
     """Every exact CUDA method on the workloads it claims (bf16; fp32 where that is all)."""
     if case in LIBRARY_CASES and name not in ("flash_attn", "xformers"):
         pytest.skip("a flash_attn / xformers path case")
-    from harness.correctness import run_impl_numpy
-    from harness.masking import alibi_slopes, packed_document_ids
+    from harness.measure.gate import run_impl_numpy
+    from harness.contract.masking import alibi_slopes, packed_document_ids
 
     hq, hkv, tq, tk, kw = WORKLOAD_CASES[case]
     kw = dict(kw)
@@ -324,10 +327,11 @@ def test_cuda_workloads_against_float64_reference(name, case):
     np.testing.assert_allclose(out, ref, atol=TOLERANCE[dtype], rtol=0)
 def test_cudagraph_timer_and_clock_sampling_in_records(tmp_path):
     """--timer cudagraph replays a captured call; every CUDA record carries NVML clocks."""
-    from harness.measure import TimingSettings
-    from harness.records import Point
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.grid.settings import TimingSettings
+    from harness.contract.records import Point
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     points = [Point(impl=name, seq_len=4096, head_dim=64, heads=16, dtype="float16",
                     device="cuda") for name in ("sdpa_flash", "hrr_torch")]
@@ -350,7 +354,7 @@ def test_cudagraph_timer_and_clock_sampling_in_records(tmp_path):
 
 
 def test_measured_gpu_peaks_stay_below_the_data_sheet():
-    from harness.peaks import measure_copy, measure_gemm, table_entry
+    from harness.metrics.peaks import measure_copy, measure_gemm, table_entry
 
     name = torch.cuda.get_device_name(0)
     entry = table_entry(name)
@@ -365,10 +369,11 @@ def test_measured_gpu_peaks_stay_below_the_data_sheet():
 
 def test_jax_on_gpu_flushes_l2_like_torch(tmp_path):
     pytest.importorskip("jax")
-    from harness.measure import TimingSettings
-    from harness.records import Point
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.grid.settings import TimingSettings
+    from harness.contract.records import Point
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     runner = Runner(RunDir.create(tmp_path / "run", {}),
                     RunSettings(timing=TimingSettings(min_time_s=0.05)))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness import gpu_timing, gpu_watch
+from harness.measure import gpu_watch
+from harness.measure import timers as gpu_timing
 from harness.errors import UnsupportedError
-from harness.measure import TimingSettings, Workload, time_workload
+from harness.grid.settings import TimingSettings
+from harness.contract.workload import Workload
+from harness.measure.timing import time_workload
 
 
 class FakeNVML:
@@ -266,11 +269,12 @@ def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
 
 # -- records and report ------------------------------------------------------------------------
 def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttled(tmp_path):
-    from harness.executor import Outcome
-    from harness.records import MemoryResult, Point, TimingResult
+    from harness.measure.processes import Outcome
+    from harness.contract.records import MemoryResult, Point, TimingResult
     from harness.report import render_report
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     class FakeExecutor:
         def run(self, task, *args, timeout=None):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import presets
+from harness.grid import presets
 from harness.errors import UnknownNameError, UsageError
-from harness.records import Point
-from harness.sweep_spec import (
+from harness.contract.records import Point
+from harness.grid.spec import (
     SweepSpec,
     expand,
     overrides_from,

@@ -1,5 +1,5 @@
 """Every HRR formulation (torch gemm/fft, JAX gemm/fft, the original-formulation port) against
-the float64 reference ``harness.reference.hrr_attention``; gradients; the formulation choice."""
+the float64 reference ``harness.contract.reference.hrr_attention``; gradients; the formulation choice."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import harness
 from benchmarks.hrr.original_port import original_hrr_attention
 from harness.errors import UnsupportedError
-from harness.reference import hrr_attention
+from harness.contract.reference import hrr_attention
 from implementations import hrr_torch as ht
 
 TOL32 = 1e-5

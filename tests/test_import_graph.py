@@ -1,6 +1,10 @@
 """The modules of harness/ and implementations/ form no import cycle, counting imports inside
 functions and under ``if TYPE_CHECKING`` (every ``import`` statement anywhere in a module), and
-lower layers never import the command layer (harness/commands, harness/cli)."""
+the stages of the pipeline import only earlier stages:
+
+contract -> metrics -> implementations -> grid -> store -> measure
+    -> report | verdicts | accuracy -> scale -> commands
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "implementations")
-UPPER = ("harness.commands", "harness.cli", "harness.__main__")
+
+# (module or package prefix, stage): the longest matching prefix gives a module's stage
+STAGES: tuple[tuple[str, int], ...] = (
+    ("harness.errors", 0),
+    ("harness.contract", 1),
+    ("harness.api", 1),
+    ("harness.console", 1),
+    ("harness", 1),                 # the package itself: re-exports the contract's names
+    ("harness.metrics", 2),
+    ("implementations", 3),
+    ("harness.grid", 4),
+    ("harness.store", 5),
+    ("harness.measure", 6),
+    ("harness.report", 7),
+    ("harness.verdicts", 7),
+    ("harness.accuracy", 7),
+    ("harness.scale", 8),
+    ("harness.commands", 9),
+    ("harness.cli", 9),
+    ("harness.__main__", 9),
+)
+# stages whose packages are peers: they may not import one another
+PEERS = ("harness.report", "harness.verdicts", "harness.accuracy")
+TOP_LEVEL_LIMIT = 10
 
 
 def module_name(path: Path) -> str:
@@ -33,8 +60,8 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
-                # `from harness import frameworks` imports a module; `from harness import X`
-                # a name of the package
+                # `from harness.contract import frameworks` imports a module; `from harness
+                # import X` a name of the package
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
                            for a in node.names]
             for target in targets:
@@ -43,6 +70,12 @@ def import_graph() -> dict[str, set[str]]:
                 if target and target != name:
                     graph[name].add(target)
     return graph
+
+
+def stage_of(module: str) -> tuple[str, int]:
+    best = max((prefix for prefix, _ in STAGES
+                if module == prefix or module.startswith(prefix + ".")), key=len)
+    return best, dict(STAGES)[best]
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -71,10 +104,22 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def stage_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for name, targets in sorted(graph.items()):
+        prefix, stage = stage_of(name)
+        for target in sorted(targets):
+            target_prefix, target_stage = stage_of(target)
+            if target_stage > stage or (target_stage == stage and target_prefix != prefix
+                                        and target_prefix in PEERS):
+                out.append(f"{name} (stage {stage}) imports {target} (stage {target_stage})")
+    return out
+
+
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "harness.frameworks" in graph["harness.registry"]      # imported inside a method
-    assert "harness.plan" in graph["harness.scale.executors"]
+    assert "harness.contract.frameworks" in graph["harness.contract.registry"]   # in a method
+    assert "harness.store.resume" in graph["harness.scale.executors"]
 
 
 def test_no_import_cycle():
@@ -82,11 +127,27 @@ def test_no_import_cycle():
     assert cycle is None, " -> ".join(cycle)
 
 
-def test_lower_layers_never_import_commands():
-    graph = import_graph()
-    offenders = {name: sorted(t for t in targets if t.startswith(UPPER))
-                 for name, targets in graph.items() if not name.startswith(UPPER)}
-    assert {k: v for k, v in offenders.items() if v} == {}
+def test_stages_import_only_earlier_stages():
+    assert stage_violations(import_graph()) == []
+
+
+def test_every_module_has_a_stage():
+    for name in import_graph():
+        assert stage_of(name)[0] != "harness" or name == "harness", \
+            f"{name} sits at harness/'s top level without a stage in STAGES"
+
+
+def test_harness_top_level_stays_small():
+    top = sorted(p.name for p in (ROOT / "harness").glob("*.py"))
+    assert len(top) <= TOP_LEVEL_LIMIT, top
+
+
+def test_a_violation_is_found():
+    graph = {"harness.contract.records": {"harness.measure.runner"}, "harness.measure.runner": set()}
+    assert stage_violations(graph) == [
+        "harness.contract.records (stage 1) imports harness.measure.runner (stage 6)"]
+    peers = {"harness.report.data": {"harness.verdicts.compare"}, "harness.verdicts.compare": set()}
+    assert len(stage_violations(peers)) == 1
 
 
 def test_a_cycle_is_found():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.records import MemoryResult, Measurement, SpeedRecord, TimingResult
+from harness.contract.records import MemoryResult, Measurement, SpeedRecord, TimingResult
 
 
 def _default(f: dataclasses.Field):
@@ -43,20 +43,20 @@ def test_record_values_keep_every_measured_value_including_task_wall_time():
 
 
 def test_one_statistics_helper_for_worker_report_and_compare():
-    import harness.regression
+    import harness.verdicts.compare
     import harness.report.data
-    import harness.worker
-    from harness import stats
+    import harness.measure.worker
+    from harness.metrics import stats
 
-    assert harness.worker.sample_stats is stats.sample_stats
+    assert harness.measure.worker.sample_stats is stats.sample_stats
     assert harness.report.data.quartiles is stats.quartiles
-    assert harness.regression.ratio_estimate is stats.ratio_estimate
+    assert harness.verdicts.compare.ratio_estimate is stats.ratio_estimate
     summary = stats.sample_stats([1.0, 2.0, 3.0, 4.0])
     assert summary.median == 2.5 and summary.iqr == stats.quartiles([1, 2, 3, 4])[1] - 1.75
 
 
 def _events(listener) -> None:
-    from harness.records import Point
+    from harness.contract.records import Point
 
     record = SpeedRecord(impl="softmax_torch", framework="torch", family="exact", device="cpu",
                          batch=1, heads=2, seq_len=64, head_dim=8, dtype="float32",
@@ -73,7 +73,7 @@ def test_progress_is_a_live_bar_on_a_terminal_and_a_plain_log_otherwise():
 
     from rich.console import Console
 
-    from harness.console import ProgressListener
+    from harness.measure.progress import ProgressListener
 
     plain = io.StringIO()
     listener = ProgressListener(Console(file=plain, force_terminal=False, width=120))
@@ -93,7 +93,7 @@ def test_progress_is_a_live_bar_on_a_terminal_and_a_plain_log_otherwise():
 
 
 def test_downstream_columns_derive_from_the_record_fields():
-    from harness.records import NUMERIC_SPEED_METRICS, SPEED_METRICS
+    from harness.contract.records import NUMERIC_SPEED_METRICS, SPEED_METRICS
     from harness.report.data import SPEED_COLUMNS, tidy_speed
 
     record_fields = [f.name for f in dataclasses.fields(SpeedRecord)]

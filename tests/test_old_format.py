@@ -11,7 +11,7 @@ from pathlib import Path
 from cli_helpers import read_records
 
 from harness import cli
-from harness.store import load_results, open_run
+from harness.store.run_dir import load_results, open_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPEED, LRA = FIXTURES / "old_run_speed", FIXTURES / "old_run_lra"

@@ -1,4 +1,4 @@
-"""Machine peaks (harness.peaks), bytes-moved models (harness.traffic) and % of peak."""
+"""Machine peaks (harness.metrics.peaks), bytes-moved models (harness.metrics.traffic) and % of peak."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import harness
-from harness import peaks, traffic
-from harness.records import Point
+from harness.metrics import peaks, traffic
+from harness.contract.records import Point
 
 
 # -- the data-sheet table ----------------------------------------------------------------------
@@ -164,9 +164,9 @@ def test_utilisation_percentages():
 
 
 def test_merged_runs_keep_the_peaks_of_their_machine(tmp_path):
-    from harness.records import SpeedRecord
-    from harness.scale.gather import merge_runs
-    from harness.store import RunDir
+    from harness.contract.records import SpeedRecord
+    from harness.store.merge import merge_runs
+    from harness.store.run_dir import RunDir
 
     fake = {"matmul_flops_per_s": {"float32": {"value": 1e11}},
             "memory_bytes_per_s": {"value": 2e10}}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import harness
-from harness.reference import exact_attention, relative_error
+from harness.contract.reference import exact_attention, relative_error
 from implementations.performer_torch import (
     favor_features,
     orthogonal_random_features,
@@ -95,10 +95,10 @@ def test_half_inputs(dtype, rng):
 @pytest.mark.parametrize("t_q", [600, 7, 1, 650])                      # Tq = Tk, chunk, decode, Tq > Tk
 def test_gqa_and_bottom_right_causal_match_direct_computation(heads, kv_heads, t_q, rng,
                                                                monkeypatch):
-    """Against the direct float64 sum over the allowed pairs (harness.masking, bottom-right)
+    """Against the direct float64 sum over the allowed pairs (harness.contract.masking, bottom-right)
     with the same features: query head h uses the features and values of key/value head
     h // G; nothing repeats k or v (repeat_interleave refused)."""
-    from harness.masking import allowed_mask
+    from harness.contract.masking import allowed_mask
 
     t_k = 600
     q = torch.tensor(rng.standard_normal((2, heads, t_q, 8)) * 0.5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import UsageError
-from harness.plan import SweepRequest, plan
+from harness.grid.plan import SweepRequest, plan
 from harness.scale.executors import EXECUTORS, ExecutorOptions, make_executor
 
 

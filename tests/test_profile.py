@@ -8,7 +8,7 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.profiling import ops_from_trace
+from harness.measure.profiling import ops_from_trace
 
 
 def test_ops_from_trace_gives_self_time_per_name():

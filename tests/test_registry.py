@@ -10,7 +10,14 @@ import pytest
 
 import harness
 from harness.errors import UnknownNameError, UnsupportedError, UsageError
-from harness.registry import FAMILIES, FRAMEWORKS, REGISTRY, Capabilities, Registry, register
+from harness.contract.registry import (
+    FAMILIES,
+    FRAMEWORKS,
+    REGISTRY,
+    Capabilities,
+    Registry,
+    register,
+)
 
 EXPECTED = ["softmax_torch", "sdpa_math", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn",
             "flash_attn", "xformers", "performer_torch", "hrr_torch", "hrr_jax", "softmax_jax",
@@ -110,7 +117,7 @@ def test_unimportable_user_module_is_a_usage_error():
 def test_registry_validates_declarations():
     registry = Registry()
     fn = lambda q, k, v, **kw: v  # noqa: E731
-    from harness.registry import Implementation
+    from harness.contract.registry import Implementation
 
     with pytest.raises(ValueError, match="framework"):
         registry.add(Implementation("x", "tensorflow", "exact", Capabilities(), fn))
@@ -150,7 +157,7 @@ def test_broken_implementation_is_unavailable_with_reason():
 
 
 def test_supports_gives_every_reason_not_the_first():
-    from harness.registry import Implementation, Query
+    from harness.contract.registry import Implementation, Query
 
     def constraints(query: Query) -> list[str]:
         return ["no long sequences on tuesdays"] if query.backward else []
@@ -175,7 +182,7 @@ def test_supports_gives_every_reason_not_the_first():
 
 
 def test_older_positional_constraints_still_work():
-    from harness.registry import Availability, Implementation
+    from harness.contract.registry import Availability, Implementation
 
     def old(device, dtype, causal, masked, backward):
         return Availability(False, "old_style: no masks") if masked else Availability(True)
@@ -187,7 +194,7 @@ def test_older_positional_constraints_still_work():
 
 
 def test_sdpa_flash_on_cuda_lists_both_of_its_constraints():
-    from harness.registry import Query
+    from harness.contract.registry import Query
 
     reasons = harness.get("sdpa_flash").not_supported_reasons(
         Query(device="cuda", dtype="float32", key_padding_mask=True))
@@ -195,8 +202,8 @@ def test_sdpa_flash_on_cuda_lists_both_of_its_constraints():
 
 
 def test_an_implementation_may_declare_its_own_gate_tolerance():
-    from harness.correctness import check
-    from harness.registry import Implementation
+    from harness.measure.gate import check
+    from harness.contract.registry import Implementation
 
     def sloppy(q, k, v, *, causal=False, key_padding_mask=None):
         impl = harness.get("softmax_torch")

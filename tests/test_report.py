@@ -18,7 +18,7 @@ from harness.cli import main
 from harness.report import render_report, style
 from harness.report.data import load
 from harness.report.published import PUBLISHED_LRA
-from harness.store import TruncatedLineWarning
+from harness.store.run_dir import TruncatedLineWarning
 
 
 @pytest.fixture(scope="session")

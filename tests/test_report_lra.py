@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from report_fixtures import MACHINE_A
 
-from harness.records import AccuracyRecord
+from harness.contract.records import AccuracyRecord
 from harness.report import lra
 from harness.report import render_report
 from harness.report.published import LRA_TASKS
-from harness.store import RunDir
+from harness.store.run_dir import RunDir
 
 ACC = {"hrr_torch": [0.40, 0.42, 0.38], "softmax_torch": [0.36, 0.37, 0.35]}
 RATE = {"hrr_torch": 300.0, "softmax_torch": 100.0}

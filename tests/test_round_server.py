@@ -1,4 +1,4 @@
-"""The round server (``sweep --serve-rounds``, harness/round_server.py) and how ``ab`` drives it:
+"""The round server (``sweep --serve-rounds``, harness/measure/round_server.py) and how ``ab`` drives it:
 the protocol in this process, and the order of a round with fake servers."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.ab_gate import rounds
-from harness.ab_gate.sides import Side
-from harness.plan import SweepRequest, plan
-from harness.round_server import serve
-from harness.records import Point
+from harness.verdicts.ab import rounds
+from harness.verdicts.ab.sides import Side
+from harness.grid.plan import SweepRequest, plan
+from harness.measure.round_server import serve
+from harness.contract.records import Point
 
 GRID = SweepRequest(impl="softmax_torch", seq_len="16,32", head_dim="8", heads="2",
                     pass_="fwd", device="cpu", min_time=0.02, max_repeats=20, warmup=1)
@@ -134,8 +134,10 @@ def test_lockstep_workers_take_turns_and_end_together(tmp_path):
     import multiprocessing
     import time
 
-    from harness.ab_gate.servers import Batons
-    from harness.measure import Lockstep, TimingSettings, Workload, time_workload
+    from harness.verdicts.ab.servers import Batons
+    from harness.grid.settings import Lockstep, TimingSettings
+    from harness.contract.workload import Workload
+    from harness.measure.timing import time_workload
 
     batons = Batons(tmp_path, ("base", "head"))
     log = tmp_path / "log"
@@ -170,7 +172,9 @@ def test_lockstep_workers_take_turns_and_end_together(tmp_path):
 
 
 def _told_to_stop(wait: str, pass_: str, queue) -> None:
-    from harness.measure import Lockstep, TimingSettings, Workload, time_workload
+    from harness.grid.settings import Lockstep, TimingSettings
+    from harness.contract.workload import Workload
+    from harness.measure.timing import time_workload
 
     settings = TimingSettings(warmup=2, lockstep=Lockstep(wait, pass_, False, timeout_s=5))
     work = Workload(run=lambda: None, block=lambda v: None, check=lambda v: True,
@@ -182,7 +186,7 @@ def _told_to_stop(wait: str, pass_: str, queue) -> None:
 def test_lockstep_worker_told_to_stop_takes_one_sample(tmp_path):
     import multiprocessing
 
-    from harness.ab_gate.servers import Batons
+    from harness.verdicts.ab.servers import Batons
 
     batons = Batons(tmp_path, ("base", "head"))
     batons.stop("base")            # its partner failed before taking a turn

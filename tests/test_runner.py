@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli
 
-from harness.measure import TimingSettings
-from harness.records import STATUSES, Point, SpeedRecord
-from harness.runner import Runner, RunSettings
-from harness.store import RunDir, load_results
+from harness.grid.settings import TimingSettings
+from harness.contract.records import STATUSES, Point, SpeedRecord
+from harness.measure.runner import Runner
+from harness.grid.settings import RunSettings
+from harness.store.run_dir import RunDir, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = TimingSettings(warmup=1, min_time_s=0.05, min_repeats=3, max_repeats=5)
@@ -236,7 +237,7 @@ def test_cli_sweep_writes_run_dir_and_resumes(tmp_path):
 
 
 def test_oom_classification_covers_cuda_jax_and_cpu_messages():
-    from harness.worker import classify
+    from harness.measure.worker import classify
 
     cases = {
         "CUDA out of memory. Tried to allocate 2.00 GiB": "oom",
@@ -255,8 +256,8 @@ def test_worker_killed_by_the_kernel_is_recorded_as_oom(monkeypatch):
     has the rule's other cases)."""
     import signal as sig
 
-    from harness import executor
-    from harness.executor import LocalExecutor
+    from harness.measure import processes as executor
+    from harness.measure.processes import LocalExecutor
 
     class Dead:
         exitcode = -sig.SIGKILL

@@ -15,11 +15,11 @@ import pytest
 from cli_helpers import read_records, run_cli
 
 from harness.errors import UsageError
-from harness.records import Point
-from harness.scale.cost import expected_cost_s
-from harness.scale.gather import merge_runs
-from harness.scale.shard import assign_shards, parse_shard, shard_costs
-from harness.store import RunDir
+from harness.contract.records import Point
+from harness.grid.cost import expected_cost_s
+from harness.store.merge import merge_runs
+from harness.grid.sharding import assign_shards, parse_shard, shard_costs
+from harness.store.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILY = {"softmax_torch": "exact", "sdpa_math": "exact", "hrr_torch": "hrr",
@@ -87,7 +87,7 @@ def test_shards_keep_series_whole_and_are_balanced_by_cost():
 
 
 def test_cost_model_orders_quadratic_above_linear():
-    from harness.scale.cost import expected_work
+    from harness.grid.cost import expected_work
 
     at_64k = dict(seq_len=65536, head_dim=64, heads=16, device="cuda")
     assert expected_work(Point("softmax_torch", **at_64k), "exact") == pytest.approx(
@@ -142,7 +142,7 @@ def test_merge_of_shards_equals_a_single_run(tmp_path):
 
 def fake_run(path: Path, hardware: str, time_s: float, *, status: str = "ok") -> Path:
     """A run directory with one record of a fixed point (measured on `hardware`)."""
-    from harness.records import SpeedRecord
+    from harness.contract.records import SpeedRecord
 
     run = RunDir.create(path, {"kind": "speed", "machine": {"hardware_id": hardware,
                                                             "hardware_tag": f"box-{hardware}"}})

@@ -1,4 +1,4 @@
-"""harness.traffic follows the workload axes: GQA/MQA, Tq != Tk, windows, ALiBi, documents."""
+"""harness.metrics.traffic follows the workload axes: GQA/MQA, Tq != Tk, windows, ALiBi, documents."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import harness
-from harness import traffic
-from harness.masking import allowed_mask
-from harness.records import Point
+from harness.metrics import traffic
+from harness.contract.masking import allowed_mask
+from harness.contract.records import Point
 
 PASSES = ("forward", "backward", "forward_backward")
 

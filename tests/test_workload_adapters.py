@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from harness.errors import UnsupportedError
-from harness.masking import alibi_slopes, packed_document_ids
-from harness.reference import exact_attention
+from harness.contract.masking import alibi_slopes, packed_document_ids
+from harness.contract.reference import exact_attention
 from implementations import flash_attn as fa_adapter
 from implementations import xformers as xf_adapter
 
@@ -183,7 +183,7 @@ def test_flash_attn_refuses_padding_it_cannot_express(flash):
         assert not verdict and word in verdict.reason
     # padding alone is declared (the runner's probe still needs a GPU and the package)
     assert impl.not_supported_reasons(
-        harness.registry.Query(device="cuda", dtype="float16", key_padding_mask=True)) == []
+        harness.contract.registry.Query(device="cuda", dtype="float16", key_padding_mask=True)) == []
 
 
 def test_flash_attn_with_fewer_queries_than_keys_is_the_harness_answer(flash):
@@ -415,7 +415,7 @@ def test_cuda_only_adapters_state_what_they_lack():
                                         key_padding_mask=True, run_probe=False).reason
     for ok in (dict(window=True, causal=True, dtype="float32"), dict(alibi=True, gqa=True),
                dict(window=True, documents=True, causal=True)):
-        query = harness.registry.Query(device="cuda", **{"dtype": "float16", **ok})
+        query = harness.contract.registry.Query(device="cuda", **{"dtype": "float16", **ok})
         assert xf.not_supported_reasons(query) == [], ok
     paths = dict(harness.get("flash_attn").capabilities.paths)
     assert "flash_attn_varlen_func" in paths["documents"]
@@ -432,8 +432,8 @@ def test_every_combination_claimed_passes_the_gate_on_the_fakes(name, flash, xfo
     import itertools
 
     import harness
-    from harness.correctness import check
-    from harness.registry import Query
+    from harness.measure.gate import check
+    from harness.contract.registry import Query
 
     impl = harness.get(name)
     claimed = 0
@@ -452,8 +452,8 @@ def test_every_combination_claimed_passes_the_gate_on_the_fakes(name, flash, xfo
 
 
 def test_xformers_traffic_counts_the_dense_alibi_bias():
-    from harness.records import Point
-    from harness.traffic import tiled_exact
+    from harness.contract.records import Point
+    from harness.metrics.traffic import tiled_exact
 
     plain = Point("xformers", seq_len=1024, head_dim=64, heads=8, dtype="float16",
                   device="cuda", causal=True)

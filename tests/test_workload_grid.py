@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from harness.errors import UsageError
-from harness.flops import attention_flops, point_pairs
-from harness.masking import allowed_mask
-from harness.point_masks import document_ids
-from harness.records import Point, SpeedRecord, point_id, record_from_json
-from harness.sweep_spec import SweepSpec, expand, overrides_from
+from harness.metrics.flops import attention_flops, point_pairs
+from harness.contract.masking import allowed_mask
+from harness.contract.point_masks import document_ids
+from harness.contract.records import Point, SpeedRecord, point_id, record_from_json
+from harness.grid.spec import SweepSpec, expand, overrides_from
 
 OLD_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
               "pass")
@@ -110,9 +110,10 @@ def test_report_loads_old_and_new_records_together():
 def test_runner_measures_workload_points_and_refuses_with_reasons(tmp_path):
     """Real workers: GQA decode, a causal window and packed documents are measured (gate at
     the same features, FLOPs = exact pairs); HRR refuses Tq != Tk with its reason."""
-    from harness.measure import TimingSettings
-    from harness.runner import Runner, RunSettings
-    from harness.store import RunDir
+    from harness.grid.settings import TimingSettings
+    from harness.measure.runner import Runner
+    from harness.grid.settings import RunSettings
+    from harness.store.run_dir import RunDir
 
     run_dir = RunDir.create(tmp_path / "run", {"kind": "speed", "machine": {}})
     fast = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=3, max_repeats=3)

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from harness import presets
-from harness.sweep_spec import expand
+from harness.grid import presets
+from harness.grid.spec import expand
 
 
 def test_decode_cpu_keeps_the_llama3_decode_shape_and_drops_b4_at_16k():

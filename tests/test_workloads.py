@@ -11,13 +11,8 @@ import pytest
 
 import harness
 from harness.errors import UnsupportedError, UsageError
-from harness.masking import (
-    allowed_mask,
-    allowed_pairs,
-    alibi_slopes,
-    packed_document_ids,
-)
-from harness.reference import exact_attention
+from harness.contract.masking import allowed_mask, allowed_pairs, alibi_slopes, packed_document_ids
+from harness.contract.reference import exact_attention
 
 EXACT_CPU = ["softmax_torch", "sdpa_math", "sdpa_flash", "softmax_jax"]
 FLOAT32_TOL = 3e-6
@@ -215,7 +210,7 @@ def test_performer_gqa_is_sharing_and_bottom_right_causal_is_a_suffix(rng):
 
 @pytest.mark.parametrize("name", ["hrr_torch", "hrr_jax"])
 def test_hrr_gqa_matches_reference_and_refuses_q_len(name, rng):
-    from harness.reference import hrr_attention
+    from harness.contract.reference import hrr_attention
 
     q, k, v = _case(rng, b=1, hq=4, hkv=2, tq=33, tk=33, d=16)
     keep = np.ones((1, 33), dtype=bool)

@@ -5,7 +5,7 @@
 
 where the copy bandwidth is measured on the same device in the same process: a tensor of
 ``--copy-mib`` MiB copied into another, (read + written bytes) / median time. Each method is
-first checked against the float64 HRR reference at a small shape (harness.correctness, the
+first checked against the float64 HRR reference at a small shape (harness.measure.gate, the
 same gate as run_bench), then timed by the harness's own workloads and timers (CUDA events on
 a GPU, with the L2 flush; perf_counter on the CPU; JAX: block_until_ready).
 
@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_IMPLS = "hrr_torch,hrr_triton,hrr_jax"
-from harness.traffic import DTYPE_BYTES  # noqa: E402 (after the path set-up)
+from harness.metrics.traffic import DTYPE_BYTES
 
 
 @dataclass
@@ -76,10 +76,12 @@ def copy_bandwidth(device: str, mib: int, repeats: int = 10) -> float:
 
 
 def measure(impl_name: str, dtype: str, tokens: int, args, bandwidth: float) -> FloorRow:
-    from harness import frameworks, get
-    from harness.correctness import check
-    from harness.measure import TimingSettings, first_call, time_workload
-    from harness.records import Point
+    from harness.contract import frameworks
+    from harness import get
+    from harness.measure.gate import check
+    from harness.grid.settings import TimingSettings
+    from harness.measure.timing import first_call, time_workload
+    from harness.contract.records import Point
 
     row = FloorRow(impl_name, dtype, tokens, "unsupported")
     impl = get(impl_name)
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows and the bandwidth here")
     args = parser.parse_args(argv)
     from harness.errors import UsageError
-    from harness.registry import REGISTRY
-    from harness.sweep_spec import parse_dtypes, parse_int_list
+    from harness.contract.registry import REGISTRY
+    from harness.grid.spec import parse_dtypes, parse_int_list
 
     try:   # the harness's own parsers and names: the same inputs and messages as run_bench
         args.seq_len = parse_int_list(args.seq_len, axis="seq_len")

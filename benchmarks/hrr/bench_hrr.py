@@ -49,13 +49,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from harness.errors import UsageError  # noqa: E402
-from harness.measure import (  # noqa: E402
-    limit_malloc_caching,
-    peak_rss_bytes,
-    reset_peak_rss,
-    rss_bytes,
-)
-from harness.sweep_spec import parse_int_list  # noqa: E402
+from harness.measure.memory import limit_malloc_caching, peak_rss_bytes, reset_peak_rss, rss_bytes
+from harness.grid.spec import parse_int_list
 
 MiB = 1 << 20
 PHASE_PAUSE_S = 1.0
@@ -167,7 +162,7 @@ def build(name: str, shape, seed: int = 0):
 # ---- memory worker --------------------------------------------------------------------------
 
 def memory_worker(name: str, shape) -> dict:
-    """Peak RSS increase of one call over the RSS with the inputs allocated (harness.measure)."""
+    """Peak RSS increase of one call over the RSS with the inputs allocated (harness.measure.timing)."""
     limit_malloc_caching()
     run, _ = build(name, shape)
     if "jax" not in name:  # JAX: compiled ahead (in build); XLA keeps buffers of a first run

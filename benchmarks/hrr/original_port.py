@@ -11,7 +11,7 @@ structure of the original code (Alam et al., ICML 2023, arXiv 2305.19534):
     a_t    = cosine(v_t, vhat_t);  w = softmax_T(a);  o_t = w_t v_t
 
 Two deliberate departures from the original, so that it computes attnbench's definition and can
-be checked against ``harness.reference.hrr_attention``: the cosine is guarded
+be checked against ``harness.contract.reference.hrr_attention``: the cosine is guarded
 (dot / max(|v||vhat|, 1e-12); the original divides by the bare product and gives NaN for a zero
 vector), and masked keys are excluded from beta and get weight 0 (the original adds -1e9 to the
 masked scores but still binds padded keys into beta). float16/bfloat16 inputs are computed in

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from benchmarks.hrr.original_port import original_hrr_attention
 from harness.errors import UnsupportedError
-from harness.registry import Capabilities, register
+from harness.contract.registry import Capabilities, register
 from implementations.hrr_torch import hrr_torch
 
 CAPS = Capabilities(devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),

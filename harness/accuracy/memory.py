@@ -1,13 +1,13 @@
 """Peak memory of a training run: the CUDA allocator's peak, or the process's peak RSS on CPU.
 
-The CPU readers are the runner's (harness.measure); only the training-specific wording is here.
+The CPU readers are the runner's (harness.measure.timing); only the training-specific wording is here.
 """
 
 from __future__ import annotations
 
 import torch
 
-from harness.measure import peak_rss_bytes, reset_peak_rss
+from harness.measure.memory import peak_rss_bytes, reset_peak_rss
 
 CPU_METHOD = "process peak RSS (VmHWM, reset before training; includes the data and the model)"
 CUDA_METHOD = "torch.cuda.max_memory_allocated (reset before training)"

@@ -15,9 +15,9 @@ from harness.accuracy.distributed import SINGLE, DistContext
 from harness.accuracy.training_presets import TaskPreset
 from harness.accuracy.tasks.common import TaskData
 from harness.accuracy.train import FitResult, ProgressLike, fit, seed_everything
-from harness.records import AccuracyRecord
-from harness.registry import Implementation, first_line
-from harness.store import now_iso
+from harness.contract.records import AccuracyRecord
+from harness.contract.registry import Implementation, first_line
+from harness.store.run_dir import now_iso
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from harness.accuracy.training_run import (
     fill,
 )
 from harness.errors import UsageError
-from harness.records import AccuracyRecord
-from harness.registry import Implementation, first_line
+from harness.contract.records import AccuracyRecord
+from harness.contract.registry import Implementation, first_line
 
 # name -> (where it goes, its type)
 KNOBS: dict[str, tuple[str, type]] = {

@@ -2,7 +2,7 @@
 
 Exit status: 0 nothing regressed, 1 a regression, 2 bad input (unknown revision, not a checkout,
 bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
-``harness/ab_gate/``; docs/regression.md explains them.
+``harness/verdicts/ab/``; docs/regression.md explains them.
 """
 
 from __future__ import annotations
@@ -14,11 +14,17 @@ import os
 import signal
 from pathlib import Path
 
-from harness.ab_gate import output
-from harness.ab_gate.rounds import Judgement, Plan, exit_status, per_point_confidence, run_rounds
-from harness.ab_gate.sides import checked_out
-from harness.regression import parse_threshold
-from harness.stats import parse_statistic
+from harness.verdicts.ab import output
+from harness.verdicts.ab.rounds import (
+    Judgement,
+    Plan,
+    exit_status,
+    per_point_confidence,
+    run_rounds,
+)
+from harness.verdicts.ab.sides import checked_out
+from harness.verdicts.compare import parse_threshold
+from harness.metrics.stats import parse_statistic
 from harness.console import make_console
 from harness.errors import UsageError
 
@@ -145,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     impl_modules = tuple(getattr(args, "impl_module", []) or [])
     console = make_console()
     if args.metric == "instructions":
-        from harness.ab_gate.callgrind import require_valgrind
+        from harness.verdicts.ab.callgrind import require_valgrind
 
         require_valgrind(args.device)
     load_start = load_text()
@@ -159,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                     min_rounds=args.min_rounds, max_rounds=args.rounds,
                     max_time_s=args.max_time, clock=args.clock)
         if args.metric == "instructions":
-            from harness.ab_gate.callgrind import run_instructions
+            from harness.verdicts.ab.callgrind import run_instructions
 
             outcome = run_instructions(plan, grid_points(args, impl_modules,
                                                          sides["head"].root),
@@ -207,8 +213,8 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
     import sys
 
     from harness.commands.sweep import request_from_args
-    from harness.plan import plan as sweep_plan
-    from harness.registry import load_impl_modules
+    from harness.store.resume import plan_sweep as sweep_plan
+    from harness.contract.registry import load_impl_modules
 
     sys.path.insert(0, str(head_root))
     try:

@@ -5,7 +5,7 @@ Each implementation runs in a worker process, as in a sweep: one that crashes (s
 output is a failure (exit 1); rows the implementation cannot run here are skipped.
 
 ``--workloads`` checks the built-in workloads (GQA, MQA, Tq != Tk causal, windows, ALiBi,
-documents, padding + window; harness.workload_cases) instead of the four plain cases; the
+documents, padding + window; harness.grid.workload_cases) instead of the four plain cases; the
 sweep's workload flags (``--kv-heads --q-len --window --alibi --documents``, parsed as sweep
 parses them) check every combination of the values given, with and without causal.
 """
@@ -16,8 +16,8 @@ import argparse
 from typing import Any, Callable
 
 from harness.errors import UsageError
-from harness.registry import REGISTRY, Implementation, device_kind
-from harness.workload_cases import WorkloadCase, builtin_cases, flag_cases
+from harness.contract.registry import REGISTRY, Implementation, device_kind
+from harness.grid.workload_cases import WorkloadCase, builtin_cases, flag_cases
 
 CHECK_TIMEOUT_S = 300.0
 
@@ -45,8 +45,8 @@ WORKLOAD_FLAGS = {"--kv-heads": "key/value heads", "--q-len": "query lengths (ke
 
 def validated(args: argparse.Namespace) -> tuple[str, str]:
     """(device, dtype) as sweep spells them; one clear line for anything else."""
-    from harness.frameworks import torch_fw
-    from harness.sweep_spec import parse_devices, parse_dtypes
+    from harness.contract.frameworks import torch_fw
+    from harness.grid.spec import parse_devices, parse_dtypes
 
     devices, dtypes = parse_devices(args.device), parse_dtypes(args.dtype)
     if len(devices) != 1 or len(dtypes) != 1:
@@ -63,7 +63,7 @@ def validated(args: argparse.Namespace) -> tuple[str, str]:
 
 def workload_cases(args: argparse.Namespace) -> list[WorkloadCase] | None:
     """The cases --workloads and the workload flags ask for; None: the plain gate."""
-    from harness.sweep_spec import overrides_from
+    from harness.grid.spec import overrides_from
 
     raw = {name: getattr(args, name, None) for name in
            ("kv_heads", "q_len", "window", "alibi", "documents")}
@@ -159,8 +159,8 @@ def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, .
     """Run ``task`` over every implementation's items in worker processes: all at once, and
     one implementation per worker when that worker does not come back (its rows then fail
     with the worker's fate; ``key`` is an item's key in the task's answer)."""
-    from harness.executor import LocalExecutor
-    from harness.worker import WorkerContext
+    from harness.measure.processes import LocalExecutor
+    from harness.measure.worker import WorkerContext
 
     context = WorkerContext(impl_modules=impl_modules)
     executor = LocalExecutor()

@@ -1,7 +1,7 @@
 """``run_bench.py compare BASELINE CURRENT``: regression check between two runs.
 
 Exit status: 0 nothing regressed, 1 something regressed, 2 bad input. The rules are in
-``harness/regression.py``; this module reads the run directories, checks the hardware, prints the
+``harness/verdicts/compare.py``; this module reads the run directories, checks the hardware, prints the
 table and writes it as ``compare.md`` and ``compare.csv``.
 """
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import regression as logic
+from harness.verdicts import compare as logic
 from harness.console import format_bytes, format_seconds, make_console
 from harness.errors import UsageError
-from harness.hardware import hardware_summary
-from harness.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord, invalid_numbers
-from harness.store import TruncatedLineWarning, open_run
-from harness.sweep_spec import parse_bytes
+from harness.store.hardware import hardware_summary
+from harness.contract.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord, invalid_numbers
+from harness.store.run_dir import TruncatedLineWarning, open_run
+from harness.grid.spec import parse_bytes
 
 VERDICT_STYLE = {logic.REGRESSED: "bold red", logic.IMPROVED: "green", logic.NOISY: "yellow",
                  logic.UNCHANGED: "", logic.NEW: "cyan", logic.MISSING: "magenta",

@@ -10,7 +10,7 @@ import argparse
 import json
 
 from harness.errors import UsageError
-from harness.registry import FAMILY_LABELS, REGISTRY, Implementation
+from harness.contract.registry import FAMILY_LABELS, REGISTRY, Implementation
 
 LIST_TIMEOUT_S = 300.0
 
@@ -43,7 +43,7 @@ def impl_row(impl: Implementation, devices: list[str],
 
 def device_availability(impl: Implementation, device: str) -> dict:
     """Availability on a device per dtype the method declares, probed in this process."""
-    from harness.worker import dtype_availability
+    from harness.measure.worker import dtype_availability
 
     return summarise_dtypes(dtype_availability(impl, device))
 
@@ -61,7 +61,7 @@ def summarise_dtypes(probed: dict | tuple) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.sweep_spec import parse_devices
+    from harness.grid.spec import parse_devices
 
     devices = list(parse_devices(args.device)) if args.device else ["cpu", "cuda"]
     impls = REGISTRY.all()
@@ -102,8 +102,8 @@ def probe_all(names: list[str], devices: list[str], impl_modules: tuple[str, ...
               timeout: float = LIST_TIMEOUT_S) -> dict[tuple[str, str], tuple[bool, str]]:
     """(available, reason) of each (implementation, device), probed in worker processes: all
     in one, then one implementation per worker when that one does not come back."""
-    from harness.executor import LocalExecutor
-    from harness.worker import WorkerContext
+    from harness.measure.processes import LocalExecutor
+    from harness.measure.worker import WorkerContext
 
     if not names:
         raise UsageError("list: no implementation registered")

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from harness.accuracy.training_run import TrainingRunSettings
     from harness.accuracy.tasks.common import TaskData
     from harness.accuracy.tune import TuneGrid
-    from harness.records import AccuracyRecord
-    from harness.registry import Implementation
-    from harness.store import RunDir
+    from harness.contract.records import AccuracyRecord
+    from harness.contract.registry import Implementation
+    from harness.store.run_dir import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
         summary_row,
     )
     from harness.accuracy.tasks.common import Limits
-    from harness.records import point_id
-    from harness.registry import REGISTRY
-    from harness.store import now_iso
+    from harness.contract.records import point_id
+    from harness.contract.registry import REGISTRY
+    from harness.store.run_dir import now_iso
 
     task_names = parse_names(args.task, "task")
     for name in task_names:
@@ -241,9 +241,9 @@ def open_run_dir(args: argparse.Namespace,
                  processes: dict[str, Any]) -> tuple[RunDir, dict[str, Any], set[str]] | str:
     """(run directory, machine fingerprint, point ids already done) or, when the directory
     cannot be opened, the error message (so that a distributed run can stop on every rank)."""
-    from harness.hardware import fingerprint
-    from harness.run_metadata import run_metadata
-    from harness.store import RunDir, default_run_path
+    from harness.store.hardware import fingerprint
+    from harness.store.run_metadata import run_metadata
+    from harness.store.run_dir import RunDir, default_run_path
 
     machine = fingerprint()
     path = args.out or default_run_path(machine["hardware_tag"])
@@ -292,7 +292,7 @@ def print_seed_summary(records: list[AccuracyRecord]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.stats import mean_std
+    from harness.metrics.stats import mean_std
 
     groups: dict[tuple[str, str], list[float]] = {}
     for record in records:

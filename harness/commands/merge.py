@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.console import make_console
-from harness.scale.gather import merge_runs
+from harness.store.merge import merge_runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import frameworks
+from harness.contract import frameworks
 from harness.console import make_console
 from harness.errors import UsageError
-from harness.records import Point
-from harness.registry import REGISTRY
-from harness.runner import best_device, static_check
-from harness.sweep_spec import (
+from harness.contract.records import Point
+from harness.contract.registry import REGISTRY
+from harness.contract.frameworks import best_device
+from harness.contract.registry import static_check
+from harness.grid.spec import (
     parse_bools,
     parse_devices,
     parse_dtypes,
@@ -66,7 +67,7 @@ def point_from(args: argparse.Namespace) -> Point:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from harness.profiling import OPS_FILE, TRACE_FILE, profile_point
+    from harness.measure.profiling import OPS_FILE, TRACE_FILE, profile_point
 
     console = make_console()
     point = point_from(args)

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.report import render_report
-    from harness.store import TruncatedLineWarning
+    from harness.store.run_dir import TruncatedLineWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

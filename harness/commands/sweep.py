@@ -8,10 +8,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness import presets
-from harness.console import dry_run, make_console
+from harness.grid import presets
+from harness.measure.progress import dry_run
+from harness.console import make_console
 from harness.errors import UsageError
-from harness.plan import SweepRequest
+from harness.grid.plan import SweepRequest
 from harness.scale.executors import EXECUTORS, ExecutorOptions, make_executor
 from harness.scale.options import SlurmOptions, add_slurm_arguments
 
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-report", action="store_true", help="do not render the report")
     run.add_argument("--serve-rounds", action="store_true",
                      help="for run_bench.py ab: plan and gate the grid once, then measure "
-                          "points on request (JSON lines on stdin/stdout; harness/round_server.py)")
+                          "points on request (JSON lines on stdin/stdout; harness/measure/round_server.py)")
     run.add_argument("--timer", choices=("events", "cudagraph"), default=None,
                      help="CUDA timer: events around each call (default) or cudagraph (the "
                           "call captured once in a CUDA graph and replayed between events)")
@@ -121,8 +122,8 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
 
 
 def serve_rounds(args: argparse.Namespace) -> int:
-    from harness.plan import plan as sweep_plan
-    from harness.round_server import serve
+    from harness.store.resume import plan_sweep as sweep_plan
+    from harness.measure.round_server import serve
 
     if args.dry_run or args.resume or getattr(args, "shard", None) or \
             getattr(args, "executor", "local") not in ("local", "in-process"):

@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.registry import REGISTRY
-from harness.records import (
+from harness.contract.registry import REGISTRY
+from harness.contract.records import (
     NUMERIC_SPEED_METRICS,
     PASSES,
     SPEED_METRICS,
     invalid_numbers,
     workload_text,
 )
-from harness.stats import quartiles
-from harness.store import RESULTS_FILE, TruncatedLineWarning, open_run
+from harness.metrics.stats import quartiles
+from harness.store.run_dir import RESULTS_FILE, TruncatedLineWarning, open_run
 
 # everything but impl and seq_len: points sharing it form one line in a figure
 # workload axes: kv_heads, window (-1 none), alibi, documents (0 none) and q_axis (0 for
@@ -142,10 +142,10 @@ def _quartiles(samples: Any, median: Any) -> tuple[float, float]:
     return float(median), float(median)
 
 
-# bytes moved and % of the machine's peaks (harness.traffic): emptied for failed points
+# bytes moved and % of the machine's peaks (harness.metrics.traffic): emptied for failed points
 ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
                     "pct_peak_flops", "arithmetic_intensity", "flops"]
-# the record's metrics (harness.records.SPEED_METRICS) plus what the samples give here
+# the record's metrics (harness.contract.records.SPEED_METRICS) plus what the samples give here
 SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
 SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
                  "q_len", "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.stats import MeanStd, mean_std
+from harness.metrics.stats import MeanStd, mean_std
 from harness.report.published import LRA_TASKS, PUBLISHED_LRA, TASK_TITLES
 
 AVG = "Avg"

@@ -19,13 +19,13 @@ import pandas as pd
 
 from harness.console import format_bytes
 from harness.errors import UsageError
-from harness.registry import REGISTRY
+from harness.contract.registry import REGISTRY
 from harness.report import findings as findings_lib
 from harness.report import style, tables
 from harness.report.data import MIB, Results, load
 from harness.report.published import SOURCE, TASK_TITLES
-from harness.run_metadata import command_text
-from harness.store import TruncatedLineWarning
+from harness.store.run_metadata import command_text
+from harness.store.run_dir import TruncatedLineWarning
 
 DEFAULT_ROOT = Path("reports")
 BASELINE_PREFERENCE = ("softmax_torch", "sdpa_math")
@@ -621,7 +621,7 @@ def accuracy_findings(acc: pd.DataFrame) -> list[str]:
         return []
     out = []
     ok = acc[(acc["status"] == "ok") & acc["test_accuracy"].notna()]
-    from harness.stats import mean_std
+    from harness.metrics.stats import mean_std
 
     for task, rows in ok.groupby("task", sort=True):
         summary = {impl: mean_std(100 * sub["test_accuracy"])

@@ -19,7 +19,8 @@ from typing import Callable, Protocol
 from rich.console import Console
 
 from harness.errors import UnknownNameError, UsageError
-from harness.plan import SweepPlan, SweepRequest, plan
+from harness.grid.plan import SweepPlan, SweepRequest
+from harness.store.resume import plan_sweep
 from harness.scale.inprocess import SweepResult, run_in_process
 from harness.scale.options import SlurmOptions
 
@@ -46,7 +47,7 @@ class InProcess:
         self.options = options
 
     def plan(self, request: SweepRequest) -> SweepPlan:
-        return plan(request)
+        return plan_sweep(request)
 
     def run(self, sweep: SweepPlan, console: Console) -> SweepResult:
         return run_in_process(sweep, console)

@@ -10,15 +10,15 @@ from typing import Any
 
 from rich.console import Console
 
-from harness import peaks as peaks_mod
-from harness.console import ProgressListener, print_run_summary
-from harness.executor import LocalExecutor
-from harness.hardware import fingerprint, gpu_info, hardware_summary
-from harness.peaks import peaks_metadata
-from harness.plan import SweepPlan
-from harness.run_metadata import run_metadata, shard_info
-from harness.runner import Runner
-from harness.store import RunDir, default_run_path, now_iso
+from harness.metrics import peaks as peaks_mod
+from harness.measure.progress import ProgressListener, print_run_summary
+from harness.measure.processes import LocalExecutor
+from harness.store.hardware import fingerprint, gpu_info, hardware_summary
+from harness.metrics.peaks import peaks_metadata
+from harness.grid.plan import SweepPlan
+from harness.store.run_metadata import run_metadata, shard_info
+from harness.measure.runner import Runner
+from harness.store.run_dir import RunDir, default_run_path, now_iso
 
 
 @dataclass(frozen=True)

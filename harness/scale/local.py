@@ -15,9 +15,9 @@ from typing import Sequence
 
 from rich.console import Console
 
-from harness.hardware import fingerprint
-from harness.plan import SweepPlan, family_of
-from harness.records import Point
+from harness.store.hardware import fingerprint
+from harness.grid.plan import SweepPlan, family_of
+from harness.contract.records import Point
 from harness.scale.inprocess import SweepResult
 from harness.scale.sharded import (
     Shard,
@@ -27,7 +27,7 @@ from harness.scale.sharded import (
     open_sharded_run,
     python_command,
 )
-from harness.store import RunDir, default_run_path
+from harness.store.run_dir import RunDir, default_run_path
 
 
 def visible_gpus() -> list[str]:

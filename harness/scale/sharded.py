@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.console import print_run_summary
-from harness.plan import SweepPlan
-from harness.records import Point
-from harness.run_metadata import run_metadata
-from harness.scale.gather import Gatherer
-from harness.scale.shard import ShardSpec, assign_shards, points_cost_s
-from harness.store import RunDir, now_iso
+from harness.measure.progress import print_run_summary
+from harness.grid.plan import SweepPlan
+from harness.contract.records import Point
+from harness.store.run_metadata import run_metadata
+from harness.store.merge import Gatherer
+from harness.grid.sharding import ShardSpec, assign_shards, points_cost_s
+from harness.store.run_dir import RunDir, now_iso
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``--executor slurm``: a sweep as a Slurm job array, through submitit.
 
-The grid is split into cost-balanced shards (harness.scale.shard), one array task per shard, one
+The grid is split into cost-balanced shards (harness.grid.sharding), one array task per shard, one
 GPU per task by default. Each task runs ``python -m harness sweep --grid-from RUN --shard I/N``
 into its own directory under RUN/shards (on the shared file system); this process watches the
 tasks, gathers each shard's records into RUN as they appear, and resubmits a task that failed,
@@ -24,9 +24,10 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from harness.errors import UsageError
-from harness.hardware import fingerprint
-from harness.plan import SweepPlan, SweepRequest, family_of, plan
-from harness.console import print_run_summary
+from harness.store.hardware import fingerprint
+from harness.grid.plan import SweepPlan, SweepRequest, family_of
+from harness.store.resume import plan_sweep
+from harness.measure.progress import print_run_summary
 from harness.scale.inprocess import SweepResult
 from harness.scale.options import SlurmOptions, without_executor_options
 from harness.scale.sharded import (
@@ -38,7 +39,7 @@ from harness.scale.sharded import (
     open_sharded_run,
     python_command,
 )
-from harness.store import RunDir, default_run_path, now_iso
+from harness.store.run_dir import RunDir, default_run_path, now_iso
 
 MAX_DEFAULT_SHARDS = 32
 FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
@@ -181,7 +182,7 @@ class SlurmSweep:
         self.options, self.shards = options, shards
 
     def plan(self, request: SweepRequest) -> SweepPlan:
-        sweep = plan(request, check_devices=False,
+        sweep = plan_sweep(request, check_devices=False,
                      default_device="cuda" if self.options.gpus_per_task else "cpu")
         if sweep.shard is not None:
             raise UsageError("--shard and --executor slurm do not mix: the executor makes the "

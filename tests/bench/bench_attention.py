@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from harness import frameworks
-from harness.measure import peak_rss_bytes, reset_peak_rss, rss_bytes
-from harness.records import Point
-from harness.registry import REGISTRY
+from harness.contract import frameworks
+from harness.measure.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from harness.contract.records import Point
+from harness.contract.registry import REGISTRY
 
 CPU_SHAPE = {"batch": 1, "heads": 8, "seq_len": 1024, "head_dim": 64}
 CUDA_SHAPE = {"batch": 4, "heads": 16, "seq_len": 4096, "head_dim": 64}
 
 
 def _device() -> str:
-    from harness.frameworks import torch_fw
+    from harness.contract.frameworks import torch_fw
 
     return "cuda" if torch_fw.device_present("cuda") else "cpu"
 

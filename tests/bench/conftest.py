@@ -44,10 +44,10 @@ _FINGERPRINT: dict[str, Any] | None = None
 
 
 def trimmed_fingerprint() -> dict[str, Any]:
-    """The parts of harness.hardware.fingerprint() that say what the numbers were measured on."""
+    """The parts of harness.store.hardware.fingerprint() that say what the numbers were measured on."""
     global _FINGERPRINT
     if _FINGERPRINT is None:
-        from harness.hardware import fingerprint, hardware_summary
+        from harness.store.hardware import fingerprint, hardware_summary
 
         info = fingerprint()
         gpus = [g.get("name") for g in (info.get("gpu") or {}).get("gpus", [])] or \

@@ -1,0 +1,260 @@
+"""JAX adapter: devices, dtypes, conversion, synchronisation, and the tiny availability run.
+
+attnbench's device name for a GPU is 'cuda' in both frameworks; JAX calls the platform 'gpu'.
+float64 needs JAX's x64 mode, which is switched on only around float64 calls (a context, not a
+global setting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from harness.contract.registry import Availability, device_kind, first_line
+
+if TYPE_CHECKING:
+    from harness.contract.registry import Implementation
+
+TINY_SHAPE = (1, 2, 16, 16)
+JAX_FLUSH_BYTES = 256 * 1024 * 1024   # the L2-flush buffer of JAX timing on a GPU
+
+
+def installed() -> Availability:
+    if importlib.util.find_spec("jax") is None:
+        return Availability(False, "package jax not installed (pip install 'attnbench[jax]')")
+    return Availability(True)
+
+
+def jax_device(device: str) -> Any:
+    import jax
+
+    kind = device_kind(device)
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    platform = "gpu" if kind == "cuda" else kind
+    return jax.devices(platform)[index]
+
+
+def device_present(device: str) -> Availability:
+    ok = installed()
+    if not ok:
+        return ok
+    kind = device_kind(device)
+    if kind not in ("cpu", "cuda"):
+        return Availability(False, f"unknown device {device!r}")
+    try:
+        jax_device(device)
+    except RuntimeError:
+        import jax
+
+        platforms = sorted({d.platform for d in jax.devices()})
+        return Availability(False, f"JAX sees no gpu platform (only {', '.join(platforms)})")
+    except IndexError:
+        return Availability(False, f"JAX has no device {device}")
+    return Availability(True)
+
+
+def jnp_dtype(name: str) -> Any:
+    import jax.numpy as jnp
+
+    return {"float64": jnp.float64, "float32": jnp.float32,
+            "float16": jnp.float16, "bfloat16": jnp.bfloat16}[name]
+
+
+@contextlib.contextmanager
+def precision(dtype: str) -> Iterator[None]:
+    """Enable JAX's 64-bit mode for the duration of a float64 computation only."""
+    if dtype == "float64":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def from_numpy(array: np.ndarray, device: str, dtype: str | None = None) -> Any:
+    import jax
+
+    if dtype is not None and array.dtype != np.bool_:
+        if dtype in ("float64", "float32", "float16"):
+            array = array.astype(dtype)
+        else:  # bfloat16 has no numpy dtype: convert on device
+            return jax.device_put(array.astype(np.float32), jax_device(device)).astype(
+                jnp_dtype(dtype))
+    return jax.device_put(array, jax_device(device))
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    import jax.numpy as jnp
+
+    if array.dtype in (jnp.float16, jnp.bfloat16):
+        array = array.astype(jnp.float32)
+    return np.asarray(array)
+
+
+def synchronize(device: str, value: Any = None) -> None:
+    if value is not None:
+        import jax
+
+        jax.block_until_ready(value)
+
+
+def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False,
+         key_padding_mask: Any = None, **mask: Any) -> Any:
+    """``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a
+    method receives only the keywords its capabilities declare."""
+    extra = {name: value for name, value in mask.items() if value is not None}
+    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
+
+
+def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
+    try:
+        rng = np.random.default_rng(0)
+        with precision(dtype):
+            q, k, v = (from_numpy(rng.standard_normal(TINY_SHAPE, dtype=np.float32), device,
+                                  dtype) for _ in range(3))
+            out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
+            out = to_numpy(out)
+        if out.shape != TINY_SHAPE:
+            return Availability(False, f"{impl.name}: returned shape {out.shape}")
+        if not np.isfinite(out).all():
+            return Availability(False, f"{impl.name}: non-finite output on a tiny input")
+    except Exception as exc:
+        return Availability(False, f"{impl.name}: fails on {device}/{dtype}: "
+                                   f"{type(exc).__name__}: {first_line(str(exc))}")
+    return Availability(True, "")
+
+
+# -- workloads for the runner ------------------------------------------------------------------
+def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
+    """jit-compiled pass on device-resident inputs (q, k, v ~ N(0, 1), seeded).
+
+    The first call compiles; the runner times it separately (``first_call``) and never mixes it
+    into the samples. Timing is perf_counter around the call plus block_until_ready; on a GPU
+    a buffer larger than L2 is written before each sample (untimed) unless ``flush_l2`` is off.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from harness.contract.workload import Workload
+
+    from harness.contract.point_masks import point_mask
+
+    dtype = jnp_dtype(point.dtype)
+    shape = (point.batch, point.heads, point.n_queries, point.head_dim)
+    kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
+    device = jax_device(point.device)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    # committed to the point's device (device_put), so that every jitted call runs there: an
+    # array made under jax.default_device is uncommitted and jit would place the computation
+    # on JAX's default device (the GPU for a "cpu" point, cuda:0 for "cuda:1")
+    with jax.default_device(device):
+        q, k, v, ct = (jax.device_put(jax.random.normal(key, s, dtype=dtype), device)
+                       for key, s in zip(keys, (shape, kv_shape, kv_shape, shape)))
+    input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))
+    mask = point_mask(point)
+    extra: dict[str, Any] = {}
+    if "window" in mask:
+        extra["window"] = mask["window"]
+    if "alibi_slopes" in mask:
+        extra["alibi_slopes"] = jax.device_put(mask["alibi_slopes"].astype(np.float32),
+                                               device).astype(dtype)
+    if "document_ids" in mask:
+        extra["document_ids"] = jax.device_put(mask["document_ids"], device)
+
+    def attention(q_, k_, v_):
+        return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None, **extra)
+
+    if point.pass_ == "forward":
+        compiled = jax.jit(attention)
+
+        def run() -> Any:
+            return compiled(q, k, v)
+        setup = _noop
+    elif point.pass_ == "forward_backward":
+        input_bytes += ct.size * ct.dtype.itemsize
+
+        @jax.jit
+        def forward_backward(q_, k_, v_, ct_):
+            out, vjp = jax.vjp(attention, q_, k_, v_)
+            return out, vjp(ct_)
+
+        def run() -> Any:
+            return forward_backward(q, k, v, ct)
+        setup = _noop
+    else:  # backward only: the forward (and its residuals) outside the timed region
+        input_bytes += ct.size * ct.dtype.itemsize
+        state: dict[str, Any] = {}
+        apply = jax.jit(lambda vjp, ct_: vjp(ct_))
+
+        def setup() -> None:
+            if "vjp" not in state:
+                _, state["vjp"] = jax.vjp(attention, q, k, v)
+
+        def run() -> Any:
+            return apply(state["vjp"], ct)
+
+    def block(value: Any) -> None:
+        jax.block_until_ready(value)
+
+    def check(value: Any) -> bool:
+        leaves = jax.tree_util.tree_leaves(value)
+        return all(bool(jnp.isfinite(leaf.astype(jnp.float32)).all()) for leaf in leaves)
+
+    return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
+                    setup=setup, inputs=(q, k, v))
+
+
+def _noop() -> None:
+    return None
+
+
+def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
+    from dataclasses import replace
+
+    mem_point = replace(point, pass_="forward" if point.pass_ == "forward"
+                        else "forward_backward")
+    return make_workload(impl, mem_point, seed=seed)
+
+
+def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
+    """JAX on GPU: peak_bytes_in_use above bytes_in_use before the call (fresh worker)."""
+    if device_kind(device) != "cuda":
+        return None
+    dev = jax_device(device)
+    stats = dev.memory_stats() or {}
+    if "peak_bytes_in_use" not in stats:
+        return None
+    work.setup()
+    before = stats.get("bytes_in_use", 0)
+    value = work.run()
+    work.block(value)
+    peak = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0) - before
+    return int(peak), "jax_memory_stats_peak_above_inputs"
+
+
+def threads() -> int | None:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower() or \
+        "failed to allocate" in text.lower()
+
+
+def to_numpy64(array: Any) -> np.ndarray:
+    return np.asarray(to_numpy(array), dtype=np.float64)
+
+
+def l2_flush_bytes(device: str) -> int:
+    """Device bytes of the timing pass's L2-flush buffer (harness.measure.timers.JaxFlushTimer):
+    the worker raises JAX's --max-memory cap by this much, as for torch."""
+    return JAX_FLUSH_BYTES

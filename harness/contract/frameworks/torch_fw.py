@@ -1,0 +1,257 @@
+"""torch adapter: devices, dtypes, conversion, synchronisation, and the tiny availability run."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from harness.contract.registry import Availability, device_kind, first_line
+
+if TYPE_CHECKING:
+    from harness.contract.registry import Implementation
+
+TINY_SHAPE = (1, 2, 16, 16)
+
+
+def installed() -> Availability:
+    if importlib.util.find_spec("torch") is None:
+        return Availability(False, "package torch not installed")
+    return Availability(True)
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float64": torch.float64, "float32": torch.float32,
+            "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def device_present(device: str) -> Availability:
+    ok = installed()
+    if not ok:
+        return ok
+    import torch
+
+    kind = device_kind(device)
+    if kind == "cpu":
+        return Availability(True)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return Availability(False, "torch.cuda.is_available() is False")
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return Availability(False, f"no CUDA device {index} "
+                                       f"({torch.cuda.device_count()} visible)")
+        return Availability(True)
+    return Availability(False, f"unknown device {device!r}")
+
+
+@contextlib.contextmanager
+def precision(dtype: str) -> Iterator[None]:
+    """Nothing to switch in torch (JAX needs its x64 mode for float64)."""
+    yield
+
+
+def from_numpy(array: np.ndarray, device: str, dtype: str | None = None) -> Any:
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    if dtype is not None and array.dtype != np.bool_:
+        tensor = tensor.to(torch_dtype(dtype))
+    return tensor
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
+
+
+def synchronize(device: str) -> None:
+    if device_kind(device) == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False,
+         key_padding_mask: Any = None, **mask: Any) -> Any:
+    """``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a
+    method receives only the keywords its capabilities declare."""
+    extra = {name: value for name, value in mask.items() if value is not None}
+    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
+
+
+def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
+    """Really run a tiny input; report the first line of whatever goes wrong."""
+    import torch
+
+    try:
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(TINY_SHAPE, generator=gen).to(device=device,
+                                                                 dtype=torch_dtype(dtype))
+                   for _ in range(3))
+        out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
+        synchronize(device)
+        if tuple(out.shape) != TINY_SHAPE:
+            return Availability(False, f"{impl.name}: returned shape {tuple(out.shape)} "
+                                       f"for input {TINY_SHAPE}")
+        if not bool(torch.isfinite(out.float()).all()):
+            return Availability(False, f"{impl.name}: non-finite output on a tiny input")
+    except Exception as exc:
+        return Availability(False, f"{impl.name}: fails on {device}/{dtype}: "
+                                   f"{type(exc).__name__}: {first_line(str(exc))}")
+    return Availability(True, "")
+
+
+# -- workloads for the runner ------------------------------------------------------------------
+L2_FLUSH_MULTIPLE = 2          # the flush buffer is this many times the device's L2 cache
+L2_FLUSH_FALLBACK_BYTES = 256 * 1024 * 1024  # when torch does not report the L2 size
+
+
+def l2_flush_bytes(device: str) -> int:
+    """Size of the buffer written before each timed call to evict L2: twice the L2 cache
+    (``get_device_properties().L2_cache_size``: 50 MiB on an H100 SXM, so 100 MiB)."""
+    import torch
+
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    l2 = getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0) or 0
+    return L2_FLUSH_MULTIPLE * int(l2) if l2 > 0 else L2_FLUSH_FALLBACK_BYTES
+
+
+def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
+    """Inputs on the device (q, k, v ~ N(0, 1), seeded) and a callable for the point's pass."""
+    import torch
+
+    from harness.contract.workload import Workload
+
+    import time
+
+    from harness.contract.point_masks import point_mask
+
+    dtype = torch_dtype(point.dtype)
+    shape = (point.batch, point.heads, point.n_queries, point.head_dim)
+    kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
+    gen = torch.Generator(device=point.device).manual_seed(seed)
+    needs_grad = point.pass_ != "forward"
+    q, k, v = (torch.randn(s, generator=gen, device=point.device, dtype=dtype)
+               .requires_grad_(needs_grad) for s in (shape, kv_shape, kv_shape))
+    input_bytes = sum(x.numel() * x.element_size() for x in (q, k, v))
+    mask = point_mask(point)
+    extra = {"window": mask.get("window"),
+             "alibi_slopes": None if mask.get("alibi_slopes") is None else
+             torch.from_numpy(mask["alibi_slopes"]).to(device=point.device, dtype=dtype),
+             "document_ids": None if mask.get("document_ids") is None else
+             torch.from_numpy(mask["document_ids"]).to(point.device)}
+    extra = {name: value for name, value in extra.items() if value is not None}
+    info: dict[str, Any] = {}
+    if impl.prepare is not None:   # per-shape set-up (a block mask), timed apart
+        start = time.perf_counter()
+        prepared = impl.prepare(q, k, v, causal=point.causal, **extra)
+        synchronize(point.device)
+        info["mask_build_s"] = time.perf_counter() - start
+
+        def forward() -> Any:
+            return prepared(q, k, v)
+    else:
+        def forward() -> Any:
+            return impl.fn(q, k, v, causal=point.causal, key_padding_mask=None, **extra)
+
+    def block(value: Any) -> None:
+        synchronize(point.device)
+
+    def check(value: Any) -> bool:
+        return bool(torch.isfinite(value.detach().float()).all())
+
+    def clear_grads() -> None:
+        for tensor in (q, k, v):
+            tensor.grad = None
+
+    if point.pass_ == "forward":
+        def run() -> Any:
+            with torch.no_grad():
+                return forward()
+        setup = clear_grads
+    else:
+        grad = torch.randn(shape, generator=gen, device=point.device, dtype=dtype)
+        input_bytes += grad.numel() * grad.element_size()
+        if point.pass_ == "forward_backward":
+            def run() -> Any:
+                out = forward()
+                out.backward(grad)
+                return q.grad
+            setup = clear_grads
+        else:  # backward only: one forward outside the timed region, graph kept
+            state: dict[str, Any] = {}
+
+            def setup() -> None:
+                clear_grads()
+                if "out" not in state:
+                    state["out"] = forward()
+
+            def run() -> Any:
+                state["out"].backward(grad, retain_graph=True)
+                return q.grad
+    return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
+                    inputs=(q, k, v), info=info)
+
+
+def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
+    """The memory pass runs forward, or forward and backward for the passes with a backward."""
+    from dataclasses import replace
+
+    mem_point = replace(point, pass_="forward" if point.pass_ == "forward"
+                        else "forward_backward")
+    return make_workload(impl, mem_point, seed=seed)
+
+
+def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
+    """CUDA: the allocator's peak above the allocation before the call. None on CPU.
+
+    One untimed warm-up call first (output freed, synchronised), as on the CPU: the first call
+    makes one-off allocations through the caching allocator (cuBLAS's workspace, 32 MiB on
+    Hopper; cuDNN's plans) that would otherwise count as the method's memory.
+    """
+    if device_kind(device) != "cuda":
+        return None
+    import torch
+
+    work.setup()
+    value = work.run()
+    synchronize(device)
+    del value
+    work.setup()
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    value = work.run()
+    synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del value
+    return peak, "cuda_allocator_peak_above_inputs"
+
+
+def threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory",
+                                   "cannot allocate memory", "failed to allocate"))
+
+
+def to_numpy64(tensor: Any) -> np.ndarray:
+    return tensor.detach().double().cpu().numpy()

@@ -1,0 +1,490 @@
+"""The record: the contract between measuring and everything downstream.
+
+One JSON object per line in ``results.jsonl``. Report, compare and merge read records and never
+re-derive measurement logic. A ``Point`` is the frozen description of one measurement; its
+``point_id`` keys resume, sharding and merge.
+
+Schema history:
+- 1: first version (speed and accuracy records); later additive fields (bytes moved, % of peak,
+  timing conditions; the workload axes kv_heads, q_len, window, alibi, documents) read as their
+  defaults in older records (kv_heads = heads, q_len = seq_len, no window, ALiBi or documents).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "skipped")
+PASSES = ("forward", "backward", "forward_backward")
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One speed measurement: implementation x shape x dtype x pass x device."""
+
+    impl: str
+    seq_len: int
+    head_dim: int
+    batch: int = 1
+    heads: int = 8
+    dtype: str = "float32"
+    causal: bool = False
+    pass_: str = "forward"
+    device: str = "cpu"
+    # workload axes (harness.contract.masking has the conventions). Their defaults are today's square
+    # self-attention and are normalised (kv_heads == heads -> 0, q_len == seq_len -> 0) so that
+    # a point with default values has the same point id as before these axes existed.
+    kv_heads: int = 0          # key/value heads; 0 = as many as query heads
+    q_len: int = 0             # queries; 0 = seq_len (self-attention); seq_len is the KV length
+    window: int = -1           # sliding window of this many keys back; -1 = none
+    alibi: bool = False        # ALiBi biases with BLOOM's slopes
+    documents: int = 0         # seq_len split into this many packed documents; 0 = none
+
+    kind: ClassVar[str] = "speed"
+
+    def __post_init__(self) -> None:
+        if self.kv_heads == self.heads:
+            object.__setattr__(self, "kv_heads", 0)
+        if self.q_len == self.seq_len:
+            object.__setattr__(self, "q_len", 0)
+
+    WORKLOAD_DEFAULTS: ClassVar[dict[str, Any]] = {"kv_heads": 0, "q_len": 0, "window": -1,
+                                                   "alibi": False, "documents": 0}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The point's fields; workload axes only where they differ from the default."""
+        data = {"impl": self.impl, "device": self.device, "batch": self.batch,
+                "heads": self.heads, "seq_len": self.seq_len, "head_dim": self.head_dim,
+                "dtype": self.dtype, "causal": self.causal, "pass": self.pass_}
+        for name, default in self.WORKLOAD_DEFAULTS.items():
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
+        return data
+
+    # -- the workload, resolved ---------------------------------------------------------
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def n_queries(self) -> int:
+        return self.q_len or self.seq_len
+
+    @property
+    def window_pair(self) -> tuple[int, int] | None:
+        """--window LEFT as (left, right): right 0 when causal, LEFT otherwise."""
+        if self.window < 0:
+            return None
+        return (self.window, 0) if self.causal else (self.window, self.window)
+
+    def workload_values(self) -> dict[str, Any]:
+        """The workload axes as stored in a record (resolved; None = none)."""
+        return {"kv_heads": self.n_kv_heads, "q_len": self.n_queries,
+                "window": None if self.window < 0 else self.window, "alibi": self.alibi,
+                "documents": self.documents or None}
+
+    def features(self) -> dict[str, bool]:
+        """The capability flags this point needs (Capabilities.gqa, q_len, ...)."""
+        return {"gqa": self.n_kv_heads != self.heads, "q_len": self.n_queries != self.seq_len,
+                "window": self.window >= 0, "alibi": self.alibi,
+                "documents": self.documents > 0}
+
+    def workload_label(self) -> str:
+        """'Hkv=8 Tq=1 window=4096 alibi docs=8': the workload axes not at their default."""
+        return workload_text(self.n_kv_heads if self.kv_heads else None,
+                             self.n_queries if self.q_len else None,
+                             None if self.window < 0 else self.window, self.alibi,
+                             self.documents or None)
+
+    def workload_problem(self) -> str | None:
+        """Why this combination of axes is not a workload, or None."""
+        if self.n_kv_heads <= 0 or self.heads % self.n_kv_heads:
+            return f"heads={self.heads} is not a multiple of kv_heads={self.n_kv_heads}"
+        if self.n_queries <= 0:
+            return f"q_len must be positive, got {self.q_len}"
+        if self.window < -1:
+            return f"window must be >= 0, got {self.window}"
+        if self.documents:
+            if self.n_queries != self.seq_len:
+                return "documents need q_len == seq_len"
+            if self.documents > self.seq_len:
+                return f"documents={self.documents} > seq_len={self.seq_len}"
+        return None
+
+    @property
+    def point_id(self) -> str:
+        return point_id(self.kind, self.as_dict())
+
+    def series_key(self) -> tuple:
+        """Everything but seq_len: one line in a time-vs-T figure."""
+        return (self.impl, self.device, self.batch, self.heads, self.head_dim, self.dtype,
+                self.causal, self.pass_, *self.workload_key())
+
+    def workload_key(self) -> tuple:
+        return (self.kv_heads, self.q_len, self.window, self.alibi, self.documents)
+
+    @property
+    def tokens(self) -> int:
+        """Query tokens processed (B * Tq): B per step when decoding."""
+        return self.batch * self.n_queries
+
+
+def workload_text(kv_heads: int | None, q_len: int | None, window: int | None, alibi: bool,
+                  documents: int | None) -> str:
+    """The label of the non-default workload axes (None / False = default)."""
+    parts = []
+    if kv_heads is not None:
+        parts.append(f"Hkv={kv_heads}")
+    if q_len is not None:
+        parts.append(f"Tq={q_len}")
+    if window is not None:
+        parts.append(f"window={window}")
+    if alibi:
+        parts.append("alibi")
+    if documents is not None:
+        parts.append(f"docs={documents}")
+    return " ".join(parts)
+
+
+def workload_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Point keyword arguments from a record or point dict; absent or None = the default."""
+    def value(name: str, none: Any) -> Any:
+        raw = data.get(name)
+        return none if raw is None else raw
+
+    return {"kv_heads": int(value("kv_heads", 0)), "q_len": int(value("q_len", 0)),
+            "window": int(value("window", -1)), "alibi": bool(value("alibi", False)),
+            "documents": int(value("documents", 0))}
+
+
+def point_id(kind: str, fields: dict[str, Any]) -> str:
+    """Stable id of a point: a short hash of its canonical JSON."""
+    canonical = json.dumps({"kind": kind, **fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+
+
+# -- what a worker returns: the typed Measurement ----------------------------------------------
+# Each field says where it lands in the SpeedRecord: ``to="record"`` (the record's field of the
+# same name, with the same default) or ``to="extra"`` (record.extra[key or name], only when not
+# None). The runner copies by these declarations; no key list is kept by hand anywhere else.
+def measured(default: Any = None, *, to: str = "record", key: str | None = None,
+             factory: Any = None) -> Any:
+    metadata = {"to": to, "key": key}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class MemoryResult:
+    """The peak-memory pass of one point (harness.measure.worker.memory_task)."""
+    status: str = "ok"
+    message: str = ""
+    peak_mem_bytes: int | None = measured()
+    mem_method: str = measured("")
+    input_bytes: int | None = measured()
+    rss_baseline_bytes: int | None = measured(to="extra")
+    task_wall_s: float | None = measured(to="extra", key="memory_task_wall_s")
+
+
+@dataclass
+class TimingResult:
+    """The timing pass of one point (harness.measure.worker.timing_task)."""
+    status: str = "ok"
+    message: str = ""
+    time_samples_s: list[float] = measured(factory=list)
+    time_s: float | None = measured()
+    time_iqr_s: float | None = measured()
+    time_min_s: float | None = measured()
+    warmup: int = measured(0)
+    timer: str = measured("")
+    compile_time_s: float | None = measured()
+    mask_build_s: float | None = measured()
+    threads: int | None = measured()
+    deviation_from_softmax: float | None = measured()
+    first_call_s: float | None = measured(to="extra")
+    task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+    # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
+    cpu_time_samples_s: list[float] | None = measured(to="extra")
+    # "leader"/"follower": samples taken in turns with the other side of run_bench.py ab
+    lockstep: str | None = measured(to="extra")
+    # how it was timed (harness.measure.timers, harness.measure.gpu_watch): precision, flush, GPU clocks
+    matmul_precision: str = measured("")
+    l2_flush: str = measured("")
+    sm_clock_mhz_min: float | None = measured()
+    sm_clock_mhz_max: float | None = measured()
+    max_sm_clock_mhz: float | None = measured()
+    gpu_temperature_c_max: float | None = measured()
+    gpu_power_w_max: float | None = measured()
+    throttle_reasons: list[str] = measured(factory=list)
+    throttled: bool | None = measured()
+    timer_note: str | None = measured(to="extra")
+    clock_note: str | None = measured(to="extra")
+    clock_samples: int | None = measured(to="extra")
+
+    def set_conditions(self, values: dict[str, Any]) -> None:
+        """Fill the timing-condition fields from a dict (unknown keys are a bug: raise)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in names:
+                raise KeyError(f"TimingResult has no field {key!r}")
+            setattr(self, key, value)
+
+
+@dataclass
+class Measurement:
+    """What the worker passes measured for one point: memory, then (if memory ran) timing."""
+    memory: MemoryResult
+    timing: TimingResult | None = None
+
+    def record_values(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the SpeedRecord fields, record.extra entries) these results fill."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for result in (self.memory, self.timing):
+            if result is None:
+                continue
+            for f in dataclasses.fields(result):
+                to = f.metadata.get("to")
+                value = getattr(result, f.name)
+                if to == "record":
+                    values[f.name] = value
+                elif to == "extra" and value is not None:
+                    extra[f.metadata.get("key") or f.name] = value
+        return values, extra
+
+
+@dataclass
+class SpeedRecord:
+    """What one worker measured for one Point (or why it could not)."""
+
+    impl: str
+    framework: str
+    family: str
+    device: str
+    batch: int
+    heads: int
+    seq_len: int
+    head_dim: int
+    dtype: str
+    causal: bool
+    pass_: str
+    status: str
+    message: str = ""
+    # workload axes, resolved (older records lack them: read as the defaults, see Point)
+    kv_heads: int | None = None            # None: = heads
+    q_len: int | None = None               # None: = seq_len
+    window: int | None = None              # keys back; None: no window
+    alibi: bool = False
+    documents: int | None = None           # packed documents; None: none
+    # time
+    time_s: float | None = None            # median of the samples
+    time_samples_s: list[float] = field(default_factory=list)
+    time_iqr_s: float | None = None
+    time_min_s: float | None = None
+    warmup: int = 0
+    timer: str = ""                        # perf_counter / cuda_event / ...
+    compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
+    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
+    threads: int | None = None
+    # memory
+    peak_mem_bytes: int | None = None      # peak above the inputs (see mem_method)
+    mem_method: str = ""
+    input_bytes: int | None = None
+    # derived
+    tokens_per_s: float | None = None
+    flops: float | None = None
+    tflops: float | None = None
+    flop_model: str = ""
+    # bytes moved and % of the machine's peaks (harness.metrics.traffic; peaks in run.json)
+    bytes_moved: float | None = None
+    bytes_model: str = ""
+    achieved_bytes_per_s: float | None = None
+    pct_peak_bandwidth: float | None = None
+    pct_peak_flops: float | None = None    # exact attention only
+    arithmetic_intensity: float | None = None   # FLOPs / bytes_moved (exact attention only)
+    # timing conditions
+    matmul_precision: str = ""             # torch / JAX float32 matmul setting (TF32 or not)
+    l2_flush: str = ""                     # whether caches were flushed before each sample
+    sm_clock_mhz_min: float | None = None  # NVML samples while the point was timed (GPU)
+    sm_clock_mhz_max: float | None = None
+    max_sm_clock_mhz: float | None = None
+    gpu_temperature_c_max: float | None = None
+    gpu_power_w_max: float | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    throttled: bool | None = None          # timed below 90% of the maximum SM clock
+    # correctness and fidelity
+    gate_max_error: float | None = None
+    gate_tolerance: float | None = None
+    deviation_from_softmax: float | None = None
+    # bookkeeping
+    hardware_id: str = ""
+    started_at: str = ""
+    wall_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "speed"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def point(self) -> Point:
+        return Point(impl=self.impl, seq_len=self.seq_len, head_dim=self.head_dim,
+                     batch=self.batch, heads=self.heads, dtype=self.dtype, causal=self.causal,
+                     pass_=self.pass_, device=self.device,
+                     **workload_fields({"kv_heads": self.kv_heads, "q_len": self.q_len,
+                                        "window": self.window, "alibi": self.alibi,
+                                        "documents": self.documents}))
+
+    @classmethod
+    def for_point(cls, point: Point, *, framework: str, family: str, status: str,
+                  message: str = "", **values: Any) -> "SpeedRecord":
+        return cls(impl=point.impl, framework=framework, family=family, device=point.device,
+                   batch=point.batch, heads=point.heads, seq_len=point.seq_len,
+                   head_dim=point.head_dim, dtype=point.dtype, causal=point.causal,
+                   pass_=point.pass_, status=status, message=message,
+                   **point.workload_values(), **values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pass"] = data.pop("pass_")
+        data["point_id"] = self.point.point_id
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} not in {STATUSES}")
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SpeedRecord":
+        data = dict(data)
+        data["pass_"] = data.pop("pass")
+        data.pop("point_id", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = {k: v for k, v in data.items() if k not in names}
+        record = cls(**{k: v for k, v in data.items() if k in names})
+        record.extra.update(extra)
+        return record
+
+
+# -- columns downstream, derived from the record's fields (one place) -------------------------
+POINT_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
+                "pass_", "kv_heads", "q_len", "window", "alibi", "documents")
+NOT_METRICS = ("framework", "family", "status", "message", "time_samples_s", "hardware_id",
+               "started_at", "wall_s", "extra", "kind", "schema_version")
+# every measured or derived value of a speed record, in field order: report frames and tables,
+# compare's checks and the CSVs take their columns from here
+SPEED_METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SpeedRecord) if f.name not in POINT_FIELDS + NOT_METRICS)
+NUMERIC_SPEED_METRICS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(SpeedRecord) if f.name in SPEED_METRICS
+    and str(f.type).split(" |")[0] in ("float", "int"))
+
+
+@dataclass
+class AccuracyRecord:
+    """One training run of one implementation on one task (the accuracy track)."""
+
+    impl: str
+    task: str
+    status: str
+    message: str = ""
+    data_source: str = ""        # official / generated / user folder
+    preset: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    seq_len: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    params: int | None = None
+    best_val_accuracy: float | None = None
+    test_accuracy: float | None = None     # at the best validation checkpoint
+    selection: str = "test accuracy at the best validation checkpoint"
+    epochs_to_best: int | None = None
+    epochs: int | None = None
+    train_time_s: float | None = None
+    examples_per_s: float | None = None
+    peak_mem_bytes: int | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    hardware_id: str = ""
+    started_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    # added with the accuracy track (additive; older records read with the defaults)
+    mem_method: str = ""                   # how peak_mem_bytes was measured
+    data_path: str = ""                    # the folder the examples were read from
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    bad_steps: int = 0                     # non-finite losses/gradients skipped by the guard
+    # lra --tune: {"grid", "selection", "chosen", "trials", "search_time_s"}; {} when untuned
+    tuning: dict[str, Any] = field(default_factory=dict)
+    kind: str = "accuracy"
+    schema_version: int = SCHEMA_VERSION
+
+    def point_fields(self) -> dict[str, Any]:
+        return {"impl": self.impl, "task": self.task, "preset": self.preset, "seed": self.seed,
+                "device": self.device, "dtype": self.dtype, "data_source": self.data_source,
+                "config": self.config}
+
+    def to_json(self) -> dict[str, Any]:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} not in {STATUSES}")
+        data = dataclasses.asdict(self)
+        data["point_id"] = point_id(self.kind, self.point_fields())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "AccuracyRecord":
+        data = dict(data)
+        data.pop("point_id", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in names})
+        record.extra.update({k: v for k, v in data.items() if k not in names})
+        return record
+
+
+RECORD_TYPES: dict[str, type] = {"speed": SpeedRecord, "accuracy": AccuracyRecord}
+
+
+def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
+    kind = data.get("kind", "speed")
+    try:
+        return RECORD_TYPES[kind].from_json(data)
+    except KeyError:
+        raise ValueError(f"unknown record kind {kind!r}") from None
+
+
+# Numbers a record may hold, and the range each must be in (None is always allowed).
+POSITIVE_FIELDS = ("time_s", "time_min_s")
+NON_NEGATIVE_FIELDS = ("time_iqr_s", "peak_mem_bytes", "input_bytes", "compile_time_s",
+                       "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
+                       "examples_per_s")
+FRACTION_FIELDS = ("best_val_accuracy", "test_accuracy")
+
+
+def invalid_numbers(data: dict[str, Any]) -> str:
+    """Why a record's numbers cannot be right ('' when they can): NaN, infinite, negative
+    times or memory, non-positive time samples, accuracies outside [0, 1]."""
+    import math
+
+    def bad(value: Any, low: float, strict: bool) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True
+        return not math.isfinite(value) or value < low or (strict and value == low)
+
+    for name in POSITIVE_FIELDS:
+        if bad(data.get(name), 0.0, True):
+            return f"{name} = {data.get(name)!r} is not a positive finite number"
+    for name in NON_NEGATIVE_FIELDS:
+        if bad(data.get(name), 0.0, False):
+            return f"{name} = {data.get(name)!r} is not a finite number >= 0"
+    for name in FRACTION_FIELDS:
+        value = data.get(name)
+        if bad(value, 0.0, False) or (isinstance(value, (int, float)) and value > 1):
+            return f"{name} = {value!r} is not a fraction in [0, 1]"
+    samples = data.get("time_samples_s") or []
+    if not isinstance(samples, list) or any(bad(x, 0.0, True) for x in samples):
+        return "time_samples_s holds a value that is not a positive finite number"
+    return ""

@@ -1,0 +1,24 @@
+"""The workload: one pass of one point, built by a framework adapter, ready to be called."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Workload:
+    """One pass of one point, ready to call: ``run()`` does the work once.
+
+    ``setup`` runs before each sample, untimed (e.g. clearing gradients); ``block(value)``
+    waits for asynchronous work; ``check(value)`` says whether the output is finite.
+    """
+
+    run: Callable[[], Any]
+    block: Callable[[Any], None]
+    check: Callable[[Any], bool]
+    input_bytes: int
+    setup: Callable[[], None] = lambda: None
+    timer: Any = None          # a harness.measure.timers timer; None: wall clock
+    inputs: tuple[Any, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)

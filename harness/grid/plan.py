@@ -1,0 +1,238 @@
+"""The sweep plan: a typed request (what the user asked for) -> the points and settings to run.
+
+Commands parse their flags into a ``SweepRequest``; ``plan`` turns it into a ``SweepPlan``
+(preset, config file, stored grid of ``--resume``/``--grid-from``, overrides, shard); executors
+(harness.scale) receive plans, never argparse objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.grid import presets
+from harness.errors import UsageError
+from harness.grid.settings import TimingSettings
+from harness.contract.records import Point
+from harness.contract.registry import REGISTRY, device_kind
+from harness.grid.settings import RunSettings
+from harness.contract.frameworks import best_device
+from harness.contract.registry import static_check
+from harness.grid.sharding import ShardSpec, parse_shard, select_shard
+from harness.grid.spec import (
+    SweepSpec,
+    expand,
+    overrides_from,
+    parse_bytes,
+    parse_devices,
+    read_config,
+)
+
+INPUT_DISTRIBUTION = ("q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask; "
+                      "packed documents (--documents) split T at seeded random points "
+                      "(seed 0)")
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep as asked for: the flag values as given (None: not given), in the flags' names."""
+    impl: str | None = None
+    seq_len: str | None = None
+    head_dim: str | None = None
+    batch: str | None = None
+    heads: str | None = None
+    dtype: str | None = None
+    causal: str | None = None
+    pass_: str | None = None
+    device: str | None = None
+    kv_heads: str | None = None
+    q_len: str | None = None
+    window: str | None = None
+    alibi: str | None = None
+    documents: str | None = None
+    preset: str | None = None
+    config: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    grid_from: str | None = None
+    timeout: float | None = None
+    max_memory: str | None = None
+    min_time: float | None = None
+    max_repeats: int | None = None
+    warmup: int | None = None
+    seed: int | None = None
+    cooldown: float | None = None
+    time_budget: float | None = None
+    shard: str | None = None
+    timer: str | None = None
+    reuse_peaks: bool | None = None
+    impl_modules: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class SweepPlan:
+    points: list[Point]          # this run's points (one shard's with --shard)
+    settings: RunSettings
+    out: Path | None             # None: the default results/<time>-<hardware>
+    resume: bool
+    description: dict[str, Any]
+    shard: ShardSpec | None = None
+    grid_points: int = 0         # points in the whole grid
+    reuse_peaks: bool = False    # take the machine's peaks from the cache when there
+
+
+WORKLOAD_ARGUMENTS = ("kv_heads", "q_len", "window", "alibi", "documents")
+SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
+                     "cooldown", "time_budget", "shard", "timer")
+
+
+GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
+                  "preset", "pass", *WORKLOAD_ARGUMENTS)
+
+
+@dataclass(frozen=True)
+class StoredGrids:
+    """The grid arguments stored in the run directories a request names (read by
+    harness.store.resume): ``--grid-from``'s and ``--resume``'s (None: it stored none)."""
+    grid_from: dict[str, Any] | None = None
+    resume: dict[str, Any] | None = None
+
+
+def plan(request: SweepRequest, *, check_devices: bool = True,
+         default_device: str | None = None, stored: StoredGrids | None = None) -> SweepPlan:
+    """The plan of a request. A request that names run directories (``--resume``,
+    ``--grid-from``) is planned with what they store: ``harness.store.resume.plan_sweep``."""
+    if (request.resume or request.grid_from) and stored is None:
+        raise ValueError("plan: --resume/--grid-from need the stored grids "
+                         "(harness.store.resume.plan_sweep reads them)")
+    stored = stored or StoredGrids()
+    raw: dict[str, Any] = {}
+    if request.grid_from:
+        raw.update(stored.grid_from or {})
+    if request.config:
+        if request.resume:
+            raise UsageError(f"--resume keeps the stored grid; --config {request.config} cannot "
+                             f"be given with it")
+        raw.update(read_config(request.config))
+    for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
+                 "preset", "out", *WORKLOAD_ARGUMENTS, *SETTING_ARGUMENTS):
+        value = getattr(request, name, None)
+        if value is not None:
+            raw[name] = value
+    if request.pass_ is not None:
+        raw["pass"] = request.pass_
+    resume = request.resume
+    if resume:
+        raw = resumed_arguments(resume, raw, stored.resume)
+    overrides = overrides_from({k: v for k, v in raw.items() if k not in SETTING_ARGUMENTS})
+    if "impl" in overrides.values:
+        REGISTRY.resolve(overrides.values["impl"])  # unknown names: exit 2, listing valid ones
+    devices = overrides.values.get("device") or (default_device or best_device(),)
+    preset_name = raw.get("preset", presets.DEFAULT_PRESET)
+    groups: list[SweepSpec] = []
+    for device in parse_devices(devices):
+        groups.extend(overrides.apply(g) for g in presets.preset_groups(preset_name, device))
+    points = expand(groups, REGISTRY.names())
+    validate_points(points, check_devices=check_devices)
+    shard = parse_shard(raw["shard"]) if raw.get("shard") is not None else None
+    grid_points = len(points)
+    if shard is not None:
+        points = select_shard(points, shard, family_of)
+    timer = str(raw.get("timer", "events"))
+    if timer not in ("events", "cudagraph"):
+        raise UsageError(f"--timer: {timer!r} is not one of events, cudagraph")
+    if timer == "cudagraph" and not any(device_kind(d) == "cuda" for d in devices):
+        raise UsageError("--timer cudagraph: needs a CUDA device (--device cuda)")
+    timing = TimingSettings(
+        warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
+        min_time_s=setting(raw, "min_time", 0.5, minimum=0),
+        max_repeats=setting(raw, "max_repeats", 50, integer=True, minimum=1),
+        timer=timer)
+    timeout = setting(raw, "timeout", 120.0, positive=True)
+    max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
+    cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)
+                       else 0.0, minimum=0)
+    budget = setting(raw, "time_budget", None, positive=True)
+    settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
+                           seed=setting(raw, "seed", 0, integer=True, minimum=0),
+                           impl_modules=tuple(
+                               request.impl_modules or ()), cooldown_s=cooldown,
+                           time_budget_s=budget)
+    out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
+    description = {"arguments": {k: v for k, v in raw.items() if k != "out"},
+                   "preset": preset_name, "overrides": {k: list(v) for k, v in
+                                                        overrides.values.items()},
+                   "config_file": request.config,
+                   "input_distribution": INPUT_DISTRIBUTION}
+    return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points,
+                     reuse_peaks=bool(request.reuse_peaks))
+
+
+def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,
+            positive: bool = False, minimum: float | None = None) -> Any:
+    """A numeric setting from flags or a config: finite, of the right kind and range, or
+    one clear line (exit 2)."""
+    value = raw.get(name)
+    if value is None:
+        return default
+    flag = f"--{name.replace('_', '-')}"
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}") from None
+    if not math.isfinite(number) or (integer and number != int(number)):
+        raise UsageError(f"{flag}: expected {kind}, got {value!r}")
+    if positive and number <= 0:
+        raise UsageError(f"{flag}: must be positive, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise UsageError(f"{flag}: must be at least {minimum:g}, got {value!r}")
+    return int(number) if integer else number
+
+
+def family_of(impl: str) -> str:
+    return REGISTRY.get(impl).family if impl in REGISTRY.names() else "exact"
+
+
+
+def validate_points(points: list[Point], *, check_devices: bool = True) -> None:
+    """Bad input that no implementation could run: one clear line, exit 2."""
+    if not points:
+        raise UsageError("the grid is empty")
+    for device in sorted({p.device for p in points}):
+        kind = device_kind(device)
+        if kind == "cuda" and not check_devices:
+            continue   # checked where the points run (e.g. on a Slurm node, not the login node)
+        if kind == "cuda":
+            from harness.contract.frameworks import torch_fw
+
+            present = torch_fw.device_present(device)
+            if not present:
+                raise UsageError(f"--device {device}: {present.reason}")
+        for dtype in sorted({p.dtype for p in points if p.device == device}):
+            if not any(static_check(REGISTRY.get(p.impl), p) is None for p in points
+                       if p.device == device and p.dtype == dtype):
+                raise UsageError(f"--dtype {dtype}: no selected implementation supports it on "
+                                 f"{device}")
+
+
+def resumed_arguments(resume: str, given: dict[str, Any],
+                      stored: dict[str, Any] | None) -> dict[str, Any]:
+    """On --resume, the grid (and settings) of the run being resumed.
+
+    The rule: a resumed run keeps its stored grid, exactly. Grid flags (or a --config, or --out)
+    given with --resume are refused rather than silently replacing or changing the stored grid;
+    settings flags (--timeout, --min-time, ...) apply to the points still to measure.
+    """
+    flags = sorted(f"--{name.replace('_', '-')}" for name in GRID_ARGUMENTS if name in given)
+    if flags:
+        raise UsageError(f"--resume keeps the stored grid of {resume}; {', '.join(flags)} cannot "
+                         f"be given with it (start a new run with --out to measure another "
+                         f"grid, and merge the two)")
+    if "out" in given:
+        raise UsageError("--resume RUN_DIR writes into RUN_DIR; --out cannot be given with it")
+    return given if stored is None else {**stored, **given}

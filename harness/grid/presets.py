@@ -1,0 +1,183 @@
+"""Sweep presets: data, not code. Sources of the shapes: README.md (Presets): the Pythia
+suite, LRA, the Hrrformer study, Llama 3, Mistral 7B and BLOOM.
+
+Each preset maps a device kind ("cpu" or "cuda") to a list of groups; every group is the cross
+product of its axes (see harness.grid.spec.SweepSpec). Axes a group leaves out take the
+SweepSpec defaults; ``device`` is filled in by the runner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import UnknownNameError
+from harness.grid.spec import SweepSpec
+
+K = 1024
+
+# Pythia suite: (heads, head_dim) = (heads, width / heads); training context 2048.
+PYTHIA_MODELS = {
+    "70m": (8, 64), "160m": (12, 64), "410m": (16, 64), "1b": (8, 256), "1.4b": (16, 128),
+    "2.8b": (32, 80), "6.9b": (32, 128), "12b": (40, 128),
+}
+
+# LRA task shapes with the Hrrformer settings: (seq_len, heads, emb / heads, batch per device).
+LRA_SHAPES = {
+    "listops": (2000, 8, 64, 2), "text": (4000, 8, 64, 2), "retrieval": (4000, 4, 32, 4),
+    "image": (1024, 4, 64, 2), "pathfinder": (1024, 8, 128, 8), "pathx": (16384, 8, 128, 16),
+}
+
+HRRFORMER_TOKENS = 2 ** 16  # B * T in the Hrrformer malware (EMBER) sweep
+
+PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "quick": {
+        # sized to finish in about 5 minutes on a 2-core CPU with every CPU implementation
+        "cpu": [dict(seq_len=(512, 1 * K, 2 * K, 4 * K), head_dim=(64,), heads=(8,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",)),
+                dict(seq_len=(512, 1 * K, 2 * K), head_dim=(64,), heads=(8,), batch=(1,),
+                     dtype=("float32",), pass_=("forward_backward",))],
+        "cuda": [dict(seq_len=(1 * K, 2 * K, 4 * K, 8 * K, 16 * K), head_dim=(64, 128),
+                      heads=(16,), batch=(1,), dtype=("float16",),
+                      pass_=("forward", "forward_backward"))],
+    },
+    "gpu": {
+        "cuda": [dict(seq_len=tuple(2 ** e for e in range(10, 19)), head_dim=(32, 64, 128),
+                      heads=(16,), batch=(1,), dtype=("float16", "bfloat16"),
+                      pass_=("forward", "forward_backward"))],
+    },
+    "validate": {
+        # scripts/gpu_validate.sh: every axis value at least once, T past softmax's OOM (64K
+        # at H=16 needs 128 GiB of fp16 scores) up to 512K for the linear methods; sized for
+        # ~4 minutes on an H100 (the script also passes --time-budget). CPU: a rehearsal.
+        "cuda": [dict(seq_len=(1 * K, 8 * K, 64 * K, 128 * K), head_dim=(64,), heads=(16,),
+                      batch=(1,), dtype=("float16",), pass_=("forward",)),
+                 dict(seq_len=(2 * K, 32 * K, 128 * K), head_dim=(128,), heads=(16,),
+                      batch=(1,), dtype=("bfloat16",), pass_=("forward_backward",)),
+                 dict(impl=("hrr_torch", "hrr_triton", "hrr_jax", "performer_torch"),
+                      seq_len=(256 * K, 512 * K), head_dim=(64,), heads=(16,), batch=(1,),
+                      dtype=("float16",), pass_=("forward",))],
+        "cpu": [dict(seq_len=(256, 512), head_dim=(64,), heads=(2,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",)),
+                dict(seq_len=(256,), head_dim=(32,), heads=(2,), batch=(1,),
+                     dtype=("float32",), pass_=("forward_backward",))],
+    },
+    "pythia": {
+        kind: [dict(heads=(h,), head_dim=(d,), seq_len=(512, 1 * K, 2 * K), batch=(1,),
+                    dtype=(dtype,), causal=(True,), pass_=("forward", "forward_backward"),
+                    label=f"pythia-{name}")
+               for name, (h, d) in PYTHIA_MODELS.items()]
+        for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
+    },
+    "hrrformer": {
+        kind: [dict(seq_len=(2 ** e,), batch=(max(HRRFORMER_TOKENS // 2 ** e, 1),), heads=(8,),
+                    head_dim=(32,), dtype=(dtype,), pass_=("forward",),
+                    label=f"hrrformer-T{2 ** e}")
+               for e in range(8, 20)]
+        for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
+    },
+    "lra": {
+        kind: [dict(seq_len=(t,), heads=(h,), head_dim=(d,), batch=(b,), dtype=(dtype,),
+                    pass_=("forward", "forward_backward"), label=f"lra-{task}")
+               for task, (t, h, d, b) in LRA_SHAPES.items()]
+        for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
+    },
+}
+
+# Workloads of today's models: (query heads, key/value heads, head dim). Sources in README.md:
+# Llama 3 (Meta, "The Llama 3 Herd of Models", 2024, table 3), Mistral 7B (Jiang et al. 2023,
+# table 1), BLOOM-7b1 (BigScience model card; ALiBi: Press et al. 2022).
+LLAMA3_8B = dict(heads=(32,), kv_heads=(8,), head_dim=(128,))
+LLAMA3_70B = dict(heads=(64,), kv_heads=(8,), head_dim=(128,))
+MISTRAL_7B = dict(heads=(32,), kv_heads=(8,), head_dim=(128,))
+BLOOM_7B1 = dict(heads=(32,), head_dim=(128,))
+MISTRAL_WINDOW = 4096
+CPU_WINDOW = 256     # Mistral's window scaled down so that it binds at CPU sequence lengths
+PRESETS.update({
+    "llama3-8b": {
+        "cuda": [dict(**LLAMA3_8B, seq_len=tuple(2 ** e for e in range(10, 18)), causal=(True,),
+                      batch=(1,), dtype=("bfloat16",), pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**LLAMA3_8B, seq_len=(256, 512, 1 * K), causal=(True,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",))],
+    },
+    "llama3-70b": {
+        "cuda": [dict(**LLAMA3_70B, seq_len=tuple(2 ** e for e in range(10, 18)),
+                      causal=(True,), batch=(1,), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**LLAMA3_70B, seq_len=(256, 512), causal=(True,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",))],
+    },
+    "mistral-7b": {
+        "cuda": [dict(**MISTRAL_7B, seq_len=tuple(2 ** e for e in range(12, 18)),
+                      window=(MISTRAL_WINDOW,), causal=(True,), batch=(1,),
+                      dtype=("bfloat16",), pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**MISTRAL_7B, seq_len=(512, 1 * K), window=(CPU_WINDOW,), causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",))],
+    },
+    "decode": {
+        # one decode step with a KV cache: 1 new query against Tk cached keys/values
+        "cuda": [dict(**LLAMA3_8B, q_len=(1,), seq_len=tuple(2 ** e for e in range(10, 18)),
+                      batch=(1, 8, 64), causal=(True,), dtype=("bfloat16",),
+                      pass_=("forward",))],
+        # B=4 stops at Tk 4K: at Tk 16K its points took a third of a 15-minute 2-core run
+        # (performer_torch alone 132 s)
+        "cpu": [dict(**LLAMA3_8B, q_len=(1,), seq_len=(1 * K, 4 * K, 16 * K), batch=(1,),
+                     causal=(True,), dtype=("float32",), pass_=("forward",)),
+                dict(**LLAMA3_8B, q_len=(1,), seq_len=(1 * K, 4 * K), batch=(4,),
+                     causal=(True,), dtype=("float32",), pass_=("forward",))],
+    },
+    "bloom": {
+        "cuda": [dict(**BLOOM_7B1, seq_len=(512, 1 * K, 2 * K), alibi=(True,), causal=(True,),
+                      batch=(1,), dtype=("bfloat16",), pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**BLOOM_7B1, seq_len=(512, 1 * K), alibi=(True,), causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",))],
+    },
+    "documents": {
+        "cuda": [dict(**LLAMA3_8B, seq_len=(8 * K, 16 * K, 32 * K, 64 * K), documents=(8,),
+                      causal=(True,), batch=(1,), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"))],
+        "cpu": [dict(**LLAMA3_8B, seq_len=(1 * K, 2 * K), documents=(8,), causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",))],
+    },
+})
+
+# What a preset changes on the CPU, shown by --dry-run.
+CPU_NOTES = {
+    "llama3-8b": "CPU sizes T 256..1K forward only (the GPU grid is T 1K..128K, bf16, "
+                 "forward and forward+backward); a few minutes on 2 cores",
+    "llama3-70b": "CPU sizes T 256..512 forward only (GPU: T 1K..128K); a few minutes",
+    "mistral-7b": f"CPU sizes T 512..1K with the window scaled down to {CPU_WINDOW} keys so "
+                  f"that it binds (GPU: window {MISTRAL_WINDOW}, T 4K..128K); a few minutes",
+    "decode": "CPU sizes Tk 1K, 4K, 16K at B 1 and Tk 1K, 4K at B 4 (GPU: Tk 1K..128K, "
+              "B 1, 8, 64); about 4 minutes on a 2-core CPU at load 1 (B 4 at Tk 16K as well: "
+              "15 minutes at load 2 to 7)",
+    "bloom": "CPU sizes T 512..1K forward only (GPU: T 512..2K, bf16); about 2 minutes on "
+             "a 2-core CPU at load 1 (3 at load up to 6)",
+    "documents": "CPU sizes T 1K..2K (GPU: T 8K..64K); 8 packed documents either way; "
+                 "a few minutes",
+}
+COMPILE_NOTE = ("; flex_attention adds its torch.compile compilation in each of a point's two "
+                "workers (about 20 s each on an idle 2-core CPU, minutes under load): leave it "
+                "out with --impl for a quicker run")
+DEFAULT_PRESET = "quick"
+
+
+def note(name: str, devices: set[str]) -> str:
+    """What --dry-run says about a preset's sizes on these devices ('' when nothing)."""
+    if any(d.split(":", 1)[0] == "cpu" for d in devices) and name in CPU_NOTES:
+        return CPU_NOTES[name] + COMPILE_NOTE
+    return ""
+
+
+def preset_groups(name: str, device: str) -> list[SweepSpec]:
+    """The groups of a preset for a device ('cpu', 'cuda' or 'cuda:N')."""
+    try:
+        by_device = PRESETS[name]
+    except KeyError:
+        raise UnknownNameError("preset", name, PRESETS) from None
+    kind = device.split(":", 1)[0]
+    groups = by_device.get(kind)
+    if groups is None:
+        # a GPU-only preset asked for on the CPU: keep its shapes, use the CPU's dtype
+        other = next(iter(by_device.values()))
+        groups = [{**g, "dtype": ("float32",)} for g in other]
+    return [SweepSpec(device=(device,), **group) for group in groups]

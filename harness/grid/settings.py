@@ -1,0 +1,62 @@
+"""How a sweep measures (typed settings the plan fills and the measuring stage reads): timing
+(warm-up, samples, timer, lockstep), the worker's context and the run's limits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Lockstep:
+    """Take turns with another worker (see the module docstring): wait on ``wait_path``, make
+    one call, pass on ``pass_path`` (FIFOs). The leader takes the first turn and decides when
+    sampling ends."""
+    wait_path: str
+    pass_path: str
+    leader: bool
+    timeout_s: float = 720.0        # the other side's first call may compile
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    warmup: int = 2                 # warm-up calls after the first call, at most ...
+    warmup_time_s: float = 1.0      # ... and no more once warm-up (with the first call) took this
+    min_time_s: float = 0.5
+    min_repeats: int = 3
+    max_repeats: int = 50
+    cuda_flush_l2: bool = True
+    timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.measure.timers)
+    lockstep: Lockstep | None = None  # take turns with another worker (run_bench.py ab)
+
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    impl_modules: tuple[str, ...] = ()
+    max_memory_bytes: int | None = None
+    seed: int = 0
+
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    timeout_s: float = 120.0
+    max_memory_bytes: int | None = None
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    seed: int = 0
+    impl_modules: tuple[str, ...] = ()
+    cooldown_s: float = 0.0      # pause between implementations (GPU clocks settle)
+    probe_timeout_s: float = 300.0
+    # added to a task's timeout for implementations whose first call compiles (torch.compile:
+    # FlexAttention's first compilation took 20 s to 3 min on a loaded 2-core CPU); compilation
+    # is recorded apart (compile_time_s) and should not turn into a timeout
+    compile_allowance_s: float = 600.0
+    time_budget_s: float | None = None  # stop starting points after this many seconds
+
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(impl_modules=self.impl_modules,
+                             max_memory_bytes=self.max_memory_bytes, seed=self.seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

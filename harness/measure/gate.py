@@ -1,0 +1,152 @@
+"""The correctness gate: an implementation is checked against its reference before it is timed.
+
+Pure with respect to results: it returns a GateResult, the caller decides what to record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.contract import frameworks
+from harness.contract.masking import alibi_slopes, packed_document_ids
+from harness.contract.point_masks import point_mask
+from harness.contract.records import Point
+from harness.contract.reference import (
+    GATE_TOLERANCE,
+    exact_attention,
+    reference_output,
+    relative_error,
+)
+from harness.contract.registry import Implementation
+
+GATE_SHAPE = (1, 2, 64, 32)  # small enough for the float64 reference on any machine
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    max_error: float | None      # against the family's reference (None: approximate family)
+    tolerance: float | None
+    deviation_from_softmax: float | None  # relative Frobenius error vs exact attention
+    message: str = ""
+
+
+def gate_inputs(shape: tuple[int, int, int, int], *, seed: int = 0,
+                masked: bool = False) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal(shape) for _ in range(3))
+    mask = None
+    if masked:
+        mask = np.ones((shape[0], shape[2]), dtype=bool)
+        mask[:, shape[2] - max(1, shape[2] // 4):] = False
+    return q, k, v, mask
+
+
+def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,
+                    gqa: bool = False, q_len: bool = False, window: bool = False,
+                    alibi: bool = False, documents: bool = False,
+                    causal: bool = False) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
+    """q, k, v, padding mask and the mask keywords of a small gate case with these features:
+    GQA with 2 query heads per key/value head, Tq = 7 queries against T keys, a window of T/4
+    keys back (and T/8 ahead when not causal), BLOOM's slopes, 3 packed documents."""
+    batch, heads, length, dim = shape
+    q_heads = 2 * heads if gqa else heads
+    t_q = min(7, length) if q_len else length
+    q_shape = (batch, q_heads, t_q, dim)
+    k_shape = (batch, heads, length, dim)
+    rng = np.random.default_rng(seed)
+    q, k, v = rng.standard_normal(q_shape), rng.standard_normal(k_shape), \
+        rng.standard_normal(k_shape)
+    mask = None
+    if masked:
+        mask = np.ones((batch, length), dtype=bool)
+        mask[:, length - max(1, length // 4):] = False
+    extra: dict[str, object] = {}
+    if window:
+        left = max(1, length // 4)
+        extra["window"] = (left, 0 if causal else max(1, length // 8))
+    if alibi:
+        extra["alibi_slopes"] = alibi_slopes(q_heads)
+    if documents and not q_len:
+        extra["document_ids"] = packed_document_ids(batch, length, min(3, length), seed=seed)
+    return (q, k, v, mask), extra
+
+
+def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
+                   device: str, dtype: str, causal: bool, mask: np.ndarray | None,
+                   window: tuple[int, int] | None = None,
+                   alibi_slopes: np.ndarray | None = None,
+                   document_ids: np.ndarray | None = None) -> np.ndarray:
+    fw = frameworks.get(impl.framework)
+    with fw.precision(dtype):
+        args = [fw.from_numpy(x, device, dtype) for x in (q, k, v)]
+        mask_n = None if mask is None else fw.from_numpy(mask, device)
+        slopes = None if alibi_slopes is None else fw.from_numpy(alibi_slopes, device, dtype)
+        docs = None if document_ids is None else fw.from_numpy(document_ids, device)
+        out = fw.call(impl, *args, causal=causal, key_padding_mask=mask_n, window=window,
+                      alibi_slopes=slopes, document_ids=docs)
+        return fw.to_numpy(out).astype(np.float64)
+
+
+def point_inputs(point: Point, *, padded: bool = False,
+                 seed: int = 0) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
+    """q (B, Hq, Tq, D), k, v (B, Hkv, Tk, D), the padding mask (last quarter of the keys
+    masked when ``padded``) and the mask keywords of a point, as a sweep builds them."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((point.batch, point.heads, point.n_queries, point.head_dim))
+    k, v = (rng.standard_normal((point.batch, point.n_kv_heads, point.seq_len, point.head_dim))
+            for _ in range(2))
+    mask = None
+    if padded:
+        mask = np.ones((point.batch, point.seq_len), dtype=bool)
+        mask[:, point.seq_len - max(1, point.seq_len // 4):] = False
+    return (q, k, v, mask), point_mask(point)
+
+
+def check_point(impl: Implementation, point: Point, *, padded: bool = False,
+                seed: int = 0) -> GateResult:
+    """Compare one implementation with its reference on a point's workload (its shape,
+    device, dtype, causal, kv_heads, q_len, window, ALiBi, documents); never raises."""
+    (q, k, v, mask), extra = point_inputs(point, padded=padded, seed=seed)
+    return compare(impl, q, k, v, mask, extra, device=point.device, dtype=point.dtype,
+                   causal=point.causal)
+
+
+def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False,
+          masked: bool = False, shape: tuple[int, int, int, int] = GATE_SHAPE,
+          seed: int = 0, **features: bool) -> GateResult:
+    """Compare one implementation with its reference at a small shape; never raises.
+    ``features`` (gqa, q_len, window, alibi, documents): see ``workload_inputs``."""
+    (q, k, v, mask), extra = workload_inputs(shape, seed=seed, masked=masked, causal=causal,
+                                             **features)
+    return compare(impl, q, k, v, mask, extra, device=device, dtype=dtype, causal=causal)
+
+
+def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+            mask: np.ndarray | None, extra: dict[str, object], *, device: str, dtype: str,
+            causal: bool) -> GateResult:
+    """Run the implementation on these inputs and compare it with its family's reference."""
+    try:
+        out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal,
+                             mask=mask, **extra)  # type: ignore[arg-type]
+    except Exception as exc:
+        return GateResult(False, None, None, None, f"{type(exc).__name__}: {exc}")
+    if not np.isfinite(out).all():
+        return GateResult(False, None, None, None, "non-finite output")
+    exact = exact_attention(q, k, v, causal=causal, key_padding_mask=mask,
+                            **extra)  # type: ignore[arg-type]
+    deviation = relative_error(out, exact)
+    ref = reference_output(impl.family, q, k, v, causal=causal, key_padding_mask=mask,
+                           **extra)
+    if ref is None:
+        return GateResult(True, None, None, deviation,
+                          "approximate method: no exact reference, deviation recorded")
+    scale = max(1.0, float(np.abs(ref).max()))
+    max_error = float(np.abs(out - ref).max() / scale)
+    tolerance = (impl.gate_tolerance or {}).get(dtype, GATE_TOLERANCE[dtype])
+    passed = max_error <= tolerance
+    message = "" if passed else (f"output differs from the {impl.family} reference: max error "
+                                 f"{max_error:.3g} > tolerance {tolerance:.3g} ({dtype})")
+    return GateResult(passed, max_error, tolerance, deviation, message)

@@ -1,0 +1,160 @@
+"""The local executor: each task in its own worker process, with a timeout, never fatal.
+
+Workers are forked from a multiprocessing *forkserver* that has imported torch (and JAX, when
+installed) but never run anything: starting a worker costs a fork, not an import, and no worker
+inherits threads, CUDA contexts or allocator state from the parent or from another worker.
+A worker that raises, hangs, is killed by the kernel, or aborts becomes an ``Outcome`` with a
+status and a message.
+
+A worker killed by a signal is ``oom`` only when the kernel's OOM killer did it: SIGKILL and the
+kernel's ``oom_kill`` counter (the cgroup's ``memory.events``, else ``/proc/vmstat``) rose while
+the task ran. Any other death by signal (a SIGKILL from a user or a scheduler, SIGSEGV, SIGABRT,
+...) is ``error`` naming the signal.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+PRELOAD = ("numpy", "torch", "jax", "harness.measure.worker")
+CGROUP_EVENTS = Path("/sys/fs/cgroup/memory.events")
+VMSTAT = Path("/proc/vmstat")
+
+
+def _cgroup_events() -> Path:
+    """memory.events of this process's cgroup (v2), else the root one."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                candidate = CGROUP_EVENTS.parent / line[3:].lstrip("/") / "memory.events"
+                if candidate.exists():
+                    return candidate
+    except OSError:
+        pass
+    return CGROUP_EVENTS
+
+
+def oom_kill_count() -> int | None:
+    """The kernel's count of OOM kills (this cgroup's, else the machine's); None if unreadable."""
+    for path, prefix in ((_cgroup_events(), "oom_kill "), (VMSTAT, "oom_kill ")):
+        try:
+            for line in path.read_text().splitlines():
+                if line.startswith(prefix):
+                    return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def classify_death(exitcode: int | None, oom_kills_before: int | None,
+                   oom_kills_after: int | None) -> tuple[str, str]:
+    """(status, message) of a worker that died without a result (pure: the rule in one place)."""
+    if exitcode is None or exitcode >= 0:
+        return "error", f"worker exited with status {exitcode} without a result"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    if name != "SIGKILL":
+        return "error", f"worker died with {name}"
+    if oom_kills_before is None or oom_kills_after is None:
+        return "error", ("worker killed by SIGKILL; the kernel's oom_kill counter is unreadable "
+                         "here, so it is not counted as out of memory")
+    if oom_kills_after > oom_kills_before:
+        return "oom", ("worker killed by the kernel's out-of-memory killer (SIGKILL; oom_kill "
+                       f"count {oom_kills_before} -> {oom_kills_after})")
+    return "error", ("worker killed by SIGKILL, not by the kernel's out-of-memory killer "
+                     "(its oom_kill count did not change)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str            # "ok" (the task returned), "timeout", "oom", "error"
+    result: Any = None
+    message: str = ""
+    wall_s: float = 0.0
+
+
+def _child(conn: Connection, task: str, args: tuple[Any, ...]) -> None:
+    try:
+        from harness.measure.worker import run_task
+
+        result = run_task(task, *args)
+        conn.send(("ok", result))
+    except BaseException as exc:  # noqa: BLE001
+        conn.send(("raised", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+    finally:
+        conn.close()
+
+
+class LocalExecutor:
+    """Runs worker tasks one at a time, each in a fresh process."""
+
+    def __init__(self, *, start_method: str | None = None, env: dict[str, str] | None = None):
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        for key, value in (env or {}).items():
+            os.environ[key] = value
+        method = start_method or ("forkserver" if "forkserver" in
+                                  multiprocessing.get_all_start_methods() else "spawn")
+        self.context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            self.context.set_forkserver_preload(
+                [m for m in PRELOAD if importlib.util.find_spec(m.split(".")[0]) is not None])
+        self._current: multiprocessing.process.BaseProcess | None = None
+
+    def run(self, task: str, *args: Any, timeout: float | None = None) -> Outcome:
+        parent_conn, child_conn = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_child, args=(child_conn, task, args), daemon=True)
+        start = time.perf_counter()
+        oom_kills = oom_kill_count()
+        process.start()
+        self._current = process
+        child_conn.close()
+        try:
+            ready = parent_conn.poll(timeout)
+            if not ready:
+                self._kill(process)
+                return Outcome("timeout", message=f"no result after {timeout:g} s; worker killed",
+                               wall_s=time.perf_counter() - start)
+            try:
+                kind, payload = parent_conn.recv()
+            except EOFError:  # the worker died before it could answer
+                process.join(5)
+                return self._death(process, start, oom_kills)
+            process.join(30)
+            if process.is_alive():
+                self._kill(process)
+            wall = time.perf_counter() - start
+            if kind == "ok":
+                return Outcome("ok", result=payload, wall_s=wall)
+            return Outcome("error", message=f"worker raised {payload.strip().splitlines()[0]}",
+                           wall_s=wall)
+        finally:
+            self._current = None
+            parent_conn.close()
+
+    def interrupt(self) -> None:
+        """Kill a running worker (on Ctrl-C)."""
+        if self._current is not None and self._current.is_alive():
+            self._kill(self._current)
+
+    @staticmethod
+    def _kill(process: multiprocessing.process.BaseProcess) -> None:
+        process.kill()
+        process.join(10)
+
+    @staticmethod
+    def _death(process: multiprocessing.process.BaseProcess, start: float,
+               oom_kills_before: int | None) -> Outcome:
+        wall = time.perf_counter() - start
+        status, message = classify_death(process.exitcode, oom_kills_before, oom_kill_count())
+        return Outcome(status, message=message, wall_s=wall)

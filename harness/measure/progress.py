@@ -1,0 +1,172 @@
+"""What a running sweep shows on the console: per-point progress, the run's summary tables,
+and ``--dry-run``'s plan."""
+
+from __future__ import annotations
+
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from harness.contract.records import Point, SpeedRecord
+from harness.contract.registry import REGISTRY
+from harness.contract.registry import static_check
+from harness.store.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from harness.grid.plan import SweepPlan
+
+from harness.console import STATUS_STYLE, describe_point, format_bytes, format_seconds
+from harness.console import make_console
+
+class ProgressListener:
+    """Receives runner events; prints a line per record, under a live progress bar (points
+    done/total, elapsed, ETA) on a terminal; a plain line log when output is not a terminal
+    (CI logs: no bar, no control codes)."""
+
+    def __init__(self, console: Console | None = None, *, quiet_unsupported: bool = False):
+        self.console = console or make_console()
+        self.quiet_unsupported = quiet_unsupported
+        self.live = self.console.is_terminal
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, transient=True, disable=not self.live)
+        self.task: Any = None
+        self.unsupported = 0
+
+    def __call__(self, event: str, payload: Any) -> None:
+        if event == "start":
+            if payload["resumed"]:
+                self.console.print(f"resuming: {payload['resumed']} point(s) already recorded")
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=payload["todo"])
+        elif event == "probing":
+            self.progress.update(self.task, description=f"probing {payload} combination(s)")
+        elif event == "point":
+            self.progress.update(self.task, description=describe_point(payload))
+        elif event == "record":
+            self.progress.advance(self.task)
+            self.print_record(payload)
+        elif event in ("end", "interrupted"):
+            self.progress.stop()
+
+    def print_record(self, record: SpeedRecord) -> None:
+        style = STATUS_STYLE.get(record.status, "")
+        if record.status == "ok":
+            iqr = f" ±{format_seconds(record.time_iqr_s)}" if record.time_iqr_s else ""
+            self.console.print(f"[{style}]ok[/]      {describe_point(record)}: "
+                               f"{format_seconds(record.time_s)}{iqr}, "
+                               f"peak {format_bytes(record.peak_mem_bytes)}")
+        elif record.status == "unsupported" and self.quiet_unsupported:
+            self.unsupported += 1
+        else:
+            self.console.print(f"[{style}]{record.status:<8}[/] {describe_point(record)}: "
+                               f"{record.message}", highlight=False)
+
+
+def summary_tables(records: list[SpeedRecord]) -> list[Table]:
+    """One table per configuration (D, B, H, dtype, causal, pass, device): impl x seq_len."""
+    groups: dict[tuple, list[SpeedRecord]] = {}
+    for record in records:
+        if record.status == "unsupported":
+            continue
+        key = (record.device, record.head_dim, record.batch, record.heads, record.dtype,
+               record.causal, record.pass_, record.point.workload_label())
+        groups.setdefault(key, []).append(record)
+    tables = []
+    for (device, head_dim, batch, heads, dtype, causal, pass_, workload), items in \
+            sorted(groups.items()):
+        seq_lens = sorted({r.seq_len for r in items})
+        title = (f"median time (peak memory) — {device} D={head_dim} B={batch} H={heads} "
+                 f"{dtype}{' causal' if causal else ''} {pass_}" +
+                 (f" {workload}" if workload else ""))
+        table = Table(title=title, title_justify="left")
+        table.add_column("impl")
+        for t in seq_lens:
+            table.add_column(f"T={t}", justify="right")
+        by_impl: dict[str, dict[int, SpeedRecord]] = {}
+        for r in items:
+            by_impl.setdefault(r.impl, {})[r.seq_len] = r
+        for impl, cells in by_impl.items():
+            row = []
+            for t in seq_lens:
+                r = cells.get(t)
+                if r is None:
+                    row.append("")
+                elif r.status == "ok":
+                    row.append(f"{format_seconds(r.time_s)} ({format_bytes(r.peak_mem_bytes)})")
+                else:
+                    row.append(f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]")
+            table.add_row(impl, *row)
+        tables.append(table)
+    return tables
+
+
+def unsupported_table(records: list[SpeedRecord]) -> Table | None:
+    reasons: dict[str, set[str]] = {}
+    for r in records:
+        if r.status == "unsupported":
+            reasons.setdefault(r.impl, set()).add(r.message)
+    if not reasons:
+        return None
+    table = Table(title="not run here, and why", title_justify="left")
+    table.add_column("impl")
+    table.add_column("reason")
+    for impl, messages in reasons.items():
+        table.add_row(impl, "; ".join(sorted(messages)))
+    return table
+
+
+def print_run_summary(run_dir: RunDir, console: Console) -> None:
+    """The end-of-run tables (median time per implementation x T) and counts per status."""
+    all_records = [r for r in run_dir.records() if r.kind == "speed"]
+    for table in summary_tables(all_records):
+        console.print(table)
+    table = unsupported_table(all_records)
+    if table is not None:
+        console.print(table)
+    counts = {s: sum(r.status == s for r in all_records)
+              for s in ("ok", "oom", "timeout", "error", "unsupported", "skipped")}
+    console.print("records: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) +
+                  f"  ->  {run_dir.results_path}")
+
+
+def dry_run(sweep: SweepPlan, console: Console) -> int:
+    from harness.grid import presets
+
+    preset = sweep.description.get("preset")
+    note = presets.note(preset, {p.device for p in sweep.points}) if preset else ""
+    if note:
+        console.print(f"preset {preset}: {note}")
+    table = Table(title=f"dry run: {len(sweep.points)} point(s) (probes and the correctness "
+                        f"gate run at run time)", title_justify="left")
+    for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "workload",
+                   "seq_len", "plan"):
+        table.add_column(column)
+    groups: dict[tuple, list[Point]] = {}
+    for p in sweep.points:
+        groups.setdefault(p.series_key(), []).append(p)
+    will_run = 0
+    for items in groups.values():
+        first = items[0]
+        reason = static_check(REGISTRY.get(first.impl), first)
+        will_run += len(items) if reason is None else 0
+        seq = ",".join(str(p.seq_len) for p in items)
+        table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
+                      str(first.batch), str(first.heads), str(first.head_dim),
+                      first.workload_label() or "-", seq, "[green]run[/]" if reason is None
+                      else f"[dim]skip: {reason}[/]")
+    console.print(table)
+    console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
+                  f"unsupported")
+    return 0

@@ -1,0 +1,251 @@
+"""The runner: grid of points -> records, one worker per task, failures as data, resumable.
+
+Order of work for a run:
+1. static checks in this process (capabilities, packages, device present: nothing executed);
+2. a probe worker runs each (implementation, device, dtype, causal) once: availability by a
+   real tiny input, then the correctness gate against the float64 reference;
+3. per point, in order of increasing T within each series: a memory worker, then a timing
+   worker. After an out-of-memory (or a timeout), larger T of the same series are recorded as
+   skipped without being tried.
+With a time budget, points are taken in order of increasing T across all series (so running out
+of time costs the largest T, not whole implementations); points not started when the budget is
+spent get no record, so ``--resume`` picks them up.
+Every point ends as exactly one record appended to results.jsonl the moment it is known.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, TypeVar
+
+from harness.measure.processes import LocalExecutor, Outcome
+from harness.metrics.flops import derived
+from harness.metrics.peaks import bandwidth_peak, flops_peak
+from harness.contract.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
+from harness.contract.registry import REGISTRY, Implementation, load_impl_modules
+from harness.store.run_dir import RunDir, now_iso
+from harness.metrics.traffic import traffic_metrics
+from harness.measure.worker import FEATURE_NAMES
+from harness.grid.settings import RunSettings
+from harness.contract.registry import static_check
+
+Combo = tuple  # impl, device, dtype, causal[, workload features (see worker.FEATURE_NAMES)]
+
+
+def combo_of(point: Point) -> Combo:
+    """The probe/gate combination of a point; square self-attention keeps the 4-tuple."""
+    base = (point.impl, point.device, point.dtype, point.causal)
+    features = tuple(point.features()[name] for name in FEATURE_NAMES)
+    return base + (features,) if any(features) else base
+
+
+R = TypeVar("R", MemoryResult, TimingResult)
+
+
+
+@dataclass
+class RunSummary:
+    records: list[SpeedRecord] = field(default_factory=list)
+    resumed_skips: int = 0
+    interrupted: bool = False
+    not_tried: int = 0           # points left unmeasured because the time budget was spent
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.records)
+
+
+Listener = Callable[[str, Any], None]  # event name, payload
+
+
+
+class Runner:
+    def __init__(self, run_dir: RunDir, settings: RunSettings, *,
+                 executor: LocalExecutor | None = None, hardware_id: str = "",
+                 listener: Listener | None = None,
+                 peaks: dict[str, dict[str, Any]] | None = None,
+                 probe_cache: dict[Combo, dict[str, Any]] | None = None) -> None:
+        self.run_dir = run_dir
+        self.settings = settings
+        self.executor = executor or LocalExecutor()
+        self.hardware_id = hardware_id
+        self.listener = listener or (lambda event, payload: None)
+        self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.metrics.peaks)
+        # combination -> probe result, shared by runners that measure the same code (ab's round
+        # server gates each combination once, then measures many rounds)
+        self.probe_cache = {} if probe_cache is None else probe_cache
+        load_impl_modules(settings.impl_modules)  # the workers load them too
+
+    # -- public --------------------------------------------------------------------------
+    def run(self, points: Iterable[Point], *, resume: bool = False) -> RunSummary:
+        if self.settings.time_budget_s is None:
+            points = sorted(points, key=lambda p: (p.series_key(), p.seq_len))
+        else:
+            points = sorted(points, key=lambda p: (p.seq_len, p.series_key()))
+        summary = RunSummary()
+        done = self.run_dir.done_point_ids() if resume else set()
+        todo = [p for p in points if p.point_id not in done]
+        summary.resumed_skips = len(points) - len(todo)
+        self.listener("start", {"total": len(points), "todo": len(todo),
+                                "resumed": summary.resumed_skips})
+        try:
+            runnable = self._static_stage(todo, summary)
+            probes = self.probe(runnable)
+            self._measure_stage(runnable, probes, summary)
+        except KeyboardInterrupt:
+            self.executor.interrupt()
+            summary.interrupted = True
+            self.listener("interrupted", summary)
+        self.listener("end", summary)
+        return summary
+
+    # -- stages --------------------------------------------------------------------------
+    def _static_stage(self, points: list[Point], summary: RunSummary) -> list[Point]:
+        runnable = []
+        for point in points:
+            impl = REGISTRY.get(point.impl)
+            reason = static_check(impl, point)
+            if reason is None:
+                runnable.append(point)
+            else:
+                self._emit(summary, self._record(point, impl, "unsupported", reason))
+        return runnable
+
+    def probe(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
+        """Probe results of the points' combinations (cached: each probed once)."""
+        combos = sorted({combo_of(p) for p in points}, key=repr)
+        missing = [c for c in combos if c not in self.probe_cache]
+        if missing:
+            self.listener("probing", len(missing))
+            self.probe_cache.update(probe_combos(missing, self.executor, self.settings))
+        return {c: self.probe_cache[c] for c in combos}
+
+    def _measure_stage(self, points: list[Point], probes: dict[Combo, dict[str, Any]],
+                       summary: RunSummary) -> None:
+        stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
+        previous_impl = None
+        budget = self.settings.time_budget_s
+        deadline = None if budget is None else time.monotonic() + budget
+        for index, point in enumerate(points):
+            impl = REGISTRY.get(point.impl)
+            probe = probes.get(combo_of(point), {})
+            gate = probe.get("gate") or {}
+            gate_fields = {"gate_max_error": gate.get("max_error"),
+                           "gate_tolerance": gate.get("tolerance")}
+            if not probe.get("available", False):
+                status = "error" if probe.get("crashed") or probe.get("failed") \
+                    else "unsupported"
+                self._emit(summary, self._record(point, impl, status,
+                                                 probe.get("reason", "not probed")))
+                continue
+            if not gate.get("passed", False):
+                self._emit(summary, self._record(
+                    point, impl, "error", f"failed the correctness gate before timing: "
+                                          f"{gate.get('message', 'no gate result')}",
+                    **gate_fields))
+                continue
+            failure = stopped_at.get(point.series_key())
+            if failure is not None and point.seq_len > failure[0]:
+                self._emit(summary, self._record(
+                    point, impl, "skipped", f"not tried: {failure[1]} at seq_len={failure[0]} "
+                                            f"for the same implementation and configuration",
+                    **gate_fields))
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                summary.not_tried = len(points) - index
+                self.listener("budget_spent", summary.not_tried)
+                return
+            if previous_impl is not None and previous_impl != point.impl and \
+                    self.settings.cooldown_s > 0:
+                time.sleep(self.settings.cooldown_s)
+            previous_impl = point.impl
+            self.listener("point", point)
+            record = self._measure_point(point, impl, gate_fields)
+            if record.status in ("oom", "timeout"):
+                stopped_at[point.series_key()] = (point.seq_len, "out of memory"
+                                                  if record.status == "oom" else "timed out")
+            self._emit(summary, record)
+
+    def _measure_point(self, point: Point, impl: Implementation,
+                       gate_fields: dict[str, Any]) -> SpeedRecord:
+        started = now_iso()
+        context = self.settings.worker_context()
+        t0 = time.perf_counter()
+        timeout = self.settings.timeout_s + (self.settings.compile_allowance_s
+                                             if impl.compiles else 0.0)
+        memory = self._task("memory", MemoryResult, point, context, timeout=timeout)
+        if memory.status != "ok":
+            return self._record(point, impl, memory.status,
+                                f"memory pass: {memory.message}", started_at=started,
+                                wall_s=time.perf_counter() - t0, **gate_fields)
+        timing = self._task("timing", TimingResult, point, self.settings.timing, context,
+                            timeout=timeout)
+        values, extra = Measurement(memory, timing).record_values()
+        if any(point.features().values()) and impl.capabilities.paths:
+            extra["paths"] = dict(impl.capabilities.paths)
+        values.update(gate_fields)
+        if timing.status == "ok":
+            values.update(derived(point, impl.family, timing.time_s))
+            peaks = self.peaks.get(point.device)
+            values.update(traffic_metrics(
+                point, impl.traffic, time_s=timing.time_s, flops=values.get("flops"),
+                peak_bytes_per_s=bandwidth_peak(peaks),
+                peak_flops_per_s=flops_peak(peaks, point.dtype)))
+        return self._record(point, impl, timing.status,
+                            timing.message if timing.status == "ok"
+                            else f"timing pass: {timing.message}",
+                            started_at=started, wall_s=time.perf_counter() - t0,
+                            extra=extra, **values)
+
+    def _task(self, name: str, result_type: type[R], *args: Any,
+              timeout: float | None = None) -> R:
+        """The worker's typed result; a worker that died, hung or was killed: its status."""
+        outcome: Outcome = self.executor.run(name, *args,
+                                             timeout=timeout or self.settings.timeout_s)
+        if outcome.status == "ok":
+            return outcome.result
+        return result_type(status=outcome.status, message=outcome.message)
+
+    # -- records -------------------------------------------------------------------------
+    def _record(self, point: Point, impl: Implementation, status: str, message: str = "",
+                **values: Any) -> SpeedRecord:
+        values.setdefault("started_at", now_iso())
+        return SpeedRecord.for_point(point, framework=impl.framework, family=impl.family,
+                                     status=status, message=message,
+                                     hardware_id=self.hardware_id, **values)
+
+    def _emit(self, summary: RunSummary, record: SpeedRecord) -> None:
+        self.run_dir.append(record)
+        summary.records.append(record)
+        self.listener("record", record)
+
+
+def probe_combos(combos: list[Combo], executor: LocalExecutor,
+                 settings: RunSettings) -> dict[Combo, dict[str, Any]]:
+    """Availability and the correctness gate of each combination, in one probe worker; if that
+    worker crashes or hangs, each combination alone (so one bad combination is isolated)."""
+    # --timeout bounds the probe too: each combination may take one task's timeout
+    # methods that compile get compile_allowance_s on top (compilation is not run time)
+    compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
+    single_timeout = min(settings.probe_timeout_s, settings.timeout_s)
+    outcome = executor.run("probe", combos, settings.worker_context(),
+                           timeout=min(settings.probe_timeout_s, settings.timeout_s * len(combos))
+                           + compiling * settings.compile_allowance_s)
+    if outcome.status == "ok":
+        return outcome.result
+    results: dict[Combo, dict[str, Any]] = {}
+    for combo in combos:
+        single = executor.run("probe", [combo], settings.worker_context(),
+                              timeout=single_timeout + (settings.compile_allowance_s
+                                                        if REGISTRY.get(combo[0]).compiles
+                                                        else 0.0))
+        if single.status == "ok":
+            results.update(single.result)
+        else:
+            results[combo] = {"available": False, "crashed": True,
+                              "reason": f"{combo[0]}: probe worker failed ({single.status}): "
+                                        f"{single.message}"}
+    return results
+
+
+

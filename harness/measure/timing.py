@@ -1,0 +1,70 @@
+"""The timing loop inside a worker (statistics of the samples: harness.metrics.stats).
+
+Warm-up calls first, then samples until ``min_time_s`` of measured time or ``max_repeats``
+samples (at least ``min_repeats``); every sample is kept, and beside each the CPU time the worker
+process used during it (``process_time``: not stretched when other processes take the CPU away;
+``run_bench.py ab --clock cpu`` compares it). The timer is the workload's (harness.measure.timers:
+CUDA events for torch on GPU, an L2-flushing timer for JAX on GPU) or wall-clock on the CPU.
+Lockstep timing for ``run_bench.py ab``: harness.measure.lockstep; memory: harness.measure.memory.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness.contract.workload import Workload
+from harness.grid.settings import TimingSettings
+from harness.measure.lockstep import time_in_lockstep
+from harness.measure.timers import WallClockTimer
+
+
+def first_call(work: Workload) -> float:
+    """Time of the very first call (JAX jit compilation, lazy initialisation): never a sample."""
+    work.setup()
+    start = time.perf_counter()
+    value = work.run()
+    work.block(value)
+    return time.perf_counter() - start
+
+
+def time_workload(work: Workload, settings: TimingSettings,
+                  warm_s: float = 0.0) -> tuple[list[float], Any]:
+    """Warm up, then sample until min_time_s or max_repeats; returns samples and last output.
+
+    ``warm_s`` is warm-up time already spent (the first call): a call that takes seconds is
+    warm after one or two calls, and further warm-up would only lengthen the run.
+    """
+    if settings.lockstep is not None:
+        return time_in_lockstep(work, settings, settings.lockstep)
+    timer = work.timer or WallClockTimer()
+    value = None
+    work.info["warmup_calls"] = 0
+    for _ in range(settings.warmup):
+        if warm_s >= settings.warmup_time_s:
+            break
+        work.info["warmup_calls"] += 1
+        work.setup()
+        start = time.perf_counter()
+        value = work.run()
+        work.block(value)
+        warm_s += time.perf_counter() - start
+    samples: list[float] = []
+    cpu_samples: list[float] = []   # CPU time of the process per sample (outside the timed call)
+    while True:
+        work.setup()
+        cpu_start = time.process_time()
+        elapsed, value = timer.time(work)
+        cpu_samples.append(time.process_time() - cpu_start)
+        samples.append(elapsed)
+        enough_time = sum(samples) >= settings.min_time_s
+        if len(samples) >= settings.max_repeats or \
+                (len(samples) >= settings.min_repeats and enough_time):
+            break
+    work.info["cpu_samples"] = cpu_samples
+    return samples, value
+
+
+
+# -- CPU resident-set readers ------------------------------------------------------------------
+

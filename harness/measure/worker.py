@@ -1,0 +1,390 @@
+"""What runs inside a worker process: one task, one result dict, exceptions turned into status.
+
+Four tasks, each in a fresh process so that one point cannot disturb another:
+- ``probe_task``: availability (a real tiny run) and the correctness gate for a set of
+  (implementation, device, dtype, causal) combinations;
+- ``memory_task``: the peak-memory pass of one point;
+- ``timing_task``: the timing pass of one point, plus output sanity and fidelity (and, on a
+  GPU, the timer chosen by ``--timer``, NVTX ranges and NVML clock samples);
+- ``peaks_task``: the machine's measured GEMM and copy peaks on one device.
+The parent (harness.measure.processes) turns a worker that dies or hangs into a record as well.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+from dataclasses import asdict
+from typing import Any
+
+from harness.contract import frameworks
+from harness.measure import timers as gpu_timing
+from harness.measure.gate import check as gate_check
+from harness.measure.device_setup import (
+    CudaContextError,
+    cap_cuda_allocator,
+    cap_jax_memory,
+    cuda_context_error,
+    device_scope,
+    select_torch_cuda_device,
+)
+from harness.errors import UnsupportedError
+from harness.measure.gpu_watch import watch_for
+from harness.grid.settings import TimingSettings
+from harness.measure.timing import first_call, time_workload
+from harness.measure.memory import limit_malloc_caching, peak_rss_bytes, reset_peak_rss, rss_bytes
+from harness.contract.records import MemoryResult, Point, TimingResult
+from harness.contract.reference import relative_error
+from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
+from harness.metrics.stats import sample_stats
+from harness.grid.settings import WorkerContext
+
+# Fidelity needs the exact output at the point's shape; computed only where that is cheap.
+FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
+
+
+
+def prepare(context: WorkerContext, device: str | None = None, framework: str | None = None,
+            extra_device_bytes: int = 0) -> None:
+    """Common set-up at the start of every task; applies --max-memory for the device.
+
+    On a CUDA device, torch's current device becomes the point's device (CUDA events and
+    Triton launches use the current device, not the tensors'), and the cap goes to the
+    framework that runs the point: torch's caching allocator, or JAX's memory fraction (set
+    before JAX starts its GPU backend; no torch CUDA context in a JAX worker).
+    ``extra_device_bytes`` is what the harness itself allocates on the device besides the
+    workload (the L2-flush buffer of the timing pass): the cap grows by it, so that the timing
+    pass has the same room for the workload as the memory pass.
+
+    The allocator is left as a user's process has it (glibc's dynamic thresholds): only the
+    memory pass limits malloc caching (``memory_task``), since timing under fixed thresholds
+    would make every large temporary pay fresh page faults that a real program does not.
+    """
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    load_impl_modules(context.impl_modules)
+    if device is not None and device_kind(device) == "cuda" and framework == "torch":
+        select_torch_cuda_device(device)
+    if context.max_memory_bytes and device is not None:
+        if device_kind(device) == "cuda":
+            cap = context.max_memory_bytes + max(0, int(extra_device_bytes))
+            if framework == "jax":
+                cap_jax_memory(cap, device)
+            else:
+                cap_cuda_allocator(cap, device)
+        else:
+            cap_address_space(context.max_memory_bytes)
+
+
+def cap_address_space(max_bytes: int) -> None:
+    """RLIMIT_AS = what the process already maps + max_bytes: allocations beyond fail (-> oom)."""
+    mapped = _vm_size_bytes()
+    if mapped is None:
+        return
+    limit = mapped + max_bytes
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _vm_size_bytes() -> int | None:
+    from harness.measure.memory import read_status_kib
+
+    value = read_status_kib("VmSize")
+    return None if value is None else value * 1024
+
+
+def classify(exc: BaseException, framework: str) -> tuple[str, str]:
+    """(status, message) for an exception raised while measuring."""
+    message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    if isinstance(exc, UnsupportedError):
+        return "unsupported", str(exc)
+    try:
+        if frameworks.get(framework).is_oom(exc):
+            return "oom", message[:500]
+    except Exception:
+        pass
+    return "error", message[:500]
+
+
+def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
+    """Device memory the timing pass allocates besides the workload (the L2-flush buffer)."""
+    flush_bytes = getattr(fw, "l2_flush_bytes", None)
+    if not settings.cuda_flush_l2 or flush_bytes is None or device_kind(device) != "cuda":
+        return 0
+    try:
+        return int(flush_bytes(device))
+    except Exception:  # noqa: BLE001 - no CUDA here: the workload will say so itself
+        return 0
+
+
+# -- tasks -------------------------------------------------------------------------------------
+FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
+
+
+def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
+    """{(impl, device, dtype, causal[, features]): {available, reason, gate...}} for each
+    combination; ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's
+    workload: the gate runs a small case with the same features).
+
+    Not ``available`` with ``failed`` set: the implementation should run here (capabilities,
+    packages, device, its own probe) but its tiny run returned a wrong-shaped or non-finite
+    output, which is an error, not an unsupported combination.
+    """
+    prepare(context)
+    out: dict[tuple, dict[str, Any]] = {}
+    for combo in combos:
+        impl_name, device, dtype, causal = combo[:4]
+        features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
+        impl = REGISTRY.get(impl_name)
+        with device_scope(impl.framework, device):
+            verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal,
+                                    **features)
+            entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
+            if verdict.available:
+                tiny = tiny_run(impl, device, dtype)
+                if not tiny:   # raising there: cannot run here; a wrong output: a failure
+                    entry = {"available": False, "reason": tiny.reason,
+                             "failed": wrong_output(tiny.reason)}
+                else:
+                    gate = gate_check(impl, device=device, dtype=dtype, causal=causal,
+                                      **features)
+                    entry["gate"] = asdict(gate)
+        broken = cuda_context_error(impl.framework, device)
+        if broken is not None:
+            raise CudaContextError(f"{impl_name} on {device}/{dtype} left the CUDA context "
+                                   f"unusable: {broken}")
+        out[tuple(combo)] = entry
+    return out
+
+
+def runnable_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
+                  masked: bool = False, **features: bool) -> Any:
+    """Capabilities, packages, device and the implementation's own probe: nothing of its
+    attention is run. Not available here means unsupported (not a failure)."""
+    verdict = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
+                            run_probe=False, **features)
+    if verdict and impl.probe is not None:
+        try:
+            verdict = impl.probe(device, dtype)
+        except Exception as exc:  # noqa: BLE001
+            from harness.contract.registry import Availability
+
+            verdict = Availability(False, f"{impl.name}: probe failed: {type(exc).__name__}: "
+                                          f"{exc}")
+    return verdict
+
+
+def wrong_output(reason: str) -> bool:
+    """Whether a failed tiny run returned a wrong result (the adapters' tiny_run wording)
+    rather than raising (which means the method cannot run this combination here)."""
+    return "returned shape" in reason or "non-finite output" in reason
+
+
+def tiny_run(impl: Any, device: str, dtype: str) -> Any:
+    try:
+        return frameworks.get(impl.framework).tiny_run(impl, device, dtype)
+    except Exception as exc:  # noqa: BLE001
+        from harness.contract.registry import Availability
+
+        return Availability(False, f"{impl.name}: {type(exc).__name__}: {exc}")
+
+
+def check_task(items: list[tuple[str, str, str, bool, bool]], context: WorkerContext) -> dict:
+    """``run_bench.py check``'s work, in a worker: {(impl, device, dtype, causal, masked):
+    {"skipped": reason} or the gate result as a dict}."""
+    prepare(context)
+    out: dict[tuple[str, str, str, bool, bool], dict[str, Any]] = {}
+    for impl_name, device, dtype, causal, masked in items:
+        impl = REGISTRY.get(impl_name)
+        verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal, masked=masked)
+        if not verdict:
+            out[(impl_name, device, dtype, causal, masked)] = {"skipped": verdict.reason}
+            continue
+        gate = gate_check(impl, device=device, dtype=dtype, causal=causal, masked=masked)
+        out[(impl_name, device, dtype, causal, masked)] = asdict(gate)
+    return out
+
+
+def check_workloads_task(items: list[tuple[str, Any]], context: WorkerContext) -> dict:
+    """``run_bench.py check --workloads``' work, in a worker: {(impl, case name): {"skipped":
+    reason} or the gate result as a dict} for harness.grid.workload_cases cases (impl, device and
+    dtype already in each case's point)."""
+    from harness.measure.gate import check_point
+
+    prepare(context)
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for impl_name, case in items:
+        impl = REGISTRY.get(impl_name)
+        point = case.point
+        verdict = runnable_here(impl, device=point.device, dtype=point.dtype,
+                                causal=point.causal, masked=case.padded, **case.features())
+        if not verdict:
+            out[(impl_name, case.name)] = {"skipped": verdict.reason}
+            continue
+        out[(impl_name, case.name)] = asdict(check_point(impl, point, padded=case.padded))
+    return out
+
+
+def availability_task(items: list[tuple[str, str]], context: WorkerContext) -> dict:
+    """``run_bench.py list``'s probes, in a worker: {(impl, device): {dtype: (available,
+    reason)}} for every dtype the implementation declares (sdpa_flash runs on a GPU in
+    float16/bfloat16 only: a float32 probe alone would call it unavailable)."""
+    prepare(context)
+    out: dict[tuple[str, str], dict[str, tuple[bool, str]]] = {}
+    for impl_name, device in items:
+        impl = REGISTRY.get(impl_name)
+        with device_scope(impl.framework, device):
+            out[(impl_name, device)] = dtype_availability(impl, device)
+    return out
+
+
+def dtype_availability(impl: Any, device: str) -> dict[str, tuple[bool, str]]:
+    """{dtype: (available, reason)} on a device, for each dtype the implementation declares."""
+    out = {}
+    for dtype in impl.capabilities.dtypes:
+        verdict = impl.supports(device=device, dtype=dtype)
+        out[dtype] = (verdict.available, verdict.reason)
+    return out
+
+
+def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
+    load_impl_modules(context.impl_modules)
+    limit_malloc_caching()   # RSS must track what is in use (see measure.limit_malloc_caching)
+    impl = REGISTRY.get(point.impl)
+    fw = frameworks.get(impl.framework)
+    prepare(context, point.device, impl.framework)
+    try:
+        with fw.precision(point.dtype):
+            work = fw.memory_workload(impl, point, seed=context.seed)
+            device_result = fw.device_peak_bytes(work, point.device)
+            if device_result is not None:
+                peak, method = device_result
+                return MemoryResult(peak_mem_bytes=int(peak), mem_method=method,
+                                    input_bytes=work.input_bytes)
+            # CPU: one warm-up call (lazy initialisation, JIT compilation), then the peak RSS
+            # of one call above the RSS with the inputs allocated.
+            work.setup()
+            value = work.run()
+            work.block(value)
+            del value
+            work.setup()
+            gc.collect()
+            if not reset_peak_rss():
+                return MemoryResult(peak_mem_bytes=None, input_bytes=work.input_bytes,
+                                    mem_method="unavailable: cannot reset VmHWM "
+                                               "(/proc/self/clear_refs)")
+            baseline = rss_bytes()
+            value = work.run()
+            work.block(value)
+            peak = peak_rss_bytes()
+            return MemoryResult(peak_mem_bytes=max(0, int(peak - baseline)),
+                                mem_method="cpu_rss_hwm_above_inputs",
+                                input_bytes=work.input_bytes, rss_baseline_bytes=baseline)
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes data
+        status, message = classify(exc, impl.framework)
+        return MemoryResult(status=status, message=message)
+
+
+def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) -> TimingResult:
+    load_impl_modules(context.impl_modules)
+    impl = REGISTRY.get(point.impl)
+    fw = frameworks.get(impl.framework)
+    prepare(context, point.device, impl.framework,
+            extra_device_bytes=harness_device_bytes(fw, point.device, settings))
+    try:
+        with fw.precision(point.dtype):
+            work = fw.make_workload(impl, point, seed=context.seed)
+            conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
+                                            device=point.device, label=point.point_id,
+                                            flush_l2=settings.cuda_flush_l2)
+            first = first_call(work)
+            with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
+                samples, value = time_workload(work, settings, warm_s=first)
+            wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
+            finite = work.check(value)
+            del value
+            stats = sample_stats(samples)
+            result = TimingResult(
+                time_samples_s=samples, first_call_s=first,
+                warmup=work.info.get("warmup_calls", settings.warmup),
+                threads=fw.threads(),
+                timer=(work.timer.name if work.timer else "perf_counter")
+                + ("+block_until_ready" if impl.framework == "jax" else ""),
+                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
+                cpu_time_samples_s=work.info.get("cpu_samples") or None,
+                lockstep=work.info.get("lockstep"))
+            result.set_conditions({**conditions, **watch.fields()})
+            if impl.framework == "jax" or impl.compiles:
+                # the first call is dominated by compilation (jit, torch.compile); never part
+                # of the samples
+                result.compile_time_s = max(0.0, first - stats.median)
+            result.mask_build_s = work.info.get("mask_build_s")
+            if wrong_shape:
+                result.status, result.message = "error", wrong_shape
+                return result
+            if not finite:
+                result.status, result.message = "error", "non-finite output (NaN or Inf)"
+                return result
+            if impl.family != "exact" and point.pass_ == "forward":
+                result.deviation_from_softmax = fidelity(work, point, fw)
+            return result
+    except BaseException as exc:  # noqa: BLE001
+        status, message = classify(exc, impl.framework)
+        return TimingResult(status=status, message=message)
+
+
+def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str:
+    """Why the timed call's output has the wrong shape ('' when right, or not checkable).
+
+    Forward: q's shape with v's last dimension; with a backward: q's gradient, q's shape.
+    Checked once, on the output of the last timed sample (never inside the timed region).
+    """
+    while isinstance(value, (tuple, list)) and value:   # JAX: (out, grads) or grads
+        value = value[0]
+    if len(inputs) < 3 or not hasattr(value, "shape"):
+        return ""
+    q, _, v = inputs[:3]
+    forward = (*tuple(q.shape)[:-1], tuple(v.shape)[-1])
+    expected = forward if pass_ == "forward" else tuple(q.shape)
+    got = tuple(value.shape)
+    if got != expected and (pass_ == "forward" or got != forward):
+        what = "gradient of q" if pass_ != "forward" else "output"
+        return f"wrong {what} shape {got} at the timed size (expected {expected})"
+    return ""
+
+
+def fidelity(work: Any, point: Point, fw: Any) -> float | None:
+    """Relative deviation of the output from exact softmax attention on the same inputs."""
+    if point.batch * point.heads * point.n_queries * point.seq_len > FIDELITY_MAX_SCORES:
+        return None
+    from harness.contract.point_masks import point_mask
+    from harness.contract.reference import exact_attention
+
+    q, k, v = (fw.to_numpy64(x) for x in work.inputs)
+    out = fw.to_numpy64(work.run())
+    return relative_error(out, exact_attention(q, k, v, causal=point.causal,
+                                               **point_mask(point)))
+
+
+def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
+    """The machine's measured peaks on ``device`` (harness.metrics.peaks), in a fresh process."""
+    from harness.metrics.peaks import measure_peaks
+
+    prepare(context)   # no --max-memory cap: the copy buffer is sized for the device
+    return measure_peaks(device)
+
+
+def run_task(name: str, *args: Any) -> Any:
+    """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
+    tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task,
+             "check": check_task, "check_workloads": check_workloads_task,
+             "availability": availability_task, "peaks": peaks_task}
+    start = time.perf_counter()
+    result = tasks[name](*args)
+    if isinstance(result, (MemoryResult, TimingResult)):
+        result.task_wall_s = time.perf_counter() - start
+    return result
+

@@ -1,0 +1,47 @@
+"""Derived metrics: pure functions of a point and its measured time.
+
+FLOPs follow the mask: the forward of exact attention is 4 * B * Hq * D * (allowed (query, key)
+pairs) (two matmuls, 2 FLOPs per multiply-add each), the pairs counted exactly for causal
+(bottom-right), windows, packed documents and Tq != Tk. Causal Tq = Tk = T counts T(T+1)/2
+pairs per head (FlashAttention's benchmarks use T^2/2). Backward 2.5x, forward+backward 3.5x
+the forward (the convention of FlashAttention's benchmarks).
+"""
+
+from __future__ import annotations
+
+from harness.contract.masking import allowed_pairs
+from harness.contract.point_masks import document_ids
+from harness.contract.records import Point
+
+PASS_FACTOR = {"forward": 1.0, "backward": 2.5, "forward_backward": 3.5}
+EXACT_FLOP_MODEL = ("4*B*Hq*D*(allowed query-key pairs) for the forward (two matmuls; the pairs "
+                    "counted exactly for causal, windows, documents and Tq != Tk: causal "
+                    "Tq=Tk=T gives T(T+1)/2); backward 2.5x, forward+backward 3.5x the forward")
+NO_FLOP_MODEL = ("not computed: the method does not form QK^T, so the exact-attention FLOP "
+                 "count would not describe its work; compare tokens/s instead")
+def point_pairs(point: Point) -> int:
+    """Allowed (query, key) pairs summed over the batch (one head)."""
+    return allowed_pairs(point.n_queries, point.seq_len, causal=point.causal,
+                         window=point.window_pair, document_ids=document_ids(point),
+                         batch=point.batch)
+
+
+def attention_flops(point: Point) -> float:
+    """FLOPs of exact attention at this point (mask-aware)."""
+    forward = 4.0 * point.heads * point.head_dim * point_pairs(point)
+    return forward * PASS_FACTOR[point.pass_]
+
+
+def derived(point: Point, family: str, time_s: float | None) -> dict[str, object]:
+    """tokens/s (query tokens) for all; FLOPs and TFLOP/s for exact attention only."""
+    values: dict[str, object] = {"tokens_per_s": None, "flops": None, "tflops": None,
+                                 "flop_model": EXACT_FLOP_MODEL if family == "exact"
+                                 else NO_FLOP_MODEL}
+    if time_s is None or time_s <= 0:
+        return values
+    values["tokens_per_s"] = point.tokens / time_s
+    if family == "exact":
+        flops = attention_flops(point)
+        values["flops"] = flops
+        values["tflops"] = flops / time_s / 1e12
+    return values

@@ -1,0 +1,40 @@
+"""The grids stored in run directories: what ``--resume`` keeps and ``--grid-from`` takes, and
+the plan of a request that names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import UsageError
+from harness.grid.plan import StoredGrids, SweepPlan, SweepRequest, plan
+from harness.store.run_dir import open_run
+
+
+def plan_sweep(request: SweepRequest, **options: Any) -> SweepPlan:
+    """``harness.grid.plan.plan`` with the grids stored in the run directories the request
+    names (``--resume``, ``--grid-from``)."""
+    return plan(request, stored=stored_grids(request), **options)
+
+
+def stored_grids(request: SweepRequest) -> StoredGrids:
+    grid_from = stored_grid_arguments(request.grid_from, "--grid-from") \
+        if request.grid_from else None
+    resume = None
+    if request.resume:
+        meta = open_run(request.resume).metadata()
+        if meta.get("kind", "speed") != "speed":
+            raise UsageError(f"--resume {request.resume}: this is a {meta.get('kind')} run, not "
+                             f"a speed sweep (resume it with the command that made it)")
+        resume = stored_grid_arguments(request.resume, "--resume")
+    return StoredGrids(grid_from=grid_from, resume=resume)
+
+
+def stored_grid_arguments(run_dir: str, flag: str) -> dict[str, Any] | None:
+    """The grid flags stored in RUN_DIR's run.json; refused for a merge of different grids."""
+    meta = open_run(run_dir).metadata()
+    if meta.get("grids"):
+        raise UsageError(f"{flag} {run_dir}: this run merges {len(meta['grids'])} different "
+                         "grids, so it has no one grid to take" +
+                         ("; it cannot be resumed" if flag == "--resume" else
+                          "; give the grid flags"))
+    return (meta.get("grid") or {}).get("arguments")
