@@ -3,6 +3,8 @@ the CUDA-graph timer, NVTX ranges, the L2-flush note, and the JAX flush timer.""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from harness.measure import gpu_watch
@@ -26,6 +28,7 @@ class FakeNVML:
         self.fail_init = fail_init
         self.handles = []
         self.shutdown = False
+        self.last_clock_reached = threading.Event()   # every scripted clock but the last read
 
     def nvmlInit(self):
         if self.fail_init:
@@ -46,7 +49,10 @@ class FakeNVML:
         return self.max_clock
 
     def nvmlDeviceGetClockInfo(self, handle, kind):
-        return self.clocks.pop(0) if len(self.clocks) > 1 else self.clocks[0]
+        value = self.clocks.pop(0) if len(self.clocks) > 1 else self.clocks[0]
+        if len(self.clocks) == 1:
+            self.last_clock_reached.set()
+        return value
 
     def nvmlDeviceGetTemperature(self, handle, kind):
         return 70
@@ -75,9 +81,9 @@ def test_summary_marks_a_point_timed_below_90_percent_of_max_clock_as_throttled(
 def test_clock_watch_samples_while_the_point_is_timed():
     nvml = FakeNVML([1980, 1975, 1600, 1590], reasons=0x8)
     with gpu_watch.ClockWatch("cuda:0", nvml=nvml, interval_s=0.001) as watch:
-        total = 0
-        for i in range(200000):   # some work while the thread samples
-            total += i
+        # the background thread, not entry and exit alone, reads the scripted clocks: wait for
+        # it (the bound only keeps a broken watch from hanging the suite)
+        assert nvml.last_clock_reached.wait(timeout=300)
     fields = watch.fields()
     assert fields["clock_samples"] >= 2
     assert fields["sm_clock_mhz_max"] == 1980 and fields["sm_clock_mhz_min"] == 1590
