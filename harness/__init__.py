@@ -1,17 +1,20 @@
-"""attnbench's machinery: registry, numpy entry point, runner, results, reports.
+"""attnbench's machinery: the stages of the pipeline, one package each, and the numpy entry point.
 
-Where things are:
-- harness.contract.registry     what implementations exist and what each can do (``register``)
-- harness.api          ``attention(name, q, k, v, ...)`` on numpy arrays
-- harness.contract.reference    float64 references every implementation is checked against
-- harness.measure.gate  the gate an implementation passes before it is timed
-- harness.contract.frameworks   the torch / JAX adapters (inputs, timers, memory readers)
-- harness.contract.records      the record: the contract between measuring and everything downstream
-- harness.grid.spec, harness.grid.presets   what to sweep
-- harness.measure.runner, harness.measure.processes, harness.measure.worker, harness.measure.timing   how it is measured
-- harness.store.run_dir        run directories (run.json + results.jsonl), ``load_results``
-- harness.report, harness.verdicts.compare, harness.accuracy   reports, regression checks, LRA
-- harness.commands     one module per run_bench.py command (table in harness.cli)
+Where things are (each stage imports only the ones before it; tests/test_import_graph.py):
+- harness.contract   what a measurement is: the axis table (axes), points and records (records),
+                     the registry of implementations (``register``), masks, float64
+                     references, precision, the torch / JAX adapters (frameworks)
+- harness.metrics    FLOPs, bytes moved, the machine's peaks, statistics of samples
+- implementations/   one module per attention method, registered into the contract
+- harness.grid       what to sweep: spec, presets, plan (flags -> points), settings, sharding, cost
+- harness.store      run directories (run.json + results.jsonl, ``load_results``), hardware
+                     fingerprint, merge, resume
+- harness.measure    how it is measured: runner, worker processes, correctness gate, timing and
+                     timers, memory, GPU watch, profiling, lockstep round server
+- harness.report, harness.verdicts (compare, ab), harness.accuracy (LRA)   what is made of records
+- harness.scale      executors: in-process, per-GPU, Slurm
+- harness.commands   one module per run_bench.py command (table in harness.cli)
+- harness.api        ``attention(name, q, k, v, ...)`` on numpy arrays
 """
 
 from harness.api import attention

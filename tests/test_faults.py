@@ -1,5 +1,5 @@
 """Fault injection: every fault ends with each measured point recorded exactly once and every
-line of every results file valid JSON (README, "What survives what")."""
+line of every results file valid JSON (docs/methodology.md, "What survives what")."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def test_old_sweep_resumes_and_new_records_keep_every_old_field(tmp_path, capsys
     # no grid flags: the stored grid; every point is there, so nothing runs
     assert cli.main(["sweep", "--resume", str(run), "--no-report"]) == 0
     assert read_records(run) == old
-    # grid flags with --resume are refused (the stored grid is kept exactly: README)
+    # grid flags with --resume are refused (stored grid kept exactly: docs/workloads.md, "Sweeps")
     assert cli.main(["sweep", "--resume", str(run), "--seq-len", "512", "--no-report"]) == 2
     # a point lost (as by a crash before its record): measured now, appended beside the old ones
     lines = (run / "results.jsonl").read_text().splitlines(keepends=True)
