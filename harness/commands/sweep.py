@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="take the machine's GEMM and copy peaks from the cache under the "
                           "results folder when present, instead of measuring them (a few "
                           "seconds) at the start of the run")
-    scale = parser.add_argument_group("scale-out (README: Running on many GPUs and on Slurm)")
+    scale = parser.add_argument_group("scale-out (docs/scale-out.md)")
     scale.add_argument("--shard", metavar="I/N",
                        help="run only the I-th of N disjoint parts of the grid (1-based), "
                             "balanced by expected cost")

@@ -1,4 +1,4 @@
-"""Sweep presets: data, not code. Sources of the shapes: README.md (Presets): the Pythia
+"""Sweep presets: data, not code. Sources of the shapes: docs/workloads.md (Presets): the Pythia
 suite, LRA, the Hrrformer study, Llama 3, Mistral 7B and BLOOM.
 
 Each preset maps a device kind ("cpu" or "cuda") to a list of groups; every group is the cross
@@ -83,7 +83,8 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
     },
 }
 
-# Workloads of today's models: (query heads, key/value heads, head dim). Sources in README.md:
+# Workloads of today's models: (query heads, key/value heads, head dim); sources in
+# docs/workloads.md:
 # Llama 3 (Meta, "The Llama 3 Herd of Models", 2024, table 3), Mistral 7B (Jiang et al. 2023,
 # table 1), BLOOM-7b1 (BigScience model card; ALiBi: Press et al. 2022).
 LLAMA3_8B = dict(heads=(32,), kv_heads=(8,), head_dim=(128,))

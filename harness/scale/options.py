@@ -16,8 +16,7 @@ OPTIONS_WITH_VALUES = ("--executor", "--shards", "--slurm-partition", "--slurm-a
 
 
 def add_slurm_arguments(parser: argparse.ArgumentParser, *, distributed: bool = False) -> None:
-    slurm = parser.add_argument_group("slurm executor (README: Running on many GPUs and on "
-                                      "Slurm)")
+    slurm = parser.add_argument_group("slurm executor (docs/scale-out.md)")
     slurm.add_argument("--slurm-partition", default=None)
     slurm.add_argument("--slurm-account", default=None)
     slurm.add_argument("--slurm-qos", default=None)
