@@ -46,14 +46,14 @@ D log D FFT work favours ``fft`` at some point, which is where the limit sits un
 Where the time goes (T=65536, D=64, in-process, glibc returning freed blocks of 256 KiB and
 more to the OS as the harness's workers do): each GEMM ~23 ms from memory, a fresh
 (B, H, T, D) tensor ~18-24 ms of page faults on first touch, the elementwise passes the rest.
-Reusing chunk buffers instead of a fresh temporary per chunk took the forward from 140 to
-100 ms and forward+backward from 460 to 360 ms. Chunk sizes from 2^16 to 2^21 elements
+Chunk buffers are reused rather than allocated per chunk (a fresh temporary per chunk measured
+140 ms forward and 460 ms forward+backward against 100 and 360 ms). Chunk sizes from 2^16 to 2^21 elements
 changed forward+backward by under 3% at 2^18..2^21 (2^16: 13% slower, per-op overhead), and
 keeping P from the forward instead of recomputing it gained nothing (its write and page
 faults cost what the GEMM saves). torch.compile of the whole backward (Inductor, CPU) ran
 260 ms, no faster than this one.
-GPU: ``gemm`` for D <= 256 by the same FLOP/bandwidth argument; NOT YET MEASURED on a GPU (none
-was at hand). No GPU-only code (Triton, torch.compile) is included. On CUDA the GEMM loops are
+GPU: ``gemm`` for D <= 256 by the same FLOP/bandwidth argument, not measured on a GPU. No
+GPU-only code (Triton, torch.compile) is included. On CUDA the GEMM loops are
 ``batched`` (``choose_batched``): one step per T chunk over every (batch, head) at once, since a
 Python iteration per (batch, head, chunk) issuing 5-7 small kernels would be launch bound on a
 GPU (about 1.5k launches at B=1, H=16, T=512K); the per-head loop stays on the CPU, where it is

@@ -12,8 +12,8 @@ plain torch needs about 10 (P written and read twice, v read three times). GQA: 
 query head h reads v and C of key/value head h // (Hq / Hkv) (C, i.e. beta, is built once per
 key/value head; nothing is copied per query head).
 
-NOT YET MEASURED ON A GPU (none was lent to this project so far): the block sizes below are
-a first guess, not tuned, and whether this beats hrr_torch on an H100 is unknown. The kernel's
+Not measured on a GPU: the block sizes below are untuned, and whether this beats hrr_torch on
+an H100 is unknown. The kernel's
 logic is tested on the CPU with Triton's interpreter (TRITON_INTERPRET=1,
 tests/test_hrr_triton.py), which checks the numbers but not the compilation for a real GPU.
 """
