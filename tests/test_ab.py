@@ -15,16 +15,13 @@ import pytest
 
 from cli_helpers import ROOT, read_records, run_cli
 from harness.verdicts.ab.paired_stats import (
-    IMPROVED,
-    REGRESSED,
-    UNCHANGED,
-    UNDECIDED,
     base_first,
     paired_estimate,
     side_value,
     t_quantile,
     verdict,
 )
+from harness.verdicts.words import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
 
 # -- statistics -----------------------------------------------------------------------------
 
