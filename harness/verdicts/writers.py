@@ -62,7 +62,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("rounds", lambda row: row.rounds, lambda row: row.rounds, right=True),
     Column("verdict", lambda row: row.verdict, lambda row: row.verdict),
     Column("regression", value=lambda row: row.regression),
-    Column("round_ratios", value=lambda row: ";".join(str(r) for r in row.round_ratios)),
+    Column("round_ratios", value=lambda row: ";".join(f"{r:.6g}" for r in row.round_ratios)),
     Column("note", lambda row: row.note, lambda row: row.note),
 )
 CSV_FIELDS = tuple(c.name for c in COLUMNS if c.value is not None)
