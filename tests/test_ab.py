@@ -15,16 +15,13 @@ import pytest
 
 from cli_helpers import ROOT, read_records, run_cli
 from harness.verdicts.ab.paired_stats import (
-    IMPROVED,
-    REGRESSED,
-    UNCHANGED,
-    UNDECIDED,
     base_first,
     paired_estimate,
     side_value,
     t_quantile,
     verdict,
 )
+from harness.verdicts.words import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
 
 # -- statistics -----------------------------------------------------------------------------
 
@@ -127,7 +124,7 @@ def repo(tmp_path_factory) -> Path:
         _git(root, "tag", tag)
     # a revision from before round servers: each round is one whole sweep per side
     _git(root, "checkout", "-q", "-b", "old", "fast")
-    (root / "harness" / "round_server.py").unlink()
+    (root / "harness" / "measure" / "round_server.py").unlink()
     _git(root, "commit", "-q", "-am", "no round server")
     _git(root, "tag", "fast-old")
     _git(root, "checkout", "-q", "slow")

@@ -118,7 +118,7 @@ def test_served_rounds_alternate_sides_point_by_point_with_fresh_servers(tmp_pat
     assert FakeServer.started == ["base", "head"] * 2       # fresh processes every round
     assert outcome.mode == "round servers, point by point" and outcome.rounds == 2
     # T=16: 2x per turn; T=32: turns 2.0, 0.4, 2.0 -> median 2.0 (the side medians agree too)
-    assert [j.estimate.ratio for j in outcome.judgements] == pytest.approx([2.0, 2.0])
+    assert [row.ratio for row in outcome.rows] == pytest.approx([2.0, 2.0])
 
 
 def test_turn_ratio_pairs_calls_next_to_each_other():

@@ -2,7 +2,8 @@
 
 Exit status: 0 nothing regressed, 1 a regression, 2 bad input (unknown revision, not a checkout,
 bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
-``harness/verdicts/ab/``; docs/regression.md explains them.
+``harness/verdicts/ab/``; docs/regression.md explains them. In the outputs BASE is the baseline
+side and HEAD the current one (harness.verdicts.words), the same words as ``compare``'s.
 """
 
 from __future__ import annotations
@@ -14,15 +15,11 @@ import os
 import signal
 from pathlib import Path
 
-from harness.verdicts.ab import output
-from harness.verdicts.ab.rounds import (
-    Judgement,
-    Plan,
-    exit_status,
-    per_point_confidence,
-    run_rounds,
-)
+from harness.verdicts import writers
+from harness.verdicts.ab.rounds import Plan, judged, per_point_confidence, run_rounds
 from harness.verdicts.ab.sides import checked_out
+from harness.verdicts.row import VerdictRow
+from harness.verdicts.words import UNDECIDED, exit_status
 from harness.verdicts.compare import parse_threshold
 from harness.metrics.stats import parse_statistic
 from harness.console import make_console
@@ -42,6 +39,7 @@ DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
 # measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
 # varied least between rounds of an unchanged tree, on the CPU clock the median
 DEFAULT_STATISTIC = {"wall": "min", "cpu": "median"}
+TITLE = "attnbench ab"
 # --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
 # not of this process
 LOADS_IMPL_MODULES = False
@@ -158,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     with checked_out({"base": args.base, "head": args.head}, Path.cwd(),
                      same_harness=args.same_harness) as sides:
         out.mkdir(parents=True, exist_ok=True)
-        console.print(f"[bold]ab[/] BASE {sides['base'].describe()} vs HEAD "
+        console.print(f"[bold]ab[/] baseline {sides['base'].describe()} vs current "
                       f"{sides['head'].describe()} -> {out}")
         plan = Plan(sides=sides, sweep_args=sweep_args, impl_modules=impl_modules, out=out,
                     threshold=threshold, confidence=args.confidence, statistic=statistic,
@@ -172,39 +170,38 @@ def run(args: argparse.Namespace) -> int:
                                        seed=int(args.seed or 0))
             unit = "instructions"
         else:
-            outcome = run_rounds(plan, listener=lambda i, js, s, how: console.print(
-                f"round {i} ({s:.0f} s: {how}): {progress_text(js)}"))
+            outcome = run_rounds(plan, listener=lambda i, rows, s, how: console.print(
+                f"round {i} ({s:.0f} s: {how}): {progress_text(rows)}"))
             unit = "time"
-        header = [f"# ab: HEAD {sides['head'].describe()} vs BASE {sides['base'].describe()}",
-                  "",
-                  f"- metric: {unit}" + (f" ({args.clock} clock; {statistic} of each side's "
-                                         f"samples per round)" if unit == "time"
-                                         else " (callgrind, one thread)"),
-                  f"- rounds: {outcome.rounds} ({outcome.stop_reason}), "
+        header = [f"baseline: BASE {sides['base'].describe()}",
+                  f"current:  HEAD {sides['head'].describe()}",
+                  f"metric: {unit}" + (f" ({args.clock} clock; {statistic} of each side's "
+                                       f"samples per round)" if unit == "time"
+                                       else " (callgrind, one thread)"),
+                  f"rounds: {outcome.rounds} ({outcome.stop_reason}), "
                   f"{outcome.elapsed_s:.0f} s; ABBA order"
                   + (f"; {outcome.mode}" if outcome.mode else ""),
-                  f"- ratio: geometric mean over rounds of HEAD/BASE in the same round (a round "
-                  f"timed in lockstep: the median over turns of HEAD's call / BASE's call "
-                  f"next to it); "
+                  f"ratio: geometric mean over rounds of current/baseline in the same round (a "
+                  f"round timed in lockstep: the median over turns of the current side's call / "
+                  f"the baseline's call next to it); "
                   f"interval: t interval, {args.confidence:.0%} for the table as a whole "
-                  f"({per_point_confidence(args.confidence, judged(outcome.judgements)):.2%} "
+                  f"({per_point_confidence(args.confidence, judged(outcome.rows)):.2%} "
                   f"per point); threshold {threshold:.1%}",
-                  f"- sweep flags: {' '.join(sweep_args)}",
-                  f"- load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
-    judgements = outcome.judgements
-    title = f"HEAD/BASE ({unit}, threshold {threshold:.1%})"
-    console.print(output.rich_table(judgements, title, unit))
-    (out / "ab.md").write_text(output.markdown(judgements, header, unit) + "\n" +
-                               output.summary_line(judgements) + "\n")
-    (out / "ab.csv").write_text(output.csv_text(judgements, unit))
-    console.print("\n".join(header[2:]))
-    undecided = sum(j.verdict == "undecided" for j in judgements)
+                  f"sweep flags: {' '.join(sweep_args)}",
+                  f"load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
+    rows = outcome.rows
+    console.print(writers.rich_table(rows, f"current/baseline ({unit}, threshold "
+                                           f"{threshold:.1%})"))
+    (out / "ab.md").write_text(writers.markdown(rows, TITLE, header))
+    (out / "ab.csv").write_text(writers.csv_text(rows))
+    console.print("\n".join(header), highlight=False)
+    undecided = sum(row.verdict == UNDECIDED for row in rows)
     if undecided:
         console.print(f"[yellow]{undecided} point(s) undecided after {outcome.rounds} round(s)"
                       f"[/]: the rounds disagree too much for so few of them; more rounds "
                       f"(--max-time, --rounds) or a quieter machine would decide them")
-    console.print(f"{output.summary_line(judgements)}  ->  {out / 'ab.md'}")
-    return exit_status(judgements)
+    console.print(f"{writers.summary_line(rows)}  ->  {out / 'ab.md'}", highlight=False)
+    return exit_status(row.regression for row in rows)
 
 
 def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_root: Path) -> list:
@@ -224,12 +221,5 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
     return sweep_plan(request_from_args(args), check_devices=False).points
 
 
-def judged(judgements: list[Judgement]) -> int:
-    return sum(1 for j in judgements if j.estimate is not None)
-
-
-def progress_text(judgements: list[Judgement]) -> str:
-    counts: dict[str, int] = {}
-    for j in judgements:
-        counts[j.verdict] = counts.get(j.verdict, 0) + 1
-    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+def progress_text(rows: list[VerdictRow]) -> str:
+    return ", ".join(f"{n} {verdict}" for verdict, n in sorted(writers.counts(rows).items()))

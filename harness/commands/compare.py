@@ -8,8 +8,6 @@ table and writes it as ``compare.md`` and ``compare.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -17,20 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.verdicts import compare as logic
-from harness.console import format_bytes, format_seconds, make_console
+from harness.verdicts import writers
+from harness.verdicts.words import exit_status
+from harness.console import format_bytes, make_console
 from harness.errors import UsageError
 from harness.store.hardware import hardware_summary
 from harness.contract.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord, invalid_numbers
 from harness.store.run_dir import TruncatedLineWarning, open_run
 from harness.grid.spec import parse_bytes
 
-VERDICT_STYLE = {logic.REGRESSED: "bold red", logic.IMPROVED: "green", logic.NOISY: "yellow",
-                 logic.UNCHANGED: "", logic.NEW: "cyan", logic.MISSING: "magenta",
-                 logic.FIXED: "green", logic.NO_REFERENCE: "yellow", logic.REFERENCE: "dim"}
 REQUIRED_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
                    "pass", "status")
-COLUMNS = ("impl", "config", "metric", "baseline", "current", "spread (b / c)", "ratio",
-           "interval", "verdict", "note")
+TITLE = "attnbench compare"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,11 +155,10 @@ def run(args: argparse.Namespace) -> int:
     header = comparison_header(base, cur, settings, hardware_note)
     for line in header:
         console.print(line, highlight=False)
-    console.print(rich_table(result))
-    summary = summary_line(result)
-    console.print(summary, highlight=False)
-    write_outputs(result, header + [summary], args, cur.path, console)
-    return 1 if result.regressions else 0
+    console.print(writers.rich_table(result.rows, "changes (current vs baseline)"))
+    console.print(writers.summary_line(result.rows), highlight=False)
+    write_outputs(result, header, args, cur.path, console)
+    return exit_status(row.regression for row in result.rows)
 
 
 def parse_mem_floor(text: str) -> int:
@@ -193,111 +188,13 @@ def comparison_header(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
     return lines
 
 
-def summary_line(result: logic.Comparison) -> str:
-    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(
-        result.counts().items(), key=lambda item: (item[0] != logic.REGRESSED, item[0])))
-    verdict = (f"REGRESSION: {len(result.regressions)} point(s)" if result.regressions
-               else "no regression")
-    return f"{verdict} ({counts})"
-
-
-# -- cells ------------------------------------------------------------------------------------
-def config_text(row: logic.Row) -> str:
-    p = row.point
-    causal = " causal" if p.causal else ""
-    workload = p.workload_label()
-    return f"T={p.seq_len} D={p.head_dim} B={p.batch} H={p.heads} {p.dtype}{causal} " \
-           f"{p.pass_} {p.device}" + (f" {workload}" if workload else "")
-
-
-def value_text(row: logic.Row, value: float | None) -> str:
-    if value is None:
-        return ""
-    if row.metric == "memory":
-        return format_bytes(value)
-    if row.metric.startswith("time /"):
-        return f"{value:.3f}x"
-    return format_seconds(value)
-
-
-def cells(row: logic.Row) -> dict[str, str]:
-    if row.metric == "status":
-        baseline, current = row.baseline_status or "-", row.current_status or "-"
-    else:
-        baseline, current = value_text(row, row.baseline), value_text(row, row.current)
-    spread = ""
-    if row.baseline_spread is not None and row.current_spread is not None:
-        spread = f"±{row.baseline_spread:.1%} / ±{row.current_spread:.1%}"
-    interval = f"[{row.lo:.3f}, {row.hi:.3f}]" if row.lo is not None else ""
-    return {"impl": row.point.impl, "config": config_text(row), "metric": row.metric,
-            "baseline": baseline, "current": current, "spread (b / c)": spread,
-            "ratio": f"{row.ratio:.3f}" if row.ratio is not None else "", "interval": interval,
-            "verdict": row.verdict, "note": row.note}
-
-
-def ordered(result: logic.Comparison) -> list[logic.Row]:
-    """Regressions first, then every other row that is not unchanged, then the rest."""
-    def rank(row: logic.Row) -> int:
-        if row.regression:
-            return 0
-        return 2 if row.verdict in (logic.UNCHANGED, logic.REFERENCE) else 1
-    return sorted(result.rows, key=rank)
-
-
-def rich_table(result: logic.Comparison):
-    from rich.table import Table
-
-    table = Table(title="changes (current vs baseline)", title_justify="left")
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column in ("baseline", "current", "ratio")
-                         else "left")
-    for row in ordered(result):
-        values = cells(row)
-        style = "bold red" if row.regression else VERDICT_STYLE.get(row.verdict, "")
-        values["verdict"] = f"[{style}]{row.verdict}[/]" if style else row.verdict
-        table.add_row(*(values[c] for c in COLUMNS))
-    return table
-
-
-def markdown(result: logic.Comparison, header: list[str]) -> str:
-    lines = ["# attnbench compare", ""] + [f"- {line}" for line in header] + [""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
-    for row in ordered(result):
-        values = cells(row)
-        if row.regression:
-            values["verdict"] = f"**{values['verdict']}**"
-        lines.append("| " + " | ".join(values[c].replace("|", "\\|") for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def csv_text(result: logic.Comparison) -> str:
-    fields = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
-              "pass", "kv_heads", "q_len", "window", "alibi", "documents", "point_id", "metric", "baseline_status", "current_status", "baseline",
-              "current", "baseline_spread", "current_spread", "ratio", "lo", "hi", "verdict",
-              "regression", "note")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for row in ordered(result):
-        writer.writerow({**row.point.as_dict(), **row.point.workload_values(),
-                         "point_id": row.point.point_id,
-                         "metric": row.metric, "baseline_status": row.baseline_status,
-                         "current_status": row.current_status, "baseline": row.baseline,
-                         "current": row.current, "baseline_spread": row.baseline_spread,
-                         "current_spread": row.current_spread, "ratio": row.ratio,
-                         "lo": row.lo, "hi": row.hi, "verdict": row.verdict,
-                         "regression": row.regression, "note": row.note})
-    return out.getvalue()
-
-
 def write_outputs(result: logic.Comparison, header: list[str], args: argparse.Namespace,
                   current: Path, console) -> None:
     out = Path(args.out) if args.out else current / "compare"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(markdown(result, header))
-        (out / "compare.csv").write_text(csv_text(result))
+        (out / "compare.md").write_text(writers.markdown(result.rows, TITLE, header))
+        (out / "compare.csv").write_text(writers.csv_text(result.rows))
     except OSError as exc:
         if args.out:
             raise UsageError(f"--out {out}: cannot write ({exc.strerror or exc})") from None

@@ -1,6 +1,7 @@
 """Regression checking between two runs: pairing, noise-aware verdicts, relative normalisation.
 
-Pure logic (records in, rows out); ``harness/commands/compare.py`` does the files and printing.
+Pure logic (records in, rows out: harness.verdicts.row.VerdictRow, with the verdicts of
+harness.verdicts.words); ``harness/commands/compare.py`` does the files and printing.
 
 Pairing
     A baseline record and a current record pair when their ``Point`` (implementation and full
@@ -39,7 +40,8 @@ Time rule (``--metric time``)
 
     A side with a single sample has no measurable noise: its bootstrap is a constant, so the
     interval only reflects the other side (and collapses to the ratio when both have one sample);
-    such rows carry the note "single sample".
+    such rows carry the note "single sample". A row of rounds says how many each run had
+    (``rounds`` "1/3": one round in the baseline, three in the current run).
 
 Memory rule (``--metric memory``)
     ``peak_mem_bytes`` is one number per point (no samples), so the noise is a fixed floor:
@@ -70,6 +72,19 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.contract.records import Point, SpeedRecord
+from harness.verdicts.row import STATUS, VerdictRow
+from harness.verdicts.words import (
+    FIXED,
+    IMPROVED,
+    MISSING,
+    NEW,
+    NO_REFERENCE,
+    NOISY,
+    REFERENCE,
+    REGRESSED,
+    UNCHANGED,
+    status_change,
+)
 from harness.metrics.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -86,9 +101,6 @@ from harness.metrics.stats import (
 DEFAULT_THRESHOLD = 0.10
 DEFAULT_MEM_FLOOR = 1 << 20
 METRICS = ("time", "memory", "both")
-
-REGRESSED, IMPROVED, UNCHANGED, NOISY = "regressed", "improved", "unchanged", "within noise"
-NEW, MISSING, FIXED, NO_REFERENCE, REFERENCE = "new", "missing", "fixed", "no reference", "reference"
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -176,24 +188,6 @@ def memory_verdict(baseline: int, current: int, threshold: float, floor: int) ->
 
 # -- rows -------------------------------------------------------------------------------------
 @dataclass
-class Row:
-    point: Point
-    metric: str                      # "time", "time / REF", "memory", "status"
-    verdict: str
-    regression: bool = False
-    baseline: float | None = None
-    current: float | None = None
-    baseline_spread: float | None = None
-    current_spread: float | None = None
-    ratio: float | None = None
-    lo: float | None = None
-    hi: float | None = None
-    baseline_status: str = ""
-    current_status: str = ""
-    note: str = ""
-
-
-@dataclass
 class Settings:
     threshold: float = DEFAULT_THRESHOLD
     metric: str = "time"
@@ -215,23 +209,12 @@ class Settings:
 
 @dataclass
 class Comparison:
-    rows: list[Row] = field(default_factory=list)
+    rows: list[VerdictRow] = field(default_factory=list)
     settings: Settings = field(default_factory=Settings)
 
     @property
-    def regressions(self) -> list[Row]:
+    def regressions(self) -> list[VerdictRow]:
         return [r for r in self.rows if r.regression]
-
-    def count(self, verdict: str) -> int:
-        return sum(r.verdict == verdict for r in self.rows)
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.rows:
-            key = "status change" if row.metric == "status" and \
-                row.verdict not in (NEW, MISSING, FIXED, UNCHANGED) else row.verdict
-            counts[key] = counts.get(key, 0) + 1
-        return counts
 
 
 def compare_records(baseline: Iterable[SpeedRecord], current: Iterable[SpeedRecord],
@@ -251,26 +234,22 @@ def compare_records(baseline: Iterable[SpeedRecord], current: Iterable[SpeedReco
     for point in sorted(set(base) | set(cur)):
         b, c = base.get(point), cur.get(point)
         if b is None:
-            result.rows.append(Row(point, "status", NEW, current_status=c.status))
+            result.rows.append(VerdictRow(point, STATUS, NEW, current_status=c.status))
             continue
         if c is None:
-            result.rows.append(Row(point, "status", MISSING, regression=settings.fail_on_missing,
-                                   baseline_status=b.status))
+            result.rows.append(VerdictRow(point, STATUS, MISSING,
+                                          regression=settings.fail_on_missing,
+                                          baseline_status=b.status))
             continue
         if b.status != c.status:
-            if b.status == "ok":
-                verdict, regression = f"status ok -> {c.status}", True
-            elif c.status == "ok":
-                verdict, regression = FIXED, False
-            else:
-                verdict, regression = f"status {b.status} -> {c.status}", False
-            result.rows.append(Row(point, "status", verdict, regression=regression,
-                                   baseline_status=b.status, current_status=c.status,
-                                   note=_first_line(c.message)))
+            verdict = FIXED if c.status == "ok" else status_change(b.status, c.status)
+            result.rows.append(VerdictRow(point, STATUS, verdict, regression=b.status == "ok",
+                                          baseline_status=b.status, current_status=c.status,
+                                          note=_first_line(c.message)))
             continue
         if b.status != "ok":
-            result.rows.append(Row(point, "status", UNCHANGED, baseline_status=b.status,
-                                   current_status=c.status, note=f"{b.status} in both"))
+            result.rows.append(VerdictRow(point, STATUS, UNCHANGED, baseline_status=b.status,
+                                          current_status=c.status, note=f"{b.status} in both"))
             continue
         if settings.metric in ("time", "both"):
             result.rows.append(_time_row(point, b, c, base, cur, settings))
@@ -280,13 +259,13 @@ def compare_records(baseline: Iterable[SpeedRecord], current: Iterable[SpeedReco
 
 
 def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, SpeedRecord],
-              cur: dict[Point, SpeedRecord], settings: Settings) -> Row:
+              cur: dict[Point, SpeedRecord], settings: Settings) -> VerdictRow:
     ref = settings.relative_to
     metric = f"time / {ref}" if ref else "time"
     common = dict(baseline_status=b.status, current_status=c.status)
     b_samples, c_samples = samples_of(b), samples_of(c)
     if not b_samples.size or not c_samples.size:
-        return Row(point, metric, UNCHANGED, note="no time recorded", **common)
+        return VerdictRow(point, metric, UNCHANGED, note="no time recorded", **common)
     b_ref = c_ref = None
     if ref:
         if point.impl == ref:
@@ -299,16 +278,14 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
         missing = [name for name, r in (("baseline", rb), ("current", rc))
                    if r is None or r.status != "ok" or not samples_of(r).size]
         if missing:
-            return Row(point, metric, NO_REFERENCE,
-                       note=f"{ref} not measured (ok) here in the {' and '.join(missing)} run",
-                       **common)
+            return VerdictRow(point, metric, NO_REFERENCE,
+                              note=f"{ref} not measured (ok) here in the "
+                                   f"{' and '.join(missing)} run", **common)
         b_ref, c_ref = rounds_of(rb), rounds_of(rc)
     est = ratio_estimate(rounds_of(b), rounds_of(c), b_ref, c_ref,
                          confidence=settings.confidence, statistic=settings.statistic)
     verdict = time_verdict(est, settings.threshold)
     note = "single sample: noise not measurable on that side" if est.single_sample else ""
-    if est.rounds != (1, 1):
-        note = "; ".join(filter(None, [f"rounds {est.rounds[0]}/{est.rounds[1]}", note]))
     if ref:
         _, stat = parse_statistic(settings.statistic)
         abs_ratio = float(stat(c_samples) / stat(b_samples))
@@ -316,24 +293,27 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
     return _row_from(point, metric, verdict, est, note=note, **common)
 
 
-def _row_from(point: Point, metric: str, verdict: str, est: RatioEstimate, **kwargs: Any) -> Row:
-    return Row(point, metric, verdict, regression=verdict == REGRESSED, baseline=est.baseline,
-               current=est.current, baseline_spread=est.baseline_spread,
-               current_spread=est.current_spread, ratio=est.ratio, lo=est.lo, hi=est.hi,
-               **kwargs)
+def _row_from(point: Point, metric: str, verdict: str, est: RatioEstimate,
+              **kwargs: Any) -> VerdictRow:
+    rounds = "" if est.rounds == (1, 1) else f"{est.rounds[0]}/{est.rounds[1]}"
+    return VerdictRow(point, metric, verdict, regression=verdict == REGRESSED,
+                      baseline=est.baseline, current=est.current,
+                      baseline_spread=est.baseline_spread, current_spread=est.current_spread,
+                      ratio=est.ratio, lo=est.lo, hi=est.hi, rounds=rounds, **kwargs)
 
 
-def _memory_row(point: Point, b: SpeedRecord, c: SpeedRecord, settings: Settings) -> Row:
+def _memory_row(point: Point, b: SpeedRecord, c: SpeedRecord,
+                settings: Settings) -> VerdictRow:
     common = dict(baseline_status=b.status, current_status=c.status)
     if b.peak_mem_bytes is None or c.peak_mem_bytes is None:
-        return Row(point, "memory", UNCHANGED, note="no peak memory recorded", **common)
+        return VerdictRow(point, "memory", UNCHANGED, note="no peak memory recorded", **common)
     bv, cv = int(b.peak_mem_bytes), int(c.peak_mem_bytes)
     verdict = memory_verdict(bv, cv, settings.threshold, settings.mem_floor)
     ratio = cv / bv if bv > 0 else (1.0 if cv == bv else math.inf)
     note = "" if b.mem_method == c.mem_method else \
         f"mem_method differs: {b.mem_method} vs {c.mem_method}"
-    return Row(point, "memory", verdict, regression=verdict == REGRESSED, baseline=bv, current=cv,
-               ratio=ratio, note=note, **common)
+    return VerdictRow(point, "memory", verdict, regression=verdict == REGRESSED, baseline=bv,
+                      current=cv, ratio=ratio, note=note, **common)
 
 
 def _first_line(text: str, limit: int = 120) -> str:

@@ -173,6 +173,6 @@ def run_instructions(plan: Plan, points: list[Point], seed: int = 0) -> Outcome:
                    for label in order}
         add_round(histories, records, "median")
         durations.append(time.monotonic() - t0)
-    judgements = judge_all(histories, plan.threshold, plan.confidence)
-    return Outcome(judgements, ROUNDS, time.monotonic() - start,
+    rows = judge_all(histories, plan.threshold, plan.confidence, "instructions")
+    return Outcome(rows, ROUNDS, time.monotonic() - start,
                    f"{ROUNDS} rounds (instruction counts)", durations)

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-REGRESSED, IMPROVED, UNCHANGED, UNDECIDED = "regressed", "improved", "unchanged", "undecided"
+from harness.verdicts.words import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
+
 DEFAULT_CONFIDENCE = 0.95
 
 

@@ -31,22 +31,23 @@ from typing import Any, Callable, Sequence
 
 from harness.verdicts.ab.servers import Batons, SideServer, has_round_server, side_sweep_argv
 from harness.verdicts.ab.sides import Side, is_checkout
-from harness.verdicts.ab.paired_stats import (
+from harness.verdicts.ab.paired_stats import base_first, paired_estimate, side_value, verdict
+from harness.verdicts.row import STATUS, VerdictRow
+from harness.verdicts.words import (
+    FIXED,
     IMPROVED,
+    MISSING,
+    NEW,
+    NOT_MEASURED,
     REGRESSED,
     UNCHANGED,
-    UNDECIDED,
-    PairedEstimate,
-    base_first,
-    paired_estimate,
-    side_value,
-    verdict,
+    is_status_change,
+    status_change,
 )
 from harness.errors import UsageError
 from harness.contract.records import Point
 
-LABELS = ("base", "head")
-FIXED, NEW, MISSING, NOT_MEASURED = "fixed", "new", "missing", "not measured"
+LABELS = ("base", "head")    # the sides' internal labels: their run directories OUT/base, OUT/head
 DECIDED = (REGRESSED, IMPROVED, UNCHANGED, FIXED, NEW, MISSING, NOT_MEASURED)
 
 
@@ -80,19 +81,9 @@ class History:
     paired: int = 0            # rounds judged call by call (timed in lockstep)
 
 
-@dataclass(frozen=True)
-class Judgement:
-    point: Point
-    verdict: str
-    estimate: PairedEstimate | None
-    base_value: float | None
-    head_value: float | None
-    note: str = ""
-
-
 @dataclass
 class Outcome:
-    judgements: list[Judgement]
+    rows: list[VerdictRow]       # one a point, BASE the baseline and HEAD the current side
     rounds: int
     elapsed_s: float
     stop_reason: str
@@ -350,27 +341,31 @@ def turn_ratio(b: dict[str, Any], h: dict[str, Any], b_samples: list[float],
     return math.exp(statistics.median(math.log(y / x) for x, y in zip(b_samples, h_samples)))
 
 
-def judge(history: History, threshold: float, confidence: float) -> Judgement:
+def judge(history: History, threshold: float, confidence: float,
+          metric: str = "time") -> VerdictRow:
+    """One point's row: BASE is the baseline side, HEAD the current one."""
     point = history.point
     broke = [(b, h) for b, h in history.statuses if b == "ok" and h not in ("ok", None)]
     if broke:
-        message = history.messages.get("head", "")
-        return Judgement(point, REGRESSED, None, None, None,
-                         f"status ok -> {broke[-1][1]} in {len(broke)} round(s): {message}")
+        after = broke[-1][1]
+        return VerdictRow(point, STATUS, status_change("ok", after), regression=True,
+                          baseline_status="ok", current_status=after,
+                          note=f"in {len(broke)} round(s): {history.messages.get('head', '')}")
     if not history.ratios:
-        bases = {b for b, _ in history.statuses}
-        heads = {h for _, h in history.statuses}
-        if heads == {None}:
-            return Judgement(point, MISSING, None, None, None, "not in HEAD's grid")
-        if bases == {None}:
-            return Judgement(point, NEW, None, None, None, "not in BASE's grid")
+        bases = sorted({b for b, _ in history.statuses if b})
+        heads = sorted({h for _, h in history.statuses if h})
+        statuses = dict(baseline_status="/".join(bases), current_status="/".join(heads))
+        if not heads:
+            return VerdictRow(point, STATUS, MISSING, note="not in the current side's grid",
+                              **statuses)
+        if not bases:
+            return VerdictRow(point, STATUS, NEW, note="not in the baseline side's grid",
+                              **statuses)
         if "ok" in heads:
-            return Judgement(point, FIXED, None, None, None,
-                             f"BASE {'/'.join(sorted(b for b in bases if b))}: "
-                             f"{history.messages.get('base', '')}")
-        return Judgement(point, NOT_MEASURED, None, None, None,
-                         f"{'/'.join(sorted(h for h in heads if h))} on both: "
-                         f"{history.messages.get('head', '')}")
+            return VerdictRow(point, STATUS, FIXED, note=history.messages.get("base", ""),
+                              **statuses)
+        return VerdictRow(point, STATUS, NOT_MEASURED, note=history.messages.get("head", ""),
+                          **statuses)
     estimate = paired_estimate(history.ratios, confidence)
     notes = []
     if history.wall_fallbacks:
@@ -379,10 +374,13 @@ def judge(history: History, threshold: float, confidence: float) -> Judgement:
     if 0 < history.paired < len(history.ratios):
         notes.append(f"{len(history.ratios) - history.paired} round(s) not timed in lockstep: "
                      f"ratio of the sides' values")
-    note = "; ".join(notes)
-    return Judgement(point, verdict(estimate, threshold), estimate,
-                     statistics.median(history.base_values),
-                     statistics.median(history.head_values), note)
+    judged = verdict(estimate, threshold)
+    return VerdictRow(point, metric, judged, regression=judged == REGRESSED,
+                      baseline=statistics.median(history.base_values),
+                      current=statistics.median(history.head_values), ratio=estimate.ratio,
+                      lo=estimate.lo, hi=estimate.hi, baseline_status="ok", current_status="ok",
+                      rounds=str(estimate.rounds), round_ratios=estimate.ratios,
+                      note="; ".join(notes))
 
 
 def per_point_confidence(confidence: float, points: int) -> float:
@@ -392,16 +390,15 @@ def per_point_confidence(confidence: float, points: int) -> float:
     return 1.0 - (1.0 - confidence) / max(1, points)
 
 
-def judge_all(histories: dict[Point, History], threshold: float,
-              confidence: float) -> list[Judgement]:
-    judged = sum(1 for h in histories.values() if h.ratios)
-    level = per_point_confidence(confidence, judged)
-    return [judge(h, threshold, level)
+def judge_all(histories: dict[Point, History], threshold: float, confidence: float,
+              metric: str = "time") -> list[VerdictRow]:
+    level = per_point_confidence(confidence, sum(1 for h in histories.values() if h.ratios))
+    return [judge(h, threshold, level, metric)
             for h in sorted(histories.values(), key=lambda h: h.point)]
 
 
 # -- the loop -----------------------------------------------------------------------------------
-RoundListener = Callable[[int, list[Judgement], float, str], None]  # index, verdicts, s, how
+RoundListener = Callable[[int, list[VerdictRow], float, str], None]  # index, rows, s, how
 
 
 def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
@@ -413,7 +410,7 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
     measure_round = served_round if served else whole_sweeps_round
     start = time.monotonic()
     durations: list[float] = []
-    judgements: list[Judgement] = []
+    rows: list[VerdictRow] = []
     reason = "round cap reached"
     for index in range(1, plan.max_rounds + 1):
         elapsed = time.monotonic() - start
@@ -424,22 +421,27 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
         records, detail = measure_round(plan, index)
         add_round(histories, records, plan.statistic, plan.clock)
         durations.append(time.monotonic() - t0)
-        judgements = judge_all(histories, plan.threshold, plan.confidence)
+        rows = judge_all(histories, plan.threshold, plan.confidence)
         if listener is not None:
-            listener(index, judgements, durations[-1], detail)
+            listener(index, rows, durations[-1], detail)
         if not histories:
             raise UsageError("neither side measured any point (the grid is empty?)")
         if index >= plan.min_rounds and index % 2 == 0 and \
-                all(j.verdict in DECIDED for j in judgements):
+                all(decided(row) for row in rows):
             reason = "every point decided"
             break
-    return Outcome(judgements, len(durations), time.monotonic() - start, reason, durations,
+    return Outcome(rows, len(durations), time.monotonic() - start, reason, durations,
                    "round servers, point by point" if served else "one sweep per side per round")
 
 
-def exit_status(judgements: Sequence[Judgement]) -> int:
-    return 1 if any(j.verdict == REGRESSED for j in judgements) else 0
+def decided(row: VerdictRow) -> bool:
+    """More rounds would not change the row's verdict's kind."""
+    return row.verdict in DECIDED or is_status_change(row.verdict)
 
 
-__all__ = ["Plan", "History", "Judgement", "Outcome", "run_rounds", "exit_status", "judge",
-           "add_round", "UNDECIDED"]
+def judged(rows: Sequence[VerdictRow]) -> int:
+    """How many rows have an interval (the points the table's confidence is shared among)."""
+    return sum(1 for row in rows if row.ratio is not None)
+
+
+__all__ = ["Plan", "History", "Outcome", "run_rounds", "judge", "judge_all", "add_round"]

@@ -20,11 +20,14 @@ from harness.verdicts.ab.sides import ENTRY, Side
 from harness.errors import UsageError
 from harness.measure.lockstep import CONTINUE, STOP
 
-SERVER_MODULE = Path("harness") / "round_server.py"
+# where a tree keeps its round server (``sweep --serve-rounds``): the measure stage, or the top
+# of harness/ in trees from before the stages were packages
+SERVER_MODULES = (Path("harness") / "measure" / "round_server.py",
+                  Path("harness") / "round_server.py")
 
 
 def has_round_server(side: Side) -> bool:
-    return (side.root / SERVER_MODULE).is_file()
+    return any((side.root / module).is_file() for module in SERVER_MODULES)
 
 
 class SideServer:

@@ -1,0 +1,149 @@
+"""The writers of a verdict table: rich (the terminal), one summary line, markdown, CSV.
+
+``compare`` and ``ab`` hand them the same rows (harness.verdicts.row.VerdictRow) and the one
+tuple of column declarations below drives every writer: a column with a ``cell`` is shown in the
+rich and markdown tables (left out there when it is empty on every row, so that a command's
+table carries only what it measured), a column with a ``value`` is a CSV field (always present,
+so that a script reads the same fields from either command's CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from harness.verdicts import words
+from harness.verdicts.row import (
+    VerdictRow,
+    config_text,
+    interval_text,
+    key_names,
+    key_values,
+    side_texts,
+    spread_text,
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    cell: Callable[[VerdictRow], str] | None = None    # text in the tables; None: CSV only
+    value: Callable[[VerdictRow], Any] | None = None   # CSV value; None: tables only
+    right: bool = False                                # right-justified in the rich table
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _key_column(name: str) -> Column:
+    cell = (lambda row: row.point.impl) if name == "impl" else None
+    return Column(name, cell, lambda row: key_values(row.point)[name])
+
+
+COLUMNS: tuple[Column, ...] = (
+    *(_key_column(name) for name in key_names()),
+    Column("point_id", value=lambda row: row.point.point_id),
+    Column("config", lambda row: config_text(row.point)),
+    Column("metric", lambda row: row.metric, lambda row: row.metric),
+    Column("baseline_status", value=lambda row: row.baseline_status),
+    Column("current_status", value=lambda row: row.current_status),
+    Column("baseline", lambda row: side_texts(row)[0], lambda row: row.baseline, right=True),
+    Column("current", lambda row: side_texts(row)[1], lambda row: row.current, right=True),
+    Column("spread", spread_text),
+    Column("baseline_spread", value=lambda row: row.baseline_spread),
+    Column("current_spread", value=lambda row: row.current_spread),
+    Column("ratio", lambda row: _number(row.ratio), lambda row: row.ratio, right=True),
+    Column("interval", interval_text),
+    Column("lo", value=lambda row: row.lo),
+    Column("hi", value=lambda row: row.hi),
+    Column("rounds", lambda row: row.rounds, lambda row: row.rounds, right=True),
+    Column("verdict", lambda row: row.verdict, lambda row: row.verdict),
+    Column("regression", value=lambda row: row.regression),
+    Column("round_ratios", value=lambda row: ";".join(f"{r:.6g}" for r in row.round_ratios)),
+    Column("note", lambda row: row.note, lambda row: row.note),
+)
+CSV_FIELDS = tuple(c.name for c in COLUMNS if c.value is not None)
+
+
+def ordered(rows: Iterable[VerdictRow]) -> list[VerdictRow]:
+    """Regressions first, then every row worth a look, then the unchanged ones (stable)."""
+    def rank(row: VerdictRow) -> int:
+        if row.regression:
+            return 0
+        return 2 if row.verdict in words.QUIET else 1
+    return sorted(rows, key=rank)
+
+
+def table_columns(rows: Sequence[VerdictRow]) -> list[Column]:
+    """The table columns with text on at least one row (every table column when there are no
+    rows)."""
+    shown = [c for c in COLUMNS if c.cell is not None]
+    return [c for c in shown if not rows or any(c.cell(row) for row in rows)]
+
+
+def cells(row: VerdictRow, columns: Sequence[Column]) -> list[str]:
+    return [column.cell(row) for column in columns]
+
+
+def rich_table(rows: Sequence[VerdictRow], title: str):
+    from rich.table import Table
+
+    rows = ordered(rows)
+    columns = table_columns(rows)
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.name, justify="right" if column.right else "left",
+                         overflow="fold")
+    for row in rows:
+        texts = cells(row, columns)
+        style = words.style(row.verdict, row.regression)
+        table.add_row(*(f"[{style}]{text}[/]" if style and column.name == "verdict" and text
+                        else text for column, text in zip(columns, texts)))
+    return table
+
+
+def counts(rows: Iterable[VerdictRow]) -> dict[str, int]:
+    """How many rows have each verdict; every 'status A -> B' counts as one 'status change'."""
+    result: dict[str, int] = {}
+    for row in rows:
+        key = words.STATUS_CHANGE if words.is_status_change(row.verdict) else row.verdict
+        result[key] = result.get(key, 0) + 1
+    return result
+
+
+def summary_line(rows: Sequence[VerdictRow]) -> str:
+    """'REGRESSION: 2 point(s) (2 regressed, 4 unchanged)' or 'no regression (...)'."""
+    listed = ", ".join(f"{n} {verdict}" for verdict, n in sorted(
+        counts(rows).items(), key=lambda item: (item[0] != words.REGRESSED, item[0])))
+    regressions = sum(row.regression for row in rows)
+    verdict = f"REGRESSION: {regressions} point(s)" if regressions else "no regression"
+    return f"{verdict} ({listed})"
+
+
+def markdown(rows: Sequence[VerdictRow], title: str, header: Sequence[str]) -> str:
+    """A markdown page: the title, the header lines as a list, the table, the summary line."""
+    rows = ordered(rows)
+    columns = table_columns(rows)
+    lines = [f"# {title}", ""] + [f"- {line}" for line in header] + [""]
+    lines.append("| " + " | ".join(c.name for c in columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for row in rows:
+        texts = [text.replace("|", "\\|") for text in cells(row, columns)]
+        texts = [f"**{text}**" if row.regression and column.name == "verdict" else text
+                 for column, text in zip(columns, texts)]
+        lines.append("| " + " | ".join(texts) + " |")
+    return "\n".join(lines + ["", summary_line(rows)]) + "\n"
+
+
+def csv_text(rows: Sequence[VerdictRow]) -> str:
+    """One line a row, every CSV field of COLUMNS (blank where the row has no value)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in ordered(rows):
+        writer.writerow(["" if value is None else value
+                         for value in (c.value(row) for c in COLUMNS if c.value is not None)])
+    return out.getvalue()
