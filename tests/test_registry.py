@@ -181,18 +181,6 @@ def test_supports_gives_every_reason_not_the_first():
         == "every_reason: no causal mode"
 
 
-def test_older_positional_constraints_still_work():
-    from harness.contract.registry import Availability, Implementation
-
-    def old(device, dtype, causal, masked, backward):
-        return Availability(False, "old_style: no masks") if masked else Availability(True)
-
-    impl = Implementation("old_style", "torch", "exact", Capabilities(key_padding_mask=True),
-                          fn=lambda q, k, v, **kw: q, constraints=old)
-    verdict = impl.supports(key_padding_mask=True, run_probe=False)
-    assert verdict.reasons == ("no masks",) and verdict.reason == "old_style: no masks"
-
-
 def test_sdpa_flash_on_cuda_lists_both_of_its_constraints():
     from harness.contract.registry import Query
 
