@@ -270,3 +270,8 @@ def test_traits_are_checked_when_declared():
         Traits(memory="quadratic")
     with pytest.raises(ValueError, match="baseline trait"):
         Traits(baseline=True)
+
+
+def test_plug_in_looks_are_dashed_by_framework_not_by_name():
+    looks = style.looks_for(["mine", "mine_jax"], {"mine": "jax", "mine_jax": "torch"})
+    assert looks["mine"].linestyle == "--" and looks["mine_jax"].linestyle == "-"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+import pandas as pd
+
 from harness.contract.registry import REGISTRY
 from harness.contract.traits import SCALINGS, UNDECLARED, Traits
 
@@ -24,6 +26,16 @@ def registered_traits() -> dict[str, Traits]:
 
 def registered_families() -> dict[str, str]:
     return {impl.name: impl.family for impl in REGISTRY.all()}
+
+
+def frameworks(*frames: pd.DataFrame) -> dict[str, str]:
+    """name -> framework: as recorded in ``frames`` (a "framework" column), else as registered."""
+    out = {impl.name: impl.framework for impl in REGISTRY.all()}
+    for frame in frames:
+        if "framework" in frame.columns and "impl" in frame.columns:
+            recorded = frame.dropna(subset=["framework"])
+            out.update(zip(recorded["impl"], recorded["framework"]))
+    return out
 
 
 def theoretical_exponents(traits: Traits | None,

@@ -223,7 +223,7 @@ def render_report(run_paths: list[Path], out_dir: Path | None = None,
 
 def _render_into(root: Path, results: Results, baseline: str | None) -> Path:
     impls_all = set(results.speed.get("impl", [])) | set(results.accuracy.get("impl", []))
-    looks = style.looks_for(impls_all)
+    looks = style.looks_for(impls_all, claims.frameworks(results.speed, results.accuracy))
     order = style.impl_order(impls_all, REGISTRY.names())
     writer = Writer(root, looks)
     import matplotlib
