@@ -254,6 +254,12 @@ def test_baseline_follows_the_declared_preference(speed_run, tmp_path):
     registered = claims.registered_traits()
     assert claims.baseline_candidates(registered, harness.names())[:2] == ["softmax_torch",
                                                                             "sdpa_math"]
+    # the Hrrformer comparison takes the first HRR method registered and the preferred baseline
+    from harness.report.lra import pick_pair
+
+    assert pick_pair(["hrr_jax", "hrr_torch", "sdpa_math", "softmax_jax"],
+                     claims.registered_families(), registered, harness.names()) == \
+        ("hrr_torch", "sdpa_math")
     run = _renamed_copy(speed_run, tmp_path / "none", {"hrr_torch": "hrr_torch"})
     out = render_report([run], tmp_path / "none-report")
     md = (out / "report.md").read_text()
