@@ -30,9 +30,10 @@ from harness.contract.registry import (
     Query,
     register,
 )
+from harness.contract.traits import Traits
 
 __all__ = [
     "attention", "register", "get", "names", "all_implementations", "load_impl_modules",
-    "Availability", "Capabilities", "Implementation", "Query",
+    "Availability", "Capabilities", "Implementation", "Query", "Traits",
     "AttnbenchError", "UnknownNameError", "UnsupportedError", "UsageError",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, Query, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import tiled_exact
 
 # flash_attn's C++ entry (csrc/flash_attn/flash_api.cpp, mha_fwd) refuses larger head dims with
@@ -135,6 +136,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
 
 
 @register("flash_attn", framework="torch", family="exact", requires=("flash_attn",),
+          traits=Traits(memory="tiled"),
           prepare=prepare, constraints=padding_constraint,
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,

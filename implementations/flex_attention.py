@@ -14,6 +14,7 @@ import functools
 from typing import Any, Callable
 
 from harness.contract.registry import Capabilities, Query, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import tiled_exact
 
 
@@ -106,6 +107,7 @@ def cpu_backward_constraint(query: Query) -> list[str]:
 
 
 @register("flex_attention", framework="torch", family="exact", prepare=prepare, compiles=True,
+          traits=Traits(memory="tiled"),
           constraints=cpu_backward_constraint,
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,

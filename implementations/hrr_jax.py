@@ -40,6 +40,7 @@ import math
 
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12
@@ -346,6 +347,7 @@ def _platform(x) -> str:
 
 
 @register("hrr_jax", framework="jax", family="hrr", requires=("jax",),
+          traits=Traits(memory="linear"),
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True,

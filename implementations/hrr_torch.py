@@ -66,6 +66,7 @@ import torch
 
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
 
 COSINE_EPS = 1e-12  # cosine = dot / max(|v| |vhat|, eps): a zero vector gives 0, never NaN
@@ -505,6 +506,7 @@ def _hrr_fft(q, k, v, keep):
 
 
 @register("hrr_torch", framework="torch", family="hrr",
+          traits=Traits(memory="linear"),
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True,

@@ -26,6 +26,7 @@ import torch
 
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
 from implementations import hrr_torch
 
@@ -156,6 +157,7 @@ HRR_REASONS = (
 
 
 @register("hrr_triton", framework="torch", family="hrr", requires=("triton",),
+          traits=Traits(memory="linear"),
           capabilities=Capabilities(devices=("cuda",), dtypes=("float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True,
                                     gqa=True, reasons=HRR_REASONS,

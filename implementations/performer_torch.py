@@ -20,6 +20,7 @@ import functools
 import torch
 
 from harness.contract.registry import Capabilities, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import random_features
 
 DEFAULT_NUM_FEATURES = 256
@@ -160,6 +161,7 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                                    num_features=num_features, seed=seed)
 
     register(name, framework="torch", family="kernel",
+             traits=Traits(memory="features"),
              description=f"Performer FAVOR+, {num_features} orthogonal positive random "
                          f"features, seed {seed}",
              capabilities=Capabilities(

@@ -10,6 +10,7 @@ import warnings
 
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, Query, first_line, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import materialised, tiled
 from implementations._torch_masks import alibi_bias, allowed_keys
 
@@ -21,6 +22,14 @@ BACKENDS = {
     "sdpa_flash": ("FLASH_ATTENTION", ("cpu", "cuda"), ALL_DTYPES),
     "sdpa_efficient": ("EFFICIENT_ATTENTION", ("cuda",), ("float32", "float16", "bfloat16")),
     "sdpa_cudnn": ("CUDNN_ATTENTION", ("cuda",), ("float16", "bfloat16")),
+}
+# MATH forms the T x T scores (the report's second baseline choice, after softmax_torch); the
+# other backends are tiled kernels
+TRAITS = {
+    "MATH": Traits(memory="scores", baseline=1),
+    "FLASH_ATTENTION": Traits(memory="tiled"),
+    "EFFICIENT_ATTENTION": Traits(memory="tiled"),
+    "CUDNN_ATTENTION": Traits(memory="tiled"),
 }
 
 
@@ -149,6 +158,7 @@ def _pinned(backend: str):
 
 for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
     register(_name, framework="torch", family="exact",
+             traits=TRAITS[_backend],
              capabilities=Capabilities(
                  devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
                  backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,

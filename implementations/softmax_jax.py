@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from harness.contract.registry import Capabilities, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import materialised_scores
 
 
@@ -75,6 +76,7 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
 
 
 @register("softmax_jax", framework="jax", family="exact", requires=("jax",),
+          traits=Traits(memory="scores"),
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,

@@ -9,11 +9,13 @@ flex_attention) use it instead.
 from __future__ import annotations
 
 from harness.contract.registry import Capabilities, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import materialised
 from implementations._torch_masks import alibi_bias, allowed_keys
 
 
 @register("softmax_torch", framework="torch", family="exact",
+          traits=Traits(memory="scores", baseline=0),
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, Query, register
+from harness.contract.traits import Traits
 from harness.metrics.traffic import Traffic, element_bytes, tiled_exact
 
 # cutlass' tensor-bias kernels need every stride but the last one aligned to 128 bits
@@ -182,6 +183,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
 
 
 @register("xformers", framework="torch", family="exact", requires=("xformers",),
+          traits=Traits(memory="tiled"),
           prepare=prepare, constraints=constraints,
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float32", "float16", "bfloat16"), causal=True,

@@ -181,18 +181,6 @@ def test_supports_gives_every_reason_not_the_first():
         == "every_reason: no causal mode"
 
 
-def test_older_positional_constraints_still_work():
-    from harness.contract.registry import Availability, Implementation
-
-    def old(device, dtype, causal, masked, backward):
-        return Availability(False, "old_style: no masks") if masked else Availability(True)
-
-    impl = Implementation("old_style", "torch", "exact", Capabilities(key_padding_mask=True),
-                          fn=lambda q, k, v, **kw: q, constraints=old)
-    verdict = impl.supports(key_padding_mask=True, run_probe=False)
-    assert verdict.reasons == ("no masks",) and verdict.reason == "old_style: no masks"
-
-
 def test_sdpa_flash_on_cuda_lists_both_of_its_constraints():
     from harness.contract.registry import Query
 
@@ -217,3 +205,22 @@ def test_an_implementation_may_declare_its_own_gate_tolerance():
     assert not check(strict, device="cpu", dtype="float32").passed
     result = check(lenient, device="cpu", dtype="float32")
     assert result.passed and result.tolerance == 1e-2
+
+
+def test_traits_are_registration_data():
+    from harness.contract.registry import REGISTRY, Implementation
+    from harness.contract.traits import Traits
+
+    harness.register("traits_declared", framework="torch", family="kernel",
+                     traits=Traits(memory="features", baseline=3))(lambda q, k, v, **kw: q)
+    harness.register("traits_silent", framework="torch", family="exact")(lambda q, k, v, **kw: q)
+    try:
+        assert harness.get("traits_declared").traits == Traits(memory="features", baseline=3)
+        assert harness.get("traits_silent").traits == Traits()   # nothing declared
+        with pytest.raises(ValueError, match="traits must be a harness.Traits"):
+            REGISTRY.add(Implementation("traits_wrong", "torch", "exact", Capabilities(),
+                                        fn=lambda q, k, v, **kw: q,
+                                        traits={"memory": "tiled"}))  # type: ignore[arg-type]
+    finally:
+        for name in ("traits_declared", "traits_silent", "traits_wrong"):
+            REGISTRY._impls.pop(name, None)

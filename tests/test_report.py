@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 from cli_helpers import read_records
 from report_fixtures import make_accuracy_run, make_second_run, make_speed_run
 
+import harness
 from harness.cli import main
+from harness.contract.traits import SCALINGS, Traits
 from harness.report import render_report, style
 from harness.report.data import load
 from harness.report.published import PUBLISHED_LRA
@@ -181,3 +184,100 @@ def test_fidelity_of_approximate_methods_is_reported(report, speed_run):
         assert float(table.loc[impl, f"T={t}"]) == pytest.approx(value, rel=2e-3)
     md = (report / "report.md").read_text()
     assert "hrr_torch: its output deviates from exact softmax attention" in md
+
+
+def _renamed_copy(speed_run: Path, path: Path, names: dict[str, str]) -> Path:
+    """The fixture run with only the implementations in ``names``, each recorded under its new
+    name (SYNTHETIC: a plug-in's records without running one)."""
+    path.mkdir(parents=True)
+    shutil.copy(speed_run / "run.json", path / "run.json")
+    lines = []
+    for line in (speed_run / "results.jsonl").read_text().splitlines():
+        data = json.loads(line)
+        if data["impl"] in names:
+            data["impl"] = names[data["impl"]]
+            lines.append(json.dumps(data))
+    (path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def plugins():
+    """Two plug-in methods registered for one test: one declaring its traits (tiled memory,
+    the most preferred baseline), one declaring none."""
+    from harness.contract.registry import REGISTRY, Capabilities, Implementation
+
+    added = {"plug_tiled": Traits(memory="tiled", baseline=-1), "plug_silent": Traits()}
+    for name, traits in added.items():
+        REGISTRY.add(Implementation(name, "torch", "exact", Capabilities(),
+                                    fn=lambda q, k, v, **kw: q, traits=traits))
+    try:
+        yield added
+    finally:
+        for name in added:
+            REGISTRY._impls.pop(name, None)
+
+
+def test_declared_traits_give_the_claims_and_the_baseline(plugins, speed_run, tmp_path):
+    run = _renamed_copy(speed_run, tmp_path / "plug", {
+        "softmax_torch": "plug_tiled", "hrr_torch": "plug_silent",
+        "performer_torch": "plug_unloaded", "flash_attn": "softmax_torch"})
+    out = render_report([run], tmp_path / "plug-report")
+    scaling = pd.read_csv(out / "tables" / "scaling_exponents.csv").set_index("impl")
+    tiled = SCALINGS["tiled"]
+    assert scaling.loc["plug_tiled", "time_theory"] == tiled.time_exponent
+    assert scaling.loc["plug_tiled", "memory_theory"] == tiled.memory_exponent
+    assert scaling.loc["plug_tiled", "basis"] == tiled.basis
+    assert pd.isna(scaling.loc["plug_silent", "memory_theory"])
+    assert "not declared" in scaling.loc["plug_silent", "basis"]
+    assert pd.isna(scaling.loc["plug_unloaded", "memory_theory"])
+    assert "--impl-module" in scaling.loc["plug_unloaded", "basis"]
+    md = (out / "report.md").read_text()
+    assert f"plug_tiled: {tiled.summary}" in md
+    assert "plug_silent: memory scaling not declared" in md
+    # the declared preference picks the baseline (softmax_torch's records here are unsupported)
+    assert (out / "tables" / "speedup_vs_plug_tiled.csv").exists()
+    assert "Relative to the baseline (plug_tiled)" in md
+
+
+def test_baseline_follows_the_declared_preference(speed_run, tmp_path):
+    from harness.report import claims
+
+    traits = {"a": Traits(baseline=2), "b": Traits(baseline=0), "c": Traits(),
+              "d": Traits(baseline=0)}
+    order = ["d", "c", "b", "a"]
+    assert claims.baseline_candidates(traits, order) == ["d", "b", "a"]
+    assert claims.default_baseline({"a", "b", "c"}, traits, order) == "b"
+    assert claims.default_baseline({"a", "c"}, traits, order) == "a"
+    assert claims.default_baseline({"c"}, traits, order) is None
+    # the built-ins: softmax_torch first, then sdpa_math
+    registered = claims.registered_traits()
+    assert claims.baseline_candidates(registered, harness.names())[:2] == ["softmax_torch",
+                                                                            "sdpa_math"]
+    # the Hrrformer comparison takes the first HRR method registered and the preferred baseline
+    from harness.report.lra import pick_pair
+
+    assert pick_pair(["hrr_jax", "hrr_torch", "sdpa_math", "softmax_jax"],
+                     claims.registered_families(), registered, harness.names()) == \
+        ("hrr_torch", "sdpa_math")
+    run = _renamed_copy(speed_run, tmp_path / "none", {"hrr_torch": "hrr_torch"})
+    out = render_report([run], tmp_path / "none-report")
+    md = (out / "report.md").read_text()
+    assert "No baseline: no implementation declared as one (softmax_torch, sdpa_math" in md
+
+
+def test_every_builtin_declares_its_memory_scaling():
+    for impl in harness.all_implementations():
+        assert impl.traits.memory in SCALINGS, impl.name
+
+
+def test_traits_are_checked_when_declared():
+    with pytest.raises(ValueError, match="memory trait"):
+        Traits(memory="quadratic")
+    with pytest.raises(ValueError, match="baseline trait"):
+        Traits(baseline=True)
+
+
+def test_plug_in_looks_are_dashed_by_framework_not_by_name():
+    looks = style.looks_for(["mine", "mine_jax"], {"mine": "jax", "mine_jax": "torch"})
+    assert looks["mine"].linestyle == "--" and looks["mine_jax"].linestyle == "-"

@@ -18,7 +18,7 @@ from harness.errors import UsageError
 from harness.contract.records import Point
 from harness.grid.cost import expected_cost_s
 from harness.store.merge import merge_runs
-from harness.grid.sharding import assign_shards, parse_shard, shard_costs
+from harness.grid.sharding import assign_shards, parse_shard, points_cost_s
 from harness.store.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def test_shards_keep_series_whole_and_are_balanced_by_cost():
     owner = {p.point_id: i for i, shard in enumerate(shards) for p in shard}
     for series in {p.series_key() for p in grid}:   # OOM/timeout skipping stays within a shard
         assert len({owner[p.point_id] for p in grid if p.series_key() == series}) == 1
-    costs = shard_costs(shards, family)
+    costs = [points_cost_s(shard, family) for shard in shards]
     series_costs = {}
     for p in grid:
         series_costs[p.series_key()] = series_costs.get(p.series_key(), 0) + \

@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="attnbench implementations", show_lines=False)
-    for column in ("name", "framework", "family", "devices", "dtypes", "causal", "mask",
+    # the name column is as wide as the longest name and never wraps, whatever the width
+    # (`run_bench.py list | grep NAME` finds every name whole); the other columns fold
+    name_width = max(len("name"), *(len(row["name"]) for row in rows))
+    table.add_column("name", no_wrap=True, min_width=name_width, width=name_width)
+    for column in ("framework", "family", "devices", "dtypes", "causal", "mask",
                    "backward", "workloads", *devices):
         table.add_column(column, overflow="fold")
     for row in rows:

@@ -7,10 +7,11 @@ it schedules or calls anything, so an unsupported combination becomes a reason, 
 Adding your own, from your own module (``run_bench.py --impl-module mypkg.myattn``, or an entry
 point in the ``attnbench.implementations`` group)::
 
-    from harness import Capabilities, register
+    from harness import Capabilities, Traits, register
 
     @register("my_attn", framework="torch", family="exact",
-              capabilities=Capabilities(devices=("cpu", "cuda"), causal=True))
+              capabilities=Capabilities(devices=("cpu", "cuda"), causal=True),
+              traits=Traits(memory="tiled"))
     def my_attn(q, k, v, *, causal=False, key_padding_mask=None):
         ...  # (B, H, T, D) tensors in, (B, H, T, D) out
 """
@@ -20,11 +21,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from harness.contract.traits import Traits
 from harness.errors import UnknownNameError, UnsupportedError, UsageError
 
 FRAMEWORKS = ("torch", "jax")
@@ -65,8 +66,7 @@ class Query:
                 (self.causal and self.q_len))
 
 
-# Query -> every reason it cannot run (empty: it can): rules finer than Capabilities. The older
-# form (device, dtype, causal, masked, backward) -> Availability is still accepted.
+# Query -> every reason it cannot run (empty: it can): rules finer than Capabilities
 ConstraintFn = Callable[[Query], Iterable[str]]
 
 
@@ -154,6 +154,8 @@ class Implementation:
     gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
     # bytes-moved model (harness.metrics.traffic): Point -> Traffic; None = compulsory traffic only
     traffic: Callable[..., object] | None = None
+    # family traits the report states as claims (memory scaling, baseline preference)
+    traits: Traits = field(default_factory=Traits)
     _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -202,21 +204,9 @@ class Implementation:
         return reasons
 
     def _constraint_reasons(self, query: Query) -> list[str]:
-        fn = self.constraints
-        assert fn is not None
-        try:
-            positional = len(inspect.signature(fn).parameters) == 5
-        except (TypeError, ValueError):
-            positional = False
-        if positional:   # the older form: (device, dtype, causal, masked, backward) -> Availability
-            # ``masked``: any explicit mask (padding, window, documents, ALiBi, causal Tq != Tk)
-            verdict = fn(query.device, query.dtype, query.causal,  # type: ignore[call-arg]
-                         query.explicit_mask, query.backward)
-            reasons = [] if verdict else list(verdict.reasons or (verdict.reason,))
-        else:
-            reasons = list(fn(query))
+        assert self.constraints is not None
         prefix = f"{self.name}: "
-        return [r[len(prefix):] if r.startswith(prefix) else r for r in reasons]
+        return [r[len(prefix):] if r.startswith(prefix) else r for r in self.constraints(query)]
 
     def presence(self, device: str) -> Availability:
         """Packages installed and device present, without running anything."""
@@ -302,6 +292,9 @@ class Registry:
                              f"got {impl.framework!r}")
         if impl.family not in FAMILIES:
             raise ValueError(f"{impl.name}: family must be one of {FAMILIES}, got {impl.family!r}")
+        if not isinstance(impl.traits, Traits):
+            raise ValueError(f"{impl.name}: traits must be a harness.Traits, "
+                             f"got {type(impl.traits).__name__}")
         unknown = set(impl.capabilities.dtypes) - set(DTYPES)
         if unknown:
             raise ValueError(f"{impl.name}: unknown dtypes {sorted(unknown)}; use {DTYPES}")
@@ -358,7 +351,8 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
              gate_tolerance: dict[str, float] | None = None,
              traffic: Callable[..., object] | None = None,
              prepare: Callable[..., Callable[..., object]] | None = None,
-             compiles: bool = False) -> Callable[[AttentionFn], AttentionFn]:
+             compiles: bool = False,
+             traits: Traits | None = None) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that declares an attention function under ``name``. ``gate_tolerance``
     (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
     ``traffic`` is its bytes-moved model (see harness.metrics.traffic): without one, only the
@@ -372,7 +366,8 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
             module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
-            traffic=traffic, prepare=prepare, compiles=compiles), replace=replace)
+            traffic=traffic, prepare=prepare, compiles=compiles,
+            traits=traits or Traits()), replace=replace)
         return fn
 
     return decorate

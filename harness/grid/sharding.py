@@ -68,11 +68,6 @@ def points_cost_s(points: Sequence[Point], family_of: Callable[[str], str]) -> f
     return math.fsum(expected_cost_s(p, family_of(p.impl)) for p in points)
 
 
-def shard_costs(shards: Sequence[Sequence[Point]], family_of: Callable[[str], str]
-                ) -> list[float]:
-    return [points_cost_s(shard, family_of) for shard in shards]
-
-
 def select_shard(points: Sequence[Point], spec: ShardSpec, family_of: Callable[[str], str]
                  ) -> list[Point]:
     return assign_shards(points, spec.count, family_of)[spec.index - 1]

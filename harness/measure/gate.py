@@ -33,17 +33,6 @@ class GateResult:
     message: str = ""
 
 
-def gate_inputs(shape: tuple[int, int, int, int], *, seed: int = 0,
-                masked: bool = False) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal(shape) for _ in range(3))
-    mask = None
-    if masked:
-        mask = np.ones((shape[0], shape[2]), dtype=bool)
-        mask[:, shape[2] - max(1, shape[2] // 4):] = False
-    return q, k, v, mask
-
-
 def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,
                     gqa: bool = False, q_len: bool = False, window: bool = False,
                     alibi: bool = False, documents: bool = False,

@@ -7,11 +7,13 @@ Pure functions of the tidy accuracy frame (harness.report.data.tidy_accuracy); a
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
+from harness.contract.traits import Traits
 from harness.metrics.stats import MeanStd, mean_std
+from harness.report.claims import default_baseline
 from harness.report.published import LRA_TASKS, PUBLISHED_LRA, TASK_TITLES
 
 AVG = "Avg"
@@ -205,15 +207,18 @@ def tuning_table(acc: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- the Hrrformer comparison ---------------------------------------------------------------
-def pick_pair(impls: list[str], families: dict[str, str]) -> tuple[str, str] | None:
-    """(HRR implementation, softmax implementation) among those with ok records: hrr_torch and
-    softmax_torch when present, else the first of each family."""
-    hrr = [i for i in impls if families.get(i) == "hrr"]
-    soft = [i for i in impls if families.get(i) == "exact"]
+def pick_pair(impls: list[str], families: Mapping[str, str], traits: Mapping[str, Traits],
+              order: list[str]) -> tuple[str, str] | None:
+    """(HRR implementation, softmax implementation) among those with ok records: the first HRR
+    method in ``order`` (registration order), and the exact method the report would take as its
+    baseline (declared preference), else the first exact one in ``order``."""
+    rank = {name: i for i, name in enumerate(order)}
+    ranked = sorted(impls, key=lambda n: (rank.get(n, len(rank)), n))
+    hrr = [i for i in ranked if families.get(i) == "hrr"]
+    soft = [i for i in ranked if families.get(i) == "exact"]
     if not hrr or not soft:
         return None
-    return ("hrr_torch" if "hrr_torch" in hrr else hrr[0],
-            "softmax_torch" if "softmax_torch" in soft else soft[0])
+    return hrr[0], default_baseline(soft, traits, order) or soft[0]
 
 
 def published_accuracy_difference(task: str) -> float | None:
@@ -226,7 +231,8 @@ def published_accuracy_difference(task: str) -> float | None:
                  - PUBLISHED_LRA["Transformer (LRA paper)"][k], 2)
 
 
-def hrrformer_comparison(acc: pd.DataFrame, families: dict[str, str]) -> pd.DataFrame:
+def hrrformer_comparison(acc: pd.DataFrame, families: Mapping[str, str],
+                         traits: Mapping[str, Traits], order: list[str]) -> pd.DataFrame:
     """Per task (and the LRA average when both have all five): HRR vs softmax measured here,
     training speed-up (examples/s ratio), peak-memory ratio and accuracy difference (points,
     ± the standard error sqrt(s1^2/n1 + s2^2/n2) when both have n >= 2), with the Hrrformer
@@ -234,7 +240,7 @@ def hrrformer_comparison(acc: pd.DataFrame, families: dict[str, str]) -> pd.Data
     ok = ok_rows(acc)
     if ok.empty or acc["run"].nunique() > 1:
         return pd.DataFrame()
-    pair = pick_pair(sorted(set(ok["impl"])), families)
+    pair = pick_pair(sorted(set(ok["impl"])), families, traits, order)
     if pair is None:
         return pd.DataFrame()
     hrr, soft = pair

@@ -20,6 +20,7 @@ import pandas as pd
 from harness.console import format_bytes
 from harness.errors import UsageError
 from harness.contract.registry import REGISTRY
+from harness.report import claims
 from harness.report import findings as findings_lib
 from harness.report import style, tables
 from harness.report.data import MIB, Results, load
@@ -28,7 +29,6 @@ from harness.store.run_metadata import command_text
 from harness.store.run_dir import TruncatedLineWarning
 
 DEFAULT_ROOT = Path("reports")
-BASELINE_PREFERENCE = ("softmax_torch", "sdpa_math")
 
 
 # -- blocks ----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def choose_baseline(results: Results, baseline: str | None) -> str | None:
                              f"implementations with results: "
                              f"{', '.join(sorted(ok_impls)) or 'none'}")
         return baseline
-    return next((b for b in BASELINE_PREFERENCE if b in ok_impls), None)
+    return claims.default_baseline(ok_impls, claims.registered_traits(), REGISTRY.names())
 
 
 def clean(directory: Path, suffixes: tuple[str, ...]) -> None:
@@ -223,7 +223,7 @@ def render_report(run_paths: list[Path], out_dir: Path | None = None,
 
 def _render_into(root: Path, results: Results, baseline: str | None) -> Path:
     impls_all = set(results.speed.get("impl", [])) | set(results.accuracy.get("impl", []))
-    looks = style.looks_for(impls_all)
+    looks = style.looks_for(impls_all, claims.frameworks(results.speed, results.accuracy))
     order = style.impl_order(impls_all, REGISTRY.names())
     writer = Writer(root, looks)
     import matplotlib
@@ -282,7 +282,7 @@ def build(results: Results, baseline: str | None, order: list[str],
     reference = results.runs[0].label
     scaling = pd.DataFrame()
     if not speed.empty:
-        scaling = tables.scaling(speed)
+        scaling = tables.scaling(speed, claims.registered_traits())
         if results.multi:
             pairs = tables.run_pairs(speed, reference)
     doc.h(2, "Headline findings")
@@ -291,8 +291,10 @@ def build(results: Results, baseline: str | None, order: list[str],
     items += accuracy_findings(acc)
     doc.ul(items or ["no successful measurements to draw findings from"])
     if not speed.empty and baseline is None:
-        doc.p("No baseline: neither softmax_torch nor sdpa_math has successful points, so no "
-              "speedup or memory-ratio figures; choose one with --baseline.")
+        candidates = claims.baseline_candidates(claims.registered_traits(), REGISTRY.names())
+        doc.p("No baseline: no implementation declared as one ("
+              + (", ".join(candidates) or "none registered") + ") has successful points, so "
+              "no speedup or memory-ratio figures; choose one with --baseline.")
 
     if not speed.empty:
         speed_sections(doc, results, baseline, order, looks, writer, scaling, figures)
@@ -463,11 +465,10 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     doc.h(2, "Scaling exponents")
     doc.p("Slope of log(time) and log(peak memory) against log(T), fitted by least squares to "
           "the upper part of the measured lengths (those at or above the geometric middle of "
-          "the range, and at least the three longest), next to what each method claims: exact "
-          "attention does T^2 work; softmax_torch, softmax_jax and sdpa_math also hold the T x T "
-          "score matrix (memory T^2), while tiled flash-style kernels (sdpa_flash, "
-          "sdpa_efficient, sdpa_cudnn, flash_attn, xformers) never do (memory T); HRR and "
-          "Performer claim T for both. At short lengths fixed costs flatten the measured slope.")
+          "the range, and at least the three longest), next to what each method claims (the "
+          "memory trait it declared when it registered): "
+          + claims.scaling_prose(impls, claims.registered_traits())
+          + " At short lengths fixed costs flatten the measured slope.")
     doc.table(scaling, writer.table(scaling, "scaling_exponents",
                                     "measured vs claimed scaling exponents of seq_len"))
     points = points_table(speed)
@@ -701,8 +702,8 @@ def hrrformer_section(doc, acc, writer) -> None:
     """HRR next to softmax attention, with the Hrrformer paper's claims beside the numbers."""
     from harness.report import lra
 
-    families = {name: REGISTRY.get(name).family for name in REGISTRY.names()}
-    comparison = lra.hrrformer_comparison(acc, families)
+    comparison = lra.hrrformer_comparison(acc, claims.registered_families(),
+                                          claims.registered_traits(), REGISTRY.names())
     if comparison.empty:
         return
     doc.h(3, "Hrrformer comparison")

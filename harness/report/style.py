@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 PAPER_WIDTH_IN = 3.3        # single column
 PANEL_WIDTH_IN = 1.75
@@ -57,12 +57,14 @@ def _hash(name: str) -> int:
     return int(hashlib.sha1(name.encode()).hexdigest(), 16)
 
 
-def looks_for(names: Iterable[str]) -> dict[str, Look]:
-    """The look of every implementation in one report (stable for the same set of names)."""
+def looks_for(names: Iterable[str], frameworks: Mapping[str, str] | None = None
+              ) -> dict[str, Look]:
+    """The look of every implementation in one report (stable for the same set of names);
+    ``frameworks`` (name -> framework, as registered or recorded) dashes the JAX ones."""
     names = sorted(set(names))
+    frameworks = frameworks or {}
     looks = {n: BUILTIN[n] for n in names if n in BUILTIN}
     taken: set[int] = set()
-    framework_dash = {}
     for name in names:
         if name in looks:
             continue
@@ -72,8 +74,8 @@ def looks_for(names: Iterable[str]) -> dict[str, Look]:
                 slot = (slot + step) % len(FALLBACK_COLORS)
                 break
         taken.add(slot)
-        framework_dash[name] = "--" if name.endswith("_jax") else "-"
-        looks[name] = Look(FALLBACK_COLORS[slot], FALLBACK_MARKERS[slot], framework_dash[name])
+        dash = "--" if frameworks.get(name) == "jax" else "-"
+        looks[name] = Look(FALLBACK_COLORS[slot], FALLBACK_MARKERS[slot], dash)
     return looks
 
 

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from harness.contract.traits import Traits
+from harness.report.claims import theoretical_exponents
 from harness.report.data import MIB
 
 FAILED = ("oom", "timeout", "error")
 KEY = ["run", "group", "pass", "head_dim"]          # a panel (one run, one figure facet)
-
-# memory that grows with T*T: the score matrix is materialised
-MATERIALISES_SCORES = {"softmax_torch", "softmax_jax", "sdpa_math"}
-# tiled kernels that never hold T x T: memory linear in T
-FLASH_STYLE = {"sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "flash_attn", "xformers"}
-
-
-def theoretical_exponents(impl: str, family: str) -> tuple[float | None, float | None, str]:
-    """(time exponent, memory exponent, why) of seq_len, as the methods claim them."""
-    if family in ("hrr", "kernel"):
-        return 1.0, 1.0, "linear-time method: O(T) time and memory"
-    if family == "exact":
-        if impl in MATERIALISES_SCORES:
-            return 2.0, 2.0, "materialises the T x T score matrix"
-        if impl in FLASH_STYLE:
-            return 2.0, 1.0, "tiled kernel: T x T work, never T x T memory"
-        return 2.0, None, "exact attention; memory depends on the kernel (not known here)"
-    return None, None, "unknown family"
-
 
 def _present(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """Index columns worth showing: run and group only when they vary."""
@@ -130,7 +114,9 @@ def fit_exponent(lengths: np.ndarray, values: np.ndarray) -> tuple[float, float,
     return slope, float(lengths[upper].min()), float(lengths[upper].max()), int(upper.sum())
 
 
-def scaling(speed: pd.DataFrame) -> pd.DataFrame:
+def scaling(speed: pd.DataFrame, traits: Mapping[str, Traits]) -> pd.DataFrame:
+    """Measured exponents of seq_len per implementation, next to those its declared traits
+    claim (``traits``: name -> Traits of the registered implementations)."""
     rows = []
     ok = speed[speed["status"] == "ok"]
     index = _present(speed, KEY)
@@ -138,7 +124,7 @@ def scaling(speed: pd.DataFrame) -> pd.DataFrame:
         t = sub["seq_len"].to_numpy(float)
         time_slope, lo, hi, n = fit_exponent(t, sub["time_s"].to_numpy(float))
         mem_slope, mlo, mhi, mn = fit_exponent(t, sub["peak_mem_bytes"].to_numpy(float))
-        theory_t, theory_m, why = theoretical_exponents(sub.iloc[0]["impl"],
+        theory_t, theory_m, why = theoretical_exponents(traits.get(sub.iloc[0]["impl"]),
                                                         sub.iloc[0]["family"])
         rows.append({**dict(zip(index + ["impl"], key)),
                      "fit_range": f"{int(lo)}-{int(hi)}" if n else "",
