@@ -270,6 +270,7 @@ def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
 # -- records and report ------------------------------------------------------------------------
 def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttled(tmp_path):
     from harness.measure.processes import Outcome
+    from harness.contract.probe import GateResult, ProbeResult
     from harness.contract.records import MemoryResult, Point, TimingResult
     from harness.report import render_report
     from harness.measure.runner import Runner
@@ -279,9 +280,8 @@ def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttl
     class FakeExecutor:
         def run(self, task, *args, timeout=None):
             if task == "probe":
-                return Outcome("ok", {c: {"available": True, "reason": "",
-                                          "gate": {"passed": True, "max_error": 0.0,
-                                                   "tolerance": 1e-3}} for c in args[0]})
+                gate = GateResult(True, 0.0, 1e-3, None)
+                return Outcome("ok", {c: ProbeResult(True, gate=gate) for c in args[0]})
             if task == "memory":
                 return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
                                                   input_bytes=100))
