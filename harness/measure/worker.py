@@ -278,7 +278,7 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 time_samples_s=samples, first_call_s=first,
                 warmup=work.info.get("warmup_calls", settings.warmup),
                 threads=fw.threads(),
-                timer=(work.timer.name if work.timer else "perf_counter")
+                timer=(work.timer or gpu_timing.WallClockTimer()).name
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
                 time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
                 cpu_time_samples_s=work.info.get("cpu_samples") or None,
