@@ -26,3 +26,9 @@ class UnknownNameError(UsageError, KeyError):
 
 class UnsupportedError(AttnbenchError, ValueError):
     """An implementation asked for something it cannot do (causal, dtype, device, ...)."""
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """The first line of a message (an exception's, a tool's output), at most ``limit`` long."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:limit]

@@ -64,7 +64,8 @@ def test_workload_flags_parse_as_sweep_and_run_every_combination():
             for c in cases} == {(kv, 1, 8, causal) for kv in (1, 2) for causal in (False, True)}
     items = [("softmax_torch", c.for_impl("softmax_torch", "cpu", "float32")) for c in cases]
     out = check_workloads_task(items, WorkerContext())
-    assert all(r["passed"] and r["max_error"] <= r["tolerance"] for r in out.values()), out
+    gates = [r.gate for r in out.values()]
+    assert all(g is not None and g.passed and g.max_error <= g.tolerance for g in gates), out
 
 
 @pytest.mark.parametrize("flags, message", [

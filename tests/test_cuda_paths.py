@@ -245,6 +245,7 @@ def test_probe_worker_ends_after_a_combination_breaks_the_context(monkeypatch):
 
 def test_runner_isolates_the_combination_that_broke_the_context(tmp_path):
     """The runner's answer to a probe worker that raised: each combination alone."""
+    from harness.contract.probe import ProbeResult
     from harness.measure.processes import Outcome
     from harness.measure.runner import Runner
     from harness.grid.settings import RunSettings
@@ -259,15 +260,16 @@ def test_runner_isolates_the_combination_that_broke_the_context(tmp_path):
             if len(combos) > 1 or combos[0][0] == "softmax_torch":
                 return Outcome("error", message="worker raised CudaContextError: bad on cuda/"
                                                 "float16 left the CUDA context unusable")
-            return Outcome("ok", result={combos[0]: {"available": True, "reason": ""}})
+            return Outcome("ok", result={combos[0]: ProbeResult(True)})
 
     runner = Runner(RunDir.create(tmp_path / "run", {}), RunSettings(), executor=Executor())
     points = [Point(name, seq_len=64, head_dim=16, device="cuda", dtype="float16")
               for name in ("softmax_torch", "sdpa_math")]  # the first one "breaks" the context
     probes = runner.probe(points)
-    assert probes[("sdpa_math", "cuda", "float16", False)]["available"]
+    assert probes[("sdpa_math", "cuda", "float16", False)].available
     bad = probes[("softmax_torch", "cuda", "float16", False)]
-    assert bad["crashed"] and "CudaContextError" in bad["reason"]
+    assert not bad and bad.crashed and bad.status == "error"
+    assert "CudaContextError" in bad.reason
 
 
 # ---- finding 12: NVML in CUDA's order, matched by UUID; one bad GPU does not abort ------------

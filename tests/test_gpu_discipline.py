@@ -260,6 +260,30 @@ def test_flush_note_says_when_l2_was_not_flushed():
     assert "switched off" in gpu_timing.l2_flush_note(no_buffer, "cuda:1")
 
 
+def test_every_timer_class_implements_the_timer_protocol():
+    """name, flush and time(work) -> (seconds, output) for each timer of harness.measure.timers
+    (the CUDA ones on a fake torch), and no timer class is left unchecked."""
+    jax = pytest.importorskip("jax")
+    log: list = []
+    torch = FakeTorch(log)
+    timers = [gpu_timing.WallClockTimer(),
+              gpu_timing.CudaEventTimer("cuda", flush_l2=False, torch_module=torch),
+              gpu_timing.CudaGraphTimer("cuda", FakeFlush(log), torch_module=torch),
+              gpu_timing.NvtxTimer(gpu_timing.WallClockTimer(), "p", nvtx=torch.cuda.nvtx),
+              gpu_timing.JaxFlushTimer(jax.devices("cpu")[0], nbytes=1 << 20)]
+    defined = {value for name, value in vars(gpu_timing).items()
+               if isinstance(value, type) and name.endswith("Timer") and value is not
+               gpu_timing.Timer and value.__module__ == gpu_timing.__name__}
+    assert defined == {type(timer) for timer in timers}
+    for timer in timers:
+        assert isinstance(timer, gpu_timing.Timer), type(timer).__name__
+        assert isinstance(timer.name, str) and timer.name
+        elapsed, value = timer.time(counting_workload(log))
+        assert elapsed >= 0 and value == "out", type(timer).__name__
+    no_flush = type("NoFlush", (), {"name": "x", "time": lambda self, work: (0.0, None)})()
+    assert not isinstance(no_flush, gpu_timing.Timer)
+
+
 def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
     jax = pytest.importorskip("jax")
     timer = gpu_timing.JaxFlushTimer(jax.devices("cpu")[0], nbytes=1 << 20)
@@ -276,6 +300,7 @@ def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
 # -- records and report ------------------------------------------------------------------------
 def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttled(tmp_path):
     from harness.measure.processes import Outcome
+    from harness.contract.probe import GateResult, ProbeResult
     from harness.contract.records import MemoryResult, Point, TimingResult
     from harness.report import render_report
     from harness.measure.runner import Runner
@@ -285,9 +310,8 @@ def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttl
     class FakeExecutor:
         def run(self, task, *args, timeout=None):
             if task == "probe":
-                return Outcome("ok", {c: {"available": True, "reason": "",
-                                          "gate": {"passed": True, "max_error": 0.0,
-                                                   "tolerance": 1e-3}} for c in args[0]})
+                gate = GateResult(True, 0.0, 1e-3, None)
+                return Outcome("ok", {c: ProbeResult(True, gate=gate) for c in args[0]})
             if task == "memory":
                 return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
                                                   input_bytes=100))

@@ -1,29 +1,48 @@
-"""The typed Measurement (what the worker returns) and the SpeedRecord it fills: every field a
-result declares for the record is a record field with the same default, so nothing is dropped
-and "not measured" reads the same as before."""
+"""The typed Measurement (what the worker returns) and the SpeedRecord it fills: each metric is
+declared once, and the record's field is the result's field (same Field object, so the same
+name, type and default), so nothing is dropped and "not measured" reads the same."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from harness.contract.records import MemoryResult, Measurement, SpeedRecord, TimingResult
+from harness.contract.records import (
+    METRIC_FIELDS,
+    METRIC_GROUPS,
+    MemoryResult,
+    Measurement,
+    SpeedRecord,
+    TimingResult,
+)
 
 
-def _default(f: dataclasses.Field):
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
-
-
-def test_every_record_field_of_a_result_exists_in_the_record_with_its_default():
+def test_the_record_field_is_the_result_field():
     record_fields = {f.name: f for f in dataclasses.fields(SpeedRecord)}
     for result in (MemoryResult, TimingResult):
         for f in dataclasses.fields(result):
-            if f.metadata.get("to") == "record":
-                assert f.name in record_fields, (result.__name__, f.name)
-                assert _default(f) == _default(record_fields[f.name]), (result.__name__, f.name)
+            if f.name in METRIC_FIELDS:
+                assert record_fields[f.name] is f, (result.__name__, f.name)
             elif f.name not in ("status", "message"):
                 assert f.metadata.get("to") == "extra", (result.__name__, f.name)
+                assert f.name not in record_fields or f.name == "extra", (result.__name__, f.name)
+    for group in METRIC_GROUPS:
+        assert issubclass(SpeedRecord, group)
+
+
+def test_record_values_copy_every_metric_of_the_passes_and_json_lists_the_point_first():
+    timing = TimingResult(time_s=0.5, deviation_from_softmax=0.25, matmul_precision="highest")
+    values, _ = Measurement(MemoryResult(peak_mem_bytes=3), timing).record_values()
+    passes = {f.name for r in (MemoryResult, TimingResult) for f in dataclasses.fields(r)}
+    assert set(values) == passes & set(METRIC_FIELDS)
+    assert not {"gate_max_error", "tokens_per_s"} & set(values)   # not the passes' to fill
+    record = SpeedRecord(impl="x", framework="torch", family="exact", device="cpu", batch=1,
+                         heads=1, seq_len=8, head_dim=4, dtype="float32", causal=False,
+                         pass_="forward", status="ok", **values)
+    data = record.to_json()
+    assert data["deviation_from_softmax"] == 0.25 and data["peak_mem_bytes"] == 3
+    keys = list(data)
+    assert keys[:3] == ["impl", "framework", "family"]    # the point first, then the metrics
+    assert keys.index("message") < keys.index("time_s") < keys.index("hardware_id")
 
 
 def test_record_values_keep_every_measured_value_including_task_wall_time():

@@ -152,8 +152,46 @@ def test_broken_implementation_is_unavailable_with_reason():
     try:
         verdict = harness.get("returns_wrong_shape").availability("cpu")
         assert not verdict and "shape" in verdict.reason
+        assert verdict.failed and verdict.status == "error"   # a failure, not unsupported
     finally:
         REGISTRY._impls.pop("returns_wrong_shape", None)
+
+
+def test_one_probe_for_the_registry_and_the_workers():
+    """The registry's availability and a worker's probe are one typed ProbeResult from one
+    code path (harness.contract.probe): a worker adds the gate, nothing else."""
+    from harness.contract.probe import ProbeResult
+    from harness.measure import worker
+
+    calls = []
+
+    def own_probe(device, dtype):
+        calls.append((device, dtype))
+        return harness.Availability(dtype != "float64", "no float64 here")
+
+    @register("probed_once", framework="torch", family="exact", probe=own_probe,
+              capabilities=Capabilities(devices=("cpu",), dtypes=("float32", "float64")))
+    def probed(q, k, v, *, causal=False, key_padding_mask=None):
+        return v
+
+    try:
+        impl = harness.get("probed_once")
+        here = worker.probe_here(impl, device="cpu", dtype="float32")
+        assert isinstance(here, ProbeResult) and here.available and here.gate is None
+        assert impl.availability("cpu", "float32") is here and calls == [("cpu", "float32")]
+        refused = worker.probe_here(impl, device="cpu", dtype="float64")
+        assert not refused and refused.reason == "no float64 here"
+        assert refused.status == "unsupported" and not refused.failed
+        static = worker.probe_here(impl, device="cpu", dtype="float32", causal=True)
+        assert not static and "causal" in static.reason and static.status == "unsupported"
+        gated = worker.probe_task([("probed_once", "cpu", "float32", False)],
+                                  worker.WorkerContext())
+        result = gated[("probed_once", "cpu", "float32", False)]
+        assert result.available and result.gate is not None and not result.gate.passed
+        assert result.gate_fields() == {"gate_max_error": result.gate.max_error,
+                                        "gate_tolerance": result.gate.tolerance}
+    finally:
+        REGISTRY._impls.pop("probed_once", None)
 
 
 def test_supports_gives_every_reason_not_the_first():

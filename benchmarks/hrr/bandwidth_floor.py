@@ -22,7 +22,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,26 +51,20 @@ def io_bytes(batch: int, heads: int, tokens: int, dim: int, dtype: str) -> int:
 
 
 def copy_bandwidth(device: str, mib: int, repeats: int = 10) -> float:
-    """Bytes per second of dst.copy_(src): read + written bytes over the median time."""
+    """Bytes per second of dst.copy_(src): read + written bytes over the median time, timed by
+    the harness's timers (CUDA events on a GPU, no L2 flush; perf_counter on the CPU)."""
     import torch
+
+    from harness.contract.workload import Workload
+    from harness.measure.timers import CudaEventTimer, WallClockTimer
 
     src = torch.empty(mib << 20, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
-    times = []
-    for i in range(repeats + 2):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            dst.copy_(src)
-            end.record()
-            end.synchronize()
-            elapsed = start.elapsed_time(end) / 1e3
-        else:
-            begin = time.perf_counter()
-            dst.copy_(src)
-            elapsed = time.perf_counter() - begin
-        if i >= 2:                                  # two warm-up copies
-            times.append(elapsed)
+    work = Workload(run=lambda: dst.copy_(src), block=lambda _: None, check=lambda _: True,
+                    input_bytes=0)
+    timer = CudaEventTimer(device, flush_l2=False) if device.startswith("cuda") \
+        else WallClockTimer()
+    times = [timer.time(work)[0] for _ in range(repeats + 2)][2:]   # two warm-up copies
     return 2 * src.numel() / statistics.median(times)
 
 

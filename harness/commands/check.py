@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
+from harness.contract.probe import GateResult, ProbeResult
 from harness.errors import UsageError
 from harness.contract.registry import REGISTRY, Implementation, device_kind
 from harness.grid.workload_cases import WorkloadCase, builtin_cases, flag_cases
@@ -98,17 +99,17 @@ def run(args: argparse.Namespace) -> int:
         for causal in (False, True):
             for masked in (False, True):
                 result = results[(impl.name, device, dtype, causal, masked)]
-                if "skipped" in result:
+                gate = row_gate(result)
+                if gate is None:
                     table.add_row(impl.name, str(causal), str(masked), "[yellow]skipped[/]",
-                                  "", "", result["skipped"])
+                                  "", "", result.reason)
                     continue
                 ran += 1
-                failed += not result["passed"]
+                failed += not gate.passed
                 table.add_row(impl.name, str(causal), str(masked),
-                              "[green]ok[/]" if result["passed"]
-                              else f"[red]FAIL[/] {result['message']}",
-                              _fmt(result.get("max_error")), _fmt(result.get("tolerance")),
-                              _fmt(result.get("deviation_from_softmax")))
+                              "[green]ok[/]" if gate.passed else f"[red]FAIL[/] {gate.message}",
+                              _fmt(gate.max_error), _fmt(gate.tolerance),
+                              _fmt(gate.deviation_from_softmax))
     Console(width=160).print(table)
     if not ran:
         raise UsageError(f"check: no selected implementation runs on {device}/{dtype}")
@@ -137,16 +138,17 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
     for name in names:
         for case in cases:
             result = results[(name, case.name)]
-            if "skipped" in result:
-                table.add_row(name, case.name, f"[yellow]unsupported[/]: {result['skipped']}",
+            gate = row_gate(result)
+            if gate is None:
+                table.add_row(name, case.name, f"[yellow]unsupported[/]: {result.reason}",
                               "", "", "")
                 continue
             ran += 1
-            failed += not result["passed"]
-            table.add_row(name, case.name, "[green]ok[/]" if result["passed"]
-                          else f"[red]FAIL[/] {result['message']}",
-                          _fmt(result.get("max_error")), _fmt(result.get("tolerance")),
-                          _fmt(result.get("deviation_from_softmax")))
+            failed += not gate.passed
+            table.add_row(name, case.name, "[green]ok[/]" if gate.passed
+                          else f"[red]FAIL[/] {gate.message}",
+                          _fmt(gate.max_error), _fmt(gate.tolerance),
+                          _fmt(gate.deviation_from_softmax))
     Console(width=200).print(table)
     if not ran:
         raise UsageError(f"check: no selected implementation runs these workloads on "
@@ -155,7 +157,7 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
 
 
 def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, ...],
-                   timeout: float, key: Callable[[Any], tuple]) -> dict[tuple, dict[str, Any]]:
+                   timeout: float, key: Callable[[Any], tuple]) -> dict[tuple, ProbeResult]:
     """Run ``task`` over every implementation's items in worker processes: all at once, and
     one implementation per worker when that worker does not come back (its rows then fail
     with the worker's fate; ``key`` is an item's key in the task's answer)."""
@@ -168,20 +170,28 @@ def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, .
     outcome = executor.run(task, everything, context, timeout=timeout * len(items))
     if outcome.status == "ok":
         return outcome.result
-    results: dict[tuple, dict[str, Any]] = {}
+    results: dict[tuple, ProbeResult] = {}
     for name, own in items.items():
         single = executor.run(task, own, context, timeout=timeout)
         if single.status == "ok":
             results.update(single.result)
             continue
         for item in own:
-            results[key(item)] = {"passed": False,
-                                  "message": f"worker {single.status}: {single.message}"}
+            results[key(item)] = ProbeResult(False, f"worker {single.status}: {single.message}",
+                                             crashed=True)
     return results
 
 
+def row_gate(result: ProbeResult) -> GateResult | None:
+    """The gate a row shows; None: the implementation cannot run it here (skipped). A worker
+    that did not come back fails its rows with its fate."""
+    if result.crashed:
+        return GateResult(False, None, None, None, result.reason)
+    return result.gate if result else None
+
+
 def gate_results(names: list[str], device: str, dtype: str, impl_modules: tuple[str, ...],
-                 timeout: float) -> dict[tuple, dict[str, Any]]:
+                 timeout: float) -> dict[tuple, ProbeResult]:
     """The gate of every (impl, causal, masked) in worker processes."""
     items = {name: [(name, device, dtype, c, m) for c in (False, True) for m in (False, True)]
              for name in names}

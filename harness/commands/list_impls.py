@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from harness.contract.probe import ProbeResult
 from harness.errors import UsageError
 from harness.contract.registry import FAMILY_LABELS, REGISTRY, Implementation
 
@@ -28,7 +30,7 @@ WORKLOADS = ("gqa", "q_len", "window", "alibi", "documents")
 
 
 def impl_row(impl: Implementation, devices: list[str],
-             probed: dict[tuple[str, str], tuple[bool, str]]) -> dict:
+             probed: dict[tuple[str, str], Any]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
            "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
@@ -48,16 +50,17 @@ def device_availability(impl: Implementation, device: str) -> dict:
     return summarise_dtypes(dtype_availability(impl, device))
 
 
-def summarise_dtypes(probed: dict | tuple) -> dict:
+def summarise_dtypes(probed: dict[str, ProbeResult] | ProbeResult) -> dict:
     """``available`` if any dtype runs, ``dtypes`` those that do, ``reason`` why the others do
-    not (the first such reason), ``by_dtype`` each. A tuple (available, reason): the probe
-    worker itself failed."""
-    if isinstance(probed, tuple):
-        return {"available": False, "dtypes": [], "reason": probed[1], "by_dtype": {}}
-    ok = [d for d, (available, _) in probed.items() if available]
-    refused = [reason for available, reason in probed.values() if not available]
+    not (the first such reason), ``by_dtype`` each. One ProbeResult: the probe worker itself
+    failed."""
+    if isinstance(probed, ProbeResult):
+        return {"available": False, "dtypes": [], "reason": probed.reason, "by_dtype": {}}
+    ok = [d for d, result in probed.items() if result]
+    refused = [result.reason for result in probed.values() if not result]
     return {"available": bool(ok), "dtypes": ok, "reason": refused[0] if refused else "",
-            "by_dtype": {d: {"available": a, "reason": r} for d, (a, r) in probed.items()}}
+            "by_dtype": {d: {"available": r.available, "reason": r.reason}
+                         for d, r in probed.items()}}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def probe_all(names: list[str], devices: list[str], impl_modules: tuple[str, ...],
-              timeout: float = LIST_TIMEOUT_S) -> dict[tuple[str, str], tuple[bool, str]]:
-    """(available, reason) of each (implementation, device), probed in worker processes: all
-    in one, then one implementation per worker when that one does not come back."""
+              timeout: float = LIST_TIMEOUT_S) -> dict[tuple[str, str], Any]:
+    """{dtype: ProbeResult} of each (implementation, device), probed in worker processes: all
+    in one, then one implementation per worker when that one does not come back (its
+    devices then hold the worker's fate as one ProbeResult)."""
     from harness.measure.processes import LocalExecutor
     from harness.measure.worker import WorkerContext
 
@@ -117,15 +121,16 @@ def probe_all(names: list[str], devices: list[str], impl_modules: tuple[str, ...
     outcome = executor.run("availability", everything, context, timeout=timeout)
     if outcome.status == "ok":
         return outcome.result
-    results: dict[tuple[str, str], tuple[bool, str]] = {}
+    results: dict[tuple[str, str], Any] = {}
     for name in names:
         items = [(name, device) for device in devices]
         single = executor.run("availability", items, context, timeout=timeout)
         if single.status == "ok":
             results.update(single.result)
         else:
-            results.update({item: (False, f"{name}: probe worker {single.status}: "
-                                          f"{single.message}") for item in items})
+            results.update({item: ProbeResult(False, f"{name}: probe worker {single.status}: "
+                                                     f"{single.message}", crashed=True)
+                            for item in items})
     return results
 
 

@@ -169,64 +169,126 @@ def point_id(kind: str, fields: dict[str, Any]) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
 
+# -- the metrics: each field declared once ----------------------------------------------------
+# A speed record's measured and derived values are the fields of these groups. The worker's
+# results inherit the groups they fill and SpeedRecord inherits them all, so the record's field
+# IS the measurement's field (same name, type, default); SPEED_METRICS, the report's frames and
+# compare's checks take their columns from the record's fields. Adding a metric is one field
+# here (and the code that measures it).
+@dataclass(kw_only=True)
+class TimeMetrics:
+    """The timing pass's samples and how they were taken."""
+    time_s: float | None = None            # median of the samples
+    time_samples_s: list[float] = field(default_factory=list, metadata={"column": False})
+    time_iqr_s: float | None = None
+    time_min_s: float | None = None
+    warmup: int = 0
+    timer: str = ""                        # perf_counter / cuda_event / ...
+    compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
+    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
+    threads: int | None = None
+
+
+@dataclass(kw_only=True)
+class MemoryMetrics:
+    """The memory pass's peak."""
+    peak_mem_bytes: int | None = None      # peak above the inputs (see mem_method)
+    mem_method: str = ""
+    input_bytes: int | None = None
+
+
+@dataclass(kw_only=True)
+class DerivedMetrics:
+    """Computed by the runner from the time and the point (harness.metrics)."""
+    tokens_per_s: float | None = None
+    flops: float | None = None
+    tflops: float | None = None
+    flop_model: str = ""
+    # bytes moved and % of the machine's peaks (harness.metrics.traffic; peaks in run.json)
+    bytes_moved: float | None = None
+    bytes_model: str = ""
+    achieved_bytes_per_s: float | None = None
+    pct_peak_bandwidth: float | None = None
+    pct_peak_flops: float | None = None    # exact attention only
+    arithmetic_intensity: float | None = None   # FLOPs / bytes_moved (exact attention only)
+
+
+@dataclass(kw_only=True)
+class TimingConditions:
+    """How the point was timed (harness.measure.timers, harness.measure.gpu_watch)."""
+    matmul_precision: str = ""             # torch / JAX float32 matmul setting (TF32 or not)
+    l2_flush: str = ""                     # whether caches were flushed before each sample
+    sm_clock_mhz_min: float | None = None  # NVML samples while the point was timed (GPU)
+    sm_clock_mhz_max: float | None = None
+    max_sm_clock_mhz: float | None = None
+    gpu_temperature_c_max: float | None = None
+    gpu_power_w_max: float | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    throttled: bool | None = None          # timed below 90% of the maximum SM clock
+
+
+@dataclass(kw_only=True)
+class GateMetrics:
+    """The correctness gate before timing (harness.contract.probe.ProbeResult.gate_fields)."""
+    gate_max_error: float | None = None
+    gate_tolerance: float | None = None
+
+
+@dataclass(kw_only=True)
+class FidelityMetrics:
+    """The timed output against exact softmax attention (approximate families)."""
+    deviation_from_softmax: float | None = None
+
+
+@dataclass(kw_only=True)
+class RecordBookkeeping:
+    """Where and when a speed record was made, and what it is."""
+    hardware_id: str = ""
+    started_at: str = ""
+    wall_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "speed"
+    schema_version: int = SCHEMA_VERSION
+
+
+# every group, in the order their columns appear
+METRIC_GROUPS: tuple[type, ...] = (TimeMetrics, MemoryMetrics, DerivedMetrics, TimingConditions,
+                                   GateMetrics, FidelityMetrics)
+METRIC_FIELDS: tuple[str, ...] = tuple(f.name for group in METRIC_GROUPS
+                                       for f in dataclasses.fields(group))
+
+
 # -- what a worker returns: the typed Measurement ----------------------------------------------
-# Each field says where it lands in the SpeedRecord: ``to="record"`` (the record's field of the
-# same name, with the same default) or ``to="extra"`` (record.extra[key or name], only when not
-# None). The runner copies by these declarations; no key list is kept by hand anywhere else.
-def measured(default: Any = None, *, to: str = "record", key: str | None = None,
-             factory: Any = None) -> Any:
-    metadata = {"to": to, "key": key}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+# A result's own fields besides status and message are notes for record.extra[key or name]
+# (only when not None), declared with ``extra()``; its metric fields go to the record's field of
+# the same name. The runner copies by these declarations; no key list is kept by hand.
+def to_extra(*, key: str | None = None) -> Any:
+    return field(default=None, metadata={"to": "extra", "key": key})
 
 
-@dataclass
-class MemoryResult:
+@dataclass(kw_only=True)
+class MemoryResult(MemoryMetrics):
     """The peak-memory pass of one point (harness.measure.worker.memory_task)."""
     status: str = "ok"
     message: str = ""
-    peak_mem_bytes: int | None = measured()
-    mem_method: str = measured("")
-    input_bytes: int | None = measured()
-    rss_baseline_bytes: int | None = measured(to="extra")
-    task_wall_s: float | None = measured(to="extra", key="memory_task_wall_s")
+    rss_baseline_bytes: int | None = to_extra()
+    task_wall_s: float | None = to_extra(key="memory_task_wall_s")
 
 
-@dataclass
-class TimingResult:
+@dataclass(kw_only=True)
+class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
     """The timing pass of one point (harness.measure.worker.timing_task)."""
     status: str = "ok"
     message: str = ""
-    time_samples_s: list[float] = measured(factory=list)
-    time_s: float | None = measured()
-    time_iqr_s: float | None = measured()
-    time_min_s: float | None = measured()
-    warmup: int = measured(0)
-    timer: str = measured("")
-    compile_time_s: float | None = measured()
-    mask_build_s: float | None = measured()
-    threads: int | None = measured()
-    deviation_from_softmax: float | None = measured()
-    first_call_s: float | None = measured(to="extra")
-    task_wall_s: float | None = measured(to="extra", key="timing_task_wall_s")
+    first_call_s: float | None = to_extra()
+    task_wall_s: float | None = to_extra(key="timing_task_wall_s")
     # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
-    cpu_time_samples_s: list[float] | None = measured(to="extra")
+    cpu_time_samples_s: list[float] | None = to_extra()
     # "leader"/"follower": samples taken in turns with the other side of run_bench.py ab
-    lockstep: str | None = measured(to="extra")
-    # how it was timed (harness.measure.timers, harness.measure.gpu_watch): precision, flush, GPU clocks
-    matmul_precision: str = measured("")
-    l2_flush: str = measured("")
-    sm_clock_mhz_min: float | None = measured()
-    sm_clock_mhz_max: float | None = measured()
-    max_sm_clock_mhz: float | None = measured()
-    gpu_temperature_c_max: float | None = measured()
-    gpu_power_w_max: float | None = measured()
-    throttle_reasons: list[str] = measured(factory=list)
-    throttled: bool | None = measured()
-    timer_note: str | None = measured(to="extra")
-    clock_note: str | None = measured(to="extra")
-    clock_samples: int | None = measured(to="extra")
+    lockstep: str | None = to_extra()
+    timer_note: str | None = to_extra()
+    clock_note: str | None = to_extra()
+    clock_samples: int | None = to_extra()
 
     def set_conditions(self, values: dict[str, Any]) -> None:
         """Fill the timing-condition fields from a dict (unknown keys are a bug: raise)."""
@@ -246,23 +308,25 @@ class Measurement:
     def record_values(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the SpeedRecord fields, record.extra entries) these results fill."""
         values: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
+        notes: dict[str, Any] = {}
         for result in (self.memory, self.timing):
             if result is None:
                 continue
             for f in dataclasses.fields(result):
-                to = f.metadata.get("to")
                 value = getattr(result, f.name)
-                if to == "record":
+                if f.name in METRIC_FIELDS:
                     values[f.name] = value
-                elif to == "extra" and value is not None:
-                    extra[f.metadata.get("key") or f.name] = value
-        return values, extra
+                elif f.metadata.get("to") == "extra" and value is not None:
+                    notes[f.metadata.get("key") or f.name] = value
+        return values, notes
 
 
 @dataclass
-class SpeedRecord:
-    """What one worker measured for one Point (or why it could not)."""
+class SpeedRecord(RecordBookkeeping, FidelityMetrics, GateMetrics, TimingConditions,
+                  DerivedMetrics, MemoryMetrics, TimeMetrics):
+    """What one worker measured for one Point (or why it could not): its own fields (the
+    point, status, message), then the metric groups' fields (inherited, in METRIC_GROUPS order)
+    and the bookkeeping; JSON keys come in that order."""
 
     impl: str
     framework: str
@@ -283,53 +347,6 @@ class SpeedRecord:
     window: int | None = None              # keys back; None: no window
     alibi: bool = False
     documents: int | None = None           # packed documents; None: none
-    # time
-    time_s: float | None = None            # median of the samples
-    time_samples_s: list[float] = field(default_factory=list)
-    time_iqr_s: float | None = None
-    time_min_s: float | None = None
-    warmup: int = 0
-    timer: str = ""                        # perf_counter / cuda_event / ...
-    compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
-    mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
-    threads: int | None = None
-    # memory
-    peak_mem_bytes: int | None = None      # peak above the inputs (see mem_method)
-    mem_method: str = ""
-    input_bytes: int | None = None
-    # derived
-    tokens_per_s: float | None = None
-    flops: float | None = None
-    tflops: float | None = None
-    flop_model: str = ""
-    # bytes moved and % of the machine's peaks (harness.metrics.traffic; peaks in run.json)
-    bytes_moved: float | None = None
-    bytes_model: str = ""
-    achieved_bytes_per_s: float | None = None
-    pct_peak_bandwidth: float | None = None
-    pct_peak_flops: float | None = None    # exact attention only
-    arithmetic_intensity: float | None = None   # FLOPs / bytes_moved (exact attention only)
-    # timing conditions
-    matmul_precision: str = ""             # torch / JAX float32 matmul setting (TF32 or not)
-    l2_flush: str = ""                     # whether caches were flushed before each sample
-    sm_clock_mhz_min: float | None = None  # NVML samples while the point was timed (GPU)
-    sm_clock_mhz_max: float | None = None
-    max_sm_clock_mhz: float | None = None
-    gpu_temperature_c_max: float | None = None
-    gpu_power_w_max: float | None = None
-    throttle_reasons: list[str] = field(default_factory=list)
-    throttled: bool | None = None          # timed below 90% of the maximum SM clock
-    # correctness and fidelity
-    gate_max_error: float | None = None
-    gate_tolerance: float | None = None
-    deviation_from_softmax: float | None = None
-    # bookkeeping
-    hardware_id: str = ""
-    started_at: str = ""
-    wall_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    kind: str = "speed"
-    schema_version: int = SCHEMA_VERSION
 
     @property
     def point(self) -> Point:
@@ -350,7 +367,8 @@ class SpeedRecord:
                    **point.workload_values(), **values)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        data = {name: fields[name] for name in _json_order(type(self))}
         data["pass"] = data.pop("pass_")
         data["point_id"] = self.point.point_id
         if self.status not in STATUSES:
@@ -369,15 +387,23 @@ class SpeedRecord:
         return record
 
 
+def _json_order(cls: type) -> list[str]:
+    """A speed record's fields as its JSON lists them: the point's (and status, message) first,
+    then the metric groups' and the bookkeeping's in field order."""
+    later = set(METRIC_FIELDS) | {f.name for f in dataclasses.fields(RecordBookkeeping)}
+    names = [f.name for f in dataclasses.fields(cls)]
+    return [n for n in names if n not in later] + [n for n in names if n in later]
+
+
 # -- columns downstream, derived from the record's fields (one place) -------------------------
 POINT_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
                 "pass_", "kv_heads", "q_len", "window", "alibi", "documents")
-NOT_METRICS = ("framework", "family", "status", "message", "time_samples_s", "hardware_id",
-               "started_at", "wall_s", "extra", "kind", "schema_version")
-# every measured or derived value of a speed record, in field order: report frames and tables,
-# compare's checks and the CSVs take their columns from here
+# every measured or derived value of a speed record (the metric groups' fields but the samples
+# list), in field order: report frames and tables, compare's checks and the CSVs take their
+# columns from here
 SPEED_METRICS: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(SpeedRecord) if f.name not in POINT_FIELDS + NOT_METRICS)
+    f.name for f in dataclasses.fields(SpeedRecord)
+    if f.name in METRIC_FIELDS and f.metadata.get("column", True))
 NUMERIC_SPEED_METRICS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(SpeedRecord) if f.name in SPEED_METRICS
     and str(f.type).split(" |")[0] in ("float", "int"))

@@ -25,8 +25,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from harness.contract import probe as probing
+from harness.contract.frameworks import device_kind
+from harness.contract.probe import Availability, ProbeResult
 from harness.contract.traits import Traits
-from harness.errors import UnknownNameError, UnsupportedError, UsageError
+from harness.errors import UnknownNameError, UnsupportedError, UsageError, first_line
 
 FRAMEWORKS = ("torch", "jax")
 FAMILIES = ("exact", "kernel", "hrr")
@@ -68,23 +71,6 @@ class Query:
 
 # Query -> every reason it cannot run (empty: it can): rules finer than Capabilities
 ConstraintFn = Callable[[Query], Iterable[str]]
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Whether an implementation can run on a device/dtype here, and if not, why (``reasons``:
-    every one that applies; ``reason``: them all in one line)."""
-
-    available: bool
-    reason: str = ""
-    reasons: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.reasons and self.reason:
-            object.__setattr__(self, "reasons", (self.reason,))
-
-    def __bool__(self) -> bool:
-        return self.available
 
 
 @dataclass(frozen=True)
@@ -133,7 +119,7 @@ class Implementation:
     them and a call uses them (conventions: harness.contract.masking).
     ``requires`` names importable packages; a missing one makes the implementation unavailable.
     ``probe`` (optional) is an extra check (device, dtype) -> Availability that must not raise;
-    by default a tiny input is really run on the target device and dtype.
+    after it a tiny input is really run on the target device and dtype (harness.contract.probe).
     """
 
     name: str
@@ -156,7 +142,7 @@ class Implementation:
     traffic: Callable[..., object] | None = None
     # family traits the report states as claims (memory scaling, baseline preference)
     traits: Traits = field(default_factory=Traits)
-    _probe_cache: dict[tuple[str, str], Availability] = field(default_factory=dict, repr=False)
+    _probe_cache: dict[tuple[str, str], ProbeResult] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- capability checks ------------------------------------------------------------------
@@ -208,55 +194,28 @@ class Implementation:
         prefix = f"{self.name}: "
         return [r[len(prefix):] if r.startswith(prefix) else r for r in self.constraints(query)]
 
-    def presence(self, device: str) -> Availability:
+    def presence(self, device: str) -> ProbeResult:
         """Packages installed and device present, without running anything."""
-        for package in self.requires:
-            if importlib.util.find_spec(package) is None:
-                return Availability(False, f"{self.name}: package {package} not installed")
-        from harness.contract import frameworks
+        return probing.presence(self, device)
 
-        present = frameworks.get(self.framework).device_present(device)
-        if not present:
-            installed = " installed, but" if self.requires else ""
-            kind = "CUDA" if device_kind(device) == "cuda" else device_kind(device)
-            return Availability(False, f"{self.name}:{installed} needs a {kind} device; "
-                                       f"{present.reason}")
-        return Availability(True)
-
-    def availability(self, device: str = "cpu", dtype: str | None = None) -> Availability:
-        """Can it run here at all: packages installed, device present, tiny input runs."""
+    def availability(self, device: str = "cpu", dtype: str | None = None) -> ProbeResult:
+        """Can it run here at all: packages installed, device present, tiny input runs
+        (harness.contract.probe; cached per device and dtype in this process)."""
         if dtype is None:
             dtype = self.capabilities.dtypes[0] if "float32" not in self.capabilities.dtypes \
                 else "float32"
         if device_kind(device) not in self.capabilities.devices:
-            return Availability(False, f"{self.name}: does not run on {device_kind(device)} "
-                                       f"(supports {', '.join(self.capabilities.devices)})")
+            return ProbeResult(False, f"{self.name}: does not run on {device_kind(device)} "
+                                      f"(supports {', '.join(self.capabilities.devices)})")
         key = (device, dtype)
         with self._lock:
             cached = self._probe_cache.get(key)
         if cached is not None:
             return cached
-        result = self._probe_uncached(device, dtype)
+        result = probing.probe(self, device, dtype)
         with self._lock:
             self._probe_cache[key] = result
         return result
-
-    def _probe_uncached(self, device: str, dtype: str) -> Availability:
-        try:
-            from harness.contract import frameworks
-
-            present = self.presence(device)
-            if not present:
-                return present
-            framework = frameworks.get(self.framework)
-            if self.probe is not None:
-                verdict = self.probe(device, dtype)
-                if not verdict:
-                    return verdict
-            return framework.tiny_run(self, device, dtype)
-        except Exception as exc:  # a probe must never raise
-            return Availability(False, f"{self.name}: probe failed: {type(exc).__name__}: "
-                                       f"{first_line(str(exc))}")
 
     def check_call(self, *, device: str, dtype: str, causal: bool, masked: bool,
                    backward: bool = False, **features: bool) -> None:
@@ -266,16 +225,6 @@ class Implementation:
                                 key_padding_mask=masked, backward=backward, **features)
         if not verdict:
             raise UnsupportedError(verdict.reason)
-
-
-def first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line[:limit]
-
-
-def device_kind(device: str) -> str:
-    """'cuda:1' -> 'cuda'."""
-    return device.split(":", 1)[0]
 
 
 class Registry:

@@ -5,13 +5,12 @@ Pure with respect to results: it returns a GateResult, the caller decides what t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from harness.contract import frameworks
 from harness.contract.masking import alibi_slopes, packed_document_ids
 from harness.contract.point_masks import point_mask
+from harness.contract.probe import GateResult
 from harness.contract.records import Point
 from harness.contract.reference import (
     GATE_TOLERANCE,
@@ -22,15 +21,6 @@ from harness.contract.reference import (
 from harness.contract.registry import Implementation
 
 GATE_SHAPE = (1, 2, 64, 32)  # small enough for the float64 reference on any machine
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    max_error: float | None      # against the family's reference (None: approximate family)
-    tolerance: float | None
-    deviation_from_softmax: float | None  # relative Frobenius error vs exact attention
-    message: str = ""
 
 
 def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,

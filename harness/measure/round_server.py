@@ -39,6 +39,7 @@ from harness.measure.processes import LocalExecutor
 from harness.store.hardware import fingerprint
 from harness.grid.plan import SweepPlan
 from harness.store.run_metadata import run_metadata
+from harness.contract.probe import ProbeResult
 from harness.contract.registry import REGISTRY
 from harness.grid.settings import Lockstep
 from harness.measure.runner import Combo, Runner
@@ -58,7 +59,7 @@ class RoundServer:
         self.machine = fingerprint()
         self.executor = LocalExecutor()
         self.points = {p.point_id: p for p in sweep.points}
-        self.probes: dict[Combo, dict[str, Any]] = {}
+        self.probes: dict[Combo, ProbeResult] = {}
         self.open: dict[Path, tuple[RunDir, Runner]] = {}
         self.printer = ProgressListener(console)
 

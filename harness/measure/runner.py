@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from harness.measure.processes import LocalExecutor, Outcome
 from harness.metrics.flops import derived
 from harness.metrics.peaks import bandwidth_peak, flops_peak
+from harness.contract.probe import ProbeResult
 from harness.contract.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
 from harness.contract.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store.run_dir import RunDir, now_iso
@@ -64,7 +65,7 @@ class Runner:
                  executor: LocalExecutor | None = None, hardware_id: str = "",
                  listener: Listener | None = None,
                  peaks: dict[str, dict[str, Any]] | None = None,
-                 probe_cache: dict[Combo, dict[str, Any]] | None = None) -> None:
+                 probe_cache: dict[Combo, ProbeResult] | None = None) -> None:
         self.run_dir = run_dir
         self.settings = settings
         self.executor = executor or LocalExecutor()
@@ -111,7 +112,7 @@ class Runner:
                 self._emit(summary, self._record(point, impl, "unsupported", reason))
         return runnable
 
-    def probe(self, points: list[Point]) -> dict[Combo, dict[str, Any]]:
+    def probe(self, points: list[Point]) -> dict[Combo, ProbeResult]:
         """Probe results of the points' combinations (cached: each probed once)."""
         combos = sorted({combo_of(p) for p in points}, key=repr)
         missing = [c for c in combos if c not in self.probe_cache]
@@ -120,7 +121,7 @@ class Runner:
             self.probe_cache.update(probe_combos(missing, self.executor, self.settings))
         return {c: self.probe_cache[c] for c in combos}
 
-    def _measure_stage(self, points: list[Point], probes: dict[Combo, dict[str, Any]],
+    def _measure_stage(self, points: list[Point], probes: dict[Combo, ProbeResult],
                        summary: RunSummary) -> None:
         stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
         previous_impl = None
@@ -128,21 +129,16 @@ class Runner:
         deadline = None if budget is None else time.monotonic() + budget
         for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
-            probe = probes.get(combo_of(point), {})
-            gate = probe.get("gate") or {}
-            gate_fields = {"gate_max_error": gate.get("max_error"),
-                           "gate_tolerance": gate.get("tolerance")}
-            if not probe.get("available", False):
-                status = "error" if probe.get("crashed") or probe.get("failed") \
-                    else "unsupported"
-                self._emit(summary, self._record(point, impl, status,
-                                                 probe.get("reason", "not probed")))
+            probe = probes.get(combo_of(point)) or ProbeResult(False, "not probed")
+            gate_fields = probe.gate_fields()
+            if not probe:
+                self._emit(summary, self._record(point, impl, probe.status, probe.reason))
                 continue
-            if not gate.get("passed", False):
+            if probe.gate is None or not probe.gate.passed:
+                message = "no gate result" if probe.gate is None else probe.gate.message
                 self._emit(summary, self._record(
                     point, impl, "error", f"failed the correctness gate before timing: "
-                                          f"{gate.get('message', 'no gate result')}",
-                    **gate_fields))
+                                          f"{message}", **gate_fields))
                 continue
             failure = stopped_at.get(point.series_key())
             if failure is not None and point.seq_len > failure[0]:
@@ -221,7 +217,7 @@ class Runner:
 
 
 def probe_combos(combos: list[Combo], executor: LocalExecutor,
-                 settings: RunSettings) -> dict[Combo, dict[str, Any]]:
+                 settings: RunSettings) -> dict[Combo, ProbeResult]:
     """Availability and the correctness gate of each combination, in one probe worker; if that
     worker crashes or hangs, each combination alone (so one bad combination is isolated)."""
     # --timeout bounds the probe too: each combination may take one task's timeout
@@ -233,7 +229,7 @@ def probe_combos(combos: list[Combo], executor: LocalExecutor,
                            + compiling * settings.compile_allowance_s)
     if outcome.status == "ok":
         return outcome.result
-    results: dict[Combo, dict[str, Any]] = {}
+    results: dict[Combo, ProbeResult] = {}
     for combo in combos:
         single = executor.run("probe", [combo], settings.worker_context(),
                               timeout=single_timeout + (settings.compile_allowance_s
@@ -242,9 +238,9 @@ def probe_combos(combos: list[Combo], executor: LocalExecutor,
         if single.status == "ok":
             results.update(single.result)
         else:
-            results[combo] = {"available": False, "crashed": True,
-                              "reason": f"{combo[0]}: probe worker failed ({single.status}): "
-                                        f"{single.message}"}
+            results[combo] = ProbeResult(False, f"{combo[0]}: probe worker failed "
+                                                f"({single.status}): {single.message}",
+                                         crashed=True)
     return results
 
 

@@ -15,7 +15,7 @@ an L2 flush for JAX on GPU, and what each record says about the flush.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import UnsupportedError
 from harness.contract.frameworks.jax_fw import JAX_FLUSH_BYTES
@@ -25,12 +25,18 @@ TIMERS = ("events", "cudagraph")
 CAPTURE_WARMUP = 3
 
 
+@runtime_checkable
 class Timer(Protocol):
     """What every timer does: ``time(work)`` runs ``work.run()`` once and returns (seconds,
     output); ``name`` goes into the record's ``timer``. A timer that flushes L2 first holds the
-    buffer in ``flush`` (None: no flush)."""
+    buffer in ``flush`` (None: no flush).
+
+    Every timed call of a point goes through one of this module's timers (the warm-up and the
+    first call through WallClockTimer); harness.metrics.peaks times its GEMM and copy loops
+    itself, as the metrics stage comes before measure and a peak is not a point."""
 
     name: str
+    flush: Any
 
     def time(self, work: Any) -> tuple[float, Any]: ...
 
@@ -77,14 +83,16 @@ class CudaEventTimer:
 
     name = "cuda_event"
 
-    def __init__(self, device: str, flush_l2: bool = True) -> None:
-        import torch
+    def __init__(self, device: str, flush_l2: bool = True, *, torch_module: Any = None) -> None:
+        if torch_module is None:
+            import torch as torch_module
+        self.torch = torch_module
+        self.flush = None
+        if flush_l2:
+            from harness.contract.frameworks.torch_fw import l2_flush_bytes
 
-        from harness.contract.frameworks.torch_fw import l2_flush_bytes
-
-        self.torch = torch
-        self.flush = torch.empty(l2_flush_bytes(device), dtype=torch.int8, device=device) \
-            if flush_l2 else None
+            self.flush = torch_module.empty(l2_flush_bytes(device), dtype=torch_module.int8,
+                                            device=device)
 
     def time(self, work: Any) -> tuple[float, Any]:
         torch = self.torch

@@ -22,10 +22,8 @@ from harness.measure.timers import WallClockTimer
 def first_call(work: Workload) -> float:
     """Time of the very first call (JAX jit compilation, lazy initialisation): never a sample."""
     work.setup()
-    start = time.perf_counter()
-    value = work.run()
-    work.block(value)
-    return time.perf_counter() - start
+    elapsed, _ = WallClockTimer().time(work)
+    return elapsed
 
 
 def time_workload(work: Workload, settings: TimingSettings,
@@ -38,6 +36,7 @@ def time_workload(work: Workload, settings: TimingSettings,
     if settings.lockstep is not None:
         return time_in_lockstep(work, settings, settings.lockstep)
     timer = work.timer or WallClockTimer()
+    warm_timer = WallClockTimer()   # warm-up counts wall-clock time against warmup_time_s
     value = None
     work.info["warmup_calls"] = 0
     for _ in range(settings.warmup):
@@ -45,10 +44,8 @@ def time_workload(work: Workload, settings: TimingSettings,
             break
         work.info["warmup_calls"] += 1
         work.setup()
-        start = time.perf_counter()
-        value = work.run()
-        work.block(value)
-        warm_s += time.perf_counter() - start
+        elapsed, value = warm_timer.time(work)
+        warm_s += elapsed
     samples: list[float] = []
     cpu_samples: list[float] = []   # CPU time of the process per sample (outside the timed call)
     while True:

@@ -1,8 +1,8 @@
 """What runs inside a worker process: one task, one result dict, exceptions turned into status.
 
 Four tasks, each in a fresh process so that one point cannot disturb another:
-- ``probe_task``: availability (a real tiny run) and the correctness gate for a set of
-  (implementation, device, dtype, causal) combinations;
+- ``probe_task``: the probe (harness.contract.probe: a real tiny run) and the correctness gate
+  for a set of (implementation, device, dtype, causal) combinations, as ProbeResults;
 - ``memory_task``: the peak-memory pass of one point;
 - ``timing_task``: the timing pass of one point, plus output sanity and fidelity (and, on a
   GPU, the timer chosen by ``--timer``, NVTX ranges and NVML clock samples);
@@ -16,7 +16,6 @@ import gc
 import os
 import resource
 import time
-from dataclasses import asdict
 from typing import Any
 
 from harness.contract import frameworks
@@ -35,6 +34,7 @@ from harness.measure.gpu_watch import watch_for
 from harness.grid.settings import TimingSettings
 from harness.measure.timing import first_call, time_workload
 from harness.measure.memory import limit_malloc_caching, peak_rss_bytes, reset_peak_rss, rss_bytes
+from harness.contract.probe import ProbeResult, probe
 from harness.contract.records import MemoryResult, Point, TimingResult
 from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
@@ -124,116 +124,86 @@ def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
 FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
 
 
-def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
-    """{(impl, device, dtype, causal[, features]): {available, reason, gate...}} for each
-    combination; ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's
-    workload: the gate runs a small case with the same features).
-
-    Not ``available`` with ``failed`` set: the implementation should run here (capabilities,
-    packages, device, its own probe) but its tiny run returned a wrong-shaped or non-finite
-    output, which is an error, not an unsupported combination.
-    """
+def probe_task(combos: list[tuple], context: WorkerContext) -> dict[tuple, ProbeResult]:
+    """{(impl, device, dtype, causal[, features]): ProbeResult} for each combination: the
+    probe (harness.contract.probe, a real tiny run) and, where it runs, the correctness gate;
+    ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's workload: the gate
+    runs a small case with the same features)."""
     prepare(context)
-    out: dict[tuple, dict[str, Any]] = {}
+    out: dict[tuple, ProbeResult] = {}
     for combo in combos:
         impl_name, device, dtype, causal = combo[:4]
         features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
         impl = REGISTRY.get(impl_name)
         with device_scope(impl.framework, device):
-            verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal,
-                                    **features)
-            entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
-            if verdict.available:
-                tiny = tiny_run(impl, device, dtype)
-                if not tiny:   # raising there: cannot run here; a wrong output: a failure
-                    entry = {"available": False, "reason": tiny.reason,
-                             "failed": wrong_output(tiny.reason)}
-                else:
-                    gate = gate_check(impl, device=device, dtype=dtype, causal=causal,
-                                      **features)
-                    entry["gate"] = asdict(gate)
+            result = probe_here(impl, device=device, dtype=dtype, causal=causal, **features)
+            if result:
+                result = result.with_gate(gate_check(impl, device=device, dtype=dtype,
+                                                     causal=causal, **features))
         broken = cuda_context_error(impl.framework, device)
         if broken is not None:
             raise CudaContextError(f"{impl_name} on {device}/{dtype} left the CUDA context "
                                    f"unusable: {broken}")
-        out[tuple(combo)] = entry
+        out[tuple(combo)] = result
     return out
 
 
-def runnable_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
-                  masked: bool = False, **features: bool) -> Any:
-    """Capabilities, packages, device and the implementation's own probe: nothing of its
-    attention is run. Not available here means unsupported (not a failure)."""
-    verdict = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
-                            run_probe=False, **features)
-    if verdict and impl.probe is not None:
-        try:
-            verdict = impl.probe(device, dtype)
-        except Exception as exc:  # noqa: BLE001
-            from harness.contract.registry import Availability
-
-            verdict = Availability(False, f"{impl.name}: probe failed: {type(exc).__name__}: "
-                                          f"{exc}")
-    return verdict
+def probe_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
+               masked: bool = False, run: bool = True, **features: bool) -> ProbeResult:
+    """Capabilities and constraints (nothing run), then the probe of harness.contract.probe:
+    packages, device, the implementation's own probe and, with ``run``, a tiny input."""
+    static = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
+                           run_probe=False, **features)
+    if not static:
+        return ProbeResult.of(static)
+    return impl.availability(device, dtype) if run else probe(impl, device, dtype, run=False)
 
 
-def wrong_output(reason: str) -> bool:
-    """Whether a failed tiny run returned a wrong result (the adapters' tiny_run wording)
-    rather than raising (which means the method cannot run this combination here)."""
-    return "returned shape" in reason or "non-finite output" in reason
-
-
-def tiny_run(impl: Any, device: str, dtype: str) -> Any:
-    try:
-        return frameworks.get(impl.framework).tiny_run(impl, device, dtype)
-    except Exception as exc:  # noqa: BLE001
-        from harness.contract.registry import Availability
-
-        return Availability(False, f"{impl.name}: {type(exc).__name__}: {exc}")
-
-
-def check_task(items: list[tuple[str, str, str, bool, bool]], context: WorkerContext) -> dict:
+def check_task(items: list[tuple[str, str, str, bool, bool]],
+               context: WorkerContext) -> dict[tuple, ProbeResult]:
     """``run_bench.py check``'s work, in a worker: {(impl, device, dtype, causal, masked):
-    {"skipped": reason} or the gate result as a dict}."""
+    ProbeResult}, with the gate where the implementation runs (no tiny run: the gate is the
+    run)."""
     prepare(context)
-    out: dict[tuple[str, str, str, bool, bool], dict[str, Any]] = {}
+    out: dict[tuple, ProbeResult] = {}
     for impl_name, device, dtype, causal, masked in items:
         impl = REGISTRY.get(impl_name)
-        verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal, masked=masked)
-        if not verdict:
-            out[(impl_name, device, dtype, causal, masked)] = {"skipped": verdict.reason}
-            continue
-        gate = gate_check(impl, device=device, dtype=dtype, causal=causal, masked=masked)
-        out[(impl_name, device, dtype, causal, masked)] = asdict(gate)
+        result = probe_here(impl, device=device, dtype=dtype, causal=causal, masked=masked,
+                            run=False)
+        if result:
+            result = result.with_gate(gate_check(impl, device=device, dtype=dtype,
+                                                 causal=causal, masked=masked))
+        out[(impl_name, device, dtype, causal, masked)] = result
     return out
 
 
-def check_workloads_task(items: list[tuple[str, Any]], context: WorkerContext) -> dict:
-    """``run_bench.py check --workloads``' work, in a worker: {(impl, case name): {"skipped":
-    reason} or the gate result as a dict} for harness.grid.workload_cases cases (impl, device and
-    dtype already in each case's point)."""
+def check_workloads_task(items: list[tuple[str, Any]],
+                         context: WorkerContext) -> dict[tuple[str, str], ProbeResult]:
+    """``run_bench.py check --workloads``' work, in a worker: {(impl, case name): ProbeResult}
+    with the gate where the implementation runs, for harness.grid.workload_cases cases (impl,
+    device and dtype already in each case's point)."""
     from harness.measure.gate import check_point
 
     prepare(context)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
+    out: dict[tuple[str, str], ProbeResult] = {}
     for impl_name, case in items:
         impl = REGISTRY.get(impl_name)
         point = case.point
-        verdict = runnable_here(impl, device=point.device, dtype=point.dtype,
-                                causal=point.causal, masked=case.padded, **case.features())
-        if not verdict:
-            out[(impl_name, case.name)] = {"skipped": verdict.reason}
-            continue
-        out[(impl_name, case.name)] = asdict(check_point(impl, point, padded=case.padded))
+        result = probe_here(impl, device=point.device, dtype=point.dtype, causal=point.causal,
+                            masked=case.padded, run=False, **case.features())
+        if result:
+            result = result.with_gate(check_point(impl, point, padded=case.padded))
+        out[(impl_name, case.name)] = result
     return out
 
 
-def availability_task(items: list[tuple[str, str]], context: WorkerContext) -> dict:
-    """``run_bench.py list``'s probes, in a worker: {(impl, device): {dtype: (available,
-    reason)}} for every dtype the implementation declares (sdpa_flash runs on a GPU in
-    float16/bfloat16 only: a float32 probe alone would call it unavailable)."""
+def availability_task(items: list[tuple[str, str]],
+                      context: WorkerContext) -> dict[tuple[str, str], dict[str, ProbeResult]]:
+    """``run_bench.py list``'s probes, in a worker: {(impl, device): {dtype: ProbeResult}} for
+    every dtype the implementation declares (sdpa_flash runs on a GPU in float16/bfloat16
+    only: a float32 probe alone would call it unavailable)."""
     prepare(context)
-    out: dict[tuple[str, str], dict[str, tuple[bool, str]]] = {}
+    out: dict[tuple[str, str], dict[str, ProbeResult]] = {}
     for impl_name, device in items:
         impl = REGISTRY.get(impl_name)
         with device_scope(impl.framework, device):
@@ -241,13 +211,10 @@ def availability_task(items: list[tuple[str, str]], context: WorkerContext) -> d
     return out
 
 
-def dtype_availability(impl: Any, device: str) -> dict[str, tuple[bool, str]]:
-    """{dtype: (available, reason)} on a device, for each dtype the implementation declares."""
-    out = {}
-    for dtype in impl.capabilities.dtypes:
-        verdict = impl.supports(device=device, dtype=dtype)
-        out[dtype] = (verdict.available, verdict.reason)
-    return out
+def dtype_availability(impl: Any, device: str) -> dict[str, ProbeResult]:
+    """{dtype: ProbeResult} on a device, for each dtype the implementation declares."""
+    return {dtype: ProbeResult.of(impl.supports(device=device, dtype=dtype))
+            for dtype in impl.capabilities.dtypes}
 
 
 def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
@@ -311,7 +278,7 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
                 time_samples_s=samples, first_call_s=first,
                 warmup=work.info.get("warmup_calls", settings.warmup),
                 threads=fw.threads(),
-                timer=(work.timer.name if work.timer else "perf_counter")
+                timer=(work.timer or gpu_timing.WallClockTimer()).name
                 + ("+block_until_ready" if impl.framework == "jax" else ""),
                 time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
                 cpu_time_samples_s=work.info.get("cpu_samples") or None,

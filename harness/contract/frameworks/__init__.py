@@ -20,6 +20,11 @@ def get(framework: str) -> ModuleType:
         raise ValueError(f"unknown framework {framework!r}; valid: {', '.join(_MODULES)}") from None
 
 
+def device_kind(device: str) -> str:
+    """'cuda:1' -> 'cuda'."""
+    return device.split(":", 1)[0]
+
+
 def best_device() -> str:
     try:
         import torch

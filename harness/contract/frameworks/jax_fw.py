@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from harness.contract.registry import Availability, device_kind, first_line
+from harness.contract.frameworks import device_kind
+from harness.contract.probe import Availability, ProbeResult
+from harness.errors import first_line
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
@@ -110,7 +112,7 @@ def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False
     return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
 
 
-def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
+def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
     try:
         rng = np.random.default_rng(0)
         with precision(dtype):
@@ -119,13 +121,14 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
             out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
             out = to_numpy(out)
         if out.shape != TINY_SHAPE:
-            return Availability(False, f"{impl.name}: returned shape {out.shape}")
+            return ProbeResult(False, f"{impl.name}: returned shape {out.shape}", failed=True)
         if not np.isfinite(out).all():
-            return Availability(False, f"{impl.name}: non-finite output on a tiny input")
+            return ProbeResult(False, f"{impl.name}: non-finite output on a tiny input",
+                               failed=True)
     except Exception as exc:
-        return Availability(False, f"{impl.name}: fails on {device}/{dtype}: "
+        return ProbeResult(False, f"{impl.name}: fails on {device}/{dtype}: "
                                    f"{type(exc).__name__}: {first_line(str(exc))}")
-    return Availability(True, "")
+    return ProbeResult(True)
 
 
 # -- workloads for the runner ------------------------------------------------------------------

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from harness.contract.registry import Availability, device_kind, first_line
+from harness.contract.frameworks import device_kind
+from harness.contract.probe import Availability, ProbeResult
+from harness.errors import first_line
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
@@ -88,7 +90,7 @@ def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False
     return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
 
 
-def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
+def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
     """Really run a tiny input; report the first line of whatever goes wrong."""
     import torch
 
@@ -100,14 +102,15 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> Availability:
         out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
         synchronize(device)
         if tuple(out.shape) != TINY_SHAPE:
-            return Availability(False, f"{impl.name}: returned shape {tuple(out.shape)} "
-                                       f"for input {TINY_SHAPE}")
+            return ProbeResult(False, f"{impl.name}: returned shape {tuple(out.shape)} "
+                                      f"for input {TINY_SHAPE}", failed=True)
         if not bool(torch.isfinite(out.float()).all()):
-            return Availability(False, f"{impl.name}: non-finite output on a tiny input")
+            return ProbeResult(False, f"{impl.name}: non-finite output on a tiny input",
+                               failed=True)
     except Exception as exc:
-        return Availability(False, f"{impl.name}: fails on {device}/{dtype}: "
+        return ProbeResult(False, f"{impl.name}: fails on {device}/{dtype}: "
                                    f"{type(exc).__name__}: {first_line(str(exc))}")
-    return Availability(True, "")
+    return ProbeResult(True)
 
 
 # -- workloads for the runner ------------------------------------------------------------------
