@@ -121,13 +121,11 @@ def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
 
 
 # -- tasks -------------------------------------------------------------------------------------
-FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
-
-
 def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
-    """{(impl, device, dtype, causal[, features]): {available, reason, gate...}} for each
-    combination; ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's
-    workload: the gate runs a small case with the same features).
+    """{(impl, device, dtype, causal[, features, keywords]): {available, reason, gate...}} for
+    each combination (harness.measure.runner.combo_of); ``features`` names the point's workload
+    features (the gate runs a small case with the same features) and ``keywords`` holds the
+    values of the axes a method receives as keywords.
 
     Not ``available`` with ``failed`` set: the implementation should run here (capabilities,
     packages, device, its own probe) but its tiny run returned a wrong-shaped or non-finite
@@ -137,11 +135,12 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
     out: dict[tuple, dict[str, Any]] = {}
     for combo in combos:
         impl_name, device, dtype, causal = combo[:4]
-        features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
+        features = tuple(combo[4]) if len(combo) > 4 else ()
+        keywords = dict(combo[5]) if len(combo) > 5 else {}
         impl = REGISTRY.get(impl_name)
         with device_scope(impl.framework, device):
             verdict = runnable_here(impl, device=device, dtype=dtype, causal=causal,
-                                    **features)
+                                    features=features)
             entry: dict[str, Any] = {"available": verdict.available, "reason": verdict.reason}
             if verdict.available:
                 tiny = tiny_run(impl, device, dtype)
@@ -150,7 +149,7 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
                              "failed": wrong_output(tiny.reason)}
                 else:
                     gate = gate_check(impl, device=device, dtype=dtype, causal=causal,
-                                      **features)
+                                      features=features, keywords=keywords)
                     entry["gate"] = asdict(gate)
         broken = cuda_context_error(impl.framework, device)
         if broken is not None:
@@ -161,11 +160,11 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict:
 
 
 def runnable_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
-                  masked: bool = False, **features: bool) -> Any:
+                  masked: bool = False, features: Any = ()) -> Any:
     """Capabilities, packages, device and the implementation's own probe: nothing of its
     attention is run. Not available here means unsupported (not a failure)."""
     verdict = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
-                            run_probe=False, **features)
+                            run_probe=False, features=features)
     if verdict and impl.probe is not None:
         try:
             verdict = impl.probe(device, dtype)
@@ -220,7 +219,8 @@ def check_workloads_task(items: list[tuple[str, Any]], context: WorkerContext) -
         impl = REGISTRY.get(impl_name)
         point = case.point
         verdict = runnable_here(impl, device=point.device, dtype=point.dtype,
-                                causal=point.causal, masked=case.padded, **case.features())
+                                causal=point.causal, masked=case.padded,
+                                features=case.features())
         if not verdict:
             out[(impl_name, case.name)] = {"skipped": verdict.reason}
             continue
