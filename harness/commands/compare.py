@@ -20,7 +20,13 @@ from harness.verdicts import compare as logic
 from harness.console import format_bytes, format_seconds, make_console
 from harness.errors import UsageError
 from harness.store.hardware import hardware_summary
-from harness.contract.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord, invalid_numbers
+from harness.contract.records import (
+    NUMERIC_SPEED_METRICS,
+    STATUSES,
+    SpeedRecord,
+    invalid_numbers,
+    point_columns,
+)
 from harness.store.run_dir import TruncatedLineWarning, open_run
 from harness.grid.spec import parse_bytes
 
@@ -272,15 +278,14 @@ def markdown(result: logic.Comparison, header: list[str]) -> str:
 
 
 def csv_text(result: logic.Comparison) -> str:
-    fields = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
-              "pass", "kv_heads", "q_len", "window", "alibi", "documents", "point_id", "metric", "baseline_status", "current_status", "baseline",
-              "current", "baseline_spread", "current_spread", "ratio", "lo", "hi", "verdict",
-              "regression", "note")
+    fields = (*point_columns(row.point for row in result.rows), "point_id", "metric",
+              "baseline_status", "current_status", "baseline", "current", "baseline_spread",
+              "current_spread", "ratio", "lo", "hi", "verdict", "regression", "note")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in ordered(result):
-        writer.writerow({**row.point.as_dict(), **row.point.workload_values(),
+        writer.writerow({**row.point.columns(),
                          "point_id": row.point.point_id,
                          "metric": row.metric, "baseline_status": row.baseline_status,
                          "current_status": row.current_status, "baseline": row.baseline,

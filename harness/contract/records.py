@@ -16,10 +16,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 from harness.contract import axes as axes_table
 from harness.contract.parsers import PASSES
+
+__all__ = ["PASSES"]  # re-exported: the passes are part of the record's vocabulary
 
 SCHEMA_VERSION = 1
 
@@ -162,6 +164,16 @@ class Point:
                 other[name] = value
         return fields, other
 
+    def columns(self) -> dict[str, Any]:
+        """impl and every axis as a record stores it (workload axes resolved; a plug-in's axis
+        not loaded here as stored): the point's columns in CSV files and tables."""
+        data: dict[str, Any] = {"impl": self.impl}
+        for axis in axes_table.axes():
+            data[axis.name] = axis.stored(self.value(axis.name), self)
+        for name, value in self.extra_axes:
+            data.setdefault(name, value)
+        return data
+
     def features(self) -> frozenset[str]:
         """The capability features its workload needs (gqa, q_len, window, ...)."""
         return frozenset(axis.feature for axis in axes_table.workload_axes()
@@ -180,7 +192,9 @@ class Point:
 
     def workload_label(self) -> str:
         """'Hkv=8 Tq=1 window=4096 alibi docs=8': the workload axes not at their default."""
-        return workload_text(self.axis_values())
+        unknown = [f"{name}={value}" for name, value in self.extra_axes
+                   if axes_table.get_axis(name) is None]
+        return " ".join(p for p in (workload_text(self.axis_values()), *unknown) if p)
 
     def workload_problem(self) -> str | None:
         """Why this combination of axes is not a workload, or None."""
@@ -225,6 +239,15 @@ def workload_text(values: dict[str, Any]) -> str:
         if value != axis.default:
             parts.append(axis.text(value))
     return " ".join(parts)
+
+
+def point_columns(points: Iterable[Point]) -> list[str]:
+    """The column names of ``Point.columns`` over some points: impl, every axis in table order,
+    then the names of axes of a plug-in not loaded here."""
+    names = ["impl", *(axis.name for axis in axes_table.axes())]
+    for point in points:
+        names += [n for n, _ in point.extra_axes if n not in names]
+    return names
 
 
 def workload_fields(data: dict[str, Any]) -> dict[str, Any]:

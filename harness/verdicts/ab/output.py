@@ -7,6 +7,7 @@ import csv
 import io
 from typing import Sequence
 
+from harness.contract.records import point_columns
 from harness.verdicts.ab.rounds import Judgement
 from harness.verdicts.ab.paired_stats import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
 
@@ -69,15 +70,13 @@ def markdown(judgements: Sequence[Judgement], header: Sequence[str], unit: str) 
 def csv_text(judgements: Sequence[Judgement], unit: str) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype",
-                     "causal", "pass", "kv_heads", "q_len", "window", "alibi", "documents",
-                     "point_id", "metric", "base", "head", "ratio", "lo",
+    names = point_columns(j.point for j in judgements)
+    writer.writerow([*names, "point_id", "metric", "base", "head", "ratio", "lo",
                      "hi", "rounds", "verdict", "round_ratios", "note"])
     for j in judgements:
         p, e = j.point, j.estimate
-        writer.writerow([p.impl, p.device, p.batch, p.heads, p.seq_len, p.head_dim, p.dtype,
-                         p.causal, p.pass_, *("" if v is None else v
-                                              for v in p.workload_values().values()),
+        columns = p.columns()
+        writer.writerow([*("" if columns.get(n) is None else columns[n] for n in names),
                          p.point_id, unit,
                          "" if j.base_value is None else f"{j.base_value:.6g}",
                          "" if j.head_value is None else f"{j.head_value:.6g}",
