@@ -80,7 +80,7 @@ def with_default_command(argv: list[str]) -> list[str]:
 def impl_modules_of(argv: list[str]) -> list[str]:
     """The --impl-module values anywhere in argv (before the full parser exists: the modules
     may declare axes, whose flags the parser then has)."""
-    early = argparse.ArgumentParser(add_help=False)
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--impl-module", action="append", default=[])
     known, _ = early.parse_known_args(argv)
     return list(known.impl_module)
