@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import textwrap
-from pathlib import Path
 
 import pytest
 
