@@ -77,17 +77,30 @@ def with_default_command(argv: list[str]) -> list[str]:
     return [*argv[:i], DEFAULT_COMMAND, *argv[i:]]
 
 
+def impl_modules_of(argv: list[str]) -> list[str]:
+    """The --impl-module values anywhere in argv (before the full parser exists: the modules
+    may declare axes, whose flags the parser then has)."""
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--impl-module", action="append", default=[])
+    known, _ = early.parse_known_args(argv)
+    return list(known.impl_module)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(with_default_command(argv))
-        args.argv = with_default_command(argv)   # as given: launchers re-run it elsewhere
         from harness.contract.registry import REGISTRY, load_impl_modules
 
-        module = importlib.import_module(COMMANDS[args.command][0])
-        if getattr(module, "LOADS_IMPL_MODULES", True):  # ab: the sides load their own
-            load_impl_modules(getattr(args, "impl_module", []) or [])
+        command_argv = with_default_command(argv)
+        command = next((a for a in command_argv if a in COMMANDS), None)
+        module_name = COMMANDS[command][0] if command else None
+        if module_name is None or getattr(importlib.import_module(module_name),
+                                          "LOADS_IMPL_MODULES", True):   # ab: the sides load their own
+            load_impl_modules(impl_modules_of(argv))
             REGISTRY.load_entry_points()
+        args = build_parser().parse_args(command_argv)
+        args.argv = command_argv   # as given: launchers re-run it elsewhere
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

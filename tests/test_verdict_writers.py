@@ -9,7 +9,8 @@ import io
 import pytest
 from rich.console import Console
 
-from harness.contract.records import POINT_FIELDS, Point, SpeedRecord
+from harness.contract.axes import axes
+from harness.contract.records import Point, SpeedRecord
 from harness.verdicts import compare, words, writers
 from harness.verdicts.ab.rounds import History, judge
 from harness.verdicts.row import VerdictRow, config_text, key_names
@@ -51,9 +52,11 @@ def _markdown_rows(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
 
 
-def test_key_columns_are_the_point_fields():
-    assert writers.CSV_FIELDS[:len(POINT_FIELDS)] == key_names()
-    assert key_names() == tuple(name.rstrip("_") for name in POINT_FIELDS)
+def test_key_columns_are_impl_and_the_axis_table():
+    rows = _compare_rows()
+    names = key_names(row.point for row in rows)
+    assert names == ("impl", *(axis.name for axis in axes()))
+    assert writers.csv_fields(rows)[:len(names)] == names
 
 
 def test_every_writer_from_the_same_rows():
@@ -62,7 +65,7 @@ def test_every_writer_from_the_same_rows():
     assert regressions == 3      # compare's 2x, its ok -> oom, ab's 1.3 over four tight rounds
     # CSV: every row, every declared field, regressions first
     parsed = _csv_rows(rows)
-    assert list(parsed[0]) == list(writers.CSV_FIELDS)
+    assert list(parsed[0]) == list(writers.csv_fields(rows))
     assert len(parsed) == len(rows)
     assert [r["regression"] for r in parsed] == ["True"] * regressions + ["False"] * (
         len(rows) - regressions)

@@ -15,6 +15,7 @@ import os
 import signal
 from pathlib import Path
 
+from harness.contract.axes import axes
 from harness.verdicts import writers
 from harness.verdicts.ab.rounds import Plan, judged, per_point_confidence, run_rounds
 from harness.verdicts.ab.sides import checked_out
@@ -25,15 +26,16 @@ from harness.metrics.stats import parse_statistic
 from harness.console import make_console
 from harness.errors import UsageError
 
-# sweep flags passed through to each side's sweep: (dest, flag)
-SWEEP_FLAGS = (("impl", "--impl"), ("seq_len", "--seq-len"), ("head_dim", "--head-dim"),
-               ("batch", "--batch"), ("heads", "--heads"), ("dtype", "--dtype"),
-               ("causal", "--causal"), ("kv_heads", "--kv-heads"), ("q_len", "--q-len"),
-               ("window", "--window"), ("alibi", "--alibi"), ("documents", "--documents"),
-               ("pass_", "--pass"), ("device", "--device"),
-               ("preset", "--preset"), ("config", "--config"), ("timeout", "--timeout"),
-               ("max_memory", "--max-memory"), ("min_time", "--min-time"),
-               ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
+# settings flags passed through to each side's sweep: (dest, flag)
+SETTING_FLAGS = (("preset", "--preset"), ("config", "--config"), ("timeout", "--timeout"),
+                 ("max_memory", "--max-memory"), ("min_time", "--min-time"),
+                 ("max_repeats", "--max-repeats"), ("warmup", "--warmup"), ("seed", "--seed"))
+
+
+def sweep_flags() -> tuple[tuple[str, str], ...]:
+    """The sweep flags passed through to each side's sweep, (dest, flag): --impl, every axis
+    of the table (harness.contract.axes) and the settings."""
+    return (("impl", "--impl"), *((a.dest, a.flag) for a in axes()), *SETTING_FLAGS)
 # more samples per round than a sweep's default: a round costs mostly process start-up
 DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
 # measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
@@ -82,13 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--out", help="directory for ab.md, ab.csv and both sides' run "
                                     "directories (default results/ab-<time>)")
     sweep = parser.add_argument_group("sweep flags (passed to each side's sweep; see sweep -h)")
-    for dest, flag in SWEEP_FLAGS:
+    for dest, flag in sweep_flags():
         sweep.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
 
 
 def sweep_arguments(args: argparse.Namespace) -> tuple[str, ...]:
     given: list[str] = []
-    for dest, flag in SWEEP_FLAGS:
+    for dest, flag in sweep_flags():
         value = getattr(args, dest, None)
         if value is None:
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
+from harness.contract.axes import workload_axes
 from harness.contract.probe import GateResult, ProbeResult
 from harness.errors import UsageError
 from harness.contract.registry import REGISTRY, Implementation, device_kind
@@ -35,13 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="check the built-in workloads: GQA, MQA, decode Tq=1 and chunk Tq=7 "
                            "causal, windows one- and two-sided, ALiBi, documents, padding + "
                            "window")
-    for flag, text in WORKLOAD_FLAGS.items():
-        work.add_argument(flag, help=text + " (as sweep; every combination, causal and not)")
+    for axis in workload_flag_axes():
+        work.add_argument(axis.flag, dest=axis.dest, default=None,
+                          help=axis.help + " (as sweep; every combination, causal and not)")
 
 
-WORKLOAD_FLAGS = {"--kv-heads": "key/value heads", "--q-len": "query lengths (keys: 64)",
-                  "--window": "sliding windows of LEFT keys back", "--alibi": "true, false or both",
-                  "--documents": "packed documents"}
+def workload_flag_axes() -> tuple:
+    """The workload axes ``check`` takes as flags: those of the table whose inputs the gate
+    builds (a field of the Point; harness.grid.workload_cases)."""
+    return tuple(a for a in workload_axes() if a.field is not None)
 
 
 def validated(args: argparse.Namespace) -> tuple[str, str]:
@@ -66,8 +69,7 @@ def workload_cases(args: argparse.Namespace) -> list[WorkloadCase] | None:
     """The cases --workloads and the workload flags ask for; None: the plain gate."""
     from harness.grid.spec import overrides_from
 
-    raw = {name: getattr(args, name, None) for name in
-           ("kv_heads", "q_len", "window", "alibi", "documents")}
+    raw = {axis.name: getattr(args, axis.dest, None) for axis in workload_flag_axes()}
     raw = {k: v for k, v in raw.items() if v is not None}
     cases = builtin_cases() if getattr(args, "workloads", False) else []
     if raw:

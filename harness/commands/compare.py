@@ -20,7 +20,12 @@ from harness.verdicts.words import exit_status
 from harness.console import format_bytes, make_console
 from harness.errors import UsageError
 from harness.store.hardware import hardware_summary
-from harness.contract.records import NUMERIC_SPEED_METRICS, STATUSES, SpeedRecord, invalid_numbers
+from harness.contract.records import (
+    NUMERIC_SPEED_METRICS,
+    STATUSES,
+    SpeedRecord,
+    invalid_numbers,
+)
 from harness.store.run_dir import TruncatedLineWarning, open_run
 from harness.grid.spec import parse_bytes
 

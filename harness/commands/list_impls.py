@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from harness.contract.axes import workload_feature_names
 from harness.contract.probe import ProbeResult
 from harness.errors import UsageError
 from harness.contract.registry import FAMILY_LABELS, REGISTRY, Implementation
@@ -26,16 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-WORKLOADS = ("gqa", "q_len", "window", "alibi", "documents")
-
-
 def impl_row(impl: Implementation, devices: list[str],
              probed: dict[tuple[str, str], Any]) -> dict:
     caps = impl.capabilities
     row = {"name": impl.name, "framework": impl.framework, "family": impl.family,
-           "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.causal,
-           "key_padding_mask": caps.key_padding_mask, "backward": caps.backward,
-           "workloads": {name: getattr(caps, name) for name in WORKLOADS},
+           "devices": list(caps.devices), "dtypes": list(caps.dtypes), "causal": caps.has("causal"),
+           "key_padding_mask": caps.has("key_padding_mask"), "backward": caps.has("backward"),
+           "workloads": {name: caps.has(name) for name in workload_feature_names()},
            "reasons": dict(caps.reasons), "paths": dict(caps.paths),
            "description": impl.description, "availability": {}}
     for device in devices:
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(row["name"], row["framework"], FAMILY_LABELS[row["family"]],
                       ",".join(row["devices"]), ",".join(SHORT_DTYPE[d] for d in row["dtypes"]),
                       _yes(row["causal"]), _yes(row["key_padding_mask"]), _yes(row["backward"]),
-                      " ".join(n for n in WORKLOADS if row["workloads"][n]) or "-", *status)
+                      " ".join(n for n, has in row["workloads"].items() if has) or "-", *status)
     Console(width=max(150, Console().width)).print(table)
     return 0
 

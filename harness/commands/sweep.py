@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
+from harness.contract.axes import axes
 from harness.grid import presets
 from harness.measure.progress import dry_run
 from harness.console import make_console
@@ -21,24 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid = parser.add_argument_group("grid (comma-separated lists; ranges like 1K..128K "
                                      "double, 512..4096:+512 step)")
     grid.add_argument("--impl", help="implementations (default: all registered)")
-    grid.add_argument("--seq-len", help="sequence lengths, e.g. 1024,2048 or 1K..128K")
-    grid.add_argument("--head-dim", help="head dimensions, e.g. 64,128")
-    grid.add_argument("--batch", help="batch sizes")
-    grid.add_argument("--heads", help="head counts")
-    grid.add_argument("--dtype", help="float32, float16 (fp16), bfloat16 (bf16), float64")
-    grid.add_argument("--causal", help="true, false or both (bottom-right aligned when "
-                                       "q-len < seq-len)")
-    grid.add_argument("--kv-heads", help="key/value heads (GQA; 1 = MQA; default: = heads)")
-    grid.add_argument("--q-len", help="query lengths (default: = seq-len; --seq-len is the "
-                                      "key/value length; 1 = a decode step)")
-    grid.add_argument("--window", help="sliding windows of LEFT keys back (right side 0 with "
-                                       "--causal, LEFT otherwise); 'none' = no window")
-    grid.add_argument("--alibi", help="ALiBi biases (BLOOM's slopes): true, false or both")
-    grid.add_argument("--documents", help="split T into N packed documents of seeded random "
-                                          "lengths")
-    grid.add_argument("--pass", dest="pass_", metavar="PASS",
-                      help="forward, backward, forward_backward (aliases fwd, bwd, fwd_bwd)")
-    grid.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if present, else cpu)")
+    add_axis_arguments(grid)
     grid.add_argument("--preset", help=f"one of {', '.join(presets.PRESETS)} "
                                        f"(default {presets.DEFAULT_PRESET})")
     grid.add_argument("--config", help="TOML file with the same names as these flags; "
@@ -89,11 +74,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_slurm_arguments(parser)
 
 
+def add_axis_arguments(group: Any, *, help: bool = True) -> None:
+    """One flag per axis of the table (harness.contract.axes), plug-in axes included: the
+    modules that declare them are imported before the parser is built (harness.cli)."""
+    for axis in axes():
+        group.add_argument(axis.flag, dest=axis.dest, default=None,
+                           metavar=axis.name.upper() if axis.name == "pass" else None,
+                           help=(axis.help or f"values of {axis.name}") if help
+                           else argparse.SUPPRESS)
+
+
 def request_from_args(args: argparse.Namespace) -> SweepRequest:
     """The parsed flags as a typed request (None: not given)."""
     values = {f.name: getattr(args, f.name, None) for f in fields(SweepRequest)
-              if f.name != "impl_modules"}
-    return SweepRequest(**values, impl_modules=tuple(getattr(args, "impl_module", None) or ()))
+              if f.name not in ("impl_modules", "extra_axes")}
+    extra = tuple((a.name, getattr(args, a.dest)) for a in axes()
+                  if a.field is None and getattr(args, a.dest, None) is not None)
+    return SweepRequest(**values, extra_axes=extra,
+                        impl_modules=tuple(getattr(args, "impl_module", None) or ()))
 
 
 def executor_options(args: argparse.Namespace) -> ExecutorOptions:

@@ -16,17 +16,25 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
+
+from harness.contract import axes as axes_table
+from harness.contract.parsers import PASSES
+
+__all__ = ["PASSES"]  # re-exported: the passes are part of the record's vocabulary
 
 SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "skipped")
-PASSES = ("forward", "backward", "forward_backward")
 
 
 @dataclass(frozen=True, order=True)
 class Point:
-    """One speed measurement: implementation x shape x dtype x pass x device."""
+    """One speed measurement: implementation x shape x dtype x pass x device x workload.
+
+    Its axes are the rows of harness.contract.axes: the built-in ones are fields here (checked
+    against the table by tests/test_axes.py), the others (a plug-in's) are held in
+    ``extra_axes`` as sorted (name, value) pairs, at non-default values only."""
 
     impl: str
     seq_len: int
@@ -37,34 +45,87 @@ class Point:
     causal: bool = False
     pass_: str = "forward"
     device: str = "cpu"
-    # workload axes (harness.contract.masking has the conventions). Their defaults are today's square
+    # workload axes (harness.contract.masking has the conventions). Their defaults are square
     # self-attention and are normalised (kv_heads == heads -> 0, q_len == seq_len -> 0) so that
-    # a point with default values has the same point id as before these axes existed.
+    # a point with default values has the point id of one without the axes.
     kv_heads: int = 0          # key/value heads; 0 = as many as query heads
     q_len: int = 0             # queries; 0 = seq_len (self-attention); seq_len is the KV length
     window: int = -1           # sliding window of this many keys back; -1 = none
     alibi: bool = False        # ALiBi biases with BLOOM's slopes
     documents: int = 0         # seq_len split into this many packed documents; 0 = none
+    extra_axes: tuple[tuple[str, Any], ...] = ()   # axes without a field: (name, value)
 
     kind: ClassVar[str] = "speed"
 
     def __post_init__(self) -> None:
-        if self.kv_heads == self.heads:
-            object.__setattr__(self, "kv_heads", 0)
-        if self.q_len == self.seq_len:
-            object.__setattr__(self, "q_len", 0)
+        for axis in axes_table.axes():
+            if axis.field is not None and axis.normalise is not None:
+                object.__setattr__(self, axis.field,
+                                   axis.normalise(getattr(self, axis.field), self))
+        extra = dict(self.extra_axes)
+        kept = []
+        for name, value in sorted(extra.items()):
+            axis = axes_table.get_axis(name)
+            if axis is not None:
+                value = axis.read(value)
+                if axis.normalise is not None:
+                    value = axis.normalise(value, self)
+                if value == axis.default:
+                    continue
+            kept.append((name, value))
+        object.__setattr__(self, "extra_axes", tuple(kept))
 
-    WORKLOAD_DEFAULTS: ClassVar[dict[str, Any]] = {"kv_heads": 0, "q_len": 0, "window": -1,
-                                                   "alibi": False, "documents": 0}
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Point":
+        """The point of a record or a point's dict: the one place a Point is rebuilt. Basic
+        axes are required (KeyError); workload axes absent or None read as their defaults (old
+        records); axes without a field come from ``data["axes"]`` or the top level."""
+        nested = data.get("axes") or {}
+        values: dict[str, Any] = {"impl": data["impl"]}
+        extra: dict[str, Any] = {}
+        for axis in axes_table.axes():
+            raw = data.get(axis.name, nested.get(axis.name))
+            if axis.field is None:
+                if raw is not None:
+                    extra[axis.name] = axis.read(raw)
+            elif axis.workload:
+                values[axis.field] = axis.read(raw)
+            else:
+                if raw is None:
+                    raise KeyError(axis.name)
+                values[axis.field] = axis.read(raw)
+        for name, raw in nested.items():   # axes of a plug-in not loaded here: as stored
+            if axes_table.get_axis(name) is None and raw is not None:
+                extra[name] = raw
+        return cls(**values, extra_axes=tuple(sorted(extra.items())))
+
+    def value(self, name: str) -> Any:
+        """The value of the axis ``name`` (its default where the point does not set it)."""
+        axis = axes_table.get_axis(name)
+        if axis is not None and axis.field is not None:
+            return getattr(self, axis.field)
+        extra = dict(self.extra_axes)
+        if name in extra:
+            return extra[name]
+        if axis is None:
+            raise KeyError(name)
+        return axis.default
+
+    def axis_values(self) -> dict[str, Any]:
+        """Every axis of the table -> this point's value (defaults included)."""
+        return {axis.name: self.value(axis.name) for axis in axes_table.axes()}
 
     def as_dict(self) -> dict[str, Any]:
         """The point's fields; workload axes only where they differ from the default."""
-        data = {"impl": self.impl, "device": self.device, "batch": self.batch,
-                "heads": self.heads, "seq_len": self.seq_len, "head_dim": self.head_dim,
-                "dtype": self.dtype, "causal": self.causal, "pass": self.pass_}
-        for name, default in self.WORKLOAD_DEFAULTS.items():
-            if getattr(self, name) != default:
-                data[name] = getattr(self, name)
+        data: dict[str, Any] = {"impl": self.impl}
+        for axis in axes_table.basic_axes():
+            data[axis.name] = self.value(axis.name)
+        for axis in axes_table.workload_axes():
+            value = self.value(axis.name)
+            if value != axis.default:
+                data[axis.name] = value
+        for name, value in self.extra_axes:   # a plug-in's axis not loaded here
+            data.setdefault(name, value)
         return data
 
     # -- the workload, resolved ---------------------------------------------------------
@@ -85,22 +146,55 @@ class Point:
 
     def workload_values(self) -> dict[str, Any]:
         """The workload axes as stored in a record (resolved; None = none)."""
-        return {"kv_heads": self.n_kv_heads, "q_len": self.n_queries,
-                "window": None if self.window < 0 else self.window, "alibi": self.alibi,
-                "documents": self.documents or None}
+        return {axis.name: axis.stored(self.value(axis.name), self)
+                for axis in axes_table.workload_axes()}
 
-    def features(self) -> dict[str, bool]:
-        """The capability flags this point needs (Capabilities.gqa, q_len, ...)."""
-        return {"gqa": self.n_kv_heads != self.heads, "q_len": self.n_queries != self.seq_len,
-                "window": self.window >= 0, "alibi": self.alibi,
-                "documents": self.documents > 0}
+    def record_axes(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the record's workload fields, its ``axes`` entries): the axes with a field of the
+        record, resolved, and those without, at non-default values."""
+        fields, other = {}, {}
+        for axis in axes_table.workload_axes():
+            value = axis.stored(self.value(axis.name), self)
+            if axis.field is not None:
+                fields[axis.name] = value
+            elif self.value(axis.name) != axis.default:
+                other[axis.name] = value
+        for name, value in self.extra_axes:
+            if axes_table.get_axis(name) is None:
+                other[name] = value
+        return fields, other
+
+    def columns(self) -> dict[str, Any]:
+        """impl and every axis as a record stores it (workload axes resolved; a plug-in's axis
+        not loaded here as stored): the point's columns in CSV files and tables."""
+        data: dict[str, Any] = {"impl": self.impl}
+        for axis in axes_table.axes():
+            data[axis.name] = axis.stored(self.value(axis.name), self)
+        for name, value in self.extra_axes:
+            data.setdefault(name, value)
+        return data
+
+    def features(self) -> frozenset[str]:
+        """The capability features its workload needs (gqa, q_len, window, ...)."""
+        return frozenset(axis.feature for axis in axes_table.workload_axes()
+                         if axis.feature and self.value(axis.name) != axis.default)
+
+    def all_features(self) -> frozenset[str]:
+        """Every capability feature the point needs: causal, backward and the workload's."""
+        return self.features() | frozenset(
+            axis.feature for axis in axes_table.basic_axes()
+            if axis.feature and self.value(axis.name) != axis.default)
+
+    def keyword_values(self) -> dict[str, Any]:
+        """The values of the axes a method receives as keywords (non-default only)."""
+        return {axis.name: self.value(axis.name) for axis in axes_table.keyword_axes()
+                if self.value(axis.name) != axis.default}
 
     def workload_label(self) -> str:
         """'Hkv=8 Tq=1 window=4096 alibi docs=8': the workload axes not at their default."""
-        return workload_text(self.n_kv_heads if self.kv_heads else None,
-                             self.n_queries if self.q_len else None,
-                             None if self.window < 0 else self.window, self.alibi,
-                             self.documents or None)
+        unknown = [f"{name}={value}" for name, value in self.extra_axes
+                   if axes_table.get_axis(name) is None]
+        return " ".join(p for p in (workload_text(self.axis_values()), *unknown) if p)
 
     def workload_problem(self) -> str | None:
         """Why this combination of axes is not a workload, or None."""
@@ -127,7 +221,8 @@ class Point:
                 self.causal, self.pass_, *self.workload_key())
 
     def workload_key(self) -> tuple:
-        return (self.kv_heads, self.q_len, self.window, self.alibi, self.documents)
+        return (*(self.value(a.name) for a in axes_table.workload_axes() if a.field),
+                self.extra_axes)
 
     @property
     def tokens(self) -> int:
@@ -135,32 +230,31 @@ class Point:
         return self.batch * self.n_queries
 
 
-def workload_text(kv_heads: int | None, q_len: int | None, window: int | None, alibi: bool,
-                  documents: int | None) -> str:
-    """The label of the non-default workload axes (None / False = default)."""
+def workload_text(values: dict[str, Any]) -> str:
+    """The label of the workload axes not at their default ('Hkv=8 Tq=1 window=128 alibi'):
+    ``values`` maps axis names to point values (absent: the default)."""
     parts = []
-    if kv_heads is not None:
-        parts.append(f"Hkv={kv_heads}")
-    if q_len is not None:
-        parts.append(f"Tq={q_len}")
-    if window is not None:
-        parts.append(f"window={window}")
-    if alibi:
-        parts.append("alibi")
-    if documents is not None:
-        parts.append(f"docs={documents}")
+    for axis in axes_table.workload_axes():
+        value = values.get(axis.name, axis.default)
+        if value != axis.default:
+            parts.append(axis.text(value))
     return " ".join(parts)
 
 
-def workload_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """Point keyword arguments from a record or point dict; absent or None = the default."""
-    def value(name: str, none: Any) -> Any:
-        raw = data.get(name)
-        return none if raw is None else raw
+def point_columns(points: Iterable[Point]) -> list[str]:
+    """The column names of ``Point.columns`` over some points: impl, every axis in table order,
+    then the names of axes of a plug-in not loaded here."""
+    names = ["impl", *(axis.name for axis in axes_table.axes())]
+    for point in points:
+        names += [n for n, _ in point.extra_axes if n not in names]
+    return names
 
-    return {"kv_heads": int(value("kv_heads", 0)), "q_len": int(value("q_len", 0)),
-            "window": int(value("window", -1)), "alibi": bool(value("alibi", False)),
-            "documents": int(value("documents", 0))}
+
+def workload_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Point keyword arguments of the workload axes with a field, from a record or point dict;
+    absent or None = the default."""
+    return {axis.field: axis.read(data.get(axis.name)) for axis in axes_table.workload_axes()
+            if axis.field is not None}
 
 
 def point_id(kind: str, fields: dict[str, Any]) -> str:
@@ -347,29 +441,33 @@ class SpeedRecord(RecordBookkeeping, FidelityMetrics, GateMetrics, TimingConditi
     window: int | None = None              # keys back; None: no window
     alibi: bool = False
     documents: int | None = None           # packed documents; None: none
+    # the axes without a field here (a plug-in's; harness.contract.axes), non-default values
+    axes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def point(self) -> Point:
-        return Point(impl=self.impl, seq_len=self.seq_len, head_dim=self.head_dim,
-                     batch=self.batch, heads=self.heads, dtype=self.dtype, causal=self.causal,
-                     pass_=self.pass_, device=self.device,
-                     **workload_fields({"kv_heads": self.kv_heads, "q_len": self.q_len,
-                                        "window": self.window, "alibi": self.alibi,
-                                        "documents": self.documents}))
+        return Point.from_dict(self.point_dict())
+
+    def point_dict(self) -> dict[str, Any]:
+        """The record's axes under their names (as ``Point.from_dict`` reads them)."""
+        data = {axis.name: getattr(self, axis.field) for axis in axes_table.axes()
+                if axis.field is not None}
+        return {"impl": self.impl, **data, "axes": self.axes}
 
     @classmethod
     def for_point(cls, point: Point, *, framework: str, family: str, status: str,
                   message: str = "", **values: Any) -> "SpeedRecord":
-        return cls(impl=point.impl, framework=framework, family=family, device=point.device,
-                   batch=point.batch, heads=point.heads, seq_len=point.seq_len,
-                   head_dim=point.head_dim, dtype=point.dtype, causal=point.causal,
-                   pass_=point.pass_, status=status, message=message,
-                   **point.workload_values(), **values)
+        fields, other = point.record_axes()
+        basic = {axis.field: point.value(axis.name) for axis in axes_table.basic_axes()}
+        return cls(impl=point.impl, framework=framework, family=family, status=status,
+                   message=message, **basic, **fields, axes=other, **values)
 
     def to_json(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
         data = {name: fields[name] for name in _json_order(type(self))}
         data["pass"] = data.pop("pass_")
+        if not data["axes"]:
+            del data["axes"]
         data["point_id"] = self.point.point_id
         if self.status not in STATUSES:
             raise ValueError(f"status {self.status!r} not in {STATUSES}")
@@ -396,8 +494,8 @@ def _json_order(cls: type) -> list[str]:
 
 
 # -- columns downstream, derived from the record's fields (one place) -------------------------
-POINT_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
-                "pass_", "kv_heads", "q_len", "window", "alibi", "documents")
+# the record's fields that say which point it measured (the axis table's, plus impl and axes)
+POINT_FIELDS = ("impl", *(a.field for a in axes_table.axes() if a.field), "axes")
 # every measured or derived value of a speed record (the metric groups' fields but the samples
 # list), in field order: report frames and tables, compare's checks and the CSVs take their
 # columns from here

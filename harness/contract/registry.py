@@ -25,8 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from harness.contract import axes as axes_table
 from harness.contract import probe as probing
 from harness.contract.frameworks import device_kind
+from harness.contract.parsers import DTYPES
 from harness.contract.probe import Availability, ProbeResult
 from harness.contract.traits import Traits
 from harness.errors import UnknownNameError, UnsupportedError, UsageError, first_line
@@ -38,75 +40,111 @@ FAMILY_LABELS = {
     "kernel": "kernel approximation",
     "hrr": "HRR",
 }
-DTYPES = ("float64", "float32", "float16", "bfloat16")
 ENTRY_POINT_GROUP = "attnbench.implementations"
 
 AttentionFn = Callable[..., object]
 ProbeFn = Callable[[str, str], "Availability"]
 
 
-@dataclass(frozen=True)
-class Query:
-    """What a caller asks an implementation to do (the argument of ``constraints``)."""
+def _feature_set(features: Iterable[str], flags: dict[str, bool],
+                 start: Iterable[str] = ()) -> frozenset[str]:
+    """``features`` (names) plus the keyword flags that are True, less those that are False,
+    starting from ``start`` where no ``features`` are given."""
+    names = set(features) or set(start)
+    for name, wanted in flags.items():
+        if wanted:
+            names.add(name)
+        else:
+            names.discard(name)
+    return frozenset(names)
 
-    device: str = "cpu"          # a device kind: "cpu" or "cuda"
-    dtype: str = "float32"
-    causal: bool = False
-    key_padding_mask: bool = False
-    backward: bool = False
-    # the workload (see Capabilities): k, v with fewer heads, Tq != Tk, window, ALiBi, documents
-    gqa: bool = False
-    q_len: bool = False
-    window: bool = False
-    alibi: bool = False
-    documents: bool = False
+
+class _Features:
+    """``x.gqa`` for ``"gqa" in x.features``: any known feature name reads as a boolean."""
+
+    features: frozenset[str]
+
+    def __getattr__(self, name: str) -> bool:
+        if name.startswith("_") or name not in axes_table.feature_names():
+            raise AttributeError(name)
+        return name in self.features
+
+    def has(self, name: str) -> bool:
+        return name in self.features
+
+
+@dataclass(frozen=True, init=False)
+class Query(_Features):
+    """What a caller asks an implementation to do (the argument of ``constraints``): a device
+    kind, a dtype and the features it needs (causal, key_padding_mask, backward and the
+    workload axes' features, e.g. gqa, q_len, window, alibi, documents).
+    ``Query(device="cuda", causal=True)`` is ``Query(device="cuda", features={"causal"})``."""
+
+    device: str
+    dtype: str
+    features: frozenset[str]
+
+    def __init__(self, device: str = "cpu", dtype: str = "float32",
+                 features: Iterable[str] = (), **flags: bool) -> None:
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "features", _feature_set(features, flags))
 
     @property
     def explicit_mask(self) -> bool:
         """An explicit mask or bias is needed: padding, windows, documents, ALiBi, and causal
         with Tq != Tk (bottom-right)."""
-        return (self.key_padding_mask or self.window or self.alibi or self.documents or
-                (self.causal and self.q_len))
+        has = self.features.__contains__
+        return (has("key_padding_mask") or has("window") or has("alibi") or has("documents") or
+                (has("causal") and has("q_len")))
 
 
 # Query -> every reason it cannot run (empty: it can): rules finer than Capabilities
 ConstraintFn = Callable[[Query], Iterable[str]]
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What an implementation can do in principle (before asking the machine)."""
+DEFAULT_FEATURES = frozenset({"backward"})
 
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    dtypes: tuple[str, ...] = ("float32", "float64")
-    causal: bool = False
-    key_padding_mask: bool = False
-    backward: bool = True
-    # workloads beyond square self-attention with Hq == Hkv (see harness.contract.masking for the
-    # conventions); off by default so that a method never receives what it does not declare
-    gqa: bool = False            # k, v with fewer heads than q (grouped-query / multi-query)
-    q_len: bool = False          # Tq != Tk (causal then aligned bottom-right)
-    window: bool = False         # window=(left, right)
-    alibi: bool = False          # alibi_slopes (Hq,)
-    documents: bool = False      # document_ids (B, T)
-    # feature -> why it is missing (shown instead of the generic reason), and
-    # feature -> how it is done (the library's native path), for the records and list-impls
-    reasons: tuple[tuple[str, str], ...] = ()
-    paths: tuple[tuple[str, str], ...] = ()
 
-    def missing_reasons(self, *, gqa: bool = False, q_len: bool = False,
-                        window: bool = False, alibi: bool = False,
-                        documents: bool = False) -> list[str]:
-        """The reason for each workload feature asked for and not supported (empty: none)."""
-        asked = (("gqa", gqa, "no grouped-query attention (fewer key/value heads than query "
-                              "heads)"),
-                 ("q_len", q_len, "needs as many queries as keys (Tq == Tk)"),
-                 ("window", window, "no sliding-window mask"),
-                 ("alibi", alibi, "no ALiBi bias"),
-                 ("documents", documents, "no packed-documents mask"))
+@dataclass(frozen=True, init=False)
+class Capabilities(_Features):
+    """What an implementation can do in principle (before asking the machine): its devices,
+    dtypes and the set of features it takes (harness.contract.axes: causal, key_padding_mask,
+    backward, and each workload axis' feature, e.g. gqa, q_len, window, alibi, documents, or
+    a plug-in's). A method never receives a workload it does not declare. Keyword flags add
+    (True) or remove (False) features from the default set {"backward"}:
+    ``Capabilities(causal=True, gqa=True)``.
+
+    ``reasons``: feature -> why it is missing (shown instead of the generic reason);
+    ``paths``: feature -> how it is done (the library's native path), for the records and
+    list-impls."""
+
+    devices: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    features: frozenset[str]
+    reasons: tuple[tuple[str, str], ...]
+    paths: tuple[tuple[str, str], ...]
+
+    def __init__(self, devices: tuple[str, ...] = ("cpu", "cuda"),
+                 dtypes: tuple[str, ...] = ("float32", "float64"),
+                 features: Iterable[str] = (), reasons: tuple[tuple[str, str], ...] = (),
+                 paths: tuple[tuple[str, str], ...] = (), **flags: bool) -> None:
+        object.__setattr__(self, "devices", tuple(devices))
+        object.__setattr__(self, "dtypes", tuple(dtypes))
+        object.__setattr__(self, "features", _feature_set(
+            features, flags, () if features else DEFAULT_FEATURES))
+        object.__setattr__(self, "reasons", tuple(reasons))
+        object.__setattr__(self, "paths", tuple(paths))
+
+    def missing_reasons(self, features: Iterable[str] = (), **flags: bool) -> list[str]:
+        """The reason for each feature asked for and not supported (empty: none), in the
+        table's order."""
+        asked = _feature_set(features, flags)
         own = dict(self.reasons)
-        return [own.get(name, generic) for name, wanted, generic in asked
-                if wanted and not getattr(self, name)]
+        order = axes_table.feature_names()
+        ranked = sorted(asked, key=lambda n: (order.index(n) if n in order else len(order), n))
+        return [own.get(name, axes_table.generic_reason(name)) for name in ranked
+                if name not in self.features]
 
 
 @dataclass
@@ -146,18 +184,17 @@ class Implementation:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- capability checks ------------------------------------------------------------------
-    def supports(self, *, device: str = "cpu", dtype: str = "float32", causal: bool = False,
-                 key_padding_mask: bool = False, backward: bool = False,
-                 run_probe: bool = True, gqa: bool = False, q_len: bool = False,
-                 window: bool = False, alibi: bool = False,
-                 documents: bool = False) -> Availability:
+    def supports(self, *, device: str = "cpu", dtype: str = "float32",
+                 run_probe: bool = True, features: Iterable[str] = (),
+                 **flags: bool) -> Availability:
         """Static capabilities first, then the machine (packages, device, a real tiny run).
+        ``features`` names what is asked (causal, backward, gqa, ...); keyword flags
+        (``causal=True``) add to it.
 
         ``run_probe=False`` stops before anything is executed (packages and device presence
         only): the runner's parent process uses it, and leaves the tiny run to a worker.
         """
-        query = Query(device_kind(device), dtype, causal, key_padding_mask, backward, gqa=gqa,
-                      q_len=q_len, window=window, alibi=alibi, documents=documents)
+        query = Query(device_kind(device), dtype, features, **flags)
         reasons = self.not_supported_reasons(query)
         if reasons:
             return Availability(False, f"{self.name}: {'; '.join(reasons)}", tuple(reasons))
@@ -175,16 +212,7 @@ class Implementation:
         if query.dtype not in caps.dtypes:
             reasons.append(f"dtype {query.dtype} not supported "
                            f"(supports {', '.join(caps.dtypes)})")
-        if query.causal and not caps.causal:
-            reasons.append("no causal mode")
-        if query.key_padding_mask and not caps.key_padding_mask:
-            reasons.append(dict(caps.reasons).get("key_padding_mask",
-                                                  "no key-padding mask support"))
-        if query.backward and not caps.backward:
-            reasons.append("no backward pass")
-        reasons.extend(caps.missing_reasons(gqa=query.gqa, q_len=query.q_len,
-                                            window=query.window, alibi=query.alibi,
-                                            documents=query.documents))
+        reasons.extend(caps.missing_reasons(query.features))
         if self.constraints is not None:
             reasons.extend(self._constraint_reasons(query))
         return reasons
@@ -218,11 +246,13 @@ class Implementation:
         return result
 
     def check_call(self, *, device: str, dtype: str, causal: bool, masked: bool,
-                   backward: bool = False, **features: bool) -> None:
+                   backward: bool = False, features: Iterable[str] = (),
+                   **flags: bool) -> None:
         """Raise UnsupportedError with the reason when this combination cannot run.
-        ``features``: gqa, q_len, window, alibi, documents (see Capabilities)."""
+        ``features``/``flags``: the workload's features (see Capabilities)."""
         verdict = self.supports(device=device, dtype=dtype, causal=causal,
-                                key_padding_mask=masked, backward=backward, **features)
+                                key_padding_mask=masked, backward=backward,
+                                features=features, **flags)
         if not verdict:
             raise UnsupportedError(verdict.reason)
 
@@ -351,7 +381,6 @@ def all_implementations() -> list[Implementation]:
 
 def static_check(impl: "Implementation", point: Any) -> str | None:
     """Reason a point cannot run, from capabilities, packages and devices; None if it may."""
-    verdict = impl.supports(device=point.device, dtype=point.dtype, causal=point.causal,
-                            backward=point.pass_ != "forward", run_probe=False,
-                            **point.features())
+    verdict = impl.supports(device=point.device, dtype=point.dtype, run_probe=False,
+                            features=point.all_features())
     return None if verdict else verdict.reason

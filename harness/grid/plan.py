@@ -22,7 +22,10 @@ from harness.contract.frameworks import best_device
 from harness.contract.registry import static_check
 from harness.grid.sharding import ShardSpec, parse_shard, select_shard
 from harness.grid.spec import (
+    SETTING_NAMES,
     SweepSpec,
+    axis_dest,
+    grid_names,
     expand,
     overrides_from,
     parse_bytes,
@@ -52,6 +55,8 @@ class SweepRequest:
     window: str | None = None
     alibi: str | None = None
     documents: str | None = None
+    # axes without a field here (a plug-in's): (name, flag text) pairs
+    extra_axes: tuple[tuple[str, str], ...] = ()
     preset: str | None = None
     config: str | None = None
     out: str | None = None
@@ -83,13 +88,35 @@ class SweepPlan:
     reuse_peaks: bool = False    # take the machine's peaks from the cache when there
 
 
-WORKLOAD_ARGUMENTS = ("kv_heads", "q_len", "window", "alibi", "documents")
-SETTING_ARGUMENTS = ("timeout", "max_memory", "min_time", "max_repeats", "warmup", "seed",
-                     "cooldown", "time_budget", "shard", "timer")
+# the request's fields that are no grid key and no setting of a config file
+NOT_CONFIG_KEYS = ("config", "resume", "grid_from", "impl_modules", "extra_axes")
 
 
-GRID_ARGUMENTS = ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                  "preset", "pass", *WORKLOAD_ARGUMENTS)
+def setting_arguments() -> tuple[str, ...]:
+    """The settings (flag name = TOML key) besides the grid and preset/out."""
+    return tuple(n for n in SETTING_NAMES if n not in ("preset", "out"))
+
+
+def grid_arguments() -> tuple[str, ...]:
+    """The keys that choose the grid (refused with --resume)."""
+    return (*grid_names(), "preset")
+
+
+def request_values(request: SweepRequest) -> dict[str, Any]:
+    """The values a request gives (flag name -> raw value), None: not given."""
+    raw: dict[str, Any] = {}
+    for name in grid_names():
+        value = getattr(request, axis_dest(name), None)
+        if value is not None:
+            raw[name] = value
+    for name, value in request.extra_axes:
+        if value is not None:
+            raw[name] = value
+    for name in SETTING_NAMES:
+        value = getattr(request, name, None)
+        if value is not None:
+            raw[name] = value
+    return raw
 
 
 @dataclass(frozen=True)
@@ -116,17 +143,11 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
             raise UsageError(f"--resume keeps the stored grid; --config {request.config} cannot "
                              f"be given with it")
         raw.update(read_config(request.config))
-    for name in ("impl", "seq_len", "head_dim", "batch", "heads", "dtype", "causal", "device",
-                 "preset", "out", *WORKLOAD_ARGUMENTS, *SETTING_ARGUMENTS):
-        value = getattr(request, name, None)
-        if value is not None:
-            raw[name] = value
-    if request.pass_ is not None:
-        raw["pass"] = request.pass_
+    raw.update(request_values(request))
     resume = request.resume
     if resume:
         raw = resumed_arguments(resume, raw, stored.resume)
-    overrides = overrides_from({k: v for k, v in raw.items() if k not in SETTING_ARGUMENTS})
+    overrides = overrides_from({k: v for k, v in raw.items() if k not in SETTING_NAMES})
     if "impl" in overrides.values:
         REGISTRY.resolve(overrides.values["impl"])  # unknown names: exit 2, listing valid ones
     devices = overrides.values.get("device") or (default_device or best_device(),)
@@ -167,7 +188,7 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
                    "config_file": request.config,
                    "input_distribution": INPUT_DISTRIBUTION}
     return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points,
-                     reuse_peaks=bool(request.reuse_peaks))
+                     reuse_peaks=bool(raw.get("reuse_peaks")))
 
 
 def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,
@@ -228,7 +249,8 @@ def resumed_arguments(resume: str, given: dict[str, Any],
     given with --resume are refused rather than silently replacing or changing the stored grid;
     settings flags (--timeout, --min-time, ...) apply to the points still to measure.
     """
-    flags = sorted(f"--{name.replace('_', '-')}" for name in GRID_ARGUMENTS if name in given)
+    flags = sorted(f"--{name.replace('_', '-')}" for name in grid_arguments()
+                   if name in given)
     if flags:
         raise UsageError(f"--resume keeps the stored grid of {resume}; {', '.join(flags)} cannot "
                          f"be given with it (start a new run with --out to measure another "

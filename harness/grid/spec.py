@@ -7,29 +7,39 @@ flags and a TOML config override the same axes in every group.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from harness.contract.axes import Axis, axes, get_axis
+from harness.contract.parsers import (
+    BYTE_UNITS,
+    DTYPE_ALIASES,
+    MAX_SIZE,
+    PASS_ALIASES,
+    SIZE_SUFFIXES,
+    parse_bools,
+    parse_bytes,
+    parse_devices,
+    parse_dtypes,
+    parse_int,
+    parse_int_list,
+    parse_names,
+    parse_passes,
+    parse_windows,
+)
+from harness.contract.records import Point
 from harness.errors import UsageError
-from harness.contract.records import PASSES, Point
-from harness.contract.registry import DTYPES
 
-PASS_ALIASES = {"fwd": "forward", "forward": "forward", "bwd": "backward",
-                "backward": "backward", "fwd_bwd": "forward_backward",
-                "forward_backward": "forward_backward", "fwdbwd": "forward_backward",
-                "forward+backward": "forward_backward"}
-DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "f32": "float32",
-                 "fp16": "float16", "float16": "float16", "half": "float16", "f16": "float16",
-                 "bf16": "bfloat16", "bfloat16": "bfloat16",
-                 "fp64": "float64", "float64": "float64", "double": "float64"}
-MAX_SIZE = 2 ** 31 - 1
-SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
-BYTE_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
-              "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40}
+# the parsers are the contract's; the grid's users import them from here
+__all__ = ["BYTE_UNITS", "DTYPE_ALIASES", "MAX_SIZE", "PASS_ALIASES", "SIZE_SUFFIXES",
+           "parse_bools", "parse_bytes", "parse_devices", "parse_dtypes", "parse_int",
+           "parse_int_list", "parse_names", "parse_passes", "parse_windows", "SweepSpec",
+           "Overrides", "expand", "parsers", "axis_dest", "SETTING_NAMES", "grid_names",
+           "overrides_from", "read_config"]
 
 
 @dataclass(frozen=True)
@@ -53,15 +63,24 @@ class SweepSpec:
     alibi: tuple[bool, ...] = (False,)
     documents: tuple[int, ...] = (0,)
 
+    # axes without a field (a plug-in's): (name, values) pairs
+    extra_axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def values(self, axis: Axis) -> tuple[Any, ...]:
+        """The values this group sweeps of an axis (its default alone where not set)."""
+        if axis.field is not None:
+            return getattr(self, axis.field)
+        return dict(self.extra_axes).get(axis.name, (axis.default,))
+
     def points(self, all_impls: Iterable[str]) -> list[Point]:
         impls = self.impl if self.impl is not None else tuple(all_impls)
-        return [Point(impl=i, seq_len=t, head_dim=d, batch=b, heads=h, dtype=dt, causal=c,
-                      pass_=p, device=dev, kv_heads=kv, q_len=tq, window=w, alibi=a,
-                      documents=n)
-                for i, dev, dt, c, p, b, h, kv, tq, w, a, n, d, t in itertools.product(
-                    impls, self.device, self.dtype, self.causal, self.pass_, self.batch,
-                    self.heads, self.kv_heads, self.q_len, self.window, self.alibi,
-                    self.documents, self.head_dim, self.seq_len)]
+        table = axes()
+        points = []
+        for impl, *values in itertools.product(impls, *(self.values(a) for a in table)):
+            fields = {a.field: v for a, v in zip(table, values) if a.field is not None}
+            extra = tuple((a.name, v) for a, v in zip(table, values) if a.field is None)
+            points.append(Point(impl=impl, **fields, extra_axes=extra))
+        return points
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,12 @@ class Overrides:
     values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def apply(self, spec: SweepSpec) -> SweepSpec:
-        return replace(spec, **self.values) if self.values else spec
+        if not self.values:
+            return spec
+        fields = {k: v for k, v in self.values.items() if k in SPEC_FIELDS}
+        extra = {**dict(spec.extra_axes),
+                 **{k: v for k, v in self.values.items() if k not in SPEC_FIELDS}}
+        return replace(spec, **fields, extra_axes=tuple(sorted(extra.items())))
 
 
 def expand(groups: Iterable[SweepSpec], all_impls: Iterable[str]) -> list[Point]:
@@ -87,197 +111,37 @@ def expand(groups: Iterable[SweepSpec], all_impls: Iterable[str]) -> list[Point]
     return sorted(seen, key=lambda p: (p.series_key(), p.seq_len))
 
 
-# -- parsing ---------------------------------------------------------------------------------
-def parse_int(text: str, *, axis: str = "size") -> int:
-    """'4096', '4K', '2^12', '1M' -> int."""
-    token = text.strip().upper()
-    match = re.fullmatch(r"2\^(\d+)", token)
-    if match:
-        return 2 ** int(match.group(1))
-    match = re.fullmatch(r"(\d+)([KMG]?)", token)
-    if not match:
-        raise UsageError(f"--{axis.replace('_', '-')}: cannot read {text!r} as a size "
-                         f"(examples: 4096, 4K, 2^12)")
-    return int(match.group(1)) * SIZE_SUFFIXES[match.group(2)]
+SPEC_FIELDS = {f.name for f in dataclasses.fields(SweepSpec)}
 
 
-def parse_int_list(text: str | Iterable[Any], *, axis: str) -> tuple[int, ...]:
-    """'1024,2048', '1K..128K' (powers of two), '512..4096:+512' (step), lists from TOML."""
-    if isinstance(text, bool) or isinstance(text, float):
-        raise UsageError(f"--{axis.replace('_', '-')}: expected whole numbers, got {text!r}")
-    if isinstance(text, int):
-        text = [text]
-    items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
-    values: list[int] = []
-    if not any(i.strip() for i in items):
-        raise UsageError(f"--{axis.replace('_', '-')}: empty list")
-    for item in (i.strip() for i in items):
-        if not item:
-            raise UsageError(f"--{axis.replace('_', '-')}: empty item in {text!r}")
-        if ".." in item:
-            values.extend(_parse_range(item, axis=axis))
-        else:
-            values.append(parse_int(item, axis=axis))
-    if not values:
-        raise UsageError(f"--{axis.replace('_', '-')}: empty list")
-    bad = [v for v in values if v <= 0]
-    if bad:
-        raise UsageError(f"--{axis.replace('_', '-')}: sizes must be positive, got {bad[0]}")
-    huge = [v for v in values if v > MAX_SIZE]
-    if huge:
-        raise UsageError(f"--{axis.replace('_', '-')}: {huge[0]} is beyond any tensor "
-                         f"dimension (at most 2^31 - 1)")
-    return tuple(dict.fromkeys(values))
+def parsers() -> dict[str, Callable[[Any], tuple]]:
+    """Grid key (flag name, TOML key) -> parser: impl and every axis of the table."""
+    return {"impl": parse_names, **{a.name: a.parse for a in axes()}}
 
 
-def _parse_range(item: str, *, axis: str) -> list[int]:
-    lo_text, hi_text = item.split("..", 1)
-    step = None
-    if ":" in hi_text:
-        hi_text, step_text = hi_text.split(":", 1)
-        if not step_text.startswith("+"):
-            raise UsageError(f"--{axis.replace('_', '-')}: step must look like ':+512' "
-                             f"in {item!r}")
-        step = parse_int(step_text[1:], axis=axis)
-    lo, hi = parse_int(lo_text, axis=axis), parse_int(hi_text, axis=axis)
-    if hi > MAX_SIZE:
-        raise UsageError(f"--{axis.replace('_', '-')}: {hi} is beyond any tensor dimension "
-                         f"(at most 2^31 - 1)")
-    if lo <= 0 or hi < lo:
-        raise UsageError(f"--{axis.replace('_', '-')}: bad range {item!r} (need 0 < low <= high)")
-    if step is not None:
-        if step <= 0:
-            raise UsageError(f"--{axis.replace('_', '-')}: step must be positive in {item!r}")
-        return list(range(lo, hi + 1, step))
-    values = []
-    value = lo
-    while value <= hi:
-        values.append(value)
-        value *= 2
-    return values
+def axis_dest(name: str) -> str:
+    """A grid key -> the SweepSpec field (or extra axis name) it sets."""
+    axis = get_axis(name)
+    return axis.dest if axis is not None else name
 
 
-def parse_dtypes(text: str | Iterable[str]) -> tuple[str, ...]:
-    items = _items(text)
-    out = []
-    for item in items:
-        name = DTYPE_ALIASES.get(item.lower())
-        if name is None:
-            raise UsageError(f"--dtype: unknown dtype {item!r}; valid: {', '.join(DTYPES)}")
-        out.append(name)
-    return tuple(dict.fromkeys(out))
-
-
-def parse_passes(text: str | Iterable[str]) -> tuple[str, ...]:
-    out = []
-    for item in _items(text):
-        name = PASS_ALIASES.get(item.lower())
-        if name is None:
-            raise UsageError(f"--pass: unknown pass {item!r}; valid: {', '.join(PASSES)}")
-        out.append(name)
-    return tuple(dict.fromkeys(out))
-
-
-def parse_bools(text: str | Iterable[Any], *, axis: str = "causal") -> tuple[bool, ...]:
-    if isinstance(text, bool):
-        return (text,)
-    out = []
-    for item in _items(text):
-        lowered = str(item).lower()
-        if lowered in ("true", "1", "yes", "on", "causal"):
-            out.append(True)
-        elif lowered in ("false", "0", "no", "off", "noncausal", "non-causal"):
-            out.append(False)
-        elif lowered == "both":
-            out.extend([False, True])
-        else:
-            raise UsageError(f"--{axis}: expected true/false/both, got {item!r}")
-    return tuple(dict.fromkeys(out))
-
-
-def parse_devices(text: str | Iterable[str]) -> tuple[str, ...]:
-    out = []
-    for item in _items(text):
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", item):
-            raise UsageError(f"--device: unknown device {item!r}; valid: cpu, cuda, cuda:N")
-        out.append(item)
-    return tuple(dict.fromkeys(out))
-
-
-def parse_bytes(text: str | int | float) -> int:
-    """'4GB', '512MiB', '2e9', 1000000 -> bytes."""
-    if isinstance(text, (int, float)):
-        value = int(text)
-    else:
-        match = re.fullmatch(r"\s*([\d.]+(?:e\d+)?)\s*([a-zA-Z]*)\s*", text)
-        unit = match.group(2).upper() if match else None
-        if not match or (unit and unit not in BYTE_UNITS and unit + "B" not in BYTE_UNITS):
-            raise UsageError(f"--max-memory: cannot read {text!r} (examples: 4GB, 512MiB)")
-        factor = BYTE_UNITS.get(unit or "B") or BYTE_UNITS[unit + "B"]
-        value = int(float(match.group(1)) * factor)
-    if value <= 0:
-        raise UsageError(f"--max-memory: must be positive, got {text!r}")
-    return value
-
-
-def _items(text: str | Iterable[Any]) -> list[str]:
-    if isinstance(text, (bool, int, float)):   # a TOML scalar where a list or string goes
-        text = [text]
-    items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
-    items = [i.strip() for i in items if str(i).strip()]
-    if not items:
-        raise UsageError("empty list")
-    return items
-
-
-PARSERS = {
-    "seq_len": lambda v: parse_int_list(v, axis="seq_len"),
-    "head_dim": lambda v: parse_int_list(v, axis="head_dim"),
-    "batch": lambda v: parse_int_list(v, axis="batch"),
-    "heads": lambda v: parse_int_list(v, axis="heads"),
-    "dtype": parse_dtypes,
-    "causal": parse_bools,
-    "pass_": parse_passes,
-    "device": parse_devices,
-    "impl": lambda v: tuple(_items(v)),
-    "kv_heads": lambda v: parse_int_list(v, axis="kv_heads"),
-    "q_len": lambda v: parse_int_list(v, axis="q_len"),
-    "window": lambda v: parse_windows(v),
-    "alibi": lambda v: parse_bools(v, axis="alibi"),
-    "documents": lambda v: parse_int_list(v, axis="documents"),
-}
-
-
-def parse_windows(text: str | Iterable[Any]) -> tuple[int, ...]:
-    """'128,4096' (keys back), 'none' = no window; a window of 0 keys back is allowed."""
-    out = []
-    for item in _items(text):
-        if str(item).lower() in ("none", "off", "-1"):
-            out.append(-1)
-        else:
-            try:
-                value = parse_int(str(item), axis="window")
-            except UsageError:
-                raise UsageError(f"--window: cannot read {item!r} (examples: 128, 4K, none)") \
-                    from None
-            out.append(value)
-    return tuple(dict.fromkeys(out))
-
-# config-file / flag name -> axis
-AXIS_NAMES = {"impl": "impl", "seq_len": "seq_len", "head_dim": "head_dim", "batch": "batch",
-              "heads": "heads", "dtype": "dtype", "causal": "causal", "pass": "pass_",
-              "device": "device", "kv_heads": "kv_heads", "q_len": "q_len", "window": "window",
-              "alibi": "alibi", "documents": "documents"}
+# settings a sweep takes besides the grid (flag name = TOML key); the sweep command's flags and
+# the config's known keys are checked against each other by tests/test_axes.py
 SETTING_NAMES = ("preset", "timeout", "max_memory", "out", "min_time", "max_repeats",
-                 "warmup", "seed")
+                 "warmup", "seed", "cooldown", "time_budget", "timer", "shard", "reuse_peaks")
+
+
+def grid_names() -> tuple[str, ...]:
+    """The grid keys: impl and every axis."""
+    return ("impl", *(a.name for a in axes()))
 
 
 def overrides_from(raw: dict[str, Any]) -> Overrides:
     """Axis overrides from a dict of flag-name -> raw value (strings or TOML lists)."""
     values = {}
-    for name, axis in AXIS_NAMES.items():
+    for name, parse in parsers().items():
         if raw.get(name) is not None:
-            values[axis] = PARSERS[axis](raw[name])
+            values[axis_dest(name)] = parse(raw[name])
     return Overrides(values)
 
 
@@ -294,7 +158,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UsageError(f"--config: {path} is not UTF-8 text (TOML)") from None
     sweep = data.get("sweep", data)
-    known = set(AXIS_NAMES) | set(SETTING_NAMES)
+    known = set(grid_names()) | set(SETTING_NAMES)
     normalised = {key.replace("-", "_"): value for key, value in sweep.items()}
     unknown = sorted(set(normalised) - known)
     if unknown:

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
+from harness.contract.axes import workload_axes
 from harness.contract.records import Point
 
 CASE_SEQ_LEN = 64
@@ -24,7 +25,7 @@ class WorkloadCase:
     point: Point          # impl/device/dtype filled in per implementation
     padded: bool = False  # a key-padding mask on the last quarter of the keys
 
-    def features(self) -> dict[str, bool]:
+    def features(self) -> frozenset[str]:
         return self.point.features()
 
     def for_impl(self, impl: str, device: str, dtype: str) -> WorkloadCase:
@@ -56,12 +57,12 @@ def flag_cases(axes: dict[str, tuple]) -> list[WorkloadCase]:
     """Every combination of the given workload axes (parsed as sweep parses them), with and
     without causal. Query heads: 4, or twice --kv-heads when 4 is not a multiple of it.
     Raises ValueError with the first combination that is not a workload."""
-    names = ("kv_heads", "q_len", "window", "alibi", "documents")
-    lists = [axes.get(n) or (Point.WORKLOAD_DEFAULTS[n],) for n in names]
+    table = [a for a in workload_axes() if a.field is not None]
+    lists = [axes.get(a.field) or (a.default,) for a in table]
     cases = []
     for values in itertools.product(*lists, (False, True)):
-        chosen = dict(zip((*names, "causal"), values))
-        kv = chosen["kv_heads"]
+        chosen = dict(zip((*(a.field for a in table), "causal"), values))
+        kv = chosen.get("kv_heads", 0)
         heads = CASE_HEADS if not kv or CASE_HEADS % kv == 0 else 2 * kv
         point = case_point(heads=heads, **chosen)
         problem = point.workload_problem()

@@ -5,9 +5,12 @@ Pure with respect to results: it returns a GateResult, the caller decides what t
 
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 import numpy as np
 
 from harness.contract import frameworks
+from harness.contract.axes import method_keywords
 from harness.contract.masking import alibi_slopes, packed_document_ids
 from harness.contract.point_masks import point_mask
 from harness.contract.probe import GateResult
@@ -24,12 +27,15 @@ GATE_SHAPE = (1, 2, 64, 32)  # small enough for the float64 reference on any mac
 
 
 def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,
-                    gqa: bool = False, q_len: bool = False, window: bool = False,
-                    alibi: bool = False, documents: bool = False,
-                    causal: bool = False) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
-    """q, k, v, padding mask and the mask keywords of a small gate case with these features:
-    GQA with 2 query heads per key/value head, Tq = 7 queries against T keys, a window of T/4
-    keys back (and T/8 ahead when not causal), BLOOM's slopes, 3 packed documents."""
+                    features: Iterable[str] = (), causal: bool = False,
+                    **flags: bool) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
+    """q, k, v, padding mask and the mask keywords of a small gate case with these features
+    (names, or flags ``gqa=True``): GQA with 2 query heads per key/value head, Tq = 7 queries
+    against T keys, a window of T/4 keys back (and T/8 ahead when not causal), BLOOM's slopes,
+    3 packed documents. Other features (a plug-in axis') leave the inputs as they are."""
+    asked = set(features) | {name for name, wanted in flags.items() if wanted}
+    gqa, q_len, window, alibi, documents = (name in asked for name in (
+        "gqa", "q_len", "window", "alibi", "documents"))
     batch, heads, length, dim = shape
     q_heads = 2 * heads if gqa else heads
     t_q = min(7, length) if q_len else length
@@ -57,7 +63,8 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
                    device: str, dtype: str, causal: bool, mask: np.ndarray | None,
                    window: tuple[int, int] | None = None,
                    alibi_slopes: np.ndarray | None = None,
-                   document_ids: np.ndarray | None = None) -> np.ndarray:
+                   document_ids: np.ndarray | None = None,
+                   keywords: dict[str, Any] | None = None) -> np.ndarray:
     fw = frameworks.get(impl.framework)
     with fw.precision(dtype):
         args = [fw.from_numpy(x, device, dtype) for x in (q, k, v)]
@@ -65,7 +72,7 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
         slopes = None if alibi_slopes is None else fw.from_numpy(alibi_slopes, device, dtype)
         docs = None if document_ids is None else fw.from_numpy(document_ids, device)
         out = fw.call(impl, *args, causal=causal, key_padding_mask=mask_n, window=window,
-                      alibi_slopes=slopes, document_ids=docs)
+                      alibi_slopes=slopes, document_ids=docs, **(keywords or {}))
         return fw.to_numpy(out).astype(np.float64)
 
 
@@ -90,26 +97,31 @@ def check_point(impl: Implementation, point: Point, *, padded: bool = False,
     device, dtype, causal, kv_heads, q_len, window, ALiBi, documents); never raises."""
     (q, k, v, mask), extra = point_inputs(point, padded=padded, seed=seed)
     return compare(impl, q, k, v, mask, extra, device=point.device, dtype=point.dtype,
-                   causal=point.causal)
+                   causal=point.causal,
+                   keywords=method_keywords(impl.capabilities.features, point.axis_values()))
 
 
 def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False,
           masked: bool = False, shape: tuple[int, int, int, int] = GATE_SHAPE,
-          seed: int = 0, **features: bool) -> GateResult:
+          seed: int = 0, features: Iterable[str] = (), keywords: dict[str, Any] | None = None,
+          **flags: bool) -> GateResult:
     """Compare one implementation with its reference at a small shape; never raises.
-    ``features`` (gqa, q_len, window, alibi, documents): see ``workload_inputs``."""
+    ``features`` (gqa, q_len, window, alibi, documents, ...): see ``workload_inputs``;
+    ``keywords``: the values of the keyword axes (name -> value) the case is run with."""
     (q, k, v, mask), extra = workload_inputs(shape, seed=seed, masked=masked, causal=causal,
-                                             **features)
-    return compare(impl, q, k, v, mask, extra, device=device, dtype=dtype, causal=causal)
+                                             features=features, **flags)
+    return compare(impl, q, k, v, mask, extra, device=device, dtype=dtype, causal=causal,
+                   keywords=method_keywords(impl.capabilities.features, keywords or {}))
 
 
 def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
             mask: np.ndarray | None, extra: dict[str, object], *, device: str, dtype: str,
-            causal: bool) -> GateResult:
-    """Run the implementation on these inputs and compare it with its family's reference."""
+            causal: bool, keywords: dict[str, Any] | None = None) -> GateResult:
+    """Run the implementation on these inputs (plus ``keywords``, which the reference does not
+    take) and compare it with its family's reference."""
     try:
         out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal,
-                             mask=mask, **extra)  # type: ignore[arg-type]
+                             mask=mask, keywords=keywords, **extra)  # type: ignore[arg-type]
     except Exception as exc:
         return GateResult(False, None, None, None, f"{type(exc).__name__}: {exc}")
     if not np.isfinite(out).all():

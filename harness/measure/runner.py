@@ -27,18 +27,20 @@ from harness.contract.records import MemoryResult, Measurement, Point, SpeedReco
 from harness.contract.registry import REGISTRY, Implementation, load_impl_modules
 from harness.store.run_dir import RunDir, now_iso
 from harness.metrics.traffic import traffic_metrics
-from harness.measure.worker import FEATURE_NAMES
 from harness.grid.settings import RunSettings
 from harness.contract.registry import static_check
 
-Combo = tuple  # impl, device, dtype, causal[, workload features (see worker.FEATURE_NAMES)]
+Combo = tuple  # impl, device, dtype, causal[, workload features, keyword axis values]
 
 
 def combo_of(point: Point) -> Combo:
-    """The probe/gate combination of a point; square self-attention keeps the 4-tuple."""
+    """The probe/gate combination of a point: (impl, device, dtype, causal), plus (its
+    workload features sorted, its keyword axes' (name, value) pairs) when it has any; square
+    self-attention keeps the 4-tuple."""
     base = (point.impl, point.device, point.dtype, point.causal)
-    features = tuple(point.features()[name] for name in FEATURE_NAMES)
-    return base + (features,) if any(features) else base
+    features = tuple(sorted(point.features()))
+    keywords = tuple(sorted(point.keyword_values().items()))
+    return base + (features, keywords) if features or keywords else base
 
 
 R = TypeVar("R", MemoryResult, TimingResult)
@@ -177,7 +179,7 @@ class Runner:
         timing = self._task("timing", TimingResult, point, self.settings.timing, context,
                             timeout=timeout)
         values, extra = Measurement(memory, timing).record_values()
-        if any(point.features().values()) and impl.capabilities.paths:
+        if point.features() and impl.capabilities.paths:
             extra["paths"] = dict(impl.capabilities.paths)
         values.update(gate_fields)
         if timing.status == "ok":

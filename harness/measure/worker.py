@@ -121,25 +121,26 @@ def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
 
 
 # -- tasks -------------------------------------------------------------------------------------
-FEATURE_NAMES = ("gqa", "q_len", "window", "alibi", "documents")
-
-
 def probe_task(combos: list[tuple], context: WorkerContext) -> dict[tuple, ProbeResult]:
-    """{(impl, device, dtype, causal[, features]): ProbeResult} for each combination: the
-    probe (harness.contract.probe, a real tiny run) and, where it runs, the correctness gate;
-    ``features`` is a tuple of booleans in FEATURE_NAMES order (the point's workload: the gate
-    runs a small case with the same features)."""
+    """{(impl, device, dtype, causal[, features, keywords]): ProbeResult} for each combination
+    (harness.measure.runner.combo_of): the probe (harness.contract.probe, a real tiny run) and,
+    where it runs, the correctness gate; ``features`` names the point's workload features (the
+    gate runs a small case with the same features) and ``keywords`` holds the values of the axes
+    a method receives as keywords."""
     prepare(context)
     out: dict[tuple, ProbeResult] = {}
     for combo in combos:
         impl_name, device, dtype, causal = combo[:4]
-        features = dict(zip(FEATURE_NAMES, combo[4] if len(combo) > 4 else ()))
+        features = tuple(combo[4]) if len(combo) > 4 else ()
+        keywords = dict(combo[5]) if len(combo) > 5 else {}
         impl = REGISTRY.get(impl_name)
         with device_scope(impl.framework, device):
-            result = probe_here(impl, device=device, dtype=dtype, causal=causal, **features)
+            result = probe_here(impl, device=device, dtype=dtype, causal=causal,
+                                features=features)
             if result:
                 result = result.with_gate(gate_check(impl, device=device, dtype=dtype,
-                                                     causal=causal, **features))
+                                                     causal=causal, features=features,
+                                                     keywords=keywords))
         broken = cuda_context_error(impl.framework, device)
         if broken is not None:
             raise CudaContextError(f"{impl_name} on {device}/{dtype} left the CUDA context "
@@ -149,11 +150,11 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict[tuple, Probe
 
 
 def probe_here(impl: Any, *, device: str, dtype: str, causal: bool = False,
-               masked: bool = False, run: bool = True, **features: bool) -> ProbeResult:
+               masked: bool = False, run: bool = True, features: Any = ()) -> ProbeResult:
     """Capabilities and constraints (nothing run), then the probe of harness.contract.probe:
     packages, device, the implementation's own probe and, with ``run``, a tiny input."""
     static = impl.supports(device=device, dtype=dtype, causal=causal, key_padding_mask=masked,
-                           run_probe=False, **features)
+                           run_probe=False, features=features)
     if not static:
         return ProbeResult.of(static)
     return impl.availability(device, dtype) if run else probe(impl, device, dtype, run=False)
@@ -190,7 +191,7 @@ def check_workloads_task(items: list[tuple[str, Any]],
         impl = REGISTRY.get(impl_name)
         point = case.point
         result = probe_here(impl, device=point.device, dtype=point.dtype, causal=point.causal,
-                            masked=case.padded, run=False, **case.features())
+                            masked=case.padded, run=False, features=case.features())
         if result:
             result = result.with_gate(check_point(impl, point, padded=case.padded))
         out[(impl_name, case.name)] = result

@@ -16,20 +16,25 @@ from harness.contract.records import (
     NUMERIC_SPEED_METRICS,
     PASSES,
     SPEED_METRICS,
+    Point,
     invalid_numbers,
     workload_text,
 )
+from harness.contract.axes import axes, workload_axes
 from harness.metrics.stats import quartiles
 from harness.store.run_dir import RESULTS_FILE, TruncatedLineWarning, open_run
 
-# everything but impl and seq_len: points sharing it form one line in a figure
-# workload axes: kv_heads, window (-1 none), alibi, documents (0 none) and q_axis (0 for
-# self-attention, else the fixed query length); q_len itself is the resolved number of queries
-WORKLOAD_COLUMNS = ["kv_heads", "q_axis", "window", "alibi", "documents"]
-SERIES_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pass",
-                  *WORKLOAD_COLUMNS]
-GROUP_COLUMNS = ["device", "dtype", "batch", "heads", "causal",
-                 *WORKLOAD_COLUMNS]   # one figure per group
+# everything but impl and seq_len: points sharing it form one line in a figure. The workload
+# axes of the table (harness.contract.axes) with their defaults filled in: kv_heads (resolved:
+# = heads by default), window (-1 none), alibi, documents (0 none), q_axis (0 for
+# self-attention, else the fixed query length; q_len itself is the resolved number of queries),
+# and one column per axis without a field (a plug-in's), at the point's value.
+def workload_column_names() -> list[str]:
+    return ["q_axis" if axis.name == "q_len" else axis.name for axis in workload_axes()]
+
+
+BASIC_SERIES = ["device", "dtype", "batch", "heads", "head_dim", "causal", "pass"]
+BASIC_GROUP = ["device", "dtype", "batch", "heads", "causal"]
 MIB = 2 ** 20
 
 
@@ -147,37 +152,63 @@ ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
                     "pct_peak_flops", "arithmetic_intensity", "flops"]
 # the record's metrics (harness.contract.records.SPEED_METRICS) plus what the samples give here
 SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
-SPEED_COLUMNS = ["run", "hardware_tag", "impl", "framework", "family", *SERIES_COLUMNS,
-                 "q_len", "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS,
-                 "point_id"]
+def series_columns() -> list[str]:
+    return [*BASIC_SERIES, *workload_column_names()]
+
+
+def group_columns() -> list[str]:
+    """One figure per group."""
+    return [*BASIC_GROUP, *workload_column_names()]
+
+
+def speed_columns(unknown: list[str] = ()) -> list[str]:
+    """The frame's columns; ``unknown``: axes of a plug-in not loaded here found in records."""
+    return ["run", "hardware_tag", "impl", "framework", "family", *series_columns(),
+            *unknown, "q_len", "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS,
+            "point_id"]
+
+
+def __getattr__(name: str) -> Any:
+    """The column lists, from the axis table as it stands (plug-in axes included)."""
+    lists = {"WORKLOAD_COLUMNS": workload_column_names, "SERIES_COLUMNS": series_columns,
+             "GROUP_COLUMNS": group_columns, "SPEED_COLUMNS": speed_columns}
+    if name in lists:
+        return lists[name]()
+    raise AttributeError(name)
 
 
 def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    known = {axis.name for axis in axes()}
+    unknown = list(dict.fromkeys(name for data in rows for name in (data.get("axes") or {})
+                                 if name not in known))
+    columns = speed_columns(unknown)
     if not rows:
-        return pd.DataFrame(columns=SPEED_COLUMNS + ["group"])
+        return pd.DataFrame(columns=columns + ["group"])
     out = []
     for data in rows:
         q1, q3 = _quartiles(data.get("time_samples_s"), data.get("time_s"))
-        row = {c: data.get(c) for c in SPEED_COLUMNS}
+        row = {c: data.get(c) for c in columns}
         row.update(workload_columns(data))
+        row.update({name: (data.get("axes") or {}).get(name) for name in unknown})
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
                            "tokens_per_s", *ROOFLINE_COLUMNS):
                 row[column] = None
         out.append(row)
-    frame = pd.DataFrame(out, columns=SPEED_COLUMNS)
+    frame = pd.DataFrame(out, columns=columns)
     for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["throttled"] = frame["throttled"].map(lambda v: v is True)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
     frame["causal"] = frame["causal"].astype(bool)
-    frame["alibi"] = frame["alibi"].astype(bool)
-    for column in ("kv_heads", "q_len", "q_axis", "window", "documents"):
-        frame[column] = frame[column].astype(int)
+    for axis in workload_axes():
+        column = "q_axis" if axis.name == "q_len" else axis.name
+        frame[column] = frame[column].astype(axis.type)
+    frame["q_len"] = frame["q_len"].astype(int)
     frame["message"] = frame["message"].fillna("").astype(str)
-    frame["group"] = [group_label(r) for r in frame[GROUP_COLUMNS].to_dict("records")]
+    frame["group"] = [group_label(r) for r in frame[group_columns() + unknown].to_dict("records")]
     _fixed_token_groups(frame)
     order = {n: i for i, n in enumerate(REGISTRY.names())}
     pass_order = {p: i for i, p in enumerate(PASSES)}
@@ -207,23 +238,35 @@ def _fixed_token_groups(frame: pd.DataFrame) -> None:
 
 
 def workload_columns(data: dict[str, Any]) -> dict[str, Any]:
-    """The workload axes of a record with the defaults filled in (older records lack them)."""
-    heads, seq_len = data.get("heads"), data.get("seq_len")
-    kv_heads = data.get("kv_heads") if data.get("kv_heads") is not None else heads
-    q_len = data.get("q_len") if data.get("q_len") is not None else seq_len
-    return {"kv_heads": kv_heads, "q_len": q_len,
-            "q_axis": 0 if q_len == seq_len else q_len,
-            "window": -1 if data.get("window") is None else data["window"],
-            "alibi": bool(data.get("alibi") or False),
-            "documents": data.get("documents") or 0}
+    """The workload axes of a record with the defaults filled in (older records lack them):
+    each axis at its point value, except kv_heads and q_len, resolved (q_axis: the point's
+    q_len, 0 for self-attention)."""
+    point = Point.from_dict({**data, "impl": data.get("impl") or ""})
+    columns = {axis.name: point.value(axis.name) for axis in workload_axes()}
+    columns.update(kv_heads=point.n_kv_heads, q_len=point.n_queries, q_axis=point.q_len)
+    return columns
 
 
 def workload_label(row: dict[str, Any]) -> str:
     """'Hkv=8 Tq=1 window=128 alibi docs=8' for the axes not at their default."""
-    return workload_text(int(row["kv_heads"]) if row["kv_heads"] != row["heads"] else None,
-                         int(row["q_axis"]) or None,
-                         None if int(row["window"]) < 0 else int(row["window"]),
-                         bool(row["alibi"]), int(row["documents"]) or None)
+    values = {axis.name: row[axis.name] for axis in workload_axes() if axis.name in row}
+    values["kv_heads"] = 0 if row["kv_heads"] == row["heads"] else int(row["kv_heads"])
+    values["q_len"] = int(row["q_axis"])
+    unknown = [f"{k}={v}" for k, v in row.items() if k in unknown_axis_columns(row)
+               and v is not None and v == v]
+    return " ".join(p for p in (workload_text(values), *unknown) if p)
+
+
+def unknown_axis_columns(columns: Any) -> list[str]:
+    """The columns of axes of a plug-in not loaded here (found in the records' ``axes``)."""
+    known = set(speed_columns()) | {"group"}
+    return [c for c in columns if c not in known]
+
+
+def axis_columns(columns: Any) -> list[str]:
+    """The frame's column of every axis beyond the basic ones (kv_heads and q_len resolved),
+    in table order, then those of a plug-in not loaded here: tables/points.csv has them all."""
+    return [axis.name for axis in workload_axes()] + unknown_axis_columns(columns)
 
 
 def group_label(row: dict[str, Any]) -> str:

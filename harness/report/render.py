@@ -23,7 +23,7 @@ from harness.contract.registry import REGISTRY
 from harness.report import claims
 from harness.report import findings as findings_lib
 from harness.report import style, tables
-from harness.report.data import MIB, Results, load
+from harness.report.data import MIB, Results, axis_columns, load
 from harness.report.published import SOURCE, TASK_TITLES
 from harness.store.run_metadata import command_text
 from harness.store.run_dir import TruncatedLineWarning
@@ -576,7 +576,8 @@ def failure_caption(frame: pd.DataFrame) -> str:
 
 def points_table(speed: pd.DataFrame) -> pd.DataFrame:
     columns = ["run", "hardware_tag", "impl", "family", "device", "dtype", "batch", "heads",
-               "head_dim", "causal", "pass", "seq_len", "status", "time_s", "time_q1_s",
+               "head_dim", "causal", "pass", *axis_columns(speed.columns), "seq_len", "status",
+               "time_s", "time_q1_s",
                "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
                "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
                "pct_peak_bandwidth", "pct_peak_flops", "throttled", "message"]

@@ -7,10 +7,10 @@ current side (harness.verdicts.words names the two sides and the verdicts).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from harness.console import format_bytes, format_seconds
-from harness.contract.records import POINT_FIELDS, Point
+from harness.contract.records import Point, point_columns
 
 STATUS = "status"   # the metric of a row judged on its status alone
 
@@ -35,17 +35,17 @@ class VerdictRow:
     note: str = ""
 
 
-# -- the point's key columns: one source (the record's point fields) ---------------------------
-def key_names() -> tuple[str, ...]:
-    """The point's key columns, in order, as written in a CSV ('pass', not 'pass_')."""
-    return tuple(name.rstrip("_") for name in POINT_FIELDS)
+# -- the point's key columns: one source (the axis table, through Point.columns) -----------------
+def key_names(points: Iterable[Point] = ()) -> tuple[str, ...]:
+    """The key columns of rows of these points, in order: impl, every axis of the table (a
+    plug-in's included) and the stored axes of a plug-in not loaded here."""
+    return tuple(point_columns(points))
 
 
 def key_values(point: Point) -> dict[str, Any]:
-    """The point's key columns and values; a workload axis at its default is None (blank)."""
-    values = {name.rstrip("_"): getattr(point, name) for name in POINT_FIELDS}
-    values.update(point.workload_values())
-    return values
+    """The point's key columns and values, as a record stores them (a workload axis at its
+    default is None, blank in a CSV)."""
+    return point.columns()
 
 
 # -- text ----------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ def _key_column(name: str) -> Column:
     return Column(name, cell, lambda row: key_values(row.point)[name])
 
 
+# the columns after the point's key columns (key_columns: one per axis of the table, so that a
+# plug-in's axis is a column too)
 COLUMNS: tuple[Column, ...] = (
-    *(_key_column(name) for name in key_names()),
     Column("point_id", value=lambda row: row.point.point_id),
     Column("config", lambda row: config_text(row.point)),
     Column("metric", lambda row: row.metric, lambda row: row.metric),
@@ -65,7 +66,18 @@ COLUMNS: tuple[Column, ...] = (
     Column("round_ratios", value=lambda row: ";".join(f"{r:.6g}" for r in row.round_ratios)),
     Column("note", lambda row: row.note, lambda row: row.note),
 )
-CSV_FIELDS = tuple(c.name for c in COLUMNS if c.value is not None)
+
+
+def key_columns(rows: Iterable[VerdictRow]) -> list[Column]:
+    return [_key_column(name) for name in key_names(row.point for row in rows)]
+
+
+def all_columns(rows: Sequence[VerdictRow]) -> list[Column]:
+    return [*key_columns(rows), *COLUMNS]
+
+
+def csv_fields(rows: Sequence[VerdictRow]) -> tuple[str, ...]:
+    return tuple(c.name for c in all_columns(rows) if c.value is not None)
 
 
 def ordered(rows: Iterable[VerdictRow]) -> list[VerdictRow]:
@@ -80,7 +92,7 @@ def ordered(rows: Iterable[VerdictRow]) -> list[VerdictRow]:
 def table_columns(rows: Sequence[VerdictRow]) -> list[Column]:
     """The table columns with text on at least one row (every table column when there are no
     rows)."""
-    shown = [c for c in COLUMNS if c.cell is not None]
+    shown = [c for c in all_columns(rows) if c.cell is not None]
     return [c for c in shown if not rows or any(c.cell(row) for row in rows)]
 
 
@@ -142,8 +154,8 @@ def csv_text(rows: Sequence[VerdictRow]) -> str:
     """One line a row, every CSV field of COLUMNS (blank where the row has no value)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    columns = [c for c in all_columns(rows) if c.value is not None]
+    writer.writerow([c.name for c in columns])
     for row in ordered(rows):
-        writer.writerow(["" if value is None else value
-                         for value in (c.value(row) for c in COLUMNS if c.value is not None)])
+        writer.writerow(["" if value is None else value for value in (c.value(row) for c in columns)])
     return out.getvalue()

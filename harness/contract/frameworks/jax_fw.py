@@ -144,6 +144,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
 
     from harness.contract.workload import Workload
 
+    from harness.contract.axes import method_keywords
     from harness.contract.point_masks import point_mask
 
     dtype = jnp_dtype(point.dtype)
@@ -167,6 +168,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                                                device).astype(dtype)
     if "document_ids" in mask:
         extra["document_ids"] = jax.device_put(mask["document_ids"], device)
+    extra.update(method_keywords(impl.capabilities.features, point.axis_values()))
 
     def attention(q_, k_, v_):
         return impl.fn(q_, k_, v_, causal=point.causal, key_padding_mask=None, **extra)

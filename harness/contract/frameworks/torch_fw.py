@@ -136,6 +136,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
 
     import time
 
+    from harness.contract.axes import method_keywords
     from harness.contract.point_masks import point_mask
 
     dtype = torch_dtype(point.dtype)
@@ -153,6 +154,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
              "document_ids": None if mask.get("document_ids") is None else
              torch.from_numpy(mask["document_ids"]).to(point.device)}
     extra = {name: value for name, value in extra.items() if value is not None}
+    extra.update(method_keywords(impl.capabilities.features, point.axis_values()))
     info: dict[str, Any] = {}
     if impl.prepare is not None:   # per-shape set-up (a block mask), timed apart
         start = time.perf_counter()

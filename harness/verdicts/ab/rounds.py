@@ -279,17 +279,10 @@ def pair_samples(b: dict[str, Any], h: dict[str, Any],
 
 
 def point_of(data: dict[str, Any]) -> Point:
-    """The point a raw record (or a point's dict) measured, workload axes included where given
-    (a side from before them: the defaults); KeyError, TypeError or ValueError if it names none."""
-    window = data.get("window")
-    return Point(impl=data["impl"], seq_len=int(data["seq_len"]),
-                 head_dim=int(data["head_dim"]), batch=int(data["batch"]),
-                 heads=int(data["heads"]), dtype=data["dtype"], causal=bool(data["causal"]),
-                 pass_=data["pass"], device=data["device"],
-                 kv_heads=int(data.get("kv_heads") or 0), q_len=int(data.get("q_len") or 0),
-                 window=-1 if window is None else int(window),
-                 alibi=bool(data.get("alibi") or False),
-                 documents=int(data.get("documents") or 0))
+    """The point a raw record (or a point's dict) measured: every axis of the table (absent
+    workload axes: the defaults); KeyError, TypeError or ValueError if it names none. This is
+    ab's point key: sides pair on it."""
+    return Point.from_dict(data)
 
 
 def add_round(histories: dict[Point, History], records: dict[str, list[dict[str, Any]]],

@@ -1,0 +1,226 @@
+"""The axis table: every sweep axis declared once.
+
+An axis is one row (``Axis``): its name (the Point's, the record's and the TOML key's), its
+flag, the parser of flag text or TOML values, its default, the capability feature a method needs
+to take a non-default value (None: any method may), the generic reason when a method lacks that
+feature, how a point's label shows it, how a record stores it and how it is read back. Sweep
+flags, TOML keys, ``SweepSpec``, ``Point`` (fields, id, label, series key, features),
+``SpeedRecord``, the capability checks and their reasons, the report's columns, compare's and
+ab's keys, ``check``'s workload flags and ``list``'s workloads column iterate ``axes()``.
+
+Point ids: a workload axis enters the point id only where its value is not the default, so a
+point at every default has the id it had before the axis existed, and old records (which lack
+the axis, or hold None) read as the default.
+
+Adding an axis
+--------------
+A built-in axis: one ``register_axis(Axis(...))`` row below (``field=None``: the Point keeps it
+in ``Point.extra_axes`` and the record in ``SpeedRecord.axes``), the methods that take it
+(``Capabilities(features=...)`` naming ``feature``; with ``keyword`` set the method's function
+receives the value as that keyword argument), and their tests. A plug-in module loaded with
+``--impl-module`` (or an entry point) does the same from outside attnbench::
+
+    from harness.contract.axes import Axis, register_axis
+    from harness.contract.parsers import parse_int_list
+    from harness import Capabilities, register
+
+    register_axis(Axis("block", parse=lambda v: parse_int_list(v, axis="block"), default=0,
+                       feature="block", reason="no block size", keyword="block",
+                       help="kernel block size"))
+
+    @register("my_attn", framework="torch", family="exact",
+              capabilities=Capabilities(features={"backward", "block"}))
+    def my_attn(q, k, v, *, causal=False, key_padding_mask=None, block=0): ...
+
+``sweep --block 64,128`` then sweeps it; methods without the feature are recorded
+``unsupported`` (with ``reason``) at a non-default value.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from harness.contract.parsers import (
+    parse_bools,
+    parse_devices,
+    parse_dtypes,
+    parse_int_list,
+    parse_passes,
+    parse_windows,
+)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One sweep axis (see the module docstring)."""
+
+    name: str                                   # Point / record / TOML name
+    parse: Callable[[Any], tuple]               # flag text or TOML value -> values
+    default: Any                                # the point's value when not given
+    help: str = ""                              # the sweep flag's help
+    feature: str | None = None                  # capability a non-default value needs
+    reason: str = ""                            # why, when a method lacks ``feature``
+    label: Callable[[Any], str] | None = None   # non-default value -> 'Hkv=8' (workload axes)
+    keyword: str | None = None                  # the method receives the value as this keyword
+    workload: bool = True                       # False: a basic axis (shape, dtype, pass, device)
+    field: str | None = None                    # Point attribute; None: in Point.extra_axes
+    type: type = int                            # the value's type (records, report columns)
+    # (value, point) -> value: a value that means the default spelled another way -> default
+    normalise: Callable[[Any, Any], Any] | None = None
+    # (point value, point) -> what the record stores; None: the value itself
+    store: Callable[[Any, Any], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination (and SweepRequest/SweepSpec field) of its flag."""
+        return self.field or self.name
+
+    def read(self, raw: Any) -> Any:
+        """A record's or a dict's value -> the point's value; absent (None) = the default."""
+        if raw is None:
+            return self.default
+        if self.type is bool:
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("true", "1")
+        return self.type(raw)
+
+    def stored(self, value: Any, point: Any) -> Any:
+        return value if self.store is None else self.store(value, point)
+
+    def text(self, value: Any) -> str:
+        """The label of a non-default value."""
+        return self.label(value) if self.label is not None else f"{self.name}={value}"
+
+
+_AXES: dict[str, Axis] = {}
+_LOCK = threading.Lock()
+
+
+def register_axis(axis: Axis, *, replace: bool = False) -> Axis:
+    """Add a row to the table (built-ins below; a plug-in module calls it when imported)."""
+    with _LOCK:
+        existing = _AXES.get(axis.name)
+        if existing is not None and not replace and existing != axis:
+            raise ValueError(f"axis {axis.name!r} is already declared; choose another name")
+        if axis.field is None and axis.workload is False:
+            raise ValueError(f"axis {axis.name!r}: a plug-in axis is a workload axis")
+        _AXES[axis.name] = axis
+    return axis
+
+
+def axes() -> tuple[Axis, ...]:
+    """Every axis, in table order (basic axes, then workload axes, then plug-in ones)."""
+    return tuple(_AXES.values())
+
+
+def get_axis(name: str) -> Axis | None:
+    return _AXES.get(name)
+
+
+def basic_axes() -> tuple[Axis, ...]:
+    return tuple(a for a in _AXES.values() if not a.workload)
+
+
+def workload_axes() -> tuple[Axis, ...]:
+    return tuple(a for a in _AXES.values() if a.workload)
+
+
+def extra_axes() -> tuple[Axis, ...]:
+    """The axes a Point keeps in ``extra_axes`` (no dataclass field of their own)."""
+    return tuple(a for a in _AXES.values() if a.field is None)
+
+
+def keyword_axes() -> tuple[Axis, ...]:
+    return tuple(a for a in _AXES.values() if a.keyword)
+
+
+# -- capability features ------------------------------------------------------------------------
+# features that are no sweep axis (run_bench.py check's padded cases) and their generic reasons
+OTHER_FEATURES = {"key_padding_mask": "no key-padding mask support"}
+
+
+def feature_names() -> tuple[str, ...]:
+    """Every known feature, in the order reasons are given."""
+    basic = [a.feature for a in basic_axes() if a.feature]
+    names = [*basic[:1], *OTHER_FEATURES, *basic[1:],
+             *(a.feature for a in workload_axes() if a.feature)]
+    return tuple(dict.fromkeys(names))
+
+
+def workload_feature_names() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(a.feature for a in workload_axes() if a.feature))
+
+
+def generic_reason(feature: str) -> str:
+    if feature in OTHER_FEATURES:
+        return OTHER_FEATURES[feature]
+    for axis in _AXES.values():
+        if axis.feature == feature:
+            return axis.reason or f"no {feature}"
+    return f"no {feature}"
+
+
+def method_keywords(features: Iterable[str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments a method with these capability features receives for the axis
+    values given (name -> value; absent: the default)."""
+    have = set(features)
+    return {a.keyword: values.get(a.name, a.default) for a in keyword_axes()
+            if a.feature in have and a.keyword}
+
+
+# -- the built-in rows -------------------------------------------------------------------------
+def _ints(name: str) -> Callable[[Any], tuple]:
+    return lambda value: parse_int_list(value, axis=name)
+
+
+for _axis in (
+    Axis("seq_len", _ints("seq_len"), 1024, "sequence lengths, e.g. 1024,2048 or 1K..128K",
+         workload=False, field="seq_len"),
+    Axis("head_dim", _ints("head_dim"), 64, "head dimensions, e.g. 64,128", workload=False,
+         field="head_dim"),
+    Axis("batch", _ints("batch"), 1, "batch sizes", workload=False, field="batch"),
+    Axis("heads", _ints("heads"), 8, "head counts", workload=False, field="heads"),
+    Axis("dtype", parse_dtypes, "float32", "float32, float16 (fp16), bfloat16 (bf16), float64",
+         workload=False, field="dtype", type=str),
+    Axis("causal", parse_bools, False, "true, false or both (bottom-right aligned when "
+                                       "q-len < seq-len)",
+         feature="causal", reason="no causal mode", workload=False, field="causal", type=bool),
+    Axis("pass", parse_passes, "forward", "forward, backward, forward_backward (aliases fwd, "
+                                          "bwd, fwd_bwd)",
+         feature="backward", reason="no backward pass", workload=False, field="pass_", type=str),
+    Axis("device", parse_devices, "cpu", "cpu, cuda, cuda:N (default: cuda if present, else "
+                                         "cpu)",
+         workload=False, field="device", type=str),
+    # workload axes (harness.contract.masking has the conventions); kv_heads == heads and
+    # q_len == seq_len are the defaults spelled another way
+    Axis("kv_heads", _ints("kv_heads"), 0, "key/value heads (GQA; 1 = MQA; default: = heads)",
+         feature="gqa", reason="no grouped-query attention (fewer key/value heads than query "
+                               "heads)",
+         label=lambda v: f"Hkv={v}", field="kv_heads",
+         normalise=lambda v, p: 0 if v == p.heads else v,
+         store=lambda v, p: v or p.heads),
+    Axis("q_len", _ints("q_len"), 0, "query lengths (default: = seq-len; --seq-len is the "
+                                     "key/value length; 1 = a decode step)",
+         feature="q_len", reason="needs as many queries as keys (Tq == Tk)",
+         label=lambda v: f"Tq={v}", field="q_len",
+         normalise=lambda v, p: 0 if v == p.seq_len else v,
+         store=lambda v, p: v or p.seq_len),
+    Axis("window", parse_windows, -1, "sliding windows of LEFT keys back (right side 0 with "
+                                      "--causal, LEFT otherwise); 'none' = no window",
+         feature="window", reason="no sliding-window mask", label=lambda v: f"window={v}",
+         field="window", store=lambda v, p: None if v < 0 else v),
+    Axis("alibi", lambda v: parse_bools(v, axis="alibi"), False,
+         "ALiBi biases (BLOOM's slopes): true, false or both",
+         feature="alibi", reason="no ALiBi bias", label=lambda v: "alibi", field="alibi",
+         type=bool),
+    Axis("documents", _ints("documents"), 0, "split T into N packed documents of seeded random "
+                                             "lengths",
+         feature="documents", reason="no packed-documents mask", label=lambda v: f"docs={v}",
+         field="documents", store=lambda v, p: v or None),
+):
+    register_axis(_axis)
