@@ -262,3 +262,32 @@ def test_traits_are_registration_data():
     finally:
         for name in ("traits_declared", "traits_silent", "traits_wrong"):
             REGISTRY._impls.pop(name, None)
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+@pytest.mark.parametrize("behaviour, available, failed, words", [
+    ("right", True, False, ""),
+    ("wrong_shape", False, True, "returned shape (1, 2, 16, 8) for input (1, 2, 16, 16)"),
+    ("nan", False, True, "non-finite output on a tiny input"),
+    ("raises", False, False, "fails on cpu/float32: RuntimeError: no kernel"),
+])
+def test_the_tiny_run_tells_a_wrong_output_from_a_method_that_cannot_run(
+        framework, behaviour, available, failed, words):
+    """Both adapters' tiny runs end in one verdict (harness.contract.probe.tiny_run_result): a
+    wrong shape or a NaN is a failure (an error record), raising means unsupported here."""
+    from harness.contract import frameworks
+    from harness.contract.registry import Capabilities, Implementation
+
+    def fn(q, k, v, *, causal=False, key_padding_mask=None):
+        if behaviour == "raises":
+            raise RuntimeError("no kernel\nsecond line")
+        if behaviour == "wrong_shape":
+            return q[..., :8]
+        return q * float("nan") if behaviour == "nan" else q
+
+    impl = Implementation(name="tiny_" + behaviour, framework=framework, family="exact",
+                          capabilities=Capabilities(devices=("cpu",)), fn=fn)
+    result = frameworks.get(framework).tiny_run(impl, "cpu", "float32")
+    assert bool(result) is available and result.failed is failed
+    assert words in result.reason
+    assert result.status == ("error" if failed else "unsupported") or available

@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from harness.contract import frameworks
 from harness.contract.frameworks import device_kind
 from harness.errors import first_line
+
+
+TINY_SHAPE = (1, 2, 16, 16)   # (B, H, T, D) of the probe's tiny run
 
 
 @dataclass(frozen=True)
@@ -113,3 +116,22 @@ def probe(impl: Any, device: str, dtype: str, *, run: bool = True) -> ProbeResul
     except Exception as exc:  # noqa: BLE001 - a probe must never raise
         return ProbeResult(False, f"{impl.name}: probe failed: {type(exc).__name__}: "
                                   f"{first_line(str(exc))}")
+
+
+def tiny_run_result(impl: Any, device: str, dtype: str,
+                    run: Callable[[], tuple[tuple[int, ...], bool]]) -> ProbeResult:
+    """The verdict of a tiny run: ``run()`` (a framework adapter's) calls the method once on
+    q, k, v of TINY_SHAPE on the device and dtype and returns the output's shape and whether
+    every value is finite. Raising means it cannot run here (unsupported); a wrong shape or a
+    non-finite value means it runs wrong (``failed``: an error)."""
+    try:
+        shape, finite = run()
+    except Exception as exc:  # noqa: BLE001 - whatever the method raises is the reason
+        return ProbeResult(False, f"{impl.name}: fails on {device}/{dtype}: "
+                                  f"{type(exc).__name__}: {first_line(str(exc))}")
+    if tuple(shape) != TINY_SHAPE:
+        return ProbeResult(False, f"{impl.name}: returned shape {tuple(shape)} for input "
+                                  f"{TINY_SHAPE}", failed=True)
+    if not finite:
+        return ProbeResult(False, f"{impl.name}: non-finite output on a tiny input", failed=True)
+    return ProbeResult(True)

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from harness.contract.frameworks import device_kind
-from harness.contract.probe import Availability, ProbeResult
-from harness.errors import first_line
+from harness.contract.probe import TINY_SHAPE, Availability, ProbeResult, tiny_run_result
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
 
-TINY_SHAPE = (1, 2, 16, 16)
 JAX_FLUSH_BYTES = 256 * 1024 * 1024   # the L2-flush buffer of JAX timing on a GPU
 
 
@@ -113,22 +111,16 @@ def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False
 
 
 def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
-    try:
+    """Really run a tiny input (harness.contract.probe.tiny_run_result)."""
+    def run() -> tuple[tuple[int, ...], bool]:
         rng = np.random.default_rng(0)
         with precision(dtype):
             q, k, v = (from_numpy(rng.standard_normal(TINY_SHAPE, dtype=np.float32), device,
                                   dtype) for _ in range(3))
-            out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
-            out = to_numpy(out)
-        if out.shape != TINY_SHAPE:
-            return ProbeResult(False, f"{impl.name}: returned shape {out.shape}", failed=True)
-        if not np.isfinite(out).all():
-            return ProbeResult(False, f"{impl.name}: non-finite output on a tiny input",
-                               failed=True)
-    except Exception as exc:
-        return ProbeResult(False, f"{impl.name}: fails on {device}/{dtype}: "
-                                   f"{type(exc).__name__}: {first_line(str(exc))}")
-    return ProbeResult(True)
+            out = to_numpy(impl.fn(q, k, v, causal=False, key_padding_mask=None))
+        return out.shape, bool(np.isfinite(out).all())
+
+    return tiny_run_result(impl, device, dtype, run)
 
 
 # -- workloads for the runner ------------------------------------------------------------------

@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from harness.contract.frameworks import device_kind
-from harness.contract.probe import Availability, ProbeResult
-from harness.errors import first_line
+from harness.contract.probe import TINY_SHAPE, Availability, ProbeResult, tiny_run_result
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
 
-TINY_SHAPE = (1, 2, 16, 16)
 
 
 def installed() -> Availability:
@@ -91,26 +89,19 @@ def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False
 
 
 def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
-    """Really run a tiny input; report the first line of whatever goes wrong."""
+    """Really run a tiny input (harness.contract.probe.tiny_run_result)."""
     import torch
 
-    try:
+    def run() -> tuple[tuple[int, ...], bool]:
         gen = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(TINY_SHAPE, generator=gen).to(device=device,
                                                                  dtype=torch_dtype(dtype))
                    for _ in range(3))
         out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
         synchronize(device)
-        if tuple(out.shape) != TINY_SHAPE:
-            return ProbeResult(False, f"{impl.name}: returned shape {tuple(out.shape)} "
-                                      f"for input {TINY_SHAPE}", failed=True)
-        if not bool(torch.isfinite(out.float()).all()):
-            return ProbeResult(False, f"{impl.name}: non-finite output on a tiny input",
-                               failed=True)
-    except Exception as exc:
-        return ProbeResult(False, f"{impl.name}: fails on {device}/{dtype}: "
-                                   f"{type(exc).__name__}: {first_line(str(exc))}")
-    return ProbeResult(True)
+        return tuple(out.shape), bool(torch.isfinite(out.float()).all())
+
+    return tiny_run_result(impl, device, dtype, run)
 
 
 # -- workloads for the runner ------------------------------------------------------------------
