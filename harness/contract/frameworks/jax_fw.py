@@ -119,6 +119,9 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
             q, k, v = (from_numpy(rng.standard_normal(TINY_SHAPE, dtype=np.float32), device,
                                   dtype) for _ in range(3))
             out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
+            if not hasattr(out, "shape"):
+                return ProbeResult(False, f"{impl.name}: returned {type(out).__name__}, not an "
+                                          f"array", failed=True)
             out = to_numpy(out)
         if out.shape != TINY_SHAPE:
             return ProbeResult(False, f"{impl.name}: returned shape {out.shape}", failed=True)

@@ -101,6 +101,9 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
                    for _ in range(3))
         out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
         synchronize(device)
+        if not isinstance(out, torch.Tensor):
+            return ProbeResult(False, f"{impl.name}: returned {type(out).__name__}, not a "
+                                      f"tensor", failed=True)
         if tuple(out.shape) != TINY_SHAPE:
             return ProbeResult(False, f"{impl.name}: returned shape {tuple(out.shape)} "
                                       f"for input {TINY_SHAPE}", failed=True)
