@@ -46,6 +46,10 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+# the parsed namespace's own names: an axis's flag of that name would overwrite them
+NAMESPACE_NAMES = ("command", "argv", "impl_module", "impl_modules")
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="run_bench.py",
                             description="attnbench: benchmark attention implementations.")
@@ -56,7 +60,11 @@ def build_parser() -> ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.add_argument("--impl-module", action="append", default=argparse.SUPPRESS,
                              metavar="MODULE", help=argparse.SUPPRESS)
-        importlib.import_module(module).add_arguments(command)
+        try:
+            importlib.import_module(module).add_arguments(command)
+        except argparse.ArgumentError as exc:   # a plug-in axis's flag is an option's already
+            raise UsageError(f"{name}: {exc} (a plug-in axis named like an option of "
+                             f"run_bench.py {name}; choose another axis name)") from None
     return parser
 
 
@@ -80,7 +88,7 @@ def with_default_command(argv: list[str]) -> list[str]:
 def impl_modules_of(argv: list[str]) -> list[str]:
     """The --impl-module values anywhere in argv (before the full parser exists: the modules
     may declare axes, whose flags the parser then has)."""
-    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early = ArgumentParser(prog="run_bench.py", add_help=False, allow_abbrev=False)
     early.add_argument("--impl-module", action="append", default=[])
     known, _ = early.parse_known_args(argv)
     return list(known.impl_module)
@@ -89,7 +97,10 @@ def impl_modules_of(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        from harness.contract.axes import reserve_names
         from harness.contract.registry import REGISTRY, load_impl_modules
+
+        reserve_names(NAMESPACE_NAMES)
 
         command_argv = with_default_command(argv)
         command = next((a for a in command_argv if a in COMMANDS), None)

@@ -38,6 +38,7 @@ receives the value as that keyword argument), and their tests. A plug-in module 
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -99,6 +100,17 @@ class Axis:
 
 _AXES: dict[str, Axis] = {}
 _LOCK = threading.Lock()
+# names an axis cannot take: a record's fields and the columns tables add beside the axes
+# (harness.contract.records reserves them); an axis of that name would shadow the field in the
+# report's frame, the CSV files and Point.from_dict
+_RESERVED: set[str] = set()
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def reserve_names(names: Iterable[str]) -> None:
+    """Names no axis may take (the record's fields, the tables' own columns)."""
+    with _LOCK:
+        _RESERVED.update(n for n in names if n not in _AXES)
 
 
 def register_axis(axis: Axis, *, replace: bool = False) -> Axis:
@@ -109,6 +121,12 @@ def register_axis(axis: Axis, *, replace: bool = False) -> Axis:
             raise ValueError(f"axis {axis.name!r} is already declared; choose another name")
         if axis.field is None and axis.workload is False:
             raise ValueError(f"axis {axis.name!r}: a plug-in axis is a workload axis")
+        if not NAME_PATTERN.fullmatch(axis.name):
+            raise ValueError(f"axis {axis.name!r}: a name is lower-case letters, digits and "
+                             f"'_' (it is a flag, a TOML key and a column)")
+        if axis.name in _RESERVED:
+            raise ValueError(f"axis {axis.name!r}: the name is taken (a record field, a table "
+                             f"column or a command-line name); choose another name")
         _AXES[axis.name] = axis
     return axis
 

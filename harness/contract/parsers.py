@@ -6,6 +6,7 @@ which parser reads which axis.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Iterable
 
@@ -98,7 +99,7 @@ def _parse_range(item: str, *, axis: str) -> list[int]:
 
 
 def parse_dtypes(text: str | Iterable[str]) -> tuple[str, ...]:
-    items = _items(text)
+    items = _items(text, flag="--dtype")
     out = []
     for item in items:
         name = DTYPE_ALIASES.get(item.lower())
@@ -110,7 +111,7 @@ def parse_dtypes(text: str | Iterable[str]) -> tuple[str, ...]:
 
 def parse_passes(text: str | Iterable[str]) -> tuple[str, ...]:
     out = []
-    for item in _items(text):
+    for item in _items(text, flag="--pass"):
         name = PASS_ALIASES.get(item.lower())
         if name is None:
             raise UsageError(f"--pass: unknown pass {item!r}; valid: {', '.join(PASSES)}")
@@ -122,7 +123,7 @@ def parse_bools(text: str | Iterable[Any], *, axis: str = "causal") -> tuple[boo
     if isinstance(text, bool):
         return (text,)
     out = []
-    for item in _items(text):
+    for item in _items(text, flag=f"--{axis}"):
         lowered = str(item).lower()
         if lowered in ("true", "1", "yes", "on", "causal"):
             out.append(True)
@@ -137,7 +138,7 @@ def parse_bools(text: str | Iterable[Any], *, axis: str = "causal") -> tuple[boo
 
 def parse_devices(text: str | Iterable[str]) -> tuple[str, ...]:
     out = []
-    for item in _items(text):
+    for item in _items(text, flag="--device"):
         if not re.fullmatch(r"cpu|cuda(:\d+)?", item):
             raise UsageError(f"--device: unknown device {item!r}; valid: cpu, cuda, cuda:N")
         out.append(item)
@@ -146,7 +147,11 @@ def parse_devices(text: str | Iterable[str]) -> tuple[str, ...]:
 
 def parse_bytes(text: str | int | float) -> int:
     """'4GB', '512MiB', '2e9', 1000000 -> bytes."""
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UsageError(f"--max-memory: cannot read {text!r} (examples: 4GB, 512MiB)")
     if isinstance(text, (int, float)):
+        if not math.isfinite(text):
+            raise UsageError(f"--max-memory: cannot read {text!r} (examples: 4GB, 512MiB)")
         value = int(text)
     else:
         match = re.fullmatch(r"\s*([\d.]+(?:e\d+)?)\s*([a-zA-Z]*)\s*", text)
@@ -160,13 +165,15 @@ def parse_bytes(text: str | int | float) -> int:
     return value
 
 
-def _items(text: str | Iterable[Any]) -> list[str]:
+def _items(text: str | Iterable[Any], *, flag: str) -> list[str]:
     if isinstance(text, (bool, int, float)):   # a TOML scalar where a list or string goes
         text = [text]
+    if isinstance(text, dict):
+        raise UsageError(f"{flag}: expected a list or comma-separated text, got a table")
     items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
     items = [i.strip() for i in items if str(i).strip()]
     if not items:
-        raise UsageError("empty list")
+        raise UsageError(f"{flag}: empty list")
     return items
 
 
@@ -174,7 +181,7 @@ def _items(text: str | Iterable[Any]) -> list[str]:
 def parse_windows(text: str | Iterable[Any]) -> tuple[int, ...]:
     """'128,4096' (keys back), 'none' = no window; a window of 0 keys back is allowed."""
     out = []
-    for item in _items(text):
+    for item in _items(text, flag="--window"):
         if str(item).lower() in ("none", "off", "-1"):
             out.append(-1)
         else:
@@ -187,6 +194,6 @@ def parse_windows(text: str | Iterable[Any]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def parse_names(text: str | Iterable[Any]) -> tuple[str, ...]:
+def parse_names(text: str | Iterable[Any], *, flag: str = "--impl") -> tuple[str, ...]:
     """'a,b' or a TOML list -> names, in order."""
-    return tuple(_items(text))
+    return tuple(_items(text, flag=flag))

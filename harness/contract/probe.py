@@ -118,6 +118,10 @@ def probe(impl: Any, device: str, dtype: str, *, run: bool = True) -> ProbeResul
                                   f"{first_line(str(exc))}")
 
 
+class WrongOutput(Exception):
+    """Raised by an adapter's tiny run for an output that is no array at all (None, a tuple)."""
+
+
 def tiny_run_result(impl: Any, device: str, dtype: str,
                     run: Callable[[], tuple[tuple[int, ...], bool]]) -> ProbeResult:
     """The verdict of a tiny run: ``run()`` (a framework adapter's) calls the method once on
@@ -126,6 +130,8 @@ def tiny_run_result(impl: Any, device: str, dtype: str,
     non-finite value means it runs wrong (``failed``: an error)."""
     try:
         shape, finite = run()
+    except WrongOutput as wrong:
+        return ProbeResult(False, f"{impl.name}: {wrong}", failed=True)
     except Exception as exc:  # noqa: BLE001 - whatever the method raises is the reason
         return ProbeResult(False, f"{impl.name}: fails on {device}/{dtype}: "
                                   f"{type(exc).__name__}: {first_line(str(exc))}")

@@ -496,6 +496,14 @@ def _json_order(cls: type) -> list[str]:
 # -- columns downstream, derived from the record's fields (one place) -------------------------
 # the record's fields that say which point it measured (the axis table's, plus impl and axes)
 POINT_FIELDS = ("impl", *(a.field for a in axes_table.axes() if a.field), "axes")
+
+# columns the report's frame and the verdict tables (compare, ab) put beside a record's fields;
+# tests/test_axes.py checks that every column of those tables is reserved or an axis
+TABLE_COLUMNS = ("run", "hardware_tag", "group", "q_axis", "n_samples", "time_q1_s",
+                 "time_q3_s", "extra_axes", "config", "metric", "baseline", "current", "baseline_status",
+                 "current_status", "spread", "baseline_spread", "current_spread", "ratio",
+                 "interval", "lo", "hi", "rounds", "verdict", "regression", "round_ratios",
+                 "note")
 # every measured or derived value of a speed record (the metric groups' fields but the samples
 # list), in field order: report frames and tables, compare's checks and the CSVs take their
 # columns from here
@@ -568,6 +576,9 @@ class AccuracyRecord:
 
 
 RECORD_TYPES: dict[str, type] = {"speed": SpeedRecord, "accuracy": AccuracyRecord}
+axes_table.reserve_names([*TABLE_COLUMNS, "point_id", "kind", *POINT_FIELDS,
+                          *(f.name for cls in (Point, *RECORD_TYPES.values())
+                            for f in dataclasses.fields(cls))])
 
 
 def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:

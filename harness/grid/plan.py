@@ -88,6 +88,9 @@ class SweepPlan:
     reuse_peaks: bool = False    # take the machine's peaks from the cache when there
 
 
+# the largest input seed (torch.manual_seed takes a 64-bit signed integer)
+MAX_SEED = 2 ** 63 - 1
+
 # the request's fields that are no grid key and no setting of a config file
 NOT_CONFIG_KEYS = ("config", "resume", "grid_from", "impl_modules", "extra_axes")
 
@@ -177,22 +180,29 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
                        else 0.0, minimum=0)
     budget = setting(raw, "time_budget", None, positive=True)
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
-                           seed=setting(raw, "seed", 0, integer=True, minimum=0),
+                           seed=setting(raw, "seed", 0, integer=True, minimum=0,
+                                        maximum=MAX_SEED),
                            impl_modules=tuple(
                                request.impl_modules or ()), cooldown_s=cooldown,
                            time_budget_s=budget)
+    if raw.get("out") is not None and not isinstance(raw["out"], str):
+        raise UsageError(f"--out: expected a folder name, got {raw['out']!r}")
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
     description = {"arguments": {k: v for k, v in raw.items() if k != "out"},
                    "preset": preset_name, "overrides": {k: list(v) for k, v in
                                                         overrides.values.items()},
                    "config_file": request.config,
                    "input_distribution": INPUT_DISTRIBUTION}
+    reuse_peaks = raw.get("reuse_peaks")
+    if reuse_peaks is not None and not isinstance(reuse_peaks, bool):   # "false" is truthy
+        raise UsageError(f"--reuse-peaks: expected true or false, got {reuse_peaks!r}")
     return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points,
-                     reuse_peaks=bool(raw.get("reuse_peaks")))
+                     reuse_peaks=bool(reuse_peaks))
 
 
 def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,
-            positive: bool = False, minimum: float | None = None) -> Any:
+            positive: bool = False, minimum: float | None = None,
+            maximum: float | None = None) -> Any:
     """A numeric setting from flags or a config: finite, of the right kind and range, or
     one clear line (exit 2)."""
     value = raw.get(name)
@@ -212,6 +222,8 @@ def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = Fal
         raise UsageError(f"{flag}: must be positive, got {value!r}")
     if minimum is not None and number < minimum:
         raise UsageError(f"{flag}: must be at least {minimum:g}, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise UsageError(f"{flag}: must be at most {maximum:g}, got {value!r}")
     return int(number) if integer else number
 
 

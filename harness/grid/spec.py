@@ -158,6 +158,13 @@ def read_config(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UsageError(f"--config: {path} is not UTF-8 text (TOML)") from None
     sweep = data.get("sweep", data)
+    if sweep is not data:
+        if not isinstance(sweep, dict):
+            raise UsageError(f"--config: {path}: 'sweep' is a table ([sweep]), not a key")
+        outside = sorted(k for k in data if k != "sweep")
+        if outside:   # keys above [sweep] would be silently ignored
+            raise UsageError(f"--config: {path}: keys outside [sweep]: {', '.join(outside)}; "
+                             f"put every key in the [sweep] table or none")
     known = set(grid_names()) | set(SETTING_NAMES)
     normalised = {key.replace("-", "_"): value for key, value in sweep.items()}
     unknown = sorted(set(normalised) - known)

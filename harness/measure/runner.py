@@ -131,7 +131,9 @@ class Runner:
         deadline = None if budget is None else time.monotonic() + budget
         for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
-            probe = probes.get(combo_of(point)) or ProbeResult(False, "not probed")
+            probe = probes.get(combo_of(point))
+            if probe is None:   # not ``or``: a result that is not available is falsy
+                probe = ProbeResult(False, "not probed")
             gate_fields = probe.gate_fields()
             if not probe:
                 self._emit(summary, self._record(point, impl, probe.status, probe.reason))

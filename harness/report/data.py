@@ -197,6 +197,8 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 row[column] = None
         out.append(row)
     frame = pd.DataFrame(out, columns=columns)
+    for name in unknown:   # as stored: pandas would make [None, 4] floats, labelled 'block=4.0'
+        frame[name] = pd.Series([row.get(name) for row in out], index=frame.index, dtype=object)
     for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["throttled"] = frame["throttled"].map(lambda v: v is True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.grid.plan import StoredGrids, SweepPlan, SweepRequest, plan
+from harness.grid.spec import SETTING_NAMES, grid_names
 from harness.store.run_dir import open_run
 
 
@@ -37,4 +38,14 @@ def stored_grid_arguments(run_dir: str, flag: str) -> dict[str, Any] | None:
                          "grids, so it has no one grid to take" +
                          ("; it cannot be resumed" if flag == "--resume" else
                           "; give the grid flags"))
-    return (meta.get("grid") or {}).get("arguments")
+    arguments = (meta.get("grid") or {}).get("arguments")
+    unknown = sorted(set(arguments or {}) - set(grid_names()) - set(SETTING_NAMES))
+    if unknown:
+        # an axis of a plug-in not loaded here: without it the grid would silently lose the
+        # axis (its points never measured, the run read as complete)
+        modules = [str(m) for m in (meta.get("settings") or {}).get("impl_modules") or ()]
+        hint = (" ".join(f"--impl-module {m}" for m in modules) if modules
+                else "the --impl-module that declares it")
+        raise UsageError(f"{flag} {run_dir}: its grid has {', '.join(unknown)}, which no loaded "
+                         f"module declares; give {hint}")
+    return arguments

@@ -40,7 +40,8 @@ def _number(value: float | None) -> str:
 
 def _key_column(name: str) -> Column:
     cell = (lambda row: row.point.impl) if name == "impl" else None
-    return Column(name, cell, lambda row: key_values(row.point)[name])
+    # .get: a plug-in's axis not loaded here is stored only on the points that set it
+    return Column(name, cell, lambda row: key_values(row.point).get(name))
 
 
 # the columns after the point's key columns (key_columns: one per axis of the table, so that a

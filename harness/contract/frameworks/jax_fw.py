@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from harness.contract.frameworks import device_kind
-from harness.contract.probe import TINY_SHAPE, Availability, ProbeResult, tiny_run_result
+from harness.contract.probe import (
+    TINY_SHAPE,
+    Availability,
+    ProbeResult,
+    WrongOutput,
+    tiny_run_result,
+)
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
@@ -117,7 +123,10 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
         with precision(dtype):
             q, k, v = (from_numpy(rng.standard_normal(TINY_SHAPE, dtype=np.float32), device,
                                   dtype) for _ in range(3))
-            out = to_numpy(impl.fn(q, k, v, causal=False, key_padding_mask=None))
+            out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
+            if not hasattr(out, "shape"):
+                raise WrongOutput(f"returned {type(out).__name__}, not an array")
+            out = to_numpy(out)
         return out.shape, bool(np.isfinite(out).all())
 
     return tiny_run_result(impl, device, dtype, run)

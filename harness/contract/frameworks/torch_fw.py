@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from harness.contract.frameworks import device_kind
-from harness.contract.probe import TINY_SHAPE, Availability, ProbeResult, tiny_run_result
+from harness.contract.probe import (
+    TINY_SHAPE,
+    Availability,
+    ProbeResult,
+    WrongOutput,
+    tiny_run_result,
+)
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
@@ -99,6 +105,8 @@ def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
                    for _ in range(3))
         out = impl.fn(q, k, v, causal=False, key_padding_mask=None)
         synchronize(device)
+        if not isinstance(out, torch.Tensor):
+            raise WrongOutput(f"returned {type(out).__name__}, not a tensor")
         return tuple(out.shape), bool(torch.isfinite(out.float()).all())
 
     return tiny_run_result(impl, device, dtype, run)
