@@ -125,3 +125,18 @@ def test_downstream_columns_derive_from_the_record_fields():
                       time_samples_s=[0.001, 0.002, 0.003]).to_json()
     frame = tidy_speed([{**row, "run": "r", "hardware_tag": "h"}])
     assert frame["time_min_s"].iloc[0] == 0.001 and frame["n_samples"].iloc[0] == 3
+
+
+def test_the_unsupported_table_gives_each_reason_once():
+    from harness.contract.records import Point, SpeedRecord
+    from harness.measure.progress import unsupported_reasons
+
+    def record(impl, message, seq_len):
+        return SpeedRecord.for_point(Point(impl=impl, seq_len=seq_len, head_dim=8),
+                                     framework="torch", family="exact", status="unsupported",
+                                     message=message)
+
+    records = [record("m", "m: no layout", 16), record("m", "m: no layout; no fused", 32),
+               record("m", "m: no fused", 64), record("n", "n: dtype float16 not supported", 16)]
+    assert unsupported_reasons(records) == {"m": ["no layout", "no fused"],
+                                            "n": ["dtype float16 not supported"]}

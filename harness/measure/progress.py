@@ -112,18 +112,27 @@ def summary_tables(records: list[SpeedRecord]) -> list[Table]:
     return tables
 
 
-def unsupported_table(records: list[SpeedRecord]) -> Table | None:
-    reasons: dict[str, set[str]] = {}
+def unsupported_reasons(records: list[SpeedRecord]) -> dict[str, list[str]]:
+    """impl -> every distinct reason its unsupported records give, in order of first sight (a
+    record's message is 'impl: reason; reason', one reason per missing capability)."""
+    reasons: dict[str, dict[str, None]] = {}
     for r in records:
         if r.status == "unsupported":
-            reasons.setdefault(r.impl, set()).add(r.message)
+            message = r.message.removeprefix(f"{r.impl}: ")
+            for reason in message.split("; "):
+                reasons.setdefault(r.impl, {})[reason] = None
+    return {impl: list(found) for impl, found in reasons.items()}
+
+
+def unsupported_table(records: list[SpeedRecord]) -> Table | None:
+    reasons = unsupported_reasons(records)
     if not reasons:
         return None
     table = Table(title="not run here, and why", title_justify="left")
     table.add_column("impl")
     table.add_column("reason")
-    for impl, messages in reasons.items():
-        table.add_row(impl, "; ".join(sorted(messages)))
+    for impl, found in reasons.items():
+        table.add_row(impl, "; ".join(found))
     return table
 
 

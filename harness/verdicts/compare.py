@@ -86,14 +86,8 @@ from harness.verdicts.words import (
     status_change,
 )
 from harness.metrics.stats import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
     DEFAULT_CONFIDENCE,
-    STATISTICS,
     RatioEstimate,
-    Rounds,
-    StatFn,
-    bootstrap_stat,
     parse_statistic,
     ratio_estimate,
 )
