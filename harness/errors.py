@@ -16,9 +16,10 @@ class UsageError(AttnbenchError, ValueError):
 class UnknownNameError(UsageError, KeyError):
     """An unknown implementation, preset, task, ... ; the message lists the valid ones."""
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
         self.kind, self.name, self.valid = kind, name, list(valid)
-        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid)}")
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid)}"
+                         + (f" ({hint})" if hint else ""))
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]

@@ -315,7 +315,9 @@ class Registry:
         try:
             return self._impls[name]
         except KeyError:
-            raise UnknownNameError("implementation", name, self.names()) from None
+            raise UnknownNameError("implementation", name, self.names(),
+                                   hint="a method of your own: load its module with "
+                                        "--impl-module MODULE") from None
 
     def resolve(self, names: Iterable[str]) -> list[Implementation]:
         return [self.get(n) for n in names]
