@@ -182,3 +182,26 @@ def test_a_plugin_axis_is_swept_recorded_reported_compared_merged_and_resumed(tm
     ids = [json.loads(line)["point_id"] for line in
            (tmp_path / "m1" / "results.jsonl").read_text().splitlines()]
     assert len(set(ids)) == 8
+
+
+def test_report_tables_pair_points_by_every_axis_a_plugin_one_included():
+    """The baseline ratios and the run-to-run table join on every axis: two points that differ
+    only by a plug-in's axis (not loaded here) are never paired with each other's baseline."""
+    from harness.report import tables
+    from harness.report.data import point_key_columns, tidy_speed
+
+    def row(impl, block, run, time_s):
+        point = Point(impl=impl, seq_len=64, head_dim=8,
+                      extra_axes=(("blockx", block),) if block else ())
+        data = SpeedRecord.for_point(point, framework="torch", family="exact", status="ok",
+                                     time_s=time_s, time_samples_s=[time_s]).to_json()
+        return {**data, "run": run, "hardware_tag": "here"}
+
+    rows = [row("base", 0, "a", 2.0), row("mine", 0, "a", 1.0), row("mine", 4, "a", 0.5),
+            row("mine", 0, "b", 1.0), row("mine", 4, "b", 0.25)]
+    speed = tidy_speed(rows)
+    assert "blockx" in point_key_columns(speed)
+    speedups = tables.ratios(speed, "base")
+    assert len(speedups) == 1 and speedups.iloc[0]["speedup"] == 2.0   # block 4: no baseline
+    pairs = tables.run_pairs(speed, "a")
+    assert len(pairs) == 2                                              # no cross product

@@ -156,6 +156,13 @@ def series_columns() -> list[str]:
     return [*BASIC_SERIES, *workload_column_names()]
 
 
+def point_key_columns(frame: pd.DataFrame) -> list[str]:
+    """Every column but impl and seq_len that tells one point from another in this frame: the
+    series columns (every axis of the table) and those of a plug-in's axes not loaded here.
+    Tables that pair points (a baseline, two runs) join on these and seq_len."""
+    return [*series_columns(), *unknown_axis_columns(frame.columns)]
+
+
 def group_columns() -> list[str]:
     """One figure per group."""
     return [*BASIC_GROUP, *workload_column_names()]

@@ -23,7 +23,14 @@ from harness.contract.registry import REGISTRY
 from harness.report import claims
 from harness.report import findings as findings_lib
 from harness.report import style, tables
-from harness.report.data import MIB, Results, axis_columns, load
+from harness.report.data import (
+    MIB,
+    Results,
+    axis_columns,
+    load,
+    point_key_columns,
+    workload_label,
+)
 from harness.report.published import SOURCE, TASK_TITLES
 from harness.store.run_metadata import command_text
 from harness.store.run_dir import TruncatedLineWarning
@@ -483,14 +490,17 @@ def decode_section(doc, speed, impls, looks, writer, figures, multi: bool) -> No
     if decode.empty:
         return
     doc.h(2, "Decode with a KV cache")
-    keys = ["run", "device", "dtype", "heads", "kv_heads", "head_dim", "causal", "window",
-            "alibi"]
-    parts = list(decode.groupby(keys, sort=False))
-    for index, (key, frame) in enumerate(parts):
-        run, device, dtype, heads, kv_heads, head_dim, causal, window, alibi = key
-        title = (f"run {run}; " if multi else "") + \
-            f"{device} {dtype} Hq={heads} Hkv={kv_heads} D={head_dim}" + \
-            (f" window={window}" if window >= 0 else "") + (" alibi" if alibi else "")
+    # one figure per point key but the batch (a panel each) and the queries (one)
+    keys = ["run", *(c for c in point_key_columns(decode) if c not in ("batch", "pass", "q_axis"))]
+    parts = list(decode.groupby(keys, sort=False, dropna=False))
+    for index, (_, frame) in enumerate(parts):
+        first = frame.iloc[0].to_dict()
+        others = " ".join(part for part in workload_label(first).split()
+                          if not part.startswith(("Hkv=", "Tq=")))
+        title = (f"run {first['run']}; " if multi else "") + \
+            f"{first['device']} {first['dtype']} Hq={first['heads']} " \
+            f"Hkv={first['kv_heads']} D={first['head_dim']}" + (f" {others}" if others else "") + \
+            (" causal" if first["causal"] else "")
         suffix = f"__{index + 1}" if len(parts) > 1 else ""
         doc.figure(writer.figure(
             figures.decode_figure(frame, impls, looks, title), "decode" + suffix,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.contract.traits import Traits
 from harness.report.claims import theoretical_exponents
-from harness.report.data import MIB
+from harness.report.data import MIB, point_key_columns
 
 FAILED = ("oom", "timeout", "error")
 KEY = ["run", "group", "pass", "head_dim"]          # a panel (one run, one figure facet)
@@ -51,8 +51,7 @@ def round_sig(value: float, digits: int = 4) -> float:
 def ratios(speed: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """speedup = baseline time / time and memory ratio = baseline memory / memory, per point."""
     ok = speed[speed["status"] == "ok"]
-    keys = ["run", "group", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim",
-            "kv_heads", "q_axis", "window", "alibi", "documents", "seq_len"]
+    keys = ["run", "group", *point_key_columns(speed), "seq_len"]
     base = ok[ok["impl"] == baseline][keys + ["time_s", "peak_mem_bytes"]].rename(
         columns={"time_s": "base_time_s", "peak_mem_bytes": "base_mem_bytes"})
     merged = ok[ok["impl"] != baseline].merge(base, on=keys, how="inner")
@@ -139,8 +138,7 @@ def scaling(speed: pd.DataFrame, traits: Mapping[str, Traits]) -> pd.DataFrame:
 
 def run_pairs(speed: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Every point measured in the reference run and in another run, side by side."""
-    keys = ["impl", "device", "dtype", "batch", "heads", "causal", "pass", "head_dim",
-            "kv_heads", "q_axis", "window", "alibi", "documents", "seq_len"]
+    keys = ["impl", *point_key_columns(speed), "seq_len"]
     ok = speed[speed["status"] == "ok"]
     ref = ok[ok["run"] == reference][keys + ["time_s", "peak_mem_bytes", "hardware_tag"]]
     rows = []
