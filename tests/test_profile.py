@@ -44,6 +44,16 @@ def test_profile_hrr_torch_writes_a_chrome_trace_with_aten_ops_and_ops_csv(tmp_p
     assert "top ops: hrr_torch" in capsys.readouterr().out
 
 
+def test_profile_takes_the_workload_axes_of_the_table(tmp_path, capsys):
+    """A decode step with grouped key/value heads: the flags are the axis table's."""
+    out = tmp_path / "prof"
+    assert main(["profile", "--impl", "softmax_torch", "--seq-len", "256", "--head-dim", "32",
+                 "--heads", "4", "--kv-heads", "2", "--q-len", "1", "--causal", "true",
+                 "--device", "cpu", "--out", str(out), "--calls", "1"]) == 0
+    assert "Hkv=2 Tq=1" in capsys.readouterr().out
+    assert (out / "ops.csv").read_text().startswith("name,calls,self_time_us")
+
+
 def test_profile_jax_method_uses_the_jax_profiler(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "prof"
@@ -58,6 +68,8 @@ def test_profile_jax_method_uses_the_jax_profiler(tmp_path):
     (["--impl", "nope"], "unknown implementation"),
     (["--impl", "hrr_torch", "--seq-len", "1K,2K"], "one value"),
     (["--impl", "hrr_torch", "--causal", "true"], "no causal mode"),
+    (["--impl", "hrr_torch", "--window", "8"], "HRR attention has no mask but key padding"),
+    (["--impl", "softmax_torch", "--heads", "4", "--kv-heads", "3"], "not a multiple"),
 ])
 def test_profile_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["profile", *argv, "--device", "cpu", "--out", str(tmp_path / "p")]) == 2

@@ -11,32 +11,22 @@ import argparse
 from pathlib import Path
 
 from harness.contract import frameworks
-from harness.console import make_console
+from harness.console import describe_point, make_console
 from harness.errors import UsageError
 from harness.contract.records import Point
 from harness.contract.registry import REGISTRY
 from harness.contract.frameworks import best_device
 from harness.contract.registry import static_check
-from harness.grid.spec import (
-    parse_bools,
-    parse_devices,
-    parse_dtypes,
-    parse_int_list,
-    parse_passes,
-)
+from harness.commands.sweep import add_axis_arguments
+from harness.contract.axes import axes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impl", required=True, help="the implementation to profile")
-    parser.add_argument("--seq-len", default="1024", help="sequence length (default 1024)")
-    parser.add_argument("--head-dim", default="64", help="head dimension (default 64)")
-    parser.add_argument("--batch", default="1", help="batch size (default 1)")
-    parser.add_argument("--heads", default="8", help="heads (default 8)")
-    parser.add_argument("--dtype", default="float32", help="dtype (default float32)")
-    parser.add_argument("--causal", default="false", help="true or false (default false)")
-    parser.add_argument("--pass", dest="pass_", default="forward", metavar="PASS",
-                        help="forward, backward or forward_backward (default forward)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if present)")
+    point = parser.add_argument_group(
+        "the point: sweep's axis flags, one value each (absent: the axis' default; device: "
+        "cuda if present)")
+    add_axis_arguments(point)
     parser.add_argument("--out", required=True, help="folder for trace.json and ops.csv")
     parser.add_argument("--calls", type=int, default=3, help="profiled calls (default 3)")
     parser.add_argument("--warmup", type=int, default=2,
@@ -52,16 +42,20 @@ def one(values: tuple, flag: str):
 
 
 def point_from(args: argparse.Namespace) -> Point:
+    """The one point of the flags: every axis of the table, one value each."""
     impl = REGISTRY.get(args.impl)   # unknown name: exit 2 with the valid ones
-    return Point(impl=impl.name,
-                 seq_len=one(parse_int_list(args.seq_len, axis="seq_len"), "--seq-len"),
-                 head_dim=one(parse_int_list(args.head_dim, axis="head_dim"), "--head-dim"),
-                 batch=one(parse_int_list(args.batch, axis="batch"), "--batch"),
-                 heads=one(parse_int_list(args.heads, axis="heads"), "--heads"),
-                 dtype=one(parse_dtypes(args.dtype), "--dtype"),
-                 causal=one(parse_bools(args.causal), "--causal"),
-                 pass_=one(parse_passes(args.pass_), "--pass"),
-                 device=one(parse_devices(args.device or best_device()), "--device"))
+    values: dict = {"impl": impl.name}
+    for axis in axes():
+        raw = getattr(args, axis.dest, None)
+        if raw is None:
+            values[axis.name] = best_device() if axis.name == "device" else axis.default
+        else:
+            values[axis.name] = one(axis.parse(raw), axis.flag)
+    point = Point.from_dict(values)
+    problem = point.workload_problem()
+    if problem is not None:
+        raise UsageError(f"profile: {problem}")
+    return point
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,9 +77,8 @@ def run(args: argparse.Namespace) -> int:
     with fw.precision(point.dtype):
         rows = profile_point(impl, point, out, calls=args.calls, warmup=args.warmup,
                              seed=args.seed)
-    table = Table(title=f"top ops: {impl.name} T={point.seq_len} D={point.head_dim} "
-                        f"B={point.batch} H={point.heads} {point.dtype} {point.pass_} "
-                        f"{point.device}, {args.calls} call(s)", title_justify="left")
+    table = Table(title=f"top ops: {describe_point(point)}, {args.calls} call(s)",
+                  title_justify="left")
     for column in ("op", "calls", "self ms", "share"):
         table.add_column(column, justify="left" if column == "op" else "right")
     for r in rows[:args.top]:
