@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from harness.contract import axes as axes_table
-from harness.contract.parsers import PASSES
-
-__all__ = ["PASSES"]  # re-exported: the passes are part of the record's vocabulary
 
 SCHEMA_VERSION = 1
 

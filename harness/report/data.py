@@ -12,9 +12,9 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.contract.registry import REGISTRY
+from harness.contract.parsers import PASSES
 from harness.contract.records import (
     NUMERIC_SPEED_METRICS,
-    PASSES,
     SPEED_METRICS,
     Point,
     invalid_numbers,

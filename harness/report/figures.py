@@ -31,7 +31,7 @@ from matplotlib.ticker import (  # noqa: E402
     NullLocator,
 )
 
-from harness.contract.records import PASSES
+from harness.contract.parsers import PASSES
 from harness.report import style  # noqa: E402
 from harness.report.data import MIB, facet_label  # noqa: E402
 
