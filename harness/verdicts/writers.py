@@ -158,5 +158,6 @@ def csv_text(rows: Sequence[VerdictRow]) -> str:
     columns = [c for c in all_columns(rows) if c.value is not None]
     writer.writerow([c.name for c in columns])
     for row in ordered(rows):
-        writer.writerow(["" if value is None else value for value in (c.value(row) for c in columns)])
+        values = (column.value(row) for column in columns)
+        writer.writerow(["" if value is None else value for value in values])
     return out.getvalue()

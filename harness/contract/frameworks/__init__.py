@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
-_MODULES = {"torch": "harness.contract.frameworks.torch_fw", "jax": "harness.contract.frameworks.jax_fw"}
+_MODULES = {"torch": "harness.contract.frameworks.torch_fw",
+            "jax": "harness.contract.frameworks.jax_fw"}
 
 
 def get(framework: str) -> ModuleType:
@@ -32,3 +34,12 @@ def best_device() -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
+
+
+def call(impl: Any, q: Any, k: Any, v: Any, *, causal: bool = False,
+         key_padding_mask: Any = None, **mask: Any) -> Any:
+    """Call a method on framework-native q, k, v (each adapter's ``call``: the same for both).
+    ``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a method
+    receives only the keywords its capabilities declare."""
+    extra = {name: value for name, value in mask.items() if value is not None}
+    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from harness.contract.frameworks import device_kind
+from harness.contract.frameworks import call, device_kind  # noqa: F401 - call: the adapter's
 from harness.contract.probe import (
     TINY_SHAPE,
     Availability,
@@ -19,7 +19,6 @@ from harness.contract.probe import (
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
-
 
 
 def installed() -> Availability:
@@ -84,14 +83,6 @@ def synchronize(device: str) -> None:
         import torch
 
         torch.cuda.synchronize(device)
-
-
-def call(impl: "Implementation", q: Any, k: Any, v: Any, *, causal: bool = False,
-         key_padding_mask: Any = None, **mask: Any) -> Any:
-    """``mask``: window, alibi_slopes, document_ids; passed on only when given, so that a
-    method receives only the keywords its capabilities declare."""
-    extra = {name: value for name, value in mask.items() if value is not None}
-    return impl.fn(q, k, v, causal=causal, key_padding_mask=key_padding_mask, **extra)
 
 
 def tiny_run(impl: "Implementation", device: str, dtype: str) -> ProbeResult:
