@@ -48,6 +48,13 @@ SWEEP=(sweep --impl "$IMPLS" --seq-len 128,256 --head-dim 64 --pass fwd --device
 # down roughly in proportion to the load, which --relative-to cancels. The gate therefore watches
 # single-thread performance (each record's "threads" field says so).
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# Fixed glibc malloc thresholds in every process of the gate (as ab's lockstep workers hold freed
+# memory): with glibc's dynamic mmap threshold, whether a call's 2 MiB score buffers come back as
+# fresh pages on every call depends on each fresh worker process's allocation history. Measured
+# here, quiet machine, six fresh sweeps each (softmax_torch / sdpa_math at T=256, p25 of the
+# samples): dynamic thresholds gave ratios of 0.41 to 1.26 (each method 1.2 or 2.5 ms, 2.0 or
+# 3.0 ms by the draw), fixed ones 0.61 to 0.64. The memory worker still sets its own thresholds.
+export GLIBC_TUNABLES="glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=1073741824"
 export PYTHONPATH="$PWD:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
 
 rebaseline=0
