@@ -9,13 +9,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from harness.contract.frameworks import call, device_kind  # noqa: F401 - call: the adapter's
-from harness.contract.probe import (
-    TINY_SHAPE,
-    Availability,
-    ProbeResult,
-    WrongOutput,
-    tiny_run_result,
-)
+from harness.contract.probe import TINY_SHAPE, Availability, ProbeResult
+from harness.contract.probe import WrongOutput, tiny_run_result
 
 if TYPE_CHECKING:
     from harness.contract.registry import Implementation
