@@ -31,7 +31,7 @@ from harness.contract.registry import REGISTRY
 from harness.measure.runner import Runner
 from harness.grid.settings import RunSettings
 from harness.store.run_dir import RunDir
-from harness.grid.spec import parse_int_list
+from harness.contract.parsers import parse_int_list
 
 DEFAULT_IMPLS = "hrr_torch,softmax_torch,sdpa_flash"
 

@@ -105,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command_argv = with_default_command(argv)
         command = next((a for a in command_argv if a in COMMANDS), None)
         module_name = COMMANDS[command][0] if command else None
+        # ab does not load them: each side loads its own, from its own tree
         if module_name is None or getattr(importlib.import_module(module_name),
-                                          "LOADS_IMPL_MODULES", True):   # ab: the sides load their own
+                                          "LOADS_IMPL_MODULES", True):
             load_impl_modules(impl_modules_of(argv))
             REGISTRY.load_entry_points()
         args = build_parser().parse_args(command_argv)

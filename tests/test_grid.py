@@ -7,15 +7,8 @@ import pytest
 from harness.grid import presets
 from harness.errors import UnknownNameError, UsageError
 from harness.contract.records import Point
-from harness.grid.spec import (
-    SweepSpec,
-    expand,
-    overrides_from,
-    parse_bytes,
-    parse_int_list,
-    parse_passes,
-    read_config,
-)
+from harness.grid.spec import SweepSpec, expand, overrides_from, read_config
+from harness.contract.parsers import parse_bytes, parse_int_list, parse_passes
 
 
 def test_ranges_and_lists():

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from harness.errors import UsageError
     from harness.contract.registry import REGISTRY
-    from harness.grid.spec import parse_dtypes, parse_int_list
+    from harness.contract.parsers import parse_dtypes, parse_int_list
 
     try:   # the harness's own parsers and names: the same inputs and messages as run_bench
         args.seq_len = parse_int_list(args.seq_len, axis="seq_len")

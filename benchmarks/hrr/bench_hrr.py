@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 from harness.errors import UsageError  # noqa: E402
 from harness.measure.memory import limit_malloc_caching, peak_rss_bytes, reset_peak_rss, rss_bytes
-from harness.grid.spec import parse_int_list
+from harness.contract.parsers import parse_int_list
 
 MiB = 1 << 20
 PHASE_PAUSE_S = 1.0

@@ -50,7 +50,7 @@ def workload_flag_axes() -> tuple:
 def validated(args: argparse.Namespace) -> tuple[str, str]:
     """(device, dtype) as sweep spells them; one clear line for anything else."""
     from harness.contract.frameworks import torch_fw
-    from harness.grid.spec import parse_devices, parse_dtypes
+    from harness.contract.parsers import parse_devices, parse_dtypes
 
     devices, dtypes = parse_devices(args.device), parse_dtypes(args.dtype)
     if len(devices) != 1 or len(dtypes) != 1:

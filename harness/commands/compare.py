@@ -27,7 +27,7 @@ from harness.contract.records import (
     invalid_numbers,
 )
 from harness.store.run_dir import TruncatedLineWarning, open_run
-from harness.grid.spec import parse_bytes
+from harness.contract.parsers import parse_bytes
 
 REQUIRED_FIELDS = ("impl", "device", "batch", "heads", "seq_len", "head_dim", "dtype", "causal",
                    "pass", "status")

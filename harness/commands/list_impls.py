@@ -62,7 +62,7 @@ def summarise_dtypes(probed: dict[str, ProbeResult] | ProbeResult) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.grid.spec import parse_devices
+    from harness.contract.parsers import parse_devices
 
     devices = list(parse_devices(args.device)) if args.device else ["cpu", "cuda"]
     impls = REGISTRY.all()

@@ -141,10 +141,6 @@ class Point:
             return None
         return (self.window, 0) if self.causal else (self.window, self.window)
 
-    def workload_values(self) -> dict[str, Any]:
-        """The workload axes as stored in a record (resolved; None = none)."""
-        return {axis.name: axis.stored(self.value(axis.name), self)
-                for axis in axes_table.workload_axes()}
 
     def record_axes(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the record's workload fields, its ``axes`` entries): the axes with a field of the
@@ -245,13 +241,6 @@ def point_columns(points: Iterable[Point]) -> list[str]:
     for point in points:
         names += [n for n, _ in point.extra_axes if n not in names]
     return names
-
-
-def workload_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """Point keyword arguments of the workload axes with a field, from a record or point dict;
-    absent or None = the default."""
-    return {axis.field: axis.read(data.get(axis.name)) for axis in axes_table.workload_axes()
-            if axis.field is not None}
 
 
 def point_id(kind: str, fields: dict[str, Any]) -> str:

@@ -28,10 +28,9 @@ from harness.grid.spec import (
     grid_names,
     expand,
     overrides_from,
-    parse_bytes,
-    parse_devices,
     read_config,
 )
+from harness.contract.parsers import parse_bytes, parse_devices
 
 INPUT_DISTRIBUTION = ("q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask; "
                       "packed documents (--documents) split T at seeded random points "

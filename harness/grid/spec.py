@@ -15,31 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness.contract.axes import Axis, axes, get_axis
-from harness.contract.parsers import (
-    BYTE_UNITS,
-    DTYPE_ALIASES,
-    MAX_SIZE,
-    PASS_ALIASES,
-    SIZE_SUFFIXES,
-    parse_bools,
-    parse_bytes,
-    parse_devices,
-    parse_dtypes,
-    parse_int,
-    parse_int_list,
-    parse_names,
-    parse_passes,
-    parse_windows,
-)
+from harness.contract.parsers import parse_names
 from harness.contract.records import Point
 from harness.errors import UsageError
-
-# the parsers are the contract's; the grid's users import them from here
-__all__ = ["BYTE_UNITS", "DTYPE_ALIASES", "MAX_SIZE", "PASS_ALIASES", "SIZE_SUFFIXES",
-           "parse_bools", "parse_bytes", "parse_devices", "parse_dtypes", "parse_int",
-           "parse_int_list", "parse_names", "parse_passes", "parse_windows", "SweepSpec",
-           "Overrides", "expand", "parsers", "axis_dest", "SETTING_NAMES", "grid_names",
-           "overrides_from", "read_config"]
 
 
 @dataclass(frozen=True)

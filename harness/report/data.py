@@ -152,7 +152,10 @@ ROOFLINE_COLUMNS = ["bytes_moved", "achieved_bytes_per_s", "pct_peak_bandwidth",
                     "pct_peak_flops", "arithmetic_intensity", "flops"]
 # the record's metrics (harness.contract.records.SPEED_METRICS) plus what the samples give here
 SAMPLE_COLUMNS = ["time_q1_s", "time_q3_s", "n_samples"]
+
+
 def series_columns() -> list[str]:
+    """Everything but impl and seq_len: points sharing it form one line in a figure."""
     return [*BASIC_SERIES, *workload_column_names()]
 
 
@@ -175,13 +178,6 @@ def speed_columns(unknown: list[str] = ()) -> list[str]:
             "point_id"]
 
 
-def __getattr__(name: str) -> Any:
-    """The column lists, from the axis table as it stands (plug-in axes included)."""
-    lists = {"WORKLOAD_COLUMNS": workload_column_names, "SERIES_COLUMNS": series_columns,
-             "GROUP_COLUMNS": group_columns, "SPEED_COLUMNS": speed_columns}
-    if name in lists:
-        return lists[name]()
-    raise AttributeError(name)
 
 
 def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
