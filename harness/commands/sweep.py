@@ -15,6 +15,7 @@ from harness.measure.progress import dry_run
 from harness.console import make_console
 from harness.errors import UsageError
 from harness.grid.plan import SweepRequest
+from harness.grid.settings import ISOLATION_MODES
 from harness.scale.executors import EXECUTORS, ExecutorOptions, make_executor
 from harness.scale.options import SlurmOptions, add_slurm_arguments
 
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="start no point after this many seconds of measuring; points are then "
                           "taken in order of increasing T across series, and those not tried "
                           "are left for --resume")
+    run.add_argument("--isolate", choices=ISOLATION_MODES, default=None,
+                     help="worker (default): one reused worker per implementation, device and "
+                          "dtype measures point after point, replaced after any failure; point: "
+                          "two fresh processes per point (memory, then timing)")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
     run.add_argument("--serve-rounds", action="store_true",
                      help="for run_bench.py ab: plan and gate the grid once, then measure "

@@ -265,6 +265,9 @@ class TimeMetrics:
     warmup: int = 0
     timer: str = ""                        # perf_counter / cuda_event / ...
     compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
+    # where the first call's compiled code came from: "miss" (compiled), "hit" (the on-disk
+    # Inductor/JAX cache), "warm" (already compiled in this worker); "" when nothing compiled
+    compile_cache: str = ""
     mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
     threads: int | None = None
 
@@ -305,6 +308,8 @@ class TimingConditions:
     gpu_power_w_max: float | None = None
     throttle_reasons: list[str] = field(default_factory=list)
     throttled: bool | None = None          # timed below 90% of the maximum SM clock
+    isolation: str = ""                    # "worker": a reused worker; "point": fresh processes
+    worker_point: int | None = None        # this point's turn in its worker (1: a fresh worker)
 
 
 @dataclass(kw_only=True)
@@ -362,6 +367,7 @@ class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
     message: str = ""
     first_call_s: float | None = to_extra()
     task_wall_s: float | None = to_extra(key="timing_task_wall_s")
+    fidelity_rows: int | None = to_extra()   # query rows deviation_from_softmax compared
     # the worker process's CPU time during each sample (run_bench.py ab --clock cpu)
     cpu_time_samples_s: list[float] | None = to_extra()
     # "leader"/"follower": samples taken in turns with the other side of run_bench.py ab
@@ -381,9 +387,16 @@ class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
 
 @dataclass
 class Measurement:
-    """What the worker passes measured for one point: memory, then (if memory ran) timing."""
+    """What the worker passes measured for one point: memory, then (if memory ran) timing.
+    A reused worker returns one for a point (harness.measure.worker.point_task)."""
     memory: MemoryResult
     timing: TimingResult | None = None
+
+    @property
+    def status(self) -> str:
+        if self.memory.status != "ok" or self.timing is None:
+            return self.memory.status
+        return self.timing.status
 
     def record_values(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the SpeedRecord fields, record.extra entries) these results fill."""

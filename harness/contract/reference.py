@@ -33,18 +33,22 @@ def expand_kv_heads(x: np.ndarray, q_heads: int) -> np.ndarray:
 def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = False,
                     key_padding_mask: np.ndarray | None = None, window: Window | None = None,
                     alibi_slopes: np.ndarray | None = None,
-                    document_ids: np.ndarray | None = None) -> np.ndarray:
-    """softmax(Q K^T / sqrt(D) + ALiBi) V in float64 over the allowed pairs; GQA by sharing."""
+                    document_ids: np.ndarray | None = None,
+                    rows: np.ndarray | None = None) -> np.ndarray:
+    """softmax(Q K^T / sqrt(D) + ALiBi) V in float64 over the allowed pairs; GQA by sharing.
+    ``rows``: only these query rows (positions in q; masks and biases keep each row's place)."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    t_q = q.shape[-2]
+    picked = slice(None) if rows is None else np.asarray(rows)
     k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
-    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    scores = q[..., picked, :] @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
     if alibi_slopes is not None:
-        scores = scores + alibi_bias(q.shape[-2], k.shape[-2], alibi_slopes)
-    allowed = allowed_keys(q.shape[-2], k.shape[-2], causal=causal,
+        scores = scores + alibi_bias(t_q, k.shape[-2], alibi_slopes)[..., picked, :]
+    allowed = allowed_keys(t_q, k.shape[-2], causal=causal,
                            key_padding_mask=key_padding_mask, window=window,
                            document_ids=document_ids)
     if allowed is not None:
-        scores = np.where(allowed, scores, -np.inf)
+        scores = np.where(allowed[..., picked, :], scores, -np.inf)
     top = scores.max(axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     weights = np.exp(scores - top)

@@ -17,7 +17,7 @@ from harness.errors import UsageError
 from harness.grid.settings import TimingSettings
 from harness.contract.records import Point
 from harness.contract.registry import REGISTRY, device_kind
-from harness.grid.settings import RunSettings
+from harness.grid.settings import ISOLATION_MODES, RunSettings
 from harness.contract.frameworks import best_device
 from harness.contract.registry import static_check
 from harness.grid.sharding import ShardSpec, parse_shard, select_shard
@@ -178,12 +178,15 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
     cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)
                        else 0.0, minimum=0)
     budget = setting(raw, "time_budget", None, positive=True)
+    isolate = str(raw.get("isolate", "worker"))
+    if isolate not in ISOLATION_MODES:
+        raise UsageError(f"--isolate: {isolate!r} is not one of {', '.join(ISOLATION_MODES)}")
     settings = RunSettings(timeout_s=timeout, max_memory_bytes=max_memory, timing=timing,
                            seed=setting(raw, "seed", 0, integer=True, minimum=0,
                                         maximum=MAX_SEED),
                            impl_modules=tuple(
                                request.impl_modules or ()), cooldown_s=cooldown,
-                           time_budget_s=budget)
+                           time_budget_s=budget, isolate=isolate)
     if raw.get("out") is not None and not isinstance(raw["out"], str):
         raise UsageError(f"--out: expected a folder name, got {raw['out']!r}")
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None

@@ -39,6 +39,12 @@ class WorkerContext:
 
 
 
+# how points are isolated: "worker" (default), one reused worker per (implementation, device,
+# dtype) measuring point after point, fresh after any failure (harness.measure.pool); "point",
+# two fresh processes per point, a memory worker then a timing worker
+ISOLATION_MODES = ("worker", "point")
+
+
 @dataclass(frozen=True)
 class RunSettings:
     timeout_s: float = 120.0
@@ -53,6 +59,7 @@ class RunSettings:
     # is recorded apart (compile_time_s) and should not turn into a timeout
     compile_allowance_s: float = 600.0
     time_budget_s: float | None = None  # stop starting points after this many seconds
+    isolate: str = "worker"             # ISOLATION_MODES
 
     def worker_context(self) -> WorkerContext:
         return WorkerContext(impl_modules=self.impl_modules,

@@ -106,7 +106,8 @@ def axis_dest(name: str) -> str:
 # settings a sweep takes besides the grid (flag name = TOML key); the sweep command's flags and
 # the config's known keys are checked against each other by tests/test_axes.py
 SETTING_NAMES = ("preset", "timeout", "max_memory", "out", "min_time", "max_repeats",
-                 "warmup", "seed", "cooldown", "time_budget", "timer", "shard", "reuse_peaks")
+                 "warmup", "seed", "cooldown", "time_budget", "timer", "shard", "reuse_peaks",
+                 "isolate")
 
 
 def grid_names() -> tuple[str, ...]:

@@ -61,6 +61,17 @@ def hold_freed_memory() -> None:
         pass
 
 
+def release_freed_memory() -> None:
+    """glibc: give the heap's free pages back to the OS (malloc_trim(0)), so that a reused
+    worker's resident set holds what is in use, not what earlier points freed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def limit_malloc_caching() -> None:
     """Make glibc return large freed blocks to the OS, so RSS tracks what is really in use.
 

@@ -81,23 +81,51 @@ class Outcome:
     status: str            # "ok" (the task returned), "timeout", "oom", "error"
     result: Any = None
     message: str = ""
-    wall_s: float = 0.0
+    wall_s: float = 0.0    # the parent's wall time for the task (process start included here)
+    task_s: float | None = None   # the task's own time inside the worker, when it answered
+
+
+def timed_task(task: str, args: tuple[Any, ...]) -> tuple[str, Any, float]:
+    """Run a task in this (worker) process: ("ok", result, seconds) or ("raised", text, s)."""
+    start = time.perf_counter()
+    try:
+        from harness.measure.worker import run_task
+
+        return "ok", run_task(task, *args), time.perf_counter() - start
+    except BaseException as exc:  # noqa: BLE001
+        return ("raised", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
+                time.perf_counter() - start)
+
+
+def send_answer(conn: Connection, answer: tuple[str, Any, float]) -> None:
+    """Send a task's answer; one that cannot be pickled is sent as what went wrong."""
+    try:
+        conn.send(answer)
+    except (TypeError, AttributeError, ValueError, RecursionError) as exc:  # pickling failed
+        conn.send(("raised", f"{type(exc).__name__}: the task's result could not be sent: {exc}",
+                   answer[2]))
 
 
 def _child(conn: Connection, task: str, args: tuple[Any, ...]) -> None:
     try:
-        from harness.measure.worker import run_task
-
-        result = run_task(task, *args)
-        conn.send(("ok", result))
-    except BaseException as exc:  # noqa: BLE001
-        conn.send(("raised", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+        send_answer(conn, timed_task(task, args))
     finally:
         conn.close()
 
 
+@dataclass
+class ExecutorStats:
+    """What the run's overhead accounting reads from an executor (harness.measure.overhead)."""
+    workers_started: int = 0
+    start_s: float = 0.0     # worker start-ups not already inside a task's wall time
+    retired_after_failure: int = 0
+    tasks: int = 0
+
+
 class LocalExecutor:
-    """Runs worker tasks one at a time, each in a fresh process."""
+    """Runs worker tasks one at a time, each in a fresh process (``--isolate point``)."""
+
+    mode = "point"
 
     def __init__(self, *, start_method: str | None = None, env: dict[str, str] | None = None):
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -110,8 +138,13 @@ class LocalExecutor:
             self.context.set_forkserver_preload(
                 [m for m in PRELOAD if importlib.util.find_spec(m.split(".")[0]) is not None])
         self._current: multiprocessing.process.BaseProcess | None = None
+        self.stats = ExecutorStats()
 
-    def run(self, task: str, *args: Any, timeout: float | None = None) -> Outcome:
+    def run(self, task: str, *args: Any, timeout: float | None = None,
+            key: Any = None) -> Outcome:
+        """``key`` is the reused pool's (harness.measure.pool); every task here is alone."""
+        self.stats.tasks += 1
+        self.stats.workers_started += 1
         parent_conn, child_conn = self.context.Pipe(duplex=False)
         process = self.context.Process(target=_child, args=(child_conn, task, args), daemon=True)
         start = time.perf_counter()
@@ -126,7 +159,7 @@ class LocalExecutor:
                 return Outcome("timeout", message=f"no result after {timeout:g} s; worker killed",
                                wall_s=time.perf_counter() - start)
             try:
-                kind, payload = parent_conn.recv()
+                kind, payload, task_s = parent_conn.recv()
             except EOFError:  # the worker died before it could answer
                 process.join(5)
                 return self._death(process, start, oom_kills)
@@ -135,12 +168,18 @@ class LocalExecutor:
                 self._kill(process)
             wall = time.perf_counter() - start
             if kind == "ok":
-                return Outcome("ok", result=payload, wall_s=wall)
+                return Outcome("ok", result=payload, wall_s=wall, task_s=task_s)
             return Outcome("error", message=f"worker raised {payload.strip().splitlines()[0]}",
-                           wall_s=wall)
+                           wall_s=wall, task_s=task_s)
         finally:
             self._current = None
             parent_conn.close()
+
+    def retire(self, kill: bool = True) -> None:
+        """Nothing to retire: no worker outlives its task."""
+
+    def close(self) -> None:
+        """Nothing to close (the pool's interface)."""
 
     def interrupt(self) -> None:
         """Kill a running worker (on Ctrl-C)."""

@@ -2,11 +2,16 @@
 
 Order of work for a run:
 1. static checks in this process (capabilities, packages, device present: nothing executed);
-2. a probe worker runs each (implementation, device, dtype, causal) once: availability by a
+2. each (implementation, device, dtype, causal[, workload]) is probed once: availability by a
    real tiny input, then the correctness gate against the float64 reference;
-3. per point, in order of increasing T within each series: a memory worker, then a timing
-   worker. After an out-of-memory (or a timeout), larger T of the same series are recorded as
+3. per point, in order of increasing T within each series, the memory pass then the timing
+   pass. After an out-of-memory (or a timeout), larger T of the same series are recorded as
    skipped without being tried.
+Isolation (``--isolate``, harness.measure.pool): by default one reused worker per
+(implementation, device, dtype) runs its combinations' probes before its first point, then
+measures point after point (one task per point: both passes); any failure retires it and the
+next point gets a fresh one. With ``point``, one probe worker for all combinations, then two
+fresh processes per point (memory, then timing).
 With a time budget, points are taken in order of increasing T across all series (so running out
 of time costs the largest T, not whole implementations); points not started when the budget is
 spent get no record, so ``--resume`` picks them up.
@@ -16,9 +21,11 @@ Every point ends as exactly one record appended to results.jsonl the moment it i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar
 
+from harness.measure.overhead import Overhead, OverheadSummary
+from harness.measure.pool import WorkerPool
 from harness.measure.processes import LocalExecutor, Outcome
 from harness.metrics.flops import derived
 from harness.metrics.peaks import bandwidth_peak, flops_peak
@@ -43,6 +50,15 @@ def combo_of(point: Point) -> Combo:
     return base + (features, keywords) if features or keywords else base
 
 
+def worker_key(point: Point) -> tuple[str, str, str]:
+    """The points one reused worker serves: same implementation, device and dtype."""
+    return point.impl, point.device, point.dtype
+
+
+def make_executor(isolate: str) -> LocalExecutor | WorkerPool:
+    return WorkerPool() if isolate == "worker" else LocalExecutor()
+
+
 R = TypeVar("R", MemoryResult, TimingResult)
 
 
@@ -53,6 +69,7 @@ class RunSummary:
     resumed_skips: int = 0
     interrupted: bool = False
     not_tried: int = 0           # points left unmeasured because the time budget was spent
+    overhead: OverheadSummary | None = None
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.records)
@@ -64,13 +81,18 @@ Listener = Callable[[str, Any], None]  # event name, payload
 
 class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
-                 executor: LocalExecutor | None = None, hardware_id: str = "",
+                 executor: LocalExecutor | WorkerPool | None = None, hardware_id: str = "",
                  listener: Listener | None = None,
                  peaks: dict[str, dict[str, Any]] | None = None,
-                 probe_cache: dict[Combo, ProbeResult] | None = None) -> None:
+                 probe_cache: dict[Combo, ProbeResult] | None = None,
+                 overhead: Overhead | None = None) -> None:
         self.run_dir = run_dir
         self.settings = settings
-        self.executor = executor or LocalExecutor()
+        self.executor = executor or make_executor(settings.isolate)
+        self.isolation = getattr(self.executor, "mode", "point")
+        self.overhead = overhead or Overhead()
+        self._starts_seen = 0          # the executor's worker count at the last point
+        self._worker_point = 0         # points the live worker has measured
         self.hardware_id = hardware_id
         self.listener = listener or (lambda event, payload: None)
         self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.metrics.peaks)
@@ -91,14 +113,22 @@ class Runner:
         summary.resumed_skips = len(points) - len(todo)
         self.listener("start", {"total": len(points), "todo": len(todo),
                                 "resumed": summary.resumed_skips})
+        start_before = self.executor.stats.start_s
         try:
             runnable = self._static_stage(todo, summary)
-            probes = self.probe(runnable)
+            # a reused worker probes its own combinations before its first point
+            probes = self.probe(runnable) if self.isolation == "point" else {}
             self._measure_stage(runnable, probes, summary)
         except KeyboardInterrupt:
             self.executor.interrupt()
             summary.interrupted = True
             self.listener("interrupted", summary)
+        finally:
+            self.executor.close()
+        self.overhead.add_start(self.executor.stats.start_s - start_before)
+        summary.overhead = replace(self.overhead.summary(),
+                                   workers_started=self.executor.stats.workers_started,
+                                   isolation=self.isolation)
         self.listener("end", summary)
         return summary
 
@@ -120,7 +150,7 @@ class Runner:
         missing = [c for c in combos if c not in self.probe_cache]
         if missing:
             self.listener("probing", len(missing))
-            self.probe_cache.update(probe_combos(missing, self.executor, self.settings))
+            self.probe_cache.update(probe_combos(missing, self._run, self.settings))
         return {c: self.probe_cache[c] for c in combos}
 
     def _measure_stage(self, points: list[Point], probes: dict[Combo, ProbeResult],
@@ -132,6 +162,8 @@ class Runner:
         for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
             probe = probes.get(combo_of(point))
+            if probe is None and self.isolation == "worker":
+                probe = self._probe_in_worker(point)
             if probe is None:   # not ``or``: a result that is not available is falsy
                 probe = ProbeResult(False, "not probed")
             gate_fields = probe.gate_fields()
@@ -166,6 +198,25 @@ class Runner:
                                                   if record.status == "oom" else "timed out")
             self._emit(summary, record)
 
+    def _probe_in_worker(self, point: Point) -> ProbeResult:
+        """The point's combination probed (and gated) in the worker that will measure it."""
+        combo = combo_of(point)
+        if combo in self.probe_cache:
+            return self.probe_cache[combo]
+        self.listener("probing", 1)
+        settings = self.settings
+        timeout = min(settings.probe_timeout_s, settings.timeout_s) + (
+            settings.compile_allowance_s if REGISTRY.get(point.impl).compiles else 0.0)
+        outcome = self._run("probe", [combo], settings.worker_context(), timeout=timeout,
+                            key=worker_key(point))
+        if outcome.status == "ok" and combo in outcome.result:
+            result = outcome.result[combo]
+        else:
+            result = ProbeResult(False, f"{point.impl}: probe worker failed ({outcome.status}): "
+                                        f"{outcome.message}", crashed=True)
+        self.probe_cache[combo] = result
+        return result
+
     def _measure_point(self, point: Point, impl: Implementation,
                        gate_fields: dict[str, Any]) -> SpeedRecord:
         started = now_iso()
@@ -173,14 +224,32 @@ class Runner:
         t0 = time.perf_counter()
         timeout = self.settings.timeout_s + (self.settings.compile_allowance_s
                                              if impl.compiles else 0.0)
-        memory = self._task("memory", MemoryResult, point, context, timeout=timeout)
-        if memory.status != "ok":
+        conditions: dict[str, Any] = {"isolation": self.isolation}
+        if self.isolation == "worker":
+            # both passes in one task: --timeout for each
+            outcome = self._run("point", point, self.settings.timing, context,
+                                timeout=timeout + self.settings.timeout_s, key=worker_key(point))
+            conditions["worker_point"] = self._turn_in_worker()
+            if outcome.status != "ok":
+                return self._record(point, impl, outcome.status, f"worker: {outcome.message}",
+                                    started_at=started, wall_s=time.perf_counter() - t0,
+                                    **conditions, **gate_fields)
+            memory, timing = outcome.result.memory, outcome.result.timing
+        else:
+            conditions["worker_point"] = 1
+            memory = self._task("memory", MemoryResult, point, context, timeout=timeout)
+            timing = None
+            if memory.status == "ok":
+                timing = self._task("timing", TimingResult, point, self.settings.timing,
+                                    context, timeout=timeout)
+        if memory.status != "ok" or timing is None:
             return self._record(point, impl, memory.status,
                                 f"memory pass: {memory.message}", started_at=started,
-                                wall_s=time.perf_counter() - t0, **gate_fields)
-        timing = self._task("timing", TimingResult, point, self.settings.timing, context,
-                            timeout=timeout)
+                                wall_s=time.perf_counter() - t0, **conditions, **gate_fields)
+        if timing.status == "ok":
+            self.overhead.add_timing(timing.time_samples_s, timing.compile_time_s)
         values, extra = Measurement(memory, timing).record_values()
+        values.update(conditions)
         if point.features() and impl.capabilities.paths:
             extra["paths"] = dict(impl.capabilities.paths)
         values.update(gate_fields)
@@ -200,11 +269,23 @@ class Runner:
     def _task(self, name: str, result_type: type[R], *args: Any,
               timeout: float | None = None) -> R:
         """The worker's typed result; a worker that died, hung or was killed: its status."""
-        outcome: Outcome = self.executor.run(name, *args,
-                                             timeout=timeout or self.settings.timeout_s)
+        outcome = self._run(name, *args, timeout=timeout or self.settings.timeout_s)
         if outcome.status == "ok":
             return outcome.result
         return result_type(status=outcome.status, message=outcome.message)
+
+    def _run(self, name: str, *args: Any, timeout: float, key: Any = None) -> Outcome:
+        """One task through the executor, its time counted (harness.measure.overhead)."""
+        outcome: Outcome = self.executor.run(name, *args, timeout=timeout, key=key)
+        self.overhead.add_task(outcome.wall_s, outcome.task_s)
+        return outcome
+
+    def _turn_in_worker(self) -> int:
+        """This point's turn in its worker: 1 when a worker started since the last point."""
+        started = self.executor.stats.workers_started
+        self._worker_point = 1 if started != self._starts_seen else self._worker_point + 1
+        self._starts_seen = started
+        return self._worker_point
 
     # -- records -------------------------------------------------------------------------
     def _record(self, point: Point, impl: Implementation, status: str, message: str = "",
@@ -220,7 +301,7 @@ class Runner:
         self.listener("record", record)
 
 
-def probe_combos(combos: list[Combo], executor: LocalExecutor,
+def probe_combos(combos: list[Combo], run: Callable[..., Outcome],
                  settings: RunSettings) -> dict[Combo, ProbeResult]:
     """Availability and the correctness gate of each combination, in one probe worker; if that
     worker crashes or hangs, each combination alone (so one bad combination is isolated)."""
@@ -228,14 +309,14 @@ def probe_combos(combos: list[Combo], executor: LocalExecutor,
     # methods that compile get compile_allowance_s on top (compilation is not run time)
     compiling = sum(REGISTRY.get(c[0]).compiles for c in combos)
     single_timeout = min(settings.probe_timeout_s, settings.timeout_s)
-    outcome = executor.run("probe", combos, settings.worker_context(),
+    outcome = run("probe", combos, settings.worker_context(),
                            timeout=min(settings.probe_timeout_s, settings.timeout_s * len(combos))
                            + compiling * settings.compile_allowance_s)
     if outcome.status == "ok":
         return outcome.result
     results: dict[Combo, ProbeResult] = {}
     for combo in combos:
-        single = executor.run("probe", [combo], settings.worker_context(),
+        single = run("probe", [combo], settings.worker_context(),
                               timeout=single_timeout + (settings.compile_allowance_s
                                                         if REGISTRY.get(combo[0]).compiles
                                                         else 0.0))

@@ -1,12 +1,22 @@
 """What runs inside a worker process: one task, one result dict, exceptions turned into status.
 
-Four tasks, each in a fresh process so that one point cannot disturb another:
+The tasks (a one-shot worker runs one; a reused worker, harness.measure.pool, runs many):
 - ``probe_task``: the probe (harness.contract.probe: a real tiny run) and the correctness gate
   for a set of (implementation, device, dtype, causal) combinations, as ProbeResults;
 - ``memory_task``: the peak-memory pass of one point;
 - ``timing_task``: the timing pass of one point, plus output sanity and fidelity (and, on a
   GPU, the timer chosen by ``--timer``, NVTX ranges and NVML clock samples);
+- ``point_task``: a reused worker's whole point: the memory pass, then the timing pass on the
+  same workload (one build of the inputs, one compilation: the memory pass's first call is the
+  cold one, recorded as the compilation);
 - ``peaks_task``: the machine's measured GEMM and copy peaks on one device.
+
+glibc's malloc is set per pass, in both kinds of worker: the memory pass with small fixed
+thresholds and the heap trimmed first (the resident set tracks what is in use:
+``limit_malloc_caching``, ``release_freed_memory``), the timing pass with freed memory held
+(``hold_freed_memory``: a long-running program's steady state, and the same in a fresh process
+as in a reused one; with glibc's dynamic thresholds a fresh process's times depended on its
+allocation history, by up to 2x on the same method).
 The parent (harness.measure.processes) turns a worker that dies or hangs into a record as well.
 """
 
@@ -17,6 +27,8 @@ import os
 import resource
 import time
 from typing import Any
+
+import numpy as np
 
 from harness.contract import frameworks
 from harness.measure import timers as gpu_timing
@@ -33,16 +45,26 @@ from harness.errors import UnsupportedError
 from harness.measure.gpu_watch import watch_for
 from harness.grid.settings import TimingSettings
 from harness.measure.timing import first_call, time_workload
-from harness.measure.memory import limit_malloc_caching, peak_rss_bytes, reset_peak_rss, rss_bytes
+from harness.measure.memory import (
+    hold_freed_memory,
+    limit_malloc_caching,
+    peak_rss_bytes,
+    release_freed_memory,
+    reset_peak_rss,
+    rss_bytes,
+)
 from harness.contract.probe import ProbeResult, probe
-from harness.contract.records import MemoryResult, Point, TimingResult
+from harness.contract.records import Measurement, MemoryResult, Point, TimingResult
 from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
 from harness.metrics.stats import sample_stats
 from harness.grid.settings import WorkerContext
 
-# Fidelity needs the exact output at the point's shape; computed only where that is cheap.
-FIDELITY_MAX_SCORES = 2 ** 25   # B * H * T * T
+# Fidelity compares the timed output with the exact output on FIDELITY_ROWS evenly spaced
+# query rows (all of them up to that many), where that is cheap
+FIDELITY_ROWS = 256
+FIDELITY_MAX_SCORES = 2 ** 25   # B * H * rows * T scores in float64
+FIDELITY_MAX_MASK = 2 ** 26     # Tq * Tk (the reference builds the mask of every row)
 
 
 
@@ -58,9 +80,7 @@ def prepare(context: WorkerContext, device: str | None = None, framework: str | 
     workload (the L2-flush buffer of the timing pass): the cap grows by it, so that the timing
     pass has the same room for the workload as the memory pass.
 
-    The allocator is left as a user's process has it (glibc's dynamic thresholds): only the
-    memory pass limits malloc caching (``memory_task``), since timing under fixed thresholds
-    would make every large temporary pay fresh page faults that a real program does not.
+    The malloc settings are each pass's own (see the module docstring).
     """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     load_impl_modules(context.impl_modules)
@@ -220,40 +240,50 @@ def dtype_availability(impl: Any, device: str) -> dict[str, ProbeResult]:
 
 def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
     load_impl_modules(context.impl_modules)
-    limit_malloc_caching()   # RSS must track what is in use (see measure.limit_malloc_caching)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
     prepare(context, point.device, impl.framework)
     try:
         with fw.precision(point.dtype):
+            limit_malloc_caching()
             work = fw.memory_workload(impl, point, seed=context.seed)
-            device_result = fw.device_peak_bytes(work, point.device)
-            if device_result is not None:
-                peak, method = device_result
-                return MemoryResult(peak_mem_bytes=int(peak), mem_method=method,
-                                    input_bytes=work.input_bytes)
-            # CPU: one warm-up call (lazy initialisation, JIT compilation), then the peak RSS
-            # of one call above the RSS with the inputs allocated.
-            work.setup()
-            value = work.run()
-            work.block(value)
-            del value
-            work.setup()
-            gc.collect()
-            if not reset_peak_rss():
-                return MemoryResult(peak_mem_bytes=None, input_bytes=work.input_bytes,
-                                    mem_method="unavailable: cannot reset VmHWM "
-                                               "(/proc/self/clear_refs)")
-            baseline = rss_bytes()
-            value = work.run()
-            work.block(value)
-            peak = peak_rss_bytes()
-            return MemoryResult(peak_mem_bytes=max(0, int(peak - baseline)),
-                                mem_method="cpu_rss_hwm_above_inputs",
-                                input_bytes=work.input_bytes, rss_baseline_bytes=baseline)
+            return measure_memory(work, fw, point)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
         status, message = classify(exc, impl.framework)
         return MemoryResult(status=status, message=message)
+
+
+def measure_memory(work: Any, fw: Any, point: Point, *, warm: bool = False) -> MemoryResult:
+    """The peak of one call above the inputs. CUDA/JAX-GPU: the framework's allocator peak;
+    CPU: one warm-up call (lazy initialisation, compilation; skipped when ``warm``: the caller
+    made it), then the peak RSS of one call above the RSS with the inputs allocated, with
+    malloc caching limited and the heap trimmed first (a reused worker's earlier points)."""
+    limit_malloc_caching()   # RSS must track what is in use (see memory.limit_malloc_caching)
+    device_result = fw.device_peak_bytes(work, point.device)
+    if device_result is not None:
+        peak, method = device_result
+        return MemoryResult(peak_mem_bytes=int(peak), mem_method=method,
+                            input_bytes=work.input_bytes)
+    if not warm:
+        work.setup()
+        value = work.run()
+        work.block(value)
+        del value
+    work.setup()
+    gc.collect()
+    release_freed_memory()
+    if not reset_peak_rss():
+        return MemoryResult(peak_mem_bytes=None, input_bytes=work.input_bytes,
+                            mem_method="unavailable: cannot reset VmHWM "
+                                       "(/proc/self/clear_refs)")
+    baseline = rss_bytes()
+    value = work.run()
+    work.block(value)
+    peak = peak_rss_bytes()
+    del value
+    return MemoryResult(peak_mem_bytes=max(0, int(peak - baseline)),
+                        mem_method="cpu_rss_hwm_above_inputs",
+                        input_bytes=work.input_bytes, rss_baseline_bytes=baseline)
 
 
 def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) -> TimingResult:
@@ -264,44 +294,113 @@ def timing_task(point: Point, settings: TimingSettings, context: WorkerContext) 
             extra_device_bytes=harness_device_bytes(fw, point.device, settings))
     try:
         with fw.precision(point.dtype):
+            hold_freed_memory()
             work = fw.make_workload(impl, point, seed=context.seed)
-            conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
-                                            device=point.device, label=point.point_id,
-                                            flush_l2=settings.cuda_flush_l2)
-            first = first_call(work)
-            with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
-                samples, value = time_workload(work, settings, warm_s=first)
-            wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
-            finite = work.check(value)
-            del value
-            stats = sample_stats(samples)
-            result = TimingResult(
-                time_samples_s=samples, first_call_s=first,
-                warmup=work.info.get("warmup_calls", settings.warmup),
-                threads=fw.threads(),
-                timer=(work.timer or gpu_timing.WallClockTimer()).name
-                + ("+block_until_ready" if impl.framework == "jax" else ""),
-                time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
-                cpu_time_samples_s=work.info.get("cpu_samples") or None,
-                lockstep=work.info.get("lockstep"))
-            result.set_conditions({**conditions, **watch.fields()})
-            if impl.framework == "jax" or impl.compiles:
-                # the first call is dominated by compilation (jit, torch.compile); never part
-                # of the samples
-                result.compile_time_s = max(0.0, first - stats.median)
-            result.mask_build_s = work.info.get("mask_build_s")
-            if wrong_shape:
-                result.status, result.message = "error", wrong_shape
-                return result
-            if not finite:
-                result.status, result.message = "error", "non-finite output (NaN or Inf)"
-                return result
-            if impl.family != "exact" and point.pass_ == "forward":
-                result.deviation_from_softmax = fidelity(work, point, fw)
-            return result
+            return measure_timing(work, fw, impl, point, settings)
     except BaseException as exc:  # noqa: BLE001
         status, message = classify(exc, impl.framework)
         return TimingResult(status=status, message=message)
+
+
+def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -> Measurement:
+    """A reused worker's point: the memory pass, then the timing pass, on one workload where the
+    passes agree (forward, forward+backward; a backward-only point builds its timing workload
+    apart). The memory pass's first call is the cold one (compilation, lazy initialisation):
+    it is timed as ``first_call_s``, and the timing pass starts warm."""
+    load_impl_modules(context.impl_modules)
+    impl = REGISTRY.get(point.impl)
+    fw = frameworks.get(impl.framework)
+    extra = harness_device_bytes(fw, point.device, settings)
+    # JAX fixes its memory fraction when its GPU backend starts: the timing pass's room then
+    prepare(context, point.device, impl.framework,
+            extra_device_bytes=extra if impl.framework == "jax" else 0)
+    release_device_cache(impl.framework, point.device)
+    try:
+        with fw.precision(point.dtype):
+            limit_malloc_caching()
+            work = fw.memory_workload(impl, point, seed=context.seed)
+            started = time.perf_counter()
+            cold = first_call(work)
+            memory = measure_memory(work, fw, point, warm=True)
+            warm_s = time.perf_counter() - started   # calls made on this workload so far
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes data
+        status, message = classify(exc, impl.framework)
+        return Measurement(MemoryResult(status=status, message=message))
+    if memory.status != "ok":
+        return Measurement(memory)
+    if extra and impl.framework != "jax":
+        prepare(context, point.device, impl.framework, extra_device_bytes=extra)
+    try:
+        with fw.precision(point.dtype):
+            hold_freed_memory()
+            if point.pass_ == "backward":
+                del work
+                work = fw.make_workload(impl, point, seed=context.seed)
+                warm_s = 0.0
+            timing = measure_timing(work, fw, impl, point, settings, cold_first_s=cold,
+                                    warm_s=warm_s)
+    except BaseException as exc:  # noqa: BLE001
+        status, message = classify(exc, impl.framework)
+        timing = TimingResult(status=status, message=message)
+    return Measurement(memory, timing)
+
+
+def release_device_cache(framework: str, device: str) -> None:
+    """A reused torch worker on CUDA starts each point with the caching allocator emptied (the
+    blocks earlier points left reserved), as a fresh worker would."""
+    if framework != "torch" or device_kind(device) != "cuda":
+        return
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - no CUDA: the workload says so itself
+        pass
+
+
+def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: TimingSettings, *,
+                   cold_first_s: float | None = None, warm_s: float = 0.0) -> TimingResult:
+    """The timing pass on a built workload: the first call (untimed; with ``cold_first_s`` the
+    cold one happened earlier in this worker and that time is the compilation's), warm-up,
+    samples, then output checks and fidelity. ``warm_s``: time already spent calling this
+    workload (the memory pass's calls), which counts against the warm-up's time."""
+    conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
+                                    device=point.device, label=point.point_id,
+                                    flush_l2=settings.cuda_flush_l2)
+    first = first_call(work)
+    cold = first if cold_first_s is None else cold_first_s
+    with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
+        samples, value = time_workload(work, settings, warm_s=first + warm_s)
+    wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
+    finite = work.check(value)
+    deviation = rows = None
+    if finite and not wrong_shape and impl.family != "exact" and point.pass_ == "forward":
+        deviation, rows = fidelity(value, work, point, fw)
+    del value
+    stats = sample_stats(samples)
+    result = TimingResult(
+        time_samples_s=samples, first_call_s=cold,
+        warmup=work.info.get("warmup_calls", settings.warmup),
+        threads=fw.threads(),
+        timer=(work.timer or gpu_timing.WallClockTimer()).name
+        + ("+block_until_ready" if impl.framework == "jax" else ""),
+        time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
+        cpu_time_samples_s=work.info.get("cpu_samples") or None,
+        lockstep=work.info.get("lockstep"))
+    result.set_conditions({**conditions, **watch.fields()})
+    if impl.framework == "jax" or impl.compiles:
+        # the first call is dominated by compilation (jit, torch.compile); never part
+        # of the samples
+        result.compile_time_s = max(0.0, cold - stats.median)
+    result.mask_build_s = work.info.get("mask_build_s")
+    if wrong_shape:
+        result.status, result.message = "error", wrong_shape
+        return result
+    if not finite:
+        result.status, result.message = "error", "non-finite output (NaN or Inf)"
+        return result
+    result.deviation_from_softmax, result.fidelity_rows = deviation, rows
+    return result
 
 
 def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str:
@@ -324,17 +423,26 @@ def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str
     return ""
 
 
-def fidelity(work: Any, point: Point, fw: Any) -> float | None:
-    """Relative deviation of the output from exact softmax attention on the same inputs."""
-    if point.batch * point.heads * point.n_queries * point.seq_len > FIDELITY_MAX_SCORES:
-        return None
+def fidelity_rows(n_queries: int) -> np.ndarray:
+    """The query rows fidelity compares: FIDELITY_ROWS evenly spaced, first and last included."""
+    return np.unique(np.linspace(0, n_queries - 1, min(n_queries, FIDELITY_ROWS)).round()
+                     .astype(np.int64))
+
+
+def fidelity(value: Any, work: Any, point: Point, fw: Any) -> tuple[float | None, int | None]:
+    """(relative deviation of the timed output from exact softmax attention on the same inputs,
+    over fidelity_rows' query rows; how many rows), or (None, None) where that is not cheap."""
+    rows = fidelity_rows(point.n_queries)
+    if point.batch * point.heads * len(rows) * point.seq_len > FIDELITY_MAX_SCORES or \
+            point.n_queries * point.seq_len > FIDELITY_MAX_MASK:
+        return None, None
     from harness.contract.point_masks import point_mask
     from harness.contract.reference import exact_attention
 
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
-    out = fw.to_numpy64(work.run())
-    return relative_error(out, exact_attention(q, k, v, causal=point.causal,
-                                               **point_mask(point)))
+    out = fw.to_numpy64(value)[..., rows, :]
+    reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **point_mask(point))
+    return relative_error(out, reference), len(rows)
 
 
 def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
@@ -348,6 +456,7 @@ def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
 def run_task(name: str, *args: Any) -> Any:
     """Entry used by the executor: look a task up by name (keeps pickling trivial)."""
     tasks = {"probe": probe_task, "memory": memory_task, "timing": timing_task,
+             "point": point_task,
              "check": check_task, "check_workloads": check_workloads_task,
              "availability": availability_task, "peaks": peaks_task}
     start = time.perf_counter()

@@ -12,7 +12,8 @@ from rich.console import Console
 
 from harness.metrics import peaks as peaks_mod
 from harness.measure.progress import ProgressListener, print_run_summary
-from harness.measure.processes import LocalExecutor
+from harness.measure.overhead import Overhead
+from harness.measure.runner import make_executor
 from harness.store.hardware import fingerprint, gpu_info, hardware_summary
 from harness.metrics.peaks import peaks_metadata
 from harness.grid.plan import SweepPlan
@@ -28,15 +29,20 @@ class SweepResult:
     complete: bool = True        # every point has its record: a report may be rendered now
 
 
-def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: LocalExecutor,
-                  cache_root: Path, console: Console) -> dict[str, Any]:
+def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
+                  cache_root: Path, console: Console,
+                  overhead: Overhead | None = None) -> dict[str, Any]:
     """device -> run.json's peaks: measured in a worker (cached under the results folder) or,
     with --reuse-peaks, read from that cache."""
     context = sweep.settings.worker_context()
 
     def measure(device: str) -> Any:
         console.print(f"measuring the peaks of {device} (GEMM, copy) ...")
-        return executor.run("peaks", device, context, timeout=sweep.settings.probe_timeout_s)
+        outcome = executor.run("peaks", device, context,
+                               timeout=sweep.settings.probe_timeout_s, key=("peaks", device))
+        if overhead is not None:
+            overhead.add_task(outcome.wall_s, outcome.task_s)
+        return outcome
 
     return peaks_mod.obtain(sorted({p.device for p in sweep.points}), measure,
                             cache_root=cache_root, hardware_id=machine["hardware_id"],
@@ -52,19 +58,24 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
                   f"{hardware_summary(machine)} -> {run_dir.path}")
-    executor = LocalExecutor()
+    executor = make_executor(sweep.settings.isolate)
+    overhead = Overhead()
     try:
-        peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console)
-        run_dir.update_metadata(**peaks_metadata(peaks))
+        peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console, overhead)
+        run_dir.update_metadata(**peaks_metadata(peaks), isolation=executor.mode)
         runner = Runner(run_dir, sweep.settings, executor=executor,
                         hardware_id=machine["hardware_id"],
-                        listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks)
+                        listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks,
+                        overhead=overhead)
         summary = runner.run(sweep.points, resume=sweep.resume)
         run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
-                                not_tried_time_budget=summary.not_tried, gpu_end=gpu_info())
+                                not_tried_time_budget=summary.not_tried, gpu_end=gpu_info(),
+                                overhead=summary.overhead.as_dict())
     finally:
+        executor.close()
         run_dir.release()   # one writer per run directory: held for the whole run
     print_run_summary(run_dir, console)
+    console.print(summary.overhead.line())
     if summary.not_tried:
         console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "
                       f"continue with: python run_bench.py sweep --resume {run_dir.path}")

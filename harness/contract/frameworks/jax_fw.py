@@ -139,13 +139,12 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     shape = (point.batch, point.heads, point.n_queries, point.head_dim)
     kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
     device = jax_device(point.device)
-    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
     # committed to the point's device (device_put), so that every jitted call runs there: an
     # array made under jax.default_device is uncommitted and jit would place the computation
     # on JAX's default device (the GPU for a "cpu" point, cuda:0 for "cuda:1")
-    with jax.default_device(device):
-        q, k, v, ct = (jax.device_put(jax.random.normal(key, s, dtype=dtype), device)
-                       for key, s in zip(keys, (shape, kv_shape, kv_shape, shape)))
+    shapes = (shape, kv_shape, kv_shape) + (() if point.pass_ == "forward" else (shape,))
+    q, k, v, *rest = seeded_normal(shapes, seed, dtype, device)
+    ct = rest[0] if rest else None
     input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))
     mask = point_mask(point)
     extra: dict[str, Any] = {}
@@ -199,6 +198,23 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
 
     return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
                     setup=setup, inputs=(q, k, v))
+
+
+def seeded_normal(shapes: tuple[tuple[int, ...], ...], seed: int, dtype: Any,
+                  device: Any) -> list[Any]:
+    """N(0, 1) arrays of these shapes, seeded, on the device. On a GPU jax.random draws them
+    there; on the CPU numpy draws them (jax.random compiles one program per shape: four
+    compilations per point, a fifth of a small point's time in a reused worker)."""
+    import jax
+
+    if device.platform == "cpu":
+        rng = np.random.default_rng(seed)
+        return [jax.device_put(rng.standard_normal(s, dtype=np.float32).astype(np.dtype(dtype)),
+                               device) for s in shapes]
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    with jax.default_device(device):
+        return [jax.device_put(jax.random.normal(key, s, dtype=dtype), device)
+                for key, s in zip(keys, shapes)]
 
 
 def _noop() -> None:
