@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from harness.measure.overhead import Overhead, OverheadSummary
 from harness.measure.pool import WorkerPool
-from harness.measure.processes import LocalExecutor, Outcome
+from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
 from harness.metrics.flops import derived
 from harness.metrics.peaks import bandwidth_peak, flops_peak
 from harness.contract.probe import ProbeResult
@@ -90,6 +90,8 @@ class Runner:
         self.settings = settings
         self.executor = executor or make_executor(settings.isolate)
         self.isolation = getattr(self.executor, "mode", "point")
+        # executors from tests or other code may keep no statistics
+        self.stats: ExecutorStats = getattr(self.executor, "stats", None) or ExecutorStats()
         self.overhead = overhead or Overhead()
         self._starts_seen = 0          # the executor's worker count at the last point
         self._worker_point = 0         # points the live worker has measured
@@ -113,7 +115,7 @@ class Runner:
         summary.resumed_skips = len(points) - len(todo)
         self.listener("start", {"total": len(points), "todo": len(todo),
                                 "resumed": summary.resumed_skips})
-        start_before = self.executor.stats.start_s
+        start_before = self.stats.start_s
         try:
             runnable = self._static_stage(todo, summary)
             # a reused worker probes its own combinations before its first point
@@ -124,10 +126,12 @@ class Runner:
             summary.interrupted = True
             self.listener("interrupted", summary)
         finally:
-            self.executor.close()
-        self.overhead.add_start(self.executor.stats.start_s - start_before)
+            close = getattr(self.executor, "close", None)
+            if close is not None:
+                close()
+        self.overhead.add_start(self.stats.start_s - start_before)
         summary.overhead = replace(self.overhead.summary(),
-                                   workers_started=self.executor.stats.workers_started,
+                                   workers_started=self.stats.workers_started,
                                    isolation=self.isolation)
         self.listener("end", summary)
         return summary
@@ -276,13 +280,14 @@ class Runner:
 
     def _run(self, name: str, *args: Any, timeout: float, key: Any = None) -> Outcome:
         """One task through the executor, its time counted (harness.measure.overhead)."""
-        outcome: Outcome = self.executor.run(name, *args, timeout=timeout, key=key)
+        keyed = {} if key is None else {"key": key}   # executors without keys: one per task
+        outcome: Outcome = self.executor.run(name, *args, timeout=timeout, **keyed)
         self.overhead.add_task(outcome.wall_s, outcome.task_s)
         return outcome
 
     def _turn_in_worker(self) -> int:
         """This point's turn in its worker: 1 when a worker started since the last point."""
-        started = self.executor.stats.workers_started
+        started = self.stats.workers_started
         self._worker_point = 1 if started != self._starts_seen else self._worker_point + 1
         self._starts_seen = started
         return self._worker_point

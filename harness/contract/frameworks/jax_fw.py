@@ -162,6 +162,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
 
     if point.pass_ == "forward":
         compiled = jax.jit(attention)
+        jitted: tuple[Any, tuple[Any, ...]] | None = (compiled, (q, k, v))
 
         def run() -> Any:
             return compiled(q, k, v)
@@ -174,6 +175,8 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
             out, vjp = jax.vjp(attention, q_, k_, v_)
             return out, vjp(ct_)
 
+        jitted = (forward_backward, (q, k, v, ct))
+
         def run() -> Any:
             return forward_backward(q, k, v, ct)
         setup = _noop
@@ -181,6 +184,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         input_bytes += ct.size * ct.dtype.itemsize
         state: dict[str, Any] = {}
         apply = jax.jit(lambda vjp, ct_: vjp(ct_))
+        jitted = None
 
         def setup() -> None:
             if "vjp" not in state:
@@ -197,7 +201,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         return all(bool(jnp.isfinite(leaf.astype(jnp.float32)).all()) for leaf in leaves)
 
     return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
-                    setup=setup, inputs=(q, k, v))
+                    setup=setup, inputs=(q, k, v), info={"jitted": jitted})
 
 
 def seeded_normal(shapes: tuple[tuple[int, ...], ...], seed: int, dtype: Any,
@@ -230,7 +234,15 @@ def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any
 
 
 def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
-    """JAX on GPU: peak_bytes_in_use above bytes_in_use before the call (fresh worker)."""
+    """JAX on GPU: the allocator's peak above the bytes in use before the call, where this call
+    set the peak; else the compiled program's own plan.
+
+    XLA's allocator keeps one peak per process (no reset): in a reused worker an earlier, larger
+    point's peak hides this one's. When the peak after the call is above the peak before it (or
+    no earlier peak exceeds what is in use, as in a fresh worker), the call set it and the
+    allocator's figure is this call's. Otherwise the peak comes from the compiled executable's
+    ``memory_analysis()`` (temporaries + outputs - aliased), what XLA planned for the call.
+    """
     if device_kind(device) != "cuda":
         return None
     dev = jax_device(device)
@@ -239,10 +251,41 @@ def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
         return None
     work.setup()
     before = stats.get("bytes_in_use", 0)
+    peak_before = stats.get("peak_bytes_in_use", 0)
     value = work.run()
     work.block(value)
-    peak = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0) - before
-    return int(peak), "jax_memory_stats_peak_above_inputs"
+    peak_after = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0)
+    del value
+    return peak_from_stats(before, peak_before, peak_after,
+                           lambda: planned_bytes(work.info.get("jitted")))
+
+
+def peak_from_stats(in_use_before: int, peak_before: int, peak_after: int,
+                    planned: Any) -> tuple[int, str] | None:
+    """(peak above the inputs, method) from the allocator's counters around one call (pure but
+    for ``planned()``, the compiled plan's bytes or None, asked only when the counters cannot
+    tell)."""
+    if peak_after > peak_before or peak_before <= in_use_before:
+        return int(peak_after - in_use_before), "jax_memory_stats_peak_above_inputs"
+    plan = planned()
+    if plan is None:
+        return None
+    return int(plan), "jax_compiled_memory_analysis"
+
+
+def planned_bytes(jitted: tuple[Any, tuple[Any, ...]] | None) -> int | None:
+    """Temporaries + outputs - aliased bytes of the jitted call's compiled executable."""
+    if jitted is None:
+        return None
+    fn, args = jitted
+    try:
+        analysis = fn.lower(*args).compile().memory_analysis()
+    except Exception:  # noqa: BLE001 - a backend without the analysis
+        return None
+    if analysis is None:
+        return None
+    return max(0, int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+                      - analysis.alias_size_in_bytes))
 
 
 def threads() -> int | None:
