@@ -217,3 +217,12 @@ def test_expected_work_of_exact_attention_is_the_flop_count(axes):
 
     point = Point("softmax_torch", **{"seq_len": 128, "head_dim": 16, "heads": 2, **axes})
     assert expected_work(point, "exact") == pytest.approx(attention_flops(point))
+
+
+def test_costs_from_needs_dry_run(tmp_path, capsys):
+    from harness import cli
+
+    assert cli.main(["sweep", "--impl", "softmax_torch", "--costs-from", str(tmp_path),
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -118,6 +118,8 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
         return serve_rounds(args)
     console = make_console()
     executor = make_executor(getattr(args, "executor", "local"), executor_options(args))
+    if getattr(args, "costs_from", None) and not args.dry_run:
+        raise UsageError("--costs-from: calibrates --dry-run's prediction; give --dry-run too")
     sweep = executor.plan(request_from_args(args))
     if args.dry_run:
         return dry_run(sweep, console, getattr(args, "costs_from", None))

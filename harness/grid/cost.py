@@ -337,9 +337,10 @@ def run_cost(points: Sequence[Point], method_of: Callable[[str], Method],
         started = len(workers) + failures
     # the probe of a worker's first combination makes its first compilation (one probe worker
     # for all with point isolation: its first compilation of each method)
-    first_compiles = {(m.name, id(c)) if isolate == "point" else key[:3]: c.compile_time(
-        m, first=True) for key, (m, c) in combos.items()}
-    probe = sum(c.probe_s for _m, c in combos.values()) + math.fsum(first_compiles.values())
+    first_compiles = {(m.name, id(c)) if isolate == "point" else key[:3]:
+                      c.compile_time(m, first=True) for key, (m, c) in combos.items()}
+    probe = math.fsum(c.probe_s for _m, c in combos.values()) + \
+        math.fsum(first_compiles.values())
     run_s = max((c.run_s for c in used.values()), default=0.0)
     cooldown = switches * cooldown_s
     total = math.fsum(series.values()) + worker_start + probe + run_s + cooldown
@@ -351,7 +352,7 @@ def run_cost(points: Sequence[Point], method_of: Callable[[str], Method],
                    measured=all(c.measured for c in used.values()))
 
 
-# -- calibration from a measured run ----------------------------------------------------------------
+# -- calibration from a measured run ------------------------------------------------------
 def calibrate(overhead: Mapping[str, Any] | None, records: Iterable[Mapping[str, Any]],
               method_of: Callable[[str], Method], base: CostConstants,
               settings: Mapping[str, Any] | None = None) -> CostConstants:
