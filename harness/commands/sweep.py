@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--out", help="run directory (default results/<time>-<hardware>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run, skipping recorded points")
     run.add_argument("--dry-run", action="store_true",
-                     help="print the grid and what would be skipped, run nothing")
+                     help="print the grid, what would be skipped and the predicted time of "
+                          "this grid and of every preset on every device, run nothing")
+    run.add_argument("--costs-from", metavar="RUN_DIR",
+                     help="with --dry-run: calibrate the prediction with a run directory's "
+                          "measured worker start-up, compile and call costs")
     run.add_argument("--timeout", type=float, help="seconds per worker task (default 120; "
                                                     "+600 for methods that compile)")
     run.add_argument("--max-memory", help="cap each worker, e.g. 4GB (CPU: address space above "
@@ -114,9 +118,11 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
         return serve_rounds(args)
     console = make_console()
     executor = make_executor(getattr(args, "executor", "local"), executor_options(args))
+    if getattr(args, "costs_from", None) and not args.dry_run:
+        raise UsageError("--costs-from: calibrates --dry-run's prediction; give --dry-run too")
     sweep = executor.plan(request_from_args(args))
     if args.dry_run:
-        return dry_run(sweep, console)
+        return dry_run(sweep, console, getattr(args, "costs_from", None))
     result = executor.run(sweep, console)
     if result.exit_status == 0 and result.complete and default_report and \
             not getattr(args, "no_report", False):

@@ -4,6 +4,7 @@ and ``--dry-run``'s plan."""
 from __future__ import annotations
 
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -150,7 +151,7 @@ def print_run_summary(run_dir: RunDir, console: Console) -> None:
                   f"  ->  {run_dir.results_path}")
 
 
-def dry_run(sweep: SweepPlan, console: Console) -> int:
+def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -> int:
     from harness.grid import presets
 
     preset = sweep.description.get("preset")
@@ -178,4 +179,67 @@ def dry_run(sweep: SweepPlan, console: Console) -> int:
     console.print(table)
     console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
                   f"unsupported")
+    print_predictions(sweep, console, costs_from)
     return 0
+
+
+def cost_constants(costs_from: str | None) -> dict[str, Any]:
+    """Device kind -> the cost model's constants: the defaults (harness.grid.cost), those of
+    the kinds a run directory measured replaced by its calibration."""
+    from harness.grid.cost import DEFAULTS, calibrate, device_kind
+    from harness.grid.forecast import method_of
+    from harness.store.run_dir import open_run
+
+    constants = dict(DEFAULTS)
+    if costs_from is None:
+        return constants
+    run = open_run(costs_from)
+    meta = run.metadata()
+    records = list(run.raw_records())
+    for kind in sorted({device_kind(str(r.get("device", ""))) for r in records
+                        if r.get("device")}):
+        base = constants.get(kind, DEFAULTS["cpu"])
+        base = replace(base, kind=kind)
+        calibrated = calibrate(meta.get("overhead"), records, method_of, base,
+                               meta.get("settings"))
+        constants[kind] = replace(calibrated, source=f"{calibrated.source} ({costs_from})") \
+            if calibrated is not base else base
+    return constants
+
+
+def print_predictions(sweep: SweepPlan, console: Console, costs_from: str | None) -> None:
+    """The grid's predicted time (both isolation modes), then every preset's on every device
+    kind (harness.grid.forecast); which constants, measured or assumed."""
+    from harness.grid.cost import ISOLATIONS, device_kind, run_cost
+    from harness.grid.forecast import (KINDS, cost_line, format_duration, method_of,
+                                       predict_presets, runnable)
+
+    constants = cost_constants(costs_from)
+    here = {device_kind(p.device) for p in sweep.points} | {"cpu"}
+    points = [p for p in sweep.points if runnable(p, here)]
+    for mode in sorted(ISOLATIONS, key=lambda m: m != sweep.settings.isolate):
+        cost = run_cost(points, method_of, lambda d: constants[device_kind(d)]
+                        if device_kind(d) in constants else constants["cpu"],
+                        timing=sweep.settings.timing, isolate=mode,
+                        cooldown_s=sweep.settings.cooldown_s)
+        console.print(f"predicted: {cost_line(cost)}", highlight=False)
+    kinds = [k for k in KINDS if k in constants]
+    for kind in kinds:
+        c = constants[kind]
+        label = "measured" if c.measured else "a model, not a measurement"
+        console.print(f"{kind} constants ({label}): {c.source}", highlight=False)
+    table = Table(title="predicted time of each preset (default settings; worker / point "
+                        "isolation)", title_justify="left")
+    table.add_column("preset")
+    for kind in kinds:
+        table.add_column(f"{kind} points", justify="right")
+        table.add_column(f"{kind} worker", justify="right")
+        table.add_column(f"{kind} point", justify="right")
+    rows: dict[str, list[str]] = {}
+    for prediction in predict_presets({k: constants[k] for k in kinds}, here):
+        rows.setdefault(prediction.preset, []).extend(
+            [str(prediction.points)] + [format_duration(prediction.cost[m].total_s)
+                                        if prediction.points else "-" for m in ISOLATIONS])
+    for name, cells in rows.items():
+        table.add_row(name, *cells)
+    console.print(table)
