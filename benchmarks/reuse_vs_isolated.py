@@ -272,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-time", type=float, default=0.5,
                         help="seconds of samples per measurement (the sweep's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS and MKL_NUM_THREADS for both modes' workers "
+                             "(default: the machine's; 1 keeps a loaded machine's spin-waiting "
+                             "thread pools out of the comparison)")
     args = parser.parse_args(argv)
+    if args.threads is not None:   # before the workers' forkserver starts: they inherit it
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.threads)
     import implementations  # noqa: F401  (registers the bundled implementations)
 
     names = [n for n in args.impl.split(",") if n]
@@ -306,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                 side.close()
     load_after = os.getloadavg()
     rows = compare(observations)
-    print(f"\nB=1 H={args.heads} D={args.head_dim} float32 on the CPU; {args.rounds} round(s), "
-          f"modes alternating; --min-time {args.min_time:g}")
+    threads = "the machine's" if args.threads is None else str(args.threads)
+    print(f"\nB=1 H={args.heads} D={args.head_dim} float32 on the CPU, {threads} thread(s); "
+          f"{args.rounds} round(s), modes alternating; --min-time {args.min_time:g}")
     print(f"load average (1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}; "
           f"after {', '.join(f'{x:.2f}' for x in load_after)}\n")
     print("\n".join(table(rows)))
