@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 
 @dataclass
@@ -94,3 +94,85 @@ class OverheadSummary:
                 f"{part(self.workers_other_s)}, parent {part(self.parent_s)}; samples "
                 f"{'-' if share is None else f'{share:.0%}'} of the time without compilation"
                 f"{started}")
+
+
+# -- a run directory's figures (benchmarks/harness_overhead.py) -----------------------------------
+@dataclass(frozen=True)
+class ImplTime:
+    """One implementation's share of a run, summed over its records (results.jsonl)."""
+    impl: str
+    points: int = 0
+    ok: int = 0
+    wall_s: float = 0.0        # the records' wall_s: the point's time in the parent
+    samples_s: float = 0.0     # the sum of its timed samples
+    compile_s: float = 0.0     # compile_time_s
+
+    @property
+    def samples_share(self) -> float | None:
+        """Samples' share of the points' wall time without compilation."""
+        rest = self.wall_s - self.compile_s
+        return self.samples_s / rest if rest > 0 else None
+
+
+def impl_times(records: Iterable[dict[str, Any]]) -> list[ImplTime]:
+    """Per implementation (in order of first appearance): points, ok points, and the sums of
+    wall_s, time_samples_s and compile_time_s over its speed records (raw JSON dicts; missing
+    or null fields count as 0)."""
+    sums: dict[str, dict[str, float]] = {}
+    for data in records:
+        if data.get("kind", "speed") != "speed":
+            continue
+        row = sums.setdefault(str(data.get("impl", "?")),
+                              {"points": 0, "ok": 0, "wall_s": 0.0, "samples_s": 0.0,
+                               "compile_s": 0.0})
+        row["points"] += 1
+        row["ok"] += data.get("status") == "ok"
+        row["wall_s"] += float(data.get("wall_s") or 0.0)
+        row["samples_s"] += float(sum(data.get("time_samples_s") or ()))
+        row["compile_s"] += float(data.get("compile_time_s") or 0.0)
+    return [ImplTime(impl, int(row.pop("points")), int(row.pop("ok")), **row)
+            for impl, row in sums.items()]
+
+
+def total_time(rows: Iterable[ImplTime]) -> ImplTime:
+    rows = list(rows)
+    return ImplTime("total", sum(r.points for r in rows), sum(r.ok for r in rows),
+                    sum(r.wall_s for r in rows), sum(r.samples_s for r in rows),
+                    sum(r.compile_s for r in rows))
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def impl_table(rows: list[ImplTime]) -> list[str]:
+    """A plain-text table of impl_times, with a total row."""
+    lines = [f"{'impl':20s} {'points':>6s} {'ok':>4s} {'wall s':>8s} {'samples s':>9s} "
+             f"{'compile s':>9s} {'samples/(wall-compile)':>22s}"]
+    for row in [*rows, total_time(rows)] if rows else []:
+        lines.append(f"{row.impl:20s} {row.points:6d} {row.ok:4d} {row.wall_s:8.1f} "
+                     f"{row.samples_s:9.1f} {row.compile_s:9.1f} {_share(row.samples_share):>22s}")
+    return lines
+
+
+def breakdown_lines(summary: OverheadSummary | None) -> list[str]:
+    """run.json's ``overhead`` block, one part per line (seconds and share of the wall time)."""
+    if summary is None:
+        return ["no overhead block in run.json (a run written before the harness kept one)"]
+    wall = summary.wall_s
+
+    def part(name: str, seconds: float) -> str:
+        share = seconds / wall if wall > 0 else 0.0
+        return f"  {name:24s} {seconds:8.1f} s  {share:5.0%}"
+
+    mode = summary.isolation or "?"
+    started = "?" if summary.workers_started is None else str(summary.workers_started)
+    return [f"run wall time {wall:.1f} s, isolation {mode}, {summary.tasks} worker task(s), "
+            f"{started} worker(s) started",
+            part("timed samples", summary.samples_s),
+            part("compilation", summary.compile_s),
+            part("worker start-up", summary.worker_start_s),
+            part("in workers, otherwise", summary.workers_other_s),
+            part("parent", summary.parent_s),
+            f"  samples' share of the wall time without compilation: "
+            f"{_share(summary.samples_share)}"]
