@@ -11,15 +11,20 @@ device and dtype). Isolation is paid for only when something goes wrong:
 - a task that raised, or returned a result whose status is not ``ok`` (an OOM caught by the
   framework, an error, a wrong output, a sticky CUDA error): the worker is retired after it
   answers, so the next point starts in a fresh one.
-In each case the next task of any key starts a fresh worker. One worker is alive at a time:
-asking for another key retires the current one first (an idle worker would hold device memory,
-a CUDA context and cached blocks that the measured one might need).
+In each case the next task of that key starts a fresh worker. Workers belong to a group (the
+runner's (implementation, device, dtype)); only one group is alive at a time: a task of another
+group retires them first (an idle worker would hold device memory, a CUDA context and cached
+blocks that the measured one might need). Within a group each key has its own worker: on the
+CPU the runner keeps the memory passes and the timing passes in two workers, because the timing
+pass's malloc policy (freed memory held for reuse) leaves free chunks in glibc's heap that a
+later memory pass in the same process would fill and count.
 
 ``ExecutorStats`` keeps what the run's overhead accounting needs: worker start-ups and their time.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -41,7 +46,7 @@ READY_TIMEOUT_S = 300.0   # a fresh worker says it is ready (fork + the worker m
 def _serve(conn: Connection) -> None:
     """The worker's loop: answer ("ok", result) or ("raised", text) to each (task, args)."""
     started = time.perf_counter()
-    import harness.measure.worker  # noqa: F401 - what every task needs, imported once
+    importlib.import_module("harness.measure.worker")   # what every task needs, once
 
     conn.send(("ready", None, time.perf_counter() - started))
     while True:
@@ -61,6 +66,10 @@ class _Worker:
     process: Any
     conn: Connection
     tasks: int = 0
+    measured: int = 0      # the points it measured (MEASURING tasks), the one running included
+
+
+MEASURING = ("point", "memory", "timing")
 
 
 def failed(result: Any) -> bool:
@@ -71,7 +80,8 @@ def failed(result: Any) -> bool:
 
 @dataclass
 class WorkerPool:
-    """Same ``run`` as LocalExecutor, plus ``key``: tasks of one key share one live worker."""
+    """Same ``run`` as LocalExecutor, plus ``key`` and ``group``: tasks of one key share one live
+    worker; the workers of one group (``group`` defaults to the key) live together."""
 
     start_method: str | None = None
     env: dict[str, str] | None = None
@@ -82,53 +92,64 @@ class WorkerPool:
         # the one-shot executor's set-up: environment, forkserver with its preloads
         self._spawner = LocalExecutor(start_method=self.start_method, env=self.env)
         self.context = self._spawner.context
-        self._worker: _Worker | None = None
+        self._workers: dict[Hashable, _Worker] = {}
+        self._group: Hashable = None
 
     # -- the executor interface ----------------------------------------------------------------
     def run(self, task: str, *args: Any, timeout: float | None = None,
-            key: Hashable = None) -> Outcome:
-        worker = self._worker_for(key)
+            key: Hashable = None, group: Hashable = None) -> Outcome:
+        worker = self._worker_for(key, key if group is None else group)
         if isinstance(worker, Outcome):
             return worker
         start = time.perf_counter()
         oom_kills = oom_kill_count()
         self.stats.tasks += 1
         worker.tasks += 1
+        worker.measured += task in MEASURING
+        turn = worker.measured if task in MEASURING else None
         try:
             worker.conn.send((task, args))
         except (BrokenPipeError, OSError):
-            return self._death(worker, start, oom_kills)
+            return self._death(worker, start, oom_kills, turn)
         if not worker.conn.poll(timeout):
-            self.retire()
+            self._retire(key)
             return Outcome("timeout", message=f"no result after {timeout:g} s; worker killed",
-                           wall_s=time.perf_counter() - start)
+                           wall_s=time.perf_counter() - start, worker_turn=turn)
         try:
             kind, payload, task_s = worker.conn.recv()
         except (EOFError, OSError):
-            return self._death(worker, start, oom_kills)
+            return self._death(worker, start, oom_kills, turn)
         wall = time.perf_counter() - start
         if kind == "ok":
             if failed(payload):
                 self.stats.retired_after_failure += 1
-                self.retire()
-            return Outcome("ok", result=payload, wall_s=wall, task_s=task_s)
+                self._retire(key)
+            return Outcome("ok", result=payload, wall_s=wall, task_s=task_s, worker_turn=turn)
         self.stats.retired_after_failure += 1
-        self.retire()
+        self._retire(key)
         return Outcome("error", message=f"worker raised {str(payload).strip().splitlines()[0]}",
-                       wall_s=wall, task_s=task_s)
+                       wall_s=wall, task_s=task_s, worker_turn=turn)
 
     @property
-    def worker_tasks(self) -> int:
-        """Tasks the live worker has answered or is answering (0: none alive)."""
-        return 0 if self._worker is None else self._worker.tasks
+    def live_workers(self) -> int:
+        return len(self._workers)
 
     def interrupt(self) -> None:
-        """Kill the live worker (on Ctrl-C)."""
+        """Kill the live workers (on Ctrl-C)."""
         self.retire(kill=True)
 
     def retire(self, kill: bool = True) -> None:
-        """End the live worker (asked to exit; killed if it does not within a few seconds)."""
-        worker, self._worker = self._worker, None
+        """End every live worker (asked to exit; killed if it does not within a few seconds)."""
+        for key in list(self._workers):
+            self._retire(key, kill=kill)
+        self._group = None
+
+    def close(self) -> None:
+        self.retire(kill=False)
+
+    # -- workers -------------------------------------------------------------------------------
+    def _retire(self, key: Hashable, kill: bool = True) -> None:
+        worker = self._workers.pop(key, None)
         if worker is None:
             return
         if not kill:
@@ -142,16 +163,16 @@ class WorkerPool:
         worker.process.join(10)
         worker.conn.close()
 
-    def close(self) -> None:
-        self.retire(kill=False)
-
-    # -- workers -------------------------------------------------------------------------------
-    def _worker_for(self, key: Hashable) -> _Worker | Outcome:
-        if self._worker is not None and (self._worker.key != key
-                                         or not self._worker.process.is_alive()):
+    def _worker_for(self, key: Hashable, group: Hashable) -> _Worker | Outcome:
+        if group != self._group:
             self.retire(kill=False)
-        if self._worker is not None:
-            return self._worker
+            self._group = group
+        worker = self._workers.get(key)
+        if worker is not None and not worker.process.is_alive():
+            self._retire(key)
+            worker = None
+        if worker is not None:
+            return worker
         parent_conn, child_conn = self.context.Pipe(duplex=True)
         process = self.context.Process(target=_serve, args=(child_conn,), daemon=True)
         start = time.perf_counter()
@@ -175,14 +196,15 @@ class WorkerPool:
                            message=f"worker did not start: {text}",
                            wall_s=time.perf_counter() - start)
         self.stats.workers_started += 1
-        self._worker = worker
+        self._workers[key] = worker
         return worker
 
-    def _death(self, worker: _Worker, start: float, oom_kills_before: int | None) -> Outcome:
+    def _death(self, worker: _Worker, start: float, oom_kills_before: int | None,
+               turn: int | None) -> Outcome:
         worker.process.join(5)
         wall = time.perf_counter() - start
         status, message = classify_death(worker.process.exitcode, oom_kills_before,
                                          oom_kill_count())
-        self._worker = None
+        self._workers.pop(worker.key, None)
         worker.conn.close()
-        return Outcome(status, message=message, wall_s=wall)
+        return Outcome(status, message=message, wall_s=wall, worker_turn=turn)

@@ -83,6 +83,7 @@ class Outcome:
     message: str = ""
     wall_s: float = 0.0    # the parent's wall time for the task (process start included here)
     task_s: float | None = None   # the task's own time inside the worker, when it answered
+    worker_turn: int | None = None  # the worker's how-many-th measured point this was (1: fresh)
 
 
 def timed_task(task: str, args: tuple[Any, ...]) -> tuple[str, Any, float]:
@@ -141,8 +142,9 @@ class LocalExecutor:
         self.stats = ExecutorStats()
 
     def run(self, task: str, *args: Any, timeout: float | None = None,
-            key: Any = None) -> Outcome:
-        """``key`` is the reused pool's (harness.measure.pool); every task here is alone."""
+            key: Any = None, group: Any = None) -> Outcome:
+        """``key`` and ``group`` are the reused pool's (harness.measure.pool); every task here
+        has a process of its own."""
         self.stats.tasks += 1
         self.stats.workers_started += 1
         parent_conn, child_conn = self.context.Pipe(duplex=False)
@@ -168,7 +170,7 @@ class LocalExecutor:
                 self._kill(process)
             wall = time.perf_counter() - start
             if kind == "ok":
-                return Outcome("ok", result=payload, wall_s=wall, task_s=task_s)
+                return Outcome("ok", result=payload, wall_s=wall, task_s=task_s, worker_turn=1)
             return Outcome("error", message=f"worker raised {payload.strip().splitlines()[0]}",
                            wall_s=wall, task_s=task_s)
         finally:

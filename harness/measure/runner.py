@@ -31,7 +31,7 @@ from harness.metrics.flops import derived
 from harness.metrics.peaks import bandwidth_peak, flops_peak
 from harness.contract.probe import ProbeResult
 from harness.contract.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
-from harness.contract.registry import REGISTRY, Implementation, load_impl_modules
+from harness.contract.registry import REGISTRY, Implementation, device_kind, load_impl_modules
 from harness.store.run_dir import RunDir, now_iso
 from harness.metrics.traffic import traffic_metrics
 from harness.grid.settings import RunSettings
@@ -53,6 +53,16 @@ def combo_of(point: Point) -> Combo:
 def worker_key(point: Point) -> tuple[str, str, str]:
     """The points one reused worker serves: same implementation, device and dtype."""
     return point.impl, point.device, point.dtype
+
+
+def worker_roles(point: Point) -> tuple[str, ...]:
+    """The reused workers a point's passes run in. On the CPU the memory pass (peak RSS) and
+    the timing pass have a worker each: the timing pass holds freed memory for reuse, and a
+    later memory pass in the same process would fill those free heap chunks and count them
+    (performer_torch at T=2048: 68 MiB in a fresh process, up to 104 MiB after timing passes).
+    On a GPU the memory figure is the allocator's, not the process's RSS: one worker runs
+    both passes on one workload (``point`` task: one build, one compilation)."""
+    return ("memory", "timing") if device_kind(point.device) == "cpu" else ("point",)
 
 
 def make_executor(isolate: str) -> LocalExecutor | WorkerPool:
@@ -93,8 +103,6 @@ class Runner:
         # executors from tests or other code may keep no statistics
         self.stats: ExecutorStats = getattr(self.executor, "stats", None) or ExecutorStats()
         self.overhead = overhead or Overhead()
-        self._starts_seen = 0          # the executor's worker count at the last point
-        self._worker_point = 0         # points the live worker has measured
         self.hardware_id = hardware_id
         self.listener = listener or (lambda event, payload: None)
         self.peaks = peaks or {}   # device -> run.json's peaks for it (harness.metrics.peaks)
@@ -212,7 +220,8 @@ class Runner:
         timeout = min(settings.probe_timeout_s, settings.timeout_s) + (
             settings.compile_allowance_s if REGISTRY.get(point.impl).compiles else 0.0)
         outcome = self._run("probe", [combo], settings.worker_context(), timeout=timeout,
-                            key=worker_key(point))
+                            key=(worker_key(point), worker_roles(point)[-1]),
+                            group=worker_key(point))
         if outcome.status == "ok" and combo in outcome.result:
             result = outcome.result[combo]
         else:
@@ -229,23 +238,31 @@ class Runner:
         timeout = self.settings.timeout_s + (self.settings.compile_allowance_s
                                              if impl.compiles else 0.0)
         conditions: dict[str, Any] = {"isolation": self.isolation}
-        if self.isolation == "worker":
+        roles = worker_roles(point) if self.isolation == "worker" else ("memory", "timing")
+        group = worker_key(point) if self.isolation == "worker" else None
+        if roles == ("point",):
             # both passes in one task: --timeout for each
             outcome = self._run("point", point, self.settings.timing, context,
-                                timeout=timeout + self.settings.timeout_s, key=worker_key(point))
-            conditions["worker_point"] = self._turn_in_worker()
+                                timeout=timeout + self.settings.timeout_s,
+                                key=(group, "point"), group=group)
+            conditions["worker_point"] = outcome.worker_turn
             if outcome.status != "ok":
                 return self._record(point, impl, outcome.status, f"worker: {outcome.message}",
                                     started_at=started, wall_s=time.perf_counter() - t0,
                                     **conditions, **gate_fields)
             memory, timing = outcome.result.memory, outcome.result.timing
         else:
-            conditions["worker_point"] = 1
-            memory = self._task("memory", MemoryResult, point, context, timeout=timeout)
+            memory, turn = self._task("memory", MemoryResult, point, context, timeout=timeout,
+                                      key=None if group is None else (group, "memory"),
+                                      group=group)
+            conditions["worker_point"] = turn
             timing = None
             if memory.status == "ok":
-                timing = self._task("timing", TimingResult, point, self.settings.timing,
-                                    context, timeout=timeout)
+                timing, turn = self._task("timing", TimingResult, point, self.settings.timing,
+                                          context, timeout=timeout,
+                                          key=None if group is None else (group, "timing"),
+                                          group=group)
+                conditions["worker_point"] = turn
         if memory.status != "ok" or timing is None:
             return self._record(point, impl, memory.status,
                                 f"memory pass: {memory.message}", started_at=started,
@@ -271,26 +288,25 @@ class Runner:
                             extra=extra, **values)
 
     def _task(self, name: str, result_type: type[R], *args: Any,
-              timeout: float | None = None) -> R:
-        """The worker's typed result; a worker that died, hung or was killed: its status."""
-        outcome = self._run(name, *args, timeout=timeout or self.settings.timeout_s)
+              timeout: float | None = None, key: Any = None,
+              group: Any = None) -> tuple[R, int | None]:
+        """(the worker's typed result, the point's turn in that worker); a worker that died,
+        hung or was killed: its status."""
+        outcome = self._run(name, *args, timeout=timeout or self.settings.timeout_s, key=key,
+                            group=group)
+        turn = outcome.worker_turn if outcome.worker_turn is not None else 1
         if outcome.status == "ok":
-            return outcome.result
-        return result_type(status=outcome.status, message=outcome.message)
+            return outcome.result, turn
+        return result_type(status=outcome.status, message=outcome.message), turn
 
-    def _run(self, name: str, *args: Any, timeout: float, key: Any = None) -> Outcome:
+    def _run(self, name: str, *args: Any, timeout: float, key: Any = None,
+             group: Any = None) -> Outcome:
         """One task through the executor, its time counted (harness.measure.overhead)."""
-        keyed = {} if key is None else {"key": key}   # executors without keys: one per task
+        # executors without keys (one process per task) are called without them
+        keyed = {} if key is None else {"key": key, "group": group}
         outcome: Outcome = self.executor.run(name, *args, timeout=timeout, **keyed)
         self.overhead.add_task(outcome.wall_s, outcome.task_s)
         return outcome
-
-    def _turn_in_worker(self) -> int:
-        """This point's turn in its worker: 1 when a worker started since the last point."""
-        started = self.stats.workers_started
-        self._worker_point = 1 if started != self._starts_seen else self._worker_point + 1
-        self._starts_seen = started
-        return self._worker_point
 
     # -- records -------------------------------------------------------------------------
     def _record(self, point: Point, impl: Implementation, status: str, message: str = "",
