@@ -34,8 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-# a run directory's cache folder (harness.store ignores it: it holds no records)
+# a run directory's cache folder (harness.store reads run.json and results.jsonl by name only:
+# the folder is never taken for results by report, merge or resume)
 DEFAULT_DIRNAME = "compile-cache"
+# a cache shared by every run that does not name one with --compile-cache (the test suite's
+# session cache, a user's own)
+COMPILE_CACHE_ENV = "ATTNBENCH_COMPILE_CACHE"
 VERDICTS = ("miss", "hit", "warm", "")
 
 JAX_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
