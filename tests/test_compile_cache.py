@@ -126,13 +126,12 @@ def test_a_second_run_loads_what_the_first_compiled(tmp_path):
     first = measure(tmp_path, "a", cache)
     assert all(r["compile_cache"] in VERDICTS for r in first.values())
     assert first[("softmax_torch", 64)]["compile_cache"] == ""       # compiles nothing
-    assert first[("flex_attention", 128)]["compile_cache"] in ("miss", "warm")
+    assert [first[("flex_attention", t)]["compile_cache"] for t in (128, 256)] == \
+        ["miss", "miss"]                                            # one per distinct shape
     assert first[("softmax_jax", 64)]["compile_cache"] == "miss"
     assert first[("flex_attention", 128)]["extra"]["compile_mode"]
     second = measure(tmp_path, "b", cache)
     # fresh workers: what the first run compiled loads from disk, nothing compiles again
-    # (FlexAttention on the CPU compiles dynamic shapes in its worker's probe, before the
-    # points: "warm" there, its points' own shapes with static shapes: "hit")
     assert second[("softmax_jax", 64)]["compile_cache"] == "hit"
-    flex = [second[("flex_attention", t)]["compile_cache"] for t in (128, 256)]
-    assert set(flex) <= {"hit", "warm"}, flex
+    assert [second[("flex_attention", t)]["compile_cache"] for t in (128, 256)] == \
+        ["hit", "hit"]
