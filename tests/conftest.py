@@ -1,14 +1,24 @@
-"""Shared test set-up: matplotlib writes nowhere in $HOME; tests run on the CPU."""
+"""Shared test set-up: matplotlib writes nowhere in $HOME; tests run on the CPU; one compile cache
+for the session."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="attnbench-mpl-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# one compile cache for the whole session (harness.measure.compile_cache): FlexAttention and JAX
+# compile each shape once per session, not once per run directory or worker; the tests'
+# processes (torch.compile in this one) use it too. Set it beforehand to keep one across sessions.
+OWN_COMPILE_CACHE = "ATTNBENCH_COMPILE_CACHE" not in os.environ   # removed at the session's end
+COMPILE_CACHE = os.environ.setdefault("ATTNBENCH_COMPILE_CACHE",
+                                      tempfile.mkdtemp(prefix="attnbench-compile-"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(COMPILE_CACHE, "inductor"))
+os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(COMPILE_CACHE, "triton"))
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -25,3 +35,8 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if OWN_COMPILE_CACHE:
+        shutil.rmtree(COMPILE_CACHE, ignore_errors=True)

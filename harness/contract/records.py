@@ -375,6 +375,8 @@ class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
     timer_note: str | None = to_extra()
     clock_note: str | None = to_extra()
     clock_samples: int | None = to_extra()
+    # how the method compiles (Implementation.compile_mode), where it says
+    compile_mode: str | None = to_extra()
 
     def set_conditions(self, values: dict[str, Any]) -> None:
         """Fill the timing-condition fields from a dict (unknown keys are a bug: raise)."""

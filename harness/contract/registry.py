@@ -175,6 +175,8 @@ class Implementation:
     # the runner times it apart (mask_build_s)
     prepare: Callable[..., Callable[..., object]] | None = None
     compiles: bool = False       # its first call compiles (torch.compile): compile_time_s
+    # how it compiles, for the record (extra["compile_mode"]): e.g. one compilation per shape
+    compile_mode: str = ""
     gate_tolerance: dict[str, float] | None = None   # dtype -> max error; default per dtype
     # bytes-moved model (harness.metrics.traffic): Point -> Traffic; None = compulsory traffic only
     traffic: Callable[..., object] | None = None
@@ -332,13 +334,13 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
              gate_tolerance: dict[str, float] | None = None,
              traffic: Callable[..., object] | None = None,
              prepare: Callable[..., Callable[..., object]] | None = None,
-             compiles: bool = False,
+             compiles: bool = False, compile_mode: str = "",
              traits: Traits | None = None) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that declares an attention function under ``name``. ``gate_tolerance``
     (dtype -> max error) replaces the default correctness-gate tolerance of those dtypes;
     ``traffic`` is its bytes-moved model (see harness.metrics.traffic): without one, only the
-    compulsory traffic (q, k, v in, o out) is counted and the record says so; ``prepare`` and
-    ``compiles``: see Implementation."""
+    compulsory traffic (q, k, v in, o out) is counted and the record says so; ``prepare``,
+    ``compiles`` and ``compile_mode``: see Implementation."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
         REGISTRY.add(Implementation(
@@ -347,7 +349,7 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
             description=description or first_line(fn.__doc__ or ""),
             requires=tuple(requires), probe=probe, constraints=constraints,
             module=getattr(fn, "__module__", None) or "", gate_tolerance=gate_tolerance,
-            traffic=traffic, prepare=prepare, compiles=compiles,
+            traffic=traffic, prepare=prepare, compiles=compiles, compile_mode=compile_mode,
             traits=traits or Traits()), replace=replace)
         return fn
 

@@ -72,6 +72,8 @@ class SweepRequest:
     shard: str | None = None
     timer: str | None = None
     reuse_peaks: bool | None = None
+    isolate: str | None = None
+    compile_cache: str | None = None
     impl_modules: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -186,7 +188,8 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
                                         maximum=MAX_SEED),
                            impl_modules=tuple(
                                request.impl_modules or ()), cooldown_s=cooldown,
-                           time_budget_s=budget, isolate=isolate)
+                           time_budget_s=budget, isolate=isolate,
+                           compile_cache=compile_cache_setting(raw.get("compile_cache")))
     if raw.get("out") is not None and not isinstance(raw["out"], str):
         raise UsageError(f"--out: expected a folder name, got {raw['out']!r}")
     out = Path(resume) if resume else Path(raw["out"]) if raw.get("out") else None
@@ -200,6 +203,15 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
         raise UsageError(f"--reuse-peaks: expected true or false, got {reuse_peaks!r}")
     return SweepPlan(points, settings, out, bool(resume), description, shard, grid_points,
                      reuse_peaks=bool(reuse_peaks))
+
+
+def compile_cache_setting(value: Any) -> str | None:
+    """--compile-cache: a folder, made absolute (workers and shards may run elsewhere)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"--compile-cache: expected a folder name, got {value!r}")
+    return str(Path(value).expanduser().resolve())
 
 
 def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,

@@ -36,6 +36,9 @@ class WorkerContext:
     impl_modules: tuple[str, ...] = ()
     max_memory_bytes: int | None = None
     seed: int = 0
+    # the Inductor/Triton/JAX compile cache the worker uses (harness.measure.compile_cache);
+    # None: the frameworks' own defaults
+    compile_cache_dir: str | None = None
 
 
 
@@ -60,10 +63,14 @@ class RunSettings:
     compile_allowance_s: float = 600.0
     time_budget_s: float | None = None  # stop starting points after this many seconds
     isolate: str = "worker"             # ISOLATION_MODES
+    # --compile-cache: one compile cache shared by the runs that name it; None: the run
+    # directory's own (harness.measure.runner fills it in)
+    compile_cache: str | None = None
 
     def worker_context(self) -> WorkerContext:
         return WorkerContext(impl_modules=self.impl_modules,
-                             max_memory_bytes=self.max_memory_bytes, seed=self.seed)
+                             max_memory_bytes=self.max_memory_bytes, seed=self.seed,
+                             compile_cache_dir=self.compile_cache)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,10 +20,13 @@ Every point ends as exactly one record appended to results.jsonl the moment it i
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar
 
+from harness.measure.compile_cache import COMPILE_CACHE_ENV, DEFAULT_DIRNAME
 from harness.measure.overhead import Overhead, OverheadSummary
 from harness.measure.pool import WorkerPool
 from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
@@ -89,6 +92,18 @@ Listener = Callable[[str, Any], None]  # event name, payload
 
 
 
+def compile_cache_dir(settings: RunSettings, run_dir: RunDir | None) -> str | None:
+    """The compile cache a run's workers use: --compile-cache, else $ATTNBENCH_COMPILE_CACHE,
+    else the run directory's own compile-cache/ (a run then stands alone: each shape compiles
+    once in it, so compile_time_s means the same in every run); None without a run directory
+    (ab's round server gating): the frameworks' defaults."""
+    chosen = settings.compile_cache or os.environ.get(COMPILE_CACHE_ENV)
+    if chosen:
+        return str(Path(chosen).expanduser().resolve())
+    path = getattr(run_dir, "path", None)
+    return None if path is None else str(Path(path, DEFAULT_DIRNAME).resolve())
+
+
 class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
                  executor: LocalExecutor | WorkerPool | None = None, hardware_id: str = "",
@@ -97,7 +112,9 @@ class Runner:
                  probe_cache: dict[Combo, ProbeResult] | None = None,
                  overhead: Overhead | None = None) -> None:
         self.run_dir = run_dir
-        self.settings = settings
+        # one compile cache per run directory unless the settings name a shared one: a shape
+        # compiles once per run (harness.measure.compile_cache), and a run stands alone
+        self.settings = replace(settings, compile_cache=compile_cache_dir(settings, run_dir))
         self.executor = executor or make_executor(settings.isolate)
         self.isolation = getattr(self.executor, "mode", "point")
         # executors from tests or other code may keep no statistics

@@ -22,6 +22,7 @@ The parent (harness.measure.processes) turns a worker that dies or hangs into a 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from harness.contract import frameworks
+from harness.measure import compile_cache
 from harness.measure import timers as gpu_timing
 from harness.measure.gate import check as gate_check
 from harness.measure.device_setup import (
@@ -83,6 +85,7 @@ def prepare(context: WorkerContext, device: str | None = None, framework: str | 
     The malloc settings are each pass's own (see the module docstring).
     """
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    compile_cache.configure(context.compile_cache_dir, framework)
     load_impl_modules(context.impl_modules)
     if device is not None and device_kind(device) == "cuda" and framework == "torch":
         select_torch_cuda_device(device)
@@ -320,7 +323,8 @@ def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -
             limit_malloc_caching()
             work = fw.memory_workload(impl, point, seed=context.seed)
             started = time.perf_counter()
-            cold = first_call(work)
+            with watch_compilation(impl) as cache:
+                cold = first_call(work)
             memory = measure_memory(work, fw, point, warm=True)
             warm_s = time.perf_counter() - started   # calls made on this workload so far
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
@@ -338,11 +342,19 @@ def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -
                 work = fw.make_workload(impl, point, seed=context.seed)
                 warm_s = 0.0
             timing = measure_timing(work, fw, impl, point, settings, cold_first_s=cold,
-                                    warm_s=warm_s)
+                                    warm_s=warm_s, cache=cache)
     except BaseException as exc:  # noqa: BLE001
         status, message = classify(exc, impl.framework)
         timing = TimingResult(status=status, message=message)
     return Measurement(memory, timing)
+
+
+def watch_compilation(impl: Any) -> Any:
+    """Where a call's compiled code comes from (harness.measure.compile_cache.watch), for the
+    methods that compile (JAX, torch.compile); a null watch (None) for the others."""
+    if impl.framework == "jax" or impl.compiles:
+        return compile_cache.watch(impl.framework)
+    return contextlib.nullcontext()
 
 
 def release_device_cache(framework: str, device: str) -> None:
@@ -359,15 +371,21 @@ def release_device_cache(framework: str, device: str) -> None:
 
 
 def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: TimingSettings, *,
-                   cold_first_s: float | None = None, warm_s: float = 0.0) -> TimingResult:
+                   cold_first_s: float | None = None, warm_s: float = 0.0,
+                   cache: compile_cache.CacheWatch | None = None) -> TimingResult:
     """The timing pass on a built workload: the first call (untimed; with ``cold_first_s`` the
-    cold one happened earlier in this worker and that time is the compilation's), warm-up,
-    samples, then output checks and fidelity. ``warm_s``: time already spent calling this
-    workload (the memory pass's calls), which counts against the warm-up's time."""
+    cold one happened earlier in this worker and that time is the compilation's, ``cache``
+    where its compiled code came from), warm-up, samples, then output checks and fidelity.
+    ``warm_s``: time already spent calling this workload (the memory pass's calls), which
+    counts against the warm-up's time."""
     conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
                                     device=point.device, label=point.point_id,
                                     flush_l2=settings.cuda_flush_l2)
-    first = first_call(work)
+    if cold_first_s is None:
+        with watch_compilation(impl) as cache:
+            first = first_call(work)
+    else:
+        first = first_call(work)
     cold = first if cold_first_s is None else cold_first_s
     with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
         samples, value = time_workload(work, settings, warm_s=first + warm_s)
@@ -392,6 +410,8 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         # the first call is dominated by compilation (jit, torch.compile); never part
         # of the samples
         result.compile_time_s = max(0.0, cold - stats.median)
+        result.compile_cache = cache.verdict if cache is not None else ""
+        result.compile_mode = impl.compile_mode or None
     result.mask_build_s = work.info.get("mask_build_s")
     if wrong_shape:
         result.status, result.message = "error", wrong_shape

@@ -1,0 +1,137 @@
+"""One compile cache per run (harness.measure.compile_cache): where it points, what the record says.
+
+Each check that needs a cold cache runs in fresh processes with its own cache folder (the
+session's shared cache, tests/conftest.py, would make the first call a hit)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.contract.records import Point
+from harness.grid.plan import SweepRequest, plan
+from harness.grid.settings import RunSettings, TimingSettings
+from harness.measure.compile_cache import VERDICTS, CacheWatch
+from harness.measure.runner import Runner, compile_cache_dir
+from harness.store.run_dir import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = TimingSettings(warmup=1, min_time_s=0.02, min_repeats=2, max_repeats=3)
+
+
+def run_python(code: str, *args: str) -> dict:
+    """``code`` in a fresh interpreter that imported torch and jax first (as the forkserver
+    does); its last stdout line, as JSON."""
+    prelude = f"import sys, json\nsys.path.insert(0, {str(ROOT)!r})\nimport torch, jax\n"
+    done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_verdicts():
+    assert CacheWatch().verdict == "warm"
+    assert CacheWatch(hits=2).verdict == "hit"
+    assert CacheWatch(compiled=1, hits=3).verdict == "miss"
+
+
+def test_configure_points_every_cache_at_the_folder(tmp_path):
+    seen = run_python("""
+        import os
+        from harness.measure.compile_cache import configure
+        configure(sys.argv[1])
+        print(json.dumps({"inductor": os.environ["TORCHINDUCTOR_CACHE_DIR"],
+                          "triton": os.environ["TRITON_CACHE_DIR"],
+                          "jax": jax.config.jax_compilation_cache_dir,
+                          "torch_reads": __import__("torch._inductor.runtime.cache_dir_utils",
+                                                    fromlist=["x"]).cache_dir()}))
+    """, str(tmp_path / "cache"))
+    root = (tmp_path / "cache").resolve()
+    assert seen == {"inductor": str(root / "inductor"), "triton": str(root / "triton"),
+                    "jax": str(root / "jax"), "torch_reads": str(root / "inductor")}
+    assert all((root / name).is_dir() for name in ("inductor", "triton", "jax"))
+
+
+WATCHED = """
+    from harness.measure.compile_cache import configure, watch
+    configure(sys.argv[1])
+    import jax.numpy as jnp
+    f = torch.compile(lambda x: torch.sin(x) * 3 + 1)
+    g = jax.jit(lambda x: jnp.cos(x) * 3 + 1)
+    out = {}
+    for name, framework, call in (("torch", "torch", lambda: f(torch.ones(8))),
+                                  ("jax", "jax", lambda: g(jnp.ones(8)).block_until_ready())):
+        with watch(framework) as first:
+            call()
+        with watch(framework) as second:
+            call()
+        out[name] = [first.verdict, second.verdict]
+    print(json.dumps(out))
+"""
+
+
+def test_watch_sees_a_miss_then_a_hit_in_the_next_process(tmp_path):
+    cache = str(tmp_path / "cache")
+    first = run_python(WATCHED, cache)
+    again = run_python(WATCHED, cache)
+    assert first == {"torch": ["miss", "warm"], "jax": ["miss", "warm"]}
+    assert again == {"torch": ["hit", "warm"], "jax": ["hit", "warm"]}
+
+
+def test_the_run_directory_holds_the_default_cache(tmp_path, monkeypatch):
+    run_dir = RunDir.create(tmp_path / "run", {})
+    monkeypatch.delenv("ATTNBENCH_COMPILE_CACHE", raising=False)
+    assert compile_cache_dir(RunSettings(), run_dir) == str((tmp_path / "run" /
+                                                             "compile-cache").resolve())
+    assert compile_cache_dir(RunSettings(), None) is None
+    assert compile_cache_dir(RunSettings(compile_cache=str(tmp_path / "mine")), run_dir) == \
+        str((tmp_path / "mine").resolve())
+    monkeypatch.setenv("ATTNBENCH_COMPILE_CACHE", str(tmp_path / "shared"))
+    assert compile_cache_dir(RunSettings(), run_dir) == str((tmp_path / "shared").resolve())
+    run_dir.release()
+
+
+def test_the_flag_reaches_the_worker_context(tmp_path):
+    sweep = plan(SweepRequest(impl="softmax_torch", seq_len="64",
+                              compile_cache=str(tmp_path / "c")), check_devices=False)
+    assert sweep.settings.worker_context().compile_cache_dir == str((tmp_path / "c").resolve())
+    assert plan(SweepRequest(impl="softmax_torch", seq_len="64"),
+                check_devices=False).settings.compile_cache is None
+
+
+def measure(tmp_path: Path, name: str, cache: Path) -> dict[tuple[str, int], dict]:
+    run_dir = RunDir.create(tmp_path / name, {"kind": "speed", "machine": {}})
+    settings = RunSettings(timeout_s=120, timing=FAST, compile_cache=str(cache))
+    points = [Point(impl=impl, seq_len=t, heads=2, head_dim=16)
+              for impl, ts in (("flex_attention", (128, 256)), ("softmax_jax", (64,)),
+                               ("softmax_torch", (64,)))
+              for t in ts]
+    summary = Runner(run_dir, settings, hardware_id="t").run(points)
+    run_dir.release()
+    records = [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text()
+               .splitlines()]
+    assert [r["status"] for r in records] == ["ok"] * len(points), \
+        [r["message"] for r in summary.records]
+    return {(r["impl"], r["seq_len"]): r for r in records}
+
+
+@pytest.mark.slow
+def test_a_second_run_loads_what_the_first_compiled(tmp_path):
+    cache = tmp_path / "cache"
+    first = measure(tmp_path, "a", cache)
+    assert all(r["compile_cache"] in VERDICTS for r in first.values())
+    assert first[("softmax_torch", 64)]["compile_cache"] == ""       # compiles nothing
+    assert [first[("flex_attention", t)]["compile_cache"] for t in (128, 256)] == \
+        ["miss", "miss"]                                            # one per distinct shape
+    assert first[("softmax_jax", 64)]["compile_cache"] == "miss"
+    assert first[("flex_attention", 128)]["extra"]["compile_mode"]
+    second = measure(tmp_path, "b", cache)
+    # fresh workers: what the first run compiled loads from disk, nothing compiles again
+    assert second[("softmax_jax", 64)]["compile_cache"] == "hit"
+    assert [second[("flex_attention", t)]["compile_cache"] for t in (128, 256)] == \
+        ["hit", "hit"]
