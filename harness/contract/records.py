@@ -358,6 +358,10 @@ class MemoryResult(MemoryMetrics):
     message: str = ""
     rss_baseline_bytes: int | None = to_extra()
     task_wall_s: float | None = to_extra(key="memory_task_wall_s")
+    # the memory pass's own first call, where it makes one (a worker of its own: the CPU's
+    # reused memory worker, or --isolate point): its time and where its compiled code came from
+    warmup_call_s: float | None = to_extra(key="memory_first_call_s")
+    warmup_compile_cache: str | None = to_extra(key="memory_compile_cache")
 
 
 @dataclass(kw_only=True)

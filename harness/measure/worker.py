@@ -250,7 +250,15 @@ def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
         with fw.precision(point.dtype):
             limit_malloc_caching()
             work = fw.memory_workload(impl, point, seed=context.seed)
-            return measure_memory(work, fw, point)
+            with watch_compilation(impl) as cache:
+                started = time.perf_counter()
+                first_call(work)   # lazy initialisation, compilation: never the measured call
+                first = time.perf_counter() - started
+            result = measure_memory(work, fw, point, warm=True)
+            result.warmup_call_s = first
+            if cache is not None:
+                result.warmup_compile_cache = cache.verdict
+            return result
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
         status, message = classify(exc, impl.framework)
         return MemoryResult(status=status, message=message)
