@@ -83,16 +83,24 @@ def test_watch_sees_a_miss_then_a_hit_in_the_next_process(tmp_path):
     assert again == {"torch": ["hit", "warm"], "jax": ["hit", "warm"]}
 
 
-def test_the_run_directory_holds_the_default_cache(tmp_path, monkeypatch):
+def test_where_the_cache_is(tmp_path, monkeypatch):
     run_dir = RunDir.create(tmp_path / "run", {})
     monkeypatch.delenv("ATTNBENCH_COMPILE_CACHE", raising=False)
-    assert compile_cache_dir(RunSettings(), run_dir) == str((tmp_path / "run" /
-                                                             "compile-cache").resolve())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # default: the user's cache, shared by runs
+    assert compile_cache_dir(RunSettings(), run_dir) == \
+        str((tmp_path / "xdg" / "attnbench" / "compile").resolve())
     assert compile_cache_dir(RunSettings(), None) is None
+    # "run": the run directory's own
+    assert compile_cache_dir(RunSettings(compile_cache="run"), run_dir) == \
+        str((tmp_path / "run" / "compile-cache").resolve())
     assert compile_cache_dir(RunSettings(compile_cache=str(tmp_path / "mine")), run_dir) == \
         str((tmp_path / "mine").resolve())
     monkeypatch.setenv("ATTNBENCH_COMPILE_CACHE", str(tmp_path / "shared"))
     assert compile_cache_dir(RunSettings(), run_dir) == str((tmp_path / "shared").resolve())
+    # the flag wins over the environment
+    assert compile_cache_dir(RunSettings(compile_cache="run"), run_dir) == \
+        str((tmp_path / "run" / "compile-cache").resolve())
     run_dir.release()
 
 

@@ -56,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="worker (default): one reused worker per implementation, device and "
                           "dtype measures point after point, replaced after any failure; point: "
                           "two fresh processes per point (memory, then timing)")
-    run.add_argument("--compile-cache", metavar="DIR", default=None,
-                     help="Inductor/Triton/JAX compile cache to use and fill (default: the run "
-                          "directory's compile-cache/, so a run compiles each shape once and "
-                          "stands alone; or $ATTNBENCH_COMPILE_CACHE); name one folder for "
-                          "several runs to share compilations")
+    run.add_argument("--compile-cache", metavar="DIR|run", default=None,
+                     help="Inductor/Triton/JAX compile cache every worker uses and fills "
+                          "(default: $ATTNBENCH_COMPILE_CACHE, else ~/.cache/attnbench/compile, "
+                          "shared by your runs); 'run': the run directory's own compile-cache/, "
+                          "so the run compiles every shape itself")
     run.add_argument("--no-report", action="store_true", help="do not render the report")
     run.add_argument("--serve-rounds", action="store_true",
                      help="for run_bench.py ab: plan and gate the grid once, then measure "

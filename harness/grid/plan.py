@@ -206,11 +206,14 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
 
 
 def compile_cache_setting(value: Any) -> str | None:
-    """--compile-cache: a folder, made absolute (workers and shards may run elsewhere)."""
+    """--compile-cache: ``run`` (the run directory's own), or a folder made absolute (workers and
+    shards may run elsewhere)."""
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise UsageError(f"--compile-cache: expected a folder name, got {value!r}")
+        raise UsageError(f"--compile-cache: expected a folder name or 'run', got {value!r}")
+    if value == "run":
+        return value
     return str(Path(value).expanduser().resolve())
 
 

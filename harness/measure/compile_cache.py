@@ -40,6 +40,15 @@ DEFAULT_DIRNAME = "compile-cache"
 # a cache shared by every run that does not name one with --compile-cache (the test suite's
 # session cache, a user's own)
 COMPILE_CACHE_ENV = "ATTNBENCH_COMPILE_CACHE"
+RUN_CACHE = "run"          # --compile-cache run: the run directory's own DEFAULT_DIRNAME
+
+
+def user_compile_cache() -> Path:
+    """The default cache shared by a user's runs: $XDG_CACHE_HOME/attnbench/compile (else
+    ~/.cache/attnbench/compile). A GPU compiles FlexAttention's and Triton's kernels for tens of
+    seconds a shape; a later run on the same machine and software loads them."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "attnbench", "compile").resolve()
 VERDICTS = ("miss", "hit", "warm", "")
 
 JAX_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

@@ -26,7 +26,12 @@ from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar
 
-from harness.measure.compile_cache import COMPILE_CACHE_ENV, DEFAULT_DIRNAME
+from harness.measure.compile_cache import (
+    COMPILE_CACHE_ENV,
+    DEFAULT_DIRNAME,
+    RUN_CACHE,
+    user_compile_cache,
+)
 from harness.measure.overhead import Overhead, OverheadSummary
 from harness.measure.pool import WorkerPool
 from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
@@ -93,15 +98,20 @@ Listener = Callable[[str, Any], None]  # event name, payload
 
 
 def compile_cache_dir(settings: RunSettings, run_dir: RunDir | None) -> str | None:
-    """The compile cache a run's workers use: --compile-cache, else $ATTNBENCH_COMPILE_CACHE,
-    else the run directory's own compile-cache/ (a run then stands alone: each shape compiles
-    once in it, so compile_time_s means the same in every run); None without a run directory
-    (ab's round server gating): the frameworks' defaults."""
+    """The compile cache a run's workers use: --compile-cache DIR, or ``run`` for the run
+    directory's own compile-cache/ (the run stands alone: its first call of each shape
+    compiles), else $ATTNBENCH_COMPILE_CACHE, else the user's cache (user_compile_cache: later
+    runs load what earlier ones compiled, and the records say so, ``compile_cache`` = hit);
+    None without a run directory (ab's round server gating): the frameworks' defaults."""
     chosen = settings.compile_cache or os.environ.get(COMPILE_CACHE_ENV)
+    path = getattr(run_dir, "path", None)
+    if path is None:
+        return None
+    if chosen == RUN_CACHE:
+        return str(Path(path, DEFAULT_DIRNAME).resolve())
     if chosen:
         return str(Path(chosen).expanduser().resolve())
-    path = getattr(run_dir, "path", None)
-    return None if path is None else str(Path(path, DEFAULT_DIRNAME).resolve())
+    return str(user_compile_cache())
 
 
 class Runner:
@@ -112,8 +122,8 @@ class Runner:
                  probe_cache: dict[Combo, ProbeResult] | None = None,
                  overhead: Overhead | None = None) -> None:
         self.run_dir = run_dir
-        # one compile cache per run directory unless the settings name a shared one: a shape
-        # compiles once per run (harness.measure.compile_cache), and a run stands alone
+        # one compile cache for every worker of the run (harness.measure.compile_cache): a
+        # shape compiles once, not once per worker
         self.settings = replace(settings, compile_cache=compile_cache_dir(settings, run_dir))
         self.executor = executor or make_executor(settings.isolate)
         self.isolation = getattr(self.executor, "mode", "point")
