@@ -122,6 +122,11 @@ class WorkerPool:
         """Tasks the live worker has answered or is answering (0: none alive)."""
         return 0 if self._worker is None else self._worker.tasks
 
+    @property
+    def pid(self) -> int | None:
+        """The live worker's process id (None: none alive)."""
+        return None if self._worker is None else self._worker.process.pid
+
     def interrupt(self) -> None:
         """Kill the live worker (on Ctrl-C)."""
         self.retire(kill=True)
