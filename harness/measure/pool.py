@@ -33,6 +33,7 @@ from harness.measure.processes import (
     oom_kill_count,
     send_answer,
     timed_task,
+    worker_signals,
 )
 
 READY_TIMEOUT_S = 300.0   # a fresh worker says it is ready (fork + the worker module's import)
@@ -41,6 +42,7 @@ READY_TIMEOUT_S = 300.0   # a fresh worker says it is ready (fork + the worker m
 def _serve(conn: Connection) -> None:
     """The worker's loop: answer ("ok", result) or ("raised", text) to each (task, args)."""
     started = time.perf_counter()
+    worker_signals()
     import harness.measure.worker  # noqa: F401 - what every task needs, imported once
 
     conn.send(("ready", None, time.perf_counter() - started))
