@@ -319,10 +319,9 @@ def test_a_sweep_killed_mid_run_resumes_with_every_point_once_and_leaves_no_work
                 sweep.wait()
         records = lines_of(run)                       # T=32, 64 of the hanging method
         assert [(r["seq_len"], r["status"]) for r in records] == [(32, "ok"), (64, "ok")]
-    del env["ATTNBENCH_TEST_HANG"]
-    resumed = run_cli("--impl-module", "impls_faults", "sweep", "--resume", str(run), env=env)
-    assert resumed.returncode == 0, resumed.stderr
     grid = [p for impl, ts in KILLED_GRID for p in points(impl, ts)]
+    resumed = runner_for(run, resume=True).run(grid, resume=True)   # what --resume runs
+    assert resumed.resumed_skips == 2 and not resumed.interrupted
     records = assert_once(run, grid)
     assert {r["status"] for r in records} == {"ok"}
     assert not tagged_processes(tag)
@@ -437,8 +436,10 @@ def test_report_of_runs_with_different_grids(tmp_path):
 
 
 # -- bad paths ---------------------------------------------------------------------------------
-def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
+def test_out_that_is_a_file_is_refused_by_every_command(tmp_path, capsys):
     from accuracy_fixtures import write_bytes_folder
+
+    from harness import cli
 
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -453,10 +454,11 @@ def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
         ["data", "listops", "--out", str(a_file), "--n-train", "2", "--n-val", "1",
          "--n-test", "1", "--min-length", "5", "--max-length", "60"],
     ]
-    for args in commands:
-        result = run_cli(*args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    for args in commands:   # in this process: each is refused before it starts any work
+        code = cli.main([*args, "--no-progress"] if args[0] == "lra" else args)
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert a_file.read_text() == "x"
     lines_of(good)
 
