@@ -21,3 +21,8 @@ def dies_at_first_start(marker: str, conn) -> None:
 
 def dies_at_start(conn) -> None:
     os._exit(5)
+
+
+def never_ready(conn) -> None:
+    """A worker that never says it is ready (it waits for a message that never comes)."""
+    conn.recv()

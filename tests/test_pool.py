@@ -4,6 +4,8 @@ task keeps a worker, which retires it, and what a fresh one is started for."""
 from __future__ import annotations
 
 import signal
+import threading
+import time
 
 import pytest
 
@@ -104,6 +106,26 @@ def test_interrupt_kills_the_live_worker(pool):
     worker = pool._worker.process
     pool.interrupt()
     assert worker.exitcode == -signal.SIGKILL and pool.pid is None
+
+
+def test_interrupt_kills_a_worker_that_is_still_starting(pool, monkeypatch):
+    """Ctrl-C while a worker starts (the run is in another thread here, waiting for it)."""
+    import pool_helpers
+
+    monkeypatch.setattr(pool_module, "_serve", pool_helpers.never_ready)
+    outcomes = []
+    waiting = threading.Thread(target=lambda: outcomes.append(memory(pool, "softmax_torch")))
+    waiting.start()
+    deadline = time.monotonic() + 120
+    while pool.pid is None:      # the pool holds the starting worker: interrupt() can see it
+        assert time.monotonic() < deadline and waiting.is_alive()
+        time.sleep(0.01)
+    worker = pool._worker.process
+    pool.interrupt()
+    waiting.join(60)
+    assert worker.exitcode == -signal.SIGKILL and pool.pid is None
+    (outcome,) = outcomes
+    assert outcome.status == "error" and "did not start" in outcome.message, outcome
 
 
 def test_close_ends_the_worker(pool):

@@ -166,6 +166,7 @@ class WorkerPool:
         process.start()
         child_conn.close()
         worker = _Worker(key, process, parent_conn)
+        self._worker = worker   # from here on, interrupt() (Ctrl-C while it starts) kills it
         try:
             ready = parent_conn.poll(READY_TIMEOUT_S)
             message = parent_conn.recv() if ready else None
@@ -173,6 +174,7 @@ class WorkerPool:
             message = None
         self.stats.start_s += time.perf_counter() - start
         if not message or message[0] != "ready":
+            self._worker = None
             if process.is_alive():
                 process.kill()
             process.join(10)
@@ -182,7 +184,6 @@ class WorkerPool:
                            message=f"worker did not start: {text}",
                            wall_s=time.perf_counter() - start)
         self.stats.workers_started += 1
-        self._worker = worker
         return worker
 
     def _death(self, worker: _Worker, start: float, oom_kills_before: int | None) -> Outcome:
