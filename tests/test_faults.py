@@ -294,7 +294,7 @@ def test_a_sweep_killed_mid_run_resumes_with_every_point_once_and_leaves_no_work
     args = [sys.executable, str(ROOT / "run_bench.py"), "--impl-module", "impls_faults",
             "sweep", "--impl", ",".join(impl for impl, _ in KILLED_GRID), "--seq-len",
             "32,64,128,256", "--head-dim", "16", "--heads", "2", "--pass", "fwd",
-            "--min-time", "0.02", "--timeout", "600", "--out", str(run)]
+            "--min-time", "0.02", "--timeout", "600", "--reuse-peaks", "--out", str(run)]
     env = {**os.environ, "ATTNBENCH_TEST_TAG": tag, "ATTNBENCH_TEST_HANG": str(hanging)}
     for kill in ("ctrl-c", "sigkill"):
         command = args if kill == "ctrl-c" else args[:4] + ["sweep", "--resume", str(run)]

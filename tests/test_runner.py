@@ -199,7 +199,8 @@ def test_dry_run_lists_points_and_reasons():
 def test_cli_sweep_writes_run_dir_and_resumes(tmp_path):
     out = tmp_path / "run"
     args = ["sweep", "--impl", "softmax_torch,hrr_jax", "--seq-len", "64", "--head-dim", "16",
-            "--heads", "2", "--pass", "fwd", "--min-time", "0.02", "--out", str(out)]
+            "--heads", "2", "--pass", "fwd", "--min-time", "0.02", "--reuse-peaks", "--out",
+            str(out)]   # --reuse-peaks: measured once (nothing cached yet), read back on --resume
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     meta = json.loads((out / "run.json").read_text())
