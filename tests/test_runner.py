@@ -131,8 +131,8 @@ def test_resume_skips_recorded_points(tmp_path):
 def test_memory_scales_as_t_squared_for_softmax_and_t_for_hrr(tmp_path):
     runner = make_runner(tmp_path, timing=TimingSettings(warmup=0, min_time_s=0, min_repeats=1,
                                                          max_repeats=1))
-    grid = points("softmax_torch", [1024, 2048, 4096], heads=4, head_dim=64) + \
-        points("hrr_torch", [8192, 16384, 32768], heads=4, head_dim=64)
+    grid = points("softmax_torch", [512, 1024, 2048], heads=4, head_dim=64) + \
+        points("hrr_torch", [4096, 8192, 16384], heads=4, head_dim=64)
     summary = runner.run(grid)
     slopes = {}
     for impl in ("softmax_torch", "hrr_torch"):
