@@ -1,13 +1,15 @@
 """Implementations that fail in the ways tests/test_faults.py injects (registered only there).
 
 Like tests/impls_for_tests.py they are exact attention at the probe and gate shapes (T <= 64)
-and misbehave at T >= 128, where the runner measures.
+and misbehave at T >= 128, where the runner measures; the ``fault_mid_*`` ones misbehave at
+T == 128 only, so that a series has measured points on both sides of the fault.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 from harness import Capabilities, register
 
@@ -53,3 +55,72 @@ def segfault(q, k, v, *, causal=False, key_padding_mask=None):
 def hard_exit(q, k, v, *, causal=False, key_padding_mask=None):
     """os._exit at every shape."""
     os._exit(3)
+
+
+# -- faults in the middle of a series: exact attention at every T but MID ----------------------
+MID = 128
+
+
+def _segfault(q):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _sigkill(q):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _abort(q):
+    os.abort()
+
+
+def _exit(q):
+    os._exit(3)
+
+
+def _allocate_too_much(q):
+    """8 GiB, never touched, beyond the tests' --max-memory: the allocation fails (out of memory)."""
+    import torch
+
+    torch.empty(2 ** 31, dtype=torch.float32)
+
+
+def _hang(q):
+    time.sleep(600)
+
+
+def _half_the_queries(q):
+    return q[..., : q.shape[-2] // 2, :]
+
+
+MID_FAULTS = {"segfault": _segfault, "sigkill": _sigkill, "abort": _abort, "exit": _exit,
+              "oom": _allocate_too_much, "hang": _hang, "shape": _half_the_queries}
+
+
+def _faulting_at_mid(fault):
+    def method(q, k, v, *, causal=False, key_padding_mask=None):
+        out = _exact(q, k, v)
+        if q.shape[-2] == MID:
+            wrong = fault(out)
+            if wrong is not None and wrong.shape != out.shape:
+                return wrong
+        return out
+
+    method.__doc__ = f"Exact attention, except at T == {MID}: {fault.__name__.strip('_')}."
+    return method
+
+
+for _name, _fault in MID_FAULTS.items():
+    register(f"fault_mid_{_name}", framework="torch", family="exact",
+             capabilities=CAPS)(_faulting_at_mid(_fault))
+
+
+@register("fault_hang_if_told", framework="torch", family="exact", capabilities=CAPS)
+def hang_if_told(q, k, v, *, causal=False, key_padding_mask=None):
+    """At T == MID, while $ATTNBENCH_TEST_HANG names a file: writes that file, then hangs
+    (tests/test_faults.py kills the sweep once the file is there); exact attention otherwise."""
+    marker = os.environ.get("ATTNBENCH_TEST_HANG")
+    if marker and q.shape[-2] == MID:
+        with open(marker, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(600)
+    return _exact(q, k, v)

@@ -29,12 +29,13 @@ MODULES = ("impls_faults",)
 
 def runner_for(path: Path, *, resume: bool = False, **settings) -> Runner:
     run = RunDir.create(path, {"kind": "speed", "machine": {}}, resume=resume)
-    values = dict(timeout_s=60, timing=FAST, impl_modules=MODULES, **settings)
+    values = {"timeout_s": 60, "timing": FAST, "impl_modules": MODULES, **settings}
     return Runner(run, RunSettings(**values), hardware_id="test-hw")
 
 
 def points(impl: str, seq_lens, **kw) -> list[Point]:
-    return [Point(impl=impl, seq_len=t, head_dim=16, heads=2, **kw) for t in seq_lens]
+    kw = {"head_dim": 16, "heads": 2, **kw}
+    return [Point(impl=impl, seq_len=t, **kw) for t in seq_lens]
 
 
 def lines_of(run: Path) -> list[dict]:
@@ -175,18 +176,158 @@ def test_a_diverging_lra_run_is_recorded(tmp_path):
     assert record["nonfinite_fields"]
 
 
-# -- SIGKILL vs OOM -------------------------------------------------------------------------------
-def test_a_sigkill_that_is_not_the_oom_killer_is_an_error_and_skips_nothing(tmp_path):
+# -- a fault in the middle of a series, in both isolation modes --------------------------------
+SERIES = (32, 64, 128, 256)        # impls_faults.MID == 128: measured points on both sides
+AFTER = (32, 64)                   # a second series of the same worker key (more heads)
+MID_FAULTS = {   # fault -> (status at T=128, words in its message, larger T, settings)
+    "segfault": ("error", "SIGSEGV", "ok", {}),
+    "sigkill": ("error", "not by the kernel's out-of-memory killer", "ok", {}),
+    "abort": ("error", "SIGABRT", "ok", {}),
+    "exit": ("error", "status 3", "ok", {}),
+    "oom": ("oom", "", "skipped", {"max_memory_bytes": 200 * 10 ** 6}),
+    "hang": ("timeout", "no result after", "skipped", {"timeout_s": 6}),
+    "shape": ("error", "wrong output shape", "ok", {}),
+}
+
+
+def mid_series(impl: str) -> list[Point]:
+    return points(impl, SERIES) + points(impl, AFTER, heads=4)
+
+
+@pytest.mark.parametrize("isolate", ["worker", "point"])
+@pytest.mark.parametrize("fault", list(MID_FAULTS))
+def test_a_fault_mid_series_costs_that_point_only(tmp_path, fault, isolate):
+    status, words, larger, settings = MID_FAULTS[fault]
+    run, impl = tmp_path / "run", f"fault_mid_{fault}"
+    summary = runner_for(run, isolate=isolate, **settings).run(mid_series(impl))
+    records = assert_once(run, mid_series(impl))             # every point, exactly once
+    assert [r.seq_len for r in summary.records] == [*SERIES, *AFTER]
+    got = {(r.heads, r.seq_len): r for r in summary.records}
+    fault_record = got[2, 128]
+    assert fault_record.status == status and words in fault_record.message, fault_record.message
+    assert [got[2, t].status for t in (32, 64)] == ["ok", "ok"]
+    assert got[2, 256].status == larger
+    if larger == "skipped":
+        assert "at seq_len=128" in got[2, 256].message
+    assert [got[4, t].status for t in AFTER] == ["ok", "ok"]
+    assert {r["isolation"] for r in records if r["status"] != "skipped"} == {isolate}
+    turns = [r.worker_point for r in summary.records if r.status != "skipped"]
+    if isolate == "point":
+        assert set(turns) == {1}
+    else:
+        # one worker for the points before the fault (the fault's point was its third);
+        # a fresh one for the point after it, which then serves the rest of the key's points
+        assert turns == [1, 2, 3, 1, 2, 3] if larger == "ok" else turns == [1, 2, 3, 1, 2]
+
+
+def test_a_probe_that_crashes_costs_its_combination_and_the_next_gets_a_fresh_worker(tmp_path):
+    """Worker mode probes and gates a combination in the worker that will measure it."""
     run = tmp_path / "run"
-    summary = runner_for(run).run(points("fault_sigkill", [64, 128, 256]))
-    result = {r.seq_len: r for r in summary.records}
-    assert result[64].status == "ok"
-    assert result[128].status == "error" and "SIGKILL" in result[128].message
-    assert "not by the kernel's out-of-memory killer" in result[128].message
-    assert result[256].status == "ok"                       # the series goes on
-    assert_once(run, points("fault_sigkill", [64, 128, 256]))
+    grid = points("fault_segfault", [32, 64]) + points("softmax_torch", [32, 64])
+    summary = runner_for(run).run(grid)
+    assert_once(run, grid)
+    crashed = [r for r in summary.records if r.impl == "fault_segfault"]
+    assert [r.status for r in crashed] == ["error", "error"]
+    assert all("probe worker failed" in r.message and "SIGSEGV" in r.message for r in crashed)
+    ok = [r for r in summary.records if r.impl == "softmax_torch"]
+    assert [(r.status, r.worker_point) for r in ok] == [("ok", 1), ("ok", 2)]
 
 
+def test_a_worker_that_dies_while_starting_is_that_tasks_record(tmp_path, monkeypatch):
+    """The first worker dies before it is ready (its combination's probe is the task that
+    needed it); the next combination's worker starts and measures."""
+    from functools import partial
+
+    import pool_helpers
+    from harness.measure import pool
+
+    monkeypatch.setattr(pool, "_serve", partial(pool_helpers.dies_at_first_start,
+                                                str(tmp_path / "started")))
+    run = tmp_path / "run"
+    grid = points("sdpa_math", [32]) + points("softmax_torch", [32, 64])   # in this order
+    summary = runner_for(run).run(grid)
+    assert_once(run, grid)
+    died, *measured = summary.records
+    assert died.impl == "sdpa_math" and died.status == "error", died
+    assert "probe worker failed" in died.message and "did not start" in died.message
+    assert "status 5" in died.message, died.message
+    assert [(r.impl, r.status, r.worker_point) for r in measured] == [
+        ("softmax_torch", "ok", 1), ("softmax_torch", "ok", 2)]
+
+
+# -- a sweep killed mid-run, then resumed ------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+KILLED_GRID = ("fault_hang_if_told", (32, 64, 128, 256)), ("softmax_torch", (32, 64, 128, 256))
+
+
+def wait_for(condition, what: str, limit_s: float = 300.0):
+    """Poll until condition() is true (the limit only bounds a broken run)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.05)
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Live processes (not zombies) whose environment holds ATTNBENCH_TEST_TAG=tag: the sweep
+    and everything it started (forkserver, workers) inherit it."""
+    entry = f"ATTNBENCH_TEST_TAG={tag}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if entry in environ and state not in ("Z", "X"):
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_sweep_killed_mid_run_resumes_with_every_point_once_and_leaves_no_worker(tmp_path):
+    """Ctrl-C (SIGINT to the process group), then SIGKILL of the sweep alone, each while its
+    reused worker is measuring (hanging at T=128, on purpose): no process of the run is left,
+    and --resume measures every point exactly once."""
+    run, hanging, tag = tmp_path / "run", tmp_path / "hanging", f"{os.getpid()}-{time.time()}"
+    args = [sys.executable, str(ROOT / "run_bench.py"), "--impl-module", "impls_faults",
+            "sweep", "--impl", ",".join(impl for impl, _ in KILLED_GRID), "--seq-len",
+            "32,64,128,256", "--head-dim", "16", "--heads", "2", "--pass", "fwd",
+            "--min-time", "0.02", "--timeout", "600", "--reuse-peaks", "--out", str(run)]
+    env = {**os.environ, "ATTNBENCH_TEST_TAG": tag, "ATTNBENCH_TEST_HANG": str(hanging)}
+    for kill in ("ctrl-c", "sigkill"):
+        command = args if kill == "ctrl-c" else args[:4] + ["sweep", "--resume", str(run)]
+        sweep = subprocess.Popen(command, env=env, start_new_session=True, cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: hanging.exists() or sweep.poll() is not None, "the hang")
+            assert sweep.poll() is None, sweep.communicate()[1]
+            worker = int(hanging.read_text())
+            if kill == "ctrl-c":
+                os.killpg(sweep.pid, signal.SIGINT)
+                assert sweep.wait(120) == 130
+            else:
+                sweep.kill()
+                assert sweep.wait(120) == -signal.SIGKILL
+            hanging.unlink()
+            wait_for(lambda: not tagged_processes(tag), "the run's processes to end", 60)
+            assert not Path(f"/proc/{worker}").exists() or worker not in tagged_processes(tag)
+        finally:
+            if sweep.poll() is None:
+                os.killpg(sweep.pid, signal.SIGKILL)
+                sweep.wait()
+        records = lines_of(run)                       # T=32, 64 of the hanging method
+        assert [(r["seq_len"], r["status"]) for r in records] == [(32, "ok"), (64, "ok")]
+    grid = [p for impl, ts in KILLED_GRID for p in points(impl, ts)]
+    resumed = runner_for(run, resume=True).run(grid, resume=True)   # what --resume runs
+    assert resumed.resumed_skips == 2 and not resumed.interrupted
+    records = assert_once(run, grid)
+    assert {r["status"] for r in records} == {"ok"}
+    assert not tagged_processes(tag)
+
+
+# -- SIGKILL vs OOM: the rule -----------------------------------------------------------------
 @pytest.mark.parametrize("code, before, after, status, words", [
     (-signal.SIGKILL, 3, 4, "oom", "out-of-memory killer"),
     (-signal.SIGKILL, 3, 3, "error", "not by the kernel's out-of-memory killer"),
@@ -200,25 +341,7 @@ def test_death_classification(code, before, after, status, words):
     assert got == status and words in message
 
 
-def test_an_allocation_failure_is_oom(tmp_path):
-    """The other way to be out of memory: an allocation that fails under --max-memory."""
-    run = tmp_path / "run"
-    summary = runner_for(run, max_memory_bytes=200 * 10 ** 6).run(
-        [Point("softmax_torch", seq_len=t, head_dim=32, heads=8) for t in (4096, 8192)])
-    result = {r.seq_len: r.status for r in summary.records}
-    assert result == {4096: "oom", 8192: "skipped"}
-
-
 # -- wrong output at a timed size ---------------------------------------------------------------
-def test_a_wrong_shape_at_a_timed_size_is_an_error(tmp_path):
-    run = tmp_path / "run"
-    summary = runner_for(run).run(points("fault_shape", [64, 128]))
-    result = {r.seq_len: r for r in summary.records}
-    assert result[64].status == "ok"                        # passes the gate (T=64)
-    assert result[128].status == "error" and "wrong output shape" in result[128].message
-    assert_once(run, points("fault_shape", [64, 128]))
-
-
 def test_output_shape_check_accepts_right_shapes():
     import torch
 
@@ -313,8 +436,10 @@ def test_report_of_runs_with_different_grids(tmp_path):
 
 
 # -- bad paths ---------------------------------------------------------------------------------
-def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
+def test_out_that_is_a_file_is_refused_by_every_command(tmp_path, capsys):
     from accuracy_fixtures import write_bytes_folder
+
+    from harness import cli
 
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -329,10 +454,11 @@ def test_out_that_is_a_file_is_refused_by_every_command(tmp_path):
         ["data", "listops", "--out", str(a_file), "--n-train", "2", "--n-val", "1",
          "--n-test", "1", "--min-length", "5", "--max-length", "60"],
     ]
-    for args in commands:
-        result = run_cli(*args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    for args in commands:   # in this process: each is refused before it starts any work
+        code = cli.main([*args, "--no-progress"] if args[0] == "lra" else args)
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert a_file.read_text() == "x"
     lines_of(good)
 

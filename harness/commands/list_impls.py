@@ -105,30 +105,30 @@ def run(args: argparse.Namespace) -> int:
 
 def probe_all(names: list[str], devices: list[str], impl_modules: tuple[str, ...],
               timeout: float = LIST_TIMEOUT_S) -> dict[tuple[str, str], Any]:
-    """{dtype: ProbeResult} of each (implementation, device), probed in worker processes: all
-    in one, then one implementation per worker when that one does not come back (its
-    devices then hold the worker's fate as one ProbeResult)."""
-    from harness.measure.processes import LocalExecutor
+    """{dtype: ProbeResult} of each (implementation, device), probed one implementation per
+    task in a reused worker (harness.measure.pool): an implementation whose probe kills or
+    hangs its worker holds the worker's fate as one ProbeResult on each device, and the next
+    implementation is probed in a fresh worker."""
+    from harness.measure.pool import WorkerPool
     from harness.measure.worker import WorkerContext
 
     if not names:
         raise UsageError("list: no implementation registered")
     context = WorkerContext(impl_modules=impl_modules)
-    executor = LocalExecutor()
-    everything = [(name, device) for name in names for device in devices]
-    outcome = executor.run("availability", everything, context, timeout=timeout)
-    if outcome.status == "ok":
-        return outcome.result
+    executor = WorkerPool()
     results: dict[tuple[str, str], Any] = {}
-    for name in names:
-        items = [(name, device) for device in devices]
-        single = executor.run("availability", items, context, timeout=timeout)
-        if single.status == "ok":
-            results.update(single.result)
-        else:
-            results.update({item: ProbeResult(False, f"{name}: probe worker {single.status}: "
-                                                     f"{single.message}", crashed=True)
-                            for item in items})
+    try:
+        for name in names:
+            items = [(name, device) for device in devices]
+            single = executor.run("availability", items, context, timeout=timeout, key="list")
+            if single.status == "ok":
+                results.update(single.result)
+            else:
+                results.update({item: ProbeResult(False, f"{name}: probe worker {single.status}: "
+                                                         f"{single.message}", crashed=True)
+                                for item in items})
+    finally:
+        executor.close()
     return results
 
 

@@ -38,6 +38,7 @@ from harness.measure.processes import (
     oom_kill_count,
     send_answer,
     timed_task,
+    worker_signals,
 )
 
 READY_TIMEOUT_S = 300.0   # a fresh worker says it is ready (fork + the worker module's import)
@@ -46,6 +47,7 @@ READY_TIMEOUT_S = 300.0   # a fresh worker says it is ready (fork + the worker m
 def _serve(conn: Connection) -> None:
     """The worker's loop: answer ("ok", result) or ("raised", text) to each (task, args)."""
     started = time.perf_counter()
+    worker_signals()
     importlib.import_module("harness.measure.worker")   # what every task needs, once
 
     conn.send(("ready", None, time.perf_counter() - started))
@@ -94,6 +96,7 @@ class WorkerPool:
         self.context = self._spawner.context
         self._workers: dict[Hashable, _Worker] = {}
         self._group: Hashable = None
+        self._last_key: Hashable = None
 
     # -- the executor interface ----------------------------------------------------------------
     def run(self, task: str, *args: Any, timeout: float | None = None,
@@ -134,6 +137,18 @@ class WorkerPool:
     def live_workers(self) -> int:
         return len(self._workers)
 
+    @property
+    def worker_tasks(self) -> int:
+        """Tasks the last used worker has answered or is answering (0: none alive)."""
+        worker = self._workers.get(self._last_key)
+        return 0 if worker is None else worker.tasks
+
+    @property
+    def pid(self) -> int | None:
+        """The last used worker's process id (None: none alive)."""
+        worker = self._workers.get(self._last_key)
+        return None if worker is None else worker.process.pid
+
     def interrupt(self) -> None:
         """Kill the live workers (on Ctrl-C)."""
         self.retire(kill=True)
@@ -167,6 +182,7 @@ class WorkerPool:
         if group != self._group:
             self.retire(kill=False)
             self._group = group
+        self._last_key = key
         worker = self._workers.get(key)
         if worker is not None and not worker.process.is_alive():
             self._retire(key)
@@ -180,6 +196,7 @@ class WorkerPool:
         process.start()
         child_conn.close()
         worker = _Worker(key, process, parent_conn)
+        self._workers[key] = worker   # from here on, interrupt() (Ctrl-C while it starts) kills it
         try:
             ready = parent_conn.poll(READY_TIMEOUT_S)
             message = parent_conn.recv() if ready else None
@@ -187,6 +204,7 @@ class WorkerPool:
             message = None
         self.stats.start_s += time.perf_counter() - start
         if not message or message[0] != "ready":
+            self._workers.pop(key, None)
             if process.is_alive():
                 process.kill()
             process.join(10)
@@ -196,7 +214,6 @@ class WorkerPool:
                            message=f"worker did not start: {text}",
                            wall_s=time.perf_counter() - start)
         self.stats.workers_started += 1
-        self._workers[key] = worker
         return worker
 
     def _death(self, worker: _Worker, start: float, oom_kills_before: int | None,

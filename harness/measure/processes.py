@@ -28,6 +28,7 @@ from typing import Any
 PRELOAD = ("numpy", "torch", "jax", "harness.measure.worker")
 CGROUP_EVENTS = Path("/sys/fs/cgroup/memory.events")
 VMSTAT = Path("/proc/vmstat")
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
 
 
 def _cgroup_events() -> Path:
@@ -107,7 +108,38 @@ def send_answer(conn: Connection, answer: tuple[str, Any, float]) -> None:
                    answer[2]))
 
 
+def worker_signals() -> None:
+    """A worker's signals, set first thing in every worker process (one-shot or reused).
+
+    SIGINT is ignored: Ctrl-C reaches the whole process group, and the parent owns it (it kills
+    the live worker and records nothing for the point in progress; a worker that turned its
+    KeyboardInterrupt into an error result could otherwise have it recorded as the point's).
+    SIGKILL when the worker's parent dies (Linux's PR_SET_PDEATHSIG), so that a sweep killed
+    with SIGKILL leaves no worker measuring (or hanging) on after it. A forkserver's worker has
+    the forkserver for a parent, which exits when no process holds its "alive" pipe: its client
+    (the sweep) and, as multiprocessing hands it to each child, every worker. Workers start no
+    processes of their own, so each closes its copy: the forkserver then exits with the sweep.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        from multiprocessing import forkserver
+
+        alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+        if alive is not None:
+            forkserver._forkserver._forkserver_alive_fd = None
+            os.close(alive)
+    except (ImportError, AttributeError, OSError):
+        pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):   # not Linux: a killed sweep's worker ends with its task
+        pass
+
+
 def _child(conn: Connection, task: str, args: tuple[Any, ...]) -> None:
+    worker_signals()
     try:
         send_answer(conn, timed_task(task, args))
     finally:
