@@ -74,10 +74,29 @@ class _Worker:
 MEASURING = ("point", "memory", "timing")
 
 
+def close_quietly(conn: Connection) -> None:
+    """Close a worker's pipe; an interrupt from another thread may have closed it already."""
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
 def failed(result: Any) -> bool:
-    """Whether a task's result says the call failed (which retires the worker)."""
+    """Whether a task's result says a call failed (which retires the worker): a measurement whose
+    status is not ``ok``, or a probe task's answer holding a combination whose tiny run failed
+    (an exception, a wrong output) or that failed the correctness gate."""
+    if isinstance(result, dict):
+        return any(probe_failed(value) for value in result.values())
     status = getattr(result, "status", "ok")
     return status != "ok"
+
+
+def probe_failed(result: Any) -> bool:
+    if getattr(result, "available", True) is False and getattr(result, "status", "") == "error":
+        return True
+    gate = getattr(result, "gate", None)
+    return gate is not None and not gate.passed
 
 
 @dataclass
@@ -144,6 +163,12 @@ class WorkerPool:
         return 0 if worker is None else worker.tasks
 
     @property
+    def process(self) -> Any:
+        """The last used worker's process (None: none alive)."""
+        worker = self._workers.get(self._last_key)
+        return None if worker is None else worker.process
+
+    @property
     def pid(self) -> int | None:
         """The last used worker's process id (None: none alive)."""
         worker = self._workers.get(self._last_key)
@@ -176,7 +201,7 @@ class WorkerPool:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(10)
-        worker.conn.close()
+        close_quietly(worker.conn)
 
     def _worker_for(self, key: Hashable, group: Hashable) -> _Worker | Outcome:
         if group != self._group:
@@ -208,7 +233,7 @@ class WorkerPool:
             if process.is_alive():
                 process.kill()
             process.join(10)
-            parent_conn.close()
+            close_quietly(parent_conn)
             status, text = classify_death(process.exitcode, oom_kills, oom_kill_count())
             return Outcome("error" if status == "ok" else status,
                            message=f"worker did not start: {text}",
@@ -223,5 +248,5 @@ class WorkerPool:
         status, message = classify_death(worker.process.exitcode, oom_kills_before,
                                          oom_kill_count())
         self._workers.pop(worker.key, None)
-        worker.conn.close()
+        close_quietly(worker.conn)
         return Outcome(status, message=message, wall_s=wall, worker_turn=turn)

@@ -282,14 +282,15 @@ class Runner:
             memory, turn = self._task("memory", MemoryResult, point, context, timeout=timeout,
                                       key=None if group is None else (group, "memory"),
                                       group=group)
-            conditions["worker_point"] = turn
+            conditions["worker_point"] = memory_turn = turn
             timing = None
             if memory.status == "ok":
-                timing, turn = self._task("timing", TimingResult, point, self.settings.timing,
-                                          context, timeout=timeout,
-                                          key=None if group is None else (group, "timing"),
-                                          group=group)
-                conditions["worker_point"] = turn
+                timing, timing_turn = self._task(
+                    "timing", TimingResult, point, self.settings.timing, context,
+                    timeout=timeout, key=None if group is None else (group, "timing"),
+                    group=group)
+                # the timing worker's turn; the memory worker's beside it (two reused workers)
+                conditions["worker_point"] = timing_turn
         if memory.status != "ok" or timing is None:
             return self._record(point, impl, memory.status,
                                 f"memory pass: {memory.message}", started_at=started,
@@ -298,6 +299,8 @@ class Runner:
             self.overhead.add_timing(timing.time_samples_s, timing.compile_time_s)
         values, extra = Measurement(memory, timing).record_values()
         values.update(conditions)
+        if roles == ("memory", "timing") and group is not None:
+            extra["memory_worker_point"] = memory_turn
         if point.features() and impl.capabilities.paths:
             extra["paths"] = dict(impl.capabilities.paths)
         values.update(gate_fields)
