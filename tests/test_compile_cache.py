@@ -153,3 +153,21 @@ def test_a_second_run_loads_what_the_first_compiled(tmp_path):
     for key in (("flex_attention", 128), ("flex_attention", 256), ("softmax_jax", 64)):
         assert second[key]["compile_cache"] == "hit"
         assert first_compiles(second[key]) == "hit"
+
+
+def test_compile_seconds_count_what_the_frameworks_compile():
+    """The overhead's compilation: torch.compile's and JAX's own timings, added up per process."""
+    seconds = run_python('''
+        import json, jax, jax.numpy as jnp, torch
+        from harness.measure.compile_cache import compile_seconds
+        start = compile_seconds()
+        torch.compile(lambda x: (x * 2).sin())(torch.ones(8))
+        after_torch = compile_seconds()
+        jax.jit(lambda x: jnp.cos(x) * 3)(jnp.ones(8)).block_until_ready()
+        after_jax = compile_seconds()
+        torch.ones(8).sin()                      # runs, compiles nothing
+        print(json.dumps([start, after_torch, after_jax, compile_seconds()]))
+    ''')
+    start, after_torch, after_jax, end = seconds
+    assert start == 0.0
+    assert after_torch > start and after_jax > after_torch and end == after_jax

@@ -67,9 +67,9 @@ def test_impl_table_has_a_row_per_implementation_and_a_total():
 
 def test_breakdown_lines_parts_add_up_to_the_wall_time():
     overhead = Overhead(started=0.0)
-    overhead.add_task(wall_s=5.0, task_s=4.0)      # 1 s outside the task: start-up
+    overhead.add_task(wall_s=5.0, task_s=4.0, compile_s=1.5)   # 1 s outside: start-up
     overhead.add_task(wall_s=3.0, task_s=None)     # died: all of it inside
-    overhead.add_timing([0.5, 0.5, 1.0], compile_s=1.5)
+    overhead.add_timing([0.5, 0.5, 1.0])
     overhead.add_start(0.5)
     summary = OverheadSummary.from_dict(
         {**overhead.summary(wall_s=10.0).as_dict(), "isolation": "worker",

@@ -155,3 +155,45 @@ def _watch_jax(result: CacheWatch) -> Iterator[None]:
         monitoring.unregister_event_duration_listener(on_duration)
         result.hits = counts["hits"]
         result.compiled = max(0, counts["requests"] - counts["hits"])
+
+
+# -- the time a process spends compiling (harness.measure.overhead's "compilation") -----------
+# torch: dynamo's own timing of each frame's whole compilation (Inductor included); JAX: the
+# durations it reports for tracing, lowering and the backend compile of each jitted program
+TORCH_COMPILE_METRIC = "_compile.compile_inner"
+JAX_COMPILE_DURATIONS = ("/jax/core/compile/jaxpr_trace_duration",
+                         "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                         "/jax/core/compile/backend_compile_duration")
+_jax_seconds = [0.0]
+_jax_listening = [False]
+
+
+def _on_jax_duration(event: str, duration: float, **_: object) -> None:
+    if event in JAX_COMPILE_DURATIONS:
+        _jax_seconds[0] += float(duration)
+
+
+def listen_to_jax() -> None:
+    """Start adding up JAX's compile durations in this process (once; only where JAX is
+    imported: a torch worker does not import it for this)."""
+    if _jax_listening[0] or "jax" not in sys.modules:
+        return
+    try:
+        from jax import monitoring
+
+        monitoring.register_event_duration_secs_listener(_on_jax_duration)
+        _jax_listening[0] = True
+    except Exception:  # noqa: BLE001 - a JAX without monitoring: its compile time is not split
+        pass
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling so far (torch.compile and JAX), as the
+    frameworks time it; differences around a task are that task's compilation."""
+    listen_to_jax()
+    total = _jax_seconds[0]
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    metrics = getattr(dynamo, "compilation_time_metrics", None)
+    if isinstance(metrics, dict):
+        total += float(sum(metrics.get(TORCH_COMPILE_METRIC, ()) or ()))
+    return total

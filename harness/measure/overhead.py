@@ -3,7 +3,8 @@ workers' time, and the parent. Kept by the runner as tasks come back; written to
 (``overhead``) and printed as the sweep's last line; ``benchmarks/harness_overhead.py`` reads it.
 
 - samples: the sum of every timed sample of the points measured (the numbers the records hold);
-- compilation: the first calls' compilation (``compile_time_s``: first call minus the median);
+- compilation: what torch.compile and JAX spent compiling in every task (probes, memory and
+  timing passes), as the frameworks time it (harness.measure.compile_cache.compile_seconds);
 - worker start-up: starting worker processes and passing tasks and results to and from them
   (a one-shot worker's whole life outside its task; a reused worker's start once);
 - in workers, other: the rest of the tasks' time: probes and the correctness gate, building
@@ -27,16 +28,17 @@ class Overhead:
     task_s: float = 0.0           # time inside workers' tasks (samples and compilation included)
     tasks: int = 0
 
-    def add_task(self, wall_s: float, task_s: float | None) -> None:
-        """A task's parent-side wall time and its time inside the worker (None: it died)."""
+    def add_task(self, wall_s: float, task_s: float | None, compile_s: float = 0.0) -> None:
+        """A task's parent-side wall time, its time inside the worker (None: it died) and the
+        part of that the frameworks spent compiling (probes, memory and timing passes)."""
         self.tasks += 1
         inside = wall_s if task_s is None else min(task_s, wall_s)
         self.task_s += inside
         self.worker_start_s += max(0.0, wall_s - inside)
+        self.compile_s += min(max(0.0, compile_s), inside)
 
-    def add_timing(self, samples: list[float] | None, compile_s: float | None) -> None:
+    def add_timing(self, samples: list[float] | None) -> None:
         self.samples_s += float(sum(samples or ()))
-        self.compile_s += float(compile_s or 0.0)
 
     def add_start(self, seconds: float) -> None:
         """Worker start-ups outside any task's wall time (the reused pool's)."""

@@ -50,7 +50,7 @@ def _serve(conn: Connection) -> None:
     worker_signals()
     importlib.import_module("harness.measure.worker")   # what every task needs, once
 
-    conn.send(("ready", None, time.perf_counter() - started))
+    conn.send(("ready", None, (time.perf_counter() - started, 0.0)))
     while True:
         try:
             message = conn.recv()
@@ -138,7 +138,7 @@ class WorkerPool:
             return Outcome("timeout", message=f"no result after {timeout:g} s; worker killed",
                            wall_s=time.perf_counter() - start, worker_turn=turn)
         try:
-            kind, payload, task_s = worker.conn.recv()
+            kind, payload, (task_s, compile_s) = worker.conn.recv()
         except (EOFError, OSError):
             return self._death(worker, start, oom_kills, turn)
         wall = time.perf_counter() - start
@@ -146,11 +146,12 @@ class WorkerPool:
             if failed(payload):
                 self.stats.retired_after_failure += 1
                 self._retire(key)
-            return Outcome("ok", result=payload, wall_s=wall, task_s=task_s, worker_turn=turn)
+            return Outcome("ok", result=payload, wall_s=wall, task_s=task_s,
+                           compile_s=compile_s, worker_turn=turn)
         self.stats.retired_after_failure += 1
         self._retire(key)
         return Outcome("error", message=f"worker raised {str(payload).strip().splitlines()[0]}",
-                       wall_s=wall, task_s=task_s, worker_turn=turn)
+                       wall_s=wall, task_s=task_s, compile_s=compile_s, worker_turn=turn)
 
     @property
     def live_workers(self) -> int:

@@ -84,28 +84,33 @@ class Outcome:
     message: str = ""
     wall_s: float = 0.0    # the parent's wall time for the task (process start included here)
     task_s: float | None = None   # the task's own time inside the worker, when it answered
+    compile_s: float = 0.0        # of which compiling (torch.compile, JAX), as they time it
     worker_turn: int | None = None  # the worker's how-many-th measured point this was (1: fresh)
 
 
-def timed_task(task: str, args: tuple[Any, ...]) -> tuple[str, Any, float]:
-    """Run a task in this (worker) process: ("ok", result, seconds) or ("raised", text, s)."""
-    start = time.perf_counter()
+def timed_task(task: str, args: tuple[Any, ...]) -> tuple[str, Any, tuple[float, float]]:
+    """Run a task in this (worker) process: ("ok", result, times) or ("raised", text, times),
+    times = (the task's seconds, of which compiling: harness.measure.compile_cache)."""
+    from harness.measure.compile_cache import compile_seconds
+
+    start, compiled = time.perf_counter(), compile_seconds()
     try:
         from harness.measure.worker import run_task
 
-        return "ok", run_task(task, *args), time.perf_counter() - start
+        result = run_task(task, *args)
+        return "ok", result, (time.perf_counter() - start, compile_seconds() - compiled)
     except BaseException as exc:  # noqa: BLE001
         return ("raised", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
-                time.perf_counter() - start)
+                (time.perf_counter() - start, max(0.0, compile_seconds() - compiled)))
 
 
-def send_answer(conn: Connection, answer: tuple[str, Any, float]) -> None:
+def send_answer(conn: Connection, answer: tuple[str, Any, tuple[float, float]]) -> None:
     """Send a task's answer; one that cannot be pickled is sent as what went wrong."""
     try:
         conn.send(answer)
     except (TypeError, AttributeError, ValueError, RecursionError) as exc:  # pickling failed
         conn.send(("raised", f"{type(exc).__name__}: the task's result could not be sent: {exc}",
-                   answer[2]))
+                   answer[2]))   # the same (seconds, compiling) pair
 
 
 def worker_signals() -> None:
@@ -193,7 +198,7 @@ class LocalExecutor:
                 return Outcome("timeout", message=f"no result after {timeout:g} s; worker killed",
                                wall_s=time.perf_counter() - start)
             try:
-                kind, payload, task_s = parent_conn.recv()
+                kind, payload, (task_s, compile_s) = parent_conn.recv()
             except EOFError:  # the worker died before it could answer
                 process.join(5)
                 return self._death(process, start, oom_kills)
@@ -202,9 +207,10 @@ class LocalExecutor:
                 self._kill(process)
             wall = time.perf_counter() - start
             if kind == "ok":
-                return Outcome("ok", result=payload, wall_s=wall, task_s=task_s, worker_turn=1)
+                return Outcome("ok", result=payload, wall_s=wall, task_s=task_s,
+                               compile_s=compile_s, worker_turn=1)
             return Outcome("error", message=f"worker raised {payload.strip().splitlines()[0]}",
-                           wall_s=wall, task_s=task_s)
+                           wall_s=wall, task_s=task_s, compile_s=compile_s)
         finally:
             self._current = None
             parent_conn.close()

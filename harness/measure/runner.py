@@ -296,7 +296,7 @@ class Runner:
                                 f"memory pass: {memory.message}", started_at=started,
                                 wall_s=time.perf_counter() - t0, **conditions, **gate_fields)
         if timing.status == "ok":
-            self.overhead.add_timing(timing.time_samples_s, timing.compile_time_s)
+            self.overhead.add_timing(timing.time_samples_s)
         values, extra = Measurement(memory, timing).record_values()
         values.update(conditions)
         if roles == ("memory", "timing") and group is not None:
@@ -335,7 +335,7 @@ class Runner:
         # executors without keys (one process per task) are called without them
         keyed = {} if key is None else {"key": key, "group": group}
         outcome: Outcome = self.executor.run(name, *args, timeout=timeout, **keyed)
-        self.overhead.add_task(outcome.wall_s, outcome.task_s)
+        self.overhead.add_task(outcome.wall_s, outcome.task_s, outcome.compile_s)
         return outcome
 
     # -- records -------------------------------------------------------------------------

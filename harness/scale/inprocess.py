@@ -41,7 +41,7 @@ def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
         outcome = executor.run("peaks", device, context,
                                timeout=sweep.settings.probe_timeout_s, key=("peaks", device))
         if overhead is not None:
-            overhead.add_task(outcome.wall_s, outcome.task_s)
+            overhead.add_task(outcome.wall_s, outcome.task_s, outcome.compile_s)
         return outcome
 
     return peaks_mod.obtain(sorted({p.device for p in sweep.points}), measure,
