@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-memory", help="cap each worker, e.g. 4GB (CPU: address space above "
                                           "its start; CUDA: allocator fraction)")
     run.add_argument("--min-time", type=float, help="seconds of samples to collect (default 0.5)")
-    run.add_argument("--max-repeats", type=int, help="most samples per point (default 50)")
+    run.add_argument("--max-repeats", type=int, help="most samples per point (default 200)")
     run.add_argument("--warmup", type=int, help="warm-up calls before sampling (default 2)")
     run.add_argument("--seed", type=int, help="input seed (default 0)")
     run.add_argument("--cooldown", type=float, default=None,

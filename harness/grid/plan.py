@@ -173,7 +173,8 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
     timing = TimingSettings(
         warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
         min_time_s=setting(raw, "min_time", 0.5, minimum=0),
-        max_repeats=setting(raw, "max_repeats", 50, integer=True, minimum=1),
+        max_repeats=setting(raw, "max_repeats", TimingSettings.max_repeats, integer=True,
+                            minimum=1),
         timer=timer)
     timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None

@@ -21,10 +21,13 @@ class Lockstep:
 @dataclass(frozen=True)
 class TimingSettings:
     warmup: int = 2                 # warm-up calls after the first call, at most ...
-    warmup_time_s: float = 1.0      # ... and no more once warm-up (with the first call) took this
+    # ... and no more once warm-up (with the first call, and a reused worker's memory pass on
+    # the same workload) took this: a call that takes a quarter second is warm after one
+    warmup_time_s: float = 0.25
     min_time_s: float = 0.5
     min_repeats: int = 3
-    max_repeats: int = 50
+    # a fast call is sampled for min_time_s up to this many times (a 1 ms call: 200 samples)
+    max_repeats: int = 200
     cuda_flush_l2: bool = True
     timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.measure.timers)
     lockstep: Lockstep | None = None  # take turns with another worker (run_bench.py ab)
