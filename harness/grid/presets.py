@@ -31,7 +31,8 @@ HRRFORMER_TOKENS = 2 ** 16  # B * T in the Hrrformer malware (EMBER) sweep
 
 PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "quick": {
-        # sized to finish in about 5 minutes on a 2-core CPU with every CPU implementation
+        # a 2-core CPU with every CPU implementation: about 75 s of run with the compile cache
+        # warm, about 2 minutes on a first run (FlexAttention compiling its four shapes)
         "cpu": [dict(seq_len=(512, 1 * K, 2 * K, 4 * K), head_dim=(64,), heads=(8,), batch=(1,),
                      dtype=("float32",), pass_=("forward",)),
                 dict(seq_len=(512, 1 * K, 2 * K), head_dim=(64,), heads=(8,), batch=(1,),
@@ -160,9 +161,9 @@ CPU_NOTES = {
     "documents": "CPU sizes T 1K..2K (GPU: T 8K..64K); 8 packed documents either way; "
                  "a few minutes",
 }
-COMPILE_NOTE = ("; flex_attention adds its torch.compile compilation in each of a point's two "
-                "workers (about 20 s each on an idle 2-core CPU, minutes under load): leave it "
-                "out with --impl for a quicker run")
+COMPILE_NOTE = ("; flex_attention compiles each new shape once (3-6 s a shape on an idle "
+                "2-core CPU, 20 s for the first; a later run loads them from the compile cache): "
+                "leave it out with --impl for a quicker first run")
 DEFAULT_PRESET = "quick"
 
 
