@@ -610,3 +610,28 @@ def test_merge_into_an_existing_directory_does_not_suggest_resume(tmp_path):
     result = run_cli("merge", str(good), "--out", str(good))
     assert result.returncode == 2 and "already exists" in result.stderr
     assert "--resume" not in result.stderr
+
+
+# -- the GPU's layout (one worker runs both passes of a point), run on the CPU ------------------
+@pytest.mark.parametrize("fault", ["segfault", "shape"])
+def test_the_joint_worker_layout_keeps_every_point_once(tmp_path, monkeypatch, fault):
+    """On a GPU one reused worker runs a point's memory and timing passes (the ``point`` task);
+    the same rules on the CPU: a fault costs its point, a fresh worker takes the next one."""
+    from harness.measure import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "worker_roles", lambda point: ("point",))
+    run, impl = tmp_path / "run", f"fault_mid_{fault}"
+    summary = runner_for(run).run(mid_series(impl))
+    assert_once(run, mid_series(impl))
+    got = {(r.heads, r.seq_len): r for r in summary.records}
+    words = {"segfault": "worker: worker died with SIGSEGV",
+             "shape": "timing pass: wrong output shape"}[fault]
+    assert got[2, 128].status == "error" and words in got[2, 128].message, got[2, 128].message
+    assert [got[2, t].status for t in (32, 64, 256)] == ["ok", "ok", "ok"]
+    turns = [got[key].worker_point for key in ((2, 32), (2, 64), (2, 128), (2, 256),
+                                                (4, 32), (4, 64))]
+    assert turns == [1, 2, 3, 1, 2, 3]
+    assert all("memory_worker_point" not in r.extra for r in summary.records)
+    ok = got[2, 64]
+    assert ok.peak_mem_bytes is not None and ok.mem_method == "cpu_rss_hwm_above_inputs"
+    assert ok.extra["first_call_s"] > 0 and ok.isolation == "worker"

@@ -46,3 +46,21 @@ def test_planned_bytes_of_a_real_workload(pass_):
 
 def test_no_plan_without_a_jitted_call():
     assert jax_fw.planned_bytes(None) is None
+
+
+def test_point_task_measures_both_passes_on_one_workload():
+    """The GPU's joint task, on the CPU: the memory pass's cold call is the compilation (JAX),
+    the timing pass starts warm on the same workload."""
+    from harness.grid.settings import TimingSettings, WorkerContext
+    from harness.measure.worker import point_task
+
+    point = Point(impl="softmax_jax", device="cpu", batch=1, heads=2, seq_len=64, head_dim=16,
+                  dtype="float32", causal=False, pass_="forward")
+    settings = TimingSettings(warmup=1, min_time_s=0.01, min_repeats=2, max_repeats=3)
+    measured = point_task(point, settings, WorkerContext())
+    assert measured.status == "ok", (measured.memory.message, measured.timing.message)
+    assert measured.memory.mem_method == "cpu_rss_hwm_above_inputs"
+    timing = measured.timing
+    assert timing.first_call_s >= timing.compile_time_s >= 0
+    assert timing.compile_cache in ("miss", "hit", "warm")
+    assert len(timing.time_samples_s) >= 2
