@@ -98,16 +98,18 @@ class CostConstants:
 # combination, the rest of the probes' time (10 s) being FlexAttention's first compilation.
 CPU_DEFAULT = CostConstants(
     kind="cpu",
-    source="measured: the quick preset on a shared 2-core Xeon (harness/grid/cost.py)",
-    worker_start_s=0.09, probe_s=0.5, point_s=0.6, call_overhead_s=2e-4,
+    source="measured: the quick preset's first run from a fresh clone on an idle 2-core Xeon "
+           "(harness/grid/cost.py)",
+    worker_start_s=0.03, probe_s=1.3, point_s=0.23, call_overhead_s=2e-4,
     rate_flops={"float32": 1.5e10, "float64": 7e9, "bfloat16": 4e9, "float16": 4e9},
-    impl_rate_flops={"softmax_torch/float32": 1.4e10, "sdpa_math/float32": 1e10,
-                     "sdpa_flash/float32": 3.6e10, "flex_attention/float32": 2e10,
-                     "softmax_jax/float32": 1.5e10, "hrr_torch/float32": 2.7e9,
-                     "hrr_jax/float32": 4.4e10, "performer_torch/float32": 1.6e9},
-    compile_s={"torch.compile": 0.55, "jax": 0.4},
+    impl_rate_flops={"softmax_torch/float32": 1.4e11, "sdpa_math/float32": 1e11,
+                     "sdpa_flash/float32": 2.8e11, "flex_attention/float32": 8e10,
+                     "softmax_jax/float32": 9e10, "hrr_torch/float32": 1.1e11,
+                     "hrr_jax/float32": 1.1e11, "performer_torch/float32": 6.5e10},
+    compile_s={"torch.compile": 0.55, "jax": 0.4, "flex_attention": 0.25,
+               "hrr_jax": 0.05, "softmax_jax": 0.04},
     first_compile_s={"torch.compile": 10.0, "jax": 0.5},
-    run_s=8.4, memory_bytes=24 * 2 ** 30, measured=True)
+    run_s=2.9, memory_bytes=24 * 2 ** 30, measured=True)
 
 # Assumptions for one H100 (SXM, 80 GB), until a run's measurements replace them
 # (--costs-from RUN_DIR):
