@@ -171,3 +171,32 @@ def test_compile_seconds_count_what_the_frameworks_compile():
     start, after_torch, after_jax, end = seconds
     assert start == 0.0
     assert after_torch > start and after_jax > after_torch and end == after_jax
+
+
+def test_a_cache_that_cannot_be_made_is_one_usage_error_not_an_error_per_point(tmp_path,
+                                                                               monkeypatch):
+    from harness.errors import UsageError
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    # the flag: refused while planning, before a run directory exists
+    for named in (a_file, a_file / "below"):
+        with pytest.raises(UsageError, match="not a folder"):
+            plan(SweepRequest(impl="softmax_torch", seq_len="64", compile_cache=str(named)),
+                 check_devices=False)
+    run_dir = RunDir.create(tmp_path / "run", {})
+    # a setting that reaches the runner unplanned, and the environment: refused by the runner
+    with pytest.raises(UsageError, match="cannot hold a compile cache"):
+        compile_cache_dir(RunSettings(compile_cache=str(a_file)), run_dir)
+    monkeypatch.setenv("ATTNBENCH_COMPILE_CACHE", str(a_file / "below"))
+    with pytest.raises(UsageError, match="ATTNBENCH_COMPILE_CACHE"):
+        compile_cache_dir(RunSettings(), run_dir)
+    # the default user cache unusable: the run directory's own, made and writable
+    monkeypatch.delenv("ATTNBENCH_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(a_file))
+    own = compile_cache_dir(RunSettings(), run_dir)
+    assert own == str((tmp_path / "run" / "compile-cache").resolve())
+    from harness.measure.compile_cache import unusable
+
+    assert unusable(own) is None
+    run_dir.release()

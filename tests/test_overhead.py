@@ -156,3 +156,29 @@ def test_a_failed_status_or_a_missing_mode_is_a_problem():
 def test_mode_order_alternates():
     assert mode_order(0) == ("worker", "point") and mode_order(1) == ("point", "worker")
     assert mode_order(2) == mode_order(0)
+
+
+def test_the_peaks_workers_start_is_worker_start_up_not_the_parents(tmp_path):
+    """A reused pool times a worker's start apart from its task (ExecutorStats.start_s); the
+    machine's peaks worker is the run's first, whose start boots the forkserver."""
+    from rich.console import Console
+
+    from harness.grid.plan import SweepRequest, plan
+    from harness.measure.overhead import Overhead
+    from harness.measure.processes import ExecutorStats, Outcome
+    from harness.scale.inprocess import machine_peaks
+
+    class StartingPool:
+        stats = ExecutorStats()
+
+        def run(self, task, *args, timeout=None, key=None, group=None):
+            self.stats.start_s += 2.0          # the worker's start, outside the task
+            return Outcome("error", message="no peaks here", wall_s=0.5, task_s=0.25)
+
+    sweep = plan(SweepRequest(impl="softmax_torch", seq_len="64", device="cpu"),
+                 check_devices=False)
+    overhead = Overhead(started=0.0)
+    machine_peaks(sweep, {"hardware_id": "test"}, StartingPool(), tmp_path,
+                  Console(file=open(tmp_path / "out.txt", "w")), overhead)
+    assert overhead.worker_start_s == 2.0 + 0.25     # the start, and the task's pipe time
+    assert overhead.task_s == 0.25

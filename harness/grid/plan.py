@@ -8,6 +8,7 @@ Commands parse their flags into a ``SweepRequest``; ``plan`` turns it into a ``S
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,13 @@ def compile_cache_setting(value: Any) -> str | None:
         raise UsageError(f"--compile-cache: expected a folder name or 'run', got {value!r}")
     if value == "run":
         return value
-    return str(Path(value).expanduser().resolve())
+    path = Path(value).expanduser().resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())   # "/" exists
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        # checked before the run directory is made (nothing created here: --dry-run)
+        raise UsageError(f"--compile-cache {path}: {existing} is "
+                         f"{'not a folder' if not existing.is_dir() else 'not writable'}")
+    return str(path)
 
 
 def setting(raw: dict[str, Any], name: str, default: Any, *, integer: bool = False,

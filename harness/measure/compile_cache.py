@@ -61,6 +61,23 @@ def cache_paths(directory: str | os.PathLike) -> dict[str, Path]:
     return {"inductor": root / "inductor", "triton": root / "triton", "jax": root / "jax"}
 
 
+def unusable(directory: str | os.PathLike) -> str | None:
+    """Why ``directory`` cannot hold the compile caches (None: it can). Its folders are made
+    here, in the parent, so that a path that is a file, under a file or not writable is one
+    clear message before the run, not an error record for every point (each worker's
+    ``configure`` would raise)."""
+    paths = cache_paths(directory)
+    try:
+        for path in paths.values():
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}: {exc.filename or directory}"
+    for path in paths.values():
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+    return None
+
+
 def configure(directory: str | os.PathLike | None, framework: str | None = None) -> None:
     """Point this process's Inductor, Triton and (where JAX is imported or ``framework`` is
     "jax") JAX compile caches at ``directory``; None leaves every default alone."""

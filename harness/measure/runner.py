@@ -30,8 +30,10 @@ from harness.measure.compile_cache import (
     COMPILE_CACHE_ENV,
     DEFAULT_DIRNAME,
     RUN_CACHE,
+    unusable,
     user_compile_cache,
 )
+from harness.errors import UsageError
 from harness.measure.overhead import Overhead, OverheadSummary
 from harness.measure.pool import WorkerPool
 from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
@@ -102,16 +104,28 @@ def compile_cache_dir(settings: RunSettings, run_dir: RunDir | None) -> str | No
     directory's own compile-cache/ (the run stands alone: its first call of each shape
     compiles), else $ATTNBENCH_COMPILE_CACHE, else the user's cache (user_compile_cache: later
     runs load what earlier ones compiled, and the records say so, ``compile_cache`` = hit);
-    None without a run directory (ab's round server gating): the frameworks' defaults."""
+    None without a run directory (ab's round server gating): the frameworks' defaults.
+    A named cache that cannot be made or written (a file, a read-only folder) is a UsageError;
+    an unusable default user cache gives way to the run directory's own."""
     chosen = settings.compile_cache or os.environ.get(COMPILE_CACHE_ENV)
     path = getattr(run_dir, "path", None)
     if path is None:
         return None
+    own = str(Path(path, DEFAULT_DIRNAME).resolve())
     if chosen == RUN_CACHE:
-        return str(Path(path, DEFAULT_DIRNAME).resolve())
+        return own
+    directory = str(Path(chosen).expanduser().resolve()) if chosen else str(user_compile_cache())
+    problem = unusable(directory)
+    if problem is None:
+        return directory
+    if settings.compile_cache:
+        raise UsageError(f"--compile-cache {directory}: cannot hold a compile cache ({problem})")
     if chosen:
-        return str(Path(chosen).expanduser().resolve())
-    return str(user_compile_cache())
+        raise UsageError(f"${COMPILE_CACHE_ENV}={chosen}: cannot hold a compile cache "
+                         f"({problem})")
+    # the default user cache is not writable here (a read-only home, a cluster's shared
+    # one): the run stands alone with its own cache rather than failing every point
+    return own
 
 
 class Runner:

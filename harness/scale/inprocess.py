@@ -38,10 +38,18 @@ def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
 
     def measure(device: str) -> Any:
         console.print(f"measuring the peaks of {device} (GEMM, copy) ...")
+        stats = getattr(executor, "stats", None)
+        started_before = stats.start_s if stats is not None else 0.0
         outcome = executor.run("peaks", device, context,
                                timeout=sweep.settings.probe_timeout_s, key=("peaks", device))
         if overhead is not None:
             overhead.add_task(outcome.wall_s, outcome.task_s, outcome.compile_s)
+            # a reused pool times its worker's start apart from the task (the run's first
+            # start also boots the forkserver, importing torch and JAX): worker start-up, not
+            # the parent's time, as when the peaks come from the cache and a point's worker
+            # is the first
+            if stats is not None:
+                overhead.add_start(stats.start_s - started_before)
         return outcome
 
     return peaks_mod.obtain(sorted({p.device for p in sweep.points}), measure,
