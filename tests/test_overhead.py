@@ -182,3 +182,16 @@ def test_the_peaks_workers_start_is_worker_start_up_not_the_parents(tmp_path):
                   Console(file=open(tmp_path / "out.txt", "w")), overhead)
     assert overhead.worker_start_s == 2.0 + 0.25     # the start, and the task's pipe time
     assert overhead.task_s == 0.25
+
+
+def test_a_run_resumed_in_another_isolation_mode_says_mixed(tmp_path):
+    from harness.scale.inprocess import run_isolation
+    from harness.store.run_dir import RunDir
+
+    run_dir = RunDir.create(tmp_path / "run", {"kind": "speed", "isolation": "point"})
+    assert run_isolation(run_dir, "point", resume=True) == "point"
+    assert run_isolation(run_dir, "worker", resume=True) == "mixed"
+    assert run_isolation(run_dir, "worker", resume=False) == "worker"
+    run_dir.update_metadata(isolation="mixed")
+    assert run_isolation(run_dir, "point", resume=True) == "mixed"
+    run_dir.release()

@@ -58,6 +58,13 @@ def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
                             gpu_names=lambda device: peaks_mod.gpu_name(machine, device))
 
 
+def run_isolation(run_dir: RunDir, mode: str, resume: bool) -> str:
+    """run.json's ``isolation``: this run's mode, or ``mixed`` when a resumed run's earlier
+    points were measured in another (each record says its own)."""
+    earlier = run_dir.metadata().get("isolation") if resume else None
+    return mode if earlier in (None, mode) else "mixed"
+
+
 def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     machine = fingerprint()
     out = sweep.out if sweep.out is not None else default_run_path(machine["hardware_tag"])
@@ -70,7 +77,8 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     overhead = Overhead()
     try:
         peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console, overhead)
-        run_dir.update_metadata(**peaks_metadata(peaks), isolation=executor.mode)
+        run_dir.update_metadata(**peaks_metadata(peaks),
+                                isolation=run_isolation(run_dir, executor.mode, sweep.resume))
         runner = Runner(run_dir, sweep.settings, executor=executor,
                         hardware_id=machine["hardware_id"],
                         listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks,
