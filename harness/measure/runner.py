@@ -7,10 +7,11 @@ Order of work for a run:
 3. per point, in order of increasing T within each series, the memory pass then the timing
    pass. After an out-of-memory (or a timeout), larger T of the same series are recorded as
    skipped without being tried.
-Isolation (``--isolate``, harness.measure.pool): by default one reused worker per
-(implementation, device, dtype) runs its combinations' probes before its first point, then
-measures point after point (one task per point: both passes); any failure retires it and the
-next point gets a fresh one. With ``point``, one probe worker for all combinations, then two
+Isolation (``--isolate``, harness.measure.pool): by default reused workers per
+(implementation, device, dtype) probe its combinations before its first point, then measure
+point after point (``worker_roles``: on the CPU a memory worker and a timing worker, on a GPU
+one worker running both passes on one workload); a failure retires the worker that failed and
+the next point gets a fresh one. With ``point``, one probe worker for all combinations, then two
 fresh processes per point (memory, then timing).
 With a time budget, points are taken in order of increasing T across all series (so running out
 of time costs the largest T, not whole implementations); points not started when the budget is

@@ -253,12 +253,9 @@ def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
             work = fw.memory_workload(impl, point, seed=context.seed)
             MEMORY_POINTS[point.series_key()] += 1
             if not needs_warmup_call(impl, point, MEMORY_POINTS[point.series_key()]):
-                return measure_memory(work, fw, point, warm=True)
-            with watch_compilation(impl) as cache:
-                started = time.perf_counter()
-                first_call(work)   # lazy initialisation, compilation: never the measured call
-                first = time.perf_counter() - started
-            result = measure_memory(work, fw, point, warm=True)
+                return measure_memory(work, fw, point)
+            first, cache = cold_call(work, impl)   # never the measured call
+            result = measure_memory(work, fw, point)
             result.warmup_call_s = first
             if cache is not None:
                 result.warmup_compile_cache = cache.verdict
@@ -287,22 +284,17 @@ def needs_warmup_call(impl: Any, point: Point, nth: int) -> bool:
         device_kind(point.device) != "cpu"
 
 
-def measure_memory(work: Any, fw: Any, point: Point, *, warm: bool = False) -> MemoryResult:
+def measure_memory(work: Any, fw: Any, point: Point) -> MemoryResult:
     """The peak of one call above the inputs. CUDA/JAX-GPU: the framework's allocator peak;
-    CPU: one warm-up call (lazy initialisation, compilation; skipped when ``warm``: the caller
-    made it), then the peak RSS of one call above the RSS with the inputs allocated, with
-    malloc caching limited and the heap trimmed first (a reused worker's earlier points)."""
+    CPU: the peak RSS of the next call above the RSS with the inputs allocated, with malloc
+    caching limited and the heap trimmed first (a reused worker's earlier points). Any warm-up
+    call is the caller's (needs_warmup_call)."""
     limit_malloc_caching()   # RSS must track what is in use (see memory.limit_malloc_caching)
     device_result = fw.device_peak_bytes(work, point.device)
     if device_result is not None:
         peak, method = device_result
         return MemoryResult(peak_mem_bytes=int(peak), mem_method=method,
                             input_bytes=work.input_bytes)
-    if not warm:
-        work.setup()
-        value = work.run()
-        work.block(value)
-        del value
     work.setup()
     gc.collect()
     release_freed_memory()
@@ -354,9 +346,8 @@ def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -
             limit_malloc_caching()
             work = fw.memory_workload(impl, point, seed=context.seed)
             started = time.perf_counter()
-            with watch_compilation(impl) as cache:
-                cold = first_call(work)
-            memory = measure_memory(work, fw, point, warm=True)
+            cold, cache = cold_call(work, impl)
+            memory = measure_memory(work, fw, point)
             warm_s = time.perf_counter() - started   # calls made on this workload so far
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
         status, message = classify(exc, impl.framework)
@@ -378,6 +369,14 @@ def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -
         status, message = classify(exc, impl.framework)
         timing = TimingResult(status=status, message=message)
     return Measurement(memory, timing)
+
+
+def cold_call(work: Any, impl: Any) -> tuple[float, compile_cache.CacheWatch | None]:
+    """A workload's first call in this process (lazy initialisation, compilation), timed and,
+    for the methods that compile, watched: (seconds, where its compiled code came from)."""
+    with watch_compilation(impl) as cache:
+        seconds = first_call(work)
+    return seconds, cache
 
 
 def watch_compilation(impl: Any) -> Any:
@@ -413,8 +412,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
                                     device=point.device, label=point.point_id,
                                     flush_l2=settings.cuda_flush_l2)
     if cold_first_s is None:
-        with watch_compilation(impl) as cache:
-            first = first_call(work)
+        first, cache = cold_call(work, impl)
     else:
         first = first_call(work)
     cold = first if cold_first_s is None else cold_first_s
