@@ -226,3 +226,24 @@ def test_costs_from_needs_dry_run(tmp_path, capsys):
                      "--out", str(tmp_path / "out")]) == 2
     assert "--dry-run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_plans_a_device_this_machine_lacks(capsys, monkeypatch):
+    """`sweep --dry-run --device cuda` on a machine without CUDA shows the CUDA plan by the
+    methods' capabilities and its predicted time; the same flags without --dry-run are
+    refused with the reason."""
+    from harness import cli
+    from harness.contract.frameworks import torch_fw
+    from harness.contract.registry import Availability
+
+    monkeypatch.setattr(torch_fw, "device_present", lambda device: Availability(
+        device.startswith("cpu"), "torch.cuda.is_available() is False (faked)"))
+    assert cli.main(["sweep", "--preset", "paper", "--device", "cuda", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "cuda: not present here" in out
+    assert "predicted:" in out and "would run" in out
+    runs = int(out.split(" point(s) would run")[0].split()[-1])
+    assert runs > 0
+    assert cli.main(["sweep", "--preset", "paper", "--device", "cuda", "--out",
+                     "/nonexistent/never-made"]) == 2
+    assert "torch.cuda.is_available() is False (faked)" in capsys.readouterr().err

@@ -75,6 +75,41 @@ def test_presets_exist_and_follow_reference_shapes():
     assert {p.seq_len for p in lra} >= {2000, 4000, 1024, 16384}
 
 
+def test_paper_preset_has_the_form_attention_papers_report():
+    """B * T = 16K tokens, hidden width 2048 (H = 2048 / D), T 512..16K, D 64 and 128, causal
+    and not, fp16 and bf16, forward and forward+backward: every combination present."""
+    points = expand(presets.preset_groups("paper", "cuda"), ["x"])
+    assert {p.batch * p.seq_len for p in points} == {16 * 1024}
+    assert {p.heads * p.head_dim for p in points} == {2048}
+    assert {p.seq_len for p in points} == {512 * 2 ** e for e in range(6)}
+    combos = {(p.seq_len, p.head_dim, p.causal, p.dtype, p.pass_) for p in points}
+    assert len(combos) == len(points) == 6 * 2 * 2 * 2 * 2
+    cpu = expand(presets.preset_groups("paper", "cpu"), ["x"])
+    assert {p.dtype for p in cpu} == {"float32"} and {p.causal for p in cpu} == {False, True}
+    assert max(p.seq_len for p in cpu) <= 2048
+    assert presets.note("paper", {"cpu"}).startswith("CPU sizes")
+
+
+def test_quick_cuda_preset_measures_throughput_causal_and_not():
+    """Every point has B * T = 16K tokens (no launch-latency points at B 1, T 1K), and both
+    causal settings and both passes are present."""
+    points = expand(presets.preset_groups("quick", "cuda"), ["x"])
+    assert {p.batch * p.seq_len for p in points} == {16 * 1024}
+    assert {p.causal for p in points} == {False, True}
+    assert {p.pass_ for p in points} == {"forward", "forward_backward"}
+
+
+def test_validate_preset_covers_every_axis_value_it_checks():
+    points = expand(presets.preset_groups("validate", "cuda"), ["x", "hrr_torch"])
+    assert {p.dtype for p in points} == {"float16", "bfloat16"}
+    assert {p.head_dim for p in points} == {64, 128}
+    assert {p.causal for p in points} == {False, True}
+    assert {p.pass_ for p in points} == {"forward", "forward_backward"}
+    # past softmax's OOM at H 16 fp16 (64K: 128 GiB of scores), further for the linear methods
+    assert max(p.seq_len for p in points if p.impl == "x") >= 64 * 1024
+    assert max(p.seq_len for p in points if p.impl == "hrr_torch") >= 256 * 1024
+
+
 def test_quick_cpu_preset_is_small():
     points = expand(presets.preset_groups("quick", "cpu"), ["x"])
     assert max(p.seq_len for p in points) <= 4096

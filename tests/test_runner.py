@@ -144,23 +144,64 @@ def test_memory_scales_as_t_squared_for_softmax_and_t_for_hrr(tmp_path):
     assert 0.7 < slopes["hrr_torch"] < 1.3, slopes
 
 
-def test_time_budget_cuts_the_largest_t_and_leaves_it_for_resume(tmp_path):
+def test_time_budget_cuts_the_largest_t_and_leaves_it_for_resume(tmp_path, monkeypatch):
+    """The budget's clock is faked: each point started costs one second. A 3.5 s budget over
+    two implementations: each gets half, smallest T first, each implementation's points in one
+    go (no worker started twice); what is left stays unrecorded and --resume measures it."""
+    from harness.measure import budget
+
     grid = points("softmax_torch", [32, 64, 128]) + points("hrr_torch", [32, 64, 128])
     # a budget of ~0 s: nothing is started, nothing is recorded, all is left for --resume
     nothing = make_runner(tmp_path / "a", time_budget_s=1e-9).run(grid)
     assert len(nothing.records) == 0 and nothing.not_tried == 6
-    # a real one: breadth-first order, so both implementations get their smallest T first
-    runner = make_runner(tmp_path / "b", time_budget_s=2.0)
+    clock = [0.0]
+    monkeypatch.setattr(budget, "now", lambda: clock[0])
+    started = []
+
+    def listener(event, payload):
+        if event == "point":
+            started.append((payload.impl, payload.seq_len))
+            clock[0] += 1.0
+
+    runner = make_runner(tmp_path / "b", time_budget_s=3.5)
+    runner.listener = listener
     partial = runner.run(grid)
     measured = [(r.impl, r.seq_len) for r in partial.records]
-    assert measured and partial.not_tried == 6 - len(measured)
-    order = [t for _, t in measured]
-    assert order == sorted(order)            # increasing T across series
+    assert measured == started
+    assert sorted(measured) == [("hrr_torch", 32), ("hrr_torch", 64),
+                                ("softmax_torch", 32), ("softmax_torch", 64)]
+    assert [i for i, _ in measured] in (["hrr_torch"] * 2 + ["softmax_torch"] * 2,
+                                        ["softmax_torch"] * 2 + ["hrr_torch"] * 2)
+    assert partial.not_tried == 2
+    assert partial.overhead.workers_started <= 4     # memory + timing worker per method
+    monkeypatch.undo()
     settings = RunSettings(timeout_s=60, timing=FAST, impl_modules=TEST_MODULES)
     resumed = Runner(RunDir.create(tmp_path / "b" / "run", {}, resume=True),
                      settings).run(grid, resume=True)
-    assert resumed.resumed_skips == len(measured) and resumed.not_tried == 0
+    assert resumed.resumed_skips == 4 and resumed.not_tried == 0
     assert len(load_results(tmp_path / "b" / "run")) == 6
+
+
+def test_budget_shares_pass_unused_time_on():
+    """A worker that finishes early leaves its time to the next; the deadline stops all."""
+    from harness.measure.budget import BudgetShares, budget_order
+
+    clock = [0.0]
+    shares = BudgetShares(9.0, ["a", "b", "c"], clock=lambda: clock[0])
+    assert shares.allows("a")          # a's share: 3 s
+    clock[0] = 1.0                     # a is done after 1 s
+    assert shares.allows("b")          # b's share: (9 - 1) / 2 = 4 s, until 5
+    clock[0] = 4.9
+    assert shares.allows("b")
+    clock[0] = 5.0
+    assert not shares.allows("b") and not shares.spent()
+    assert shares.allows("c")          # c: the 4 s left
+    clock[0] = 9.0
+    assert not shares.allows("c") and shares.spent() and shares.left_s() == 0
+    grid = points("m", [128, 32]) + points("n", [64, 32]) + points("m", [64], causal=True)
+    order = budget_order(grid, lambda p: p.impl)
+    assert [(p.impl, p.seq_len) for p in order] == [("m", 32), ("m", 64), ("m", 128),
+                                                     ("n", 32), ("n", 64)]
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -125,7 +125,14 @@ def run(args: argparse.Namespace, *, default_report: bool = False) -> int:
     executor = make_executor(getattr(args, "executor", "local"), executor_options(args))
     if getattr(args, "costs_from", None) and not args.dry_run:
         raise UsageError("--costs-from: calibrates --dry-run's prediction; give --dry-run too")
-    sweep = executor.plan(request_from_args(args))
+    if args.dry_run and executor.name != "slurm":
+        # a plan for a device this machine lacks (a CUDA sweep seen from a laptop) is shown
+        # by capability, not refused: nothing runs
+        from harness.store.resume import plan_sweep
+
+        sweep = plan_sweep(request_from_args(args), check_devices=False)
+    else:
+        sweep = executor.plan(request_from_args(args))
     if args.dry_run:
         return dry_run(sweep, console, getattr(args, "costs_from", None))
     result = executor.run(sweep, console)

@@ -29,6 +29,19 @@ LRA_SHAPES = {
 
 HRRFORMER_TOKENS = 2 ** 16  # B * T in the Hrrformer malware (EMBER) sweep
 
+# The form attention papers report speed in (FlashAttention-2, Dao 2023, section 4.1;
+# FlashAttention-3, Shah et al. 2024, section 4.1): B * T = 16K tokens, hidden width 2048 (H = 2048 / D),
+# T 512..16K, D 64 and 128, causal and not, fp16 and bf16, forward and forward+backward.
+PAPER_TOKENS = 16 * 1024
+PAPER_WIDTH = 2048
+PAPER_SEQ_LENS = (512, 1024, 2048, 4096, 8192, 16384)
+
+
+def fixed_tokens(seq_lens: tuple[int, ...], tokens: int, **axes: Any) -> list[dict[str, Any]]:
+    """One group per T with batch = tokens / T (at least 1): a fixed number of tokens a step."""
+    return [dict(seq_len=(t,), batch=(max(tokens // t, 1),), **axes) for t in seq_lens]
+
+
 PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "quick": {
         # a 2-core CPU with every CPU implementation: about 75 s of run with the compile cache
@@ -37,13 +50,16 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                      dtype=("float32",), pass_=("forward",)),
                 dict(seq_len=(512, 1 * K, 2 * K), head_dim=(64,), heads=(8,), batch=(1,),
                      dtype=("float32",), pass_=("forward_backward",))],
-        # sized by the run cost model (harness.grid.cost with its assumed H100 constants, a
-        # model, not a measurement; `sweep --dry-run` prints it): 156 points (13 methods x
-        # T 1K, 4K, 16K x D 64, 128 x forward, forward+backward) predicted 4.3 min with
-        # reused workers (compilations 1.6 min of it) and 28 min with --isolate point; T 1K..16K
-        # doubling (260 points) was predicted 6.2 min
-        "cuda": [dict(seq_len=(1 * K, 4 * K, 16 * K), head_dim=(64, 128), heads=(16,),
-                      batch=(1,), dtype=("float16",), pass_=("forward", "forward_backward"))],
+        # B * T = 16K tokens (batch 16, 4, 1), so that every point has work enough to measure
+        # throughput, not launch latency; bf16 and D 128 as in today's models; causal and not.
+        # Sized by the run cost model (harness.grid.cost with its assumed H100 constants, a
+        # model, not a measurement; `sweep --dry-run` prints it): 138 points predicted 4.7 min
+        # with reused workers (compilations 1.5 min of it), 27 min with --isolate point.
+        # Both D 64 and 128 (276 points) was predicted 7.6 min, fp16 beside bf16 9.0 min:
+        # the `paper` preset has them.
+        "cuda": fixed_tokens((1 * K, 4 * K, 16 * K), PAPER_TOKENS, heads=(16,), head_dim=(128,),
+                             causal=(False, True), dtype=("bfloat16",),
+                             pass_=("forward", "forward_backward")),
     },
     "gpu": {
         "cuda": [dict(seq_len=tuple(2 ** e for e in range(10, 19)), head_dim=(32, 64, 128),
@@ -51,20 +67,37 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                       pass_=("forward", "forward_backward"))],
     },
     "validate": {
-        # scripts/gpu_validate.sh: every axis value at least once, T past softmax's OOM (64K
-        # at H=16 needs 128 GiB of fp16 scores) up to 512K for the linear methods; sized for
-        # ~4 minutes on an H100 (the script also passes --time-budget). CPU: a rehearsal.
-        "cuda": [dict(seq_len=(1 * K, 8 * K, 64 * K, 128 * K), head_dim=(64,), heads=(16,),
+        # scripts/gpu_validate.sh: every axis value at least once (fp16 and bf16, D 64 and 128,
+        # causal and not, forward and forward+backward), T past softmax's OOM (64K at H=16
+        # needs 128 GiB of fp16 scores) and 256K for the linear methods. Cost model at the
+        # script's settings (--min-time 0.1 --max-repeats 10, assumed H100 constants): 79
+        # points, 4.1 min, most of it the 29 workers' start-up and 36 probes; the script's
+        # --time-budget cuts it to what its window holds, each method's smallest T first.
+        # CPU: a rehearsal.
+        "cuda": [dict(seq_len=(1 * K, 8 * K, 64 * K), head_dim=(64,), heads=(16,),
                       batch=(1,), dtype=("float16",), pass_=("forward",)),
-                 dict(seq_len=(2 * K, 32 * K, 128 * K), head_dim=(128,), heads=(16,),
-                      batch=(1,), dtype=("bfloat16",), pass_=("forward_backward",)),
+                 dict(seq_len=(2 * K, 16 * K), head_dim=(128,), heads=(16,), batch=(1,),
+                      dtype=("bfloat16",), pass_=("forward_backward",)),
+                 dict(seq_len=(4 * K,), head_dim=(128,), heads=(16,), batch=(1,),
+                      dtype=("bfloat16",), causal=(True,), pass_=("forward",)),
                  dict(impl=("hrr_torch", "hrr_triton", "hrr_jax", "performer_torch"),
-                      seq_len=(256 * K, 512 * K), head_dim=(64,), heads=(16,), batch=(1,),
+                      seq_len=(256 * K,), head_dim=(64,), heads=(16,), batch=(1,),
                       dtype=("float16",), pass_=("forward",))],
         "cpu": [dict(seq_len=(256, 512), head_dim=(64,), heads=(2,), batch=(1,),
                      dtype=("float32",), pass_=("forward",)),
                 dict(seq_len=(256,), head_dim=(32,), heads=(2,), batch=(1,),
                      dtype=("float32",), pass_=("forward_backward",))],
+    },
+    "paper": {
+        "cuda": [group for d in (64, 128) for group in fixed_tokens(
+            PAPER_SEQ_LENS, PAPER_TOKENS, heads=(PAPER_WIDTH // d,), head_dim=(d,),
+            causal=(False, True), dtype=("float16", "bfloat16"),
+            pass_=("forward", "forward_backward"), label=f"paper-D{d}")],
+        # the same form scaled to a CPU: B * T = 2K tokens, width 256, float32
+        "cpu": [group for d in (64, 128) for group in fixed_tokens(
+            (256, 512, 1024, 2048), 2048, heads=(256 // d,), head_dim=(d,),
+            causal=(False, True), dtype=("float32",), pass_=("forward", "forward_backward"),
+            label=f"paper-D{d}")],
     },
     "pythia": {
         kind: [dict(heads=(h,), head_dim=(d,), seq_len=(512, 1 * K, 2 * K), batch=(1,),
@@ -148,6 +181,8 @@ PRESETS.update({
 
 # What a preset changes on the CPU, shown by --dry-run.
 CPU_NOTES = {
+    "paper": "CPU sizes B*T 2K tokens, width 256 (H 4 at D 64, 2 at D 128), T 256..2K, "
+             "float32 (GPU: B*T 16K tokens, width 2048, T 512..16K, fp16 and bf16)",
     "llama3-8b": "CPU sizes T 256..1K forward only (the GPU grid is T 1K..128K, bf16, "
                  "forward and forward+backward); a few minutes on 2 cores",
     "llama3-70b": "CPU sizes T 256..512 forward only (GPU: T 1K..128K); a few minutes",

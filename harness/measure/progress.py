@@ -153,11 +153,18 @@ def print_run_summary(run_dir: RunDir, console: Console) -> None:
 
 def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -> int:
     from harness.grid import presets
+    from harness.grid.cost import device_kind
 
     preset = sweep.description.get("preset")
     note = presets.note(preset, {p.device for p in sweep.points}) if preset else ""
     if note:
         console.print(f"preset {preset}: {note}")
+    here = present_kinds({p.device for p in sweep.points})
+    absent = sorted({device_kind(p.device) for p in sweep.points} - here)
+    if absent:
+        console.print(f"{', '.join(absent)}: not present here; its points are those the methods' "
+                      f"capabilities allow, as if every optional package were installed there "
+                      f"(a run there checks again)", highlight=False)
     table = Table(title=f"dry run: {len(sweep.points)} point(s) (probes and the correctness "
                         f"gate run at run time)", title_justify="left")
     for column in ("impl", "device", "dtype", "causal", "pass", "B", "H", "D", "workload",
@@ -169,7 +176,7 @@ def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -
     will_run = 0
     for items in groups.values():
         first = items[0]
-        reason = static_check(REGISTRY.get(first.impl), first)
+        reason = plan_reason(first, here)
         will_run += len(items) if reason is None else 0
         seq = ",".join(str(p.seq_len) for p in items)
         table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
@@ -179,8 +186,34 @@ def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -
     console.print(table)
     console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
                   f"unsupported")
-    print_predictions(sweep, console, costs_from)
+    print_predictions(sweep, console, costs_from, here)
     return 0
+
+
+def present_kinds(devices: set[str]) -> set[str]:
+    """The device kinds among ``devices`` that this machine has (the CPU always)."""
+    from harness.contract.frameworks import torch_fw
+    from harness.grid.cost import device_kind
+
+    kinds = {"cpu"}
+    for device in sorted(devices):
+        if device_kind(device) != "cpu" and torch_fw.device_present(device):
+            kinds.add(device_kind(device))
+    return kinds
+
+
+def plan_reason(point: Point, here: set[str]) -> str | None:
+    """Why a point would not run: the static checks on a device kind present here, the
+    method's capabilities alone on another (harness.grid.forecast.runnable's rule)."""
+    from harness.contract.registry import Query
+    from harness.grid.cost import device_kind
+
+    impl = REGISTRY.get(point.impl)
+    kind = device_kind(point.device)
+    if kind in here:
+        return static_check(impl, point)
+    reasons = impl.not_supported_reasons(Query(kind, point.dtype, point.all_features()))
+    return "; ".join(reasons) if reasons else None
 
 
 def cost_constants(costs_from: str | None) -> dict[str, Any]:
@@ -207,15 +240,16 @@ def cost_constants(costs_from: str | None) -> dict[str, Any]:
     return constants
 
 
-def print_predictions(sweep: SweepPlan, console: Console, costs_from: str | None) -> None:
+def print_predictions(sweep: SweepPlan, console: Console, costs_from: str | None,
+                      here: set[str]) -> None:
     """The grid's predicted time (both isolation modes), then every preset's on every device
-    kind (harness.grid.forecast); which constants, measured or assumed."""
+    kind (harness.grid.forecast); which constants, measured or assumed. ``here``: the device
+    kinds this machine has."""
     from harness.grid.cost import ISOLATIONS, device_kind, run_cost
     from harness.grid.forecast import (KINDS, cost_line, format_duration, method_of,
                                        predict_presets, runnable)
 
     constants = cost_constants(costs_from)
-    here = {device_kind(p.device) for p in sweep.points} | {"cpu"}
     points = [p for p in sweep.points if runnable(p, here)]
     for mode in sorted(ISOLATIONS, key=lambda m: m != sweep.settings.isolate):
         cost = run_cost(points, method_of, lambda d: constants[device_kind(d)]

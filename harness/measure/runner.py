@@ -35,6 +35,7 @@ from harness.measure.compile_cache import (
     user_compile_cache,
 )
 from harness.errors import UsageError
+from harness.measure.budget import BudgetShares, budget_order
 from harness.measure.overhead import Overhead, OverheadSummary
 from harness.measure.pool import WorkerPool
 from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
@@ -157,8 +158,8 @@ class Runner:
     def run(self, points: Iterable[Point], *, resume: bool = False) -> RunSummary:
         if self.settings.time_budget_s is None:
             points = sorted(points, key=lambda p: (p.series_key(), p.seq_len))
-        else:
-            points = sorted(points, key=lambda p: (p.seq_len, p.series_key()))
+        else:   # worker by worker, each its smallest T first (harness.measure.budget)
+            points = budget_order(points, worker_key)
         summary = RunSummary()
         done = self.run_dir.done_point_ids() if resume else set()
         todo = [p for p in points if p.point_id not in done]
@@ -212,8 +213,16 @@ class Runner:
         stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
         previous_impl = None
         budget = self.settings.time_budget_s
-        deadline = None if budget is None else time.monotonic() + budget
+        shares = None if budget is None else BudgetShares(budget, [worker_key(p) for p in points])
         for index, point in enumerate(points):
+            if shares is not None and not shares.allows(worker_key(point)):
+                # this worker's share of the budget is spent (or the whole budget): the
+                # point stays unrecorded, for --resume
+                summary.not_tried += 1
+                if shares.spent():
+                    summary.not_tried += len(points) - index - 1
+                    break
+                continue
             impl = REGISTRY.get(point.impl)
             probe = probes.get(combo_of(point))
             if probe is None and self.isolation == "worker":
@@ -237,10 +246,6 @@ class Runner:
                                             f"for the same implementation and configuration",
                     **gate_fields))
                 continue
-            if deadline is not None and time.monotonic() >= deadline:
-                summary.not_tried = len(points) - index
-                self.listener("budget_spent", summary.not_tried)
-                return
             if previous_impl is not None and previous_impl != point.impl and \
                     self.settings.cooldown_s > 0:
                 time.sleep(self.settings.cooldown_s)
@@ -251,6 +256,8 @@ class Runner:
                 stopped_at[point.series_key()] = (point.seq_len, "out of memory"
                                                   if record.status == "oom" else "timed out")
             self._emit(summary, record)
+        if summary.not_tried:
+            self.listener("budget_spent", summary.not_tried)
 
     def _probe_in_worker(self, point: Point) -> ProbeResult:
         """The point's combination probed (and gated) in the worker that will measure it."""
