@@ -244,9 +244,6 @@ class FakeCuda:
 
         self._ctx = _Ctx
 
-    def synchronize(self, device=None):
-        self.log.append(("sync", device))
-
     def Stream(self, device):
         class S:
             def wait_stream(self, other):
