@@ -53,6 +53,7 @@ def test_cuda_runner_records_event_timing_and_allocator_memory(tmp_path):
     records = runner.run(points).records
     assert all(r.status == "ok" for r in records), [r.message for r in records]
     assert all(r.timer == "cuda_event" for r in records)
+    assert all(r.timing_basis == "device_events" for r in records)
     assert all(r.mem_method == "cuda_allocator_peak_above_inputs" for r in records)
     softmax = {r.seq_len: r.peak_mem_bytes for r in records if r.impl == "softmax_torch"}
     hrr = {r.seq_len: r.peak_mem_bytes for r in records if r.impl == "hrr_torch"}
@@ -346,11 +347,35 @@ def test_cudagraph_timer_and_clock_sampling_in_records(tmp_path):
             assert r.timer == ("cuda_event" if timer == "events" else "cudagraph")
             assert r.l2_flush.startswith("flushed")
             assert "tf32" in r.matmul_precision
+            assert r.timing_basis == "device_events"      # torch-only run: auto
             if "clock_note" not in r.extra:      # nvidia-ml-py present
-                assert r.sm_clock_mhz_min and r.sm_clock_mhz_max >= r.sm_clock_mhz_min
-                assert r.max_sm_clock_mhz and isinstance(r.throttled, bool)
+                # sampled around the samples only: at least the entry and exit samples
+                assert r.extra["clock_samples"] >= 2
+                if r.extra.get("clock_samples_used"):
+                    assert r.sm_clock_mhz_min and r.sm_clock_mhz_max >= r.sm_clock_mhz_min
+                    assert r.max_sm_clock_mhz and isinstance(r.throttled, bool)
     for impl in ("sdpa_flash", "hrr_torch"):   # the same work, launch overhead removed
         assert by_timer["cudagraph"][impl].time_s < 1.5 * by_timer["events"][impl].time_s
+
+
+def test_host_sync_basis_times_torch_and_jax_alike_on_the_gpu(tmp_path):
+    """--timing-basis host_sync (auto with a JAX method on CUDA): both frameworks' records
+    on host_sync, torch's timer the synchronising one."""
+    pytest.importorskip("jax")
+    from harness.contract.records import Point
+    from harness.grid.settings import RunSettings, TimingSettings
+    from harness.measure.runner import Runner
+    from harness.store.run_dir import RunDir
+
+    points = [Point(impl=name, seq_len=1024, head_dim=64, heads=8, dtype="float32",
+                    device="cuda") for name in ("softmax_torch", "softmax_jax")]
+    runner = Runner(RunDir.create(tmp_path / "run", {}),
+                    RunSettings(timing=TimingSettings(min_time_s=0.05)))
+    records = {r.impl: r for r in runner.run(points).records}
+    assert all(r.status == "ok" for r in records.values()), \
+        [r.message for r in records.values()]
+    assert {r.timing_basis for r in records.values()} == {"host_sync"}
+    assert records["softmax_torch"].timer == "perf_counter+cuda_sync"
 
 
 def test_measured_gpu_peaks_stay_below_the_data_sheet():

@@ -64,18 +64,97 @@ class FakeNVML:
         return self.reasons
 
 
-def test_summary_marks_a_point_timed_below_90_percent_of_max_clock_as_throttled():
-    def sample(clock, reasons=0):
-        return gpu_watch.ClockSample(clock, 60.0, 500.0, reasons)
+def sample(clock, reasons=0, at=None):
+    return gpu_watch.ClockSample(clock, 60.0, 500.0, reasons, at)
 
+
+def test_summary_marks_a_point_throttled_by_slowdown_reasons_or_a_clock_below_75_percent():
     steady = gpu_watch.summarise([sample(1980), sample(1900)], 1980)
     assert steady["throttled"] is False and steady["sm_clock_mhz_min"] == 1900
     hot = gpu_watch.summarise([sample(1965), sample(1580, 0x4 | 0x20)], 1980)
     assert hot["throttled"] is True
     assert hot["sm_clock_mhz_min"] == 1580 and hot["sm_clock_mhz_max"] == 1965
     assert hot["throttle_reasons"] == ["sw_power_cap", "sw_thermal_slowdown"]
-    assert gpu_watch.summarise([sample(None)], 1980)["throttled"] is None
-    assert gpu_watch.summarise([sample(1500)], None)["throttled"] is None
+    # 80% of the application clock, no slowdown reason: below the old 90% rule, not throttled
+    mild = gpu_watch.summarise([sample(1980), sample(1584)], 1980, app_sm_clock_mhz=1980)
+    assert mild["throttled"] is False and mild["clock_low_fraction"] == 0.0
+    # below 75% of the application clock (not of the maximum): throttled without a reason bit
+    slow = gpu_watch.summarise([sample(1400), sample(1410)], 2100, app_sm_clock_mhz=1980)
+    assert slow["throttled"] is True and slow["clock_low_fraction"] == 1.0
+    assert slow["app_sm_clock_mhz"] == 1980 and slow["sm_clock_mhz_median"] == 1405
+    # nothing to judge by: no clock read and no reasons read, or no reference clock
+    assert gpu_watch.summarise([sample(None, None)], 1980)["throttled"] is None
+    assert gpu_watch.summarise([sample(1500, None)], None)["throttled"] is None
+    assert gpu_watch.summarise([], 1980)["throttled"] is None
+
+
+def test_idle_samples_are_dropped_and_informational_reasons_do_not_throttle():
+    # an H200 idles at 345 MHz between compilation and the samples: NVML marks it gpu_idle
+    idle = sample(345, 0x1)
+    fields = gpu_watch.summarise([idle, sample(1980, 0x10), sample(1975, 0x2), idle], 1980,
+                                 app_sm_clock_mhz=1980)
+    assert fields["throttled"] is False
+    assert fields["sm_clock_mhz_min"] == 1975 and fields["clock_samples"] == 4
+    assert fields["clock_samples_used"] == 2
+    assert fields["throttle_reasons"] == ["applications_clocks_setting", "sync_boost"]
+    # a launch-bound point whose every sample is idle: nothing judged
+    assert gpu_watch.summarise([idle, idle], 1980)["throttled"] is None
+    for bit in (0x4, 0x8, 0x20, 0x40, 0x80):
+        assert gpu_watch.summarise([sample(1980, bit)], 1980)["throttled"] is True
+
+
+def test_timing_samples_get_the_clock_of_the_nearest_nvml_sample_and_low_ones_are_counted():
+    nvml_samples = [sample(1980, 0, 0.0), sample(1200, 0, 1.0), sample(345, 0x1, 1.9),
+                    sample(1980, 0, 2.0)]
+    spans = [(0.0, 0.2), (0.9, 1.1), (1.8, 2.0), (3.0, 3.1)]
+    used = [s for s in nvml_samples if not gpu_watch.is_idle(s)]
+    assert gpu_watch.timing_sample_clocks(used, spans) == [1980, 1200, 1980, 1980]
+    fields = gpu_watch.summarise(nvml_samples, 1980, app_sm_clock_mhz=1980, spans=spans)
+    assert fields["low_clock_timing_samples"] == 1 and fields["throttled"] is True
+    assert gpu_watch.timing_sample_clocks([], spans) == [None] * 4
+    assert "low_clock_timing_samples" not in gpu_watch.summarise([], 1980, 1980, spans)
+
+
+def test_sampling_interval_leaves_a_launch_bound_loop_alone():
+    assert 0.05 <= gpu_watch.INTERVAL_S <= 0.1
+    assert gpu_watch.THROTTLE_FRACTION == 0.75
+
+
+class CountingNVML:
+    """Counts NVML calls per sample; only the old throttle-reasons name."""
+
+    NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        if not name.startswith("nvml") or name in ("nvmlDeviceGetCurrentClocksEventReasons",
+                                                   "nvmlDeviceGetApplicationsClock"):
+            raise AttributeError(name)
+
+        def call(*args):
+            self.calls.append(name)
+            return {"nvmlDeviceGetClockInfo": 1900, "nvmlDeviceGetMaxClockInfo": 1980,
+                    "nvmlDeviceGetDefaultApplicationsClock": 1755,
+                    "nvmlDeviceGetCurrentClocksThrottleReasons": 0x4}.get(name, 1)
+        return call
+
+
+def test_clock_watch_reads_four_values_per_sample_and_falls_back_to_older_nvml_names():
+    nvml = CountingNVML()
+    watch = gpu_watch.ClockWatch("cuda:0", nvml=nvml)
+    assert watch.open()
+    opened = len(nvml.calls)
+    one = watch.sample()
+    assert len(nvml.calls) - opened == 4
+    assert one.reasons == 0x4 and one.at_s is not None
+    assert gpu_watch.summarise([one], 1980, 1755)["throttle_reasons"] == ["sw_power_cap"]
+    assert watch._app_clock == 1755      # the default applications clock, no current one
+    watch.close()
+    watch.close()
+    assert nvml.calls.count("nvmlShutdown") == 1
 
 
 def test_clock_watch_samples_while_the_point_is_timed():
@@ -85,7 +164,7 @@ def test_clock_watch_samples_while_the_point_is_timed():
         # it (the bound only keeps a broken watch from hanging the suite)
         assert nvml.last_clock_reached.wait(timeout=300)
     fields = watch.fields()
-    assert fields["clock_samples"] >= 2
+    assert fields["clock_samples"] >= 2 and fields["clock_samples_used"] >= 2
     assert fields["sm_clock_mhz_max"] == 1980 and fields["sm_clock_mhz_min"] == 1590
     assert fields["throttled"] is True and fields["throttle_reasons"] == ["hw_slowdown"]
     assert fields["gpu_power_w_max"] == 650.0 and fields["max_sm_clock_mhz"] == 1980
@@ -268,6 +347,7 @@ def test_every_timer_class_implements_the_timer_protocol():
     torch = FakeTorch(log)
     timers = [gpu_timing.WallClockTimer(),
               gpu_timing.CudaEventTimer("cuda", flush_l2=False, torch_module=torch),
+              gpu_timing.CudaSyncTimer("cuda", flush_l2=False, torch_module=torch),
               gpu_timing.CudaGraphTimer("cuda", FakeFlush(log), torch_module=torch),
               gpu_timing.NvtxTimer(gpu_timing.WallClockTimer(), "p", nvtx=torch.cuda.nvtx),
               gpu_timing.JaxFlushTimer(jax.devices("cpu")[0], nbytes=1 << 20)]
@@ -278,6 +358,7 @@ def test_every_timer_class_implements_the_timer_protocol():
     for timer in timers:
         assert isinstance(timer, gpu_timing.Timer), type(timer).__name__
         assert isinstance(timer.name, str) and timer.name
+        assert gpu_timing.timer_basis(timer) in ("device_events", "host_sync")
         elapsed, value = timer.time(counting_workload(log))
         assert elapsed >= 0 and value == "out", type(timer).__name__
     no_flush = type("NoFlush", (), {"name": "x", "time": lambda self, work: (0.0, None)})()
@@ -341,6 +422,7 @@ def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttl
     report = render_report([run_dir.path], tmp_path / "rep")
     text = (report / "report.md").read_text()
     assert "**Throttled**" in text and "SM clock down to 1500 of 1980 MHz" in text
+    assert "reasons sw_power_cap" in text and "75% of the application clock" in text
 
 
 def test_timer_flag_is_checked(capsys):

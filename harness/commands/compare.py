@@ -158,6 +158,14 @@ def run(args: argparse.Namespace) -> int:
     result = logic.compare_records(base.records, cur.records, settings)
 
     header = comparison_header(base, cur, settings, hardware_note)
+    bases = logic.run_bases(base.records), logic.run_bases(cur.records)
+    if bases[0] and bases[1] and bases[0] != bases[1]:
+        warning = (f"warning: the runs' timing bases differ (baseline "
+                   f"{', '.join(sorted(bases[0]))}; current {', '.join(sorted(bases[1]))}): "
+                   f"times on different bases are not compared (verdict "
+                   f"'{logic.NOT_COMPARABLE}')")
+        header.append(warning)
+        print(warning, file=sys.stderr)
     for line in header:
         console.print(line, highlight=False)
     console.print(writers.rich_table(result.rows, "changes (current vs baseline)"))

@@ -68,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--timer", choices=("events", "cudagraph"), default=None,
                      help="CUDA timer: events around each call (default) or cudagraph (the "
                           "call captured once in a CUDA graph and replayed between events)")
+    run.add_argument("--timing-basis", choices=("auto", "device_events", "host_sync"),
+                     default=None,
+                     help="what a time sample is, the same for every framework of the run: "
+                          "device_events (CUDA events around the call: the GPU's time; torch "
+                          "only), host_sync (wall clock around the call and a wait for its "
+                          "result: dispatch and synchronisation included; every framework, and "
+                          "the CPU). Default auto: device_events when every method timed on "
+                          "CUDA is torch, host_sync as soon as one is not (JAX)")
     run.add_argument("--reuse-peaks", action="store_true", default=None,
                      help="take the machine's GEMM and copy peaks from the cache under the "
                           "results folder when present, instead of measuring them (a few "

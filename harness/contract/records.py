@@ -24,6 +24,23 @@ SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "skipped")
 
+# what a time sample is (harness.measure.timers has the timers): "device_events", CUDA events
+# around the call on its stream (the GPU's time; torch on CUDA only); "host_sync", perf_counter
+# around the call and a wait for its result (dispatch, work and synchronisation; every
+# framework, and the CPU). One basis for every framework of a run (--timing-basis).
+TIMING_BASES = ("device_events", "host_sync")
+
+
+def implied_timing_basis(timer: str | None) -> str:
+    """The basis a record's ``timer`` implies, for records without ``timing_basis`` (written
+    before it was kept): CUDA events and CUDA-graph replays were timed between events, the
+    perf_counter timers on the host with a wait for the result; '' for no timer (not timed)."""
+    if not timer:
+        return ""
+    if timer in ("cuda_event", "cudagraph"):
+        return "device_events"
+    return "host_sync" if timer.startswith("perf_counter") else ""
+
 
 @dataclass(frozen=True, order=True)
 class Point:
@@ -264,6 +281,9 @@ class TimeMetrics:
     time_min_s: float | None = None
     warmup: int = 0
     timer: str = ""                        # perf_counter / cuda_event / ...
+    # TIMING_BASES: what a sample's time is; records without it read it from their timer
+    # (implied_timing_basis)
+    timing_basis: str = ""
     compile_time_s: float | None = None    # first call (JAX jit, torch.compile); not in time_s
     # where the first call's compiled code came from: "miss" (compiled), "hit" (the on-disk
     # Inductor/JAX cache), "warm" (already compiled in this worker); "" when nothing compiled
@@ -306,8 +326,10 @@ class TimingConditions:
     max_sm_clock_mhz: float | None = None
     gpu_temperature_c_max: float | None = None
     gpu_power_w_max: float | None = None
-    throttle_reasons: list[str] = field(default_factory=list)
-    throttled: bool | None = None          # timed below 90% of the maximum SM clock
+    throttle_reasons: list[str] = field(default_factory=list)   # in the non-idle samples
+    # a slowdown reason (power cap, thermal, hardware slowdown) in a non-idle sample, or the SM
+    # clock below 75% of the application clock (harness.measure.gpu_watch)
+    throttled: bool | None = None
     isolation: str = ""                    # "worker": a reused worker; "point": fresh processes
     worker_point: int | None = None        # this point's turn in its worker (1: a fresh worker)
 
@@ -379,6 +401,12 @@ class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
     timer_note: str | None = to_extra()
     clock_note: str | None = to_extra()
     clock_samples: int | None = to_extra()
+    # what throttled was judged on (harness.measure.gpu_watch.summarise)
+    clock_samples_used: int | None = to_extra()
+    sm_clock_mhz_median: float | None = to_extra()
+    app_sm_clock_mhz: float | None = to_extra()
+    clock_low_fraction: float | None = to_extra()
+    low_clock_timing_samples: int | None = to_extra()
     # how the method compiles (Implementation.compile_mode), where it says
     compile_mode: str | None = to_extra()
 
@@ -485,6 +513,8 @@ class SpeedRecord(RecordBookkeeping, FidelityMetrics, GateMetrics, TimingConditi
         data.pop("point_id", None)
         names = {f.name for f in dataclasses.fields(cls)}
         extra = {k: v for k, v in data.items() if k not in names}
+        if not data.get("timing_basis"):
+            data["timing_basis"] = implied_timing_basis(data.get("timer"))
         record = cls(**{k: v for k, v in data.items() if k in names})
         record.extra.update(extra)
         return record

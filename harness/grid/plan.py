@@ -15,8 +15,8 @@ from typing import Any
 
 from harness.grid import presets
 from harness.errors import UsageError
-from harness.grid.settings import TimingSettings
-from harness.contract.records import Point
+from harness.grid.settings import TimingSettings, resolve_timing_basis
+from harness.contract.records import TIMING_BASES, Point
 from harness.contract.registry import REGISTRY, device_kind
 from harness.grid.settings import ISOLATION_MODES, RunSettings
 from harness.contract.frameworks import best_device
@@ -72,6 +72,7 @@ class SweepRequest:
     time_budget: float | None = None
     shard: str | None = None
     timer: str | None = None
+    timing_basis: str | None = None
     reuse_peaks: bool | None = None
     isolate: str | None = None
     compile_cache: str | None = None
@@ -132,6 +133,22 @@ class StoredGrids:
     resume: dict[str, Any] | None = None
 
 
+def plan_timing_basis(requested: Any, points: list[Point]) -> str:
+    """--timing-basis for the grid: one of TIMING_BASES, resolved from ``auto`` (the default)
+    by the frameworks timed on CUDA (harness.grid.settings.resolve_timing_basis); a basis that
+    a framework of the grid cannot be timed on is a usage error."""
+    requested = "auto" if requested is None else str(requested)
+    if requested not in ("auto", *TIMING_BASES):
+        raise UsageError(f"--timing-basis: {requested!r} is not one of auto, "
+                         f"{', '.join(TIMING_BASES)}")
+    cuda = {REGISTRY.get(p.impl).framework for p in points if device_kind(p.device) == "cuda"}
+    if requested == "device_events" and cuda - {"torch"}:
+        raise UsageError(f"--timing-basis device_events: {', '.join(sorted(cuda - {'torch'}))} "
+                         f"has no CUDA-event timer; use host_sync (or auto) for a grid that "
+                         f"times it on CUDA")
+    return resolve_timing_basis(requested, cuda)
+
+
 def plan(request: SweepRequest, *, check_devices: bool = True,
          default_device: str | None = None, stored: StoredGrids | None = None) -> SweepPlan:
     """The plan of a request. A request that names run directories (``--resume``,
@@ -162,6 +179,7 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
         groups.extend(overrides.apply(g) for g in presets.preset_groups(preset_name, device))
     points = expand(groups, REGISTRY.names())
     validate_points(points, check_devices=check_devices)
+    timing_basis = plan_timing_basis(raw.get("timing_basis"), points)   # the whole grid's
     shard = parse_shard(raw["shard"]) if raw.get("shard") is not None else None
     grid_points = len(points)
     if shard is not None:
@@ -176,7 +194,7 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
         min_time_s=setting(raw, "min_time", 0.5, minimum=0),
         max_repeats=setting(raw, "max_repeats", TimingSettings.max_repeats, integer=True,
                             minimum=1),
-        timer=timer)
+        timer=timer, timing_basis=timing_basis)
     timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
     cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)

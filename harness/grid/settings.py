@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,22 @@ class TimingSettings:
     cuda_flush_l2: bool = True
     timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.measure.timers)
     lockstep: Lockstep | None = None  # take turns with another worker (run_bench.py ab)
+    # --timing-basis: harness.contract.records.TIMING_BASES, or "auto" (resolve_timing_basis;
+    # a plan and a Runner resolve it for their whole grid; a worker given "auto" alone times
+    # torch on CUDA with events and everything else on the host)
+    timing_basis: str = "auto"
+
+
+def resolve_timing_basis(requested: str | None, cuda_frameworks: Iterable[str]) -> str:
+    """The one timing basis of a run whose points on CUDA devices use ``cuda_frameworks``:
+    the one requested, else (``auto``) ``device_events`` when every one is torch (the GPU's own
+    time, the finer basis, where every framework of the run has it) and ``host_sync`` otherwise
+    (JAX has no CUDA events: every framework on the host's clock with a wait for the result;
+    CPU-only runs are timed that way in any case)."""
+    if requested and requested != "auto":
+        return requested
+    frameworks = set(cuda_frameworks)
+    return "device_events" if frameworks and frameworks <= {"torch"} else "host_sync"
 
 
 

@@ -9,6 +9,7 @@ faults on fresh buffers do not come and go from one process to the next.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
@@ -45,12 +46,13 @@ class Baton:
         os.close(self.pass_fd)
 
 
-def time_in_lockstep(work: Workload, settings: TimingSettings,
-                     lockstep: Lockstep) -> tuple[list[float], Any]:
+def time_in_lockstep(work: Workload, settings: TimingSettings, lockstep: Lockstep,
+                     watch: Any = None) -> tuple[list[float], Any]:
     """``settings.warmup`` warm-up calls, then samples, each call on its own turn of the baton.
     The leader samples until min_time_s or max_repeats (as time_workload does) and passes a stop
     with its last turn; a worker that receives a stop (from the leader, or from ab when the
-    other side failed) takes one more sample and ends, so both end with as many samples."""
+    other side failed) takes one more sample and ends, so both end with as many samples.
+    ``watch`` (harness.measure.gpu_watch, or any context manager) is entered around the samples."""
     timer = work.timer or WallClockTimer()
     hold_freed_memory()
     baton = Baton(lockstep)
@@ -58,6 +60,7 @@ def time_in_lockstep(work: Workload, settings: TimingSettings,
     samples: list[float] = []
     cpu_samples: list[float] = []
     signal = CONTINUE
+    stack = contextlib.ExitStack()
     try:
         work.info["warmup_calls"] = 0
         for _ in range(settings.warmup):     # warm-up takes turns too: same count both sides
@@ -69,6 +72,8 @@ def time_in_lockstep(work: Workload, settings: TimingSettings,
             work.block(value)
             work.info["warmup_calls"] += 1
             baton.give()
+        if watch is not None:
+            stack.enter_context(watch)
         while True:
             if signal != STOP:
                 signal = baton.wait()
@@ -85,6 +90,7 @@ def time_in_lockstep(work: Workload, settings: TimingSettings,
                 break
             baton.give()
     finally:
+        stack.close()
         baton.close()
     work.info["cpu_samples"] = cpu_samples
     work.info["lockstep"] = "leader" if lockstep.leader else "follower"

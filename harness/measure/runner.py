@@ -46,7 +46,7 @@ from harness.contract.records import MemoryResult, Measurement, Point, SpeedReco
 from harness.contract.registry import REGISTRY, Implementation, device_kind, load_impl_modules
 from harness.store.run_dir import RunDir, now_iso
 from harness.metrics.traffic import traffic_metrics
-from harness.grid.settings import RunSettings
+from harness.grid.settings import RunSettings, resolve_timing_basis
 from harness.contract.registry import static_check
 
 Combo = tuple  # impl, device, dtype, causal[, workload features, keyword axis values]
@@ -130,6 +130,18 @@ def compile_cache_dir(settings: RunSettings, run_dir: RunDir | None) -> str | No
     return own
 
 
+def with_timing_basis(settings: RunSettings, points: list[Point]) -> RunSettings:
+    """``settings`` with --timing-basis ``auto`` resolved for these points (a plan resolves it
+    for its grid first; a Runner given settings directly resolves it for what it runs), so that
+    every framework of the run is timed on one basis."""
+    if settings.timing.timing_basis != "auto":
+        return settings
+    cuda = {REGISTRY.get(p.impl).framework for p in points
+            if device_kind(p.device) == "cuda" and p.impl in REGISTRY.names()}
+    return replace(settings, timing=replace(
+        settings.timing, timing_basis=resolve_timing_basis("auto", cuda)))
+
+
 class Runner:
     def __init__(self, run_dir: RunDir, settings: RunSettings, *,
                  executor: LocalExecutor | WorkerPool | None = None, hardware_id: str = "",
@@ -160,6 +172,7 @@ class Runner:
             points = sorted(points, key=lambda p: (p.series_key(), p.seq_len))
         else:   # worker by worker, each its smallest T first (harness.measure.budget)
             points = budget_order(points, worker_key)
+        self.settings = with_timing_basis(self.settings, points)
         summary = RunSummary()
         done = self.run_dir.done_point_ids() if resume else set()
         todo = [p for p in points if p.point_id not in done]

@@ -10,6 +10,18 @@ an L2 flush for JAX on GPU, and what each record says about the flush.
   ``nsys`` trace lines up with the records.
 - JAX on GPU: ``JaxFlushTimer`` writes a buffer larger than L2 (untimed) before each timed
   call, the rule torch's CUDA-event timer follows, so JAX and torch methods are timed alike.
+
+Timing basis (``--timing-basis``; harness.contract.records.TIMING_BASES): what a sample's time
+is, one for every framework of a run so that the methods of a comparison are timed alike:
+- ``device_events``: CUDA events recorded on the stream around the call: the GPU's time from
+  the first kernel's start to the last one's end (host dispatch only where the GPU waited for
+  it). torch only: JAX offers no events on its streams, so a run that times JAX on a GPU cannot
+  use it.
+- ``host_sync``: perf_counter around the call and a wait for its result (torch:
+  ``torch.cuda.synchronize``; JAX: ``block_until_ready``): dispatch, the GPU's work and the
+  synchronisation, for every framework. The CPU is always timed this way.
+Each timer says its ``basis``; the record's ``timing_basis`` is the basis of the timer that took
+its samples (``timer_basis``).
 """
 
 from __future__ import annotations
@@ -19,10 +31,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import UnsupportedError
 from harness.contract.frameworks.jax_fw import JAX_FLUSH_BYTES
+from harness.contract.records import TIMING_BASES
 from harness.contract.registry import device_kind
 
 TIMERS = ("events", "cudagraph")
 CAPTURE_WARMUP = 3
+DEVICE_EVENTS, HOST_SYNC = TIMING_BASES
 
 
 @runtime_checkable
@@ -45,6 +59,7 @@ class WallClockTimer:
     """perf_counter around a call, waiting for the result (the CPU's timer)."""
 
     name = "perf_counter"
+    basis = "host_sync"
     flush = None
 
     def time(self, work: Any) -> tuple[float, Any]:
@@ -82,11 +97,13 @@ class CudaEventTimer:
     under the same --max-memory cap as the workload; the worker raises the cap by its size."""
 
     name = "cuda_event"
+    basis = "device_events"
 
     def __init__(self, device: str, flush_l2: bool = True, *, torch_module: Any = None) -> None:
         if torch_module is None:
             import torch as torch_module
         self.torch = torch_module
+        self.device = device
         self.flush = None
         if flush_l2:
             from harness.contract.frameworks.torch_fw import l2_flush_bytes
@@ -107,18 +124,40 @@ class CudaEventTimer:
         return start.elapsed_time(end) / 1000.0, value
 
 
+class CudaSyncTimer(CudaEventTimer):
+    """The ``host_sync`` basis for torch on a GPU: the L2 flush (when on) and a synchronisation
+    first, untimed, then perf_counter around the call and ``torch.cuda.synchronize``: what
+    JAX's timer measures (harness.measure.timers.JaxFlushTimer), for torch."""
+
+    name = "perf_counter+cuda_sync"
+    basis = "host_sync"
+
+    def time(self, work: Any) -> tuple[float, Any]:
+        torch = self.torch
+        if self.flush is not None:
+            self.flush.zero_()
+        torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        value = work.run()
+        torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start, value
+
+
 class CudaGraphTimer:
-    """Replays a CUDA graph of the call between CUDA events; flushes L2 first when given a
-    buffer."""
+    """Replays a CUDA graph of the call; flushes L2 first when given a buffer. ``basis``:
+    between CUDA events (``device_events``), or perf_counter around the replay and a
+    synchronisation (``host_sync``, after an untimed one)."""
 
     name = "cudagraph"
 
-    def __init__(self, device: str, flush: Any = None, *, torch_module: Any = None) -> None:
+    def __init__(self, device: str, flush: Any = None, *, torch_module: Any = None,
+                 basis: str = "device_events") -> None:
         if torch_module is None:
             import torch as torch_module
         self.torch = torch_module
         self.device = device
         self.flush = flush
+        self.basis = basis
         self.graph: Any = None
         self.output: Any = None
 
@@ -149,6 +188,12 @@ class CudaGraphTimer:
             torch.cuda.synchronize(self.device)
         if self.flush is not None:
             self.flush.zero_()
+        if self.basis == HOST_SYNC:
+            torch.cuda.synchronize(self.device)
+            began = time.perf_counter()
+            self.graph.replay()
+            torch.cuda.synchronize(self.device)
+            return time.perf_counter() - began, self.output
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         start.record()
@@ -170,6 +215,7 @@ class NvtxTimer:
         self.label = label
         self.nvtx = nvtx
         self.name = inner.name
+        self.basis = timer_basis(inner)
         self.flush = getattr(inner, "flush", None)
 
     def time(self, work: Any) -> tuple[float, Any]:
@@ -185,6 +231,7 @@ class JaxFlushTimer:
     buffer larger than L2 on the same device."""
 
     name = "perf_counter"
+    basis = "host_sync"
 
     def __init__(self, jax_device: Any, nbytes: int = JAX_FLUSH_BYTES) -> None:
         import jax
@@ -202,14 +249,35 @@ class JaxFlushTimer:
         return time.perf_counter() - start, value
 
 
-def device_timer(framework: str, device: str, flush_l2: bool = True) -> Timer | None:
-    """The device's own timer: CUDA events for torch on a GPU, perf_counter after an L2 flush
-    for JAX on a GPU (L2 flushed before each sample, as torch's timer does); None on the CPU
-    (wall clock)."""
+def timer_basis(timer: Any) -> str:
+    """The timing basis of a workload's timer (None: the wall clock, ``host_sync``)."""
+    return getattr(timer, "basis", HOST_SYNC) if timer is not None else HOST_SYNC
+
+
+def basis_problem(basis: str, framework: str, device: str) -> str:
+    """Why ``framework`` on ``device`` cannot be timed on ``basis`` ('' when it can)."""
+    if basis not in TIMING_BASES:
+        return f"unknown timing basis {basis!r}; valid: {', '.join(TIMING_BASES)}"
+    if basis == DEVICE_EVENTS and device_kind(device) == "cuda" and framework != "torch":
+        return (f"--timing-basis device_events: {framework} has no CUDA-event timer; time the "
+                f"run on host_sync (every framework, wall clock with a synchronisation)")
+    return ""
+
+
+def device_timer(framework: str, device: str, flush_l2: bool = True,
+                 basis: str = DEVICE_EVENTS) -> Timer | None:
+    """The device's own timer on ``basis``: for torch on a GPU, CUDA events (device_events) or
+    perf_counter with synchronisations (host_sync), after the L2 flush; for JAX on a GPU,
+    perf_counter with block_until_ready after an L2 flush (host_sync only); None on the CPU
+    and for JAX without the flush (wall clock, block_until_ready: host_sync)."""
     if device_kind(device) != "cuda":
         return None
+    problem = basis_problem(basis, framework, device)
+    if problem:
+        raise UnsupportedError(problem)
     if framework == "torch":
-        return CudaEventTimer(device, flush_l2)
+        return CudaSyncTimer(device, flush_l2) if basis == HOST_SYNC \
+            else CudaEventTimer(device, flush_l2)
     if framework == "jax" and flush_l2:
         from harness.contract.frameworks.jax_fw import jax_device
 
@@ -218,16 +286,17 @@ def device_timer(framework: str, device: str, flush_l2: bool = True) -> Timer | 
 
 
 def prepare(work: Any, *, timer: str, framework: str, device: str, label: str,
-            flush_l2: bool = True) -> dict[str, Any]:
-    """Give ``work`` its timer for ``--timer`` on this device and return the record's timing
-    conditions: ``l2_flush``, ``matmul_precision`` and, where something did not apply,
-    ``timer_note``."""
+            flush_l2: bool = True, basis: str = DEVICE_EVENTS) -> dict[str, Any]:
+    """Give ``work`` its timer for ``--timer`` and ``--timing-basis`` on this device and return
+    the record's timing conditions: ``l2_flush``, ``matmul_precision`` and, where something did
+    not apply, ``timer_note``."""
     from harness.contract.precision import describe
 
     if work.timer is None:
-        work.timer = device_timer(framework, device, flush_l2)
+        work.timer = device_timer(framework, device, flush_l2, basis)
 
-    note = apply_timer(work, timer=timer, framework=framework, device=device, label=label)
+    note = apply_timer(work, timer=timer, framework=framework, device=device, label=label,
+                       basis=basis)
     out: dict[str, Any] = {"l2_flush": l2_flush_note(work.timer, device),
                            "matmul_precision": describe(framework)}
     if note:
@@ -236,11 +305,11 @@ def prepare(work: Any, *, timer: str, framework: str, device: str, label: str,
 
 
 def apply_timer(work: Any, *, timer: str, framework: str, device: str, label: str,
-                torch_module: Any = None) -> str:
+                torch_module: Any = None, basis: str = DEVICE_EVENTS) -> str:
     """Set up ``work.timer`` for ``--timer`` on this device; returns a note ('' when none).
 
-    CUDA + torch + cudagraph: a CudaGraphTimer reusing the event timer's flush buffer. On CUDA
-    with torch, every timer is wrapped in NVTX ranges named ``label``.
+    CUDA + torch + cudagraph: a CudaGraphTimer on ``basis`` reusing the event timer's flush
+    buffer. On CUDA with torch, every timer is wrapped in NVTX ranges named ``label``.
     """
     if timer not in TIMERS:
         raise ValueError(f"unknown timer {timer!r}; valid: {', '.join(TIMERS)}")
@@ -250,7 +319,7 @@ def apply_timer(work: Any, *, timer: str, framework: str, device: str, label: st
     if timer == "cudagraph":
         if framework == "torch":
             work.timer = CudaGraphTimer(device, getattr(work.timer, "flush", None),
-                                        torch_module=torch_module)
+                                        torch_module=torch_module, basis=basis)
         else:
             note = f"--timer cudagraph: not applicable to {framework} (timed with its own timer)"
     if framework == "torch" and work.timer is not None:

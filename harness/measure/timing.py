@@ -10,6 +10,7 @@ Lockstep timing for ``run_bench.py ab``: harness.measure.lockstep; memory: harne
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -27,14 +28,18 @@ def first_call(work: Workload) -> float:
 
 
 def time_workload(work: Workload, settings: TimingSettings,
-                  warm_s: float = 0.0) -> tuple[list[float], Any]:
+                  warm_s: float = 0.0, watch: Any = None) -> tuple[list[float], Any]:
     """Warm up, then sample until min_time_s or max_repeats; returns samples and last output.
 
     ``warm_s`` is warm-up time already spent (the first call): a call that takes seconds is
-    warm after one or two calls, and further warm-up would only lengthen the run.
+    warm after one or two calls, and further warm-up would only lengthen the run. ``watch``
+    (harness.measure.gpu_watch) is entered after the warm-up, around the samples only; each
+    sample's perf_counter start and end go to ``work.info["sample_spans"]`` so that the watch
+    can tell which samples ran at which clock.
     """
+    watch = watch if watch is not None else contextlib.nullcontext()
     if settings.lockstep is not None:
-        return time_in_lockstep(work, settings, settings.lockstep)
+        return time_in_lockstep(work, settings, settings.lockstep, watch=watch)
     timer = work.timer or WallClockTimer()
     warm_timer = WallClockTimer()   # warm-up counts wall-clock time against warmup_time_s
     value = None
@@ -48,17 +53,22 @@ def time_workload(work: Workload, settings: TimingSettings,
         warm_s += elapsed
     samples: list[float] = []
     cpu_samples: list[float] = []   # CPU time of the process per sample (outside the timed call)
-    while True:
-        work.setup()
-        cpu_start = time.process_time()
-        elapsed, value = timer.time(work)
-        cpu_samples.append(time.process_time() - cpu_start)
-        samples.append(elapsed)
-        enough_time = sum(samples) >= settings.min_time_s
-        if len(samples) >= settings.max_repeats or \
-                (len(samples) >= settings.min_repeats and enough_time):
-            break
+    spans: list[tuple[float, float]] = []
+    with watch:
+        while True:
+            work.setup()
+            cpu_start = time.process_time()
+            start = time.perf_counter()
+            elapsed, value = timer.time(work)
+            spans.append((start, time.perf_counter()))
+            cpu_samples.append(time.process_time() - cpu_start)
+            samples.append(elapsed)
+            enough_time = sum(samples) >= settings.min_time_s
+            if len(samples) >= settings.max_repeats or \
+                    (len(samples) >= settings.min_repeats and enough_time):
+                break
     work.info["cpu_samples"] = cpu_samples
+    work.info["sample_spans"] = spans
     return samples, value
 
 

@@ -61,7 +61,7 @@ from harness.contract.records import Measurement, MemoryResult, Point, TimingRes
 from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
 from harness.metrics.stats import sample_stats
-from harness.grid.settings import WorkerContext
+from harness.grid.settings import WorkerContext, resolve_timing_basis
 
 # Fidelity compares the timed output with the exact output on FIDELITY_ROWS evenly spaced
 # query rows (all of them up to that many), where that is cheap
@@ -408,16 +408,21 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     where its compiled code came from), warm-up, samples, then output checks and fidelity.
     ``warm_s``: time already spent calling this workload (the memory pass's calls), which
     counts against the warm-up's time."""
+    basis = point_timing_basis(settings, impl.framework, point.device)
     conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
                                     device=point.device, label=point.point_id,
-                                    flush_l2=settings.cuda_flush_l2)
-    if cold_first_s is None:
-        first, cache = cold_call(work, impl)
-    else:
-        first = first_call(work)
-    cold = first if cold_first_s is None else cold_first_s
-    with watch_for(point.device) as watch:   # NVML clocks while the samples are taken
-        samples, value = time_workload(work, settings, warm_s=first + warm_s)
+                                    flush_l2=settings.cuda_flush_l2, basis=basis)
+    watch = watch_for(point.device)
+    watch.open()   # NVML started before the calls; sampled around the samples only
+    try:
+        if cold_first_s is None:
+            first, cache = cold_call(work, impl)
+        else:
+            first = first_call(work)
+        cold = first if cold_first_s is None else cold_first_s
+        samples, value = time_workload(work, settings, warm_s=first + warm_s, watch=watch)
+    finally:
+        watch.close()
     wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
     finite = work.check(value)
     deviation = rows = None
@@ -431,10 +436,12 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         threads=fw.threads(),
         timer=(work.timer or gpu_timing.WallClockTimer()).name
         + ("+block_until_ready" if impl.framework == "jax" else ""),
+        timing_basis=gpu_timing.timer_basis(work.timer),
         time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
         cpu_time_samples_s=work.info.get("cpu_samples") or None,
         lockstep=work.info.get("lockstep"))
-    result.set_conditions({**conditions, **watch.fields()})
+    result.set_conditions({**conditions,
+                           **watch.fields(work.info.get("sample_spans"))})
     if impl.framework == "jax" or impl.compiles:
         # the first call is dominated by compilation (jit, torch.compile); never part
         # of the samples
@@ -450,6 +457,13 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         return result
     result.deviation_from_softmax, result.fidelity_rows = deviation, rows
     return result
+
+
+def point_timing_basis(settings: TimingSettings, framework: str, device: str) -> str:
+    """The run's timing basis (settings.timing_basis); ``auto`` (settings not resolved by a plan
+    or a Runner) resolved for this point alone."""
+    cuda = {framework} if device_kind(device) == "cuda" else set()
+    return resolve_timing_basis(settings.timing_basis, cuda)
 
 
 def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str:

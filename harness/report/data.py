@@ -15,6 +15,7 @@ from harness.contract.registry import REGISTRY
 from harness.contract.parsers import PASSES
 from harness.contract.records import (
     NUMERIC_SPEED_METRICS,
+    implied_timing_basis,
     SPEED_METRICS,
     Point,
     invalid_numbers,
@@ -194,6 +195,8 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.update(workload_columns(data))
         row.update({name: (data.get("axes") or {}).get(name) for name in unknown})
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
+        # records written without the field: the basis their timer implies
+        row["timing_basis"] = data.get("timing_basis") or implied_timing_basis(data.get("timer"))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
                            "tokens_per_s", *ROOFLINE_COLUMNS):

@@ -391,7 +391,8 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                 lambda frame, title: figures.time_figure(frame, impls, looks, title),
                 lambda frame: "Median time per call, log-log, one line per implementation; the "
                               "band is the interquartile range of the timing samples. "
-                              + failure_caption(frame))
+                              + " ".join(filter(None, [basis_caption(frame),
+                                                       failure_caption(frame)])))
     per_variant("memory_vs_seq_len", "Peak memory vs sequence length",
                 lambda frame, title: figures.memory_figure(frame, impls, looks, title, method),
                 lambda frame: f"Peak memory above the inputs ({method or 'method unknown'}). "
@@ -399,7 +400,9 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     decode_section(doc, speed, impls, looks, writer, figures, results.multi)
     times = tables.pivot(speed, "time_s", 1e3)
     doc.table(times, writer.table(times, "time_ms",
-                                  "median time per call (ms); failed points show their status"))
+                                  "median time per call (ms); failed points show their status"
+                                  + (f". {basis_caption(speed)}" if basis_caption(speed)
+                                     else "")))
     mem = tables.pivot(speed, "peak_mem_bytes", 1 / MIB)
     doc.table(mem, writer.table(mem, "peak_memory_mib",
                                 "peak memory above the inputs (MiB); failed points show "
@@ -417,7 +420,8 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                                      title=title),
                 "speedup" + suffix, f"Speedup over {baseline} ({title})",
                 f"{baseline}'s median time divided by each implementation's at the same shape; "
-                f"above 1 is faster. Only points where both ran are shown."))
+                f"above 1 is faster. Only points where both ran are shown. "
+                f"{basis_caption(frame)}".rstrip()))
             doc.figure(writer.figure(
                 figures.ratio_figure(frame, impls, looks, column="memory_ratio",
                                      ylabel="memory saving (x)",
@@ -507,7 +511,7 @@ def decode_section(doc, speed, impls, looks, writer, figures, multi: bool) -> No
             f"Time per decode step ({title})",
             "One new query per sequence against a KV cache of the given length (q_len = 1, "
             "seq_len = KV length): median time per step, one panel per batch size, one line "
-            "per implementation."))
+            "per implementation. " + basis_caption(frame)))
 
 
 def peaks_table(results: Results) -> pd.DataFrame:
@@ -563,12 +567,44 @@ def peaks_section(doc, results, impls, looks, writer, figures) -> None:
                                    "% of the peak matmul FLOP/s of the dtype (exact methods)"))
     throttled = speed[speed["throttled"]]
     if not throttled.empty:
-        items = [f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}: SM clock down "
-                 f"to {r.sm_clock_mhz_min:.0f} of {r.max_sm_clock_mhz:.0f} MHz"
-                 for _, r in throttled.iterrows()]
-        doc.p(f"**Throttled**: {len(items)} point(s) were timed below 90% of the GPU's maximum "
-              "SM clock; their times are not the GPU's best:")
+        items = [f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}: "
+                 + throttle_text(r) for _, r in throttled.iterrows()]
+        doc.p(f"**Throttled**: {len(items)} point(s) were timed while NVML reported a "
+              "slowdown (power cap, thermal or hardware slowdown) or with the SM clock below "
+              "75% of the application clock (idle samples left out); their times are not the "
+              "GPU's best:")
         doc.ul(items)
+
+
+BASIS_WORDS = {
+    "device_events": "device_events (CUDA events around each call: the GPU's time)",
+    "host_sync": "host_sync (wall clock around each call and a wait for its result: dispatch "
+                 "and synchronisation included)",
+}
+
+
+def basis_caption(frame: pd.DataFrame) -> str:
+    """What the times of ``frame`` are: 'Timing basis: ...' (its records' timing_basis), or a
+    warning when they hold several bases ('' with no timed record)."""
+    bases = sorted(set(frame["timing_basis"].dropna()) - {""}) \
+        if "timing_basis" in frame.columns else []
+    if not bases:
+        return ""
+    if len(bases) == 1:
+        return f"Timing basis: {BASIS_WORDS.get(bases[0], bases[0])}."
+    return (f"Timing bases differ here ({', '.join(bases)}): times on different bases are not "
+            f"comparable.")
+
+
+def throttle_text(row: Any) -> str:
+    """Why a throttled point was marked: its reasons and its lowest SM clock."""
+    reasons = [r for r in (row.get("throttle_reasons") or []) if r != "gpu_idle"]
+    parts = [f"reasons {', '.join(reasons)}"] if reasons else []
+    low, top = row.get("sm_clock_mhz_min"), row.get("max_sm_clock_mhz")
+    if pd.notna(low):
+        parts.append(f"SM clock down to {low:.0f}" + (f" of {top:.0f} MHz" if pd.notna(top)
+                                                       else " MHz"))
+    return "; ".join(parts) or "throttled"
 
 
 def failure_caption(frame: pd.DataFrame) -> str:
@@ -609,7 +645,8 @@ def runs_section(doc, results, pairs, reference, order, looks, writer, figures) 
             frame, runs, impls, looks, value=lambda r: r["time_s"].to_numpy() * 1e3,
             ylabel="time per call (ms)"), "runs_time" + suffix,
             f"Time per run, side by side ({group})",
-            "One column per run (label and hardware); median time per call."))
+            "One column per run (label and hardware); median time per call. "
+            + basis_caption(frame)))
         doc.figure(writer.figure(figures.runs_side_by_side(
             frame, runs, impls, looks,
             value=lambda r: r["peak_mem_bytes"].to_numpy(float) / MIB,
@@ -622,7 +659,7 @@ def runs_section(doc, results, pairs, reference, order, looks, writer, figures) 
     doc.figure(writer.figure(figures.runs_ratio(pairs, reference, impls, looks), "runs_ratio",
                              "Time ratio between runs",
                              f"Median time in each run divided by the time in {reference} at "
-                             f"the same implementation and shape."))
+                             f"the same implementation and shape. {basis_caption(speed)}"))
     table = tables.run_comparison_table(pairs, reference)
     doc.table(table, writer.table(table, "run_comparison",
                                   f"paired points: each run vs {reference}"))
@@ -776,9 +813,14 @@ def notes_section(doc, results: Results) -> None:
         timers = sorted(set(speed["timer"].dropna()) - {""})
         mems = sorted(set(speed["mem_method"].dropna()) - {""})
         flops = sorted(set(speed["flop_model"].dropna()) - {""})
+        bases = sorted(set(speed["timing_basis"].dropna()) - {""})
         items += [f"timer: {', '.join(timers) or 'unknown'}; times are medians of the samples, "
                   "spread is the interquartile range",
-                  f"memory: {', '.join(mems) or 'unknown'}"]
+                  "timing basis: " + ("; ".join(BASIS_WORDS.get(b, b) for b in bases)
+                                      or "unknown")
+                  + (" (several: times on different bases are not comparable)"
+                     if len(bases) > 1 else "")]
+        items += [f"memory: {', '.join(mems) or 'unknown'}"]
         items += [f"FLOP model: {f}" for f in flops]
     items += [f"input warning: {w}" for w in results.warnings]
     doc.ul(items or ["no speed records"])

@@ -58,6 +58,13 @@ Status
     with ``fail_on_missing``). With ``--relative-to``, a point whose reference is absent or not ok
     at its configuration in either run is ``no reference`` (listed; the reference's own status
     row carries the regression), and the reference's own time row is ``reference``.
+
+Timing basis
+    Two times on different timing bases (the records' ``timing_basis``: CUDA events against
+    wall clock with a synchronisation; a record without the field reads it from its ``timer``)
+    are not set against each other: the time row is ``not comparable`` with both bases in its
+    note, never a regression. With ``--relative-to`` the point and its reference must share
+    a basis in each run too. The command warns in its header when the runs' bases differ.
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ from harness.verdicts.words import (
     NEW,
     NO_REFERENCE,
     NOISY,
+    NOT_COMPARABLE,
     REFERENCE,
     REGRESSED,
     UNCHANGED,
@@ -260,6 +268,9 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
     b_samples, c_samples = samples_of(b), samples_of(c)
     if not b_samples.size or not c_samples.size:
         return VerdictRow(point, metric, UNCHANGED, note="no time recorded", **common)
+    differ = basis_difference(b, c)
+    if differ:
+        return VerdictRow(point, metric, NOT_COMPARABLE, note=differ, **common)
     b_ref = c_ref = None
     if ref:
         if point.impl == ref:
@@ -275,6 +286,10 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
             return VerdictRow(point, metric, NO_REFERENCE,
                               note=f"{ref} not measured (ok) here in the "
                                    f"{' and '.join(missing)} run", **common)
+        differ = basis_difference(b, rb) or basis_difference(c, rc)
+        if differ:
+            return VerdictRow(point, metric, NOT_COMPARABLE,
+                              note=f"{differ} (the point against {ref})", **common)
         b_ref, c_ref = rounds_of(rb), rounds_of(rc)
     est = ratio_estimate(rounds_of(b), rounds_of(c), b_ref, c_ref,
                          confidence=settings.confidence, statistic=settings.statistic)
@@ -285,6 +300,20 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
         abs_ratio = float(stat(c_samples) / stat(b_samples))
         note = "; ".join(filter(None, [f"absolute x{abs_ratio:.2f}", note]))
     return _row_from(point, metric, verdict, est, note=note, **common)
+
+
+def basis_difference(a: SpeedRecord, b: SpeedRecord) -> str:
+    """Why two records' times cannot be set against each other ('' when they can): different
+    timing bases (harness.contract.records.TIMING_BASES; a record without one reads it from its
+    timer, and an unknown basis matches any)."""
+    if a.timing_basis and b.timing_basis and a.timing_basis != b.timing_basis:
+        return f"timing basis differs: {a.timing_basis} vs {b.timing_basis}"
+    return ""
+
+
+def run_bases(records: Iterable[SpeedRecord]) -> set[str]:
+    """The timing bases of a run's timed records."""
+    return {r.timing_basis for r in records if r.status == "ok" and r.timing_basis}
 
 
 def _row_from(point: Point, metric: str, verdict: str, est: RatioEstimate,

@@ -22,6 +22,9 @@ Every verdict, what it means, and how a table shows it:
 ``not measured``  ab: not ok on either side
 ``no reference``  compare --relative-to: the reference is not measured (ok) at the point
 ``reference``     compare --relative-to: the reference's own row, not judged
+``not comparable`` compare: the two times are on different timing bases (the record's
+                  ``timing_basis``: CUDA events against wall clock with a synchronisation);
+                  not judged, listed with both bases
 ================  ===================================================================
 
 A row is a regression when its ``regression`` flag is set; the exit status of both commands is
@@ -38,12 +41,14 @@ REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
 NOISY, UNDECIDED = "within noise", "undecided"
 FIXED, NEW, MISSING, NOT_MEASURED = "fixed", "new", "missing", "not measured"
 NO_REFERENCE, REFERENCE = "no reference", "reference"
+NOT_COMPARABLE = "not comparable"
 STATUS_CHANGE = "status change"     # how a summary counts every "status A -> B"
 
 # rich style of each verdict in a table; a row that is a regression is always REGRESSION_STYLE
 STYLE = {REGRESSED: "bold red", IMPROVED: "green", UNCHANGED: "", NOISY: "yellow",
          UNDECIDED: "yellow", FIXED: "green", NEW: "cyan", MISSING: "magenta",
-         NOT_MEASURED: "", NO_REFERENCE: "yellow", REFERENCE: "dim"}
+         NOT_MEASURED: "", NO_REFERENCE: "yellow", REFERENCE: "dim",
+         NOT_COMPARABLE: "yellow"}
 REGRESSION_STYLE = "bold red"
 # verdicts a table lists last: nothing to look at
 QUIET = (UNCHANGED, REFERENCE)
