@@ -11,6 +11,9 @@ from pathlib import Path
 
 os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="attnbench-mpl-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# a JAX GPU test in this process takes its memory as it needs it, not 75% of the GPU up front
+# (the runner's workers measure beside it)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # one compile cache for the whole session (harness.measure.compile_cache): FlexAttention and JAX
 # compile each shape once per session, not once per run directory or worker; the tests'
 # processes (torch.compile in this one) use it too. Set it beforehand to keep one across sessions.

@@ -76,7 +76,7 @@ def test_torch_refuses_a_device_string_without_index():
 
 @pytest.mark.parametrize("device,index", [("cuda", 0), ("cuda:1", 1)])
 def test_torch_cap_gets_an_int_index(cuda, device, index):
-    device_setup.cap_cuda_allocator(8 * GIB, device)
+    device_setup.cap_cuda_allocator(device, max_bytes=8 * GIB, default_fraction=0.9)
     assert cuda.fractions == [(pytest.approx(0.1), index)]
 
 
@@ -94,9 +94,68 @@ def test_jax_fraction_keeps_the_deprecated_name_when_the_user_set_it(cuda, clean
                                                                       monkeypatch):
     monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: TOTAL)
     monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
-    device_setup.cap_jax_memory(4 * GIB, "cuda")
+    device_setup.cap_jax_memory("cuda", max_bytes=4 * GIB, default_fraction=0.9)
     assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.050000"
     assert "XLA_CLIENT_MEM_FRACTION" not in os.environ
+
+
+# ---- issue 26, item 9: one GPU memory cap for every framework ----------------------------
+
+@pytest.mark.parametrize("max_memory", [None, 8 * GIB])
+def test_both_frameworks_get_the_same_cap(cuda, clean_jax_env, monkeypatch, max_memory):
+    """Without --max-memory JAX's allocator would stop at 75% and torch's at none: the worker
+    gives both the same fraction of the device (and --max-memory, when given, to both)."""
+    monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: TOTAL)
+    context = worker.WorkerContext(max_memory_bytes=max_memory)
+    torch_cap = worker.prepare(context, "cuda", "torch")
+    jax_cap = worker.prepare(context, "cuda", "jax")
+    expected = 0.9 if max_memory is None else 0.1
+    assert context.device_memory_fraction == 0.9
+    assert cuda.fractions == [(pytest.approx(expected), 0)]
+    assert float(os.environ["XLA_CLIENT_MEM_FRACTION"]) == pytest.approx(expected)
+    assert torch_cap == jax_cap
+    assert torch_cap.as_note() == {"bytes": int(TOTAL * expected) if max_memory is None
+                                   else max_memory, "fraction": pytest.approx(expected),
+                                   "source": "default" if max_memory is None
+                                   else "--max-memory"}
+
+
+def test_memory_cap_arithmetic():
+    cap = device_setup.memory_cap(100 * GIB, None, GIB, 0.9)
+    assert (cap.cap_bytes, cap.source) == (91 * GIB, "default")
+    assert cap.fraction == pytest.approx(0.91)
+    assert device_setup.memory_cap(100 * GIB, 200 * GIB, 0, 0.9).fraction == 1.0
+    unknown = device_setup.memory_cap(None, None, GIB, 0.9)
+    assert (unknown.fraction, unknown.cap_bytes) == (0.9, None)
+
+
+def test_jax_gets_the_default_fraction_when_the_total_is_unknown(clean_jax_env, monkeypatch):
+    monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index=None: (_ for _ in ()).throw(RuntimeError("no CUDA")))
+    cap = device_setup.cap_jax_memory("cuda", max_bytes=None, default_fraction=0.9)
+    assert os.environ["XLA_CLIENT_MEM_FRACTION"] == "0.900000" and cap.source == "default"
+
+
+def test_the_memory_pass_records_the_cap(cuda, clean_jax_env, monkeypatch):
+    """The record says the cap its worker had, on an error record too (no real CUDA here)."""
+    monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: TOTAL)
+    point = Point("softmax_torch", seq_len=64, head_dim=16, device="cuda")
+    result = worker.memory_task(point, worker.WorkerContext())
+    assert result.device_memory_cap == {"bytes": int(TOTAL * 0.9), "fraction": 0.9,
+                                        "source": "default"}
+    from harness.contract.records import Measurement
+
+    _, notes = Measurement(result).record_values()
+    assert notes["device_memory_cap"]["source"] == "default"
+
+
+def test_run_settings_record_the_default_fraction():
+    from harness.grid.settings import RunSettings
+
+    settings = RunSettings()
+    assert settings.as_dict()["device_memory_fraction"] == 0.9
+    assert settings.worker_context().device_memory_fraction == 0.9
 
 
 def test_jax_reads_the_fraction_variables_it_is_given():

@@ -384,6 +384,9 @@ class MemoryResult(MemoryMetrics):
     # reused memory worker, or --isolate point): its time and where its compiled code came from
     warmup_call_s: float | None = to_extra(key="memory_first_call_s")
     warmup_compile_cache: str | None = to_extra(key="memory_compile_cache")
+    # the GPU memory cap the worker's framework had (harness.measure.device_setup.memory_cap:
+    # bytes, fraction of the device, source "--max-memory" or "default"); None off a GPU
+    device_memory_cap: dict[str, Any] | None = to_extra()
 
 
 @dataclass(kw_only=True)

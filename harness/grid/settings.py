@@ -50,10 +50,20 @@ def resolve_timing_basis(requested: str | None, cuda_frameworks: Iterable[str]) 
 
 
 
+# The share of a GPU's total memory a worker's framework may allocate when --max-memory is not
+# given, the same for torch (its caching allocator's per-process fraction) and JAX (its memory
+# fraction): JAX's allocator stops at 75% by default, torch's at none, which moved the OOM
+# boundary and the largest T against JAX. The rest is room for what no allocator counts (the
+# CUDA context, cuBLAS/cuDNN handles, loaded kernels).
+DEFAULT_DEVICE_MEMORY_FRACTION = 0.90
+
+
 @dataclass(frozen=True)
 class WorkerContext:
     impl_modules: tuple[str, ...] = ()
     max_memory_bytes: int | None = None
+    # the GPU memory cap without --max-memory (DEFAULT_DEVICE_MEMORY_FRACTION)
+    device_memory_fraction: float = DEFAULT_DEVICE_MEMORY_FRACTION
     seed: int = 0
     # the Inductor/Triton/JAX compile cache the worker uses (harness.measure.compile_cache);
     # None: the frameworks' own defaults
@@ -71,6 +81,9 @@ ISOLATION_MODES = ("worker", "point")
 class RunSettings:
     timeout_s: float = 120.0
     max_memory_bytes: int | None = None
+    # a GPU worker's memory cap without --max-memory, as a share of the device's total memory,
+    # for every framework (recorded in run.json's settings; each record says the cap it had)
+    device_memory_fraction: float = DEFAULT_DEVICE_MEMORY_FRACTION
     timing: TimingSettings = field(default_factory=TimingSettings)
     seed: int = 0
     impl_modules: tuple[str, ...] = ()
@@ -88,7 +101,8 @@ class RunSettings:
 
     def worker_context(self) -> WorkerContext:
         return WorkerContext(impl_modules=self.impl_modules,
-                             max_memory_bytes=self.max_memory_bytes, seed=self.seed,
+                             max_memory_bytes=self.max_memory_bytes,
+                             device_memory_fraction=self.device_memory_fraction, seed=self.seed,
                              compile_cache_dir=self.compile_cache)
 
     def as_dict(self) -> dict[str, Any]:

@@ -38,8 +38,8 @@ from harness.measure import timers as gpu_timing
 from harness.measure.gate import check as gate_check
 from harness.measure.device_setup import (
     CudaContextError,
-    cap_cuda_allocator,
-    cap_jax_memory,
+    DeviceMemoryCap,
+    cap_device_memory,
     cuda_context_error,
     device_scope,
     select_torch_cuda_device,
@@ -72,13 +72,16 @@ FIDELITY_MAX_MASK = 2 ** 26     # Tq * Tk (the reference builds the mask of ever
 
 
 def prepare(context: WorkerContext, device: str | None = None, framework: str | None = None,
-            extra_device_bytes: int = 0) -> None:
-    """Common set-up at the start of every task; applies --max-memory for the device.
+            extra_device_bytes: int = 0) -> DeviceMemoryCap | None:
+    """Common set-up at the start of every task; caps the device's memory. Returns the GPU
+    memory cap that applies (None off a GPU).
 
     On a CUDA device, torch's current device becomes the point's device (CUDA events and
     Triton launches use the current device, not the tensors'), and the cap goes to the
     framework that runs the point: torch's caching allocator, or JAX's memory fraction (set
-    before JAX starts its GPU backend; no torch CUDA context in a JAX worker).
+    before JAX starts its GPU backend; no torch CUDA context in a JAX worker). The cap is
+    --max-memory, else the same share of the device for every framework
+    (``context.device_memory_fraction``).
     ``extra_device_bytes`` is what the harness itself allocates on the device besides the
     workload (the L2-flush buffer of the timing pass): the cap grows by it, so that the timing
     pass has the same room for the workload as the memory pass.
@@ -88,17 +91,18 @@ def prepare(context: WorkerContext, device: str | None = None, framework: str | 
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     compile_cache.configure(context.compile_cache_dir, framework)
     load_impl_modules(context.impl_modules)
-    if device is not None and device_kind(device) == "cuda" and framework == "torch":
-        select_torch_cuda_device(device)
-    if context.max_memory_bytes and device is not None:
-        if device_kind(device) == "cuda":
-            cap = context.max_memory_bytes + max(0, int(extra_device_bytes))
-            if framework == "jax":
-                cap_jax_memory(cap, device)
-            else:
-                cap_cuda_allocator(cap, device)
-        else:
-            cap_address_space(context.max_memory_bytes)
+    if device is None:
+        return None
+    if device_kind(device) == "cuda":
+        if framework == "torch":
+            select_torch_cuda_device(device)
+        return cap_device_memory(framework or "torch", device,
+                                 max_bytes=context.max_memory_bytes,
+                                 default_fraction=context.device_memory_fraction,
+                                 extra_bytes=extra_device_bytes)
+    if context.max_memory_bytes:
+        cap_address_space(context.max_memory_bytes)
+    return None
 
 
 def cap_address_space(max_bytes: int) -> None:
@@ -246,7 +250,15 @@ def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
     load_impl_modules(context.impl_modules)
     impl = REGISTRY.get(point.impl)
     fw = frameworks.get(impl.framework)
-    prepare(context, point.device, impl.framework)
+    cap = prepare(context, point.device, impl.framework)
+    result = memory_pass(point, context, impl, fw)
+    result.device_memory_cap = cap.as_note() if cap is not None else None
+    return result
+
+
+def memory_pass(point: Point, context: WorkerContext, impl: Any, fw: Any) -> MemoryResult:
+    """A memory worker's point: its workload built, then the peak of one call (after a warm-up
+    call where needs_warmup_call says so)."""
     try:
         with fw.precision(point.dtype):
             limit_malloc_caching()
@@ -254,8 +266,7 @@ def memory_task(point: Point, context: WorkerContext) -> MemoryResult:
             MEMORY_POINTS[point.series_key()] += 1
             if not needs_warmup_call(impl, point, MEMORY_POINTS[point.series_key()]):
                 return measure_memory(work, fw, point)
-            first, cache = cold_call(work, impl)   # never the measured call
-            result = measure_memory(work, fw, point)
+            first, cache, result = cold_memory_call(work, fw, impl, point)
             result.warmup_call_s = first
             if cache is not None:
                 result.warmup_compile_cache = cache.verdict
@@ -338,20 +349,22 @@ def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -
     fw = frameworks.get(impl.framework)
     extra = harness_device_bytes(fw, point.device, settings)
     # JAX fixes its memory fraction when its GPU backend starts: the timing pass's room then
-    prepare(context, point.device, impl.framework,
-            extra_device_bytes=extra if impl.framework == "jax" else 0)
+    cap = prepare(context, point.device, impl.framework,
+                  extra_device_bytes=extra if impl.framework == "jax" else 0)
+    note = cap.as_note() if cap is not None else None
     release_device_cache(impl.framework, point.device)
     try:
         with fw.precision(point.dtype):
             limit_malloc_caching()
             work = fw.memory_workload(impl, point, seed=context.seed)
             started = time.perf_counter()
-            cold, cache = cold_call(work, impl)
-            memory = measure_memory(work, fw, point)
+            cold, cache, memory = cold_memory_call(work, fw, impl, point)
             warm_s = time.perf_counter() - started   # calls made on this workload so far
     except BaseException as exc:  # noqa: BLE001 - every failure becomes data
         status, message = classify(exc, impl.framework)
-        return Measurement(MemoryResult(status=status, message=message))
+        return Measurement(MemoryResult(status=status, message=message,
+                                        device_memory_cap=note))
+    memory.device_memory_cap = note
     if memory.status != "ok":
         return Measurement(memory)
     if extra and impl.framework != "jax":
@@ -369,6 +382,32 @@ def point_task(point: Point, settings: TimingSettings, context: WorkerContext) -
         status, message = classify(exc, impl.framework)
         timing = TimingResult(status=status, message=message)
     return Measurement(memory, timing)
+
+
+def cold_memory_call(work: Any, fw: Any, impl: Any,
+                     point: Point) -> tuple[float, compile_cache.CacheWatch | None, MemoryResult]:
+    """The memory pass's cold call and its peak: (seconds of the cold call, where its compiled
+    code came from, the MemoryResult).
+
+    Where the adapter measures a workload's first execution itself (``first_call_peak``: JAX
+    on a GPU, whose allocator peak cannot be reset, so that a warm call after the cold one
+    never raises it: compiled ahead, then the counters around the first execution), the cold
+    call is the measured one and its time is the compilation's plus that execution's;
+    elsewhere the cold call, then measure_memory on the next call."""
+    measure_first = getattr(fw, "first_call_peak", None)
+    measured = None
+    with watch_compilation(impl) as cache:
+        started = time.perf_counter()
+        if measure_first is not None:
+            measured = measure_first(work, point.device)
+        if measured is None:
+            first_call(work)
+        seconds = time.perf_counter() - started
+    if measured is None:
+        return seconds, cache, measure_memory(work, fw, point)
+    peak, method = measured
+    return seconds, cache, MemoryResult(peak_mem_bytes=int(peak), mem_method=method,
+                                        input_bytes=work.input_bytes)
 
 
 def cold_call(work: Any, impl: Any) -> tuple[float, compile_cache.CacheWatch | None]:

@@ -61,6 +61,15 @@ class Doc:
             self.blocks.append(("figure", saved))
 
 
+def memory_cap_text(settings: dict) -> str:
+    """--max-memory, else the share of each GPU every framework was held to (runs without
+    device_memory_fraction in their settings had no common GPU cap)."""
+    if settings.get("max_memory_bytes"):
+        return format_bytes(settings["max_memory_bytes"])
+    fraction = settings.get("device_memory_fraction")
+    return f"none (on a GPU: {fraction:.0%} of its memory)" if fraction else "none"
+
+
 def md_escape(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -276,7 +285,7 @@ def build(results: Results, baseline: str | None, order: list[str],
                          f"least {timing.get('min_time_s')} s ({timing.get('min_repeats')} to "
                          f"{timing.get('max_repeats')} samples); timeout "
                          f"{settings.get('timeout_s')} s per point; memory cap "
-                         f"{format_bytes(settings.get('max_memory_bytes')) if settings.get('max_memory_bytes') else 'none'}")
+                         f"{memory_cap_text(settings)}")
         if meta.get("interrupted"):
             items.append("the run was interrupted: only the points it finished are reported")
         doc.p(f"Run {run.label} ({run.path}):")

@@ -35,7 +35,9 @@ def visible_gpus() -> list[str]:
     try:
         import torch
 
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        from harness.contract.frameworks import torch_fw
+
+        count = torch_fw.cuda_device_count(torch)   # no device context in the parent
     except ImportError:
         count = 0
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")

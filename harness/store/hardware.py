@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from harness.contract.visible_gpus import cuda_order
+
 PACKAGES = ("torch", "jax", "jaxlib", "xformers", "flash-attn", "numpy", "pandas", "triton")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,56 +119,19 @@ def _safe(fn: Any, *args: Any) -> Any:
         return None
 
 
-def _uuid_key(uuid: str | None) -> str:
-    """NVML says 'GPU-8c1e...', torch's device properties '8c1e...': compare without prefix."""
-    return str(uuid or "").lower().removeprefix("gpu-")
-
-
 def torch_cuda_uuids() -> list[str] | None:
-    """UUIDs of the devices CUDA enumerates, in CUDA's order; None without torch/CUDA."""
+    """UUIDs of the devices CUDA enumerates, in CUDA's order, where this process has already
+    initialised torch's CUDA (a worker); None elsewhere: asking would initialise it here (the
+    sweep's parent creates no device context, harness.contract.visible_gpus)."""
     try:
         import torch
 
-        if not torch.cuda.is_available():
+        if not torch.cuda.is_initialized():
             return None
         return [str(torch.cuda.get_device_properties(i).uuid)
                 for i in range(torch.cuda.device_count())]
     except Exception:  # noqa: BLE001
         return None
-
-
-def cuda_order(nvml_uuids: list[str | None],
-               cuda_uuids: list[str] | None = None) -> tuple[list[int], str]:
-    """NVML indices of the GPUs CUDA sees, in CUDA's order, and how that was decided.
-
-    By the UUIDs CUDA reports (``cuda_uuids``, from torch) when given; else from
-    CUDA_VISIBLE_DEVICES (ordinals are NVML indices, as torch reads them; 'GPU-' entries are
-    UUID prefixes); else every GPU.
-    """
-    if cuda_uuids:
-        keys = [_uuid_key(u) for u in nvml_uuids]
-        order = [keys.index(_uuid_key(u)) for u in cuda_uuids if _uuid_key(u) in keys]
-        if len(order) == len(cuda_uuids):
-            return order, "uuid"
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return list(range(len(nvml_uuids))), "all"
-    order = []
-    for entry in (e.strip() for e in visible.split(",")):
-        if entry.isdigit() and int(entry) < len(nvml_uuids):
-            index = int(entry)
-        elif entry.lower().startswith("gpu-"):
-            matches = [i for i, u in enumerate(nvml_uuids)
-                       if u and _uuid_key(u).startswith(_uuid_key(entry))]
-            if len(matches) != 1:
-                break
-            index = matches[0]
-        else:  # CUDA stops at the first entry it cannot use (MIG-..., out of range, -1)
-            break
-        if index in order:  # a repeated entry makes CUDA see no device at all
-            return [], "CUDA_VISIBLE_DEVICES"
-        order.append(index)
-    return order, "CUDA_VISIBLE_DEVICES"
 
 
 def cuda_device_total_bytes(cuda_index: int) -> int | None:
@@ -206,10 +171,12 @@ def torch_cuda_info() -> dict[str, Any]:
     except ImportError:
         return {}
     info: dict[str, Any] = {"torch_cuda": torch.version.cuda, "cuda_available": False}
-    if torch.cuda.is_available():
+    # the devices from NVML, in CUDA's order: torch's own queries would initialise CUDA in
+    # this (the sweep's parent) process
+    gpus = gpu_info(ask_torch=False).get("gpus") or [] if torch.backends.cuda.is_built() else []
+    if gpus:
         info.update(cuda_available=True, cudnn=torch.backends.cudnn.version(),
-                    devices=[torch.cuda.get_device_name(i)
-                             for i in range(torch.cuda.device_count())])
+                    devices=[gpu.get("name") for gpu in gpus])
     return info
 
 

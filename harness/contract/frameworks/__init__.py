@@ -28,12 +28,15 @@ def device_kind(device: str) -> str:
 
 
 def best_device() -> str:
+    """'cuda' where a GPU is visible, else 'cpu'; asked without creating a device context
+    (NVML: harness.contract.visible_gpus; the sweep's parent never starts a GPU runtime)."""
+    from harness.contract import visible_gpus
+
     try:
         import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
-        return "cpu"
+        return "cuda" if visible_gpus.cuda_device_count() else "cpu"
+    return "cuda" if visible_gpus.torch_device_count(torch) else "cpu"
 
 
 def call(impl: Any, q: Any, k: Any, v: Any, *, causal: bool = False,

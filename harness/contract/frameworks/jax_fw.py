@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -39,12 +40,34 @@ def jax_device(device: str) -> Any:
 
 
 def device_present(device: str) -> Availability:
+    """Whether JAX can run on ``device``, asked without starting a JAX backend where none runs
+    yet (the sweep's parent: a started GPU backend holds its allocator's memory for the life of
+    the process): for a GPU, a CUDA plug-in installed, JAX_PLATFORMS not excluding it, and the
+    device visible to NVML. Where JAX's backends already run (a worker), JAX's own list."""
     ok = installed()
     if not ok:
         return ok
     kind = device_kind(device)
     if kind not in ("cpu", "cuda"):
         return Availability(False, f"unknown device {device!r}")
+    if backends_started():
+        return devices_listed(device)
+    # jax.devices(), even jax.devices("cpu"), starts every backend: the GPU's too
+    return cpu_presence(device) if kind == "cpu" else gpu_presence(device)
+
+
+def backends_started() -> bool:
+    """Whether this process has started JAX's backends (jax.devices() and any computation do);
+    False when that cannot be told (a JAX without the private registry)."""
+    try:
+        from jax._src import xla_bridge
+    except Exception:  # noqa: BLE001
+        return False
+    return bool(getattr(xla_bridge, "_backends", None))
+
+
+def devices_listed(device: str) -> Availability:
+    """JAX's own device list (starts the backends where they do not run yet)."""
     try:
         jax_device(device)
     except RuntimeError:
@@ -55,6 +78,58 @@ def device_present(device: str) -> Availability:
     except IndexError:
         return Availability(False, f"JAX has no device {device}")
     return Availability(True)
+
+
+def cpu_presence(device: str) -> Availability:
+    """JAX's host devices, nothing started: one, or the count XLA_FLAGS' (or JAX_NUM_CPU_DEVICES')
+    emulated host devices give."""
+    import re
+
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    flags = re.search(r"--xla_force_host_platform_device_count=(\d+)",
+                      os.environ.get("XLA_FLAGS", ""))
+    count = max(int(flags.group(1)) if flags else 1,
+                int(os.environ.get("JAX_NUM_CPU_DEVICES", "1") or 1))
+    if index >= count:
+        return Availability(False, f"JAX has no device {device}")
+    return Availability(True)
+
+
+def gpu_presence(device: str) -> Availability:
+    """A GPU for JAX, from what is installed, JAX_PLATFORMS and NVML (nothing started)."""
+    from harness.contract import visible_gpus
+
+    platforms = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms and not {"cuda", "gpu"} & set(platforms):
+        return Availability(False, f"JAX sees no gpu platform (JAX_PLATFORMS="
+                                   f"{os.environ['JAX_PLATFORMS']})")
+    if not cuda_plugin_installed():
+        return Availability(False, "JAX sees no gpu platform (no CUDA plug-in installed: "
+                                   "pip install 'jax[cuda13]')")
+    count = visible_gpus.cuda_device_count()
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if count is not None and index >= count:
+        return Availability(False, f"JAX has no device {device} ({count} GPU(s) visible)")
+    return Availability(True)   # without NVML: the worker's tiny run tells
+
+
+def cuda_plugin_installed() -> bool:
+    """A JAX CUDA plug-in (jax-cuda12/13-plugin: the ``jax_plugins`` entry points and
+    namespace package JAX discovers its PJRT plug-ins by), found without importing it."""
+    import importlib.metadata
+    import pkgutil
+
+    try:
+        names = [entry.name for entry in importlib.metadata.entry_points(group="jax_plugins")]
+    except Exception:  # noqa: BLE001
+        names = []
+    try:
+        import jax_plugins
+
+        names += [module.name for module in pkgutil.iter_modules(jax_plugins.__path__)]
+    except Exception:  # noqa: BLE001 - no namespace package: no plug-in installed that way
+        pass
+    return any("cuda" in name.lower() for name in names)
 
 
 def jnp_dtype(name: str) -> Any:
@@ -233,6 +308,48 @@ def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any
     return make_workload(impl, mem_point, seed=seed)
 
 
+def first_call_peak(work: Any, device: str) -> tuple[int, str] | None:
+    """JAX on GPU: the peak of a workload's first execution above the bytes in use before it
+    (None elsewhere, or where the device keeps no allocator statistics).
+
+    XLA's allocator keeps one peak per process, never reset, so the order matters: the inputs
+    are built (the workload) and the jitted call compiled ahead (``lower().compile()``: XLA's
+    autotuning allocates on the device) before the baseline is read, and the execution that
+    follows is the call's first (the jit cache holds the executable: nothing compiles again).
+    When that execution raised the process's peak, the allocator's figure is the call's;
+    otherwise (input generation, autotuning or an earlier point peaked higher) the compiled
+    executable's own plan (peak_from_stats)."""
+    if device_kind(device) != "cuda":
+        return None
+    import jax
+
+    dev = jax_device(device)
+    if "peak_bytes_in_use" not in (dev.memory_stats() or {}):
+        return None
+    work.setup()
+    jitted = work.info.get("jitted")
+    executable = compile_ahead(jitted)
+    jax.block_until_ready(work.inputs)
+    stats = dev.memory_stats() or {}
+    before = stats.get("bytes_in_use", 0)
+    peak_before = stats.get("peak_bytes_in_use", 0)
+    value = work.run()
+    work.block(value)
+    peak_after = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0)
+    del value
+    return peak_from_stats(before, peak_before, peak_after,
+                           lambda: executable_bytes(executable))
+
+
+def compile_ahead(jitted: tuple[Any, tuple[Any, ...]] | None) -> Any:
+    """The jitted call's compiled executable (None without one): compiled now, and kept in
+    JAX's cache for the call that follows."""
+    if jitted is None:
+        return None
+    fn, args = jitted
+    return fn.lower(*args).compile()
+
+
 def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
     """JAX on GPU: the allocator's peak above the bytes in use before the call, where this call
     set the peak; else the compiled program's own plan.
@@ -275,11 +392,19 @@ def peak_from_stats(in_use_before: int, peak_before: int, peak_after: int,
 
 def planned_bytes(jitted: tuple[Any, tuple[Any, ...]] | None) -> int | None:
     """Temporaries + outputs - aliased bytes of the jitted call's compiled executable."""
-    if jitted is None:
-        return None
-    fn, args = jitted
     try:
-        analysis = fn.lower(*args).compile().memory_analysis()
+        return executable_bytes(compile_ahead(jitted))
+    except Exception:  # noqa: BLE001 - a backend that cannot lower or compile it here
+        return None
+
+
+def executable_bytes(executable: Any) -> int | None:
+    """Temporaries + outputs - aliased bytes of a compiled executable's memory_analysis()
+    (what XLA allocates for one call besides its arguments); None without the analysis."""
+    if executable is None:
+        return None
+    try:
+        analysis = executable.memory_analysis()
     except Exception:  # noqa: BLE001 - a backend without the analysis
         return None
     if analysis is None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from harness.contract import visible_gpus
 from harness.contract.frameworks import call, device_kind  # noqa: F401 - call: the adapter's
 from harness.contract.probe import TINY_SHAPE, Availability, ProbeResult
 from harness.contract.probe import WrongOutput, tiny_run_result
@@ -39,14 +40,22 @@ def device_present(device: str) -> Availability:
     if kind == "cpu":
         return Availability(True)
     if kind == "cuda":
-        if not torch.cuda.is_available():
-            return Availability(False, "torch.cuda.is_available() is False")
+        count = cuda_device_count(torch)
+        if not count:
+            return Availability(False, "torch.cuda.is_available() is False"
+                                + ("" if torch.backends.cuda.is_built()
+                                   else " (torch is built without CUDA)"))
         index = int(device.split(":", 1)[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            return Availability(False, f"no CUDA device {index} "
-                                       f"({torch.cuda.device_count()} visible)")
+        if index >= count:
+            return Availability(False, f"no CUDA device {index} ({count} visible)")
         return Availability(True)
     return Availability(False, f"unknown device {device!r}")
+
+
+def cuda_device_count(torch: Any) -> int:
+    """The CUDA devices this process would see, no device context created
+    (harness.contract.visible_gpus.torch_device_count)."""
+    return visible_gpus.torch_device_count(torch)
 
 
 @contextlib.contextmanager
