@@ -242,3 +242,28 @@ def test_floor_script_bad_input(argv, message, capsys):
     assert bandwidth_floor.main(["--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bandwidth_floor: ") and message in err
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed: pip install triton to compile "
+                                           "the kernel for sm_90 on the CPU")
+@pytest.mark.parametrize("precision,wide", [("ieee", False), ("tf32x3", True)])
+def test_kernel_compiles_for_hopper_and_tf32x3_uses_the_tensor_cores(precision, wide):
+    """Triton compiles for a target without a GPU (its own ptxas): both precisions and the
+    64-bit offsets build for sm_90 at D = 256; tf32x3's product is an mma, ieee's is not, and
+    the shared memory stays under an H100's."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    block_t, block_d = hrr_triton.block_sizes(256)
+    constants = dict(DIM=256, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_K=hrr_triton.k_block(block_d),
+                     INPUT_PRECISION=precision, WIDE=wide)
+    signature = {name: "*fp32" for name in ("q_ptr", "v_ptr", "c_ptr", "dot_ptr", "p_norm_ptr",
+                                            "v_norm_ptr")}
+    signature.update({name: "i32" for name in ("tokens", "heads", "group", "sq_b", "sq_h",
+                                               "sq_t", "sq_d", "sv_b", "sv_h", "sv_t", "sv_d")})
+    signature.update({name: "constexpr" for name in constants})
+    compiled = triton.compile(ASTSource(hrr_triton._kernel(), signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32))
+    assert ("mma" in compiled.asm["ptx"]) == (precision == "tf32x3")
+    assert compiled.metadata.shared <= hrr_triton.H100_SHARED_MEMORY_BYTES
