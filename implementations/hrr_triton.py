@@ -5,9 +5,9 @@ hand-written backward): beta from K^T V (one batched GEMM), the softmax, o = w *
 replaced is the scores: for a block of tokens the kernel loads q and v once, computes
 P = Q C with C = wrapped_matrix(beta) in registers (``tl.dot``) and writes only the three
 per-token numbers dot = P.v, |P| and |v|. In plain torch on a GPU, P is a (B, H, T, D) tensor
-written once and read back by the reductions. Counting tensor-sized transfers, the forward is then k, v (K^T V), q, v (scores),
-v, o (output): 6 against the floor's 4 (read q, k, v, write o), 1.5x if bandwidth-bound, where
-plain torch needs about 10 (P written and read twice, v read three times). GQA: the program of
+written once and read back by the reductions. Counting tensor-sized transfers, the forward
+is then k, v (K^T V), q, v (scores), v, o (output): 6 against the floor's 4 (read q, k, v,
+write o), 1.5x if bandwidth-bound, where plain torch needs about 10 (P written and read twice, v read three times). GQA: the program of
 query head h reads v and C of key/value head h // (Hq / Hkv) (C, i.e. beta, is built once per
 key/value head; nothing is copied per query head).
 
