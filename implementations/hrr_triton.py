@@ -2,14 +2,14 @@
 
 Everything but one step is hrr_torch's GEMM formulation (``hrr_torch.gemm_forward`` and its
 hand-written backward): beta from K^T V (one batched GEMM), the softmax, o = w * v. The step
-replaced is the scores: for a block of tokens the kernel loads q and v once, computes
-P = Q C with C = wrapped_matrix(beta) in registers (``tl.dot``) and writes only the three
-per-token numbers dot = P.v, |P| and |v|. In plain torch on a GPU, P is a (B, H, T, D) tensor
-written once and read back by the reductions. Counting tensor-sized transfers, the forward
-is then k, v (K^T V), q, v (scores), v, o (output): 6 against the floor's 4 (read q, k, v,
-write o), 1.5x if bandwidth-bound, where plain torch needs about 10 (P written and read twice, v read three times). GQA: the program of
-query head h reads v and C of key/value head h // (Hq / Hkv) (C, i.e. beta, is built once per
-key/value head; nothing is copied per query head).
+replaced is the scores: for a block of tokens the kernel loads q and v once, computes P = Q C
+with C = wrapped_matrix(beta) in registers (``tl.dot``) and writes only the three per-token
+numbers dot = P.v, |P| and |v|. In plain torch on a GPU, P is a (B, H, T, D) tensor written once
+and read back by the reductions. Counting tensor-sized transfers, the forward is then k, v (K^T
+V), q, v (scores), v, o (output): 6 against the floor's 4 (read q, k, v, write o), 1.5x if
+bandwidth-bound, where plain torch needs about 10 (P written and read twice, v read three
+times). GQA: the program of query head h reads v and C of key/value head h // (Hq / Hkv) (C,
+i.e. beta, is built once per key/value head; nothing is copied per query head).
 
 The product P = Q C runs at one of two ``tl.dot`` input precisions, each registered under its
 own name: ``hrr_triton`` at "ieee" (plain float32 FMAs on the CUDA cores, the 1e-5 match with
