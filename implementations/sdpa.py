@@ -137,11 +137,19 @@ def kernel_reasons(messages: list[str], backend: str) -> str:
     return "; ".join(reasons)[:MAX_REASON_CHARS]
 
 
+# What the CUDA flash kernel cannot take: an attn_mask tensor (padding, windows, documents and
+# ALiBi all become one). Causal with Tq != Tk is not among them: sdpa_mask passes it as
+# torch.nn.attention.bias.causal_lower_right, whose dispatch (CausalBias._dispatch) checks
+# can_use_flash_attention with no mask and is_causal False, then calls the flash kernel with
+# is_causal=True, which the flash kernel aligns lower-right (query i sees keys j <= i + Tk - Tq).
+CUDA_FLASH_MASK_FEATURES = ("key_padding_mask", "window", "alibi", "documents")
+
+
 def _cuda_flash_constraints(query: Query) -> list[str]:
     reasons = []
-    if query.device == "cuda" and query.explicit_mask:
+    if query.device == "cuda" and any(query.has(f) for f in CUDA_FLASH_MASK_FEATURES):
         reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask, window, "
-                       "documents, ALiBi and causal with Tq != Tk unsupported on cuda)")
+                       "documents and ALiBi unsupported on cuda)")
     if query.device == "cuda" and query.dtype not in ("float16", "bfloat16"):
         reasons.append(f"the CUDA flash kernel needs float16/bfloat16, not {query.dtype}")
     return reasons

@@ -79,6 +79,20 @@ def main() -> int:
         print(f"gqa Hq={heads} Hkv={kv_heads}: rel err {err:.2e}, "
               f"grads vs hrr_torch {', '.join(f'{e:.1e}' for e in errs)}")
         assert err <= 1e-5 and max(errs) <= 1e-5, (err, errs)
+    # tf32x3 (the interpreter accepts it and computes in float32: this checks the plumbing;
+    # its tensor-core numerics are a GPU test) and the 64-bit offsets, forced on a small input
+    q, k, v = (rng.standard_normal((2, 4, 33, 24)).astype(np.float32) for _ in range(3))
+    k, v = k[:, :2], v[:, :2]
+    ref = hrr_attention(q, k, v)
+    t = [torch.from_numpy(np.ascontiguousarray(x)) for x in (q, k, v)]
+    err = rel_err(hrr_triton.hrr_triton(*t, input_precision="tf32x3").numpy(), ref)
+    print(f"tf32x3: rel err {err:.2e}")
+    assert err <= hrr_triton.TF32_X3_GATE_TOLERANCE["float32"], err
+    corr = torch.from_numpy(rng.standard_normal((2, 2, 24, 24)).astype(np.float32))
+    narrow = hrr_triton.triton_score_parts(t[0], t[2], corr, torch.float32, wide=False)
+    wide = hrr_triton.triton_score_parts(t[0], t[2], corr, torch.float32, wide=True)
+    assert all(torch.equal(a, b) for a, b in zip(narrow, wide))
+    print("64-bit offsets: the same score parts as 32-bit")
     zero = torch.zeros(1, 1, 8, 16)
     out = hrr_triton.hrr_triton(zero, zero, zero)
     assert torch.isfinite(out).all() and (out == 0).all()

@@ -73,6 +73,122 @@ def test_kernel_matches_the_reference_in_the_triton_interpreter():
     assert "forward (1, 2, 40, 256) mask=random" in result.stdout
     assert "zero inputs: finite, all zero" in result.stdout
     assert "gqa Hq=4 Hkv=2" in result.stdout and "gqa Hq=3 Hkv=1" in result.stdout
+    assert "tf32x3: rel err" in result.stdout
+    assert "64-bit offsets: the same score parts as 32-bit" in result.stdout
+
+
+# ---- the tf32x3 variant and the 64-bit offsets ---------------------------------------------
+
+def test_both_precisions_are_registered_with_their_own_gate():
+    ieee, tf32x3 = harness.get("hrr_triton"), harness.get("hrr_triton_tf32x3")
+    assert ieee.gate_tolerance is None                    # the default float32 gate, 2e-5
+    assert tf32x3.gate_tolerance == hrr_triton.TF32_X3_GATE_TOLERANCE
+    assert "tf32x3" in tf32x3.description and "IEEE" in ieee.description
+    for impl in (ieee, tf32x3):
+        assert impl.family == "hrr" and impl.requires == ("triton",)
+        assert impl.capabilities == ieee.capabilities
+        verdict = impl.supports(device="cpu", dtype="float32")
+        assert not verdict and "does not run on cpu (supports cuda)" in verdict.reason
+
+
+@pytest.mark.parametrize("name,precision", [("hrr_triton", "ieee"),
+                                            ("hrr_triton_tf32x3", "tf32x3")])
+def test_each_name_asks_the_kernel_for_its_precision(monkeypatch, name, precision):
+    """The registered call reaches the kernel launcher with its input precision (the launcher
+    replaced by hrr_torch's score parts: no Triton needed); the result is HRR's."""
+    import numpy as np
+
+    from harness.contract.reference import hrr_attention
+    from implementations import hrr_torch
+
+    asked = []
+
+    def parts(q, v, corr, work, *, input_precision="ieee", wide=None):
+        asked.append(input_precision)
+        return hrr_torch._gemm_score_parts(q, v, corr, work, True)
+
+    monkeypatch.setattr(hrr_triton, "interpreting", lambda: True)
+    monkeypatch.setattr(hrr_triton, "triton_score_parts", parts)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 12, 8)).astype(np.float32) for _ in range(3))
+    out = harness.get(name).fn(*(torch.from_numpy(x) for x in (q, k, v)))
+    assert asked == [precision]
+    np.testing.assert_allclose(out.numpy(), hrr_attention(q, k, v), rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="tf32x9"):
+        hrr_triton.register_hrr_triton("nope", input_precision="tf32x9")
+    t = torch.zeros(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="tf32x9"):
+        hrr_triton.triton_score_parts(t, t, torch.zeros(1, 1, 8, 8), torch.float32,
+                                      input_precision="tf32x9")
+
+
+def meta(*shape):
+    return torch.empty(*shape, device="meta")
+
+
+def test_offsets_go_64_bit_where_an_index_reaches_two_to_the_31():
+    block_t = hrr_triton.block_sizes(64)[0]
+    # B*H*T*D = 2^31 exactly: q's last element sits at 2^31 - 1, and a block overruns it
+    big = meta(8, 16, 2 ** 18, 64)
+    assert big.numel() == 2 ** 31
+    assert hrr_triton.wide_offsets(big, big, block_t=block_t)
+    small = meta(8, 16, 2 ** 16, 64)
+    assert not hrr_triton.wide_offsets(small, small, block_t=block_t)
+    # just under the limit, the overrun of the last block still counts
+    edge = meta(1, 1, (2 ** 31 - 64 * block_t) // 64 + 1, 64)
+    assert hrr_triton.wide_offsets(edge, edge, block_t=block_t)
+    # a (B, T, H, D) layout seen as (B, H, T, D): the offsets follow the strides, not the shape
+    transposed = meta(8, 2 ** 18, 16, 64).transpose(1, 2)
+    assert hrr_triton.wide_offsets(transposed, transposed, block_t=block_t)
+    # GQA: v has fewer heads, q decides
+    assert hrr_triton.wide_offsets(big, meta(8, 1, 2 ** 18, 64), block_t=block_t)
+    assert hrr_triton.largest_offset((2, 3), (3, 1)) == 5
+
+
+def test_more_programs_than_the_grid_takes_are_refused(monkeypatch):
+    monkeypatch.setattr(hrr_triton, "interpreting", lambda: True)
+    q = meta(2, 32768, 4, 8)
+    with pytest.raises(UnsupportedError, match="65535"):
+        hrr_triton.hrr_triton(q, q, q)
+
+
+@pytest.mark.gpu
+def test_tf32x3_on_cuda_is_within_its_tolerance():
+    if not torch.cuda.is_available() or not HAS_TRITON:
+        pytest.skip("needs a CUDA GPU and triton (tf32x3 runs on tensor cores)")
+    import numpy as np
+
+    from harness.contract.reference import hrr_attention
+
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 4, 1024, 64)).astype(np.float32) for _ in range(3))
+    ref = hrr_attention(q, k, v)
+    t = [torch.from_numpy(x).cuda() for x in (q, k, v)]
+    for name, tolerance in (("hrr_triton", 2e-5), ("hrr_triton_tf32x3",
+                                                   hrr_triton.TF32_X3_GATE_TOLERANCE["float32"])):
+        out = harness.get(name).fn(*t).cpu().numpy()
+        assert np.abs(out - ref).max() / np.abs(ref).max() <= tolerance, name
+
+
+@pytest.mark.gpu
+def test_an_input_of_two_to_the_31_elements_runs_with_64_bit_offsets():
+    """B*H*T*D = 2^31 (4 GiB per float16 tensor): the last batch row, where 32-bit offsets
+    would wrap, equals the same row run alone."""
+    if not torch.cuda.is_available() or not HAS_TRITON:
+        pytest.skip("needs a CUDA GPU and triton")
+    if torch.cuda.get_device_properties(0).total_memory < 40 * 2 ** 30:
+        pytest.skip("needs 40 GiB of GPU memory")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(8, 16, 2 ** 16, 256, device="cuda", dtype=torch.float16,
+                           generator=gen) for _ in range(3))
+    assert hrr_triton.wide_offsets(q, v, block_t=hrr_triton.block_sizes(256)[0])
+    with torch.no_grad():
+        last = hrr_triton.hrr_triton(q, k, v)[-1:].float()
+        alone = hrr_triton.hrr_triton(q[-1:], k[-1:], v[-1:]).float()
+    torch.testing.assert_close(last, alone, rtol=2e-3, atol=2e-3)
 
 
 # ---- benchmarks/hrr/bandwidth_floor.py ---------------------------------------------------------
@@ -126,3 +242,28 @@ def test_floor_script_bad_input(argv, message, capsys):
     assert bandwidth_floor.main(["--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bandwidth_floor: ") and message in err
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed: pip install triton to compile "
+                                           "the kernel for sm_90 on the CPU")
+@pytest.mark.parametrize("precision,wide", [("ieee", False), ("tf32x3", True)])
+def test_kernel_compiles_for_hopper_and_tf32x3_uses_the_tensor_cores(precision, wide):
+    """Triton compiles for a target without a GPU (its own ptxas): both precisions and the
+    64-bit offsets build for sm_90 at D = 256; tf32x3's product is an mma, ieee's is not, and
+    the shared memory stays under an H100's."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    block_t, block_d = hrr_triton.block_sizes(256)
+    constants = dict(DIM=256, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_K=hrr_triton.k_block(block_d),
+                     INPUT_PRECISION=precision, WIDE=wide)
+    signature = {name: "*fp32" for name in ("q_ptr", "v_ptr", "c_ptr", "dot_ptr", "p_norm_ptr",
+                                            "v_norm_ptr")}
+    signature.update({name: "i32" for name in ("tokens", "heads", "group", "sq_b", "sq_h",
+                                               "sq_t", "sq_d", "sv_b", "sv_h", "sv_t", "sv_d")})
+    signature.update({name: "constexpr" for name in constants})
+    compiled = triton.compile(ASTSource(hrr_triton._kernel(), signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32))
+    assert ("mma" in compiled.asm["ptx"]) == (precision == "tf32x3")
+    assert compiled.metadata.shared <= hrr_triton.H100_SHARED_MEMORY_BYTES

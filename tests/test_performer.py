@@ -126,3 +126,69 @@ def test_gqa_and_bottom_right_causal_match_direct_computation(heads, kv_heads, t
                                       num_features=64, seed=3)
         assert out.shape == q.shape
         torch.testing.assert_close(out, direct, rtol=1e-9, atol=1e-12)
+
+
+# ---- the projection is kept per (device, dtype): no copy inside a timed call --------------
+
+def test_the_projection_reaches_a_device_and_dtype_once(monkeypatch, rng):
+    """Repeated calls make the device/dtype copy once and then reuse the same tensor (a copy
+    per call would be a host-to-device transfer and a sync on a GPU, inside the timed region,
+    and could not be captured in a CUDA graph)."""
+    from implementations import performer_torch
+
+    made = []
+    draw = performer_torch._cached_projection
+
+    def counting(num_features, dim, seed):
+        made.append((num_features, dim, seed))
+        return draw(num_features, dim, seed)
+
+    monkeypatch.setattr(performer_torch, "_cached_projection", counting)
+    performer_torch._projection_on.cache_clear()
+    q, k, v = (x.to(torch.float32) for x in _inputs(rng))
+    outs = [performer_attention(q, k, v, num_features=48, seed=5) for _ in range(3)]
+    assert made == [(48, 16, 5)]
+    first = orthogonal_random_features(48, 16, seed=5, dtype=torch.float32)
+    assert orthogonal_random_features(48, 16, seed=5, dtype=torch.float32,
+                                      device=torch.device("cpu")) is first
+    assert first.dtype == torch.float32 and made == [(48, 16, 5)]
+    # half-precision inputs compute in float32: the same kept tensor, no new copy
+    performer_attention(q.half(), k.half(), v.half(), num_features=48, seed=5)
+    assert made == [(48, 16, 5)]
+    orthogonal_random_features(48, 16, seed=5, dtype=torch.float64)
+    assert made == [(48, 16, 5), (48, 16, 5)]        # another dtype: its own copy, once
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+    # numerics as with a fresh copy of the drawn matrix
+    fresh = draw(48, 16, 5).to(torch.float32)
+    phi_q = favor_features(q, fresh, is_query=True)
+    phi_k = favor_features(k, fresh, is_query=False)
+    direct = (phi_q @ (phi_k.transpose(-2, -1) @ v)) / (phi_q @ phi_k.sum(-2).unsqueeze(-1))
+    torch.testing.assert_close(outs[0], direct)
+
+
+def test_a_projection_first_made_under_inference_mode_serves_a_backward(rng):
+    from implementations import performer_torch
+
+    performer_torch._projection_on.cache_clear()
+    q, k, v = (x.float() for x in _inputs(rng, shape=(1, 2, 16, 8)))  # a float32 copy
+    with torch.inference_mode():
+        performer_attention(q, k, v, num_features=16, seed=9)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    performer_attention(*leaves, num_features=16, seed=9).sum().backward()
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in leaves)
+
+
+@pytest.mark.gpu
+def test_performer_is_captured_in_a_cuda_graph():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (CUDA graph capture)")
+    q, k, v = (torch.randn(1, 2, 256, 64, device="cuda") for _ in range(3))
+    expected = performer_attention(q, k, v, causal=True)       # the warm-up keeps the projection
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = performer_attention(q, k, v, causal=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, expected)

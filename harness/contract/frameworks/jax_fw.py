@@ -420,11 +420,11 @@ def threads() -> int | None:
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    text = str(exc)
-    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower() or \
-        "failed to allocate" in text.lower()
+    """XLA's RESOURCE_EXHAUSTED and the allocation failures of harness.contract.frameworks.oom
+    (a cuBLAS / cuDNN handle or workspace that could not be allocated)."""
+    from harness.contract.frameworks import oom
+
+    return oom.is_oom(exc, xla=True)
 
 
 def to_numpy64(array: Any) -> np.ndarray:

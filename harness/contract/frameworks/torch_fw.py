@@ -243,13 +243,14 @@ def threads() -> int:
 
 
 def is_oom(exc: BaseException) -> bool:
+    """An allocation failure (harness.contract.frameworks.oom): torch's OutOfMemoryError, the
+    CUDA runtime's and the CUDA libraries' (cuBLAS, cuDNN, cuFFT, cuSOLVER ...) allocation
+    failures, the CPU allocator's; Triton's shared-memory limit is not one."""
+    from harness.contract.frameworks import oom
+
     import torch
 
-    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(exc).lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory",
-                                   "cannot allocate memory", "failed to allocate"))
+    return oom.is_oom(exc, types=(torch.cuda.OutOfMemoryError,))
 
 
 def to_numpy64(tensor: Any) -> np.ndarray:
