@@ -53,7 +53,7 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         # B * T = 16K tokens (batch 16, 4, 1), so that every point has work enough to measure
         # throughput, not launch latency; bf16 and D 128 as in today's models; causal and not.
         # Sized by the run cost model (harness.grid.cost with its assumed H100 constants, a
-        # model, not a measurement; `sweep --dry-run` prints it): 138 points predicted 4.7 min
+        # model, not a measurement; `sweep --dry-run` prints it): 144 points predicted 4.7 min
         # with reused workers (compilations 1.5 min of it), 27 min with --isolate point.
         # Both D 64 and 128 (276 points) was predicted 7.6 min, fp16 beside bf16 9.0 min:
         # the `paper` preset has them.
@@ -70,8 +70,8 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         # scripts/gpu_validate.sh: every axis value at least once (fp16 and bf16, D 64 and 128,
         # causal and not, forward and forward+backward), T past softmax's OOM (64K at H=16
         # needs 128 GiB of fp16 scores) and 256K for the linear methods. Cost model at the
-        # script's settings (--min-time 0.1 --max-repeats 10, assumed H100 constants): 79
-        # points, 4.1 min, most of it the 29 workers' start-up and 36 probes; the script's
+        # script's settings (--min-time 0.1 --max-repeats 10, assumed H100 constants): 84
+        # points, 4.2 min, most of it the 31 workers' start-up and 38 probes; the script's
         # --time-budget cuts it to what its window holds, each method's smallest T first.
         # CPU: a rehearsal.
         "cuda": [dict(seq_len=(1 * K, 8 * K, 64 * K), head_dim=(64,), heads=(16,),
