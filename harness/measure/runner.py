@@ -15,7 +15,10 @@ the next point gets a fresh one. With ``point``, one probe worker for all combin
 fresh processes per point (memory, then timing).
 With a time budget, points are taken in order of increasing T across all series (so running out
 of time costs the largest T, not whole implementations); points not started when the budget is
-spent get no record, so ``--resume`` picks them up.
+spent get no record, so ``--resume`` picks them up. The budget counts from the start of the run
+(probes included), and no task is given a timeout beyond the budget left (compile allowance
+included): a task cut by the budget's end leaves its point unrecorded, not tried, like the
+points after it.
 Every point ends as exactly one record appended to results.jsonl the moment it is known.
 """
 
@@ -81,6 +84,11 @@ def make_executor(isolate: str) -> LocalExecutor | WorkerPool:
 
 
 R = TypeVar("R", MemoryResult, TimingResult)
+
+
+class BudgetSpent(Exception):
+    """A task whose timeout was cut to the --time-budget left ran out of it (or none was left):
+    its point is not tried, so ``--resume`` measures it."""
 
 
 
@@ -151,6 +159,7 @@ class Runner:
         # combination -> probe result, shared by runners that measure the same code (ab's round
         # server gates each combination once, then measures many rounds)
         self.probe_cache = {} if probe_cache is None else probe_cache
+        self.deadline: float | None = None   # time.monotonic() at which the time budget ends
         load_impl_modules(settings.impl_modules)  # the workers load them too
 
     # -- public --------------------------------------------------------------------------
@@ -166,11 +175,17 @@ class Runner:
         self.listener("start", {"total": len(points), "todo": len(todo),
                                 "resumed": summary.resumed_skips})
         start_before = self.stats.start_s
+        budget = self.settings.time_budget_s
+        self.deadline = None if budget is None else time.monotonic() + budget
         try:
             runnable = self._static_stage(todo, summary)
             # a reused worker probes its own combinations before its first point
-            probes = self.probe(runnable) if self.isolation == "point" else {}
-            self._measure_stage(runnable, probes, summary)
+            try:
+                probes = self.probe(runnable) if self.isolation == "point" else {}
+            except BudgetSpent:
+                self._budget_spent(summary, len(runnable))
+            else:
+                self._measure_stage(runnable, probes, summary)
         except KeyboardInterrupt:
             self.executor.interrupt()
             summary.interrupted = True
@@ -211,13 +226,15 @@ class Runner:
                        summary: RunSummary) -> None:
         stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
         previous_impl = None
-        budget = self.settings.time_budget_s
-        deadline = None if budget is None else time.monotonic() + budget
+        deadline = self.deadline
         for index, point in enumerate(points):
             impl = REGISTRY.get(point.impl)
             probe = probes.get(combo_of(point))
             if probe is None and self.isolation == "worker":
-                probe = self._probe_in_worker(point)
+                try:
+                    probe = self._probe_in_worker(point)
+                except BudgetSpent:
+                    return self._budget_spent(summary, len(points) - index)
             if probe is None:   # not ``or``: a result that is not available is falsy
                 probe = ProbeResult(False, "not probed")
             gate_fields = probe.gate_fields()
@@ -238,19 +255,24 @@ class Runner:
                     **gate_fields))
                 continue
             if deadline is not None and time.monotonic() >= deadline:
-                summary.not_tried = len(points) - index
-                self.listener("budget_spent", summary.not_tried)
-                return
+                return self._budget_spent(summary, len(points) - index)
             if previous_impl is not None and previous_impl != point.impl and \
                     self.settings.cooldown_s > 0:
                 time.sleep(self.settings.cooldown_s)
             previous_impl = point.impl
             self.listener("point", point)
-            record = self._measure_point(point, impl, gate_fields)
+            try:
+                record = self._measure_point(point, impl, gate_fields)
+            except BudgetSpent:
+                return self._budget_spent(summary, len(points) - index)
             if record.status in ("oom", "timeout"):
                 stopped_at[point.series_key()] = (point.seq_len, "out of memory"
                                                   if record.status == "oom" else "timed out")
             self._emit(summary, record)
+
+    def _budget_spent(self, summary: RunSummary, not_tried: int) -> None:
+        summary.not_tried = not_tried
+        self.listener("budget_spent", not_tried)
 
     def _probe_in_worker(self, point: Point) -> ProbeResult:
         """The point's combination probed (and gated) in the worker that will measure it."""
@@ -346,11 +368,21 @@ class Runner:
 
     def _run(self, name: str, *args: Any, timeout: float, key: Any = None,
              group: Any = None) -> Outcome:
-        """One task through the executor, its time counted (harness.measure.overhead)."""
+        """One task through the executor, its time counted (harness.measure.overhead); under a
+        time budget its timeout is cut to the budget left (BudgetSpent: none left, or the cut
+        task ran out of it)."""
         # executors without keys (one process per task) are called without them
         keyed = {} if key is None else {"key": key, "group": group}
+        cut = False
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise BudgetSpent(name)
+            cut, timeout = timeout > left, min(timeout, left)
         outcome: Outcome = self.executor.run(name, *args, timeout=timeout, **keyed)
         self.overhead.add_task(outcome.wall_s, outcome.task_s, outcome.compile_s)
+        if cut and outcome.status == "timeout":
+            raise BudgetSpent(name)
         return outcome
 
     # -- records -------------------------------------------------------------------------
