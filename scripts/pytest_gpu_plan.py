@@ -124,6 +124,8 @@ def reason(report) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:   # a skip: (path, line, reason)
         text = str(longrepr[2])
+    elif getattr(getattr(longrepr, "reprcrash", None), "message", None):
+        text = longrepr.reprcrash.message          # the exception's own line
     else:
         lines = [line for line in str(getattr(report, "longreprtext", "") or "").splitlines()
                  if line.strip()]
