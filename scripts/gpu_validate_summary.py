@@ -1,7 +1,8 @@
-"""Summary of a scripts/gpu_validate.sh run: OUTDIR/summary.md, printed too.
+"""Summary of a scripts/gpu_validate.sh run: WORK/summary.md, printed too.
 
-Reads OUTDIR/steps.tsv (written by the script), the GPU tests' JUnit XML and the run directories
-under OUTDIR/results, and states per step what happened and per run what was recorded.
+Reads WORK/steps.tsv (written by the script), the GPU tests' progress lines (a line per test as
+it ended, across runs; the JUnit XML when there are none) and the run directories under
+WORK/results, and states per step what happened and per run what was recorded.
 """
 
 from __future__ import annotations
@@ -45,6 +46,32 @@ def junit_counts(path: Path) -> str:
     return text
 
 
+def progress_counts(path: Path) -> str:
+    """'N passed, M skipped, ...' with the failed tests' names and the distinct skip reasons, from
+    scripts/pytest_gpu_plan.py's progress lines (outcome, node id, seconds, reason)."""
+    if not path.exists():
+        return ""
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    failed: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3:
+            continue
+        outcome, nodeid, reason = fields[0], fields[1], fields[3] if len(fields) > 3 else ""
+        counts[outcome] += 1
+        if outcome == "skipped":
+            reasons[reason] += 1
+        elif outcome in ("failed", "error"):
+            failed.append(f"{nodeid.split('::')[-1]} ({reason[:100]})")
+    text = ", ".join(f"{n} {what}" for what, n in counts.items())
+    if failed:
+        text += " — failed: " + "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+    if reasons:
+        text += " — skip reasons: " + "; ".join(f"{r} ({n})" for r, n in reasons.most_common(3))
+    return text
+
+
 def run_counts(run: Path) -> str:
     """Statuses of a run directory's records (and points left by the time budget)."""
     results = run / "results.jsonl"
@@ -62,7 +89,7 @@ def run_counts(run: Path) -> str:
     except (OSError, json.JSONDecodeError):
         not_tried = None
     if not_tried:
-        text += f"; {not_tried} not tried (time budget; continue with sweep --resume {run})"
+        text += f"; {not_tried} not tried (time budget; a rerun of the script resumes it)"
     return text
 
 
@@ -102,9 +129,11 @@ def summary(out: Path) -> str:
     steps = read_steps(out)
     lines = ["# attnbench GPU validation", "", "| step | status | seconds | detail |",
              "|---|---|---|---|"]
-    details = {"gpu-tests": junit_counts(out / "gpu-tests.xml"),
+    details = {"gpu-tests": progress_counts(out / "gpu-tests.progress.tsv")
+               or junit_counts(out / "gpu-tests.xml"),
                "hrr-floor": floor_counts(out / "hrr_floor.json"),
                "sweep": run_counts(out / "results" / "sweep"),
+               "cudagraph": run_counts(out / "results" / "cudagraph"),
                "lra": run_counts(out / "results" / "lra")}
     for step in steps:
         detail = "; ".join(d for d in (step["detail"], details.get(step["step"], "")) if d)
@@ -114,23 +143,22 @@ def summary(out: Path) -> str:
     lines += ["", f"Steps took {total} s in all. " +
               (f"Failed or timed out: {', '.join(bad)}." if bad else "No step failed.")]
     lines += floor_table(out / "hrr_floor.json")
-    report = out / "report" / "report.md"
-    if report.exists():
-        lines.append(f"Report: {report}")
+    lines.append("")
+    lines.append(f"Working folder {out}; OUTDIR/gpu_validate.tar.gz holds it without caches and "
+                 f"data (log.txt, steps.tsv, environment.txt, results/, report/).")
     if (out / "results" / "sweep" / "results.jsonl").exists():
-        lines.append(f"To keep this sweep as a baseline: cp -r {out / 'results' / 'sweep'} "
-                     f"results/baselines/<gpu-name>")
-    lines.append(f"Log: {out / 'log.txt'}")
+        lines.append("To keep the sweep as a baseline: copy results/sweep (from the archive) to "
+                     "results/baselines/<gpu-name>.")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: gpu_validate_summary.py OUTDIR", file=sys.stderr)
+        print("usage: gpu_validate_summary.py WORK", file=sys.stderr)
         return 2
     out = Path(argv[0])
     if not (out / "steps.tsv").exists():
-        print(f"{out}: no steps.tsv; not a gpu_validate.sh output folder", file=sys.stderr)
+        print(f"{out}: no steps.tsv; not a gpu_validate.sh working folder", file=sys.stderr)
         return 2
     text = summary(out)
     (out / "summary.md").write_text(text, encoding="utf-8")

@@ -145,25 +145,31 @@ def test_memory_scales_as_t_squared_for_softmax_and_t_for_hrr(tmp_path):
 
 
 def test_time_budget_cuts_the_largest_t_and_leaves_it_for_resume(tmp_path, monkeypatch):
-    """The budget's clock is faked: each point started costs one second. A 3.5 s budget over
+    """The budget's clock is faked: each point measured costs 100 s. A 350 s budget over
     two implementations: each gets half, smallest T first, each implementation's points in one
     go (no worker started twice); what is left stays unrecorded and --resume measures it."""
-    from harness.measure import budget
+    import time
+    from types import SimpleNamespace
+
+    from harness.measure import runner as runner_module
 
     grid = points("softmax_torch", [32, 64, 128]) + points("hrr_torch", [32, 64, 128])
     # a budget of ~0 s: nothing is started, nothing is recorded, all is left for --resume
     nothing = make_runner(tmp_path / "a", time_budget_s=1e-9).run(grid)
     assert len(nothing.records) == 0 and nothing.not_tried == 6
     clock = [0.0]
-    monkeypatch.setattr(budget, "now", lambda: clock[0])
+    monkeypatch.setattr(runner_module, "time", SimpleNamespace(
+        monotonic=lambda: clock[0], perf_counter=time.perf_counter, sleep=time.sleep))
     started = []
 
     def listener(event, payload):
         if event == "point":
             started.append((payload.impl, payload.seq_len))
-            clock[0] += 1.0
+        elif event == "record":      # the point's measurement "took" 100 s
+            clock[0] += 100.0
 
-    runner = make_runner(tmp_path / "b", time_budget_s=3.5)
+    # (a task's timeout is cut to the budget left: at least 50 s here, in real seconds)
+    runner = make_runner(tmp_path / "b", time_budget_s=350.0)
     runner.listener = listener
     partial = runner.run(grid)
     measured = [(r.impl, r.seq_len) for r in partial.records]

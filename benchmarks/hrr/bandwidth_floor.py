@@ -68,24 +68,48 @@ def copy_bandwidth(device: str, mib: int, repeats: int = 10) -> float:
     return 2 * src.numel() / statistics.median(times)
 
 
-def measure(impl_name: str, dtype: str, tokens: int, args, bandwidth: float) -> FloorRow:
-    from harness.contract import frameworks
+def row_order(names: list[str], dtypes: list[str], seq_lens: list[int]) -> list[tuple]:
+    """(impl, dtype, T) in order of increasing T, every dtype and method at each T (pure): a
+    run cut at its time limit has its smallest T measured in every dtype, not one dtype only."""
+    return [(name, dtype, tokens) for tokens in sorted(seq_lens) for dtype in dtypes
+            for name in names]
+
+
+def admit(impl_name: str, dtype: str, device: str) -> tuple[str, str]:
+    """("ok", "") or (row status, reason) for a method in a dtype: its capabilities, then the
+    correctness gate at a small shape (harness.measure.gate; compiles the method once)."""
     from harness import get
     from harness.measure.gate import check
+
+    impl = get(impl_name)
+    verdict = impl.supports(device=device, dtype=dtype)
+    if not verdict:
+        return "unsupported", verdict.reason
+    gate = check(impl, device=device, dtype=dtype)
+    if not gate.passed:
+        return "failed-gate", gate.message
+    return "ok", ""
+
+
+def measure(impl_name: str, dtype: str, tokens: int, args, bandwidth: float,
+            admitted: dict[tuple[str, str], tuple[str, str]] | None = None) -> FloorRow:
+    """One row; ``admitted`` caches ``admit`` per (impl, dtype): one gate per method and
+    dtype, not one per row."""
+    from harness.contract import frameworks
+    from harness import get
     from harness.grid.settings import TimingSettings
     from harness.measure.timing import first_call, time_workload
     from harness.contract.records import Point
 
     row = FloorRow(impl_name, dtype, tokens, "unsupported")
+    admitted = {} if admitted is None else admitted
+    if (impl_name, dtype) not in admitted:
+        admitted[impl_name, dtype] = admit(impl_name, dtype, args.device)
+    status, reason = admitted[impl_name, dtype]
+    if status != "ok":
+        row.status, row.message = status, reason
+        return row
     impl = get(impl_name)
-    verdict = impl.supports(device=args.device, dtype=dtype)
-    if not verdict:
-        row.message = verdict.reason
-        return row
-    gate = check(impl, device=args.device, dtype=dtype)
-    if not gate.passed:
-        row.status, row.message = "failed-gate", gate.message
-        return row
     point = Point(impl_name, seq_len=tokens, head_dim=args.head_dim, heads=args.heads,
                   batch=args.batch, dtype=dtype, device=args.device)
     try:
@@ -142,17 +166,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{'x floor':>8s}  note")
     rows: list[FloorRow] = []
     write_json(args.json, args.device, bandwidth, rows, complete=False)
-    for dtype in dtypes:
-        for tokens in args.seq_len:
-            for name in names:
-                row = measure(name, dtype, tokens, args, bandwidth)
-                rows.append(row)
-                write_json(args.json, args.device, bandwidth, rows, complete=False)
-                cells = ("-", "-", "-") if row.time_s is None else (
-                    f"{row.time_s * 1e3:.3f}", f"{row.floor_s * 1e3:.3f}", f"{row.ratio:.2f}")
-                print(f"{name:>12s} {dtype:>9s} {tokens:>8d} {cells[0]:>9s} {cells[1]:>9s} "
-                      f"{cells[2]:>8s}  {row.status}{': ' + row.message if row.message else ''}",
-                      flush=True)
+    admitted: dict[tuple[str, str], tuple[str, str]] = {}
+    for name, dtype, tokens in row_order(names, dtypes, args.seq_len):
+        row = measure(name, dtype, tokens, args, bandwidth, admitted)
+        rows.append(row)
+        write_json(args.json, args.device, bandwidth, rows, complete=False)
+        cells = ("-", "-", "-") if row.time_s is None else (
+            f"{row.time_s * 1e3:.3f}", f"{row.floor_s * 1e3:.3f}", f"{row.ratio:.2f}")
+        print(f"{name:>12s} {dtype:>9s} {tokens:>8d} {cells[0]:>9s} {cells[1]:>9s} "
+              f"{cells[2]:>8s}  {row.status}{': ' + row.message if row.message else ''}",
+              flush=True)
     write_json(args.json, args.device, bandwidth, rows, complete=True)
     return 0
 

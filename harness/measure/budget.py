@@ -47,31 +47,31 @@ class BudgetShares:
     budget_s: float
     groups: Sequence[Hashable]
     clock: Callable[[], float] = field(default=lambda: now())
-    _deadline: float = field(init=False)
+    deadline: float = field(init=False)   # the clock's reading at which the budget ends
     _left: list[Hashable] = field(init=False)
     _current: Hashable = field(init=False, default=None)
     _share_ends: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        self._deadline = self.clock() + self.budget_s
+        self.deadline = self.clock() + self.budget_s
         self._left = list(dict.fromkeys(self.groups))
 
     def left_s(self) -> float:
         """Seconds to the run's deadline (0 when past it)."""
-        return max(self._deadline - self.clock(), 0.0)
+        return max(self.deadline - self.clock(), 0.0)
 
     def allows(self, group: Hashable) -> bool:
         now = self.clock()
-        if now >= self._deadline:
+        if now >= self.deadline:
             return False
         if group != self._current:
             self._current = group
             if group in self._left:
                 self._left.remove(group)
-            share = (self._deadline - now) / (len(self._left) + 1)
+            share = (self.deadline - now) / (len(self._left) + 1)
             self._share_ends = now + share
         return now < self._share_ends
 
     def spent(self) -> bool:
         """The run's whole budget is spent."""
-        return self.clock() >= self._deadline
+        return self.clock() >= self.deadline

@@ -13,9 +13,13 @@ point after point (``worker_roles``: on the CPU a memory worker and a timing wor
 one worker running both passes on one workload); a failure retires the worker that failed and
 the next point gets a fresh one. With ``point``, one probe worker for all combinations, then two
 fresh processes per point (memory, then timing).
-With a time budget, points are taken in order of increasing T across all series (so running out
-of time costs the largest T, not whole implementations); points not started when the budget is
-spent get no record, so ``--resume`` picks them up.
+With a time budget, points are taken worker by worker, each worker's smallest T first, with
+the budget shared among the workers (harness.measure.budget: running out of time costs the
+largest T, not whole implementations); points not started when the budget is spent get no
+record, so ``--resume`` picks them up. The budget counts from the start of the run
+(probes included), and no task is given a timeout beyond the budget left (compile allowance
+included): a task cut by the budget's end leaves its point unrecorded, not tried, like the
+points after it.
 Every point ends as exactly one record appended to results.jsonl the moment it is known.
 """
 
@@ -82,6 +86,11 @@ def make_executor(isolate: str) -> LocalExecutor | WorkerPool:
 
 
 R = TypeVar("R", MemoryResult, TimingResult)
+
+
+class BudgetSpent(Exception):
+    """A task whose timeout was cut to the --time-budget left ran out of it (or none was left):
+    its point is not tried, so ``--resume`` measures it."""
 
 
 
@@ -164,6 +173,7 @@ class Runner:
         # combination -> probe result, shared by runners that measure the same code (ab's round
         # server gates each combination once, then measures many rounds)
         self.probe_cache = {} if probe_cache is None else probe_cache
+        self.shares: BudgetShares | None = None   # the --time-budget's clock and shares
         load_impl_modules(settings.impl_modules)  # the workers load them too
 
     # -- public --------------------------------------------------------------------------
@@ -180,11 +190,19 @@ class Runner:
         self.listener("start", {"total": len(points), "todo": len(todo),
                                 "resumed": summary.resumed_skips})
         start_before = self.stats.start_s
+        budget = self.settings.time_budget_s
+        # the runner's clock (time.monotonic, read through this module so a test can fake it)
+        self.shares = None if budget is None else BudgetShares(
+            budget, [worker_key(p) for p in todo], clock=lambda: time.monotonic())
         try:
             runnable = self._static_stage(todo, summary)
             # a reused worker probes its own combinations before its first point
-            probes = self.probe(runnable) if self.isolation == "point" else {}
-            self._measure_stage(runnable, probes, summary)
+            try:
+                probes = self.probe(runnable) if self.isolation == "point" else {}
+            except BudgetSpent:
+                self._budget_spent(summary, len(runnable))
+            else:
+                self._measure_stage(runnable, probes, summary)
         except KeyboardInterrupt:
             self.executor.interrupt()
             summary.interrupted = True
@@ -193,6 +211,8 @@ class Runner:
             close = getattr(self.executor, "close", None)
             if close is not None:
                 close()
+        if summary.not_tried:
+            self.listener("budget_spent", summary.not_tried)
         self.overhead.add_start(self.stats.start_s - start_before)
         summary.overhead = replace(self.overhead.summary(),
                                    workers_started=self.stats.workers_started,
@@ -225,21 +245,22 @@ class Runner:
                        summary: RunSummary) -> None:
         stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
         previous_impl = None
-        budget = self.settings.time_budget_s
-        shares = None if budget is None else BudgetShares(budget, [worker_key(p) for p in points])
+        shares = self.shares
         for index, point in enumerate(points):
             if shares is not None and not shares.allows(worker_key(point)):
                 # this worker's share of the budget is spent (or the whole budget): the
                 # point stays unrecorded, for --resume
-                summary.not_tried += 1
                 if shares.spent():
-                    summary.not_tried += len(points) - index - 1
-                    break
+                    return self._budget_spent(summary, len(points) - index)
+                summary.not_tried += 1
                 continue
             impl = REGISTRY.get(point.impl)
             probe = probes.get(combo_of(point))
             if probe is None and self.isolation == "worker":
-                probe = self._probe_in_worker(point)
+                try:
+                    probe = self._probe_in_worker(point)
+                except BudgetSpent:
+                    return self._budget_spent(summary, len(points) - index)
             if probe is None:   # not ``or``: a result that is not available is falsy
                 probe = ProbeResult(False, "not probed")
             gate_fields = probe.gate_fields()
@@ -264,13 +285,18 @@ class Runner:
                 time.sleep(self.settings.cooldown_s)
             previous_impl = point.impl
             self.listener("point", point)
-            record = self._measure_point(point, impl, gate_fields)
+            try:
+                record = self._measure_point(point, impl, gate_fields)
+            except BudgetSpent:
+                return self._budget_spent(summary, len(points) - index)
             if record.status in ("oom", "timeout"):
                 stopped_at[point.series_key()] = (point.seq_len, "out of memory"
                                                   if record.status == "oom" else "timed out")
             self._emit(summary, record)
-        if summary.not_tried:
-            self.listener("budget_spent", summary.not_tried)
+
+    @staticmethod
+    def _budget_spent(summary: RunSummary, not_tried: int) -> None:
+        summary.not_tried += not_tried
 
     def _probe_in_worker(self, point: Point) -> ProbeResult:
         """The point's combination probed (and gated) in the worker that will measure it."""
@@ -366,11 +392,21 @@ class Runner:
 
     def _run(self, name: str, *args: Any, timeout: float, key: Any = None,
              group: Any = None) -> Outcome:
-        """One task through the executor, its time counted (harness.measure.overhead)."""
+        """One task through the executor, its time counted (harness.measure.overhead); under a
+        time budget its timeout is cut to the budget left (BudgetSpent: none left, or the cut
+        task ran out of it)."""
         # executors without keys (one process per task) are called without them
         keyed = {} if key is None else {"key": key, "group": group}
+        cut = False
+        if self.shares is not None:
+            left = self.shares.left_s()
+            if left <= 0:
+                raise BudgetSpent(name)
+            cut, timeout = timeout > left, min(timeout, left)
         outcome: Outcome = self.executor.run(name, *args, timeout=timeout, **keyed)
         self.overhead.add_task(outcome.wall_s, outcome.task_s, outcome.compile_s)
+        if cut and outcome.status == "timeout":
+            raise BudgetSpent(name)
         return outcome
 
     # -- records -------------------------------------------------------------------------
