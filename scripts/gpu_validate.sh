@@ -30,13 +30,14 @@
 # Budget arithmetic (GPU; every limit x3 for the CPU rehearsal). A step gets its limit or what is
 # left of the deadline less FINAL_RESERVE, whichever is less, so no step can run into the
 # archive and summary; a step with under 5 s left is recorded as not started.
-#   environment 25 (versions, API probe, `list`)   install 15      wheels 40 (only with --wheels)
-#   sweep 110 (runner --time-budget = its limit - 30: start-up, peaks and close; under the budget
+#   environment 40 (versions, API probe, `list`: three cold Python starts that import torch,
+#              JAX and their CUDA runtimes)   install 15   wheels 40 (only with --wheels)
+#   sweep 105 (runner --time-budget = its limit - 30: start-up, peaks and close; under the budget
 #              no task is given a timeout beyond the budget left, compile allowance included)
 #   gpu-tests 75 (harness checks first, one FlexAttention case, 20 s per test)
-#   cudagraph 30 (sdpa_flash; --time-budget = limit - 20)   hrr-floor 25   profile 20
-#   lra-data 10   lra 25   report 15   FINAL_RESERVE 10 (archive, summary)
-#   sum: 25 + 15 + 110 + 75 + 30 + 25 + 20 + 10 + 25 + 15 + 10 = 360 s = the deadline (--wheels'
+#   cudagraph 30 (sdpa_flash; --time-budget = limit - 20)   hrr-floor 25   profile 15
+#   lra-data 10   lra 20   report 15   FINAL_RESERVE 10 (archive, summary)
+#   sum: 40 + 15 + 105 + 75 + 30 + 25 + 15 + 10 + 20 + 15 + 10 = 360 s = the deadline (--wheels'
 #   40 s come out of the last steps: lra, then report, are the ones cut).
 #
 # Each step's outcome is a line of WORK/steps.tsv (ok / failed / timeout / skipped / no-cuda);
@@ -225,7 +226,7 @@ gpu_tests() {
 
 log "attnbench GPU validation: repo $REPO, work $WORK, out $OUT, device $DEVICE," \
     "deadline ${DEADLINE_S} s${UNPACKED:+ (resumed from $ARCHIVE)}"
-step environment 25 bash -o pipefail -c "$(declare -f environment); environment 2>&1 | tee \"\$WORK/environment.txt\""
+step environment 40 bash -o pipefail -c "$(declare -f environment); environment 2>&1 | tee \"\$WORK/environment.txt\""
 step install 15 bash -o pipefail -c "$(declare -f install); install"
 if [ -n "$WHEELS" ]; then
   step wheels 40 bash -o pipefail -c "$(declare -f wheels); wheels"
@@ -257,8 +258,8 @@ else
   [ -z "$IMPL" ] || sweep_args+=(--impl "$IMPL")
 fi
 # shellcheck disable=SC2207
-sweep_args+=($(sweep_settings "$(effective 110)" 30))
-gpu_step sweep 110 "$PY" run_bench.py "${sweep_args[@]}"
+sweep_args+=($(sweep_settings "$(effective 105)" 30))
+gpu_step sweep 105 "$PY" run_bench.py "${sweep_args[@]}"
 
 # ---- GPU-marked tests: harness checks first, CUDA numerics, NVML ----------------------------
 gpu_step gpu-tests 75 bash -o pipefail -c "$(declare -f gpu_tests); gpu_tests"
@@ -290,7 +291,7 @@ fi
 gpu_step hrr-floor 25 "$PY" benchmarks/hrr/bandwidth_floor.py "${floor_args[@]}"
 
 profile_len=4K; [ "$DEVICE" = cuda ] || profile_len=256
-gpu_step profile 20 "$PY" run_bench.py profile --impl hrr_torch --seq-len "$profile_len" \
+gpu_step profile 15 "$PY" run_bench.py profile --impl hrr_torch --seq-len "$profile_len" \
   --head-dim 64 --device "$DEVICE" --out "$WORK/profile"
 
 # ---- a short LRA run on generated ListOps data --------------------------------------------------
@@ -305,7 +306,7 @@ lra_args=(lra --task listops --impl "hrr_torch,$LRA_EXACT" --preset smoke --data
 # the rehearsal checks the script, not accuracy: one short epoch on a few examples
 [ "$DEVICE" = cuda ] || lra_args+=(--epochs 1 --max-train 128 --max-val 32 --max-test 32)
 [ ! -f "$LRA/run.json" ] || lra_args+=(--resume)
-gpu_step lra 25 "$PY" run_bench.py "${lra_args[@]}"
+gpu_step lra 20 "$PY" run_bench.py "${lra_args[@]}"
 
 # ---- the report of whatever was measured ---------------------------------------------------
 runs=()

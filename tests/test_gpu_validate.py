@@ -239,3 +239,25 @@ def test_api_probe_reports_what_is_missing(monkeypatch):
     checks = {c.name: c for c in probe.torch_checks(cuda=False)}
     assert checks["torch.cuda.max_memory_allocated"].status == "missing"
     assert probe.main(["--device", "cpu"]) == 1
+
+
+def test_the_step_limits_in_the_code_add_up_to_the_deadline_the_header_states():
+    """The header's budget arithmetic is the code's: every step's limit as the script passes
+    it, plus the final reserve, sums to the default deadline (6 minutes on a GPU)."""
+    import re
+
+    text = SCRIPT.read_text()
+    limits = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"^\s*(?:gpu_)?step ([a-z-]+) (\d+) ", text, re.MULTILINE)}
+    reserve = int(re.search(r"FINAL_RESERVE=\$\(\((\d+) \* SCALE\)\)", text).group(1))
+    deadline = int(re.search(r'DEADLINE_S="\$\{DEADLINE_S:-\$\(\((\d+) \* SCALE\)\)\}"',
+                             text).group(1))
+    header = re.search(r"#   sum: ([\d +]+) = (\d+) s", text)
+    stated = [int(x) for x in header.group(1).split("+")]
+    optional = {"wheels"}                         # only with --wheels, taken from later steps
+    assert sum(v for k, v in limits.items() if k not in optional) + reserve == deadline
+    assert sum(stated) == int(header.group(2)) == deadline == 360
+    assert sorted(stated) == sorted([v for k, v in limits.items() if k not in optional]
+                                    + [reserve])
+    for name, limit in limits.items():            # each step named in the header with its limit
+        assert re.search(rf"\b{name} {limit}\b", text.split("set -uo pipefail")[0]), name
