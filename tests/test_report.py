@@ -284,3 +284,30 @@ def test_traits_are_checked_when_declared():
 def test_plug_in_looks_are_dashed_by_framework_not_by_name():
     looks = style.looks_for(["mine", "mine_jax"], {"mine": "jax", "mine_jax": "torch"})
     assert looks["mine"].linestyle == "--" and looks["mine_jax"].linestyle == "-"
+
+
+def test_scaling_exponents_of_a_fixed_token_sweep_are_per_sequence():
+    """The paper and quick (CUDA) presets keep B*T fixed, and the report draws each such sweep
+    as one group: exact attention there takes B*T^2 = tokens*T time, a linear method B*T =
+    tokens. The claimed exponents are per sequence (at one B), so the fit is of time and
+    memory per sequence: 2 and 1, not 1 and 0 (which would read as 'not as claimed')."""
+    from harness.contract.registry import REGISTRY
+    from harness.report import claims, tables
+    from harness.report import data as report_data
+
+    tokens = 16 * 1024
+    rows = []
+    for impl, power in (("softmax_torch", 2), ("performer_torch", 1)):
+        for t in (512, 1024, 2048, 4096, 8192, 16384):
+            b = tokens // t
+            rows.append(dict(run="r", impl=impl, family=REGISTRY.get(impl).family, device="cpu", dtype="float32", batch=b,
+                heads=4, head_dim=64, seq_len=t, causal=False, status="ok", timer="perf_counter",
+                time_s=1e-9 * b * t ** power, peak_mem_bytes=b * t ** power,
+                time_samples_s=[1e-9 * b * t ** power] * 3, **{"pass": "forward"}))
+    speed = report_data.tidy_speed(rows)
+    assert speed["group"].nunique() == 1 and "B*T=16384" in speed["group"].iloc[0]
+    table = tables.scaling(speed, claims.registered_traits()).set_index("impl")
+    assert table.loc["softmax_torch", "time_exponent"] == pytest.approx(2, abs=0.01)
+    assert table.loc["softmax_torch", "memory_exponent"] == pytest.approx(2, abs=0.01)
+    assert table.loc["performer_torch", "time_exponent"] == pytest.approx(1, abs=0.01)
+    assert table.loc["performer_torch", "memory_exponent"] == pytest.approx(1, abs=0.01)
