@@ -311,3 +311,27 @@ def test_scaling_exponents_of_a_fixed_token_sweep_are_per_sequence():
     assert table.loc["softmax_torch", "memory_exponent"] == pytest.approx(2, abs=0.01)
     assert table.loc["performer_torch", "time_exponent"] == pytest.approx(1, abs=0.01)
     assert table.loc["performer_torch", "memory_exponent"] == pytest.approx(1, abs=0.01)
+
+
+def test_a_fixed_token_group_keeps_its_workloads_apart():
+    """Two workloads at the same B*T (here a sliding window and none) are two groups, each
+    labelled with its own workload, as they are at a fixed batch."""
+    from harness.contract.registry import REGISTRY
+    from harness.report import data as report_data
+
+    rows = []
+    for window in (None, 256):
+        for t in (1024, 4096, 16384):
+            rows.append(dict(run="r", impl="softmax_torch",
+                             family=REGISTRY.get("softmax_torch").family, device="cpu",
+                             dtype="float32", batch=16384 // t, heads=4, head_dim=64,
+                             seq_len=t, causal=True, status="ok",
+                             timer="perf_counter", time_s=1e-3, peak_mem_bytes=1,
+                             time_samples_s=[1e-3] * 3, **{"pass": "forward"},
+                             **({"window": window} if window else {})))
+    speed = report_data.tidy_speed(rows)
+    groups = {window: sub["group"].unique() for window, sub in
+              speed.groupby(speed["window"] == 256)}
+    assert len(groups[False]) == 1 and len(groups[True]) == 1
+    assert "B*T=16384" in groups[False][0] and "window" not in groups[False][0]
+    assert "B*T=16384" in groups[True][0] and "window=256" in groups[True][0]
