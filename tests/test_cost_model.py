@@ -247,3 +247,22 @@ def test_dry_run_plans_a_device_this_machine_lacks(capsys, monkeypatch):
     assert cli.main(["sweep", "--preset", "paper", "--device", "cuda", "--out",
                      "/nonexistent/never-made"]) == 2
     assert "torch.cuda.is_available() is False (faked)" in capsys.readouterr().err
+
+
+def test_dry_run_of_a_resume_leaves_out_the_points_already_recorded(tmp_path, capsys):
+    """`sweep --dry-run --resume DIR` shows what the resumed run would measure: the points
+    DIR already holds are counted apart and neither listed to run nor predicted."""
+    import shutil
+    from pathlib import Path
+
+    from harness import cli
+    from harness.store.run_dir import open_run
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "old_run_speed", run)
+    done = open_run(run).done_point_ids()
+    assert done
+    assert cli.main(["sweep", "--resume", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(done)} point(s) already recorded" in out
+    assert "0 point(s) would run" in out

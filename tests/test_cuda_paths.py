@@ -586,3 +586,26 @@ def test_jax_timing_cap_makes_room_for_its_flush_buffer():
     settings = TimingSettings()
     assert worker.harness_device_bytes(jax_fw, "cuda", settings) == jax_fw.JAX_FLUSH_BYTES
     assert worker.harness_device_bytes(jax_fw, "cpu", settings) == 0
+
+
+def test_a_jax_probe_in_the_measuring_worker_runs_under_the_cap(clean_jax_env, monkeypatch):
+    """A reused GPU worker probes its combination before its first point (the runner's
+    _probe_in_worker, the same worker key). JAX reads its memory fraction once, when its GPU
+    backend starts, and the probe's tiny run starts it: the fraction must be set before the
+    probe runs, or the worker stays at JAX's default 75% while its records say 90%."""
+    from harness.contract.probe import ProbeResult
+
+    monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: TOTAL)
+    seen = []
+
+    def fake_probe(impl, **kwargs):
+        seen.append(os.environ.get("XLA_CLIENT_MEM_FRACTION"))
+        return ProbeResult(False, "fake probe")
+
+    monkeypatch.setattr(worker, "probe_here", fake_probe)
+    worker.probe_task([("softmax_jax", "cuda", "float32", False)], worker.WorkerContext())
+    expected = worker.WorkerContext().device_memory_fraction + \
+        worker.harness_device_bytes(worker.frameworks.get("jax"), "cuda",
+                                    TimingSettings()) / TOTAL
+    assert seen and seen[0] is not None
+    assert float(seen[0]) == pytest.approx(expected, abs=1e-6)

@@ -284,3 +284,54 @@ def test_traits_are_checked_when_declared():
 def test_plug_in_looks_are_dashed_by_framework_not_by_name():
     looks = style.looks_for(["mine", "mine_jax"], {"mine": "jax", "mine_jax": "torch"})
     assert looks["mine"].linestyle == "--" and looks["mine_jax"].linestyle == "-"
+
+
+def test_scaling_exponents_of_a_fixed_token_sweep_are_per_sequence():
+    """The paper and quick (CUDA) presets keep B*T fixed, and the report draws each such sweep
+    as one group: exact attention there takes B*T^2 = tokens*T time, a linear method B*T =
+    tokens. The claimed exponents are per sequence (at one B), so the fit is of time and
+    memory per sequence: 2 and 1, not 1 and 0 (which would read as 'not as claimed')."""
+    from harness.contract.registry import REGISTRY
+    from harness.report import claims, tables
+    from harness.report import data as report_data
+
+    tokens = 16 * 1024
+    rows = []
+    for impl, power in (("softmax_torch", 2), ("performer_torch", 1)):
+        for t in (512, 1024, 2048, 4096, 8192, 16384):
+            b = tokens // t
+            rows.append(dict(run="r", impl=impl, family=REGISTRY.get(impl).family, device="cpu", dtype="float32", batch=b,
+                heads=4, head_dim=64, seq_len=t, causal=False, status="ok", timer="perf_counter",
+                time_s=1e-9 * b * t ** power, peak_mem_bytes=b * t ** power,
+                time_samples_s=[1e-9 * b * t ** power] * 3, **{"pass": "forward"}))
+    speed = report_data.tidy_speed(rows)
+    assert speed["group"].nunique() == 1 and "B*T=16384" in speed["group"].iloc[0]
+    table = tables.scaling(speed, claims.registered_traits()).set_index("impl")
+    assert table.loc["softmax_torch", "time_exponent"] == pytest.approx(2, abs=0.01)
+    assert table.loc["softmax_torch", "memory_exponent"] == pytest.approx(2, abs=0.01)
+    assert table.loc["performer_torch", "time_exponent"] == pytest.approx(1, abs=0.01)
+    assert table.loc["performer_torch", "memory_exponent"] == pytest.approx(1, abs=0.01)
+
+
+def test_a_fixed_token_group_keeps_its_workloads_apart():
+    """Two workloads at the same B*T (here a sliding window and none) are two groups, each
+    labelled with its own workload, as they are at a fixed batch."""
+    from harness.contract.registry import REGISTRY
+    from harness.report import data as report_data
+
+    rows = []
+    for window in (None, 256):
+        for t in (1024, 4096, 16384):
+            rows.append(dict(run="r", impl="softmax_torch",
+                             family=REGISTRY.get("softmax_torch").family, device="cpu",
+                             dtype="float32", batch=16384 // t, heads=4, head_dim=64,
+                             seq_len=t, causal=True, status="ok",
+                             timer="perf_counter", time_s=1e-3, peak_mem_bytes=1,
+                             time_samples_s=[1e-3] * 3, **{"pass": "forward"},
+                             **({"window": window} if window else {})))
+    speed = report_data.tidy_speed(rows)
+    groups = {window: sub["group"].unique() for window, sub in
+              speed.groupby(speed["window"] == 256)}
+    assert len(groups[False]) == 1 and len(groups[True]) == 1
+    assert "B*T=16384" in groups[False][0] and "window" not in groups[False][0]
+    assert "B*T=16384" in groups[True][0] and "window=256" in groups[True][0]

@@ -21,7 +21,7 @@ from rich.table import Table
 from harness.contract.records import Point, SpeedRecord
 from harness.contract.registry import REGISTRY
 from harness.contract.registry import static_check
-from harness.store.run_dir import RunDir
+from harness.store.run_dir import RunDir, open_run
 
 if TYPE_CHECKING:
     from harness.grid.plan import SweepPlan
@@ -159,6 +159,7 @@ def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -
     note = presets.note(preset, {p.device for p in sweep.points}) if preset else ""
     if note:
         console.print(f"preset {preset}: {note}")
+    sweep = without_recorded(sweep, console)
     here = present_kinds({p.device for p in sweep.points})
     absent = sorted({device_kind(p.device) for p in sweep.points} - here)
     if absent:
@@ -188,6 +189,18 @@ def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -
                   f"unsupported")
     print_predictions(sweep, console, costs_from, here)
     return 0
+
+
+def without_recorded(sweep: SweepPlan, console: Console) -> SweepPlan:
+    """A --resume plan without the points its run directory already holds (the resumed run
+    skips them), saying how many; any other plan as it is."""
+    if not sweep.resume or sweep.out is None or not (sweep.out / "run.json").exists():
+        return sweep
+    done = open_run(sweep.out).done_point_ids()
+    todo = [p for p in sweep.points if p.point_id not in done]
+    console.print(f"--resume {sweep.out}: {len(sweep.points) - len(todo)} point(s) already "
+                  f"recorded, left out of the plan below", highlight=False)
+    return replace(sweep, points=todo)
 
 
 def present_kinds(devices: set[str]) -> set[str]:

@@ -162,6 +162,8 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict[tuple, Probe
         features = tuple(combo[4]) if len(combo) > 4 else ()
         keywords = dict(combo[5]) if len(combo) > 5 else {}
         impl = REGISTRY.get(impl_name)
+        if device_kind(device) == "cuda":
+            cap_for_probe(context, impl.framework, device)
         with device_scope(impl.framework, device):
             result = probe_here(impl, device=device, dtype=dtype, causal=causal,
                                 features=features)
@@ -175,6 +177,17 @@ def probe_task(combos: list[tuple], context: WorkerContext) -> dict[tuple, Probe
                                    f"unusable: {broken}")
         out[tuple(combo)] = result
     return out
+
+
+def cap_for_probe(context: WorkerContext, framework: str, device: str) -> None:
+    """The point's GPU memory cap, set before a probe runs on the device. A reused worker probes
+    its combination before its first point, and JAX reads its memory fraction once, when the
+    probe's tiny run starts its GPU backend: set later, by the point, it would change nothing
+    (JAX would stay at its default 75% while the records say the cap). The JAX cap counts the
+    timing pass's L2-flush buffer as point_task's does (the flush is on by default)."""
+    fw = frameworks.get(framework)
+    extra = harness_device_bytes(fw, device, TimingSettings()) if framework == "jax" else 0
+    prepare(context, device, framework, extra_device_bytes=extra)
 
 
 def probe_here(impl: Any, *, device: str, dtype: str, causal: bool = False,

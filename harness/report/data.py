@@ -230,8 +230,11 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _fixed_token_groups(frame: pd.DataFrame) -> None:
-    """Sweeps that keep B*T fixed (batch shrinks as seq_len grows) are one group, not many."""
-    keys = ["run", "device", "dtype", "heads", "causal"]
+    """Sweeps that keep B*T fixed (batch shrinks as seq_len grows) are one group, not many;
+    one per workload (window, GQA, ...), as at a fixed batch."""
+    workloads = pd.Series([workload_label(r) for r in frame.to_dict("records")],
+                          index=frame.index)
+    keys = ["run", "device", "dtype", "heads", "causal", workloads.rename("_workload")]
     for _, sub in frame.groupby(keys, sort=False):
         if sub["batch"].nunique() < 2:
             continue
@@ -239,7 +242,7 @@ def _fixed_token_groups(frame: pd.DataFrame) -> None:
         tokens = (sub["batch"] * sub["seq_len"]).unique()
         if (per_t == 1).all() and len(tokens) == 1:
             device, dtype, heads, causal = sub.iloc[0][["device", "dtype", "heads", "causal"]]
-            workload = workload_label(sub.iloc[0].to_dict())
+            workload = workloads[sub.index[0]]
             frame.loc[sub.index, "group"] = (f"{device} {dtype} B*T={int(tokens[0])} H={heads}" +
                                              (" causal" if causal else "") +
                                              (f" {workload}" if workload else ""))

@@ -115,14 +115,19 @@ def fit_exponent(lengths: np.ndarray, values: np.ndarray) -> tuple[float, float,
 
 def scaling(speed: pd.DataFrame, traits: Mapping[str, Traits]) -> pd.DataFrame:
     """Measured exponents of seq_len per implementation, next to those its declared traits
-    claim (``traits``: name -> Traits of the registered implementations)."""
+    claim (``traits``: name -> Traits of the registered implementations).
+
+    The fit is of time and memory per sequence (divided by the batch): the claims are at one
+    batch size, and a group that keeps B*T fixed (harness.report.data's fixed-token groups, the
+    paper preset) shrinks B as T grows, so its raw times would fit one power of T too few."""
     rows = []
     ok = speed[speed["status"] == "ok"]
     index = _present(speed, KEY)
     for key, sub in ok.groupby(index + ["impl"], sort=False):
         t = sub["seq_len"].to_numpy(float)
-        time_slope, lo, hi, n = fit_exponent(t, sub["time_s"].to_numpy(float))
-        mem_slope, mlo, mhi, mn = fit_exponent(t, sub["peak_mem_bytes"].to_numpy(float))
+        batch = sub["batch"].to_numpy(float)
+        time_slope, lo, hi, n = fit_exponent(t, sub["time_s"].to_numpy(float) / batch)
+        mem_slope, mlo, mhi, mn = fit_exponent(t, sub["peak_mem_bytes"].to_numpy(float) / batch)
         theory_t, theory_m, why = theoretical_exponents(traits.get(sub.iloc[0]["impl"]),
                                                         sub.iloc[0]["family"])
         rows.append({**dict(zip(index + ["impl"], key)),
