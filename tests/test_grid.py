@@ -99,6 +99,19 @@ def test_quick_cuda_preset_measures_throughput_causal_and_not():
     assert {p.pass_ for p in points} == {"forward", "forward_backward"}
 
 
+def test_a_seq_len_override_keeps_a_fixed_token_preset_fixed_and_a_batch_override_wins():
+    """--seq-len on a B*T-fixed preset gives each T its batch (not every batch at every T);
+    --batch replaces the token count outright."""
+    groups = presets.preset_groups("paper", "cuda")
+    seq = [overrides_from({"seq_len": "32K"}).apply(g) for g in groups]
+    points = expand(seq, ["x"])
+    assert {(p.seq_len, p.batch) for p in points} == {(32 * 1024, 1)}
+    points = expand([overrides_from({"seq_len": "1K,2K"}).apply(g) for g in groups], ["x"])
+    assert {(p.seq_len, p.batch) for p in points} == {(1024, 16), (2048, 8)}
+    batch = [overrides_from({"batch": "3"}).apply(g) for g in groups]
+    assert {p.batch for p in expand(batch, ["x"])} == {3}
+
+
 def test_validate_preset_covers_every_axis_value_it_checks():
     points = expand(presets.preset_groups("validate", "cuda"), ["x", "hrr_torch"])
     assert {p.dtype for p in points} == {"float16", "bfloat16"}

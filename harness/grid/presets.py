@@ -37,11 +37,6 @@ PAPER_WIDTH = 2048
 PAPER_SEQ_LENS = (512, 1024, 2048, 4096, 8192, 16384)
 
 
-def fixed_tokens(seq_lens: tuple[int, ...], tokens: int, **axes: Any) -> list[dict[str, Any]]:
-    """One group per T with batch = tokens / T (at least 1): a fixed number of tokens a step."""
-    return [dict(seq_len=(t,), batch=(max(tokens // t, 1),), **axes) for t in seq_lens]
-
-
 PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "quick": {
         # a 2-core CPU with every CPU implementation: about 75 s of run with the compile cache
@@ -57,9 +52,9 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         # with reused workers (compilations 1.5 min of it), 27 min with --isolate point.
         # Both D 64 and 128 (276 points) was predicted 7.6 min, fp16 beside bf16 9.0 min:
         # the `paper` preset has them.
-        "cuda": fixed_tokens((1 * K, 4 * K, 16 * K), PAPER_TOKENS, heads=(16,), head_dim=(128,),
-                             causal=(False, True), dtype=("bfloat16",),
-                             pass_=("forward", "forward_backward")),
+        "cuda": [dict(seq_len=(1 * K, 4 * K, 16 * K), tokens=PAPER_TOKENS, heads=(16,),
+                      head_dim=(128,), causal=(False, True), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"))],
     },
     "gpu": {
         "cuda": [dict(seq_len=tuple(2 ** e for e in range(10, 19)), head_dim=(32, 64, 128),
@@ -89,15 +84,15 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                      dtype=("float32",), pass_=("forward_backward",))],
     },
     "paper": {
-        "cuda": [group for d in (64, 128) for group in fixed_tokens(
-            PAPER_SEQ_LENS, PAPER_TOKENS, heads=(PAPER_WIDTH // d,), head_dim=(d,),
-            causal=(False, True), dtype=("float16", "bfloat16"),
-            pass_=("forward", "forward_backward"), label=f"paper-D{d}")],
+        "cuda": [dict(seq_len=PAPER_SEQ_LENS, tokens=PAPER_TOKENS, heads=(PAPER_WIDTH // d,),
+                      head_dim=(d,), causal=(False, True), dtype=("float16", "bfloat16"),
+                      pass_=("forward", "forward_backward"), label=f"paper-D{d}")
+                 for d in (64, 128)],
         # the same form scaled to a CPU: B * T = 2K tokens, width 256, float32
-        "cpu": [group for d in (64, 128) for group in fixed_tokens(
-            (256, 512, 1024, 2048), 2048, heads=(256 // d,), head_dim=(d,),
-            causal=(False, True), dtype=("float32",), pass_=("forward", "forward_backward"),
-            label=f"paper-D{d}")],
+        "cpu": [dict(seq_len=(256, 512, 1024, 2048), tokens=2048, heads=(256 // d,),
+                     head_dim=(d,), causal=(False, True), dtype=("float32",),
+                     pass_=("forward", "forward_backward"), label=f"paper-D{d}")
+                for d in (64, 128)],
     },
     "pythia": {
         kind: [dict(heads=(h,), head_dim=(d,), seq_len=(512, 1 * K, 2 * K), batch=(1,),
@@ -107,10 +102,9 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
     },
     "hrrformer": {
-        kind: [dict(seq_len=(2 ** e,), batch=(max(HRRFORMER_TOKENS // 2 ** e, 1),), heads=(8,),
-                    head_dim=(32,), dtype=(dtype,), pass_=("forward",),
-                    label=f"hrrformer-T{2 ** e}")
-               for e in range(8, 20)]
+        kind: [dict(seq_len=tuple(2 ** e for e in range(8, 20)), tokens=HRRFORMER_TOKENS,
+                    heads=(8,), head_dim=(32,), dtype=(dtype,), pass_=("forward",),
+                    label="hrrformer")]
         for kind, dtype in (("cpu", "float32"), ("cuda", "float16"))
     },
     "lra": {

@@ -34,6 +34,10 @@ class SweepSpec:
     device: tuple[str, ...] = ("cpu",)
     impl: tuple[str, ...] | None = None
     label: str = ""
+    # a fixed number of tokens a step (0: none): each point's batch is tokens // T (at least
+    # 1) in place of ``batch``, so that a --seq-len override keeps B * T; a --batch override
+    # turns it off
+    tokens: int = 0
     # workload axes (see Point): 0 / -1 / False are the defaults (square self-attention)
     kv_heads: tuple[int, ...] = (0,)
     q_len: tuple[int, ...] = (0,)
@@ -56,6 +60,8 @@ class SweepSpec:
         points = []
         for impl, *values in itertools.product(impls, *(self.values(a) for a in table)):
             fields = {a.field: v for a, v in zip(table, values) if a.field is not None}
+            if self.tokens:
+                fields["batch"] = max(self.tokens // fields["seq_len"], 1)
             extra = tuple((a.name, v) for a, v in zip(table, values) if a.field is None)
             points.append(Point(impl=impl, **fields, extra_axes=extra))
         return points
@@ -71,6 +77,8 @@ class Overrides:
         if not self.values:
             return spec
         fields = {k: v for k, v in self.values.items() if k in SPEC_FIELDS}
+        if "batch" in fields:
+            fields["tokens"] = 0     # a batch given outright replaces the fixed token count
         extra = {**dict(spec.extra_axes),
                  **{k: v for k, v in self.values.items() if k not in SPEC_FIELDS}}
         return replace(spec, **fields, extra_axes=tuple(sorted(extra.items())))
