@@ -130,11 +130,17 @@ def test_memory_cap_arithmetic():
 
 
 def test_jax_gets_the_default_fraction_when_the_total_is_unknown(clean_jax_env, monkeypatch):
+    """Without NVML the JAX worker never asks torch (that would start a torch CUDA context
+    beside JAX's): the default fraction alone, and --max-memory recorded as not applied."""
+    asked = []
     monkeypatch.setattr(hardware, "cuda_device_total_bytes", lambda index: None)
     monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda index=None: (_ for _ in ()).throw(RuntimeError("no CUDA")))
+                        lambda index=None: asked.append(index) or (_ for _ in ()).throw(
+                            RuntimeError("no CUDA")))
     cap = device_setup.cap_jax_memory("cuda", max_bytes=None, default_fraction=0.9)
     assert os.environ["XLA_CLIENT_MEM_FRACTION"] == "0.900000" and cap.source == "default"
+    capped = device_setup.cap_jax_memory("cuda", max_bytes=GIB, default_fraction=0.9)
+    assert capped.cap_bytes is None and capped.source == "default" and asked == []
 
 
 def test_the_memory_pass_records_the_cap(cuda, clean_jax_env, monkeypatch):

@@ -99,20 +99,13 @@ def cap_jax_memory(device: str, *, max_bytes: int | None, default_fraction: floa
     (without it JAX's allocator stops at 75%, preallocating or not).
 
     Read when JAX creates its GPU client, i.e. before the first JAX call in this worker. The
-    total comes from NVML (no CUDA context); without NVML from torch's device properties, and
-    without either the default fraction alone is set (--max-memory cannot be sized: JAX runs
-    uncapped by it). The deprecated variable name is set only when the user already uses it.
+    total comes from NVML (no CUDA context; torch's device properties would start a torch
+    CUDA context in a JAX worker); without NVML the default fraction alone is set
+    (--max-memory cannot be sized: JAX runs uncapped by it, and the record's cap says so). The deprecated variable name is set only when the user already uses it.
     """
     from harness.store.hardware import cuda_device_total_bytes
 
     total = cuda_device_total_bytes(cuda_index(device))
-    if not total:
-        try:
-            import torch
-
-            total = torch.cuda.get_device_properties(cuda_index(device)).total_memory
-        except Exception:  # noqa: BLE001 - no way to size the fraction
-            total = None
     cap = memory_cap(total, max_bytes if total else None, extra_bytes if total else 0,
                      default_fraction)
     name = JAX_FRACTION_VARIABLES[1] if JAX_FRACTION_VARIABLES[1] in os.environ \
