@@ -145,6 +145,8 @@ def test_the_plan_resolves_one_basis_for_the_whole_grid_and_run_json_keeps_it():
         plan_timing_basis("device_events", mixed)
     with pytest.raises(UsageError, match="--timing-basis"):
         plan_timing_basis("gpu", torch_only)
+    with pytest.raises(UsageError, match="no point of this grid runs on a CUDA device"):
+        plan_timing_basis("device_events", [Point("softmax_torch", 64, 16)])
     sweep = plan(SweepRequest(impl="hrr_torch", seq_len="64", head_dim="16", device="cpu"))
     assert sweep.settings.as_dict()["timing"]["timing_basis"] == "host_sync"
     sweep = plan(SweepRequest(impl="hrr_torch", seq_len="64", head_dim="16", device="cpu",

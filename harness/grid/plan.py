@@ -142,6 +142,9 @@ def plan_timing_basis(requested: Any, points: list[Point]) -> str:
         raise UsageError(f"--timing-basis: {requested!r} is not one of auto, "
                          f"{', '.join(TIMING_BASES)}")
     cuda = {REGISTRY.get(p.impl).framework for p in points if device_kind(p.device) == "cuda"}
+    if requested == "device_events" and not cuda:
+        raise UsageError("--timing-basis device_events: no point of this grid runs on a CUDA "
+                         "device (CPU points are timed by the host's clock: host_sync)")
     if requested == "device_events" and cuda - {"torch"}:
         raise UsageError(f"--timing-basis device_events: {', '.join(sorted(cuda - {'torch'}))} "
                          f"has no CUDA-event timer; use host_sync (or auto) for a grid that "
