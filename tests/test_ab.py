@@ -70,6 +70,38 @@ def test_rounds_alternate_order_and_side_value():
         paired_estimate([1.0, -1.0])
 
 
+def test_sides_on_different_timing_bases_are_not_comparable():
+    """A side timed by CUDA events (or an old record whose timer implies them) against one on
+    the host's clock: no ratio, a 'not comparable' row, never a regression."""
+    from harness.contract.records import Point
+    from harness.verdicts.ab.rounds import add_round, judge
+    from harness.verdicts.words import NOT_COMPARABLE
+
+    def raw(timer, basis=None, value=1e-3):
+        data = {"impl": "softmax_torch", "seq_len": 64, "head_dim": 16, "device": "cuda",
+                "batch": 1, "heads": 8, "dtype": "float16", "causal": False,
+                "pass": "forward", "status": "ok", "timer": timer, "time_samples_s": [value] * 5, "time_s": value}
+        if basis:
+            data["timing_basis"] = basis
+        return data
+
+    histories = {}
+    for _ in range(4):
+        add_round(histories, {"base": [raw("cuda_event")],          # an old record: events
+                              "head": [raw("cuda_sync", "host_sync", 2e-3)]}, "median")
+    (history,) = histories.values()
+    row = judge(history, 0.1, 0.95)
+    assert history.ratios == [] and row.verdict == NOT_COMPARABLE and not row.regression
+    assert "device_events (baseline) vs host_sync (current)" in row.note
+    same = {}
+    for _ in range(4):
+        add_round(same, {"base": [raw("cuda_event")],
+                         "head": [raw("cuda_event", "device_events", 2e-3)]}, "median")
+    (history,) = same.values()
+    assert judge(history, 0.1, 0.95).verdict == REGRESSED
+    assert isinstance(next(iter(same)), Point)
+
+
 # -- end to end on two tiny revisions -------------------------------------------------------
 
 SPIN_MODULE = '''"""A test implementation: exact attention, then SPIN_S seconds of CPU work (the two

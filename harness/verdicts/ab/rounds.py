@@ -38,6 +38,7 @@ from harness.verdicts.words import (
     IMPROVED,
     MISSING,
     NEW,
+    NOT_COMPARABLE,
     NOT_MEASURED,
     REGRESSED,
     UNCHANGED,
@@ -45,7 +46,7 @@ from harness.verdicts.words import (
     status_change,
 )
 from harness.errors import UsageError
-from harness.contract.records import Point
+from harness.contract.records import Point, implied_timing_basis
 
 LABELS = ("base", "head")    # the sides' internal labels: their run directories OUT/base, OUT/head
 DECIDED = (REGRESSED, IMPROVED, UNCHANGED, FIXED, NEW, MISSING, NOT_MEASURED)
@@ -305,6 +306,12 @@ def add_round(histories: dict[Point, History], records: dict[str, list[dict[str,
             if data is not None and data.get("status") != "ok":
                 history.messages[label] = str(data.get("message", ""))[:200]
         if statuses == ("ok", "ok"):
+            bases = (record_basis(b), record_basis(h))
+            if bases[0] and bases[1] and bases[0] != bases[1]:
+                # CUDA events against the host's clock: a difference of method, not of speed
+                history.messages["basis"] = (f"timing basis differs: {bases[0]} (baseline) vs "
+                                             f"{bases[1]} (current)")
+                continue
             try:
                 b_samples, h_samples, used = pair_samples(b, h, clock)
                 bv = side_value(b_samples, statistic)
@@ -318,6 +325,11 @@ def add_round(histories: dict[Point, History], records: dict[str, list[dict[str,
                 paired = turn_ratio(b, h, b_samples, h_samples)
                 history.paired += paired is not None
                 history.ratios.append(hv / bv if paired is None else paired)
+
+
+def record_basis(data: dict[str, Any]) -> str:
+    """A raw record's timing basis (inferred from its timer where it predates the field)."""
+    return str(data.get("timing_basis") or implied_timing_basis(data.get("timer")))
 
 
 def turn_ratio(b: dict[str, Any], h: dict[str, Any], b_samples: list[float],
@@ -353,6 +365,9 @@ def judge(history: History, threshold: float, confidence: float,
                               **statuses)
         if not bases:
             return VerdictRow(point, STATUS, NEW, note="not in the baseline side's grid",
+                              **statuses)
+        if history.messages.get("basis"):
+            return VerdictRow(point, STATUS, NOT_COMPARABLE, note=history.messages["basis"],
                               **statuses)
         if "ok" in heads:
             return VerdictRow(point, STATUS, FIXED, note=history.messages.get("base", ""),
