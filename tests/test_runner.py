@@ -188,6 +188,34 @@ def test_time_budget_cuts_the_largest_t_and_leaves_it_for_resume(tmp_path, monke
     assert len(load_results(tmp_path / "b" / "run")) == 6
 
 
+def test_time_a_budget_leaves_at_the_end_goes_to_the_points_a_share_left(tmp_path, monkeypatch):
+    """hrr_torch's points "take" 100 s, softmax_torch's 10 s, budget 300 s: hrr_torch's share
+    (150 s) leaves its T=128 behind; softmax_torch's three points leave 70 s, and a second
+    pass spends them on hrr_torch's T=128."""
+    import time
+    from types import SimpleNamespace
+
+    from harness.measure import runner as runner_module
+
+    grid = points("hrr_torch", [32, 64, 128]) + points("softmax_torch", [32, 64, 128])
+    clock = [0.0]
+    monkeypatch.setattr(runner_module, "time", SimpleNamespace(
+        monotonic=lambda: clock[0], perf_counter=time.perf_counter, sleep=time.sleep))
+    cost = {"hrr_torch": 100.0, "softmax_torch": 10.0}
+
+    def listener(event, payload):
+        if event == "record":
+            clock[0] += cost[payload.impl]
+
+    runner = make_runner(tmp_path, time_budget_s=300.0)
+    runner.listener = listener
+    summary = runner.run(grid)
+    assert [(r.impl, r.seq_len) for r in summary.records] == [
+        ("hrr_torch", 32), ("hrr_torch", 64), ("softmax_torch", 32), ("softmax_torch", 64),
+        ("softmax_torch", 128), ("hrr_torch", 128)]
+    assert summary.not_tried == 0
+
+
 def test_budget_shares_pass_unused_time_on():
     """A worker that finishes early leaves its time to the next; the deadline stops all."""
     from harness.measure.budget import BudgetShares, budget_order

@@ -9,7 +9,10 @@ T measured before any method spends the budget on its largest, and no worker is 
 for the same points (ordering all points by T alone would restart each method's workers once
 per T).
 
-A point not started is left unrecorded: ``--resume`` measures it later.
+Time still left once every worker has had its turn goes to the points the shares left
+behind, shared the same way in another pass (harness.measure.runner: their workers start
+again then, and only then). A point not started when the budget is spent is left unrecorded:
+``--resume`` measures it later.
 """
 
 from __future__ import annotations

@@ -243,16 +243,35 @@ class Runner:
 
     def _measure_stage(self, points: list[Point], probes: dict[Combo, ProbeResult],
                        summary: RunSummary) -> None:
+        """The points in order. Under a time budget, a pass gives every worker its share; the
+        points a share left behind get the time still left in another pass (their workers
+        start again, only when every worker has had its turn), until none is left or the
+        budget is spent. What is left then is not tried: no record, for --resume."""
         stopped_at: dict[tuple, tuple[int, str]] = {}  # series -> (T, status) of first failure
+        todo = points
+        while True:
+            deferred = self._measure_pass(todo, probes, summary, stopped_at)
+            shares = self.shares
+            if not deferred or shares is None or shares.spent() or len(deferred) == len(todo):
+                summary.not_tried += len(deferred)
+                return
+            self.shares = BudgetShares(shares.left_s(), [worker_key(p) for p in deferred],
+                                       clock=shares.clock)
+            todo = deferred
+
+    def _measure_pass(self, points: list[Point], probes: dict[Combo, ProbeResult],
+                      summary: RunSummary, stopped_at: dict[tuple, tuple[int, str]]
+                      ) -> list[Point]:
+        """One pass over ``points``; returns those the time budget left unstarted."""
         previous_impl = None
         shares = self.shares
+        deferred: list[Point] = []
         for index, point in enumerate(points):
             if shares is not None and not shares.allows(worker_key(point)):
-                # this worker's share of the budget is spent (or the whole budget): the
-                # point stays unrecorded, for --resume
+                # this worker's share of the budget is spent (or the whole budget)
                 if shares.spent():
-                    return self._budget_spent(summary, len(points) - index)
-                summary.not_tried += 1
+                    return deferred + points[index:]
+                deferred.append(point)
                 continue
             impl = REGISTRY.get(point.impl)
             probe = probes.get(combo_of(point))
@@ -260,7 +279,7 @@ class Runner:
                 try:
                     probe = self._probe_in_worker(point)
                 except BudgetSpent:
-                    return self._budget_spent(summary, len(points) - index)
+                    return deferred + points[index:]
             if probe is None:   # not ``or``: a result that is not available is falsy
                 probe = ProbeResult(False, "not probed")
             gate_fields = probe.gate_fields()
@@ -288,11 +307,12 @@ class Runner:
             try:
                 record = self._measure_point(point, impl, gate_fields)
             except BudgetSpent:
-                return self._budget_spent(summary, len(points) - index)
+                return deferred + points[index:]
             if record.status in ("oom", "timeout"):
                 stopped_at[point.series_key()] = (point.seq_len, "out of memory"
                                                   if record.status == "oom" else "timed out")
             self._emit(summary, record)
+        return deferred
 
     @staticmethod
     def _budget_spent(summary: RunSummary, not_tried: int) -> None:
