@@ -222,7 +222,7 @@ def test_floor_json_is_written_row_by_row(tmp_path, monkeypatch):
     out = tmp_path / "floor.json"
     seen = []
 
-    def measure(name, dtype, tokens, args, bandwidth):
+    def measure(name, dtype, tokens, args, bandwidth, admitted=None):
         seen.append(json.loads(out.read_text()))        # what a kill now would leave
         return bandwidth_floor.FloorRow(name, dtype, tokens, "ok", 1.0, 0.5, 2.0)
     monkeypatch.setattr(bandwidth_floor, "measure", measure)
