@@ -243,9 +243,11 @@ def test_local_executor_pins_one_shard_process_per_device_and_gathers(tmp_path):
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     from harness.scale import local
 
-    torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    pytest.importorskip("torch")
+    from harness.contract.frameworks import torch_fw
+
+    # two visible GPUs, counted without a device context (NVML; faked here)
+    monkeypatch.setattr(torch_fw, "cuda_device_count", lambda torch: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert local.visible_gpus() == ["3", "5"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
