@@ -12,6 +12,8 @@ from harness.contract.records import Point
 
 DOCUMENT_SEED = 0   # the packed-documents split of a point (the same in every worker)
 SINK_STREAM = 27    # the sink logits' random stream beside the inputs' seed (q, k, v unchanged)
+# the axes without a Point field whose inputs point_mask builds (the gate checks them)
+SCORE_MOD_AXES = ("softcap", "sinks")
 
 
 def document_ids(point: Point) -> np.ndarray | None:
