@@ -48,3 +48,14 @@ def alibi_bias(q: torch.Tensor, k: torch.Tensor, slopes: torch.Tensor) -> torch.
     distance = (rows - torch.arange(t_k, device=q.device)[None, :]).abs()
     slopes = slopes.to(device=q.device, dtype=torch.float32)
     return (-slopes[None, :, None, None] * distance[None, None]).to(q.dtype)
+
+
+def softmax_with_sinks(scores: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
+    """Row weights exp(s_ij) / (exp(sink_h) + sum_j exp(s_ij)) of (B, Hq, Tq, Tk) scores (-inf:
+    masked) and (Hq,) sink logits: the softmax over the scores with one sink column appended,
+    the sink's column dropped (float32 for half inputs). A row without keys weighs nothing."""
+    work = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
+    sink = sinks.to(device=scores.device, dtype=work)[None, :, None, None]
+    column = sink.expand(*scores.shape[:-1], 1)
+    both = torch.cat([scores.to(work), column], dim=-1)
+    return torch.softmax(both, dim=-1)[..., :-1]

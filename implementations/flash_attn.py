@@ -2,7 +2,8 @@
 
 Native paths only: GQA/MQA by passing k, v with fewer heads (num_heads_k < num_heads); causal
 bottom-right (FlashAttention >= 2.1, attnbench's convention); ``window_size=(left, right)``;
-``alibi_slopes`` (float32, one per query head); packed documents and key padding through
+``alibi_slopes`` (float32, one per query head); ``softcap`` (applied to the scaled scores
+before ALiBi, attnbench's order); packed documents and key padding through
 ``flash_attn_varlen_func`` with ``cu_seqlens``, built once per input by ``prepare`` (timed apart
 as mask_build_s, as a model builds them once per batch).
 
@@ -88,7 +89,7 @@ def padding_constraint(query: Query) -> list[str]:
 
 
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-            document_ids=None):
+            document_ids=None, softcap=None):
     """Build the varlen boundaries and the keywords once; returns the call (q, k, v) -> out."""
     if q.shape[-1] > MAX_HEAD_DIM:
         raise UnsupportedError(f"flash_attn: head dim {q.shape[-1]} > {MAX_HEAD_DIM} "
@@ -97,6 +98,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
     kwargs = {"causal": causal, "window_size": flash_window(window)}
+    if softcap:
+        kwargs["softcap"] = float(softcap)
     if alibi_slopes is not None:
         kwargs["alibi_slopes"] = alibi_slopes.to(device=q.device, dtype=torch.float32)
     if document_ids is not None and key_padding_mask is not None:
@@ -141,11 +144,15 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
-              alibi=True, documents=True,
+              alibi=True, documents=True, softcap=True,
+              reasons=(("sinks", "FlashAttention 2 has no sink term (its softmax_lse comes "
+                                 "back only with return_attn_probs, which also returns the "
+                                 "Tq x Tk probabilities)"),),
               paths=(("gqa", "num_heads_k < num_heads"),
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),
                      ("alibi", "alibi_slopes"),
+                     ("softcap", "softcap=cap (flash_attn_func and flash_attn_varlen_func)"),
                      ("documents", "flash_attn_varlen_func, one sequence per (row, document), "
                                    "int32 cu_seqlens built once (contiguous documents only)"),
                      ("key_padding_mask", "flash_attn_varlen_func, per-row key lengths "
@@ -153,7 +160,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                                           "no causal, window or ALiBi with it)"))),
           traffic=tiled_exact)
 def flash_attn(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-               document_ids=None):
+               document_ids=None, softcap=None):
     """flash_attn_func (flash_attn_varlen_func for packed documents and key padding)."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
-                   alibi_slopes=alibi_slopes, document_ids=document_ids)(q, k, v)
+                   alibi_slopes=alibi_slopes, document_ids=document_ids,
+                   softcap=softcap)(q, k, v)

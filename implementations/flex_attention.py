@@ -1,8 +1,10 @@
 """FlexAttention (torch.nn.attention.flex_attention) compiled with ``torch.compile``.
 
 Masks are block masks built by ``create_block_mask`` from one ``mask_mod`` (bottom-right
-causal, windows, packed documents, key padding, combined with ``and_masks``); ALiBi is a
-``score_mod``; GQA/MQA is ``enable_gqa=True`` (k, v not copied). Runs on the CPU as well as on
+causal, windows, packed documents, key padding, combined with ``and_masks``); ALiBi and the
+softcap are one ``score_mod`` (cap * tanh(s / cap), then ALiBi); sinks rescale the output by
+exp(lse) / (exp(lse) + exp(sink)) = sigmoid(lse - sink) from the log-sum-exp flex_attention
+returns (exact); GQA/MQA is ``enable_gqa=True`` (k, v not copied). Runs on the CPU as well as on
 CUDA. The runner builds the block mask once per point (``prepare``, recorded as
 ``mask_build_s``) and records the first call's compilation apart (``compile_time_s``), as a
 model builds its mask once per batch and compiles once; ``COMPILE_MODE`` says how often it
@@ -87,8 +89,63 @@ def alibi_score_mod(slopes, *, t_q: int, t_k: int):
     return score_mod
 
 
+def softcap_score_mod(cap: float):
+    """cap * tanh(score / cap): Gemma 2's logit softcap on the scaled score."""
+    import torch
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return cap * torch.tanh(score / cap)
+
+    return score_mod
+
+
+def chained_score_mod(*mods):
+    """The score_mods applied in order (None entries skipped); None when there are none."""
+    mods = tuple(m for m in mods if m is not None)
+    if len(mods) <= 1:
+        return mods[0] if mods else None
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        for mod in mods:
+            score = mod(score, b, h, q_idx, kv_idx)
+        return score
+
+    return score_mod
+
+
+def flex_with_lse(device_type: str):
+    """flex_attention returning (out, lse (B, Hq, Tq), natural log). On CUDA the compiled
+    kernel; on the CPU torch.compile's kernel has no log-sum-exp ('return_lse is not supported
+    yet' in torch 2.13), so the uncompiled flex_attention (its unfused reference path)."""
+    import warnings
+
+    from torch.nn.attention import flex_attention as flex_module
+
+    fn = _compiled() if device_type == "cuda" else flex_module.flex_attention
+    aux_request = getattr(flex_module, "AuxRequest", None)
+
+    def call(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*without torch.compile.*")
+            if aux_request is not None:      # torch >= 2.9: return_aux; return_lse deprecated
+                out, aux = fn(*args, return_aux=aux_request(lse=True), **kwargs)
+                return out, aux.lse
+            return fn(*args, return_lse=True, **kwargs)
+
+    return call
+
+
+def sink_rescaled(out, lse, sinks):
+    """out * exp(lse) / (exp(lse) + exp(sink_h)) = out * sigmoid(lse - sink_h), in float32 (no
+    exp overflows; a row without keys has lse = -inf and stays 0)."""
+    import torch
+
+    sink = sinks.to(device=lse.device, dtype=torch.float32)[None, :, None]
+    return (out.float() * torch.sigmoid(lse.float() - sink)[..., None]).to(out.dtype)
+
+
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-            document_ids=None):
+            document_ids=None, softcap=None, sinks=None):
     """Build the block mask and score_mod once; returns the call (q, k, v) -> out."""
     from torch.nn.attention.flex_attention import create_block_mask
 
@@ -102,9 +159,21 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     per_row = document_ids is not None or key_padding_mask is not None
     block_mask = None if mask_mod is None else create_block_mask(
         mask_mod, batch if per_row else None, None, t_q, t_k, device=q.device)
-    score_mod = None if alibi_slopes is None else alibi_score_mod(
-        alibi_slopes.to(device=q.device, dtype=q.dtype), t_q=t_q, t_k=t_k)
+    score_mod = chained_score_mod(
+        softcap_score_mod(float(softcap)) if softcap else None,
+        None if alibi_slopes is None else alibi_score_mod(
+            alibi_slopes.to(device=q.device, dtype=q.dtype), t_q=t_q, t_k=t_k))
     gqa = k.shape[1] != q.shape[1]
+    if sinks is not None:
+        flex_lse = flex_with_lse(q.device.type)
+        sink_logits = sinks.to(q.device)
+
+        def call_with_sinks(q_, k_, v_):
+            out, lse = flex_lse(q_, k_, v_, score_mod=score_mod, block_mask=block_mask,
+                                enable_gqa=gqa)
+            return sink_rescaled(out, lse, sink_logits)
+
+        return call_with_sinks
     flex = _compiled()
 
     def call(q_, k_, v_):
@@ -127,13 +196,19 @@ def cpu_backward_constraint(query: Query) -> list[str]:
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
-              alibi=True, documents=True,
+              alibi=True, documents=True, softcap=True, sinks=True,
               paths=(("gqa", "enable_gqa=True"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
-                     ("alibi", "score_mod"))),
+                     ("alibi", "score_mod"),
+                     ("softcap", "score_mod cap * tanh(score / cap), before ALiBi's"),
+                     ("sinks", "output * sigmoid(lse - sink) from the returned log-sum-exp "
+                               "(return_aux=AuxRequest(lse=True)); on the CPU uncompiled: "
+                               "torch.compile's CPU kernel returns no log-sum-exp"))),
           traffic=tiled_exact)   # fused: the T x T scores are never stored
 def flex_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                   alibi_slopes=None, document_ids=None):
-    """torch.compile'd flex_attention with a block mask and an ALiBi score_mod."""
+                   alibi_slopes=None, document_ids=None, softcap=None, sinks=None):
+    """torch.compile'd flex_attention with a block mask, a softcap and ALiBi score_mod and the
+    sinks' rescaling."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
-                   alibi_slopes=alibi_slopes, document_ids=document_ids)(q, k, v)
+                   alibi_slopes=alibi_slopes, document_ids=document_ids, softcap=softcap,
+                   sinks=sinks)(q, k, v)

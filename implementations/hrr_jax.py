@@ -357,7 +357,13 @@ def _platform(x) -> str:
                                   "key)"),
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)")),
+                                     "every key)"),
+                       ("softcap", "HRR attention has no query-key logit to cap (its "
+                                   "softmax is over cosines of v_t with the unbound "
+                                   "vector, in [-1, 1])"),
+                       ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not "
+                                 "query-key logits: a sink logit there is another model, "
+                                 "and HRR's reference has none")),
                                     paths=(("gqa", "beta (C) computed once per key/value head; "
                                                    "the group's query rows are multiplied "
                                                    "against it (no copy of k, v)"),)),

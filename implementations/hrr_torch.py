@@ -516,7 +516,13 @@ def _hrr_fft(q, k, v, keep):
                                   "key)"),
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)")),
+                                     "every key)"),
+                       ("softcap", "HRR attention has no query-key logit to cap (its "
+                                   "softmax is over cosines of v_t with the unbound "
+                                   "vector, in [-1, 1])"),
+                       ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not "
+                                 "query-key logits: a sink logit there is another model, "
+                                 "and HRR's reference has none")),
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),

@@ -212,7 +212,11 @@ HRR_REASONS = (
               "unsupported"),
     ("window", "HRR attention has no mask but key padding (beta sums every key)"),
     ("alibi", "HRR attention has no positional bias"),
-    ("documents", "HRR attention has no mask but key padding (beta sums every key)"))
+    ("documents", "HRR attention has no mask but key padding (beta sums every key)"),
+    ("softcap", "HRR attention has no query-key logit to cap (its softmax is over "
+                "cosines of v_t with the unbound vector, in [-1, 1])"),
+    ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not query-key "
+              "logits: a sink logit there is another model, and HRR's reference has none"))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

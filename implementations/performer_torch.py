@@ -184,7 +184,11 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                           ("alibi", "ALiBi's bias is not a product of feature maps, so FAVOR+ "
                                     "cannot add it"),
                           ("documents", "packed documents would need one prefix sum per "
-                                        "document (not written)")),
+                                        "document (not written)"),
+                          ("softcap", "FAVOR+ never forms a score: tanh(s / cap) is not a "
+                                      "product of feature maps"),
+                          ("sinks", "exp(sink_h) could join FAVOR+'s normaliser "
+                                    "phi(q) . sum_j phi(k_j) (not written)")),
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
                         ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
                                             "keys"))),

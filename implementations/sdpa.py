@@ -155,6 +155,14 @@ def _cuda_flash_constraints(query: Query) -> list[str]:
     return reasons
 
 
+# SDPA adds an attn_mask to the scores and nothing else
+SCORE_MOD_REASONS = (
+    ("softcap", "SDPA has no softcap: cap * tanh(s / cap) is no additive attn_mask"),
+    ("sinks", "SDPA has no sink term; one extra zero key and value with a float attn_mask "
+              "column of sink logits would be exact, but it copies K and V and materialises "
+              "a Hq x Tq x (Tk + 1) bias in every call: not the workload of a native sink"))
+
+
 def _pinned(backend: str):
     def attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                   alibi_slopes=None, document_ids=None):
@@ -170,6 +178,7 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
              capabilities=Capabilities(
                  devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
                  backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
+                 reasons=SCORE_MOD_REASONS,
                  paths=(("gqa", "enable_gqa=True"),
                         ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),
                         ("masks", "boolean attn_mask (padding, window, documents)"),

@@ -2,7 +2,8 @@
 
 GQA/MQA without copying k and v: q is viewed as (B, Hkv, group, Tq, D) and contracted with the
 shared key/value head. Masks follow attnbench's conventions (harness.contract.masking): bottom-right
-causal and windows, documents, key padding, ALiBi as a bias.
+causal and windows, documents, key padding, ALiBi as a bias, a softcap cap * tanh(s / cap) on the
+scaled scores (before ALiBi and the mask), sinks as one extra softmax column dropped before P V.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ def matmul_precision(dtype):
 
 @functools.cache
 def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi: bool,
-              documents: bool):
+              documents: bool, softcap: float = 0.0, sinks: bool = False):
     import jax
     import jax.numpy as jnp
 
-    def attention(q, k, v, key_padding_mask, alibi_slopes, document_ids):
+    def attention(q, k, v, key_padding_mask, alibi_slopes, document_ids, sink_logits=None):
         batch, q_heads, t_q, dim = q.shape
         kv_heads, t_k = k.shape[1], k.shape[2]
         group = q_heads // kv_heads
@@ -39,6 +40,8 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
         scores = jnp.einsum("bhgqd,bhkd->bhgqk", q5, k, precision=precision).reshape(
             batch, q_heads, t_q, t_k)
         scores = scores * (dim ** -0.5)
+        if softcap:
+            scores = softcap * jnp.tanh(scores / softcap)
         rows = jnp.arange(t_q)[:, None] + (t_k - t_q)
         cols = jnp.arange(t_k)[None, :]
         if alibi:
@@ -65,7 +68,13 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
         if allowed is not None:
             scores = jnp.where(allowed, scores, -jnp.inf)
         work = jnp.float32 if q.dtype in (jnp.float16, jnp.bfloat16) else q.dtype
-        weights = jax.nn.softmax(scores.astype(work), axis=-1)
+        if sinks:   # one sink column per row, dropped after the softmax
+            column = jnp.broadcast_to(sink_logits.astype(work)[None, :, None, None],
+                                      (*scores.shape[:-1], 1))
+            weights = jax.nn.softmax(jnp.concatenate([scores.astype(work), column], axis=-1),
+                                     axis=-1)[..., :-1]
+        else:
+            weights = jax.nn.softmax(scores.astype(work), axis=-1)
         if allowed is not None:
             weights = jnp.where(allowed, weights, 0.0)
         weights = weights.astype(v.dtype).reshape(batch, kv_heads, group, t_q, t_k)
@@ -80,15 +89,18 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
-              window=True, alibi=True, documents=True,
+              window=True, alibi=True, documents=True, softcap=True, sinks=True,
               paths=(("gqa", "q viewed as (B, Hkv, group, Tq, D): k, v not copied"),
                      ("masks", "explicit boolean Tq x Tk mask"),
-                     ("alibi", "explicit Tq x Tk bias"))),
+                     ("alibi", "explicit Tq x Tk bias"),
+                     ("softcap", "cap * tanh(s / cap) on the Tq x Tk scores"),
+                     ("sinks", "one sink column in the softmax, dropped before P V"))),
           traffic=materialised_scores)
 def softmax_jax(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                alibi_slopes=None, document_ids=None):
+                alibi_slopes=None, document_ids=None, softcap=None, sinks=None):
     """jit-compiled softmax(Q K^T / sqrt(D)) V in JAX."""
     window = None if window is None else (int(window[0]), int(window[1]))
     fn = _compiled(bool(causal), key_padding_mask is not None, window,
-                   alibi_slopes is not None, document_ids is not None)
-    return fn(q, k, v, key_padding_mask, alibi_slopes, document_ids)
+                   alibi_slopes is not None, document_ids is not None,
+                   float(softcap or 0.0), sinks is not None)
+    return fn(q, k, v, key_padding_mask, alibi_slopes, document_ids, sinks)

@@ -2,8 +2,9 @@
 
 It is the naive baseline on purpose: for GQA/MQA it expands k and v to the query heads with
 ``repeat_interleave`` (a copy), windows, documents and bottom-right causal are one explicit
-boolean mask, ALiBi one explicit bias. Methods with a native path (SDPA, flash_attn, xformers,
-flex_attention) use it instead.
+boolean mask, ALiBi one explicit bias, a softcap cap * tanh(s / cap) on the scaled scores (before
+ALiBi and the mask), sinks one extra column of the softmax (dropped before the value matmul).
+Methods with a native path (SDPA, flash_attn, xformers, flex_attention) use it instead.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import materialised
-from implementations._torch_masks import alibi_bias, allowed_keys
+from implementations._torch_masks import alibi_bias, allowed_keys, softmax_with_sinks
 
 
 @register("softmax_torch", framework="torch", family="exact",
@@ -19,14 +20,16 @@ from implementations._torch_masks import alibi_bias, allowed_keys
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
-              window=True, alibi=True, documents=True,
+              window=True, alibi=True, documents=True, softcap=True, sinks=True,
               paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
                      ("masks", "explicit boolean Tq x Tk mask"),
-                     ("alibi", "explicit Tq x Tk bias"))),
+                     ("alibi", "explicit Tq x Tk bias"),
+                     ("softcap", "cap * tanh(s / cap) on the Tq x Tk scores"),
+                     ("sinks", "one sink column in the softmax, dropped before P V"))),
           # k, v copied to the query heads; ALiBi one (1, Hq, Tq, Tk) bias tensor
           traffic=materialised(kv_copy=True, alibi_bias="heads"))
 def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                  alibi_slopes=None, document_ids=None):
+                  alibi_slopes=None, document_ids=None, softcap=None, sinks=None):
     """Vanilla softmax(Q K^T / sqrt(D)) V with the Tq x Tk matrix in memory."""
     import torch
 
@@ -34,12 +37,16 @@ def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None, window=None,
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    if softcap:
+        scores = softcap * torch.tanh(scores / softcap)
     if alibi_slopes is not None:
         scores = scores + alibi_bias(q, k, alibi_slopes)
     allowed = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask,
                            window=window, document_ids=document_ids)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        return torch.matmul(softmax_with_sinks(scores, sinks).to(q.dtype), v)
     # softmax in float32 for half inputs, as common model code does
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32 if q.dtype in (
         torch.float16, torch.bfloat16) else None).to(q.dtype)

@@ -189,6 +189,12 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
               devices=("cuda",), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=False, backward=True, gqa=True, q_len=True, window=True,
               alibi=True, documents=True,
+              reasons=(("softcap", "memory_efficient_attention has no softcap: cap * "
+                                   "tanh(s / cap) is no attn_bias"),
+                       ("sinks", "memory_efficient_attention has no sink term; one extra zero "
+                                 "key and value with a tensor attn_bias column of sink logits "
+                                 "would be exact, but it copies K and V and materialises a "
+                                 "Hq x Tq x (Tk + 1) bias in every call")),
               paths=(("gqa", "5-D layout (B, T, Hkv, group, D), k and v expanded as views "
                              "(forward only)"),
                      ("causal Tq != Tk", "LowerTriangularFromBottomRightMask"),

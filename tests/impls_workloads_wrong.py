@@ -1,6 +1,7 @@
 """An implementation that claims GQA and gets the head mapping wrong (query head h reads key/value
-head h % Hkv instead of h // (Hq / Hkv)): right on every other workload. Registered only by
-tests/test_check_workloads.py, through --impl-module."""
+head h % Hkv instead of h // (Hq / Hkv)): right on every other workload; and one that claims
+softcap and sinks and ignores both. Registered only by tests/test_check_workloads.py, through
+--impl-module."""
 
 from __future__ import annotations
 
@@ -23,3 +24,15 @@ def wrong_gqa_order(q, k, v, *, causal=False, key_padding_mask=None, window=None
         rows = torch.arange(t_q)[:, None] + (t_k - t_q)
         scores = scores.masked_fill(torch.arange(t_k)[None, :] > rows, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
+
+
+@register("ignores_score_mods", framework="torch", family="exact",
+          capabilities=Capabilities(devices=("cpu",), dtypes=("float32",), causal=True,
+                                    key_padding_mask=True, gqa=True, q_len=True, window=True,
+                                    softcap=True, sinks=True))
+def ignores_score_mods(q, k, v, *, causal=False, key_padding_mask=None, window=None,
+                       softcap=None, sinks=None):
+    from implementations.softmax_torch import softmax_torch
+
+    return softmax_torch(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                         window=window)

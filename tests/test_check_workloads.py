@@ -37,14 +37,22 @@ def test_builtin_workloads_are_the_issues_list():
 
 def test_workloads_checked_in_workers_and_a_wrong_claim_fails():
     result = run_cli("--impl-module", "impls_workloads_wrong", "check", "--impl",
-                     "softmax_torch,sdpa_math,wrong_gqa_order,hrr_torch", "--workloads",
-                     timeout=280)
+                     "softmax_torch,sdpa_math,wrong_gqa_order,hrr_torch,ignores_score_mods",
+                     "--workloads", timeout=280)
     table = rows(result.stdout)
     assert result.returncode == 1, result.stdout + result.stderr   # wrong_gqa_order's GQA rows
     for impl in ("softmax_torch", "sdpa_math"):
         for case in builtin_cases():
             row = table[(impl, case.name)]
+            if impl == "sdpa_math" and case.features() & {"softcap", "sinks"}:
+                assert "unsupported" in row, row      # SDPA: no softcap, no sink term
+                continue
             assert " ok " in row and "FAIL" not in row, row
+    # a method that claims softcap and sinks and ignores them fails every such case
+    for case in builtin_cases():
+        row = table[("ignores_score_mods", case.name)]
+        if case.features() & {"softcap", "sinks"}:
+            assert "FAIL" in row, row
     assert "FAIL" in table[("wrong_gqa_order", "gqa Hkv=2")]
     assert " ok " in table[("wrong_gqa_order", "mqa Hkv=1")]   # MQA: h % 1 == h // 4 == 0
     assert " ok " in table[("wrong_gqa_order", "decode Tq=1 causal")]
@@ -68,10 +76,28 @@ def test_workload_flags_parse_as_sweep_and_run_every_combination():
     assert all(g is not None and g.passed and g.max_error <= g.tolerance for g in gates), out
 
 
+def test_score_mod_flags_run_as_sweep_builds_them():
+    from harness.measure.worker import WorkerContext, check_workloads_task
+    from harness.grid.spec import overrides_from
+
+    cases = flag_cases(overrides_from({"softcap": "2,none", "sinks": "true",
+                                       "kv_heads": "2"}).values)
+    assert len(cases) == 4        # 2 softcaps x causal and not
+    assert {(c.point.value("softcap"), c.point.value("sinks"), c.point.causal) for c in cases} \
+        == {(cap, True, causal) for cap in (2.0, 0.0) for causal in (False, True)}
+    assert {c.name for c in cases} >= {"Hkv=2 softcap=2 sinks causal", "Hkv=2 sinks"}
+    items = [("softmax_torch", c.for_impl("softmax_torch", "cpu", "float32")) for c in cases]
+    out = check_workloads_task(items, WorkerContext())
+    gates = [r.gate for r in out.values()]
+    assert all(g is not None and g.passed for g in gates), out
+
+
 @pytest.mark.parametrize("flags, message", [
     ({"documents": "3", "q_len": "5"}, "documents need q_len == seq_len"),
     ({"kv_heads": "x"}, "--kv-heads"),
     ({"window": "wide"}, "--window"),
+    ({"softcap": "-1"}, "--softcap"),
+    ({"sinks": "maybe"}, "--sinks"),
 ])
 def test_bad_workload_flags_are_one_clear_line(flags, message):
     args = argparse.Namespace(workloads=False, kv_heads=None, q_len=None, window=None,

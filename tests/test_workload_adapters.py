@@ -36,12 +36,14 @@ def _fake_flash(calls):
                         window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                         deterministic=False, return_attn_probs=False):
         calls.append({"kind": "func", "k_heads": k.shape[2], "window_size": window_size,
-                      "alibi_slopes": alibi_slopes, "causal": causal})
-        # (B, T, H, D) layout, k/v with their own (fewer) heads
+                      "alibi_slopes": alibi_slopes, "causal": causal, "softcap": softcap})
+        # (B, T, H, D) layout, k/v with their own (fewer) heads; "Anything > 0 activates
+        # softcapping attention", on the scaled scores before ALiBi (flash_fwd_kernel.h)
         out = exact_attention(_np(q.transpose(1, 2)), _np(k.transpose(1, 2)),
                               _np(v.transpose(1, 2)), causal=causal,
                               window=None if window_size == (-1, -1) else window_size,
-                              alibi_slopes=None if alibi_slopes is None else _np(alibi_slopes))
+                              alibi_slopes=None if alibi_slopes is None else _np(alibi_slopes),
+                              softcap=softcap)
         return torch.from_numpy(out).transpose(1, 2).to(q.dtype)
 
     def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -67,7 +69,7 @@ def _fake_flash(calls):
             out = exact_attention(*(_np(x) for x in sub), causal=causal,
                                   window=None if window_size == (-1, -1) else window_size,
                                   alibi_slopes=None if alibi_slopes is None
-                                  else _np(alibi_slopes))
+                                  else _np(alibi_slopes), softcap=softcap)
             pieces.append(torch.from_numpy(out[0]).transpose(0, 1))
         return torch.cat(pieces).to(q.dtype)
 
@@ -422,12 +424,13 @@ def test_cuda_only_adapters_state_what_they_lack():
     assert "flash_attn_varlen_func" in paths["key_padding_mask"]
 
 
-FEATURES = ("causal", "masked", "gqa", "q_len", "window", "alibi", "documents")
+FEATURES = ("causal", "masked", "gqa", "q_len", "window", "alibi", "documents", "softcap",
+            "sinks")
 
 
 @pytest.mark.parametrize("name", ["flash_attn", "xformers"])
 def test_every_combination_claimed_passes_the_gate_on_the_fakes(name, flash, xformers):
-    """The correctness gate's own inputs for each of the 2^7 feature combinations the
+    """The correctness gate's own inputs for each of the 2^9 feature combinations the
     capabilities and constraints accept on CUDA; the fakes stand in for the packages."""
     import itertools
 
@@ -446,9 +449,10 @@ def test_every_combination_claimed_passes_the_gate_on_the_fakes(name, flash, xfo
         claimed += 1
         result = check(impl, device="cpu", dtype="float64", shape=(2, 2, 32, 8), **combo)
         assert result.passed, (combo, result.message)
-    # flash_attn: 64 without padding + padding alone with or without GQA and Tq != Tk;
-    # xformers: 64 less the two-sided windows inside documents (4)
-    assert claimed == (68 if name == "flash_attn" else 60)
+    # flash_attn: 64 without padding + padding alone with or without GQA and Tq != Tk, each
+    # with and without softcap (no sinks); xformers: 64 less the two-sided windows inside
+    # documents (4), no softcap or sinks
+    assert claimed == (136 if name == "flash_attn" else 60)
 
 
 def test_xformers_traffic_counts_the_dense_alibi_bias():
@@ -463,3 +467,44 @@ def test_xformers_traffic_counts_the_dense_alibi_bias():
     extra = xf_adapter.traffic(alibi).bytes_moved - tiled_exact(alibi).bytes_moved
     assert extra == 8 * 1024 * 1024 * 2            # Hq x T x T fp16, read once (forward)
     assert "ALiBi" in xf_adapter.traffic(alibi).model
+
+
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(causal=False, alibi=True, tq=5),
+                                dict(causal=True, documents=3, window=(4, 0))])
+def test_flash_attn_passes_softcap_natively(kw, flash):
+    """softcap reaches flash_attn_func / flash_attn_varlen_func as ``softcap=cap`` (a float),
+    and the answer is the capped reference; without it the keyword stays at 0.0."""
+    kw = dict(kw)
+    q, k, v = _inputs(tq=kw.pop("tq", 13))
+    extra = {"window": kw.pop("window", None)}
+    if kw.pop("alibi", False):
+        extra["alibi_slopes"] = alibi_slopes(4)
+    docs = kw.pop("documents", None)
+    if docs:
+        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=1)
+    ref = exact_attention(q, k, v, causal=kw["causal"], softcap=1.5, **extra)
+    out = fa_adapter.flash_attn(*(torch.from_numpy(x) for x in (q, k, v)), causal=kw["causal"],
+                                softcap=1.5, **_torch(extra))
+    assert np.abs(_np(out) - ref).max() < 1e-10
+    assert np.abs(ref - exact_attention(q, k, v, causal=kw["causal"], **extra)).max() > 1e-3
+    if not docs:
+        assert flash[0]["softcap"] == 1.5
+    flash.clear()
+    fa_adapter.flash_attn(*(torch.from_numpy(x) for x in (q, k, v)), causal=kw["causal"],
+                          **_torch(extra))
+    if not docs:
+        assert flash[0]["softcap"] == 0.0
+
+
+def test_cuda_only_adapters_state_why_not_softcap_or_sinks():
+    import harness
+    from harness.contract.registry import Query
+
+    fa, xf = harness.get("flash_attn"), harness.get("xformers")
+    assert fa.not_supported_reasons(Query(device="cuda", dtype="float16", softcap=True,
+                                          gqa=True, documents=True, causal=True)) == []
+    (reason,) = fa.not_supported_reasons(Query(device="cuda", dtype="float16", sinks=True))
+    assert "no sink term" in reason
+    assert [r.split(" has no ")[1][:7] for r in xf.not_supported_reasons(
+        Query(device="cuda", dtype="float16", softcap=True, sinks=True))] == ["softcap",
+                                                                              "sink te"]

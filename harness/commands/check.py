@@ -5,8 +5,9 @@ Each implementation runs in a worker process, as in a sweep: one that crashes (s
 output is a failure (exit 1); rows the implementation cannot run here are skipped.
 
 ``--workloads`` checks the built-in workloads (GQA, MQA, Tq != Tk causal, windows, ALiBi,
-documents, padding + window; harness.grid.workload_cases) instead of the four plain cases; the
-sweep's workload flags (``--kv-heads --q-len --window --alibi --documents``, parsed as sweep
+documents, padding + window, softcap, sinks; harness.grid.workload_cases) instead of the four
+plain cases; the sweep's workload flags (``--kv-heads --q-len --window --alibi --documents
+--softcap --sinks``, parsed as sweep
 parses them) check every combination of the values given, with and without causal.
 """
 
@@ -15,11 +16,11 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from harness.contract.axes import workload_axes
 from harness.contract.probe import GateResult, ProbeResult
 from harness.errors import UsageError
 from harness.contract.registry import REGISTRY, Implementation, device_kind
-from harness.grid.workload_cases import WorkloadCase, builtin_cases, flag_cases
+from harness.grid.workload_cases import (WorkloadCase, builtin_cases, flag_cases,
+                                         gate_built_axes)
 
 CHECK_TIMEOUT_S = 300.0
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--workloads", action="store_true",
                       help="check the built-in workloads: GQA, MQA, decode Tq=1 and chunk Tq=7 "
                            "causal, windows one- and two-sided, ALiBi, documents, padding + "
-                           "window")
+                           "window, softcap, sinks")
     for axis in workload_flag_axes():
         work.add_argument(axis.flag, dest=axis.dest, default=None,
                           help=axis.help + " (as sweep; every combination, causal and not)")
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def workload_flag_axes() -> tuple:
     """The workload axes ``check`` takes as flags: those of the table whose inputs the gate
-    builds (a field of the Point; harness.grid.workload_cases)."""
-    return tuple(a for a in workload_axes() if a.field is not None)
+    builds (harness.grid.workload_cases.gate_built_axes)."""
+    return gate_built_axes()
 
 
 def validated(args: argparse.Namespace) -> tuple[str, str]:

@@ -49,6 +49,7 @@ from harness.contract.parsers import (
     parse_dtypes,
     parse_int_list,
     parse_passes,
+    parse_softcaps,
     parse_windows,
 )
 
@@ -240,5 +241,25 @@ for _axis in (
                                              "lengths",
          feature="documents", reason="no packed-documents mask", label=lambda v: f"docs={v}",
          field="documents", store=lambda v, p: v or None),
+):
+    register_axis(_axis)
+
+
+# score modifications (harness.contract.reference.exact_attention has their order: the scaled
+# score is capped, ALiBi added, the mask applied, and the sink joins the softmax's denominator).
+# No Point field: the point keeps them in extra_axes, the record in ``axes``; the gate builds
+# their inputs (harness.contract.point_masks.point_mask).
+for _axis in (
+    Axis("softcap", parse_softcaps, 0.0, "logit softcap: scaled scores s become "
+                                         "cap * tanh(s / cap) before masking and softmax "
+                                         "(Gemma 2: 50); 0 or none = no cap",
+         feature="softcap", reason="no logit softcapping (cap * tanh(s / cap))",
+         label=lambda v: f"softcap={v:g}", type=float),
+    Axis("sinks", lambda v: parse_bools(v, axis="sinks"), False,
+         "attention sinks (gpt-oss): one seeded logit per query head joins each row's softmax "
+         "denominator and adds no value; true, false or both",
+         feature="sinks", reason="no attention sinks (a per-head logit in the softmax "
+                                 "denominator)",
+         label=lambda v: "sinks", type=bool),
 ):
     register_axis(_axis)

@@ -194,6 +194,25 @@ def parse_windows(text: str | Iterable[Any]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def parse_softcaps(text: str | Iterable[Any]) -> tuple[float, ...]:
+    """'50,30' (the cap of cap * tanh(s / cap)), 'none' or 0 = no cap; a cap is positive."""
+    out = []
+    for item in _items(text, flag="--softcap"):
+        if str(item).lower() in ("none", "off"):
+            out.append(0.0)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(f"--softcap: cannot read {item!r} (examples: 50, 30.0, none)") \
+                from None
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"--softcap: a cap is a positive number (0 or none: no cap), "
+                             f"got {item!r}")
+        out.append(value)
+    return tuple(dict.fromkeys(out))
+
+
 def parse_names(text: str | Iterable[Any], *, flag: str = "--impl") -> tuple[str, ...]:
     """'a,b' or a TOML list -> names, in order."""
     return tuple(_items(text, flag=flag))

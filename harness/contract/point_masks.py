@@ -1,4 +1,5 @@
-"""The masks of a sweep point: its window, ALiBi slopes and packed documents as arrays."""
+"""The masks of a sweep point: its window, ALiBi slopes and packed documents as arrays, and its
+score modifications (softcap, sink logits)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from harness.contract.masking import alibi_slopes, packed_document_ids
 from harness.contract.records import Point
 
 DOCUMENT_SEED = 0   # the packed-documents split of a point (the same in every worker)
+SINK_STREAM = 27    # the sink logits' random stream beside the inputs' seed (q, k, v unchanged)
+# the axes without a Point field whose inputs point_mask builds (the gate checks them)
+SCORE_MOD_AXES = ("softcap", "sinks")
 
 
 def document_ids(point: Point) -> np.ndarray | None:
@@ -19,9 +23,16 @@ def document_ids(point: Point) -> np.ndarray | None:
     return packed_document_ids(point.batch, point.seq_len, point.documents, seed=DOCUMENT_SEED)
 
 
-def point_mask(point: Point) -> dict[str, Any]:
-    """window (left, right), alibi_slopes (Hq,) and document_ids (B, T) where the point has
-    them (numpy values; absent keys = none)."""
+def sink_logits(heads: int, seed: int = 0) -> np.ndarray:
+    """(Hq,) sink logits ~ N(0, 1), seeded like the inputs (a stream of their seed apart from
+    q, k and v's, which stay as they are without sinks)."""
+    return np.random.default_rng([seed, SINK_STREAM]).standard_normal(heads)
+
+
+def point_mask(point: Point, *, seed: int = 0) -> dict[str, Any]:
+    """window (left, right), alibi_slopes (Hq,), document_ids (B, T), softcap (the cap) and
+    sinks (Hq,; drawn from the inputs' ``seed``) where the point has them (numpy values;
+    absent keys = none)."""
     mask: dict[str, Any] = {}
     if point.window_pair is not None:
         mask["window"] = point.window_pair
@@ -30,4 +41,15 @@ def point_mask(point: Point) -> dict[str, Any]:
     docs = document_ids(point)
     if docs is not None:
         mask["document_ids"] = docs
+    mask.update(score_mods(point, seed=seed))
     return mask
+
+
+def score_mods(point: Point, *, seed: int = 0) -> dict[str, Any]:
+    """softcap (a float) and sinks (Hq,) where the point has them."""
+    mods: dict[str, Any] = {}
+    if point.value("softcap"):
+        mods["softcap"] = float(point.value("softcap"))
+    if point.value("sinks"):
+        mods["sinks"] = sink_logits(point.heads, seed)
+    return mods

@@ -34,14 +34,20 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool
                     key_padding_mask: np.ndarray | None = None, window: Window | None = None,
                     alibi_slopes: np.ndarray | None = None,
                     document_ids: np.ndarray | None = None,
-                    rows: np.ndarray | None = None) -> np.ndarray:
-    """softmax(Q K^T / sqrt(D) + ALiBi) V in float64 over the allowed pairs; GQA by sharing.
-    ``rows``: only these query rows (positions in q; masks and biases keep each row's place)."""
+                    rows: np.ndarray | None = None, softcap: float = 0.0,
+                    sinks: np.ndarray | None = None) -> np.ndarray:
+    """softmax(cap(Q K^T / sqrt(D)) + ALiBi) V in float64 over the allowed pairs; GQA by
+    sharing. ``rows``: only these query rows (positions in q; masks and biases keep each row's
+    place). ``softcap`` > 0: the scaled scores become cap * tanh(s / cap) before ALiBi, the mask
+    and the softmax (Gemma 2's order; FlashAttention adds ALiBi after its softcap too).
+    ``sinks`` (Hq,): sink logits, one term exp(sink_h) in every row's denominator of head h
+    and no value (gpt-oss)."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
     t_q = q.shape[-2]
     picked = slice(None) if rows is None else np.asarray(rows)
     k, v = expand_kv_heads(k, q.shape[1]), expand_kv_heads(v, q.shape[1])
     scores = q[..., picked, :] @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    scores = capped_scores(scores, softcap)
     if alibi_slopes is not None:
         scores = scores + alibi_bias(t_q, k.shape[-2], alibi_slopes)[..., picked, :]
     allowed = allowed_keys(t_q, k.shape[-2], causal=causal,
@@ -49,12 +55,31 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool
                            document_ids=document_ids)
     if allowed is not None:
         scores = np.where(allowed[..., picked, :], scores, -np.inf)
+    if sinks is not None:
+        return softmax_with_sinks(scores, sinks) @ v
     top = scores.max(axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     weights = np.exp(scores - top)
     total = weights.sum(axis=-1, keepdims=True)
     weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     return weights @ v
+
+
+def capped_scores(scores: np.ndarray, softcap: float) -> np.ndarray:
+    """cap * tanh(s / cap) for a cap > 0 (logit softcapping); the scores as they are for 0."""
+    if not softcap:
+        return scores
+    return softcap * np.tanh(scores / softcap)
+
+
+def softmax_with_sinks(scores: np.ndarray, sinks: np.ndarray) -> np.ndarray:
+    """Row weights exp(s_ij) / (exp(sink_h) + sum_j exp(s_ij)) of (B, Hq, Tq, Tk) scores
+    (-inf: masked) and (Hq,) sink logits; a row without keys weighs nothing (output 0)."""
+    sink = np.asarray(sinks, dtype=np.float64)[None, :, None, None]
+    top = np.maximum(scores.max(axis=-1, keepdims=True), sink)
+    weights = np.exp(scores - top)
+    total = weights.sum(axis=-1, keepdims=True) + np.exp(sink - top)
+    return weights / total
 
 
 def hrr_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
@@ -106,7 +131,7 @@ def reference_output(family: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, *
                      causal: bool, key_padding_mask: np.ndarray | None,
                      **mask: object) -> np.ndarray | None:
     """The reference for a family, or None when the family is approximate by design.
-    ``mask``: window, alibi_slopes, document_ids (exact family only)."""
+    ``mask``: window, alibi_slopes, document_ids, softcap, sinks (exact family only)."""
     kind = REFERENCE_BY_FAMILY.get(family)
     if kind == "exact":
         return exact_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,

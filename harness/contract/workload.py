@@ -22,3 +22,6 @@ class Workload:
     timer: Any = None          # a harness.measure.timers timer; None: wall clock
     inputs: tuple[Any, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    # the numpy mask keywords it was built with (harness.contract.point_masks.point_mask, with
+    # the inputs' seed): the fidelity check's reference takes the same ones
+    mask: dict[str, Any] | None = None

@@ -1,8 +1,9 @@
 """The workloads ``run_bench.py check --workloads`` checks against the float64 reference.
 
 Each case is a small Point (B=2, Hq=4, T=64, D=32) with the sweep's workload axes (kv_heads,
-q_len, window, alibi, documents; windows and documents as a sweep builds them, see
-harness.contract.point_masks) and an optional key-padding mask (the last quarter of the keys masked).
+q_len, window, alibi, documents, softcap, sinks; windows, documents and sink logits as a sweep
+builds them, see harness.contract.point_masks) and an optional key-padding mask (the last quarter
+of the keys masked).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.contract.axes import workload_axes
+from harness.contract.axes import extra_axes, workload_axes
+from harness.contract.point_masks import SCORE_MOD_AXES
 from harness.contract.records import Point
 
 CASE_SEQ_LEN = 64
 CASE_HEADS = 4
 CASE_SHAPE = dict(batch=2, head_dim=32)
+# N(0, 1) inputs give scaled scores of about N(0, 1): a cap of 2 bends them (50 would not)
+CASE_SOFTCAP = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,12 @@ class WorkloadCase:
 
 
 def case_point(**axes: Any) -> Point:
+    """A case's Point; axes without a Point field (softcap, sinks) go to its extra_axes."""
     base: dict[str, Any] = dict(impl="", seq_len=CASE_SEQ_LEN, heads=CASE_HEADS, **CASE_SHAPE)
-    return Point(**{**base, **axes})
+    names = {a.name for a in extra_axes()}
+    extra = tuple(sorted((k, v) for k, v in axes.items() if k in names))
+    fields = {k: v for k, v in axes.items() if k not in names}
+    return Point(**{**base, **fields}, extra_axes=extra)
 
 
 def builtin_cases() -> list[WorkloadCase]:
@@ -50,6 +58,22 @@ def builtin_cases() -> list[WorkloadCase]:
         WorkloadCase("alibi causal", case_point(alibi=True, causal=True)),
         WorkloadCase("documents 3 causal", case_point(documents=3, causal=True)),
         WorkloadCase("padding + window 16", case_point(window=16), padded=True),
+        *score_mod_cases(),
+    ]
+
+
+def score_mod_cases() -> list[WorkloadCase]:
+    """Softcap (Gemma 2) and sinks (gpt-oss), alone and with the masks they are used with."""
+    return [
+        WorkloadCase(f"softcap {CASE_SOFTCAP:g} causal",
+                     case_point(softcap=CASE_SOFTCAP, causal=True)),
+        WorkloadCase(f"softcap {CASE_SOFTCAP:g} + window 16 causal",
+                     case_point(softcap=CASE_SOFTCAP, window=16, causal=True)),
+        WorkloadCase("sinks gqa Hkv=2 causal", case_point(sinks=True, kv_heads=2, causal=True)),
+        WorkloadCase("sinks + window 16 decode Tq=1 causal",
+                     case_point(sinks=True, window=16, q_len=1, causal=True)),
+        WorkloadCase(f"softcap {CASE_SOFTCAP:g} + sinks + padding",
+                     case_point(softcap=CASE_SOFTCAP, sinks=True), padded=True),
     ]
 
 
@@ -57,11 +81,11 @@ def flag_cases(axes: dict[str, tuple]) -> list[WorkloadCase]:
     """Every combination of the given workload axes (parsed as sweep parses them), with and
     without causal. Query heads: 4, or twice --kv-heads when 4 is not a multiple of it.
     Raises ValueError with the first combination that is not a workload."""
-    table = [a for a in workload_axes() if a.field is not None]
-    lists = [axes.get(a.field) or (a.default,) for a in table]
+    table = gate_built_axes()
+    lists = [axes.get(a.dest) or (a.default,) for a in table]
     cases = []
     for values in itertools.product(*lists, (False, True)):
-        chosen = dict(zip((*(a.field for a in table), "causal"), values))
+        chosen = dict(zip((*(a.dest for a in table), "causal"), values))
         kv = chosen.get("kv_heads", 0)
         heads = CASE_HEADS if not kv or CASE_HEADS % kv == 0 else 2 * kv
         point = case_point(heads=heads, **chosen)
@@ -71,3 +95,10 @@ def flag_cases(axes: dict[str, tuple]) -> list[WorkloadCase]:
         label = point.workload_label() or "self-attention"
         cases.append(WorkloadCase(f"{label}{' causal' if point.causal else ''}", point))
     return cases
+
+
+def gate_built_axes() -> tuple:
+    """The workload axes whose inputs the gate builds: those with a Point field and the
+    score modifications (harness.contract.point_masks.SCORE_MOD_AXES); a plug-in's axis has
+    neither."""
+    return tuple(a for a in workload_axes() if a.field is not None or a.name in SCORE_MOD_AXES)

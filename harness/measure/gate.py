@@ -12,7 +12,7 @@ import numpy as np
 from harness.contract import frameworks
 from harness.contract.axes import method_keywords
 from harness.contract.masking import alibi_slopes, packed_document_ids
-from harness.contract.point_masks import point_mask
+from harness.contract.point_masks import point_mask, sink_logits
 from harness.contract.probe import GateResult
 from harness.contract.records import Point
 from harness.contract.reference import (
@@ -24,6 +24,9 @@ from harness.contract.reference import (
 from harness.contract.registry import Implementation
 
 GATE_SHAPE = (1, 2, 64, 32)  # small enough for the float64 reference on any machine
+# the gate's softcap: N(0, 1) inputs give scaled scores of about N(0, 1), which a cap of 50
+# leaves all but linear; a cap of 2 bends them enough that ignoring it fails every tolerance
+GATE_SOFTCAP = 2.0
 
 
 def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,
@@ -32,7 +35,7 @@ def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: 
     """q, k, v, padding mask and the mask keywords of a small gate case with these features
     (names, or flags ``gqa=True``): GQA with 2 query heads per key/value head, Tq = 7 queries
     against T keys, a window of T/4 keys back (and T/8 ahead when not causal), BLOOM's slopes,
-    3 packed documents. Other features (a plug-in axis') leave the inputs as they are."""
+    3 packed documents, a softcap of GATE_SOFTCAP, seeded sink logits. Other features (a plug-in axis') leave the inputs as they are."""
     asked = set(features) | {name for name, wanted in flags.items() if wanted}
     gqa, q_len, window, alibi, documents = (name in asked for name in (
         "gqa", "q_len", "window", "alibi", "documents"))
@@ -56,7 +59,18 @@ def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: 
         extra["alibi_slopes"] = alibi_slopes(q_heads)
     if documents and not q_len:
         extra["document_ids"] = packed_document_ids(batch, length, min(3, length), seed=seed)
+    extra.update(gate_score_mods(asked, q_heads, seed=seed))
     return (q, k, v, mask), extra
+
+
+def gate_score_mods(asked: set[str], q_heads: int, *, seed: int) -> dict[str, object]:
+    """softcap (GATE_SOFTCAP) and sinks (Hq,) for the gate cases that ask for them."""
+    mods: dict[str, object] = {}
+    if "softcap" in asked:
+        mods["softcap"] = GATE_SOFTCAP
+    if "sinks" in asked:
+        mods["sinks"] = sink_logits(q_heads, seed)
+    return mods
 
 
 def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
@@ -64,15 +78,18 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
                    window: tuple[int, int] | None = None,
                    alibi_slopes: np.ndarray | None = None,
                    document_ids: np.ndarray | None = None,
-                   keywords: dict[str, Any] | None = None) -> np.ndarray:
+                   keywords: dict[str, Any] | None = None, softcap: float | None = None,
+                   sinks: np.ndarray | None = None) -> np.ndarray:
     fw = frameworks.get(impl.framework)
     with fw.precision(dtype):
         args = [fw.from_numpy(x, device, dtype) for x in (q, k, v)]
         mask_n = None if mask is None else fw.from_numpy(mask, device)
         slopes = None if alibi_slopes is None else fw.from_numpy(alibi_slopes, device, dtype)
         docs = None if document_ids is None else fw.from_numpy(document_ids, device)
+        sinks_n = None if sinks is None else fw.from_numpy(sinks, device, dtype)
         out = fw.call(impl, *args, causal=causal, key_padding_mask=mask_n, window=window,
-                      alibi_slopes=slopes, document_ids=docs, **(keywords or {}))
+                      alibi_slopes=slopes, document_ids=docs, softcap=softcap or None,
+                      sinks=sinks_n, **(keywords or {}))
         return fw.to_numpy(out).astype(np.float64)
 
 
@@ -88,13 +105,14 @@ def point_inputs(point: Point, *, padded: bool = False,
     if padded:
         mask = np.ones((point.batch, point.seq_len), dtype=bool)
         mask[:, point.seq_len - max(1, point.seq_len // 4):] = False
-    return (q, k, v, mask), point_mask(point)
+    return (q, k, v, mask), point_mask(point, seed=seed)
 
 
 def check_point(impl: Implementation, point: Point, *, padded: bool = False,
                 seed: int = 0) -> GateResult:
     """Compare one implementation with its reference on a point's workload (its shape,
-    device, dtype, causal, kv_heads, q_len, window, ALiBi, documents); never raises."""
+    device, dtype, causal, kv_heads, q_len, window, ALiBi, documents, softcap, sinks); never
+    raises."""
     (q, k, v, mask), extra = point_inputs(point, padded=padded, seed=seed)
     return compare(impl, q, k, v, mask, extra, device=point.device, dtype=point.dtype,
                    causal=point.causal,

@@ -556,7 +556,8 @@ def fidelity(value: Any, work: Any, point: Point, fw: Any) -> tuple[float | None
 
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
     out = fw.to_numpy64(value)[..., rows, :]
-    reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **point_mask(point))
+    mask = point_mask(point) if work.mask is None else work.mask
+    reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **mask)
     return relative_error(out, reference), len(rows)
 
 

@@ -4,7 +4,9 @@ FLOPs follow the mask: the forward of exact attention is 4 * B * Hq * D * (allow
 pairs) (two matmuls, 2 FLOPs per multiply-add each), the pairs counted exactly for causal
 (bottom-right), windows, packed documents and Tq != Tk. Causal Tq = Tk = T counts T(T+1)/2
 pairs per head (FlashAttention's benchmarks use T^2/2). Backward 2.5x, forward+backward 3.5x
-the forward (the convention of FlashAttention's benchmarks).
+the forward (the convention of FlashAttention's benchmarks). Elementwise work is not counted:
+the softmax's exp, ALiBi's bias, the softcap's tanh per score and the sinks' one extra term per
+row (so a softcap or sinks point counts the FLOPs of the same point without them).
 """
 
 from __future__ import annotations

@@ -221,7 +221,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     q, k, v, *rest = seeded_normal(shapes, seed, dtype, device)
     ct = rest[0] if rest else None
     input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))
-    mask = point_mask(point)
+    mask = point_mask(point, seed=seed)
     extra: dict[str, Any] = {}
     if "window" in mask:
         extra["window"] = mask["window"]
@@ -230,6 +230,10 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                                                device).astype(dtype)
     if "document_ids" in mask:
         extra["document_ids"] = jax.device_put(mask["document_ids"], device)
+    if "softcap" in mask:
+        extra["softcap"] = mask["softcap"]
+    if "sinks" in mask:
+        extra["sinks"] = jax.device_put(mask["sinks"].astype(np.float32), device).astype(dtype)
     extra.update(method_keywords(impl.capabilities.features, point.axis_values()))
 
     def attention(q_, k_, v_):
@@ -276,7 +280,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         return all(bool(jnp.isfinite(leaf.astype(jnp.float32)).all()) for leaf in leaves)
 
     return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
-                    setup=setup, inputs=(q, k, v), info={"jitted": jitted})
+                    setup=setup, inputs=(q, k, v), info={"jitted": jitted}, mask=mask)
 
 
 def seeded_normal(shapes: tuple[tuple[int, ...], ...], seed: int, dtype: Any,

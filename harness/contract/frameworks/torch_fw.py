@@ -141,12 +141,15 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     q, k, v = (torch.randn(s, generator=gen, device=point.device, dtype=dtype)
                .requires_grad_(needs_grad) for s in (shape, kv_shape, kv_shape))
     input_bytes = sum(x.numel() * x.element_size() for x in (q, k, v))
-    mask = point_mask(point)
+    mask = point_mask(point, seed=seed)
     extra = {"window": mask.get("window"),
              "alibi_slopes": None if mask.get("alibi_slopes") is None else
              torch.from_numpy(mask["alibi_slopes"]).to(device=point.device, dtype=dtype),
              "document_ids": None if mask.get("document_ids") is None else
-             torch.from_numpy(mask["document_ids"]).to(point.device)}
+             torch.from_numpy(mask["document_ids"]).to(point.device),
+             "softcap": mask.get("softcap"),
+             "sinks": None if mask.get("sinks") is None else
+             torch.from_numpy(mask["sinks"]).to(device=point.device, dtype=dtype)}
     extra = {name: value for name, value in extra.items() if value is not None}
     extra.update(method_keywords(impl.capabilities.features, point.axis_values()))
     info: dict[str, Any] = {}
@@ -198,7 +201,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                 state["out"].backward(grad, retain_graph=True)
                 return q.grad
     return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
-                    inputs=(q, k, v), info=info)
+                    inputs=(q, k, v), info=info, mask=mask)
 
 
 def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
