@@ -242,3 +242,26 @@ for _axis in (
          field="documents", store=lambda v, p: v or None),
 ):
     register_axis(_axis)
+
+
+# -- paged KV cache and ragged batches (harness.contract.paging, harness.contract.ragged) -----
+def _lengths(value: Any) -> tuple:
+    from harness.contract.ragged import parse_lengths
+
+    return parse_lengths(value)
+
+
+for _axis in (
+    Axis("page_size", _ints("page_size"), 0, "paged KV cache: keys and values in pages of N "
+                                             "tokens reached through a page table (seeded "
+                                             "shuffled pages); 0 = dense cache",
+         feature="paged", reason="no paged KV cache (keys and values through a page table)",
+         label=lambda v: f"page={v}"),
+    Axis("lengths", _lengths, "", "ragged batch: per-sequence lengths, e.g. "
+                                  "uniform:512-8K, zipf:1.1:16-4K, file:PATH, then @SEED and "
+                                  "+mixed:P (P prefills beside decodes); --q-len 1 = decode; "
+                                  "'' = full length",
+         feature="ragged", reason="no ragged batch (per-sequence query/key lengths)",
+         label=lambda v: f"lengths={v}", type=str),
+):
+    register_axis(_axis)

@@ -1,4 +1,5 @@
-"""The masks of a sweep point: its window, ALiBi slopes and packed documents as arrays."""
+"""The masks of a sweep point: its window, ALiBi slopes, packed documents and ragged lengths
+as arrays."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from harness.contract.masking import alibi_slopes, packed_document_ids
+from harness.contract.ragged import point_lengths
 from harness.contract.records import Point
 
 DOCUMENT_SEED = 0   # the packed-documents split of a point (the same in every worker)
@@ -30,4 +32,13 @@ def point_mask(point: Point) -> dict[str, Any]:
     docs = document_ids(point)
     if docs is not None:
         mask["document_ids"] = docs
+    mask.update(point_lengths_mask(point))
     return mask
+
+
+def point_lengths_mask(point: Point) -> dict[str, Any]:
+    """q_lengths and kv_lengths (B,) int32 of a ragged point (harness.contract.ragged)."""
+    lengths = point_lengths(point)
+    if lengths is None:
+        return {}
+    return {"q_lengths": lengths.q.astype(np.int32), "kv_lengths": lengths.kv.astype(np.int32)}
