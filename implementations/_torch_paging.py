@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import torch
 
+# how the methods without a native paged or varlen path take those workloads
+PAGED_PATH = "gather to dense, timed (inside the call), then as a dense cache"
+RAGGED_PATH = "padded to the longest sequence, masked by the lengths (padded work)"
+
 
 def gathered_length(page_table: torch.Tensor, pool: torch.Tensor) -> int:
     """The dense length the gather builds: every page slot of the table (no host sync)."""

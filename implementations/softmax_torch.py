@@ -13,11 +13,7 @@ from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import materialised
 from implementations._torch_masks import alibi_bias, allowed_keys
-from implementations._torch_paging import dense_kv
-
-# how the methods without a native paged or varlen path take those workloads (SDPA too)
-PAGED_PATH = "gather to dense, timed (inside the call), then as a dense cache"
-RAGGED_PATH = "padded to the longest sequence, masked by the lengths (padded work)"
+from implementations._torch_paging import PAGED_PATH, RAGGED_PATH, dense_kv
 
 
 @register("softmax_torch", framework="torch", family="exact",
