@@ -19,7 +19,12 @@ from harness.contract.axes import workload_axes
 from harness.contract.probe import GateResult, ProbeResult
 from harness.errors import UsageError
 from harness.contract.registry import REGISTRY, Implementation, device_kind
-from harness.grid.workload_cases import WorkloadCase, builtin_cases, flag_cases
+from harness.grid.workload_cases import (
+    GATE_INPUT_AXES,
+    WorkloadCase,
+    builtin_cases,
+    flag_cases,
+)
 
 CHECK_TIMEOUT_S = 300.0
 
@@ -43,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def workload_flag_axes() -> tuple:
     """The workload axes ``check`` takes as flags: those of the table whose inputs the gate
-    builds (a field of the Point; harness.grid.workload_cases)."""
-    return tuple(a for a in workload_axes() if a.field is not None)
+    builds (a field of the Point, or one of GATE_INPUT_AXES; harness.grid.workload_cases)."""
+    return tuple(a for a in workload_axes()
+                 if a.field is not None or a.name in GATE_INPUT_AXES)
 
 
 def validated(args: argparse.Namespace) -> tuple[str, str]:

@@ -14,6 +14,8 @@ from typing import Any
 from harness.contract.axes import workload_axes
 from harness.contract.records import Point
 
+# the axes without a Point field whose inputs the gate builds (check takes them as flags)
+GATE_INPUT_AXES = ("page_size", "lengths")
 CASE_SEQ_LEN = 64
 CASE_HEADS = 4
 CASE_SHAPE = dict(batch=2, head_dim=32)
@@ -50,6 +52,29 @@ def builtin_cases() -> list[WorkloadCase]:
         WorkloadCase("alibi causal", case_point(alibi=True, causal=True)),
         WorkloadCase("documents 3 causal", case_point(documents=3, causal=True)),
         WorkloadCase("padding + window 16", case_point(window=16), padded=True),
+        *paged_ragged_cases(),
+    ]
+
+
+def paged_ragged_cases() -> list[WorkloadCase]:
+    """A paged cache (dense lengths), ragged decode, ragged prefill, a mixed batch (one
+    prefill beside decodes) and a paged ragged decode with GQA (harness.contract.paging,
+    harness.contract.ragged)."""
+    def extra(**values: Any) -> tuple:
+        return tuple(sorted(values.items()))
+
+    return [
+        WorkloadCase("paged page=16 causal", case_point(causal=True,
+                                                        extra_axes=extra(page_size=16))),
+        WorkloadCase("ragged decode", case_point(q_len=1, causal=True,
+                                                 extra_axes=extra(lengths="uniform:8-64"))),
+        WorkloadCase("ragged prefill causal", case_point(
+            causal=True, extra_axes=extra(lengths="uniform:8-64"))),
+        WorkloadCase("mixed 1 prefill + decodes", case_point(
+            causal=True, extra_axes=extra(lengths="uniform:8-64+mixed:1"))),
+        WorkloadCase("paged ragged decode Hkv=2", case_point(
+            q_len=1, causal=True, kv_heads=2,
+            extra_axes=extra(page_size=16, lengths="zipf:1.1:4-64"))),
     ]
 
 
@@ -59,12 +84,17 @@ def flag_cases(axes: dict[str, tuple]) -> list[WorkloadCase]:
     Raises ValueError with the first combination that is not a workload."""
     table = [a for a in workload_axes() if a.field is not None]
     lists = [axes.get(a.field) or (a.default,) for a in table]
+    # the axes without a Point field (page_size, lengths, a plug-in's) go in extra_axes
+    other = [a for a in workload_axes() if a.field is None and axes.get(a.name)]
+    lists += [axes[a.name] for a in other]
     cases = []
     for values in itertools.product(*lists, (False, True)):
-        chosen = dict(zip((*(a.field for a in table), "causal"), values))
+        chosen = dict(zip((*(a.field for a in table), "causal"), (*values[:len(table)],
+                                                                   values[-1])))
+        more = tuple(zip((a.name for a in other), values[len(table):-1]))
         kv = chosen.get("kv_heads", 0)
         heads = CASE_HEADS if not kv or CASE_HEADS % kv == 0 else 2 * kv
-        point = case_point(heads=heads, **chosen)
+        point = case_point(heads=heads, extra_axes=tuple(sorted(more)), **chosen)
         problem = point.workload_problem()
         if problem:
             raise ValueError(problem)
