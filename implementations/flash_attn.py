@@ -142,6 +142,11 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
               alibi=True, documents=True,
+              reasons=(("paged", "flash_attn_with_kvcache's block_table is not wired here "
+                                 "(FA2 needs page_block_size divisible by 256)"),
+                       ("ragged", "flash_attn_varlen_func needs packed (total_tokens, H, D) "
+                                  "inputs with cu_seqlens; ragged batches reach methods "
+                                  "padded, and packing inside the call is not wired")),
               paths=(("gqa", "num_heads_k < num_heads"),
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),

@@ -212,7 +212,11 @@ HRR_REASONS = (
               "unsupported"),
     ("window", "HRR attention has no mask but key padding (beta sums every key)"),
     ("alibi", "HRR attention has no positional bias"),
-    ("documents", "HRR attention has no mask but key padding (beta sums every key)"))
+    ("documents", "HRR attention has no mask but key padding (beta sums every key)"),
+    ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum "
+              "bind(k_t, v_t)"),
+    ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each "
+               "sequence's keys) not written"))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

@@ -184,7 +184,11 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                           ("alibi", "ALiBi's bias is not a product of feature maps, so FAVOR+ "
                                     "cannot add it"),
                           ("documents", "packed documents would need one prefix sum per "
-                                        "document (not written)")),
+                                        "document (not written)"),
+                          ("paged", "Performer's decode state is its prefix sums of feature "
+                                    "maps, not a key/value cache: nothing to page"),
+                          ("ragged", "per-sequence lengths would need per-row prefix sums "
+                                     "(not written)")),
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
                         ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
                                             "keys"))),
