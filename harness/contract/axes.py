@@ -245,6 +245,16 @@ for _axis in (
 
 
 # -- paged KV cache and ragged batches (harness.contract.paging, harness.contract.ragged) -----
+def _page_sizes(value: Any) -> tuple:
+    """'16,32', with 0 or 'dense' for the dense cache."""
+    items = value.split(",") if isinstance(value, str) else list(value) \
+        if isinstance(value, (list, tuple)) else [value]
+    dense = [i for i in items if str(i).strip().lower() in ("0", "dense")]
+    rest = [i for i in items if str(i).strip().lower() not in ("0", "dense")]
+    return tuple(dict.fromkeys((0,) * bool(dense) + (parse_int_list(
+        ",".join(str(i) for i in rest), axis="page_size") if rest else ())))
+
+
 def _lengths(value: Any) -> tuple:
     from harness.contract.ragged import parse_lengths
 
@@ -252,9 +262,9 @@ def _lengths(value: Any) -> tuple:
 
 
 for _axis in (
-    Axis("page_size", _ints("page_size"), 0, "paged KV cache: keys and values in pages of N "
+    Axis("page_size", _page_sizes, 0, "paged KV cache: keys and values in pages of N "
                                              "tokens reached through a page table (seeded "
-                                             "shuffled pages); 0 = dense cache",
+                                             "shuffled pages); 0 or dense = dense cache",
          feature="paged", reason="no paged KV cache (keys and values through a page table)",
          label=lambda v: f"page={v}"),
     Axis("lengths", _lengths, "", "ragged batch: per-sequence lengths, e.g. "
