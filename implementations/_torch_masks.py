@@ -13,8 +13,12 @@ import torch
 
 def allowed_keys(q: torch.Tensor, k: torch.Tensor, *, causal: bool,
                  key_padding_mask: torch.Tensor | None, window: tuple[int, int] | None = None,
-                 document_ids: torch.Tensor | None = None) -> torch.Tensor | None:
-    """Boolean (B or 1, 1, Tq, Tk) mask of the keys each query may attend to, or None."""
+                 document_ids: torch.Tensor | None = None,
+                 q_lengths: torch.Tensor | None = None,
+                 kv_lengths: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Boolean (B or 1, 1, Tq, Tk) mask of the keys each query may attend to, or None.
+    ``q_lengths``, ``kv_lengths`` (B,): a ragged batch, each sequence right-aligned in its row
+    (harness.contract.ragged): only its last q_lengths[b] queries and kv_lengths[b] keys."""
     t_q, t_k = q.shape[-2], k.shape[-2]
     device = q.device
     rows = torch.arange(t_q, device=device)[:, None] + (t_k - t_q)
@@ -38,6 +42,12 @@ def allowed_keys(q: torch.Tensor, k: torch.Tensor, *, causal: bool,
     if key_padding_mask is not None:
         keep = key_padding_mask.to(device=device, dtype=torch.bool)[:, None, None, :]
         allowed = both(allowed, keep)
+    if q_lengths is not None:
+        real_q = rows - (t_k - t_q) >= (t_q - q_lengths.to(device))[:, None, None]  # (B, Tq, 1)
+        allowed = both(allowed, real_q[:, None])
+    if kv_lengths is not None:
+        real_k = cols >= (t_k - kv_lengths.to(device))[:, None, None]              # (B, 1, Tk)
+        allowed = both(allowed, real_k[:, None])
     return allowed
 
 

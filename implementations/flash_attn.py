@@ -147,7 +147,12 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
               alibi=True, documents=True, softcap=True,
               reasons=(("sinks", "FlashAttention 2 has no sink term (its softmax_lse comes "
                                  "back only with return_attn_probs, which also returns the "
-                                 "Tq x Tk probabilities)"),),
+                                 "Tq x Tk probabilities)"),
+                       ("paged", "flash_attn_with_kvcache's block_table is not wired here "
+                                 "(FA2 needs page_block_size divisible by 256)"),
+                       ("ragged", "flash_attn_varlen_func needs packed (total_tokens, H, D) "
+                                  "inputs with cu_seqlens; ragged batches reach methods "
+                                  "padded, and packing inside the call is not wired")),
               paths=(("gqa", "num_heads_k < num_heads"),
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),

@@ -21,7 +21,8 @@ from harness.contract.traits import Traits
 from harness.metrics.traffic import tiled_exact
 
 
-RECOMPILE_LIMIT = 64   # one compilation per (shape, mask structure) seen in one process
+RECOMPILE_LIMIT = 64
+PAGED_Q_BLOCK = 128    # the query block of a paged block mask (its KV block is one page)   # one compilation per (shape, mask structure) seen in one process
 
 
 # How it compiles: static shapes, one compilation per distinct shape and mask structure. Both
@@ -53,7 +54,7 @@ def _compiled() -> Callable[..., Any]:
 
 
 def mask_mod_for(*, t_q: int, t_k: int, causal: bool, window=None, document_ids=None,
-                 key_padding_mask=None):
+                 key_padding_mask=None, q_lengths=None, kv_lengths=None):
     """The mask_mod of attnbench's conventions (query i at key position i + Tk - Tq), or None
     when every pair is allowed."""
     from torch.nn.attention.flex_attention import and_masks
@@ -74,6 +75,12 @@ def mask_mod_for(*, t_q: int, t_k: int, causal: bool, window=None, document_ids=
     if key_padding_mask is not None:
         keep = key_padding_mask.to(bool)
         mods.append(lambda b, h, q_idx, kv_idx: keep[b, kv_idx])
+    if q_lengths is not None:   # a ragged batch, right-aligned (harness.contract.ragged)
+        q_n = q_lengths
+        mods.append(lambda b, h, q_idx, kv_idx: q_idx >= t_q - q_n[b])
+    if kv_lengths is not None:
+        kv_n = kv_lengths
+        mods.append(lambda b, h, q_idx, kv_idx: kv_idx >= t_k - kv_n[b])
     if not mods:
         return None
     return mods[0] if len(mods) == 1 else and_masks(*mods)
@@ -145,18 +152,27 @@ def sink_rescaled(out, lse, sinks):
 
 
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-            document_ids=None, softcap=None, sinks=None):
+            document_ids=None, softcap=None, sinks=None, q_lengths=None, kv_lengths=None,
+            page_table=None):
     """Build the block mask and score_mod once; returns the call (q, k, v) -> out."""
     from torch.nn.attention.flex_attention import create_block_mask
 
+    if page_table is not None:
+        return prepare_paged(q, k, v, page_table, kv_lengths, causal=causal, window=window,
+                             alibi_slopes=alibi_slopes, q_lengths=q_lengths,
+                             key_padding_mask=key_padding_mask, document_ids=document_ids,
+                             softcap=softcap, sinks=sinks)
     batch, _, t_q, _ = q.shape
     t_k = k.shape[2]
+
+    def on(x):
+        return None if x is None else x.to(q.device)
+
     mask_mod = mask_mod_for(t_q=t_q, t_k=t_k, causal=causal, window=window,
-                            document_ids=None if document_ids is None
-                            else document_ids.to(q.device),
-                            key_padding_mask=None if key_padding_mask is None
-                            else key_padding_mask.to(q.device))
-    per_row = document_ids is not None or key_padding_mask is not None
+                            document_ids=on(document_ids), key_padding_mask=on(key_padding_mask),
+                            q_lengths=on(q_lengths), kv_lengths=on(kv_lengths))
+    per_row = document_ids is not None or key_padding_mask is not None or \
+        q_lengths is not None or kv_lengths is not None
     block_mask = None if mask_mod is None else create_block_mask(
         mask_mod, batch if per_row else None, None, t_q, t_k, device=q.device)
     score_mod = chained_score_mod(
@@ -182,6 +198,85 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     return call
 
 
+def paged_attention_class():
+    """torch's PagedAttention (torch.nn.attention.experimental; private, so looked up here)."""
+    from torch.nn.attention.experimental._paged_attention import PagedAttention
+
+    return PagedAttention
+
+
+def prepare_paged(q, k_pool, v_pool, page_table, kv_lengths, *, causal=False, window=None,
+                  alibi_slopes=None, q_lengths=None, key_padding_mask=None,
+                  document_ids=None, softcap=None, sinks=None):
+    """A paged cache (harness.contract.paging) through torch's PagedAttention: the logical
+    block mask (KV block = one page) over each sequence's keys, converted to the physical
+    pages by ``convert_logical_block_mask``; the NHD pools are laid out once as its cache
+    (1, Hkv, pages x page_size, D) (the layout a flex-attention server keeps its cache in)."""
+    import torch
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if key_padding_mask is not None or document_ids is not None:
+        raise ValueError("a paged cache takes kv_lengths, not a key-padding mask or documents")
+    num_pages, page_size, heads, dim = k_pool.shape
+    batch, _, t_q, _ = q.shape
+    device = q.device
+    table = page_table.to(device=device, dtype=torch.int64)
+    lengths = kv_lengths.to(device=device, dtype=torch.int64)
+    t_k = table.shape[1] * page_size                 # the logical keys of the longest
+    paged = paged_attention_class()(num_pages, page_size, batch, device=str(device))
+    full = torch.full((batch, num_pages), -1, dtype=torch.int64, device=device)
+    used = (torch.arange(table.shape[1], device=device)[None, :] * page_size) < lengths[:, None]
+    full[:, :table.shape[1]] = torch.where(used, table, -1)
+    paged.page_table = full
+    to_logical = torch.full((batch, num_pages), -1, dtype=torch.int64, device=device)
+    rows = torch.arange(batch, device=device)[:, None].expand_as(table)
+    logical = torch.arange(table.shape[1], device=device)[None, :].expand_as(table)
+    to_logical[rows[used], table[used]] = logical[used]
+    paged.physical_to_logical = to_logical
+    # logical key j of sequence b sits at dense position t_k - Lk_b + j (right-aligned)
+    shift = t_k - lengths
+    dense_mod = mask_mod_for(t_q=t_q, t_k=t_k, causal=causal, window=window,
+                             q_lengths=None if q_lengths is None else q_lengths.to(device))
+
+    def logical_mod(b, h, q_idx, kv_idx):
+        live = kv_idx < lengths[b]
+        return live if dense_mod is None else live & dense_mod(b, h, q_idx, kv_idx + shift[b])
+
+    logical_mask = create_block_mask(logical_mod, batch, None, t_q, t_k, device=device,
+                                     BLOCK_SIZE=(PAGED_Q_BLOCK, page_size))
+    block_mask = paged.convert_logical_block_mask(logical_mask, kv_len=lengths)
+    score_mod = None
+    dense_score = chained_score_mod(
+        softcap_score_mod(float(softcap)) if softcap else None,
+        None if alibi_slopes is None else alibi_score_mod(
+            alibi_slopes.to(device=device, dtype=q.dtype), t_q=t_q, t_k=t_k))
+    if dense_score is not None:
+        def logical_score(score, b, h, q_idx, kv_idx):
+            return dense_score(score, b, h, q_idx, kv_idx + shift[b])
+
+        score_mod = paged.get_score_mod(logical_score, kv_len=lengths)
+    cache_k, cache_v = (pool.reshape(num_pages * page_size, heads, dim).transpose(0, 1)
+                        .unsqueeze(0).contiguous() for pool in (k_pool, v_pool))
+    gqa = heads != q.shape[1]
+    if sinks is not None:
+        flex_lse = flex_with_lse(device.type)
+        sink_logits = sinks.to(device)
+
+        def call_with_sinks(q_, k_, v_):
+            out, lse = flex_lse(q_, cache_k, cache_v, score_mod=score_mod,
+                                block_mask=block_mask, enable_gqa=gqa)
+            return sink_rescaled(out, lse, sink_logits)
+
+        return call_with_sinks
+    flex = _compiled()
+
+    def call(q_, k_, v_):   # k_, v_: the pools, read as the cache laid out above
+        return flex(q_, cache_k, cache_v, score_mod=score_mod, block_mask=block_mask,
+                    enable_gqa=gqa)
+
+    return call
+
+
 def cpu_backward_constraint(query: Query) -> list[str]:
     """torch's FlexAttention has no backward on the CPU (NotImplementedError in torch 2.13)."""
     if query.device == "cpu" and query.backward:
@@ -196,19 +291,27 @@ def cpu_backward_constraint(query: Query) -> list[str]:
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
-              alibi=True, documents=True, softcap=True, sinks=True,
+              alibi=True, documents=True, softcap=True, sinks=True, paged=True, ragged=True,
               paths=(("gqa", "enable_gqa=True"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
                      ("alibi", "score_mod"),
                      ("softcap", "score_mod cap * tanh(score / cap), before ALiBi's"),
                      ("sinks", "output * sigmoid(lse - sink) from the returned log-sum-exp "
                                "(return_aux=AuxRequest(lse=True)); on the CPU uncompiled: "
-                               "torch.compile's CPU kernel returns no log-sum-exp"))),
+                               "torch.compile's CPU kernel returns no log-sum-exp"),
+                     ("paged", "torch's PagedAttention: block mask over the page table "
+                               "(convert_logical_block_mask, KV block = page), pools laid "
+                               "out once in prepare as its (1, Hkv, pages x page_size, D) "
+                               "cache"),
+                     ("ragged", "per-row mask_mod on the lengths: padded tensors, fully "
+                                "masked blocks skipped"))),
           traffic=tiled_exact)   # fused: the T x T scores are never stored
 def flex_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                   alibi_slopes=None, document_ids=None, softcap=None, sinks=None):
+                   alibi_slopes=None, document_ids=None, softcap=None, sinks=None,
+                   q_lengths=None, kv_lengths=None, page_table=None):
     """torch.compile'd flex_attention with a block mask, a softcap and ALiBi score_mod and the
     sinks' rescaling."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
                    alibi_slopes=alibi_slopes, document_ids=document_ids, softcap=softcap,
-                   sinks=sinks)(q, k, v)
+                   sinks=sinks, q_lengths=q_lengths, kv_lengths=kv_lengths,
+                   page_table=page_table)(q, k, v)

@@ -363,7 +363,9 @@ def _platform(x) -> str:
                                    "vector, in [-1, 1])"),
                        ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not "
                                  "query-key logits: a sink logit there is another model, "
-                                 "and HRR's reference has none")),
+                                 "and HRR's reference has none"),
+                       ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
+                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written")),
                                     paths=(("gqa", "beta (C) computed once per key/value head; "
                                                    "the group's query rows are multiplied "
                                                    "against it (no copy of k, v)"),)),

@@ -522,7 +522,9 @@ def _hrr_fft(q, k, v, keep):
                                    "vector, in [-1, 1])"),
                        ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not "
                                  "query-key logits: a sink logit there is another model, "
-                                 "and HRR's reference has none")),
+                                 "and HRR's reference has none"),
+                       ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
+                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written")),
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),

@@ -216,7 +216,11 @@ HRR_REASONS = (
     ("softcap", "HRR attention has no query-key logit to cap (its softmax is over "
                 "cosines of v_t with the unbound vector, in [-1, 1])"),
     ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not query-key "
-              "logits: a sink logit there is another model, and HRR's reference has none"))
+              "logits: a sink logit there is another model, and HRR's reference has none"),
+    ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum "
+              "bind(k_t, v_t)"),
+    ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each "
+               "sequence's keys) not written"))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

@@ -188,7 +188,11 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                           ("softcap", "FAVOR+ never forms a score: tanh(s / cap) is not a "
                                       "product of feature maps"),
                           ("sinks", "exp(sink_h) could join FAVOR+'s normaliser "
-                                    "phi(q) . sum_j phi(k_j) (not written)")),
+                                    "phi(q) . sum_j phi(k_j) (not written)"),
+                          ("paged", "Performer's decode state is its prefix sums of feature "
+                                    "maps, not a key/value cache: nothing to page"),
+                          ("ragged", "per-sequence lengths would need per-row prefix sums "
+                                     "(not written)")),
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
                         ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
                                             "keys"))),

@@ -13,6 +13,7 @@ from harness.contract.registry import Capabilities, Query, first_line, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import materialised, tiled
 from implementations._torch_masks import alibi_bias, allowed_keys
+from implementations._torch_paging import PAGED_PATH, RAGGED_PATH, dense_kv
 
 ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -34,7 +35,7 @@ TRAITS = {
 
 
 def sdpa_mask(q, k, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-              document_ids=None):
+              document_ids=None, q_lengths=None, kv_lengths=None):
     """(attn_mask, is_causal) for SDPA with attnbench's conventions.
 
     Plain causal with Tq == Tk uses ``is_causal``; causal with Tq != Tk uses
@@ -43,7 +44,8 @@ def sdpa_mask(q, k, *, causal=False, key_padding_mask=None, window=None, alibi_s
     float bias with -inf on the masked pairs.
     """
     t_q, t_k = q.shape[-2], k.shape[-2]
-    explicit = key_padding_mask is not None or window is not None or document_ids is not None
+    explicit = key_padding_mask is not None or window is not None or \
+        document_ids is not None or q_lengths is not None or kv_lengths is not None
     if alibi_slopes is None and not explicit:
         if not causal:
             return None, False
@@ -53,7 +55,8 @@ def sdpa_mask(q, k, *, causal=False, key_padding_mask=None, window=None, alibi_s
 
         return causal_lower_right(t_q, t_k), False
     allowed = allowed_keys(q, k, causal=causal, key_padding_mask=key_padding_mask,
-                           window=window, document_ids=document_ids)
+                           window=window, document_ids=document_ids, q_lengths=q_lengths,
+                           kv_lengths=kv_lengths)
     if alibi_slopes is None:
         return allowed, False
     bias = alibi_bias(q, k, alibi_slopes)
@@ -63,11 +66,15 @@ def sdpa_mask(q, k, *, causal=False, key_padding_mask=None, window=None, alibi_s
 
 
 def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                   alibi_slopes=None, document_ids=None, backend: str = "MATH"):
+                   alibi_slopes=None, document_ids=None, backend: str = "MATH",
+                   q_lengths=None, kv_lengths=None, page_table=None):
     """SDPA pinned to one backend; an input that backend has no kernel for (head dim, alignment,
-    dtype, mask) raises UnsupportedError with torch's own reasons, not RuntimeError."""
+    dtype, mask) raises UnsupportedError with torch's own reasons, not RuntimeError. A paged
+    cache is gathered to dense first, inside the call (timed); a ragged batch is masked."""
+    k, v = dense_kv(k, v, page_table, kv_lengths, key_padding_mask)
     features = {"causal": causal, "key_padding_mask": key_padding_mask, "window": window,
-                "alibi_slopes": alibi_slopes, "document_ids": document_ids}
+                "alibi_slopes": alibi_slopes, "document_ids": document_ids,
+                "q_lengths": q_lengths, "kv_lengths": kv_lengths}
     try:
         return _pinned_call(q, k, v, backend, **features)
     except RuntimeError as exc:
@@ -82,13 +89,14 @@ def sdpa_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
 
 
 def _pinned_call(q, k, v, backend, *, causal, key_padding_mask, window, alibi_slopes,
-                 document_ids):
+                 document_ids, q_lengths=None, kv_lengths=None):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     mask, is_causal = sdpa_mask(q, k, causal=causal, key_padding_mask=key_padding_mask,
                                 window=window, alibi_slopes=alibi_slopes,
-                                document_ids=document_ids)
+                                document_ids=document_ids, q_lengths=q_lengths,
+                                kv_lengths=kv_lengths)
     gqa = k.shape[1] != q.shape[1]
     with sdpa_kernel(getattr(SDPBackend, backend)):
         if gqa:  # native grouped-query attention: no copy of k, v
@@ -142,14 +150,15 @@ def kernel_reasons(messages: list[str], backend: str) -> str:
 # torch.nn.attention.bias.causal_lower_right, whose dispatch (CausalBias._dispatch) checks
 # can_use_flash_attention with no mask and is_causal False, then calls the flash kernel with
 # is_causal=True, which the flash kernel aligns lower-right (query i sees keys j <= i + Tk - Tq).
-CUDA_FLASH_MASK_FEATURES = ("key_padding_mask", "window", "alibi", "documents")
+CUDA_FLASH_MASK_FEATURES = ("key_padding_mask", "window", "alibi", "documents", "ragged",
+                            "paged")
 
 
 def _cuda_flash_constraints(query: Query) -> list[str]:
     reasons = []
     if query.device == "cuda" and any(query.has(f) for f in CUDA_FLASH_MASK_FEATURES):
         reasons.append("the CUDA flash kernel takes no attn_mask (key-padding mask, window, "
-                       "documents and ALiBi unsupported on cuda)")
+                       "documents, ALiBi and ragged lengths unsupported on cuda)")
     if query.device == "cuda" and query.dtype not in ("float16", "bfloat16"):
         reasons.append(f"the CUDA flash kernel needs float16/bfloat16, not {query.dtype}")
     return reasons
@@ -165,10 +174,13 @@ SCORE_MOD_REASONS = (
 
 def _pinned(backend: str):
     def attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                  alibi_slopes=None, document_ids=None):
+                  alibi_slopes=None, document_ids=None, q_lengths=None, kv_lengths=None,
+                  page_table=None):
         return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                               window=window, alibi_slopes=alibi_slopes,
-                              document_ids=document_ids, backend=backend)
+                              document_ids=document_ids, backend=backend,
+                              q_lengths=q_lengths, kv_lengths=kv_lengths,
+                              page_table=page_table)
     return attention
 
 
@@ -178,8 +190,9 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
              capabilities=Capabilities(
                  devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
                  backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
-                 reasons=SCORE_MOD_REASONS,
+                 paged=True, ragged=True, reasons=SCORE_MOD_REASONS,
                  paths=(("gqa", "enable_gqa=True"),
+                        ("paged", PAGED_PATH), ("ragged", RAGGED_PATH),
                         ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),
                         ("masks", "boolean attn_mask (padding, window, documents)"),
                         ("alibi", "float attn_mask bias"))),

@@ -263,3 +263,36 @@ for _axis in (
          label=lambda v: "sinks", type=bool),
 ):
     register_axis(_axis)
+
+
+# -- paged KV cache and ragged batches (harness.contract.paging, harness.contract.ragged) -----
+def _page_sizes(value: Any) -> tuple:
+    """'16,32', with 0 or 'dense' for the dense cache."""
+    items = value.split(",") if isinstance(value, str) else list(value) \
+        if isinstance(value, (list, tuple)) else [value]
+    dense = [i for i in items if str(i).strip().lower() in ("0", "dense")]
+    rest = [i for i in items if str(i).strip().lower() not in ("0", "dense")]
+    return tuple(dict.fromkeys((0,) * bool(dense) + (parse_int_list(
+        ",".join(str(i) for i in rest), axis="page_size") if rest else ())))
+
+
+def _lengths(value: Any) -> tuple:
+    from harness.contract.ragged import parse_lengths
+
+    return parse_lengths(value)
+
+
+for _axis in (
+    Axis("page_size", _page_sizes, 0, "paged KV cache: keys and values in pages of N "
+                                             "tokens reached through a page table (seeded "
+                                             "shuffled pages); 0 or dense = dense cache",
+         feature="paged", reason="no paged KV cache (keys and values through a page table)",
+         label=lambda v: f"page={v}"),
+    Axis("lengths", _lengths, "", "ragged batch: per-sequence lengths, e.g. "
+                                  "uniform:512-8K, zipf:1.1:16-4K, file:PATH, then @SEED and "
+                                  "+mixed:P (P prefills beside decodes); --q-len 1 = decode; "
+                                  "'' = full length",
+         feature="ragged", reason="no ragged batch (per-sequence query/key lengths)",
+         label=lambda v: f"lengths={v}", type=str),
+):
+    register_axis(_axis)

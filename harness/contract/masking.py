@@ -9,6 +9,10 @@ attnbench's conventions (those of FlashAttention >= 2.1):
 - ALiBi: the score of (i, j) gets ``-slope_h * |i' - j|`` added before the softmax.
 - ``document_ids`` (B, T), Tq == Tk: query i sees key j only when both are in the same document.
 - ``key_padding_mask`` (B, Tk), True = keep.
+- ``q_lengths``, ``kv_lengths`` (B,): a ragged batch padded to Tq x Tk with each sequence
+  right-aligned (harness.contract.ragged): row b's real queries are its last q_lengths[b] and
+  its real keys its last kv_lengths[b]; the others see nothing and are seen by none. Aligned
+  right, the bottom-right rules above hold per sequence unchanged.
 A query that sees no key outputs zeros.
 """
 
@@ -36,7 +40,9 @@ def check_window(window: object) -> Window | None:
 
 def allowed_mask(t_q: int, t_k: int, *, causal: bool = False, window: Window | None = None,
                  document_ids: np.ndarray | None = None,
-                 key_padding_mask: np.ndarray | None = None) -> np.ndarray | None:
+                 key_padding_mask: np.ndarray | None = None,
+                 q_lengths: np.ndarray | None = None,
+                 kv_lengths: np.ndarray | None = None) -> np.ndarray | None:
     """Boolean (B or 1, 1, Tq, Tk) mask of the allowed pairs, or None when all are allowed."""
     rows = np.arange(t_q)[:, None] + (t_k - t_q)       # i'
     cols = np.arange(t_k)[None, :]
@@ -60,7 +66,21 @@ def allowed_mask(t_q: int, t_k: int, *, causal: bool = False, window: Window | N
         allowed = both(allowed, (docs[:, :, None] == docs[:, None, :])[:, None])
     if key_padding_mask is not None:
         allowed = both(allowed, np.asarray(key_padding_mask, dtype=bool)[:, None, None, :])
+    if q_lengths is not None or kv_lengths is not None:
+        allowed = both(allowed, lengths_mask(t_q, t_k, q_lengths, kv_lengths))
     return allowed
+
+
+def lengths_mask(t_q: int, t_k: int, q_lengths: np.ndarray | None,
+                 kv_lengths: np.ndarray | None) -> np.ndarray:
+    """(B, 1, Tq, Tk): the pairs of a right-aligned ragged batch's real queries and keys."""
+    lengths = q_lengths if q_lengths is not None else kv_lengths
+    batch = len(np.asarray(lengths))
+    q_n = np.full(batch, t_q) if q_lengths is None else np.asarray(q_lengths)
+    k_n = np.full(batch, t_k) if kv_lengths is None else np.asarray(kv_lengths)
+    real_q = np.arange(t_q)[None, :] >= (t_q - q_n)[:, None]
+    real_k = np.arange(t_k)[None, :] >= (t_k - k_n)[:, None]
+    return (real_q[:, :, None] & real_k[:, None, :])[:, None]
 
 
 def alibi_bias(t_q: int, t_k: int, slopes: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The masks of a sweep point: its window, ALiBi slopes and packed documents as arrays, and its
-score modifications (softcap, sink logits)."""
+"""The masks of a sweep point: its window, ALiBi slopes, packed documents and ragged lengths
+as arrays, and its score modifications (softcap, sink logits)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from harness.contract.masking import alibi_slopes, packed_document_ids
+from harness.contract.ragged import point_lengths
 from harness.contract.records import Point
 
 DOCUMENT_SEED = 0   # the packed-documents split of a point (the same in every worker)
@@ -41,6 +42,7 @@ def point_mask(point: Point, *, seed: int = 0) -> dict[str, Any]:
     docs = document_ids(point)
     if docs is not None:
         mask["document_ids"] = docs
+    mask.update(point_lengths_mask(point))
     mask.update(score_mods(point, seed=seed))
     return mask
 
@@ -53,3 +55,11 @@ def score_mods(point: Point, *, seed: int = 0) -> dict[str, Any]:
     if point.value("sinks"):
         mods["sinks"] = sink_logits(point.heads, seed)
     return mods
+
+
+def point_lengths_mask(point: Point) -> dict[str, Any]:
+    """q_lengths and kv_lengths (B,) int32 of a ragged point (harness.contract.ragged)."""
+    lengths = point_lengths(point)
+    if lengths is None:
+        return {}
+    return {"q_lengths": lengths.q.astype(np.int32), "kv_lengths": lengths.kv.astype(np.int32)}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 from harness.contract import axes as axes_table
+from harness.contract.ragged import lengths_problem
 
 SCHEMA_VERSION = 1
 
@@ -219,7 +220,7 @@ class Point:
                 return "documents need q_len == seq_len"
             if self.documents > self.seq_len:
                 return f"documents={self.documents} > seq_len={self.seq_len}"
-        return None
+        return lengths_problem(self)
 
     @property
     def point_id(self) -> str:

@@ -16,10 +16,13 @@ HRR_COSINE_EPS = 1e-12
 
 def allowed_keys(t_q: int, t_k: int, *, causal: bool,
                  key_padding_mask: np.ndarray | None, window: Window | None = None,
-                 document_ids: np.ndarray | None = None) -> np.ndarray | None:
+                 document_ids: np.ndarray | None = None,
+                 q_lengths: np.ndarray | None = None,
+                 kv_lengths: np.ndarray | None = None) -> np.ndarray | None:
     """(B or 1, 1, Tq, Tk) boolean mask, bottom-right aligned (see harness.contract.masking)."""
     return allowed_mask(t_q, t_k, causal=causal, window=window, document_ids=document_ids,
-                        key_padding_mask=key_padding_mask)
+                        key_padding_mask=key_padding_mask, q_lengths=q_lengths,
+                        kv_lengths=kv_lengths)
 
 
 def expand_kv_heads(x: np.ndarray, q_heads: int) -> np.ndarray:
@@ -35,13 +38,17 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool
                     alibi_slopes: np.ndarray | None = None,
                     document_ids: np.ndarray | None = None,
                     rows: np.ndarray | None = None, softcap: float = 0.0,
-                    sinks: np.ndarray | None = None) -> np.ndarray:
+                    sinks: np.ndarray | None = None,
+                    q_lengths: np.ndarray | None = None,
+                    kv_lengths: np.ndarray | None = None) -> np.ndarray:
     """softmax(cap(Q K^T / sqrt(D)) + ALiBi) V in float64 over the allowed pairs; GQA by
     sharing. ``rows``: only these query rows (positions in q; masks and biases keep each row's
     place). ``softcap`` > 0: the scaled scores become cap * tanh(s / cap) before ALiBi, the mask
     and the softmax (Gemma 2's order; FlashAttention adds ALiBi after its softcap too).
     ``sinks`` (Hq,): sink logits, one term exp(sink_h) in every row's denominator of head h
-    and no value (gpt-oss)."""
+    and no value (gpt-oss). ``q_lengths``, ``kv_lengths``: a ragged batch, right-aligned
+    (harness.contract.ragged); a paged cache's reference is this dense attention of the
+    gathered keys and values."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
     t_q = q.shape[-2]
     picked = slice(None) if rows is None else np.asarray(rows)
@@ -52,7 +59,8 @@ def exact_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool
         scores = scores + alibi_bias(t_q, k.shape[-2], alibi_slopes)[..., picked, :]
     allowed = allowed_keys(t_q, k.shape[-2], causal=causal,
                            key_padding_mask=key_padding_mask, window=window,
-                           document_ids=document_ids)
+                           document_ids=document_ids, q_lengths=q_lengths,
+                           kv_lengths=kv_lengths)
     if allowed is not None:
         scores = np.where(allowed[..., picked, :], scores, -np.inf)
     if sinks is not None:

@@ -16,6 +16,8 @@ from harness.contract.axes import extra_axes, workload_axes
 from harness.contract.point_masks import SCORE_MOD_AXES
 from harness.contract.records import Point
 
+# the axes without a Point field whose inputs the gate builds (check takes them as flags)
+GATE_INPUT_AXES = ("page_size", "lengths")
 CASE_SEQ_LEN = 64
 CASE_HEADS = 4
 CASE_SHAPE = dict(batch=2, head_dim=32)
@@ -59,6 +61,7 @@ def builtin_cases() -> list[WorkloadCase]:
         WorkloadCase("documents 3 causal", case_point(documents=3, causal=True)),
         WorkloadCase("padding + window 16", case_point(window=16), padded=True),
         *score_mod_cases(),
+        *paged_ragged_cases(),
     ]
 
 
@@ -74,6 +77,20 @@ def score_mod_cases() -> list[WorkloadCase]:
                      case_point(sinks=True, window=16, q_len=1, causal=True)),
         WorkloadCase(f"softcap {CASE_SOFTCAP:g} + sinks + padding",
                      case_point(softcap=CASE_SOFTCAP, sinks=True), padded=True),
+    ]
+
+
+def paged_ragged_cases() -> list[WorkloadCase]:
+    """A paged cache (dense lengths), ragged decode, ragged prefill, a mixed batch (one
+    prefill beside decodes) and a paged ragged decode with GQA (harness.contract.paging,
+    harness.contract.ragged)."""
+    return [
+        WorkloadCase("paged page=16 causal", case_point(causal=True, page_size=16)),
+        WorkloadCase("ragged decode", case_point(q_len=1, causal=True, lengths="uniform:8-64")),
+        WorkloadCase("ragged prefill causal", case_point(causal=True, lengths="uniform:8-64")),
+        WorkloadCase("mixed 1 prefill + decodes", case_point(causal=True, lengths="uniform:8-64+mixed:1")),
+        WorkloadCase("paged ragged decode Hkv=2", case_point(
+            q_len=1, causal=True, kv_heads=2, page_size=16, lengths="zipf:1.1:4-64")),
     ]
 
 
@@ -98,7 +115,8 @@ def flag_cases(axes: dict[str, tuple]) -> list[WorkloadCase]:
 
 
 def gate_built_axes() -> tuple:
-    """The workload axes whose inputs the gate builds: those with a Point field and the
-    score modifications (harness.contract.point_masks.SCORE_MOD_AXES); a plug-in's axis has
-    neither."""
-    return tuple(a for a in workload_axes() if a.field is not None or a.name in SCORE_MOD_AXES)
+    """The workload axes whose inputs the gate builds: those with a Point field, the score
+    modifications (harness.contract.point_masks.SCORE_MOD_AXES) and the paged/ragged layout
+    (GATE_INPUT_AXES); a plug-in's axis has none of these."""
+    return tuple(a for a in workload_axes() if a.field is not None
+                 or a.name in SCORE_MOD_AXES or a.name in GATE_INPUT_AXES)

@@ -12,6 +12,7 @@ import numpy as np
 from harness.contract import frameworks
 from harness.contract.axes import method_keywords
 from harness.contract.masking import alibi_slopes, packed_document_ids
+from harness.contract.paging import paged_kv
 from harness.contract.point_masks import point_mask, sink_logits
 from harness.contract.probe import GateResult
 from harness.contract.records import Point
@@ -60,6 +61,7 @@ def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: 
     if documents and not q_len:
         extra["document_ids"] = packed_document_ids(batch, length, min(3, length), seed=seed)
     extra.update(gate_score_mods(asked, q_heads, seed=seed))
+    extra.update(ragged_paged_extra(asked, batch=batch, t_q=t_q, t_k=length, seed=seed))
     return (q, k, v, mask), extra
 
 
@@ -73,23 +75,50 @@ def gate_score_mods(asked: set[str], q_heads: int, *, seed: int) -> dict[str, ob
     return mods
 
 
+GATE_PAGE_SIZE = 8   # the gate's pages: several per sequence at its small lengths
+
+
+def ragged_paged_extra(asked: set[str], *, batch: int, t_q: int, t_k: int,
+                       seed: int) -> dict[str, object]:
+    """A gate case's ragged lengths (key lengths seeded in [T/4, T], queries one per
+    sequence when Tq < Tk, else as many as its keys) and its page size."""
+    extra: dict[str, object] = {}
+    if "ragged" in asked:
+        kv = np.random.default_rng(seed + 1).integers(max(1, t_k // 4), t_k + 1, size=batch)
+        kv[0] = t_k   # the longest fills the padded length
+        q = np.minimum(kv, t_q) if t_q < t_k else kv
+        extra["q_lengths"], extra["kv_lengths"] = q.astype(np.int32), kv.astype(np.int32)
+    if "paged" in asked:
+        extra["page_size"] = GATE_PAGE_SIZE
+    return extra
+
+
 def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray, *,
                    device: str, dtype: str, causal: bool, mask: np.ndarray | None,
                    window: tuple[int, int] | None = None,
                    alibi_slopes: np.ndarray | None = None,
                    document_ids: np.ndarray | None = None,
                    keywords: dict[str, Any] | None = None, softcap: float | None = None,
-                   sinks: np.ndarray | None = None) -> np.ndarray:
+                   sinks: np.ndarray | None = None, page_size: int = 0,
+                   **lengths: np.ndarray) -> np.ndarray:
+    """``lengths``: q_lengths, kv_lengths of a ragged batch; ``page_size``: k, v reach the
+    method as a paged cache (harness.contract.paging) built from these dense ones."""
     fw = frameworks.get(impl.framework)
+    layout: dict[str, Any] = {name: value for name, value in lengths.items()
+                              if value is not None}
+    if page_size:
+        layout.update(paged_kv(k, v, page_size, layout.get("kv_lengths")))
+        k, v = layout.pop("k"), layout.pop("v")
     with fw.precision(dtype):
         args = [fw.from_numpy(x, device, dtype) for x in (q, k, v)]
         mask_n = None if mask is None else fw.from_numpy(mask, device)
         slopes = None if alibi_slopes is None else fw.from_numpy(alibi_slopes, device, dtype)
         docs = None if document_ids is None else fw.from_numpy(document_ids, device)
         sinks_n = None if sinks is None else fw.from_numpy(sinks, device, dtype)
+        ints = {name: fw.from_numpy(value, device) for name, value in layout.items()}
         out = fw.call(impl, *args, causal=causal, key_padding_mask=mask_n, window=window,
                       alibi_slopes=slopes, document_ids=docs, softcap=softcap or None,
-                      sinks=sinks_n, **(keywords or {}))
+                      sinks=sinks_n, **ints, **(keywords or {}))
         return fw.to_numpy(out).astype(np.float64)
 
 
@@ -105,7 +134,10 @@ def point_inputs(point: Point, *, padded: bool = False,
     if padded:
         mask = np.ones((point.batch, point.seq_len), dtype=bool)
         mask[:, point.seq_len - max(1, point.seq_len // 4):] = False
-    return (q, k, v, mask), point_mask(point, seed=seed)
+    extra = point_mask(point, seed=seed)
+    if point.value("page_size"):
+        extra["page_size"] = point.value("page_size")
+    return (q, k, v, mask), extra
 
 
 def check_point(impl: Implementation, point: Point, *, padded: bool = False,
@@ -136,10 +168,14 @@ def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
             mask: np.ndarray | None, extra: dict[str, object], *, device: str, dtype: str,
             causal: bool, keywords: dict[str, Any] | None = None) -> GateResult:
     """Run the implementation on these inputs (plus ``keywords``, which the reference does not
-    take) and compare it with its family's reference."""
+    take) and compare it with its family's reference. ``extra["page_size"]``: the method gets
+    k, v as a paged cache; the reference the dense attention of the same values."""
+    extra = dict(extra)
+    page_size = int(extra.pop("page_size", 0) or 0)
     try:
         out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal,
-                             mask=mask, keywords=keywords, **extra)  # type: ignore[arg-type]
+                             mask=mask, keywords=keywords, page_size=page_size,
+                             **extra)  # type: ignore[arg-type]
     except Exception as exc:
         return GateResult(False, None, None, None, f"{type(exc).__name__}: {exc}")
     if not np.isfinite(out).all():

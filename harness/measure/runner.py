@@ -45,6 +45,7 @@ from harness.measure.pool import WorkerPool
 from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
 from harness.metrics.flops import derived
 from harness.metrics.peaks import bandwidth_peak, flops_peak
+from harness.contract.ragged import point_lengths
 from harness.contract.probe import ProbeResult
 from harness.contract.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
 from harness.contract.registry import REGISTRY, Implementation, device_kind, load_impl_modules
@@ -384,6 +385,9 @@ class Runner:
             extra["memory_worker_point"] = memory_turn
         if point.features() and impl.capabilities.paths:
             extra["paths"] = dict(impl.capabilities.paths)
+        lengths = point_lengths(point)
+        if lengths is not None:   # a ragged batch's real lengths (tokens, min/median/max)
+            extra["lengths_summary"] = lengths.summary()
         values.update(gate_fields)
         if timing.status == "ok":
             values.update(derived(point, impl.family, timing.time_s))

@@ -2,7 +2,8 @@
 
 FLOPs follow the mask: the forward of exact attention is 4 * B * Hq * D * (allowed (query, key)
 pairs) (two matmuls, 2 FLOPs per multiply-add each), the pairs counted exactly for causal
-(bottom-right), windows, packed documents and Tq != Tk. Causal Tq = Tk = T counts T(T+1)/2
+(bottom-right), windows, packed documents, Tq != Tk and a ragged batch's real lengths
+(harness.contract.ragged; tokens/s counts its real query tokens too). Causal Tq = Tk = T counts T(T+1)/2
 pairs per head (FlashAttention's benchmarks use T^2/2). Backward 2.5x, forward+backward 3.5x
 the forward (the convention of FlashAttention's benchmarks). Elementwise work is not counted:
 the softmax's exp, ALiBi's bias, the softcap's tanh per score and the sinks' one extra term per
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from harness.contract.masking import allowed_pairs
 from harness.contract.point_masks import document_ids
+from harness.contract.ragged import point_lengths
 from harness.contract.records import Point
 
 PASS_FACTOR = {"forward": 1.0, "backward": 2.5, "forward_backward": 3.5}
@@ -22,10 +24,22 @@ EXACT_FLOP_MODEL = ("4*B*Hq*D*(allowed query-key pairs) for the forward (two mat
 NO_FLOP_MODEL = ("not computed: the method does not form QK^T, so the exact-attention FLOP "
                  "count would not describe its work; compare tokens/s instead")
 def point_pairs(point: Point) -> int:
-    """Allowed (query, key) pairs summed over the batch (one head)."""
+    """Allowed (query, key) pairs summed over the batch (one head); a ragged batch's summed
+    over its sequences at their real lengths (padding is no work)."""
+    lengths = point_lengths(point)
+    if lengths is not None:
+        return sum(allowed_pairs(int(t_q), int(t_k), causal=point.causal,
+                                 window=point.window_pair)
+                   for t_q, t_k in zip(lengths.q, lengths.kv))
     return allowed_pairs(point.n_queries, point.seq_len, causal=point.causal,
                          window=point.window_pair, document_ids=document_ids(point),
                          batch=point.batch)
+
+
+def point_tokens(point: Point) -> int:
+    """Query tokens processed: B * Tq, or a ragged batch's real query tokens."""
+    lengths = point_lengths(point)
+    return point.tokens if lengths is None else int(lengths.q.sum())
 
 
 def attention_flops(point: Point) -> float:
@@ -41,7 +55,7 @@ def derived(point: Point, family: str, time_s: float | None) -> dict[str, object
                                  else NO_FLOP_MODEL}
     if time_s is None or time_s <= 0:
         return values
-    values["tokens_per_s"] = point.tokens / time_s
+    values["tokens_per_s"] = point_tokens(point) / time_s
     if family == "exact":
         flops = attention_flops(point)
         values["flops"] = flops

@@ -27,6 +27,10 @@ Workload axes (windows, documents, ALiBi, Tq != Tk), decided simply:
   traffic, and positions a kernel can compute (so square self-attention keeps the numbers it
   had before the workload axes). Packed documents otherwise cost no extra bytes (varlen,
   block-diagonal and block masks read each token once). Key padding is not a sweep axis.
+- A ragged batch (--lengths) reads and writes its real tokens in the compulsory traffic (the
+  lower bound, whatever a method pads); scores and copies a materialising method forms on the
+  padded batch stay at their padded size. A paged cache reads the same keys and values (the
+  page table's bytes are not counted).
 
 It is a lower bound: re-reads that a cache may or may not absorb are not counted, so the
 achieved bytes/s (bytes_moved / median time) cannot exceed the copy bandwidth unless a model or
@@ -41,6 +45,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from harness.contract.ragged import point_lengths
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 STATS_BYTES = 4  # per-row statistics (log-sum-exp, HRR's per-token scores) are float32
@@ -115,7 +123,23 @@ def _compulsory_bytes(point: PointLike, *, heads: int, keys: int) -> float:
     """read q, k, v, write o (forward); read q, k, v, dO, write dq, dk, dv (backward), with
     k, v, dk, dv of ``heads`` heads and ``keys`` positions."""
     q, kv = _q_bytes(point), _kv_bytes(point, heads, keys)
+    ragged = _ragged_tokens(point, keys)
+    if ragged is not None:   # the real tokens only: a lower bound for padded methods too
+        size = point.head_dim * element_bytes(point.dtype)
+        q, kv = float(point.heads * ragged[0] * size), float(heads * ragged[1] * size)
     return _by_pass(point, 2 * q + 2 * kv, 3 * q + 4 * kv)
+
+
+def _ragged_tokens(point: PointLike, keys: int) -> tuple[int, int] | None:
+    """(query tokens, key tokens read) of a ragged batch at its real lengths (each sequence
+    reads min(Lk, Lq + window left) keys when a window leaves older ones unseen), else None."""
+    lengths = point_lengths(point) if hasattr(point, "value") else None
+    if lengths is None:
+        return None
+    window = getattr(point, "window_pair", None)
+    seen = lengths.kv if window is None or window[0] < 0 or keys == point.seq_len else \
+        np.minimum(lengths.kv, lengths.q + window[0])
+    return int(lengths.q.sum()), int(seen.sum())
 
 
 def _kv_copy_bytes(point: PointLike) -> float:

@@ -122,6 +122,30 @@ def l2_flush_bytes(device: str) -> int:
     return L2_FLUSH_MULTIPLE * int(l2) if l2 > 0 else L2_FLUSH_FALLBACK_BYTES
 
 
+def paged_torch(k: Any, v: Any, page_size: int, kv_lengths: Any = None) -> tuple[Any, Any, dict]:
+    """Dense right-aligned k, v (B, Hkv, Tk, D) -> (k pool, v pool, {page_table, kv_lengths})
+    on their device (layout and page order: harness.contract.paging)."""
+    import numpy as np
+    import torch
+
+    from harness.contract.paging import page_table, slot_index
+
+    batch, heads, t_k, dim = k.shape
+    lengths = np.full(batch, t_k, dtype=np.int64) if kv_lengths is None \
+        else np.asarray(kv_lengths, dtype=np.int64)
+    table, num_pages = page_table(lengths, page_size)
+    rows, cols, slots = (torch.from_numpy(a).to(k.device)
+                         for a in slot_index(lengths, t_k, page_size, table))
+    pools = []
+    for x in (k, v):
+        pool = torch.zeros(num_pages * page_size, heads, dim, dtype=x.dtype, device=x.device)
+        pool[slots] = x[rows, :, cols]
+        pools.append(pool.view(num_pages, page_size, heads, dim))
+    return pools[0], pools[1], {
+        "page_table": torch.from_numpy(table).to(k.device),
+        "kv_lengths": torch.from_numpy(lengths.astype(np.int32)).to(k.device)}
+
+
 def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     """Inputs on the device (q, k, v ~ N(0, 1), seeded) and a callable for the point's pass."""
     import torch
@@ -151,19 +175,29 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
              "sinks": None if mask.get("sinks") is None else
              torch.from_numpy(mask["sinks"]).to(device=point.device, dtype=dtype)}
     extra = {name: value for name, value in extra.items() if value is not None}
+    for name in ("q_lengths", "kv_lengths"):   # a ragged batch (harness.contract.ragged)
+        if mask.get(name) is not None:
+            extra[name] = torch.from_numpy(mask[name]).to(point.device)
+    k_in, v_in = k, v
+    if point.value("page_size"):   # the method reads k, v from a paged cache
+        k_in, v_in, paged = paged_torch(k.detach(), v.detach(), point.value("page_size"),
+                                        mask.get("kv_lengths"))
+        extra.update(paged)
+        input_bytes += sum(x.numel() * x.element_size() for x in (k_in, v_in)) - \
+            sum(x.numel() * x.element_size() for x in (k, v))
     extra.update(method_keywords(impl.capabilities.features, point.axis_values()))
     info: dict[str, Any] = {}
     if impl.prepare is not None:   # per-shape set-up (a block mask), timed apart
         start = time.perf_counter()
-        prepared = impl.prepare(q, k, v, causal=point.causal, **extra)
+        prepared = impl.prepare(q, k_in, v_in, causal=point.causal, **extra)
         synchronize(point.device)
         info["mask_build_s"] = time.perf_counter() - start
 
         def forward() -> Any:
-            return prepared(q, k, v)
+            return prepared(q, k_in, v_in)
     else:
         def forward() -> Any:
-            return impl.fn(q, k, v, causal=point.causal, key_padding_mask=None, **extra)
+            return impl.fn(q, k_in, v_in, causal=point.causal, key_padding_mask=None, **extra)
 
     def block(value: Any) -> None:
         synchronize(point.device)
@@ -201,6 +235,8 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                 state["out"].backward(grad, retain_graph=True)
                 return q.grad
     return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
+                    # the dense q, k, v (a paged cache holds the same values): the
+                    # output checks and fidelity compare against them
                     inputs=(q, k, v), info=info, mask=mask)
 
 
