@@ -127,8 +127,9 @@ def cpu_backward_constraint(query: Query) -> list[str]:
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
-              alibi=True, documents=True,
+              alibi=True, documents=True, head_dim_v=True,
               paths=(("gqa", "enable_gqa=True"),
+                     ("head_dim_v", "v of its own head dim (flex_attention's output takes v's)"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
                      ("alibi", "score_mod"))),
           traffic=tiled_exact)   # fused: the T x T scores are never stored

@@ -39,6 +39,7 @@ import functools
 import math
 
 from harness.errors import UnsupportedError
+from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
@@ -357,7 +358,8 @@ def _platform(x) -> str:
                                   "key)"),
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)")),
+                                     "every key)"),
+                       ("head_dim_v", HRR_HEAD_DIMS)),
                                     paths=(("gqa", "beta (C) computed once per key/value head; "
                                                    "the group's query rows are multiplied "
                                                    "against it (no copy of k, v)"),)),

@@ -65,6 +65,7 @@ from __future__ import annotations
 import torch
 
 from harness.errors import UnsupportedError
+from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
@@ -516,7 +517,8 @@ def _hrr_fft(q, k, v, keep):
                                   "key)"),
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)")),
+                                     "every key)"),
+                       ("head_dim_v", HRR_HEAD_DIMS)),
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),

@@ -35,6 +35,7 @@ import os
 import torch
 
 from harness.errors import UnsupportedError
+from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
@@ -212,7 +213,8 @@ HRR_REASONS = (
               "unsupported"),
     ("window", "HRR attention has no mask but key padding (beta sums every key)"),
     ("alibi", "HRR attention has no positional bias"),
-    ("documents", "HRR attention has no mask but key padding (beta sums every key)"))
+    ("documents", "HRR attention has no mask but key padding (beta sums every key)"),
+    ("head_dim_v", HRR_HEAD_DIMS))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

@@ -155,6 +155,13 @@ def _cuda_flash_constraints(query: Query) -> list[str]:
     return reasons
 
 
+# torch's sdp_utils (check_head_dim_size_flash, CPU and CUDA): "Flash attention requires q,k,v
+# to have the same last dimension". The efficient and cuDNN kernels take D_v != D within their
+# own limits (alignment, head dims at most 128/256), refused at run time with torch's reasons.
+SDPA_FLASH_HEAD_DIMS = ("SDPA's flash kernel needs q, k and v of one head dim (torch's "
+                        "check_head_dim_size_flash), so D_v != D is unsupported")
+
+
 def _pinned(backend: str):
     def attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                   alibi_slopes=None, document_ids=None):
@@ -170,6 +177,8 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
              capabilities=Capabilities(
                  devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
                  backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
+                 head_dim_v=_backend != "FLASH_ATTENTION",
+                 reasons=(("head_dim_v", SDPA_FLASH_HEAD_DIMS),),
                  paths=(("gqa", "enable_gqa=True"),
                         ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),
                         ("masks", "boolean attn_mask (padding, window, documents)"),

@@ -19,7 +19,7 @@ from implementations._torch_masks import alibi_bias, allowed_keys
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
-              window=True, alibi=True, documents=True,
+              window=True, alibi=True, documents=True, head_dim_v=True,
               paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
                      ("masks", "explicit boolean Tq x Tk mask"),
                      ("alibi", "explicit Tq x Tk bias"))),

@@ -32,3 +32,10 @@ def value_shapes(point: Any) -> tuple[tuple[int, int, int, int], tuple[int, int,
     dim_v = value_dim(point)
     return ((point.batch, point.n_kv_heads, point.seq_len, dim_v),
             (point.batch, point.heads, point.n_queries, dim_v))
+
+
+# why HRR attention takes no D_v != D (hrr_torch, hrr_jax, hrr_triton): it binds each key to its
+# value by circular convolution and unbinds the sum with the query, both elementwise products
+# of spectra of one length, and scores each value against its unbound estimate by cosine
+HRR_HEAD_DIMS = ("HRR binds each key to its value by circular convolution (k_t * v_t) and "
+                 "unbinds with the query, which needs q, k and v of one dimension (D_v == D)")
