@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.contract.axes import workload_axes
+from harness.contract.head_dims import MLA_DECODE_DIMS, MLA_DECODE_KV_HEADS, MLA_PREFILL_DIMS
 from harness.contract.records import Point
 
 CASE_SEQ_LEN = 64
@@ -39,7 +40,8 @@ def case_point(**axes: Any) -> Point:
 
 def builtin_cases() -> list[WorkloadCase]:
     """GQA, MQA, Tq != Tk causal (a decode step Tq=1, a chunk Tq=7), windows one-sided (causal)
-    and two-sided, ALiBi, packed documents, and key padding with a window."""
+    and two-sided, ALiBi, packed documents, key padding with a window, and v's head dim
+    differing from q's and k's (MLA's shapes among them)."""
     return [
         WorkloadCase("gqa Hkv=2", case_point(kv_heads=2)),
         WorkloadCase("mqa Hkv=1", case_point(kv_heads=1)),
@@ -50,6 +52,23 @@ def builtin_cases() -> list[WorkloadCase]:
         WorkloadCase("alibi causal", case_point(alibi=True, causal=True)),
         WorkloadCase("documents 3 causal", case_point(documents=3, causal=True)),
         WorkloadCase("padding + window 16", case_point(window=16), padded=True),
+        *head_dim_cases(),
+    ]
+
+
+def head_dim_cases() -> list[WorkloadCase]:
+    """D_v != D: v's head dim half of q's and k's, and DeepSeek-V3's MLA shapes
+    (harness.contract.head_dims) at B=2, Hq=4: prefill D=192, D_v=128 causal; absorbed decode
+    D=576, D_v=512 against one key/value head, Tq=1."""
+    (prefill, prefill_v), (decode, decode_v) = MLA_PREFILL_DIMS, MLA_DECODE_DIMS
+    return [
+        WorkloadCase("Dv=16 (D=32)", case_point(extra_axes=(("head_dim_v", 16),))),
+        WorkloadCase(f"mla prefill D={prefill} Dv={prefill_v} causal",
+                     case_point(head_dim=prefill, causal=True,
+                                extra_axes=(("head_dim_v", prefill_v),))),
+        WorkloadCase(f"mla decode D={decode} Dv={decode_v} Hkv=1 Tq=1",
+                     case_point(head_dim=decode, kv_heads=MLA_DECODE_KV_HEADS, q_len=1,
+                                causal=True, extra_axes=(("head_dim_v", decode_v),))),
     ]
 
 
