@@ -282,3 +282,30 @@ def test_check_workloads_has_the_mla_cases():
     assert (decode.head_dim, value_dim(decode), decode.n_kv_heads, decode.n_queries) == \
         (576, 512, 1, 1)
     assert value_dim(points["Dv=16 (D=32)"]) == 16
+
+
+# -- on a GPU (pytest -m gpu): the CUDA kernels' own limits ----------------------------------
+GPU_CLAIMING = ["softmax_torch", "sdpa_math", "sdpa_efficient", "sdpa_cudnn", "flex_attention",
+                "xformers"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device: torch.cuda.is_available() is False")
+@pytest.mark.parametrize("name", GPU_CLAIMING)
+@pytest.mark.parametrize("build", [mla_prefill, mla_decode], ids=["prefill", "decode"])
+def test_mla_shapes_on_cuda_pass_or_are_refused_with_torchs_reason(name, build):
+    """Each method claiming head_dim_v passes the gate at MLA's shapes on CUDA (bfloat16), or,
+    where a kernel has head-dim limits of its own (cuDNN's at most 128/192/256), is refused
+    with the library's reason: never a wrong answer or a crash."""
+    from dataclasses import replace
+
+    impl = harness.get(name)
+    verdict = impl.supports(device="cuda", dtype="bfloat16")
+    if not verdict:
+        pytest.skip(verdict.reason)
+    point = replace(build(name), device="cuda", dtype="bfloat16")
+    result = check_point(impl, point)
+    if not result.passed:
+        assert result.message.startswith("UnsupportedError"), result.message
+        assert name in ("sdpa_cudnn", "flex_attention", "xformers"), result.message
