@@ -152,7 +152,9 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                                  "(FA2 needs page_block_size divisible by 256)"),
                        ("ragged", "flash_attn_varlen_func needs packed (total_tokens, H, D) "
                                   "inputs with cu_seqlens; ragged batches reach methods "
-                                  "padded, and packing inside the call is not wired")),
+                                  "padded, and packing inside the call is not wired"),
+                       ("head_dim_v", "FlashAttention 2 needs v's head dim equal to q's and "
+                                      "k's (mha_fwd checks v's shape against q's head size)")),
               paths=(("gqa", "num_heads_k < num_heads"),
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),

@@ -217,7 +217,7 @@ def prepare_paged(q, k_pool, v_pool, page_table, kv_lengths, *, causal=False, wi
 
     if key_padding_mask is not None or document_ids is not None:
         raise ValueError("a paged cache takes kv_lengths, not a key-padding mask or documents")
-    num_pages, page_size, heads, dim = k_pool.shape
+    num_pages, page_size, heads, _ = k_pool.shape
     batch, _, t_q, _ = q.shape
     device = q.device
     table = page_table.to(device=device, dtype=torch.int64)
@@ -255,8 +255,9 @@ def prepare_paged(q, k_pool, v_pool, page_table, kv_lengths, *, causal=False, wi
             return dense_score(score, b, h, q_idx, kv_idx + shift[b])
 
         score_mod = paged.get_score_mod(logical_score, kv_len=lengths)
-    cache_k, cache_v = (pool.reshape(num_pages * page_size, heads, dim).transpose(0, 1)
-                        .unsqueeze(0).contiguous() for pool in (k_pool, v_pool))
+    # each pool with its own head dim (v's is D_v)
+    cache_k, cache_v = (pool.reshape(num_pages * page_size, heads, pool.shape[-1])
+                        .transpose(0, 1).unsqueeze(0).contiguous() for pool in (k_pool, v_pool))
     gqa = heads != q.shape[1]
     if sinks is not None:
         flex_lse = flex_with_lse(device.type)
@@ -292,7 +293,9 @@ def cpu_backward_constraint(query: Query) -> list[str]:
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
               alibi=True, documents=True, softcap=True, sinks=True, paged=True, ragged=True,
+              head_dim_v=True,
               paths=(("gqa", "enable_gqa=True"),
+                     ("head_dim_v", "v of its own head dim (flex_attention's output takes v's)"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
                      ("alibi", "score_mod"),
                      ("softcap", "score_mod cap * tanh(score / cap), before ALiBi's"),

@@ -39,6 +39,7 @@ import functools
 import math
 
 from harness.errors import UnsupportedError
+from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
@@ -365,7 +366,8 @@ def _platform(x) -> str:
                                  "query-key logits: a sink logit there is another model, "
                                  "and HRR's reference has none"),
                        ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
-                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written")),
+                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written"),
+                       ("head_dim_v", HRR_HEAD_DIMS)),
                                     paths=(("gqa", "beta (C) computed once per key/value head; "
                                                    "the group's query rows are multiplied "
                                                    "against it (no copy of k, v)"),)),

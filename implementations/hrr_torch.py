@@ -65,6 +65,7 @@ from __future__ import annotations
 import torch
 
 from harness.errors import UnsupportedError
+from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
@@ -524,7 +525,8 @@ def _hrr_fft(q, k, v, keep):
                                  "query-key logits: a sink logit there is another model, "
                                  "and HRR's reference has none"),
                        ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
-                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written")),
+                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written"),
+                       ("head_dim_v", HRR_HEAD_DIMS)),
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),

@@ -35,6 +35,7 @@ import os
 import torch
 
 from harness.errors import UnsupportedError
+from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
@@ -220,7 +221,8 @@ HRR_REASONS = (
     ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum "
               "bind(k_t, v_t)"),
     ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each "
-               "sequence's keys) not written"))
+               "sequence's keys) not written"),
+    ("head_dim_v", HRR_HEAD_DIMS))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

@@ -179,6 +179,7 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
              capabilities=Capabilities(
                  devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
                  causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
+                 head_dim_v=True,
                  reasons=(("window", "Performer's linear attention has no sliding window "
                                      "(its prefix sums cover every earlier key)"),
                           ("alibi", "ALiBi's bias is not a product of feature maps, so FAVOR+ "
@@ -194,6 +195,8 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                           ("ragged", "per-sequence lengths would need per-row prefix sums "
                                      "(not written)")),
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
+                        ("head_dim_v", "features of q and k only: phi(k)^T v and the output "
+                                       "take v's head dim"),
                         ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
                                             "keys"))),
              traffic=random_features(num_features),

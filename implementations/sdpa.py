@@ -170,6 +170,11 @@ SCORE_MOD_REASONS = (
     ("sinks", "SDPA has no sink term; one extra zero key and value with a float attn_mask "
               "column of sink logits would be exact, but it copies K and V and materialises "
               "a Hq x Tq x (Tk + 1) bias in every call: not the workload of a native sink"))
+# torch's sdp_utils (check_head_dim_size_flash, CPU and CUDA): "Flash attention requires q,k,v
+# to have the same last dimension". The efficient and cuDNN kernels take D_v != D within their
+# own limits (alignment, head dims at most 128/256), refused at run time with torch's reasons.
+SDPA_FLASH_HEAD_DIMS = ("SDPA's flash kernel needs q, k and v of one head dim (torch's "
+                        "check_head_dim_size_flash), so D_v != D is unsupported")
 
 
 def _pinned(backend: str):
@@ -190,7 +195,8 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
              capabilities=Capabilities(
                  devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
                  backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
-                 paged=True, ragged=True, reasons=SCORE_MOD_REASONS,
+                 paged=True, ragged=True, head_dim_v=_backend != "FLASH_ATTENTION",
+                 reasons=SCORE_MOD_REASONS + (("head_dim_v", SDPA_FLASH_HEAD_DIMS),),
                  paths=(("gqa", "enable_gqa=True"),
                         ("paged", PAGED_PATH), ("ragged", RAGGED_PATH),
                         ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),

@@ -79,7 +79,7 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
             weights = jnp.where(allowed, weights, 0.0)
         weights = weights.astype(v.dtype).reshape(batch, kv_heads, group, t_q, t_k)
         out = jnp.einsum("bhgqk,bhkd->bhgqd", weights, v, precision=precision)
-        return out.reshape(batch, q_heads, t_q, dim)
+        return out.reshape(batch, q_heads, t_q, v.shape[-1])
 
     return jax.jit(attention)
 
@@ -90,6 +90,7 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
               window=True, alibi=True, documents=True, softcap=True, sinks=True,
+              head_dim_v=True,
               paths=(("gqa", "q viewed as (B, Hkv, group, Tq, D): k, v not copied"),
                      ("masks", "explicit boolean Tq x Tk mask"),
                      ("alibi", "explicit Tq x Tk bias"),

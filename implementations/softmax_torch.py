@@ -24,7 +24,7 @@ from implementations._torch_paging import PAGED_PATH, RAGGED_PATH, dense_kv
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
               window=True, alibi=True, documents=True, softcap=True, sinks=True, paged=True,
-              ragged=True,
+              ragged=True, head_dim_v=True,
               paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
                      ("masks", "explicit boolean Tq x Tk mask"),
                      ("alibi", "explicit Tq x Tk bias"),

@@ -134,11 +134,11 @@ def five_d(q, k, v, *, packed: bool = False):
     group = q_heads // kv_heads
     rows, t_q_r, t_k_r = (1, batch * t_q, batch * t_k) if packed else (batch, t_q, t_k)
     if group == 1:
-        return tuple(x.transpose(1, 2).reshape(rows, t, q_heads, dim)
+        return tuple(x.transpose(1, 2).reshape(rows, t, q_heads, x.shape[-1])
                      for x, t in ((q, t_q_r), (k, t_k_r), (v, t_k_r)))
     q5 = q.transpose(1, 2).reshape(rows, t_q_r, kv_heads, group, dim)
-    k5, v5 = (x.transpose(1, 2).reshape(rows, t_k_r, kv_heads, dim)[:, :, :, None, :]
-              .expand(rows, t_k_r, kv_heads, group, dim) for x in (k, v))
+    k5, v5 = (x.transpose(1, 2).reshape(rows, t_k_r, kv_heads, x.shape[-1])[:, :, :, None, :]
+              .expand(rows, t_k_r, kv_heads, group, x.shape[-1]) for x in (k, v))
     return q5, k5, v5
 
 
@@ -149,6 +149,9 @@ def constraints(query: Query) -> list[str]:
                        "documentation)")
     if query.window and query.documents and not query.causal and not query.alibi:
         reasons.append(WINDOWED_DOCUMENTS)
+    if query.window and not query.causal and not query.alibi and query.head_dim_v:
+        reasons.append("two-sided windows (LocalAttentionFromBottomRightMask) run on xformers' "
+                       "flash operator only, which needs v's head dim equal to q's and k's")
     if query.window and not query.causal and not query.alibi and \
             query.dtype not in ("float16", "bfloat16"):
         reasons.append("two-sided windows (LocalAttentionFromBottomRightMask) run on xformers' "
@@ -177,7 +180,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     def call(q_, k_, v_):
         q5, k5, v5 = five_d(q_, k_, v_, packed=packed)
         out = xops.memory_efficient_attention(q5, k5, v5, attn_bias=bias)
-        return out.reshape(batch, t_q, q_heads, dim).transpose(1, 2)
+        return out.reshape(batch, t_q, q_heads, v_.shape[-1]).transpose(1, 2)
 
     return call
 
@@ -188,7 +191,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=False, backward=True, gqa=True, q_len=True, window=True,
-              alibi=True, documents=True,
+              alibi=True, documents=True, head_dim_v=True,
               reasons=(("softcap", "memory_efficient_attention has no softcap: cap * "
                                    "tanh(s / cap) is no attn_bias"),
                        ("sinks", "memory_efficient_attention has no sink term; one extra zero "
@@ -197,6 +200,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                                  "Hq x Tq x (Tk + 1) bias in every call")),
               paths=(("gqa", "5-D layout (B, T, Hkv, group, D), k and v expanded as views "
                              "(forward only)"),
+                     ("head_dim_v", "v of its own head dim (Kv != K: xformers' cutlass "
+                                    "operator; its flash operator refuses it)"),
                      ("causal Tq != Tk", "LowerTriangularFromBottomRightMask"),
                      ("window", "LowerTriangularFromBottomRightLocalAttentionMask (causal), "
                                 "LocalAttentionFromBottomRightMask (two-sided, fp16/bf16)"),

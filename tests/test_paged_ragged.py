@@ -184,10 +184,13 @@ def test_default_values_keep_point_ids():
 @pytest.mark.parametrize("extra", [(("page_size", 16), ("softcap", 2.0)),
                                    (("page_size", 16), ("sinks", True)),
                                    (("lengths", "uniform:8-64"), ("sinks", True),
-                                    ("softcap", 2.0))])
-def test_paged_and_ragged_points_keep_their_softcap_and_sinks(impl, extra):
-    """A paged or ragged decode step with a softcap or sinks: the method's paged path applies
-    them (flex's paged prepare takes the same score_mod and sink rescaling)."""
+                                    ("softcap", 2.0)),
+                                   (("head_dim_v", 16), ("page_size", 16)),
+                                   (("head_dim_v", 16), ("lengths", "uniform:8-64"))])
+def test_paged_and_ragged_points_keep_their_softcap_sinks_and_value_dim(impl, extra):
+    """A paged or ragged decode step with a softcap, sinks or D_v != D: the method's paged
+    path applies them (flex's paged prepare takes the same score_mod, the sink rescaling and
+    v's own head dim)."""
     from harness.contract.registry import REGISTRY, static_check
     from harness.measure.gate import check_point
 

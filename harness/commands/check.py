@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--workloads", action="store_true",
                       help="check the built-in workloads: GQA, MQA, decode Tq=1 and chunk Tq=7 "
                            "causal, windows one- and two-sided, ALiBi, documents, padding + "
-                           "window, softcap, sinks")
+                           "window, softcap, sinks, D_v != D and the MLA shapes (192/128, 576/512)")
     for axis in workload_flag_axes():
         work.add_argument(axis.flag, dest=axis.dest, default=None,
                           help=axis.help + " (as sweep; every combination, causal and not)")
@@ -133,7 +133,7 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
                              tuple(getattr(args, "impl_module", []) or []), args.timeout,
                              key=lambda item: (item[0], item[1].name))
     table = Table(title=f"workloads on {device}/{dtype} (vs float64 reference; B=2, Hq=4, "
-                        f"T=64, D=32)")
+                        f"T=64, D=32 unless the workload names D)")
     for column in ("impl", "workload", "result", "max error", "tolerance",
                    "deviation from softmax"):
         table.add_column(column)

@@ -296,3 +296,14 @@ for _axis in (
          label=lambda v: f"lengths={v}", type=str),
 ):
     register_axis(_axis)
+
+
+# v's head dimension D_v (q and k keep head_dim; the output has D_v): MLA's shapes. A value equal
+# to head_dim is the default spelled another way; the point keeps it in extra_axes, the record in
+# ``axes`` (resolved: D_v itself). harness.contract.head_dims reads it.
+register_axis(Axis(
+    "head_dim_v", _ints("head_dim_v"), 0, "v's head dimension D_v (q and k keep --head-dim; "
+                                          "the output has D_v; default: = head-dim)",
+    feature="head_dim_v", reason="needs v's head dimension equal to q's and k's (D_v == D)",
+    label=lambda v: f"Dv={v}", normalise=lambda v, p: 0 if v == p.head_dim else v,
+    store=lambda v, p: v or p.head_dim))

@@ -32,6 +32,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from harness.contract.head_dims import value_dim
 from harness.contract.records import Point
 from harness.grid.settings import TimingSettings
 from harness.metrics.flops import PASS_FACTOR, attention_flops
@@ -161,8 +162,8 @@ def expected_work(point: Point, family: str) -> float:
             # counts the pairs of any mask; the same numbers, without building the mask)
             t = point.seq_len
             pairs = t * (t + 1) // 2 if point.causal else point.n_queries * t
-            return 4.0 * point.heads * point.head_dim * point.batch * pairs * \
-                PASS_FACTOR[point.pass_]
+            return 2.0 * point.heads * (point.head_dim + value_dim(point)) * point.batch * \
+                pairs * PASS_FACTOR[point.pass_]
         return attention_flops(point)
     base = 4.0 * point.batch * point.heads * point.seq_len * point.head_dim
     width = point.head_dim if family == "hrr" else KERNEL_FEATURES

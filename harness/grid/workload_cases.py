@@ -14,10 +14,11 @@ from typing import Any
 
 from harness.contract.axes import extra_axes, workload_axes
 from harness.contract.point_masks import SCORE_MOD_AXES
+from harness.contract.head_dims import MLA_DECODE_DIMS, MLA_DECODE_KV_HEADS, MLA_PREFILL_DIMS
 from harness.contract.records import Point
 
 # the axes without a Point field whose inputs the gate builds (check takes them as flags)
-GATE_INPUT_AXES = ("page_size", "lengths")
+GATE_INPUT_AXES = ("page_size", "lengths", "head_dim_v")
 CASE_SEQ_LEN = 64
 CASE_HEADS = 4
 CASE_SHAPE = dict(batch=2, head_dim=32)
@@ -49,7 +50,8 @@ def case_point(**axes: Any) -> Point:
 
 def builtin_cases() -> list[WorkloadCase]:
     """GQA, MQA, Tq != Tk causal (a decode step Tq=1, a chunk Tq=7), windows one-sided (causal)
-    and two-sided, ALiBi, packed documents, and key padding with a window."""
+    and two-sided, ALiBi, packed documents, key padding with a window, and v's head dim
+    differing from q's and k's (MLA's shapes among them)."""
     return [
         WorkloadCase("gqa Hkv=2", case_point(kv_heads=2)),
         WorkloadCase("mqa Hkv=1", case_point(kv_heads=1)),
@@ -62,6 +64,7 @@ def builtin_cases() -> list[WorkloadCase]:
         WorkloadCase("padding + window 16", case_point(window=16), padded=True),
         *score_mod_cases(),
         *paged_ragged_cases(),
+        *head_dim_cases(),
     ]
 
 
@@ -91,6 +94,21 @@ def paged_ragged_cases() -> list[WorkloadCase]:
         WorkloadCase("mixed 1 prefill + decodes", case_point(causal=True, lengths="uniform:8-64+mixed:1")),
         WorkloadCase("paged ragged decode Hkv=2", case_point(
             q_len=1, causal=True, kv_heads=2, page_size=16, lengths="zipf:1.1:4-64")),
+    ]
+
+
+def head_dim_cases() -> list[WorkloadCase]:
+    """D_v != D: v's head dim half of q's and k's, and DeepSeek-V3's MLA shapes
+    (harness.contract.head_dims) at B=2, Hq=4: prefill D=192, D_v=128 causal; absorbed decode
+    D=576, D_v=512 against one key/value head, Tq=1."""
+    (prefill, prefill_v), (decode, decode_v) = MLA_PREFILL_DIMS, MLA_DECODE_DIMS
+    return [
+        WorkloadCase("Dv=16 (D=32)", case_point(head_dim_v=16)),
+        WorkloadCase(f"mla prefill D={prefill} Dv={prefill_v} causal",
+                     case_point(head_dim=prefill, causal=True, head_dim_v=prefill_v)),
+        WorkloadCase(f"mla decode D={decode} Dv={decode_v} Hkv=1 Tq=1",
+                     case_point(head_dim=decode, kv_heads=MLA_DECODE_KV_HEADS, q_len=1,
+                                causal=True, head_dim_v=decode_v)),
     ]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from harness.contract import frameworks
 from harness.contract.axes import method_keywords
+from harness.contract.head_dims import value_dim
 from harness.contract.masking import alibi_slopes, packed_document_ids
 from harness.contract.paging import paged_kv
 from harness.contract.point_masks import point_mask, sink_logits
@@ -36,7 +37,8 @@ def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: 
     """q, k, v, padding mask and the mask keywords of a small gate case with these features
     (names, or flags ``gqa=True``): GQA with 2 query heads per key/value head, Tq = 7 queries
     against T keys, a window of T/4 keys back (and T/8 ahead when not causal), BLOOM's slopes,
-    3 packed documents, a softcap of GATE_SOFTCAP, seeded sink logits. Other features (a plug-in axis') leave the inputs as they are."""
+    3 packed documents, a softcap of GATE_SOFTCAP, seeded sink logits, v's head dimension D/2
+    (head_dim_v). Other features (a plug-in axis') leave the inputs as they are."""
     asked = set(features) | {name for name, wanted in flags.items() if wanted}
     gqa, q_len, window, alibi, documents = (name in asked for name in (
         "gqa", "q_len", "window", "alibi", "documents"))
@@ -45,9 +47,10 @@ def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: 
     t_q = min(7, length) if q_len else length
     q_shape = (batch, q_heads, t_q, dim)
     k_shape = (batch, heads, length, dim)
+    v_shape = (*k_shape[:-1], max(1, dim // 2)) if "head_dim_v" in asked else k_shape
     rng = np.random.default_rng(seed)
     q, k, v = rng.standard_normal(q_shape), rng.standard_normal(k_shape), \
-        rng.standard_normal(k_shape)
+        rng.standard_normal(v_shape)
     mask = None
     if masked:
         mask = np.ones((batch, length), dtype=bool)
@@ -124,12 +127,13 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
 
 def point_inputs(point: Point, *, padded: bool = False,
                  seed: int = 0) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
-    """q (B, Hq, Tq, D), k, v (B, Hkv, Tk, D), the padding mask (last quarter of the keys
-    masked when ``padded``) and the mask keywords of a point, as a sweep builds them."""
+    """q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, D_v), the padding mask (last
+    quarter of the keys masked when ``padded``) and the mask keywords of a point, as a sweep
+    builds them."""
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((point.batch, point.heads, point.n_queries, point.head_dim))
-    k, v = (rng.standard_normal((point.batch, point.n_kv_heads, point.seq_len, point.head_dim))
-            for _ in range(2))
+    k, v = (rng.standard_normal((point.batch, point.n_kv_heads, point.seq_len, dim))
+            for dim in (point.head_dim, value_dim(point)))
     mask = None
     if padded:
         mask = np.ones((point.batch, point.seq_len), dtype=bool)

@@ -1,7 +1,8 @@
 """Derived metrics: pure functions of a point and its measured time.
 
-FLOPs follow the mask: the forward of exact attention is 4 * B * Hq * D * (allowed (query, key)
-pairs) (two matmuls, 2 FLOPs per multiply-add each), the pairs counted exactly for causal
+FLOPs follow the mask: the forward of exact attention is 2 * B * Hq * (D + D_v) * (allowed
+(query, key) pairs) (QK^T over q's and k's head dim D, PV over v's D_v, 2 FLOPs per multiply-add
+each; 4 * B * Hq * D * pairs when D_v = D), the pairs counted exactly for causal
 (bottom-right), windows, packed documents, Tq != Tk and a ragged batch's real lengths
 (harness.contract.ragged; tokens/s counts its real query tokens too). Causal Tq = Tk = T counts T(T+1)/2
 pairs per head (FlashAttention's benchmarks use T^2/2). Backward 2.5x, forward+backward 3.5x
@@ -12,13 +13,15 @@ row (so a softcap or sinks point counts the FLOPs of the same point without them
 
 from __future__ import annotations
 
+from harness.contract.head_dims import value_dim
 from harness.contract.masking import allowed_pairs
 from harness.contract.point_masks import document_ids
 from harness.contract.ragged import point_lengths
 from harness.contract.records import Point
 
 PASS_FACTOR = {"forward": 1.0, "backward": 2.5, "forward_backward": 3.5}
-EXACT_FLOP_MODEL = ("4*B*Hq*D*(allowed query-key pairs) for the forward (two matmuls; the pairs "
+EXACT_FLOP_MODEL = ("4*B*Hq*D*(allowed query-key pairs) for the forward (two matmuls; "
+                    "2*B*Hq*(D+D_v)*pairs when v's head dim D_v differs; the pairs "
                     "counted exactly for causal, windows, documents and Tq != Tk: causal "
                     "Tq=Tk=T gives T(T+1)/2); backward 2.5x, forward+backward 3.5x the forward")
 NO_FLOP_MODEL = ("not computed: the method does not form QK^T, so the exact-attention FLOP "
@@ -44,7 +47,7 @@ def point_tokens(point: Point) -> int:
 
 def attention_flops(point: Point) -> float:
     """FLOPs of exact attention at this point (mask-aware)."""
-    forward = 4.0 * point.heads * point.head_dim * point_pairs(point)
+    forward = 2.0 * point.heads * (point.head_dim + value_dim(point)) * point_pairs(point)
     return forward * PASS_FACTOR[point.pass_]
 
 

@@ -7,6 +7,7 @@ declaration gets ``compulsory``. A model counts
   and write dq, dk, dv (backward); forward+backward is both. q, o, dO, dq have Hq heads and Tq
   positions; k, v, dk, dv have Hkv heads and Tk positions (the point's kv_heads, q_len and
   seq_len): a kernel with native grouped-query attention reads each key/value head once;
+  q, dq, k, dk have the head dim D, v, dv, o, dO the head dim D_v (head_dim_v);
 - plus what the method must store between its steps, each written once and read once: the
   Tq x Tk scores and weights of a method that materialises them, the random features of
   Performer, the per-token scores of HRR (and what a backward reads back of them).
@@ -38,7 +39,7 @@ a peak is wrong. Elements are counted in the input dtype, except where a method 
 float32 whatever the input (Performer and HRR on float16/bfloat16).
 
 Pure functions of a Point; the shapes are read from its batch, heads, seq_len, head_dim and
-workload axes (n_kv_heads, n_queries, window_pair, alibi, documents).
+workload axes (n_kv_heads, n_queries, window_pair, alibi, documents, head_dim_v).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from harness.contract.ragged import point_lengths
+from harness.contract.head_dims import value_dim
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 STATS_BYTES = 4  # per-row statistics (log-sum-exp, HRR's per-token scores) are float32
@@ -97,15 +99,18 @@ def keys_seen(point: PointLike) -> int:
     return min(point.seq_len, q_len(point) + window[0])
 
 
-def _q_bytes(point: PointLike) -> float:
-    """Bytes of one (B, Hq, Tq, D) tensor (q, o, dO, dq) in the input dtype."""
-    return float(point.batch * point.heads * q_len(point) * point.head_dim
+def _q_bytes(point: PointLike, dim: int | None = None) -> float:
+    """Bytes of one (B, Hq, Tq, dim) tensor (q, dq: D; o, dO: D_v) in the input dtype
+    (``dim`` None: D)."""
+    return float(point.batch * point.heads * q_len(point) * (dim or point.head_dim)
                  * element_bytes(point.dtype))
 
 
-def _kv_bytes(point: PointLike, heads: int, keys: int) -> float:
-    """Bytes of one (B, heads, keys, D) tensor (k, v, dk, dv) in the input dtype."""
-    return float(point.batch * heads * keys * point.head_dim * element_bytes(point.dtype))
+def _kv_bytes(point: PointLike, heads: int, keys: int, dim: int | None = None) -> float:
+    """Bytes of one (B, heads, keys, dim) tensor (k, dk: D; v, dv: D_v) in the input dtype
+    (``dim`` None: D)."""
+    return float(point.batch * heads * keys * (dim or point.head_dim)
+                 * element_bytes(point.dtype))
 
 
 def _scores_bytes(point: PointLike, *, rows: int | None = None) -> float:
@@ -121,13 +126,17 @@ def _by_pass(point: PointLike, forward: float, backward: float) -> float:
 
 def _compulsory_bytes(point: PointLike, *, heads: int, keys: int) -> float:
     """read q, k, v, write o (forward); read q, k, v, dO, write dq, dk, dv (backward), with
-    k, v, dk, dv of ``heads`` heads and ``keys`` positions."""
-    q, kv = _q_bytes(point), _kv_bytes(point, heads, keys)
+    k, v, dk, dv of ``heads`` heads and ``keys`` positions, v, dv, o, dO of D_v; a ragged
+    batch at its real tokens (a lower bound for padded methods too)."""
+    dim_v = value_dim(point)
+    q, o = _q_bytes(point), _q_bytes(point, dim_v)
+    k, v = _kv_bytes(point, heads, keys), _kv_bytes(point, heads, keys, dim_v)
     ragged = _ragged_tokens(point, keys)
-    if ragged is not None:   # the real tokens only: a lower bound for padded methods too
-        size = point.head_dim * element_bytes(point.dtype)
-        q, kv = float(point.heads * ragged[0] * size), float(heads * ragged[1] * size)
-    return _by_pass(point, 2 * q + 2 * kv, 3 * q + 4 * kv)
+    if ragged is not None:
+        size = element_bytes(point.dtype)
+        q, o = (float(point.heads * ragged[0] * d * size) for d in (point.head_dim, dim_v))
+        k, v = (float(heads * ragged[1] * d * size) for d in (point.head_dim, dim_v))
+    return _by_pass(point, q + o + k + v, 2 * q + o + 2 * k + 2 * v)
 
 
 def _ragged_tokens(point: PointLike, keys: int) -> tuple[int, int] | None:
@@ -147,9 +156,10 @@ def _kv_copy_bytes(point: PointLike) -> float:
     heads back to Hkv (backward). Nothing when Hkv = Hq."""
     if kv_heads(point) == point.heads:
         return 0.0
-    both = _kv_bytes(point, kv_heads(point), point.seq_len) + \
-        _kv_bytes(point, point.heads, point.seq_len)
-    return _by_pass(point, 2 * both, 2 * both)
+    both = sum(_kv_bytes(point, heads, point.seq_len, dim)
+               for heads in (kv_heads(point), point.heads)
+               for dim in (point.head_dim, value_dim(point)))
+    return _by_pass(point, both, both)
 
 
 def _alibi_bias_bytes(point: PointLike, alibi_bias: str | None, *, backward_reads: int) -> float:
@@ -226,7 +236,8 @@ def tiled(*, alibi_bias: str | None = None) -> TrafficModel:
         rows = float(point.batch * point.heads * q_len(point) * STATS_BYTES)
         lse_written = rows if point.pass_ == "forward_backward" else 0.0
         total = (_compulsory_bytes(point, heads=kv_heads(point), keys=keys_seen(point))
-                 + _by_pass(point, 0.0, _q_bytes(point) + rows) + lse_written
+                 + _by_pass(point, 0.0, _q_bytes(point, value_dim(point)) + rows)
+                 + lse_written
                  + _alibi_bias_bytes(point, alibi_bias, backward_reads=1))
         text = (COMPULSORY_TEXT + "; + o and the per-row log-sum-exp read by the backward (and "
                 "the log-sum-exp written by the forward before it)"

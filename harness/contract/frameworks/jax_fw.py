@@ -208,16 +208,18 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     from harness.contract.workload import Workload
 
     from harness.contract.axes import method_keywords
+    from harness.contract.head_dims import value_shapes
     from harness.contract.point_masks import point_mask
 
     dtype = jnp_dtype(point.dtype)
     shape = (point.batch, point.heads, point.n_queries, point.head_dim)
     kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
+    v_shape, out_shape = value_shapes(point)
     device = jax_device(point.device)
     # committed to the point's device (device_put), so that every jitted call runs there: an
     # array made under jax.default_device is uncommitted and jit would place the computation
     # on JAX's default device (the GPU for a "cpu" point, cuda:0 for "cuda:1")
-    shapes = (shape, kv_shape, kv_shape) + (() if point.pass_ == "forward" else (shape,))
+    shapes = (shape, kv_shape, v_shape) + (() if point.pass_ == "forward" else (out_shape,))
     q, k, v, *rest = seeded_normal(shapes, seed, dtype, device)
     ct = rest[0] if rest else None
     input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))

@@ -155,15 +155,17 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     import time
 
     from harness.contract.axes import method_keywords
+    from harness.contract.head_dims import value_shapes
     from harness.contract.point_masks import point_mask
 
     dtype = torch_dtype(point.dtype)
     shape = (point.batch, point.heads, point.n_queries, point.head_dim)
     kv_shape = (point.batch, point.n_kv_heads, point.seq_len, point.head_dim)
+    v_shape, out_shape = value_shapes(point)
     gen = torch.Generator(device=point.device).manual_seed(seed)
     needs_grad = point.pass_ != "forward"
     q, k, v = (torch.randn(s, generator=gen, device=point.device, dtype=dtype)
-               .requires_grad_(needs_grad) for s in (shape, kv_shape, kv_shape))
+               .requires_grad_(needs_grad) for s in (shape, kv_shape, v_shape))
     input_bytes = sum(x.numel() * x.element_size() for x in (q, k, v))
     mask = point_mask(point, seed=seed)
     extra = {"window": mask.get("window"),
@@ -215,7 +217,7 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                 return forward()
         setup = clear_grads
     else:
-        grad = torch.randn(shape, generator=gen, device=point.device, dtype=dtype)
+        grad = torch.randn(out_shape, generator=gen, device=point.device, dtype=dtype)
         input_bytes += grad.numel() * grad.element_size()
         if point.pass_ == "forward_backward":
             def run() -> Any:
