@@ -142,6 +142,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
               alibi=True, documents=True,
+              reasons=(("fp8_kv", "FlashAttention-2 takes float16/bfloat16 only: no FP8 "
+                                  "inputs (FP8 forward is FlashAttention-3's, Hopper)"),),
               paths=(("gqa", "num_heads_k < num_heads"),
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),

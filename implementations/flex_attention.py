@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from harness.contract.registry import Capabilities, Query, register
 from harness.contract.traits import Traits
-from harness.metrics.traffic import tiled_exact
+from harness.metrics.traffic import dequant_copy, tiled_exact
+from implementations import _fp8 as fp8
 
 
 RECOMPILE_LIMIT = 64   # one compilation per (shape, mask structure) seen in one process
@@ -88,8 +89,10 @@ def alibi_score_mod(slopes, *, t_q: int, t_k: int):
 
 
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-            document_ids=None):
-    """Build the block mask and score_mod once; returns the call (q, k, v) -> out."""
+            document_ids=None, kv_dtype="", k_scale=None, v_scale=None):
+    """Build the block mask and score_mod once; returns the call (q, k, v) -> out. FP8 k, v
+    (``k_scale``, ``v_scale``) are dequantised inside the call, before the compiled kernel
+    (flex_attention takes no FP8 inputs)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     batch, _, t_q, _ = q.shape
@@ -108,6 +111,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     flex = _compiled()
 
     def call(q_, k_, v_):
+        k_, v_ = fp8.dequantised(q_, k_, v_, k_scale, v_scale)
         return flex(q_, k_, v_, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa)
 
     return call
@@ -127,13 +131,17 @@ def cpu_backward_constraint(query: Query) -> list[str]:
           capabilities=Capabilities(
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
-              alibi=True, documents=True,
+              alibi=True, documents=True, fp8_kv=True,
               paths=(("gqa", "enable_gqa=True"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
-                     ("alibi", "score_mod"))),
-          traffic=tiled_exact)   # fused: the T x T scores are never stored
+                     ("alibi", "score_mod"),
+                     ("fp8_kv", fp8.PATH + ", before the compiled kernel"))),
+          # fused: the T x T scores are never stored; FP8 k, v dequantised into a copy
+          traffic=dequant_copy(tiled_exact))
 def flex_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                   alibi_slopes=None, document_ids=None):
+                   alibi_slopes=None, document_ids=None, kv_dtype="", k_scale=None,
+                   v_scale=None):
     """torch.compile'd flex_attention with a block mask and an ALiBi score_mod."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
-                   alibi_slopes=alibi_slopes, document_ids=document_ids)(q, k, v)
+                   alibi_slopes=alibi_slopes, document_ids=document_ids, k_scale=k_scale,
+                   v_scale=v_scale)(q, k, v)

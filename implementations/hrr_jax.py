@@ -357,7 +357,8 @@ def _platform(x) -> str:
                                   "key)"),
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)")),
+                                     "every key)"),
+                       ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path")),
                                     paths=(("gqa", "beta (C) computed once per key/value head; "
                                                    "the group's query rows are multiplied "
                                                    "against it (no copy of k, v)"),)),

@@ -516,7 +516,8 @@ def _hrr_fft(q, k, v, keep):
                                   "key)"),
                        ("alibi", "HRR attention has no positional bias"),
                        ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)")),
+                                     "every key)"),
+                       ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path")),
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),

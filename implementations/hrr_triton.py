@@ -212,7 +212,8 @@ HRR_REASONS = (
               "unsupported"),
     ("window", "HRR attention has no mask but key padding (beta sums every key)"),
     ("alibi", "HRR attention has no positional bias"),
-    ("documents", "HRR attention has no mask but key padding (beta sums every key)"))
+    ("documents", "HRR attention has no mask but key padding (beta sums every key)"),
+    ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path"))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

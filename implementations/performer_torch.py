@@ -184,7 +184,9 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                           ("alibi", "ALiBi's bias is not a product of feature maps, so FAVOR+ "
                                     "cannot add it"),
                           ("documents", "packed documents would need one prefix sum per "
-                                        "document (not written)")),
+                                        "document (not written)"),
+                          ("fp8_kv", "Performer's random-feature maps of k are computed in "
+                                     "float32 or wider: no FP8 key/value path")),
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
                         ("causal Tq != Tk", "prefix sums started from the first Tk - Tq "
                                             "keys"))),

@@ -189,6 +189,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
               devices=("cuda",), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=False, backward=True, gqa=True, q_len=True, window=True,
               alibi=True, documents=True,
+              reasons=(("fp8_kv", "xFormers' memory_efficient_attention takes no FP8 inputs"),),
               paths=(("gqa", "5-D layout (B, T, Hkv, group, D), k and v expanded as views "
                              "(forward only)"),
                      ("causal Tq != Tk", "LowerTriangularFromBottomRightMask"),

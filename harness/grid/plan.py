@@ -55,6 +55,7 @@ class SweepRequest:
     window: str | None = None
     alibi: str | None = None
     documents: str | None = None
+    kv_dtype: str | None = None
     # axes without a field here (a plug-in's): (name, flag text) pairs
     extra_axes: tuple[tuple[str, str], ...] = ()
     preset: str | None = None

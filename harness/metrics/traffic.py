@@ -28,6 +28,10 @@ Workload axes (windows, documents, ALiBi, Tq != Tk), decided simply:
   had before the workload axes). Packed documents otherwise cost no extra bytes (varlen,
   block-diagonal and block masks read each token once). Key padding is not a sweep axis.
 
+FP8 keys and values (kv_dtype): k and v are read at 1 byte per element, which is FP8's point; a
+method that dequantises them into a copy first (``dequant_copy``) also writes and reads that
+copy in the point's dtype. The dequantising multiply adds no counted FLOPs.
+
 It is a lower bound: re-reads that a cache may or may not absorb are not counted, so the
 achieved bytes/s (bytes_moved / median time) cannot exceed the copy bandwidth unless a model or
 a peak is wrong. Elements are counted in the input dtype, except where a method computes in
@@ -95,9 +99,14 @@ def _q_bytes(point: PointLike) -> float:
                  * element_bytes(point.dtype))
 
 
+def kv_element_bytes(point: PointLike) -> int:
+    """Bytes of one stored key/value element: 1 for FP8 (the kv_dtype axis), else the dtype's."""
+    return 1 if getattr(point, "kv_dtype", "") else element_bytes(point.dtype)
+
+
 def _kv_bytes(point: PointLike, heads: int, keys: int) -> float:
-    """Bytes of one (B, heads, keys, D) tensor (k, v, dk, dv) in the input dtype."""
-    return float(point.batch * heads * keys * point.head_dim * element_bytes(point.dtype))
+    """Bytes of one (B, heads, keys, D) tensor (k, v, dk, dv) as stored (FP8: 1 byte each)."""
+    return float(point.batch * heads * keys * point.head_dim * kv_element_bytes(point))
 
 
 def _scores_bytes(point: PointLike, *, rows: int | None = None) -> float:
@@ -143,6 +152,23 @@ COMPULSORY_TEXT = ("compulsory: read q, k, v, write o (forward); read q, k, v, d
 KV_COPY_TEXT = ("; k, v expanded to the query heads (the copy written and read, dk, dv reduced "
                 "back) when kv_heads < heads")
 ALIBI_TEXT = "; the ALiBi bias tensor written and read once"
+
+
+def dequant_copy(model: TrafficModel) -> TrafficModel:
+    """``model`` for a method that dequantises FP8 k, v into a copy in the point's dtype inside
+    its call (the naive path): on kv_dtype points, + that copy of k and of v written once and
+    read once (the FP8 tensors themselves are read at 1 byte per element by ``model``)."""
+    def with_copy(point: PointLike) -> Traffic:
+        base = model(point)
+        if not getattr(point, "kv_dtype", ""):
+            return base
+        copy = float(point.batch * kv_heads(point) * point.seq_len * point.head_dim
+                     * element_bytes(point.dtype))
+        return Traffic(base.bytes_moved + 2 * 2 * copy,
+                       base.model + f"; k, v read as FP8 (1 byte each) and dequantised into a "
+                                    f"{point.dtype} copy, written and read once each")
+
+    return with_copy
 
 
 def compulsory(point: PointLike) -> Traffic:
