@@ -39,7 +39,8 @@ def case_point(**axes: Any) -> Point:
 
 def builtin_cases() -> list[WorkloadCase]:
     """GQA, MQA, Tq != Tk causal (a decode step Tq=1, a chunk Tq=7), windows one-sided (causal)
-    and two-sided, ALiBi, packed documents, and key padding with a window."""
+    and two-sided, ALiBi, packed documents, key padding with a window, and FP8 keys and values
+    (e4m3 causal; e5m2 in a GQA decode step)."""
     return [
         WorkloadCase("gqa Hkv=2", case_point(kv_heads=2)),
         WorkloadCase("mqa Hkv=1", case_point(kv_heads=1)),
@@ -50,6 +51,10 @@ def builtin_cases() -> list[WorkloadCase]:
         WorkloadCase("alibi causal", case_point(alibi=True, causal=True)),
         WorkloadCase("documents 3 causal", case_point(documents=3, causal=True)),
         WorkloadCase("padding + window 16", case_point(window=16), padded=True),
+        # FP8 keys and values (per-tensor scales): gated against the dequantised inputs
+        WorkloadCase("kv fp8e4m3 causal", case_point(kv_dtype="float8_e4m3fn", causal=True)),
+        WorkloadCase("kv fp8e5m2 decode Tq=1 Hkv=2",
+                     case_point(kv_dtype="float8_e5m2", q_len=1, kv_heads=2, causal=True)),
     ]
 
 

@@ -35,8 +35,6 @@ def quantise_kv(x: Any, kv_dtype: str) -> tuple[Any, float]:
     """(x in the FP8 dtype, its per-tensor scale) as harness.contract.quant defines them:
     scale = amax / FP8 max (float32), codes = x / scale clamped to the format's range, cast with
     torch's round-to-nearest-even."""
-    import torch
-
     from harness.contract.quant import fp8_format, scale_for
 
     scale = scale_for(float(x.detach().abs().max()) if x.numel() else 0.0, kv_dtype)
