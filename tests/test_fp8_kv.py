@@ -96,9 +96,14 @@ def test_axis_parses_labels_and_keeps_old_point_ids():
 
 
 def test_fp8_kv_is_forward_only():
-    assert small_point(kv_dtype="float8_e4m3fn").workload_problem() is None
-    problem = small_point(kv_dtype="float8_e4m3fn", pass_="backward").workload_problem()
-    assert problem and "forward pass only" in problem
+    method = REGISTRY.get("softmax_torch")
+    for pass_ in ("backward", "forward_backward"):
+        point = small_point(kv_dtype="float8_e4m3fn", pass_=pass_)
+        assert point.workload_problem() is None     # a grid may hold it: a record says why
+        verdict = method.supports(features=point.all_features(), run_probe=False)
+        assert not verdict and "forward pass only" in verdict.reason
+    assert method.supports(features=small_point(kv_dtype="float8_e4m3fn").all_features(),
+                           run_probe=False)
 
 
 # -- the gate and the error ---------------------------------------------------------------------

@@ -23,6 +23,9 @@ from harness.contract.parsers import _items
 from harness.errors import UsageError
 
 SCALE_GRANULARITY = "per_tensor"
+# an FP8 key/value cache is an inference input: no method is asked for gradients through it
+FP8_BACKWARD_REASON = ("FP8 keys and values are an inference cache: forward pass only (no "
+                       "gradient through FP8 k, v)")
 
 
 @dataclass(frozen=True)

@@ -220,8 +220,6 @@ class Point:
                 return "documents need q_len == seq_len"
             if self.documents > self.seq_len:
                 return f"documents={self.documents} > seq_len={self.seq_len}"
-        if self.kv_dtype and self.pass_ != "forward":
-            return "an FP8 key/value cache is an inference input: forward pass only"
         return None
 
     @property
