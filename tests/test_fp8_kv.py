@@ -252,3 +252,26 @@ def test_report_shows_speed_and_error_side_by_side():
     assert row["time_ratio"] == 1.5
     columns = list(points_table(speed).columns)
     assert columns[columns.index("time_s") + 1] == "quant_error" and "kv_dtype" in columns
+
+
+# -- on a GPU ---------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_fp8_kv_gate_and_error_on_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+    from harness.grid.settings import TimingSettings, WorkerContext
+    from harness.measure.gate import check_point
+    from harness.measure.worker import timing_task
+
+    for impl in ("softmax_torch", "sdpa_math", "flex_attention"):
+        for kv_dtype in FORMATS:
+            point = small_point(impl, device="cuda", dtype="bfloat16", kv_heads=2,
+                                kv_dtype=kv_dtype)
+            gate = check_point(REGISTRY.get(impl), point)
+            assert gate.passed, (impl, kv_dtype, gate)
+    settings = TimingSettings(warmup=0, min_time_s=0.0, min_repeats=1, max_repeats=1)
+    result = timing_task(small_point(device="cuda", dtype="bfloat16",
+                                     kv_dtype="float8_e4m3fn"), settings, WorkerContext())
+    assert result.status == "ok", result.message
+    assert 0 < result.quant_error < 0.1
