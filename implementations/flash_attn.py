@@ -154,7 +154,9 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                                   "inputs with cu_seqlens; ragged batches reach methods "
                                   "padded, and packing inside the call is not wired"),
                        ("head_dim_v", "FlashAttention 2 needs v's head dim equal to q's and "
-                                      "k's (mha_fwd checks v's shape against q's head size)")),
+                                      "k's (mha_fwd checks v's shape against q's head size)"),
+                       ("fp8_kv", "FlashAttention-2 takes float16/bfloat16 only: no FP8 "
+                                  "inputs (FP8 forward is FlashAttention-3's, Hopper)")),
               paths=(("gqa", "num_heads_k < num_heads"),
                      ("causal Tq != Tk", "bottom-right (FlashAttention >= 2.1)"),
                      ("window", "window_size=(left, right)"),

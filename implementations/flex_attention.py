@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from harness.contract.registry import Capabilities, Query, register
 from harness.contract.traits import Traits
-from harness.metrics.traffic import tiled_exact
+from harness.metrics.traffic import dequant_copy, tiled_exact
+from implementations import _fp8 as fp8
 
 
 RECOMPILE_LIMIT = 64
@@ -153,15 +154,17 @@ def sink_rescaled(out, lse, sinks):
 
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
             document_ids=None, softcap=None, sinks=None, q_lengths=None, kv_lengths=None,
-            page_table=None):
-    """Build the block mask and score_mod once; returns the call (q, k, v) -> out."""
+            page_table=None, kv_dtype="", k_scale=None, v_scale=None):
+    """Build the block mask and score_mod once; returns the call (q, k, v) -> out. FP8 k, v
+    (``k_scale``, ``v_scale``) are dequantised inside the call, before the compiled kernel
+    (flex_attention takes no FP8 inputs)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     if page_table is not None:
         return prepare_paged(q, k, v, page_table, kv_lengths, causal=causal, window=window,
                              alibi_slopes=alibi_slopes, q_lengths=q_lengths,
                              key_padding_mask=key_padding_mask, document_ids=document_ids,
-                             softcap=softcap, sinks=sinks)
+                             softcap=softcap, sinks=sinks, k_scale=k_scale, v_scale=v_scale)
     batch, _, t_q, _ = q.shape
     t_k = k.shape[2]
 
@@ -185,6 +188,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
         sink_logits = sinks.to(q.device)
 
         def call_with_sinks(q_, k_, v_):
+            k_, v_ = fp8.dequantised(q_, k_, v_, k_scale, v_scale)
             out, lse = flex_lse(q_, k_, v_, score_mod=score_mod, block_mask=block_mask,
                                 enable_gqa=gqa)
             return sink_rescaled(out, lse, sink_logits)
@@ -193,6 +197,7 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
     flex = _compiled()
 
     def call(q_, k_, v_):
+        k_, v_ = fp8.dequantised(q_, k_, v_, k_scale, v_scale)
         return flex(q_, k_, v_, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa)
 
     return call
@@ -207,7 +212,7 @@ def paged_attention_class():
 
 def prepare_paged(q, k_pool, v_pool, page_table, kv_lengths, *, causal=False, window=None,
                   alibi_slopes=None, q_lengths=None, key_padding_mask=None,
-                  document_ids=None, softcap=None, sinks=None):
+                  document_ids=None, softcap=None, sinks=None, k_scale=None, v_scale=None):
     """A paged cache (harness.contract.paging) through torch's PagedAttention: the logical
     block mask (KV block = one page) over each sequence's keys, converted to the physical
     pages by ``convert_logical_block_mask``; the NHD pools are laid out once as its cache
@@ -264,7 +269,8 @@ def prepare_paged(q, k_pool, v_pool, page_table, kv_lengths, *, causal=False, wi
         sink_logits = sinks.to(device)
 
         def call_with_sinks(q_, k_, v_):
-            out, lse = flex_lse(q_, cache_k, cache_v, score_mod=score_mod,
+            k_, v_ = fp8.dequantised(q_, cache_k, cache_v, k_scale, v_scale)
+            out, lse = flex_lse(q_, k_, v_, score_mod=score_mod,
                                 block_mask=block_mask, enable_gqa=gqa)
             return sink_rescaled(out, lse, sink_logits)
 
@@ -272,8 +278,8 @@ def prepare_paged(q, k_pool, v_pool, page_table, kv_lengths, *, causal=False, wi
     flex = _compiled()
 
     def call(q_, k_, v_):   # k_, v_: the pools, read as the cache laid out above
-        return flex(q_, cache_k, cache_v, score_mod=score_mod, block_mask=block_mask,
-                    enable_gqa=gqa)
+        k_, v_ = fp8.dequantised(q_, cache_k, cache_v, k_scale, v_scale)
+        return flex(q_, k_, v_, score_mod=score_mod, block_mask=block_mask, enable_gqa=gqa)
 
     return call
 
@@ -293,7 +299,7 @@ def cpu_backward_constraint(query: Query) -> list[str]:
               devices=("cpu", "cuda"), dtypes=("float32", "float16", "bfloat16"), causal=True,
               key_padding_mask=True, backward=True, gqa=True, q_len=True, window=True,
               alibi=True, documents=True, softcap=True, sinks=True, paged=True, ragged=True,
-              head_dim_v=True,
+              head_dim_v=True, fp8_kv=True,
               paths=(("gqa", "enable_gqa=True"),
                      ("head_dim_v", "v of its own head dim (flex_attention's output takes v's)"),
                      ("masks", "create_block_mask from one mask_mod (and_masks)"),
@@ -307,14 +313,17 @@ def cpu_backward_constraint(query: Query) -> list[str]:
                                "out once in prepare as its (1, Hkv, pages x page_size, D) "
                                "cache"),
                      ("ragged", "per-row mask_mod on the lengths: padded tensors, fully "
-                                "masked blocks skipped"))),
-          traffic=tiled_exact)   # fused: the T x T scores are never stored
+                                "masked blocks skipped"),
+                     ("fp8_kv", fp8.PATH + ", before the compiled kernel"))),
+          # fused: the T x T scores are never stored; FP8 k, v dequantised into a copy
+          traffic=dequant_copy(tiled_exact))
 def flex_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                    alibi_slopes=None, document_ids=None, softcap=None, sinks=None,
-                   q_lengths=None, kv_lengths=None, page_table=None):
+                   q_lengths=None, kv_lengths=None, page_table=None, kv_dtype="",
+                   k_scale=None, v_scale=None):
     """torch.compile'd flex_attention with a block mask, a softcap and ALiBi score_mod and the
     sinks' rescaling."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
                    alibi_slopes=alibi_slopes, document_ids=document_ids, softcap=softcap,
                    sinks=sinks, q_lengths=q_lengths, kv_lengths=kv_lengths,
-                   page_table=page_table)(q, k, v)
+                   page_table=page_table, k_scale=k_scale, v_scale=v_scale)(q, k, v)

@@ -526,7 +526,8 @@ def _hrr_fft(q, k, v, keep):
                                  "and HRR's reference has none"),
                        ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
                        ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written"),
-                       ("head_dim_v", HRR_HEAD_DIMS)),
+                       ("head_dim_v", HRR_HEAD_DIMS),
+                       ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path")),
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),

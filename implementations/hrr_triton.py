@@ -222,7 +222,8 @@ HRR_REASONS = (
               "bind(k_t, v_t)"),
     ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each "
                "sequence's keys) not written"),
-    ("head_dim_v", HRR_HEAD_DIMS))
+    ("head_dim_v", HRR_HEAD_DIMS),
+    ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path"))
 
 
 def hrr_triton(q, k, v, *, causal=False, key_padding_mask=None, input_precision="ieee"):

@@ -193,7 +193,9 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                           ("paged", "Performer's decode state is its prefix sums of feature "
                                     "maps, not a key/value cache: nothing to page"),
                           ("ragged", "per-sequence lengths would need per-row prefix sums "
-                                     "(not written)")),
+                                     "(not written)"),
+                          ("fp8_kv", "Performer's random-feature maps of k are computed in "
+                                     "float32 or wider: no FP8 key/value path")),
                  paths=(("gqa", "key/value features shared by the query heads of a group"),
                         ("head_dim_v", "features of q and k only: phi(k)^T v and the output "
                                        "take v's head dim"),

@@ -11,7 +11,8 @@ import warnings
 from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, Query, first_line, register
 from harness.contract.traits import Traits
-from harness.metrics.traffic import materialised, tiled
+from harness.metrics.traffic import dequant_copy, materialised, tiled
+from implementations import _fp8 as fp8
 from implementations._torch_masks import alibi_bias, allowed_keys
 from implementations._torch_paging import PAGED_PATH, RAGGED_PATH, dense_kv
 
@@ -175,12 +176,18 @@ SCORE_MOD_REASONS = (
 # own limits (alignment, head dims at most 128/256), refused at run time with torch's reasons.
 SDPA_FLASH_HEAD_DIMS = ("SDPA's flash kernel needs q, k and v of one head dim (torch's "
                         "check_head_dim_size_flash), so D_v != D is unsupported")
+# FP8 k, v: SDPA takes no float8 inputs in any backend; the math backend is given them
+# dequantised inside the timed call (implementations._fp8: the naive path). The fused backends
+# are not: a dequantised copy before a fused kernel is not that kernel's FP8 path.
+NO_FP8_REASON = ("torch SDPA takes no FP8 inputs; its fused backends have no FP8 key/value "
+                 "path (sdpa_math records the dequantise-then-attend baseline)")
 
 
 def _pinned(backend: str):
     def attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                   alibi_slopes=None, document_ids=None, q_lengths=None, kv_lengths=None,
-                  page_table=None):
+                  page_table=None, kv_dtype="", k_scale=None, v_scale=None):
+        k, v = fp8.dequantised(q, k, v, k_scale, v_scale)
         return sdpa_attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                               window=window, alibi_slopes=alibi_slopes,
                               document_ids=document_ids, backend=backend,
@@ -196,17 +203,20 @@ for _name, (_backend, _devices, _dtypes) in BACKENDS.items():
                  devices=_devices, dtypes=_dtypes, causal=True, key_padding_mask=True,
                  backward=True, gqa=True, q_len=True, window=True, alibi=True, documents=True,
                  paged=True, ragged=True, head_dim_v=_backend != "FLASH_ATTENTION",
-                 reasons=SCORE_MOD_REASONS + (("head_dim_v", SDPA_FLASH_HEAD_DIMS),),
+                 fp8_kv=_backend == "MATH",
+                 reasons=SCORE_MOD_REASONS + (("head_dim_v", SDPA_FLASH_HEAD_DIMS),) + (
+                     () if _backend == "MATH" else (("fp8_kv", NO_FP8_REASON),)),
                  paths=(("gqa", "enable_gqa=True"),
                         ("paged", PAGED_PATH), ("ragged", RAGGED_PATH),
                         ("causal Tq != Tk", "torch.nn.attention.bias.causal_lower_right"),
                         ("masks", "boolean attn_mask (padding, window, documents)"),
-                        ("alibi", "float attn_mask bias"))),
+                        ("alibi", "float attn_mask bias"),
+                        *((("fp8_kv", fp8.PATH),) if _backend == "MATH" else ()))),
              description=f"torch SDPA pinned to SDPBackend.{_backend}",
              constraints=_cuda_flash_constraints if _name == "sdpa_flash" else None,
              # MATH forms the Tq x Tk scores and copies k, v to the query heads under
              # enable_gqa (repeat_interleave inside aten); the other backends are tiled
              # kernels with native GQA. ALiBi is a float attn_mask, per batch row with documents
-             traffic=(materialised(kv_copy=True, alibi_bias="rows") if _backend == "MATH"
-                      else tiled(alibi_bias="rows")),
+             traffic=(dequant_copy(materialised(kv_copy=True, alibi_bias="rows"))
+                      if _backend == "MATH" else tiled(alibi_bias="rows")),
              )(_pinned(_backend))

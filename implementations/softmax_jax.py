@@ -27,11 +27,15 @@ def matmul_precision(dtype):
 
 @functools.cache
 def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi: bool,
-              documents: bool, softcap: float = 0.0, sinks: bool = False):
+              documents: bool, softcap: float = 0.0, sinks: bool = False, fp8: bool = False):
     import jax
     import jax.numpy as jnp
 
-    def attention(q, k, v, key_padding_mask, alibi_slopes, document_ids, sink_logits=None):
+    def attention(q, k, v, key_padding_mask, alibi_slopes, document_ids, sink_logits=None,
+                  k_scale=None, v_scale=None):
+        if fp8:   # FP8 k, v dequantised in the jitted call (XLA may fuse it into the einsum)
+            k = k.astype(q.dtype) * k_scale.astype(q.dtype)
+            v = v.astype(q.dtype) * v_scale.astype(q.dtype)
         batch, q_heads, t_q, dim = q.shape
         kv_heads, t_k = k.shape[1], k.shape[2]
         group = q_heads // kv_heads
@@ -90,18 +94,28 @@ def _compiled(causal: bool, masked: bool, window: tuple[int, int] | None, alibi:
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
               window=True, alibi=True, documents=True, softcap=True, sinks=True,
-              head_dim_v=True,
+              head_dim_v=True, fp8_kv=True,
               paths=(("gqa", "q viewed as (B, Hkv, group, Tq, D): k, v not copied"),
                      ("masks", "explicit boolean Tq x Tk mask"),
                      ("alibi", "explicit Tq x Tk bias"),
                      ("softcap", "cap * tanh(s / cap) on the Tq x Tk scores"),
-                     ("sinks", "one sink column in the softmax, dropped before P V"))),
+                     ("sinks", "one sink column in the softmax, dropped before P V"),
+                     ("fp8_kv", "k.astype(q.dtype) * k_scale inside the jitted call "
+                                "(jnp.float8_e4m3fn / float8_e5m2 inputs; XLA may fuse the "
+                                "dequantisation)"))),
+          # FP8 k, v read at 1 byte each; no dequantised copy counted (XLA may fuse it, and
+          # the model is a lower bound)
           traffic=materialised_scores)
 def softmax_jax(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                alibi_slopes=None, document_ids=None, softcap=None, sinks=None):
+                alibi_slopes=None, document_ids=None, softcap=None, sinks=None, kv_dtype="",
+                k_scale=None, v_scale=None):
     """jit-compiled softmax(Q K^T / sqrt(D)) V in JAX."""
+    import numpy as np
+
     window = None if window is None else (int(window[0]), int(window[1]))
+    fp8 = k_scale is not None
     fn = _compiled(bool(causal), key_padding_mask is not None, window,
                    alibi_slopes is not None, document_ids is not None,
-                   float(softcap or 0.0), sinks is not None)
-    return fn(q, k, v, key_padding_mask, alibi_slopes, document_ids, sinks)
+                   float(softcap or 0.0), sinks is not None, fp8)
+    scales = (np.float32(k_scale), np.float32(v_scale)) if fp8 else (None, None)
+    return fn(q, k, v, key_padding_mask, alibi_slopes, document_ids, sinks, *scales)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
-from harness.metrics.traffic import materialised
+from harness.metrics.traffic import dequant_copy, materialised
+from implementations import _fp8 as fp8
 from implementations._torch_masks import alibi_bias, allowed_keys, softmax_with_sinks
 from implementations._torch_paging import PAGED_PATH, RAGGED_PATH, dense_kv
 
@@ -24,22 +25,26 @@ from implementations._torch_paging import PAGED_PATH, RAGGED_PATH, dense_kv
               devices=("cpu", "cuda"), dtypes=("float64", "float32", "float16", "bfloat16"),
               causal=True, key_padding_mask=True, backward=True, gqa=True, q_len=True,
               window=True, alibi=True, documents=True, softcap=True, sinks=True, paged=True,
-              ragged=True, head_dim_v=True,
+              ragged=True, head_dim_v=True, fp8_kv=True,
               paths=(("gqa", "k, v expanded with repeat_interleave (naive baseline)"),
                      ("masks", "explicit boolean Tq x Tk mask"),
                      ("alibi", "explicit Tq x Tk bias"),
                      ("softcap", "cap * tanh(s / cap) on the Tq x Tk scores"),
                      ("sinks", "one sink column in the softmax, dropped before P V"),
-                     ("paged", PAGED_PATH), ("ragged", RAGGED_PATH))),
-          # k, v copied to the query heads; ALiBi one (1, Hq, Tq, Tk) bias tensor
-          traffic=materialised(kv_copy=True, alibi_bias="heads"))
+                     ("paged", PAGED_PATH), ("ragged", RAGGED_PATH),
+                     ("fp8_kv", fp8.PATH))),
+          # k, v copied to the query heads; ALiBi one (1, Hq, Tq, Tk) bias tensor; FP8 k, v
+          # dequantised into a copy
+          traffic=dequant_copy(materialised(kv_copy=True, alibi_bias="heads")))
 def softmax_torch(q, k, v, *, causal=False, key_padding_mask=None, window=None,
                   alibi_slopes=None, document_ids=None, softcap=None, sinks=None,
-                  q_lengths=None, kv_lengths=None, page_table=None):
+                  q_lengths=None, kv_lengths=None, page_table=None, kv_dtype="", k_scale=None,
+                  v_scale=None):
     """Vanilla softmax(Q K^T / sqrt(D)) V with the Tq x Tk matrix in memory."""
     import torch
 
     k, v = dense_kv(k, v, page_table, kv_lengths, key_padding_mask)
+    k, v = fp8.dequantised(q, k, v, k_scale, v_scale)
     if k.shape[1] != q.shape[1]:
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)

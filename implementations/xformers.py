@@ -197,7 +197,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                        ("sinks", "memory_efficient_attention has no sink term; one extra zero "
                                  "key and value with a tensor attn_bias column of sink logits "
                                  "would be exact, but it copies K and V and materialises a "
-                                 "Hq x Tq x (Tk + 1) bias in every call")),
+                                 "Hq x Tq x (Tk + 1) bias in every call"),
+                       ("fp8_kv", "xFormers' memory_efficient_attention takes no FP8 inputs")),
               paths=(("gqa", "5-D layout (B, T, Hkv, group, D), k and v expanded as views "
                              "(forward only)"),
                      ("head_dim_v", "v of its own head dim (Kv != K: xformers' cutlass "

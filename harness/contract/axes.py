@@ -52,6 +52,8 @@ from harness.contract.parsers import (
     parse_softcaps,
     parse_windows,
 )
+from harness.contract.quant import label as kv_label
+from harness.contract.quant import parse_kv_dtypes
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,12 @@ for _axis in (
                                              "lengths",
          feature="documents", reason="no packed-documents mask", label=lambda v: f"docs={v}",
          field="documents", store=lambda v, p: v or None),
+    # FP8 keys and values with per-tensor scales (harness.contract.quant); q stays in dtype
+    Axis("kv_dtype", parse_kv_dtypes, "", "keys and values stored in FP8 with per-tensor "
+                                          "scales: float8_e4m3fn, float8_e5m2, none "
+                                          "(default: the point's dtype)",
+         feature="fp8_kv", reason="no FP8 key/value inputs", label=kv_label, field="kv_dtype",
+         type=str, store=lambda v, p: v or None),
 ):
     register_axis(_axis)
 

@@ -68,6 +68,7 @@ class Point:
     window: int = -1           # sliding window of this many keys back; -1 = none
     alibi: bool = False        # ALiBi biases with BLOOM's slopes
     documents: int = 0         # seq_len split into this many packed documents; 0 = none
+    kv_dtype: str = ""         # keys and values in this FP8 dtype (harness.contract.quant)
     extra_axes: tuple[tuple[str, Any], ...] = ()   # axes without a field: (name, value)
 
     kind: ClassVar[str] = "speed"
@@ -346,6 +347,9 @@ class GateMetrics:
 class FidelityMetrics:
     """The timed output against exact softmax attention (approximate families)."""
     deviation_from_softmax: float | None = None
+    # kv_dtype points: |out - exact|_F / |exact|_F with exact the float64 attention of the
+    # unquantised inputs (what FP8 costs in accuracy, beside what it gains in speed)
+    quant_error: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -413,6 +417,8 @@ class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
     low_clock_timing_samples: int | None = to_extra()
     # how the method compiles (Implementation.compile_mode), where it says
     compile_mode: str | None = to_extra()
+    # kv_dtype points: the FP8 scales (harness.contract.quant.scales_note)
+    kv_scales: dict[str, Any] | None = to_extra()
 
     def set_conditions(self, values: dict[str, Any]) -> None:
         """Fill the timing-condition fields from a dict (unknown keys are a bug: raise)."""
@@ -478,6 +484,7 @@ class SpeedRecord(RecordBookkeeping, FidelityMetrics, GateMetrics, TimingConditi
     window: int | None = None              # keys back; None: no window
     alibi: bool = False
     documents: int | None = None           # packed documents; None: none
+    kv_dtype: str | None = None            # FP8 keys and values; None: the point's dtype
     # the axes without a field here (a plug-in's; harness.contract.axes), non-default values
     axes: dict[str, Any] = field(default_factory=dict)
 

@@ -30,6 +30,7 @@ from harness.contract import probe as probing
 from harness.contract.frameworks import device_kind
 from harness.contract.parsers import DTYPES
 from harness.contract.probe import Availability, ProbeResult
+from harness.contract.quant import FP8_BACKWARD_REASON
 from harness.contract.traits import Traits
 from harness.errors import UnknownNameError, UnsupportedError, UsageError, first_line
 
@@ -215,6 +216,8 @@ class Implementation:
             reasons.append(f"dtype {query.dtype} not supported "
                            f"(supports {', '.join(caps.dtypes)})")
         reasons.extend(caps.missing_reasons(query.features))
+        if query.has("fp8_kv") and query.has("backward") and caps.has("fp8_kv"):
+            reasons.append(FP8_BACKWARD_REASON)
         if self.constraints is not None:
             reasons.extend(self._constraint_reasons(query))
         return reasons

@@ -35,7 +35,8 @@ from harness.contract.parsers import parse_bytes, parse_devices
 
 INPUT_DISTRIBUTION = ("q, k, v ~ N(0, 1), seeded (seed in settings); no key-padding mask; "
                       "packed documents (--documents) split T at seeded random points "
-                      "(seed 0)")
+                      "(seed 0); --kv-dtype: k, v drawn in the point's dtype, then quantised to "
+                      "FP8 with one scale per tensor (amax / FP8 max)")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SweepRequest:
     window: str | None = None
     alibi: str | None = None
     documents: str | None = None
+    kv_dtype: str | None = None
     # axes without a field here (a plug-in's): (name, flag text) pairs
     extra_axes: tuple[tuple[str, str], ...] = ()
     preset: str | None = None

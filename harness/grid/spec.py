@@ -44,6 +44,7 @@ class SweepSpec:
     window: tuple[int, ...] = (-1,)
     alibi: tuple[bool, ...] = (False,)
     documents: tuple[int, ...] = (0,)
+    kv_dtype: tuple[str, ...] = ("",)
 
     # axes without a field (a plug-in's): (name, values) pairs
     extra_axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()

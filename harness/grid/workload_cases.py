@@ -50,8 +50,9 @@ def case_point(**axes: Any) -> Point:
 
 def builtin_cases() -> list[WorkloadCase]:
     """GQA, MQA, Tq != Tk causal (a decode step Tq=1, a chunk Tq=7), windows one-sided (causal)
-    and two-sided, ALiBi, packed documents, key padding with a window, and v's head dim
-    differing from q's and k's (MLA's shapes among them)."""
+    and two-sided, ALiBi, packed documents, key padding with a window, v's head dim differing
+    from q's and k's (MLA's shapes among them), and FP8 keys and values (e4m3 causal; e5m2 in a
+    GQA decode step)."""
     return [
         WorkloadCase("gqa Hkv=2", case_point(kv_heads=2)),
         WorkloadCase("mqa Hkv=1", case_point(kv_heads=1)),
@@ -65,6 +66,10 @@ def builtin_cases() -> list[WorkloadCase]:
         *score_mod_cases(),
         *paged_ragged_cases(),
         *head_dim_cases(),
+        # FP8 keys and values (per-tensor scales): gated against the dequantised inputs
+        WorkloadCase("kv fp8e4m3 causal", case_point(kv_dtype="float8_e4m3fn", causal=True)),
+        WorkloadCase("kv fp8e5m2 decode Tq=1 Hkv=2",
+                     case_point(kv_dtype="float8_e5m2", q_len=1, kv_heads=2, causal=True)),
     ]
 
 

@@ -16,6 +16,7 @@ from harness.contract.masking import alibi_slopes, packed_document_ids
 from harness.contract.paging import paged_kv
 from harness.contract.point_masks import point_mask, sink_logits
 from harness.contract.probe import GateResult
+from harness.contract.quant import KV_DTYPES, dequantise, quantise
 from harness.contract.records import Point
 from harness.contract.reference import (
     GATE_TOLERANCE,
@@ -102,10 +103,12 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
                    alibi_slopes: np.ndarray | None = None,
                    document_ids: np.ndarray | None = None,
                    keywords: dict[str, Any] | None = None, softcap: float | None = None,
-                   sinks: np.ndarray | None = None, page_size: int = 0,
+                   sinks: np.ndarray | None = None, page_size: int = 0, kv_dtype: str = "",
                    **lengths: np.ndarray) -> np.ndarray:
     """``lengths``: q_lengths, kv_lengths of a ragged batch; ``page_size``: k, v reach the
-    method as a paged cache (harness.contract.paging) built from these dense ones."""
+    method as a paged cache (harness.contract.paging) built from these dense ones;
+    ``kv_dtype``: k and v are FP8 codes (values on that format's grid) and ``keywords`` holds
+    their k_scale and v_scale."""
     fw = frameworks.get(impl.framework)
     layout: dict[str, Any] = {name: value for name, value in lengths.items()
                               if value is not None}
@@ -113,7 +116,8 @@ def run_impl_numpy(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.nda
         layout.update(paged_kv(k, v, page_size, layout.get("kv_lengths")))
         k, v = layout.pop("k"), layout.pop("v")
     with fw.precision(dtype):
-        args = [fw.from_numpy(x, device, dtype) for x in (q, k, v)]
+        args = [fw.from_numpy(x, device, kv_dtype if kv_dtype and i else dtype)
+                for i, x in enumerate((q, k, v))]
         mask_n = None if mask is None else fw.from_numpy(mask, device)
         slopes = None if alibi_slopes is None else fw.from_numpy(alibi_slopes, device, dtype)
         docs = None if document_ids is None else fw.from_numpy(document_ids, device)
@@ -152,7 +156,8 @@ def check_point(impl: Implementation, point: Point, *, padded: bool = False,
     (q, k, v, mask), extra = point_inputs(point, padded=padded, seed=seed)
     return compare(impl, q, k, v, mask, extra, device=point.device, dtype=point.dtype,
                    causal=point.causal,
-                   keywords=method_keywords(impl.capabilities.features, point.axis_values()))
+                   keywords=method_keywords(impl.capabilities.features, point.axis_values()),
+                   kv_dtype=point.kv_dtype)
 
 
 def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False,
@@ -165,27 +170,49 @@ def check(impl: Implementation, *, device: str, dtype: str, causal: bool = False
     (q, k, v, mask), extra = workload_inputs(shape, seed=seed, masked=masked, causal=causal,
                                              features=features, **flags)
     return compare(impl, q, k, v, mask, extra, device=device, dtype=dtype, causal=causal,
-                   keywords=method_keywords(impl.capabilities.features, keywords or {}))
+                   keywords=method_keywords(impl.capabilities.features, keywords or {}),
+                   kv_dtype=gate_kv_dtype(set(features) | {n for n, on in flags.items() if on},
+                                          keywords or {}))
+
+
+def gate_kv_dtype(features: set[str], keywords: dict[str, Any]) -> str:
+    """The FP8 format a gate case quantises k and v to: the kv_dtype asked, else
+    float8_e4m3fn where the case has the fp8_kv feature, else '' (none)."""
+    if keywords.get("kv_dtype"):
+        return str(keywords["kv_dtype"])
+    return KV_DTYPES[0] if "fp8_kv" in features else ""
 
 
 def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
             mask: np.ndarray | None, extra: dict[str, object], *, device: str, dtype: str,
-            causal: bool, keywords: dict[str, Any] | None = None) -> GateResult:
+            causal: bool, keywords: dict[str, Any] | None = None,
+            kv_dtype: str = "") -> GateResult:
     """Run the implementation on these inputs (plus ``keywords``, which the reference does not
     take) and compare it with its family's reference. ``extra["page_size"]``: the method gets
-    k, v as a paged cache; the reference the dense attention of the same values."""
+    k, v as a paged cache; the reference the dense attention of the same values.
+
+    ``kv_dtype``: k and v are quantised to that FP8 format first (per-tensor scales,
+    harness.contract.quant); the gate's reference is then that of the dequantised inputs (what
+    the method computes with), at the point dtype's tolerance, and the deviation is against
+    exact attention of the unquantised inputs (what FP8 costs)."""
     extra = dict(extra)
     page_size = int(extra.pop("page_size", 0) or 0)
+    exact = exact_attention(q, k, v, causal=causal, key_padding_mask=mask,
+                            **extra)  # type: ignore[arg-type]
+    call_k, call_v, keywords = k, v, dict(keywords or {})
+    if kv_dtype:
+        (call_k, keywords["k_scale"]), (call_v, keywords["v_scale"]) = (
+            quantise(x, kv_dtype) for x in (k, v))
+        k, v = dequantise(call_k, keywords["k_scale"]), dequantise(call_v, keywords["v_scale"])
     try:
-        out = run_impl_numpy(impl, q, k, v, device=device, dtype=dtype, causal=causal,
-                             mask=mask, keywords=keywords, page_size=page_size,
+        out = run_impl_numpy(impl, q, call_k, call_v, device=device, dtype=dtype,
+                             causal=causal, mask=mask, keywords=keywords, kv_dtype=kv_dtype,
+                             page_size=page_size,
                              **extra)  # type: ignore[arg-type]
     except Exception as exc:
         return GateResult(False, None, None, None, f"{type(exc).__name__}: {exc}")
     if not np.isfinite(out).all():
         return GateResult(False, None, None, None, "non-finite output")
-    exact = exact_attention(q, k, v, causal=causal, key_padding_mask=mask,
-                            **extra)  # type: ignore[arg-type]
     deviation = relative_error(out, exact)
     ref = reference_output(impl.family, q, k, v, causal=causal, key_padding_mask=mask,
                            **extra)
@@ -196,6 +223,8 @@ def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
     max_error = float(np.abs(out - ref).max() / scale)
     tolerance = (impl.gate_tolerance or {}).get(dtype, GATE_TOLERANCE[dtype])
     passed = max_error <= tolerance
-    message = "" if passed else (f"output differs from the {impl.family} reference: max error "
-                                 f"{max_error:.3g} > tolerance {tolerance:.3g} ({dtype})")
+    inputs = f" of the dequantised {kv_dtype} k, v" if kv_dtype else ""
+    message = "" if passed else (f"output differs from the {impl.family} reference{inputs}: "
+                                 f"max error {max_error:.3g} > tolerance {tolerance:.3g} "
+                                 f"({dtype})")
     return GateResult(passed, max_error, tolerance, deviation, message)

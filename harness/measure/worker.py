@@ -480,6 +480,10 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     deviation = rows = None
     if finite and not wrong_shape and impl.family != "exact" and point.pass_ == "forward":
         deviation, rows = fidelity(value, work, point, fw)
+    quant_error = None
+    if finite and not wrong_shape and "unquantised_inputs" in work.info:
+        quant_error, rows = fidelity(value, work, point, fw,
+                                     inputs=work.info["unquantised_inputs"])
     del value
     stats = sample_stats(samples)
     result = TimingResult(
@@ -508,6 +512,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         result.status, result.message = "error", "non-finite output (NaN or Inf)"
         return result
     result.deviation_from_softmax, result.fidelity_rows = deviation, rows
+    result.quant_error, result.kv_scales = quant_error, work.info.get("kv_scales")
     return result
 
 
@@ -544,9 +549,12 @@ def fidelity_rows(n_queries: int) -> np.ndarray:
                      .astype(np.int64))
 
 
-def fidelity(value: Any, work: Any, point: Point, fw: Any) -> tuple[float | None, int | None]:
+def fidelity(value: Any, work: Any, point: Point, fw: Any,
+             inputs: Any = None) -> tuple[float | None, int | None]:
     """(relative deviation of the timed output from exact softmax attention on the same inputs,
-    over fidelity_rows' query rows; how many rows), or (None, None) where that is not cheap."""
+    over fidelity_rows' query rows; how many rows), or (None, None) where that is not cheap.
+    ``inputs``: a callable giving the float64 q, k, v to take instead of the workload's (the
+    unquantised inputs of a kv_dtype point: the error FP8 costs)."""
     rows = fidelity_rows(point.n_queries)
     if point.batch * point.heads * len(rows) * point.seq_len > FIDELITY_MAX_SCORES or \
             point.n_queries * point.seq_len > FIDELITY_MAX_MASK:
@@ -554,7 +562,7 @@ def fidelity(value: Any, work: Any, point: Point, fw: Any) -> tuple[float | None
     from harness.contract.point_masks import point_mask
     from harness.contract.reference import exact_attention
 
-    q, k, v = (fw.to_numpy64(x) for x in work.inputs)
+    q, k, v = inputs() if inputs is not None else (fw.to_numpy64(x) for x in work.inputs)
     out = fw.to_numpy64(value)[..., rows, :]
     mask = point_mask(point) if work.mask is None else work.mask
     reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **mask)

@@ -33,6 +33,10 @@ Workload axes (windows, documents, ALiBi, Tq != Tk), decided simply:
   padded batch stay at their padded size. A paged cache reads the same keys and values (the
   page table's bytes are not counted).
 
+FP8 keys and values (kv_dtype): k and v are read at 1 byte per element, which is FP8's point; a
+method that dequantises them into a copy first (``dequant_copy``) also writes and reads that
+copy in the point's dtype. The dequantising multiply adds no counted FLOPs.
+
 It is a lower bound: re-reads that a cache may or may not absorb are not counted, so the
 achieved bytes/s (bytes_moved / median time) cannot exceed the copy bandwidth unless a model or
 a peak is wrong. Elements are counted in the input dtype, except where a method computes in
@@ -106,11 +110,16 @@ def _q_bytes(point: PointLike, dim: int | None = None) -> float:
                  * element_bytes(point.dtype))
 
 
+def kv_element_bytes(point: PointLike) -> int:
+    """Bytes of one stored key/value element: 1 for FP8 (the kv_dtype axis), else the dtype's."""
+    return 1 if getattr(point, "kv_dtype", "") else element_bytes(point.dtype)
+
+
 def _kv_bytes(point: PointLike, heads: int, keys: int, dim: int | None = None) -> float:
-    """Bytes of one (B, heads, keys, dim) tensor (k, dk: D; v, dv: D_v) in the input dtype
-    (``dim`` None: D)."""
+    """Bytes of one (B, heads, keys, dim) tensor (k, dk: D; v, dv: D_v) as stored (FP8: 1 byte
+    each; ``dim`` None: D)."""
     return float(point.batch * heads * keys * (dim or point.head_dim)
-                 * element_bytes(point.dtype))
+                 * kv_element_bytes(point))
 
 
 def _scores_bytes(point: PointLike, *, rows: int | None = None) -> float:
@@ -135,7 +144,8 @@ def _compulsory_bytes(point: PointLike, *, heads: int, keys: int) -> float:
     if ragged is not None:
         size = element_bytes(point.dtype)
         q, o = (float(point.heads * ragged[0] * d * size) for d in (point.head_dim, dim_v))
-        k, v = (float(heads * ragged[1] * d * size) for d in (point.head_dim, dim_v))
+        k, v = (float(heads * ragged[1] * d * kv_element_bytes(point))
+                for d in (point.head_dim, dim_v))
     return _by_pass(point, q + o + k + v, 2 * q + o + 2 * k + 2 * v)
 
 
@@ -177,6 +187,23 @@ COMPULSORY_TEXT = ("compulsory: read q, k, v, write o (forward); read q, k, v, d
 KV_COPY_TEXT = ("; k, v expanded to the query heads (the copy written and read, dk, dv reduced "
                 "back) when kv_heads < heads")
 ALIBI_TEXT = "; the ALiBi bias tensor written and read once"
+
+
+def dequant_copy(model: TrafficModel) -> TrafficModel:
+    """``model`` for a method that dequantises FP8 k, v into a copy in the point's dtype inside
+    its call (the naive path): on kv_dtype points, + that copy of k and of v written once and
+    read once (the FP8 tensors themselves are read at 1 byte per element by ``model``)."""
+    def with_copy(point: PointLike) -> Traffic:
+        base = model(point)
+        if not getattr(point, "kv_dtype", ""):
+            return base
+        copy = float(point.batch * kv_heads(point) * point.seq_len * point.head_dim
+                     * element_bytes(point.dtype))
+        return Traffic(base.bytes_moved + 2 * 2 * copy,
+                       base.model + f"; k, v read as FP8 (1 byte each) and dequantised into a "
+                                    f"{point.dtype} copy, written and read once each")
+
+    return with_copy
 
 
 def compulsory(point: PointLike) -> Traffic:

@@ -454,6 +454,15 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
             fd, "deviation_from_softmax",
             "relative deviation of the output from exact softmax attention on the same inputs "
             "(|out - exact|_F / |exact|_F; measured where the exact output fits in memory)"))
+    kv = tables.kv_dtype_table(speed)
+    if not kv.empty:
+        doc.h(2, "FP8 keys and values: speed and error")
+        doc.table(kv, writer.table(
+            kv, "kv_dtype",
+            "FP8 key/value points: median time and quant_error (|out - exact|_F / |exact|_F, "
+            "exact = float64 attention of the unquantised inputs, on up to 256 query rows), "
+            "beside the same point with k, v in the point's dtype (time_ratio above 1: FP8 is "
+            "slower). Scales are per tensor (record extra kv_scales)"))
     doc.h(2, "Throughput of the exact methods")
     any_tflops = per_variant(
         "tflops", "TFLOP/s of the exact methods",
@@ -632,7 +641,7 @@ def failure_caption(frame: pd.DataFrame) -> str:
 def points_table(speed: pd.DataFrame) -> pd.DataFrame:
     columns = ["run", "hardware_tag", "impl", "family", "device", "dtype", "batch", "heads",
                "head_dim", "causal", "pass", *axis_columns(speed.columns), "seq_len", "status",
-               "time_s", "time_q1_s",
+               "time_s", "quant_error", "time_q1_s",
                "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
                "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
                "pct_peak_bandwidth", "pct_peak_flops", "throttled", "message"]

@@ -62,6 +62,34 @@ def ratios(speed: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return merged
 
 
+def kv_dtype_table(speed: pd.DataFrame) -> pd.DataFrame:
+    """FP8 key/value points (the kv_dtype axis) with their speed and their error side by side:
+    median time, quant_error (against float64 attention of the unquantised inputs), and the
+    time of the same point with k, v in the point's dtype where the run has it (its ratio:
+    above 1, FP8 is slower)."""
+    if "kv_dtype" not in speed.columns:
+        return pd.DataFrame()
+    ok = speed[speed["status"] == "ok"]
+    fp8 = ok[ok["kv_dtype"].fillna("").astype(str) != ""]
+    if fp8.empty:
+        return pd.DataFrame()
+    keys = ["run", "impl", *[c for c in point_key_columns(speed) if c != "kv_dtype"],
+            "seq_len"]
+    plain = ok[ok["kv_dtype"].fillna("").astype(str) == ""][keys + ["time_s"]].rename(
+        columns={"time_s": "plain_time_s"})
+    merged = fp8.merge(plain.drop_duplicates(keys), on=keys, how="left")
+    shown = _present(merged, ["run", "group"]) + ["impl", "dtype", "kv_dtype", "seq_len"]
+    table = merged[shown].copy()
+    table["time_ms"] = (merged["time_s"] * 1e3).map(round_sig)
+    table["quant_error"] = merged["quant_error"].map(
+        lambda v: "n/a" if pd.isna(v) else round_sig(v, 3))
+    table["time_ms_unquantised"] = (merged["plain_time_s"] * 1e3).map(
+        lambda v: "" if pd.isna(v) else round_sig(v))
+    table["time_ratio"] = (merged["time_s"] / merged["plain_time_s"]).map(
+        lambda v: "" if pd.isna(v) else round_sig(v, 3))
+    return table.reset_index(drop=True)
+
+
 def largest_seq_len(speed: pd.DataFrame) -> pd.DataFrame:
     """Per implementation and panel: the largest seq_len that ran and what stopped it."""
     rows = []

@@ -135,8 +135,22 @@ def cuda_plugin_installed() -> bool:
 def jnp_dtype(name: str) -> Any:
     import jax.numpy as jnp
 
+    fp8 = {n: getattr(jnp, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(jnp, n)}
     return {"float64": jnp.float64, "float32": jnp.float32,
-            "float16": jnp.float16, "bfloat16": jnp.bfloat16}[name]
+            "float16": jnp.float16, "bfloat16": jnp.bfloat16, **fp8}[name]
+
+
+def quantise_kv(x: Any, kv_dtype: str) -> tuple[Any, float]:
+    """(x in the FP8 dtype, its per-tensor scale) as harness.contract.quant defines them
+    (scale = amax / FP8 max, float32; x / scale clamped to the format's range, then cast)."""
+    import jax.numpy as jnp
+
+    from harness.contract.quant import fp8_format, scale_for
+
+    scale = scale_for(float(jnp.abs(x).max()) if x.size else 0.0, kv_dtype)
+    limit = fp8_format(kv_dtype).max
+    return jnp.clip(x.astype(jnp.float32) / scale, -limit, limit).astype(
+        jnp_dtype(kv_dtype)), scale
 
 
 @contextlib.contextmanager
@@ -157,7 +171,7 @@ def from_numpy(array: np.ndarray, device: str, dtype: str | None = None) -> Any:
     if dtype is not None and array.dtype != np.bool_:
         if dtype in ("float64", "float32", "float16"):
             array = array.astype(dtype)
-        else:  # bfloat16 has no numpy dtype: convert on device
+        else:  # bfloat16 and FP8 have no numpy dtype: convert on device
             return jax.device_put(array.astype(np.float32), jax_device(device)).astype(
                 jnp_dtype(dtype))
     return jax.device_put(array, jax_device(device))
@@ -166,7 +180,8 @@ def from_numpy(array: np.ndarray, device: str, dtype: str | None = None) -> Any:
 def to_numpy(array: Any) -> np.ndarray:
     import jax.numpy as jnp
 
-    if array.dtype in (jnp.float16, jnp.bfloat16):
+    if array.dtype in (jnp.float16, jnp.bfloat16) or (
+            jnp.issubdtype(array.dtype, jnp.floating) and array.dtype.itemsize == 1):   # FP8
         array = array.astype(jnp.float32)
     return np.asarray(array)
 
@@ -222,9 +237,18 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     shapes = (shape, kv_shape, v_shape) + (() if point.pass_ == "forward" else (out_shape,))
     q, k, v, *rest = seeded_normal(shapes, seed, dtype, device)
     ct = rest[0] if rest else None
+    extra: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    if getattr(point, "kv_dtype", ""):   # FP8 keys and values, per-tensor scales
+        from harness.contract.quant import scales_note
+
+        (k, extra["k_scale"]), (v, extra["v_scale"]) = (quantise_kv(x, point.kv_dtype)
+                                                        for x in (k, v))
+        info["kv_scales"] = scales_note(extra["k_scale"], extra["v_scale"])
+        info["unquantised_inputs"] = lambda: tuple(
+            to_numpy64(x) for x in seeded_normal(shapes[:3], seed, dtype, device))
     input_bytes = sum(x.size * x.dtype.itemsize for x in (q, k, v))
     mask = point_mask(point, seed=seed)
-    extra: dict[str, Any] = {}
     if "window" in mask:
         extra["window"] = mask["window"]
     if "alibi_slopes" in mask:
@@ -282,7 +306,8 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         return all(bool(jnp.isfinite(leaf.astype(jnp.float32)).all()) for leaf in leaves)
 
     return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
-                    setup=setup, inputs=(q, k, v), info={"jitted": jitted}, mask=mask)
+                    setup=setup, inputs=(q, k, v), info={"jitted": jitted, **info},
+                    mask=mask)
 
 
 def seeded_normal(shapes: tuple[tuple[int, ...], ...], seed: int, dtype: Any,

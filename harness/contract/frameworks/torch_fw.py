@@ -26,8 +26,21 @@ def installed() -> Availability:
 def torch_dtype(name: str) -> Any:
     import torch
 
+    fp8 = {n: getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
     return {"float64": torch.float64, "float32": torch.float32,
-            "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+            "float16": torch.float16, "bfloat16": torch.bfloat16, **fp8}[name]
+
+
+def quantise_kv(x: Any, kv_dtype: str) -> tuple[Any, float]:
+    """(x in the FP8 dtype, its per-tensor scale) as harness.contract.quant defines them:
+    scale = amax / FP8 max (float32), codes = x / scale clamped to the format's range, cast with
+    torch's round-to-nearest-even."""
+    from harness.contract.quant import fp8_format, scale_for
+
+    scale = scale_for(float(x.detach().abs().max()) if x.numel() else 0.0, kv_dtype)
+    limit = fp8_format(kv_dtype).max
+    codes = (x.detach().float() / scale).clamp_(-limit, limit).to(torch_dtype(kv_dtype))
+    return codes, scale
 
 
 def device_present(device: str) -> Availability:
@@ -77,7 +90,8 @@ def to_numpy(tensor: Any) -> np.ndarray:
     import torch
 
     tensor = tensor.detach()
-    if tensor.dtype in (torch.float16, torch.bfloat16):
+    if tensor.dtype in (torch.float16, torch.bfloat16) or (
+            tensor.is_floating_point() and tensor.element_size() == 1):   # FP8: no numpy dtype
         tensor = tensor.float()
     return tensor.cpu().numpy()
 
@@ -123,21 +137,23 @@ def l2_flush_bytes(device: str) -> int:
 
 
 def paged_torch(k: Any, v: Any, page_size: int, kv_lengths: Any = None) -> tuple[Any, Any, dict]:
-    """Dense right-aligned k, v (B, Hkv, Tk, D) -> (k pool, v pool, {page_table, kv_lengths})
+    """Dense right-aligned k (B, Hkv, Tk, D), v (..., D_v) -> (k pool, v pool, {page_table,
+    kv_lengths})
     on their device (layout and page order: harness.contract.paging)."""
     import numpy as np
     import torch
 
     from harness.contract.paging import page_table, slot_index
 
-    batch, heads, t_k, dim = k.shape
+    batch, heads, t_k, _ = k.shape
     lengths = np.full(batch, t_k, dtype=np.int64) if kv_lengths is None \
         else np.asarray(kv_lengths, dtype=np.int64)
     table, num_pages = page_table(lengths, page_size)
     rows, cols, slots = (torch.from_numpy(a).to(k.device)
                          for a in slot_index(lengths, t_k, page_size, table))
     pools = []
-    for x in (k, v):
+    for x in (k, v):   # each at its own head dim (v's is D_v)
+        dim = x.shape[-1]
         pool = torch.zeros(num_pages * page_size, heads, dim, dtype=x.dtype, device=x.device)
         pool[slots] = x[rows, :, cols]
         pools.append(pool.view(num_pages, page_size, heads, dim))
@@ -166,6 +182,10 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     needs_grad = point.pass_ != "forward"
     q, k, v = (torch.randn(s, generator=gen, device=point.device, dtype=dtype)
                .requires_grad_(needs_grad) for s in (shape, kv_shape, v_shape))
+    info: dict[str, Any] = {}
+    scales = fp8_kv(point, k, v, seed, info) if getattr(point, "kv_dtype", "") else {}
+    if scales:
+        k, v = scales.pop("k"), scales.pop("v")
     input_bytes = sum(x.numel() * x.element_size() for x in (q, k, v))
     mask = point_mask(point, seed=seed)
     extra = {"window": mask.get("window"),
@@ -187,8 +207,8 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         extra.update(paged)
         input_bytes += sum(x.numel() * x.element_size() for x in (k_in, v_in)) - \
             sum(x.numel() * x.element_size() for x in (k, v))
+    extra.update(scales)
     extra.update(method_keywords(impl.capabilities.features, point.axis_values()))
-    info: dict[str, Any] = {}
     if impl.prepare is not None:   # per-shape set-up (a block mask), timed apart
         start = time.perf_counter()
         prepared = impl.prepare(q, k_in, v_in, causal=point.causal, **extra)
@@ -240,6 +260,35 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                     # the dense q, k, v (a paged cache holds the same values): the
                     # output checks and fidelity compare against them
                     inputs=(q, k, v), info=info, mask=mask)
+
+
+def fp8_kv(point: Any, k: Any, v: Any, seed: int, info: dict[str, Any]) -> dict[str, Any]:
+    """k and v of a kv_dtype point quantised to FP8 ("k", "v") and their scales ("k_scale",
+    "v_scale"); ``info`` gets the scales' note and ``unquantised_inputs``, which draws q, k, v
+    again from the seed (float64 numpy) for the error against the unquantised inputs, so that
+    the workload holds no second copy of k and v."""
+    from harness.contract.quant import scales_note
+
+    k8, k_scale = quantise_kv(k, point.kv_dtype)
+    v8, v_scale = quantise_kv(v, point.kv_dtype)
+    info["kv_scales"] = scales_note(k_scale, v_scale)
+    info["unquantised_inputs"] = lambda: unquantised_inputs(point, seed)
+    return {"k": k8, "v": v8, "k_scale": k_scale, "v_scale": v_scale}
+
+
+def unquantised_inputs(point: Any, seed: int) -> tuple[np.ndarray, ...]:
+    """q, k, v of a point as make_workload draws them (before any FP8 quantisation), float64."""
+    import torch
+
+    dtype = torch_dtype(point.dtype)
+    gen = torch.Generator(device=point.device).manual_seed(seed)
+    from harness.contract.head_dims import value_shapes
+
+    shapes = ((point.batch, point.heads, point.n_queries, point.head_dim),
+              (point.batch, point.n_kv_heads, point.seq_len, point.head_dim),
+              value_shapes(point)[0])
+    return tuple(to_numpy64(torch.randn(s, generator=gen, device=point.device, dtype=dtype))
+                 for s in shapes)
 
 
 def memory_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
