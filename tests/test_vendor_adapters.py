@@ -717,3 +717,34 @@ def test_list_rows_on_this_cpu_machine():
     paths = dict(harness.get("flashinfer").capabilities.paths)
     assert "single_decode_with_kv_cache" in paths["decode, B = 1"]
     assert "plan()" in paths["prefill, B > 1 or paged"]
+
+
+# ---- the real packages, where a GPU and the package are present (pytest -m gpu) ----------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name, package", [("flashinfer", "flashinfer"),
+                                           ("flash_attn_4", "flash_attn.cute")])
+def test_real_package_passes_the_gate_on_every_claimed_combination(name, package):
+    import importlib
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: torch.cuda.is_available() is False")
+    try:
+        importlib.import_module(package)
+    except ImportError as exc:
+        pytest.skip(f"{package} not installed ({exc})")
+    from harness.measure.gate import check
+
+    impl = harness.get(name)
+    if not impl.availability("cuda", "float16"):
+        pytest.skip(impl.availability("cuda", "float16").reason)
+    for values in itertools.product((False, True), repeat=len(FEATURES)):
+        combo = dict(zip(FEATURES, values))
+        query = Query(device="cuda", dtype="float16", key_padding_mask=combo["masked"],
+                      **{f: combo[f] for f in FEATURES if f != "masked"})
+        if impl.not_supported_reasons(query):
+            continue
+        for batch in (1, 2):
+            result = check(impl, device="cuda", dtype="float16", shape=(batch, 2, 128, 64),
+                           **combo)
+            assert result.passed, (combo, batch, result.message)
