@@ -10,6 +10,8 @@ from implementations import (  # noqa: F401  (imported for their registrations)
     sdpa,
     flex_attention,
     flash_attn,
+    flash_attn_4,
+    flashinfer,
     xformers,
     performer_torch,
     hrr_torch,

@@ -291,6 +291,8 @@ class TimeMetrics:
     # Inductor/JAX cache), "warm" (already compiled in this worker); "" when nothing compiled
     compile_cache: str = ""
     mask_build_s: float | None = None      # block-mask construction (flex_attention); not in time_s
+    # the part of mask_build_s a method reports as its plan step (FlashInfer's wrapper plan())
+    plan_s: float | None = None
     threads: int | None = None
 
 

@@ -137,6 +137,13 @@ class Capabilities(_Features):
         object.__setattr__(self, "reasons", tuple(reasons))
         object.__setattr__(self, "paths", tuple(paths))
 
+    def device_reason(self, device: str) -> str:
+        """Why it does not run on this device kind: ``reasons`` keyed by the device kind
+        (e.g. ("cpu", "needs CUDA ...")) where given, else the devices it runs on."""
+        own = dict(self.reasons).get(device)
+        supports = f"supports {', '.join(self.devices)}"
+        return f"{own} ({supports})" if own else f"does not run on {device} ({supports})"
+
     def missing_reasons(self, features: Iterable[str] = (), **flags: bool) -> list[str]:
         """The reason for each feature asked for and not supported (empty: none), in the
         table's order."""
@@ -211,7 +218,7 @@ class Implementation:
         caps = self.capabilities
         reasons = []
         if query.device not in caps.devices:
-            reasons.append(f"does not run on {query.device} (supports {', '.join(caps.devices)})")
+            reasons.append(caps.device_reason(query.device))
         if query.dtype not in caps.dtypes:
             reasons.append(f"dtype {query.dtype} not supported "
                            f"(supports {', '.join(caps.dtypes)})")
@@ -238,8 +245,8 @@ class Implementation:
             dtype = self.capabilities.dtypes[0] if "float32" not in self.capabilities.dtypes \
                 else "float32"
         if device_kind(device) not in self.capabilities.devices:
-            return ProbeResult(False, f"{self.name}: does not run on {device_kind(device)} "
-                                      f"(supports {', '.join(self.capabilities.devices)})")
+            return ProbeResult(False, f"{self.name}: "
+                                      + self.capabilities.device_reason(device_kind(device)))
         key = (device, dtype)
         with self._lock:
             cached = self._probe_cache.get(key)

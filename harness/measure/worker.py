@@ -505,6 +505,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         result.compile_cache = cache.verdict if cache is not None else ""
         result.compile_mode = impl.compile_mode or None
     result.mask_build_s = work.info.get("mask_build_s")
+    result.plan_s = work.info.get("plan_s")
     if wrong_shape:
         result.status, result.message = "error", wrong_shape
         return result

@@ -214,6 +214,8 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         prepared = impl.prepare(q, k_in, v_in, causal=point.causal, **extra)
         synchronize(point.device)
         info["mask_build_s"] = time.perf_counter() - start
+        # a prepared call may report the parts of its set-up (FlashInfer: plan_s)
+        info.update(getattr(prepared, "prepare_timings", None) or {})
 
         def forward() -> Any:
             return prepared(q, k_in, v_in)
