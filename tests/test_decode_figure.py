@@ -71,3 +71,23 @@ def test_time_figure_x_label_says_key_value_length_when_queries_are_fixed():
 def test_tflops_note_states_the_mask_aware_flop_convention():
     assert "allowed query-key pairs" in figures.FLOP_CONVENTION
     assert "halved" not in figures.FLOP_CONVENTION
+
+
+def test_decode_figure_adds_the_achieved_bandwidth_against_the_memory_peak():
+    """Decode is bandwidth-bound: a second row plots each point's bytes moved per second, with
+    the machine's measured memory peak drawn and named."""
+    frame = decode_frame()
+    ok = frame["status"] == "ok"
+    frame.loc[ok, "achieved_bytes_per_s"] = frame.loc[ok, "seq_len"] * 1e6
+    impls = ["softmax_torch", "sdpa_math", "hrr_torch"]
+    fig = figures.decode_figure(frame, impls, style.looks_for(impls), "t", bandwidth=20e9)
+    axes = fig.get_axes()
+    assert len(axes) == 4                                   # time and bandwidth, B=1 and B=4
+    bottom = axes[2]
+    assert bottom.get_ylabel() == "achieved bandwidth (GB/s)"
+    assert bottom.get_xlabel() == "KV cache length (keys)"
+    data = [line for line in bottom.get_lines() if max(line.get_xdata()) > 100]   # not the peak
+    assert len(data) == 2 and max(max(line.get_ydata()) for line in data) == 4096 * 1e6 / 1e9
+    assert any("memory peak 20 GB/s" in t.get_text() for t in bottom.texts)
+    assert axes[0].get_xlabel() == ""                       # the x label on the bottom row
+    figures.plt.close(fig)

@@ -456,16 +456,20 @@ def not_plotted_note(frame: pd.DataFrame, impls: list[str], plotted) -> str:
 
 
 def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
-                  title: str = "") -> Figure | None:
+                  title: str = "", bandwidth: float | None = None) -> Figure | None:
     """Time per decode step (one query against a KV cache of seq_len keys) vs KV length: one
     panel per batch size, one line per implementation (median, interquartile band); failures
-    lettered at the top, implementations without a line named under the panels."""
+    lettered at the top, implementations without a line named under the panels. A second row
+    plots each point's achieved bandwidth (the bytes its traffic model says the step moves, per
+    second) against ``bandwidth``, the machine's measured memory peak: decode is
+    bandwidth-bound, so that is the number serving people read."""
     decode = frame[frame["q_len"] == 1]
     rows = decode[decode["status"] == "ok"]
     batches = sorted(set(rows["batch"]))
     if not batches:
         return None
-    fig, axes = grid(1, len(batches), sharey="all")
+    achieved = "achieved_bytes_per_s" in rows and rows["achieved_bytes_per_s"].notna().any()
+    fig, axes = grid(2 if achieved else 1, len(batches), sharey="row")
     values: list[float] = []
     plotted: list[str] = []
     any_failure = False
@@ -491,9 +495,11 @@ def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.
             if impl not in plotted:
                 plotted.append(impl)
         any_failure |= mark_failures(ax, decode[decode["batch"] == batch], looks)
-        label_seq_panel(ax, decode["seq_len"], bottom=True, left=c == 0,
+        label_seq_panel(ax, decode["seq_len"], bottom=not achieved, left=c == 0,
                         ylabel="time per decode step (ms)")
-        ax.set_xlabel("KV cache length (keys)")
+        ax.set_xlabel("" if achieved else "KV cache length (keys)")
+        if achieved:
+            bandwidth_panel(axes[1][c], sub, impls, looks, bandwidth, left=c == 0)
     format_log_y(axes[0][0], values)
     add_legend(fig, impl_handles(plotted, looks))
     texts = [t for t in (title, "line: median; band: interquartile range of the samples",
@@ -501,6 +507,29 @@ def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.
                          not_plotted_note(decode, impls, plotted)) if t]
     add_note(fig, "; ".join(texts))
     return fig
+
+
+def bandwidth_panel(ax, rows: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
+                    bandwidth: float | None, *, left: bool) -> None:
+    """Achieved GB/s vs KV length, one line per implementation, the memory peak as a line."""
+    for impl in impls:
+        line = rows[rows["impl"] == impl].sort_values("seq_len")
+        y = line["achieved_bytes_per_s"].to_numpy(float) / 1e9
+        keep = np.isfinite(y) & (y > 0)
+        if not keep.any():
+            continue
+        look = looks[impl]
+        ax.plot(line["seq_len"].to_numpy()[keep], y[keep], color=look.color, marker=look.marker,
+                linestyle=look.linestyle, markersize=look.markersize)
+    if bandwidth:
+        ax.axhline(bandwidth / 1e9, color="#333333", lw=1.0, zorder=2)
+        ax.annotate(f"memory peak {bandwidth / 1e9:.3g} GB/s (measured copy)",
+                    xy=(0.02, bandwidth / 1e9), xycoords=("axes fraction", "data"),
+                    va="bottom", fontsize=5.5)
+    ax.set_yscale("log")
+    label_seq_panel(ax, rows["seq_len"], bottom=True, left=left,
+                    ylabel="achieved bandwidth (GB/s)")
+    ax.set_xlabel("KV cache length (keys)")
 
 
 def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],

@@ -406,7 +406,8 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                 lambda frame, title: figures.memory_figure(frame, impls, looks, title, method),
                 lambda frame: f"Peak memory above the inputs ({method or 'method unknown'}). "
                               + failure_caption(frame))
-    decode_section(doc, speed, impls, looks, writer, figures, results.multi)
+    decode_section(doc, speed, impls, looks, writer, figures, results.multi,
+                   {run.label: run.meta.get("peaks") or {} for run in results.runs})
     times = tables.pivot(speed, "time_s", 1e3)
     doc.table(times, writer.table(times, "time_ms",
                                   "median time per call (ms); failed points show their status"
@@ -506,8 +507,11 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
           "tables/points.csv (and .tex).")
 
 
-def decode_section(doc, speed, impls, looks, writer, figures, multi: bool) -> None:
-    """Decode steps (q_len = 1 against a KV cache): time per step vs KV length."""
+def decode_section(doc, speed, impls, looks, writer, figures, multi: bool,
+                   peaks: dict[str, dict] | None = None) -> None:
+    """Decode steps (q_len = 1 against a KV cache): time per step and achieved bandwidth vs KV
+    length (decode is bandwidth-bound), against the run's measured memory peak (``peaks``: run
+    label -> run.json's peaks)."""
     decode = speed[(speed["q_len"] == 1) & (speed["pass"] == "forward")]
     if decode.empty:
         return
@@ -524,12 +528,16 @@ def decode_section(doc, speed, impls, looks, writer, figures, multi: bool) -> No
             f"Hkv={first['kv_heads']} D={first['head_dim']}" + (f" {others}" if others else "") + \
             (" causal" if first["causal"] else "")
         suffix = f"__{index + 1}" if len(parts) > 1 else ""
+        bandwidth = (((peaks or {}).get(first["run"]) or {}).get("memory_bytes_per_s")
+                     or {}).get("value")
         doc.figure(writer.figure(
-            figures.decode_figure(frame, impls, looks, title), "decode" + suffix,
-            f"Time per decode step ({title})",
+            figures.decode_figure(frame, impls, looks, title, bandwidth=bandwidth),
+            "decode" + suffix, f"Time per decode step and achieved bandwidth ({title})",
             "One new query per sequence against a KV cache of the given length (q_len = 1, "
-            "seq_len = KV length): median time per step, one panel per batch size, one line "
-            "per implementation. " + basis_caption(frame)))
+            "seq_len = KV length): median time per step (top) and the bytes the step must move "
+            "(each method's traffic model: the KV cache read once) per second (bottom), one "
+            "panel per batch size, one line per implementation; the bottom row's line is the "
+            "machine's measured memory (copy) bandwidth. " + basis_caption(frame)))
 
 
 def peaks_table(results: Results) -> pd.DataFrame:
