@@ -161,7 +161,8 @@ def constraints(query: Query) -> list[str]:
 
 
 @register("flash_attn_4", framework="torch", family="exact", requires=("flash_attn",),
-          traits=Traits(memory="tiled"), prepare=prepare, constraints=constraints,
+          traits=Traits(memory="tiled", compile_scope="config"), prepare=prepare,
+          constraints=constraints,
           probe=probe, compiles=True, compile_mode=COMPILE_MODE,
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,

@@ -49,8 +49,15 @@ class Traits:
 
     memory: str | None = None
     baseline: int | None = None
+    # what a compiling method compiles once for (the run cost model's assumption): "shape"
+    # (torch.compile, jax.jit: every new shape), "config" (a kernel configuration: head dims,
+    # dtype, masks; any sequence length and batch)
+    compile_scope: str = "shape"
 
     def __post_init__(self) -> None:
+        if self.compile_scope not in ("shape", "config"):
+            raise ValueError(f"compile_scope trait must be 'shape' or 'config', got "
+                             f"{self.compile_scope!r}")
         if self.memory is not None and self.memory not in SCALINGS:
             raise ValueError(f"memory trait must be one of {tuple(SCALINGS)} or None, "
                              f"got {self.memory!r}")

@@ -49,6 +49,7 @@ class Method:
     framework: str = "torch"
     compiles: bool = False       # torch.compile (Implementation.compiles)
     scores: bool = False         # holds the T x T scores (traits memory "scores"): may OOM
+    compile_scope: str = "shape"  # compiles once per "shape" or per kernel "config" (traits)
 
     @property
     def compile_kind(self) -> str | None:
@@ -306,7 +307,9 @@ def run_cost(points: Sequence[Point], method_of: Callable[[str], Method],
         if key in failed:
             skipped += 1
             continue
-        shape = (worker_key(point), point)
+        # a config-scoped compiler compiles once for every T and batch of a configuration
+        shape = (worker_key(point), point if method.compile_scope == "shape" else
+                 replace(point, seq_len=0, batch=0))
         new = shape not in seen_shapes
         seen_shapes.add(shape)
         cost = point_cost(point, method, c, timing, isolate=isolate, compiles_here=new)

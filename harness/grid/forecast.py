@@ -30,7 +30,8 @@ def method_of(name: str) -> Method:
         return Method(name)
     impl = REGISTRY.get(name)
     return Method(name, impl.family, impl.framework, impl.compiles,
-                  scores=impl.traits.memory == "scores")
+                  scores=impl.traits.memory == "scores",
+                  compile_scope=impl.traits.compile_scope)
 
 
 def runnable(point: Point, here: Collection[str]) -> bool:

@@ -45,14 +45,14 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                      dtype=("float32",), pass_=("forward",)),
                 dict(seq_len=(512, 1 * K, 2 * K), head_dim=(64,), heads=(8,), batch=(1,),
                      dtype=("float32",), pass_=("forward_backward",))],
-        # B * T = 16K tokens (batch 16, 4, 1), so that every point has work enough to measure
+        # B * T = 16K tokens (batch 16, 1), so that every point has work enough to measure
         # throughput, not launch latency; bf16 and D 128 as in today's models; causal and not.
         # Sized by the run cost model (harness.grid.cost with its assumed H100 constants, a
-        # model, not a measurement; `sweep --dry-run` prints it): 144 points predicted 4.7 min
-        # with reused workers (compilations 1.5 min of it), 27 min with --isolate point.
-        # Both D 64 and 128 (276 points) was predicted 7.6 min, fp16 beside bf16 9.0 min:
-        # the `paper` preset has them.
-        "cuda": [dict(seq_len=(1 * K, 4 * K, 16 * K), tokens=PAPER_TOKENS, heads=(16,),
+        # model, not a measurement; `sweep --dry-run` prints it): 16 methods, 108 points
+        # predicted 4.8 min with reused workers, of it 1.3 min compiling and 1.3 min probing.
+        # T 1K, 4K, 16K (162 points) was predicted 5.9 min, both D 64 and 128 or fp16 beside
+        # bf16 longer still: the `paper` preset has them.
+        "cuda": [dict(seq_len=(1 * K, 16 * K), tokens=PAPER_TOKENS, heads=(16,),
                       head_dim=(128,), causal=(False, True), dtype=("bfloat16",),
                       pass_=("forward", "forward_backward"))],
     },
@@ -65,8 +65,8 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         # scripts/gpu_validate.sh: every axis value at least once (fp16 and bf16, D 64 and 128,
         # causal and not, forward and forward+backward), T past softmax's OOM (64K at H=16
         # needs 128 GiB of fp16 scores) and 256K for the linear methods. Cost model at the
-        # script's settings (--min-time 0.1 --max-repeats 10, assumed H100 constants): 84
-        # points, 4.2 min, most of it the 31 workers' start-up and 38 probes; the script's
+        # script's settings (--min-time 0.1 --max-repeats 10, assumed H100 constants): 94
+        # points, 5.7 min, most of it the 35 workers' start-up and 43 probes; the script's
         # --time-budget cuts it to what its window holds, each method's smallest T first.
         # CPU: a rehearsal.
         "cuda": [dict(seq_len=(1 * K, 8 * K, 64 * K), head_dim=(64,), heads=(16,),
@@ -173,8 +173,107 @@ PRESETS.update({
     },
 })
 
+# Workloads of 2026 (sources in each comment). Axes without a SweepSpec field (softcap, sinks,
+# page_size, lengths, head_dim_v) go in ``extra_axes`` as (name, values) pairs.
+# Gemma 2 9B (Gemma Team, "Gemma 2", arXiv 2408.00118, table 1 and section 2): 16 query heads,
+# 8 key/value heads, head size 256, context 8192; attention logits soft-capped at 50.0; local
+# sliding-window (4096) and global layers alternate: two groups.
+GEMMA2_9B = dict(heads=(16,), kv_heads=(8,), head_dim=(256,))
+GEMMA2_SOFTCAP = (("softcap", (50.0,)),)
+GEMMA2_WINDOW = 4096
+# gpt-oss-20b (OpenAI, "gpt-oss-120b & gpt-oss-20b Model Card", arXiv 2508.10925, section 2):
+# 64 query heads of dim 64, 8 key/value heads, a learned sink logit per head, banded windows
+# of 128 tokens alternating with dense layers, context 131072.
+GPT_OSS_20B = dict(heads=(64,), kv_heads=(8,), head_dim=(64,))
+GPT_OSS_SINKS = (("sinks", (True,)),)
+GPT_OSS_WINDOW = 128
+# DeepSeek-V3 multi-head latent attention (DeepSeek-AI, "DeepSeek-V3 Technical Report", arXiv
+# 2412.19437, section 2.1.1 and 4.2): 128 heads; prefill q/k head dim 128 + 64 (rotary) = 192,
+# v head dim 128; decode in the absorbed form: one latent key/value head of 512 + 64 = 576 dims
+# read by every query head, v = the 512-dim latent.
+MLA_HEADS = 128
+MLA_PREFILL = dict(heads=(MLA_HEADS,), head_dim=(192,), extra_axes=(("head_dim_v", (128,)),))
+MLA_DECODE = dict(heads=(MLA_HEADS,), kv_heads=(1,), head_dim=(576,), q_len=(1,),
+                  extra_axes=(("head_dim_v", (512,)),))
+# Serving (vLLM's and FlashInfer's attention benchmarks: paged KV, per-request lengths, batches of
+# requests): Llama 3 8B heads, pages of 16 tokens, lengths drawn per request (seed 0), decode
+# steps; "mixed" batches put prefill requests beside decode requests.
+SERVING_PAGE = 16
+PRESETS.update({
+    "gemma2-9b": {
+        "cuda": [dict(**GEMMA2_9B, seq_len=(1 * K, 2 * K, 4 * K, 8 * K), window=window,
+                      causal=(True,), batch=(1,), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"), extra_axes=GEMMA2_SOFTCAP,
+                      label=f"gemma2-9b-{layers}")
+                 for layers, window in (("global", (-1,)), ("local", (GEMMA2_WINDOW,)))],
+        "cpu": [dict(**GEMMA2_9B, seq_len=(256, 512, 1 * K), window=window, causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",),
+                     extra_axes=GEMMA2_SOFTCAP, label=f"gemma2-9b-{layers}")
+                for layers, window in (("global", (-1,)), ("local", (CPU_WINDOW,)))],
+    },
+    "gpt-oss-20b": {
+        "cuda": [dict(**GPT_OSS_20B, seq_len=(1 * K, 4 * K, 16 * K), window=window,
+                      causal=(True,), batch=(1,), dtype=("bfloat16",),
+                      pass_=("forward", "forward_backward"), extra_axes=GPT_OSS_SINKS,
+                      label=f"gpt-oss-20b-{layers}")
+                 for layers, window in (("dense", (-1,)), ("banded", (GPT_OSS_WINDOW,)))],
+        "cpu": [dict(**GPT_OSS_20B, seq_len=(256, 512, 1 * K), window=window, causal=(True,),
+                     batch=(1,), dtype=("float32",), pass_=("forward",),
+                     extra_axes=GPT_OSS_SINKS, label=f"gpt-oss-20b-{layers}")
+                for layers, window in (("dense", (-1,)), ("banded", (GPT_OSS_WINDOW,)))],
+    },
+    "deepseek-v3-mla": {
+        "cuda": [dict(**MLA_PREFILL, seq_len=(1 * K, 4 * K, 16 * K), causal=(True,), batch=(1,),
+                      dtype=("bfloat16",), pass_=("forward", "forward_backward"),
+                      label="mla-prefill"),
+                 dict(**MLA_DECODE, seq_len=(1 * K, 4 * K, 16 * K, 32 * K), causal=(True,),
+                      batch=(1, 16, 64), dtype=("bfloat16",), pass_=("forward",),
+                      label="mla-decode")],
+        "cpu": [dict(**MLA_PREFILL, seq_len=(256, 512), causal=(True,), batch=(1,),
+                     dtype=("float32",), pass_=("forward",), label="mla-prefill"),
+                dict(**MLA_DECODE, seq_len=(1 * K, 4 * K), causal=(True,), batch=(1, 4),
+                     dtype=("float32",), pass_=("forward",), label="mla-decode")],
+    },
+    "serving-decode": {
+        "cuda": [dict(**LLAMA3_8B, q_len=(1,), seq_len=(8 * K,), batch=(1, 16, 64, 256),
+                      causal=(True,), dtype=("bfloat16",), pass_=("forward",),
+                      extra_axes=(("lengths", ("uniform:512-8192",)),
+                                  ("page_size", (SERVING_PAGE,))),
+                      label="serving-decode")],
+        "cpu": [dict(**LLAMA3_8B, q_len=(1,), seq_len=(2 * K,), batch=(1, 4, 16),
+                     causal=(True,), dtype=("float32",), pass_=("forward",),
+                     extra_axes=(("lengths", ("uniform:128-2048",)),
+                                 ("page_size", (SERVING_PAGE,))),
+                     label="serving-decode")],
+    },
+    "serving-mixed": {
+        "cuda": [dict(**LLAMA3_8B, seq_len=(4 * K,), batch=(16, 64), causal=(True,),
+                      dtype=("bfloat16",), pass_=("forward",),
+                      extra_axes=(("lengths", ("uniform:512-4096+mixed:2",)),
+                                  ("page_size", (SERVING_PAGE,))),
+                      label="serving-mixed")],
+        "cpu": [dict(**LLAMA3_8B, seq_len=(512,), batch=(4, 8), causal=(True,),
+                     dtype=("float32",), pass_=("forward",),
+                     extra_axes=(("lengths", ("uniform:64-512+mixed:2",)),
+                                 ("page_size", (SERVING_PAGE,))),
+                     label="serving-mixed")],
+    },
+})
+
 # What a preset changes on the CPU, shown by --dry-run.
 CPU_NOTES = {
+    "gemma2-9b": f"CPU sizes T 256..1K forward only, the local layers' window scaled down to "
+                 f"{CPU_WINDOW} (GPU: T 1K..8K bf16, window {GEMMA2_WINDOW}, forward and "
+                 f"forward+backward); softcap 50 either way; a few minutes",
+    "gpt-oss-20b": "CPU sizes T 256..1K forward only (GPU: T 1K..16K bf16, forward and "
+                   "forward+backward); sinks and the 128-token bands either way; a few minutes",
+    "deepseek-v3-mla": "CPU sizes: prefill T 256..512, absorbed decode Tk 1K, 4K at B 1, 4 "
+                       "(GPU: prefill T 1K..16K, decode Tk 1K..32K at B 1, 16, 64); 128 heads "
+                       "and MLA's head dims either way; a few minutes",
+    "serving-decode": "CPU sizes B 1, 4, 16 requests, lengths uniform 128..2K (GPU: B 1..256, "
+                      "lengths uniform 512..8K); pages of 16 tokens either way; a few minutes",
+    "serving-mixed": "CPU sizes B 4, 8 requests (2 prefills each), lengths uniform 64..512 "
+                     "(GPU: B 16, 64, lengths 512..4K); a few minutes",
     "paper": "CPU sizes B*T 2K tokens, width 256 (H 4 at D 64, 2 at D 128), T 256..2K, "
              "float32 (GPU: B*T 16K tokens, width 2048, T 512..16K, fp16 and bf16)",
     "llama3-8b": "CPU sizes T 256..1K forward only (the GPU grid is T 1K..128K, bf16, "
