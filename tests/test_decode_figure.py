@@ -84,10 +84,11 @@ def test_decode_figure_adds_the_achieved_bandwidth_against_the_memory_peak():
     axes = fig.get_axes()
     assert len(axes) == 4                                   # time and bandwidth, B=1 and B=4
     bottom = axes[2]
-    assert bottom.get_ylabel() == "achieved bandwidth (GB/s)"
+    assert bottom.get_ylabel() == "bandwidth (GB/s)"
     assert bottom.get_xlabel() == "KV cache length (keys)"
     data = [line for line in bottom.get_lines() if max(line.get_xdata()) > 100]   # not the peak
     assert len(data) == 2 and max(max(line.get_ydata()) for line in data) == 4096 * 1e6 / 1e9
     assert any("memory peak 20 GB/s" in t.get_text() for t in bottom.texts)
+    assert any(line.get_ydata()[0] == 20 for line in axes[3].get_lines())   # the peak, B=4
     assert axes[0].get_xlabel() == ""                       # the x label on the bottom row
     figures.plt.close(fig)

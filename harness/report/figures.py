@@ -496,7 +496,7 @@ def decode_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.
                 plotted.append(impl)
         any_failure |= mark_failures(ax, decode[decode["batch"] == batch], looks)
         label_seq_panel(ax, decode["seq_len"], bottom=not achieved, left=c == 0,
-                        ylabel="time per decode step (ms)")
+                        ylabel="time per step (ms)" if achieved else "time per decode step (ms)")
         ax.set_xlabel("" if achieved else "KV cache length (keys)")
         if achieved:
             bandwidth_panel(axes[1][c], sub, impls, looks, bandwidth, left=c == 0)
@@ -523,12 +523,11 @@ def bandwidth_panel(ax, rows: pd.DataFrame, impls: list[str], looks: dict[str, s
                 linestyle=look.linestyle, markersize=look.markersize)
     if bandwidth:
         ax.axhline(bandwidth / 1e9, color="#333333", lw=1.0, zorder=2)
-        ax.annotate(f"memory peak {bandwidth / 1e9:.3g} GB/s (measured copy)",
-                    xy=(0.02, bandwidth / 1e9), xycoords=("axes fraction", "data"),
-                    va="bottom", fontsize=5.5)
+        if left:   # named once, in the first panel
+            ax.annotate(f"memory peak {bandwidth / 1e9:.3g} GB/s", xy=(0.02, bandwidth / 1e9),
+                        xycoords=("axes fraction", "data"), va="top", fontsize=5.5)
     ax.set_yscale("log")
-    label_seq_panel(ax, rows["seq_len"], bottom=True, left=left,
-                    ylabel="achieved bandwidth (GB/s)")
+    label_seq_panel(ax, rows["seq_len"], bottom=True, left=left, ylabel="bandwidth (GB/s)")
     ax.set_xlabel("KV cache length (keys)")
 
 
