@@ -5,10 +5,14 @@ its own method.
 Native paths only: ``flash_attn.cute.flash_attn_func`` for a dense cache and
 ``flash_attn.cute.flash_attn_varlen_func`` for packed documents (``cu_seqlens_q/k``, one
 sequence per (row, document)) and a paged cache (``page_table`` (B, pages) int32 with
-``seqused_k``, pages (num_pages, page_size, Hkv, D)). Both return ``(out, lse)``. GQA: k, v with
-fewer heads (``pack_gqa`` left to FA-4's heuristic). Causal: bottom-right. Windows:
-``window_size=(left, right)`` with None for an unbounded side. Softcap: ``softcap``. Sinks:
-``learnable_sink`` (float32, one logit per query head, added to each row's denominator).
+``seqused_k`` = the key lengths; attnbench's pools (num_pages, page_size, Hkv, D) are FA-4's
+page layout, passed as they are). Both return ``(out, lse)``. GQA: k, v with fewer heads
+(``pack_gqa`` left to FA-4's heuristic). Causal: bottom-right (per sequence, against its
+seqused_k). Windows: ``window_size=(left, right)`` with None for an unbounded side. Softcap:
+``softcap``. Sinks: ``learnable_sink`` (float32, one logit per query head, added to each row's
+denominator). D_v != D: v of its own head dim (``head_dim_reason``). Ragged batches: the key
+lengths of a paged cache (``seqused_k``), every sequence with Tq queries (decode); FP8: not
+taken (``FP8_KV``).
 
 Devices: compute capability 9.x (Hopper, SM90) and 10.x / 11.x / 12.x (Blackwell: SM100,
 SM103, SM110, SM120), the families ``flash_attn.cute`` writes kernels for; an older device is
@@ -89,14 +93,17 @@ def document_cu_seqlens(document_ids):
 
 
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-            document_ids=None, softcap: float = 0.0, sinks=None, page_table=None,
-            kv_lens=None, k_pages=None, v_pages=None):
+            document_ids=None, softcap=None, sinks=None, q_lengths=None, kv_lengths=None,
+            page_table=None, kv_dtype="", k_scale=None, v_scale=None):
     """Check the device and head dims, build the varlen boundaries, the sink logits and the
     keywords once; returns the call (q, k, v) -> out (B, Hq, Tq, D_v).
-    ``sinks``: (Hq,) logits; paged: ``page_table`` (B, P), ``kv_lens`` (B,), the page pools
-    ``k_pages``/``v_pages`` (num_pages, page_size, Hkv, D) (k and v are then not read)."""
+    ``sinks``: (Hq,) logits. Paged: k and v are the pools (num_pages, page_size, Hkv, D),
+    ``page_table`` (B, P) int32, ``kv_lengths`` (B,) int32. Ragged: ``q_lengths`` and
+    ``kv_lengths`` of a paged cache, every q_length = Tq."""
     if key_padding_mask is not None or alibi_slopes is not None:
         raise UnsupportedError("flash_attn_4: key padding and ALiBi are not declared")
+    if k_scale is not None or k.element_size() == 1:
+        raise UnsupportedError(FP8_KV)
     import torch
 
     if q.is_cuda:
@@ -107,27 +114,30 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                 raise UnsupportedError(reason)
     from flash_attn.cute import flash_attn_func, flash_attn_varlen_func
 
+    paged = page_table is not None
+    check_ragged(q_lengths, kv_lengths, t_q=q.shape[2], paged=paged)
     batch, q_heads, t_q, dim = q.shape
-    t_k, dim_v = k.shape[2], v.shape[-1]
+    dim_v = v.shape[-1]
     kwargs = {"causal": causal, "window_size": fa4_window(window),
               "softcap": float(softcap or 0.0)}
     if sinks is not None:
         kwargs["learnable_sink"] = torch.as_tensor(sinks).to(device=q.device,
-                                                             dtype=torch.float32)
-    if page_table is not None:
+                                                             dtype=torch.float32).contiguous()
+    if paged:
         table = page_table.to(device=q.device, dtype=torch.int32).contiguous()
-        used = kv_lens.to(device=q.device, dtype=torch.int32)
+        used = kv_lengths.to(device=q.device, dtype=torch.int32).contiguous()
 
-        def paged(q_, k_, v_):
-            out, _ = flash_attn_varlen_func(q_.transpose(1, 2), k_pages, v_pages,
-                                            seqused_k=used, page_table=table, **kwargs)
+        def paged_call(q_, k_, v_):          # k_, v_: the pools, FA-4's page layout
+            out, _ = flash_attn_varlen_func(q_.transpose(1, 2), k_, v_, seqused_k=used,
+                                            page_table=table, **kwargs)
             return out.transpose(1, 2)
-        return paged
+        return paged_call
     if document_ids is None:
         def dense(q_, k_, v_):
             out, _ = flash_attn_func(*(x.transpose(1, 2) for x in (q_, k_, v_)), **kwargs)
             return out.transpose(1, 2)                     # (B, T, H, D) -> (B, H, T, D)
         return dense
+    t_k = k.shape[2]
     cu, longest = document_cu_seqlens(document_ids.to(q.device))
 
     def varlen(q_, k_, v_):
@@ -138,6 +148,27 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
                                         max_seqlen_q=longest, max_seqlen_k=longest, **kwargs)
         return out.reshape(batch, t_q, q_heads, dim_v).transpose(1, 2)
     return varlen
+
+
+def check_ragged(q_lengths, kv_lengths, *, t_q: int, paged: bool) -> None:
+    """Raise UnsupportedError for a ragged batch FA-4 does not take natively here (the
+    constraints refuse the same statically; a point's own lengths are checked here)."""
+    if q_lengths is None and kv_lengths is None:
+        return
+    if not paged:
+        raise UnsupportedError(RAGGED_DENSE)
+    if q_lengths is not None and any(int(n) != t_q for n in q_lengths.tolist()):
+        raise UnsupportedError(RAGGED_QUERIES)
+
+
+FP8_KV = ("flash_attn_4: FA-4's FP8 path takes q, k and v all in one FP8 dtype (SM100 only, "
+          "descale tensors per (batch, kv head)); the kv_dtype axis keeps q in fp16/bf16")
+RAGGED_DENSE = ("flash_attn_4: a ragged batch on a dense cache: attnbench right-aligns each "
+                "sequence's keys in its padded row and FA-4's seqused_k uses the first keys of "
+                "a row: run it with --page-size (page_table + seqused_k)")
+RAGGED_QUERIES = ("flash_attn_4: ragged query lengths (prefill or mixed batches): FA-4 takes "
+                  "them packed (cu_seqlens_q) and attnbench's padded query rows would need a "
+                  "copy; ragged batches run here as decode (every sequence Tq queries)")
 
 
 def probe(device: str, dtype: str) -> Availability:
@@ -155,9 +186,17 @@ def probe(device: str, dtype: str) -> Availability:
 
 
 def constraints(query: Query) -> list[str]:
+    reasons = []
     if query.documents and query.q_len:
-        return ["flash_attn_4: packed documents need Tq == Tk"]
-    return []
+        reasons.append("flash_attn_4: packed documents need Tq == Tk")
+    if query.documents and query.paged:
+        reasons.append("flash_attn_4: page_table is not supported with cu_seqlens_k (FA-4's "
+                       "interface): packed documents take a contiguous cache")
+    if query.ragged and not query.paged:
+        reasons.append(RAGGED_DENSE)
+    if query.ragged and not query.q_len:
+        reasons.append(RAGGED_QUERIES)
+    return reasons
 
 
 @register("flash_attn_4", framework="torch", family="exact", requires=("flash_attn",),
@@ -167,9 +206,11 @@ def constraints(query: Query) -> list[str]:
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,
               key_padding_mask=False, backward=True, gqa=True, q_len=True, window=True,
-              alibi=False, documents=True,
+              alibi=False, documents=True, softcap=True, sinks=True, paged=True,
+              ragged=True, head_dim_v=True, fp8_kv=False,
               reasons=(("cpu", "needs CUDA: FlashAttention-4's CuTe DSL kernels run on Hopper "
                                "and Blackwell GPUs"),
+                       ("fp8_kv", FP8_KV),
                        ("key_padding_mask", "not declared: FA-4 takes per-sequence key lengths "
                                             "(seqused_k, the lengths axis) and aligns causal "
                                             "and windows to them, not to Tk"),
@@ -182,10 +223,19 @@ def constraints(query: Query) -> list[str]:
                                    "sequence per (row, document)"),
                      ("softcap", "softcap"),
                      ("sinks", "learnable_sink (float32, one per query head)"),
-                     ("page_size", "flash_attn_varlen_func page_table + seqused_k"))),
+                     ("head_dim_v", "v of its own head dim (per family: head_dim_reason)"),
+                     ("paged", "flash_attn_varlen_func page_table + seqused_k, attnbench's "
+                               "pools (num_pages, page_size, Hkv, D) as they are"),
+                     ("ragged", "seqused_k of a paged cache; decode: every sequence Tq "
+                                "queries"))),
           traffic=tiled_exact)
 def flash_attn_4(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                 alibi_slopes=None, document_ids=None):
+                 alibi_slopes=None, document_ids=None, softcap=None, sinks=None,
+                 q_lengths=None, kv_lengths=None, page_table=None, kv_dtype="", k_scale=None,
+                 v_scale=None):
     """flash_attn.cute.flash_attn_func (flash_attn_varlen_func for documents and pages)."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
-                   alibi_slopes=alibi_slopes, document_ids=document_ids)(q, k, v)
+                   alibi_slopes=alibi_slopes, document_ids=document_ids, softcap=softcap,
+                   sinks=sinks, q_lengths=q_lengths, kv_lengths=kv_lengths,
+                   page_table=page_table, kv_dtype=kv_dtype, k_scale=k_scale,
+                   v_scale=v_scale)(q, k, v)

@@ -4,20 +4,29 @@ Native paths only; which one a call takes depends on its workload (``path_for``)
 - one sequence, one query: ``single_decode_with_kv_cache`` (q (Hq, D), k and v in the ``HND``
   layout (Hkv, Tk, D): attnbench's (B, Hkv, Tk, D) row, no copy);
 - one sequence, several queries: ``single_prefill_with_kv_cache`` (q ``NHD``, k and v ``HND``);
-- a batch (B > 1) or a paged cache: ``BatchDecodeWithPagedKVCacheWrapper`` (one query per
-  sequence) or ``BatchPrefillWithPagedKVCacheWrapper``, ``plan()`` once then ``run()``. A dense
-  cache (B, Hkv, Tk, D) is already a paged one in the ``HND`` layout with one page of Tk tokens
-  per sequence (kv_indptr = 0..B, kv_indices = 0..B-1, kv_last_page_len = Tk), so no copy; a
-  paged cache (``page_table``) passes its own pages;
+- a batch (B > 1), a paged cache, D_v != D on one query (the decode kernels have one head dim)
+  or FP8 k, v on several queries (single prefill takes FP8 only with q in FP8 too):
+  ``BatchDecodeWithPagedKVCacheWrapper`` (one query per sequence, D_v == D) or
+  ``BatchPrefillWithPagedKVCacheWrapper`` (``head_dim_vo``), ``plan()`` once then ``run()``. A
+  dense cache (B, Hkv, Tk, D) is already a paged one in the ``HND`` layout with one page of Tk
+  tokens per sequence (kv_indptr = 0..B, kv_indices = 0..B-1, kv_last_page_len = Tk), so no
+  copy; a paged cache arrives as attnbench's pools (num_pages, page_size, Hkv, D), FlashInfer's
+  ``NHD`` page layout, passed as they are with the page table in CSR form (kv_indptr,
+  kv_indices, kv_last_page_len from ``page_table`` and ``kv_lengths``);
 - packed documents: ``BatchPrefillWithRaggedKVCacheWrapper``, one ragged sequence per
   (row, document), qo_indptr = kv_indptr = the documents' boundaries;
 - absorbed MLA decode (one latent KV head, D = D_v + 64, v the first D_v of k):
   ``flashinfer.mla.BatchMLAPagedAttentionWrapper`` (``mla_prepare``).
 
 GQA: k and v keep their Hkv heads. Causal: bottom-right (FlashInfer masks kv_idx + qo_len >
-kv_len + qo_idx, attnbench's convention). Windows: ``window_left`` (keys i' - left .. i'), so
-with causal only: FlashInfer has no right bound. Softcap: ``logits_soft_cap``. FP8 KV: k and v
-stored as float8_e4m3fn with per-tensor scales (``k_scale``, ``v_scale``), q in fp16/bf16.
+kv_len + qo_idx, attnbench's convention, per request with its own kv_len). Windows:
+``window_left`` (keys i' - left .. i'), so with causal only: FlashInfer has no right bound.
+Softcap: ``logits_soft_cap``. FP8 KV: k and v arrive as float8 tensors with their per-tensor
+``k_scale`` and ``v_scale`` (harness.contract.quant), which FlashInfer takes as they are
+(k_scale folded into sm_scale, v_scale on the output); q stays fp16/bf16. Ragged batches: the
+per-request key lengths of a paged cache (kv_last_page_len), every request with the same number
+of queries (decode); a dense, right-aligned padded batch or varying query lengths have no
+native form here (constraints).
 
 The wrappers' ``plan()`` (page table to the GPU, work partition) is FlashInfer's per-batch
 set-up that a server runs once per step for all layers: ``prepare`` does it, the runner times
@@ -40,7 +49,6 @@ from harness.metrics.traffic import tiled_exact
 
 # the workspace FlashInfer's examples and docs recommend (split-k partial results)
 WORKSPACE_BYTES = 128 * 1024 * 1024
-FP8_E4M3_MAX = 448.0
 
 PATHS = {
     "single_decode": "flashinfer.single_decode_with_kv_cache",
@@ -66,15 +74,18 @@ class Prepared:
 
 
 def path_for(*, batch: int, t_q: int, documents: bool = False, paged: bool = False,
-             mla: bool = False) -> str:
-    """Which FlashInfer entry a workload takes (a key of PATHS)."""
+             mla: bool = False, fp8: bool = False, same_dims: bool = True) -> str:
+    """Which FlashInfer entry a workload takes (a key of PATHS). ``same_dims``: D_v == D (the
+    decode kernels have one head dim); ``fp8``: FP8 k, v (single prefill takes them only with
+    an FP8 q)."""
     if mla:
         return "mla"
     if documents:
         return "ragged_prefill"
-    if batch == 1 and not paged:
-        return "single_decode" if t_q == 1 else "single_prefill"
-    return "batch_decode" if t_q == 1 else "batch_prefill"
+    decode = t_q == 1 and same_dims
+    if batch == 1 and not paged and (decode or (t_q > 1 and not fp8)):
+        return "single_decode" if decode else "single_prefill"
+    return "batch_decode" if decode else "batch_prefill"
 
 
 def window_left(window, causal: bool) -> int:
@@ -135,15 +146,6 @@ def csr_page_table(page_table, kv_lens, page_size: int):
     return indptr, indices, last
 
 
-def quantize_fp8(x):
-    """Per-tensor float8_e4m3fn: (x / scale in fp8, scale), scale = amax / 448."""
-    import torch
-
-    amax = float(x.detach().abs().max().item()) if x.numel() else 0.0
-    scale = amax / FP8_E4M3_MAX if amax > 0 else 1.0
-    return (x / scale).to(torch.float8_e4m3fn), scale
-
-
 def _workspace(device):
     import torch
 
@@ -165,48 +167,47 @@ def _timed_plan(plan: Callable[[], None], device) -> float:
 
 
 def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_slopes=None,
-            document_ids=None, softcap: float = 0.0, kv_dtype: str | None = None,
-            page_table=None, kv_lens=None, k_pages=None, v_pages=None) -> Prepared:
+            document_ids=None, softcap=None, sinks=None, q_lengths=None, kv_lengths=None,
+            page_table=None, kv_dtype="", k_scale=None, v_scale=None) -> Prepared:
     """Plan once; returns the run step (q, k, v) -> out (B, Hq, Tq, D_v).
 
-    ``softcap`` > 0: logits_soft_cap. ``kv_dtype="float8_e4m3fn"``: k and v stored in FP8 with
-    per-tensor scales (quantised here, once, as a cache is written), q keeps its dtype.
-    Paged: ``page_table`` (B, P) int page ids, ``kv_lens`` (B,) key lengths and the page pools
-    ``k_pages``/``v_pages`` (num_pages, Hkv, page_size, D), HND; k and v are then not read."""
+    ``softcap`` > 0: logits_soft_cap. FP8: k and v float8 with ``k_scale``/``v_scale``
+    (floats), q keeps its dtype. Paged: k and v are the pools (num_pages, page_size, Hkv, D)
+    (NHD), ``page_table`` (B, P) int32 and ``kv_lengths`` (B,) int32. Ragged: ``q_lengths``
+    and ``kv_lengths`` (B,) of a paged cache, every q_length = Tq."""
     if key_padding_mask is not None or alibi_slopes is not None:
         raise UnsupportedError("flashinfer: key padding and ALiBi are not declared")
+    if sinks is not None:
+        raise UnsupportedError(SINKS)
     import flashinfer
     import torch
 
+    paged = page_table is not None
     batch, q_heads, t_q, dim = q.shape
-    kv_heads, t_k, dim_v = k.shape[1], k.shape[2], v.shape[-1]
+    kv_heads = k.shape[2] if paged else k.shape[1]
+    t_k, dim_v = (0 if paged else k.shape[2]), v.shape[-1]
+    check_ragged(q_lengths, kv_lengths, t_q=t_q, paged=paged)
     left = window_left(window, causal)
     cap = float(softcap or 0.0)
     out_dtype = q.dtype
-    k_scale = v_scale = None
-    mla = dim_v != dim and kv_heads == 1 and dim - dim_v == 64 and t_q == 1
+    fp8 = k_scale is not None or k.element_size() == 1
+    scales = {} if not fp8 else {"k_scale": float(1.0 if k_scale is None else k_scale),
+                                 "v_scale": float(1.0 if v_scale is None else v_scale)}
+    mla = not paged and dim_v != dim and kv_heads == 1 and dim - dim_v == 64 and t_q == 1
     if mla:
+        if fp8:
+            raise UnsupportedError(MLA_FP8)
         return mla_prepare(q, k, v, causal=causal, window=window, softcap=cap)
-    paged = page_table is not None
-    if kv_dtype not in (None, "", "float16", "bfloat16", "float32", "float64"):
-        if kv_dtype != "float8_e4m3fn":
-            raise UnsupportedError(f"flashinfer: kv_dtype {kv_dtype} (FP8 KV is float8_e4m3fn)")
-        if document_ids is not None or (t_q > 1 and not paged and batch == 1):
-            raise UnsupportedError(FP8_PREFILL)
-        k_store, k_scale = quantize_fp8(k_pages if paged else k)
-        v_store, v_scale = quantize_fp8(v_pages if paged else v)
-    else:
-        k_store, v_store = (k_pages, v_pages) if paged else (None, None)
-    kv_type = k_store.dtype if k_store is not None else k.dtype
-    scales = {} if k_scale is None else {"k_scale": k_scale, "v_scale": v_scale}
-    path = path_for(batch=batch, t_q=t_q, documents=document_ids is not None, paged=paged)
+    if fp8 and document_ids is not None:
+        raise UnsupportedError(FP8_PREFILL)
+    path = path_for(batch=batch, t_q=t_q, documents=document_ids is not None, paged=paged,
+                    fp8=fp8, same_dims=dim_v == dim)
     device = q.device
 
     if path == "single_decode":
         def single_decode(q_, k_, v_):
-            k0, v0 = (k_store[0], v_store[0]) if k_store is not None else (k_[0], v_[0])
             out = flashinfer.single_decode_with_kv_cache(
-                q_[0, :, 0, :], k0, v0, kv_layout="HND", window_left=left,
+                q_[0, :, 0, :], k_[0], v_[0], kv_layout="HND", window_left=left,
                 logits_soft_cap=cap, **scales)
             return out[None, :, None, :]                       # (Hq, D) -> (1, Hq, 1, D)
         return Prepared(single_decode, path)
@@ -235,39 +236,64 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
             return out.reshape(batch, t_q, q_heads, dim_v).transpose(1, 2)
         return Prepared(ragged, path, {"plan_s": plan_s})
 
-    # batch decode / prefill over a paged cache (a dense one: one page per sequence)
+    # batch decode / prefill over a paged cache: attnbench's pools (NHD), or the dense cache
+    # as one HND page of Tk tokens per sequence
     if paged:
-        page_size = int(k_pages.shape[2])
-        kv_indptr, kv_indices, last_len = csr_page_table(page_table.to(device),
-                                                         kv_lens, page_size)
+        layout, page_size = "NHD", int(k.shape[1])
+        kv_indptr, kv_indices, last_len = csr_page_table(page_table.to(device), kv_lengths,
+                                                         page_size)
     else:
-        page_size = t_k
+        layout, page_size = "HND", t_k
         kv_indptr, kv_indices, last_len = dense_page_table(batch, t_k, device)
-    common = dict(q_data_type=q.dtype, kv_data_type=kv_type, window_left=left,
+    common = dict(q_data_type=q.dtype, kv_data_type=k.dtype, window_left=left,
                   logits_soft_cap=cap)
     if path == "batch_decode":
-        wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(_workspace(device), "HND")
+        wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(_workspace(device), layout)
         plan_s = _timed_plan(lambda: wrapper.plan(
             kv_indptr, kv_indices, last_len, q_heads, kv_heads, dim, page_size,
             o_data_type=out_dtype, **common), device)
     else:
-        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(_workspace(device), "HND")
+        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(_workspace(device), layout)
         qo_indptr = torch.arange(batch + 1, dtype=torch.int32, device=device) * t_q
         plan_s = _timed_plan(lambda: wrapper.plan(
             qo_indptr, kv_indptr, kv_indices, last_len, q_heads, kv_heads, dim, page_size,
             head_dim_vo=dim_v, causal=causal, o_data_type=out_dtype, **common), device)
 
     def batch_run(q_, k_, v_):
-        cache = (k_store, v_store) if k_store is not None else (k_, v_)
         q_p = q_.transpose(1, 2).reshape(batch * t_q, q_heads, dim)
-        out = wrapper.run(q_p, cache, **scales)
+        out = wrapper.run(q_p, (k_, v_), **scales)
         return out.reshape(batch, t_q, q_heads, dim_v).transpose(1, 2)
     return Prepared(batch_run, path, {"plan_s": plan_s})
 
 
+def check_ragged(q_lengths, kv_lengths, *, t_q: int, paged: bool) -> None:
+    """Raise UnsupportedError for a ragged batch FlashInfer does not take natively here: one
+    on a dense cache, or one whose query lengths are not all Tq (constraints refuses both
+    statically; a point's own lengths are checked again here)."""
+    if q_lengths is None and kv_lengths is None:
+        return
+    if not paged:
+        raise UnsupportedError(RAGGED_DENSE)
+    if q_lengths is not None and any(int(n) != t_q for n in q_lengths.tolist()):
+        raise UnsupportedError(RAGGED_QUERIES)
+
+
+SINKS = ("sinks on FlashInfer's paged run() are taken by its trtllm-gen and cute-dsl backends "
+         "only, not the fa2/fa3 paths planned here")
+RAGGED_DENSE = ("flashinfer: a ragged batch on a dense cache: attnbench right-aligns each "
+                "request's keys in its padded row and FlashInfer reads a request's keys from "
+                "its first page slot on (per-request lengths are its paged cache's "
+                "kv_last_page_len): run it with --page-size")
+RAGGED_QUERIES = ("flashinfer: ragged query lengths (prefill or mixed batches): FlashInfer "
+                  "takes them packed (qo_indptr) and attnbench's padded query rows would need "
+                  "a copy; ragged batches run here as decode (every request Tq queries)")
+MLA_FP8 = ("flashinfer: FP8 on the MLA wrapper (ckv_scale/kpe_scale of a compressed cache) is "
+           "not the per-tensor k_scale/v_scale of the kv_dtype axis")
+
+
 FP8_PREFILL = ("flashinfer: FP8 KV with fp16/bf16 queries runs on the decode paths and the "
-               "batch prefill wrapper (kv_data_type); single_prefill_with_kv_cache and the "
-               "ragged wrapper need q in FP8 too")
+               "paged prefill wrapper (kv_data_type); the ragged wrapper (packed documents) "
+               "needs q in FP8 too")
 
 
 def mla_prepare(q, k, v, *, causal=False, window=None, softcap: float = 0.0) -> Prepared:
@@ -312,6 +338,15 @@ def constraints(query: Query) -> list[str]:
         reasons.append(TWO_SIDED)
     if query.documents and query.q_len:
         reasons.append("flashinfer: packed documents need Tq == Tk")
+    if query.documents and query.paged:
+        reasons.append("flashinfer: packed documents run on the ragged wrapper, which takes "
+                       "contiguous k, v, not a paged cache")
+    if query.documents and query.has("fp8_kv"):
+        reasons.append(FP8_PREFILL)
+    if query.ragged and not query.paged:
+        reasons.append(RAGGED_DENSE)
+    if query.ragged and not query.q_len:
+        reasons.append(RAGGED_QUERIES)
     return reasons
 
 
@@ -338,7 +373,8 @@ def device_capability(device: str) -> tuple[int, int]:
           capabilities=Capabilities(
               devices=("cuda",), dtypes=("float16", "bfloat16"), causal=True,
               key_padding_mask=False, backward=False, gqa=True, q_len=True, window=True,
-              alibi=False, documents=True,
+              alibi=False, documents=True, softcap=True, sinks=False, paged=True, ragged=True,
+              head_dim_v=True, fp8_kv=True,
               reasons=(("cpu", "needs CUDA: FlashInfer's kernels are CUDA only"),
                        ("backward", "FlashInfer is inference-only: no backward pass"),
                        ("key_padding_mask", "not declared: FlashInfer expresses shorter "
@@ -347,9 +383,7 @@ def device_capability(device: str) -> tuple[int, int]:
                        ("alibi", "FlashInfer's ALIBI pos_encoding_mode uses its own slopes and "
                                  "the signed distance kv_idx - qo_idx, not attnbench's "
                                  "-slope * |i' - j|"),
-                       ("sinks", "sinks on FlashInfer's paged run() are taken by its "
-                                 "trtllm-gen and cute-dsl backends only, not the fa2/fa3 paths "
-                                 "planned here")),
+                       ("sinks", SINKS)),
               paths=(("decode, B = 1", PATHS["single_decode"]),
                      ("prefill, B = 1", PATHS["single_prefill"]),
                      ("decode, B > 1 or paged", PATHS["batch_decode"]
@@ -361,13 +395,24 @@ def device_capability(device: str) -> tuple[int, int]:
                      ("causal Tq != Tk", "bottom-right (FlashInfer's causal mask)"),
                      ("window", "window_left (with causal)"),
                      ("softcap", "logits_soft_cap"),
-                     ("kv_dtype", "float8_e4m3fn k/v, per-tensor k_scale/v_scale (decode, "
-                                  "batch prefill)"),
+                     ("head_dim_v", "head_dim_vo of the prefill kernels (one query with "
+                                    "D_v != D: " + PATHS["batch_prefill"] + ")"),
+                     ("paged", "attnbench's pools as FlashInfer's NHD paged cache (no copy), "
+                               "page table as kv_indptr / kv_indices / kv_last_page_len"),
+                     ("ragged", "per-request key lengths of the paged cache "
+                                "(kv_last_page_len); decode: every request Tq queries"),
+                     ("fp8_kv", "float8 k/v with per-tensor k_scale/v_scale (decode paths "
+                                "and " + PATHS["batch_prefill"] + ")"),
                      ("mla", PATHS["mla"] + " (absorbed decode, one latent KV head)"),
                      ("plan", "plan() in prepare: mask_build_s, plan_s"))),
           traffic=tiled_exact)
 def flashinfer_attention(q, k, v, *, causal=False, key_padding_mask=None, window=None,
-                         alibi_slopes=None, document_ids=None):
+                         alibi_slopes=None, document_ids=None, softcap=None, sinks=None,
+                         q_lengths=None, kv_lengths=None, page_table=None, kv_dtype="",
+                         k_scale=None, v_scale=None):
     """FlashInfer's single/batch prefill and decode kernels (plan() then run())."""
     return prepare(q, k, v, causal=causal, key_padding_mask=key_padding_mask, window=window,
-                   alibi_slopes=alibi_slopes, document_ids=document_ids)(q, k, v)
+                   alibi_slopes=alibi_slopes, document_ids=document_ids, softcap=softcap,
+                   sinks=sinks, q_lengths=q_lengths, kv_lengths=kv_lengths,
+                   page_table=page_table, kv_dtype=kv_dtype, k_scale=k_scale,
+                   v_scale=v_scale)(q, k, v)

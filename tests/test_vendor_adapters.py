@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import harness
-from harness.contract.masking import allowed_mask, packed_document_ids
+from harness.contract.masking import packed_document_ids
 from harness.contract.reference import exact_attention
 from harness.contract.registry import Query
 from harness.errors import UnsupportedError
@@ -99,6 +99,8 @@ def _fake_flashinfer(calls):
                                      window_left=-1, logits_soft_cap=None, rope_scale=None,
                                      rope_theta=None, backend="auto", return_lse=False,
                                      kv_cache_sf=None, k_scale=None, v_scale=None):
+        # FP8 k, v only with an FP8 q (its scale_q/k/v path): the adapter's assumption
+        assert k.dtype == q.dtype or q.element_size() == 1
         calls.append({"fn": "single_prefill", "kv_layout": kv_layout, "k": k.shape,
                       "window_left": window_left, "cap": logits_soft_cap, "causal": causal})
         k, v = _nhd(k, kv_layout), _nhd(v, kv_layout)
@@ -112,6 +114,7 @@ def _fake_flashinfer(calls):
                                     v_scale=None, window_left=-1, logits_soft_cap=None,
                                     sm_scale=None, rope_scale=None, rope_theta=None,
                                     return_lse=False):
+        assert v.shape[-1] == q.shape[-1]      # head_dim_vo = head_dim (out = empty_like(q))
         calls.append({"fn": "single_decode", "kv_layout": kv_layout, "k": k.shape,
                       "k_dtype": k.dtype, "window_left": window_left, "cap": logits_soft_cap})
         k, v = _nhd(k, kv_layout), _nhd(v, kv_layout)
@@ -173,6 +176,7 @@ def _fake_flashinfer(calls):
                 sinks=None, q_len_per_req=None, skip_softmax_threshold_scale_factor=None,
                 kv_cache_sf=None):
             assert paged_kv_cache[0].dtype == (self._plan["kv_dtype"] or q.dtype)
+            assert paged_kv_cache[1].shape[-1] == self._plan["head_dim"]   # one head dim
             calls.append({"fn": "batch_decode.run"})
             return self._run(q, paged_kv_cache, [1] * q.shape[0], k_scale, v_scale, sinks)
 
@@ -303,27 +307,11 @@ def _inputs(b=2, hq=4, hkv=2, tq=13, tk=13, d=8, dv=None, seed=0):
             torch.from_numpy(rng.standard_normal((b, hkv, tk, dv or d))))
 
 
-def _reference(q, k, v, *, causal=False, window=None, softcap=0.0, sinks=None, **extra):
-    """float64 attnbench reference with softcap and sinks (this branch's reference.py has
-    neither axis yet): scores capped before masking, one sink logit per query head."""
+def _reference(q, k, v, *, causal=False, window=None, **extra):
+    """attnbench's float64 reference (harness.contract.reference.exact_attention: softcap,
+    sinks and ragged lengths included) of torch inputs."""
     q, k, v = (x.numpy() for x in (_f64(q), _f64(k), _f64(v)))
-    if not softcap and sinks is None:
-        return exact_attention(q, k, v, causal=causal, window=window, **extra)
-    group = q.shape[1] // k.shape[1]
-    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
-    if softcap:
-        scores = softcap * np.tanh(scores / softcap)
-    allowed = allowed_mask(q.shape[2], k.shape[2], causal=causal, window=window)
-    if allowed is not None:
-        scores = np.where(allowed, scores, -np.inf)
-    top = scores.max(axis=-1, keepdims=True)
-    sink = None if sinks is None else np.asarray(sinks, dtype=np.float64)[None, :, None, None]
-    if sink is not None:
-        top = np.maximum(top, sink)
-    weights = np.exp(scores - top)
-    total = weights.sum(axis=-1, keepdims=True) + (0 if sink is None else np.exp(sink - top))
-    return (weights / total) @ v
+    return exact_attention(q, k, v, causal=causal, window=window, **extra)
 
 
 def _close(out, ref, tol=1e-10):
@@ -403,56 +391,105 @@ def test_flashinfer_softcap_on_every_path(flashinfer):
     assert {c["cap"] for c in flashinfer if "cap" in c} == {5.0}
 
 
-def _paged(k, v, page_size, seed=0):
-    """A dense (B, Hkv, Tk, D) cache as a pool of pages in a seeded shuffled order (HND:
-    (pages, Hkv, page_size, D)), its (B, P) page table and the key lengths."""
-    batch, heads, t_k, dim = k.shape
-    per_seq = -(-t_k // page_size)
-    order = np.random.default_rng(seed).permutation(batch * per_seq)
-    pool_k = torch.zeros(batch * per_seq, heads, page_size, dim, dtype=k.dtype)
-    pool_v = torch.zeros(batch * per_seq, heads, page_size, v.shape[-1], dtype=v.dtype)
-    table = torch.zeros(batch, per_seq, dtype=torch.int32)
-    for b in range(batch):
-        for p in range(per_seq):
-            page = int(order[b * per_seq + p])
-            table[b, p] = page
-            chunk = slice(p * page_size, min(t_k, (p + 1) * page_size))
-            n = chunk.stop - chunk.start
-            pool_k[page, :, :n] = k[b, :, chunk]
-            pool_v[page, :, :n] = v[b, :, chunk]
-    return pool_k, pool_v, table, torch.full((batch,), t_k, dtype=torch.int32)
+def _paged(k, v, page_size, kv_lengths=None):
+    """attnbench's paged cache of a dense right-aligned k, v: the pools (num_pages,
+    page_size, Hkv, D) (NHD, pages in a seeded shuffled order) and the keywords page_table
+    (B, P) and kv_lengths (B,), int32 (harness.contract.paging)."""
+    from harness.contract.frameworks.torch_fw import paged_torch
+
+    return paged_torch(k, v, page_size, kv_lengths)
 
 
 @pytest.mark.parametrize("tq", [1, 4])
 def test_flashinfer_paged_cache_through_the_page_table(tq, flashinfer):
     q, k, v = _inputs(b=2, tq=tq, tk=13)
-    k_pages, v_pages, table, lens = _paged(k, v, page_size=4)
-    prepared = fi.prepare(q, k, v, causal=True, page_table=table, kv_lens=lens,
-                          k_pages=k_pages, v_pages=v_pages)
+    k_pool, v_pool, paged = _paged(k, v, page_size=4)
+    prepared = fi.prepare(q, k_pool, v_pool, causal=True, **paged)
     assert prepared.path == ("batch_decode" if tq == 1 else "batch_prefill")
-    assert _close(prepared(q, k, v), _reference(q, k, v, causal=True))
-    assert flashinfer[0]["page_size"] == 4
-    indptr, indices, last = fi.csr_page_table(table, lens, 4)
+    assert _close(prepared(q, k_pool, v_pool), _reference(q, k, v, causal=True))
+    assert flashinfer[0]["page_size"] == 4 and flashinfer[0]["kv_layout"] == "NHD"
+    indptr, indices, last = fi.csr_page_table(paged["page_table"], paged["kv_lengths"], 4)
     assert indptr.tolist() == [0, 4, 8] and last.tolist() == [1, 1]
-    assert indices.tolist() == table.reshape(-1).tolist()
+    assert indices.tolist() == paged["page_table"].reshape(-1).tolist()
 
 
-def test_flashinfer_fp8_kv_is_dequantised_by_its_scales(flashinfer):
+def test_flashinfer_ragged_decode_on_a_paged_cache(flashinfer):
+    """Per-request key lengths through kv_last_page_len; the padded dense batch is the
+    reference (right-aligned keys, as harness.contract.ragged lays them out)."""
+    q, k, v = _inputs(b=3, tq=1, tk=13)
+    kv_lengths = torch.tensor([13, 5, 9], dtype=torch.int32)
+    q_lengths = torch.ones(3, dtype=torch.int32)
+    k_pool, v_pool, paged = _paged(k, v, page_size=4, kv_lengths=kv_lengths.numpy())
+    prepared = fi.prepare(q, k_pool, v_pool, causal=True, window=(3, 0), q_lengths=q_lengths,
+                          **paged)
+    ref = _reference(q, k, v, causal=True, window=(3, 0), q_lengths=q_lengths.numpy(),
+                     kv_lengths=kv_lengths.numpy())
+    assert prepared.path == "batch_decode" and _close(prepared(q, k_pool, v_pool), ref)
+    last = [c for c in flashinfer if c["fn"] == "batch_decode.plan"]
+    assert last and last[0]["page_size"] == 4
+    with pytest.raises(UnsupportedError, match="dense cache"):
+        fi.prepare(q, k, v, q_lengths=q_lengths, kv_lengths=kv_lengths)
+    q, k, v = _inputs(b=2, tq=4, tk=13)
+    k_pool, v_pool, paged = _paged(k, v, 4, np.array([13, 3]))
+    with pytest.raises(UnsupportedError, match="query lengths"):
+        fi.prepare(q, k_pool, v_pool, q_lengths=torch.tensor([4, 3], dtype=torch.int32),
+                   **paged)
+
+
+def _fp8(x):
+    """attnbench's FP8 k or v (harness.contract.frameworks.torch_fw.quantise_kv)."""
+    from harness.contract.frameworks.torch_fw import quantise_kv
+
+    return quantise_kv(x, "float8_e4m3fn")
+
+
+@pytest.mark.parametrize("b, tq, paged, dv, path", [
+    (1, 1, False, None, "single_decode"), (2, 1, False, None, "batch_decode"),
+    (1, 5, False, None, "batch_prefill"), (2, 5, False, None, "batch_prefill"),
+    (2, 1, True, None, "batch_decode"), (2, 5, True, 4, "batch_prefill")])
+def test_flashinfer_takes_the_given_fp8_tensors_and_scales(b, tq, paged, dv, path,
+                                                           flashinfer):
+    q, k, v = _inputs(b=b, tq=tq, dv=dv)
+    (k8, k_scale), (v8, v_scale) = _fp8(k), _fp8(v)
+    extra = {}
+    call_k, call_v = k8, v8
+    if paged:
+        call_k, call_v, extra = _paged(k8, v8, page_size=4)
+    prepared = fi.prepare(q, call_k, call_v, causal=True, k_scale=k_scale, v_scale=v_scale,
+                          kv_dtype="float8_e4m3fn", **extra)
+    out = prepared(q, call_k, call_v)
+    # the float64 answer on the dequantised cache, and close to the unquantised one
+    assert prepared.path == path
+    assert _close(out, _reference(q, _f64(k8) * k_scale, _f64(v8) * v_scale, causal=True))
+    assert np.abs(_f64(out).numpy() - _reference(q, k, v, causal=True)).max() < 0.1
+    kinds = {c.get("k_dtype", c.get("kv_data_type")) for c in flashinfer
+             if "plan" in c["fn"] or c["fn"] == "single_decode"}
+    assert kinds == {torch.float8_e4m3fn}
+
+
+def test_flashinfer_fp8_refused_on_documents_and_mla(flashinfer):
+    q, k, v = _inputs(b=2)
+    (k8, ks), (v8, vs) = _fp8(k), _fp8(v)
+    ids = torch.from_numpy(packed_document_ids(2, 13, 2, seed=0))
+    with pytest.raises(UnsupportedError, match="FP8"):
+        fi.prepare(q, k8, v8, k_scale=ks, v_scale=vs, document_ids=ids)
+    q, k, _ = _inputs(b=2, hq=4, hkv=1, tq=1, d=64 + 16)
+    (k8, ks), (v8, vs) = _fp8(k), _fp8(k[..., :16])
+    with pytest.raises(UnsupportedError, match="MLA"):
+        fi.prepare(q, k8, v8, k_scale=ks, v_scale=vs)
+
+
+def test_flashinfer_head_dim_v_on_one_query_takes_the_prefill_wrapper(flashinfer):
+    """The decode kernels have one head dim (head_dim_vo = head_dim): D_v != D on one query
+    runs through the paged prefill wrapper's head_dim_vo, dense and paged."""
     for b in (1, 2):
-        q, k, v = _inputs(b=b, tq=1)
-        prepared = fi.prepare(q, k, v, causal=True, kv_dtype="float8_e4m3fn")
-        out = prepared(q, k, v)
-        # the float64 answer on the quantised cache, and close to the unquantised one
-        k8, ks = fi.quantize_fp8(k)
-        v8, vs = fi.quantize_fp8(v)
-        assert _close(out, _reference(q, _f64(k8) * ks, _f64(v8) * vs, causal=True))
-        assert np.abs(_f64(out).numpy() - _reference(q, k, v, causal=True)).max() < 0.1
-    kinds = [c.get("k_dtype", c.get("kv_data_type")) for c in flashinfer if "plan" in c["fn"]
-             or c["fn"] == "single_decode"]
-    assert kinds == [torch.float8_e4m3fn, torch.float8_e4m3fn]
-    q, k, v = _inputs(b=1, tq=5)
-    with pytest.raises(UnsupportedError, match="FP8 KV"):
-        fi.prepare(q, k, v, kv_dtype="float8_e4m3fn")
+        q, k, v = _inputs(b=b, tq=1, d=12, dv=8)
+        prepared = fi.prepare(q, k, v, causal=True, softcap=3.0)
+        assert prepared.path == "batch_prefill"
+        assert _close(prepared(q, k, v), _reference(q, k, v, causal=True, softcap=3.0))
+    k_pool, v_pool, paged = _paged(k, v, page_size=4)
+    prepared = fi.prepare(q, k_pool, v_pool, causal=True, **paged)
+    assert _close(prepared(q, k_pool, v_pool), _reference(q, k, v, causal=True))
 
 
 def test_flashinfer_head_dim_v_and_absorbed_mla(flashinfer):
@@ -521,6 +558,7 @@ def _fake_fa4(calls):
                         aux_scalars=None, block_sparse_tensors=None,
                         block_sparse_tensors_bwd=None, return_lse=False):
         _check_sink(learnable_sink, q.shape[2])
+        _check_dtypes(q, k, v)
         calls.append({"fn": "func", "k_heads": k.shape[2], "window_size": window_size,
                       "causal": causal, "softcap": softcap})
         scale = softmax_scale or 1.0 / np.sqrt(q.shape[-1])
@@ -538,6 +576,7 @@ def _fake_fa4(calls):
                                return_lse=False, scheduler_metadata=None,
                                seqlen_k_per_split=None, disable_scheduler_metadata=False):
         _check_sink(learnable_sink, q.shape[-2])
+        _check_dtypes(q, k, v)
         scale = softmax_scale or 1.0 / np.sqrt(q.shape[-1])
         if page_table is not None:             # the interface's asserts on a paged call
             assert cu_seqlens_k is None and page_table.dtype == torch.int32
@@ -561,6 +600,9 @@ def _fake_fa4(calls):
             pieces.append(_attend(q[qa:qb], k[ka:kb], v[ka:kb], allowed, sm_scale=scale,
                                   cap=softcap, sinks=learnable_sink))
         return torch.cat(pieces).to(q.dtype), None
+
+    def _check_dtypes(*tensors):               # "q, k, v, and qv must have the same dtype"
+        assert len({t.dtype for t in tensors}) == 1
 
     def _check_sink(sink, heads):
         assert sink is None or (sink.shape == (heads,) and sink.dtype == torch.float32)
@@ -631,13 +673,44 @@ def test_fa4_softcap_and_sinks(flash4):
 
 @pytest.mark.parametrize("tq", [1, 5])
 def test_fa4_paged_cache_through_page_table(tq, flash4):
-    q, k, v = _inputs(b=2, tq=tq, tk=13)
-    k_pages, v_pages, table, lens = _paged(k, v, page_size=4)
-    k_nhd, v_nhd = k_pages.transpose(1, 2), v_pages.transpose(1, 2)  # FA-4: (pages, size, H, D)
-    out = fa4.prepare(q, k, v, causal=True, window=(5, 0), page_table=table, kv_lens=lens,
-                      k_pages=k_nhd, v_pages=v_nhd)(q, k, v)
-    assert _close(out, _reference(q, k, v, causal=True, window=(5, 0)))
+    q, k, v = _inputs(b=2, tq=tq, tk=13, dv=4)
+    k_pool, v_pool, paged = _paged(k, v, page_size=4)      # FA-4's (pages, size, H, D)
+    sinks = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
+    out = fa4.prepare(q, k_pool, v_pool, causal=True, window=(5, 0), softcap=4.0, sinks=sinks,
+                      **paged)(q, k_pool, v_pool)
+    assert _close(out, _reference(q, k, v, causal=True, window=(5, 0), softcap=4.0,
+                                  sinks=sinks.numpy()))
     assert flash4[0]["fn"] == "paged" and flash4[0]["page_size"] == 4
+
+
+def test_fa4_ragged_decode_on_a_paged_cache(flash4):
+    q, k, v = _inputs(b=3, tq=1, tk=13)
+    kv_lengths = torch.tensor([13, 5, 9], dtype=torch.int32)
+    q_lengths = torch.ones(3, dtype=torch.int32)
+    k_pool, v_pool, paged = _paged(k, v, page_size=4, kv_lengths=kv_lengths.numpy())
+    out = fa4.prepare(q, k_pool, v_pool, causal=True, q_lengths=q_lengths, **paged)(
+        q, k_pool, v_pool)
+    assert _close(out, _reference(q, k, v, causal=True, q_lengths=q_lengths.numpy(),
+                                  kv_lengths=kv_lengths.numpy()))
+    with pytest.raises(UnsupportedError, match="dense cache"):
+        fa4.prepare(q, k, v, q_lengths=q_lengths, kv_lengths=kv_lengths)
+    q, k, v = _inputs(b=2, tq=4, tk=13)
+    k_pool, v_pool, paged = _paged(k, v, 4, np.array([13, 3]))
+    with pytest.raises(UnsupportedError, match="query lengths"):
+        fa4.prepare(q, k_pool, v_pool, q_lengths=torch.tensor([4, 3], dtype=torch.int32),
+                    **paged)
+
+
+def test_fa4_refuses_fp8_keys_and_values(flash4):
+    q, k, v = _inputs()
+    (k8, ks), (v8, vs) = _fp8(k), _fp8(v)
+    with pytest.raises(UnsupportedError, match="FP8"):
+        fa4.prepare(q, k8, v8, k_scale=ks, v_scale=vs)
+    verdict = harness.get("flash_attn_4").supports(device="cuda", dtype="float16",
+                                                   run_probe=False, fp8_kv=True)
+    assert not verdict and "same FP8 dtype" not in verdict.reason and "q, k and v" in \
+        verdict.reason
+    assert flash4 == []
 
 
 def test_fa4_refuses_devices_by_compute_capability(monkeypatch):
@@ -675,33 +748,132 @@ def test_fa4_head_dims_per_family():
 
 # ---- both: the registry's view ----------------------------------------------------------------
 
-FEATURES = ("causal", "masked", "gqa", "q_len", "window", "alibi", "documents")
+FEATURES = ("causal", "masked", "gqa", "q_len", "window", "alibi", "documents", "softcap",
+            "sinks", "paged", "ragged", "head_dim_v", "fp8_kv")
 
 
-@pytest.mark.parametrize("name, claimed_count", [("flashinfer", 18), ("flash_attn_4", 24)])
-@pytest.mark.parametrize("batch", [1, 2])
-def test_every_claimed_combination_passes_the_gate_on_the_fakes(name, claimed_count, batch,
-                                                                flashinfer, flash4):
-    """The correctness gate's own inputs for each of the 2^7 feature combinations the
-    capabilities and constraints accept on CUDA (batch 1: FlashInfer's single_* paths,
-    batch 2: its wrappers)."""
-    from harness.measure.gate import check
-
-    impl = harness.get(name)
-    claimed = 0
+def _claimed(impl):
+    """Each of the 2^13 feature combinations the capabilities and constraints accept on
+    CUDA, as check()'s keywords."""
     for values in itertools.product((False, True), repeat=len(FEATURES)):
         combo = dict(zip(FEATURES, values))
         query = Query(device="cuda", dtype="float16", key_padding_mask=combo["masked"],
                       **{f: combo[f] for f in FEATURES if f != "masked"})
-        if impl.not_supported_reasons(query):
-            continue
+        if not impl.not_supported_reasons(query):
+            yield combo
+
+
+# Per method, the features taken freely multiply the count; the rest as the constraints
+# allow them. flashinfer: gqa, softcap, head_dim_v free (8); (causal, window): window needs
+# causal (3); (q_len, documents, paged, ragged, fp8_kv): documents without q_len, paged, fp8 (1),
+# else q_len x paged x fp8 (8) plus ragged with paged and q_len (2): 11; 8 x 3 x 11 = 264.
+# flash_attn_4: causal, gqa, window, softcap, sinks, head_dim_v free (64); documents without
+# q_len or paged (1), else q_len x paged (4) plus ragged with both (1): 6; 64 x 6 = 384.
+@pytest.mark.parametrize("name, claimed_count", [("flashinfer", 264), ("flash_attn_4", 384)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_every_claimed_combination_passes_the_gate_on_the_fakes(name, claimed_count, batch,
+                                                                flashinfer, flash4):
+    """The correctness gate's own inputs (harness.measure.gate.check: GQA, Tq = 7, windows,
+    documents, softcap, sinks, pages of 8, ragged key lengths, D_v = D/2, FP8 k and v with
+    their scales) for every claimed combination (batch 1: FlashInfer's single_* paths, batch
+    2: its wrappers). float32: FA-4 takes its sink logits in float32."""
+    from harness.measure.gate import check
+
+    impl = harness.get(name)
+    claimed = 0
+    for combo in _claimed(impl):
         claimed += 1
-        result = check(impl, device="cpu", dtype="float64", shape=(batch, 2, 32, 8), **combo)
+        result = check(impl, device="cpu", dtype="float32", shape=(batch, 2, 32, 8), **combo)
         assert result.passed, (combo, result.message)
-    # both: neither padding nor ALiBi; documents need Tq == Tk. Per gqa value: flash_attn_4
-    # 2 (causal) x 6 (q_len, window, documents less documents with q_len) = 12; flashinfer
-    # the same less the windows without causal (3) = 9
     assert claimed == claimed_count
+
+
+def test_gate_points_with_the_new_axes_through_the_fakes(flashinfer, flash4):
+    """check_point on sweep points with each new axis set (the point's own inputs: its
+    page table, its lengths, its FP8 scales), as ``check --workloads`` runs them."""
+    from harness.contract.records import Point
+    from harness.measure.gate import check_point
+
+    base = dict(seq_len=32, head_dim=8, heads=4, batch=3, dtype="float32", device="cpu",
+                causal=True, kv_heads=2)
+    cases = {
+        "flashinfer": [dict(extra_axes=(("softcap", 2.0),)),
+                       dict(extra_axes=(("page_size", 8),), q_len=1),
+                       dict(extra_axes=(("page_size", 8), ("lengths", "uniform:4-32")),
+                            q_len=1),
+                       dict(extra_axes=(("head_dim_v", 4),), q_len=1),
+                       dict(kv_dtype="float8_e4m3fn", q_len=1),
+                       dict(kv_dtype="float8_e4m3fn", extra_axes=(("page_size", 8),)),
+                       dict(kv_dtype="float8_e4m3fn", batch=1, q_len=5)],
+        "flash_attn_4": [dict(extra_axes=(("softcap", 2.0), ("sinks", True))),
+                         dict(extra_axes=(("page_size", 8), ("sinks", True)), q_len=1),
+                         dict(extra_axes=(("page_size", 8), ("lengths", "uniform:4-32")),
+                              q_len=1, window=6),
+                         dict(extra_axes=(("head_dim_v", 4),))],
+    }
+    for name, points in cases.items():
+        impl = harness.get(name)
+        for fields in points:
+            point = Point(name, **{**base, **fields})
+            assert not impl.not_supported_reasons(Query(
+                device="cuda", dtype="float16", features=point.all_features())), fields
+            result = check_point(impl, point)
+            assert result.passed, (name, fields, result.message)
+
+
+def test_check_workloads_cases_through_the_fakes(flashinfer, flash4):
+    """``run_bench.py check --workloads``' built-in cases (harness.grid.workload_cases), as
+    its worker task runs them, in this process (the fakes live here): each is refused with
+    a reason before anything runs, or passes the gate. The one exception: FlashInfer's
+    absorbed-MLA decode shape (D = D_v + 64, one KV head, Tq = 1) whose v is not the latent
+    part of k is refused by prepare (MLA_VALUES): the MLA kernel reads its values from k."""
+    from harness.grid.workload_cases import builtin_cases
+    from harness.measure.gate import check_point
+
+    outcome = {}
+    for name in ("flashinfer", "flash_attn_4"):
+        impl = harness.get(name)
+        for case in builtin_cases():
+            point = case.for_impl(name, "cpu", "float32").point
+            reasons = impl.not_supported_reasons(Query(
+                device="cuda", dtype="float16", features=point.all_features(),
+                key_padding_mask=case.padded))
+            if reasons:
+                outcome[name, case.name] = "unsupported"
+                continue
+            result = check_point(impl, point, padded=case.padded)
+            outcome[name, case.name] = "ok" if result.passed else result.message
+    mla = [c.name for c in builtin_cases() if c.name.startswith("mla decode")]
+    assert outcome.pop(("flashinfer", mla[0])) == f"UnsupportedError: {fi.MLA_VALUES}"
+    assert set(outcome.values()) == {"ok", "unsupported"}, outcome
+    for name in ("flashinfer", "flash_attn_4"):    # the new axes' cases that each runs
+        ran = {case for (n, case), state in outcome.items() if n == name and state == "ok"}
+        assert {"softcap 2 causal", "paged page=16 causal", "paged ragged decode Hkv=2",
+                "Dv=16 (D=32)"} <= ran, (name, ran)
+    assert outcome["flashinfer", "kv fp8e4m3 causal"] == "ok"
+    assert outcome["flash_attn_4", "sinks gqa Hkv=2 causal"] == "ok"
+    for name in ("flashinfer", "flash_attn_4"):
+        assert outcome[name, "ragged decode"] == "unsupported"      # a dense ragged batch
+        assert outcome[name, "ragged prefill causal"] == "unsupported"
+
+
+def test_refusals_of_the_new_axes_are_reasons():
+    """What the methods do not take is refused before anything runs, with the reason (the
+    point is recorded unsupported, never run and wrong)."""
+    fi_impl, fa4_impl = harness.get("flashinfer"), harness.get("flash_attn_4")
+    asks = [(fi_impl, dict(sinks=True), "trtllm-gen"),
+            (fi_impl, dict(ragged=True, q_len=True), "dense cache"),
+            (fi_impl, dict(ragged=True, paged=True), "query lengths"),
+            (fi_impl, dict(documents=True, fp8_kv=True), "ragged wrapper"),
+            (fi_impl, dict(documents=True, paged=True), "paged cache"),
+            (fa4_impl, dict(fp8_kv=True), "q, k and v"),
+            (fa4_impl, dict(ragged=True, q_len=True), "dense cache"),
+            (fa4_impl, dict(ragged=True, paged=True), "query lengths"),
+            (fa4_impl, dict(documents=True, paged=True), "cu_seqlens_k")]
+    for impl, asked, word in asks:
+        verdict = impl.supports(device="cuda", dtype="float16", run_probe=False, causal=True,
+                                **asked)
+        assert not verdict and word in verdict.reason, (impl.name, asked, verdict.reason)
 
 
 def test_list_rows_on_this_cpu_machine():
@@ -738,12 +910,7 @@ def test_real_package_passes_the_gate_on_every_claimed_combination(name, package
     impl = harness.get(name)
     if not impl.availability("cuda", "float16"):
         pytest.skip(impl.availability("cuda", "float16").reason)
-    for values in itertools.product((False, True), repeat=len(FEATURES)):
-        combo = dict(zip(FEATURES, values))
-        query = Query(device="cuda", dtype="float16", key_padding_mask=combo["masked"],
-                      **{f: combo[f] for f in FEATURES if f != "masked"})
-        if impl.not_supported_reasons(query):
-            continue
+    for combo in _claimed(impl):
         for batch in (1, 2):
             result = check(impl, device="cuda", dtype="float16", shape=(batch, 2, 128, 64),
                            **combo)
