@@ -55,10 +55,22 @@ def test_file_lengths_in_order_and_cycled(tmp_path):
     assert list(got.kv) == [5, 64, 9, 5, 64]
 
 
-@pytest.mark.parametrize("bad", ["uniform:9-3", "zipf:0:1-4", "normal:1-2", "file:"])
+@pytest.mark.parametrize("bad", ["uniform:9-3", "zipf:0:1-4", "normal:1-2", "file:",
+                                 "zipf:1.1.1:16-64", "zipf:.:1-4"])
 def test_bad_specs_name_the_flag(bad):
     with pytest.raises(UsageError, match="--lengths"):
         parse_spec(bad)
+
+
+@pytest.mark.parametrize("content", [None, "", "12\nabc\n", "4\n0\n"])
+def test_a_lengths_file_is_read_when_the_flag_is(tmp_path, content):
+    """A missing, empty or non-numeric file is one usage error at parse time (the sweep exits
+    2), not an error record at every point of the grid."""
+    path = tmp_path / "lengths.txt"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UsageError, match="--lengths"):
+        parse_lengths(f"file:{path}")
 
 
 def test_parse_lengths_list_and_default():
@@ -72,8 +84,45 @@ def test_workload_problems():
     assert "mixed" in ragged_point("uniform:8-64+mixed:1", q_len=1).workload_problem()
     assert "batch" in ragged_point("uniform:8-64+mixed:9").workload_problem()
     assert "documents" in ragged_point("uniform:8-64", documents=2).workload_problem()
-    assert "forward" in ragged_point(page=16, pass_="backward").workload_problem()
+    # a page longer than the whole key cache: the pool would be B pages of mostly padding
+    assert "seq_len" in ragged_point(page=1 << 20).workload_problem()
+    assert ragged_point(page=64).workload_problem() is None
     assert ragged_point("uniform:8-64+mixed:2", page=16, causal=True).workload_problem() is None
+
+
+@pytest.mark.parametrize("pass_", ["backward", "forward_backward"])
+def test_paged_with_a_backward_pass_is_unsupported_with_the_reason(pass_):
+    """A grid's forward+backward group beside --page-size is a record that says why, not a
+    grid error that stops the sweep."""
+    point = ragged_point(page=16, pass_=pass_)
+    assert point.workload_problem() is None
+    for name in ("softmax_torch", "flex_attention", "sdpa_math"):
+        verdict = get(name).supports(features=point.all_features(), run_probe=False)
+        assert not verdict and "forward pass only" in verdict.reason
+    forward = ragged_point(page=16).all_features()
+    assert get("softmax_torch").supports(features=forward, run_probe=False)
+
+
+def test_the_sweep_gate_of_a_ragged_point_is_ragged():
+    """The gate a sweep runs for a point with --lengths (gate.check with the point's features)
+    has sequences of different lengths: a method that ignores them fails it."""
+    import dataclasses
+
+    from harness.measure.gate import GATE_SHAPE, check, workload_inputs
+    (q, _, _, _), extra = workload_inputs(GATE_SHAPE, features=("ragged",))
+    assert q.shape[0] > 1 and len(set(extra["kv_lengths"].tolist())) > 1
+
+    method = get("softmax_torch")
+
+    def ignores_lengths(q, k, v, *, q_lengths=None, kv_lengths=None, **kw):
+        return method.fn(q, k, v, **kw)
+
+    blind = dataclasses.replace(method, name="ignores_lengths", fn=ignores_lengths)
+    for causal in (False, True):
+        assert check(method, device="cpu", dtype="float32", causal=causal,
+                     features=("ragged",)).passed
+        assert not check(blind, device="cpu", dtype="float32", causal=causal,
+                         features=("ragged",)).passed
 
 
 # -- paging -----------------------------------------------------------------------------------

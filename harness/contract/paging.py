@@ -23,6 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 PAGE_SEED = 0   # the page order of a point (the same in every worker)
+# a paged cache is an inference input: no method is asked for gradients through its pools
+PAGED_BACKWARD_REASON = ("a paged KV cache is an inference cache: forward pass only (no "
+                         "gradient through the page pools)")
 
 
 def pages_needed(kv_lengths: np.ndarray, page_size: int) -> np.ndarray:

@@ -42,7 +42,7 @@ from harness.errors import UsageError
 FLAG = "--lengths"
 _SIZE = r"(\d+[KkMm]?)"
 _UNIFORM = re.compile(rf"uniform:{_SIZE}-{_SIZE}")
-_ZIPF = re.compile(rf"zipf:([0-9.]+):{_SIZE}-{_SIZE}")
+_ZIPF = re.compile(rf"zipf:(\d+(?:\.\d*)?|\.\d+):{_SIZE}-{_SIZE}")
 _MIXED = re.compile(r"\+mixed:(\d+)$")
 _SEED = re.compile(r"@(\d+)$")
 
@@ -98,6 +98,8 @@ def parse_spec(text: str) -> LengthSpec:
             raise UsageError(f"{FLAG}: zipf's exponent must be > 0, got {text!r}")
     elif rest.startswith("file:") and len(rest) > 5:
         spec = LengthSpec("file", path=rest[5:], seed=seed, prefills=prefills)
+        read_lengths_file(spec.path)   # a missing or unreadable file is a usage error here,
+        #                               not an error record at every point
     else:
         raise UsageError(f"{FLAG}: cannot read {text!r} (uniform:MIN-MAX, zipf:A:MIN-MAX or "
                          f"file:PATH, then @SEED and +mixed:P optional)")
@@ -177,8 +179,9 @@ def lengths_problem(point: Any) -> str | None:
     page_size = point.value("page_size")
     if page_size < 0:
         return f"page_size must be >= 0, got {page_size}"
-    if page_size and point.pass_ != "forward":
-        return "a paged KV cache is an inference cache: forward pass only"
+    if page_size > point.seq_len:
+        return (f"page_size={page_size} > seq_len={point.seq_len}: one page would hold more "
+                f"than a whole sequence (the pool holds whole pages)")
     spec_text = point.value("lengths")
     if not spec_text:
         return None

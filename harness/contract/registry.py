@@ -30,6 +30,7 @@ from harness.contract import probe as probing
 from harness.contract.frameworks import device_kind
 from harness.contract.parsers import DTYPES
 from harness.contract.probe import Availability, ProbeResult
+from harness.contract.paging import PAGED_BACKWARD_REASON
 from harness.contract.quant import FP8_BACKWARD_REASON
 from harness.contract.traits import Traits
 from harness.errors import UnknownNameError, UnsupportedError, UsageError, first_line
@@ -225,6 +226,8 @@ class Implementation:
         reasons.extend(caps.missing_reasons(query.features))
         if query.has("fp8_kv") and query.has("backward") and caps.has("fp8_kv"):
             reasons.append(FP8_BACKWARD_REASON)
+        if query.has("paged") and query.has("backward") and caps.has("paged"):
+            reasons.append(PAGED_BACKWARD_REASON)
         if self.constraints is not None:
             reasons.extend(self._constraint_reasons(query))
         return reasons

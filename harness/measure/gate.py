@@ -27,6 +27,8 @@ from harness.contract.reference import (
 from harness.contract.registry import Implementation
 
 GATE_SHAPE = (1, 2, 64, 32)  # small enough for the float64 reference on any machine
+# a ragged gate case's sequences: GATE_SHAPE's one sequence would be at the full length, dense
+RAGGED_GATE_BATCH = 3
 # the gate's softcap: N(0, 1) inputs give scaled scores of about N(0, 1), which a cap of 50
 # leaves all but linear; a cap of 2 bends them enough that ignoring it fails every tolerance
 GATE_SOFTCAP = 2.0
@@ -44,6 +46,8 @@ def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: 
     gqa, q_len, window, alibi, documents = (name in asked for name in (
         "gqa", "q_len", "window", "alibi", "documents"))
     batch, heads, length, dim = shape
+    if "ragged" in asked:
+        batch = max(batch, RAGGED_GATE_BATCH)   # lengths that differ need several sequences
     q_heads = 2 * heads if gqa else heads
     t_q = min(7, length) if q_len else length
     q_shape = (batch, q_heads, t_q, dim)
