@@ -39,10 +39,10 @@ import functools
 import math
 
 from harness.errors import UnsupportedError
-from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
+from implementations._hrr_reasons import HRR_REASONS
 
 COSINE_EPS = 1e-12
 CPU_GEMM_MAX_HEAD_DIM = 512  # gemm measured faster up to D=512 on CPU: see the table above
@@ -352,23 +352,7 @@ def _platform(x) -> str:
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True,
-                                    gqa=True, reasons=(("q_len", "HRR's output w_t * v_t needs a value at every query position, so "
-                                 "Tq != Tk is unsupported"),
-                       ("window", "HRR attention has no mask but key padding (beta sums every "
-                                  "key)"),
-                       ("alibi", "HRR attention has no positional bias"),
-                       ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)"),
-                       ("softcap", "HRR attention has no query-key logit to cap (its "
-                                   "softmax is over cosines of v_t with the unbound "
-                                   "vector, in [-1, 1])"),
-                       ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not "
-                                 "query-key logits: a sink logit there is another model, "
-                                 "and HRR's reference has none"),
-                       ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
-                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written"),
-                       ("head_dim_v", HRR_HEAD_DIMS),
-                       ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path")),
+                                    gqa=True, reasons=HRR_REASONS,
                                     paths=(("gqa", "beta (C) computed once per key/value head; "
                                                    "the group's query rows are multiplied "
                                                    "against it (no copy of k, v)"),)),

@@ -65,10 +65,10 @@ from __future__ import annotations
 import torch
 
 from harness.errors import UnsupportedError
-from harness.contract.head_dims import HRR_HEAD_DIMS
 from harness.contract.registry import Capabilities, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import hrr as hrr_traffic
+from implementations._hrr_reasons import HRR_REASONS
 
 COSINE_EPS = 1e-12  # cosine = dot / max(|v| |vhat|, eps): a zero vector gives 0, never NaN
 CHUNK_ELEMENTS = 1 << 21  # per-tensor chunk (tokens x D) walked at once: 8 MiB in float32
@@ -511,23 +511,7 @@ def _hrr_fft(q, k, v, keep):
           capabilities=Capabilities(devices=("cpu", "cuda"),
                                     dtypes=("float64", "float32", "float16", "bfloat16"),
                                     causal=False, key_padding_mask=True, backward=True,
-                                    gqa=True, reasons=(("q_len", "HRR's output w_t * v_t needs a value at every query position, so "
-                                 "Tq != Tk is unsupported"),
-                       ("window", "HRR attention has no mask but key padding (beta sums every "
-                                  "key)"),
-                       ("alibi", "HRR attention has no positional bias"),
-                       ("documents", "HRR attention has no mask but key padding (beta sums "
-                                     "every key)"),
-                       ("softcap", "HRR attention has no query-key logit to cap (its "
-                                   "softmax is over cosines of v_t with the unbound "
-                                   "vector, in [-1, 1])"),
-                       ("sinks", "HRR attention's softmax is over cosines in [-1, 1], not "
-                                 "query-key logits: a sink logit there is another model, "
-                                 "and HRR's reference has none"),
-                       ("paged", "HRR keeps no per-key cache to page: it reduces the keys to beta = sum bind(k_t, v_t)"),
-                       ("ragged", "HRR needs Tq == Tk per sequence; ragged lengths (per-row beta over each sequence's keys) not written"),
-                       ("head_dim_v", HRR_HEAD_DIMS),
-                       ("fp8_kv", "HRR binds k and v with FFTs in float32 or wider: no FP8 key/value path")),
+                                    gqa=True, reasons=HRR_REASONS,
                                     paths=(("gqa", "beta = sum_t bind(k_t, v_t) computed once "
                                                    "per key/value head and read by its group "
                                                    "of query heads (no copy of k, v)"),)),
