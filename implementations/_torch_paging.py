@@ -43,3 +43,18 @@ def dense_kv(k: torch.Tensor, v: torch.Tensor, page_table: torch.Tensor | None,
     if key_padding_mask is not None:
         raise ValueError("a paged cache takes kv_lengths, not a key-padding mask")
     return gather_dense(k, page_table, kv_lengths), gather_dense(v, page_table, kv_lengths)
+
+
+def refuse_ragged(q_lengths, kv_lengths, *, t_q: int, paged: bool, dense_reason: str,
+                  queries_reason: str) -> None:
+    """For a kernel that takes per-request key lengths only through its paged cache and one
+    query count for every request: UnsupportedError(dense_reason) for a ragged batch on a dense
+    cache, UnsupportedError(queries_reason) when the query lengths are not all ``t_q``."""
+    from harness.errors import UnsupportedError
+
+    if q_lengths is None and kv_lengths is None:
+        return
+    if not paged:
+        raise UnsupportedError(dense_reason)
+    if q_lengths is not None and any(int(n) != t_q for n in q_lengths.tolist()):
+        raise UnsupportedError(queries_reason)

@@ -30,6 +30,7 @@ from harness.contract.probe import Availability
 from harness.contract.registry import Capabilities, Query, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import tiled_exact
+from implementations._torch_paging import refuse_ragged
 
 SUPPORTED_MAJORS = (9, 10, 11, 12)
 COMPILE_MODE = ("CuTe DSL JIT: one compilation per kernel configuration (head dims, dtype, "
@@ -153,12 +154,8 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
 def check_ragged(q_lengths, kv_lengths, *, t_q: int, paged: bool) -> None:
     """Raise UnsupportedError for a ragged batch FA-4 does not take natively here (the
     constraints refuse the same statically; a point's own lengths are checked here)."""
-    if q_lengths is None and kv_lengths is None:
-        return
-    if not paged:
-        raise UnsupportedError(RAGGED_DENSE)
-    if q_lengths is not None and any(int(n) != t_q for n in q_lengths.tolist()):
-        raise UnsupportedError(RAGGED_QUERIES)
+    refuse_ragged(q_lengths, kv_lengths, t_q=t_q, paged=paged, dense_reason=RAGGED_DENSE,
+                  queries_reason=RAGGED_QUERIES)
 
 
 FP8_KV = ("flash_attn_4: FA-4's FP8 path takes q, k and v all in one FP8 dtype (SM100 only, "

@@ -46,6 +46,7 @@ from harness.errors import UnsupportedError
 from harness.contract.registry import Capabilities, Query, register
 from harness.contract.traits import Traits
 from harness.metrics.traffic import tiled_exact
+from implementations._torch_paging import refuse_ragged
 
 # the workspace FlashInfer's examples and docs recommend (split-k partial results)
 WORKSPACE_BYTES = 128 * 1024 * 1024
@@ -267,15 +268,10 @@ def prepare(q, k, v, *, causal=False, key_padding_mask=None, window=None, alibi_
 
 
 def check_ragged(q_lengths, kv_lengths, *, t_q: int, paged: bool) -> None:
-    """Raise UnsupportedError for a ragged batch FlashInfer does not take natively here: one
-    on a dense cache, or one whose query lengths are not all Tq (constraints refuses both
-    statically; a point's own lengths are checked again here)."""
-    if q_lengths is None and kv_lengths is None:
-        return
-    if not paged:
-        raise UnsupportedError(RAGGED_DENSE)
-    if q_lengths is not None and any(int(n) != t_q for n in q_lengths.tolist()):
-        raise UnsupportedError(RAGGED_QUERIES)
+    """Raise UnsupportedError for a ragged batch FlashInfer does not take natively here (the
+    constraints refuse the same statically; a point's own lengths are checked here)."""
+    refuse_ragged(q_lengths, kv_lengths, t_q=t_q, paged=paged, dense_reason=RAGGED_DENSE,
+                  queries_reason=RAGGED_QUERIES)
 
 
 SINKS = ("sinks on FlashInfer's paged run() are taken by its trtllm-gen and cute-dsl backends "
