@@ -361,6 +361,13 @@ def first_call_peak(work: Any, device: str) -> tuple[int, str] | None:
     jitted = work.info.get("jitted")
     executable = compile_ahead(jitted)
     jax.block_until_ready(work.inputs)
+    return call_peak(dev, work, lambda: executable_bytes(executable))
+
+
+def call_peak(dev: Any, work: Any, planned: Any) -> tuple[int, str]:
+    """One call of ``work`` between two reads of the device's allocator counters: its peak
+    above the bytes in use before it where it raised the process's peak, else ``planned()``
+    (peak_from_stats)."""
     stats = dev.memory_stats() or {}
     before = stats.get("bytes_in_use", 0)
     peak_before = stats.get("peak_bytes_in_use", 0)
@@ -368,8 +375,7 @@ def first_call_peak(work: Any, device: str) -> tuple[int, str] | None:
     work.block(value)
     peak_after = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0)
     del value
-    return peak_from_stats(before, peak_before, peak_after,
-                           lambda: executable_bytes(executable))
+    return peak_from_stats(before, peak_before, peak_after, planned)
 
 
 def compile_ahead(jitted: tuple[Any, tuple[Any, ...]] | None) -> Any:
@@ -394,18 +400,10 @@ def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
     if device_kind(device) != "cuda":
         return None
     dev = jax_device(device)
-    stats = dev.memory_stats() or {}
-    if "peak_bytes_in_use" not in stats:
+    if "peak_bytes_in_use" not in (dev.memory_stats() or {}):
         return None
     work.setup()
-    before = stats.get("bytes_in_use", 0)
-    peak_before = stats.get("peak_bytes_in_use", 0)
-    value = work.run()
-    work.block(value)
-    peak_after = (dev.memory_stats() or {}).get("peak_bytes_in_use", 0)
-    del value
-    return peak_from_stats(before, peak_before, peak_after,
-                           lambda: planned_bytes(work.info.get("jitted")))
+    return call_peak(dev, work, lambda: planned_bytes(work.info.get("jitted")))
 
 
 def peak_from_stats(in_use_before: int, peak_before: int, peak_after: int,
