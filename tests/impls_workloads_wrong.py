@@ -36,3 +36,18 @@ def ignores_score_mods(q, k, v, *, causal=False, key_padding_mask=None, window=N
 
     return softmax_torch(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                          window=window)
+
+
+@register("refuses_wide_values", framework="torch", family="exact",
+          capabilities=Capabilities(devices=("cpu",), dtypes=("float32",), causal=True,
+                                    key_padding_mask=True, gqa=True, q_len=True,
+                                    head_dim_v=True))
+def refuses_wide_values(q, k, v, *, causal=False, key_padding_mask=None):
+    """Claims D_v != D, and refuses when called with D_v above 64 (a kernel limit only the
+    shapes show, as FlashInfer's and FA-4's head-dim checks are)."""
+    from harness.errors import UnsupportedError
+    from implementations.softmax_torch import softmax_torch
+
+    if v.shape[-1] > 64:
+        raise UnsupportedError("refuses_wide_values: D_v above 64 (a kernel limit)")
+    return softmax_torch(q, k, v, causal=causal, key_padding_mask=key_padding_mask)

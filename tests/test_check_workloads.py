@@ -37,7 +37,8 @@ def test_builtin_workloads_are_the_issues_list():
 
 def test_workloads_checked_in_workers_and_a_wrong_claim_fails():
     result = run_cli("--impl-module", "impls_workloads_wrong", "check", "--impl",
-                     "softmax_torch,sdpa_math,wrong_gqa_order,hrr_torch,ignores_score_mods",
+                     "softmax_torch,sdpa_math,wrong_gqa_order,hrr_torch,ignores_score_mods,"
+                     "refuses_wide_values",
                      "--workloads", timeout=280)
     table = rows(result.stdout)
     assert result.returncode == 1, result.stdout + result.stderr   # wrong_gqa_order's GQA rows
@@ -57,6 +58,11 @@ def test_workloads_checked_in_workers_and_a_wrong_claim_fails():
     assert " ok " in table[("wrong_gqa_order", "mqa Hkv=1")]   # MQA: h % 1 == h // 4 == 0
     assert " ok " in table[("wrong_gqa_order", "decode Tq=1 causal")]
     assert "unsupported" in table[("wrong_gqa_order", "alibi causal")]
+    # a method that refuses the inputs when called (a limit only the shapes show): unsupported
+    # with its reason, not a failed check; below its limit it runs and passes
+    wide = table[("refuses_wide_values", "mla decode D=576 Dv=512 Hkv=1 Tq=1")]
+    assert "unsupported" in wide and "D_v above 64" in wide and "FAIL" not in wide, wide
+    assert " ok " in table[("refuses_wide_values", "Dv=16 (D=32)")]
     # capabilities say why, never a silent fallback
     assert "unsupported" in table[("hrr_torch", "chunk Tq=7 causal")]
     assert "Tq != Tk" in result.stdout

@@ -113,3 +113,26 @@ def test_without_a_budget_timeouts_are_not_cut(tmp_path, clock):
     summary = runner.run(GRID)
     assert len(summary.records) == len(GRID) and summary.not_tried == 0
     assert {timeout for name, timeout, _ in executor.given if name == "memory"} == {30.0}
+
+
+def test_a_gate_the_method_refused_when_called_is_an_unsupported_record(tmp_path):
+    """The probe's gate found the method refusing its inputs at call time (UnsupportedError:
+    a limit only the shapes show): the point is recorded unsupported with that reason, not an
+    error of the correctness gate."""
+    refused = GateResult(False, None, None, None, "kernel: D_v above 64", unsupported=True)
+
+    class RefusingExecutor:
+        def run(self, name, *args, timeout, key=None, group=None):
+            if name == "probe":
+                return Outcome("ok", result={combo: ProbeResult(True, "", gate=refused)
+                                             for combo in args[0]})
+            raise AssertionError(f"nothing is measured after a refused gate ({name})")
+
+        def interrupt(self) -> None:
+            pass
+
+    runner = Runner(RunDir.create(tmp_path / "run", {}),
+                    RunSettings(timeout_s=30.0), executor=RefusingExecutor())
+    summary = runner.run(GRID[:1])
+    (record,) = summary.records
+    assert record.status == "unsupported" and "D_v above 64" in record.message

@@ -142,9 +142,9 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
         for case in cases:
             result = results[(name, case.name)]
             gate = row_gate(result)
-            if gate is None:
-                table.add_row(name, case.name, f"[yellow]unsupported[/]: {result.reason}",
-                              "", "", "")
+            if gate is None or gate.unsupported:
+                reason = result.reason if gate is None else gate.message
+                table.add_row(name, case.name, f"[yellow]unsupported[/]: {reason}", "", "", "")
                 continue
             ran += 1
             failed += not gate.passed

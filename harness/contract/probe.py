@@ -48,6 +48,9 @@ class GateResult:
     tolerance: float | None
     deviation_from_softmax: float | None  # relative Frobenius error vs exact attention
     message: str = ""
+    # the method refused these inputs when called (UnsupportedError: a limit only the shapes
+    # show, e.g. a kernel's head dims): not a wrong answer; ``message`` is its reason
+    unsupported: bool = False
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,11 @@ class Runner:
             if not probe:
                 self._emit(summary, self._record(point, impl, probe.status, probe.reason))
                 continue
+            if probe.gate is not None and probe.gate.unsupported:
+                # the method refused the gate's inputs when called: a limit, not a wrong answer
+                self._emit(summary, self._record(point, impl, "unsupported",
+                                                 probe.gate.message, **gate_fields))
+                continue
             if probe.gate is None or not probe.gate.passed:
                 message = "no gate result" if probe.gate is None else probe.gate.message
                 self._emit(summary, self._record(
