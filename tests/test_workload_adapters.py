@@ -97,6 +97,20 @@ def _torch(extra):
             torch.from_numpy(np.asarray(value)) for name, value in extra.items()}
 
 
+def _masked_case(kw: dict) -> tuple:
+    """q, k, v (B 2, Tk 13) and the mask keywords of a case (tq, window, alibi, documents),
+    with what is left of ``kw`` (causal)."""
+    kw = dict(kw)
+    q, k, v = _inputs(tq=kw.pop("tq", 13))
+    extra = {"window": kw.pop("window", None)}
+    if kw.pop("alibi", False):
+        extra["alibi_slopes"] = alibi_slopes(4)
+    docs = kw.pop("documents", None)
+    if docs:
+        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=1)
+    return q, k, v, extra, kw
+
+
 @pytest.mark.parametrize("kw", [dict(causal=True), dict(causal=True, tq=3),
                                 dict(causal=False, window=(3, 2)),
                                 dict(causal=True, alibi=True, tq=1),
@@ -106,20 +120,13 @@ def _torch(extra):
 def test_flash_attn_adapter_passes_native_arguments(kw, flash):
     """Documents with causal, windows and ALiBi: FlashAttention's positions inside each varlen
     sequence give the same answer as attnbench's row positions (the fake computes the former)."""
-    kw = dict(kw)
-    q, k, v = _inputs(tq=kw.pop("tq", 13))
-    extra = {"window": kw.pop("window", None)}
-    if kw.pop("alibi", False):
-        extra["alibi_slopes"] = alibi_slopes(4)
-    docs = kw.pop("documents", None)
-    if docs:
-        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=1)
+    q, k, v, extra, kw = _masked_case(kw)
     ref = exact_attention(q, k, v, causal=kw["causal"], **extra)
     out = fa_adapter.flash_attn(*(torch.from_numpy(x) for x in (q, k, v)), causal=kw["causal"],
                                 **_torch(extra))
     assert out.shape == ref.shape and np.abs(_np(out) - ref).max() < 1e-10
     (call,) = flash
-    assert call["kind"] == ("varlen" if docs else "func")
+    assert call["kind"] == ("varlen" if "document_ids" in extra else "func")
     assert call["k_heads"] == 2          # k keeps its 2 heads: GQA without repeat_interleave
     assert call["window_size"] == (extra["window"] or (-1, -1))
     assert call["causal"] is kw["causal"]
@@ -474,25 +481,18 @@ def test_xformers_traffic_counts_the_dense_alibi_bias():
 def test_flash_attn_passes_softcap_natively(kw, flash):
     """softcap reaches flash_attn_func / flash_attn_varlen_func as ``softcap=cap`` (a float),
     and the answer is the capped reference; without it the keyword stays at 0.0."""
-    kw = dict(kw)
-    q, k, v = _inputs(tq=kw.pop("tq", 13))
-    extra = {"window": kw.pop("window", None)}
-    if kw.pop("alibi", False):
-        extra["alibi_slopes"] = alibi_slopes(4)
-    docs = kw.pop("documents", None)
-    if docs:
-        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=1)
+    q, k, v, extra, kw = _masked_case(kw)
     ref = exact_attention(q, k, v, causal=kw["causal"], softcap=1.5, **extra)
     out = fa_adapter.flash_attn(*(torch.from_numpy(x) for x in (q, k, v)), causal=kw["causal"],
                                 softcap=1.5, **_torch(extra))
     assert np.abs(_np(out) - ref).max() < 1e-10
     assert np.abs(ref - exact_attention(q, k, v, causal=kw["causal"], **extra)).max() > 1e-3
-    if not docs:
+    if "document_ids" not in extra:
         assert flash[0]["softcap"] == 1.5
     flash.clear()
     fa_adapter.flash_attn(*(torch.from_numpy(x) for x in (q, k, v)), causal=kw["causal"],
                           **_torch(extra))
-    if not docs:
+    if "document_ids" not in extra:
         assert flash[0]["softcap"] == 0.0
 
 

@@ -350,12 +350,10 @@ def first_call_peak(work: Any, device: str) -> tuple[int, str] | None:
     When that execution raised the process's peak, the allocator's figure is the call's;
     otherwise (input generation, autotuning or an earlier point peaked higher) the compiled
     executable's own plan (peak_from_stats)."""
-    if device_kind(device) != "cuda":
-        return None
     import jax
 
-    dev = jax_device(device)
-    if "peak_bytes_in_use" not in (dev.memory_stats() or {}):
+    dev = counted_device(device)
+    if dev is None:
         return None
     work.setup()
     jitted = work.info.get("jitted")
@@ -397,13 +395,19 @@ def device_peak_bytes(work: Any, device: str) -> tuple[int, str] | None:
     allocator's figure is this call's. Otherwise the peak comes from the compiled executable's
     ``memory_analysis()`` (temporaries + outputs - aliased), what XLA planned for the call.
     """
-    if device_kind(device) != "cuda":
-        return None
-    dev = jax_device(device)
-    if "peak_bytes_in_use" not in (dev.memory_stats() or {}):
+    dev = counted_device(device)
+    if dev is None:
         return None
     work.setup()
     return call_peak(dev, work, lambda: planned_bytes(work.info.get("jitted")))
+
+
+def counted_device(device: str) -> Any:
+    """The JAX device of a CUDA point whose allocator keeps a peak counter; None elsewhere."""
+    if device_kind(device) != "cuda":
+        return None
+    dev = jax_device(device)
+    return dev if "peak_bytes_in_use" in (dev.memory_stats() or {}) else None
 
 
 def peak_from_stats(in_use_before: int, peak_before: int, peak_after: int,
