@@ -355,6 +355,24 @@ class FidelityMetrics:
 
 
 @dataclass(kw_only=True)
+class EnergyMetrics:
+    """Energy over the timed window (harness.measure.energy): a cumulative counter (NVML's total
+    energy on NVIDIA GPUs, RAPL's packages on CPUs) read before and after the samples. The whole
+    device's (or CPU package's) energy: other processes on it are in the number. An ok record
+    has the values or ``energy_reason``; records without the fields read as not measured."""
+    energy_j_per_call: float | None = None   # the window's joules / the calls in it
+    energy_j_per_token: float | None = None  # per call / the point's tokens
+    mean_power_w: float | None = None        # the window's joules / its length
+    energy_window_s: float | None = None     # perf_counter time between the two readings
+    # the counter's lag bound: update interval / window (each reading lags up to one update)
+    energy_error_max: float | None = None
+    energy_counter_resolution_j: float | None = None   # the counter's unit (NVML mJ, RAPL uJ)
+    energy_counter_interval_s: float | None = None     # its update interval, measured
+    energy_source: str = ""                  # "nvml_total_energy", "rapl", "" (none)
+    energy_reason: str = ""                  # why there is no value ("" when there is one)
+
+
+@dataclass(kw_only=True)
 class RecordBookkeeping:
     """Where and when a speed record was made, and what it is."""
     hardware_id: str = ""
@@ -367,7 +385,7 @@ class RecordBookkeeping:
 
 # every group, in the order their columns appear
 METRIC_GROUPS: tuple[type, ...] = (TimeMetrics, MemoryMetrics, DerivedMetrics, TimingConditions,
-                                   GateMetrics, FidelityMetrics)
+                                   GateMetrics, FidelityMetrics, EnergyMetrics)
 METRIC_FIELDS: tuple[str, ...] = tuple(f.name for group in METRIC_GROUPS
                                        for f in dataclasses.fields(group))
 
@@ -397,7 +415,7 @@ class MemoryResult(MemoryMetrics):
 
 
 @dataclass(kw_only=True)
-class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
+class TimingResult(EnergyMetrics, FidelityMetrics, TimingConditions, TimeMetrics):
     """The timing pass of one point (harness.measure.worker.timing_task)."""
     status: str = "ok"
     message: str = ""
@@ -461,8 +479,8 @@ class Measurement:
 
 
 @dataclass
-class SpeedRecord(RecordBookkeeping, FidelityMetrics, GateMetrics, TimingConditions,
-                  DerivedMetrics, MemoryMetrics, TimeMetrics):
+class SpeedRecord(RecordBookkeeping, EnergyMetrics, FidelityMetrics, GateMetrics,
+                  TimingConditions, DerivedMetrics, MemoryMetrics, TimeMetrics):
     """What one worker measured for one Point (or why it could not): its own fields (the
     point, status, message), then the metric groups' fields (inherited, in METRIC_GROUPS order)
     and the bookkeeping; JSON keys come in that order."""
@@ -641,7 +659,8 @@ def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
 POSITIVE_FIELDS = ("time_s", "time_min_s")
 NON_NEGATIVE_FIELDS = ("time_iqr_s", "peak_mem_bytes", "input_bytes", "compile_time_s",
                        "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
-                       "examples_per_s")
+                       "examples_per_s", "energy_j_per_call", "energy_j_per_token",
+                       "mean_power_w", "energy_window_s")
 FRACTION_FIELDS = ("best_val_accuracy", "test_accuracy")
 
 

@@ -275,6 +275,13 @@ class ClockWatch:
             self._handle = None
             _safe(self._nvml.nvmlShutdown)
 
+    def nvml_handle(self) -> tuple[Any, Any, str]:
+        """(the NVML module, the device handle, the device's NVML index) of this watch's session,
+        for other readings of the same device (harness.measure.energy); the handle is None when
+        NVML could not be opened (``unavailable`` says why)."""
+        self.open()
+        return self._nvml, self._handle, str(nvml_index(self.device))
+
     def fields(self, spans: list[tuple[float, float]] | None = None) -> dict[str, Any]:
         """The record's clock fields; ``spans``: each timing sample's perf_counter start and end."""
         if self.unavailable:

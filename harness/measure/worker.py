@@ -45,6 +45,7 @@ from harness.measure.device_setup import (
     select_torch_cuda_device,
 )
 from harness.errors import UnsupportedError
+from harness.measure.energy import lockstep_meter, meter_for, metered
 from harness.measure.gpu_watch import watch_for
 from harness.grid.settings import TimingSettings
 from harness.measure.timing import first_call, time_workload
@@ -60,6 +61,7 @@ from harness.contract.probe import ProbeResult, probe
 from harness.contract.records import Measurement, MemoryResult, Point, TimingResult
 from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
+from harness.metrics.flops import point_tokens
 from harness.metrics.stats import sample_stats
 from harness.grid.settings import WorkerContext, resolve_timing_basis
 
@@ -466,13 +468,17 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
                                     flush_l2=settings.cuda_flush_l2, basis=basis)
     watch = watch_for(point.device)
     watch.open()   # NVML started before the calls; sampled around the samples only
+    # the energy counter, read around the samples inside the watch (its NVML handle on a GPU)
+    meter = lockstep_meter() if settings.lockstep is not None else meter_for(point.device, watch)
+    meter.open()
     try:
         if cold_first_s is None:
             first, cache = cold_call(work, impl)
         else:
             first = first_call(work)
         cold = first if cold_first_s is None else cold_first_s
-        samples, value = time_workload(work, settings, warm_s=first + warm_s, watch=watch)
+        samples, value = time_workload(work, settings, warm_s=first + warm_s,
+                                       watch=metered(watch, meter))
     finally:
         watch.close()
     wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
@@ -497,7 +503,8 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         cpu_time_samples_s=work.info.get("cpu_samples") or None,
         lockstep=work.info.get("lockstep"))
     result.set_conditions({**conditions,
-                           **watch.fields(work.info.get("sample_spans"))})
+                           **watch.fields(work.info.get("sample_spans")),
+                           **meter.fields(calls=len(samples), tokens=point_tokens(point))})
     if impl.framework == "jax" or impl.compiles:
         # the first call is dominated by compilation (jit, torch.compile); never part
         # of the samples
