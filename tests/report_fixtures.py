@@ -89,3 +89,41 @@ def make_accuracy_run(path: Path) -> Path:
                                   message="softmax_jax: a jax implementation cannot be trained "
                                           "here"))
     return path
+
+
+# SYNTHETIC energy: mean watts per implementation over the timed window (NVML-like values)
+ENERGY_WATTS = {"softmax_torch": 300.0, "hrr_torch": 200.0}
+ENERGY_TIMES_S = {"softmax_torch": {256: 2e-4, 512: 6e-4, 1024: 2e-3},
+                  "hrr_torch": {256: 1.5e-4, 512: 3e-4, 1024: 6e-4}}
+SHORT_WINDOW = ("window shorter than the counter's update interval: 0.012 s < 2 updates "
+                "(counter updates every 20 ms)")
+
+
+def make_energy_run(path: Path) -> Path:
+    """SYNTHETIC records whose ok points carry energy as NVML's counter would give it (energy
+    per call = mean watts x time per call), but hrr_torch at T=256, whose window was too short
+    for the counter (no value, the reason instead). No sweep is run."""
+    run_dir = RunDir.create(path, {"kind": "speed", "machine": MACHINE_A,
+                                   "command": ["run_bench.py", "sweep", "(energy fixture)"]})
+    for impl, times in ENERGY_TIMES_S.items():
+        family = "exact" if impl == "softmax_torch" else "hrr"
+        for t, seconds in times.items():
+            point = Point(impl=impl, seq_len=t, device="cuda:0", **SHAPE)
+            samples = [seconds * f for f in (0.98, 1.0, 1.02)]
+            energy = {"energy_counter_resolution_j": 1e-3, "energy_counter_interval_s": 0.02,
+                      "energy_window_s": 1.0}
+            if impl == "hrr_torch" and t == 256:
+                energy.update(energy_reason=SHORT_WINDOW, energy_source="nvml_total_energy",
+                              energy_window_s=0.012)
+            else:
+                per_call = ENERGY_WATTS[impl] * seconds
+                energy.update(energy_j_per_call=per_call,
+                              energy_j_per_token=per_call / point.tokens,
+                              mean_power_w=ENERGY_WATTS[impl], energy_error_max=0.02,
+                              energy_source="nvml_total_energy")
+            run_dir.append(SpeedRecord.for_point(
+                point, framework="torch", family=family, status="ok", time_s=seconds,
+                time_samples_s=samples, timer="cuda_event", timing_basis="device_events",
+                peak_mem_bytes=t * t * 64, mem_method="torch_cuda_max_allocated",
+                tokens_per_s=point.tokens / seconds, hardware_id="aaaa", **energy))
+    return path

@@ -598,3 +598,48 @@ def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, styl
                   "model (q, k, v in, o out, plus what it must store); FLOPs for exact "
                   "attention only.")
     return fig
+
+
+ENERGY_NOTE = ("energy: the whole device's (GPU) or CPU package's counter over the timed "
+               "window, other processes included; points without a value not drawn")
+
+
+def energy_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
+                  title: str = "") -> Figure | None:
+    """Energy per token against T beside time per call: one row per (head_dim, pass), left the
+    median time per call, right the energy per token; only points with an energy value (so
+    both panels show the same points). None when no point has one."""
+    ok = frame[(frame["status"] == "ok") & frame["energy_j_per_token"].notna()
+               & (frame["energy_j_per_token"] > 0)]
+    if ok.empty:
+        return None
+    head_dims, passes = facets(ok)
+    rows = [(d, p) for d in head_dims for p in passes
+            if not ok[(ok["head_dim"] == d) & (ok["pass"] == p)].empty]
+    fig, axes = grid(len(rows), 2, sharey=False)
+    present = [i for i in impls if i in set(ok["impl"])]
+    columns = (("time per call (ms)", lambda r: r["time_s"].to_numpy(float) * 1e3),
+               ("energy per token (µJ)", lambda r: r["energy_j_per_token"].to_numpy(float) * 1e6))
+    for r, (head_dim, pass_) in enumerate(rows):
+        sub = ok[(ok["head_dim"] == head_dim) & (ok["pass"] == pass_)]
+        for c, (ylabel, value) in enumerate(columns):
+            ax = axes[r][c]
+            values: list[float] = []
+            for impl in present:
+                line = sub[sub["impl"] == impl].sort_values("seq_len")
+                if line.empty:
+                    continue
+                look = looks[impl]
+                y = value(line)
+                ax.plot(line["seq_len"], y, color=look.color, marker=look.marker,
+                        linestyle=look.linestyle, markersize=look.markersize)
+                values += list(y)
+            ax.set_title(facet_label(head_dim, pass_), pad=4)
+            label_seq_panel(ax, ok["seq_len"], bottom=r == len(rows) - 1, left=True,
+                            ylabel=ylabel, xlabel=seq_xlabel(ok))
+            format_log_y(ax, values)
+    add_legend(fig, impl_handles(present, looks))
+    sources = ", ".join(sorted(set(ok["energy_source"].dropna()) - {""}))
+    add_note(fig, "; ".join(t for t in (title, f"counter: {sources}" if sources else "",
+                                         ENERGY_NOTE) if t))
+    return fig

@@ -44,6 +44,9 @@ def compare(row: pd.Series, base: pd.Series, baseline: str) -> str:
             parts.append(f"uses {times(1 / mr)} more memory")
     elif pd.notna(m) and pd.notna(mb):
         parts.append("memory below 1 MiB, not compared")
+    energy = energy_comparison(row, base, baseline)
+    if energy:
+        parts.append(energy)
     text = f"{impl} is " + parts[0]
     for part in parts[1:]:
         text += (" and " if part.startswith("uses") else "; ") + part
@@ -148,3 +151,42 @@ def run_findings(pairs: pd.DataFrame, reference: str) -> list[str]:
         out.append(f"{impl}: {run} ({hw}) is {word}{tail} {reference} ({ref_hw}) "
                    f"(median time ratio {ratio:.3g} over {len(rows)} paired points).")
     return out
+
+
+# -- energy -----------------------------------------------------------------------------------
+def energy_comparison(row: pd.Series, base: pd.Series, baseline: str) -> str:
+    """The energy-per-token ratio of two points where both have a value ('' otherwise): a
+    difference is stated only beyond the sum of the two values' counter-lag bounds
+    (energy_error_max) and 5%."""
+    e, eb = row.get("energy_j_per_token"), base.get("energy_j_per_token")
+    if pd.isna(e) or pd.isna(eb) or e <= 0 or eb <= 0:
+        return ""
+    bound = sum(float(x) for x in (row.get("energy_error_max"), base.get("energy_error_max"))
+                if x is not None and pd.notna(x))
+    ratio = eb / e
+    values = f"{e * 1e6:.3g} vs {eb * 1e6:.3g} µJ per token"
+    if max(ratio, 1 / ratio) <= 1 + max(0.05, bound):
+        return f"about the same energy per token as {baseline} ({values})"
+    word = "less" if ratio > 1 else "more"
+    return f"{times(max(ratio, 1 / ratio))} {word} energy per token than {baseline} ({values})"
+
+
+def energy_absence(speed: pd.DataFrame) -> str:
+    """Why the ok points have no energy value, grouped by reason ('' when every ok point has
+    one): 'no energy counter on this machine: RAPL not readable: ... (12 of 12 ok points)'."""
+    ok = speed[speed["status"] == "ok"]
+    if ok.empty or "energy_j_per_call" not in ok.columns:
+        return ""
+    missing = ok[ok["energy_j_per_call"].isna()]
+    if missing.empty:
+        return ""
+    reasons = missing.get("energy_reason", pd.Series("", index=missing.index)).fillna("")
+    counts = reasons.replace("", "not recorded (records written without energy fields)") \
+        .value_counts()
+    parts = []
+    for reason, n in counts.items():
+        machine = str(reason).startswith(("RAPL not readable", "no NVML",
+                                          "counter not supported", "no energy counter"))
+        prefix = "no energy counter on this machine: " if machine else ""
+        parts.append(f"{prefix}{reason} ({n} of {len(ok)} ok points)")
+    return "; ".join(parts)

@@ -480,6 +480,7 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     else:
         doc.p("No exact method has successful points: no TFLOP/s figure.")
 
+    energy_section(doc, speed, impls, looks, writer, figures, per_variant)
     peaks_section(doc, results, impls, looks, writer, figures)
 
     doc.h(2, "Failure map")
@@ -503,8 +504,31 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                                     "measured vs claimed scaling exponents of seq_len"))
     points = points_table(speed)
     writer.table(points, "points", "every point, every status")
-    doc.p("Every point with its status, median, quartiles, peak memory, TFLOP/s and tokens/s: "
+    doc.p("Every point with its status, median, quartiles, peak memory, TFLOP/s, tokens/s and "
+          "energy (or why none): "
           "tables/points.csv (and .tex).")
+
+
+def energy_section(doc, speed, impls, looks, writer, figures, per_variant) -> None:
+    """Energy per token against T beside time, where a counter gave values; the reason where
+    none did (harness.measure.energy)."""
+    doc.h(2, "Energy per token")
+    absent = findings_lib.energy_absence(speed)
+    if not speed["energy_j_per_token"].notna().any():
+        doc.p("Energy per call not measured: " + (absent or "no successful point") + ".")
+        return
+    per_variant(
+        "energy_vs_seq_len", "Energy per token and time vs sequence length",
+        lambda frame, title: figures.energy_figure(frame, impls, looks, title),
+        lambda frame: "Left: median time per call; right: energy per token (the counter's "
+                      "joules over the timed window / the calls in it / the point's tokens). "
+                      "The counter is the whole GPU's (NVML total energy) or the CPU "
+                      "packages' (RAPL): other processes on the device are included. "
+                      + (f"Not drawn: {absent}." if absent else ""))
+    energy = tables.pivot(speed, "energy_j_per_token", 1e6, digits=3)
+    doc.table(energy, writer.table(energy, "energy_uj_per_token",
+                                   "energy per token (µJ); n/a: no value (see energy_reason "
+                                   "in tables/points.csv)"))
 
 
 def decode_section(doc, speed, impls, looks, writer, figures, multi: bool,
@@ -652,7 +676,9 @@ def points_table(speed: pd.DataFrame) -> pd.DataFrame:
                "time_s", "quant_error", "time_q1_s",
                "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
                "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
-               "pct_peak_bandwidth", "pct_peak_flops", "throttled", "message"]
+               "pct_peak_bandwidth", "pct_peak_flops", "throttled", "energy_j_per_call",
+               "energy_j_per_token", "mean_power_w", "energy_window_s", "energy_error_max",
+               "energy_source", "energy_reason", "message"]
     return speed[columns].reset_index(drop=True)
 
 
