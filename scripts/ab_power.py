@@ -294,14 +294,15 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
 def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
     """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
     from harness.verdicts.ab.rounds import per_point_confidence
-    from harness.verdicts.ab.paired_stats import REGRESSED, paired_estimate, verdict
+    from harness.verdicts.ab.paired_stats import paired_decision, paired_estimate
+    from harness.verdicts.words import SLOWER
 
     if not rounds:
         return False
     keys = sorted(set.intersection(*(set(r) for r in rounds)))
     level = per_point_confidence(0.95, len(keys))
-    return any(verdict(paired_estimate([r[k] for r in rounds], level), threshold) == REGRESSED
-               for k in keys)
+    return any(paired_decision(paired_estimate([r[k] for r in rounds], level), threshold).verdict
+               == SLOWER for k in keys)
 
 
 def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
@@ -324,7 +325,8 @@ def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: floa
     import random
 
     from harness.verdicts.ab.rounds import per_point_confidence
-    from harness.verdicts.ab.paired_stats import REGRESSED, paired_estimate, verdict
+    from harness.verdicts.ab.paired_stats import paired_decision, paired_estimate
+    from harness.verdicts.words import SLOWER
 
     rng = random.Random(0)
     print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "
@@ -340,8 +342,8 @@ def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: floa
         flagged = 0
         for _ in range(trials):
             draw = rng.sample(pool, rounds)
-            flagged += any(verdict(paired_estimate([r[k] for r in draw], level), threshold)
-                           == REGRESSED for k in keys)
+            flagged += any(paired_decision(paired_estimate([r[k] for r in draw], level),
+                                           threshold).verdict == SLOWER for k in keys)
         print(f"| {'unchanged' if cond == 'same' else '+' + cond + '% hrr_torch'} | "
               f"{'busy core' if busy else 'none'} | {len(pool)} | "
               f"{flagged / trials:.0%} |  |")
