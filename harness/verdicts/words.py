@@ -44,12 +44,9 @@ that must not shrink).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from harness.errors import UsageError
-
-if TYPE_CHECKING:
-    from harness.verdicts.row import VerdictRow
 
 SIDES = ("baseline", "current")
 
@@ -127,9 +124,9 @@ def fails(verdict: str, fail_on: Iterable[str] = ALWAYS_FAILS) -> bool:
     return verdict in set(fail_on)
 
 
-def with_failures(rows: Sequence["VerdictRow"],
-                  fail_on: Iterable[str] = ALWAYS_FAILS) -> list["VerdictRow"]:
-    """The rows with their ``fails`` flag set by ``fail_on`` (one rule for both commands)."""
+def with_failures(rows: Sequence[Any], fail_on: Iterable[str] = ALWAYS_FAILS) -> list[Any]:
+    """The rows (harness.verdicts.row.VerdictRow, which imports this module) with their
+    ``fails`` flag set by ``fail_on``: one rule for both commands."""
     chosen = set(fail_on)
     return [dataclasses.replace(row, fails=row.verdict in chosen) for row in rows]
 
