@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 BASELINE="${PERF_GATE_BASELINE:-results/baselines/ci-cpu}"
 # Chosen by measurement (docs/regression.md, "Choosing the threshold"): over 12 gate runs of an
-# unchanged tree on this loaded 2-core machine the largest ratio the rounds decided on was 1.44
+# identical tree on this loaded 2-core machine the largest ratio the rounds decided on was 1.44
 # (single rounds: up to 2.07, which the confirmation rounds absorbed); the injected 2x slowdown
 # of hrr_torch measured 1.93-2.27 with interval lower bounds of 1.86 or more.
 THRESHOLD="${PERF_GATE_THRESHOLD:-60%}"

@@ -47,7 +47,7 @@ def sweep_flags() -> tuple[tuple[str, str], ...]:
 # more samples per round than a sweep's default: a round costs mostly process start-up
 DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
 # measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
-# varied least between rounds of an unchanged tree, on the CPU clock the median
+# varied least between rounds of an identical tree, on the CPU clock the median
 DEFAULT_STATISTIC = {"wall": "min", "cpu": "median"}
 TITLE = "attnbench ab"
 # --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="start no round likely to end after this (default 240)")
     gate.add_argument("--confidence", type=float, default=0.95,
                       help="level for the table as a whole (default 0.95): each of N points "
-                           "gets a 1 - 0.05/N interval, so an unchanged tree fails at most 5%% "
+                           "gets a 1 - 0.05/N interval, so an identical tree fails at most 5%% "
                            "of the time however many points")
     gate.add_argument("--statistic", default=None,
                       help="each side's value in a round: min, p25, median, mean, pNN (default: "

@@ -63,7 +63,8 @@ Timing basis
     wall clock with a synchronisation; a record without the field reads it from its ``timer``)
     are not set against each other: the time row is ``not comparable`` with both bases in its
     note (a failure only when --fail-on asks). With ``--relative-to`` the point and its
-    reference must share a basis in each run too. The command warns in its header when the runs' bases differ.
+    reference must share a basis in each run too. The command warns in its header when the
+    runs' bases differ.
 """
 
 from __future__ import annotations
