@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Measure the power of ``run_bench.py ab``: how often it flags an injected slowdown of
-hrr_torch, and how often it flags an unchanged tree against itself (docs/regression.md).
+hrr_torch, and how often it flags an identical tree against itself (docs/regression.md).
 
     python scripts/ab_power.py --out /tmp/ab-power --runs 10 --conditions same,15,10,5 \\
         --busy both --deadline 22:30
 
 For each condition it makes copies of the committed tree (``git archive HEAD``): ``base``, a
-second unchanged copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
+second identical copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
 runs a fixed pure-Python loop whose length is calibrated once (OUT/calibration.json: per T, how
 many iterations cost as much CPU time as one real call, measured in turn with real calls, one
 thread, in a fresh process) to cost X% of the real call (so it passes the correctness gate and does X% more CPU
@@ -67,7 +67,7 @@ def calibrate(trees: Path, seq_lens: list[int], busy: bool, samples: int = 400) 
     """Per T, how many iterations of the injected loop cost as much CPU time as one hrr_torch
     call (B=1 H=8 D=64 float32 forward, one thread): the median over calls of a real call's
     thread time over the loop's time per iteration measured right after it (in turn, so that
-    both see the same machine state); in a fresh process from the unchanged tree, with a core
+    both see the same machine state); in a fresh process from the identical tree, with a core
     kept busy beside it when the calls will have one (a busy core slows the real call and the
     loop by different factors: calibrated on a quiet machine, "+15%" measured 1.11 beside a
     busy core)."""
@@ -216,7 +216,7 @@ def summary(out: Path) -> None:
         med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
         loads = [x for r in items for x in (r["load_before"][0], r["load_after"][0])]
         label = "one busy core" if busy else "none added"
-        head = "unchanged" if cond == "same" else f"+{cond}% hrr_torch"
+        head = "identical" if cond == "same" else f"+{cond}% hrr_torch"
         print(f"| {label} | {head} | {len(items)} | {flagged}/{len(items)}"
               f"{f' ({bad} failed)' if bad else ''} | {refl}/{len(items)} | "
               f"{med(ratios.get('128', [])):.3f} / {med(ratios.get('256', [])):.3f} | "
@@ -226,7 +226,7 @@ def summary(out: Path) -> None:
 
 def round_noise(out: Path) -> None:
     """Per-round log ratios HEAD/BASE re-read from every call's round directories, for each clock
-    and statistic: their spread in the unchanged calls and their mean in the slowed ones."""
+    and statistic: their spread in the identical-tree calls and their mean in the slowed ones."""
     import math
     import statistics
 
@@ -294,14 +294,15 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
 def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
     """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
     from harness.verdicts.ab.rounds import per_point_confidence
-    from harness.verdicts.ab.paired_stats import REGRESSED, paired_estimate, verdict
+    from harness.verdicts.ab.paired_stats import paired_decision, paired_estimate
+    from harness.verdicts.words import SLOWER
 
     if not rounds:
         return False
     keys = sorted(set.intersection(*(set(r) for r in rounds)))
     level = per_point_confidence(0.95, len(keys))
-    return any(verdict(paired_estimate([r[k] for r in rounds], level), threshold) == REGRESSED
-               for k in keys)
+    return any(paired_decision(paired_estimate([r[k] for r in rounds], level), threshold).verdict
+               == SLOWER for k in keys)
 
 
 def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
@@ -324,7 +325,8 @@ def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: floa
     import random
 
     from harness.verdicts.ab.rounds import per_point_confidence
-    from harness.verdicts.ab.paired_stats import REGRESSED, paired_estimate, verdict
+    from harness.verdicts.ab.paired_stats import paired_decision, paired_estimate
+    from harness.verdicts.words import SLOWER
 
     rng = random.Random(0)
     print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "
@@ -340,9 +342,9 @@ def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: floa
         flagged = 0
         for _ in range(trials):
             draw = rng.sample(pool, rounds)
-            flagged += any(verdict(paired_estimate([r[k] for r in draw], level), threshold)
-                           == REGRESSED for k in keys)
-        print(f"| {'unchanged' if cond == 'same' else '+' + cond + '% hrr_torch'} | "
+            flagged += any(paired_decision(paired_estimate([r[k] for r in draw], level),
+                                           threshold).verdict == SLOWER for k in keys)
+        print(f"| {'identical' if cond == 'same' else '+' + cond + '% hrr_torch'} | "
               f"{'busy core' if busy else 'none'} | {len(pool)} | "
               f"{flagged / trials:.0%} |  |")
 

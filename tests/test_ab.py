@@ -16,12 +16,17 @@ import pytest
 from cli_helpers import ROOT, read_records, run_cli
 from harness.verdicts.ab.paired_stats import (
     base_first,
+    paired_decision,
     paired_estimate,
+    side_noise,
     side_value,
     t_quantile,
-    verdict,
 )
-from harness.verdicts.words import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
+from harness.verdicts.words import AMBIGUOUS, FASTER, NEWLY_FAILING, SAME, SLOWER
+
+
+def verdict(estimate, threshold: float) -> str:
+    return paired_decision(estimate, threshold).verdict
 
 # -- statistics -----------------------------------------------------------------------------
 
@@ -51,15 +56,26 @@ def test_paired_estimate_is_geometric_mean_with_t_interval():
 
 def test_one_round_cannot_decide():
     est = paired_estimate([2.0])
-    assert est.hi == math.inf and verdict(est, 0.1) == UNDECIDED
+    assert est.hi == math.inf and verdict(est, 0.1) == AMBIGUOUS
+    assert side_noise([1.0]) is None
 
 
 def test_verdict_needs_whole_interval_beyond_threshold():
-    assert verdict(paired_estimate([1.20, 1.21, 1.19, 1.20]), 0.10) == REGRESSED
-    # a mean beyond the threshold whose interval reaches back across it is not a regression
-    assert verdict(paired_estimate([1.02, 1.35, 1.05, 1.30]), 0.10) == UNDECIDED
-    assert verdict(paired_estimate([1.0, 1.01, 0.99, 1.0]), 0.10) == UNCHANGED
-    assert verdict(paired_estimate([0.8, 0.81, 0.79, 0.8]), 0.10) == IMPROVED
+    assert verdict(paired_estimate([1.20, 1.21, 1.19, 1.20]), 0.10) == SLOWER
+    # a mean beyond the threshold whose interval reaches back across it is ambiguous
+    assert verdict(paired_estimate([1.02, 1.35, 1.05, 1.30]), 0.10) == AMBIGUOUS
+    assert verdict(paired_estimate([1.0, 1.01, 0.99, 1.0]), 0.10) == SAME
+    assert verdict(paired_estimate([0.8, 0.81, 0.79, 0.8]), 0.10) == FASTER
+
+
+def test_side_noise_is_the_relative_t_half_width_over_rounds():
+    values = [1.0, 1.1, 0.9, 1.05]
+    logs = [math.log(v) for v in values]
+    mean = sum(logs) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 3)
+    assert side_noise(values) == pytest.approx(math.expm1(t_quantile(0.95, 3) * sd / 2))
+    # a side whose every round moved with the load is noisy; the paired ratio need not be
+    assert side_noise([1.0, 2.0, 1.0, 2.0]) > 0.5
 
 
 def test_rounds_alternate_order_and_side_value():
@@ -91,15 +107,32 @@ def test_sides_on_different_timing_bases_are_not_comparable():
                               "head": [raw("cuda_sync", "host_sync", 2e-3)]}, "median")
     (history,) = histories.values()
     row = judge(history, 0.1, 0.95)
-    assert history.ratios == [] and row.verdict == NOT_COMPARABLE and not row.regression
+    assert history.ratios == [] and row.verdict == NOT_COMPARABLE and not row.fails
     assert "device_events (baseline) vs host_sync (current)" in row.note
     same = {}
     for _ in range(4):
         add_round(same, {"base": [raw("cuda_event")],
                          "head": [raw("cuda_event", "device_events", 2e-3)]}, "median")
     (history,) = same.values()
-    assert judge(history, 0.1, 0.95).verdict == REGRESSED
+    assert judge(history, 0.1, 0.95).verdict == SLOWER
     assert isinstance(next(iter(same)), Point)
+
+
+def test_a_round_that_broke_the_point_makes_it_newly_failing():
+    from harness.verdicts.ab.rounds import add_round, judge
+
+    def raw(status, value=1e-3):
+        return {"impl": "softmax_torch", "seq_len": 64, "head_dim": 16, "device": "cpu",
+                "batch": 1, "heads": 8, "dtype": "float32", "causal": False,
+                "pass": "forward", "status": status,
+                "time_samples_s": [value] * 5 if status == "ok" else []}
+
+    histories = {}
+    for head in ("ok", "error", "ok", "ok"):
+        add_round(histories, {"base": [raw("ok")], "head": [raw(head)]}, "median")
+    row = judge(next(iter(histories.values())), 0.1, 0.95)
+    assert (row.verdict, row.baseline_status, row.current_status) == \
+        (NEWLY_FAILING, "ok", "error")
 
 
 # -- end to end on two tiny revisions -------------------------------------------------------
@@ -164,11 +197,12 @@ def repo(tmp_path_factory) -> Path:
 
 
 def _flagged(repo: Path, base: str, head: str, out: Path) -> list[dict]:
-    """``ab BASE HEAD`` on the test grid: exit 1 with the one point regressed; its rows."""
+    """``ab BASE HEAD`` on the test grid: exit 1 with the one point slower; its rows."""
     done = run_cli("ab", base, head, *GRID, *FAST, "--out", str(out), cwd=repo, timeout=1800)
     assert done.returncode == 1, done.stdout + done.stderr
     rows = list(csv.DictReader(open(out / "ab.csv")))
-    assert [r["verdict"] for r in rows] == [REGRESSED]
+    assert [r["verdict"] for r in rows] == [SLOWER]
+    assert rows[0]["fails"] == "True" and float(rows[0]["baseline_noise"]) >= 0
     return rows
 
 
@@ -178,7 +212,8 @@ def test_ab_flags_the_slowed_revision(repo, tmp_path):
     rows = _flagged(repo, "fast", "slow", out)
     assert float(rows[0]["ratio"]) > 5.0 and float(rows[0]["lo"]) > 1.5
     assert len(rows[0]["round_ratios"].split(";")) == 2
-    assert "REGRESSION" in (out / "ab.md").read_text()
+    page = (out / "ab.md").read_text()
+    assert "FAIL: 1 row(s) fail" in page and "exit 1 on: slower, newly failing" in page
     # both sides' run directories, one record per round of the point
     for side in ("base", "head"):
         records = read_records(out / side)
@@ -205,7 +240,7 @@ def test_ab_passes_a_revision_against_itself(repo, tmp_path):
                    timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = list(csv.DictReader(open(tmp_path / "ab2" / "ab.csv")))
-    assert rows[0]["verdict"] in (UNCHANGED, UNDECIDED)
+    assert rows[0]["verdict"] in (SAME, AMBIGUOUS)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -213,6 +248,7 @@ def test_ab_passes_a_revision_against_itself(repo, tmp_path):
     (("fast", "/"), "HEAD /: not an attnbench checkout"),
     (("fast", "slow", "--rounds", "1"), "--rounds and --min-rounds: at least 2"),
     (("fast", "slow", "--threshold", "10"), "ambiguous"),
+    (("fast", "slow", "--fail-on", "same"), "--fail-on: 'same'"),
     (("fast", "slow", "--bogus"), "unrecognized arguments: --bogus"),
 ])
 def test_ab_bad_input_exits_2_with_one_line(repo, tmp_path, args, message):
@@ -252,7 +288,7 @@ def test_ab_instructions_flags_the_extra_work(repo, tmp_path):
                    cwd=repo, timeout=3600)
     assert done.returncode == 1, done.stdout + done.stderr
     rows = list(csv.DictReader(open(out / "ab.csv")))
-    assert rows[0]["verdict"] == REGRESSED and rows[0]["metric"] == "instructions"
+    assert rows[0]["verdict"] == SLOWER and rows[0]["metric"] == "instructions"
     assert float(rows[0]["ratio"]) > 5.0
 
 

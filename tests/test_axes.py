@@ -172,7 +172,7 @@ def test_a_plugin_axis_is_swept_recorded_reported_compared_merged_and_resumed(tm
     assert compared.returncode in (0, 1), compared.stdout + compared.stderr
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "compare.csv")))
     assert "block" in rows[0]
-    missing = {(r["impl"], r["block"]) for r in rows if r["verdict"] == "missing"}
+    missing = {(r["impl"], r["block"]) for r in rows if r["verdict"] == "only in baseline"}
     assert ("blocked_attn", "1") in missing and ("blocked_attn", "4") not in missing
 
     # merge keeps every point of the run (point ids differ by the axis)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from harness.verdicts import compare as logic
+from harness.verdicts import words
 from harness.cli import main
 from harness.errors import UsageError
 from harness.contract.records import SCHEMA_VERSION, Point, SpeedRecord
@@ -89,34 +90,49 @@ def test_parse_statistic():
             logic.parse_statistic(bad)
 
 
-def test_tight_samples_beyond_threshold_regress():
+def verdict_of(est, threshold: float = 0.10) -> str:
+    return logic.time_decision(est, threshold).verdict
+
+
+def test_tight_samples_beyond_threshold_are_slower():
     est = logic.ratio_estimate(np.array(samples(1.0)), np.array(samples(1.3, seed=1)))
     assert est.ratio == pytest.approx(1.3, rel=0.02)
     assert est.lo > 1.1
-    assert logic.time_verdict(est, 0.10) == logic.REGRESSED
+    assert verdict_of(est) == words.SLOWER
 
 
-def test_same_median_change_within_noise_does_not_regress():
+def test_a_change_hidden_by_the_noise_is_ambiguous():
     # 30% slower medians, but each run spreads +-60%: the interval reaches back below 1.1
     base, cur = np.array(samples(1.0, 0.6, n=5)), np.array(samples(1.3, 0.6, n=5, seed=1))
     est = logic.ratio_estimate(base, cur)
     assert est.ratio > 1.1 and est.lo < 1.1
-    assert logic.time_verdict(est, 0.10) == logic.NOISY
+    decision = logic.time_decision(est, 0.10)
+    assert decision.verdict == words.AMBIGUOUS and "straddles 1.1" in decision.reason
+    # the same medians without the noise are decided
+    assert verdict_of(logic.ratio_estimate(np.array(samples(1.0, 0.01, n=5)),
+                                           np.array(samples(1.3, 0.01, n=5, seed=1)))) == \
+        words.SLOWER
 
 
-def test_small_change_is_unchanged_and_big_speedup_is_improved():
+def test_small_change_is_same_and_big_speedup_is_faster():
     base = np.array(samples(1.0))
-    assert logic.time_verdict(logic.ratio_estimate(base, np.array(samples(1.05, seed=2))),
-                              0.10) == logic.UNCHANGED
-    assert logic.time_verdict(logic.ratio_estimate(base, np.array(samples(0.5, seed=2))),
-                              0.10) == logic.IMPROVED
+    assert verdict_of(logic.ratio_estimate(base, np.array(samples(1.05, seed=2)))) == words.SAME
+    assert verdict_of(logic.ratio_estimate(base, np.array(samples(0.5, seed=2)))) == words.FASTER
+
+
+def test_noise_wider_than_the_threshold_is_never_same():
+    """Both runs at the same median, each spread +-50% over 5 samples: the interval is wider
+    than the threshold band, so 'same' cannot be claimed."""
+    base, cur = np.array(samples(1.0, 0.5, n=5)), np.array(samples(1.0, 0.5, n=5, seed=3))
+    decision = logic.time_decision(logic.ratio_estimate(base, cur), 0.10)
+    assert decision.verdict == words.AMBIGUOUS and "exceeds the threshold" in decision.reason
 
 
 def test_single_samples_fall_back_to_the_threshold():
     est = logic.ratio_estimate(np.array([1.0]), np.array([1.2]))
     assert est.single_sample and est.lo == pytest.approx(1.2) == est.hi
-    assert logic.time_verdict(est, 0.10) == logic.REGRESSED
-    assert logic.time_verdict(est, 0.25) == logic.UNCHANGED
+    assert verdict_of(est, 0.10) == words.SLOWER
+    assert verdict_of(est, 0.25) == words.SAME
 
 
 def test_bootstrap_is_deterministic():
@@ -125,10 +141,16 @@ def test_bootstrap_is_deterministic():
 
 
 def test_memory_rule_has_a_floor():
-    assert logic.memory_verdict(2 * MIB, 3 * MIB - 1, 0.10, MIB) == logic.UNCHANGED  # +50%, < 1 MiB
-    assert logic.memory_verdict(100 * MIB, 105 * MIB, 0.10, MIB) == logic.UNCHANGED  # +5%
-    assert logic.memory_verdict(100 * MIB, 120 * MIB, 0.10, MIB) == logic.REGRESSED
-    assert logic.memory_verdict(120 * MIB, 100 * MIB, 0.10, MIB) == logic.IMPROVED
+    def memory(baseline: int, current: int) -> str:
+        return logic.memory_decision(baseline, current, 0.10, MIB).verdict
+    # +50%, but the floor (1 MiB) is half the value: the change cannot be resolved
+    assert memory(2 * MIB, 3 * MIB - 1) == words.AMBIGUOUS
+    assert memory(100 * MIB, 105 * MIB) == words.SAME                       # +5%
+    assert memory(100 * MIB, 120 * MIB) == words.SLOWER                     # more memory
+    assert memory(120 * MIB, 100 * MIB) == words.FASTER
+    decision = logic.memory_decision(100 * MIB, 120 * MIB, 0.10, MIB)
+    assert (decision.lo, decision.hi) == pytest.approx((1.19, 1.21))
+    assert decision.baseline_noise == pytest.approx(0.01)
 
 
 # -- pairing and statuses ---------------------------------------------------------------------
@@ -138,17 +160,19 @@ def test_pairing_is_by_full_configuration():
     cur = [record(point("a", 512)), record(point("a", 512, dtype="float16")),
            record(point("a", 512, causal=True))]
     rows = {(r.point, r.verdict) for r in logic.compare_records(base, cur).rows}
-    assert (point("a", 1024), logic.MISSING) in rows
-    assert (point("a", 512, causal=True), logic.NEW) in rows
-    assert (point("a", 512), logic.UNCHANGED) in rows
-    assert (point("a", 512, dtype="float16"), logic.UNCHANGED) in rows
-    assert not logic.compare_records(base, cur).regressions
+    assert (point("a", 1024), words.ONLY_BASELINE) in rows
+    assert (point("a", 512, causal=True), words.ONLY_CURRENT) in rows
+    assert (point("a", 512), words.SAME) in rows
+    assert (point("a", 512, dtype="float16"), words.SAME) in rows
+    assert not logic.compare_records(base, cur).failures
 
 
-def test_missing_fails_only_when_asked():
-    result = logic.compare_records([record(point("a"))], [record(point("b"))],
-                                   logic.Settings(fail_on_missing=True))
-    assert [r.verdict for r in result.regressions] == [logic.MISSING]
+def test_only_in_baseline_fails_only_when_asked():
+    base, cur = [record(point("a"))], [record(point("b"))]
+    assert not logic.compare_records(base, cur).failures
+    result = logic.compare_records(base, cur, logic.Settings(
+        fail_on=words.parse_fail_on("only-in-baseline")))
+    assert [r.verdict for r in result.failures] == [words.ONLY_BASELINE]
 
 
 def test_repeated_records_are_pooled_rounds():
@@ -158,7 +182,7 @@ def test_repeated_records_are_pooled_rounds():
     cur = [record(p, samples(1.0, seed=3)), record(p, samples(3.0, seed=4)),
            record(p, samples(1.0, seed=5))]
     row = logic.compare_records(base, cur).rows[0]
-    assert row.verdict == logic.UNCHANGED and row.rounds == "1/3"
+    assert row.verdict == words.SAME and row.rounds == "1/3"
     assert logic.index_records(cur)[p].extra["rounds"] == 3
     assert len(logic.index_records(cur)[p].time_samples_s) == 27
 
@@ -173,49 +197,53 @@ def test_rounds_are_normalised_within_the_round():
         cur += [record(p, samples(load_p, seed=seed)), record(ref, samples(load_ref, seed=seed + 1))]
     rows = logic.compare_records(base, cur, logic.Settings(relative_to="ref")).rows
     row = [r for r in rows if r.point == p][0]
-    assert row.ratio == pytest.approx(1.0, abs=0.03) and row.verdict == logic.UNCHANGED
+    assert row.ratio == pytest.approx(1.0, abs=0.03) and row.verdict == words.SAME
     assert row.rounds == "1/3"
 
 
 def test_last_status_of_repeated_records_wins():
     p = point("a")
     cur = [record(p), record(p, status="oom")]
-    assert logic.compare_records([record(p)], cur).rows[0].verdict == "status ok -> oom"
+    (row,) = logic.compare_records([record(p)], cur).rows
+    assert (row.verdict, row.current_status) == (words.NEWLY_FAILING, "oom")
     cur = [record(p, status="timeout"), record(p)]
-    assert logic.compare_records([record(p)], cur).rows[0].verdict == logic.UNCHANGED
+    assert logic.compare_records([record(p)], cur).rows[0].verdict == words.SAME
 
 
-@pytest.mark.parametrize("before,after,verdict,regression", [
-    ("ok", "oom", "status ok -> oom", True),
-    ("ok", "timeout", "status ok -> timeout", True),
-    ("ok", "unsupported", "status ok -> unsupported", True),
-    ("oom", "ok", logic.FIXED, False),
-    ("oom", "timeout", "status oom -> timeout", False),
-    ("oom", "oom", logic.UNCHANGED, False),
+@pytest.mark.parametrize("before,after,verdict,fails", [
+    ("ok", "oom", words.NEWLY_FAILING, True),
+    ("ok", "timeout", words.NEWLY_FAILING, True),
+    ("ok", "unsupported", words.NEWLY_FAILING, True),
+    ("oom", "ok", words.NEWLY_RUNNING, False),
+    ("oom", "timeout", words.NOT_MEASURED, False),
+    ("oom", "oom", words.NOT_MEASURED, False),
 ])
-def test_status_changes(before, after, verdict, regression):
+def test_status_changes(before, after, verdict, fails):
     p = point("a")
     rows = logic.compare_records([record(p, status=before)], [record(p, status=after)]).rows
-    assert [(r.verdict, r.regression) for r in rows] == [(verdict, regression)]
+    assert [(r.verdict, r.fails) for r in rows] == [(verdict, fails)]
+    assert (rows[0].baseline_status, rows[0].current_status) == (before, after)
+    assert words.verdict_text(verdict, before, after) == f"{verdict} ({before} -> {after})"
 
 
 # -- relative normalisation -------------------------------------------------------------------
 def test_uniformly_slower_machine_is_no_regression_relative_to_a_reference():
     base, cur = grid(), grid({"*": 2.0}, seed=100)
-    assert logic.compare_records(base, cur).regressions  # absolute: everything doubled
+    assert logic.compare_records(base, cur).failures  # absolute: everything doubled
     result = logic.compare_records(base, cur, logic.Settings(relative_to="sdpa_math"))
-    assert not result.regressions
-    judged = [r for r in result.rows if r.verdict != logic.REFERENCE]
+    assert not result.failures
+    judged = [r for r in result.rows if r.verdict != words.REFERENCE]
     assert judged and all(r.ratio == pytest.approx(1.0, abs=0.05) for r in judged)
-    assert {r.verdict for r in result.rows if r.point.impl == "sdpa_math"} == {logic.REFERENCE}
+    assert {r.verdict for r in result.rows if r.point.impl == "sdpa_math"} == {words.REFERENCE}
 
 
 def test_relative_catches_one_slower_implementation_on_a_faster_machine():
     base, cur = grid(), grid({"*": 0.5, "hrr_torch": 2.0}, seed=100)
     result = logic.compare_records(base, cur, logic.Settings(relative_to="sdpa_math"))
-    assert {(r.point.impl, r.point.seq_len) for r in result.regressions} == \
+    assert {(r.point.impl, r.point.seq_len) for r in result.failures} == \
         {("hrr_torch", 512), ("hrr_torch", 1024)}
-    assert all(r.ratio == pytest.approx(2.0, rel=0.05) for r in result.regressions)
+    assert all(r.ratio == pytest.approx(2.0, rel=0.05) for r in result.failures)
+    assert all(r.verdict == words.SLOWER for r in result.failures)
 
 
 def test_relative_noise_includes_the_reference_samples():
@@ -224,17 +252,18 @@ def test_relative_noise_includes_the_reference_samples():
     tight = [record(p, samples(1.3, seed=1)), record(ref, samples(1.0, seed=2))]
     noisy_ref = [record(p, samples(1.3, seed=1)), record(ref, samples(1.0, 0.7, n=5, seed=2))]
     settings = logic.Settings(relative_to="ref")
-    assert logic.compare_records(base, tight, settings).regressions
+    assert logic.compare_records(base, tight, settings).failures
     row = [r for r in logic.compare_records(base, noisy_ref, settings).rows if r.point == p][0]
-    assert row.verdict == logic.NOISY and row.lo < 1.1 < row.ratio
+    assert row.verdict == words.AMBIGUOUS and row.lo < 1.1 < row.ratio
+    assert row.current_noise > row.baseline_noise   # the reference's noise counts on its side
 
 
 def test_reference_not_measured_at_a_configuration():
     base = [record(point("a")), record(point("ref"))]
     cur = [record(point("a")), record(point("ref"), status="oom")]
     result = logic.compare_records(base, cur, logic.Settings(relative_to="ref"))
-    verdicts = {r.point.impl: (r.verdict, r.regression) for r in result.rows}
-    assert verdicts == {"a": (logic.NO_REFERENCE, False), "ref": ("status ok -> oom", True)}
+    verdicts = {r.point.impl: (r.verdict, r.fails) for r in result.rows}
+    assert verdicts == {"a": (words.NOT_MEASURED, False), "ref": (words.NEWLY_FAILING, True)}
 
 
 def test_unknown_reference_is_bad_input():
@@ -250,7 +279,7 @@ def test_compare_a_run_with_itself(tmp_path, capsys):
                  ["--statistic", "min"]):
         assert compare_cli(tmp_path, run, run, *args) == 0
     out = capsys.readouterr().out
-    assert "no regression" in out and "REGRESSION" not in out
+    assert "pass (" in out and "FAIL" not in out
 
 
 def test_command_exit_1_and_writes_markdown_and_csv(tmp_path, capsys):
@@ -258,12 +287,16 @@ def test_command_exit_1_and_writes_markdown_and_csv(tmp_path, capsys):
     cur = make_run(tmp_path / "cur", grid({"hrr_torch": 2.0}, seed=7))
     assert compare_cli(tmp_path, base, cur, "--relative-to", "sdpa_math") == 1
     out = capsys.readouterr().out
-    assert "REGRESSION: 2 point(s)" in out
+    assert "FAIL: 2 row(s) fail" in out
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    assert md.count("**regressed**") == 2 and "| impl |" in md
+    assert md.count("**slower**") == 2 and "| impl |" in md
+    assert "exit 1 on: slower, newly failing" in md
     rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
     assert len(rows) == 6
-    assert {r["impl"] for r in rows if r["regression"] == "True"} == {"hrr_torch"}
+    assert {r["impl"] for r in rows if r["fails"] == "True"} == {"hrr_torch"}
+    slower = [r for r in rows if r["verdict"] == words.SLOWER]
+    assert len(slower) == 2 and all(float(r["lo"]) > 1.1 and float(r["baseline_noise"]) > 0
+                                    and float(r["current_noise"]) > 0 for r in slower)
     assert rows[0]["point_id"] == point("hrr_torch", 512).point_id or \
         rows[0]["point_id"] == point("hrr_torch", 1024).point_id
 
@@ -279,7 +312,7 @@ def test_memory_metric_from_the_command(tmp_path):
     p = point("a")
     base = make_run(tmp_path / "base", [record(p, mem=100 * MIB)])
     cur = make_run(tmp_path / "cur", [record(p, mem=130 * MIB)])
-    assert compare_cli(tmp_path, base, cur) == 0                       # time only: unchanged
+    assert compare_cli(tmp_path, base, cur) == 0                       # time only: same
     assert compare_cli(tmp_path, base, cur, "--metric", "memory") == 1
     assert compare_cli(tmp_path, base, cur, "--metric", "both") == 1
     assert compare_cli(tmp_path, base, cur, "--metric", "memory", "--mem-floor", "64MiB") == 0
@@ -291,7 +324,7 @@ def test_status_regression_from_the_command(tmp_path, capsys):
                                       record(point("a", 4096), status="oom",
                                              message="CUDA out of memory")])
     assert compare_cli(tmp_path, base, cur) == 1
-    assert "status ok -> oom" in capsys.readouterr().out
+    assert "newly failing (ok -> oom)" in capsys.readouterr().out
 
 
 def test_different_hardware_is_refused_naming_both(tmp_path, capsys):
@@ -345,6 +378,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
         [str(good), str(good), "--relative-to", "sdpa_math"],
         [str(good), str(good), "--mem-floor", "huge"],
         [str(good), str(good), "--confidence", "1.5"],
+        [str(good), str(good), "--fail-on", "faster"],
         [str(good)],
     ]
     for args in cases:
@@ -402,7 +436,7 @@ def test_committed_gate_baseline_compares_with_itself(tmp_path):
         pytest.skip("no committed gate baseline")
     assert main(["compare", str(baseline), str(baseline), "--relative-to", "sdpa_math",
                  "--statistic", "p25", "--threshold", "50%", "--any-hardware",
-                 "--fail-on-missing", "--out", str(tmp_path / "cmp")]) == 0
+                 "--fail-on", "only-in-baseline", "--out", str(tmp_path / "cmp")]) == 0
     rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
     assert {r["impl"] for r in rows} == {"softmax_torch", "sdpa_math", "hrr_torch",
                                          "performer_torch"}

@@ -76,8 +76,8 @@ def test_compare_csv_of_a_plugin_axis_not_loaded_has_a_blank_where_unset():
     from harness.verdicts.row import VerdictRow
     from harness.verdicts.writers import csv_text
 
-    rows = [VerdictRow(unloaded({}), "time", "unchanged"),
-            VerdictRow(unloaded({"page": 4}), "time", "unchanged")]
+    rows = [VerdictRow(unloaded({}), "time", "same"),
+            VerdictRow(unloaded({"page": 4}), "time", "same")]
     read = list(csv.DictReader(io.StringIO(csv_text(rows))))
     assert [r["page"] for r in read] == ["", "4"]
     assert read[0]["point_id"] != read[1]["point_id"]

@@ -1,7 +1,8 @@
 """``run_bench.py ab BASE HEAD [sweep flags]``: interleaved A/B of two revisions in one job.
 
-Exit status: 0 nothing regressed, 1 a regression, 2 bad input (unknown revision, not a checkout,
-bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
+Exit status, as ``compare``'s (harness.verdicts.words): 0 no row fails, 1 a point is ``slower``,
+``newly failing`` or of a class ``--fail-on`` added, 2 bad input (unknown revision, not a
+checkout, bad flag, a side's sweep refusing the grid): one line on stderr. The rules are in
 ``harness/verdicts/ab/``; docs/regression.md explains them. In the outputs BASE is the baseline
 side and HEAD the current one (harness.verdicts.words), the same words as ``compare``'s.
 """
@@ -20,7 +21,14 @@ from harness.verdicts import writers
 from harness.verdicts.ab.rounds import Plan, judged, per_point_confidence, run_rounds
 from harness.verdicts.ab.sides import checked_out
 from harness.verdicts.row import VerdictRow
-from harness.verdicts.words import UNDECIDED, exit_status
+from harness.verdicts.words import (
+    AMBIGUOUS,
+    FAIL_ON_HELP,
+    exit_status,
+    parse_fail_on,
+    rule_line,
+    with_failures,
+)
 from harness.verdicts.compare import parse_threshold
 from harness.metrics.stats import parse_statistic
 from harness.console import make_console
@@ -39,7 +47,7 @@ def sweep_flags() -> tuple[tuple[str, str], ...]:
 # more samples per round than a sweep's default: a round costs mostly process start-up
 DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
 # measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
-# varied least between rounds of an unchanged tree, on the CPU clock the median
+# varied least between rounds of an identical tree, on the CPU clock the median
 DEFAULT_STATISTIC = {"wall": "min", "cpu": "median"}
 TITLE = "attnbench ab"
 # --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
@@ -65,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="start no round likely to end after this (default 240)")
     gate.add_argument("--confidence", type=float, default=0.95,
                       help="level for the table as a whole (default 0.95): each of N points "
-                           "gets a 1 - 0.05/N interval, so an unchanged tree fails at most 5%% "
+                           "gets a 1 - 0.05/N interval, so an identical tree fails at most 5%% "
                            "of the time however many points")
     gate.add_argument("--statistic", default=None,
                       help="each side's value in a round: min, p25, median, mean, pNN (default: "
@@ -78,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate.add_argument("--metric", choices=("time", "instructions"), default="time",
                       help="time (default), or instructions counted by valgrind's callgrind "
                            "(CPU only, one thread)")
+    gate.add_argument("--fail-on", metavar="CLASSES", help=FAIL_ON_HELP)
     gate.add_argument("--same-harness", action="store_true",
                       help="measure BASE's implementations with HEAD's harness (for a change "
                            "of the measurement itself; only implementations/ then differs)")
@@ -109,6 +118,7 @@ def sweep_arguments(args: argparse.Namespace) -> tuple[str, ...]:
 
 def validate(args: argparse.Namespace) -> tuple[float, str]:
     threshold = parse_threshold(args.threshold)
+    parse_fail_on(args.fail_on)
     statistic, _ = parse_statistic(args.statistic or DEFAULT_STATISTIC[args.clock])
     if args.rounds < 2 or args.min_rounds < 2:
         raise UsageError("--rounds and --min-rounds: at least 2 (one round per order, AB and BA)")
@@ -188,22 +198,23 @@ def run(args: argparse.Namespace) -> int:
                   f"the baseline's call next to it); "
                   f"interval: t interval, {args.confidence:.0%} for the table as a whole "
                   f"({per_point_confidence(args.confidence, judged(outcome.rows)):.2%} "
-                  f"per point); threshold {threshold:.1%}",
+                  f"per point); noise: each side's t interval over rounds, relative",
+                  rule_line(threshold, parse_fail_on(args.fail_on)),
                   f"sweep flags: {' '.join(sweep_args)}",
                   f"load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
-    rows = outcome.rows
+    rows = with_failures(outcome.rows, parse_fail_on(args.fail_on))
     console.print(writers.rich_table(rows, f"current/baseline ({unit}, threshold "
                                            f"{threshold:.1%})"))
     (out / "ab.md").write_text(writers.markdown(rows, TITLE, header))
     (out / "ab.csv").write_text(writers.csv_text(rows))
     console.print("\n".join(header), highlight=False)
-    undecided = sum(row.verdict == UNDECIDED for row in rows)
-    if undecided:
-        console.print(f"[yellow]{undecided} point(s) undecided after {outcome.rounds} round(s)"
+    ambiguous = sum(row.verdict == AMBIGUOUS for row in rows)
+    if ambiguous:
+        console.print(f"[yellow]{ambiguous} point(s) ambiguous after {outcome.rounds} round(s)"
                       f"[/]: the rounds disagree too much for so few of them; more rounds "
                       f"(--max-time, --rounds) or a quieter machine would decide them")
     console.print(f"{writers.summary_line(rows)}  ->  {out / 'ab.md'}", highlight=False)
-    return exit_status(row.regression for row in rows)
+    return exit_status(row.fails for row in rows)
 
 
 def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_root: Path) -> list:
@@ -224,4 +235,4 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
 
 
 def progress_text(rows: list[VerdictRow]) -> str:
-    return ", ".join(f"{n} {verdict}" for verdict, n in sorted(writers.counts(rows).items()))
+    return writers.counts_text(rows)

@@ -1,8 +1,9 @@
-"""``run_bench.py compare BASELINE CURRENT``: regression check between two runs.
+"""``run_bench.py compare BASELINE CURRENT``: two runs judged point by point.
 
-Exit status: 0 nothing regressed, 1 something regressed, 2 bad input. The rules are in
-``harness/verdicts/compare.py``; this module reads the run directories, checks the hardware, prints the
-table and writes it as ``compare.md`` and ``compare.csv``.
+Exit status, as ``ab``'s (harness.verdicts.words): 0 no row fails, 1 a row is ``slower``,
+``newly failing`` or of a class ``--fail-on`` added, 2 bad input. The rules are in
+``harness/verdicts/compare.py``; this module reads the run directories, checks the hardware,
+prints the table and writes it as ``compare.md`` and ``compare.csv``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any
 
 from harness.verdicts import compare as logic
 from harness.verdicts import writers
-from harness.verdicts.words import exit_status
+from harness.verdicts.words import (
+    FAIL_ON_HELP,
+    NOT_COMPARABLE,
+    exit_status,
+    parse_fail_on,
+    rule_line,
+)
 from harness.console import format_bytes, make_console
 from harness.errors import UsageError
 from harness.store.hardware import hardware_summary
@@ -58,8 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mem-floor", default="1MiB",
                         help="smallest memory change that counts, whatever the threshold "
                              "(default 1MiB)")
-    parser.add_argument("--fail-on-missing", action="store_true",
-                        help="a point of the baseline absent from CURRENT is a regression")
+    parser.add_argument("--fail-on", metavar="CLASSES", help=FAIL_ON_HELP)
     parser.add_argument("--out", metavar="DIR",
                         help="where compare.md and compare.csv go (default CURRENT/compare)")
 
@@ -139,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                               metric=args.metric, relative_to=args.relative_to,
                               confidence=args.confidence,
                               mem_floor=parse_mem_floor(args.mem_floor),
-                              fail_on_missing=args.fail_on_missing,
+                              fail_on=parse_fail_on(args.fail_on),
                               statistic=args.statistic)
     base = load_run(args.baseline, "baseline")
     cur = load_run(args.current, "current")
@@ -163,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         warning = (f"warning: the runs' timing bases differ (baseline "
                    f"{', '.join(sorted(bases[0]))}; current {', '.join(sorted(bases[1]))}): "
                    f"times on different bases are not compared (verdict "
-                   f"'{logic.NOT_COMPARABLE}')")
+                   f"'{NOT_COMPARABLE}')")
         header.append(warning)
         print(warning, file=sys.stderr)
     for line in header:
@@ -171,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(writers.rich_table(result.rows, "changes (current vs baseline)"))
     console.print(writers.summary_line(result.rows), highlight=False)
     write_outputs(result, header, args, cur.path, console)
-    return exit_status(row.regression for row in result.rows)
+    return exit_status(row.fails for row in result.rows)
 
 
 def parse_mem_floor(text: str) -> int:
@@ -186,13 +192,15 @@ def parse_mem_floor(text: str) -> int:
 
 def comparison_header(base: LoadedRun, cur: LoadedRun, settings: logic.Settings,
                       hardware_note: str) -> list[str]:
-    rule = (f"threshold {settings.threshold:.0%}; time = {settings.statistic} of the samples; a "
-            f"time regression needs the {settings.confidence:.0%} bootstrap interval of the "
-            f"ratio beyond the threshold too")
+    rule = (f"time = {settings.statistic} of the samples; interval: "
+            f"{settings.confidence:.0%} bootstrap interval of the ratio; noise: each side's "
+            f"bootstrap half-width, relative")
     if settings.metric != "time":
-        rule += f"; memory: beyond the threshold and beyond {format_bytes(settings.mem_floor)}"
+        rule += (f"; memory: interval = the difference ± {format_bytes(settings.mem_floor)} "
+                 f"(--mem-floor)")
     lines = [f"baseline: {base.path} ({base.machine})",
-             f"current:  {cur.path} ({cur.machine})", rule]
+             f"current:  {cur.path} ({cur.machine})", rule,
+             rule_line(settings.threshold, settings.fail_on)]
     if settings.relative_to:
         lines.append(f"times relative to {settings.relative_to} at the same configuration in "
                      f"the same run")

@@ -567,9 +567,9 @@ POINT_FIELDS = ("impl", *(a.field for a in axes_table.axes() if a.field), "axes"
 # tests/test_axes.py checks that every column of those tables is reserved or an axis
 TABLE_COLUMNS = ("run", "hardware_tag", "group", "q_axis", "n_samples", "time_q1_s",
                  "time_q3_s", "extra_axes", "config", "metric", "baseline", "current",
-                 "baseline_status", "current_status", "spread", "baseline_spread",
-                 "current_spread", "ratio", "interval", "lo", "hi", "rounds", "verdict",
-                 "regression", "round_ratios", "note")
+                 "baseline_status", "current_status", "ratio", "interval", "lo", "hi",
+                 "noise", "baseline_noise", "current_noise", "rounds", "verdict", "fails",
+                 "round_ratios", "note")
 # every measured or derived value of a speed record (the metric groups' fields but the samples
 # list), in field order: report frames and tables, compare's checks and the CSVs take their
 # columns from here

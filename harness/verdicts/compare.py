@@ -1,4 +1,4 @@
-"""Regression checking between two runs: pairing, noise-aware verdicts, relative normalisation.
+"""Two runs judged point by point: pairing, noise-aware verdicts, relative normalisation.
 
 Pure logic (records in, rows out: harness.verdicts.row.VerdictRow, with the verdicts of
 harness.verdicts.words); ``harness/commands/compare.py`` does the files and printing.
@@ -27,44 +27,44 @@ Time rule (``--metric time``)
     normalising) are resampled with replacement, independently, ``BOOTSTRAP_RESAMPLES`` times
     (fixed seed, so a verdict is reproducible), and the ratio is recomputed each time. The
     central ``confidence`` (default 95%) percentile interval [lo, hi] of those ratios is the
-    measured noise of the comparison: it widens with the spread of either run.
+    interval of the comparison: it widens with the spread of either run. Each side's noise is
+    the half-width of its own value's bootstrap interval, relative to the value.
 
-    With ``limit = 1 + threshold``:
+    The class comes from harness.verdicts.decide.decide, the rule ``ab`` uses too: ``slower``
+    when lo > 1 + threshold, ``faster`` when hi < 1 / (1 + threshold), ``same`` when the interval
+    lies between, ``ambiguous`` when it straddles a limit.
 
-    * ``regressed``    ratio > limit AND lo > limit: the slowdown is beyond the threshold even at
-                       the optimistic end of the noise of both runs;
-    * ``improved``     ratio < 1/limit AND hi < 1/limit (the mirror image);
-    * ``within noise`` the ratio is beyond the threshold but the interval reaches back across it:
-                       reported, not a regression;
-    * ``unchanged``    otherwise.
-
-    A side with a single sample has no measurable noise: its bootstrap is a constant, so the
-    interval only reflects the other side (and collapses to the ratio when both have one sample);
-    such rows carry the note "single sample". A row of rounds says how many each run had
-    (``rounds`` "1/3": one round in the baseline, three in the current run).
+    A side with a single sample has no measurable noise (None): its bootstrap is a constant, so
+    the interval only reflects the other side (and collapses to the ratio when both have one
+    sample, which then decides alone); such rows carry the note "single sample". A row of
+    rounds says how many each run had (``rounds`` "1/3": one round in the baseline, three in the
+    current run).
 
 Memory rule (``--metric memory``)
-    ``peak_mem_bytes`` is one number per point (no samples), so the noise is a fixed floor:
-    ``regressed`` when current > baseline * (1 + threshold) AND current - baseline > mem_floor
-    (default 1 MiB; on CPU the peak is a page-granular resident-set high-water mark that moves by
-    a few hundred KiB between identical runs, on CUDA allocator block rounding does the same).
-    ``improved`` mirrors it. Memory is never normalised by ``--relative-to``.
+    ``peak_mem_bytes`` is one number per point (no samples), so the noise is a fixed floor
+    on the difference (default 1 MiB; on CPU the peak is a page-granular resident-set
+    high-water mark that moves by a few hundred KiB between identical runs, on CUDA allocator
+    block rounding does the same): the interval is (current - baseline ± mem_floor) relative to
+    the baseline (harness.verdicts.decide.memory_interval), each side's noise mem_floor relative
+    to its value, and the same ``decide`` classes it: ``slower`` is more memory, ``faster``
+    less. Memory is never normalised by ``--relative-to``.
 
 Status
-    ok in the baseline and anything else now (oom, timeout, error, skipped, unsupported) is a
-    regression (``status ok -> oom``); not ok before and ok now is ``fixed``; a change between two
-    non-ok statuses is listed (``status oom -> timeout``) but not a regression. Points only in
-    the current run are ``new``; points only in the baseline are ``missing`` (a regression only
-    with ``fail_on_missing``). With ``--relative-to``, a point whose reference is absent or not ok
-    at its configuration in either run is ``no reference`` (listed; the reference's own status
-    row carries the regression), and the reference's own time row is ``reference``.
+    ok in the baseline and anything else now (oom, timeout, error, skipped, unsupported) is
+    ``newly failing``; not ok before and ok now is ``newly running``; not ok on both sides is
+    ``not measured`` (each row keeps both statuses). Points only in one run are ``only in
+    baseline`` / ``only in current``. With ``--relative-to``, a point whose reference is absent
+    or not ok at its configuration in either run is ``not measured`` (the reference's own
+    status row carries its change), and the reference's own time row is ``reference``. Which
+    classes fail is ``Settings.fail_on`` (harness.verdicts.words.parse_fail_on).
 
 Timing basis
     Two times on different timing bases (the records' ``timing_basis``: CUDA events against
     wall clock with a synchronisation; a record without the field reads it from its ``timer``)
     are not set against each other: the time row is ``not comparable`` with both bases in its
-    note, never a regression. With ``--relative-to`` the point and its reference must share
-    a basis in each run too. The command warns in its header when the runs' bases differ.
+    note (a failure only when --fail-on asks). With ``--relative-to`` the point and its
+    reference must share a basis in each run too. The command warns in its header when the
+    runs' bases differ.
 """
 
 from __future__ import annotations
@@ -79,19 +79,18 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.contract.records import Point, SpeedRecord
+from harness.verdicts.decide import Decision, decide, memory_interval
 from harness.verdicts.row import STATUS, VerdictRow
 from harness.verdicts.words import (
-    FIXED,
-    IMPROVED,
-    MISSING,
-    NEW,
-    NO_REFERENCE,
-    NOISY,
+    ALWAYS_FAILS,
+    AMBIGUOUS,
     NOT_COMPARABLE,
+    NOT_MEASURED,
+    ONLY_BASELINE,
+    ONLY_CURRENT,
     REFERENCE,
-    REGRESSED,
-    UNCHANGED,
-    status_change,
+    status_verdict,
+    with_failures,
 )
 from harness.metrics.stats import (
     DEFAULT_CONFIDENCE,
@@ -170,22 +169,20 @@ def samples_of(record: SpeedRecord) -> np.ndarray:
     return array
 
 
-def time_verdict(estimate: RatioEstimate, threshold: float) -> str:
-    limit = 1.0 + threshold
-    if estimate.ratio > limit:
-        return REGRESSED if estimate.lo > limit else NOISY
-    if estimate.ratio < 1.0 / limit:
-        return IMPROVED if estimate.hi < 1.0 / limit else NOISY
-    return UNCHANGED
+def time_decision(estimate: RatioEstimate, threshold: float,
+                  noise: tuple[float | None, float | None] | None = None) -> Decision:
+    """The class of a time ratio (harness.verdicts.decide); ``noise``: each side's, where the
+    caller knows better than the estimate (None for a single-sample side)."""
+    b_noise, c_noise = noise if noise is not None else (estimate.baseline_spread,
+                                                         estimate.current_spread)
+    return decide(estimate.ratio, estimate.lo, estimate.hi, threshold, b_noise, c_noise)
 
 
-def memory_verdict(baseline: int, current: int, threshold: float, floor: int) -> str:
-    delta = current - baseline
-    if delta > floor and current > baseline * (1.0 + threshold):
-        return REGRESSED
-    if -delta > floor and baseline > current * (1.0 + threshold):
-        return IMPROVED
-    return UNCHANGED
+def memory_decision(baseline: int, current: int, threshold: float, floor: int) -> Decision:
+    """The class of two peak memories, the floor as the noise of their difference."""
+    lo, hi = memory_interval(baseline, current, floor)
+    return decide(current / baseline, lo, hi, threshold, floor / baseline,
+                  floor / current if current > 0 else None)
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -196,7 +193,7 @@ class Settings:
     relative_to: str | None = None
     confidence: float = DEFAULT_CONFIDENCE
     mem_floor: int = DEFAULT_MEM_FLOOR
-    fail_on_missing: bool = False
+    fail_on: frozenset[str] = ALWAYS_FAILS   # classes that fail (words.parse_fail_on)
     statistic: str = "median"
 
     def __post_init__(self) -> None:
@@ -215,8 +212,8 @@ class Comparison:
     settings: Settings = field(default_factory=Settings)
 
     @property
-    def regressions(self) -> list[VerdictRow]:
-        return [r for r in self.rows if r.regression]
+    def failures(self) -> list[VerdictRow]:
+        return [r for r in self.rows if r.fails]
 
 
 def compare_records(baseline: Iterable[SpeedRecord], current: Iterable[SpeedRecord],
@@ -232,32 +229,26 @@ def compare_records(baseline: Iterable[SpeedRecord], current: Iterable[SpeedReco
                 raise UsageError(f"--relative-to {ref}: the {name} run has no records of {ref} "
                                  f"(implementations there: "
                                  f"{', '.join(sorted({p.impl for p in index}))})")
-    result = Comparison(settings=settings)
+    rows: list[VerdictRow] = []
     for point in sorted(set(base) | set(cur)):
         b, c = base.get(point), cur.get(point)
         if b is None:
-            result.rows.append(VerdictRow(point, STATUS, NEW, current_status=c.status))
+            rows.append(VerdictRow(point, STATUS, ONLY_CURRENT, current_status=c.status))
             continue
         if c is None:
-            result.rows.append(VerdictRow(point, STATUS, MISSING,
-                                          regression=settings.fail_on_missing,
-                                          baseline_status=b.status))
+            rows.append(VerdictRow(point, STATUS, ONLY_BASELINE, baseline_status=b.status))
             continue
-        if b.status != c.status:
-            verdict = FIXED if c.status == "ok" else status_change(b.status, c.status)
-            result.rows.append(VerdictRow(point, STATUS, verdict, regression=b.status == "ok",
-                                          baseline_status=b.status, current_status=c.status,
-                                          note=_first_line(c.message)))
-            continue
-        if b.status != "ok":
-            result.rows.append(VerdictRow(point, STATUS, UNCHANGED, baseline_status=b.status,
-                                          current_status=c.status, note=f"{b.status} in both"))
+        by_status = status_verdict(b.status, c.status)
+        if by_status is not None:
+            message = c.message if c.status != "ok" else b.message
+            rows.append(VerdictRow(point, STATUS, by_status, baseline_status=b.status,
+                                   current_status=c.status, note=_first_line(message)))
             continue
         if settings.metric in ("time", "both"):
-            result.rows.append(_time_row(point, b, c, base, cur, settings))
+            rows.append(_time_row(point, b, c, base, cur, settings))
         if settings.metric in ("memory", "both"):
-            result.rows.append(_memory_row(point, b, c, settings))
-    return result
+            rows.append(_memory_row(point, b, c, settings))
+    return Comparison(with_failures(rows, settings.fail_on), settings)
 
 
 def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, SpeedRecord],
@@ -267,23 +258,23 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
     common = dict(baseline_status=b.status, current_status=c.status)
     b_samples, c_samples = samples_of(b), samples_of(c)
     if not b_samples.size or not c_samples.size:
-        return VerdictRow(point, metric, UNCHANGED, note="no time recorded", **common)
+        return VerdictRow(point, metric, NOT_MEASURED, note="no time recorded", **common)
     differ = basis_difference(b, c)
     if differ:
         return VerdictRow(point, metric, NOT_COMPARABLE, note=differ, **common)
-    b_ref = c_ref = None
+    b_ref = c_ref = rb = rc = None
     if ref:
         if point.impl == ref:
             est = ratio_estimate(rounds_of(b), rounds_of(c), confidence=settings.confidence,
                                  statistic=settings.statistic)
-            return _row_from(point, "time", REFERENCE, est,
+            return _row_from(point, "time", REFERENCE, est, _noise(est, b, c),
                              note="the reference: absolute time, not judged", **common)
         ref_point = dataclasses.replace(point, impl=ref)
         rb, rc = base.get(ref_point), cur.get(ref_point)
         missing = [name for name, r in (("baseline", rb), ("current", rc))
                    if r is None or r.status != "ok" or not samples_of(r).size]
         if missing:
-            return VerdictRow(point, metric, NO_REFERENCE,
+            return VerdictRow(point, metric, NOT_MEASURED,
                               note=f"{ref} not measured (ok) here in the "
                                    f"{' and '.join(missing)} run", **common)
         differ = basis_difference(b, rb) or basis_difference(c, rc)
@@ -293,13 +284,14 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
         b_ref, c_ref = rounds_of(rb), rounds_of(rc)
     est = ratio_estimate(rounds_of(b), rounds_of(c), b_ref, c_ref,
                          confidence=settings.confidence, statistic=settings.statistic)
-    verdict = time_verdict(est, settings.threshold)
-    note = "single sample: noise not measurable on that side" if est.single_sample else ""
+    noise = _noise(est, b, c, *(r for r in (rb, rc) if ref))
+    decision = time_decision(est, settings.threshold, noise)
+    notes = ["single sample: noise not measurable on that side" if est.single_sample else ""]
     if ref:
         _, stat = parse_statistic(settings.statistic)
-        abs_ratio = float(stat(c_samples) / stat(b_samples))
-        note = "; ".join(filter(None, [f"absolute x{abs_ratio:.2f}", note]))
-    return _row_from(point, metric, verdict, est, note=note, **common)
+        notes.insert(0, f"absolute x{float(stat(c_samples) / stat(b_samples)):.2f}")
+    return _row_from(point, metric, decision.verdict, est, noise, note=_notes(decision, notes),
+                     **common)
 
 
 def basis_difference(a: SpeedRecord, b: SpeedRecord) -> str:
@@ -316,27 +308,48 @@ def run_bases(records: Iterable[SpeedRecord]) -> set[str]:
     return {r.timing_basis for r in records if r.status == "ok" and r.timing_basis}
 
 
+def _noise(est: RatioEstimate, b: SpeedRecord, c: SpeedRecord,
+           *refs: SpeedRecord) -> tuple[float | None, float | None]:
+    """Each side's noise: its bootstrap spread, None where a round of it (or of its reference)
+    has a single sample."""
+    b_ref, c_ref = (refs[0], refs[1]) if len(refs) == 2 else (None, None)
+
+    def single(record: SpeedRecord, ref: SpeedRecord | None) -> bool:
+        return any(x.size < 2 for r in (record, ref) if r is not None for x in rounds_of(r))
+    return (None if single(b, b_ref) else est.baseline_spread,
+            None if single(c, c_ref) else est.current_spread)
+
+
+def _notes(decision: Decision, notes: Sequence[str]) -> str:
+    """The row's note: the reason of an ambiguous class first, then the others."""
+    reason = decision.reason if decision.verdict == AMBIGUOUS else ""
+    return "; ".join(filter(None, [reason, *notes]))
+
+
 def _row_from(point: Point, metric: str, verdict: str, est: RatioEstimate,
-              **kwargs: Any) -> VerdictRow:
+              noise: tuple[float | None, float | None], **kwargs: Any) -> VerdictRow:
     rounds = "" if est.rounds == (1, 1) else f"{est.rounds[0]}/{est.rounds[1]}"
-    return VerdictRow(point, metric, verdict, regression=verdict == REGRESSED,
-                      baseline=est.baseline, current=est.current,
-                      baseline_spread=est.baseline_spread, current_spread=est.current_spread,
-                      ratio=est.ratio, lo=est.lo, hi=est.hi, rounds=rounds, **kwargs)
+    return VerdictRow(point, metric, verdict, baseline=est.baseline, current=est.current,
+                      baseline_noise=noise[0], current_noise=noise[1],
+                      ratio=est.ratio, lo=min(est.lo, est.ratio), hi=max(est.hi, est.ratio),
+                      rounds=rounds, **kwargs)
 
 
 def _memory_row(point: Point, b: SpeedRecord, c: SpeedRecord,
                 settings: Settings) -> VerdictRow:
     common = dict(baseline_status=b.status, current_status=c.status)
-    if b.peak_mem_bytes is None or c.peak_mem_bytes is None:
-        return VerdictRow(point, "memory", UNCHANGED, note="no peak memory recorded", **common)
+    if b.peak_mem_bytes is None or c.peak_mem_bytes is None or b.peak_mem_bytes <= 0:
+        return VerdictRow(point, "memory", NOT_MEASURED, note="no peak memory recorded",
+                          **common)
     bv, cv = int(b.peak_mem_bytes), int(c.peak_mem_bytes)
-    verdict = memory_verdict(bv, cv, settings.threshold, settings.mem_floor)
-    ratio = cv / bv if bv > 0 else (1.0 if cv == bv else math.inf)
+    decision = memory_decision(bv, cv, settings.threshold, settings.mem_floor)
     note = "" if b.mem_method == c.mem_method else \
         f"mem_method differs: {b.mem_method} vs {c.mem_method}"
-    return VerdictRow(point, "memory", verdict, regression=verdict == REGRESSED, baseline=bv,
-                      current=cv, ratio=ratio, note=note, **common)
+    return VerdictRow(point, "memory", decision.verdict, baseline=bv, current=cv,
+                      ratio=decision.ratio, lo=decision.lo, hi=decision.hi,
+                      baseline_noise=decision.baseline_noise,
+                      current_noise=decision.current_noise,
+                      note=_notes(decision, [note]), **common)
 
 
 def _first_line(text: str, limit: int = 120) -> str:

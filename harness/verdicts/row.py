@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from harness.console import format_bytes, format_seconds
 from harness.contract.records import Point, point_columns
+from harness.verdicts.words import verdict_text
 
 STATUS = "status"   # the metric of a row judged on its status alone
 
@@ -19,8 +20,8 @@ STATUS = "status"   # the metric of a row judged on its status alone
 class VerdictRow:
     point: Point
     metric: str                          # "time", "time / REF", "memory", "instructions", "status"
-    verdict: str                         # one of harness.verdicts.words
-    regression: bool = False             # counts as a regression (exit status 1)
+    verdict: str                         # one class of harness.verdicts.words
+    fails: bool = False                  # its class fails (exit status 1; words.with_failures)
     baseline: float | None = None        # the side's value (time in s, bytes, instructions)
     current: float | None = None
     ratio: float | None = None           # current / baseline
@@ -28,8 +29,8 @@ class VerdictRow:
     hi: float | None = None
     baseline_status: str = ""
     current_status: str = ""
-    baseline_spread: float | None = None  # relative spread of a side's samples (compare)
-    current_spread: float | None = None
+    baseline_noise: float | None = None  # relative half-width of a side's value's interval
+    current_noise: float | None = None   # (None: not measurable, e.g. one sample)
     rounds: str = ""                     # rounds judged: "4" (ab), "3/3" (compare: per side)
     round_ratios: tuple[float, ...] = ()  # each round's ratio (ab)
     note: str = ""
@@ -85,7 +86,17 @@ def interval_text(row: VerdictRow) -> str:
     return f"[{row.lo:.3f}, {row.hi:.3f}]"
 
 
-def spread_text(row: VerdictRow) -> str:
-    if row.baseline_spread is None or row.current_spread is None:
+def noise_text(row: VerdictRow) -> str:
+    """'±1.2% / ±0.8%' (baseline / current); '-' for a side whose noise was not measurable,
+    '' when neither was."""
+    if row.baseline_noise is None and row.current_noise is None:
         return ""
-    return f"±{row.baseline_spread:.1%} / ±{row.current_spread:.1%}"
+
+    def one(value: float | None) -> str:
+        return "-" if value is None else f"±{value:.1%}"
+    return f"{one(row.baseline_noise)} / {one(row.current_noise)}"
+
+
+def verdict_cell(row: VerdictRow) -> str:
+    """The verdict as a table shows it: a status class with its statuses."""
+    return verdict_text(row.verdict, row.baseline_status, row.current_status)

@@ -1,4 +1,5 @@
-"""The words of a verdict, shared by ``compare`` (two run directories) and ``ab`` (two revisions).
+"""The words of a verdict, one vocabulary for ``compare`` (two run directories) and ``ab`` (two
+revisions), and which of them fail (the exit status of both commands).
 
 The two sides are called **baseline** and **current** in every output of both commands (table
 columns, CSV fields, headers): those words say what role a side plays, the reference and the
@@ -7,66 +8,147 @@ fit compare's run directories; ``baseline``/``current`` fit both. The command li
 own argument names (``compare BASELINE CURRENT``, ``ab BASE HEAD``), and ``ab`` still names its
 sides' run directories ``base/`` and ``head/``.
 
-Every verdict, what it means, and how a table shows it:
+Every verdict (``VERDICTS``, in the order a summary lists them), what it means:
 
-================  ===================================================================
-``regressed``     slower (or larger) beyond the threshold, noise included: fails
-``improved``      faster (or smaller) beyond the threshold, noise included
-``unchanged``     within the threshold
-``within noise``  compare: the ratio is beyond the threshold, its interval is not
-``undecided``     ab: the interval straddles a limit; more rounds could decide it
-``status A -> B`` the point's status changed; a regression when A is ok
-``fixed``         not ok in the baseline, ok now
-``new``           only in the current side
-``missing``       only in the baseline side (a regression when asked to be)
-``not measured``  ab: not ok on either side
-``no reference``  compare --relative-to: the reference is not measured (ok) at the point
-``reference``     compare --relative-to: the reference's own row, not judged
-``not comparable`` compare: the two times are on different timing bases (the record's
-                  ``timing_basis``: CUDA events against wall clock with a synchronisation);
-                  not judged, listed with both bases
-================  ===================================================================
+==================  =================================================================
+``slower``          the whole interval of the ratio current/baseline lies above
+                    ``1 + threshold``: costs more, noise included (fails)
+``faster``          the whole interval lies below ``1 / (1 + threshold)``
+``same``            the whole interval lies within the two limits
+``ambiguous``       the interval straddles a limit (its noise is larger than the distance
+                    from the ratio to the limit): more samples or rounds could decide it
+``newly failing``   ok in the baseline, not ok now (fails); shown with the pair,
+                    "newly failing (ok -> oom)"
+``newly running``   not ok in the baseline, ok now: "newly running (oom -> ok)"
+``only in baseline`` the point is in the baseline side only
+``only in current`` the point is in the current side only
+``not measured``    no value to judge on a side: not ok on both ("not measured (oom ->
+                    timeout)"), no time or memory recorded, or (``compare --relative-to``)
+                    the reference not measured at the point
+``not comparable``  the two times are on different timing bases (CUDA events against a
+                    host clock with a synchronisation): a difference of method, not of speed
+``reference``       ``compare --relative-to``: the reference's own row, not judged
+==================  =================================================================
 
-A row is a regression when its ``regression`` flag is set; the exit status of both commands is
-1 when any row is one, 0 otherwise (2, bad input, is raised before any verdict).
+``faster`` and ``slower`` name the direction of every metric judged, each a cost where more is
+worse: time, peak memory (``slower``: more memory) and instruction counts. One word per
+direction keeps a CSV filter, ``--fail-on`` and a summary the same for every metric; the
+``metric`` column says which cost a row judged.
+
+Exit status of both commands: 1 when any row's class fails, else 0; 2 (bad input) is raised
+before any verdict. ``slower`` and ``newly failing`` always fail; ``--fail-on`` adds classes
+(``ambiguous`` for a CI job that wants every point decided, ``only in baseline`` for a grid
+that must not shrink).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import dataclasses
+from typing import Any, Iterable, Sequence
+
+from harness.errors import UsageError
 
 SIDES = ("baseline", "current")
 
-REGRESSED, IMPROVED, UNCHANGED = "regressed", "improved", "unchanged"
-NOISY, UNDECIDED = "within noise", "undecided"
-FIXED, NEW, MISSING, NOT_MEASURED = "fixed", "new", "missing", "not measured"
-NO_REFERENCE, REFERENCE = "no reference", "reference"
-NOT_COMPARABLE = "not comparable"
-STATUS_CHANGE = "status change"     # how a summary counts every "status A -> B"
+SLOWER, FASTER, SAME, AMBIGUOUS = "slower", "faster", "same", "ambiguous"
+NEWLY_FAILING, NEWLY_RUNNING = "newly failing", "newly running"
+ONLY_BASELINE, ONLY_CURRENT = "only in baseline", "only in current"
+NOT_MEASURED, NOT_COMPARABLE, REFERENCE = "not measured", "not comparable", "reference"
 
-# rich style of each verdict in a table; a row that is a regression is always REGRESSION_STYLE
-STYLE = {REGRESSED: "bold red", IMPROVED: "green", UNCHANGED: "", NOISY: "yellow",
-         UNDECIDED: "yellow", FIXED: "green", NEW: "cyan", MISSING: "magenta",
-         NOT_MEASURED: "", NO_REFERENCE: "yellow", REFERENCE: "dim",
-         NOT_COMPARABLE: "yellow"}
-REGRESSION_STYLE = "bold red"
+VERDICTS = (SLOWER, NEWLY_FAILING, AMBIGUOUS, FASTER, NEWLY_RUNNING, SAME, ONLY_BASELINE,
+            ONLY_CURRENT, NOT_MEASURED, NOT_COMPARABLE, REFERENCE)
+# judged on a measured interval; the others come from statuses and bookkeeping
+MEASURED = (SLOWER, FASTER, SAME, AMBIGUOUS)
+# classes whose text shows the two statuses: "newly failing (ok -> oom)"
+SHOWS_STATUSES = (NEWLY_FAILING, NEWLY_RUNNING, NOT_MEASURED)
+ALWAYS_FAILS = frozenset({SLOWER, NEWLY_FAILING})
+# what --fail-on may add: a change for the better, or a reference row, never fails
+MAY_FAIL = (AMBIGUOUS, ONLY_BASELINE, ONLY_CURRENT, NOT_MEASURED, NOT_COMPARABLE)
+
+# the --fail-on flag of both commands (argparse escapes its own percent signs only)
+FAIL_ON_HELP = ("classes that fail (exit 1) besides slower and newly-failing, comma-separated: "
+                + ", ".join(v.replace(" ", "-") for v in MAY_FAIL)
+                + " (ambiguous: every point must be decided)")
+
+# rich style of each verdict in a table; a failing row is always FAIL_STYLE
+STYLE = {SLOWER: "bold red", NEWLY_FAILING: "bold red", AMBIGUOUS: "yellow", FASTER: "green",
+         NEWLY_RUNNING: "green", SAME: "", ONLY_BASELINE: "magenta", ONLY_CURRENT: "cyan",
+         NOT_MEASURED: "", NOT_COMPARABLE: "yellow", REFERENCE: "dim"}
+FAIL_STYLE = "bold red"
 # verdicts a table lists last: nothing to look at
-QUIET = (UNCHANGED, REFERENCE)
+QUIET = (SAME, REFERENCE)
 
 
-def status_change(before: str, after: str) -> str:
-    """The verdict of a point whose status changed: 'status ok -> oom'."""
-    return f"status {before} -> {after}"
+def status_verdict(baseline: str, current: str) -> str | None:
+    """The class of a point from its two statuses; None when both are ok (the values decide)."""
+    if baseline == "ok" and current == "ok":
+        return None
+    if baseline == "ok":
+        return NEWLY_FAILING
+    if current == "ok":
+        return NEWLY_RUNNING
+    return NOT_MEASURED
 
 
-def is_status_change(verdict: str) -> bool:
-    return verdict.startswith("status ")
+def verdict_text(verdict: str, baseline_status: str = "", current_status: str = "") -> str:
+    """How a table shows a verdict: a status class with its two statuses,
+    'newly failing (ok -> oom)'; any other class as it is."""
+    if verdict in SHOWS_STATUSES and baseline_status and current_status:
+        return f"{verdict} ({baseline_status} -> {current_status})"
+    return verdict
 
 
-def style(verdict: str, regression: bool) -> str:
-    return REGRESSION_STYLE if regression else STYLE.get(verdict, "")
+def parse_fail_on(text: str | Iterable[str] | None) -> frozenset[str]:
+    """--fail-on 'ambiguous,only-in-baseline' -> the classes that fail, slower and newly
+    failing included. Hyphens stand for spaces so that a class needs no quoting."""
+    if text is None:
+        names: list[str] = []
+    elif isinstance(text, str):
+        names = [x for x in text.split(",") if x.strip()]
+    else:
+        names = list(text)
+    chosen = set(ALWAYS_FAILS)
+    for name in names:
+        verdict = " ".join(name.strip().lower().replace("-", " ").split())
+        if verdict in ALWAYS_FAILS:
+            continue
+        if verdict not in MAY_FAIL:
+            raise UsageError(f"--fail-on: {name.strip()!r} is not a class that may fail; one of "
+                             f"{', '.join(v.replace(' ', '-') for v in MAY_FAIL)} (slower and "
+                             f"newly-failing always fail)")
+        chosen.add(verdict)
+    return frozenset(chosen)
 
 
-def exit_status(regressions: Iterable[bool]) -> int:
-    """1 when any row is a regression, else 0."""
-    return 1 if any(regressions) else 0
+def fails(verdict: str, fail_on: Iterable[str] = ALWAYS_FAILS) -> bool:
+    return verdict in set(fail_on)
+
+
+def with_failures(rows: Sequence[Any], fail_on: Iterable[str] = ALWAYS_FAILS) -> list[Any]:
+    """The rows (harness.verdicts.row.VerdictRow, which imports this module) with their
+    ``fails`` flag set by ``fail_on``: one rule for both commands."""
+    chosen = set(fail_on)
+    return [dataclasses.replace(row, fails=row.verdict in chosen) for row in rows]
+
+
+def fail_on_text(fail_on: Iterable[str]) -> str:
+    """'slower, newly failing' (and what --fail-on added), in the vocabulary's order."""
+    chosen = set(fail_on)
+    return ", ".join(v for v in VERDICTS if v in chosen)
+
+
+def rule_line(threshold: float, fail_on: Iterable[str]) -> str:
+    """The rule of both commands in one header line."""
+    limit = 1.0 + threshold
+    return (f"verdicts: slower / faster when the whole interval of current/baseline lies above "
+            f"{limit:.3g} / below {1 / limit:.3g} (threshold {threshold:.1%}), same when it lies "
+            f"between, ambiguous when it straddles a limit; exit 1 on: {fail_on_text(fail_on)}")
+
+
+def style(verdict: str, failing: bool) -> str:
+    return FAIL_STYLE if failing else STYLE.get(verdict, "")
+
+
+def exit_status(failing: Iterable[bool]) -> int:
+    """1 when any row fails, else 0."""
+    return 1 if any(failing) else 0

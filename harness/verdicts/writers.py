@@ -21,8 +21,9 @@ from harness.verdicts.row import (
     interval_text,
     key_names,
     key_values,
+    noise_text,
     side_texts,
-    spread_text,
+    verdict_cell,
 )
 
 
@@ -54,16 +55,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("current_status", value=lambda row: row.current_status),
     Column("baseline", lambda row: side_texts(row)[0], lambda row: row.baseline, right=True),
     Column("current", lambda row: side_texts(row)[1], lambda row: row.current, right=True),
-    Column("spread", spread_text),
-    Column("baseline_spread", value=lambda row: row.baseline_spread),
-    Column("current_spread", value=lambda row: row.current_spread),
     Column("ratio", lambda row: _number(row.ratio), lambda row: row.ratio, right=True),
     Column("interval", interval_text),
     Column("lo", value=lambda row: row.lo),
     Column("hi", value=lambda row: row.hi),
+    Column("noise", noise_text),
+    Column("baseline_noise", value=lambda row: row.baseline_noise),
+    Column("current_noise", value=lambda row: row.current_noise),
     Column("rounds", lambda row: row.rounds, lambda row: row.rounds, right=True),
-    Column("verdict", lambda row: row.verdict, lambda row: row.verdict),
-    Column("regression", value=lambda row: row.regression),
+    Column("verdict", verdict_cell, lambda row: row.verdict),
+    Column("fails", value=lambda row: row.fails),
     Column("round_ratios", value=lambda row: ";".join(f"{r:.6g}" for r in row.round_ratios)),
     Column("note", lambda row: row.note, lambda row: row.note),
 )
@@ -82,9 +83,9 @@ def csv_fields(rows: Sequence[VerdictRow]) -> tuple[str, ...]:
 
 
 def ordered(rows: Iterable[VerdictRow]) -> list[VerdictRow]:
-    """Regressions first, then every row worth a look, then the unchanged ones (stable)."""
+    """Failing rows first, then every row worth a look, then the same ones (stable)."""
     def rank(row: VerdictRow) -> int:
-        if row.regression:
+        if row.fails:
             return 0
         return 2 if row.verdict in words.QUIET else 1
     return sorted(rows, key=rank)
@@ -112,28 +113,32 @@ def rich_table(rows: Sequence[VerdictRow], title: str):
                          overflow="fold")
     for row in rows:
         texts = cells(row, columns)
-        style = words.style(row.verdict, row.regression)
+        style = words.style(row.verdict, row.fails)
         table.add_row(*(f"[{style}]{text}[/]" if style and column.name == "verdict" and text
                         else text for column, text in zip(columns, texts)))
     return table
 
 
 def counts(rows: Iterable[VerdictRow]) -> dict[str, int]:
-    """How many rows have each verdict; every 'status A -> B' counts as one 'status change'."""
-    result: dict[str, int] = {}
+    """How many rows have each class, in the vocabulary's order."""
+    found: dict[str, int] = {}
     for row in rows:
-        key = words.STATUS_CHANGE if words.is_status_change(row.verdict) else row.verdict
-        result[key] = result.get(key, 0) + 1
-    return result
+        found[row.verdict] = found.get(row.verdict, 0) + 1
+    order = {verdict: k for k, verdict in enumerate(words.VERDICTS)}
+    return dict(sorted(found.items(), key=lambda item: (order.get(item[0], len(order)),
+                                                         item[0])))
+
+
+def counts_text(rows: Iterable[VerdictRow]) -> str:
+    """'2 slower, 1 ambiguous, 4 same'."""
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts(rows).items())
 
 
 def summary_line(rows: Sequence[VerdictRow]) -> str:
-    """'REGRESSION: 2 point(s) (2 regressed, 4 unchanged)' or 'no regression (...)'."""
-    listed = ", ".join(f"{n} {verdict}" for verdict, n in sorted(
-        counts(rows).items(), key=lambda item: (item[0] != words.REGRESSED, item[0])))
-    regressions = sum(row.regression for row in rows)
-    verdict = f"REGRESSION: {regressions} point(s)" if regressions else "no regression"
-    return f"{verdict} ({listed})"
+    """'FAIL: 2 row(s) fail (2 slower, 4 same)' or 'pass (4 same)'."""
+    failing = sum(row.fails for row in rows)
+    verdict = f"FAIL: {failing} row(s) fail" if failing else "pass"
+    return f"{verdict} ({counts_text(rows)})"
 
 
 def markdown(rows: Sequence[VerdictRow], title: str, header: Sequence[str]) -> str:
@@ -145,7 +150,7 @@ def markdown(rows: Sequence[VerdictRow], title: str, header: Sequence[str]) -> s
     lines.append("|" + "---|" * len(columns))
     for row in rows:
         texts = [text.replace("|", "\\|") for text in cells(row, columns)]
-        texts = [f"**{text}**" if row.regression and column.name == "verdict" else text
+        texts = [f"**{text}**" if row.fails and column.name == "verdict" else text
                  for column, text in zip(columns, texts)]
         lines.append("| " + " | ".join(texts) + " |")
     return "\n".join(lines + ["", summary_line(rows)]) + "\n"

@@ -1,4 +1,5 @@
-"""The maths of an A/B gate: per-round paired ratios, their confidence interval, the verdict.
+"""The maths of an A/B gate: per-round paired ratios, their confidence interval, each side's
+noise over rounds. The class comes from harness.verdicts.decide, as compare's does.
 
 Each round measures both sides a few seconds apart, so the load of the machine hits both alike;
 the quantity judged is the ratio HEAD/BASE *within* a round. Over rounds the log ratios are
@@ -15,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.verdicts.words import IMPROVED, REGRESSED, UNCHANGED, UNDECIDED
+from harness.verdicts.decide import Decision, decide
 
 DEFAULT_CONFIDENCE = 0.95
 
@@ -89,17 +90,24 @@ def paired_estimate(ratios: Sequence[float],
                           int(values.size), tuple(values.tolist()))
 
 
-def verdict(estimate: PairedEstimate, threshold: float) -> str:
-    """regressed / improved only when the whole interval lies beyond the threshold;
-    unchanged when the whole interval lies within it; undecided otherwise."""
-    limit = 1.0 + threshold
-    if estimate.lo > limit:
-        return REGRESSED
-    if estimate.hi < 1.0 / limit:
-        return IMPROVED
-    if estimate.hi <= limit and estimate.lo >= 1.0 / limit:
-        return UNCHANGED
-    return UNDECIDED
+def side_noise(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -> float | None:
+    """A side's noise over rounds: the half-width of the t interval of the mean of its log
+    per-round values, as a relative figure (exp(half) - 1); None with fewer than two rounds.
+    Load that moves both sides alike counts here and cancels in the paired ratio."""
+    logs = np.log(np.asarray([float(v) for v in values], dtype=float))
+    if logs.size < 2 or not np.all(np.isfinite(logs)):
+        return None
+    half = t_quantile(confidence, logs.size - 1) * float(logs.std(ddof=1)) / math.sqrt(logs.size)
+    return math.expm1(half)
+
+
+def paired_decision(estimate: PairedEstimate, threshold: float,
+                    baseline_noise: float | None = None,
+                    current_noise: float | None = None) -> Decision:
+    """The class of a paired estimate (harness.verdicts.decide.decide: one round, with its
+    unbounded interval, is always ambiguous)."""
+    return decide(estimate.ratio, estimate.lo, estimate.hi, threshold, baseline_noise,
+                  current_noise)
 
 
 def base_first(round_index: int) -> bool:

@@ -31,25 +31,26 @@ from typing import Any, Callable, Sequence
 
 from harness.verdicts.ab.servers import Batons, SideServer, has_round_server, side_sweep_argv
 from harness.verdicts.ab.sides import Side, is_checkout
-from harness.verdicts.ab.paired_stats import base_first, paired_estimate, side_value, verdict
+from harness.verdicts.ab.paired_stats import (
+    base_first,
+    paired_decision,
+    paired_estimate,
+    side_noise,
+    side_value,
+)
 from harness.verdicts.row import STATUS, VerdictRow
 from harness.verdicts.words import (
-    FIXED,
-    IMPROVED,
-    MISSING,
-    NEW,
+    AMBIGUOUS,
     NOT_COMPARABLE,
     NOT_MEASURED,
-    REGRESSED,
-    UNCHANGED,
-    is_status_change,
-    status_change,
+    ONLY_BASELINE,
+    ONLY_CURRENT,
+    status_verdict,
 )
 from harness.errors import UsageError
 from harness.contract.records import Point, implied_timing_basis
 
 LABELS = ("base", "head")    # the sides' internal labels: their run directories OUT/base, OUT/head
-DECIDED = (REGRESSED, IMPROVED, UNCHANGED, FIXED, NEW, MISSING, NOT_MEASURED)
 
 
 @dataclass(frozen=True)
@@ -348,47 +349,55 @@ def turn_ratio(b: dict[str, Any], h: dict[str, Any], b_samples: list[float],
 
 def judge(history: History, threshold: float, confidence: float,
           metric: str = "time") -> VerdictRow:
-    """One point's row: BASE is the baseline side, HEAD the current one."""
+    """One point's row: BASE is the baseline side, HEAD the current one. A round in which BASE
+    was ok and HEAD not makes the point newly failing, whatever the other rounds say."""
     point = history.point
     broke = [(b, h) for b, h in history.statuses if b == "ok" and h not in ("ok", None)]
     if broke:
         after = broke[-1][1]
-        return VerdictRow(point, STATUS, status_change("ok", after), regression=True,
-                          baseline_status="ok", current_status=after,
+        return VerdictRow(point, STATUS, status_verdict("ok", after), baseline_status="ok",
+                          current_status=after,
                           note=f"in {len(broke)} round(s): {history.messages.get('head', '')}")
     if not history.ratios:
         bases = sorted({b for b, _ in history.statuses if b})
         heads = sorted({h for _, h in history.statuses if h})
         statuses = dict(baseline_status="/".join(bases), current_status="/".join(heads))
         if not heads:
-            return VerdictRow(point, STATUS, MISSING, note="not in the current side's grid",
+            return VerdictRow(point, STATUS, ONLY_BASELINE, note="not in the current side's grid",
                               **statuses)
         if not bases:
-            return VerdictRow(point, STATUS, NEW, note="not in the baseline side's grid",
-                              **statuses)
+            return VerdictRow(point, STATUS, ONLY_CURRENT,
+                              note="not in the baseline side's grid", **statuses)
         if history.messages.get("basis"):
             return VerdictRow(point, STATUS, NOT_COMPARABLE, note=history.messages["basis"],
                               **statuses)
-        if "ok" in heads:
-            return VerdictRow(point, STATUS, FIXED, note=history.messages.get("base", ""),
-                              **statuses)
-        return VerdictRow(point, STATUS, NOT_MEASURED, note=history.messages.get("head", ""),
+        # no round judged: not ok on BASE and ok on HEAD is newly running; anything else
+        # (not ok on both, or no value recorded) is not measured
+        if "ok" in heads and bases != ["ok"]:
+            before = next(b for b in bases if b != "ok")
+            return VerdictRow(point, STATUS, status_verdict(before, "ok"),
+                              note=history.messages.get("base", ""), **statuses)
+        return VerdictRow(point, STATUS, NOT_MEASURED,
+                          note=history.messages.get("head", "") or "no value recorded",
                           **statuses)
     estimate = paired_estimate(history.ratios, confidence)
-    notes = []
+    decision = paired_decision(estimate, threshold,
+                               side_noise(history.base_values, confidence),
+                               side_noise(history.head_values, confidence))
+    notes = [decision.reason if decision.verdict == AMBIGUOUS else ""]
     if history.wall_fallbacks:
         notes.append(f"wall time in {history.wall_fallbacks} round(s): a side recorded no CPU "
                      f"time")
     if 0 < history.paired < len(history.ratios):
         notes.append(f"{len(history.ratios) - history.paired} round(s) not timed in lockstep: "
                      f"ratio of the sides' values")
-    judged = verdict(estimate, threshold)
-    return VerdictRow(point, metric, judged, regression=judged == REGRESSED,
+    return VerdictRow(point, metric, decision.verdict,
                       baseline=statistics.median(history.base_values),
-                      current=statistics.median(history.head_values), ratio=estimate.ratio,
-                      lo=estimate.lo, hi=estimate.hi, baseline_status="ok", current_status="ok",
-                      rounds=str(estimate.rounds), round_ratios=estimate.ratios,
-                      note="; ".join(notes))
+                      current=statistics.median(history.head_values), ratio=decision.ratio,
+                      lo=decision.lo, hi=decision.hi, baseline_noise=decision.baseline_noise,
+                      current_noise=decision.current_noise, baseline_status="ok",
+                      current_status="ok", rounds=str(estimate.rounds),
+                      round_ratios=estimate.ratios, note="; ".join(filter(None, notes)))
 
 
 def per_point_confidence(confidence: float, points: int) -> float:
@@ -443,8 +452,8 @@ def run_rounds(plan: Plan, listener: RoundListener | None = None) -> Outcome:
 
 
 def decided(row: VerdictRow) -> bool:
-    """More rounds would not change the row's verdict's kind."""
-    return row.verdict in DECIDED or is_status_change(row.verdict)
+    """More rounds could not decide the row otherwise: every class but ambiguous."""
+    return row.verdict != AMBIGUOUS
 
 
 def judged(rows: Sequence[VerdictRow]) -> int:
