@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                             "(exit 1 on a regression)"),
     "ab": ("harness.commands.ab", "interleaved A/B of two revisions or checkouts in one job "
                                   "(exit 1 on a regression)"),
+    "repro": ("harness.commands.repro", "measure one point of a run again, alone, with the "
+                                        "run's settings (its reproducer), beside the original"),
     "profile": ("harness.commands.profile", "one point under torch.profiler / jax.profiler: "
                                             "trace.json (Chrome trace) and ops.csv"),
 }

@@ -290,7 +290,12 @@ def counting_workload(log):
     return Workload(run=run, block=lambda v: None, check=lambda v: True, input_bytes=0)
 
 
-def test_cudagraph_timer_captures_once_replays_per_sample_and_flushes_outside_the_graph():
+def test_cudagraph_timer_captures_once_replays_per_sample_and_flushes_outside_the_graph(
+        monkeypatch):
+    # the graph check after capture (tests/test_graph_check.py) passes here
+    monkeypatch.setattr(gpu_timing.CudaGraphTimer, "check", lambda self, work, old, new:
+                        gpu_timing.GraphCheck(nodes=1, eager_kernels=1, max_error=0.0,
+                                              tolerance=1e-5))
     log: list = []
     torch = FakeTorch(log)
     work = counting_workload(log)

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from harness.contract.axes import axes
+from harness.contract.records import L2_STATES
 from harness.grid import presets
 from harness.measure.progress import dry_run
 from harness.console import make_console
@@ -76,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "result: dispatch and synchronisation included; every framework, and "
                           "the CPU). Default auto: device_events when every method timed on "
                           "CUDA is torch, host_sync as soon as one is not (JAX)")
+    run.add_argument("--l2", choices=L2_STATES, default=None,
+                     help="GPU cache state at each sample: cold (default: a buffer larger than "
+                          "L2 written before each sample, untimed, for torch and JAX) or warm "
+                          "(nothing written: what the previous call left in L2 may serve the "
+                          "next). CPU samples are warm either way: no CPU cache is flushed")
     run.add_argument("--reuse-peaks", action="store_true", default=None,
                      help="take the machine's GEMM and copy peaks from the cache under the "
                           "results folder when present, instead of measuring them (a few "

@@ -338,6 +338,34 @@ class TimingConditions:
     worker_point: int | None = None        # this point's turn in its worker (1: a fresh worker)
 
 
+# --l2: the state of the GPU's L2 cache when a sample starts. "cold": a buffer larger than L2 was
+# written before each sample (untimed), so the call reads its inputs from device memory; "warm":
+# nothing was written between samples, so what the previous call left in the caches may serve
+# this one. CPU samples are always "warm": the harness flushes no CPU cache.
+L2_STATES = ("cold", "warm")
+
+
+def implied_l2(l2_flush: str | None) -> str:
+    """The ``l2`` a record's ``l2_flush`` note implies, for records without the field: 'cold'
+    where it says flushed, 'warm' where it says not flushed, '' where it says nothing."""
+    text = (l2_flush or "").strip()
+    if text.startswith("flushed"):
+        return "cold"
+    return "warm" if text.startswith("not flushed") else ""
+
+
+@dataclass(kw_only=True)
+class TimerChecks:
+    """The cache state the samples started from and the CUDA-graph check of ``--timer
+    cudagraph`` (harness.measure.timers.CudaGraphTimer)."""
+    l2: str = ""                           # L2_STATES; records without it: implied_l2(l2_flush)
+    # "kept: ..." (the graph held the method's kernels and a replay reproduced an eager call on
+    # fresh inputs), "refused: ... (timed with CUDA events)", or why no graph was captured
+    graph_check: str = ""
+    graph_nodes: int | None = None         # kernel, memset and memcpy nodes of the captured graph
+    graph_eager_kernels: int | None = None  # GPU kernels (and memsets, copies) of one eager call
+
+
 @dataclass(kw_only=True)
 class GateMetrics:
     """The correctness gate before timing (harness.contract.probe.ProbeResult.gate_fields)."""
@@ -385,7 +413,7 @@ class RecordBookkeeping:
 
 # every group, in the order their columns appear
 METRIC_GROUPS: tuple[type, ...] = (TimeMetrics, MemoryMetrics, DerivedMetrics, TimingConditions,
-                                   GateMetrics, FidelityMetrics, EnergyMetrics)
+                                   GateMetrics, FidelityMetrics, EnergyMetrics, TimerChecks)
 METRIC_FIELDS: tuple[str, ...] = tuple(f.name for group in METRIC_GROUPS
                                        for f in dataclasses.fields(group))
 
@@ -415,7 +443,7 @@ class MemoryResult(MemoryMetrics):
 
 
 @dataclass(kw_only=True)
-class TimingResult(EnergyMetrics, FidelityMetrics, TimingConditions, TimeMetrics):
+class TimingResult(TimerChecks, EnergyMetrics, FidelityMetrics, TimingConditions, TimeMetrics):
     """The timing pass of one point (harness.measure.worker.timing_task)."""
     status: str = "ok"
     message: str = ""
@@ -479,7 +507,7 @@ class Measurement:
 
 
 @dataclass
-class SpeedRecord(RecordBookkeeping, EnergyMetrics, FidelityMetrics, GateMetrics,
+class SpeedRecord(RecordBookkeeping, TimerChecks, EnergyMetrics, FidelityMetrics, GateMetrics,
                   TimingConditions, DerivedMetrics, MemoryMetrics, TimeMetrics):
     """What one worker measured for one Point (or why it could not): its own fields (the
     point, status, message), then the metric groups' fields (inherited, in METRIC_GROUPS order)
@@ -546,6 +574,8 @@ class SpeedRecord(RecordBookkeeping, EnergyMetrics, FidelityMetrics, GateMetrics
         extra = {k: v for k, v in data.items() if k not in names}
         if not data.get("timing_basis"):
             data["timing_basis"] = implied_timing_basis(data.get("timer"))
+        if not data.get("l2"):
+            data["l2"] = implied_l2(data.get("l2_flush"))
         record = cls(**{k: v for k, v in data.items() if k in names})
         record.extra.update(extra)
         return record

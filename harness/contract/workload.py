@@ -25,3 +25,7 @@ class Workload:
     # the numpy mask keywords it was built with (harness.contract.point_masks.point_mask, with
     # the inputs' seed): the fidelity check's reference takes the same ones
     mask: dict[str, Any] | None = None
+    # the tensors the timed call reads that may be overwritten in place between calls (the
+    # CUDA-graph check writes fresh values into them, replays, and writes the old ones back);
+    # empty: none named, a captured graph cannot be checked and is not used
+    call_inputs: tuple[Any, ...] = ()

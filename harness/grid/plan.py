@@ -16,7 +16,7 @@ from typing import Any
 from harness.grid import presets
 from harness.errors import UsageError
 from harness.grid.settings import TimingSettings, resolve_timing_basis
-from harness.contract.records import TIMING_BASES, Point
+from harness.contract.records import L2_STATES, TIMING_BASES, Point
 from harness.contract.registry import REGISTRY, device_kind
 from harness.grid.settings import ISOLATION_MODES, RunSettings
 from harness.contract.frameworks import best_device
@@ -75,6 +75,7 @@ class SweepRequest:
     shard: str | None = None
     timer: str | None = None
     timing_basis: str | None = None
+    l2: str | None = None
     reuse_peaks: bool | None = None
     isolate: str | None = None
     compile_cache: str | None = None
@@ -194,12 +195,15 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
         raise UsageError(f"--timer: {timer!r} is not one of events, cudagraph")
     if timer == "cudagraph" and not any(device_kind(d) == "cuda" for d in devices):
         raise UsageError("--timer cudagraph: needs a CUDA device (--device cuda)")
+    l2 = str(raw.get("l2", "cold"))
+    if l2 not in L2_STATES:
+        raise UsageError(f"--l2: {l2!r} is not one of {', '.join(L2_STATES)}")
     timing = TimingSettings(
         warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
         min_time_s=setting(raw, "min_time", 0.5, minimum=0),
         max_repeats=setting(raw, "max_repeats", TimingSettings.max_repeats, integer=True,
                             minimum=1),
-        timer=timer, timing_basis=timing_basis)
+        timer=timer, timing_basis=timing_basis, cuda_flush_l2=l2 == "cold")
     timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
     cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)

@@ -28,6 +28,8 @@ class TimingSettings:
     min_repeats: int = 3
     # a fast call is sampled for min_time_s up to this many times (a 1 ms call: 200 samples)
     max_repeats: int = 200
+    # --l2 cold (True, the default): a buffer larger than L2 written before each sample on a
+    # GPU, untimed; --l2 warm (False): nothing written (harness.contract.records.L2_STATES)
     cuda_flush_l2: bool = True
     timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.measure.timers)
     lockstep: Lockstep | None = None  # take turns with another worker (run_bench.py ab)

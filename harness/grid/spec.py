@@ -116,7 +116,7 @@ def axis_dest(name: str) -> str:
 # the config's known keys are checked against each other by tests/test_axes.py
 SETTING_NAMES = ("preset", "timeout", "max_memory", "out", "min_time", "max_repeats",
                  "warmup", "seed", "cooldown", "time_budget", "timer", "shard", "reuse_peaks",
-                 "isolate", "compile_cache", "timing_basis")
+                 "isolate", "compile_cache", "timing_basis", "l2")
 
 
 def grid_names() -> tuple[str, ...]:

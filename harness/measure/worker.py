@@ -465,7 +465,8 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     basis = point_timing_basis(settings, impl.framework, point.device)
     conditions = gpu_timing.prepare(work, timer=settings.timer, framework=impl.framework,
                                     device=point.device, label=point.point_id,
-                                    flush_l2=settings.cuda_flush_l2, basis=basis)
+                                    flush_l2=settings.cuda_flush_l2, basis=basis,
+                                    tolerance=gate_tolerance(impl, point.dtype))
     watch = watch_for(point.device)
     watch.open()   # NVML started before the calls; sampled around the samples only
     # the energy counter, read around the samples inside the watch (its NVML handle on a GPU)
@@ -505,6 +506,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     result.set_conditions({**conditions,
                            **watch.fields(work.info.get("sample_spans")),
                            **meter.fields(calls=len(samples), tokens=point_tokens(point))})
+    graph_fields(result, work.timer, settings.timer, point.device)
     if impl.framework == "jax" or impl.compiles:
         # the first call is dominated by compilation (jit, torch.compile); never part
         # of the samples
@@ -522,6 +524,27 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     result.deviation_from_softmax, result.fidelity_rows = deviation, rows
     result.quant_error, result.kv_scales = quant_error, work.info.get("kv_scales")
     return result
+
+
+def gate_tolerance(impl: Any, dtype: str) -> float:
+    """The correctness gate's tolerance for this method and dtype (harness.measure.gate)."""
+    from harness.contract.reference import GATE_TOLERANCE
+
+    return float((impl.gate_tolerance or {}).get(dtype, GATE_TOLERANCE.get(dtype, 2e-5)))
+
+
+def graph_fields(result: TimingResult, timer: Any, requested: str, device: str) -> None:
+    """The record's ``l2`` and CUDA-graph check (harness.contract.records.TimerChecks), and a
+    refused graph's reason in ``timer_note`` too."""
+    result.l2 = gpu_timing.l2_state(timer)
+    result.graph_check = gpu_timing.graph_check_text(timer, requested, device)
+    inner = getattr(timer, "inner", timer)
+    checked = getattr(inner, "checked", None)
+    if checked is not None:
+        result.graph_nodes, result.graph_eager_kernels = checked.nodes, checked.eager_kernels
+        if checked.refused:
+            result.timer_note = "; ".join(n for n in (result.timer_note, result.graph_check)
+                                          if n)
 
 
 def point_timing_basis(settings: TimingSettings, framework: str, device: str) -> str:

@@ -15,6 +15,7 @@ from harness.contract.registry import REGISTRY
 from harness.contract.parsers import PASSES
 from harness.contract.records import (
     NUMERIC_SPEED_METRICS,
+    implied_l2,
     implied_timing_basis,
     SPEED_METRICS,
     Point,
@@ -23,6 +24,7 @@ from harness.contract.records import (
 )
 from harness.contract.axes import axes, workload_axes
 from harness.metrics.stats import quartiles
+from harness.grid.repro import reproducer
 from harness.store.run_dir import RESULTS_FILE, TruncatedLineWarning, open_run
 
 # everything but impl and seq_len: points sharing it form one line in a figure. The workload
@@ -129,10 +131,20 @@ def load(paths: list[Path]) -> Results:
                 acc_rows.append(row)
                 run.n_accuracy += 1
             else:
+                row["repro"] = repro_command(data, meta)
                 speed_rows.append(row)
                 run.n_speed += 1
         runs.append(run)
     return Results(runs, tidy_speed(speed_rows), tidy_accuracy(acc_rows), messages)
+
+
+def repro_command(data: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The sweep command that measures this record's point alone (harness.grid.repro), ''
+    where the record names no point this harness can rebuild."""
+    try:
+        return reproducer(data, meta.get("settings")).command()
+    except (KeyError, TypeError, ValueError):
+        return ""
 
 
 def _hardware_tag(meta: dict[str, Any]) -> str:
@@ -176,7 +188,7 @@ def speed_columns(unknown: list[str] = ()) -> list[str]:
     """The frame's columns; ``unknown``: axes of a plug-in not loaded here found in records."""
     return ["run", "hardware_tag", "impl", "framework", "family", *series_columns(),
             *unknown, "q_len", "seq_len", "status", "message", *SPEED_METRICS, *SAMPLE_COLUMNS,
-            "point_id"]
+            "point_id", "repro"]
 
 
 
@@ -197,6 +209,7 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.update(time_q1_s=q1, time_q3_s=q3, n_samples=len(data.get("time_samples_s") or []))
         # records written without the field: the basis their timer implies
         row["timing_basis"] = data.get("timing_basis") or implied_timing_basis(data.get("timer"))
+        row["l2"] = data.get("l2") or implied_l2(data.get("l2_flush"))
         if data.get("status") != "ok":
             for column in ("time_s", "time_q1_s", "time_q3_s", "peak_mem_bytes", "tflops",
                            "tokens_per_s", *ROOFLINE_COLUMNS):

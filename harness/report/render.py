@@ -503,10 +503,13 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     doc.table(scaling, writer.table(scaling, "scaling_exponents",
                                     "measured vs claimed scaling exponents of seq_len"))
     points = points_table(speed)
-    writer.table(points, "points", "every point, every status")
-    doc.p("Every point with its status, median, quartiles, peak memory, TFLOP/s, tokens/s and "
-          "energy (or why none): "
+    files = writer.table(points, "points", "every point, every status")
+    doc.h(2, "Points and their reproducers")
+    doc.p("Every point with its status, median time and L2 state; repro is the sweep command "
+          "that measures the point alone with its run's settings (or: run_bench.py repro RUN "
+          "POINT_ID). Quartiles, peak memory, TFLOP/s, tokens/s and energy (or why none): "
           "tables/points.csv (and .tex).")
+    doc.table(points[[c for c in POINT_TABLE_COLUMNS if c in points.columns]], files)
 
 
 def energy_section(doc, speed, impls, looks, writer, figures, per_variant) -> None:
@@ -633,6 +636,30 @@ BASIS_WORDS = {
 }
 
 
+L2_WORDS = {
+    "cold": "cold (a buffer larger than L2 written before each sample, untimed: inputs come "
+            "from device memory)",
+    "warm": "warm (nothing written between samples: what the previous call left in the "
+            "caches may serve the next; CPU samples are always warm)",
+}
+
+
+def l2_line(speed: pd.DataFrame) -> str:
+    """The notes' 'L2: ...' line: the cache state the samples started from (--l2), by device
+    kind, with a warning where a run holds both."""
+    timed = speed[(speed["status"] == "ok") & speed["l2"].fillna("").astype(bool)] \
+        if "l2" in speed.columns else speed.iloc[:0]
+    if timed.empty:
+        return "L2: unknown (records without the l2 field and no l2_flush note)"
+    kinds = timed["device"].astype(str).str.split(":").str[0]
+    parts = [f"{kind}: {', '.join(L2_WORDS.get(s, s) for s in sorted(set(group['l2'])))}"
+             for kind, group in timed.groupby(kinds, sort=True)]
+    mixed = timed.groupby(kinds)["l2"].nunique().max() > 1
+    return "L2 (--l2): " + "; ".join(parts) + (
+        " (several states: times with a cold and a warm cache are not comparable)"
+        if mixed else "")
+
+
 def basis_caption(frame: pd.DataFrame) -> str:
     """What the times of ``frame`` are: 'Timing basis: ...' (its records' timing_basis), or a
     warning when they hold several bases ('' with no timed record)."""
@@ -678,8 +705,14 @@ def points_table(speed: pd.DataFrame) -> pd.DataFrame:
                "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
                "pct_peak_bandwidth", "pct_peak_flops", "throttled", "energy_j_per_call",
                "energy_j_per_token", "mean_power_w", "energy_window_s", "energy_error_max",
-               "energy_source", "energy_reason", "message"]
+               "energy_source", "energy_reason", "l2", "graph_check",
+               "message", "point_id", "repro"]
     return speed[columns].reset_index(drop=True)
+
+
+# the HTML's point table: what identifies a point, its result, and its reproducer
+POINT_TABLE_COLUMNS = ("run", "impl", "device", "dtype", "pass", "causal", "batch", "heads",
+                       "head_dim", "seq_len", "status", "time_s", "l2", "point_id", "repro")
 
 
 def runs_section(doc, results, pairs, reference, order, looks, writer, figures) -> None:
@@ -872,6 +905,7 @@ def notes_section(doc, results: Results) -> None:
                                       or "unknown")
                   + (" (several: times on different bases are not comparable)"
                      if len(bases) > 1 else "")]
+        items += [l2_line(speed)]
         items += [f"memory: {', '.join(mems) or 'unknown'}"]
         items += [f"FLOP model: {f}" for f in flops]
     items += [f"input warning: {w}" for w in results.warnings]

@@ -297,9 +297,13 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
 def basis_difference(a: SpeedRecord, b: SpeedRecord) -> str:
     """Why two records' times cannot be set against each other ('' when they can): different
     timing bases (harness.contract.records.TIMING_BASES; a record without one reads it from its
-    timer, and an unknown basis matches any)."""
+    timer, and an unknown basis matches any) or L2 states."""
     if a.timing_basis and b.timing_basis and a.timing_basis != b.timing_basis:
         return f"timing basis differs: {a.timing_basis} vs {b.timing_basis}"
+    # the L2 state at each sample (--l2; harness.contract.records.L2_STATES): a warm cache
+    # serves a small call from L2, a cold one from memory; an unknown state matches any
+    if a.l2 and b.l2 and a.l2 != b.l2:
+        return f"L2 state differs: {a.l2} vs {b.l2} (--l2)"
     return ""
 
 

@@ -258,10 +258,14 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
             def run() -> Any:
                 state["out"].backward(grad, retain_graph=True)
                 return q.grad
+    # what the call reads that may be overwritten between calls: q, k, v as the method takes
+    # them for the passes that run a forward each call; the upstream gradient for a backward
+    # alone (its forward's saved tensors must not change)
+    call_inputs = (q, k_in, v_in) if point.pass_ in ("forward", "forward_backward") else (grad,)
     return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
                     # the dense q, k, v (a paged cache holds the same values): the
                     # output checks and fidelity compare against them
-                    inputs=(q, k, v), info=info, mask=mask)
+                    inputs=(q, k, v), info=info, mask=mask, call_inputs=call_inputs)
 
 
 def fp8_kv(point: Any, k: Any, v: Any, seed: int, info: dict[str, Any]) -> dict[str, Any]:
