@@ -355,6 +355,27 @@ class FidelityMetrics:
 
 
 @dataclass(kw_only=True)
+class NoiseMetrics:
+    """How noisy the samples were and the machine's state while they ran (the sampling rule:
+    harness.measure.timing; the state: harness.measure.machine_state; the mark:
+    harness.metrics.noise). Older records read None / '' (not judged)."""
+    time_rel_spread: float | None = None   # IQR / median of the samples
+    noise_target: float | None = None      # the spread sampling aimed at (--noise-target)
+    # what ended sampling: "spread target met", "time cap", "max repeats" (or "lockstep")
+    stop_rule: str = ""
+    # the median is the machine's, not the method's (noise_reason says why)
+    noisy: bool | None = None
+    noise_reason: str = ""
+    load_avg_1m: float | None = None       # /proc/loadavg after the samples
+    cpus_available: int | None = None      # CPUs the worker may run on
+    cpus_needed: int | None = None         # CPUs its threads need (its threads; 1 on a GPU)
+    other_cpus: float | None = None        # CPUs other processes used during the samples
+    cpu_steal_fraction: float | None = None   # hypervisor steal share of the CPUs' time
+    state_window_s: float | None = None    # the samples' window the state covers
+    machine_state_note: str = ""           # why a state figure is missing
+
+
+@dataclass(kw_only=True)
 class RecordBookkeeping:
     """Where and when a speed record was made, and what it is."""
     hardware_id: str = ""
@@ -367,7 +388,7 @@ class RecordBookkeeping:
 
 # every group, in the order their columns appear
 METRIC_GROUPS: tuple[type, ...] = (TimeMetrics, MemoryMetrics, DerivedMetrics, TimingConditions,
-                                   GateMetrics, FidelityMetrics)
+                                   GateMetrics, FidelityMetrics, NoiseMetrics)
 METRIC_FIELDS: tuple[str, ...] = tuple(f.name for group in METRIC_GROUPS
                                        for f in dataclasses.fields(group))
 
@@ -397,7 +418,7 @@ class MemoryResult(MemoryMetrics):
 
 
 @dataclass(kw_only=True)
-class TimingResult(FidelityMetrics, TimingConditions, TimeMetrics):
+class TimingResult(NoiseMetrics, FidelityMetrics, TimingConditions, TimeMetrics):
     """The timing pass of one point (harness.measure.worker.timing_task)."""
     status: str = "ok"
     message: str = ""
@@ -461,8 +482,8 @@ class Measurement:
 
 
 @dataclass
-class SpeedRecord(RecordBookkeeping, FidelityMetrics, GateMetrics, TimingConditions,
-                  DerivedMetrics, MemoryMetrics, TimeMetrics):
+class SpeedRecord(RecordBookkeeping, NoiseMetrics, FidelityMetrics, GateMetrics,
+                  TimingConditions, DerivedMetrics, MemoryMetrics, TimeMetrics):
     """What one worker measured for one Point (or why it could not): its own fields (the
     point, status, message), then the metric groups' fields (inherited, in METRIC_GROUPS order)
     and the bookkeeping; JSON keys come in that order."""
@@ -639,7 +660,7 @@ def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
 
 # Numbers a record may hold, and the range each must be in (None is always allowed).
 POSITIVE_FIELDS = ("time_s", "time_min_s")
-NON_NEGATIVE_FIELDS = ("time_iqr_s", "peak_mem_bytes", "input_bytes", "compile_time_s",
+NON_NEGATIVE_FIELDS = ("time_iqr_s", "time_rel_spread", "other_cpus", "peak_mem_bytes", "input_bytes", "compile_time_s",
                        "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
                        "examples_per_s")
 FRACTION_FIELDS = ("best_val_accuracy", "test_accuracy")
