@@ -215,7 +215,7 @@ def test_a_record_without_the_noise_fields_loads_unjudged():
 # -- the report -------------------------------------------------------------------------------
 @pytest.fixture()
 def noisy_run(tmp_path):
-    from tests.report_fixtures import make_noisy_run
+    from report_fixtures import make_noisy_run
 
     return make_noisy_run(tmp_path / "noisy")
 
@@ -223,7 +223,7 @@ def noisy_run(tmp_path):
 def test_tables_mark_noisy_times_and_list_why(noisy_run):
     from harness.report import tables
     from harness.report.data import load
-    from tests.report_fixtures import NOISY_POINT, NOISY_REASON
+    from report_fixtures import NOISY_POINT, NOISY_REASON
 
     speed = load([noisy_run]).speed
     times = tables.pivot(speed, "time_s", 1e3)
@@ -247,7 +247,7 @@ def test_tables_mark_noisy_times_and_list_why(noisy_run):
 def test_findings_do_not_quote_a_noisy_median(noisy_run):
     from harness.report.data import load
     from harness.report.findings import headline
-    from tests.report_fixtures import NOISY_POINT
+    from report_fixtures import NOISY_POINT
 
     speed = load([noisy_run]).speed
     lines = headline(speed, "softmax_torch", speed.iloc[0:0])

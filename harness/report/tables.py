@@ -187,19 +187,22 @@ def scaling(speed: pd.DataFrame, traits: Mapping[str, Traits]) -> pd.DataFrame:
     paper preset) shrinks B as T grows, so its raw times would fit one power of T too few."""
     rows = []
     ok = speed[speed["status"] == "ok"]
-    if "noisy" in ok.columns:   # a noisy median is the machine's: never part of a fit
-        ok = ok[~ok["noisy"].astype(bool)]
     index = _present(speed, KEY)
     for key, sub in ok.groupby(index + ["impl"], sort=False):
         t = sub["seq_len"].to_numpy(float)
         batch = sub["batch"].to_numpy(float)
-        time_slope, lo, hi, n = fit_exponent(t, sub["time_s"].to_numpy(float) / batch)
+        # a noisy median is the machine's: never part of the time fit (memory keeps it)
+        noisy = sub["noisy"].map(marked_noisy).to_numpy(bool) if "noisy" in sub.columns \
+            else np.zeros(len(sub), bool)
+        times = np.where(noisy, np.nan, sub["time_s"].to_numpy(float))
+        time_slope, lo, hi, n = fit_exponent(t, times / batch)
         mem_slope, mlo, mhi, mn = fit_exponent(t, sub["peak_mem_bytes"].to_numpy(float) / batch)
         theory_t, theory_m, why = theoretical_exponents(traits.get(sub.iloc[0]["impl"]),
                                                         sub.iloc[0]["family"])
         rows.append({**dict(zip(index + ["impl"], key)),
                      "fit_range": f"{int(lo)}-{int(hi)}" if n else "",
                      "points": n,
+                     "noisy_left_out": int(noisy.sum()),
                      "time_exponent": round_sig(time_slope, 3),
                      "time_theory": theory_t,
                      "memory_exponent": round_sig(mem_slope, 3),
