@@ -1,13 +1,19 @@
 """Does attnbench's timer agree with torch.utils.benchmark? (CPU, thread count matched)
 
     python benchmarks/timer_agreement.py [--impl hrr_torch,softmax_torch,sdpa_flash]
-                                         [--seq-len 1K,4K] [--repeats 3] [--min-time 1.0]
+                                         [--seq-len 1K,4K] [--threads 2] [--repeats 3]
+                                         [--min-time 1.0] [--tolerance 0.10]
 
-For each implementation and T: the attnbench runner measures the point (isolated worker,
-warm-up, samples, median), then torch.utils.benchmark.Timer.blocked_autorange times the same
-call on the same inputs in this process with the worker's thread count; the two alternate
-``--repeats`` times. Prints one row per point: both medians (median over repeats) and their
-ratio, with the load average before and after (on a shared machine the figures move with it).
+For each implementation and T: the attnbench runner measures the point (its worker, warm-up,
+samples, median) with ``--threads`` intra-op threads (OMP_NUM_THREADS/MKL_NUM_THREADS in the
+workers' environment; the record's thread count is checked), then
+torch.utils.benchmark.Timer(num_threads=--threads).blocked_autorange times the same call on
+the same inputs in this process; the two alternate ``--repeats`` times. Prints one row per
+point: both medians (median over repeats), their ratio, the 1-minute load average when the
+point was measured and whether the harness marked any of its measurements noisy (on a shared
+machine the figures move with the load). Exits 1 when a ratio is off by more than
+``--tolerance`` (10%): the harness's timer is then not measuring what torch.utils.benchmark
+measures, and the harness is what to fix.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from harness.contract.parsers import parse_int_list
 DEFAULT_IMPLS = "hrr_torch,softmax_torch,sdpa_flash"
 
 
-def harness_median(point: Point, min_time: float) -> tuple[float, int]:
-    """(median time in s, worker threads) of one point measured by the attnbench runner."""
+def harness_median(point: Point, min_time: float) -> tuple[float, int, bool]:
+    """(median time in s, worker threads, marked noisy) of one point measured by the attnbench
+    runner."""
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp) / "run", {})
         try:
@@ -47,7 +54,7 @@ def harness_median(point: Point, min_time: float) -> tuple[float, int]:
             run.release()
     if record.status != "ok":
         raise SystemExit(f"{point.impl} T={point.seq_len}: {record.status}: {record.message}")
-    return record.time_s, record.threads or torch.get_num_threads()
+    return record.time_s, record.threads or torch.get_num_threads(), bool(record.noisy)
 
 
 def reference_median(impl_name: str, shape: tuple[int, ...], threads: int,
@@ -67,10 +74,17 @@ def main() -> int:
     parser.add_argument("--seq-len", default="1K,4K", help="e.g. 1K,4K")
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="intra-op threads, the harness's workers and the reference")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tolerance", type=float, default=0.10,
+                        help="largest |ratio - 1| accepted (exit 1 beyond)")
     parser.add_argument("--min-time", type=float, default=1.0,
                         help="seconds of samples per measurement, both timers")
     args = parser.parse_args()
+    # the workers start after this (forkserver): they read their thread count from here
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(args.threads)
     import implementations  # noqa: F401  (registers the bundled implementations)
 
     names = [n for n in args.impl.split(",") if n]
@@ -82,24 +96,39 @@ def main() -> int:
         for seq_len in lengths:
             point = Point(impl=name, seq_len=seq_len, head_dim=args.head_dim, heads=args.heads)
             shape = (1, args.heads, seq_len, args.head_dim)
-            ours, theirs, threads = [], [], 0
+            ours, theirs, noisy = [], [], False
+            load = os.getloadavg()[0]
             for _ in range(args.repeats):
-                value, threads = harness_median(point, args.min_time)
+                value, threads, marked = harness_median(point, args.min_time)
+                if threads != args.threads:
+                    raise SystemExit(f"{name} T={seq_len}: the worker ran {threads} threads, "
+                                     f"not {args.threads}")
                 ours.append(value)
-                theirs.append(reference_median(name, shape, threads, args.min_time))
+                noisy |= marked
+                theirs.append(reference_median(name, shape, args.threads, args.min_time))
+            load = max(load, os.getloadavg()[0])
             a, b = statistics.median(ours), statistics.median(theirs)
-            rows.append((name, seq_len, threads, a, b))
-            print(f"{name:14s} T={seq_len:<6d} threads={threads}  attnbench {a * 1e3:8.2f} ms  "
-                  f"torch.utils.benchmark {b * 1e3:8.2f} ms  ratio {a / b:.3f}", flush=True)
+            rows.append((name, seq_len, args.threads, a, b, load, noisy))
+            print(f"{name:14s} T={seq_len:<6d} threads={args.threads}  attnbench "
+                  f"{a * 1e3:8.2f} ms  torch.utils.benchmark {b * 1e3:8.2f} ms  ratio "
+                  f"{a / b:.3f}  load {load:.2f}" + ("  (noisy)" if noisy else ""), flush=True)
     load_after = os.getloadavg()
     print(f"\nD={args.head_dim} H={args.heads} B=1 float32 forward, non-causal; median of "
           f"{args.repeats} alternating measurements of {args.min_time:g} s each")
     print(f"load average (1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}; "
           f"after {', '.join(f'{x:.2f}' for x in load_after)}")
-    print("\n| impl | T | threads | attnbench median (ms) | torch.utils.benchmark (ms) | ratio |")
-    print("|---|---|---|---|---|---|")
-    for name, seq_len, threads, a, b in rows:
-        print(f"| {name} | {seq_len} | {threads} | {a * 1e3:.2f} | {b * 1e3:.2f} | {a / b:.3f} |")
+    print("\n| impl | T | threads | attnbench median (ms) | torch.utils.benchmark (ms) | ratio "
+          "| load (1 min) | harness noisy |")
+    print("|---|---|---|---|---|---|---|---|")
+    outside = []
+    for name, seq_len, threads, a, b, load, noisy in rows:
+        print(f"| {name} | {seq_len} | {threads} | {a * 1e3:.2f} | {b * 1e3:.2f} | {a / b:.3f} "
+              f"| {load:.2f} | {'yes' if noisy else 'no'} |")
+        if abs(a / b - 1) > args.tolerance:
+            outside.append(f"{name} T={seq_len} ({a / b:.3f})")
+    if outside:
+        print(f"\nratio outside {args.tolerance:.0%}: {', '.join(outside)}")
+        return 1
     return 0
 
 

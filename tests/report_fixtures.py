@@ -126,4 +126,34 @@ def make_energy_run(path: Path) -> Path:
                 time_samples_s=samples, timer="cuda_event", timing_basis="device_events",
                 peak_mem_bytes=t * t * 64, mem_method="torch_cuda_max_allocated",
                 tokens_per_s=point.tokens / seconds, hardware_id="aaaa", **energy))
+
+# -- a run with points marked noisy (harness.metrics.noise) --------------------------------------
+NOISY_GRID = {"softmax_torch": (256, 512, 1024, 2048), "hrr_torch": (256, 512, 1024, 2048)}
+NOISY_POINT = ("hrr_torch", 2048)   # marked noisy: 40x its quiet time, as under a busy core
+NOISY_REASON = ("other processes used 0.67 of 2 CPUs while the worker's 2 thread(s) "
+                "needed 2: 0.67 CPU short")
+
+
+def make_noisy_run(path: Path) -> Path:
+    """SYNTHETIC ok records (no worker runs): softmax_torch quadratic, hrr_torch linear in T and
+    faster at every T, except hrr_torch at T=2048, marked noisy with a median 40x its quiet
+    value (slower than softmax_torch there)."""
+    run_dir = RunDir.create(path, {"kind": "speed", "machine": MACHINE_A})
+    for impl, lengths in NOISY_GRID.items():
+        family = "exact" if impl == "softmax_torch" else "hrr"
+        for t in lengths:
+            quiet = 1e-3 * (t / 256) ** 2 if impl == "softmax_torch" else 2e-4 * t / 256
+            noisy = (impl, t) == NOISY_POINT
+            median = quiet * 40 if noisy else quiet
+            samples = [median * f for f in (0.98, 1.0, 1.02)]
+            run_dir.append(SpeedRecord.for_point(
+                Point(impl=impl, seq_len=t, **SHAPE), framework="torch", family=family,
+                status="ok", message="SYNTHETIC (test fixture)", time_s=median,
+                time_samples_s=samples, time_iqr_s=median * 0.02, time_min_s=samples[0],
+                peak_mem_bytes=4 * t * 1024, threads=2, time_rel_spread=0.02,
+                noise_target=0.05, stop_rule="spread target met", noisy=noisy,
+                noise_reason=NOISY_REASON if noisy else "", cpus_available=2, cpus_needed=2,
+                other_cpus=0.67 if noisy else 0.01, cpu_steal_fraction=0.0,
+                load_avg_1m=1.2 if noisy else 0.1, state_window_s=0.5))
+    run_dir.release()
     return path

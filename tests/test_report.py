@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+
+from harness.report.tables import NOISY_MARK
 import pytest
 from cli_helpers import read_records
 from report_fixtures import make_accuracy_run, make_second_run, make_speed_run
@@ -61,7 +63,9 @@ def test_table_values_equal_the_data(report, speed_run):
     assert ok
     for r in ok:
         row = table[table["impl"] == r["impl"]].iloc[0]
-        assert float(row[f"T={r['seq_len']}"]) == pytest.approx(r["time_s"] * 1e3, rel=1e-3)
+        # a point the loaded test machine made noisy carries the mark after its value
+        cell = str(row[f"T={r['seq_len']}"]).removesuffix(NOISY_MARK)
+        assert float(cell) == pytest.approx(r["time_s"] * 1e3, rel=1e-3)
     points = pd.read_csv(report / "tables" / "points.csv")
     assert len(points) == len(read_records(speed_run))
     for r in ok:
@@ -74,7 +78,8 @@ def test_table_values_equal_the_data(report, speed_run):
     speedup = pd.read_csv(report / "tables" / "speedup_vs_softmax_torch.csv").set_index("impl")
     base = {r["seq_len"]: r["time_s"] for r in ok if r["impl"] == "softmax_torch"}
     hrr = {r["seq_len"]: r["time_s"] for r in ok if r["impl"] == "hrr_torch"}
-    assert speedup.loc["hrr_torch", "T=512"] == pytest.approx(base[512] / hrr[512], rel=5e-3)  # 3 digits
+    cell = float(str(speedup.loc["hrr_torch", "T=512"]).removesuffix(NOISY_MARK))
+    assert cell == pytest.approx(base[512] / hrr[512], rel=5e-3)  # 3 digits
 
 
 def test_failures_appear_in_the_report(report):

@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "its start; CUDA: allocator fraction)")
     run.add_argument("--min-time", type=float, help="seconds of samples to collect (default 0.5)")
     run.add_argument("--max-repeats", type=int, help="most samples per point (default 200)")
+    run.add_argument("--noise-target", type=float,
+                     help="past --min-time, sample on until the samples' IQR / median is at "
+                          "most this (default 0.05) or --max-time")
+    run.add_argument("--max-time", type=float,
+                     help="seconds of samples at most while the spread is above "
+                          "--noise-target (default 2.0, or --min-time if larger)")
     run.add_argument("--warmup", type=int, help="warm-up calls before sampling (default 2)")
     run.add_argument("--seed", type=int, help="input seed (default 0)")
     run.add_argument("--cooldown", type=float, default=None,

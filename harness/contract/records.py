@@ -399,6 +399,25 @@ class EnergyMetrics:
     energy_source: str = ""                  # "nvml_total_energy", "rapl", "" (none)
     energy_reason: str = ""                  # why there is no value ("" when there is one)
 
+class NoiseMetrics:
+    """How noisy the samples were and the machine's state while they ran (the sampling rule:
+    harness.measure.timing; the state: harness.measure.machine_state; the mark:
+    harness.metrics.noise). Older records read None / '' (not judged)."""
+    time_rel_spread: float | None = None   # IQR / median of the samples
+    noise_target: float | None = None      # the spread sampling aimed at (--noise-target)
+    # what ended sampling: "spread target met", "time cap", "max repeats" (or "lockstep")
+    stop_rule: str = ""
+    # the median is the machine's, not the method's (noise_reason says why)
+    noisy: bool | None = None
+    noise_reason: str = ""
+    load_avg_1m: float | None = None       # /proc/loadavg after the samples
+    cpus_available: int | None = None      # CPUs the worker may run on
+    cpus_needed: int | None = None         # CPUs its threads need (its threads; 1 on a GPU)
+    other_cpus: float | None = None        # CPUs other processes used during the samples
+    cpu_steal_fraction: float | None = None   # hypervisor steal share of the CPUs' time
+    state_window_s: float | None = None    # the samples' window the state covers
+    machine_state_note: str = ""           # why a state figure is missing
+
 
 @dataclass(kw_only=True)
 class RecordBookkeeping:
@@ -413,7 +432,8 @@ class RecordBookkeeping:
 
 # every group, in the order their columns appear
 METRIC_GROUPS: tuple[type, ...] = (TimeMetrics, MemoryMetrics, DerivedMetrics, TimingConditions,
-                                   GateMetrics, FidelityMetrics, EnergyMetrics, TimerChecks)
+                                   GateMetrics, FidelityMetrics, EnergyMetrics, TimerChecks,
+                                   NoiseMetrics)
 METRIC_FIELDS: tuple[str, ...] = tuple(f.name for group in METRIC_GROUPS
                                        for f in dataclasses.fields(group))
 
@@ -443,7 +463,8 @@ class MemoryResult(MemoryMetrics):
 
 
 @dataclass(kw_only=True)
-class TimingResult(TimerChecks, EnergyMetrics, FidelityMetrics, TimingConditions, TimeMetrics):
+class TimingResult(NoiseMetrics, TimerChecks, EnergyMetrics, FidelityMetrics, TimingConditions,
+                   TimeMetrics):
     """The timing pass of one point (harness.measure.worker.timing_task)."""
     status: str = "ok"
     message: str = ""
@@ -507,7 +528,8 @@ class Measurement:
 
 
 @dataclass
-class SpeedRecord(RecordBookkeeping, TimerChecks, EnergyMetrics, FidelityMetrics, GateMetrics,
+class SpeedRecord(RecordBookkeeping, NoiseMetrics, TimerChecks, EnergyMetrics, FidelityMetrics,
+                  GateMetrics,
                   TimingConditions, DerivedMetrics, MemoryMetrics, TimeMetrics):
     """What one worker measured for one Point (or why it could not): its own fields (the
     point, status, message), then the metric groups' fields (inherited, in METRIC_GROUPS order)
@@ -687,8 +709,8 @@ def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
 
 # Numbers a record may hold, and the range each must be in (None is always allowed).
 POSITIVE_FIELDS = ("time_s", "time_min_s")
-NON_NEGATIVE_FIELDS = ("time_iqr_s", "peak_mem_bytes", "input_bytes", "compile_time_s",
-                       "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
+NON_NEGATIVE_FIELDS = ("time_iqr_s", "time_rel_spread", "other_cpus", "peak_mem_bytes",
+                       "input_bytes", "compile_time_s", "tokens_per_s", "flops", "tflops", "wall_s", "train_time_s",
                        "examples_per_s", "energy_j_per_call", "energy_j_per_token",
                        "mean_power_w", "energy_window_s")
 FRACTION_FIELDS = ("best_val_accuracy", "test_accuracy")

@@ -68,6 +68,8 @@ class SweepRequest:
     max_memory: str | None = None
     min_time: float | None = None
     max_repeats: int | None = None
+    noise_target: float | None = None
+    max_time: float | None = None
     warmup: int | None = None
     seed: int | None = None
     cooldown: float | None = None
@@ -198,11 +200,18 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
     l2 = str(raw.get("l2", "cold"))
     if l2 not in L2_STATES:
         raise UsageError(f"--l2: {l2!r} is not one of {', '.join(L2_STATES)}")
+    min_time = setting(raw, "min_time", 0.5, minimum=0)
+    max_time = setting(raw, "max_time", max(TimingSettings.max_time_s, min_time), minimum=0)
+    if max_time < min_time:
+        raise UsageError(f"--max-time {max_time:g} is below --min-time {min_time:g}: the time "
+                         f"cap ends sampling that the minimum has not")
     timing = TimingSettings(
         warmup=setting(raw, "warmup", 2, integer=True, minimum=0),
-        min_time_s=setting(raw, "min_time", 0.5, minimum=0),
+        min_time_s=min_time,
         max_repeats=setting(raw, "max_repeats", TimingSettings.max_repeats, integer=True,
                             minimum=1),
+        noise_target=setting(raw, "noise_target", TimingSettings.noise_target, minimum=0),
+        max_time_s=max_time,
         timer=timer, timing_basis=timing_basis, cuda_flush_l2=l2 == "cold")
     timeout = setting(raw, "timeout", 120.0, positive=True)
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None

@@ -42,6 +42,8 @@ SETTING_FLAGS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "timing.warmup": ("--warmup", _number),
     "timing.min_time_s": ("--min-time", _number),
     "timing.max_repeats": ("--max-repeats", _number),
+    "timing.noise_target": ("--noise-target", _number),
+    "timing.max_time_s": ("--max-time", _number),
     "timing.cuda_flush_l2": ("--l2", lambda v: "cold" if v else "warm"),
     "timing.timer": ("--timer", str),
     "timing.timing_basis": ("--timing-basis", str),

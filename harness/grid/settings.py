@@ -30,6 +30,11 @@ class TimingSettings:
     max_repeats: int = 200
     # --l2 cold (True, the default): a buffer larger than L2 written before each sample on a
     # GPU, untimed; --l2 warm (False): nothing written (harness.contract.records.L2_STATES)
+    # past min_time_s and min_repeats, sampling goes on while the samples' relative spread
+    # (IQR / median, harness.metrics.stats.relative_spread) is above noise_target, until
+    # max_time_s of samples (or max_repeats); harness.measure.timing.stop_rule
+    noise_target: float = 0.05
+    max_time_s: float = 2.0
     cuda_flush_l2: bool = True
     timer: str = "events"           # CUDA: "events" or "cudagraph" (harness.measure.timers)
     lockstep: Lockstep | None = None  # take turns with another worker (run_bench.py ab)

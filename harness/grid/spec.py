@@ -115,6 +115,7 @@ def axis_dest(name: str) -> str:
 # settings a sweep takes besides the grid (flag name = TOML key); the sweep command's flags and
 # the config's known keys are checked against each other by tests/test_axes.py
 SETTING_NAMES = ("preset", "timeout", "max_memory", "out", "min_time", "max_repeats",
+                 "noise_target", "max_time",
                  "warmup", "seed", "cooldown", "time_budget", "timer", "shard", "reuse_peaks",
                  "isolate", "compile_cache", "timing_basis", "l2")
 

@@ -47,6 +47,7 @@ from harness.measure.device_setup import (
 from harness.errors import UnsupportedError
 from harness.measure.energy import lockstep_meter, meter_for, metered
 from harness.measure.gpu_watch import watch_for
+from harness.measure.machine_state import MachineStateWatch
 from harness.grid.settings import TimingSettings
 from harness.measure.timing import first_call, time_workload
 from harness.measure.memory import (
@@ -62,7 +63,8 @@ from harness.contract.records import Measurement, MemoryResult, Point, TimingRes
 from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
 from harness.metrics.flops import point_tokens
-from harness.metrics.stats import sample_stats
+from harness.metrics.noise import noise_verdict
+from harness.metrics.stats import relative_spread, sample_stats
 from harness.grid.settings import WorkerContext, resolve_timing_basis
 
 # Fidelity compares the timed output with the exact output on FIDELITY_ROWS evenly spaced
@@ -468,6 +470,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
                                     flush_l2=settings.cuda_flush_l2, basis=basis,
                                     tolerance=gate_tolerance(impl, point.dtype))
     watch = watch_for(point.device)
+    state = MachineStateWatch()   # /proc around the samples (harness.measure.machine_state)
     watch.open()   # NVML started before the calls; sampled around the samples only
     # the energy counter, read around the samples inside the watch (its NVML handle on a GPU)
     meter = lockstep_meter() if settings.lockstep is not None else meter_for(point.device, watch)
@@ -479,7 +482,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
             first = first_call(work)
         cold = first if cold_first_s is None else cold_first_s
         samples, value = time_workload(work, settings, warm_s=first + warm_s,
-                                       watch=metered(watch, meter))
+                                       watch=joined(metered(watch, meter), state))
     finally:
         watch.close()
     wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
@@ -507,6 +510,9 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
                            **watch.fields(work.info.get("sample_spans")),
                            **meter.fields(calls=len(samples), tokens=point_tokens(point))})
     graph_fields(result, work.timer, settings.timer, point.device)
+    result.set_conditions(noise_fields(samples, settings, state.state(
+        cpus_needed(point.device, result.threads)), stop=work.info.get("stop_rule") or "",
+        lockstep=work.info.get("lockstep")))
     if impl.framework == "jax" or impl.compiles:
         # the first call is dominated by compilation (jit, torch.compile); never part
         # of the samples
@@ -545,6 +551,43 @@ def graph_fields(result: TimingResult, timer: Any, requested: str, device: str) 
         if checked.refused:
             result.timer_note = "; ".join(n for n in (result.timer_note, result.graph_check)
                                           if n)
+
+def joined(*managers: Any) -> contextlib.ExitStack:
+    """One context manager entering ``managers`` in order (time_workload's ``watch``)."""
+
+    class Joined(contextlib.ExitStack):
+        def __enter__(self) -> "Joined":
+            super().__enter__()
+            for manager in managers:
+                self.enter_context(manager)
+            return self
+
+    return Joined()
+
+
+def cpus_needed(device: str, threads: int | None) -> int | None:
+    """The CPUs a worker's threads need while it is timed: its thread count on the CPU (None:
+    every CPU it may use), one on a GPU (the thread that launches and waits)."""
+    if device_kind(device) != "cpu":
+        return 1
+    return threads or None
+
+
+def noise_fields(samples: list[float], settings: TimingSettings, state: Any, stop: str = "",
+                 lockstep: str | None = None) -> dict[str, Any]:
+    """The record's NoiseMetrics of one timed point: spread, target, the rule that ended
+    sampling (``stop``; lockstep's leader decides by min_time_s alone), machine state
+    and the noisy mark (harness.metrics.noise). In lockstep (run_bench.py ab) the other
+    side's turns fall in the window by design: others' CPU time is kept, not judged."""
+    spread = relative_spread(samples)
+    verdict = noise_verdict(spread=spread, target=settings.noise_target,
+                            other_cpus=state.other_cpus, cpus_available=state.cpus_available,
+                            cpus_needed=state.cpus_needed,
+                            steal_fraction=state.cpu_steal_fraction,
+                            judge_others=lockstep is None)
+    return {**state.fields(), "time_rel_spread": spread, "noise_target": settings.noise_target,
+            "stop_rule": "lockstep" if lockstep else stop,
+            "noisy": verdict.noisy, "noise_reason": verdict.reason}
 
 
 def point_timing_basis(settings: TimingSettings, framework: str, device: str) -> str:

@@ -36,6 +36,20 @@ def sample_stats(samples: list[float]) -> SampleStats:
                        len(samples))
 
 
+def relative_spread(samples: Sequence[float]) -> float | None:
+    """The interquartile range over the median of the samples (None for no samples or a zero
+    median): the spread of the values the median is taken from, robust to a single outlier
+    (one preempted sample moves neither), and the share torch.utils.benchmark warns on."""
+    if len(samples) == 0:
+        return None
+    values = np.asarray(samples, dtype=float)
+    median = float(np.median(values))
+    if median <= 0:
+        return None
+    q1, q3 = np.percentile(values, [25, 75])
+    return float((q3 - q1) / median)
+
+
 def quartiles(samples: Sequence[float]) -> tuple[float, float]:
     """(q1, q3) of the samples (numpy's linear interpolation, as the IQR above)."""
     q1, q3 = np.percentile(np.asarray(samples, dtype=float), [25, 75])

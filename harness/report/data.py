@@ -221,6 +221,9 @@ def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for column in (*NUMERIC_SPEED_METRICS, "time_q1_s", "time_q3_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame["throttled"] = frame["throttled"].map(lambda v: v is True)
+    # records without the mark (older ones, failures) are not noisy
+    frame["noisy"] = frame["noisy"].map(lambda v: v is True)
+    frame["noise_reason"] = frame["noise_reason"].fillna("").astype(str)
     for column in ("batch", "heads", "head_dim", "seq_len", "n_samples"):
         frame[column] = frame[column].astype(int)
     frame["causal"] = frame["causal"].astype(bool)

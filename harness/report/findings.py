@@ -2,7 +2,10 @@
 
 A speed difference is stated only when the interquartile ranges of the two points do not
 overlap; memory is compared only when both peaks are at least MIN_MEMORY (smaller peaks are
-within the noise of resident-memory measurement on the CPU).
+within the noise of resident-memory measurement on the CPU). A point marked noisy
+(harness.metrics.noise) is never quoted as a result: a comparison that involves one says so
+instead of a ratio, the fastest point is chosen among the others, and each panel says how many
+of its points are noisy.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.report.data import MIB, facet_label
-from harness.report.tables import FAILED, KEY
+from harness.report.tables import FAILED, KEY, marked_noisy
 
 MIN_MEMORY = 1 * MIB
 EXPONENT_TOLERANCE = 0.3
@@ -21,8 +24,17 @@ def times(x: float) -> str:
     return f"{x:.1f}x" if x < 10 else f"{x:.0f}x"
 
 
+def is_noisy(row: pd.Series) -> bool:
+    return marked_noisy(row.get("noisy"))
+
+
 def compare(row: pd.Series, base: pd.Series, baseline: str) -> str:
     impl = row["impl"]
+    noisy = [r["impl"] for r in (row, base) if is_noisy(r)]
+    if noisy:
+        return (f"{impl} is not compared with {baseline}: "
+                f"{' and '.join(dict.fromkeys(noisy))} marked noisy (the machine's state, "
+                f"not the method's time)")
     parts = []
     overlap = not (row["time_q3_s"] < base["time_q1_s"] or row["time_q1_s"] > base["time_q3_s"])
     ratio = base["time_s"] / row["time_s"]
@@ -73,9 +85,23 @@ def headline(speed: pd.DataFrame, baseline: str | None, scaling: pd.DataFrame) -
                 out.append(f"{where}, T={t}: {compare(row, base, baseline)}.")
         if len(ok):
             t = int(ok["seq_len"].max())
-            best = ok[ok["seq_len"] == t].sort_values("time_s").iloc[0]
-            out.append(f"{where}: fastest at the largest length that ran (T={t}): "
-                       f"{best['impl']} ({best['time_s'] * 1e3:.3g} ms).")
+            at_t = ok[ok["seq_len"] == t]
+            quiet = at_t[~at_t.apply(is_noisy, axis=1)]
+            if len(quiet):
+                best = quiet.sort_values("time_s").iloc[0]
+                others = len(at_t) - len(quiet)
+                out.append(f"{where}: fastest at the largest length that ran (T={t}): "
+                           f"{best['impl']} ({best['time_s'] * 1e3:.3g} ms)"
+                           + (f", among the points not marked noisy ({others} noisy)"
+                              if others else "") + ".")
+            else:
+                out.append(f"{where}: every point at the largest length that ran (T={t}) is "
+                           f"marked noisy: no fastest is named.")
+            noisy = ok[ok.apply(is_noisy, axis=1)]
+            if len(noisy):
+                names = ", ".join(f"{r['impl']} T={r['seq_len']}" for _, r in noisy.iterrows())
+                out.append(f"{where}: {len(noisy)} of {len(ok)} points marked noisy, their "
+                           f"medians not quoted as results ({names}).")
         for impl, rows in sub.groupby("impl", sort=False):
             failed = rows[rows["status"].isin(FAILED)].sort_values("seq_len")
             if len(failed):

@@ -4,6 +4,7 @@ report.html from one list of blocks (so the two always say the same thing)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import html
@@ -19,6 +20,7 @@ import pandas as pd
 
 from harness.console import format_bytes
 from harness.errors import UsageError
+from harness.contract.records import NoiseMetrics
 from harness.contract.registry import REGISTRY
 from harness.report import claims
 from harness.report import findings as findings_lib
@@ -412,8 +414,16 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
     doc.table(times, writer.table(times, "time_ms",
                                   "median time per call (ms); failed points show their status"
                                   + (f". {basis_caption(speed)}" if basis_caption(speed)
-                                     else "")))
-    mem = tables.pivot(speed, "peak_mem_bytes", 1 / MIB)
+                                     else "") + noisy_caption(speed)))
+    noisy = tables.noisy_points(speed)
+    if not noisy.empty:
+        doc.p(f"**Noisy**: {len(noisy)} point(s) are marked noisy: their medians are the "
+              "machine's state at the time, not results (the sampling rule, the spread and "
+              "the machine's state are in docs/methodology.md).")
+        doc.table(noisy, writer.table(noisy, "noisy_points",
+                                      "points marked noisy and why (other_cpus: CPUs other "
+                                      "processes used while the samples ran)"))
+    mem = tables.pivot(speed, "peak_mem_bytes", 1 / MIB, mark_noisy=False)
     doc.table(mem, writer.table(mem, "peak_memory_mib",
                                 "peak memory above the inputs (MiB); failed points show "
                                 "their status"))
@@ -442,15 +452,16 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
         if not merged.empty:
             sp = tables.pivot(merged.assign(time_s=merged["speedup"]), "time_s", digits=3)
             doc.table(sp, writer.table(sp, f"speedup_vs_{baseline}",
-                                       f"speedup over {baseline} (x)"))
-            mr = tables.pivot(merged.assign(time_s=merged["memory_ratio"]), "time_s", digits=3)
+                                       f"speedup over {baseline} (x)" + noisy_caption(merged)))
+            mr = tables.pivot(merged.assign(time_s=merged["memory_ratio"]), "time_s", digits=3,
+                              mark_noisy=False)
             doc.table(mr, writer.table(mr, f"memory_ratio_vs_{baseline}",
                                        f"peak memory of {baseline} / peak memory (x)"))
     fidelity = speed[speed["deviation_from_softmax"].notna()] \
         if "deviation_from_softmax" in speed.columns else speed.iloc[0:0]
     if not fidelity.empty:
         doc.h(2, "Fidelity of the approximate methods")
-        fd = tables.pivot(fidelity, "deviation_from_softmax", digits=3)
+        fd = tables.pivot(fidelity, "deviation_from_softmax", digits=3, mark_noisy=False)
         doc.table(fd, writer.table(
             fd, "deviation_from_softmax",
             "relative deviation of the output from exact softmax attention on the same inputs "
@@ -705,9 +716,21 @@ def points_table(speed: pd.DataFrame) -> pd.DataFrame:
                "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
                "pct_peak_bandwidth", "pct_peak_flops", "throttled", "energy_j_per_call",
                "energy_j_per_token", "mean_power_w", "energy_window_s", "energy_error_max",
-               "energy_source", "energy_reason", "l2", "graph_check",
+               "energy_source", "energy_reason", "l2", "graph_check", *NOISE_COLUMNS,
                "message", "point_id", "repro"]
     return speed[columns].reset_index(drop=True)
+
+
+# the record's noise fields (harness.contract.records.NoiseMetrics), every one in points.csv
+NOISE_COLUMNS = tuple(f.name for f in dataclasses.fields(NoiseMetrics))
+
+
+def noisy_caption(frame: pd.DataFrame) -> str:
+    """The time tables' footnote where a point in ``frame`` is marked noisy."""
+    if "noisy" not in frame.columns or not (frame["status"] == "ok").any() or \
+            not frame.loc[frame["status"] == "ok", "noisy"].astype(bool).any():
+        return ""
+    return ". " + tables.NOISY_NOTE
 
 
 # the HTML's point table: what identifies a point, its result, and its reproducer

@@ -15,15 +15,28 @@ from harness.report.data import MIB, point_key_columns
 
 FAILED = ("oom", "timeout", "error")
 KEY = ["run", "group", "pass", "head_dim"]          # a panel (one run, one figure facet)
+# beside a value of a point marked noisy (harness.metrics.noise): the number is the machine's
+# state at the time, not the method's; the table's caption says so
+NOISY_MARK = " (noisy)"
+NOISY_NOTE = ("(noisy): the samples' spread or the machine's state while they ran says the "
+              "median is not the method's (tables/points.csv: noise_reason)")
 
 def _present(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """Index columns worth showing: run and group only when they vary."""
     return [c for c in columns if c not in ("run", "group") or frame[c].nunique() > 1]
 
 
+def marked_noisy(value: object) -> bool:
+    """A frame's ``noisy`` cell as a bool (None and NaN: not marked)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) \
+        and bool(value)
+
+
 def pivot(speed: pd.DataFrame, value: str, scale: float = 1.0, *, family: str | None = None,
-          digits: int = 4) -> pd.DataFrame:
-    """impl rows x seq_len columns of one measured value; failed points show their status."""
+          digits: int = 4, mark_noisy: bool = True) -> pd.DataFrame:
+    """impl rows x seq_len columns of one measured value; failed points show their status and,
+    with ``mark_noisy`` (values that come from the time), noisy points their value with
+    NOISY_MARK."""
     frame = speed if family is None else speed[speed["family"] == family]
     if frame.empty:
         return pd.DataFrame()
@@ -34,7 +47,9 @@ def pivot(speed: pd.DataFrame, value: str, scale: float = 1.0, *, family: str | 
         key = tuple(r[c] for c in index)
         cells = rows.setdefault(key, {})
         if r["status"] == "ok" and not pd.isna(r[value]):
-            cells[f"T={r['seq_len']}"] = round_sig(r[value] * scale, digits)
+            cell = round_sig(r[value] * scale, digits)
+            noisy = mark_noisy and marked_noisy(r.get("noisy"))
+            cells[f"T={r['seq_len']}"] = f"{cell:g}{NOISY_MARK}" if noisy else cell
         else:
             cells[f"T={r['seq_len']}"] = r["status"] if r["status"] != "ok" else "n/a"
     table = pd.DataFrame([{**dict(zip(index, k)), **v} for k, v in rows.items()])
@@ -49,13 +64,16 @@ def round_sig(value: float, digits: int = 4) -> float:
 
 
 def ratios(speed: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """speedup = baseline time / time and memory ratio = baseline memory / memory, per point."""
+    """speedup = baseline time / time and memory ratio = baseline memory / memory, per point;
+    a speedup is noisy when either point is."""
     ok = speed[speed["status"] == "ok"]
     keys = ["run", "group", *point_key_columns(speed), "seq_len"]
-    base = ok[ok["impl"] == baseline][keys + ["time_s", "peak_mem_bytes"]].rename(
-        columns={"time_s": "base_time_s", "peak_mem_bytes": "base_mem_bytes"})
+    base = ok[ok["impl"] == baseline][keys + ["time_s", "peak_mem_bytes", "noisy"]].rename(
+        columns={"time_s": "base_time_s", "peak_mem_bytes": "base_mem_bytes",
+                 "noisy": "base_noisy"})
     merged = ok[ok["impl"] != baseline].merge(base, on=keys, how="inner")
     merged["speedup"] = merged["base_time_s"] / merged["time_s"]
+    merged["noisy"] = merged["noisy"].astype(bool) | merged["base_noisy"].astype(bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         mem = merged["peak_mem_bytes"].where(merged["peak_mem_bytes"] > 0)
         merged["memory_ratio"] = merged["base_mem_bytes"].where(merged["base_mem_bytes"] > 0) / mem
@@ -117,6 +135,25 @@ def largest_seq_len(speed: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def noisy_points(speed: pd.DataFrame) -> pd.DataFrame:
+    """The points marked noisy: their median (not a result), the samples' spread, the CPUs
+    other processes took while they ran and why each is marked."""
+    if "noisy" not in speed.columns:
+        return pd.DataFrame()
+    noisy = speed[(speed["status"] == "ok") & speed["noisy"].astype(bool)]
+    if noisy.empty:
+        return pd.DataFrame()
+    columns = _present(speed, ["run", "group"]) + ["impl", "pass", "head_dim", "seq_len"]
+    table = noisy[columns].copy()
+    table["time_ms"] = (noisy["time_s"] * 1e3).map(round_sig)
+    table["rel_spread"] = noisy["time_rel_spread"].map(
+        lambda v: "" if pd.isna(v) else round_sig(v, 3))
+    table["other_cpus"] = noisy["other_cpus"].map(
+        lambda v: "" if pd.isna(v) else round_sig(v, 3))
+    table["noise_reason"] = noisy["noise_reason"]
+    return table.reset_index(drop=True)
+
+
 def failures(speed: pd.DataFrame) -> pd.DataFrame:
     bad = speed[speed["status"] != "ok"]
     columns = _present(speed, ["run", "group"]) + ["impl", "pass", "head_dim", "seq_len",
@@ -154,13 +191,18 @@ def scaling(speed: pd.DataFrame, traits: Mapping[str, Traits]) -> pd.DataFrame:
     for key, sub in ok.groupby(index + ["impl"], sort=False):
         t = sub["seq_len"].to_numpy(float)
         batch = sub["batch"].to_numpy(float)
-        time_slope, lo, hi, n = fit_exponent(t, sub["time_s"].to_numpy(float) / batch)
+        # a noisy median is the machine's: never part of the time fit (memory keeps it)
+        noisy = sub["noisy"].map(marked_noisy).to_numpy(bool) if "noisy" in sub.columns \
+            else np.zeros(len(sub), bool)
+        times = np.where(noisy, np.nan, sub["time_s"].to_numpy(float))
+        time_slope, lo, hi, n = fit_exponent(t, times / batch)
         mem_slope, mlo, mhi, mn = fit_exponent(t, sub["peak_mem_bytes"].to_numpy(float) / batch)
         theory_t, theory_m, why = theoretical_exponents(traits.get(sub.iloc[0]["impl"]),
                                                         sub.iloc[0]["family"])
         rows.append({**dict(zip(index + ["impl"], key)),
                      "fit_range": f"{int(lo)}-{int(hi)}" if n else "",
                      "points": n,
+                     "noisy_left_out": int(noisy.sum()),
                      "time_exponent": round_sig(time_slope, 3),
                      "time_theory": theory_t,
                      "memory_exponent": round_sig(mem_slope, 3),
