@@ -399,6 +399,8 @@ class EnergyMetrics:
     energy_source: str = ""                  # "nvml_total_energy", "rapl", "" (none)
     energy_reason: str = ""                  # why there is no value ("" when there is one)
 
+
+@dataclass(kw_only=True)
 class NoiseMetrics:
     """How noisy the samples were and the machine's state while they ran (the sampling rule:
     harness.measure.timing; the state: harness.measure.machine_state; the mark:
