@@ -126,6 +126,9 @@ def make_energy_run(path: Path) -> Path:
                 time_samples_s=samples, timer="cuda_event", timing_basis="device_events",
                 peak_mem_bytes=t * t * 64, mem_method="torch_cuda_max_allocated",
                 tokens_per_s=point.tokens / seconds, hardware_id="aaaa", **energy))
+    run_dir.release()
+    return path
+
 
 # -- a run with points marked noisy (harness.metrics.noise) --------------------------------------
 NOISY_GRID = {"softmax_torch": (256, 512, 1024, 2048), "hrr_torch": (256, 512, 1024, 2048)}
