@@ -33,7 +33,9 @@ def pivot(speed: pd.DataFrame, value: str, scale: float = 1.0, *, family: str | 
     for _, r in frame.iterrows():
         key = tuple(r[c] for c in index)
         cells = rows.setdefault(key, {})
-        if r["status"] == "ok" and not pd.isna(r[value]):
+        if r["status"] == "ok" and isinstance(r[value], str):   # a value with its mark
+            cells[f"T={r['seq_len']}"] = r[value]
+        elif r["status"] == "ok" and not pd.isna(r[value]):
             cells[f"T={r['seq_len']}"] = round_sig(r[value] * scale, digits)
         else:
             cells[f"T={r['seq_len']}"] = r["status"] if r["status"] != "ok" else "n/a"
