@@ -312,3 +312,51 @@ def test_a_point_above_the_peak_names_the_measurement_it_beat():
     assert peaks.under_measured(99.9, 100.0, start, "float32") == ""
     assert peaks.peaks_against({"unavailable": "peaks not measured: worker timeout"}) \
         .startswith("peaks not measured")
+
+
+# -- report --measure-peaks --------------------------------------------------------------------
+def _run_with_peaks(tmp_path, hardware_id):
+    from harness.contract.records import SpeedRecord
+    from harness.store.run_dir import RunDir
+
+    start = peaks.add_measurement({}, one(1e11, 2e10, "start"))
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "peaks": start,
+                                           "machine": {"hardware_id": hardware_id,
+                                                       "hardware_tag": "cpu-x"}})
+    run.append(SpeedRecord.for_point(point(impl="hrr_torch"), framework="torch", family="hrr",
+                                     status="ok", hardware_id=hardware_id))
+    run.release()
+    return run
+
+
+def test_report_measure_peaks_is_refused_on_another_machine(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    import harness.store.hardware as hardware
+
+    monkeypatch.setattr(hardware, "fingerprint", lambda: {"hardware_id": "here"})
+    run = _run_with_peaks(tmp_path, "elsewhere")
+    assert main(["report", str(run.path), "--measure-peaks", "--out", str(tmp_path / "r")]) == 2
+    assert "only be measured again on the machine that ran it" in capsys.readouterr().err
+    assert len(peaks.measurements(run.metadata()["peaks"])) == 1
+
+
+def test_report_measure_peaks_adds_a_report_measurement(tmp_path, monkeypatch):
+    from harness.commands.report import measure_peaks_again
+    import harness.measure.runner as runner
+    import harness.store.hardware as hardware
+
+    class Executor:
+        def run(self, task, device, role, context, timeout=None, key=None):
+            assert task == "peaks" and role == "report"
+            return FakeOutcome("ok", one(3e11, 1e10, role))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(hardware, "fingerprint", lambda: {"hardware_id": "here"})
+    monkeypatch.setattr(runner, "make_executor", lambda isolate: Executor())
+    run = _run_with_peaks(tmp_path, "here")
+    measure_peaks_again([run.path])
+    after = run.metadata()["peaks"]
+    assert [m["role"] for m in after["measurements"]] == ["start", "report"]
+    assert peaks.flops_peak(after, "float32") == 3e11 and peaks.bandwidth_peak(after) == 2e10
