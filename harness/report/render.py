@@ -585,8 +585,13 @@ def peaks_table(results: Results) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     order = ["run", "source", "measurement", "peak", "value", "of", "calls", "stable",
              "threads", "how"]
-    return table[[c for c in order if c in table.columns]].astype(object).fillna("") \
-        if not table.empty else table
+    if table.empty:
+        return table
+    for column in ("calls", "threads"):   # whole numbers, blank where none applies
+        if column in table.columns:
+            table[column] = [int(v) if isinstance(v, (int, float)) and pd.notna(v) else ""
+                             for v in table[column]]
+    return table[[c for c in order if c in table.columns]].astype(object).fillna("")
 
 
 def pct_table(speed: pd.DataFrame, column: str, family: str | None = None) -> pd.DataFrame:
