@@ -179,3 +179,184 @@ def test_merged_runs_keep_the_peaks_of_their_machine(tmp_path):
     merge_runs([tmp_path / "part0", tmp_path / "part1"], tmp_path / "all")
     meta = json.loads((tmp_path / "all" / "run.json").read_text())
     assert meta["peaks"] == fake and meta["peaks_by_machine"] == {"h1": fake}
+
+
+# -- peaks that hold: the stop rule, a fake clock ----------------------------------------------
+class FakeClock:
+    """A clock a fake call advances by the next of ``durations`` (warm-up calls included)."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = list(durations)
+        self.calls = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call(self) -> None:
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+
+
+def sample(durations, rule):
+    clock = FakeClock(durations)
+    return peaks.sample_until_stable(clock.call, lambda: None, rule, clock=clock, warmup=1)
+
+
+def test_sampling_goes_on_while_the_best_call_still_improves():
+    """The issue's five samples (0.187 .. 0.119 s, still falling) are not a peak: the rule
+    keeps timing until the best has held for ``window`` calls."""
+    rule = peaks.StopRule(min_samples=5, window=3, tolerance=0.02, min_work_s=0.5, max_s=60)
+    falling = [0.2, 0.187, 0.136, 0.136, 0.126, 0.119, 0.105, 0.1, 0.1, 0.101, 0.1, 0.1]
+    out = sample(falling, rule)
+    assert out.stable and out.samples_s[:5] == [0.187, 0.136, 0.136, 0.126, 0.119]
+    assert len(out.samples_s) > 5
+    assert min(out.samples_s) == pytest.approx(0.1)
+    # stopped once nothing in the last 3 beat the best before them by more than 2%
+    assert peaks.held(out.samples_s, rule) and not peaks.held(out.samples_s[:-1], rule)
+
+
+def test_sampling_needs_a_second_of_work_even_when_flat():
+    rule = peaks.StopRule(min_samples=5, window=3, min_work_s=1.0, max_s=60)
+    out = sample([0.05] * 100, rule)
+    assert out.stable and sum(out.samples_s) >= 1.0
+    assert sum(out.samples_s[:-1]) < 1.0
+
+
+def test_sampling_stops_at_the_time_cap_and_says_it_is_not_stable():
+    rule = peaks.StopRule(min_samples=5, window=3, min_work_s=0.1, max_s=2.0)
+    ever_faster = [0.5 * 0.9 ** i for i in range(400)]   # a new best by 10% every call
+    out = sample(ever_faster, rule)
+    assert not out.stable and "time cap" in out.stop
+    assert out.elapsed_s >= 2.0
+
+
+def test_a_small_improvement_within_the_tolerance_does_not_restart_the_window():
+    rule = peaks.StopRule(min_samples=4, window=3, tolerance=0.02, min_work_s=0.0, max_s=60)
+    assert peaks.held([1.0, 0.995, 0.99, 0.985], rule)
+    assert not peaks.held([1.0, 0.995, 0.97, 0.99], rule)
+
+
+def test_measure_peaks_records_role_threads_times_and_stability(monkeypatch):
+    import torch
+
+    def fake(value, stable=True):
+        return peaks.PeakMeasurement(value, "fake", [0.1, 0.1], stable=stable, stop="x")
+
+    monkeypatch.setattr(peaks, "device_kind", lambda device: "cuda")
+    monkeypatch.setattr(peaks, "measure_gemm",
+                        lambda device, dtype: fake({"float32": 5e13}.get(dtype, 9e14)))
+    monkeypatch.setattr(peaks, "measure_copy", lambda device: fake(3e12, stable=False))
+    out = peaks.measure_peaks("cuda:0", role="end")
+    assert out["role"] == "end" and out["threads"] == torch.get_num_threads()
+    assert set(out["matmul_flops_per_s"]) == set(peaks.GPU_DTYPES)
+    assert out["started_at"] and out["ended_at"] and out["measure_s"] >= 0
+    assert out["stable"] is False   # the copy hit its cap
+
+
+# -- a run's measurements: best kept, all in run.json ------------------------------------------
+def one(flops, copy, role, when="2025-01-01T10:00:00"):
+    return {"device": "cpu", "role": role, "started_at": when, "threads": 2,
+            "matmul_flops_per_s": {"float32": {"value": flops, "samples_s": [1.0]}},
+            "memory_bytes_per_s": {"value": copy, "samples_s": [1.0]}}
+
+
+def test_the_run_peak_is_the_best_of_its_measurements_and_all_are_kept():
+    start = peaks.add_measurement({}, one(144e9, 9e9, "start"))
+    assert start["measurements"][0]["role"] == "start"
+    both = peaks.add_measurement(start, one(190e9, 8e9, "end", "2025-01-01T10:05:00"), "end")
+    assert [m["role"] for m in both["measurements"]] == ["start", "end"]
+    assert peaks.flops_peak(both, "float32") == 190e9      # the end's GEMM
+    assert peaks.bandwidth_peak(both) == 9e9                # the start's copy
+    assert both["matmul_flops_per_s"]["float32"]["role"] == "end"
+    assert both["memory_bytes_per_s"]["role"] == "start"
+    assert peaks.roofs(both) == ({"float32": 190e9}, 9e9)
+    assert "best of start measurement" in peaks.peaks_against(both)
+
+
+def test_an_old_run_json_with_one_peak_still_loads_as_its_start_measurement():
+    old = {"device": "cpu", "matmul_flops_per_s": {"float32": {"value": 1e11}},
+           "memory_bytes_per_s": {"value": 2e10}, "threads": 2, "measured_at": "t0"}
+    runs = peaks.measurements(old)
+    assert len(runs) == 1 and runs[0]["role"] == "start"
+    assert peaks.roofs(old) == ({"float32": 1e11}, 2e10)
+    later = peaks.add_measurement(old, one(3e11, 1e10, "report"))
+    assert [m["role"] for m in later["measurements"]] == ["start", "report"]
+    assert peaks.flops_peak(later, "float32") == 3e11
+    assert peaks.measurements({"unavailable": "x"}) == []
+
+
+def test_measure_again_adds_the_end_measurement_and_updates_the_cache(tmp_path):
+    start = peaks.obtain(["cpu"], lambda d: FakeOutcome("ok", one(1e11, 2e10, "start")),
+                         cache_root=tmp_path, hardware_id="abc", reuse=False)
+    end = peaks.measure_again(start, lambda d: FakeOutcome("ok", one(2e11, 1e10, "start")),
+                              "end", cache_root=tmp_path, hardware_id="abc")
+    assert [m["role"] for m in end["cpu"]["measurements"]] == ["start", "end"]
+    cached = peaks.read_cache(peaks.cache_file(tmp_path, "abc", "cpu"))
+    assert peaks.flops_peak(cached, "float32") == 2e11 and len(cached["measurements"]) == 2
+    failed = peaks.measure_again(end, lambda d: FakeOutcome("timeout", message="killed"), "end")
+    assert len(failed["cpu"]["measurements"]) == 2 and "timeout" in \
+        failed["cpu"]["remeasure_failed"]
+    # reused from the cache by a later run: every measurement, the best at the top
+    reused = peaks.obtain(["cpu"], lambda d: pytest.fail("measured"), cache_root=tmp_path,
+                          hardware_id="abc", reuse=True)
+    assert peaks.flops_peak(reused["cpu"], "float32") == 2e11
+
+
+def test_a_point_above_the_peak_names_the_measurement_it_beat():
+    start = peaks.add_measurement({}, one(144e9, 9e9, "start", "2025-01-01T10:00:00"))
+    mark = peaks.under_measured(133.0, 50.0, start, "float32")
+    assert "float32 GEMM 133%" in mark and "start measurement (2025-01-01T10:00:00)" in mark
+    assert "copy" not in mark
+    assert "copy 120%" in peaks.under_measured(None, 120.0, start, "float32")
+    assert peaks.under_measured(99.9, 100.0, start, "float32") == ""
+    assert peaks.peaks_against({"unavailable": "peaks not measured: worker timeout"}) \
+        .startswith("peaks not measured")
+
+
+# -- report --measure-peaks --------------------------------------------------------------------
+def _run_with_peaks(tmp_path, hardware_id):
+    from harness.contract.records import SpeedRecord
+    from harness.store.run_dir import RunDir
+
+    start = peaks.add_measurement({}, one(1e11, 2e10, "start"))
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "peaks": start,
+                                           "machine": {"hardware_id": hardware_id,
+                                                       "hardware_tag": "cpu-x"}})
+    run.append(SpeedRecord.for_point(point(impl="hrr_torch"), framework="torch", family="hrr",
+                                     status="ok", hardware_id=hardware_id))
+    run.release()
+    return run
+
+
+def test_report_measure_peaks_is_refused_on_another_machine(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    import harness.store.hardware as hardware
+
+    monkeypatch.setattr(hardware, "fingerprint", lambda: {"hardware_id": "here"})
+    run = _run_with_peaks(tmp_path, "elsewhere")
+    assert main(["report", str(run.path), "--measure-peaks", "--out", str(tmp_path / "r")]) == 2
+    assert "only be measured again on the machine that ran it" in capsys.readouterr().err
+    assert len(peaks.measurements(run.metadata()["peaks"])) == 1
+
+
+def test_report_measure_peaks_adds_a_report_measurement(tmp_path, monkeypatch):
+    from harness.commands.report import measure_peaks_again
+    import harness.measure.runner as runner
+    import harness.store.hardware as hardware
+
+    class Executor:
+        def run(self, task, device, role, context, timeout=None, key=None):
+            assert task == "peaks" and role == "report"
+            return FakeOutcome("ok", one(3e11, 1e10, role))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(hardware, "fingerprint", lambda: {"hardware_id": "here"})
+    monkeypatch.setattr(runner, "make_executor", lambda isolate: Executor())
+    run = _run_with_peaks(tmp_path, "here")
+    measure_peaks_again([run.path])
+    after = run.metadata()["peaks"]
+    assert [m["role"] for m in after["measurements"]] == ["start", "report"]
+    assert peaks.flops_peak(after, "float32") == 3e11 and peaks.bandwidth_peak(after) == 2e10

@@ -342,3 +342,149 @@ def test_a_fixed_token_group_keeps_its_workloads_apart():
     assert len(groups[False]) == 1 and len(groups[True]) == 1
     assert "B*T=16384" in groups[False][0] and "window" not in groups[False][0]
     assert "B*T=16384" in groups[True][0] and "window=256" in groups[True][0]
+
+
+# -- peaks: points above 100% are marked in the record, the tables and the roofline -------------
+def _fake_peaks_run(tmp_path, run_peaks, time_s):
+    """One softmax_torch and one hrr_torch point through the Runner with a fake executor (each
+    call ``time_s``) against ``run_peaks`` (device -> run.json's peaks)."""
+    from harness.contract.probe import GateResult, ProbeResult
+    from harness.contract.records import MemoryResult, Point, TimingResult
+    from harness.grid.settings import RunSettings
+    from harness.measure.processes import Outcome
+    from harness.measure.runner import Runner
+    from harness.metrics.peaks import peaks_metadata
+    from harness.store.run_dir import RunDir
+
+    class FakeExecutor:
+        def run(self, task, *args, timeout=None):
+            if task == "probe":
+                gate = GateResult(True, 0.0, 1e-3, None)
+                return Outcome("ok", {c: ProbeResult(True, gate=gate) for c in args[0]})
+            if task == "memory":
+                return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
+                                                  input_bytes=100))
+            return Outcome("ok", TimingResult(time_samples_s=[time_s] * 3, time_s=time_s,
+                                              time_iqr_s=0.0, time_min_s=time_s,
+                                              timer="perf_counter"))
+
+    run_dir = RunDir.create(tmp_path / "run", {"kind": "speed", **peaks_metadata(run_peaks)})
+    runner = Runner(run_dir, RunSettings(), executor=FakeExecutor(), peaks=run_peaks)
+    summary = runner.run([Point(impl="softmax_torch", seq_len=1024, head_dim=64),
+                          Point(impl="hrr_torch", seq_len=1024, head_dim=64)])
+    run_dir.release()
+    return run_dir.path, {r.impl: r for r in summary.records}
+
+
+def _roofline_data(fig):
+    """(left, right) axes: gid -> artist for the points and the roofs."""
+    out = []
+    for ax in fig.axes[:2]:
+        artists = {a.get_gid(): a for a in [*ax.collections, *ax.lines] if a.get_gid()}
+        out.append(artists)
+    return out
+
+
+def _assert_no_unmarked_point_above_a_roof(fig, flop_roof, bandwidth):
+    left, right = _roofline_data(fig)
+    for gid, artist in left.items():
+        if gid.startswith("points:"):
+            for x, y in artist.get_offsets():
+                assert y <= min(flop_roof, x * bandwidth) * (1 + 1e-9), gid
+    for gid, artist in right.items():
+        if gid.startswith("points:"):
+            for _, y in artist.get_offsets():
+                assert y <= bandwidth * (1 + 1e-9), gid
+
+
+def test_a_point_above_the_peak_is_marked_in_record_tables_and_roofline(tmp_path):
+    from harness.metrics import peaks as peaks_mod
+    from harness.report import figures, style as style_mod
+    from harness.report.peak_marks import MARK
+
+    start = {"role": "start", "started_at": "2025-01-01T10:00:00", "threads": 2,
+             "matmul_flops_per_s": {"float32": {"value": 1e9}},
+             "memory_bytes_per_s": {"value": 1e9}}
+    run_peaks = {"cpu": peaks_mod.add_measurement({}, start)}
+    path, records = _fake_peaks_run(tmp_path, run_peaks, time_s=1e-3)
+    softmax, hrr = records["softmax_torch"], records["hrr_torch"]
+    # the record: above 100% of the start's GEMM peak, and says which measurement it beat
+    assert softmax.pct_peak_flops > 100
+    assert "float32 GEMM" in softmax.peak_under_measured
+    assert "start measurement (2025-01-01T10:00:00)" in softmax.peak_under_measured
+    assert softmax.peaks_against == "start measurement (2025-01-01T10:00:00)"
+    assert hrr.pct_peak_flops is None and hrr.peaks_against   # no FLOPs: no GEMM mark
+    raw = read_records(path)
+    assert all("peak_under_measured" in r and r["peaks_against"] for r in raw)
+
+    # the report: tables and points.csv carry the mark
+    rep = render_report([path], tmp_path / "rep")
+    flops_table = (rep / "tables" / "pct_peak_flops.csv").read_text()
+    assert f"({MARK})" in flops_table
+    points = pd.read_csv(rep / "tables" / "points.csv")
+    row = points[points["impl"] == "softmax_torch"].iloc[0]
+    assert "float32 GEMM" in row["peak_under_measured"]
+    assert MARK.capitalize() in (rep / "report.md").read_text()
+
+    # the roofline: the marked point is drawn apart, hollow, with its legend entry
+    results = load([path])
+    impls = sorted(set(results.speed["impl"]))
+    fig = figures.roofline_figure(results.speed, impls, style_mod.looks_for(impls),
+                                  results.runs[0].meta["peaks"])
+    left, right = _roofline_data(fig)
+    assert "points:softmax_torch" not in left and "under-measured" in left
+    hollow = left["under-measured"]
+    assert len(hollow.get_offsets()) == 1 and hollow.get_facecolors().size == 0
+    assert MARK in [t.get_text() for t in fig.legends[0].get_texts()]
+    _assert_no_unmarked_point_above_a_roof(fig, 1e9, 1e9)
+
+
+def test_the_report_takes_percent_of_peak_against_the_runs_best_measurement(tmp_path):
+    """Records written against a low start peak; the end measurement is higher: the report's %
+    is against the best, and a point under it is neither marked nor drawn apart."""
+    from harness.metrics import peaks as peaks_mod
+    from harness.report import figures, style as style_mod
+    from harness.store.run_dir import RunDir
+
+    low = {"role": "start", "matmul_flops_per_s": {"float32": {"value": 1e9}},
+           "memory_bytes_per_s": {"value": 1e13}}
+    path, records = _fake_peaks_run(tmp_path, {"cpu": peaks_mod.add_measurement({}, low)},
+                                    time_s=1e-3)
+    assert records["softmax_torch"].peak_under_measured      # against the start
+    flops_rate = records["softmax_torch"].flops / 1e-3
+    high = {**low, "role": "end", "matmul_flops_per_s": {"float32": {"value": 2 * flops_rate}}}
+    run = RunDir(path)
+    run.update_metadata(peaks=peaks_mod.add_measurement(run.metadata()["peaks"], high, "end"))
+    results = load([path])
+    row = results.speed[results.speed["impl"] == "softmax_torch"].iloc[0]
+    assert row["pct_peak_flops"] == pytest.approx(50.0)
+    assert row["peak_under_measured"] == ""
+    impls = sorted(set(results.speed["impl"]))
+    fig = figures.roofline_figure(results.speed, impls, style_mod.looks_for(impls),
+                                  results.runs[0].meta["peaks"])
+    left, _ = _roofline_data(fig)
+    assert "points:softmax_torch" in left and "under-measured" not in left
+    _assert_no_unmarked_point_above_a_roof(fig, 2 * flops_rate, 1e13)
+
+
+def test_the_roofline_draws_the_data_sheet_beside_the_measured_ceilings_on_a_gpu(tmp_path):
+    """A GPU run (peaks with the data sheet's table, a fake: no GPU here): both ceilings drawn,
+    the peaks table lists both."""
+    from harness.metrics import peaks as peaks_mod
+    from harness.report import figures, style as style_mod
+    from harness.report.render import peaks_table
+
+    measured = {"role": "start", "matmul_flops_per_s": {"float32": {"value": 1e9}},
+                "memory_bytes_per_s": {"value": 1e11}}
+    with_sheet = peaks_mod.with_table(peaks_mod.add_measurement({}, measured),
+                                      "NVIDIA H100 80GB HBM3")
+    path, _ = _fake_peaks_run(tmp_path, {"cpu": with_sheet}, time_s=1e-3)
+    results = load([path])
+    impls = sorted(set(results.speed["impl"]))
+    fig = figures.roofline_figure(results.speed, impls, style_mod.looks_for(impls),
+                                  results.runs[0].meta["peaks"])
+    left, right = _roofline_data(fig)
+    assert {"roof:float32", "datasheet:float32"} <= set(left)
+    assert {"roof:copy", "datasheet:copy"} <= set(right)
+    table = peaks_table(results)
+    assert {"measured", "table"} <= set(table["source"])

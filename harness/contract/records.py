@@ -422,6 +422,18 @@ class NoiseMetrics:
 
 
 @dataclass(kw_only=True)
+class PeakMarks:
+    """What the record's % of peak is taken against, and the mark of a point above 100% of
+    it (harness.metrics.peaks): a median above the best call of a peak means the peak was
+    measured too low (a busy machine while it was measured), not that the method beat it."""
+    # the peak measurement(s) known when the record was written (run.json's
+    # peaks.measurements), or why the record has no % of peak
+    peaks_against: str = ""
+    # '' within the peaks; else which peak the point beat and by how much
+    peak_under_measured: str = ""
+
+
+@dataclass(kw_only=True)
 class RecordBookkeeping:
     """Where and when a speed record was made, and what it is."""
     hardware_id: str = ""
@@ -435,7 +447,7 @@ class RecordBookkeeping:
 # every group, in the order their columns appear
 METRIC_GROUPS: tuple[type, ...] = (TimeMetrics, MemoryMetrics, DerivedMetrics, TimingConditions,
                                    GateMetrics, FidelityMetrics, EnergyMetrics, TimerChecks,
-                                   NoiseMetrics)
+                                   NoiseMetrics, PeakMarks)
 METRIC_FIELDS: tuple[str, ...] = tuple(f.name for group in METRIC_GROUPS
                                        for f in dataclasses.fields(group))
 
@@ -530,9 +542,9 @@ class Measurement:
 
 
 @dataclass
-class SpeedRecord(RecordBookkeeping, NoiseMetrics, TimerChecks, EnergyMetrics, FidelityMetrics,
-                  GateMetrics,
-                  TimingConditions, DerivedMetrics, MemoryMetrics, TimeMetrics):
+class SpeedRecord(RecordBookkeeping, PeakMarks, NoiseMetrics, TimerChecks, EnergyMetrics,
+                  FidelityMetrics, GateMetrics, TimingConditions, DerivedMetrics, MemoryMetrics,
+                  TimeMetrics):
     """What one worker measured for one Point (or why it could not): its own fields (the
     point, status, message), then the metric groups' fields (inherited, in METRIC_GROUPS order)
     and the bookkeeping; JSON keys come in that order."""

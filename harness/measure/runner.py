@@ -44,7 +44,7 @@ from harness.measure.overhead import Overhead, OverheadSummary
 from harness.measure.pool import WorkerPool
 from harness.measure.processes import ExecutorStats, LocalExecutor, Outcome
 from harness.metrics.flops import derived
-from harness.metrics.peaks import bandwidth_peak, flops_peak
+from harness.metrics.peaks import bandwidth_peak, flops_peak, peaks_against, under_measured
 from harness.contract.ragged import point_lengths
 from harness.contract.probe import ProbeResult
 from harness.contract.records import MemoryResult, Measurement, Point, SpeedRecord, TimingResult
@@ -401,6 +401,11 @@ class Runner:
                 point, impl.traffic, time_s=timing.time_s, flops=values.get("flops"),
                 peak_bytes_per_s=bandwidth_peak(peaks),
                 peak_flops_per_s=flops_peak(peaks, point.dtype)))
+            # above 100% of the peak known now: the record names the measurement it beat
+            values.update(peaks_against=peaks_against(peaks),
+                          peak_under_measured=under_measured(
+                              values.get("pct_peak_flops"), values.get("pct_peak_bandwidth"),
+                              peaks, point.dtype))
         return self._record(point, impl, timing.status,
                             timing.message if timing.status == "ok"
                             else f"timing pass: {timing.message}",

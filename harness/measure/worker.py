@@ -643,12 +643,14 @@ def fidelity(value: Any, work: Any, point: Point, fw: Any,
     return relative_error(out, reference), len(rows)
 
 
-def peaks_task(device: str, context: WorkerContext) -> dict[str, Any]:
-    """The machine's measured peaks on ``device`` (harness.metrics.peaks), in a fresh process."""
+def peaks_task(device: str, role: str, context: WorkerContext) -> dict[str, Any]:
+    """One measurement of the machine's peaks on ``device`` (harness.metrics.peaks; ``role``:
+    start or end of the run, or report), in a worker started as the points' workers are, so
+    with the thread count the points use."""
     from harness.metrics.peaks import measure_peaks
 
     prepare(context)   # no --max-memory cap: the copy buffer is sized for the device
-    return measure_peaks(device)
+    return measure_peaks(device, role=role)
 
 
 def run_task(name: str, *args: Any) -> Any:

@@ -1,13 +1,25 @@
 """Peaks of the machine: measured by two micro-benchmarks, and data-sheet peaks of known GPUs.
 
-Measured (``measure_peaks``, run in a worker at the start of a sweep, a few seconds):
-- ``matmul_flops_per_s``: a large square GEMM, 2 * N^3 FLOPs per call, the best of a few
-  timed calls after a warm-up (float32 always; float16 and bfloat16 on a GPU);
+Measured (``measure_peaks``, run in a worker at the start of a sweep and again at its end, a
+few seconds each; ``run_bench.py report --measure-peaks`` adds one more on the same machine):
+- ``matmul_flops_per_s``: a large square GEMM, 2 * N^3 FLOPs per call (float32 always;
+  float16 and bfloat16 on a GPU);
 - ``memory_bytes_per_s``: a large copy ``dst.copy_(src)`` (on CPU also memcpy through
   ``numpy.copyto``, whichever is faster), counted as bytes read plus bytes written (the STREAM
-  "copy" convention: 2 * size per call), best of a few calls.
-The best call, not the median, because a peak is what the machine can reach: the timed
-points of a sweep are medians, so with a real peak no point can exceed 100% of it.
+  "copy" convention: 2 * size per call).
+Each is timed until it holds (``StopRule``): until the best call has not improved by more than
+``tolerance`` in the last ``window`` calls and at least ``min_work_s`` of calls were timed, or
+until ``max_s`` (then the measurement says the cap was reached, not that it is stable). A
+machine still warming up or with a neighbour starting beside it keeps improving, and a few
+fixed calls would stop while the samples still fall. The rate is the work over the best call,
+not the median, because a peak is what the machine can reach: the timed points of a sweep are
+medians, so against a peak that holds no point exceeds 100% of it.
+
+The run's peak is the best of its measurements (``add_measurement``); run.json keeps every
+measurement under ``peaks.measurements`` with its role (start, end, report), its start and end,
+its threads and whether it was stable. A point above 100% of the peak known when its record is
+written is marked (``under_measured``): the record names the measurement it beat instead of
+showing more than 100% silently.
 
 Table (``table_peaks``): dense (no 2:4 sparsity) tensor-core peaks and memory bandwidth from the
 vendors' data sheets, for GPUs recognised by name. The float16 figure is the one with float32
@@ -30,7 +42,6 @@ from harness.contract.registry import device_kind
 
 GEMM_N = {"cpu": 2048, "cuda": 8192}
 COPY_BYTES = {"cpu": 256 * 1024 * 1024, "cuda": 2 * 1024 ** 3}
-REPEATS = {"cpu": 5, "cuda": 20}
 WARMUP = 2
 GPU_DTYPES = ("float32", "bfloat16", "float16")
 TERA = 1e12
@@ -130,12 +141,77 @@ def table_peaks(device_name: str) -> dict[str, Any] | None:
 
 
 # -- measuring ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StopRule:
+    """When a peak's timed calls stop: the best call has held (no new best by more than
+    ``tolerance`` in the last ``window`` calls) after at least ``min_samples`` calls and
+    ``min_work_s`` seconds of calls; or ``max_s`` seconds of measuring (warm-up included) have
+    passed, whatever the samples do."""
+
+    min_samples: int = 5
+    window: int = 3                # must be below min_samples
+    tolerance: float = 0.02
+    min_work_s: float = 1.0
+    max_s: float = 4.0
+
+
+STOP_RULES = {"cpu": StopRule(), "cuda": StopRule(min_samples=10, window=5, max_s=6.0)}
+
+
+@dataclass
+class Sampling:
+    """The timed calls of one peak and why they stopped."""
+
+    samples_s: list[float]
+    stable: bool          # the rule's hold condition was met (False: the time cap ended it)
+    stop: str             # the reason in words
+    elapsed_s: float      # from the first warm-up call to the last sample
+
+
+def held(samples_s: list[float], rule: StopRule) -> bool:
+    """True when no sample among the last ``rule.window`` beat the best before them by more
+    than ``rule.tolerance`` (relative), with at least ``min_samples`` samples and
+    ``min_work_s`` seconds of them."""
+    if len(samples_s) < max(rule.min_samples, rule.window + 1) or \
+            sum(samples_s) < rule.min_work_s:
+        return False
+    before = min(samples_s[:-rule.window])
+    return min(samples_s[-rule.window:]) >= before * (1.0 - rule.tolerance)
+
+
+def sample_until_stable(call: Callable[[], None], sync: Callable[[], None], rule: StopRule,
+                        clock: Callable[[], float] = time.perf_counter,
+                        warmup: int = 1) -> Sampling:
+    """Time ``call`` (then ``sync``) until ``held`` or the rule's time cap. Pure but for what
+    ``call`` and ``clock`` do: a test passes a fake clock that a fake call advances."""
+    begin = clock()
+    for _ in range(warmup):
+        call()
+    sync()
+    samples: list[float] = []
+    while True:
+        start = clock()
+        call()
+        sync()
+        now = clock()
+        samples.append(now - start)
+        if held(samples, rule):
+            return Sampling(samples, True, f"stable: no new best by more than "
+                            f"{rule.tolerance:.0%} in the last {rule.window} calls, "
+                            f"{sum(samples):.2g} s of calls", now - begin)
+        if now - begin >= rule.max_s:
+            return Sampling(samples, False, f"time cap {rule.max_s:g} s reached before the "
+                            f"best call held", now - begin)
+
+
 @dataclass
 class PeakMeasurement:
     value: float                 # FLOP/s or bytes/s of the best call
     method: str
     samples_s: list[float] = field(default_factory=list)
     source: str = "measured"
+    stable: bool | None = None   # the best call held (StopRule); False: the time cap ended it
+    stop: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +222,13 @@ def best_rate(work_per_call: float, samples_s: list[float]) -> float:
     return work_per_call / min(samples_s)
 
 
-def _time_calls(call: Callable[[], None], sync: Callable[[], None], repeats: int) -> list[float]:
+def _sampled(call: Callable[[], None], sync: Callable[[], None],
+             rule: StopRule, repeats: int | None) -> Sampling:
+    """A fixed number of calls when ``repeats`` is given (tests of the micro-benchmarks
+    themselves), else until the rule stops."""
+    if repeats is None:
+        return sample_until_stable(call, sync, rule, warmup=WARMUP)
+    begin = time.perf_counter()
     for _ in range(WARMUP):
         call()
     sync()
@@ -156,42 +238,47 @@ def _time_calls(call: Callable[[], None], sync: Callable[[], None], repeats: int
         call()
         sync()
         samples.append(time.perf_counter() - start)
-    return samples
+    return Sampling(samples, held(samples, rule), f"{repeats} calls asked for",
+                    time.perf_counter() - begin)
+
+
+def _how(sampling: Sampling) -> str:
+    return f"best of {len(sampling.samples_s)} after {WARMUP} warm-up ({sampling.stop})"
 
 
 def measure_gemm(device: str, dtype: str, n: int | None = None,
-                 repeats: int | None = None) -> PeakMeasurement:
+                 repeats: int | None = None, rule: StopRule | None = None) -> PeakMeasurement:
     import torch
 
     from harness.contract.frameworks.torch_fw import synchronize, torch_dtype
 
     kind = device_kind(device)
     n = n or GEMM_N[kind]
-    repeats = repeats or REPEATS[kind]
     gen = torch.Generator(device=device).manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen, device=device, dtype=torch_dtype(dtype))
             for _ in range(2))
     out = torch.empty(n, n, device=device, dtype=torch_dtype(dtype))
-    samples = _time_calls(lambda: torch.matmul(a, b, out=out), lambda: synchronize(device),
-                          repeats)
+    sampling = _sampled(lambda: torch.matmul(a, b, out=out), lambda: synchronize(device),
+                        rule or STOP_RULES[kind], repeats)
     flops = 2.0 * n ** 3
-    return PeakMeasurement(best_rate(flops, samples),
+    return PeakMeasurement(best_rate(flops, sampling.samples_s),
                            f"{n}x{n} @ {n}x{n} {dtype} torch.matmul, 2*N^3 FLOPs per call, "
-                           f"best of {repeats} after {WARMUP} warm-up", samples)
+                           + _how(sampling), sampling.samples_s, stable=sampling.stable,
+                           stop=sampling.stop)
 
 
 def measure_copy(device: str, nbytes: int | None = None,
-                 repeats: int | None = None) -> PeakMeasurement:
+                 repeats: int | None = None, rule: StopRule | None = None) -> PeakMeasurement:
     import torch
 
     from harness.contract.frameworks.torch_fw import synchronize
 
     kind = device_kind(device)
     nbytes = nbytes or COPY_BYTES[kind]
-    repeats = repeats or REPEATS[kind]
+    rule = rule or STOP_RULES[kind]
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.zeros_like(src)   # both touched: no page faults inside the timed copies
-    samples = _time_calls(lambda: dst.copy_(src), lambda: synchronize(device), repeats)
+    sampling = _sampled(lambda: dst.copy_(src), lambda: synchronize(device), rule, repeats)
     how = "dst.copy_(src)"
     if kind == "cpu":
         # glibc's memcpy (numpy's copy) streams large copies past the cache and reaches about
@@ -199,33 +286,170 @@ def measure_copy(device: str, nbytes: int | None = None,
         import numpy as np
 
         src_np, dst_np = src.numpy(), dst.numpy()
-        memcpy = _time_calls(lambda: np.copyto(dst_np, src_np), lambda: None, repeats)
-        if min(memcpy) < min(samples):
-            samples, how = memcpy, "numpy.copyto(dst, src), i.e. memcpy; faster than torch's " \
-                                   f"copy_ ({2.0 * nbytes / min(samples) / 1e9:.3g} GB/s)"
+        memcpy = _sampled(lambda: np.copyto(dst_np, src_np), lambda: None, rule, repeats)
+        if min(memcpy.samples_s) < min(sampling.samples_s):
+            how = "numpy.copyto(dst, src), i.e. memcpy; faster than torch's copy_ " \
+                  f"({2.0 * nbytes / min(sampling.samples_s) / 1e9:.3g} GB/s)"
+            sampling = memcpy
         else:
-            how += f"; faster than numpy.copyto ({2.0 * nbytes / min(memcpy) / 1e9:.3g} GB/s)"
-    return PeakMeasurement(best_rate(2.0 * nbytes, samples),
+            how += f"; faster than numpy.copyto ({2.0 * nbytes / min(memcpy.samples_s) / 1e9:.3g}" \
+                   " GB/s)"
+    return PeakMeasurement(best_rate(2.0 * nbytes, sampling.samples_s),
                            f"copy of {nbytes / 2 ** 20:g} MiB float32 ({how}), bytes read + "
-                           f"written (STREAM copy), best of {repeats} after {WARMUP} warm-up",
-                           samples)
+                           f"written (STREAM copy), " + _how(sampling), sampling.samples_s,
+                           stable=sampling.stable, stop=sampling.stop)
 
 
-def measure_peaks(device: str) -> dict[str, Any]:
-    """Measured peaks of ``device`` (run.json's ``peaks`` without the table and cache info)."""
+def measure_peaks(device: str, role: str = "start", threads: int | None = None) -> dict[str, Any]:
+    """One measurement of the peaks of ``device`` (run.json's ``peaks.measurements`` entry):
+    ``role`` says when in the run it was taken (start, end, report). ``threads``: the torch
+    thread count to measure with, the one the points of the run use (default: the process's,
+    which every worker of a run shares)."""
     import torch
 
     from harness.contract.precision import matmul_precision
 
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
     kind = device_kind(device)
     dtypes = GPU_DTYPES if kind == "cuda" else ("float32",)
+    started_at = _now()
     started = time.perf_counter()
     flops = {dtype: measure_gemm(device, dtype).as_dict() for dtype in dtypes}
     copy = measure_copy(device).as_dict()
-    return {"device": device, "matmul_flops_per_s": flops, "memory_bytes_per_s": copy,
+    stable = all(e["stable"] for e in (*flops.values(), copy))
+    return {"device": device, "role": role, "matmul_flops_per_s": flops,
+            "memory_bytes_per_s": copy, "stable": stable,
             "threads": torch.get_num_threads(), "matmul_precision": matmul_precision(),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "measured_at": started_at, "started_at": started_at, "ended_at": _now(),
             "measure_s": time.perf_counter() - started}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# -- a run's measurements and its peak ---------------------------------------------------------
+MEASUREMENT_KEYS = ("matmul_flops_per_s", "memory_bytes_per_s")
+# what run.json's peaks hold besides the measurements' values (kept as they are)
+_RUN_KEYS = ("table", "unavailable", "measurements", "cached_from", "remeasure_failed")
+# the first measurement's facts run.json's peaks repeat at the top level
+_TOP_KEYS = ("device", "threads", "matmul_precision", "measured_at")
+
+
+def measurements(peaks: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The measurements run.json's ``peaks`` holds: its ``measurements`` list, or, for a
+    run.json with one measured peak at the top level (written before the list existed, or a
+    cached peak), that one as the start measurement."""
+    peaks = peaks or {}
+    if isinstance(peaks.get("measurements"), list):
+        return list(peaks["measurements"])
+    if not peaks.get("matmul_flops_per_s") and not peaks.get("memory_bytes_per_s"):
+        return []
+    single = {k: v for k, v in peaks.items() if k not in _RUN_KEYS}
+    single.setdefault("role", "start")
+    return [single]
+
+
+def describe(measurement: dict[str, Any], index: int | None = None) -> str:
+    """How a measurement is named in marks and tables: 'start measurement (2025-01-01T10:00:00)'."""
+    role = measurement.get("role") or "start"
+    when = measurement.get("started_at") or measurement.get("measured_at") or ""
+    return f"{role} measurement" + (f" #{index}" if index is not None and role == "report"
+                                    else "") + (f" ({when})" if when else "")
+
+
+def _best_entry(entries: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    index, measurement, entry = max(entries, key=lambda e: float(e[2].get("value") or 0.0))
+    return {**entry, "measurement": index, "role": measurement.get("role") or "start",
+            "of": describe(measurement)}
+
+
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's peak from its measurements: each quantity (GEMM per dtype, copy) the best
+    value any measurement reached, with which measurement (``measurement``: its index,
+    ``role``, ``of``: its description)."""
+    flops: dict[str, list] = {}
+    copies: list = []
+    for index, m in enumerate(runs):
+        for dtype, entry in (m.get("matmul_flops_per_s") or {}).items():
+            if entry and entry.get("value"):
+                flops.setdefault(dtype, []).append((index, m, entry))
+        copy = m.get("memory_bytes_per_s") or {}
+        if copy.get("value"):
+            copies.append((index, m, copy))
+    best: dict[str, Any] = {"matmul_flops_per_s": {d: _best_entry(e) for d, e in flops.items()}}
+    if copies:
+        best["memory_bytes_per_s"] = _best_entry(copies)
+    return best
+
+
+def add_measurement(peaks: dict[str, Any] | None, measured: dict[str, Any],
+                    role: str | None = None) -> dict[str, Any]:
+    """run.json's ``peaks`` with one more measurement: kept in ``measurements``, and the
+    top-level values (what % of peak is taken against) the best of them all."""
+    peaks = dict(peaks or {})
+    measured = dict(measured)
+    if role is not None:
+        measured["role"] = role
+    return with_measurements(peaks, [*measurements(peaks), measured])
+
+
+def with_measurements(peaks: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``peaks`` (its table, cache note) with these measurements and their best at the top:
+    the first measurement's device, threads and precision, the best values."""
+    out = {k: v for k, v in peaks.items() if k in ("table", "cached_from", "remeasure_failed")}
+    if not runs:
+        return {**out, "unavailable": peaks.get("unavailable", "peaks not measured")}
+    first = {k: runs[0][k] for k in _TOP_KEYS if k in runs[0]}
+    return {**first, **best_of(runs), **out, "measurements": runs}
+
+
+def roofs(peaks: dict[str, Any] | None) -> tuple[dict[str, float], float | None]:
+    """(dtype -> GEMM FLOP/s, copy bytes/s): the run's best over every measurement."""
+    best = best_of(measurements(peaks))
+    flops = {d: float(e["value"]) for d, e in best["matmul_flops_per_s"].items()}
+    copy = best.get("memory_bytes_per_s")
+    return flops, float(copy["value"]) if copy else None
+
+
+# -- above the roof ----------------------------------------------------------------------------
+# a point is marked above this % of a peak: a median at a peak's best call is not more than the
+# peak, so anything above 100 is a peak measured too low (or a wrong traffic model)
+ROOF_PCT = 100.0
+
+
+def under_measured(pct_peak_flops: float | None, pct_peak_bandwidth: float | None,
+                   peaks: dict[str, Any] | None, dtype: str) -> str:
+    """'' when the point is within the peaks; else which peak it beat and by how much, e.g.
+    'float32 GEMM 133% of 1.44e+11 FLOP/s (start measurement (2025-...))'."""
+    parts = []
+    flop = ((peaks or {}).get("matmul_flops_per_s") or {}).get(dtype) or {}
+    if pct_peak_flops is not None and pct_peak_flops > ROOF_PCT and flop.get("value"):
+        parts.append(f"{dtype} GEMM {pct_peak_flops:.0f}% of {flop['value']:.3g} FLOP/s "
+                     f"({_of(peaks, flop)})")
+    copy = (peaks or {}).get("memory_bytes_per_s") or {}
+    if pct_peak_bandwidth is not None and pct_peak_bandwidth > ROOF_PCT and copy.get("value"):
+        parts.append(f"copy {pct_peak_bandwidth:.0f}% of {copy['value']:.3g} B/s "
+                     f"({_of(peaks, copy)})")
+    return "; ".join(parts)
+
+
+def _of(peaks: dict[str, Any] | None, entry: dict[str, Any]) -> str:
+    if entry.get("of"):
+        return entry["of"]
+    runs = measurements(peaks)
+    return describe(runs[0]) if runs else "measured peak"
+
+
+def peaks_against(peaks: dict[str, Any] | None) -> str:
+    """What a record's % of peak is taken against: the measurement(s) known when it was
+    written, or why there is none."""
+    runs = measurements(peaks)
+    if not runs:
+        return (peaks or {}).get("unavailable") or "peaks not measured"
+    return "best of " + ", ".join(describe(m) for m in runs) if len(runs) > 1 \
+        else describe(runs[0])
 
 
 # -- run.json's peaks and the cache ------------------------------------------------------------
@@ -255,7 +479,7 @@ def with_table(measured: dict[str, Any] | None, gpu_name: str | None,
     """run.json's ``peaks``: the measured values at the top level, the data sheet's (for a
     known GPU) under ``table``; either may be missing, with the reason said."""
     peaks: dict[str, Any] = dict(measured or {})
-    if measured is None:
+    if measured is None or not measurements(measured):
         peaks["unavailable"] = reason
     if gpu_name:
         table = table_peaks(gpu_name)
@@ -273,28 +497,53 @@ class _Outcome(Protocol):
 def obtain(devices: list[str], measure: Callable[[str], _Outcome], *, cache_root: Path,
            hardware_id: str, reuse: bool,
            gpu_names: Callable[[str], str | None] = lambda device: None) -> dict[str, Any]:
-    """device -> run.json's peaks: measured now by ``measure(device)`` (a worker) and cached,
-    or, with ``reuse``, read from the cache when it is there."""
+    """device -> run.json's peaks: measured now by ``measure(device)`` (a worker; the start
+    measurement) and cached, or, with ``reuse``, read from the cache when it is there."""
     out: dict[str, Any] = {}
     for device in devices:
         path = cache_file(cache_root, hardware_id, device)
         cached = read_cache(path) if reuse else None
-        measured, reason = None, "peaks not measured"
+        reason = "peaks not measured"
         if cached is not None:
-            measured = {**cached, "cached_from": str(path)}
+            peaks = {**with_measurements({}, measurements(cached)), "cached_from": str(path)}
         else:
             outcome = measure(device)
             if outcome.status == "ok" and isinstance(outcome.result, dict):
-                measured = outcome.result
-                try:
-                    write_cache(path, measured)
-                except OSError:
-                    pass   # a read-only results folder: the peaks are still in run.json
+                peaks = add_measurement({}, outcome.result, outcome.result.get("role", "start"))
+                _cache(path, peaks)
             else:
                 reason = f"peaks not measured: worker {outcome.status}: {outcome.message}"
+                peaks = None
         gpu = gpu_names(device) if device_kind(device) == "cuda" else None
-        out[device] = with_table(measured, gpu, reason)
+        out[device] = with_table(peaks, gpu, reason)
     return out
+
+
+def measure_again(peaks: dict[str, Any], measure: Callable[[str], _Outcome], role: str, *,
+                  cache_root: Path | None = None, hardware_id: str = "") -> dict[str, Any]:
+    """device -> run.json's peaks with one more measurement of each device (``role``: end of
+    the run, or report), the best of all at the top, and the cache updated with it. A worker
+    that fails adds nothing (its reason goes under ``remeasure_failed``)."""
+    out: dict[str, Any] = {}
+    for device, current in peaks.items():
+        outcome = measure(device)
+        if outcome.status == "ok" and isinstance(outcome.result, dict):
+            updated = add_measurement(current, outcome.result, role)
+            if cache_root is not None:
+                _cache(cache_file(cache_root, hardware_id, device),
+                       {k: v for k, v in updated.items() if k != "table"})
+        else:
+            updated = {**current, "remeasure_failed": f"{role} measurement: worker "
+                                                      f"{outcome.status}: {outcome.message}"}
+        out[device] = updated
+    return out
+
+
+def _cache(path: Path, peaks: dict[str, Any]) -> None:
+    try:
+        write_cache(path, peaks)
+    except OSError:
+        pass   # a read-only results folder: the peaks are still in run.json
 
 
 def flops_peak(peaks: dict[str, Any] | None, dtype: str) -> float | None:

@@ -25,6 +25,7 @@ from harness.contract.records import (
 from harness.contract.axes import axes, workload_axes
 from harness.metrics.stats import quartiles
 from harness.grid.repro import reproducer
+from harness.report.peak_marks import against_run_peaks
 from harness.store.run_dir import RESULTS_FILE, TruncatedLineWarning, open_run
 
 # everything but impl and seq_len: points sharing it form one line in a figure. The workload
@@ -135,7 +136,8 @@ def load(paths: list[Path]) -> Results:
                 speed_rows.append(row)
                 run.n_speed += 1
         runs.append(run)
-    return Results(runs, tidy_speed(speed_rows), tidy_accuracy(acc_rows), messages)
+    speed = against_run_peaks(tidy_speed(speed_rows), {run.label: run.meta for run in runs})
+    return Results(runs, speed, tidy_accuracy(acc_rows), messages)
 
 
 def repro_command(data: dict[str, Any], meta: dict[str, Any]) -> str:

@@ -32,6 +32,8 @@ from matplotlib.ticker import (  # noqa: E402
 )
 
 from harness.contract.parsers import PASSES
+from harness.metrics.peaks import roofs
+from harness.report.peak_marks import MARK, above
 from harness.report import style  # noqa: E402
 from harness.report.data import MIB, facet_label  # noqa: E402
 
@@ -531,45 +533,74 @@ def bandwidth_panel(ax, rows: pd.DataFrame, impls: list[str], looks: dict[str, s
     ax.set_xlabel("KV cache length (keys)")
 
 
+MARK_LOOK = dict(marker="o", facecolors="none", edgecolors="#d62728", s=34, linewidths=0.9)
+
+
 def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, style.Look],
                     peaks: dict, title: str = ""):
     """Left: the roofline of the exact methods (FLOP per byte moved vs achieved FLOP/s, the
     machine's GEMM and copy ceilings); right: every method's achieved bytes/s against the copy
-    ceiling. One marker per point; None when no point has bytes moved."""
+    ceiling. The ceilings are the run's best peak (every measurement in run.json's peaks); on
+    a known GPU the data sheet's ceilings are drawn dashed beside them. One marker per point;
+    a point above a measured ceiling is not drawn as a result but as a hollow red circle,
+    "peak under-measured" (harness.report.peak_marks). Each artist has a gid the tests read:
+    ``points:<impl>``, ``under-measured``, ``roof:<dtype>``, ``roof:copy``, ``datasheet:...``.
+    None when no point has bytes moved."""
     ok = frame[(frame["status"] == "ok") & frame["achieved_bytes_per_s"].notna()]
     if ok.empty:
         return None
-    bandwidth = ((peaks or {}).get("memory_bytes_per_s") or {}).get("value")
-    flop_peaks = {d: v.get("value") for d, v in
-                  ((peaks or {}).get("matmul_flops_per_s") or {}).items() if v.get("value")}
+    flop_peaks, bandwidth = roofs(peaks)
+    table = (peaks or {}).get("table") or {}
+    table_bw = (table.get("memory_bytes_per_s") or {}).get("value")
+    table_flops = {d: v.get("value") for d, v in (table.get("matmul_flops_per_s") or {}).items()
+                   if v.get("value")}
     fig, axes = plt.subplots(1, 2, figsize=(2 * style.PAPER_WIDTH_IN,
                                             style.PANEL_HEIGHT_IN * 1.4 + 0.7),
                              layout="constrained")
     left, right = axes
     exact = ok[(ok["family"] == "exact") & ok["arithmetic_intensity"].notna() &
                ok["flops"].notna()]
+    # left: above the GEMM roof or the copy slope; right: above the copy ceiling
+    left_over = above(exact, "pct_peak_flops") | above(exact, "pct_peak_bandwidth")
+    right_over = above(ok, "pct_peak_bandwidth")
     present = [i for i in impls if i in set(ok["impl"])]
     for impl in present:
         look = looks[impl]
-        sub = exact[exact["impl"] == impl]
+        sub = exact[(exact["impl"] == impl) & ~left_over]
         if not sub.empty:
             left.scatter(sub["arithmetic_intensity"], sub["flops"] / sub["time_s"],
-                         color=look.color, marker=look.marker, s=14, zorder=3)
-        sub = ok[ok["impl"] == impl]
-        right.scatter(sub["bytes_moved"], sub["achieved_bytes_per_s"], color=look.color,
-                      marker=look.marker, s=14, zorder=3)
+                         color=look.color, marker=look.marker, s=14, zorder=3,
+                         gid=f"points:{impl}")
+        sub = ok[(ok["impl"] == impl) & ~right_over]
+        if not sub.empty:
+            right.scatter(sub["bytes_moved"], sub["achieved_bytes_per_s"], color=look.color,
+                          marker=look.marker, s=14, zorder=3, gid=f"points:{impl}")
+    over = exact[left_over]
+    if not over.empty:
+        left.scatter(over["arithmetic_intensity"], over["flops"] / over["time_s"], zorder=4,
+                     gid="under-measured", **MARK_LOOK)
+    over = ok[right_over]
+    if not over.empty:
+        right.scatter(over["bytes_moved"], over["achieved_bytes_per_s"], zorder=4,
+                      gid="under-measured", **MARK_LOOK)
     if not exact.empty:
         lo = float(exact["arithmetic_intensity"].min()) / 4
         hi = float(exact["arithmetic_intensity"].max()) * 4
         dtypes = sorted(set(exact["dtype"]))
         for dtype in dtypes:
-            peak = flop_peaks.get(dtype)
-            if peak and bandwidth:
-                xs = np.geomspace(min(lo, peak / bandwidth / 4), max(hi, peak / bandwidth * 4),
-                                  200)
-                left.plot(xs, np.minimum(peak, xs * bandwidth), color="#333333", lw=1.0,
-                          zorder=2)
-                left.annotate(f"{dtype} GEMM peak {peak / 1e9:.4g} GFLOP/s", xy=(xs[-1], peak),
+            for peak, bw, gid, dashes, label in (
+                    (flop_peaks.get(dtype), bandwidth, f"roof:{dtype}", None,
+                     f"{dtype} GEMM peak"),
+                    (table_flops.get(dtype), table_bw, f"datasheet:{dtype}", (4, 2),
+                     f"{dtype} data sheet")):
+                if not (peak and bw):
+                    continue
+                xs = np.geomspace(min(lo, peak / bw / 4), max(hi, peak / bw * 4), 200)
+                line, = left.plot(xs, np.minimum(peak, xs * bw), color="#333333", lw=1.0,
+                                  zorder=2, gid=gid)
+                if dashes:
+                    line.set_dashes(dashes)
+                left.annotate(f"{label} {peak / 1e9:.4g} GFLOP/s", xy=(xs[-1], peak),
                               ha="right", va="bottom", fontsize=5.5)
         left.set_xscale("log")
         left.set_yscale("log")
@@ -579,10 +610,14 @@ def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, styl
     left.set_xlabel("arithmetic intensity (FLOP / byte moved)")
     left.set_ylabel("achieved FLOP/s")
     left.set_title("exact methods: roofline", fontsize=7.5)
-    if bandwidth:
-        right.axhline(bandwidth, color="#333333", lw=1.0, zorder=2)
-        right.annotate(f"copy peak {bandwidth / 1e9:.3g} GB/s", xy=(0.02, bandwidth),
-                       xycoords=("axes fraction", "data"), va="bottom", fontsize=5.5)
+    for value, gid, dashes, label in ((bandwidth, "roof:copy", None, "copy peak"),
+                                      (table_bw, "datasheet:copy", (4, 2), "data sheet")):
+        if value:
+            line = right.axhline(value, color="#333333", lw=1.0, zorder=2, gid=gid)
+            if dashes:
+                line.set_dashes(dashes)
+            right.annotate(f"{label} {value / 1e9:.3g} GB/s", xy=(0.02, value),
+                           xycoords=("axes fraction", "data"), va="bottom", fontsize=5.5)
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("bytes moved per call (model)")
@@ -592,11 +627,22 @@ def roofline_figure(frame: pd.DataFrame, impls: list[str], looks: dict[str, styl
         ax.grid(True, which="major", lw=0.3, alpha=0.5)
     if title:
         fig.suptitle(title, fontsize=7.5)
-    add_legend(fig, impl_handles(present, looks), ncol=min(len(present), 4))
-    add_note(fig, "Ceilings: the machine's measured GEMM peak and copy bandwidth (run.json "
-                  "peaks). Bytes moved: each implementation's declared lower-bound traffic "
-                  "model (q, k, v in, o out, plus what it must store); FLOPs for exact "
-                  "attention only.")
+    handles = impl_handles(present, looks)
+    n_over = int(left_over.sum() + right_over.sum())
+    if n_over:
+        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
+                              markeredgecolor=MARK_LOOK["edgecolors"], label=MARK))
+    add_legend(fig, handles, ncol=min(len(handles), 4))
+    note = ("Ceilings: the machine's measured GEMM peak and copy bandwidth, the best of the "
+            "run's measurements (run.json peaks)" + ("; dashed: the data sheet's" if table_bw
+                                                     or table_flops else "") +
+            ". Bytes moved: each implementation's declared lower-bound traffic model (q, k, v "
+            "in, o out, plus what it must store); FLOPs for exact attention only.")
+    if n_over:
+        note += (" Hollow red circles: points above a measured ceiling, marked peak "
+                 "under-measured (the peak was measured lower than the machine reached), "
+                 "not results.")
+    add_note(fig, note)
     return fig
 
 

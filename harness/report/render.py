@@ -24,7 +24,8 @@ from harness.contract.records import NoiseMetrics
 from harness.contract.registry import REGISTRY
 from harness.report import claims
 from harness.report import findings as findings_lib
-from harness.report import style, tables
+from harness.metrics import peaks as peaks_mod
+from harness.report import peak_marks, style, tables
 from harness.report.data import (
     MIB,
     Results,
@@ -579,24 +580,68 @@ def decode_section(doc, speed, impls, looks, writer, figures, multi: bool,
 
 
 def peaks_table(results: Results) -> pd.DataFrame:
-    """Each run's peaks: measured (GEMM per dtype, copy) and, for a known GPU, the table's."""
+    """Each run's peaks: every measurement (GEMM per dtype, copy; its role, calls, whether it
+    held, threads), the best of them (what % of peak is taken against) and, for a known GPU,
+    the data sheet's."""
     rows = []
+
+    def add(run: str, source: str, entry: dict, measurement: str, extra: dict) -> None:
+        for dtype, value in (entry.get("matmul_flops_per_s") or {}).items():
+            if value.get("value"):
+                rows.append({"run": run, "source": source, "measurement": measurement,
+                             "peak": f"matmul {dtype}",
+                             "value": f"{value['value'] / 1e9:.4g} GFLOP/s", **extra(value),
+                             "how": value.get("method") or entry.get("citation", "")})
+        copy = entry.get("memory_bytes_per_s") or {}
+        if copy.get("value"):
+            rows.append({"run": run, "source": source, "measurement": measurement,
+                         "peak": "memory", "value": f"{copy['value'] / 1e9:.4g} GB/s",
+                         **extra(copy),
+                         "how": copy.get("method") or entry.get("citation", "")})
+        if entry.get("unavailable"):
+            rows.append({"run": run, "source": source, "measurement": measurement, "peak": "-",
+                         "value": "not available", "how": entry["unavailable"]})
+
     for run in results.runs:
         peaks = run.meta.get("peaks") or {}
-        for source, entry in (("measured", peaks), ("table", peaks.get("table") or {})):
-            for dtype, value in (entry.get("matmul_flops_per_s") or {}).items():
-                rows.append({"run": run.label, "source": source, "peak": f"matmul {dtype}",
-                             "value": f"{value['value'] / 1e9:.4g} GFLOP/s",
-                             "how": value.get("method") or entry.get("citation", "")})
-            copy = entry.get("memory_bytes_per_s") or {}
-            if copy.get("value"):
-                rows.append({"run": run.label, "source": source, "peak": "memory",
-                             "value": f"{copy['value'] / 1e9:.4g} GB/s",
-                             "how": copy.get("method") or entry.get("citation", "")})
-            if entry.get("unavailable"):
-                rows.append({"run": run.label, "source": source, "peak": "-",
-                             "value": "not available", "how": entry["unavailable"]})
-    return pd.DataFrame(rows)
+        runs = peaks_mod.measurements(peaks)
+        for m in runs:
+            add(run.label, "measured", m, peaks_mod.describe(m),
+                lambda v, m=m: {"calls": len(v.get("samples_s") or []),
+                                "stable": "" if v.get("stable") is None else
+                                ("yes" if v["stable"] else "no (time cap)"),
+                                "threads": m.get("threads")})
+        if len(runs) > 1:
+            best = peak_marks.best_peaks(peaks)
+            add(run.label, "best measured", best, "the run's peak",
+                lambda v: {"calls": None, "stable": None, "threads": None,
+                           "of": v.get("of", "")})
+        if not runs:
+            add(run.label, "measured", peaks, "", lambda v: {})
+        if peaks.get("table"):
+            add(run.label, "table", peaks["table"], "data sheet", lambda v: {})
+    table = pd.DataFrame(rows)
+    order = ["run", "source", "measurement", "peak", "value", "of", "calls", "stable",
+             "threads", "how"]
+    if table.empty:
+        return table
+    for column in ("calls", "threads"):   # whole numbers, blank where none applies
+        if column in table.columns:
+            table[column] = [int(v) if isinstance(v, (int, float)) and pd.notna(v) else ""
+                             for v in table[column]]
+    return table[[c for c in order if c in table.columns]].astype(object).fillna("")
+
+
+def pct_table(speed: pd.DataFrame, column: str, family: str | None = None) -> pd.DataFrame:
+    """% of peak pivot (impl x seq_len); a cell above 100% of the run's best peak says
+    'peak under-measured' beside its number."""
+    marked = peak_marks.above(speed, column)
+    frame = speed.copy()
+    frame[column] = frame[column].astype(object)
+    for index in frame.index[marked & (frame["status"] == "ok")]:
+        frame.at[index, column] = f"{tables.round_sig(float(speed.at[index, column]), 3):g} " \
+                                  f"({peak_marks.MARK})"
+    return tables.pivot(frame, column, family=family, digits=3)
 
 
 def peaks_section(doc, results, impls, looks, writer, figures) -> None:
@@ -619,16 +664,29 @@ def peaks_section(doc, results, impls, looks, writer, figures) -> None:
             "Left: exact methods, FLOPs per byte moved against achieved FLOP/s, under the "
             "machine's GEMM and copy ceilings. Right: every method's achieved bytes/s against "
             "the copy bandwidth. Bytes moved come from each implementation's lower-bound traffic "
-            "model (the record's bytes_model), so a point above a ceiling means a wrong model "
-            "or peak."))
+            "model (the record's bytes_model). The ceilings are the best of the run's peak "
+            "measurements; a point above one is drawn as a hollow red circle, marked peak "
+            "under-measured, not as a result."))
     if speed["pct_peak_bandwidth"].notna().any():
-        bw = tables.pivot(speed, "pct_peak_bandwidth", digits=3)
+        bw = pct_table(speed, "pct_peak_bandwidth")
         doc.table(bw, writer.table(bw, "pct_peak_bandwidth",
-                                   "% of the peak copy bandwidth (bytes moved / median time)"))
+                                   "% of the peak copy bandwidth (bytes moved / median time; "
+                                   "the run's best measured peak)"))
     if speed["pct_peak_flops"].notna().any():
-        fl = tables.pivot(speed, "pct_peak_flops", family="exact", digits=3)
+        fl = pct_table(speed, "pct_peak_flops", family="exact")
         doc.table(fl, writer.table(fl, "pct_peak_flops",
-                                   "% of the peak matmul FLOP/s of the dtype (exact methods)"))
+                                   "% of the peak matmul FLOP/s of the dtype (exact methods; "
+                                   "the run's best measured peak)"))
+    over = speed[peak_marks.marked(speed) & (speed["status"] == "ok")]
+    if not over.empty:
+        doc.p(f"**{peak_marks.MARK.capitalize()}**: {len(over)} point(s) ran above 100% of the "
+              "best peak their run measured. A median cannot beat the best call of a peak "
+              "that holds, so the peak was measured low (the machine was busier while it was "
+              "measured than while these points ran) or a traffic model is wrong; their % of "
+              "peak is not a result (hollow red circles in the roofline):")
+        doc.ul([f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}"
+                + (f" ({r.run})" if results.multi else "") + f": {r.peak_under_measured}"
+                for _, r in over.iterrows()])
     throttled = speed[speed["throttled"]]
     if not throttled.empty:
         items = [f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}: "
@@ -714,10 +772,10 @@ def points_table(speed: pd.DataFrame) -> pd.DataFrame:
                "time_s", "quant_error", "time_q1_s",
                "time_q3_s", "n_samples", "peak_mem_bytes", "tflops", "tokens_per_s",
                "deviation_from_softmax", "bytes_moved", "achieved_bytes_per_s",
-               "pct_peak_bandwidth", "pct_peak_flops", "throttled", "energy_j_per_call",
-               "energy_j_per_token", "mean_power_w", "energy_window_s", "energy_error_max",
-               "energy_source", "energy_reason", "l2", "graph_check", *NOISE_COLUMNS,
-               "message", "point_id", "repro"]
+               "pct_peak_bandwidth", "pct_peak_flops", "peak_under_measured", "throttled",
+               "energy_j_per_call", "energy_j_per_token", "mean_power_w", "energy_window_s",
+               "energy_error_max", "energy_source", "energy_reason", "l2", "graph_check",
+               *NOISE_COLUMNS, "message", "point_id", "repro"]
     return speed[columns].reset_index(drop=True)
 
 

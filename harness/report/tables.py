@@ -46,9 +46,11 @@ def pivot(speed: pd.DataFrame, value: str, scale: float = 1.0, *, family: str | 
     for _, r in frame.iterrows():
         key = tuple(r[c] for c in index)
         cells = rows.setdefault(key, {})
-        if r["status"] == "ok" and not pd.isna(r[value]):
+        noisy = mark_noisy and marked_noisy(r.get("noisy"))
+        if r["status"] == "ok" and isinstance(r[value], str):   # a value with its mark
+            cells[f"T={r['seq_len']}"] = r[value] + (NOISY_MARK if noisy else "")
+        elif r["status"] == "ok" and not pd.isna(r[value]):
             cell = round_sig(r[value] * scale, digits)
-            noisy = mark_noisy and marked_noisy(r.get("noisy"))
             cells[f"T={r['seq_len']}"] = f"{cell:g}{NOISY_MARK}" if noisy else cell
         else:
             cells[f"T={r['seq_len']}"] = r["status"] if r["status"] != "ok" else "n/a"

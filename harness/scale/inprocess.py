@@ -29,18 +29,17 @@ class SweepResult:
     complete: bool = True        # every point has its record: a report may be rendered now
 
 
-def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
-                  cache_root: Path, console: Console,
-                  overhead: Overhead | None = None) -> dict[str, Any]:
-    """device -> run.json's peaks: measured in a worker (cached under the results folder) or,
-    with --reuse-peaks, read from that cache."""
+def peaks_measurer(sweep: SweepPlan, executor: Any, console: Console,
+                   overhead: Overhead | None = None, role: str = "start"):
+    """device -> the executor's outcome of one peaks measurement (``role``: start or end of
+    the run) in a worker, its time counted in the run's overhead."""
     context = sweep.settings.worker_context()
 
     def measure(device: str) -> Any:
-        console.print(f"measuring the peaks of {device} (GEMM, copy) ...")
+        console.print(f"measuring the peaks of {device} (GEMM, copy; {role} of the run) ...")
         stats = getattr(executor, "stats", None)
         started_before = stats.start_s if stats is not None else 0.0
-        outcome = executor.run("peaks", device, context,
+        outcome = executor.run("peaks", device, role, context,
                                timeout=sweep.settings.probe_timeout_s, key=("peaks", device))
         if overhead is not None:
             overhead.add_task(outcome.wall_s, outcome.task_s, outcome.compile_s)
@@ -52,10 +51,34 @@ def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
                 overhead.add_start(stats.start_s - started_before)
         return outcome
 
-    return peaks_mod.obtain(sorted({p.device for p in sweep.points}), measure,
+    return measure
+
+
+def machine_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any,
+                  cache_root: Path, console: Console,
+                  overhead: Overhead | None = None) -> dict[str, Any]:
+    """device -> run.json's peaks: measured in a worker (cached under the results folder) or,
+    with --reuse-peaks, read from that cache."""
+    return peaks_mod.obtain(sorted({p.device for p in sweep.points}),
+                            peaks_measurer(sweep, executor, console, overhead),
                             cache_root=cache_root, hardware_id=machine["hardware_id"],
                             reuse=sweep.reuse_peaks,
                             gpu_names=lambda device: peaks_mod.gpu_name(machine, device))
+
+
+def end_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any, cache_root: Path,
+              console: Console, peaks: dict[str, Any],
+              overhead: Overhead | None = None) -> dict[str, Any]:
+    """The peaks measured once more at the end of the run (the machine may have been busier
+    at the start than while the points ran): every measurement kept, the best at the top.
+    Not with --reuse-peaks (the run measures no peaks) nor where none was measured."""
+    measured = {d: p for d, p in peaks.items() if peaks_mod.measurements(p)}
+    if sweep.reuse_peaks or not measured:
+        return peaks
+    again = peaks_mod.measure_again(measured, peaks_measurer(sweep, executor, console, overhead,
+                                                             role="end"), "end",
+                                    cache_root=cache_root, hardware_id=machine["hardware_id"])
+    return {**peaks, **again}
 
 
 def run_isolation(run_dir: RunDir, mode: str, resume: bool) -> str:
@@ -84,6 +107,10 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
                         listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks,
                         overhead=overhead)
         summary = runner.run(sweep.points, resume=sweep.resume)
+        if not summary.interrupted:
+            peaks = end_peaks(sweep, machine, executor, run_dir.path.parent, console, peaks,
+                              overhead)
+            run_dir.update_metadata(**peaks_metadata(peaks))
         run_dir.update_metadata(finished_at=now_iso(), interrupted=summary.interrupted,
                                 not_tried_time_budget=summary.not_tried, gpu_end=gpu_info(),
                                 overhead=summary.overhead.as_dict())
