@@ -3,12 +3,19 @@
     python benchmarks/timer_agreement.py [--impl hrr_torch,softmax_torch,sdpa_flash]
                                          [--seq-len 1K,4K] [--threads 2] [--repeats 3]
                                          [--min-time 1.0] [--tolerance 0.10]
+                                         [--reference-heap held|default]
 
 For each implementation and T: the attnbench runner measures the point (its worker, warm-up,
 samples, median) with ``--threads`` intra-op threads (OMP_NUM_THREADS/MKL_NUM_THREADS in the
 workers' environment; the record's thread count is checked), then
 torch.utils.benchmark.Timer(num_threads=--threads).blocked_autorange times the same call on
-the same inputs in this process; the two alternate ``--repeats`` times. Prints one row per
+the same inputs in this process; the two alternate ``--repeats`` times. The reference runs
+with glibc's malloc set as the harness's timing pass sets it (``--reference-heap held``, the
+default: freed blocks up to 64 MiB stay in the heap, harness.measure.memory.hold_freed_memory),
+as the thread count is matched: the check compares timers, not allocator policies. With
+``--reference-heap default`` (glibc's own thresholds) a call whose temporaries exceed 32 MiB
+gets fresh pages, and page faults, on every call: softmax_torch at T=1K (a 32 MiB score
+matrix) then takes about 2.5x the harness's time on the 2-core CPU, and that is the allocator. Prints one row per
 point: both medians (median over repeats), their ratio, the 1-minute load average when the
 point was measured and whether the harness marked any of its measurements noisy (on a shared
 machine the figures move with the load). Exits 1 when a ratio is off by more than
@@ -34,6 +41,7 @@ import harness  # noqa: E402
 from harness.grid.settings import TimingSettings
 from harness.contract.records import Point
 from harness.contract.registry import REGISTRY
+from harness.measure.memory import hold_freed_memory
 from harness.measure.runner import Runner
 from harness.grid.settings import RunSettings
 from harness.store.run_dir import RunDir
@@ -81,7 +89,12 @@ def main() -> int:
                         help="largest |ratio - 1| accepted (exit 1 beyond)")
     parser.add_argument("--min-time", type=float, default=1.0,
                         help="seconds of samples per measurement, both timers")
+    parser.add_argument("--reference-heap", choices=("held", "default"), default="held",
+                        help="glibc malloc in the reference's process: held, as the harness's "
+                             "timing pass (default), or glibc's default thresholds")
     args = parser.parse_args()
+    if args.reference_heap == "held":
+        hold_freed_memory()
     # the workers start after this (forkserver): they read their thread count from here
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(args.threads)
@@ -114,7 +127,8 @@ def main() -> int:
                   f"{a / b:.3f}  load {load:.2f}" + ("  (noisy)" if noisy else ""), flush=True)
     load_after = os.getloadavg()
     print(f"\nD={args.head_dim} H={args.heads} B=1 float32 forward, non-causal; median of "
-          f"{args.repeats} alternating measurements of {args.min_time:g} s each")
+          f"{args.repeats} alternating measurements of {args.min_time:g} s each; the "
+          f"reference's heap: {args.reference_heap}")
     print(f"load average (1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}; "
           f"after {', '.join(f'{x:.2f}' for x in load_after)}")
     print("\n| impl | T | threads | attnbench median (ms) | torch.utils.benchmark (ms) | ratio "

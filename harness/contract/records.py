@@ -406,6 +406,8 @@ class NoiseMetrics:
     harness.measure.timing; the state: harness.measure.machine_state; the mark:
     harness.metrics.noise). Older records read None / '' (not judged)."""
     time_rel_spread: float | None = None   # IQR / median of the samples
+    # the median's ~95% interval half-width over the median (1.57 IQR / sqrt(n) / median)
+    median_uncertainty: float | None = None
     noise_target: float | None = None      # the spread sampling aimed at (--noise-target)
     # what ended sampling: "spread target met", "time cap", "max repeats" (or "lockstep")
     stop_rule: str = ""

@@ -64,7 +64,7 @@ from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
 from harness.metrics.flops import point_tokens
 from harness.metrics.noise import noise_verdict
-from harness.metrics.stats import relative_spread, sample_stats
+from harness.metrics.stats import median_uncertainty, relative_spread, sample_stats
 from harness.grid.settings import WorkerContext, resolve_timing_basis
 
 # Fidelity compares the timed output with the exact output on FIDELITY_ROWS evenly spaced
@@ -579,13 +579,14 @@ def noise_fields(samples: list[float], settings: TimingSettings, state: Any, sto
     sampling (``stop``; lockstep's leader decides by min_time_s alone), machine state
     and the noisy mark (harness.metrics.noise). In lockstep (run_bench.py ab) the other
     side's turns fall in the window by design: others' CPU time is kept, not judged."""
-    spread = relative_spread(samples)
-    verdict = noise_verdict(spread=spread, target=settings.noise_target,
+    spread, uncertainty = relative_spread(samples), median_uncertainty(samples)
+    verdict = noise_verdict(median_uncertainty=uncertainty,
                             other_cpus=state.other_cpus, cpus_available=state.cpus_available,
                             cpus_needed=state.cpus_needed,
                             steal_fraction=state.cpu_steal_fraction,
                             judge_others=lockstep is None)
-    return {**state.fields(), "time_rel_spread": spread, "noise_target": settings.noise_target,
+    return {**state.fields(), "time_rel_spread": spread, "median_uncertainty": uncertainty,
+            "noise_target": settings.noise_target,
             "stop_rule": "lockstep" if lockstep else stop,
             "noisy": verdict.noisy, "noise_reason": verdict.reason}
 

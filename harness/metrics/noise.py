@@ -3,10 +3,11 @@ the ``noisy`` mark and its reason (pure; the figures come from harness.measure.t
 harness.measure.machine_state).
 
 A point is noisy when any of these holds:
-- its samples' relative spread (IQR / median) is above ``NOISY_SPREAD`` (10%, or the run's
-  spread target where that is larger) when sampling ended: the median of samples that far
-  apart moves by as much with the next few samples (the 15% a reviewer would accept between a
-  quiet and a busy run is then not assured);
+- its samples do not fix their median: the median's ~95% interval (a box plot's notch,
+  harness.metrics.stats.median_uncertainty) is wider than ``NOISY_MEDIAN`` (±5%) of it when
+  sampling ended. The spread of the samples alone does not decide: some methods' calls vary
+  by 10-30% on a quiet machine (JAX's dispatch, small kernels), and 200 such samples still fix
+  the median to 1-3%; a median known to ±5% keeps a 15% difference between runs visible;
 - other processes took CPUs the worker's threads needed: over the samples' window, the CPUs
   others used beyond those the worker leaves free (available - needed) exceed
   ``CONTENTION_SHARE`` (10%) of the CPUs the worker needs. With two threads on two cores, a
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-NOISY_SPREAD = 0.10
+NOISY_MEDIAN = 0.05
 CONTENTION_SHARE = 0.10
 STEAL_SHARE = 0.05
 
@@ -39,17 +40,17 @@ def cpu_shortfall(other_cpus: float, cpus_available: int, cpus_needed: int) -> f
     return max(0.0, other_cpus - spare)
 
 
-def noise_verdict(*, spread: float | None, target: float | None = None,
-                  other_cpus: float | None = None, cpus_available: int | None = None,
+def noise_verdict(*, median_uncertainty: float | None, other_cpus: float | None = None,
+                  cpus_available: int | None = None,
                   cpus_needed: int | None = None, steal_fraction: float | None = None,
                   judge_others: bool = True) -> NoiseVerdict:
     """The noisy mark of one point from its spread and the machine's state (None: not
     measured, judged on the rest). ``judge_others`` False where other processes' CPU time is
     part of the design (``run_bench.py ab``'s lockstep: the other side's turns)."""
     reasons = []
-    limit = max(NOISY_SPREAD, target or 0.0)
-    if spread is not None and spread > limit:
-        reasons.append(f"samples' spread {spread:.1%} (IQR/median) above {limit:.0%}")
+    if median_uncertainty is not None and median_uncertainty > NOISY_MEDIAN:
+        reasons.append(f"the samples fix their median to ±{median_uncertainty:.1%} only "
+                       f"(above ±{NOISY_MEDIAN:.0%})")
     if judge_others and other_cpus is not None and cpus_available and cpus_needed:
         short = cpu_shortfall(other_cpus, cpus_available, cpus_needed)
         if short > CONTENTION_SHARE * cpus_needed:

@@ -138,7 +138,8 @@ def largest_seq_len(speed: pd.DataFrame) -> pd.DataFrame:
 
 
 def noisy_points(speed: pd.DataFrame) -> pd.DataFrame:
-    """The points marked noisy: their median (not a result), the samples' spread, the CPUs
+    """The points marked noisy: their median (not a result), the samples' spread and how well
+    they fix the median, the CPUs
     other processes took while they ran and why each is marked."""
     if "noisy" not in speed.columns:
         return pd.DataFrame()
@@ -150,6 +151,9 @@ def noisy_points(speed: pd.DataFrame) -> pd.DataFrame:
     table["time_ms"] = (noisy["time_s"] * 1e3).map(round_sig)
     table["rel_spread"] = noisy["time_rel_spread"].map(
         lambda v: "" if pd.isna(v) else round_sig(v, 3))
+    if "median_uncertainty" in noisy.columns:
+        table["median_uncertainty"] = noisy["median_uncertainty"].map(
+            lambda v: "" if pd.isna(v) else round_sig(v, 3))
     table["other_cpus"] = noisy["other_cpus"].map(
         lambda v: "" if pd.isna(v) else round_sig(v, 3))
     table["noise_reason"] = noisy["noise_reason"]
