@@ -139,8 +139,8 @@ def largest_seq_len(speed: pd.DataFrame) -> pd.DataFrame:
 
 def noisy_points(speed: pd.DataFrame) -> pd.DataFrame:
     """The points marked noisy: their median (not a result), the samples' spread and how well
-    they fix the median, the CPUs
-    other processes took while they ran and why each is marked."""
+    they fix the median, the CPUs other processes took while they ran and why each is
+    marked."""
     if "noisy" not in speed.columns:
         return pd.DataFrame()
     noisy = speed[(speed["status"] == "ok") & speed["noisy"].astype(bool)]
