@@ -441,3 +441,29 @@ def test_committed_gate_baseline_compares_with_itself(tmp_path):
     assert {r["impl"] for r in rows} == {"softmax_torch", "sdpa_math", "hrr_torch",
                                          "performer_torch"}
     assert all(r["rounds"] == "3/3" for r in rows)
+
+
+def test_a_slowdown_measured_on_a_busy_machine_is_ambiguous_not_slower():
+    """A current record marked noisy (other processes took its CPUs) cannot show a slowdown:
+    its samples can be close together and many times the quiet value; a speed-up against a
+    noisy baseline likewise. The other direction stands."""
+    from harness.verdicts.compare import Settings, compare_records
+    from harness.verdicts.words import AMBIGUOUS, FASTER, SLOWER
+
+    def rec(impl: str, median: float, noisy: bool) -> SpeedRecord:
+        samples = [median * f for f in (0.99, 1.0, 1.01, 0.995, 1.005)]
+        return SpeedRecord.for_point(
+            Point(impl=impl, seq_len=256, head_dim=32), framework="torch", family="exact",
+            status="ok", time_s=median, time_samples_s=samples, noisy=noisy,
+            noise_reason="other processes used 0.70 of 2 CPUs" if noisy else "")
+
+    base = [rec("a", 1.0, False), rec("b", 1.0, True), rec("c", 1.0, False)]
+    cur = [rec("a", 3.0, True), rec("b", 0.3, False), rec("c", 0.3, True)]
+    rows = {r.point.impl: r for r in compare_records(base, cur, Settings(threshold=0.1)).rows}
+    assert rows["a"].verdict == AMBIGUOUS and "current side was marked noisy" in rows["a"].note
+    assert "0.70 of 2 CPUs" in rows["a"].note
+    assert rows["b"].verdict == AMBIGUOUS and "baseline side was marked noisy" in rows["b"].note
+    assert rows["c"].verdict == FASTER   # noise does not speed a point up
+    quiet = compare_records([rec("a", 1.0, False)], [rec("a", 3.0, False)],
+                            Settings(threshold=0.1)).rows
+    assert quiet[0].verdict == SLOWER

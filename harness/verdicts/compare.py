@@ -34,6 +34,14 @@ Time rule (``--metric time``)
     when lo > 1 + threshold, ``faster`` when hi < 1 / (1 + threshold), ``same`` when the interval
     lies between, ``ambiguous`` when it straddles a limit.
 
+    Noisy records: a run's record marked ``noisy`` (harness.metrics.noise: other processes took
+    the CPUs its worker needed, or its samples did not fix the median) may be slow because of
+    the machine, with samples close together. A ``slower`` whose current record is marked, or
+    a ``faster`` whose baseline record is, is ``ambiguous`` with that record's reason
+    (``machine_noise``); a change the other way stands (a busy machine does not speed a
+    point up). ``ab`` times both sides in turns on the same machine, so the load falls on both
+    and it has no such rule.
+
     A side with a single sample has no measurable noise (None): its bootstrap is a constant, so
     the interval only reflects the other side (and collapses to the ratio when both have one
     sample, which then decides alone); such rows carry the note "single sample". A row of
@@ -84,11 +92,13 @@ from harness.verdicts.row import STATUS, VerdictRow
 from harness.verdicts.words import (
     ALWAYS_FAILS,
     AMBIGUOUS,
+    FASTER,
     NOT_COMPARABLE,
     NOT_MEASURED,
     ONLY_BASELINE,
     ONLY_CURRENT,
     REFERENCE,
+    SLOWER,
     status_verdict,
     with_failures,
 )
@@ -290,8 +300,27 @@ def _time_row(point: Point, b: SpeedRecord, c: SpeedRecord, base: dict[Point, Sp
     if ref:
         _, stat = parse_statistic(settings.statistic)
         notes.insert(0, f"absolute x{float(stat(c_samples) / stat(b_samples)):.2f}")
-    return _row_from(point, metric, decision.verdict, est, noise, note=_notes(decision, notes),
+    verdict = decision.verdict
+    machine = machine_noise(verdict, b, c)
+    if machine:
+        verdict = AMBIGUOUS
+        notes.insert(0, machine)
+    return _row_from(point, metric, verdict, est, noise, note=_notes(decision, notes),
                      **common)
+
+
+def machine_noise(verdict: str, b: SpeedRecord, c: SpeedRecord) -> str:
+    """Why a time verdict cannot stand because a side was marked noisy when it was measured
+    ('' when it can): a busy machine only slows a point down, so a ``slower`` whose current
+    side is marked noisy, or a ``faster`` whose baseline side is, may be the machine's doing
+    (harness.metrics.noise; the record's ``noise_reason``). Such a row is ``ambiguous``;
+    a change in the other direction stands."""
+    side, record = (("current", c) if verdict == SLOWER else
+                    ("baseline", b) if verdict == FASTER else ("", None))
+    if record is None or not record.noisy:
+        return ""
+    return (f"{verdict} but the {side} side was marked noisy when measured "
+            f"({_first_line(record.noise_reason or 'noisy', 100)}): rerun it on a quiet machine")
 
 
 def basis_difference(a: SpeedRecord, b: SpeedRecord) -> str:
