@@ -98,6 +98,9 @@ class CostConstants:
 # 53 ok points), then `run_bench.py sweep --dry-run --costs-from /tmp/cost-quick` (calibrate)
 # and rounded. Not separable from that run's totals, so assumed: probe + gate 0.5 s per
 # combination, the rest of the probes' time (10 s) being FlexAttention's first compilation.
+# run_s: the machine's peaks are measured until stable at the start and again at the end of a
+# run (3.4 s each on the idle CPU, run.json's peaks.measurements[].measure_s; 0.9 s for the
+# one fixed-count measurement run_s was first calibrated with): 2.9 - 0.9 + 2 x 3.4 = 8.8 s.
 CPU_DEFAULT = CostConstants(
     kind="cpu",
     source="measured: the quick preset's first run from a fresh clone on an idle 2-core Xeon "
@@ -111,7 +114,7 @@ CPU_DEFAULT = CostConstants(
     compile_s={"torch.compile": 0.55, "jax": 0.4, "flex_attention": 0.25,
                "hrr_jax": 0.05, "softmax_jax": 0.04},
     first_compile_s={"torch.compile": 10.0, "jax": 0.5},
-    run_s=2.9, memory_bytes=24 * 2 ** 30, measured=True)
+    run_s=8.8, memory_bytes=24 * 2 ** 30, measured=True)
 
 # Assumptions for one H100 (SXM, 80 GB), until a run's measurements replace them
 # (--costs-from RUN_DIR):
@@ -130,7 +133,10 @@ CPU_DEFAULT = CostConstants(
 #   CPU: a reused worker's further lengths compile in 0.4-0.7 s against about 10 s for its
 #   first), so a further shape is taken as 5 s on average (one ~20 s dynamic recompilation
 #   shared by a series' lengths); JAX (XLA:GPU) a first compilation 3 s (backend start
-#   included), 1.5 s per further shape.
+#   included), 1.5 s per further shape;
+# - once per run: planning and run.json, and the peaks measured until stable twice (start and
+#   end: at least 10 calls and 1 s of calls for each of three GEMM dtypes and the copy, about
+#   4 s each time): 15 s.
 H100_DEFAULT = CostConstants(
     kind="cuda",
     source="assumed H100 constants (no measured CUDA run; harness/grid/cost.py)",
@@ -140,7 +146,7 @@ H100_DEFAULT = CostConstants(
                      for dtype in ("float16", "bfloat16")},
     compile_s={"torch.compile": 5.0, "jax": 1.5},
     first_compile_s={"torch.compile": 30.0, "jax": 3.0},
-    run_s=10.0, memory_bytes=80e9)
+    run_s=15.0, memory_bytes=80e9)
 
 DEFAULTS = {"cpu": CPU_DEFAULT, "cuda": H100_DEFAULT}
 
