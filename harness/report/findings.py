@@ -33,8 +33,8 @@ def compare(row: pd.Series, base: pd.Series, baseline: str) -> str:
     noisy = [r["impl"] for r in (row, base) if is_noisy(r)]
     if noisy:
         return (f"{impl} is not compared with {baseline}: "
-                f"{' and '.join(dict.fromkeys(noisy))} marked noisy (the machine's state, "
-                f"not the method's time)")
+                f"{' and '.join(dict.fromkeys(noisy))} marked noisy (its median may be the "
+                f"machine's, not the method's: see the noisy points)")
     parts = []
     overlap = not (row["time_q3_s"] < base["time_q1_s"] or row["time_q1_s"] > base["time_q3_s"])
     ratio = base["time_s"] / row["time_s"]

@@ -284,8 +284,12 @@ def build(results: Results, baseline: str | None, order: list[str],
         if inputs:
             items.append(f"inputs: {'; '.join(sorted(inputs))}")
         if timing:
+            target, cap = timing.get("noise_target"), timing.get("max_time_s")
+            until = (f", then on until their spread (IQR/median) is at most {target:.0%} or "
+                     f"{cap:g} s of samples" if target is not None and cap is not None else "")
             items.append(f"timing: {timing.get('warmup')} warm-up call(s), then samples for at "
-                         f"least {timing.get('min_time_s')} s ({timing.get('min_repeats')} to "
+                         f"least {timing.get('min_time_s')} s{until} "
+                         f"({timing.get('min_repeats')} to "
                          f"{timing.get('max_repeats')} samples); timeout "
                          f"{settings.get('timeout_s')} s per point; memory cap "
                          f"{memory_cap_text(settings)}")
@@ -418,9 +422,10 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                                      else "") + noisy_caption(speed)))
     noisy = tables.noisy_points(speed)
     if not noisy.empty:
-        doc.p(f"**Noisy**: {len(noisy)} point(s) are marked noisy: their medians are the "
-              "machine's state at the time, not results (the sampling rule, the spread and "
-              "the machine's state are in docs/methodology.md).")
+        doc.p(f"**Noisy**: {len(noisy)} point(s) are marked noisy: their medians are not "
+              "quoted as results, because their samples did not fix the median to ±5% or "
+              "other processes took the CPUs their worker needed while they ran (the sampling "
+              "rule, the spread and the machine's state are in docs/methodology.md).")
         doc.table(noisy, writer.table(noisy, "noisy_points",
                                       "points marked noisy and why (other_cpus: CPUs other "
                                       "processes used while the samples ran)"))

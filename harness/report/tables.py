@@ -18,8 +18,8 @@ KEY = ["run", "group", "pass", "head_dim"]          # a panel (one run, one figu
 # beside a value of a point marked noisy (harness.metrics.noise): the number is the machine's
 # state at the time, not the method's; the table's caption says so
 NOISY_MARK = " (noisy)"
-NOISY_NOTE = ("(noisy): the samples' spread or the machine's state while they ran says the "
-              "median is not the method's (tables/points.csv: noise_reason)")
+NOISY_NOTE = ("(noisy): the samples did not fix the median, or the machine was busy while they "
+              "ran; the median may not be the method's (tables/points.csv: noise_reason)")
 
 def _present(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """Index columns worth showing: run and group only when they vary."""
