@@ -217,7 +217,8 @@ gpu_tests() {
   local progress="$WORK/gpu-tests.progress.tsv" rc
   PYTHONPATH="$REPO/scripts:$PYTHONPATH" "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider \
     -p pytest_gpu_plan --gpu-plan --test-timeout $((20 * SCALE)) \
-    --progress-file "$progress" --skip-reported --junitxml "$WORK/gpu-tests.xml" tests/test_gpu.py
+    --progress-file "$progress" --skip-reported --junitxml "$WORK/gpu-tests.xml" \
+    tests/test_gpu.py tests/test_graph_check.py tests/test_energy.py
   rc=$?
   [ "$rc" -ne 5 ] || rc=0          # 5: nothing left to run, every test reported in a run before
   if grep -qE $'^(failed|error)\t' "$progress" 2>/dev/null; then rc=1; fi

@@ -3,8 +3,8 @@ scripts/ on the path): the order of the GPU tests, a per-test time limit, and a 
 written the moment it is known.
 
 - ``--gpu-plan``: the tests in FIRST run first, in that order (the harness's own CUDA checks:
-  event timer, allocator peak, OOM record, --max-memory, L2 cap, CUDA graph, then one
-  FlexAttention case); of the tests whose id names a method in ONE_CASE_ONLY, only the ones in
+  event timer, allocator peak, OOM record, --max-memory, L2 cap, CUDA graph, the CUDA-graph
+  check on a real kernel, NVML's energy counter, then one FlexAttention case); of the tests whose id names a method in ONE_CASE_ONLY, only the ones in
   FIRST run (each FlexAttention case recompiles: a few seconds to a minute each).
 - ``--test-timeout SECONDS`` (or $ATTNBENCH_TEST_TIMEOUT): a test still running after that long
   fails with TestTimeout (SIGALRM: Unix main thread; a call stuck in C code ends when it returns
@@ -24,14 +24,19 @@ from pathlib import Path
 import pytest
 
 GPU_TESTS = "tests/test_gpu.py::"
+# the files gpu_validate.sh's gpu-tests step collects with -m gpu
+FILES = ("tests/test_gpu.py", "tests/test_graph_check.py", "tests/test_energy.py")
 FIRST = tuple(GPU_TESTS + name for name in (
     "test_cuda_runner_records_event_timing_and_allocator_memory",
     "test_cuda_oom_is_a_record",
     "test_max_memory_on_device_cuda_caps_torch_and_jax",
     "test_l2_flush_buffer_is_sized_from_the_l2_and_outside_the_workloads_cap",
     "test_cudagraph_timer_and_clock_sampling_in_records",
-    "test_cuda_numerics_against_float64_reference[False-float16-flex_attention]",
-))
+)) + (
+    "tests/test_graph_check.py::test_a_real_graph_of_a_real_kernel_is_kept_and_counted",
+    "tests/test_energy.py::test_nvml_energy_counter_advances_over_a_gpu_window",
+    GPU_TESTS + "test_cuda_numerics_against_float64_reference[False-float16-flex_attention]",
+)
 ONE_CASE_ONLY = ("flex_attention",)
 TIMEOUT_ENV = "ATTNBENCH_TEST_TIMEOUT"
 PROGRESS: dict[str, str] = {}   # "path": the --progress-file (logreport hooks get no config)

@@ -180,7 +180,7 @@ def test_gpu_test_plan_names_collected_tests_and_keeps_one_flex_case():
     plan = load("pytest_gpu_plan")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "pytest_gpu_plan", "--gpu-plan", "-m", "gpu",
-         "--collect-only", "-q", "tests/test_gpu.py"], capture_output=True, text=True,
+         "--collect-only", "-q", *plan.FILES], capture_output=True, text=True,
         cwd=ROOT, timeout=300,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), str(ROOT)])})
     assert result.returncode == 0, result.stdout[-2000:]
@@ -188,6 +188,8 @@ def test_gpu_test_plan_names_collected_tests_and_keeps_one_flex_case():
     assert collected[:len(plan.FIRST)] == list(plan.FIRST)
     flex = [n for n in collected if "flex_attention" in n]
     assert flex == [n for n in plan.FIRST if "flex_attention" in n] and len(flex) == 1
+    script = (ROOT / "scripts" / "gpu_validate.sh").read_text()
+    assert all(name in script for name in plan.FILES)   # the step collects the same files
 
 
 def test_gpu_test_plan_alarm_and_progress_lines(tmp_path):
