@@ -360,3 +360,30 @@ def test_report_measure_peaks_adds_a_report_measurement(tmp_path, monkeypatch):
     after = run.metadata()["peaks"]
     assert [m["role"] for m in after["measurements"]] == ["start", "report"]
     assert peaks.flops_peak(after, "float32") == 3e11 and peaks.bandwidth_peak(after) == 2e10
+
+
+def test_a_peak_measured_while_others_took_the_cpus_says_so():
+    """A stop rule sees a steadily loaded machine as stable: the measurement records the
+    machine's state, and its name in marks and tables says it was busy."""
+    from harness.measure import machine_state as ms
+    from harness.measure.worker import peaks_machine_state
+    from harness.report.render import machine_text
+
+    class Watch:
+        def __init__(self, others: float) -> None:
+            self.others = others
+
+        def state(self, cpus_needed):
+            return ms.MachineState(load_avg_1m=2.0, cpus_available=2, cpus_needed=cpus_needed,
+                                   other_cpus=self.others, cpu_steal_fraction=0.0,
+                                   state_window_s=3.4)
+
+    busy = peaks_machine_state(Watch(1.4), "cpu", 2)
+    quiet = peaks_machine_state(Watch(0.02), "cpu", 2)
+    assert "1.40 of 2 CPUs" in busy["busy"] and quiet["busy"] == ""
+    assert busy["other_cpus"] == 1.4 and quiet["cpus_needed"] == 2
+    measurement = {"role": "start", "started_at": "2026-12-05T18:26:43+0000"}
+    assert peaks.describe({**measurement, "machine_state": busy}).endswith(", machine busy")
+    assert not peaks.describe({**measurement, "machine_state": quiet}).endswith("busy")
+    assert machine_text(busy).startswith("busy: other processes used 1.40")
+    assert machine_text(quiet) == "quiet" and machine_text(None) == ""

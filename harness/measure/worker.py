@@ -651,7 +651,25 @@ def peaks_task(device: str, role: str, context: WorkerContext) -> dict[str, Any]
     from harness.metrics.peaks import measure_peaks
 
     prepare(context)   # no --max-memory cap: the copy buffer is sized for the device
-    return measure_peaks(device, role=role)
+    with MachineStateWatch() as watch:
+        result = measure_peaks(device, role=role)
+    result["machine_state"] = peaks_machine_state(watch, device, result.get("threads"))
+    return result
+
+
+def peaks_machine_state(watch: MachineStateWatch, device: str,
+                        threads: int | None) -> dict[str, Any]:
+    """The machine's state while the peaks were measured (harness.measure.machine_state) and
+    ``busy``: why a peak measured then may be low ('' when the machine was quiet): other
+    processes took CPUs the measurement's threads needed. A peak the stop rule calls stable
+    can be stably low under a steady load; the best of the run's measurements is what counts,
+    and this says which of them to distrust."""
+    state = watch.state(cpus_needed(device, threads))
+    verdict = noise_verdict(median_uncertainty=None, other_cpus=state.other_cpus,
+                            cpus_available=state.cpus_available,
+                            cpus_needed=state.cpus_needed,
+                            steal_fraction=state.cpu_steal_fraction)
+    return {**state.fields(), "busy": verdict.reason}
 
 
 def run_task(name: str, *args: Any) -> Any:

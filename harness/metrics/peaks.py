@@ -352,11 +352,15 @@ def measurements(peaks: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def describe(measurement: dict[str, Any], index: int | None = None) -> str:
-    """How a measurement is named in marks and tables: 'start measurement (2025-01-01T10:00:00)'."""
+    """How a measurement is named in marks and tables: 'start measurement (2025-01-01T10:00:00)',
+    with ', machine busy' where other processes took the CPUs it needed (its
+    ``machine_state``, harness.measure.worker.peaks_task)."""
     role = measurement.get("role") or "start"
     when = measurement.get("started_at") or measurement.get("measured_at") or ""
+    busy = (measurement.get("machine_state") or {}).get("busy")
     return f"{role} measurement" + (f" #{index}" if index is not None and role == "report"
-                                    else "") + (f" ({when})" if when else "")
+                                    else "") + (f" ({when})" if when else "") + \
+        (", machine busy" if busy else "")
 
 
 def _best_entry(entries: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:

@@ -584,6 +584,16 @@ def decode_section(doc, speed, impls, looks, writer, figures, multi: bool,
             "machine's measured memory (copy) bandwidth. " + basis_caption(frame)))
 
 
+def machine_text(state: dict | None) -> str:
+    """A peak measurement's machine state for the peaks table: 'busy: ...' where other
+    processes took CPUs it needed, 'quiet' where none did, '' where not recorded."""
+    if not state:
+        return ""
+    if state.get("busy"):
+        return f"busy: {state['busy']}"
+    return "quiet" if state.get("other_cpus") is not None else ""
+
+
 def peaks_table(results: Results) -> pd.DataFrame:
     """Each run's peaks: every measurement (GEMM per dtype, copy; its role, calls, whether it
     held, threads), the best of them (what % of peak is taken against) and, for a known GPU,
@@ -615,7 +625,8 @@ def peaks_table(results: Results) -> pd.DataFrame:
                 lambda v, m=m: {"calls": len(v.get("samples_s") or []),
                                 "stable": "" if v.get("stable") is None else
                                 ("yes" if v["stable"] else "no (time cap)"),
-                                "threads": m.get("threads")})
+                                "threads": m.get("threads"),
+                                "machine": machine_text(m.get("machine_state"))})
         if len(runs) > 1:
             best = peak_marks.best_peaks(peaks)
             add(run.label, "best measured", best, "the run's peak",
@@ -627,7 +638,7 @@ def peaks_table(results: Results) -> pd.DataFrame:
             add(run.label, "table", peaks["table"], "data sheet", lambda v: {})
     table = pd.DataFrame(rows)
     order = ["run", "source", "measurement", "peak", "value", "of", "calls", "stable",
-             "threads", "how"]
+             "threads", "machine", "how"]
     if table.empty:
         return table
     for column in ("calls", "threads"):   # whole numbers, blank where none applies
