@@ -360,3 +360,34 @@ def test_report_measure_peaks_adds_a_report_measurement(tmp_path, monkeypatch):
     after = run.metadata()["peaks"]
     assert [m["role"] for m in after["measurements"]] == ["start", "report"]
     assert peaks.flops_peak(after, "float32") == 3e11 and peaks.bandwidth_peak(after) == 2e10
+
+
+# -- --resume keeps the peaks measured before it ------------------------------------------------
+def test_resume_keeps_the_earlier_sessions_peaks_each_once(tmp_path):
+    from harness.store.run_dir import RunDir
+
+    first = peaks.add_measurement(peaks.add_measurement({}, one(1e11, 2e10, "start", "t0")),
+                                  one(3e11, 1e10, "end", "t1"))
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "peaks": first,
+                                           "machine": {"hardware_id": "h1"}})
+    run.release()
+    earlier = run.metadata()
+    # the resumption rewrites run.json: the peaks measured so far stay in it until the
+    # resumed session's own are added
+    resumed = RunDir.create(tmp_path / "run", {"kind": "speed",
+                                               "machine": {"hardware_id": "h1"}}, resume=True)
+    resumed.release()
+    assert resumed.metadata()["peaks"] == first
+    now = {"cpu": peaks.add_measurement({}, one(2e11, 3e10, "start", "t2"))}
+    kept = peaks.with_earlier(now, earlier, "h1")
+    assert [m["started_at"] for m in kept["cpu"]["measurements"]] == ["t0", "t1", "t2"]
+    assert peaks.flops_peak(kept["cpu"], "float32") == 3e11
+    assert peaks.bandwidth_peak(kept["cpu"]) == 3e10
+    # a measurement already there (--reuse-peaks reads the cache, which holds them) once
+    again = peaks.with_earlier({"cpu": kept["cpu"]}, {"peaks": kept["cpu"],
+                                                      "machine": {"hardware_id": "h1"}}, "h1")
+    assert len(again["cpu"]["measurements"]) == 3
+    # peaks of another machine are no roof for this one: kept apart, not in the best
+    other = peaks.with_earlier(now, earlier, "h2")
+    assert len(other["cpu"]["measurements"]) == 1
+    assert other["cpu"]["earlier_machines"]["h1"]["measurements"] == first["measurements"]
