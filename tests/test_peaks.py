@@ -391,3 +391,27 @@ def test_resume_keeps_the_earlier_sessions_peaks_each_once(tmp_path):
     other = peaks.with_earlier(now, earlier, "h2")
     assert len(other["cpu"]["measurements"]) == 1
     assert other["cpu"]["earlier_machines"]["h1"]["measurements"] == first["measurements"]
+
+
+def test_a_merge_keeps_every_peaks_measurement_of_each_machine_once(tmp_path):
+    from harness.contract.records import SpeedRecord
+    from harness.store.merge import merge_runs
+    from harness.store.run_dir import RunDir
+
+    shared = one(1e11, 2e10, "start", "t0")   # the same measurement in both (a resumed copy)
+    parts = [peaks.add_measurement(peaks.add_measurement({}, shared), one(3e11, 1e10, "end",
+                                                                          "t1")),
+             peaks.add_measurement(peaks.add_measurement({}, shared), one(2e11, 4e10, "end",
+                                                                          "t2"))]
+    for index, (seq_len, measured) in enumerate(zip((256, 512), parts)):
+        run = RunDir.create(tmp_path / f"part{index}", {
+            "machine": {"hardware_id": "h1", "hardware_tag": "cpu-x"}, "peaks": measured})
+        run.append(SpeedRecord.for_point(point(impl="hrr_torch", seq_len=seq_len),
+                                         framework="torch", family="hrr", status="ok",
+                                         hardware_id="h1"))
+        run.release()
+    merge_runs([tmp_path / "part0", tmp_path / "part1"], tmp_path / "all")
+    meta = json.loads((tmp_path / "all" / "run.json").read_text())
+    assert [m["started_at"] for m in meta["peaks"]["measurements"]] == ["t0", "t1", "t2"]
+    assert peaks.roofs(meta["peaks"]) == ({"float32": 3e11}, 4e10)
+    assert meta["peaks_by_machine"]["h1"] == meta["peaks"]

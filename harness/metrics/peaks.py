@@ -441,17 +441,35 @@ def with_earlier(peaks: dict[str, Any], earlier_meta: dict[str, Any] | None,
                       made_on: {"measurements": measurements(before)}}
             out[device] = {**current, "earlier_machines": others}
             continue
-        runs, seen = [], set()
-        for m in [*measurements(before), *measurements(current)]:
-            if _identity(m) not in seen:
-                seen.add(_identity(m))
-                runs.append(m)
         merged = {**current}
         if before.get("earlier_machines"):
             merged["earlier_machines"] = {**before["earlier_machines"],
                                           **(current.get("earlier_machines") or {})}
-        out[device] = with_measurements(merged, runs)
+        out[device] = with_measurements(merged, once([*measurements(before),
+                                                      *measurements(current)]))
     return out
+
+
+def once(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measurements in order, each once."""
+    out, seen = [], set()
+    for m in runs:
+        if _identity(m) not in seen:
+            seen.add(_identity(m))
+            out.append(m)
+    return out
+
+
+def combine(first: dict[str, Any] | None, other: dict[str, Any]) -> dict[str, Any]:
+    """The peaks of one device of one machine from two run.json's (a merge of its runs):
+    ``first`` as it is when ``other`` adds no measurement, else every measurement of both,
+    each once, the best at the top."""
+    if not first:
+        return other
+    runs = once([*measurements(first), *measurements(other)])
+    if len(runs) == len(measurements(first)):
+        return first
+    return with_measurements(first, runs)
 
 
 def roofs(peaks: dict[str, Any] | None) -> tuple[dict[str, float], float | None]:
