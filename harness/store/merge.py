@@ -111,8 +111,9 @@ class Gatherer:
         if hardware and hardware != "mixed":
             # every peaks measurement of a machine, each once: its records name them, and
             # the machine's roof is the best of them all
-            devices = self.device_peaks.setdefault(hardware, {})
-            for device, measured in peaks_mod.by_device(meta).items():
+            found = peaks_mod.by_device(meta)
+            devices = self.device_peaks.setdefault(hardware, {}) if found else {}
+            for device, measured in found.items():
                 devices[device] = peaks_mod.combine(devices.get(device), measured)
             if devices:
                 self.peaks[hardware] = devices[sorted(devices)[0]]
@@ -137,7 +138,7 @@ class Gatherer:
                        "hardware_tag": f"mixed ({len(ids)} machines)" if len(ids) > 1
                        else "unknown hardware"}
         peaks = {}
-        if len(ids) == 1 and ids[0] in self.device_peaks:
+        if len(ids) == 1 and self.device_peaks.get(ids[0]):
             devices = self.device_peaks[ids[0]]
             peaks = {"peaks": devices[sorted(devices)[0]]}
             if len(devices) > 1:
