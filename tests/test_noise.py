@@ -97,6 +97,19 @@ def test_sweep_flags_set_the_target_and_the_cap_and_refuse_a_cap_below_the_minim
                           max_time=0.5))
 
 
+def test_a_time_cap_the_worker_timeout_would_cut_is_refused():
+    # a point still above the target at the cap would be killed as a timeout, its samples
+    # lost, instead of ending at the cap with the noisy mark
+    with pytest.raises(UsageError, match="--max-time 500 .*--timeout 120"):
+        plan(SweepRequest(impl="hrr_torch", seq_len="64", device="cpu", max_time=500.0))
+    fits = plan(SweepRequest(impl="hrr_torch", seq_len="64", device="cpu", max_time=500.0,
+                             timeout=900.0))
+    assert fits.settings.timing.max_time_s == 500.0
+    # the default cap with a tiny --timeout (a run that wants timeouts) stays allowed
+    assert plan(SweepRequest(impl="hrr_torch", seq_len="64", device="cpu",
+                             timeout=1.0)).settings.timeout_s == 1.0
+
+
 # -- the machine's state from /proc -----------------------------------------------------------
 STAT_BEFORE = """cpu  1000 0 500 8000 100 0 0 0 0 0
 cpu0 500 0 250 4000 50 0 0 0 0 0

@@ -387,3 +387,58 @@ def test_a_peak_measured_while_others_took_the_cpus_says_so():
     assert not peaks.describe({**measurement, "machine_state": quiet}).endswith("busy")
     assert machine_text(busy).startswith("busy: other processes used 1.40")
     assert machine_text(quiet) == "quiet" and machine_text(None) == ""
+
+
+# -- --resume keeps the peaks measured before it ------------------------------------------------
+def test_resume_keeps_the_earlier_sessions_peaks_each_once(tmp_path):
+    from harness.store.run_dir import RunDir
+
+    first = peaks.add_measurement(peaks.add_measurement({}, one(1e11, 2e10, "start", "t0")),
+                                  one(3e11, 1e10, "end", "t1"))
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "peaks": first,
+                                           "machine": {"hardware_id": "h1"}})
+    run.release()
+    earlier = run.metadata()
+    # the resumption rewrites run.json: the peaks measured so far stay in it until the
+    # resumed session's own are added
+    resumed = RunDir.create(tmp_path / "run", {"kind": "speed",
+                                               "machine": {"hardware_id": "h1"}}, resume=True)
+    resumed.release()
+    assert resumed.metadata()["peaks"] == first
+    now = {"cpu": peaks.add_measurement({}, one(2e11, 3e10, "start", "t2"))}
+    kept = peaks.with_earlier(now, earlier, "h1")
+    assert [m["started_at"] for m in kept["cpu"]["measurements"]] == ["t0", "t1", "t2"]
+    assert peaks.flops_peak(kept["cpu"], "float32") == 3e11
+    assert peaks.bandwidth_peak(kept["cpu"]) == 3e10
+    # a measurement already there (--reuse-peaks reads the cache, which holds them) once
+    again = peaks.with_earlier({"cpu": kept["cpu"]}, {"peaks": kept["cpu"],
+                                                      "machine": {"hardware_id": "h1"}}, "h1")
+    assert len(again["cpu"]["measurements"]) == 3
+    # peaks of another machine are no roof for this one: kept apart, not in the best
+    other = peaks.with_earlier(now, earlier, "h2")
+    assert len(other["cpu"]["measurements"]) == 1
+    assert other["cpu"]["earlier_machines"]["h1"]["measurements"] == first["measurements"]
+
+
+def test_a_merge_keeps_every_peaks_measurement_of_each_machine_once(tmp_path):
+    from harness.contract.records import SpeedRecord
+    from harness.store.merge import merge_runs
+    from harness.store.run_dir import RunDir
+
+    shared = one(1e11, 2e10, "start", "t0")   # the same measurement in both (a resumed copy)
+    parts = [peaks.add_measurement(peaks.add_measurement({}, shared), one(3e11, 1e10, "end",
+                                                                          "t1")),
+             peaks.add_measurement(peaks.add_measurement({}, shared), one(2e11, 4e10, "end",
+                                                                          "t2"))]
+    for index, (seq_len, measured) in enumerate(zip((256, 512), parts)):
+        run = RunDir.create(tmp_path / f"part{index}", {
+            "machine": {"hardware_id": "h1", "hardware_tag": "cpu-x"}, "peaks": measured})
+        run.append(SpeedRecord.for_point(point(impl="hrr_torch", seq_len=seq_len),
+                                         framework="torch", family="hrr", status="ok",
+                                         hardware_id="h1"))
+        run.release()
+    merge_runs([tmp_path / "part0", tmp_path / "part1"], tmp_path / "all")
+    meta = json.loads((tmp_path / "all" / "run.json").read_text())
+    assert [m["started_at"] for m in meta["peaks"]["measurements"]] == ["t0", "t1", "t2"]
+    assert peaks.roofs(meta["peaks"]) == ({"float32": 3e11}, 4e10)
+    assert meta["peaks_by_machine"]["h1"] == meta["peaks"]

@@ -51,6 +51,12 @@ def test_old_records_get_a_reproducer_that_plans_their_point_alone():
         assert "--l2=cold" in made.argv and "--seed=0" in made.argv
         # the run's warm-up time cap has no flag: the reproducer says so
         assert any("warmup_time_s" in note for note in made.notes)
+        # the run sampled for --min-time alone (no noise target then): the reproducer caps
+        # sampling there too, not at today's default cap
+        assert "--max-time=0.05" in made.argv
+        args = cli.build_parser().parse_args(made.argv)
+        timing = plan(request_from_args(args), check_devices=False).settings.timing
+        assert timing.max_time_s == timing.min_time_s == 0.05
 
 
 @pytest.mark.parametrize("values", [

@@ -214,6 +214,10 @@ def plan(request: SweepRequest, *, check_devices: bool = True,
         max_time_s=max_time,
         timer=timer, timing_basis=timing_basis, cuda_flush_l2=l2 == "cold")
     timeout = setting(raw, "timeout", 120.0, positive=True)
+    if raw.get("max_time") is not None and max_time >= timeout:
+        raise UsageError(f"--max-time {max_time:g} is not below --timeout {timeout:g}: a point "
+                         f"still sampling at the cap would be killed as a timeout and its "
+                         f"samples lost; raise --timeout or lower --max-time")
     max_memory = parse_bytes(raw["max_memory"]) if raw.get("max_memory") is not None else None
     cooldown = setting(raw, "cooldown", 0.5 if any(device_kind(d) == "cuda" for d in devices)
                        else 0.0, minimum=0)

@@ -133,6 +133,11 @@ def reproducer(record: Mapping[str, Any], settings: Mapping[str, Any] | None) ->
         present, value = setting_value(settings, name)
         if present:
             values[name] = value
+    # a run whose settings predate the noise target sampled for --min-time alone: the time
+    # cap at the minimum samples the same way (the target then never extends it)
+    present, min_time = setting_value(settings, "timing.min_time_s")
+    if present and "timing.max_time_s" not in values:
+        values["timing.max_time_s"] = min_time
     # what the record says it had wins over the run's request
     if record.get("timing_basis") and point.device.split(":")[0] == "cuda":
         values["timing.timing_basis"] = record["timing_basis"]

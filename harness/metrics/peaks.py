@@ -332,7 +332,8 @@ def _now() -> str:
 # -- a run's measurements and its peak ---------------------------------------------------------
 MEASUREMENT_KEYS = ("matmul_flops_per_s", "memory_bytes_per_s")
 # what run.json's peaks hold besides the measurements' values (kept as they are)
-_RUN_KEYS = ("table", "unavailable", "measurements", "cached_from", "remeasure_failed")
+_RUN_KEYS = ("table", "unavailable", "measurements", "cached_from", "remeasure_failed",
+             "earlier_machines")
 # the first measurement's facts run.json's peaks repeat at the top level
 _TOP_KEYS = ("device", "threads", "matmul_precision", "measured_at")
 
@@ -402,11 +403,77 @@ def add_measurement(peaks: dict[str, Any] | None, measured: dict[str, Any],
 def with_measurements(peaks: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     """``peaks`` (its table, cache note) with these measurements and their best at the top:
     the first measurement's device, threads and precision, the best values."""
-    out = {k: v for k, v in peaks.items() if k in ("table", "cached_from", "remeasure_failed")}
+    out = {k: v for k, v in peaks.items()
+           if k in ("table", "cached_from", "remeasure_failed", "earlier_machines")}
     if not runs:
         return {**out, "unavailable": peaks.get("unavailable", "peaks not measured")}
     first = {k: runs[0][k] for k in _TOP_KEYS if k in runs[0]}
     return {**first, **best_of(runs), **out, "measurements": runs}
+
+
+def _identity(measurement: dict[str, Any]) -> str:
+    return json.dumps(measurement, sort_keys=True, default=str)
+
+
+def by_device(meta: dict[str, Any]) -> dict[str, Any]:
+    """device -> peaks of a run.json (``peaks_by_device``, else its one ``peaks``)."""
+    if meta.get("peaks_by_device"):
+        return dict(meta["peaks_by_device"])
+    return {meta["peaks"].get("device", "cpu"): meta["peaks"]} if meta.get("peaks") else {}
+
+
+def with_earlier(peaks: dict[str, Any], earlier_meta: dict[str, Any] | None,
+                 hardware_id: str) -> dict[str, Any]:
+    """device -> peaks of a resumed run: the measurements of the run.json it resumes
+    (``earlier_meta``) first, then this session's, each measurement once (a cache read by
+    --reuse-peaks may hold earlier ones again), the best of all at the top. Measurements of
+    another machine (a run resumed elsewhere) are no roof for this one: they are kept under
+    ``earlier_machines`` by hardware id, out of the best."""
+    earlier = by_device(earlier_meta or {})
+    if not earlier:
+        return peaks
+    made_on = str(((earlier_meta or {}).get("machine") or {}).get("hardware_id") or "")
+    out: dict[str, Any] = {}
+    for device, current in peaks.items():
+        before = earlier.get(device) or {}
+        if made_on and made_on != hardware_id:
+            if not measurements(before):
+                out[device] = current
+                continue
+            others = {**(current.get("earlier_machines") or {}),
+                      **(before.get("earlier_machines") or {}),
+                      made_on: {"measurements": measurements(before)}}
+            out[device] = {**current, "earlier_machines": others}
+            continue
+        merged = {**current}
+        if before.get("earlier_machines"):
+            merged["earlier_machines"] = {**before["earlier_machines"],
+                                          **(current.get("earlier_machines") or {})}
+        out[device] = with_measurements(merged, once([*measurements(before),
+                                                      *measurements(current)]))
+    return out
+
+
+def once(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measurements in order, each once."""
+    out, seen = [], set()
+    for m in runs:
+        if _identity(m) not in seen:
+            seen.add(_identity(m))
+            out.append(m)
+    return out
+
+
+def combine(first: dict[str, Any] | None, other: dict[str, Any]) -> dict[str, Any]:
+    """The peaks of one device of one machine from two run.json's (a merge of its runs):
+    ``first`` as it is when ``other`` adds no measurement, else every measurement of both,
+    each once, the best at the top."""
+    if not first:
+        return other
+    runs = once([*measurements(first), *measurements(other)])
+    if len(runs) == len(measurements(first)):
+        return first
+    return with_measurements(first, runs)
 
 
 def roofs(peaks: dict[str, Any] | None) -> tuple[dict[str, float], float | None]:

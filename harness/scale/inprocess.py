@@ -19,7 +19,7 @@ from harness.metrics.peaks import peaks_metadata
 from harness.grid.plan import SweepPlan
 from harness.store.run_metadata import run_metadata, shard_info
 from harness.measure.runner import Runner
-from harness.store.run_dir import RunDir, default_run_path, now_iso
+from harness.store.run_dir import RunDir, default_run_path, now_iso, open_run
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     machine = fingerprint()
     out = sweep.out if sweep.out is not None else default_run_path(machine["hardware_tag"])
     metadata = run_metadata("speed", sweep=sweep, machine=machine, shard=shard_info(sweep))
+    # a resumed run's peaks: the earlier sessions' measurements (on this machine) stay in them
+    earlier = open_run(out).metadata() if sweep.resume else None
     run_dir = RunDir.create(out, metadata.as_dict(), resume=sweep.resume)
     shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
@@ -99,7 +101,9 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     executor = make_executor(sweep.settings.isolate)
     overhead = Overhead()
     try:
-        peaks = machine_peaks(sweep, machine, executor, run_dir.path.parent, console, overhead)
+        peaks = peaks_mod.with_earlier(
+            machine_peaks(sweep, machine, executor, run_dir.path.parent, console, overhead),
+            earlier, machine["hardware_id"])
         run_dir.update_metadata(**peaks_metadata(peaks),
                                 isolation=run_isolation(run_dir, executor.mode, sweep.resume))
         runner = Runner(run_dir, sweep.settings, executor=executor,

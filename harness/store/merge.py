@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from harness.errors import UsageError
 from harness.contract.records import invalid_numbers
+from harness.metrics import peaks as peaks_mod
 from harness.store.run_metadata import run_metadata
 from harness.store.run_dir import RunDir, now_iso, open_run
 
@@ -53,6 +54,8 @@ class Gatherer:
     sources: list[str] = field(default_factory=list)
     identical_duplicates: int = 0
     peaks: dict[str, dict[str, Any]] = field(default_factory=dict)   # hardware_id -> peaks
+    # hardware_id -> device -> peaks (every measurement of that device in the runs gathered)
+    device_peaks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def into(cls, target: RunDir) -> "Gatherer":
@@ -65,6 +68,11 @@ class Gatherer:
         gatherer.machines.update(meta.get("machines") or {})
         gatherer.sources.extend(meta.get("merged_from") or [])
         gatherer.peaks.update(meta.get("peaks_by_machine") or {})
+        for hardware, measured in gatherer.peaks.items():
+            gatherer.device_peaks[hardware] = {measured.get("device", "cpu"): measured}
+        hardware = (meta.get("machine") or {}).get("hardware_id")
+        if hardware in gatherer.device_peaks and meta.get("peaks_by_device"):
+            gatherer.device_peaks[hardware] = dict(meta["peaks_by_device"])
         return gatherer
 
     def check(self, run: RunDir) -> None:
@@ -100,8 +108,21 @@ class Gatherer:
             if machine.get("hardware_id"):
                 self.machines.setdefault(machine["hardware_id"], machine)
         hardware = (meta.get("machine") or {}).get("hardware_id")
-        if hardware and meta.get("peaks"):
-            self.peaks.setdefault(hardware, meta["peaks"])
+        if hardware and hardware != "mixed":
+            # every peaks measurement of a machine, each once: its records name them, and
+            # the machine's roof is the best of them all
+            found = peaks_mod.by_device(meta)
+            devices = self.device_peaks.setdefault(hardware, {}) if found else {}
+            for device, measured in found.items():
+                devices[device] = peaks_mod.combine(devices.get(device), measured)
+            if devices:
+                self.peaks[hardware] = devices[sorted(devices)[0]]
+        elif meta.get("peaks_by_machine"):   # a merged run merged again
+            for machine_id, measured in meta["peaks_by_machine"].items():
+                devices = self.device_peaks.setdefault(machine_id, {})
+                device = measured.get("device", "cpu")
+                devices[device] = peaks_mod.combine(devices.get(device), measured)
+                self.peaks[machine_id] = devices[sorted(devices)[0]]
         if str(run.path) not in self.sources:
             self.sources.append(str(run.path))
         return copied
@@ -116,7 +137,12 @@ class Gatherer:
             machine = {"hardware_id": "mixed" if len(ids) > 1 else "",
                        "hardware_tag": f"mixed ({len(ids)} machines)" if len(ids) > 1
                        else "unknown hardware"}
-        peaks = {"peaks": self.peaks[ids[0]]} if len(ids) == 1 and ids[0] in self.peaks else {}
+        peaks = {}
+        if len(ids) == 1 and self.device_peaks.get(ids[0]):
+            devices = self.device_peaks[ids[0]]
+            peaks = {"peaks": devices[sorted(devices)[0]]}
+            if len(devices) > 1:
+                peaks["peaks_by_device"] = devices
         return {"machine": machine, "machines": self.machines, "merged_from": self.sources,
                 "records": len(self.seen), "records_by_hardware": dict(used),
                 "peaks_by_machine": self.peaks, **peaks}

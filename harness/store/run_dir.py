@@ -178,6 +178,11 @@ def finite_json(value: Any, where: str = "") -> tuple[Any, list[str]]:
     return value, []
 
 
+# what a resumption keeps of run.json besides its command and start: the peaks measured by
+# the earlier sessions (harness.metrics.peaks.with_earlier adds the new session's to them)
+KEPT_ON_RESUME = ("peaks", "peaks_by_device")
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -224,7 +229,10 @@ class RunDir:
             existing.setdefault("resumed", []).append(
                 {"at": now_iso(), "command": metadata.get("command")})
             # the original command and start stay; each resumption is listed under "resumed"
-            metadata = {**metadata, "resumed": existing["resumed"],
+            # and the peaks measured so far stay until the resumed session adds its own to
+            # them (records already written name those measurements)
+            metadata = {**{k: existing[k] for k in KEPT_ON_RESUME if k in existing},
+                        **metadata, "resumed": existing["resumed"],
                         "command": existing.get("command", metadata.get("command")),
                         "started_at": existing.get("started_at", metadata.get("started_at"))}
         run.write_metadata(metadata)
