@@ -442,3 +442,27 @@ def test_a_merge_keeps_every_peaks_measurement_of_each_machine_once(tmp_path):
     assert [m["started_at"] for m in meta["peaks"]["measurements"]] == ["t0", "t1", "t2"]
     assert peaks.roofs(meta["peaks"]) == ({"float32": 3e11}, 4e10)
     assert meta["peaks_by_machine"]["h1"] == meta["peaks"]
+
+
+def test_a_finished_run_resumed_keeps_its_peaks_and_measures_none(tmp_path):
+    """--resume of a run with every point recorded has nothing to set new peaks against: the
+    run's peaks are kept as they are; a point left, or another machine, measures them."""
+    from types import SimpleNamespace
+
+    from harness.contract.records import SpeedRecord
+    from harness.scale.inprocess import finished_peaks
+    from harness.store.run_dir import RunDir
+
+    held = peaks.add_measurement({}, one(3e11, 2e10, "start", "t0"))
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "peaks": held,
+                                           "machine": {"hardware_id": "h1"}})
+    done = point(impl="hrr_torch", seq_len=256)
+    run.append(SpeedRecord.for_point(done, framework="torch", family="hrr", status="ok"))
+    run.release()
+    meta = run.metadata()
+    sweep = SimpleNamespace(resume=True, points=[done])
+    assert finished_peaks(sweep, run, meta, "h1") == {"cpu": held}
+    left = SimpleNamespace(resume=True, points=[done, point(impl="hrr_torch", seq_len=512)])
+    assert finished_peaks(left, run, meta, "h1") is None
+    assert finished_peaks(sweep, run, meta, "h2") is None
+    assert finished_peaks(SimpleNamespace(resume=False, points=[done]), run, meta, "h1") is None

@@ -81,6 +81,24 @@ def end_peaks(sweep: SweepPlan, machine: dict[str, Any], executor: Any, cache_ro
     return {**peaks, **again}
 
 
+def finished_peaks(sweep: SweepPlan, run_dir: RunDir, earlier: dict[str, Any] | None,
+                   hardware_id: str) -> dict[str, Any] | None:
+    """The peaks of a resumed run with no point left to measure, as it holds them (nothing to
+    set against new peaks, so none are measured); None when points are left, the run was made
+    on another machine, or a device has no measured peaks in it."""
+    if not sweep.resume or not earlier:
+        return None
+    if {p.point_id for p in sweep.points} - run_dir.done_point_ids():
+        return None
+    if str((earlier.get("machine") or {}).get("hardware_id") or "") != hardware_id:
+        return None
+    held = peaks_mod.by_device(earlier)
+    devices = {p.device for p in sweep.points}
+    if not all(peaks_mod.measurements(held.get(d)) for d in devices):
+        return None
+    return {d: held[d] for d in sorted(devices)}
+
+
 def run_isolation(run_dir: RunDir, mode: str, resume: bool) -> str:
     """run.json's ``isolation``: this run's mode, or ``mixed`` when a resumed run's earlier
     points were measured in another (each record says its own)."""
@@ -101,7 +119,8 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     executor = make_executor(sweep.settings.isolate)
     overhead = Overhead()
     try:
-        peaks = peaks_mod.with_earlier(
+        kept = finished_peaks(sweep, run_dir, earlier, machine["hardware_id"])
+        peaks = kept if kept is not None else peaks_mod.with_earlier(
             machine_peaks(sweep, machine, executor, run_dir.path.parent, console, overhead),
             earlier, machine["hardware_id"])
         run_dir.update_metadata(**peaks_metadata(peaks),
@@ -111,7 +130,7 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
                         listener=ProgressListener(console, quiet_unsupported=True), peaks=peaks,
                         overhead=overhead)
         summary = runner.run(sweep.points, resume=sweep.resume)
-        if not summary.interrupted:
+        if not summary.interrupted and kept is None:
             peaks = end_peaks(sweep, machine, executor, run_dir.path.parent, console, peaks,
                               overhead)
             run_dir.update_metadata(**peaks_metadata(peaks))
