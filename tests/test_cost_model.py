@@ -266,3 +266,16 @@ def test_dry_run_of_a_resume_leaves_out_the_points_already_recorded(tmp_path, ca
     out = capsys.readouterr().out
     assert f"{len(done)} point(s) already recorded" in out
     assert "0 point(s) would run" in out
+
+
+def test_a_busy_machine_adds_at_most_the_samples_up_to_the_time_cap():
+    """The total assumes a quiet machine (the spread target met at the minimum); the bound
+    beside it is each point sampled on to --max-time, within --max-repeats."""
+    points = series(seq_lens=(256,))   # about 8 ms a call at these constants
+    timing = TimingSettings(min_time_s=0.5, max_time_s=2.0, max_repeats=10_000)
+    c = cost(points, timing=timing)
+    assert c.busy_extra_s == pytest.approx(2.0 - c.samples_s, rel=0.05) and c.busy_extra_s > 1
+    assert cost(points, timing=replace(timing, max_time_s=0.5)).busy_extra_s == 0.0
+    # a fast call already sampled max_repeats times has no more to take
+    capped = cost(series(seq_lens=(64,)), timing=replace(timing, max_repeats=3))
+    assert capped.busy_extra_s == 0.0

@@ -193,9 +193,18 @@ def warmup_calls(call: float, warm_already: float, timing: TimingSettings) -> in
 
 
 def sample_calls(call: float, timing: TimingSettings) -> int:
-    """Samples taken: until min_time_s, at least min_repeats, at most max_repeats."""
+    """Samples taken on a quiet machine (the spread target met at the minimum): until
+    min_time_s, at least min_repeats, at most max_repeats."""
     wanted = math.ceil(timing.min_time_s / call) if call > 0 else timing.max_repeats
     return max(1, min(timing.max_repeats, max(timing.min_repeats, wanted)))
+
+
+def busy_sample_calls(call: float, timing: TimingSettings) -> int:
+    """Samples taken when the spread never meets --noise-target (a busy machine): on until
+    max_time_s of samples, at least as many as on a quiet one, at most max_repeats."""
+    cap = max(timing.max_time_s, timing.min_time_s)
+    wanted = math.ceil(cap / call) if call > 0 else timing.max_repeats
+    return max(sample_calls(call, timing), min(timing.max_repeats, wanted))
 
 
 @dataclass(frozen=True)
@@ -205,6 +214,7 @@ class PointCost:
     compile_s: float
     start_s: float       # fresh workers started for this point (point isolation)
     fixed_s: float
+    busy_extra_s: float = 0.0   # more samples if the spread never meets the target
 
     @property
     def total_s(self) -> float:
@@ -218,6 +228,7 @@ def point_cost(point: Point, method: Method, c: CostConstants, timing: TimingSet
     makes a first compilation in both of its fresh processes)."""
     call = call_s(point, method, c)
     samples = sample_calls(call, timing) * call
+    busy = (busy_sample_calls(call, timing) - sample_calls(call, timing)) * call
     if isolate == "point":
         # memory process: cold call + memory call; timing process: cold call, warm-up, samples
         compile_once = c.compile_time(method, first=True)
@@ -225,11 +236,11 @@ def point_cost(point: Point, method: Method, c: CostConstants, timing: TimingSet
         warm = warmup_calls(call, cold, timing)
         return PointCost(calls_s=(3 + warm) * call + samples, samples_s=samples,
                          compile_s=2 * compile_once, start_s=2 * c.worker_start_s,
-                         fixed_s=2 * c.point_s)
+                         fixed_s=2 * c.point_s, busy_extra_s=busy)
     compile_s = c.compile_time(method) if compiles_here else 0.0
     warm = warmup_calls(call, 3 * call + compile_s, timing)   # cold, memory, first calls
     return PointCost(calls_s=(3 + warm) * call + samples, samples_s=samples,
-                     compile_s=compile_s, start_s=0.0, fixed_s=c.point_s)
+                     compile_s=compile_s, start_s=0.0, fixed_s=c.point_s, busy_extra_s=busy)
 
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
@@ -272,6 +283,9 @@ class RunCost:
     failures: int                    # points expected to run out of memory or time
     skipped: int                     # larger T of their series, not tried
     measured: bool                   # every constant used came from a measured run
+    # at most this much more where no point's spread meets --noise-target (a busy machine:
+    # each point samples on to --max-time)
+    busy_extra_s: float = 0.0
 
 
 def worker_key(point: Point) -> tuple[str, str, str]:
@@ -300,7 +314,7 @@ def run_cost(points: Sequence[Point], method_of: Callable[[str], Method],
     seen_shapes: set[tuple] = set()
     workers: dict[tuple, CostConstants] = {}
     combos: dict[tuple, tuple[Method, CostConstants]] = {}
-    samples = calls = compile_s = starts = fixed = 0.0
+    samples = calls = compile_s = starts = fixed = busy_extra = 0.0
     shapes = switches = 0
     previous = None
     failed: set[tuple] = set()
@@ -334,6 +348,7 @@ def run_cost(points: Sequence[Point], method_of: Callable[[str], Method],
         shapes += cost.compile_s > 0 and (new or isolate == "point")
         series[key] = series.get(key, 0.0) + cost.total_s
         samples += cost.samples_s
+        busy_extra += cost.busy_extra_s
         calls += cost.calls_s
         compile_s += cost.compile_s
         starts += cost.start_s
@@ -361,7 +376,7 @@ def run_cost(points: Sequence[Point], method_of: Callable[[str], Method],
                    compiled_shapes=shapes, compile_s=compile_s, samples_s=samples,
                    calls_s=calls, fixed_s=fixed, cooldown_s=cooldown, run_s=run_s,
                    points=len(ordered), failures=failures, skipped=skipped,
-                   measured=all(c.measured for c in used.values()))
+                   measured=all(c.measured for c in used.values()), busy_extra_s=busy_extra)
 
 
 # -- calibration from a measured run ------------------------------------------------------

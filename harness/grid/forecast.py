@@ -93,4 +93,7 @@ def cost_line(cost: RunCost) -> str:
             f"calls {cost.calls_s - cost.samples_s:.0f} s, per point {cost.fixed_s:.0f} s, "
             f"cool-down {cost.cooldown_s:.0f} s, run {cost.run_s:.0f} s" +
             (f"; {cost.failures} expected to run out of memory or time, {cost.skipped} "
-             f"larger T then skipped" if cost.failures else ""))
+             f"larger T then skipped" if cost.failures else "") +
+            (f"; up to {format_duration(cost.busy_extra_s)} more on a busy machine (samples "
+             f"to --max-time while the spread is above --noise-target)"
+             if cost.busy_extra_s >= 1 else ""))
