@@ -710,7 +710,7 @@ class AccuracyRecord:
 
 
 RECORD_TYPES: dict[str, type] = {"speed": SpeedRecord, "accuracy": AccuracyRecord}
-axes_table.reserve_names([*TABLE_COLUMNS, "point_id", "kind", *POINT_FIELDS,
+axes_table.reserve_names([*TABLE_COLUMNS, "point_id", "kind", "repro", *POINT_FIELDS,
                           *(f.name for cls in (Point, *RECORD_TYPES.values())
                             for f in dataclasses.fields(cls))])
 

@@ -194,7 +194,6 @@ def speed_columns(unknown: list[str] = ()) -> list[str]:
 
 
 
-
 def tidy_speed(rows: list[dict[str, Any]]) -> pd.DataFrame:
     known = {axis.name for axis in axes()}
     unknown = list(dict.fromkeys(name for data in rows for name in (data.get("axes") or {})
