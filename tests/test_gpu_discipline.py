@@ -385,36 +385,28 @@ def test_jax_flush_timer_touches_its_buffer_before_each_timed_call():
 
 # -- records and report ------------------------------------------------------------------------
 def test_runner_copies_clock_fields_into_the_record_and_the_report_lists_throttled(tmp_path):
-    from harness.measure.processes import Outcome
-    from harness.contract.probe import GateResult, ProbeResult
-    from harness.contract.records import MemoryResult, Point, TimingResult
+    from harness.contract.records import Point, TimingResult
+    from fake_executor import PassingExecutor
     from harness.report import render_report
     from harness.measure.runner import Runner
     from harness.grid.settings import RunSettings
     from harness.store.run_dir import RunDir
 
-    class FakeExecutor:
-        def run(self, task, *args, timeout=None):
-            if task == "probe":
-                gate = GateResult(True, 0.0, 1e-3, None)
-                return Outcome("ok", {c: ProbeResult(True, gate=gate) for c in args[0]})
-            if task == "memory":
-                return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
-                                                  input_bytes=100))
-            result = TimingResult(time_samples_s=[0.01, 0.011, 0.012], time_s=0.011,
-                                  time_iqr_s=0.001, time_min_s=0.01, timer="cudagraph")
-            result.set_conditions({
-                "l2_flush": "flushed: 256 MiB ...",
-                "matmul_precision": "torch highest (tf32 matmul off, cudnn on)",
-                "sm_clock_mhz_min": 1500.0, "sm_clock_mhz_max": 1980.0,
-                "max_sm_clock_mhz": 1980.0, "throttle_reasons": ["sw_power_cap"],
-                "throttled": True, "clock_samples": 12})
-            return Outcome("ok", result)
+    def timing(_args):
+        result = TimingResult(time_samples_s=[0.01, 0.011, 0.012], time_s=0.011,
+                              time_iqr_s=0.001, time_min_s=0.01, timer="cudagraph")
+        result.set_conditions({
+            "l2_flush": "flushed: 256 MiB ...",
+            "matmul_precision": "torch highest (tf32 matmul off, cudnn on)",
+            "sm_clock_mhz_min": 1500.0, "sm_clock_mhz_max": 1980.0,
+            "max_sm_clock_mhz": 1980.0, "throttle_reasons": ["sw_power_cap"],
+            "throttled": True, "clock_samples": 12})
+        return result
 
     peaks = {"cpu": {"matmul_flops_per_s": {"float32": {"value": 1e12}},
                      "memory_bytes_per_s": {"value": 1e11}}}
     run_dir = RunDir.create(tmp_path / "run", {"peaks": peaks["cpu"]})
-    runner = Runner(run_dir, RunSettings(), executor=FakeExecutor(), peaks=peaks)
+    runner = Runner(run_dir, RunSettings(), executor=PassingExecutor(timing), peaks=peaks)
     summary = runner.run([Point(impl="softmax_torch", seq_len=256, head_dim=32),
                           Point(impl="hrr_torch", seq_len=256, head_dim=32)])
     record = next(r for r in summary.records if r.impl == "softmax_torch")

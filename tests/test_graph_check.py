@@ -224,11 +224,16 @@ def test_a_real_graph_of_a_real_kernel_is_kept_and_counted():
     def run():
         torch.matmul(q, q, out=out)
         return out
-    work = Workload(run=run, block=lambda v: torch.cuda.synchronize(), check=lambda v: True,
-                    input_bytes=0, inputs=(q,), call_inputs=(q,))
-    timers.apply_timer(work, timer="cudagraph", framework="torch", device="cuda",
-                       label="gpu-test", tolerance=2e-5)
-    time_workload(work, SETTINGS)
+
+    def graph_timed(call):
+        work = Workload(run=call, block=lambda v: torch.cuda.synchronize(),
+                        check=lambda v: True, input_bytes=0, inputs=(q,), call_inputs=(q,))
+        timers.apply_timer(work, timer="cudagraph", framework="torch", device="cuda",
+                           label=f"gpu-test-{call.__name__}", tolerance=2e-5)
+        time_workload(work, SETTINGS)
+        return work
+
+    work = graph_timed(run)
     inner = work.timer.inner
     assert work.timer.name == "cudagraph", work.timer.graph_check
     if inner.checked.nodes is not None:
@@ -243,12 +248,8 @@ def test_a_real_graph_of_a_real_kernel_is_kept_and_counted():
         with torch.cuda.stream(side):
             torch.matmul(q, q, out=out)
         return out
-    work = Workload(run=leaky, block=lambda v: torch.cuda.synchronize(), check=lambda v: True,
-                    input_bytes=0, inputs=(q,), call_inputs=(q,))
-    timers.apply_timer(work, timer="cudagraph", framework="torch", device="cuda",
-                       label="gpu-test-leaky", tolerance=2e-5)
     try:
-        time_workload(work, SETTINGS)
+        work = graph_timed(leaky)
     except Exception as exc:   # capture refused outright (the side stream joined the capture)
         pytest.skip(f"the leaky call could not be captured here: {exc}")
     assert work.timer.name == "cuda_event", work.timer.graph_check

@@ -348,28 +348,19 @@ def test_a_fixed_token_group_keeps_its_workloads_apart():
 def _fake_peaks_run(tmp_path, run_peaks, time_s):
     """One softmax_torch and one hrr_torch point through the Runner with a fake executor (each
     call ``time_s``) against ``run_peaks`` (device -> run.json's peaks)."""
-    from harness.contract.probe import GateResult, ProbeResult
-    from harness.contract.records import MemoryResult, Point, TimingResult
+    from harness.contract.records import Point, TimingResult
     from harness.grid.settings import RunSettings
-    from harness.measure.processes import Outcome
     from harness.measure.runner import Runner
     from harness.metrics.peaks import peaks_metadata
     from harness.store.run_dir import RunDir
+    from fake_executor import PassingExecutor
 
-    class FakeExecutor:
-        def run(self, task, *args, timeout=None):
-            if task == "probe":
-                gate = GateResult(True, 0.0, 1e-3, None)
-                return Outcome("ok", {c: ProbeResult(True, gate=gate) for c in args[0]})
-            if task == "memory":
-                return Outcome("ok", MemoryResult(peak_mem_bytes=10, mem_method="x",
-                                                  input_bytes=100))
-            return Outcome("ok", TimingResult(time_samples_s=[time_s] * 3, time_s=time_s,
-                                              time_iqr_s=0.0, time_min_s=time_s,
-                                              timer="perf_counter"))
+    def timing(_args):
+        return TimingResult(time_samples_s=[time_s] * 3, time_s=time_s, time_iqr_s=0.0,
+                            time_min_s=time_s, timer="perf_counter")
 
     run_dir = RunDir.create(tmp_path / "run", {"kind": "speed", **peaks_metadata(run_peaks)})
-    runner = Runner(run_dir, RunSettings(), executor=FakeExecutor(), peaks=run_peaks)
+    runner = Runner(run_dir, RunSettings(), executor=PassingExecutor(timing), peaks=run_peaks)
     summary = runner.run([Point(impl="softmax_torch", seq_len=1024, head_dim=64),
                           Point(impl="hrr_torch", seq_len=1024, head_dim=64)])
     run_dir.release()
