@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.console import format_bytes
 from harness.errors import UsageError
+from harness.contract import escape
 from harness.contract.records import NoiseMetrics
 from harness.contract.registry import REGISTRY
 from harness.report import claims
@@ -73,16 +74,18 @@ def memory_cap_text(settings: dict) -> str:
     return f"none (on a GPU: {fraction:.0%} of its memory)" if fraction else "none"
 
 
-def md_escape(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_cell(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A table value as plain text: blank for a missing value, 4 significant digits for a
+    float; each writer escapes it for its format."""
     if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return md_escape(value)
+    return str(value)
+
+
+def md_cell(value: object) -> str:
+    return escape.md_cell(cell_text(value))
 
 
 def to_markdown(doc: Doc, root: Path) -> str:
@@ -90,24 +93,25 @@ def to_markdown(doc: Doc, root: Path) -> str:
     for block in doc.blocks:
         kind = block[0]
         if kind == "h":
-            out.append("#" * block[1] + " " + block[2])
+            out.append("#" * block[1] + " " + escape.md_text(block[2]))
         elif kind == "p":
-            out.append(block[1])
+            out.append(escape.md_text(block[1]))
         elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in block[1]))
+            out.append("\n".join(f"- {escape.md_text(item)}" for item in block[1]))
         elif kind == "table":
             frame, files = block[1], block[2]
-            lines = ["| " + " | ".join(md_escape(c) for c in frame.columns) + " |",
+            lines = ["| " + " | ".join(escape.md_cell(c) for c in frame.columns) + " |",
                      "|" + "|".join("---" for _ in frame.columns) + "|"]
             lines += ["| " + " | ".join(md_cell(v) for v in row) + " |"
                       for row in frame.itertuples(index=False)]
             if files:
-                lines.append(f"\n{files}")
+                lines.append(f"\n{escape.md_text(files)}")
             out.append("\n".join(lines))
         elif kind == "figure":
             s = block[1]
             png, pdf = s.png.relative_to(root).as_posix(), s.pdf.relative_to(root).as_posix()
-            out.append(f"![{s.title}]({png})\n\n*{s.title}.* {s.caption} "
+            title, caption = escape.md_text(s.title), escape.md_text(s.caption)
+            out.append(f"![{title}]({png})\n\n*{title}.* {caption} "
                        f"([PNG]({png}), [PDF]({pdf}))")
     return "\n\n".join(out) + "\n"
 
@@ -126,7 +130,7 @@ def to_html(doc: Doc, title: str) -> str:
         elif kind == "table":
             frame, files = block[1], block[2]
             head = "".join(f"<th>{e(str(c))}</th>" for c in frame.columns)
-            rows = "".join("<tr>" + "".join(f"<td>{e(md_cell(v).replace(chr(92) + '|', '|'))}"
+            rows = "".join("<tr>" + "".join(f"<td>{e(cell_text(v))}"
                                             f"</td>" for v in row) + "</tr>"
                            for row in frame.itertuples(index=False))
             body.append(f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
 from typing import Mapping
@@ -9,6 +11,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from harness.contract.escape import csv_line, latex_text
 from harness.contract.traits import Traits
 from harness.report.claims import theoretical_exponents
 from harness.report.data import MIB, point_key_columns
@@ -260,16 +263,11 @@ def run_comparison_table(pairs: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 # -- writers ---------------------------------------------------------------------------------
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    frame.to_csv(path, index=False, lineterminator="\n")
-
-
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: object) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """pandas' text for every value, each record on one "\\n"-ended line, every field that
+    holds a CR or LF quoted (harness.contract.escape.csv_line)."""
+    text = frame.to_csv(index=False, lineterminator="\r\n")   # CR quoted under this ending
+    rows = csv.reader(io.StringIO(text, newline=""))
+    path.write_text("".join(csv_line(row) for row in rows), newline="")
 
 
 def latex_cell(value: object) -> str:
@@ -280,18 +278,18 @@ def latex_cell(value: object) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        return latex_escape(f"{float(value):.4g}")
-    return latex_escape(value)
+        return latex_text(f"{float(value):.4g}")
+    return latex_text(value)
 
 
 def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
     """A booktabs tabular (needs \\usepackage{booktabs}); numeric columns right-aligned."""
     align = "".join("r" if pd.api.types.is_numeric_dtype(frame[c]) else "l"
                     for c in frame.columns)
-    lines = [f"% {latex_escape(caption)}" if caption else "% attnbench table",
+    lines = [f"% {latex_text(caption)}" if caption else "% attnbench table",
              "% needs \\usepackage{booktabs}",
              f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-             " & ".join(latex_escape(c) for c in frame.columns) + r" \\", "\\midrule"]
+             " & ".join(latex_text(c) for c in frame.columns) + r" \\", "\\midrule"]
     for row in frame.itertuples(index=False):
         lines.append(" & ".join(latex_cell(v) for v in row) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]

@@ -9,11 +9,11 @@ so that a script reads the same fields from either command's CSV).
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from harness.contract import escape
+from harness.contract.escape import csv_line
 from harness.verdicts import words
 from harness.verdicts.row import (
     VerdictRow,
@@ -103,6 +103,7 @@ def cells(row: VerdictRow, columns: Sequence[Column]) -> list[str]:
 
 
 def rich_table(rows: Sequence[VerdictRow], title: str):
+    from rich.markup import escape as markup_escape
     from rich.table import Table
 
     rows = ordered(rows)
@@ -112,7 +113,7 @@ def rich_table(rows: Sequence[VerdictRow], title: str):
         table.add_column(column.name, justify="right" if column.right else "left",
                          overflow="fold")
     for row in rows:
-        texts = cells(row, columns)
+        texts = [markup_escape(text) for text in cells(row, columns)]   # no markup from data
         style = words.style(row.verdict, row.fails)
         table.add_row(*(f"[{style}]{text}[/]" if style and column.name == "verdict" and text
                         else text for column, text in zip(columns, texts)))
@@ -145,24 +146,24 @@ def markdown(rows: Sequence[VerdictRow], title: str, header: Sequence[str]) -> s
     """A markdown page: the title, the header lines as a list, the table, the summary line."""
     rows = ordered(rows)
     columns = table_columns(rows)
-    lines = [f"# {title}", ""] + [f"- {line}" for line in header] + [""]
-    lines.append("| " + " | ".join(c.name for c in columns) + " |")
+    lines = ([f"# {escape.md_text(title)}", ""] + [f"- {escape.md_text(line)}" for line in header]
+             + [""])
+    lines.append("| " + " | ".join(escape.md_cell(c.name) for c in columns) + " |")
     lines.append("|" + "---|" * len(columns))
     for row in rows:
-        texts = [text.replace("|", "\\|") for text in cells(row, columns)]
+        texts = [escape.md_cell(text) for text in cells(row, columns)]
         texts = [f"**{text}**" if row.fails and column.name == "verdict" else text
                  for column, text in zip(columns, texts)]
         lines.append("| " + " | ".join(texts) + " |")
-    return "\n".join(lines + ["", summary_line(rows)]) + "\n"
+    return "\n".join(lines + ["", escape.md_text(summary_line(rows))]) + "\n"
 
 
 def csv_text(rows: Sequence[VerdictRow]) -> str:
-    """One line a row, every CSV field of COLUMNS (blank where the row has no value)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    """One record a row, every CSV field of COLUMNS (blank where the row has no value); a field
+    holding a CR or LF (a note, a status message) is quoted (harness.contract.escape.csv_line)."""
     columns = [c for c in all_columns(rows) if c.value is not None]
-    writer.writerow([c.name for c in columns])
+    lines = [csv_line(c.name for c in columns)]
     for row in ordered(rows):
         values = (column.value(row) for column in columns)
-        writer.writerow(["" if value is None else value for value in values])
-    return out.getvalue()
+        lines.append(csv_line("" if value is None else value for value in values))
+    return "".join(lines)
