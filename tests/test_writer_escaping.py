@@ -24,6 +24,7 @@ from tests.report_fixtures import FAST, MACHINE_A
 
 HOSTILE = ("first\r\n\nsecond <script>alert(1)</script> <blink>bold</blink> a|b & 50% x_y "
            "C:\\dir {c} $d #e ~f ^g\rlast \"quoted\", comma")
+BARE_CR = "only a bare\rcarriage return"     # nothing else that makes the csv module quote
 SHAPE = {"head_dim": 16, "heads": 2, "pass_": "forward"}
 
 
@@ -62,6 +63,9 @@ def hostile_report(tmp_path_factory) -> Path:
         run_dir.append(SpeedRecord.for_point(Point(impl="softmax_torch", seq_len=t, **SHAPE),
                                              framework="torch", family="exact", status=status,
                                              message=f"{status}: {HOSTILE}"))
+    run_dir.append(SpeedRecord.for_point(Point(impl="softmax_torch", seq_len=2048, **SHAPE),
+                                         framework="torch", family="exact", status="timeout",
+                                         message=BARE_CR))
     from harness.report.render import render_report
 
     return render_report([run], base / "report")
@@ -80,6 +84,7 @@ def test_report_csv_tables_read_back_with_their_columns(hostile_report):
         messages = {row["status"]: row["message"] for row in csv.DictReader(handle)}
     for status in ("error", "oom", "unsupported"):
         assert messages[status] == f"{status}: {HOSTILE}"
+    assert messages["timeout"] == BARE_CR
 
 
 def test_report_markdown_rows_are_one_line_without_raw_html(hostile_report):
