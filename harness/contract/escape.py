@@ -27,11 +27,11 @@ def one_line(text: object) -> str:
 
 
 def md_text(text: object) -> str:
-    """Text for a markdown paragraph or list item: one line, and ``&``, ``<`` and ``>`` as
-    entities, so that no HTML tag from the data reaches the page (markdown passes raw HTML
-    through). Markdown emphasis written by the harness itself is left alone."""
-    return (one_line(text).replace("&", "&amp;").replace("<", "&lt;")
-            .replace(">", "&gt;"))
+    """Text for a markdown paragraph or list item: one line, and ``&`` and ``<`` as entities,
+    so that no HTML tag or entity from the data reaches the page (markdown passes raw HTML
+    through; without ``<`` no tag opens, so ``>`` stays readable, as in "ok -> oom").
+    Markdown emphasis written by the harness itself is left alone."""
+    return one_line(text).replace("&", "&amp;").replace("<", "&lt;")
 
 
 def md_cell(text: object) -> str:
