@@ -83,6 +83,28 @@ def test_resume_after_a_torn_last_line_keeps_the_new_point(tmp_path):
     assert b'"seq_len": 12' in (run / "results.jsonl.torn").read_bytes()
 
 
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": 2}')
+    assert repair_torn_tail(path) == 0
+    assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
+    assert not (tmp_path / "results.jsonl.torn").exists()
+    path.write_bytes(b'{"a": 1}\n[1, 2]')                   # valid JSON but not a record
+    assert repair_torn_tail(path) == len(b"[1, 2]")
+    assert path.read_bytes() == b'{"a": 1}\n'
+
+
+def test_resume_keeps_a_whole_last_record_that_lacks_its_newline(tmp_path):
+    run = tmp_path / "run"
+    runner_for(run).run(points("softmax_torch", [64]))
+    path = run / "results.jsonl"
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))      # a whole record, no newline
+    again = runner_for(run, resume=True).run(points("softmax_torch", [64, 128]), resume=True)
+    assert again.resumed_skips == 1 and [r.seq_len for r in again.records] == [128]
+    assert_once(run, points("softmax_torch", [64, 128]))
+    assert not (run / "results.jsonl.torn").exists()
+
+
 # -- a second writer ----------------------------------------------------------------------------
 HOLD = """
 import sys, time
