@@ -603,6 +603,27 @@ def test_listops_generator_refuses_what_it_cannot_meet(tmp_path, capsys, args, e
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("dataset, subdir", [("listops", "listops-1000"),
+                                             ("pathfinder", "pathfinder32/curv_contour_length_14")])
+def test_data_refuses_an_existing_set_unless_asked_to_overwrite(tmp_path, capsys, dataset,
+                                                                 subdir):
+    from harness import cli
+
+    official = tmp_path / "lra" / subdir
+    official.mkdir(parents=True)
+    (official / "basic_train.tsv").write_text("the official release\n")
+    argv = ["data", dataset, "--out", str(tmp_path / "lra"), "--n-train", "2", "--n-val", "1",
+            "--n-test", "1"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(official) in err and len(err.strip().splitlines()) == 1
+    assert (official / "basic_train.tsv").read_text() == "the official release\n"
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert (official / "GENERATED.json").exists()
+    stale = official / "basic_train.tsv"
+    assert not stale.exists() or stale.read_text() != "the official release\n"
+
+
 def test_listops_search_is_bounded():
     import random
 
