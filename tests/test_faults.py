@@ -603,6 +603,23 @@ def test_listops_generator_refuses_what_it_cannot_meet(tmp_path, capsys, args, e
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--impl", "", "--dry-run"],
+    ["sweep", "--impl", " , ", "--dry-run"],
+    ["check", "--impl", ""],
+    ["profile", "--impl", "", "--out", "PROFILE"],
+    ["lra", "--task", "listops", "--impl", ""],
+])
+def test_an_empty_impl_list_is_refused_naming_the_flag(tmp_path, capsys, argv):
+    from harness import cli
+
+    argv = [str(tmp_path / "p") if a == "PROFILE" else a for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --impl: ") and "empty" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("dataset, subdir", [("listops", "listops-1000"),
                                              ("pathfinder", "pathfinder32/curv_contour_length_14")])
 def test_data_refuses_an_existing_set_unless_asked_to_overwrite(tmp_path, capsys, dataset,
