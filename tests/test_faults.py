@@ -105,6 +105,21 @@ def test_resume_keeps_a_whole_last_record_that_lacks_its_newline(tmp_path):
     assert not (run / "results.jsonl.torn").exists()
 
 
+def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
+    run = tmp_path / "run"
+    made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16", "--head-dim", "16",
+                   "--heads", "1", "--batch", "1", "--min-time", "0.01", "--out", str(run),
+                   "--no-report")
+    assert made.returncode == 0, made.stderr
+    path = run / "results.jsonl"
+    path.write_bytes(b'{"broken\n' + path.read_bytes())
+    result = run_cli("sweep", "--resume", str(run), "--no-report")
+    assert result.returncode == 0, result.stderr
+    about = [line for line in result.stderr.splitlines() if "line 1" in line]
+    assert about == [f"warning: {path}: line 1 is truncated or corrupt; skipped"], result.stderr
+    assert "Warning:" not in result.stderr and "raw_records" not in result.stderr
+
+
 # -- a second writer ----------------------------------------------------------------------------
 HOLD = """
 import sys, time
