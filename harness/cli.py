@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import contextlib
 import sys
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 from harness.errors import UnknownNameError, UsageError
 
@@ -96,6 +98,31 @@ def impl_modules_of(argv: list[str]) -> list[str]:
     return list(known.impl_module)
 
 
+@contextlib.contextmanager
+def store_warnings_as_lines() -> Iterator[None]:
+    """A results line the store skips (torn or corrupt) is one ``warning:`` line on stderr,
+    once per process however often the file is read (a resume reads it for the points done
+    and again for the table), not Python's warning with its source line."""
+    from harness.store.run_dir import TruncatedLineWarning
+
+    shown: set[str] = set()
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, TruncatedLineWarning):
+            return previous(message, category, filename, lineno, file, line)
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TruncatedLineWarning)   # repeats are dropped above
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -115,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(command_argv)
         args.argv = command_argv   # as given: launchers re-run it elsewhere
         module = importlib.import_module(COMMANDS[args.command][0])
-        return int(module.run(args) or 0)
+        with store_warnings_as_lines():
+            return int(module.run(args) or 0)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -83,6 +83,43 @@ def test_resume_after_a_torn_last_line_keeps_the_new_point(tmp_path):
     assert b'"seq_len": 12' in (run / "results.jsonl.torn").read_bytes()
 
 
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": 2}')
+    assert repair_torn_tail(path) == 0
+    assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
+    assert not (tmp_path / "results.jsonl.torn").exists()
+    path.write_bytes(b'{"a": 1}\n[1, 2]')                   # valid JSON but not a record
+    assert repair_torn_tail(path) == len(b"[1, 2]")
+    assert path.read_bytes() == b'{"a": 1}\n'
+
+
+def test_resume_keeps_a_whole_last_record_that_lacks_its_newline(tmp_path):
+    run = tmp_path / "run"
+    runner_for(run).run(points("softmax_torch", [64]))
+    path = run / "results.jsonl"
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))      # a whole record, no newline
+    again = runner_for(run, resume=True).run(points("softmax_torch", [64, 128]), resume=True)
+    assert again.resumed_skips == 1 and [r.seq_len for r in again.records] == [128]
+    assert_once(run, points("softmax_torch", [64, 128]))
+    assert not (run / "results.jsonl.torn").exists()
+
+
+def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
+    run = tmp_path / "run"
+    made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16", "--head-dim", "16",
+                   "--heads", "1", "--batch", "1", "--min-time", "0.01", "--out", str(run),
+                   "--no-report")
+    assert made.returncode == 0, made.stderr
+    path = run / "results.jsonl"
+    path.write_bytes(b'{"broken\n' + path.read_bytes())
+    result = run_cli("sweep", "--resume", str(run), "--no-report")
+    assert result.returncode == 0, result.stderr
+    about = [line for line in result.stderr.splitlines() if "line 1" in line]
+    assert about == [f"warning: {path}: line 1 is truncated or corrupt; skipped"], result.stderr
+    assert "Warning:" not in result.stderr and "raw_records" not in result.stderr
+
+
 # -- a second writer ----------------------------------------------------------------------------
 HOLD = """
 import sys, time
@@ -579,6 +616,44 @@ def test_listops_generator_refuses_what_it_cannot_meet(tmp_path, capsys, args, e
     assert code == 2 and expected in err, err
     assert time.monotonic() - started < 30
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--impl", "", "--dry-run"],
+    ["sweep", "--impl", " , ", "--dry-run"],
+    ["check", "--impl", ""],
+    ["profile", "--impl", "", "--out", "PROFILE"],
+    ["lra", "--task", "listops", "--impl", ""],
+])
+def test_an_empty_impl_list_is_refused_naming_the_flag(tmp_path, capsys, argv):
+    from harness import cli
+
+    argv = [str(tmp_path / "p") if a == "PROFILE" else a for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --impl: ") and "empty" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("dataset, subdir", [("listops", "listops-1000"),
+                                             ("pathfinder", "pathfinder32/curv_contour_length_14")])
+def test_data_refuses_an_existing_set_unless_asked_to_overwrite(tmp_path, capsys, dataset,
+                                                                 subdir):
+    from harness import cli
+
+    official = tmp_path / "lra" / subdir
+    official.mkdir(parents=True)
+    (official / "basic_train.tsv").write_text("the official release\n")
+    argv = ["data", dataset, "--out", str(tmp_path / "lra"), "--n-train", "2", "--n-val", "1",
+            "--n-test", "1"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(official) in err and len(err.strip().splitlines()) == 1
+    assert (official / "basic_train.tsv").read_text() == "the official release\n"
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert (official / "GENERATED.json").exists()
+    stale = official / "basic_train.tsv"
+    assert not stale.exists() or stale.read_text() != "the official release\n"
 
 
 def test_listops_search_is_bounded():

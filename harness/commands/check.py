@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from harness.contract.probe import GateResult, ProbeResult
 from harness.errors import UsageError
+from harness.contract.parsers import parse_names
 from harness.contract.registry import REGISTRY, Implementation, device_kind
 from harness.grid.workload_cases import (WorkloadCase, builtin_cases, flag_cases,
                                          gate_built_axes)
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     device, dtype = validated(args)
-    impls = REGISTRY.resolve(args.impl.split(",")) if args.impl else REGISTRY.all()
+    impls = (REGISTRY.resolve(list(parse_names(args.impl))) if args.impl is not None
+             else REGISTRY.all())
     cases = workload_cases(args)
     if cases is not None:
         return run_workloads(impls, cases, device, dtype, args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 from harness.errors import UsageError
@@ -19,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-val", type=int, default=None)
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a set already in --out (refused otherwise)")
     listops = parser.add_argument_group("listops only (defaults: the official grammar)")
     listops.add_argument("--min-length", type=int, default=None,
                          help="keep expressions with L > this (official 500)")
@@ -43,6 +46,18 @@ def writable_folder(out: Path) -> None:
         raise UsageError(f"--out {out}: not writable")
 
 
+def claim_target(target: Path, overwrite: bool) -> None:
+    """The set's folder must be absent or empty; with --overwrite an existing set is removed
+    first, so that no file of it (an official release, a larger earlier set) stays mixed in."""
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise UsageError(f"--out: {target} already holds a data set; add --overwrite to "
+                             f"replace it or choose another --out")
+        shutil.rmtree(target)
+    elif target.exists() and not target.is_dir():
+        raise UsageError(f"--out: {target} exists and is not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     defaults = DEFAULT_COUNTS[args.dataset]
     counts = {name: value if value is not None else default
@@ -51,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "listops":
         if args.resolution is not None or args.difficulty is not None:
             raise UsageError("--resolution and --difficulty are for pathfinder, not listops")
-        from harness.accuracy.tasks.listops import GrammarConfig, check_grammar, write_dataset
+        from harness.accuracy.tasks.listops import (SUBDIR, GrammarConfig, check_grammar,
+                                                    write_dataset)
 
         official = GrammarConfig()
         config = GrammarConfig(
@@ -60,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             max_length=official.max_length if args.max_length is None else args.max_length)
         check_grammar(config)
         writable_folder(args.out)
+        claim_target(args.out / SUBDIR, args.overwrite)
         target = write_dataset(args.out, seed=args.seed, config=config, **counts)
         window = "official" if config.is_official() else "NON-official"
         print(f"wrote generated ListOps ({window} grammar settings {config}) to {target}: "
@@ -67,10 +84,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         if any(v is not None for v in (args.min_length, args.max_length, args.max_depth)):
             raise UsageError("--min-length/--max-length/--max-depth are for listops")
-        from harness.accuracy.tasks.pathfinder import write_dataset
+        from harness.accuracy.tasks.pathfinder import DIFFICULTIES, write_dataset
 
         resolution = 32 if args.resolution is None else args.resolution
         writable_folder(args.out)
+        difficulty = DIFFICULTIES[args.difficulty or "hard"]
+        claim_target(args.out / f"pathfinder{resolution}" / difficulty, args.overwrite)
         target = write_dataset(args.out, seed=args.seed, resolution=resolution,
                                difficulty=args.difficulty or "hard", **counts)
         task = "pathfinder" if resolution == 32 else ("pathx" if resolution == 128 else

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UsageError
+from harness.contract.parsers import parse_names as parse_list
 
 if TYPE_CHECKING:
     from harness.accuracy.training_run import TrainingRunSettings
@@ -83,10 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_names(text: str, what: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UsageError(f"--{what}: give at least one name")
-    return names
+    return list(parse_list(text, flag=f"--{what}"))
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -19,6 +19,7 @@ from harness.contract.frameworks import best_device
 from harness.contract.registry import static_check
 from harness.commands.sweep import add_axis_arguments
 from harness.contract.axes import axes
+from harness.contract.parsers import parse_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def one(values: tuple, flag: str):
 
 def point_from(args: argparse.Namespace) -> Point:
     """The one point of the flags: every axis of the table, one value each."""
-    impl = REGISTRY.get(args.impl)   # unknown name: exit 2 with the valid ones
+    impl = REGISTRY.get(one(parse_names(args.impl), "--impl"))   # unknown name: exit 2 with the valid ones
     values: dict = {"impl": impl.name}
     for axis in axes():
         raw = getattr(args, axis.dest, None)

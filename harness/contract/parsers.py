@@ -173,7 +173,7 @@ def _items(text: str | Iterable[Any], *, flag: str) -> list[str]:
     items = text.split(",") if isinstance(text, str) else [str(x) for x in text]
     items = [i.strip() for i in items if str(i).strip()]
     if not items:
-        raise UsageError(f"{flag}: empty list")
+        raise UsageError(f"{flag}: empty list; give at least one value")
     return items
 
 

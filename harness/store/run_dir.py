@@ -3,7 +3,8 @@
 Records are appended (and flushed to disk) as each point finishes, so an interrupted run keeps
 everything it measured and ``--resume`` can skip it. Reading tolerates a truncated last line
 (the usual result of a kill mid-write) with a warning; before appending, the writer repairs it
-(the file is cut back to its last complete line, the torn bytes kept in ``results.jsonl.torn``).
+(the file is cut back to its last complete line, the torn bytes kept in ``results.jsonl.torn``;
+a last record that is whole and lacks only its newline is kept, its newline added).
 
 One writer per run directory: ``RunDir.create`` takes an OS lock (``fcntl.flock`` on ``lock`` in
 the directory) that the process holds until ``release()`` or its end; a second process is refused
@@ -115,7 +116,9 @@ def _alive(pid: int) -> bool:
 def repair_torn_tail(path: Path) -> int:
     """Cut a file back to its last complete line; the torn bytes go to ``<path>.torn``.
 
-    Returns the number of bytes moved (0 when the file ends with a newline or is empty).
+    A last line that is a complete JSON object lacking only its newline is a whole record: it
+    is kept and the newline added. Returns the number of bytes moved (0 when the file ends
+    with a newline, is empty or its last line was whole).
     """
     try:
         with open(path, "rb+") as handle:
@@ -138,6 +141,12 @@ def repair_torn_tail(path: Path) -> int:
                     break
             handle.seek(keep)
             torn = handle.read()
+            if _whole_record(torn):   # complete and valid, only its newline missing: keep it
+                handle.seek(size)
+                handle.write(b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+                return 0
             with open(path.with_name(path.name + TORN_SUFFIX), "ab") as side:
                 side.write(torn + b"\n")
                 side.flush()
@@ -150,6 +159,14 @@ def repair_torn_tail(path: Path) -> int:
     print(f"note: {path}: its last line was torn (a crash while writing); cut it off before "
           f"appending, {len(torn)} byte(s) kept in {path.name}{TORN_SUFFIX}", file=sys.stderr)
     return len(torn)
+
+
+def _whole_record(data: bytes) -> bool:
+    """Whether ``data`` is one complete JSON object (a record that lacks only its newline)."""
+    try:
+        return isinstance(json.loads(data.decode("utf-8")), dict)
+    except (UnicodeDecodeError, ValueError):
+        return False
 
 
 def finite_json(value: Any, where: str = "") -> tuple[Any, list[str]]:
