@@ -9,6 +9,7 @@ import io
 import pandas as pd
 import pytest
 
+from harness.contract.escape import md_text
 from report_fixtures import ENERGY_WATTS, SHORT_WINDOW, make_energy_run
 
 from harness.report import findings, render_report
@@ -26,7 +27,8 @@ def test_energy_figure_table_and_points_columns(energy_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     assert "## Energy per token" in md
-    assert SHORT_WINDOW in md       # the point not drawn, and why
+    # the point not drawn, and why (as markdown writes it: '<' as an entity)
+    assert md_text(SHORT_WINDOW) in md and "&lt; 2 updates" in md
     points = list(csv.DictReader(io.StringIO((out / "tables" / "points.csv").read_text())))
     by_key = {(r["impl"], int(r["seq_len"])): r for r in points}
     soft = by_key[("softmax_torch", 1024)]
