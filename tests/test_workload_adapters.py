@@ -97,17 +97,17 @@ def _torch(extra):
             torch.from_numpy(np.asarray(value)) for name, value in extra.items()}
 
 
-def _masked_case(kw: dict) -> tuple:
-    """q, k, v (B 2, Tk 13) and the mask keywords of a case (tq, window, alibi, documents),
-    with what is left of ``kw`` (causal)."""
+def _masked_case(kw: dict, docs_seed: int = 1) -> tuple:
+    """q, k, v (B 2, Tk 13) and the mask keywords of a case (hkv, tq, window, alibi,
+    documents), with what is left of ``kw`` (causal)."""
     kw = dict(kw)
-    q, k, v = _inputs(tq=kw.pop("tq", 13))
+    q, k, v = _inputs(hkv=kw.pop("hkv", 2), tq=kw.pop("tq", 13))
     extra = {"window": kw.pop("window", None)}
     if kw.pop("alibi", False):
         extra["alibi_slopes"] = alibi_slopes(4)
     docs = kw.pop("documents", None)
     if docs:
-        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=1)
+        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=docs_seed)
     return q, k, v, extra, kw
 
 
@@ -372,15 +372,8 @@ XF_CASES = [
 
 @pytest.mark.parametrize("kw,bias_type", XF_CASES)
 def test_xformers_adapter_uses_native_biases_and_5d_gqa(kw, bias_type, xformers):
-    kw = dict(kw)
-    hkv = kw.pop("hkv", 2)
-    q, k, v = _inputs(hkv=hkv, tq=kw.pop("tq", 13))
-    extra = {"window": kw.pop("window", None)}
-    if kw.pop("alibi", False):
-        extra["alibi_slopes"] = alibi_slopes(4)
-    docs = kw.pop("documents", None)
-    if docs:
-        extra["document_ids"] = packed_document_ids(2, 13, docs, seed=2)
+    hkv = kw.get("hkv", 2)
+    q, k, v, extra, kw = _masked_case(kw, docs_seed=2)
     ref = exact_attention(q, k, v, causal=kw["causal"], **extra)
     out = xf_adapter.xformers_attention(*(torch.from_numpy(x) for x in (q, k, v)),
                                         causal=kw["causal"], **_torch(extra))
