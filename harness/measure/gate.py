@@ -35,6 +35,12 @@ RAGGED_GATE_BATCH = 3
 GATE_SOFTCAP = 2.0
 
 
+def gate_tolerance(impl: Any, dtype: str) -> float:
+    """The correctness gate's tolerance for this method and dtype: the method's own where it
+    declares one, else the dtype's."""
+    return float((impl.gate_tolerance or {}).get(dtype, GATE_TOLERANCE[dtype]))
+
+
 def workload_inputs(shape: tuple[int, int, int, int], *, seed: int = 0, masked: bool = False,
                     features: Iterable[str] = (), causal: bool = False,
                     **flags: bool) -> tuple[tuple[np.ndarray, ...], dict[str, object]]:
@@ -228,7 +234,7 @@ def compare(impl: Implementation, q: np.ndarray, k: np.ndarray, v: np.ndarray,
                           "approximate method: no exact reference, deviation recorded")
     scale = max(1.0, float(np.abs(ref).max()))
     max_error = float(np.abs(out - ref).max() / scale)
-    tolerance = (impl.gate_tolerance or {}).get(dtype, GATE_TOLERANCE[dtype])
+    tolerance = gate_tolerance(impl, dtype)
     passed = max_error <= tolerance
     inputs = f" of the dequantised {kv_dtype} k, v" if kv_dtype else ""
     message = "" if passed else (f"output differs from the {impl.family} reference{inputs}: "

@@ -35,7 +35,7 @@ import numpy as np
 from harness.contract import frameworks
 from harness.measure import compile_cache
 from harness.measure import timers as gpu_timing
-from harness.measure.gate import check as gate_check
+from harness.measure.gate import check as gate_check, gate_tolerance
 from harness.measure.device_setup import (
     CudaContextError,
     DeviceMemoryCap,
@@ -530,13 +530,6 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     result.deviation_from_softmax, result.fidelity_rows = deviation, rows
     result.quant_error, result.kv_scales = quant_error, work.info.get("kv_scales")
     return result
-
-
-def gate_tolerance(impl: Any, dtype: str) -> float:
-    """The correctness gate's tolerance for this method and dtype (harness.measure.gate)."""
-    from harness.contract.reference import GATE_TOLERANCE
-
-    return float((impl.gate_tolerance or {}).get(dtype, GATE_TOLERANCE.get(dtype, 2e-5)))
 
 
 def graph_fields(result: TimingResult, timer: Any, requested: str, device: str) -> None:
