@@ -59,8 +59,27 @@ from harness.contract.registry import REGISTRY  # noqa: E402
 
 REGISTRY.add(_with_injected_work(REGISTRY.get("hrr_torch"), {iterations!r}), replace=True)
 """
-GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--head-dim", "64",
-        "--pass", "fwd", "--device", "cpu"]
+# the points (every other flag at ab's default: B=1, H=8, D=64, float32, forward, on the CPU
+# of a machine without a GPU; one thread per worker, CPU clock, pinned, by ab's own defaults)
+GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256"]
+# how each kind of call is made: a spinning core beside it or not, the metric and threshold
+# flags (time: 5%, so that +10% lies wholly beyond it; instructions: 2%, for +3%)
+MODES = {"busy": (True, ["--threshold", "5%"]), "quiet": (False, ["--threshold", "5%"]),
+         "instructions": (False, ["--metric", "instructions", "--threshold", "2%"])}
+
+
+def ab_argv(trees: Path, base: Path, head: Path, out: Path, *flags: str) -> list[str]:
+    """``run_bench.py ab`` run from the BASE tree's harness (a snapshot of the commit under
+    test, so that the working tree can change while calls run)."""
+    return [sys.executable, str(trees / "base" / "run_bench.py"), "ab", str(base), str(head),
+            *flags, "--out", str(out)]
+
+
+def ab_env(trees: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}   # ab's defaults decide
+    env["PYTHONPATH"] = str(trees / "base")
+    return env
 
 
 def calibrate(trees: Path, seq_lens: list[int], busy: bool, samples: int = 400) -> dict:
@@ -109,29 +128,28 @@ print(json.dumps(out))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def calibrate_in_ab(trees: Path, out: Path, busy: bool, seq_lens: list[int]) -> dict:
+def calibrate_in_ab(trees: Path, out: Path, mode: str, seq_lens: list[int]) -> dict:
     """The loop length as ab measures it: a plain calibration (calibrate) underestimates what
     a call costs in ab's lockstep, where each call follows the other side's call on the same
     core and starts with caches it did not fill (the loop does not care; the real call does:
     calibrated in a plain process, "+15%" measured 1.11 to 1.12). So: a provisional +15% tree
-    from the plain calibration, one ab call of 6 rounds against BASE in the same condition (not
-    one of the counted calls; kept in OUT/calibration-runs/), and per T the loop iterations that
-    cost one real call there = provisional iterations / (measured ratio - 1)."""
-    mode = "busy" if busy else "quiet"
+    from the plain calibration, one ab call against BASE in the same mode (6 rounds of time, or
+    the instruction counts; not one of the counted calls; kept in OUT/calibration-runs/), and
+    per T the loop iterations that cost one real call there = provisional iterations /
+    (measured ratio - 1)."""
+    busy, metric = MODES[mode]
     plain = calibrate(trees, seq_lens, busy)
     provisional = trees / f"provisional15-{mode}"
     make_tree(provisional, 15, plain)
     run_out = out / "calibration-runs" / mode
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "ab", str(trees / "base"),
-                        str(provisional), "--impl", "hrr_torch", "--seq-len",
-                        ",".join(map(str, seq_lens)), *GRID[4:], "--clock", "cpu",
-                        "--rounds", "6", "--min-rounds", "6", "--max-time", "600",
-                        "--out", str(run_out)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, check=True)
+        rounds = [] if "instructions" in metric else ["--rounds", "6", "--min-rounds", "6",
+                                                      "--max-time", "600"]
+        subprocess.run(ab_argv(trees, trees / "base", provisional, run_out, "--impl",
+                               "hrr_torch", "--seq-len", ",".join(map(str, seq_lens)),
+                               *metric, *rounds),
+                       capture_output=True, text=True, env=ab_env(trees), cwd=ROOT, check=True)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -158,20 +176,27 @@ def make_tree(where: Path, slowdown_pct: int | None, calibration: dict | None = 
         path.write_text(path.read_text() + INJECTED.format(iterations=iterations))
 
 
-def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
+def run_dir(out: Path, run: dict) -> Path:
+    return out / "runs" / f"{run['index']:03d}-{run['condition']}-{run_mode(run)}"
+
+
+def run_mode(run: dict) -> str:
+    """A logged call's mode (calls logged before modes: busy true/false)."""
+    return run.get("mode") or ("busy" if run["busy"] else "nobusy")
+
+
+def one_run(trees: Path, condition: str, mode: str, out: Path, index: int,
             extra: list[str]) -> dict:
-    head = trees / ("same" if condition == "same"
-                    else f"slow{condition}-{'busy' if busy else 'quiet'}")
-    run_out = out / "runs" / f"{index:03d}-{condition}-{'busy' if busy else 'nobusy'}"
+    busy, metric = MODES[mode]
+    head = trees / ("same" if condition == "same" else f"slow{condition}-{mode}")
+    run_out = run_dir(out, {"index": index, "condition": condition, "mode": mode})
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     load_before = os.getloadavg()
     start = time.monotonic()
     try:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONPATH": str(ROOT)}
-        done = subprocess.run([sys.executable, str(ROOT / "run_bench.py"), "ab",
-                               str(trees / "base"), str(head), *GRID, "--out", str(run_out),
-                               *extra], capture_output=True, text=True, env=env, cwd=ROOT)
+        done = subprocess.run(ab_argv(trees, trees / "base", head, run_out, *GRID, *metric,
+                                      *extra), capture_output=True, text=True,
+                              env=ab_env(trees), cwd=ROOT)
     finally:
         if spinner is not None:
             spinner.kill()
@@ -183,29 +208,38 @@ def one_run(trees: Path, condition: str, busy: bool, out: Path, index: int,
         with open(csv_path) as handle:
             rows = [{k: r[k] for k in ("impl", "seq_len", "ratio", "lo", "hi", "rounds",
                                        "verdict")} for r in csv.DictReader(handle)]
-    return {"index": index, "condition": condition, "busy": busy, "exit": done.returncode,
-            "ab_flags": extra,
+    return {"index": index, "condition": condition, "busy": busy, "mode": mode,
+            "exit": done.returncode, "ab_flags": [*GRID, *metric, *extra],
             "wall_s": round(wall, 1), "load_before": load_before,
             "load_after": os.getloadavg(), "at": dt.datetime.now().isoformat(timespec="seconds"),
             "points": rows, "stderr_tail": done.stderr.strip().splitlines()[-1:]}
 
 
+MODE_LABEL = {"busy": "one busy core", "nobusy": "none added", "quiet": "none added",
+              "instructions": "instructions"}
+ORDER = {"busy": 0, "nobusy": 1, "quiet": 1, "instructions": 2}
+
+
+def logged_runs(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+
+
 def summary(out: Path) -> None:
-    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
+    """The power table: per mode and HEAD, how many calls exited 1 (flagged), the measured
+    ratios of hrr_torch, rounds and wall time."""
     groups: dict[tuple, list[dict]] = {}
-    for run in runs:
-        groups.setdefault((run["busy"], run["condition"]), []).append(run)
-    print("| background | HEAD | calls | flagged (exit 1 at the time) | flagged by the final "
-          "rule | hrr_torch ratio T=128 / T=256 (median over calls) | rounds (median) | "
-          "wall s (max) | load avg 1 min (range) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    order = {"same": 0, "15": 1, "10": 2, "5": 3}
-    for (busy, cond), items in sorted(groups.items(), key=lambda kv: (not kv[0][0],
-                                                                     order.get(kv[0][1], 9))):
+    for run in logged_runs(out):
+        groups.setdefault((run_mode(run), run["condition"]), []).append(run)
+    print("| condition | HEAD | calls | flagged (exit 1) | hrr_torch ratio T=128 / T=256 "
+          "(median over calls; range) | rounds (median) | wall s (median, max) | "
+          "load avg 1 min (range) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (mode, cond), items in sorted(groups.items(), key=lambda kv: (
+            ORDER.get(kv[0][0], 9), kv[0][1] != "same", -float(kv[0][1])
+            if kv[0][1] != "same" else 0)):
         flagged = sum(r["exit"] == 1 for r in items)
         bad = sum(r["exit"] not in (0, 1) for r in items)
-        refl = sum(rejudge(call_rounds(out, r, "cpu", "median")) for r in items)
-        ratios = {}
+        ratios: dict[str, list[float]] = {}
         rounds = []
         for r in items:
             for p in r["points"]:
@@ -213,66 +247,30 @@ def summary(out: Path) -> None:
                     ratios.setdefault(p["seq_len"], []).append(float(p["ratio"]))
                 if p["rounds"]:
                     rounds.append(int(p["rounds"]))
-        med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+
+        def spread(xs: list[float]) -> str:
+            return (f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})" if xs
+                    else "-")
         loads = [x for r in items for x in (r["load_before"][0], r["load_after"][0])]
-        label = "one busy core" if busy else "none added"
-        head = "identical" if cond == "same" else f"+{cond}% hrr_torch"
-        print(f"| {label} | {head} | {len(items)} | {flagged}/{len(items)}"
-              f"{f' ({bad} failed)' if bad else ''} | {refl}/{len(items)} | "
-              f"{med(ratios.get('128', [])):.3f} / {med(ratios.get('256', [])):.3f} | "
-              f"{med(rounds)} | {max(r['wall_s'] for r in items):.0f} | "
+        walls = [r["wall_s"] for r in items]
+        head = "unchanged" if cond == "same" else f"+{cond}% hrr_torch"
+        print(f"| {MODE_LABEL.get(mode, mode)} | {head} | {len(items)} | {flagged}/{len(items)}"
+              f"{f' ({bad} failed)' if bad else ''} | {spread(ratios.get('128', []))} / "
+              f"{spread(ratios.get('256', []))} | "
+              f"{statistics.median(rounds) if rounds else '-'} | "
+              f"{statistics.median(walls):.0f}, {max(walls):.0f} | "
               f"{min(loads):.1f}-{max(loads):.1f} |")
 
 
-def round_noise(out: Path) -> None:
-    """Per-round log ratios HEAD/BASE re-read from every call's round directories, for each clock
-    and statistic: their spread in the identical-tree calls and their mean in the slowed ones."""
-    import math
-    import statistics
-
-    sys.path.insert(0, str(ROOT))
-    from harness.verdicts.ab.rounds import read_raw_records
-    from harness.verdicts.ab.paired_stats import side_value
-
-    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
-    logs: dict[tuple, list[float]] = {}
-    for run in runs:
-        rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
-                                f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
-        n = 1
-        while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
-            sides = {s: {(r["impl"], r["seq_len"]): r for r in
-                         read_raw_records(rounds / f"{s}-{n:02d}") if r.get("status") == "ok"}
-                     for s in ("base", "head")}
-            for key in sides["base"].keys() & sides["head"].keys():
-                b, h = sides["base"][key], sides["head"][key]
-                for clock in ("wall", "cpu"):
-                    field = "time_samples_s"
-                    bs = b[field] if clock == "wall" else b["extra"]["cpu_time_samples_s"]
-                    hs = h[field] if clock == "wall" else h["extra"]["cpu_time_samples_s"]
-                    for stat in ("min", "p25", "median"):
-                        r = side_value(hs, stat) / side_value(bs, stat)
-                        logs.setdefault((run["condition"], run["busy"], key, clock, stat),
-                                        []).append(math.log(r))
-            n += 1
-    print("| HEAD | background | point | clock | statistic | rounds | mean ratio | "
-          "sd of log ratio |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (cond, busy, key, clock, stat), xs in sorted(logs.items(), key=str):
-        sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-        print(f"| {cond} | {'busy core' if busy else 'none'} | {key[0]} T={key[1]} | {clock} | "
-              f"{stat} | {len(xs)} | {math.exp(statistics.fmean(xs)):.3f} | {sd:.3f} |")
-
-
-def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
-    """The rounds of one ab call, each {(impl, seq_len): HEAD/BASE ratio}, re-read from its
+def round_logs(out: Path, run: dict) -> list[dict]:
+    """Per round of one call: {(impl, seq_len): HEAD/BASE ratio as ab judged it} (the median
+    over turns of lockstep pairs, CPU clock where both sides recorded it), re-read from its
     round directories."""
     sys.path.insert(0, str(ROOT))
     from harness.verdicts.ab.rounds import pair_samples, read_raw_records, turn_ratio
     from harness.verdicts.ab.paired_stats import side_value
 
-    rounds = out / "runs" / f"{run['index']:03d}-{run['condition']}-" \
-                            f"{'busy' if run['busy'] else 'nobusy'}" / "rounds"
+    rounds = run_dir(out, run) / "rounds"
     found, n = [], 1
     while (rounds / f"base-{n:02d}").exists() and (rounds / f"head-{n:02d}").exists():
         sides = {s: {(r["impl"], r["seq_len"]): r for r in
@@ -281,114 +279,75 @@ def call_rounds(out: Path, run: dict, clock: str, statistic: str) -> list[dict]:
         ratios = {}
         for key in sides["base"].keys() & sides["head"].keys():
             rb, rh = sides["base"][key], sides["head"][key]
-            b, h, _ = pair_samples(rb, rh, clock)
+            b, h, _ = pair_samples(rb, rh, "cpu")
             turns = turn_ratio(rb, rh, b, h)
             ratios[key] = turns if turns is not None else \
-                side_value(h, statistic) / side_value(b, statistic)
+                side_value(h, "median") / side_value(b, "median")
         if ratios:
             found.append(ratios)
         n += 1
     return found
 
 
-def rejudge(rounds: list[dict], threshold: float = 0.10) -> bool:
-    """Whether ab's final rule (t interval, Bonferroni over the points) flags these rounds."""
-    from harness.verdicts.ab.rounds import per_point_confidence
-    from harness.verdicts.ab.paired_stats import paired_decision, paired_estimate
-    from harness.verdicts.words import SLOWER
+def round_noise(out: Path) -> None:
+    """Per call and point, the sd over rounds of the log ratio HEAD/BASE (as ab judged each
+    round): the figure a call's interval is made of. Median and max over the calls of a mode
+    and HEAD."""
+    import math
 
-    if not rounds:
-        return False
-    keys = sorted(set.intersection(*(set(r) for r in rounds)))
-    level = per_point_confidence(0.95, len(keys))
-    return any(paired_decision(paired_estimate([r[k] for r in rounds], level), threshold).verdict
-               == SLOWER for k in keys)
-
-
-def measured_rounds(out: Path, clock: str, statistic: str) -> dict[tuple, list[dict]]:
-    """(condition, busy) -> every round measured under it, in any call."""
-    runs = [json.loads(x) for x in (out / "power.jsonl").read_text().splitlines() if x.strip()]
-    found: dict[tuple, list[dict]] = {}
-    for run in runs:
-        found.setdefault((run["condition"], run["busy"]), []).extend(
-            call_rounds(out, run, clock, statistic))
-    return found
-
-
-def simulate(out: Path, rounds: int, clock: str, statistic: str, threshold: float,
-             trials: int = 2000) -> None:
-    """Power by subsampling measured rounds: each simulated call draws ``rounds`` distinct whole
-    rounds (all points of a round together, without replacement: a repeated round would fake
-    agreement) from the rounds measured under one condition in any call, and is judged by ab's
-    own rule (t interval, Bonferroni over the points). Needs at least 2 x ROUNDS measured rounds
-    of a condition; says so otherwise."""
-    import random
-
-    from harness.verdicts.ab.rounds import per_point_confidence
-    from harness.verdicts.ab.paired_stats import paired_decision, paired_estimate
-    from harness.verdicts.words import SLOWER
-
-    rng = random.Random(0)
-    print(f"| HEAD | background | measured rounds | simulated calls of {rounds} rounds "
-          f"flagged | {clock} clock, {statistic} |")
+    table: dict[tuple, list[float]] = {}
+    for run in logged_runs(out):
+        rounds = round_logs(out, run)
+        for key in sorted(set().union(*rounds)) if rounds else []:
+            logs = [math.log(r[key]) for r in rounds if key in r]
+            if len(logs) > 1:
+                table.setdefault((run_mode(run), run["condition"], key), []).append(
+                    statistics.stdev(logs))
+    print("| condition | HEAD | point | calls | sd of the per-round log ratio (median; max) |")
     print("|---|---|---|---|---|")
-    for (cond, busy), pool in sorted(measured_rounds(out, clock, statistic).items(), key=str):
-        if len(pool) < 2 * rounds:
-            print(f"| {cond} | {'busy core' if busy else 'none'} | {len(pool)} | too few "
-                  f"measured rounds to subsample {rounds} |  |")
-            continue
-        keys = sorted(set.intersection(*(set(r) for r in pool)))
-        level = per_point_confidence(0.95, len(keys))
-        flagged = 0
-        for _ in range(trials):
-            draw = rng.sample(pool, rounds)
-            flagged += any(paired_decision(paired_estimate([r[k] for r in draw], level),
-                                           threshold).verdict == SLOWER for k in keys)
-        print(f"| {'identical' if cond == 'same' else '+' + cond + '% hrr_torch'} | "
-              f"{'busy core' if busy else 'none'} | {len(pool)} | "
-              f"{flagged / trials:.0%} |  |")
+    for (mode, cond, key), sds in sorted(table.items(), key=str):
+        print(f"| {MODE_LABEL.get(mode, mode)} | {cond} | {key[0]} T={key[1]} | {len(sds)} | "
+              f"{statistics.median(sds):.4f}; {max(sds):.4f} |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--runs", type=int, default=10, help="runs per condition")
-    parser.add_argument("--conditions", default="same,15,10,5")
-    parser.add_argument("--busy", choices=("yes", "no", "both"), default="yes")
+    parser.add_argument("--plan", default="busy:same,10,5;quiet:same,10;instructions:same,3",
+                        help="MODE:CONDITIONS;... (modes: busy, quiet, instructions; "
+                             "conditions: same or a slowdown in percent)")
+    parser.add_argument("--runs", type=int, default=10, help="rounds of the plan: each makes one "
+                        "call of every mode and condition")
     parser.add_argument("--deadline", help="HH:MM (UTC): start no ab call after this")
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
     parser.add_argument("--round-noise", action="store_true",
-                        help="print the per-round ratios' spread by clock and statistic, stop")
-    parser.add_argument("--simulate", type=int, metavar="ROUNDS",
-                        help="print the power of calls of ROUNDS rounds estimated by resampling "
-                             "the measured rounds, and stop")
-    parser.add_argument("--sim-clock", default="cpu")
-    parser.add_argument("--sim-statistic", default="median")
+                        help="print the per-round ratios' spread per call, stop")
     args, extra = parser.parse_known_args()
-    if args.simulate:
-        simulate(args.out, args.simulate, args.sim_clock, args.sim_statistic, 0.10)
-        return 0
     if args.summary:
         summary(args.out)
         return 0
     if args.round_noise:
         round_noise(args.out)
         return 0
-    conditions = args.conditions.split(",")
+    plan = []
+    for part in args.plan.split(";"):
+        mode, _, conditions = part.partition(":")
+        if mode not in MODES or not conditions:
+            parser.error(f"--plan: {part!r} is not MODE:CONDITIONS with a mode of "
+                         f"{', '.join(MODES)}")
+        plan += [(mode, c) for c in conditions.split(",")]
     trees = args.out / "trees"
     make_tree(trees / "base", None)
     make_tree(trees / "same", None)
-    busy_modes = {"yes": [True], "no": [False], "both": [True, False]}[args.busy]
-    for busy in busy_modes:
-        mode = "busy" if busy else "quiet"
+    for mode in dict.fromkeys(m for m, c in plan if c != "same"):
         calibration_path = args.out / f"calibration-{mode}.json"
         if not calibration_path.exists():
             calibration_path.write_text(json.dumps(
-                calibrate_in_ab(trees, args.out, busy, [128, 256])) + "\n")
+                calibrate_in_ab(trees, args.out, mode, [128, 256])) + "\n")
         calibration = json.loads(calibration_path.read_text())
         print(f"calibration ({mode}): {calibration}", flush=True)
-        for c in conditions:
-            if c != "same":
+        for m, c in plan:
+            if m == mode and c != "same":
                 make_tree(trees / f"slow{c}-{mode}", int(c), calibration)
     deadline = None
     if args.deadline:
@@ -401,17 +360,16 @@ def main() -> int:
     index = max([index, *(int(p.name[:3]) for p in (args.out / "runs").glob("[0-9][0-9][0-9]-*"))]
                 if (args.out / "runs").exists() else [index])
     for _ in range(args.runs):
-        for busy in busy_modes:
-            for condition in conditions:
-                if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
-                    print("deadline reached", flush=True)
-                    return 0
-                index += 1
-                result = one_run(trees, condition, busy, args.out, index, extra)
-                with open(log, "a") as handle:
-                    handle.write(json.dumps(result) + "\n")
-                print(json.dumps({k: result[k] for k in ("index", "condition", "busy", "exit",
-                                                        "wall_s", "load_before")}), flush=True)
+        for mode, condition in plan:
+            if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
+                print("deadline reached", flush=True)
+                return 0
+            index += 1
+            result = one_run(trees, condition, mode, args.out, index, extra)
+            with open(log, "a") as handle:
+                handle.write(json.dumps(result) + "\n")
+            print(json.dumps({k: result[k] for k in ("index", "condition", "mode", "exit",
+                                                    "wall_s", "load_before")}), flush=True)
     return 0
 
 

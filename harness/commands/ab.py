@@ -19,6 +19,8 @@ from pathlib import Path
 from harness.contract.axes import axes
 from harness.verdicts import writers
 from harness.verdicts.ab.rounds import Plan, judged, per_point_confidence, run_rounds
+from harness.verdicts.ab.defaults import Measuring, resolve
+from harness.verdicts.ab.servers import can_pin
 from harness.verdicts.ab.sides import checked_out
 from harness.verdicts.row import VerdictRow
 from harness.verdicts.words import (
@@ -49,6 +51,9 @@ DEFAULT_MIN_TIME, DEFAULT_MAX_REPEATS = "0.5", "300"
 # measured here (docs/regression.md, "Power"): on the wall clock the minimum of the samples
 # varied least between rounds of an identical tree, on the CPU clock the median
 DEFAULT_STATISTIC = {"wall": "min", "cpu": "median"}
+# an instruction count is deterministic to 0.05% (harness.verdicts.ab.callgrind): a 3% change
+# lies wholly beyond 2%
+DEFAULT_THRESHOLD = {"time": "10%", "instructions": "2%"}
 TITLE = "attnbench ab"
 # --impl-module names modules of the sides (imported by each side's sweep, from its own tree),
 # not of this process
@@ -62,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("head", metavar="HEAD", help="the same for the side under test "
                                                      "(. is this working tree as it is)")
     gate = parser.add_argument_group("gate")
-    gate.add_argument("--threshold", default="10%",
-                      help="smallest slowdown that counts, e.g. 10%% or 0.1 (default 10%%)")
+    gate.add_argument("--threshold", default=None,
+                      help="smallest slowdown that counts, e.g. 10%% or 0.1 (default 10%% of "
+                           "time, 2%% of instructions)")
     gate.add_argument("--rounds", type=int, default=16, metavar="N",
                       help="most rounds (default 16); rounds stop earlier once every point is "
                            "decided")
@@ -79,10 +85,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="each side's value in a round: min, p25, median, mean, pNN (default: "
                            "min on the wall clock, the least stretched sample; median on the CPU "
                            "clock, which descheduling does not stretch)")
-    gate.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                      help="wall (default): elapsed time; cpu: the worker's CPU time per sample, "
-                           "which other processes taking the CPU do not stretch (a side too old "
-                           "to record it is judged on wall time, noted)")
+    gate.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                      help="cpu (default on a CPU grid): the worker's CPU time per sample, which "
+                           "other processes taking the CPU do not stretch (a side too old to "
+                           "record it is judged on wall time, noted); wall (default on a CUDA "
+                           "grid): elapsed time")
+    gate.add_argument("--threads", type=int, default=None, metavar="N",
+                      help="threads per worker, both sides (OMP_NUM_THREADS, MKL_NUM_THREADS; "
+                           "default on a CPU grid: 1, or OMP_NUM_THREADS where set)")
+    gate.add_argument("--pin", choices=("on", "off"), default=None,
+                      help="on (default for one-thread CPU workers): both workers of a point "
+                           "pinned to one CPU, a different one each round")
     gate.add_argument("--metric", choices=("time", "instructions"), default="time",
                       help="time (default), or instructions counted by valgrind's callgrind "
                            "(CPU only, one thread)")
@@ -117,9 +130,11 @@ def sweep_arguments(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def validate(args: argparse.Namespace) -> tuple[float, str]:
-    threshold = parse_threshold(args.threshold)
+    threshold = parse_threshold(args.threshold or DEFAULT_THRESHOLD[args.metric])
     parse_fail_on(args.fail_on)
-    statistic, _ = parse_statistic(args.statistic or DEFAULT_STATISTIC[args.clock])
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads: at least 1, got {args.threads}")
+    statistic, _ = parse_statistic(args.statistic or DEFAULT_STATISTIC[args.clock or "cpu"])
     if args.rounds < 2 or args.min_rounds < 2:
         raise UsageError("--rounds and --min-rounds: at least 2 (one round per order, AB and BA)")
     if args.min_rounds > args.rounds:
@@ -153,8 +168,27 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt   # so the running sweep is killed and the worktrees are removed
 
 
+def cpu_grid(args: argparse.Namespace) -> bool:
+    """Whether every point of the grid is on the CPU: --device, or where none is given the
+    sweep's own default (CUDA where a GPU is visible)."""
+    if args.device is not None:
+        from harness.contract.parsers import parse_devices
+
+        return all(d == "cpu" for d in parse_devices(args.device))
+    from harness.contract.frameworks import best_device
+
+    return best_device() == "cpu"
+
+
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    validate(args)
+    if args.metric == "instructions":      # one thread, no clock: callgrind.py
+        measuring = Measuring(clock=args.clock or "cpu", threads=1, pin=False)
+    else:
+        measuring = resolve(cpu_grid=cpu_grid(args), clock=args.clock, threads=args.threads,
+                            pin=args.pin)
+    args.clock = measuring.clock
     threshold, statistic = validate(args)
     sweep_args = sweep_arguments(args)
     out = output_dir(args)
@@ -164,16 +198,25 @@ def run(args: argparse.Namespace) -> int:
         from harness.verdicts.ab.callgrind import require_valgrind
 
         require_valgrind(args.device)
+    for line in measuring.warnings:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
     load_start = load_text()
     with checked_out({"base": args.base, "head": args.head}, Path.cwd(),
                      same_harness=args.same_harness) as sides:
         out.mkdir(parents=True, exist_ok=True)
         console.print(f"[bold]ab[/] baseline {sides['base'].describe()} vs current "
                       f"{sides['head'].describe()} -> {out}")
+        pin = measuring.pin and all(can_pin(side) for side in sides.values())
+        pin_note = ("both workers of a point pinned to one CPU" if pin else
+                    "not pinned: a side's tree predates pinning" if measuring.pin else
+                    "not pinned")
+        if measuring.told:
+            console.print("measuring with " + ", ".join(measuring.told), highlight=False)
         plan = Plan(sides=sides, sweep_args=sweep_args, impl_modules=impl_modules, out=out,
                     threshold=threshold, confidence=args.confidence, statistic=statistic,
                     min_rounds=args.min_rounds, max_rounds=args.rounds,
-                    max_time_s=args.max_time, clock=args.clock)
+                    max_time_s=args.max_time, clock=args.clock, threads=measuring.threads,
+                    pin=pin)
         if args.metric == "instructions":
             from harness.verdicts.ab.callgrind import run_instructions
 
@@ -188,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
         header = [f"baseline: BASE {sides['base'].describe()}",
                   f"current:  HEAD {sides['head'].describe()}",
                   f"metric: {unit}" + (f" ({args.clock} clock; {statistic} of each side's "
-                                       f"samples per round)" if unit == "time"
+                                       f"samples per round; threads per worker: "
+                                       f"{measuring.threads or 'as the environment has it'}; "
+                                       f"{pin_note})" if unit == "time"
                                        else " (callgrind, one thread)"),
                   f"rounds: {outcome.rounds} ({outcome.stop_reason}), "
                   f"{outcome.elapsed_s:.0f} s; ABBA order"
@@ -201,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
                   f"per point); noise: each side's t interval over rounds, relative",
                   rule_line(threshold, parse_fail_on(args.fail_on)),
                   f"sweep flags: {' '.join(sweep_args)}",
-                  f"load average (1, 5, 15 min): {load_start} at start, {load_text()} at end"]
+                  f"load average (1, 5, 15 min): {load_start} at start, {load_text()} at end",
+                  *(f"warning: {line}" for line in measuring.warnings)]
     rows = with_failures(outcome.rows, parse_fail_on(args.fail_on))
     console.print(writers.rich_table(rows, f"current/baseline ({unit}, threshold "
                                            f"{threshold:.1%})"))
@@ -231,7 +277,11 @@ def grid_points(args: argparse.Namespace, impl_modules: tuple[str, ...], head_ro
         load_impl_modules(impl_modules)
     finally:
         sys.path.remove(str(head_root))
-    return sweep_plan(request_from_args(args), check_devices=False).points
+    # only the flags passed through to the sides' sweeps: ab's own (--max-time, --out ...) share
+    # names with sweep settings they do not mean
+    passed = argparse.Namespace(**{dest: getattr(args, dest, None) for dest, _ in sweep_flags()},
+                                impl_module=list(impl_modules))
+    return sweep_plan(request_from_args(passed), check_devices=False).points
 
 
 def progress_text(rows: list[VerdictRow]) -> str:

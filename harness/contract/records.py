@@ -491,6 +491,8 @@ class TimingResult(NoiseMetrics, TimerChecks, EnergyMetrics, FidelityMetrics, Ti
     cpu_time_samples_s: list[float] | None = to_extra()
     # "leader"/"follower": samples taken in turns with the other side of run_bench.py ab
     lockstep: str | None = to_extra()
+    # the CPU both lockstep workers were pinned to (run_bench.py ab; None: not pinned)
+    lockstep_cpu: int | None = to_extra()
     timer_note: str | None = to_extra()
     clock_note: str | None = to_extra()
     clock_samples: int | None = to_extra()

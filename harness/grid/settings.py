@@ -16,6 +16,9 @@ class Lockstep:
     pass_path: str
     leader: bool
     timeout_s: float = 720.0        # the other side's first call may compile
+    # both sides' workers pinned to this one CPU (os.sched_setaffinity; single-threaded workers
+    # only): their turns then share one core's caches and neighbours (None: not pinned)
+    cpu: int | None = None
 
 
 @dataclass(frozen=True)

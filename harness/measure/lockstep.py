@@ -46,6 +46,19 @@ class Baton:
         os.close(self.pass_fd)
 
 
+def pin_to(cpu: int | None, info: dict[str, Any]) -> None:
+    """Pin this (single-threaded) worker to ``cpu`` for the rest of its life, both sides of a
+    point on the same one; ``info["lockstep_cpu"]`` says where it ran. A CPU this process may not
+    use (or a platform without affinity) leaves it unpinned."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, ValueError):
+        return
+    info["lockstep_cpu"] = cpu
+
+
 def time_in_lockstep(work: Workload, settings: TimingSettings, lockstep: Lockstep,
                      watch: Any = None) -> tuple[list[float], Any]:
     """``settings.warmup`` warm-up calls, then samples, each call on its own turn of the baton.
@@ -55,6 +68,7 @@ def time_in_lockstep(work: Workload, settings: TimingSettings, lockstep: Lockste
     ``watch`` (harness.measure.gpu_watch, or any context manager) is entered around the samples."""
     timer = work.timer or WallClockTimer()
     hold_freed_memory()
+    pin_to(lockstep.cpu, work.info)
     baton = Baton(lockstep)
     value = None
     samples: list[float] = []

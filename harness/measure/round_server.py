@@ -16,7 +16,8 @@ prints, and whatever a worker prints, goes to stderr):
 - ``{"measure": POINT_ID, "out": DIR}`` -> ``{"record": {...}}``, the record also appended to
   DIR (a run directory, created with its run.json on first use and locked while open); with
   ``"lockstep": {"wait": FIFO, "pass": FIFO, "leader": bool}`` the timing worker takes turns
-  call by call with another worker (harness.grid.settings.Lockstep)
+  call by call with another worker (harness.grid.settings.Lockstep); ``"cpu": N`` in it pins
+  that worker to CPU N
 - ``{"close": DIR}`` -> ``{"closed": DIR}``: run.json finished, lock released
 - end of input, or ``{"quit": true}``: every directory closed, exit 0
 - anything else -> ``{"error": "..."}``, and the server goes on
@@ -96,6 +97,7 @@ class RoundServer:
             settings = self.sweep.settings
             turns = Lockstep(wait_path=str(lockstep["wait"]), pass_path=str(lockstep["pass"]),
                              leader=bool(lockstep["leader"]),
+                             cpu=lockstep_cpu(lockstep.get("cpu")),
                              timeout_s=settings.timeout_s + settings.compile_allowance_s)
             runner = self.runner(run_dir, replace(settings, timing=replace(settings.timing,
                                                                            lockstep=turns)))
@@ -140,6 +142,9 @@ class RoundServer:
             if lockstep is not None and not (isinstance(lockstep, dict) and
                                              {"wait", "pass", "leader"} <= set(lockstep)):
                 return {"error": "lockstep needs wait, pass and leader"}
+            if lockstep is not None and lockstep.get("cpu") is not None and \
+                    lockstep_cpu(lockstep["cpu"]) is None:
+                return {"error": f"lockstep cpu: not a CPU number: {lockstep['cpu']!r}"}
             return self.measure(str(request["measure"]), Path(str(request["out"])), lockstep)
         if "close" in request:
             self.close(Path(str(request["close"])))
@@ -190,3 +195,10 @@ def serve(sweep: SweepPlan, requests: TextIO | None = None,
         server.close_all(interrupted=interrupted)
         server.executor.interrupt()
     return 130 if interrupted else 0
+
+
+def lockstep_cpu(value: Any) -> int | None:
+    """A request's lockstep CPU: a non-negative int, else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value

@@ -505,7 +505,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         timing_basis=gpu_timing.timer_basis(work.timer),
         time_s=stats.median, time_iqr_s=stats.iqr, time_min_s=stats.minimum,
         cpu_time_samples_s=work.info.get("cpu_samples") or None,
-        lockstep=work.info.get("lockstep"))
+        lockstep=work.info.get("lockstep"), lockstep_cpu=work.info.get("lockstep_cpu"))
     result.set_conditions({**conditions,
                            **watch.fields(work.info.get("sample_spans")),
                            **meter.fields(calls=len(samples), tokens=point_tokens(point))})

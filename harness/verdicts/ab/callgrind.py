@@ -6,15 +6,21 @@ registry uninstrumented, says it is ready, ``callgrind_control -i on`` switches 
 and it builds the inputs of every point (seeded), calls the implementation twice to warm up, then
 collects only around ``CALLS`` calls (``torch._C._valgrind_toggle`` / ``_valgrind_toggle_and_dump_stats``, the hooks
 torch.utils.benchmark uses) and dumps one count per point. One thread; no timing, no correctness
-gate (the time metric runs the gate). An instruction count hardly moves with the machine's load,
-but it misses memory-bound slowdowns: pair it with time. Rounds alternate the order (AB, BA) as
-for time, and the same paired rule judges them.
+gate (the time metric runs the gate). Both sides run at once (a count does not depend on what
+else runs); two rounds, so that a count that moves between processes shows as noise.
+
+Measured on a 2-core CPU (docs/regression.md, "Instruction counts"): starting a side takes about
+16 s (Python and torch imported uninstrumented), then about 7 s a point for hrr_torch and
+sdpa_math at T=128 (29 s for sdpa_math at T=256); the counts of one tree were identical in
+every process, and two copies of one tree differed by at most 0.05%. An instruction count
+hardly moves with the machine's load, but it misses memory-bound slowdowns: pair it with time.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 import shutil
 import subprocess
 import time
@@ -30,7 +36,6 @@ from harness.verdicts.ab.rounds import (
     side_environment,
 )
 from harness.verdicts.ab.sides import Side
-from harness.verdicts.ab.paired_stats import base_first
 from harness.errors import UsageError
 from harness.contract.records import Point
 
@@ -94,7 +99,7 @@ def count_side(plan: Plan, side: Side, points: list[Point], round_dir: Path,
     spec = {"points": [p.as_dict() for p in points], "impl_modules": list(plan.impl_modules),
             "seed": seed, "calls": CALLS}
     prefix = round_dir / "callgrind.out"
-    env = {**side_environment(side.root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    env = {**side_environment(side.root, threads=1), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONHASHSEED": "0"}
     # Python and torch start without instrumentation (--instr-atstart=no: with it, importing
     # torch under callgrind takes many minutes); callgrind_control switches it on once the
@@ -167,10 +172,13 @@ def run_instructions(plan: Plan, points: list[Point], seed: int = 0) -> Outcome:
     durations = []
     for index in range(1, ROUNDS + 1):
         t0 = time.monotonic()
-        order = LABELS if base_first(index) else tuple(reversed(LABELS))
-        records = {label: count_side(plan, plan.sides[label], points,
-                                     plan.out / "rounds" / f"{label}-{index:02d}", seed)
-                   for label in order}
+        # both sides at once: an instruction count does not depend on what else runs, and a
+        # side's process spends most of its minute under valgrind's instrumentation
+        with ThreadPoolExecutor(max_workers=len(LABELS)) as pool:
+            futures = {label: pool.submit(count_side, plan, plan.sides[label], points,
+                                          plan.out / "rounds" / f"{label}-{index:02d}", seed)
+                       for label in LABELS}
+            records = {label: future.result() for label, future in futures.items()}
         add_round(histories, records, "median")
         durations.append(time.monotonic() - t0)
     rows = judge_all(histories, plan.threshold, plan.confidence, "instructions")

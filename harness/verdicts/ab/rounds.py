@@ -67,6 +67,12 @@ class Plan:
     max_rounds: int = 16
     max_time_s: float = 240.0
     python: str = sys.executable
+    # threads per worker: OMP_NUM_THREADS and MKL_NUM_THREADS of both sides' processes (None:
+    # this environment's)
+    threads: int | None = None
+    # pin both lockstep workers of a point to one CPU (single-threaded workers only), a
+    # different CPU each round (pinned_cpu)
+    pin: bool = False
 
 
 @dataclass
@@ -94,15 +100,14 @@ class Outcome:
 
 
 # -- one side, one round ------------------------------------------------------------------------
-def side_environment(root: Path, *, one_thread: bool = False) -> dict[str, str]:
+def side_environment(root: Path, *, threads: int | None = None) -> dict[str, str]:
     """This environment with ``root`` first on PYTHONPATH and no other attnbench checkout on it,
-    so that the side imports its own harness and implementations. ``one_thread``: one thread
-    per worker unless the caller chose otherwise (CPU time of a multi-threaded process counts
-    its idle threads' spin-waiting)."""
+    so that the side imports its own harness and implementations. ``threads``: that many threads
+    per worker (OMP_NUM_THREADS, MKL_NUM_THREADS; None: as this environment has it)."""
     env = dict(os.environ)
-    if one_thread:
+    if threads is not None:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(name, "1")
+            env[name] = str(threads)
     keep = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
             if p and not is_checkout(Path(p))]
     env["PYTHONPATH"] = os.pathsep.join([str(root), *keep])
@@ -122,7 +127,7 @@ def run_side(plan: Plan, side: Side, out_dir: Path) -> list[dict[str, Any]]:
     log = out_dir.with_name(out_dir.name + ".log")
     with open(log, "w", encoding="utf-8") as handle:
         done = subprocess.run(sweep_argv(plan, side, out_dir), cwd=side.root,
-                              env=side_environment(side.root, one_thread=plan.clock == "cpu"),
+                              env=side_environment(side.root, threads=plan.threads),
                               stdout=handle,
                               stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
@@ -190,7 +195,7 @@ def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]
             servers[label] = SideServer(
                 side_sweep_argv(plan.python, side, plan.impl_modules, plan.sweep_args,
                                 "--serve-rounds"), side,
-                side_environment(side.root, one_thread=plan.clock == "cpu"),
+                side_environment(side.root, threads=plan.threads),
                 round_dirs[label].with_name(round_dirs[label].name + ".log"))
         grids = {label: {point_of(p["point"]): p["point_id"]
                          for p in servers[label].ready(wait)} for label in LABELS}
@@ -204,7 +209,8 @@ def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]
                 continue
             leader = "base" if base_first(index + position) else "head"
             for label, record in lockstep_pair(servers, grids, point, round_dirs, batons,
-                                               leader, wait).items():
+                                               leader, wait,
+                                               pinned_cpu(index) if plan.pin else None).items():
                 records[label].append(record)
         for label in LABELS:
             servers[label].close(round_dirs[label])
@@ -218,17 +224,30 @@ def served_round(plan: Plan, index: int) -> tuple[dict[str, list[dict[str, Any]]
                      f"{time.monotonic() - t0 - ready_s:.0f} s")
 
 
+def pinned_cpu(round_index: int) -> int | None:
+    """The CPU both lockstep workers of every point of round ``round_index`` are pinned to: the
+    CPUs this process may use, in turn round by round (so that no one CPU's neighbours weigh
+    on every round); None where affinity is not available."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[round_index % len(cpus)] if cpus else None
+
+
 def lockstep_pair(servers: dict[str, SideServer], grids: dict[str, dict[Point, str]],
                   point: Point, round_dirs: dict[str, Path], batons: Batons, leader: str,
-                  wait: float) -> dict[str, dict[str, Any]]:
+                  wait: float, cpu: int | None = None) -> dict[str, dict[str, Any]]:
     """Both sides measure ``point`` at once, their timing workers taking turns (``leader``
-    first). A side whose record comes back not ok while the other still waits for its turn:
-    the other is told to stop, so it does not wait out its timeout."""
+    first; both pinned to ``cpu`` when given). A side whose record comes back not ok while the
+    other still waits for its turn: the other is told to stop, so it does not wait out its
+    timeout."""
     batons.drain()
     batons.start(leader)
     for label in LABELS:
-        servers[label].ask_measure(grids[label][point], round_dirs[label],
-                                   batons.lockstep(label, leader))
+        turns = batons.lockstep(label, leader)
+        if cpu is not None:
+            turns["cpu"] = cpu
+        servers[label].ask_measure(grids[label][point], round_dirs[label], turns)
     got: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + wait
     while len(got) < len(LABELS):

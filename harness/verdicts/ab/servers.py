@@ -30,6 +30,16 @@ def has_round_server(side: Side) -> bool:
     return any((side.root / module).is_file() for module in SERVER_MODULES)
 
 
+def can_pin(side: Side) -> bool:
+    """Whether the side's round server pins its lockstep worker to the CPU a request names (a
+    tree from before pinning ignores the request: pinning one side only would be unequal)."""
+    path = side.root / "harness" / "measure" / "lockstep.py"
+    try:
+        return "lockstep_cpu" in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 class SideServer:
     """One side's round server process; replies are read by a thread into a queue, so that every
     wait has a timeout and a server that dies is seen at once."""
