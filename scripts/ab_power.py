@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """Measure the power of ``run_bench.py ab``: how often it flags an injected slowdown of
-hrr_torch, and how often it flags an identical tree against itself (docs/regression.md).
+hrr_torch, and how often it flags an identical tree against itself (docs/regression.md, "Power
+of ab").
 
-    python scripts/ab_power.py --out /tmp/ab-power --runs 10 --conditions same,15,10,5 \\
-        --busy both --deadline 22:30
+    python scripts/ab_power.py --out /tmp/ab-power \
+        --plan "busy:same,10,5;quiet:same,10;instructions:same,3" \
+        --runs busy=10,quiet=5,instructions=5 --deadline 23:15
+    python scripts/ab_power.py --out /tmp/ab-power --summary        # the table
+    python scripts/ab_power.py --out /tmp/ab-power --round-noise    # per-round spread per call
 
-For each condition it makes copies of the committed tree (``git archive HEAD``): ``base``, a
-second identical copy ``same``, and ``slowX`` where hrr_torch, after computing its real result,
-runs a fixed pure-Python loop whose length is calibrated once (OUT/calibration.json: per T, how
-many iterations cost as much CPU time as one real call, measured in turn with real calls, one
-thread, in a fresh process) to cost X% of the real call (so it passes the correctness gate and does X% more CPU
-work, as measured at calibration). Runs alternate between the conditions (and between
-"with a busy core" and "without" when --busy both), so that the machine's load, which changes
-over the session, falls on every condition alike. With a busy core, ``python -c "while True:
-pass"`` runs beside the ab call for the whole call. One line of JSON per ab call goes to
-OUT/power.jsonl; ``--summary`` prints the table from it.
+Modes: ``busy`` (``python -c "while True: pass"`` beside the whole call), ``quiet`` (nothing
+added), ``instructions`` (``--metric instructions``). Every call is ``ab`` with its defaults and
+only the points (GRID), the threshold (5% of time, 2% of instructions) and --out given, run
+from a snapshot of the committed tree. The trees are copies of the committed tree (``git
+archive HEAD``): ``base``, a second identical copy ``same``, and ``slowX-MODE`` where
+hrr_torch, after computing its real result, runs a fixed pure-Python loop calibrated per mode
+to cost X% of a real call as ``ab`` measures it (calibrate_in_ab: so it passes the correctness
+gate and does X% more work). Calls interleave over conditions and modes, so that the machine's
+drift falls on all alike. One line of JSON per call goes to OUT/power.jsonl.
 """
 
 from __future__ import annotations
@@ -59,9 +62,9 @@ from harness.contract.registry import REGISTRY  # noqa: E402
 
 REGISTRY.add(_with_injected_work(REGISTRY.get("hrr_torch"), {iterations!r}), replace=True)
 """
-# the points (every other flag at ab's default: B=1, H=8, D=64, float32, forward, on the CPU
-# of a machine without a GPU; one thread per worker, CPU clock, pinned, by ab's own defaults)
-GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256"]
+# the points (every other flag at ab's default: B=1, H=8, D=64, float32, on the CPU of a
+# machine without a GPU; one thread per worker, CPU clock, pinned: ab's own defaults)
+GRID = ["--impl", "hrr_torch,sdpa_math", "--seq-len", "128,256", "--pass", "fwd"]
 # how each kind of call is made: a spinning core beside it or not, the metric and threshold
 # flags (time: 5%, so that +10% lies wholly beyond it; instructions: 2%, for +3%)
 MODES = {"busy": (True, ["--threshold", "5%"]), "quiet": (False, ["--threshold", "5%"]),
@@ -147,13 +150,15 @@ def calibrate_in_ab(trees: Path, out: Path, mode: str, seq_lens: list[int]) -> d
         rounds = [] if "instructions" in metric else ["--rounds", "6", "--min-rounds", "6",
                                                       "--max-time", "600"]
         subprocess.run(ab_argv(trees, trees / "base", provisional, run_out, "--impl",
-                               "hrr_torch", "--seq-len", ",".join(map(str, seq_lens)),
-                               *metric, *rounds),
-                       capture_output=True, text=True, env=ab_env(trees), cwd=ROOT, check=True)
+                               "hrr_torch", "--seq-len", ",".join(map(str, seq_lens)), "--pass",
+                               "fwd", *metric, *rounds),
+                       capture_output=True, text=True, env=ab_env(trees), cwd=ROOT)
     finally:
         if spinner is not None:
             spinner.kill()
             spinner.wait()
+    if not (run_out / "ab.csv").exists():     # exit 1 (flagged) is expected; 2 is not
+        raise SystemExit(f"calibration call failed; see {run_out}")
     with open(run_out / "ab.csv") as handle:
         ratios = {int(r["seq_len"]): float(r["ratio"]) for r in csv.DictReader(handle)}
     return {str(T): round(0.15 * float(plain[str(T)]) / (ratios[T] - 1.0))
@@ -316,8 +321,10 @@ def main() -> int:
     parser.add_argument("--plan", default="busy:same,10,5;quiet:same,10;instructions:same,3",
                         help="MODE:CONDITIONS;... (modes: busy, quiet, instructions; "
                              "conditions: same or a slowdown in percent)")
-    parser.add_argument("--runs", type=int, default=10, help="rounds of the plan: each makes one "
-                        "call of every mode and condition")
+    parser.add_argument("--runs", default="busy=10,quiet=5,instructions=5",
+                        help="calls per condition of each mode, MODE=N,... (the calls of all "
+                             "conditions and modes interleave, so that the machine's drift falls "
+                             "on all alike)")
     parser.add_argument("--deadline", help="HH:MM (UTC): start no ab call after this")
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
     parser.add_argument("--round-noise", action="store_true",
@@ -359,8 +366,16 @@ def main() -> int:
         if log.exists() else 0
     index = max([index, *(int(p.name[:3]) for p in (args.out / "runs").glob("[0-9][0-9][0-9]-*"))]
                 if (args.out / "runs").exists() else [index])
-    for _ in range(args.runs):
+    runs = {}
+    for part in args.runs.split(","):
+        mode, _, count = part.partition("=")
+        if mode not in MODES or not count.isdigit():
+            parser.error(f"--runs: {part!r} is not MODE=N")
+        runs[mode] = int(count)
+    for turn in range(max(runs.values(), default=0)):
         for mode, condition in plan:
+            if turn >= runs.get(mode, 0):
+                continue
             if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
                 print("deadline reached", flush=True)
                 return 0

@@ -247,6 +247,9 @@ def run(args: argparse.Namespace) -> int:
                   rule_line(threshold, parse_fail_on(args.fail_on)),
                   f"sweep flags: {' '.join(sweep_args)}",
                   f"load average (1, 5, 15 min): {load_start} at start, {load_text()} at end",
+                  *([f"defaults taken: {', '.join(measuring.told)} (the settings ab's power "
+                       f"was measured with: docs/regression.md, 'Power of ab')"]
+                    if measuring.told else []),
                   *(f"warning: {line}" for line in measuring.warnings)]
     rows = with_failures(outcome.rows, parse_fail_on(args.fail_on))
     console.print(writers.rich_table(rows, f"current/baseline ({unit}, threshold "
