@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import contextlib
+import signal
 import sys
+import threading
 import warnings
 from typing import Iterator, Sequence
 
@@ -123,8 +125,37 @@ def store_warnings_as_lines() -> Iterator[None]:
         yield
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's cancel, ``kill``, a CI timeout): taken down the path Ctrl-C
+    takes, so that the live worker is ended, run.json says interrupted, a half-written report
+    folder is removed, and the command ends with one line."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises Terminated (main thread only: a handler cannot be
+    set elsewhere, as when tests call main() from a thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    with sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         from harness.contract.axes import reserve_names
         from harness.contract.registry import REGISTRY, load_impl_modules
@@ -147,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM): results written so far are kept; --resume goes on",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted: results written so far are kept", file=sys.stderr)
         return 130

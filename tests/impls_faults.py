@@ -124,3 +124,9 @@ def hang_if_told(q, k, v, *, causal=False, key_padding_mask=None):
             handle.write(f"{os.getpid()}\n")
         time.sleep(600)
     return _exact(q, k, v)
+
+
+@register("fault_hang_always", framework="torch", family="exact", capabilities=CAPS)
+def hang_always(q, k, v, *, causal=False, key_padding_mask=None):
+    """Hangs on every call, the probe's tiny run included."""
+    time.sleep(600)

@@ -266,6 +266,13 @@ def test_ab_side_refusing_the_grid_exits_2(repo, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "its round server refused the input" in lines[0] and \
         "nosuch" in lines[0]
+    # the refused call's folder does not block the corrected one
+    assert (tmp_path / "ab" / "rounds").is_dir() and not (tmp_path / "ab" / "ab.md").exists()
+    again = run_cli("ab", "fast", "slow", *GRID, *FAST, "--out", str(tmp_path / "ab"),
+                    cwd=repo, timeout=1800)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "held an unfinished ab call" in again.stderr
+    assert (tmp_path / "ab" / "ab.md").exists()
 
 
 def test_ab_instructions_without_valgrind_says_so(repo, tmp_path):

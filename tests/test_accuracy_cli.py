@@ -87,7 +87,23 @@ def test_bad_input_is_exit_2(tmp_path, capsys):
             (["data", "listops", "--out", str(tmp_path), "--resolution", "32"],
              "for pathfinder, not listops"),
             (["data", "pathfinder", "--out", str(tmp_path), "--resolution", "8"],
-             "at least 16")):
+             "at least 16"),
+            (["lra", "--task", "listops,listops", "--impl", "hrr_torch"],
+             "--task: listops given twice"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch,hrr_torch"],
+             "--impl: hrr_torch given twice"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch", "--lr", "nan"],
+             "--lr: must be a finite number above 0, got nan"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch", "--lr", "-1"],
+             "--lr: must be a finite number above 0, got -1"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch", "--lr", "inf"],
+             "--lr: must be a finite number above 0"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch", "--dropout", "1"],
+             "--dropout: must lie in [0, 1)"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch", "--tune", "lr=1e-3,nan"],
+             "--tune lr must be a finite number"),
+            (["lra", "--task", "listops", "--impl", "hrr_torch", "--tune", "lr=0"],
+             "--tune lr must be above 0")):
         assert cli.main(argv) == 2, argv
         assert text in capsys.readouterr().err
 

@@ -100,6 +100,40 @@ def test_nan_guard_stops_with_a_message(easy_data):
     assert record.test_accuracy is None
 
 
+def test_an_epoch_whose_every_step_was_skipped_is_not_recorded_as_loss_zero(easy_data):
+    """Every step non-finite, and more bad steps allowed than an epoch has: the epoch is not a
+    training loss of 0.0 but a diverged run."""
+    def nan_core(q, k, v, *, causal=False, key_padding_mask=None):
+        return v * float("nan")
+
+    impl = Implementation("nan_every_step", "torch", "exact",
+                          Capabilities(key_padding_mask=True), nan_core)
+    impl._probe_cache[("cpu", "float32")] = type(REGISTRY.get("softmax_torch").supports())(True)
+    preset = easy_preset(epochs=2)
+    preset = replace(preset, train=replace(preset.train, max_bad_steps=10 ** 6))
+    record = run_one(impl, easy_data, TrainingRunSettings("smoke", preset))
+    assert record.status == "error" and "every step of epoch 1" in record.message
+    assert not record.curve and record.test_accuracy is None
+
+
+def test_a_finite_but_huge_loss_is_a_diverged_run(easy_data):
+    """Logits of +-1e9: every loss is finite (about 1e9 on half the examples) and the model
+    learns nothing; fit records a diverged run, not ok."""
+    class Loud(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor([1e9, -1e9]))
+
+        def forward(self, tokens, *rest):
+            return self.logits.expand(tokens.shape[0], 2) + 0 * tokens.float().mean()
+
+    config = replace(easy_preset(epochs=2).train, lr=1e-6)
+    result = fit(Loud(), easy_data, config, device=torch.device("cpu"), seed=0)
+    assert result.status == "error", (result.status, result.curve)
+    assert "mean training loss" in result.message and "ln 2" in result.message
+    assert result.test_accuracy is None
+
+
 def test_untrainable_implementations_are_reported(easy_data):
     settings = TrainingRunSettings("smoke", easy_preset(epochs=1))
     jax_record = run_one(REGISTRY.get("softmax_jax"), easy_data, settings)

@@ -112,3 +112,11 @@ def test_bad_workload_flags_are_one_clear_line(flags, message):
         setattr(args, name, value)
     with pytest.raises(UsageError, match=message):
         check_command.workload_cases(args)
+
+
+def test_the_table_gives_each_case_the_shape_it_ran():
+    """--kv-heads 3 builds Hq=6 (4 query heads are not a multiple of 3): the row says so, not a
+    fixed shape in the title."""
+    result = run_cli("check", "--impl", "softmax_torch", "--kv-heads", "3", timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "B=2 Hq=6 Hkv=3" in result.stdout and "Hq=4," not in result.stdout

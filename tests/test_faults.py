@@ -120,6 +120,34 @@ def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
     assert "Warning:" not in result.stderr and "raw_records" not in result.stderr
 
 
+def test_lines_that_are_not_records_are_skipped_with_one_warning_each(tmp_path):
+    """Bytes that are not UTF-8, a JSON value that is not an object, an object without a method
+    or a point id: each is one 'warning:' line naming it, the run's records are read (report)
+    and resumed (sweep --resume measures nothing again), never a traceback."""
+    run = tmp_path / "run"
+    made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16", "--head-dim", "16",
+                   "--heads", "1", "--batch", "1", "--min-time", "0.01", "--out", str(run),
+                   "--no-report")
+    assert made.returncode == 0, made.stderr
+    path = run / "results.jsonl"
+    good = path.read_bytes()
+    path.write_bytes(b'{"impl": "caf\xe9"}\n[1, 2, 3]\n"text"\n'
+                     b'{"schema_version": 1, "status": "ok", "point_id": "x"}\n'
+                     b'{"schema_version": 1, "impl": "softmax_torch", "status": "ok"}\n' + good)
+    reasons = {1: "is not UTF-8 text", 2: "is not a JSON object (a list)",
+               3: "is not a JSON object (a str)", 4: "is not a record: no method name (impl)",
+               5: "is not a record: no point_id"}
+    for argv in (("report", str(run), "--out", str(tmp_path / "report")),
+                 ("sweep", "--resume", str(run), "--no-report")):
+        result = run_cli(*argv)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        for number, reason in reasons.items():
+            expected = f"warning: {path}: line {number} {reason}; skipped"
+            assert result.stderr.splitlines().count(expected) == 1, (expected, result.stderr)
+    assert path.read_bytes().endswith(good)                  # nothing measured again
+
+
 # -- a second writer ----------------------------------------------------------------------------
 HOLD = """
 import sys, time
@@ -227,6 +255,17 @@ MID_FAULTS = {   # fault -> (status at T=128, words in its message, larger T, se
 }
 
 
+@pytest.mark.parametrize("isolate", ["worker", "point"])
+def test_a_method_hanging_in_its_probe_is_a_timeout(tmp_path, isolate):
+    """The probe's tiny run hangs: the worker is killed at --timeout and the point is recorded
+    as a timeout (README: a point that does not finish within --timeout), not an error."""
+    run = tmp_path / "run"
+    runner_for(run, isolate=isolate, timeout_s=3).run(points("fault_hang_always", [32]))
+    (record,) = lines_of(run)
+    assert record["status"] == "timeout", record
+    assert "probe" in record["message"] and "no result after" in record["message"]
+
+
 def mid_series(impl: str) -> list[Point]:
     return points(impl, SERIES) + points(impl, AFTER, heads=4)
 
@@ -332,16 +371,17 @@ def tagged_processes(tag: str) -> list[int]:
 
 
 def test_a_sweep_killed_mid_run_resumes_with_every_point_once_and_leaves_no_worker(tmp_path):
-    """Ctrl-C (SIGINT to the process group), then SIGKILL of the sweep alone, each while its
-    reused worker is measuring (hanging at T=128, on purpose): no process of the run is left,
-    and --resume measures every point exactly once."""
+    """Ctrl-C (SIGINT to the process group), then SIGTERM and SIGKILL of the sweep alone, each
+    while its reused worker is measuring (hanging at T=128, on purpose): no process of the run
+    is left, SIGTERM ends the sweep as Ctrl-C does (exit 130, one line, no traceback), and
+    --resume measures every point exactly once."""
     run, hanging, tag = tmp_path / "run", tmp_path / "hanging", f"{os.getpid()}-{time.time()}"
     args = [sys.executable, str(ROOT / "run_bench.py"), "--impl-module", "impls_faults",
             "sweep", "--impl", ",".join(impl for impl, _ in KILLED_GRID), "--seq-len",
             "32,64,128,256", "--head-dim", "16", "--heads", "2", "--pass", "fwd",
             "--min-time", "0.02", "--timeout", "600", "--reuse-peaks", "--out", str(run)]
     env = {**os.environ, "ATTNBENCH_TEST_TAG": tag, "ATTNBENCH_TEST_HANG": str(hanging)}
-    for kill in ("ctrl-c", "sigkill"):
+    for kill in ("ctrl-c", "sigterm", "sigkill"):
         command = args if kill == "ctrl-c" else args[:4] + ["sweep", "--resume", str(run)]
         sweep = subprocess.Popen(command, env=env, start_new_session=True, cwd=tmp_path,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -352,6 +392,11 @@ def test_a_sweep_killed_mid_run_resumes_with_every_point_once_and_leaves_no_work
             if kill == "ctrl-c":
                 os.killpg(sweep.pid, signal.SIGINT)
                 assert sweep.wait(120) == 130
+            elif kill == "sigterm":
+                sweep.terminate()
+                assert sweep.wait(120) == 130
+                err = sweep.stderr.read()
+                assert "Traceback" not in err and "--resume" in err, err
             else:
                 sweep.kill()
                 assert sweep.wait(120) == -signal.SIGKILL
@@ -710,3 +755,35 @@ def test_the_joint_worker_layout_keeps_every_point_once(tmp_path, monkeypatch, f
     ok = got[2, 64]
     assert ok.peak_mem_bytes is not None and ok.mem_method == "cpu_rss_hwm_above_inputs"
     assert ok.extra["first_call_s"] > 0 and ok.isolation == "worker"
+
+
+# -- SIGTERM in the middle of a report ---------------------------------------------------------
+TERMINATED_REPORT = """
+import os, signal, sys
+import harness.report.render as render
+real = render._render_into
+
+def terminated_midway(root, *args):
+    (root / "figures").mkdir(exist_ok=True)            # something written already
+    (root / "figures" / "half.png").write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGTERM)                 # as `kill PID` would, mid-render
+    return real(root, *args)
+
+render._render_into = terminated_midway
+from harness.cli import main
+sys.exit(main(["report", sys.argv[1], "--out", sys.argv[2]]))
+"""
+
+
+def test_a_report_terminated_midway_leaves_no_folder_and_one_line(tmp_path):
+    """SIGTERM while the report is being written (sent by the process itself at a fixed place,
+    so no timing is involved): exit 143, one line, no traceback, no half-written folder."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("softmax_torch", [32]))
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-c", TERMINATED_REPORT, str(run), str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 143, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert not out.exists()

@@ -115,6 +115,20 @@ def test_resume_of_a_plugin_run_without_its_module_is_refused(tmp_path, flag):
         stored_grid_arguments(str(path), flag)
 
 
+def test_resume_of_a_plugin_method_without_its_module_names_the_module(tmp_path):
+    """The run's method comes from a module not given now: the message names the module run.json
+    recorded and the command that resumes it."""
+    from harness.grid.plan import SweepRequest
+    from harness.store.resume import plan_sweep
+
+    path = plugin_run(tmp_path, {"impl": "mymethod", "seq_len": "16"}, ["mymod"])
+    with pytest.raises(UsageError) as caught:
+        plan_sweep(SweepRequest(resume=str(path)), check_devices=False)
+    message = str(caught.value)
+    assert "unknown implementation 'mymethod'" in message
+    assert f"run_bench.py --impl-module mymod sweep --resume {path}" in message
+
+
 def test_resume_of_a_plugin_run_with_its_axis_declared_keeps_the_axis(tmp_path, tile_axis):
     from harness.store.resume import stored_grid_arguments
 

@@ -74,3 +74,14 @@ def test_profile_jax_method_uses_the_jax_profiler(tmp_path):
 def test_profile_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["profile", *argv, "--device", "cpu", "--out", str(tmp_path / "p")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_profile_out_naming_a_file_is_one_line_and_exit_2(tmp_path, capsys):
+    """--out names a file: refused before anything runs, the file untouched."""
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    assert main(["profile", "--impl", "softmax_torch", "--seq-len", "64", "--head-dim", "16",
+                 "--device", "cpu", "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0]
+    assert target.read_text() == "mine\n"

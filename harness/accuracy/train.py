@@ -151,6 +151,12 @@ def step_loss(logits: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
                      int((real_logits.argmax(-1) == real_labels).sum()), share.real)
 
 
+def diverged_loss(num_classes: int) -> float:
+    """The mean cross-entropy above which a run has diverged: 100 times what a uniform guess
+    over the classes scores (ln C). A loss of 1e8 is a finite number that trains nothing."""
+    return 100.0 * math.log(max(2, num_classes))
+
+
 def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.device,
         seed: int, amp: bool = False, progress: "ProgressLike | None" = None,
         dist: DistContext = SINGLE, test: bool = True) -> FitResult:
@@ -234,6 +240,17 @@ def fit(model: nn.Module, data: TaskData, config: TrainConfig, *, device: torch.
             (epoch_time,) = distributed.all_reduce_max([epoch_time], dist, device)
         result.step_time_s += epoch_time
         result.examples_seen += seen
+        if result.status == "ok" and seen == 0:
+            result.status = "error"
+            result.message = (f"training diverged: every step of epoch {epoch + 1} had a "
+                              f"non-finite loss or gradient and was skipped; stopped")
+        train_loss = loss_sum / max(seen, 1)
+        if result.status == "ok" and train_loss > diverged_loss(data.num_classes):
+            result.status = "error"
+            result.message = (f"training diverged: mean training loss {train_loss:.3g} at "
+                              f"epoch {epoch + 1}, above {diverged_loss(data.num_classes):.3g} "
+                              f"(100 x ln {data.num_classes}: a uniform guess scores "
+                              f"ln {data.num_classes}); stopped")
         if result.status != "ok":
             break
         val_accuracy, val_loss = evaluate(model, data.val, batch_size=eval_batch, device=device,

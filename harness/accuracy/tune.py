@@ -149,6 +149,10 @@ def apply(preset: TaskPreset, setting: dict[str, float | int]) -> TaskPreset:
     model, train = preset.model, preset.train
     for name, value in setting.items():
         where = KNOBS[name][0]
+        if not math.isfinite(value):
+            raise UsageError(f"--tune {name} must be a finite number, got {value}")
+        if name == "lr" and value <= 0:
+            raise UsageError(f"--tune lr must be above 0, got {value}")
         if name == "dropout" and not 0.0 <= value < 1.0:
             raise UsageError(f"--tune dropout must be in [0, 1), got {value}")
         if name in ("lr", "weight_decay", "label_smoothing") and value < 0:

@@ -13,7 +13,9 @@ import argparse
 import datetime as _dt
 import math
 import os
+import shutil
 import signal
+import sys
 from pathlib import Path
 
 from harness.contract.axes import axes
@@ -151,9 +153,23 @@ def output_dir(args: argparse.Namespace) -> Path:
         out = Path(args.out)
     else:
         out = Path("results") / f"ab-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and unfinished(out):
+        # an earlier ab that stopped before its table (a side refused the grid, Ctrl-C): its
+        # logs told what went wrong; the corrected call takes the folder over
+        shutil.rmtree(out)
+        print(f"ab: {out} held an unfinished ab call (no ab.md); replaced", file=sys.stderr)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {out}: already exists and is not empty; choose another")
     return out.resolve()
+
+
+def unfinished(out: Path) -> bool:
+    """Whether ``out`` holds only what an ab call that ended before writing its table leaves
+    (rounds/, base/, head/; no ab.md)."""
+    if not out.is_dir() or (out / "ab.md").exists():
+        return False
+    names = {p.name for p in out.iterdir()}
+    return bool(names) and "rounds" in names and names <= {"rounds", "base", "head"}
 
 
 def load_text() -> str:

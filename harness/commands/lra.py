@@ -12,6 +12,7 @@ preset's batch as the global batch; rank 0 alone writes the run directory and pr
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import replace
@@ -84,7 +85,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_names(text: str, what: str) -> list[str]:
-    return list(parse_list(text, flag=f"--{what}"))
+    """Comma-separated names, each once (a task given twice would train and record it twice
+    under one point id)."""
+    names = list(parse_list(text, flag=f"--{what}"))
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"--{what}: {', '.join(twice)} given twice")
+    return names
+
+
+def check_rates(lr: float | None, dropout: float | None) -> None:
+    """--lr a finite positive number, --dropout in [0, 1): a NaN or negative rate would train
+    (or diverge) for hours and be recorded."""
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr: must be a finite number above 0, got {lr}")
+    if dropout is not None and not (math.isfinite(dropout) and 0 <= dropout < 1):
+        raise UsageError(f"--dropout: must lie in [0, 1), got {dropout}")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -139,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         tasks.get(name)
     impls = REGISTRY.resolve(parse_names(args.impl, "impl"))
     seeds = parse_seeds(args.seed)
+    check_rates(args.lr, args.dropout)
     grid = tune.parse_grid(args.tune) if args.tune else None
     for value, flag in ((args.epochs, "epochs"), (args.layers, "layers"),
                         (args.seq_len, "seq-len"), (args.batch_size, "batch-size"),

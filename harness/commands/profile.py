@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if reason is not None or not verdict:
         raise UsageError(f"cannot profile {impl.name} here: {reason or verdict.reason}")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder for {TRACE_FILE} and {OPS_FILE}")
     fw = frameworks.get(impl.framework)
     with fw.precision(point.dtype):
         rows = profile_point(impl, point, out, calls=args.calls, warmup=args.warmup,

@@ -59,12 +59,15 @@ class ProbeResult(Availability):
 
     Not ``available`` is ``unsupported`` unless ``failed`` (it should run here, but its tiny run
     returned a wrong-shaped or non-finite output) or ``crashed`` (the probe's worker process
-    died or hung): both are errors. ``gate``: the correctness gate, when one was run.
+    died): both are errors; or ``timed_out`` (the probe's worker gave no answer within
+    --timeout and was killed): a timeout, as a point's would be. ``gate``: the correctness
+    gate, when one was run.
     """
 
     failed: bool = False
     crashed: bool = False
     gate: GateResult | None = None
+    timed_out: bool = False
 
     @classmethod
     def of(cls, verdict: Availability) -> "ProbeResult":
@@ -76,6 +79,8 @@ class ProbeResult(Availability):
     @property
     def status(self) -> str:
         """The record status of a combination that is not available."""
+        if self.timed_out:
+            return "timeout"
         return "error" if self.failed or self.crashed else "unsupported"
 
     def with_gate(self, gate: GateResult) -> "ProbeResult":

@@ -340,7 +340,8 @@ class Runner:
             result = outcome.result[combo]
         else:
             result = ProbeResult(False, f"{point.impl}: probe worker failed ({outcome.status}): "
-                                        f"{outcome.message}", crashed=True)
+                                        f"{outcome.message}", crashed=True,
+                                 timed_out=outcome.status == "timeout")
         self.probe_cache[combo] = result
         return result
 
@@ -481,7 +482,7 @@ def probe_combos(combos: list[Combo], run: Callable[..., Outcome],
         else:
             results[combo] = ProbeResult(False, f"{combo[0]}: probe worker failed "
                                                 f"({single.status}): {single.message}",
-                                         crashed=True)
+                                         crashed=True, timed_out=single.status == "timeout")
     return results
 
 

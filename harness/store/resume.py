@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.errors import UsageError
+from harness.errors import UnknownNameError, UsageError
 from harness.grid.plan import StoredGrids, SweepPlan, SweepRequest, plan
 from harness.grid.spec import SETTING_NAMES, grid_names
 from harness.store.run_dir import open_run
@@ -14,7 +14,23 @@ from harness.store.run_dir import open_run
 def plan_sweep(request: SweepRequest, **options: Any) -> SweepPlan:
     """``harness.grid.plan.plan`` with the grids stored in the run directories the request
     names (``--resume``, ``--grid-from``)."""
-    return plan(request, stored=stored_grids(request), **options)
+    stored = stored_grids(request)
+    try:
+        return plan(request, stored=stored, **options)
+    except UnknownNameError as exc:
+        if not request.resume or exc.kind != "implementation":
+            raise
+        modules = [str(m) for m in (open_run(request.resume).metadata().get("settings")
+                                    or {}).get("impl_modules") or ()]
+        if not modules:
+            raise
+        loaded = set(request.impl_modules or ())
+        missing = [m for m in modules if m not in loaded]
+        raise UsageError(f"--resume {request.resume}: {exc}; the run was made with "
+                         f"{' '.join('--impl-module ' + m for m in modules)}"
+                         + (f" ({', '.join(missing)} not given now): run_bench.py "
+                            f"{' '.join('--impl-module ' + m for m in modules)} sweep --resume "
+                            f"{request.resume}" if missing else "")) from None
 
 
 def stored_grids(request: SweepRequest) -> StoredGrids:

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import UsageError
-from harness.contract.records import SCHEMA_VERSION, AccuracyRecord, SpeedRecord, record_from_json
+from harness.contract.records import (
+    SCHEMA_VERSION,
+    AccuracyRecord,
+    SpeedRecord,
+    record_from_json,
+    structure_problem,
+)
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -302,21 +308,39 @@ class RunDir:
         return data
 
     def raw_records(self) -> Iterator[dict[str, Any]]:
+        """Every record of results.jsonl as a dict. A line that cannot be one (cut by a kill,
+        not UTF-8 text, not a JSON object, or without what every reader keys on:
+        records.structure_problem) is skipped with one warning naming the line and why."""
         if not self.results_path.exists():
             raise UsageError(f"{self.path}: no {RESULTS_FILE}")
-        with open(self.results_path, encoding="utf-8") as handle:
-            lines = handle.readlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
+        try:
+            lines = self.results_path.read_bytes().split(b"\n")
+        except OSError as exc:
+            raise UsageError(f"{self.results_path}: cannot read ({exc.strerror or exc})") \
+                from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        for number, blob in enumerate(lines, 1):
+            if not blob.strip():
                 continue
+            where = "last line" if number == len(lines) else f"line {number}"
+            problem, data = "", None
             try:
-                data = json.loads(line)
+                data = json.loads(blob.decode("utf-8"))
+            except UnicodeDecodeError:
+                problem = "is not UTF-8 text"
             except json.JSONDecodeError:
-                where = "last line" if number == len(lines) else f"line {number}"
-                warnings.warn(f"{self.results_path}: {where} is truncated or corrupt; skipped",
+                problem = "is truncated or corrupt"
+            if not problem and not isinstance(data, dict):
+                problem = f"is not a JSON object (a {type(data).__name__})"
+            if not problem:
+                check_schema(data.get("schema_version"), self.results_path, number)
+                reason = structure_problem(data)
+                problem = f"is not a record: {reason}" if reason else ""
+            if problem:
+                warnings.warn(f"{self.results_path}: {where} {problem}; skipped",
                               TruncatedLineWarning, stacklevel=2)
                 continue
-            check_schema(data.get("schema_version"), self.results_path, number)
             yield data
 
     def records(self) -> list[SpeedRecord | AccuracyRecord]:
