@@ -130,3 +130,27 @@ def hang_if_told(q, k, v, *, causal=False, key_padding_mask=None):
 def hang_always(q, k, v, *, causal=False, key_padding_mask=None):
     """Hangs on every call, the probe's tiny run included."""
     time.sleep(600)
+
+
+@register("fault_float64_out", framework="torch", family="exact", capabilities=CAPS)
+def float64_out(q, k, v, *, causal=False, key_padding_mask=None):
+    """Right values, answered in float64 for float32 inputs."""
+    return _exact(q, k, v).double()
+
+
+@register("fault_off_when_long", framework="torch", family="exact", capabilities=CAPS)
+def off_when_long(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention, 5% too large from T >= 256 on: the gate (T=64) passes it."""
+    out = _exact(q, k, v)
+    return out * 1.05 if q.shape[-2] >= 256 else out
+
+
+_CALLS = {"n": 0}
+
+
+@register("fault_every_other_call", framework="torch", family="exact", capabilities=CAPS)
+def every_other_call(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention on odd calls, half of it on even ones."""
+    _CALLS["n"] += 1
+    out = _exact(q, k, v)
+    return out if _CALLS["n"] % 2 else out * 0.5

@@ -266,6 +266,55 @@ def test_a_method_hanging_in_its_probe_is_a_timeout(tmp_path, isolate):
     assert "probe" in record["message"] and "no result after" in record["message"]
 
 
+def test_an_output_in_another_dtype_is_an_error_not_a_float32_point(tmp_path):
+    """Right values in float64 for float32 inputs pass a gate that compares values; the timed
+    point is recorded as an error naming the dtype, never as an ok float32 point."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_float64_out", [32]))
+    (record,) = lines_of(run)
+    assert record["status"] == "error" and "output dtype float64" in record["message"], record
+
+
+def test_an_exact_method_wrong_only_at_long_t_is_an_error_there(tmp_path):
+    """5% off from T=256 on, right at the gate's size: T=128 is ok, T=256 and 512 are errors
+    naming the check, never ok with a fine time."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_off_when_long", [128, 256, 512]))
+    records = {r["seq_len"]: r for r in lines_of(run)}
+    assert records[128]["status"] == "ok"
+    for t in (256, 512):
+        assert records[t]["status"] == "error", records[t]
+        assert "wrong values at the timed size" in records[t]["message"]
+
+
+def test_a_method_wrong_on_every_other_call_is_never_ok(tmp_path):
+    """Right on odd calls only: whichever call the gate and the last sample land on, the two
+    consecutive calls checked at the timed size include a wrong one."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_every_other_call", [64, 128, 256]))
+    records = lines_of(run)
+    assert len(records) == 3 and all(r["status"] == "error" for r in records), records
+
+
+def test_output_kind_problem_reads_torch_and_jax_outputs():
+    import numpy as np
+    import torch
+
+    from harness.measure.worker import output_kind_problem
+
+    point = Point("softmax_torch", seq_len=8, head_dim=4, dtype="float32", device="cuda")
+    assert "on cpu" in output_kind_problem(torch.zeros(2, dtype=torch.float32), point)
+    assert "float16" in output_kind_problem(torch.zeros(2, dtype=torch.float16), point)
+    cpu_point = Point("softmax_torch", seq_len=8, head_dim=4, dtype="bfloat16")
+    assert output_kind_problem((torch.zeros(2, dtype=torch.bfloat16), None), cpu_point) == ""
+    assert output_kind_problem(np.zeros(2, dtype=np.float32),
+                               Point("x", seq_len=8, head_dim=4)) == ""
+    jnp = pytest.importorskip("jax.numpy")
+    assert output_kind_problem(jnp.zeros(2, dtype=jnp.float32),
+                               Point("x", seq_len=8, head_dim=4)) == ""
+    assert "float32" in output_kind_problem(jnp.zeros(2, dtype=jnp.float32), cpu_point)
+
+
 def mid_series(impl: str) -> list[Point]:
     return points(impl, SERIES) + points(impl, AFTER, heads=4)
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
-from collections import Counter
 import resource
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -485,11 +486,15 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
                                        watch=joined(metered(watch, meter), state))
     finally:
         watch.close()
-    wrong_shape = output_shape_problem(value, work.inputs, point.pass_)
+    wrong_shape = output_shape_problem(value, work.inputs, point.pass_) or \
+        output_kind_problem(value, point)
     finite = work.check(value)
     deviation = rows = None
     if finite and not wrong_shape and impl.family != "exact" and point.pass_ == "forward":
         deviation, rows = fidelity(value, work, point, fw)
+    if finite and not wrong_shape and impl.family == "exact":
+        wrong_shape = timed_values_problem(value, work, point, fw,
+                                           gate_tolerance(impl, point.dtype))
     quant_error = None
     if finite and not wrong_shape and "unquantised_inputs" in work.info:
         quant_error, rows = fidelity(value, work, point, fw,
@@ -608,6 +613,86 @@ def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str
     if got != expected and (pass_ == "forward" or got != forward):
         what = "gradient of q" if pass_ != "forward" else "output"
         return f"wrong {what} shape {got} at the timed size (expected {expected})"
+    return ""
+
+
+def output_kind_problem(value: Any, point: Point) -> str:
+    """Why the timed call's output is not of the point's dtype or on its device ('' when it is,
+    or not checkable): a float32 point answered in float64, or on the host for a CUDA point,
+    would be recorded as what it is not."""
+    while isinstance(value, (tuple, list)) and value:   # JAX: (out, grads) or grads
+        value = value[0]
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        name = str(dtype).removeprefix("torch.")
+        if name != point.dtype:
+            return (f"output dtype {name} for a {point.dtype} point (the method must answer in "
+                    f"its inputs' dtype)")
+    kind = output_device_kind(value)
+    if kind is not None and kind != point.device.split(":", 1)[0]:
+        return f"output on {kind} for a {point.device} point"
+    return ""
+
+
+def output_device_kind(value: Any) -> str | None:
+    """'cpu' or 'cuda' for a torch tensor or a JAX array; None when not known."""
+    device = getattr(value, "device", None)
+    kind = getattr(device, "type", None)        # torch
+    if isinstance(kind, str):
+        return kind
+    devices = getattr(value, "devices", None)   # JAX
+    if callable(devices):
+        try:
+            platforms = {d.platform for d in devices()}
+        except Exception:   # a deleted or abstract array: not checkable
+            return None
+        if len(platforms) == 1:
+            platform = platforms.pop()
+            return "cuda" if platform in ("gpu", "cuda", "rocm") else platform
+    return None
+
+
+# the gate's tolerance is for T=64; a long row sums more terms: this much slack at the timed size
+# (float32 at T=8K: max error about 1e-6 against a 2e-5 tolerance; a method 1% off: 1e-3 and
+# more)
+TIMED_TOLERANCE_FACTOR = 4.0
+
+
+def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance: float) -> str:
+    """An exact method's last timed output and the output of one more call (outside the timed
+    region), forward pass, against the float64 reference on fidelity_rows' query rows
+    (O(rows x T x D)): '' when both are within TIMED_TOLERANCE_FACTOR x the gate's tolerance
+    (the gate's max |out - ref| / max(1, max |ref|)), or not cheap, or not this check's (FP8
+    keys and values: their deviation is quant_error's). The gate runs at a small size, once; a
+    method wrong only at long T, or on every other call, passes it."""
+    if point.pass_ != "forward" or point.value("kv_dtype"):
+        return ""
+    rows = fidelity_rows(point.n_queries)
+    if point.batch * point.heads * len(rows) * point.seq_len > FIDELITY_MAX_SCORES or \
+            point.n_queries * point.seq_len > FIDELITY_MAX_MASK:
+        return ""
+    from harness.contract.point_masks import point_mask
+    from harness.contract.reference import exact_attention
+
+    outputs = {"the last timed call": fw.to_numpy64(value)[..., rows, :]}
+    work.setup()
+    again = work.run()
+    work.block(again)
+    outputs["the call after it"] = fw.to_numpy64(again)[..., rows, :]
+    del again
+    q, k, v = (fw.to_numpy64(x) for x in work.inputs)
+    mask = point_mask(point) if work.mask is None else work.mask
+    reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **mask)
+    scale = max(1.0, float(np.abs(reference).max()))
+    limit = TIMED_TOLERANCE_FACTOR * tolerance
+    for which, out in outputs.items():
+        error = float(np.abs(out - reference).max() / scale) if np.isfinite(out).all() \
+            else math.inf
+        if error > limit:
+            return (f"wrong values at the timed size ({which}): max error {error:.3g} on "
+                    f"{len(rows)} sampled query rows against the float64 reference > "
+                    f"{limit:.3g} ({TIMED_TOLERANCE_FACTOR:g} x the gate's {point.dtype} "
+                    f"tolerance; the gate at its small size passed)")
     return ""
 
 
