@@ -154,3 +154,11 @@ def every_other_call(q, k, v, *, causal=False, key_padding_mask=None):
     _CALLS["n"] += 1
     out = _exact(q, k, v)
     return out if _CALLS["n"] % 2 else out * 0.5
+
+
+@register("fault_scales_q_in_place", framework="torch", family="exact", capabilities=CAPS)
+def scales_q_in_place(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention of its inputs, then q scaled by 1.01 in place: over many calls q drifts."""
+    out = _exact(q, k, v)
+    q.data.mul_(1.01)
+    return out

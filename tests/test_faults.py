@@ -296,6 +296,16 @@ def test_a_method_wrong_on_every_other_call_is_never_ok(tmp_path):
     assert len(records) == 3 and all(r["status"] == "error" for r in records), records
 
 
+def test_a_method_writing_its_inputs_in_place_is_an_error(tmp_path):
+    """q scaled in place on every call: the inputs sampled before and after the calls differ,
+    and the point is an error naming q."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_scales_q_in_place", [32]))
+    (record,) = lines_of(run)
+    assert record["status"] == "error", record
+    assert "changed its inputs in place (q differ" in record["message"]
+
+
 def test_output_kind_problem_reads_torch_and_jax_outputs():
     import numpy as np
     import torch

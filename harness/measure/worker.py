@@ -476,6 +476,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     # the energy counter, read around the samples inside the watch (its NVML handle on a GPU)
     meter = lockstep_meter() if settings.lockstep is not None else meter_for(point.device, watch)
     meter.open()
+    inputs_before = input_samples(work)
     try:
         if cold_first_s is None:
             first, cache = cold_call(work, impl)
@@ -487,7 +488,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     finally:
         watch.close()
     wrong_shape = output_shape_problem(value, work.inputs, point.pass_) or \
-        output_kind_problem(value, point)
+        output_kind_problem(value, point) or inputs_changed(work, inputs_before, len(samples))
     finite = work.check(value)
     deviation = rows = None
     if finite and not wrong_shape and impl.family != "exact" and point.pass_ == "forward":
@@ -614,6 +615,48 @@ def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str
         what = "gradient of q" if pass_ != "forward" else "output"
         return f"wrong {what} shape {got} at the timed size (expected {expected})"
     return ""
+
+
+# elements of each input compared before and after the calls (a strided sample: a method that
+# writes its inputs in place changes far more than one element in a million)
+INPUT_SAMPLE = 2 ** 20
+
+
+def input_samples(work: Any) -> list[Any] | None:
+    """A copy of a strided sample (about INPUT_SAMPLE elements) of q, k, v (torch tensors; None for immutable
+    JAX arrays or inputs that cannot be sampled), taken outside the timed region."""
+    samples = []
+    for x in work.inputs:
+        detach = getattr(x, "detach", None)
+        if detach is None:
+            return None
+        try:
+            flat = detach().reshape(-1)
+            samples.append(flat[::max(1, flat.numel() // INPUT_SAMPLE)].clone())
+        except (RuntimeError, TypeError):   # a dtype without these ops (FP8 on some builds)
+            return None
+    return samples
+
+
+def inputs_changed(work: Any, before: list[Any] | None, calls: int) -> str:
+    """Why the inputs differ after the calls ('' when they do not, or were not sampled): a
+    method that writes q, k or v in place is timed on inputs drifting from call to call."""
+    if before is None:
+        return ""
+    import torch
+
+    after = input_samples(work)
+    if after is None:
+        return ""
+    try:
+        changed = [name for name, a, b in zip(("q", "k", "v"), before, after)
+                   if not torch.equal(a, b)]
+    except (RuntimeError, TypeError):
+        return ""
+    if not changed:
+        return ""
+    return (f"the method changed its inputs in place ({', '.join(changed)} differ after "
+            f"{calls} timed calls): its times are of drifting inputs")
 
 
 def output_kind_problem(value: Any, point: Point) -> str:
