@@ -162,3 +162,16 @@ def scales_q_in_place(q, k, v, *, causal=False, key_padding_mask=None):
     out = _exact(q, k, v)
     q.data.mul_(1.01)
     return out
+
+
+_CACHE: dict = {}
+
+
+@register("fault_cached_by_tensor", framework="torch", family="exact", capabilities=CAPS)
+def cached_by_tensor(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention, computed once per (q, k, v) tensor objects and answered from a cache
+    after: timed as a dictionary lookup."""
+    key = (id(q), id(k), id(v), q.shape)
+    if key not in _CACHE:
+        _CACHE[key] = _exact(q, k, v)
+    return _CACHE[key]

@@ -306,6 +306,16 @@ def test_a_method_writing_its_inputs_in_place_is_an_error(tmp_path):
     assert "changed its inputs in place (q differ" in record["message"]
 
 
+def test_a_method_answering_from_a_cache_of_its_input_tensors_is_an_error(tmp_path):
+    """The output does not follow q changed in place: an error, not a dictionary lookup's time
+    recorded as attention's."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_cached_by_tensor", [64, 128]))
+    records = lines_of(run)
+    assert len(records) == 2 and all(r["status"] == "error" for r in records), records
+    assert all("q negated in place" in r["message"] for r in records)
+
+
 def test_output_kind_problem_reads_torch_and_jax_outputs():
     import numpy as np
     import torch

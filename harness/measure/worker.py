@@ -702,12 +702,14 @@ TIMED_TOLERANCE_FACTOR = 4.0
 
 
 def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance: float) -> str:
-    """An exact method's last timed output and the output of one more call (outside the timed
-    region), forward pass, against the float64 reference on fidelity_rows' query rows
-    (O(rows x T x D)): '' when both are within TIMED_TOLERANCE_FACTOR x the gate's tolerance
-    (the gate's max |out - ref| / max(1, max |ref|)), or not cheap, or not this check's (FP8
-    keys and values: their deviation is quant_error's). The gate runs at a small size, once; a
-    method wrong only at long T, or on every other call, passes it."""
+    """An exact method's outputs at the timed size, forward pass, against the float64 reference
+    on fidelity_rows' query rows (O(rows x T x D), outside the timed region): the last timed
+    call's, and that of one more call after q was negated in place (torch; JAX arrays are
+    immutable), so that a method answering from a cache keyed on its input tensors, or wrong on
+    every other call, is seen. '' when both are within TIMED_TOLERANCE_FACTOR x the gate's
+    tolerance (the gate's max |out - ref| / max(1, max |ref|)), or not cheap, or not this
+    check's (FP8 keys and values: their deviation is quant_error's). The gate runs once, at a
+    small size; a method wrong only at long T passes it."""
     if point.pass_ != "forward" or point.value("kv_dtype"):
         return ""
     rows = fidelity_rows(point.n_queries)
@@ -717,18 +719,27 @@ def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance
     from harness.contract.point_masks import point_mask
     from harness.contract.reference import exact_attention
 
-    outputs = {"the last timed call": fw.to_numpy64(value)[..., rows, :]}
-    work.setup()
-    again = work.run()
-    work.block(again)
-    outputs["the call after it"] = fw.to_numpy64(again)[..., rows, :]
-    del again
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
+    outputs = {"the last timed call": (fw.to_numpy64(value)[..., rows, :], q)}
+    q_tensor = work.inputs[0]
+    flip = getattr(getattr(q_tensor, "data", None), "neg_", None)
+    if flip is not None:
+        flip()                    # the same tensor, new values: the output must follow them
+    try:
+        work.setup()
+        again = work.run()
+        work.block(again)
+        outputs["the call after it" + (", q negated in place" if flip is not None else "")] = \
+            (fw.to_numpy64(again)[..., rows, :], -q if flip is not None else q)
+        del again
+    finally:
+        if flip is not None:
+            flip()                # negation is exact: the inputs are as they were
     mask = point_mask(point) if work.mask is None else work.mask
-    reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **mask)
-    scale = max(1.0, float(np.abs(reference).max()))
     limit = TIMED_TOLERANCE_FACTOR * tolerance
-    for which, out in outputs.items():
+    for which, (out, q_used) in outputs.items():
+        reference = exact_attention(q_used, k, v, causal=point.causal, rows=rows, **mask)
+        scale = max(1.0, float(np.abs(reference).max()))
         error = float(np.abs(out - reference).max() / scale) if np.isfinite(out).all() \
             else math.inf
         if error > limit:
