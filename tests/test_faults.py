@@ -120,6 +120,25 @@ def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
     assert "Warning:" not in result.stderr and "raw_records" not in result.stderr
 
 
+def test_a_resume_with_another_thread_count_is_refused_before_touching_the_run(tmp_path):
+    """Measured with 1 thread per worker, resumed with 2: refused with one line naming both
+    and the fix; run.json and results.jsonl unchanged (a refused resume appends nothing)."""
+    run = tmp_path / "run"
+    made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16,32", "--head-dim", "16",
+                   "--heads", "1", "--batch", "1", "--min-time", "0.01", "--out", str(run),
+                   "--no-report", env={"OMP_NUM_THREADS": "1"})
+    assert made.returncode == 0, made.stderr
+    (run / "results.jsonl").write_text((run / "results.jsonl").read_text().splitlines()[0]
+                                       + "\n")          # one point left to measure
+    before = {name: (run / name).read_bytes() for name in ("run.json", "results.jsonl")}
+    again = run_cli("sweep", "--resume", str(run), "--no-report", env={"OMP_NUM_THREADS": "2"})
+    assert again.returncode == 2
+    err = again.stderr.strip().splitlines()
+    assert len(err) == 1 and "1 thread(s) per worker" in err[0] and \
+        "OMP_NUM_THREADS=1" in err[0], err
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
 def test_lines_that_are_not_records_are_skipped_with_one_warning_each(tmp_path):
     """Bytes that are not UTF-8, a JSON value that is not an object, an object without a method
     or a point id: each is one 'warning:' line naming it, the run's records are read (report)

@@ -19,6 +19,7 @@ from harness.metrics.peaks import peaks_metadata
 from harness.grid.plan import SweepPlan
 from harness.store.run_metadata import run_metadata, shard_info
 from harness.measure.runner import Runner
+from harness.errors import UsageError
 from harness.store.run_dir import RunDir, default_run_path, now_iso, open_run
 
 
@@ -99,6 +100,21 @@ def finished_peaks(sweep: SweepPlan, run_dir: RunDir, earlier: dict[str, Any] | 
     return {d: held[d] for d in sorted(devices)}
 
 
+def refuse_mixed_resume(earlier: dict | None, machine: dict, out: object) -> None:
+    """A resumed run's remaining points must be measured with the threads per worker its first
+    ones had (OMP_NUM_THREADS); otherwise the run would mix two configurations without a word.
+    Refused with one line naming both, before run.json is touched."""
+    if not earlier:
+        return
+    before = earlier.get("machine") or {}
+    threads, now = before.get("torch_threads"), machine.get("torch_threads")
+    if threads and now and threads != now:
+        raise UsageError(f"--resume {out}: the run was measured with {threads} thread(s) per "
+                         f"worker, this process would use {now}; resume with "
+                         f"OMP_NUM_THREADS={threads} (times with other thread counts are "
+                         f"not comparable)")
+
+
 def run_isolation(run_dir: RunDir, mode: str, resume: bool) -> str:
     """run.json's ``isolation``: this run's mode, or ``mixed`` when a resumed run's earlier
     points were measured in another (each record says its own)."""
@@ -112,6 +128,7 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     metadata = run_metadata("speed", sweep=sweep, machine=machine, shard=shard_info(sweep))
     # a resumed run's peaks: the earlier sessions' measurements (on this machine) stay in them
     earlier = open_run(out).metadata() if sweep.resume else None
+    refuse_mixed_resume(earlier, machine, out)      # before run.json is touched
     run_dir = RunDir.create(out, metadata.as_dict(), resume=sweep.resume)
     shard_text = f" (shard {sweep.shard} of {sweep.grid_points})" if sweep.shard else ""
     console.print(f"[bold]attnbench[/] {len(sweep.points)} point(s){shard_text} on "
