@@ -39,6 +39,14 @@ def test_lra_bytes_writes_records(tmp_path, capsys):
                      "--no-progress"])
     assert code == 0 and len(read_records(out)) == 2
     assert "already in" in capsys.readouterr().err
+    # --resume with other training settings: refused before anything is written
+    before = {name: (out / name).read_bytes() for name in ("run.json", "results.jsonl")}
+    code = cli.main(["lra", "--task", "bytes", "--impl", "hrr_torch", "--data-dir", str(data),
+                     "--epochs", "2", "--seq-len", "32", "--out", str(out), "--resume",
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "other training settings" in err and "epochs" in err, err
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 def test_data_then_lra_on_generated_listops(tmp_path, capsys):

@@ -12,6 +12,7 @@ preset's batch as the global batch; rank 0 alone writes the run directory and pr
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -201,6 +202,12 @@ def run(args: argparse.Namespace) -> int:
     def load(name: str, limits: Limits, seed: int) -> TaskData:
         return tasks.load(name, args.data_dir, limits, seed=seed, difficulty=args.difficulty)
 
+    if args.resume and args.out is not None:
+        refuse_other_settings(Path(args.out), [(name, preset) for name, preset, _ in planned],
+                              amp=TrainingRunSettings(args.preset, planned[0][1],
+                                                      device=device, amp=not args.no_amp,
+                                                      dist=dist).uses_amp,
+                              tuned=grid is not None)
     # every task loads (first seed) before the run directory exists: missing data is exit 2
     first = {name: load(name, limits, seeds[0]) for name, _, limits in planned}
 
@@ -250,6 +257,35 @@ def run(args: argparse.Namespace) -> int:
               f"launcher stops the others)", file=sys.stderr)
         return 1
     return 0 if all(r.status in ("ok", "unsupported") for r in records) else 1
+
+
+def refuse_other_settings(path: Path, planned: list[tuple[str, Any]], *, amp: bool,
+                          tuned: bool) -> None:
+    """On --resume: a task recorded in the run with other training settings (a different --lr,
+    --epochs, preset ...) is refused, before anything is written: the report pools the seeds of
+    a (task, method) cell, and two configurations in one cell would be one wrong mean. With
+    --tune the records hold the chosen setting, not the flags: not compared."""
+    from harness.store.run_dir import RunDir
+
+    run = RunDir(path)
+    if tuned or not run.results_path.exists():
+        return
+    # as written to JSON (tuples become lists), so that equal settings compare equal
+    wanted = json.loads(json.dumps({name: {**preset.as_dict(), "preset_seq_len": preset.seq_len,
+                                           "amp": amp} for name, preset in planned},
+                                   default=str))
+    for data in run.raw_records():
+        task, config = data.get("task"), data.get("config")
+        if task not in wanted or not isinstance(config, dict) or data.get("tuning"):
+            continue
+        differ = sorted(key for key, value in wanted[task].items()
+                        if key in config and config[key] != value)
+        if differ:
+            shown = "; ".join(f"{key}: recorded {config[key]!r}, now {wanted[task][key]!r}"
+                              for key in differ)
+            raise UsageError(f"--resume {path}: {task} was recorded with other training "
+                             f"settings ({shown}); resume with the same flags, or train these "
+                             f"into another run (--out)")
 
 
 def open_run_dir(args: argparse.Namespace,
