@@ -139,6 +139,20 @@ def test_a_resume_with_another_thread_count_is_refused_before_touching_the_run(t
     assert {name: (run / name).read_bytes() for name in before} == before
 
 
+@pytest.mark.parametrize("stored, given", [(None, "1/2"), ("1/2", "2/2")])
+def test_a_resume_with_another_shard_is_refused(tmp_path, stored, given):
+    """--resume RUN --shard J/N would measure another part of the grid into RUN."""
+    from harness.grid.plan import SweepRequest
+    from harness.store.resume import plan_sweep
+
+    arguments = {"impl": "softmax_torch", "seq_len": "16,32", **({"shard": stored}
+                                                                   if stored else {})}
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "grid": {"arguments": arguments}})
+    run.release()
+    with pytest.raises(UsageError, match="another shard would be measured into it"):
+        plan_sweep(SweepRequest(resume=str(run.path), shard=given), check_devices=False)
+
+
 def test_lines_that_are_not_records_are_skipped_with_one_warning_each(tmp_path):
     """Bytes that are not UTF-8, a JSON value that is not an object, an object without a method
     or a point id: each is one 'warning:' line naming it, the run's records are read (report)

@@ -334,4 +334,10 @@ def resumed_arguments(resume: str, given: dict[str, Any],
                          f"grid, and merge the two)")
     if "out" in given:
         raise UsageError("--resume RUN_DIR writes into RUN_DIR; --out cannot be given with it")
+    if "shard" in given and str(given["shard"]) != str((stored or {}).get("shard")):
+        held = (stored or {}).get("shard")
+        raise UsageError(f"--resume {resume} --shard {given['shard']}: the run holds "
+                         f"{f'shard {held}' if held else 'the whole grid'}; another shard would "
+                         f"be measured into it. Resume it without --shard, or measure that "
+                         f"shard into its own run (--out) and merge")
     return given if stored is None else {**stored, **given}
