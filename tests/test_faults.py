@@ -153,6 +153,18 @@ def test_a_resume_with_another_shard_is_refused(tmp_path, stored, given):
         plan_sweep(SweepRequest(resume=str(run.path), shard=given), check_devices=False)
 
 
+def test_a_resume_of_a_run_without_a_stored_grid_is_refused(tmp_path):
+    """No grid in run.json (a merge, an old tool): resuming would plan the default preset into
+    the run; refused with one line, the run untouched."""
+    run = RunDir.create(tmp_path / "run", {"kind": "speed"})
+    run.release()
+    before = (run.path / "run.json").read_bytes()
+    done = run_cli("sweep", "--resume", str(run.path), "--no-report")
+    assert done.returncode == 2 and "records no grid" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert (run.path / "run.json").read_bytes() == before
+
+
 def test_lines_that_are_not_records_are_skipped_with_one_warning_each(tmp_path):
     """Bytes that are not UTF-8, a JSON value that is not an object, an object without a method
     or a point id: each is one 'warning:' line naming it, the run's records are read (report)

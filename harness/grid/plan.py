@@ -334,6 +334,11 @@ def resumed_arguments(resume: str, given: dict[str, Any],
                          f"grid, and merge the two)")
     if "out" in given:
         raise UsageError("--resume RUN_DIR writes into RUN_DIR; --out cannot be given with it")
+    if stored is None:
+        raise UsageError(f"--resume {resume}: its run.json records no grid (a merge, or a run "
+                         f"from an attnbench too old to store it), so there is no grid to "
+                         f"finish; measure the points still wanted into a new run (--out) and "
+                         f"merge the two")
     if "shard" in given and str(given["shard"]) != str((stored or {}).get("shard")):
         held = (stored or {}).get("shard")
         raise UsageError(f"--resume {resume} --shard {given['shard']}: the run holds "
