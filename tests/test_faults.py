@@ -901,3 +901,49 @@ def test_a_report_terminated_midway_leaves_no_folder_and_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
     assert not out.exists()
+
+
+# -- file-system faults: one line, nothing half-made -----------------------------------------------
+def test_a_path_component_over_255_bytes_is_one_line(tmp_path):
+    out = tmp_path / ("r" * 300)
+    done = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16", "--out", str(out),
+                   "--no-report")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "File name too long" in err[0], err
+
+
+def test_a_lock_that_is_a_directory_is_one_line(tmp_path):
+    (tmp_path / "run" / LOCK_FILE).mkdir(parents=True)
+    with pytest.raises(UsageError, match="cannot open the run's lock file"):
+        RunDir.create(tmp_path / "run", {"kind": "speed"})
+
+
+def test_a_disk_full_at_the_start_leaves_no_directory(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, metadata):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunDir, "write_metadata", full)
+    with pytest.raises(UsageError, match="No space left on device"):
+        RunDir.create(tmp_path / "run", {"kind": "speed"})
+    assert not (tmp_path / "run").exists()
+
+
+def test_results_that_cannot_be_written_mid_run_keep_what_was_written(tmp_path):
+    """results.jsonl replaced by a directory between two records (as a full disk or a file
+    made unwritable would fail the write): one UsageError naming --resume; the first record
+    stays where it was moved."""
+    run = RunDir.create(tmp_path / "run", {"kind": "speed"})
+    point = Point("softmax_torch", seq_len=16, head_dim=8)
+    record = SpeedRecord.for_point(point, framework="torch", family="exact", status="ok",
+                                   time_s=1e-3, time_samples_s=[1e-3] * 3)
+    run.append(record)
+    kept = run.results_path.read_bytes()
+    run.results_path.rename(tmp_path / "kept.jsonl")
+    run.results_path.mkdir()
+    with pytest.raises(UsageError, match=r"cannot write .*--resume"):
+        run.append(record)
+    run.release()
+    assert (tmp_path / "kept.jsonl").read_bytes() == kept

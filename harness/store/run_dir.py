@@ -20,6 +20,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -64,7 +65,11 @@ def acquire_lock(directory: Path) -> None:
     if key in _HELD_LOCKS:
         return
     path = Path(directory) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:   # a directory named lock, a read-only file system ...
+        raise UsageError(f"cannot open the run's lock file {path}: {exc.strerror or exc} "
+                         f"(it must be a plain file that attnbench may write)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -222,13 +227,16 @@ class RunDir:
     @classmethod
     def create(cls, path: Path, metadata: dict[str, Any], *, resume: bool = False) -> "RunDir":
         run = cls(Path(path))
-        if run.path.exists() and not run.path.is_dir():
-            raise UsageError(f"{run.path} exists and is not a directory")
         try:
-            not_empty = run.path.exists() and any(run.path.iterdir())
+            exists = run.path.exists()
+            if exists and not run.path.is_dir():
+                raise UsageError(f"{run.path} exists and is not a directory")
+            not_empty = exists and any(run.path.iterdir())
         except PermissionError:
             raise UsageError(f"run directory {run.path} cannot be read (permission "
                              f"denied)") from None
+        except OSError as exc:   # a name too long, a loop of links ...
+            raise UsageError(f"run directory {run.path}: {exc.strerror or exc}") from None
         if not_empty and not resume:
             raise UsageError(f"run directory {run.path} already exists and is not empty; "
                              f"use --resume {run.path} to continue it or choose another --out")
@@ -242,6 +250,17 @@ class RunDir:
         if not os.access(run.path, os.W_OK | os.X_OK):
             raise UsageError(f"run directory {run.path} is not writable")
         acquire_lock(run.path)
+        try:
+            return run._start(metadata, resume=resume)
+        except OSError as exc:   # a disk full at the start: no directory holding only a lock
+            release_lock(run.path)
+            if not exists:
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise UsageError(f"cannot write run directory {run.path}: "
+                             f"{exc.strerror or exc}") from None
+
+    def _start(self, metadata: dict[str, Any], *, resume: bool) -> "RunDir":
+        run = self
         if resume and run.run_path.exists():
             existing = run.metadata()
             kind, stored_kind = metadata.get("kind"), existing.get("kind", "speed")
@@ -290,11 +309,16 @@ class RunDir:
             clean["nonfinite_fields"] = sorted(set(clean.get("nonfinite_fields") or [])
                                                | set(nonfinite))
         line = json.dumps(clean, default=_json_default, allow_nan=False)
-        repair_torn_tail(self.results_path)
-        with open(self.results_path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            repair_torn_tail(self.results_path)
+            with open(self.results_path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:   # a full disk, a file made unwritable or replaced mid-run
+            raise UsageError(f"cannot write {self.results_path}: {exc.strerror or exc}; every "
+                             f"record written before is kept: --resume {self.path} goes on "
+                             f"once it can be written") from None
 
     # -- reading --------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
