@@ -148,3 +148,27 @@ def test_verdict_csv_and_markdown_escape_the_note():
     _hostile_line_ok(page)
     table = [line for line in page.split("\n") if line.startswith("| ")]
     assert len({line.count("|") for line in table}) == 1
+
+
+def test_figures_draw_a_dollar_from_the_data_as_written(tmp_path, monkeypatch):
+    """A method named with '$' (an unmatched one would make matplotlib's mathtext fail the whole
+    report): the figure saves and shows the name as written; log-axis ticks keep their 10^n."""
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.figures import save
+
+    fig, ax = plt.subplots()
+    ax.loglog([1, 10, 100], [1, 100, 10000], label="cost$ method")
+    ax.set_title("reason: costs $5 a call")
+    ax.legend()
+    png, pdf = save(fig, tmp_path, "dollar")
+    assert png.stat().st_size > 0 and pdf.stat().st_size > 0
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if "$" in t.get_text()]
+    assert {t.get_text() for t in texts if not t.get_parse_math()} >= {
+        "cost$ method", "reason: costs $5 a call"}
+    assert any(t.get_parse_math() and "10^" in t.get_text()
+               for t in ax.xaxis.get_ticklabels())

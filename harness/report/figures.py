@@ -52,7 +52,26 @@ class Saved:
     pdf: Path
 
 
+def literal_text(fig: Figure) -> None:
+    """Every text of the figure that comes from the data (titles, axis labels, legend entries,
+    annotations: method names, reasons) drawn as written: a '$' there would start matplotlib's
+    mathtext, and an unmatched one fail the whole report. Tick labels and the axes' offset
+    text keep mathtext (a log axis's 10^n is written in it)."""
+    from matplotlib.text import Text
+
+    generated = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            generated.add(id(axis.offsetText))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                generated.update((id(tick.label1), id(tick.label2)))
+    for text in fig.findobj(Text):
+        if id(text) not in generated:
+            text.set_parse_math(False)
+
+
 def save(fig: Figure, directory: Path, name: str) -> tuple[Path, Path]:
+    literal_text(fig)
     png, pdf = directory / f"{name}.png", directory / f"{name}.pdf"
     fig.savefig(png, dpi=200, metadata={"Software": None})
     fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None, "Producer": None,
