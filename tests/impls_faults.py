@@ -175,3 +175,32 @@ def cached_by_tensor(q, k, v, *, causal=False, key_padding_mask=None):
     if key not in _CACHE:
         _CACHE[key] = _exact(q, k, v)
     return _CACHE[key]
+
+
+def _fake_gradients():
+    import torch
+
+    class FakeGradients(torch.autograd.Function):
+        """Exact attention forward; a backward that returns the inputs' shapes filled with
+        a tenth of the upstream gradient's mean: fast, and wrong."""
+
+        @staticmethod
+        def forward(ctx, q, k, v):
+            ctx.save_for_backward(q, k, v)
+            with torch.no_grad():
+                return _exact(q, k, v)
+
+        @staticmethod
+        def backward(ctx, grad):
+            q, k, v = ctx.saved_tensors
+            fill = 0.1 * grad.mean()
+            return (torch.full_like(q, float(fill)), torch.full_like(k, float(fill)),
+                    torch.full_like(v, float(fill)))
+
+    return FakeGradients
+
+
+@register("fault_fake_gradients", framework="torch", family="exact", capabilities=CAPS)
+def fake_gradients(q, k, v, *, causal=False, key_padding_mask=None):
+    """Right forward, fake dq, dk, dv."""
+    return _fake_gradients().apply(q, k, v)

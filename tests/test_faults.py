@@ -361,6 +361,21 @@ def test_a_method_answering_from_a_cache_of_its_input_tensors_is_an_error(tmp_pa
     assert all("q negated in place" in r["message"] for r in records)
 
 
+@pytest.mark.parametrize("pass_", ["forward_backward", "backward"])
+def test_fake_gradients_are_an_error_and_real_ones_pass(tmp_path, pass_):
+    """A method with the right forward and fake dq, dk, dv: its backward points are errors
+    naming the gradient check; softmax_torch's real gradients pass it at the same points."""
+    run = tmp_path / "run"
+    grid = [*points("fault_fake_gradients", [32, 64], pass_=pass_),
+            *points("softmax_torch", [32, 64], pass_=pass_)]
+    runner_for(run).run(grid)
+    records = {(r["impl"], r["seq_len"]): r for r in lines_of(run)}
+    for t in (32, 64):
+        fake, real = records[("fault_fake_gradients", t)], records[("softmax_torch", t)]
+        assert fake["status"] == "error" and "gradients do not match" in fake["message"], fake
+        assert real["status"] == "ok", real
+
+
 def test_output_kind_problem_reads_torch_and_jax_outputs():
     import numpy as np
     import torch

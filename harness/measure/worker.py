@@ -496,6 +496,8 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     if finite and not wrong_shape and impl.family == "exact":
         wrong_shape = timed_values_problem(value, work, point, fw,
                                            gate_tolerance(impl, point.dtype))
+    if finite and not wrong_shape and point.pass_ != "forward":
+        wrong_shape = gradient_problem(work, point)
     quant_error = None
     if finite and not wrong_shape and "unquantised_inputs" in work.info:
         quant_error, rows = fidelity(value, work, point, fw,
@@ -657,6 +659,32 @@ def inputs_changed(work: Any, before: list[Any] | None, calls: int) -> str:
         return ""
     return (f"the method changed its inputs in place ({', '.join(changed)} differ after "
             f"{calls} timed calls): its times are of drifting inputs")
+
+
+# |finite difference - gradient| / max(|either|) allowed, per dtype the gradients are checked in
+GRADIENT_TOLERANCE = {"float64": 1e-6, "float32": 1e-2}
+
+
+def gradient_problem(work: Any, point: Point) -> str:
+    """Why the method's gradients are not those of its own forward ('' when they are, or not
+    checked: half precision, a paged or FP8 cache, a framework without the check). The forward
+    is gated against a reference; the gradients are checked against the forward by a central
+    difference along a seeded direction (torch_fw.gradient_check), so fake or scaled dq, dk,
+    dv are seen whatever the method's family."""
+    check = work.info.get("gradient_check")
+    result = check() if check is not None else None
+    if result is None:
+        return ""
+    difference, along = result
+    if not (math.isfinite(difference) and math.isfinite(along)):
+        return "non-finite gradients or loss in the gradient check"
+    error = abs(difference - along) / max(abs(difference), abs(along), 1e-30)
+    tolerance = GRADIENT_TOLERANCE.get(point.dtype)
+    if tolerance is None or error <= tolerance:
+        return ""
+    return (f"gradients do not match the method's own forward: along a seeded direction the "
+            f"backward gives {along:.6g}, a central difference of the forward {difference:.6g} "
+            f"(relative error {error:.2g} > {tolerance:g}, {point.dtype})")
 
 
 def output_kind_problem(value: Any, point: Point) -> str:

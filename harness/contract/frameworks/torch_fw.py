@@ -258,6 +258,9 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
             def run() -> Any:
                 state["out"].backward(grad, retain_graph=True)
                 return q.grad
+        if not point.value("page_size") and not getattr(point, "kv_dtype", ""):
+            info["gradient_check"] = lambda: gradient_check(forward, (q, k, v), grad,
+                                                            clear_grads, seed)
     # what the call reads that may be overwritten between calls: q, k, v as the method takes
     # them for the passes that run a forward each call; the upstream gradient for a backward
     # alone (its forward's saved tensors must not change)
@@ -266,6 +269,45 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                     # the dense q, k, v (a paged cache holds the same values): the
                     # output checks and fidelity compare against them
                     inputs=(q, k, v), info=info, mask=mask, call_inputs=call_inputs)
+
+
+# the step of the central difference, relative to inputs ~ N(0, 1), per dtype it runs in
+GRADIENT_CHECK_STEP = {"float64": 1e-5, "float32": 1e-2}
+
+
+def gradient_check(forward: Any, inputs: tuple[Any, Any, Any], upstream: Any,
+                   clear_grads: Any, seed: int) -> tuple[float, float] | None:
+    """The method's gradients against its own forward: for L = <upstream, f(q, k, v)> and a
+    seeded direction u, (central difference of L along u, <dL/d(q, k, v), u> from one
+    backward). Two forward calls and one forward+backward, outside the timed region; the
+    inputs are restored exactly (their storage is swapped back, not subtracted). None for a
+    dtype without a step (half precision: its rounding is larger than any step's signal)."""
+    import torch
+
+    dtype = str(inputs[0].dtype).removeprefix("torch.")
+    step = GRADIENT_CHECK_STEP.get(dtype)
+    if step is None:
+        return None
+    gen = torch.Generator(device=inputs[0].device).manual_seed(seed + 7919)
+    directions = [torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+                  for x in inputs]
+    clear_grads()
+    forward().backward(upstream)
+    along = sum(float((x.grad.double() * d.double()).sum()) for x, d in zip(inputs, directions))
+    clear_grads()
+
+    def loss(sign: float) -> float:
+        saved = [x.data for x in inputs]
+        try:
+            for x, d in zip(inputs, directions):
+                x.data = x.data + sign * step * d
+            with torch.no_grad():
+                return float((forward().double() * upstream.double()).sum())
+        finally:
+            for x, data in zip(inputs, saved):
+                x.data = data
+
+    return (loss(1.0) - loss(-1.0)) / (2 * step), along
 
 
 def fp8_kv(point: Any, k: Any, v: Any, seed: int, info: dict[str, Any]) -> dict[str, Any]:
