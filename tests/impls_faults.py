@@ -204,3 +204,12 @@ def _fake_gradients():
 def fake_gradients(q, k, v, *, causal=False, key_padding_mask=None):
     """Right forward, fake dq, dk, dv."""
     return _fake_gradients().apply(q, k, v)
+
+
+@register("fault_memory_error", framework="torch", family="exact", capabilities=CAPS)
+def memory_error(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention below T=64; at 64 and above the allocation fails (as a CPU allocator's
+    MemoryError)."""
+    if q.shape[-2] >= 64:
+        raise MemoryError("cannot allocate the scores")
+    return _exact(q, k, v)

@@ -120,6 +120,27 @@ def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
     assert "Warning:" not in result.stderr and "raw_records" not in result.stderr
 
 
+@pytest.mark.parametrize("change, words", [
+    ({"status": "exploded"}, "status 'exploded'"), ({"status": None}, "status None"),
+    ({"seq_len": "64"}, "seq_len = '64'"), ({"seq_len": 6.5}, "seq_len = 6.5"),
+    ({"time_s": "fast"}, "time_s = 'fast'")])
+def test_hand_edited_records_are_refused_by_merge_and_report_in_one_line(tmp_path, change,
+                                                                          words):
+    run = RunDir.create(tmp_path / "run", {"kind": "speed", "machine": {}})
+    point = Point("softmax_torch", seq_len=16, head_dim=8)
+    record = SpeedRecord.for_point(point, framework="torch", family="exact", status="ok",
+                                   time_s=1e-3, time_samples_s=[1e-3] * 3).to_json()
+    run.append_raw({**record, **change})
+    run.release()
+    for argv in (("merge", str(run.path), "--out", str(tmp_path / "merged")),
+                 ("report", str(run.path), "--out", str(tmp_path / "report"))):
+        done = run_cli(*argv)
+        assert done.returncode == 2, (argv, done.stderr)
+        err = done.stderr.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "report").exists()
+
+
 def test_a_resume_with_another_thread_count_is_refused_before_touching_the_run(tmp_path):
     """Measured with 1 thread per worker, resumed with 2: refused with one line naming both
     and the fix; run.json and results.jsonl unchanged (a refused resume appends nothing)."""

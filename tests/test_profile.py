@@ -85,3 +85,13 @@ def test_profile_out_naming_a_file_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0]
     assert target.read_text() == "mine\n"
+
+
+def test_profile_of_a_call_that_runs_out_of_memory_is_one_line_and_exit_2(tmp_path, capsys):
+    """profile runs in this process: an allocation failure is one line naming it, not a
+    traceback."""
+    assert main(["--impl-module", "impls_faults", "profile", "--impl", "fault_memory_error",
+                 "--seq-len", "64", "--head-dim", "16", "--device", "cpu",
+                 "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0] and "fault_memory_error" in err[0], err

@@ -77,9 +77,17 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file; give a folder for {TRACE_FILE} and {OPS_FILE}")
     fw = frameworks.get(impl.framework)
-    with fw.precision(point.dtype):
-        rows = profile_point(impl, point, out, calls=args.calls, warmup=args.warmup,
-                             seed=args.seed)
+    try:
+        with fw.precision(point.dtype):
+            rows = profile_point(impl, point, out, calls=args.calls, warmup=args.warmup,
+                                 seed=args.seed)
+    except (MemoryError, RuntimeError) as exc:   # in this process: out of memory, a failure
+        kind = "out of memory" if isinstance(exc, MemoryError) or fw.is_oom(exc) else \
+            type(exc).__name__
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"cannot profile {impl.name} at {describe_point(point)}: {kind}"
+                         f"{': ' + first if first else ''} (profile runs in this process; "
+                         f"a sweep measures the point in an isolated worker)") from None
     table = Table(title=f"top ops: {describe_point(point)}, {args.calls} call(s)",
                   title_justify="left")
     for column in ("op", "calls", "self ms", "share"):

@@ -741,6 +741,21 @@ def structure_problem(data: dict[str, Any]) -> str:
     return ""
 
 
+def field_problem(data: dict[str, Any]) -> str:
+    """Why a record's status or shape cannot be right ('' when they can): a status not among
+    STATUSES (a null one included), a shape field of a speed record that is not a whole
+    number >= 1. With invalid_numbers, what merge and report refuse to copy or draw."""
+    status = data.get("status")
+    if status not in STATUSES:
+        return f"status {status!r} is not one of {', '.join(STATUSES)}"
+    if data.get("kind", "speed") == "speed":
+        for name in ("seq_len", "head_dim", "batch", "heads"):
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return f"{name} = {value!r} is not a whole number >= 1"
+    return ""
+
+
 # Numbers a record may hold, and the range each must be in (None is always allowed).
 POSITIVE_FIELDS = ("time_s", "time_min_s")
 NON_NEGATIVE_FIELDS = ("time_iqr_s", "time_rel_spread", "other_cpus", "peak_mem_bytes",

@@ -19,6 +19,7 @@ from harness.contract.records import (
     implied_timing_basis,
     SPEED_METRICS,
     Point,
+    field_problem,
     invalid_numbers,
     workload_text,
 )
@@ -107,7 +108,7 @@ def load(paths: list[Path]) -> Results:
         ok_counts: dict[str, int] = {}
         flagged = 0
         for i, data in enumerate(raw):
-            problem = invalid_numbers(data)
+            problem = field_problem(data) or invalid_numbers(data)
             if problem:
                 raise UsageError(f"{run_dir.results_path} record {i + 1} ({data.get('impl')}, "
                                  f"seq_len {data.get('seq_len')}): {problem}; refusing to "

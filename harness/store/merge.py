@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.errors import UsageError
-from harness.contract.records import invalid_numbers
+from harness.contract.records import field_problem, invalid_numbers
 from harness.metrics import peaks as peaks_mod
 from harness.store.run_metadata import run_metadata
 from harness.store.run_dir import RunDir, now_iso, open_run
@@ -79,7 +79,7 @@ class Gatherer:
         """Raise ConflictError if run holds a record disagreeing with one already gathered."""
         pending: dict[str, tuple[dict[str, Any], str]] = {}
         for number, data in enumerate(run.raw_records(), 1):
-            problem = invalid_numbers(data)
+            problem = field_problem(data) or invalid_numbers(data)
             if problem:
                 raise UsageError(f"{run.results_path} record {number} ({describe_record(data)}): "
                                  f"{problem}; refusing to merge it (fix or remove that line)")
