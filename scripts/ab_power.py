@@ -166,11 +166,24 @@ def calibrate_in_ab(trees: Path, out: Path, mode: str, seq_lens: list[int]) -> d
                                            ratios}}
 
 
+def tree_commit(trees: Path) -> str:
+    """The commit every tree of OUT is made from: HEAD when the first tree was made (kept in
+    OUT/trees/COMMIT, so that trees made later, e.g. for another mode, match BASE)."""
+    marker = trees / "COMMIT"
+    if not marker.exists():
+        trees.mkdir(parents=True, exist_ok=True)
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        marker.write_text(head + "\n")
+    return marker.read_text().strip()
+
+
 def make_tree(where: Path, slowdown_pct: int | None, calibration: dict | None = None) -> None:
     if where.exists():
         return
+    commit = tree_commit(where.parent)
     where.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True,
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     if slowdown_pct:
