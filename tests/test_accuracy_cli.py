@@ -109,7 +109,7 @@ def test_bad_input_is_exit_2(tmp_path, capsys):
             (["lra", "--task", "listops", "--impl", "hrr_torch", "--dropout", "1"],
              "--dropout: must lie in [0, 1)"),
             (["lra", "--task", "listops", "--impl", "hrr_torch", "--tune", "lr=1e-3,nan"],
-             "--tune lr must be a finite number"),
+             "--tune lr: 'nan' is not finite"),
             (["lra", "--task", "listops", "--impl", "hrr_torch", "--tune", "lr=0"],
              "--tune lr must be above 0")):
         assert cli.main(argv) == 2, argv

@@ -114,9 +114,9 @@ def test_bad_workload_flags_are_one_clear_line(flags, message):
         check_command.workload_cases(args)
 
 
-def test_the_table_gives_each_case_the_shape_it_ran():
-    """--kv-heads 3 builds Hq=6 (4 query heads are not a multiple of 3): the row says so, not a
-    fixed shape in the title."""
+def test_the_title_gives_the_shape_the_cases_ran():
+    """--kv-heads 3 builds Hq=6 (4 query heads are not a multiple of 3): the title says the
+    shape the cases ran, not a fixed one."""
     result = run_cli("check", "--impl", "softmax_torch", "--kv-heads", "3", timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "B=2 Hq=6 Hkv=3" in result.stdout and "Hq=4," not in result.stdout
+    assert "B=2, Hq=6, T=64, D=32" in result.stdout and "Hq=4" not in result.stdout

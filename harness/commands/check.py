@@ -134,9 +134,9 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
     results = worker_results("check_workloads", items,
                              tuple(getattr(args, "impl_module", []) or []), args.timeout,
                              key=lambda item: (item[0], item[1].name))
-    table = Table(title=f"workloads on {device}/{dtype} (vs float64 reference; each case's "
-                        f"shape in its row)")
-    for column in ("impl", "workload", "shape", "result", "max error", "tolerance",
+    table = Table(title=f"workloads on {device}/{dtype} (vs float64 reference; "
+                        f"{shared_shape(cases)})")
+    for column in ("impl", "workload", "result", "max error", "tolerance",
                    "deviation from softmax"):
         table.add_column(column)
     failed = ran = 0
@@ -146,28 +146,34 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
             gate = row_gate(result)
             if gate is None or gate.unsupported:
                 reason = result.reason if gate is None else gate.message
-                table.add_row(name, case.name, case_shape(case), f"[yellow]unsupported[/]: "
-                              f"{reason}", "", "", "")
+                table.add_row(name, case.name, f"[yellow]unsupported[/]: {reason}", "", "", "")
                 continue
             ran += 1
             failed += not gate.passed
-            table.add_row(name, case.name, case_shape(case), "[green]ok[/]" if gate.passed
+            table.add_row(name, case.name, "[green]ok[/]" if gate.passed
                           else f"[red]FAIL[/] {gate.message}",
                           _fmt(gate.max_error), _fmt(gate.tolerance),
                           _fmt(gate.deviation_from_softmax))
-    Console(width=260).print(table)
+    Console(width=200).print(table)
     if not ran:
         raise UsageError(f"check: no selected implementation runs these workloads on "
                          f"{device}/{dtype}")
     return 1 if failed else 0
 
 
-def case_shape(case: WorkloadCase) -> str:
-    """The shape a workload case runs: 'B=2 Hq=6 Hkv=3 Tq=64 Tk=64 D=32' (as built, e.g. the
-    query heads --kv-heads made)."""
-    p = case.point
-    return (f"B={p.batch} Hq={p.heads} Hkv={p.n_kv_heads} Tq={p.n_queries} Tk={p.seq_len} "
-            f"D={p.head_dim}")
+def shared_shape(cases: list[WorkloadCase]) -> str:
+    """The shape the cases run, as built (the query heads --kv-heads made included): 'B=2,
+    Hq=6, T=64, D=32', each field all cases share; a field that differs is named in the
+    workloads' names."""
+    fields = (("B", lambda p: p.batch), ("Hq", lambda p: p.heads),
+              ("T", lambda p: p.seq_len), ("D", lambda p: p.head_dim))
+    shared = []
+    for label, get in fields:
+        values = {get(case.point) for case in cases}
+        if len(values) == 1:
+            shared.append(f"{label}={values.pop()}")
+    text = ", ".join(shared)
+    return f"{text} unless the workload names it" if text else "shapes in the workloads' names"
 
 
 def worker_results(task: str, items: dict[str, list], impl_modules: tuple[str, ...],
