@@ -173,7 +173,11 @@ def register_performer(name: str, *, num_features: int = DEFAULT_NUM_FEATURES,
                                    num_features=num_features, seed=seed)
 
     register(name, framework="torch", family="kernel",
-             traits=Traits(memory="features"),
+             traits=Traits(memory="features", gradient_note=(
+                 "FAVOR+'s stabiliser (the max of the projections) is detached, and the "
+                 "features add a small epsilon, so the stabiliser does not cancel exactly: the "
+                 "backward is not the exact derivative of the forward (as in the reference "
+                 "Performer implementation)")),
              description=f"Performer FAVOR+, {num_features} orthogonal positive random "
                          f"features, seed {seed}",
              capabilities=Capabilities(

@@ -271,9 +271,11 @@ def refuse_other_settings(path: Path, planned: list[tuple[str, Any]], *, amp: bo
     if tuned or not run.results_path.exists():
         return
     # as written to JSON (tuples become lists), so that equal settings compare equal
-    wanted = json.loads(json.dumps({name: {**preset.as_dict(), "preset_seq_len": preset.seq_len,
-                                           "amp": amp} for name, preset in planned},
-                                   default=str))
+    # (the record's seq_len is the data's longest kept sequence; the preset's is preset_seq_len)
+    wanted = json.loads(json.dumps({name: {**{k: v for k, v in preset.as_dict().items()
+                                              if k != "seq_len"},
+                                           "preset_seq_len": preset.seq_len, "amp": amp}
+                                    for name, preset in planned}, default=str))
     for data in run.raw_records():
         task, config = data.get("task"), data.get("config")
         if task not in wanted or not isinstance(config, dict) or data.get("tuning"):

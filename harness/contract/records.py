@@ -727,17 +727,15 @@ def record_from_json(data: dict[str, Any]) -> SpeedRecord | AccuracyRecord:
 
 def structure_problem(data: dict[str, Any]) -> str:
     """Why a results line cannot be a record at all ('' when it can): a kind this version does
-    not know, no method name, no point id: what every reader keys on. A record's other fields
-    are checked by the readers that use them (compare's, merge's and report's checks,
-    invalid_numbers), which refuse what they cannot use."""
+    not know, no method name. A record's other fields are checked by the readers that use them
+    (compare's, merge's and report's checks: field_problem, invalid_numbers), which refuse
+    what they cannot use."""
     kind = data.get("kind", "speed")
     if kind not in RECORD_TYPES:
         return f"unknown record kind {kind!r}"
     impl = data.get("impl")
     if not isinstance(impl, str) or not impl:
         return "no method name (impl)"
-    if not isinstance(data.get("point_id"), str) or not data["point_id"]:
-        return "no point_id"
     return ""
 
 

@@ -53,6 +53,10 @@ class Traits:
     # (torch.compile, jax.jit: every new shape), "config" (a kernel configuration: head dims,
     # dtype, masks; any sequence length and batch)
     compile_scope: str = "shape"
+    # how the method's backward departs, by design, from the exact derivative of its forward
+    # (e.g. a stop-gradient stabiliser): the gradient check (harness.measure.worker) is then
+    # not run for it; '' = exact gradients claimed, and checked
+    gradient_note: str = ""
 
     def __post_init__(self) -> None:
         if self.compile_scope not in ("shape", "config"):

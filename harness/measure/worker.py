@@ -497,7 +497,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         wrong_shape = timed_values_problem(value, work, point, fw,
                                            gate_tolerance(impl, point.dtype))
     if finite and not wrong_shape and point.pass_ != "forward":
-        wrong_shape = gradient_problem(work, point)
+        wrong_shape = gradient_problem(work, point, impl.traits.gradient_note)
     quant_error = None
     if finite and not wrong_shape and "unquantised_inputs" in work.info:
         quant_error, rows = fidelity(value, work, point, fw,
@@ -664,14 +664,16 @@ def inputs_changed(work: Any, before: list[Any] | None, calls: int) -> str:
 # |finite difference - gradient| / max(|either|) allowed, per dtype the gradients are checked in
 GRADIENT_TOLERANCE = {"float64": 1e-6, "float32": 1e-2}
 
-
-def gradient_problem(work: Any, point: Point) -> str:
+def gradient_problem(work: Any, point: Point, note: str = "") -> str:
     """Why the method's gradients are not those of its own forward ('' when they are, or not
-    checked: half precision, a paged or FP8 cache, a framework without the check). The forward
+    checked: half precision, a paged or FP8 cache, a framework without the check, a method
+    whose traits declare a gradient_note: its backward departs by design). The forward
     is gated against a reference; the gradients are checked against the forward by a central
     difference along a seeded direction (torch_fw.gradient_check), so fake or scaled dq, dk,
     dv are seen whatever the method's family."""
     check = work.info.get("gradient_check")
+    if note:   # the method's backward departs from its forward's derivative by design
+        return ""
     result = check() if check is not None else None
     if result is None:
         return ""

@@ -79,7 +79,8 @@ class Gatherer:
         """Raise ConflictError if run holds a record disagreeing with one already gathered."""
         pending: dict[str, tuple[dict[str, Any], str]] = {}
         for number, data in enumerate(run.raw_records(), 1):
-            problem = field_problem(data) or invalid_numbers(data)
+            problem = ("no point_id" if not isinstance(data.get("point_id"), str) else "") or \
+                field_problem(data) or invalid_numbers(data)
             if problem:
                 raise UsageError(f"{run.results_path} record {number} ({describe_record(data)}): "
                                  f"{problem}; refusing to merge it (fix or remove that line)")

@@ -333,7 +333,7 @@ class RunDir:
 
     def raw_records(self) -> Iterator[dict[str, Any]]:
         """Every record of results.jsonl as a dict. A line that cannot be one (cut by a kill,
-        not UTF-8 text, not a JSON object, or without what every reader keys on:
+        not UTF-8 text, not a JSON object, or naming no method:
         records.structure_problem) is skipped with one warning naming the line and why."""
         if not self.results_path.exists():
             raise UsageError(f"{self.path}: no {RESULTS_FILE}")
