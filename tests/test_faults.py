@@ -105,12 +105,17 @@ def test_resume_keeps_a_whole_last_record_that_lacks_its_newline(tmp_path):
     assert not (run / "results.jsonl.torn").exists()
 
 
-def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
-    run = tmp_path / "run"
+def tiny_sweep(run: Path) -> None:
+    """One softmax_torch point measured by the command line into ``run``."""
     made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16", "--head-dim", "16",
                    "--heads", "1", "--batch", "1", "--min-time", "0.01", "--out", str(run),
                    "--no-report")
     assert made.returncode == 0, made.stderr
+
+
+def test_a_corrupt_line_on_resume_is_one_warning_line_once(tmp_path):
+    run = tmp_path / "run"
+    tiny_sweep(run)
     path = run / "results.jsonl"
     path.write_bytes(b'{"broken\n' + path.read_bytes())
     result = run_cli("sweep", "--resume", str(run), "--no-report")
@@ -187,14 +192,11 @@ def test_a_resume_of_a_run_without_a_stored_grid_is_refused(tmp_path):
 
 
 def test_lines_that_are_not_records_are_skipped_with_one_warning_each(tmp_path):
-    """Bytes that are not UTF-8, a JSON value that is not an object, an object without a method
-    or a point id: each is one 'warning:' line naming it, the run's records are read (report)
-    and resumed (sweep --resume measures nothing again), never a traceback."""
+    """Bytes that are not UTF-8, a JSON value that is not an object, an object naming no
+    method: each is one 'warning:' line naming it, the run's records are read (report) and
+    resumed (sweep --resume measures nothing again), never a traceback."""
     run = tmp_path / "run"
-    made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16", "--head-dim", "16",
-                   "--heads", "1", "--batch", "1", "--min-time", "0.01", "--out", str(run),
-                   "--no-report")
-    assert made.returncode == 0, made.stderr
+    tiny_sweep(run)
     path = run / "results.jsonl"
     good = path.read_bytes()
     path.write_bytes(b'{"impl": "caf\xe9"}\n[1, 2, 3]\n"text"\n'
