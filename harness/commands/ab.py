@@ -198,7 +198,6 @@ def cpu_grid(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate)
-    validate(args)
     if args.metric == "instructions":      # one thread, no clock: callgrind.py
         measuring = Measuring(clock=args.clock or "cpu", threads=1, pin=False)
     else:
