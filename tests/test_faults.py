@@ -383,6 +383,26 @@ def test_a_method_answering_from_a_cache_of_its_input_tensors_is_an_error(tmp_pa
     assert all("q negated in place" in r["message"] for r in records)
 
 
+def test_a_method_that_fills_its_output_on_a_thread_after_returning_is_an_error(tmp_path):
+    """Zeros returned at once, filled by the method's own thread during the next call: an
+    error at every timed size whatever the family (this one is a kernel approximation, whose
+    values no gate compares); below LONG it computes before returning and is ok. A method
+    that waits for its own thread pool before returning is ok at the same points."""
+    run = tmp_path / "run"
+    runner_for(run).run([*points("fault_fills_on_thread", [64, 128, 256]),
+                         *points("fault_pooled_exact", [64, 128, 256])])
+    records = {(r["impl"], r["seq_len"]): r for r in lines_of(run)}
+    assert len(records) == 6
+    assert records[("fault_fills_on_thread", 64)]["status"] == "ok"
+    for t in (128, 256):
+        record = records[("fault_fills_on_thread", t)]
+        assert record["status"] == "error", record
+        assert "changed after the call returned" in record["message"], record
+        assert "thread(s) it started were running" in record["message"], record
+    for t in (64, 128, 256):
+        assert records[("fault_pooled_exact", t)]["status"] == "ok", records[("fault_pooled_exact", t)]
+
+
 @pytest.mark.parametrize("pass_", ["forward_backward", "backward"])
 def test_fake_gradients_are_an_error_and_real_ones_pass(tmp_path, pass_):
     """A method with the right forward and fake dq, dk, dv: its backward points are errors
@@ -398,11 +418,49 @@ def test_fake_gradients_are_an_error_and_real_ones_pass(tmp_path, pass_):
         assert real["status"] == "ok", real
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_fake_gradients_in_half_precision_are_an_error_and_real_ones_pass(tmp_path, dtype):
+    """Half precision's rounding swamps a random direction's step: the check goes along the
+    method's own gradient, per input; fake dq, dk, dv are still errors and softmax_torch's and
+    sdpa_math's real ones pass."""
+    run = tmp_path / "run"
+    runner_for(run).run([point for impl in ("fault_fake_gradients", "softmax_torch", "sdpa_math")
+                         for point in points(impl, [64, 128], dtype=dtype,
+                                             pass_="forward_backward")])
+    records = {(r["impl"], r["seq_len"]): r for r in lines_of(run)}
+    for t in (64, 128):
+        fake = records[("fault_fake_gradients", t)]
+        assert fake["status"] == "error" and "gradients do not match" in fake["message"], fake
+        assert dtype in fake["message"], fake
+        for real in ("softmax_torch", "sdpa_math"):
+            assert records[(real, t)]["status"] == "ok", records[(real, t)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fake_gradients_of_a_jax_method_are_an_error_and_real_ones_pass(tmp_path, dtype):
+    """A JAX method whose custom_vjp returns fake gradients: its forward_backward and backward
+    points are errors; softmax_jax and hrr_jax (its own vjp through FFTs) pass at the same
+    points."""
+    pytest.importorskip("jax")
+    run = tmp_path / "run"
+    grid = [Point(impl=impl, seq_len=64, head_dim=16, heads=2, dtype=dtype, pass_=pass_)
+            for impl in ("fault_fake_gradients_jax", "softmax_jax", "hrr_jax")
+            for pass_ in ("forward_backward", "backward")]
+    runner_for(run).run(grid)
+    records = {(r["impl"], r["pass"]): r for r in lines_of(run)}
+    assert len(records) == 6, records
+    for pass_ in ("forward_backward", "backward"):
+        fake = records[("fault_fake_gradients_jax", pass_)]
+        assert fake["status"] == "error" and "gradients do not match" in fake["message"], fake
+        for real in ("softmax_jax", "hrr_jax"):
+            assert records[(real, pass_)]["status"] == "ok", records[(real, pass_)]
+
+
 def test_output_kind_problem_reads_torch_and_jax_outputs():
     import numpy as np
     import torch
 
-    from harness.measure.worker import output_kind_problem
+    from harness.measure.output_checks import output_kind_problem
 
     point = Point("softmax_torch", seq_len=8, head_dim=4, dtype="float32", device="cuda")
     assert "on cpu" in output_kind_problem(torch.zeros(2, dtype=torch.float32), point)
@@ -585,7 +643,7 @@ def test_death_classification(code, before, after, status, words):
 def test_output_shape_check_accepts_right_shapes():
     import torch
 
-    from harness.measure.worker import output_shape_problem
+    from harness.measure.output_checks import output_shape_problem
 
     q = k = v = torch.zeros(1, 2, 8, 4)
     assert output_shape_problem(torch.zeros(1, 2, 8, 4), (q, k, v), "forward") == ""

@@ -143,7 +143,8 @@ def test_e5m2_costs_more_than_e4m3():
 def test_quant_error_recorded_beside_the_time():
     from harness.contract.frameworks import torch_fw
     from harness.grid.settings import TimingSettings, WorkerContext
-    from harness.measure.worker import fidelity, timing_task
+    from harness.measure.output_checks import fidelity
+    from harness.measure.worker import timing_task
 
     settings = TimingSettings(warmup=0, min_time_s=0.0, min_repeats=1, max_repeats=1)
     point = small_point(dtype="bfloat16", kv_dtype="float8_e4m3fn", seq_len=128)

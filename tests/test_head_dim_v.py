@@ -142,7 +142,7 @@ def test_bytes_count_v_and_the_output_at_d_v():
 
 # -- the output shape and the frameworks' workloads -------------------------------------------
 def test_output_shape_check_expects_v_head_dim():
-    from harness.measure.worker import output_shape_problem
+    from harness.measure.output_checks import output_shape_problem
 
     q, k, v = torch.zeros(1, 4, 3, 16), torch.zeros(1, 2, 8, 16), torch.zeros(1, 2, 8, 8)
     assert output_shape_problem(torch.zeros(1, 4, 3, 8), (q, k, v), "forward") == ""
@@ -154,7 +154,7 @@ def test_output_shape_check_expects_v_head_dim():
 @pytest.mark.parametrize("pass_", ["forward", "forward_backward", "backward"])
 def test_torch_workload_draws_v_and_the_output_gradient_at_d_v(pass_):
     from harness.contract.frameworks import torch_fw
-    from harness.measure.worker import output_shape_problem
+    from harness.measure.output_checks import output_shape_problem
 
     point = _point(dim_v=16, kv_heads=2, q_len=5, causal=True, pass_=pass_)
     work = torch_fw.make_workload(harness.get("softmax_torch"), point)
@@ -169,7 +169,7 @@ def test_torch_workload_draws_v_and_the_output_gradient_at_d_v(pass_):
 def test_jax_workload_draws_v_and_the_cotangent_at_d_v():
     pytest.importorskip("jax")
     from harness.contract.frameworks import jax_fw
-    from harness.measure.worker import output_shape_problem
+    from harness.measure.output_checks import output_shape_problem
 
     for pass_ in ("forward", "forward_backward"):
         point = _point("softmax_jax", dim_v=16, kv_heads=2, pass_=pass_)

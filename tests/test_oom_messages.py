@@ -99,3 +99,31 @@ def test_the_chain_is_finite_on_a_cycle():
     a, b = RuntimeError("a"), RuntimeError("b")
     a.__cause__, b.__cause__ = b, a
     assert oom.chain(a) == [a, b] and not torch_fw.is_oom(a)
+
+
+def test_a_memory_error_is_oom_even_when_asking_the_framework_fails(monkeypatch):
+    """Out of address space, asking the adapter can itself fail (an import needs memory): a
+    MemoryError is oom before the adapter is asked."""
+    from harness.contract import frameworks
+    from harness.measure import worker
+
+    def no_adapter(name):
+        raise MemoryError("no memory to import the adapter")
+
+    monkeypatch.setattr(frameworks, "get", no_adapter)
+    assert worker.classify(MemoryError(), "torch")[0] == "oom"
+
+
+def test_a_c_failure_without_an_exception_is_oom_only_under_an_address_space_cap(monkeypatch):
+    """A C extension out of memory under --max-memory's RLIMIT_AS can fail without raising
+    (SystemError "error return without exception set"): oom, saying so, under the cap; an
+    error without one."""
+    from harness.measure import worker
+
+    exc = SystemError("error return without exception set")
+    monkeypatch.setattr(worker, "address_space_capped", lambda: True)
+    status, message = worker.classify(exc, "torch")
+    assert status == "oom" and "address-space cap" in message
+    monkeypatch.setattr(worker, "address_space_capped", lambda: False)
+    assert worker.classify(exc, "torch")[0] == "error"
+    assert worker.classify(SystemError("some other failure"), "torch")[0] == "error"

@@ -340,6 +340,19 @@ def test_report_measure_peaks_is_refused_on_another_machine(tmp_path, capsys, mo
     assert len(peaks.measurements(run.metadata()["peaks"])) == 1
 
 
+def test_report_measure_peaks_of_a_merge_of_machines_says_so(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    import harness.store.hardware as hardware
+
+    monkeypatch.setattr(hardware, "fingerprint", lambda: {"hardware_id": "here"})
+    run = _run_with_peaks(tmp_path, "mixed")
+    run.update_metadata(machines={"here": {}, "there": {}})
+    assert main(["report", str(run.path), "--measure-peaks", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "a merge of records from here, there" in err and "each machine's own run" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_report_measure_peaks_adds_a_report_measurement(tmp_path, monkeypatch):
     from harness.commands.report import measure_peaks_again
     import harness.measure.runner as runner

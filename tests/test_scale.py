@@ -156,15 +156,41 @@ def fake_run(path: Path, hardware: str, time_s: float, *, status: str = "ok") ->
 
 
 def test_merge_refuses_conflicting_duplicates_and_writes_nothing(tmp_path):
+    """Two results for one point from one machine: refused, naming both, nothing written."""
     a = fake_run(tmp_path / "a", "a", 1e-3)
-    b = fake_run(tmp_path / "b", "b", 2e-3)
+    b = fake_run(tmp_path / "b", "a", 2e-3)
     with pytest.raises(UsageError, match="conflicting records for hrr_torch T=64") as info:
         merge_runs([a, b], tmp_path / "out")
     assert "1 ms" in str(info.value) and "2 ms" in str(info.value)
+    assert "on a:" in str(info.value) and "same machine" in str(info.value)
     assert not (tmp_path / "out").exists()
     result = run_cli("merge", str(a), str(b), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "conflicting records" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_one_point_measured_on_two_machines_is_merged_and_reported_per_machine(tmp_path,
+                                                                               monkeypatch):
+    """The same point timed on two machines (1 ms on a, 2 ms on b) is two results: both kept;
+    the report shows each machine's as its own run, neither taken for the other's."""
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    from harness.report.data import load
+
+    a = fake_run(tmp_path / "a", "a", 1e-3)
+    b = fake_run(tmp_path / "b", "b", 2e-3)
+    result = run_cli("merge", str(a), str(b), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    merged = read_records(tmp_path / "out")
+    assert len(merged) == 4
+    results = load([tmp_path / "out"])
+    assert [run.label for run in results.runs] == ["out [box-a]", "out [box-b]"]
+    t64 = results.speed[results.speed["seq_len"] == 64].set_index("hardware_tag")["time_s"]
+    assert t64.to_dict() == {"box-a": 1e-3, "box-b": 2e-3}
+    assert not any("more than one ok record" in m for m in results.warnings)
+    report = run_cli("report", str(tmp_path / "out"), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "box-a" in text and "box-b" in text
 
 
 def test_merge_keeps_each_records_hardware_and_agreeing_duplicates_once(tmp_path):

@@ -111,7 +111,7 @@ def test_the_timed_workload_and_its_fidelity_use_the_same_sink_logits():
     """The workload is built with the run's seed; fidelity's reference takes the workload's own
     mask, so its sink logits are the ones the method ran with."""
     from harness.contract.frameworks import torch_fw
-    from harness.measure.worker import fidelity
+    from harness.measure.output_checks import fidelity
 
     impl = harness.get("softmax_torch")
     point = Point("softmax_torch", seq_len=32, head_dim=8, heads=2, causal=True,

@@ -32,6 +32,17 @@ def _hostile_line_ok(text: str) -> None:
     assert "<script" not in text and "<blink>" not in text
 
 
+def test_md_text_escapes_markdown_inline_syntax_but_not_snake_case():
+    """A reason reading *not* built, _x_, `code` or [a](b) is shown as written, not as
+    emphasis, a code span or a link; snake_case method names stay as they are."""
+    md = escape.md_text("*not* built _x_ `code` [a](b) ~s~ C:\\dir softmax_torch x_")
+    assert md == ("\\*not\\* built \\_x\\_ \\`code\\` \\[a\\](b) \\~s\\~ C:\\\\dir "
+                  "softmax_torch x\\_")
+    # every inline marker is escaped: removing the escapes gives the text back
+    assert re.sub(r"\\(.)", r"\1", md) == "*not* built _x_ `code` [a](b) ~s~ C:\\dir " \
+        "softmax_torch x_"
+
+
 def test_csv_line_quotes_a_bare_cr_and_reads_back():
     line = escape.csv_line(["a\rb", "c\nd", "e|f", 'g"h', 1.5, ""])
     assert line.endswith("\n") and line.count("\n") == 2           # the LF inside and the end

@@ -58,7 +58,13 @@ def measure_peaks_again(paths: list[Path]) -> None:
     here = fingerprint()["hardware_id"]
     runs = [open_run(p) for p in paths]
     for run in runs:
-        made_on = (run.metadata().get("machine") or {}).get("hardware_id")
+        meta = run.metadata()
+        made_on = (meta.get("machine") or {}).get("hardware_id")
+        if made_on == "mixed":
+            machines = ", ".join(sorted(meta.get("machines") or {})) or "several machines"
+            raise UsageError(f"--measure-peaks: {run.path} is a merge of records from "
+                             f"{machines}; measure the peaks again in each machine's own run "
+                             "(on that machine), then merge those runs again")
         if made_on != here:
             raise UsageError(f"--measure-peaks: {run.path} was made on hardware {made_on!r}, "
                              f"this machine is {here!r}; its peaks can only be measured again "

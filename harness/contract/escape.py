@@ -26,12 +26,21 @@ def one_line(text: object) -> str:
     return _LINE_BREAKS.sub(" ", str(text))
 
 
+# markdown's inline syntax in data: a backslash, a code span's backtick, emphasis (* and an
+# underscore at a word's edge: CommonMark leaves snake_case alone), a link's brackets,
+# strikethrough's tilde
+_MD_INLINE = re.compile(r"[\\`*\[\]~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
 def md_text(text: object) -> str:
-    """Text for a markdown paragraph or list item: one line, and ``&`` and ``<`` as entities,
-    so that no HTML tag or entity from the data reaches the page (markdown passes raw HTML
-    through; without ``<`` no tag opens, so ``>`` stays readable, as in "ok -> oom").
-    Markdown emphasis written by the harness itself is left alone."""
-    return one_line(text).replace("&", "&amp;").replace("<", "&lt;")
+    """Text for a markdown paragraph or list item: one line, ``&`` and ``<`` as entities, so
+    that no HTML tag or entity from the data reaches the page (markdown passes raw HTML
+    through; without ``<`` no tag opens, so ``>`` stays readable, as in "ok -> oom"), and
+    markdown's inline syntax backslash-escaped (a reason reading ``*not* built`` or
+    ``x_`` stays as written; snake_case names are untouched). Markdown emphasis written by
+    the harness itself around such text is left alone."""
+    entities = one_line(text).replace("&", "&amp;").replace("<", "&lt;")
+    return _MD_INLINE.sub(lambda match: "\\" + match.group(0), entities)
 
 
 def md_cell(text: object) -> str:

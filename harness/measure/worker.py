@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 import resource
 import time
 from collections import Counter
 from typing import Any
 
-import numpy as np
 
 from harness.contract import frameworks
 from harness.measure import compile_cache
@@ -49,6 +47,16 @@ from harness.errors import UnsupportedError
 from harness.measure.energy import lockstep_meter, meter_for, metered
 from harness.measure.gpu_watch import watch_for
 from harness.measure.machine_state import MachineStateWatch
+from harness.measure.output_checks import (
+    fidelity,
+    gradient_problem,
+    input_samples,
+    inputs_changed,
+    output_kind_problem,
+    output_shape_problem,
+    timed_values_problem,
+    unsettled_output_problem,
+)
 from harness.grid.settings import TimingSettings
 from harness.measure.timing import first_call, time_workload
 from harness.measure.memory import (
@@ -61,18 +69,12 @@ from harness.measure.memory import (
 )
 from harness.contract.probe import ProbeResult, probe
 from harness.contract.records import Measurement, MemoryResult, Point, TimingResult
-from harness.contract.reference import relative_error
 from harness.contract.registry import REGISTRY, device_kind, load_impl_modules
 from harness.metrics.flops import point_tokens
 from harness.metrics.noise import noise_verdict
 from harness.metrics.stats import median_uncertainty, relative_spread, sample_stats
 from harness.grid.settings import WorkerContext, resolve_timing_basis
 
-# Fidelity compares the timed output with the exact output on FIDELITY_ROWS evenly spaced
-# query rows (all of them up to that many), where that is cheap
-FIDELITY_ROWS = 256
-FIDELITY_MAX_SCORES = 2 ** 25   # B * H * rows * T scores in float64
-FIDELITY_MAX_MASK = 2 ** 26     # Tq * Tk (the reference builds the mask of every row)
 
 
 
@@ -130,16 +132,33 @@ def _vm_size_bytes() -> int | None:
 
 
 def classify(exc: BaseException, framework: str) -> tuple[str, str]:
-    """(status, message) for an exception raised while measuring."""
-    message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    """(status, message) for an exception raised while measuring.
+
+    A MemoryError is an allocation failure before anything else is asked (asking the framework
+    may itself need memory that is not there). Under --max-memory's address-space cap (a CPU
+    point) a C extension that ran out can fail without raising anything: Python reports a
+    SystemError "error return without exception set", taken as the allocation failure it is."""
+    text = str(exc).strip()
+    message = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
     if isinstance(exc, UnsupportedError):
         return "unsupported", str(exc)
+    if isinstance(exc, MemoryError):
+        return "oom", message[:500]
+    if isinstance(exc, SystemError) and "without exception set" in text and \
+            address_space_capped():
+        return "oom", (message + " (under --max-memory's address-space cap: an allocation "
+                       "that failed without raising)")[:500]
     try:
         if frameworks.get(framework).is_oom(exc):
             return "oom", message[:500]
     except Exception:
         pass
     return "error", message[:500]
+
+
+def address_space_capped() -> bool:
+    """Whether this process runs under an address-space limit (cap_address_space's)."""
+    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
 
 
 def harness_device_bytes(fw: Any, device: str, settings: TimingSettings) -> int:
@@ -493,6 +512,8 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     deviation = rows = None
     if finite and not wrong_shape and impl.family != "exact" and point.pass_ == "forward":
         deviation, rows = fidelity(value, work, point, fw)
+    if finite and not wrong_shape:
+        wrong_shape = unsettled_output_problem(work)
     if finite and not wrong_shape and impl.family == "exact":
         wrong_shape = timed_values_problem(value, work, point, fw,
                                            gate_tolerance(impl, point.dtype))
@@ -597,213 +618,6 @@ def point_timing_basis(settings: TimingSettings, framework: str, device: str) ->
     or a Runner) resolved for this point alone."""
     cuda = {framework} if device_kind(device) == "cuda" else set()
     return resolve_timing_basis(settings.timing_basis, cuda)
-
-
-def output_shape_problem(value: Any, inputs: tuple[Any, ...], pass_: str) -> str:
-    """Why the timed call's output has the wrong shape ('' when right, or not checkable).
-
-    Forward: q's shape with v's last dimension; with a backward: q's gradient, q's shape.
-    Checked once, on the output of the last timed sample (never inside the timed region).
-    """
-    while isinstance(value, (tuple, list)) and value:   # JAX: (out, grads) or grads
-        value = value[0]
-    if len(inputs) < 3 or not hasattr(value, "shape"):
-        return ""
-    q, _, v = inputs[:3]
-    forward = (*tuple(q.shape)[:-1], tuple(v.shape)[-1])
-    expected = forward if pass_ == "forward" else tuple(q.shape)
-    got = tuple(value.shape)
-    if got != expected and (pass_ == "forward" or got != forward):
-        what = "gradient of q" if pass_ != "forward" else "output"
-        return f"wrong {what} shape {got} at the timed size (expected {expected})"
-    return ""
-
-
-# elements of each input compared before and after the calls (a strided sample: a method that
-# writes its inputs in place changes far more than one element in a million)
-INPUT_SAMPLE = 2 ** 20
-
-
-def input_samples(work: Any) -> list[Any] | None:
-    """A copy of a strided sample (about INPUT_SAMPLE elements) of q, k, v (torch tensors; None for immutable
-    JAX arrays or inputs that cannot be sampled), taken outside the timed region."""
-    samples = []
-    for x in work.inputs:
-        detach = getattr(x, "detach", None)
-        if detach is None:
-            return None
-        try:
-            flat = detach().reshape(-1)
-            samples.append(flat[::max(1, flat.numel() // INPUT_SAMPLE)].clone())
-        except (RuntimeError, TypeError):   # a dtype without these ops (FP8 on some builds)
-            return None
-    return samples
-
-
-def inputs_changed(work: Any, before: list[Any] | None, calls: int) -> str:
-    """Why the inputs differ after the calls ('' when they do not, or were not sampled): a
-    method that writes q, k or v in place is timed on inputs drifting from call to call."""
-    if before is None:
-        return ""
-    import torch
-
-    after = input_samples(work)
-    if after is None:
-        return ""
-    try:
-        changed = [name for name, a, b in zip(("q", "k", "v"), before, after)
-                   if not torch.equal(a, b)]
-    except (RuntimeError, TypeError):
-        return ""
-    if not changed:
-        return ""
-    return (f"the method changed its inputs in place ({', '.join(changed)} differ after "
-            f"{calls} timed calls): its times are of drifting inputs")
-
-
-# |finite difference - gradient| / max(|either|) allowed, per dtype the gradients are checked in
-GRADIENT_TOLERANCE = {"float64": 1e-6, "float32": 1e-2}
-
-def gradient_problem(work: Any, point: Point, note: str = "") -> str:
-    """Why the method's gradients are not those of its own forward ('' when they are, or not
-    checked: half precision, a paged or FP8 cache, a framework without the check, a method
-    whose traits declare a gradient_note: its backward departs by design). The forward
-    is gated against a reference; the gradients are checked against the forward by a central
-    difference along a seeded direction (torch_fw.gradient_check), so fake or scaled dq, dk,
-    dv are seen whatever the method's family."""
-    check = work.info.get("gradient_check")
-    if note:   # the method's backward departs from its forward's derivative by design
-        return ""
-    result = check() if check is not None else None
-    if result is None:
-        return ""
-    difference, along = result
-    if not (math.isfinite(difference) and math.isfinite(along)):
-        return "non-finite gradients or loss in the gradient check"
-    error = abs(difference - along) / max(abs(difference), abs(along), 1e-30)
-    tolerance = GRADIENT_TOLERANCE.get(point.dtype)
-    if tolerance is None or error <= tolerance:
-        return ""
-    return (f"gradients do not match the method's own forward: along a seeded direction the "
-            f"backward gives {along:.6g}, a central difference of the forward {difference:.6g} "
-            f"(relative error {error:.2g} > {tolerance:g}, {point.dtype})")
-
-
-def output_kind_problem(value: Any, point: Point) -> str:
-    """Why the timed call's output is not of the point's dtype or on its device ('' when it is,
-    or not checkable): a float32 point answered in float64, or on the host for a CUDA point,
-    would be recorded as what it is not."""
-    while isinstance(value, (tuple, list)) and value:   # JAX: (out, grads) or grads
-        value = value[0]
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None:
-        name = str(dtype).removeprefix("torch.")
-        if name != point.dtype:
-            return (f"output dtype {name} for a {point.dtype} point (the method must answer in "
-                    f"its inputs' dtype)")
-    kind = output_device_kind(value)
-    if kind is not None and kind != point.device.split(":", 1)[0]:
-        return f"output on {kind} for a {point.device} point"
-    return ""
-
-
-def output_device_kind(value: Any) -> str | None:
-    """'cpu' or 'cuda' for a torch tensor or a JAX array; None when not known."""
-    device = getattr(value, "device", None)
-    kind = getattr(device, "type", None)        # torch
-    if isinstance(kind, str):
-        return kind
-    devices = getattr(value, "devices", None)   # JAX
-    if callable(devices):
-        try:
-            platforms = {d.platform for d in devices()}
-        except Exception:   # a deleted or abstract array: not checkable
-            return None
-        if len(platforms) == 1:
-            platform = platforms.pop()
-            return "cuda" if platform in ("gpu", "cuda", "rocm") else platform
-    return None
-
-
-# the gate's tolerance is for T=64; a long row sums more terms: this much slack at the timed size
-# (float32 at T=8K: max error about 1e-6 against a 2e-5 tolerance; a method 1% off: 1e-3 and
-# more)
-TIMED_TOLERANCE_FACTOR = 4.0
-
-
-def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance: float) -> str:
-    """An exact method's outputs at the timed size, forward pass, against the float64 reference
-    on fidelity_rows' query rows (O(rows x T x D), outside the timed region): the last timed
-    call's, and that of one more call after q was negated in place (torch; JAX arrays are
-    immutable), so that a method answering from a cache keyed on its input tensors, or wrong on
-    every other call, is seen. '' when both are within TIMED_TOLERANCE_FACTOR x the gate's
-    tolerance (the gate's max |out - ref| / max(1, max |ref|)), or not cheap, or not this
-    check's (FP8 keys and values: their deviation is quant_error's). The gate runs once, at a
-    small size; a method wrong only at long T passes it."""
-    if point.pass_ != "forward" or point.value("kv_dtype"):
-        return ""
-    rows = fidelity_rows(point.n_queries)
-    if point.batch * point.heads * len(rows) * point.seq_len > FIDELITY_MAX_SCORES or \
-            point.n_queries * point.seq_len > FIDELITY_MAX_MASK:
-        return ""
-    from harness.contract.point_masks import point_mask
-    from harness.contract.reference import exact_attention
-
-    q, k, v = (fw.to_numpy64(x) for x in work.inputs)
-    outputs = {"the last timed call": (fw.to_numpy64(value)[..., rows, :], q)}
-    q_tensor = work.inputs[0]
-    flip = getattr(getattr(q_tensor, "data", None), "neg_", None)
-    if flip is not None:
-        flip()                    # the same tensor, new values: the output must follow them
-    try:
-        work.setup()
-        again = work.run()
-        work.block(again)
-        outputs["the call after it" + (", q negated in place" if flip is not None else "")] = \
-            (fw.to_numpy64(again)[..., rows, :], -q if flip is not None else q)
-        del again
-    finally:
-        if flip is not None:
-            flip()                # negation is exact: the inputs are as they were
-    mask = point_mask(point) if work.mask is None else work.mask
-    limit = TIMED_TOLERANCE_FACTOR * tolerance
-    for which, (out, q_used) in outputs.items():
-        reference = exact_attention(q_used, k, v, causal=point.causal, rows=rows, **mask)
-        scale = max(1.0, float(np.abs(reference).max()))
-        error = float(np.abs(out - reference).max() / scale) if np.isfinite(out).all() \
-            else math.inf
-        if error > limit:
-            return (f"wrong values at the timed size ({which}): max error {error:.3g} on "
-                    f"{len(rows)} sampled query rows against the float64 reference > "
-                    f"{limit:.3g} ({TIMED_TOLERANCE_FACTOR:g} x the gate's {point.dtype} "
-                    f"tolerance; the gate at its small size passed)")
-    return ""
-
-
-def fidelity_rows(n_queries: int) -> np.ndarray:
-    """The query rows fidelity compares: FIDELITY_ROWS evenly spaced, first and last included."""
-    return np.unique(np.linspace(0, n_queries - 1, min(n_queries, FIDELITY_ROWS)).round()
-                     .astype(np.int64))
-
-
-def fidelity(value: Any, work: Any, point: Point, fw: Any,
-             inputs: Any = None) -> tuple[float | None, int | None]:
-    """(relative deviation of the timed output from exact softmax attention on the same inputs,
-    over fidelity_rows' query rows; how many rows), or (None, None) where that is not cheap.
-    ``inputs``: a callable giving the float64 q, k, v to take instead of the workload's (the
-    unquantised inputs of a kv_dtype point: the error FP8 costs)."""
-    rows = fidelity_rows(point.n_queries)
-    if point.batch * point.heads * len(rows) * point.seq_len > FIDELITY_MAX_SCORES or \
-            point.n_queries * point.seq_len > FIDELITY_MAX_MASK:
-        return None, None
-    from harness.contract.point_masks import point_mask
-    from harness.contract.reference import exact_attention
-
-    q, k, v = inputs() if inputs is not None else (fw.to_numpy64(x) for x in work.inputs)
-    out = fw.to_numpy64(value)[..., rows, :]
-    mask = point_mask(point) if work.mask is None else work.mask
-    reference = exact_attention(q, k, v, causal=point.causal, rows=rows, **mask)
-    return relative_error(out, reference), len(rows)
 
 
 def peaks_task(device: str, role: str, context: WorkerContext) -> dict[str, Any]:

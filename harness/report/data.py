@@ -102,43 +102,79 @@ def load(paths: list[Path]) -> Results:
                                                                   TruncatedLineWarning)]
         if not raw:
             raise UsageError(f"{path}: {RESULTS_FILE} holds no records; nothing to report")
-        # the last record of a point wins (a merged or re-run file may repeat one); several ok
-        # records of one point are flagged, and impossible numbers refused
-        by_id: dict[str, dict[str, Any]] = {}
-        ok_counts: dict[str, int] = {}
-        flagged = 0
         for i, data in enumerate(raw):
             problem = field_problem(data) or invalid_numbers(data)
             if problem:
                 raise UsageError(f"{run_dir.results_path} record {i + 1} ({data.get('impl')}, "
                                  f"seq_len {data.get('seq_len')}): {problem}; refusing to "
                                  f"report it (fix or remove that line)")
-            flagged += bool(data.get("nonfinite_fields"))
-            key = data.get("point_id") or f"line-{i}"
-            by_id[key] = data
-            if data.get("status") == "ok":
-                ok_counts[key] = ok_counts.get(key, 0) + 1
-        repeated = sum(n > 1 for n in ok_counts.values())
-        if repeated:
-            messages.append(f"{run_dir.results_path}: {repeated} point(s) have more than one ok "
-                            f"record (a re-run, rounds, or a second writer); the last of each "
-                            f"is reported")
-        if flagged:
-            messages.append(f"{run_dir.results_path}: {flagged} record(s) held NaN or infinite "
-                            f"numbers, written as null (see their nonfinite_fields)")
-        run = Run(label, path, meta)
-        for data in by_id.values():
-            row = {**data, "run": label, "hardware_tag": _hardware_tag(meta)}
-            if data.get("kind", "speed") == "accuracy":
-                acc_rows.append(row)
-                run.n_accuracy += 1
-            else:
-                row["repro"] = repro_command(data, meta)
-                speed_rows.append(row)
-                run.n_speed += 1
-        runs.append(run)
+        for machine_label, machine_meta, records in by_machine(label, meta, raw):
+            run = Run(machine_label, path, machine_meta)
+            rows, notes = latest_records(records, run_dir.results_path)
+            messages += notes
+            for data in rows:
+                row = {**data, "run": machine_label, "hardware_tag": _hardware_tag(machine_meta)}
+                if data.get("kind", "speed") == "accuracy":
+                    acc_rows.append(row)
+                    run.n_accuracy += 1
+                else:
+                    row["repro"] = repro_command(data, machine_meta)
+                    speed_rows.append(row)
+                    run.n_speed += 1
+            runs.append(run)
     speed = against_run_peaks(tidy_speed(speed_rows), {run.label: run.meta for run in runs})
     return Results(runs, speed, tidy_accuracy(acc_rows), messages)
+
+
+def by_machine(label: str, meta: dict[str, Any], raw: list[dict[str, Any]]
+               ) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """(label, run.json, records) per machine of a run: the run itself when its records name
+    one machine (or none); a merged run's records of several machines (``merge``: one point may
+    be measured on each) as one run per machine, labelled with the machine's tag, with that
+    machine's description and peaks, so that each machine's points are reported and compared
+    as their own (never one machine's record taken for the other's)."""
+    ids = list(dict.fromkeys(str(data.get("hardware_id") or "") for data in raw))
+    if len([hardware for hardware in ids if hardware]) < 2:
+        return [(label, meta, raw)]
+    machines = meta.get("machines") or {}
+    peaks = meta.get("peaks_by_machine") or {}
+    out = []
+    for hardware in ids:
+        machine = machines.get(hardware) or {"hardware_id": hardware,
+                                             "hardware_tag": hardware or "unrecorded machine"}
+        machine_meta = {**{k: v for k, v in meta.items()
+                           if k not in ("peaks", "peaks_by_device", "machine")},
+                        "machine": machine}
+        if peaks.get(hardware):
+            machine_meta["peaks"] = peaks[hardware]
+        tag = machine.get("hardware_tag") or hardware or "unrecorded machine"
+        out.append((f"{label} [{tag}]", machine_meta,
+                    [data for data in raw if str(data.get("hardware_id") or "") == hardware]))
+    return out
+
+
+def latest_records(raw: list[dict[str, Any]], path: Path
+                   ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The last record of each point (a merged or re-run file may repeat one), and the notes:
+    several ok records of one point, records that held non-finite numbers."""
+    by_id: dict[str, dict[str, Any]] = {}
+    ok_counts: dict[str, int] = {}
+    flagged = 0
+    for i, data in enumerate(raw):
+        flagged += bool(data.get("nonfinite_fields"))
+        key = data.get("point_id") or f"line-{i}"
+        by_id[key] = data
+        if data.get("status") == "ok":
+            ok_counts[key] = ok_counts.get(key, 0) + 1
+    notes = []
+    repeated = sum(n > 1 for n in ok_counts.values())
+    if repeated:
+        notes.append(f"{path}: {repeated} point(s) have more than one ok record (a re-run, "
+                     f"rounds, or a second writer); the last of each is reported")
+    if flagged:
+        notes.append(f"{path}: {flagged} record(s) held NaN or infinite numbers, written as "
+                     f"null (see their nonfinite_fields)")
+    return list(by_id.values()), notes
 
 
 def repro_command(data: dict[str, Any], meta: dict[str, Any]) -> str:

@@ -80,7 +80,8 @@ def gather(run: RunDir, shards: Sequence[Shard]) -> Gatherer:
 
 def missing_points(shard: Shard, gathered: Gatherer) -> int:
     """Points of the shard with no record yet (0: the shard is complete)."""
-    return sum(pid not in gathered.seen for pid in shard.point_ids)
+    gathered_ids = gathered.point_ids
+    return sum(pid not in gathered_ids for pid in shard.point_ids)
 
 
 def open_sharded_run(sweep: SweepPlan, out: Path, count: int, executor: dict[str, Any],

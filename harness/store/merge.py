@@ -1,9 +1,11 @@
 """Joining run directories: ``run_bench.py merge`` and the executors' gathering of shards.
 
 Records are copied as they are, each keeping its own ``hardware_id``; run.json of the result
-lists every machine seen under ``machines`` (a cluster is rarely uniform). Two records of the
-same point agree when they are equal but for bookkeeping (when and how long the worker ran):
-agreeing duplicates are kept once, disagreeing ones are refused, naming the point and both runs.
+lists every machine seen under ``machines`` (a cluster is rarely uniform). A point measured on
+two machines is two results, both kept (the report shows each machine's). Two records of the
+same point from the same machine agree when they are equal but for bookkeeping (when and how
+long the worker ran): agreeing duplicates are kept once, disagreeing ones are refused, naming
+the point, the machine and both runs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def describe_record(data: dict[str, Any]) -> str:
             f"{data.get('dtype')} {data.get('pass')} on {data.get('device')}")
 
 
+def record_key(data: dict[str, Any]) -> str:
+    """What one result is: a point on a machine (the same point measured on two machines is two
+    results, not a conflict)."""
+    return f"{data['point_id']}@{data.get('hardware_id') or ''}"
+
+
 class ConflictError(UsageError):
     """Two runs recorded different results for the same point."""
 
@@ -63,7 +71,7 @@ class Gatherer:
         gatherer = cls(target)
         if target.results_path.exists():
             for data in target.raw_records():
-                gatherer.seen[data["point_id"]] = (data, str(target.path))
+                gatherer.seen[record_key(data)] = (data, str(target.path))
         meta = target.metadata() if target.run_path.exists() else {}
         gatherer.machines.update(meta.get("machines") or {})
         gatherer.sources.extend(meta.get("merged_from") or [])
@@ -75,6 +83,11 @@ class Gatherer:
             gatherer.device_peaks[hardware] = dict(meta["peaks_by_device"])
         return gatherer
 
+    @property
+    def point_ids(self) -> set[str]:
+        """The points gathered (on any machine)."""
+        return {data["point_id"] for data, _ in self.seen.values()}
+
     def check(self, run: RunDir) -> None:
         """Raise ConflictError if run holds a record disagreeing with one already gathered."""
         pending: dict[str, tuple[dict[str, Any], str]] = {}
@@ -84,25 +97,27 @@ class Gatherer:
             if problem:
                 raise UsageError(f"{run.results_path} record {number} ({describe_record(data)}): "
                                  f"{problem}; refusing to merge it (fix or remove that line)")
-            known = self.seen.get(data["point_id"]) or pending.get(data["point_id"])
+            key = record_key(data)
+            known = self.seen.get(key) or pending.get(key)
             if known is not None and not agree(known[0], data):
+                machine = data.get("hardware_id") or "an unrecorded machine"
                 raise ConflictError(
-                    f"conflicting records for {describe_record(data)}: {known[1]} has "
-                    f"{outcome_text(known[0])}, {run.path} has {outcome_text(data)} "
-                    f"(two different results for one point); merge only one of them, or "
-                    f"remove the stale record")
-            pending.setdefault(data["point_id"], (data, str(run.path)))
+                    f"conflicting records for {describe_record(data)} on {machine}: {known[1]} "
+                    f"has {outcome_text(known[0])}, {run.path} has {outcome_text(data)} (two "
+                    f"results for one point from the same machine); merge only one of them, "
+                    f"or remove the stale record")
+            pending.setdefault(key, (data, str(run.path)))
 
     def add(self, run: RunDir) -> int:
         """Copy run's records not yet gathered; the number copied."""
         self.check(run)
         copied = 0
         for data in run.raw_records():
-            if data["point_id"] in self.seen:
+            if record_key(data) in self.seen:
                 self.identical_duplicates += 1
                 continue
             self.target.append_raw(data)
-            self.seen[data["point_id"]] = (data, str(run.path))
+            self.seen[record_key(data)] = (data, str(run.path))
             copied += 1
         meta = run.metadata()
         for machine in [meta.get("machine") or {}, *(meta.get("machines") or {}).values()]:

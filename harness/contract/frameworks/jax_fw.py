@@ -298,6 +298,9 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
         def run() -> Any:
             return apply(state["vjp"], ct)
 
+    if point.pass_ != "forward" and not getattr(point, "kv_dtype", ""):
+        info["gradient_check"] = lambda: gradient_check(attention, (q, k, v), ct, seed, device)
+
     def block(value: Any) -> None:
         jax.block_until_ready(value)
 
@@ -308,6 +311,64 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     return Workload(run=run, block=block, check=check, input_bytes=int(input_bytes),
                     setup=setup, inputs=(q, k, v), info={"jitted": jitted, **info},
                     mask=mask)
+
+
+def gradient_check(attention: Any, inputs: tuple[Any, Any, Any], upstream: Any, seed: int,
+                   device: Any) -> list[Any]:
+    """The method's gradients (its vjp) against its own forward, as torch_fw.gradient_check
+    does (harness.contract.gradient_check): each part's seeded direction, the backward's
+    directional derivative and the forward's central difference on the rounded steps, in
+    float64 on the host. Compiled apart from the timed program, at the highest matmul precision
+    on a GPU (its default float32 dot rounds through TF32, whose error is larger than the
+    check's tolerance). [] for a dtype without parts."""
+    import jax
+    import jax.numpy as jnp
+
+    from harness.contract.gradient_check import (
+        DIRECTION_SEED_OFFSET,
+        RANDOM_SHARE,
+        GradientCheck,
+        parts_for,
+    )
+
+    dtype = inputs[0].dtype
+    parts = parts_for(jnp.dtype(dtype).name)
+    if not parts:
+        return []
+    precision = contextlib.nullcontext() if device.platform == "cpu" else \
+        jax.default_matmul_precision("highest")
+    with precision:
+        @jax.jit
+        def forward_backward(q_, k_, v_, ct_):
+            out, vjp = jax.vjp(attention, q_, k_, v_)
+            return out, vjp(ct_)
+
+        upstream64 = to_numpy64(upstream)
+        _, grads = forward_backward(*inputs, upstream)
+        grads = [to_numpy64(g) for g in grads]
+        x64 = [to_numpy64(x) for x in inputs]
+        rng = np.random.default_rng(seed + DIRECTION_SEED_OFFSET)
+        randoms = [rng.standard_normal(x.shape) for x in x64]
+
+        def direction(part: Any, i: int) -> np.ndarray:
+            rms = float(np.sqrt(np.mean(np.square(grads[i])))) if part.aligned else 0.0
+            return grads[i] / rms + RANDOM_SHARE * randoms[i] if rms > 0 else randoms[i]
+
+        def loss(moved: list[Any]) -> float:
+            out, _ = forward_backward(*moved, upstream)
+            return float(np.sum(to_numpy64(out) * upstream64))
+
+        checks = []
+        for part in parts:
+            plus, minus = list(inputs), list(inputs)
+            along = 0.0
+            for i in part.inputs:
+                u = direction(part, i)
+                plus[i] = jax.device_put(x64[i] + part.step * u, device).astype(dtype)
+                minus[i] = jax.device_put(x64[i] - part.step * u, device).astype(dtype)
+                along += float(np.sum(grads[i] * (to_numpy64(plus[i]) - to_numpy64(minus[i])))) / 2
+            checks.append(GradientCheck(part, (loss(plus) - loss(minus)) / 2, along))
+    return checks
 
 
 def seeded_normal(shapes: tuple[tuple[int, ...], ...], seed: int, dtype: Any,

@@ -271,43 +271,63 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                     inputs=(q, k, v), info=info, mask=mask, call_inputs=call_inputs)
 
 
-# the step of the central difference, relative to inputs ~ N(0, 1), per dtype it runs in
-GRADIENT_CHECK_STEP = {"float64": 1e-5, "float32": 1e-2}
-
-
 def gradient_check(forward: Any, inputs: tuple[Any, Any, Any], upstream: Any,
-                   clear_grads: Any, seed: int) -> tuple[float, float] | None:
-    """The method's gradients against its own forward: for L = <upstream, f(q, k, v)> and a
-    seeded direction u, (central difference of L along u, <dL/d(q, k, v), u> from one
-    backward). Two forward calls and one forward+backward, outside the timed region; the
-    inputs are restored exactly (their storage is swapped back, not subtracted). None for a
-    dtype without a step (half precision: its rounding is larger than any step's signal)."""
+                   clear_grads: Any, seed: int) -> list[Any]:
+    """The method's gradients against its own forward (harness.contract.gradient_check): for
+    L = <upstream, f(q, k, v)>, each part's seeded direction, the backward's directional
+    derivative and the forward's central difference on the rounded steps. One forward+backward
+    and two forwards per part, outside the timed region; the inputs are restored exactly
+    (their storage is swapped back, not subtracted). [] for a dtype without parts."""
     import torch
 
-    dtype = str(inputs[0].dtype).removeprefix("torch.")
-    step = GRADIENT_CHECK_STEP.get(dtype)
-    if step is None:
-        return None
-    gen = torch.Generator(device=inputs[0].device).manual_seed(seed + 7919)
-    directions = [torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-                  for x in inputs]
+    from harness.contract.gradient_check import (
+        DIRECTION_SEED_OFFSET,
+        RANDOM_SHARE,
+        GradientCheck,
+        parts_for,
+    )
+
+    parts = parts_for(str(inputs[0].dtype).removeprefix("torch."))
+    if not parts:
+        return []
+    gen = torch.Generator(device=inputs[0].device).manual_seed(seed + DIRECTION_SEED_OFFSET)
+    randoms = [torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float64)
+               for x in inputs]
     clear_grads()
     forward().backward(upstream)
-    along = sum(float((x.grad.double() * d.double()).sum()) for x, d in zip(inputs, directions))
+    grads = [x.grad.detach().double() for x in inputs]
     clear_grads()
 
-    def loss(sign: float) -> float:
+    def direction(part: Any, i: int) -> Any:
+        if not part.aligned:
+            return randoms[i]
+        rms = float(grads[i].square().mean().sqrt())
+        return grads[i] / rms + RANDOM_SHARE * randoms[i] if rms > 0 else randoms[i]
+
+    upstream64 = upstream.detach().double()
+
+    def loss(moved: list[Any]) -> float:
         saved = [x.data for x in inputs]
         try:
-            for x, d in zip(inputs, directions):
-                x.data = x.data + sign * step * d
+            for x, data in zip(inputs, moved):
+                x.data = data
             with torch.no_grad():
-                return float((forward().double() * upstream.double()).sum())
+                return float((forward().double() * upstream64).sum())
         finally:
             for x, data in zip(inputs, saved):
                 x.data = data
 
-    return (loss(1.0) - loss(-1.0)) / (2 * step), along
+    checks = []
+    for part in parts:
+        plus, minus = list(x.data for x in inputs), list(x.data for x in inputs)
+        along = 0.0
+        for i in part.inputs:
+            x, u = inputs[i].data, direction(part, i)
+            plus[i] = (x.double() + part.step * u).to(x.dtype)
+            minus[i] = (x.double() - part.step * u).to(x.dtype)
+            along += float((grads[i] * (plus[i].double() - minus[i].double())).sum()) / 2
+        checks.append(GradientCheck(part, (loss(plus) - loss(minus)) / 2, along))
+    return checks
 
 
 def fp8_kv(point: Any, k: Any, v: Any, seed: int, info: dict[str, Any]) -> dict[str, Any]:
