@@ -149,13 +149,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def interrupted_note(command: str | None) -> str:
+    """What an interrupted command leaves: records kept and --resume for the measuring ones;
+    nothing half-written for the others (a report folder being written is removed)."""
+    if command in RESUMABLE:
+        return "results written so far are kept; --resume goes on"
+    if command in ("report", "merge"):
+        return "no partial output is left behind"
+    if command == "ab":
+        return "its logs stay in --out; a new call with the same --out replaces them"
+    return "stopped"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     with sigterm_as_interrupt():
         return _main(argv)
 
 
+# the commands whose interrupted work --resume continues
+RESUMABLE = ("sweep", "run", "lra")
+
+
 def _main(argv: list[str]) -> int:
+    command = None
     try:
         from harness.contract.axes import reserve_names
         from harness.contract.registry import REGISTRY, load_impl_modules
@@ -179,9 +196,8 @@ def _main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
-        print("terminated (SIGTERM): results written so far are kept; --resume goes on",
-              file=sys.stderr)
+        print("terminated (SIGTERM): " + interrupted_note(command), file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print("interrupted: results written so far are kept", file=sys.stderr)
+        print("interrupted: " + interrupted_note(command), file=sys.stderr)
         return 130

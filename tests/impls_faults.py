@@ -299,3 +299,37 @@ def _fake_gradients_jax():
 def fake_gradients_jax(q, k, v, *, causal=False, key_padding_mask=None):
     """Right forward (jitted), fake dq, dk, dv through a custom_vjp."""
     return _fake_gradients_jax()(q, k, v)
+
+
+_BY_CONTENT: dict = {}
+
+
+@register("fault_cached_by_content", framework="torch", family="exact", capabilities=CAPS)
+def cached_by_content(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention computed on a cache miss; a hit (a fingerprint of its inputs' contents:
+    storage, shape, the sum of every 97th element, seen before) answers from the cache, 5%
+    off, so that any answer from the cache shows in the values of the call it answered."""
+    key = tuple((x.data_ptr(), tuple(x.shape), float(x.detach().reshape(-1)[::97].sum()))
+                for x in (q, k, v))
+    if key in _BY_CONTENT:
+        return _BY_CONTENT[key] * 1.05
+    _BY_CONTENT[key] = _exact(q, k, v)
+    return _BY_CONTENT[key]
+
+
+# the command line of the process fault_child_then_hang leaves behind (tests look for it)
+ORPHAN_MARKER = "attnbench-test-orphan-of-a-killed-worker"
+
+
+@register("fault_child_then_hang", framework="torch", family="exact", capabilities=CAPS)
+def child_then_hang(q, k, v, *, causal=False, key_padding_mask=None):
+    """At T >= LONG: starts a process of its own (a Python sleeping 10 minutes, ORPHAN_MARKER
+    on its command line, as a plug-in's helper server would be), then hangs; exact attention
+    below."""
+    import subprocess
+    import sys
+
+    if q.shape[-2] >= LONG:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", ORPHAN_MARKER])
+        time.sleep(600)
+    return _exact(q, k, v)

@@ -467,3 +467,14 @@ def test_a_slowdown_measured_on_a_busy_machine_is_ambiguous_not_slower():
     quiet = compare_records([rec("a", 1.0, False)], [rec("a", 3.0, False)],
                             Settings(threshold=0.1)).rows
     assert quiet[0].verdict == SLOWER
+
+
+def test_runs_with_no_point_in_common_are_refused_not_passed(tmp_path, capsys):
+    """Unrelated runs (another grid, the wrong directory): every row is only in one run, so a
+    pass would have judged nothing; one line, exit 2."""
+    base = make_run(tmp_path / "base", grid())
+    other = make_run(tmp_path / "other", [record(point("hrr_torch", 2048),
+                                                 samples(0.02, 0.01, seed=3))])
+    assert compare_cli(tmp_path, base, other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no point in common (6 only in the baseline, 1 only in" in err[0]

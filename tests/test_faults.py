@@ -146,6 +146,27 @@ def test_hand_edited_records_are_refused_by_merge_and_report_in_one_line(tmp_pat
     assert not (tmp_path / "merged").exists() and not (tmp_path / "report").exists()
 
 
+@pytest.mark.parametrize("change, words", [
+    ({"seq_len": None}, "seq_len = None"), ({"seq_len": "64"}, "seq_len = '64'"),
+    ({"status": "weird"}, "status 'weird'")])
+def test_a_resume_of_hand_edited_records_is_refused_in_one_line(tmp_path, change, words):
+    """As report and merge refuse them: one line naming the record, exit 2, nothing written
+    (a null or string seq_len was a KeyError or TypeError traceback)."""
+    run = tmp_path / "run"
+    made = run_cli("sweep", "--impl", "softmax_torch", "--seq-len", "16,32", "--head-dim", "16",
+                   "--heads", "1", "--min-time", "0.01", "--out", str(run), "--no-report")
+    assert made.returncode == 0, made.stderr
+    lines = (run / "results.jsonl").read_text().splitlines()
+    (run / "results.jsonl").write_text("\n".join([json.dumps({**json.loads(lines[0]), **change}),
+                                                  *lines[1:]]) + "\n")
+    before = {name: (run / name).read_bytes() for name in ("run.json", "results.jsonl")}
+    again = run_cli("sweep", "--resume", str(run), "--no-report")
+    assert again.returncode == 2, again.stderr
+    err = again.stderr.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and "refusing to resume" in err[0], err
+    assert before == {name: (run / name).read_bytes() for name in ("run.json", "results.jsonl")}
+
+
 def test_a_resume_with_another_thread_count_is_refused_before_touching_the_run(tmp_path):
     """Measured with 1 thread per worker, resumed with 2: refused with one line naming both
     and the fix; run.json and results.jsonl unchanged (a refused resume appends nothing)."""
@@ -333,6 +354,44 @@ def test_a_method_hanging_in_its_probe_is_a_timeout(tmp_path, isolate):
     assert "probe" in record["message"] and "no result after" in record["message"]
 
 
+# tests/impls_faults.py's ORPHAN_MARKER (that module registers its methods where it is imported)
+ORPHAN_MARKER = "attnbench-test-orphan-of-a-killed-worker"
+
+
+def processes_with(marker: str) -> list[int]:
+    """pids of the running processes whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("isolate", ["method", "point"])
+def test_a_timed_out_worker_takes_the_processes_it_started_with_it(tmp_path, isolate):
+    """A method that starts a process of its own and hangs: the timeout kills the worker and
+    that process (a `| grep` of the sweep's output would otherwise wait on it for good); the
+    point is a timeout and the next one is measured."""
+    for pid in processes_with(ORPHAN_MARKER):     # left by an earlier failed run
+        os.kill(pid, signal.SIGKILL)
+    run = tmp_path / "run"
+    runner_for(run, isolate=isolate, timeout_s=10).run(
+        points("fault_child_then_hang", [64, 128]) + points("softmax_torch", [64]))
+    records = {(r["impl"], r["seq_len"]): r["status"] for r in lines_of(run)}
+    assert records == {("fault_child_then_hang", 64): "ok", ("fault_child_then_hang", 128):
+                       "timeout", ("softmax_torch", 64): "ok"}, records
+    left = processes_with(ORPHAN_MARKER)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the worker's own process outlived it"
+
+
 def test_an_output_in_another_dtype_is_an_error_not_a_float32_point(tmp_path):
     """Right values in float64 for float32 inputs pass a gate that compares values; the timed
     point is recorded as an error naming the dtype, never as an ok float32 point."""
@@ -380,7 +439,43 @@ def test_a_method_answering_from_a_cache_of_its_input_tensors_is_an_error(tmp_pa
     runner_for(run).run(points("fault_cached_by_tensor", [64, 128]))
     records = lines_of(run)
     assert len(records) == 2 and all(r["status"] == "error" for r in records), records
-    assert all("q negated in place" in r["message"] for r in records)
+    assert all("wrong values at the timed size" in r["message"] for r in records)
+
+
+def test_a_cache_of_input_contents_never_answers_a_timed_call(tmp_path):
+    """A method caching its output on a fingerprint of its inputs' contents (its hits 5% off):
+    without varied inputs every timed call after the first would be a hit, the last one
+    included. The timing loop permutes q's values before every call (Workload.vary), so the
+    last timed call computes (its values are checked) and the point is ok: the time recorded
+    is the method computing. q passes the in-place check (a permutation keeps its sums)."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_cached_by_content", [128, 256]))
+    records = lines_of(run)
+    assert [r["status"] for r in records] == ["ok", "ok"], records
+    assert all(len(r["time_samples_s"]) > 1 for r in records)
+
+
+def test_long_cycle_permutation_is_a_permutation_whose_order_is_the_primes_product():
+    import math
+
+    import numpy as np
+
+    from harness.contract.frameworks.torch_fw import long_cycle_permutation
+
+    for n, order in ((1, 1), (2, 2), (5, 6), (32, 2310), (64, 510510)):
+        perm = long_cycle_permutation(n)
+        assert sorted(perm) == list(range(n))
+        cycles, seen = [], set()
+        for start in range(n):
+            length, i = 0, start
+            while i not in seen:
+                seen.add(i)
+                i = perm[i]
+                length += 1
+            if length:
+                cycles.append(length)
+        assert math.lcm(*cycles) == order, (n, cycles)
+    assert (long_cycle_permutation(8) != np.arange(8)).any()
 
 
 def test_a_method_that_fills_its_output_on_a_thread_after_returning_is_an_error(tmp_path):
@@ -416,6 +511,17 @@ def test_fake_gradients_are_an_error_and_real_ones_pass(tmp_path, pass_):
         fake, real = records[("fault_fake_gradients", t)], records[("softmax_torch", t)]
         assert fake["status"] == "error" and "gradients do not match" in fake["message"], fake
         assert real["status"] == "ok", real
+
+
+def test_correct_gradients_pass_at_the_default_seed_and_shape(tmp_path):
+    """softmax_torch and sdpa_math at seed 0, H=8, T=64, D=32, float32: a random direction's
+    directional derivative nearly cancelled there (0.027) and a correct backward was recorded
+    as an error; along the gradient they are ok."""
+    run = tmp_path / "run"
+    runner_for(run).run([Point(impl=impl, seq_len=64, head_dim=32, heads=8,
+                               pass_="forward_backward")
+                         for impl in ("softmax_torch", "sdpa_math")])
+    assert [r["status"] for r in lines_of(run)] == ["ok", "ok"], lines_of(run)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -993,7 +1099,8 @@ def test_a_report_terminated_midway_leaves_no_folder_and_one_line(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 143, done.stderr
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert done.stderr.strip().splitlines()[-1] == ("terminated (SIGTERM): no partial output is "
+                                                     "left behind")
     assert not out.exists()
 
 

@@ -30,6 +30,11 @@ def test_bytes_and_passes():
     assert parse_bytes("512MiB") == 512 * 2 ** 20
     with pytest.raises(UsageError):
         parse_bytes("lots")
+    for huge in ("1e400GB", "1e30", 10 ** 30):   # an OverflowError traceback, once
+        with pytest.raises(UsageError, match="more than any machine has"):
+            parse_bytes(huge)
+    with pytest.raises(UsageError, match="cannot read"):
+        parse_bytes("1.2.3GB")
     assert parse_passes("fwd,fwd_bwd,backward") == ("forward", "forward_backward", "backward")
     with pytest.raises(UsageError, match="pass"):
         parse_passes("sideways")

@@ -222,3 +222,33 @@ def test_impl_module_without_a_value_is_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--impl-module: expected one argument" in err
+
+
+def test_impl_module_may_be_a_file_path_in_the_parent_and_its_workers(tmp_path):
+    """`--impl-module plug/my_attention.py`: the file is imported (not taken for a module
+    name), in the sweep and in its workers; a missing file is one line naming it."""
+    from pathlib import Path
+
+    from cli_helpers import run_cli
+
+    plug = tmp_path / "plug"
+    plug.mkdir()
+    (plug / "my_attention.py").write_text(
+        "import torch\n"
+        "from harness import Capabilities, register\n"
+        "@register('file_softmax', framework='torch', family='exact',\n"
+        "          capabilities=Capabilities(devices=('cpu',), dtypes=('float32',)))\n"
+        "def file_softmax(q, k, v, *, causal=False, key_padding_mask=None):\n"
+        "    s = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5\n"
+        "    return torch.softmax(s, dim=-1) @ v\n")
+    run = tmp_path / "run"
+    done = run_cli("--impl-module", str(plug / "my_attention.py"), "sweep", "--impl",
+                   "file_softmax", "--seq-len", "16", "--head-dim", "16", "--pass", "fwd",
+                   "--min-time", "0.01",
+                   "--out", str(run), "--no-report")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok"], records
+    missing = run_cli("--impl-module", str(Path(tmp_path, "nope.py")), "list")
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -291,3 +291,18 @@ def test_the_tiny_run_tells_a_wrong_output_from_a_method_that_cannot_run(
     assert bool(result) is available and result.failed is failed
     assert words in result.reason
     assert result.status == ("error" if failed else "unsupported") or available
+
+
+@pytest.mark.parametrize("fn, words", [
+    (42, "expected a function, got int"),
+    (lambda q, k, v: q, "takes no causal or key_padding_mask keyword"),
+    (lambda q, k, *, causal=False, key_padding_mask=None: q, "fewer than three positional"),
+])
+def test_register_refuses_what_cannot_be_an_attention_function(fn, words):
+    """A plug-in's mistake is named where it is made (its module's import: one line, exit 2),
+    not recorded later as 'unsupported: ... TypeError' as if the method lacked a feature."""
+    import harness
+
+    with pytest.raises(TypeError, match=words):
+        harness.register("not_attention", framework="torch", family="exact")(fn)
+    assert "not_attention" not in REGISTRY.names()

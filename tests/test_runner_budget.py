@@ -136,3 +136,18 @@ def test_a_gate_the_method_refused_when_called_is_an_unsupported_record(tmp_path
     summary = runner.run(GRID[:1])
     (record,) = summary.records
     assert record.status == "unsupported" and "D_v above 64" in record.message
+
+
+def test_the_continue_line_gives_a_larger_budget_when_nothing_fitted_in_it():
+    """A resume keeps the stored --time-budget: one in which no point was recorded would
+    record nothing again, so the line names a larger one; otherwise the plain resume."""
+    from pathlib import Path
+
+    from harness.measure.runner import RunSummary
+    from harness.scale.inprocess import budget_spent_line
+
+    nothing = RunSummary(not_tried=16)
+    line = budget_spent_line(nothing, 1.0, Path("RUN"))
+    assert "--resume RUN --time-budget 60" in line and "no point fitted in 1 s" in line
+    some = RunSummary(records=[object()], not_tried=3)
+    assert budget_spent_line(some, 1.0, Path("RUN")).endswith("--resume RUN")

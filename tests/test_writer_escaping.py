@@ -33,14 +33,18 @@ def _hostile_line_ok(text: str) -> None:
 
 
 def test_md_text_escapes_markdown_inline_syntax_but_not_snake_case():
-    """A reason reading *not* built, _x_, `code` or [a](b) is shown as written, not as
-    emphasis, a code span or a link; snake_case method names stay as they are."""
-    md = escape.md_text("*not* built _x_ `code` [a](b) ~s~ C:\\dir softmax_torch x_")
-    assert md == ("\\*not\\* built \\_x\\_ \\`code\\` \\[a\\](b) \\~s\\~ C:\\\\dir "
-                  "softmax_torch x\\_")
-    # every inline marker is escaped: removing the escapes gives the text back
-    assert re.sub(r"\\(.)", r"\1", md) == "*not* built _x_ `code` [a](b) ~s~ C:\\dir " \
-        "softmax_torch x_"
+    """A reason reading *not* built, _x_, `code`, [a](b) or $m$ is shown as written, not as
+    emphasis, a code span, a link or math; snake_case names and a list's [64] stay as they
+    are. The harness's own strong() and code() are markdown's, in markdown and in HTML."""
+    data = "*not* built _x_ `code` [a](b) ~s~ $m$ C:\\dir softmax_torch x_ [64]"
+    md = escape.md_text(data)
+    assert md == ("\\*not\\* built \\_x\\_ \\`code\\` [a\\](b) \\~s\\~ \\$m\\$ "
+                  "C:\\\\dir softmax_torch x\\_ [64]")
+    assert re.sub(r"\\(.)", r"\1", md) == data     # removing the escapes gives the text back
+    own = escape.strong("Noisy") + ": see " + escape.code("run_bench.py report") + " *x*"
+    assert escape.md_text(own) == "**Noisy**: see `run_bench.py report` \\*x\\*"
+    assert escape.html_text(own + " <b>") == ("<strong>Noisy</strong>: see <code>run_bench.py "
+                                              "report</code> *x* &lt;b&gt;")
 
 
 def test_csv_line_quotes_a_bare_cr_and_reads_back():

@@ -7,12 +7,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from harness.accuracy.train import ProgressLike
+from harness.console import DataSafeConsole
 
 
 class RichProgress(ProgressLike):
     def __init__(self, label: str, console: Console | None = None) -> None:
         self.label = label
-        self.console = console or Console(stderr=True)
+        self.console = console or DataSafeConsole(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20),
                                  MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                                  TimeElapsedColumn(), TimeRemainingColumn(),

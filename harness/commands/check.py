@@ -84,8 +84,10 @@ def workload_cases(args: argparse.Namespace) -> list[WorkloadCase] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from harness.console import DataSafeConsole
 
     device, dtype = validated(args)
     impls = (REGISTRY.resolve(list(parse_names(args.impl))) if args.impl is not None
@@ -106,16 +108,17 @@ def run(args: argparse.Namespace) -> int:
                 result = results[(impl.name, device, dtype, causal, masked)]
                 gate = row_gate(result)
                 if gate is None:
-                    table.add_row(impl.name, str(causal), str(masked), "[yellow]skipped[/]",
-                                  "", "", result.reason)
+                    table.add_row(escape(impl.name), str(causal), str(masked),
+                                  "[yellow]skipped[/]", "", "", escape(result.reason or ""))
                     continue
                 ran += 1
                 failed += not gate.passed
-                table.add_row(impl.name, str(causal), str(masked),
-                              "[green]ok[/]" if gate.passed else f"[red]FAIL[/] {gate.message}",
+                table.add_row(escape(impl.name), str(causal), str(masked),
+                              "[green]ok[/]" if gate.passed
+                              else f"[red]FAIL[/] {escape(gate.message or '')}",
                               _fmt(gate.max_error), _fmt(gate.tolerance),
                               _fmt(gate.deviation_from_softmax))
-    Console(width=160).print(table)
+    DataSafeConsole(width=160).print(table)
     if not ran:
         raise UsageError(f"check: no selected implementation runs on {device}/{dtype}")
     return 1 if failed else 0
@@ -125,8 +128,10 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
                   args: argparse.Namespace) -> int:
     """One row per (implementation, workload): max error, tolerance, pass, or unsupported with
     the capability's reason. Exit 1 when a claimed combination fails."""
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from harness.console import DataSafeConsole
 
     names = [impl.name for impl in impls]
     items = {name: [(name, case.for_impl(name, device, dtype)) for case in cases]
@@ -146,15 +151,16 @@ def run_workloads(impls: list[Implementation], cases: list[WorkloadCase], device
             gate = row_gate(result)
             if gate is None or gate.unsupported:
                 reason = result.reason if gate is None else gate.message
-                table.add_row(name, case.name, f"[yellow]unsupported[/]: {reason}", "", "", "")
+                table.add_row(escape(name), case.name,
+                              f"[yellow]unsupported[/]: {escape(reason or '')}", "", "", "")
                 continue
             ran += 1
             failed += not gate.passed
-            table.add_row(name, case.name, "[green]ok[/]" if gate.passed
-                          else f"[red]FAIL[/] {gate.message}",
+            table.add_row(escape(name), case.name, "[green]ok[/]" if gate.passed
+                          else f"[red]FAIL[/] {escape(gate.message or '')}",
                           _fmt(gate.max_error), _fmt(gate.tolerance),
                           _fmt(gate.deviation_from_softmax))
-    Console(width=200).print(table)
+    DataSafeConsole(width=200).print(table)
     if not ran:
         raise UsageError(f"check: no selected implementation runs these workloads on "
                          f"{device}/{dtype}")

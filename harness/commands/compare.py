@@ -20,6 +20,8 @@ from harness.verdicts import writers
 from harness.verdicts.words import (
     FAIL_ON_HELP,
     NOT_COMPARABLE,
+    ONLY_BASELINE,
+    ONLY_CURRENT,
     exit_status,
     parse_fail_on,
     rule_line,
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
                              f"anyway (with --relative-to IMPL to cancel the machine's speed)")
         hardware_note = f"different hardware, compared anyway (--any-hardware): {names}"
     result = logic.compare_records(base.records, cur.records, settings)
+    refuse_nothing_compared(result.rows, args.baseline, args.current)
 
     header = comparison_header(base, cur, settings, hardware_note)
     bases = logic.run_bases(base.records), logic.run_bases(cur.records)
@@ -178,6 +181,17 @@ def run(args: argparse.Namespace) -> int:
     console.print(writers.summary_line(result.rows), highlight=False)
     write_outputs(result, header, args, cur.path, console)
     return exit_status(row.fails for row in result.rows)
+
+
+def refuse_nothing_compared(rows: list[Any], baseline: Any, current: Any) -> None:
+    """UsageError when no point is in both runs: a comparison of unrelated runs (another grid,
+    the wrong directory) would otherwise pass a CI gate having judged nothing."""
+    if not rows or any(row.verdict not in (ONLY_BASELINE, ONLY_CURRENT) for row in rows):
+        return
+    only_base = sum(row.verdict == ONLY_BASELINE for row in rows)
+    raise UsageError(f"{baseline} and {current} have no point in common ({only_base} only in "
+                     f"the baseline, {len(rows) - only_base} only in the current run): nothing "
+                     f"was compared; compare runs of the same grid")
 
 
 def parse_mem_floor(text: str) -> int:

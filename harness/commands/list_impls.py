@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from harness.console import DataSafeConsole
 
     table = Table(title="attnbench implementations", show_lines=False)
     # the name column is as wide as the longest name and never wraps, whatever the width
@@ -89,17 +92,17 @@ def run(args: argparse.Namespace) -> int:
             a = row["availability"][device]
             reason = a["reason"].removeprefix(f"{row['name']}: ")
             if not a["available"]:
-                status.append(f"[red]no[/]: {reason}")
+                status.append(f"[red]no[/]: {escape(reason)}")
             elif len(a["dtypes"]) == len(row["dtypes"]):
                 status.append("[green]available[/]")
             else:
                 status.append(f"[green]{','.join(SHORT_DTYPE[d] for d in a['dtypes'])}[/] "
-                              f"only ({reason})")
-        table.add_row(row["name"], row["framework"], FAMILY_LABELS[row["family"]],
+                              f"only ({escape(reason)})")
+        table.add_row(escape(row["name"]), row["framework"], FAMILY_LABELS[row["family"]],
                       ",".join(row["devices"]), ",".join(SHORT_DTYPE[d] for d in row["dtypes"]),
                       _yes(row["causal"]), _yes(row["key_padding_mask"]), _yes(row["backward"]),
                       " ".join(n for n, has in row["workloads"].items() if has) or "-", *status)
-    Console(width=max(150, Console().width)).print(table)
+    DataSafeConsole(width=max(150, Console().width)).print(table)
     return 0
 
 

@@ -327,7 +327,7 @@ def train_one(impl: Implementation, data: TaskData, settings: TrainingRunSetting
 
 
 def print_table(rows: list[dict], path: Path) -> None:
-    from rich.console import Console
+    from harness.console import DataSafeConsole
     from rich.table import Table
 
     table = Table(title=f"accuracy (test at the best validation checkpoint) -> {path}")
@@ -337,12 +337,12 @@ def print_table(rows: list[dict], path: Path) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*(_fmt(row[c]) for c in columns))
-    Console(width=200).print(table)
+    DataSafeConsole(width=200).print(table)
 
 
 def print_seed_summary(records: list[AccuracyRecord]) -> None:
     """Test accuracy over seeds per task x implementation: mean, sample std, n."""
-    from rich.console import Console
+    from harness.console import DataSafeConsole
     from rich.table import Table
 
     from harness.metrics.stats import mean_std
@@ -358,7 +358,7 @@ def print_seed_summary(records: list[AccuracyRecord]) -> None:
         summary = mean_std([100 * v for v in values])
         table.add_row(task, impl, f"{summary.mean:.2f}",
                       "-" if summary.std is None else f"{summary.std:.2f}", str(summary.n))
-    Console(width=200).print(table)
+    DataSafeConsole(width=200).print(table)
 
 
 def _fmt(value: object) -> str:

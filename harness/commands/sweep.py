@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(default: $ATTNBENCH_COMPILE_CACHE, else ~/.cache/attnbench/compile, "
                           "shared by your runs); 'run': the run directory's own compile-cache/, "
                           "so the run compiles every shape itself")
-    run.add_argument("--no-report", action="store_true", help="do not render the report")
+    run.add_argument("--no-report", action="store_true",
+                     help="run: do not render the report after the benchmark (sweep never "
+                          "renders one; accepted there for scripts that pass it to both)")
     run.add_argument("--serve-rounds", action="store_true",
                      help="for run_bench.py ab: plan and gate the grid once, then measure "
                           "points on request (JSON lines on stdin/stdout; harness/measure/round_server.py)")

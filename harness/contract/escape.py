@@ -27,20 +27,66 @@ def one_line(text: object) -> str:
 
 
 # markdown's inline syntax in data: a backslash, a code span's backtick, emphasis (* and an
-# underscore at a word's edge: CommonMark leaves snake_case alone), a link's brackets,
-# strikethrough's tilde
-_MD_INLINE = re.compile(r"[\\`*\[\]~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# underscore at a word's edge: CommonMark leaves snake_case alone), a link's "](" (a bracket
+# alone links nothing), strikethrough's tilde, GitHub's math dollar
+_MD_INLINE = re.compile(r"[\\`*~$]|\](?=\()|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+# The harness's own inline markup, kept apart from the data's: text between two STRONG marks is
+# strong, between two CODE marks code, in every writer (markdown ** and backticks, HTML
+# <strong> and <code>); written with strong() and code(). Control characters no record holds.
+STRONG, CODE = "\x02", "\x03"
+
+
+def strong(text: str) -> str:
+    return f"{STRONG}{text}{STRONG}"
+
+
+def code(text: str) -> str:
+    return f"{CODE}{text}{CODE}"
+
+
+def _md_escape(text: str) -> str:
+    entities = text.replace("&", "&amp;").replace("<", "&lt;")
+    return _MD_INLINE.sub(lambda match: "\\" + match.group(0), entities)
 
 
 def md_text(text: object) -> str:
     """Text for a markdown paragraph or list item: one line, ``&`` and ``<`` as entities, so
     that no HTML tag or entity from the data reaches the page (markdown passes raw HTML
     through; without ``<`` no tag opens, so ``>`` stays readable, as in "ok -> oom"), and
-    markdown's inline syntax backslash-escaped (a reason reading ``*not* built`` or
-    ``x_`` stays as written; snake_case names are untouched). Markdown emphasis written by
-    the harness itself around such text is left alone."""
-    entities = one_line(text).replace("&", "&amp;").replace("<", "&lt;")
-    return _MD_INLINE.sub(lambda match: "\\" + match.group(0), entities)
+    markdown's inline syntax backslash-escaped (a reason reading ``*not* built`` or ``$x$``
+    stays as written; snake_case names are untouched). The harness's own strong() and code()
+    become ``**`` and backticks (a code span's text as written)."""
+    parts = one_line(text).split(CODE)
+    out = []
+    for index, part in enumerate(parts):
+        if index % 2:     # inside code(): literal in a code span (no escapes apply there)
+            out.append("`" + part.replace("`", "'").replace(STRONG, "") + "`")
+        else:
+            out.append(_md_escape(part).replace(STRONG, "**"))
+    return "".join(out)
+
+
+def html_text(text: object) -> str:
+    """Text for an HTML element: escaped (html.escape), the harness's strong() and code() as
+    <strong> and <code>."""
+    import html
+
+    out, tags = [], {STRONG: ("<strong>", "</strong>"), CODE: ("<code>", "</code>")}
+    opened = {STRONG: False, CODE: False}
+    for piece in re.split(f"([{STRONG}{CODE}])", str(text)):
+        if piece in tags:
+            out.append(tags[piece][opened[piece]])
+            opened[piece] = not opened[piece]
+        else:
+            out.append(html.escape(piece))
+    out += [tags[mark][1] for mark, is_open in opened.items() if is_open]
+    return "".join(out)
+
+
+def plain_text(text: object) -> str:
+    """Text with the harness's strong() and code() marks removed (CSV, LaTeX, the console)."""
+    return str(text).replace(STRONG, "").replace(CODE, "")
 
 
 def md_cell(text: object) -> str:

@@ -159,10 +159,26 @@ def parse_bytes(text: str | int | float) -> int:
         if not match or (unit and unit not in BYTE_UNITS and unit + "B" not in BYTE_UNITS):
             raise UsageError(f"--max-memory: cannot read {text!r} (examples: 4GB, 512MiB)")
         factor = BYTE_UNITS.get(unit or "B") or BYTE_UNITS[unit + "B"]
-        value = int(float(match.group(1)) * factor)
+        try:
+            number = float(match.group(1)) * factor
+        except ValueError:   # "1.2.3"
+            raise UsageError(f"--max-memory: cannot read {text!r} (examples: 4GB, 512MiB)") \
+                from None
+        if not math.isfinite(number) or number > MAX_MEMORY_BYTES:
+            raise UsageError(f"--max-memory: {text!r} is more than any machine has (at most "
+                             f"{MAX_MEMORY_BYTES // 2 ** 60} EiB)")
+        value = int(number)
     if value <= 0:
         raise UsageError(f"--max-memory: must be positive, got {text!r}")
+    if value > MAX_MEMORY_BYTES:
+        raise UsageError(f"--max-memory: {text!r} is more than any machine has (at most "
+                         f"{MAX_MEMORY_BYTES // 2 ** 60} EiB)")
     return value
+
+
+# the largest --max-memory taken: far above any machine, and well inside what setrlimit and the
+# frameworks' allocator settings take (64-bit)
+MAX_MEMORY_BYTES = 2 ** 60
 
 
 def _items(text: str | Iterable[Any], *, flag: str) -> list[str]:

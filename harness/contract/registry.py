@@ -21,8 +21,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness.contract import axes as axes_table
@@ -341,6 +343,38 @@ class Registry:
 REGISTRY = Registry()
 
 
+def signature_problem(fn: Any) -> str:
+    """Why ``fn`` cannot be an attention function ('' when it can, or its signature cannot be
+    read): the harness calls ``fn(q, k, v, causal=..., key_padding_mask=..., **features)``."""
+    import inspect
+
+    if not callable(fn):
+        return f"expected a function, got {type(fn).__name__}"
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):   # a builtin or extension without a signature
+        return ""
+    kinds = inspect.Parameter
+    if any(p.kind == kinds.VAR_KEYWORD for p in params):
+        keywords_ok = True
+    else:
+        names = {p.name for p in params if p.kind in (kinds.KEYWORD_ONLY,
+                                                       kinds.POSITIONAL_OR_KEYWORD)}
+        missing = [k for k in ("causal", "key_padding_mask") if k not in names]
+        if missing:
+            return (f"{getattr(fn, '__name__', 'the function')} takes no "
+                    f"{' or '.join(missing)} keyword; declare it as fn(q, k, v, *, causal=False, "
+                    f"key_padding_mask=None)")
+        keywords_ok = True
+    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY,
+                                                  kinds.POSITIONAL_OR_KEYWORD)]
+    if keywords_ok and len(positional) < 3 and not any(p.kind == kinds.VAR_POSITIONAL
+                                                       for p in params):
+        return (f"{getattr(fn, '__name__', 'the function')} takes fewer than three positional "
+                f"arguments (q, k, v)")
+    return ""
+
+
 def register(name: str, *, framework: str, family: str, capabilities: Capabilities | None = None,
              description: str = "", requires: Iterable[str] = (), probe: ProbeFn | None = None,
              constraints: ConstraintFn | None = None, replace: bool = False,
@@ -356,6 +390,9 @@ def register(name: str, *, framework: str, family: str, capabilities: Capabiliti
     ``compiles`` and ``compile_mode``: see Implementation."""
 
     def decorate(fn: AttentionFn) -> AttentionFn:
+        problem = signature_problem(fn)
+        if problem:
+            raise TypeError(f"register({name!r}): {problem}")
         REGISTRY.add(Implementation(
             name=name, framework=framework, family=family,
             capabilities=capabilities or Capabilities(), fn=fn,
@@ -376,12 +413,48 @@ def load_impl_modules(modules: Iterable[str]) -> None:
         REGISTRY.load_builtins()   # first: a clash then names the user's module, not ours
     for module in modules:
         try:
-            importlib.import_module(module)
+            if is_module_path(module):
+                import_module_file(module)
+            else:
+                importlib.import_module(module)
         except ImportError as exc:
-            raise UsageError(f"cannot import implementation module {module!r}: {exc}") from exc
+            hint = "" if is_module_path(module) else (
+                " (give a module name importable from PYTHONPATH, e.g. my_attention, or the "
+                "path of a .py file)")
+            raise UsageError(f"cannot import implementation module {module!r}: {exc}{hint}") \
+                from exc
         except Exception as exc:  # noqa: BLE001 - a user's module failing is bad input
             raise UsageError(f"implementation module {module!r} raised while being imported: "
                              f"{type(exc).__name__}: {first_line(str(exc))}") from exc
+
+
+def is_module_path(module: str) -> bool:
+    """``--impl-module`` names a file (``plug/my_attention.py``) rather than a module."""
+    return module.endswith(".py") or "/" in module or os.sep in module
+
+
+def import_module_file(path: str) -> None:
+    """Import a .py file given by its path, once per process (its registrations with it); an
+    ImportError naming the path when there is no such file."""
+    import hashlib
+    import sys
+
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ImportError(f"no such file {str(file)!r}")
+    name = "attnbench_plugin_" + hashlib.sha1(str(file).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{str(file)!r} is not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def get(name: str) -> Implementation:

@@ -29,3 +29,14 @@ class Workload:
     # CUDA-graph check writes fresh values into them, replays, and writes the old ones back);
     # empty: none named, a captured graph cannot be checked and is not used
     call_inputs: tuple[Any, ...] = ()
+    # changes the inputs' values in place before each timed or warm-up call (untimed): the
+    # method never sees the same values twice in a row, so that no cache of its outputs (on
+    # the tensors, their storage or a fingerprint of their contents) answers a timed call;
+    # None where the inputs cannot change (JAX arrays, a backward alone: its saved forward)
+    vary: Callable[[], None] | None = None
+
+    def next_call(self) -> None:
+        """Before a warm-up call or a sample: the inputs varied, then ``setup``."""
+        if self.vary is not None:
+            self.vary()
+        self.setup()

@@ -81,7 +81,7 @@ def time_in_lockstep(work: Workload, settings: TimingSettings, lockstep: Lockste
             signal = baton.wait()
             if signal == STOP:
                 break
-            work.setup()
+            work.next_call()
             value = work.run()
             work.block(value)
             work.info["warmup_calls"] += 1
@@ -91,7 +91,7 @@ def time_in_lockstep(work: Workload, settings: TimingSettings, lockstep: Lockste
         while True:
             if signal != STOP:
                 signal = baton.wait()
-            work.setup()
+            work.next_call()
             cpu_start = time.process_time()
             elapsed, value = timer.time(work)
             cpu_samples.append(time.process_time() - cpu_start)

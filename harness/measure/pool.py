@@ -36,6 +36,9 @@ from harness.measure.processes import (
     LocalExecutor,
     Outcome,
     classify_death,
+    descendants,
+    kill_pids,
+    kill_tree,
     oom_kill_count,
     send_answer,
     timed_task,
@@ -198,6 +201,7 @@ class WorkerPool:
         worker = self._workers.pop(key, None)
         if worker is None:
             return
+        below = descendants(worker.process.pid) if worker.process.pid is not None else []
         if not kill:
             try:
                 worker.conn.send(None)
@@ -207,6 +211,7 @@ class WorkerPool:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(10)
+        kill_pids(below)     # what the worker started and left running
         close_quietly(worker.conn)
 
     def _worker_for(self, key: Hashable, group: Hashable) -> _Worker | Outcome:
@@ -237,7 +242,7 @@ class WorkerPool:
         if not message or message[0] != "ready":
             self._workers.pop(key, None)
             if process.is_alive():
-                process.kill()
+                kill_tree(process)
             process.join(10)
             close_quietly(parent_conn)
             status, text = classify_death(process.exitcode, oom_kills, oom_kill_count())

@@ -143,6 +143,53 @@ def worker_signals() -> None:
         pass
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (its children, theirs, ...), read from /proc ([] where it
+    cannot be read). A method may start processes of its own (a compiler's helpers, a plug-in's
+    server); killing the worker alone would leave them running, holding the sweep's output
+    pipe (a `| grep` waits on them) or a GPU."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue    # gone meanwhile, or unreadable
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
+
+
+def kill_pids(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` that still runs (an orphan left by a killed worker)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_tree(process: multiprocessing.process.BaseProcess) -> None:
+    """Kill a worker and every process below it (collected first: once the worker is dead its
+    children belong to init and can no longer be told apart)."""
+    below = descendants(process.pid) if process.pid is not None else []
+    process.kill()
+    process.join(10)
+    kill_pids(below)
+
+
 def _child(conn: Connection, task: str, args: tuple[Any, ...]) -> None:
     worker_signals()
     try:
@@ -228,8 +275,7 @@ class LocalExecutor:
 
     @staticmethod
     def _kill(process: multiprocessing.process.BaseProcess) -> None:
-        process.kill()
-        process.join(10)
+        kill_tree(process)
 
     @staticmethod
     def _death(process: multiprocessing.process.BaseProcess, start: float,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from harness.grid.plan import SweepPlan
 
 from harness.console import STATUS_STYLE, describe_point, format_bytes, format_seconds
+from rich.markup import escape
 from harness.console import make_console
 
 class ProgressListener:
@@ -72,7 +73,7 @@ class ProgressListener:
             self.unsupported += 1
         else:
             self.console.print(f"[{style}]{record.status:<8}[/] {describe_point(record)}: "
-                               f"{record.message}", highlight=False)
+                               f"{escape(record.message or '')}", highlight=False)
 
 
 def summary_tables(records: list[SpeedRecord]) -> list[Table]:
@@ -108,7 +109,7 @@ def summary_tables(records: list[SpeedRecord]) -> list[Table]:
                     row.append(f"{format_seconds(r.time_s)} ({format_bytes(r.peak_mem_bytes)})")
                 else:
                     row.append(f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]")
-            table.add_row(impl, *row)
+            table.add_row(escape(impl), *row)
         tables.append(table)
     return tables
 
@@ -180,10 +181,10 @@ def dry_run(sweep: SweepPlan, console: Console, costs_from: str | None = None) -
         reason = plan_reason(first, here)
         will_run += len(items) if reason is None else 0
         seq = ",".join(str(p.seq_len) for p in items)
-        table.add_row(first.impl, first.device, first.dtype, str(first.causal), first.pass_,
-                      str(first.batch), str(first.heads), str(first.head_dim),
-                      first.workload_label() or "-", seq, "[green]run[/]" if reason is None
-                      else f"[dim]skip: {reason}[/]")
+        table.add_row(escape(first.impl), first.device, first.dtype, str(first.causal),
+                      first.pass_, str(first.batch), str(first.heads), str(first.head_dim),
+                      escape(first.workload_label() or "-"), seq, "[green]run[/]"
+                      if reason is None else f"[dim]skip: {escape(reason)}[/]")
     console.print(table)
     console.print(f"{will_run} point(s) would run, {len(sweep.points) - will_run} skipped as "
                   f"unsupported")

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
+from harness.console import DataSafeConsole
 from harness.measure.progress import ProgressListener
 from harness.measure.processes import LocalExecutor
 from harness.store.hardware import fingerprint
@@ -166,7 +167,7 @@ def serve(sweep: SweepPlan, requests: TextIO | None = None,
           replies: TextIO | None = None) -> int:
     replies = replies or protocol_channel()
     requests = requests or sys.stdin
-    console = Console(file=sys.stderr, width=160)
+    console = DataSafeConsole(file=sys.stderr, width=160)
     server = RoundServer(sweep, console)
     interrupted = False
     try:

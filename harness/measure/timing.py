@@ -77,7 +77,7 @@ def time_workload(work: Workload, settings: TimingSettings,
         if warm_s >= settings.warmup_time_s:
             break
         work.info["warmup_calls"] += 1
-        work.setup()
+        work.next_call()
         elapsed, value = warm_timer.time(work)
         warm_s += elapsed
     samples: list[float] = []
@@ -85,7 +85,7 @@ def time_workload(work: Workload, settings: TimingSettings,
     spans: list[tuple[float, float]] = []
     with watch:
         while True:
-            work.setup()
+            work.next_call()
             cpu_start = time.process_time()
             start = time.perf_counter()
             elapsed, value = timer.time(work)

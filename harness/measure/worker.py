@@ -522,7 +522,7 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     quant_error = None
     if finite and not wrong_shape and "unquantised_inputs" in work.info:
         quant_error, rows = fidelity(value, work, point, fw,
-                                     inputs=work.info["unquantised_inputs"])
+                                     inputs=current_q(work, fw))
     del value
     stats = sample_stats(samples)
     result = TimingResult(
@@ -559,6 +559,15 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
     result.deviation_from_softmax, result.fidelity_rows = deviation, rows
     result.quant_error, result.kv_scales = quant_error, work.info.get("kv_scales")
     return result
+
+
+def current_q(work: Any, fw: Any) -> Any:
+    """The unquantised inputs of an FP8 point (float64 q, k, v drawn from the seed) with q as
+    the workload holds it now (the timing loop varies it: Workload.vary)."""
+    def inputs() -> tuple[Any, ...]:
+        _, k, v = work.info["unquantised_inputs"]()
+        return fw.to_numpy64(work.inputs[0]), k, v
+    return inputs
 
 
 def graph_fields(result: TimingResult, timer: Any, requested: str, device: str) -> None:

@@ -117,16 +117,16 @@ def to_markdown(doc: Doc, root: Path) -> str:
 
 
 def to_html(doc: Doc, title: str) -> str:
-    e = html.escape
+    e, t = html.escape, escape.html_text   # t: text that may hold the harness's own marks
     body: list[str] = []
     for block in doc.blocks:
         kind = block[0]
         if kind == "h":
-            body.append(f"<h{block[1]}>{e(block[2])}</h{block[1]}>")
+            body.append(f"<h{block[1]}>{t(block[2])}</h{block[1]}>")
         elif kind == "p":
-            body.append(f"<p>{e(block[1])}</p>")
+            body.append(f"<p>{t(block[1])}</p>")
         elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in block[1]) + "</ul>")
+            body.append("<ul>" + "".join(f"<li>{t(i)}</li>" for i in block[1]) + "</ul>")
         elif kind == "table":
             frame, files = block[1], block[2]
             head = "".join(f"<th>{e(str(c))}</th>" for c in frame.columns)
@@ -266,8 +266,8 @@ def build(results: Results, baseline: str | None, order: list[str],
     doc = Doc()
     speed, acc = results.speed, results.accuracy
     doc.h(1, "attnbench report: " + ", ".join(r.label for r in results.runs))
-    doc.p("Rendered by `run_bench.py report` from the records of the run directories below; "
-          "nothing was re-measured. Figures are in figures/ (PNG and PDF), tables in tables/ "
+    doc.p(f"Rendered by {escape.code('run_bench.py report')} from the records of the run "
+          "directories below; nothing was re-measured. Figures are in figures/ (PNG and PDF), tables in tables/ "
           "(CSV and LaTeX).")
 
     # what was run, on what
@@ -426,7 +426,7 @@ def speed_sections(doc, results, baseline, order, looks, writer, scaling, figure
                                      else "") + noisy_caption(speed)))
     noisy = tables.noisy_points(speed)
     if not noisy.empty:
-        doc.p(f"**Noisy**: {len(noisy)} point(s) are marked noisy: their medians are not "
+        doc.p(f"{escape.strong('Noisy')}: {len(noisy)} point(s) are marked noisy: their medians are not "
               "quoted as results, because their samples did not fix the median to ±5% or "
               "other processes took the CPUs their worker needed while they ran (the sampling "
               "rule, the spread and the machine's state are in docs/methodology.md).")
@@ -670,8 +670,8 @@ def peaks_section(doc, results, impls, looks, writer, figures) -> None:
     doc.h(2, "Against the machine's peaks")
     table = peaks_table(results)
     if table.empty:
-        doc.p("These runs recorded no peaks (run.json has no `peaks`): no roofline and no % "
-              "of peak.")
+        doc.p(f"These runs recorded no peaks (run.json has no {escape.code('peaks')}): no "
+              "roofline and no % of peak.")
         return
     doc.table(table, writer.table(table, "peaks", "peaks of the machine"))
     for run in results.runs:
@@ -711,7 +711,7 @@ def peaks_section(doc, results, impls, looks, writer, figures) -> None:
     if not throttled.empty:
         items = [f"{r.impl} T={r.seq_len} D={r.head_dim} {r.dtype} {r['pass']}: "
                  + throttle_text(r) for _, r in throttled.iterrows()]
-        doc.p(f"**Throttled**: {len(items)} point(s) were timed while NVML reported a "
+        doc.p(f"{escape.strong('Throttled')}: {len(items)} point(s) were timed while NVML reported a "
               "slowdown (power cap, thermal or hardware slowdown) or with the SM clock below "
               "75% of the application clock (idle samples left out); their times are not the "
               "GPU's best:")

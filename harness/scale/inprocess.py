@@ -4,6 +4,8 @@ each shard process of the other executors runs."""
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,19 @@ def run_isolation(run_dir: RunDir, mode: str, resume: bool) -> str:
     return mode if earlier in (None, mode) else "mixed"
 
 
+def budget_spent_line(summary: Any, budget_s: float | None, out: Path) -> str:
+    """What to do once --time-budget stopped the run. The resumed run keeps the stored budget,
+    so a budget in which no point was recorded (worker start-up, probes and peaks alone take
+    seconds) would record nothing again, however often resumed: then the line says so and
+    gives a larger one."""
+    line = (f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; continue "
+            f"with: python run_bench.py sweep --resume {out}")
+    if summary.records or not budget_s:
+        return line
+    return (line + f" --time-budget {max(60, math.ceil(4 * budget_s))} (no point fitted in "
+            f"{budget_s:g} s, which a resume would keep)")
+
+
 def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     machine = fingerprint()
     out = sweep.out if sweep.out is not None else default_run_path(machine["hardware_tag"])
@@ -160,8 +175,7 @@ def run_in_process(sweep: SweepPlan, console: Console) -> SweepResult:
     print_run_summary(run_dir, console)
     console.print(summary.overhead.line())
     if summary.not_tried:
-        console.print(f"[yellow]time budget spent[/]: {summary.not_tried} point(s) not tried; "
-                      f"continue with: python run_bench.py sweep --resume {run_dir.path}")
+        console.print(budget_spent_line(summary, sweep.settings.time_budget_s, run_dir.path))
     if summary.interrupted:
         console.print(f"[yellow]interrupted[/]: everything measured so far is in {run_dir.path}; "
                       f"continue with: python run_bench.py sweep --resume {run_dir.path}")

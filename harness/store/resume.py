@@ -43,6 +43,9 @@ def stored_grids(request: SweepRequest) -> StoredGrids:
             raise UsageError(f"--resume {request.resume}: this is a {meta.get('kind')} run, not "
                              f"a speed sweep (resume it with the command that made it)")
         resume = stored_grid_arguments(request.resume, "--resume")
+        run = open_run(request.resume)
+        if run.results_path.exists():   # before anything is measured or written
+            run.refuse_unsound_records("resume")
     return StoredGrids(grid_from=grid_from, resume=resume)
 
 

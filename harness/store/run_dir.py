@@ -33,6 +33,7 @@ from harness.contract.records import (
     AccuracyRecord,
     SpeedRecord,
     record_from_json,
+    field_problem,
     structure_problem,
 )
 
@@ -372,6 +373,17 @@ class RunDir:
 
     def done_point_ids(self) -> set[str]:
         return {data["point_id"] for data in self.raw_records() if "point_id" in data}
+
+    def refuse_unsound_records(self, action: str) -> None:
+        """UsageError (one line) naming the first record whose status or shape cannot be right
+        (records.field_problem: edited by hand, another tool), as report and merge refuse it;
+        ``action`` names what is refused ("resume")."""
+        for number, data in enumerate(self.raw_records(), 1):
+            problem = field_problem(data)
+            if problem:
+                raise UsageError(f"{self.results_path} record {number} ({data.get('impl')}, "
+                                 f"seq_len {data.get('seq_len')!r}): {problem}; refusing to "
+                                 f"{action} it (fix or remove that line)")
 
     def duplicate_ok_points(self) -> dict[str, int]:
         """point_id -> number of ok records, for points recorded ok more than once."""

@@ -265,10 +265,49 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
     # them for the passes that run a forward each call; the upstream gradient for a backward
     # alone (its forward's saved tensors must not change)
     call_inputs = (q, k_in, v_in) if point.pass_ in ("forward", "forward_backward") else (grad,)
+    varied = point.pass_ in ("forward", "forward_backward")   # a backward alone keeps its forward
     return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
                     # the dense q, k, v (a paged cache holds the same values): the
                     # output checks and fidelity compare against them
-                    inputs=(q, k, v), info=info, mask=mask, call_inputs=call_inputs)
+                    inputs=(q, k, v), info=info, mask=mask, call_inputs=call_inputs,
+                    vary=permuting(q) if varied else None)
+
+
+# q's elements are permuted in runs of this many (or fewer where the head dim is not a multiple)
+VARY_RUN = 8
+
+
+def permuting(q: Any) -> Any:
+    """A function that permutes q's elements in place, in runs of VARY_RUN, by
+    long_cycle_permutation: the same work on values the method has not seen lately (the
+    multiset of values is kept: same distribution, same magnitudes). Its index costs 8 bytes
+    per run, at most a byte per element."""
+    import torch
+
+    run = next(n for n in (VARY_RUN, 4, 2, 1) if q.shape[-1] % n == 0)
+    order = torch.from_numpy(long_cycle_permutation(q.numel() // run)).to(q.device)
+
+    def vary() -> None:
+        runs = q.data.view(-1, run)
+        runs.copy_(runs[order])
+    return vary
+
+
+
+def long_cycle_permutation(n: int) -> np.ndarray:
+    """A permutation of range(n) made of cycles of distinct prime lengths (2, 3, 5, 7, ...; the
+    rest fixed): applied again and again it comes back to the start only after the product of
+    those primes (2310 for n = 32, 510510 for 64, over 10^8 from 100), so that a method
+    caching its outputs by its inputs' contents meets new inputs call after call."""
+    perm = np.arange(n)
+    start, prime = 0, 2
+    while start + prime <= n:
+        cycle = np.arange(start, start + prime)
+        perm[cycle] = np.roll(cycle, 1)
+        start += prime
+        prime = next(p for p in range(prime + 1, 2 * prime + 1)
+                     if all(p % d for d in range(2, int(p ** 0.5) + 1)))
+    return perm
 
 
 def gradient_check(forward: Any, inputs: tuple[Any, Any, Any], upstream: Any,
