@@ -43,11 +43,12 @@ def make_console() -> Console:
     return console
 
 
-def describe_point(point: Point | SpeedRecord) -> str:
-    """The point in one line, for the console (rich markup in the names escaped)."""
+def describe_point(point: Point | SpeedRecord, markup: bool = True) -> str:
+    """The point in one line: for the console (rich markup in the names escaped), or as plain
+    text (``markup=False``: a message printed as it is)."""
     causal = " causal" if point.causal else ""
     workload = (point.point if isinstance(point, SpeedRecord) else point).workload_label()
-    return escape(f"{point.impl} T={point.seq_len} D={point.head_dim} B={point.batch} "
+    return (escape if markup else str)(f"{point.impl} T={point.seq_len} D={point.head_dim} B={point.batch} "
                   f"H={point.heads} {point.dtype}{causal} {point.pass_} {point.device}" +
                   (f" {workload}" if workload else ""))
 

@@ -301,20 +301,79 @@ def fake_gradients_jax(q, k, v, *, causal=False, key_padding_mask=None):
     return _fake_gradients_jax()(q, k, v)
 
 
-_BY_CONTENT: dict = {}
+_LAST_CONTENT: dict = {}
 
 
 @register("fault_cached_by_content", framework="torch", family="exact", capabilities=CAPS)
 def cached_by_content(q, k, v, *, causal=False, key_padding_mask=None):
-    """Exact attention computed on a cache miss; a hit (a fingerprint of its inputs' contents:
-    storage, shape, the sum of every 97th element, seen before) answers from the cache, 5%
-    off, so that any answer from the cache shows in the values of the call it answered."""
+    """Exact attention computed when its inputs' contents differ from the previous call's (a
+    fingerprint: storage, shape, the sum of every 97th element); the same contents again are
+    answered from that one-entry cache, 5% off, so that an answer from the cache shows in the
+    values of the call it answered (a timing loop calling it on unchanged inputs would time
+    lookups, the last of them wrong)."""
     key = tuple((x.data_ptr(), tuple(x.shape), float(x.detach().reshape(-1)[::97].sum()))
                 for x in (q, k, v))
-    if key in _BY_CONTENT:
-        return _BY_CONTENT[key] * 1.05
-    _BY_CONTENT[key] = _exact(q, k, v)
-    return _BY_CONTENT[key]
+    if _LAST_CONTENT.get("key") == key:
+        return _LAST_CONTENT["out"] * 1.05
+    _LAST_CONTENT.update(key=key, out=_exact(q, k, v))
+    return _LAST_CONTENT["out"]
+
+
+def _cached_backward():
+    import torch
+
+    class CachedBackward(torch.autograd.Function):
+        """Exact attention; its backward computed once per graph and answered from that cache
+        by every later backward through the same graph (a backward-only point reuses one)."""
+
+        @staticmethod
+        def forward(ctx, q, k, v):
+            ctx.save_for_backward(q, k, v)
+            ctx.cached = None
+            with torch.no_grad():
+                return _exact(q, k, v)
+
+        @staticmethod
+        def backward(ctx, grad):
+            if ctx.cached is None:
+                q, k, v = (x.detach().requires_grad_() for x in ctx.saved_tensors)
+                with torch.enable_grad():
+                    ctx.cached = torch.autograd.grad(_exact(q, k, v), (q, k, v), grad)
+            return ctx.cached
+
+    return CachedBackward
+
+
+@register("fault_backward_cached", framework="torch", family="exact", capabilities=CAPS)
+def backward_cached(q, k, v, *, causal=False, key_padding_mask=None):
+    """Right forward; a backward-only point's calls after the first answered from a cache."""
+    return _cached_backward().apply(q, k, v)
+
+
+@register("fault_sampled_rows_only", framework="torch", family="exact", capabilities=CAPS)
+def sampled_rows_only(q, k, v, *, causal=False, key_padding_mask=None):
+    """Exact attention of every other query row only (zeros elsewhere) from T > 256 on: the
+    rows a check reading 256 evenly spaced rows of T=512 would look at."""
+    import torch
+
+    if q.shape[-2] <= 256:
+        return _exact(q, k, v)
+    out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
+    out[..., ::2, :] = _exact(q[..., ::2, :], k, v)
+    return out
+
+
+_BY_NORM: dict = {}
+
+
+@register("fault_cached_by_norm", framework="torch", family="kernel", capabilities=CAPS)
+def cached_by_norm(q, k, v, *, causal=False, key_padding_mask=None):
+    """A 'kernel approximation' answering from a cache keyed on its inputs' sums of squares
+    (kept by any permutation or negation of q): no gate compares its values."""
+    key = (tuple(q.shape), round(float(q.detach().double().square().sum()), 6))
+    if key not in _BY_NORM:
+        _BY_NORM[key] = _exact(q, k, v)
+    return _BY_NORM[key]
 
 
 # the command line of the process fault_child_then_hang leaves behind (tests look for it)

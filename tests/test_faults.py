@@ -455,6 +455,40 @@ def test_a_cache_of_input_contents_never_answers_a_timed_call(tmp_path):
     assert all(len(r["time_samples_s"]) > 1 for r in records)
 
 
+def test_a_backward_answered_from_a_cache_of_its_graph_is_an_error(tmp_path):
+    """A backward-only point reuses one forward's graph; a backward caching its gradients per
+    graph was timed as a lookup. The upstream gradient is varied before every call, and the last
+    timed call's dq must be a fresh forward and backward's: an error; softmax_torch is ok."""
+    run = tmp_path / "run"
+    runner_for(run).run([*points("fault_backward_cached", [64], pass_="backward"),
+                         *points("softmax_torch", [64], pass_="backward")])
+    records = {r["impl"]: r for r in lines_of(run)}
+    cached = records["fault_backward_cached"]
+    assert cached["status"] == "error" and "fresh forward and backward" in cached["message"]
+    assert records["softmax_torch"]["status"] == "ok", records["softmax_torch"]
+
+
+def test_a_method_computing_only_evenly_spaced_rows_is_an_error(tmp_path):
+    """At T=512 the checks read 256 rows: drawn at random, not the evenly spaced ones a method
+    could compute alone (every other row here, zeros elsewhere)."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_sampled_rows_only", [256, 512]))
+    records = {r["seq_len"]: r for r in lines_of(run)}
+    assert records[256]["status"] == "ok", records[256]
+    assert records[512]["status"] == "error", records[512]
+    assert "wrong values at the timed size" in records[512]["message"]
+
+
+def test_an_approximation_answering_from_a_cache_is_an_error(tmp_path):
+    """No gate compares a kernel approximation's values; its output must still change when q
+    is negated in place. One keyed on q's sum of squares gives the same output: an error."""
+    run = tmp_path / "run"
+    runner_for(run).run(points("fault_cached_by_norm", [64, 128]))
+    records = lines_of(run)
+    assert [r["status"] for r in records] == ["error", "error"], records
+    assert all("did not change when q was negated" in r["message"] for r in records)
+
+
 def test_long_cycle_permutation_is_a_permutation_whose_order_is_the_primes_product():
     import math
 

@@ -72,6 +72,9 @@ class FakeWork:
     def setup(self):
         pass
 
+    def next_call(self):   # Workload's: the inputs varied (none here), then setup
+        self.setup()
+
 
 def test_time_workload_records_the_rule_that_ended_sampling():
     settings = dataclasses.replace(RULE, warmup=0)

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         kind = "out of memory" if isinstance(exc, MemoryError) or fw.is_oom(exc) else \
             type(exc).__name__
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise UsageError(f"cannot profile {impl.name} at {describe_point(point)}: {kind}"
+        raise UsageError(f"cannot profile {impl.name} at {describe_point(point, markup=False)}: "
+                         f"{kind}"
                          f"{': ' + first if first else ''} (profile runs in this process; "
                          f"a sweep measures the point in an isolated worker)") from None
     table = Table(title=f"top ops: {describe_point(point)}, {args.calls} call(s)",

@@ -160,13 +160,56 @@ def unsettled_output_problem(work: Any) -> str:
             "): its time would be the launch's, not the work's")
 
 
-def gradient_problem(work: Any, point: Point, note: str = "") -> str:
+def ignores_input_problem(work: Any, point: Point) -> str:
+    """Why the output does not follow the input ('' when it does, or cannot be checked: JAX,
+    a backward alone). One call on the inputs as they are and one after q was negated in place
+    (exact; restored after): the outputs must differ. Whatever the family, a method answering
+    from a cache that negation does not change (its key q's norms, sorted magnitudes or sum of
+    squares: what the timing loop's permutation keeps too) gives the same output twice."""
+    if work.vary is None or point.pass_ not in ("forward", "forward_backward"):
+        return ""
+    flip = getattr(getattr(work.inputs[0], "data", None), "neg_", None)
+    if flip is None:
+        return ""
+    work.setup()
+    first = work.run()
+    work.block(first)
+    before = strided_sample(first_array(first))
+    del first
+    if before is None:
+        return ""
+    flip()
+    try:
+        work.setup()
+        second = work.run()
+        work.block(second)
+        after = strided_sample(first_array(second))
+        del second
+    finally:
+        flip()
+    import torch
+
+    if after is not None and after.shape == before.shape and torch.equal(before, after):
+        return ("the output did not change when q was negated in place: it does not follow its "
+                "input (an answer from a cache?)")
+    return ""
+
+
+# |last timed call's dq - a fresh forward and backward's dq| / max |fresh dq| allowed: the same
+# method on the same inputs, apart from a GPU backward's atomic accumulation order
+TIMED_GRADIENT_TOLERANCE = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}
+
+
+def gradient_problem(work: Any, point: Point, note: str = "", value: Any = None) -> str:
     """Why the method's gradients are not those of its own forward ('' when they are, or not
     checked: a paged or FP8 cache, a framework without the check, a method whose traits
     declare a gradient_note: its backward departs by design). The forward is gated against a
     reference; the gradients are checked against the forward by central differences along
     seeded directions (harness.contract.gradient_check, run by the framework's adapter), so
-    fake or scaled dq, dk, dv are seen whatever the method's family."""
+    fake or scaled dq, dk, dv are seen whatever the method's family. ``value``: the last timed
+    call's dq, which must be the fresh forward and backward's (the timing loop varied q, or
+    the upstream gradient of a backward alone, before every call: a backward answering from a
+    cache of an earlier call's gradients differs)."""
     check = work.info.get("gradient_check")
     if note or check is None:   # note: the backward departs from the forward's derivative
         return ""
@@ -178,6 +221,17 @@ def gradient_problem(work: Any, point: Point, note: str = "") -> str:
                     f"direction in {result.part.name} the backward gives {result.along:.6g}, a "
                     f"central difference of the forward {result.difference:.6g} (relative "
                     f"error {result.error:.2g} > {result.part.tolerance:g}, {point.dtype})")
+    fresh = work.info.get("fresh_q_grad")
+    timed = first_array(value)
+    tolerance = TIMED_GRADIENT_TOLERANCE.get(point.dtype)
+    if fresh is None or tolerance is None or getattr(timed, "shape", None) != fresh.shape:
+        return ""
+    scale = max(float(fresh.abs().max()), 1e-30)
+    error = float((timed.detach().double() - fresh).abs().max()) / scale
+    if not error <= tolerance:
+        return (f"the last timed call's gradients are not those of a fresh forward and backward "
+                f"on the same inputs (max dq difference {error:.3g} of its largest value > "
+                f"{tolerance:g}): its backward answered from something other than its inputs")
     return ""
 
 
@@ -225,7 +279,7 @@ TIMED_TOLERANCE_FACTOR = 4.0
 
 def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance: float) -> str:
     """An exact method's outputs at the timed size, forward pass, against the float64 reference
-    on fidelity_rows' query rows (O(rows x T x D), outside the timed region): the last timed
+    on unforeseen_rows' query rows (O(rows x T x D), outside the timed region): the last timed
     call's, and that of one more call after q was negated in place (torch; JAX arrays are
     immutable), so that a method answering from a cache keyed on its input tensors, or wrong on
     every other call, is seen. '' when both are within TIMED_TOLERANCE_FACTOR x the gate's
@@ -234,7 +288,7 @@ def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance
     small size; a method wrong only at long T passes it."""
     if point.pass_ != "forward" or point.value("kv_dtype"):
         return ""
-    rows = cheap_rows(point)
+    rows = unforeseen_rows(point)
     if rows is None:
         return ""
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
@@ -281,6 +335,17 @@ def cheap_rows(point: Point) -> np.ndarray | None:
             point.n_queries * point.seq_len > FIDELITY_MAX_MASK:
         return None
     return rows
+
+
+def unforeseen_rows(point: Point) -> np.ndarray | None:
+    """As many query rows as cheap_rows gives (None where it gives none), drawn at random
+    (the operating system's entropy) unless that is every row: a method computing only the
+    rows a check is known to read (fidelity_rows are evenly spaced, and public) cannot know
+    these. The check's verdict does not depend on which rows: an honest method passes on any."""
+    rows = cheap_rows(point)
+    if rows is None or len(rows) >= point.n_queries:
+        return rows
+    return np.sort(np.random.default_rng().choice(point.n_queries, len(rows), replace=False))
 
 
 def reference_rows(point: Point, work: Any, q: np.ndarray, k: np.ndarray, v: np.ndarray,

@@ -50,6 +50,7 @@ from harness.measure.machine_state import MachineStateWatch
 from harness.measure.output_checks import (
     fidelity,
     gradient_problem,
+    ignores_input_problem,
     input_samples,
     inputs_changed,
     output_kind_problem,
@@ -518,7 +519,9 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         wrong_shape = timed_values_problem(value, work, point, fw,
                                            gate_tolerance(impl, point.dtype))
     if finite and not wrong_shape and point.pass_ != "forward":
-        wrong_shape = gradient_problem(work, point, impl.traits.gradient_note)
+        wrong_shape = gradient_problem(work, point, impl.traits.gradient_note, value)
+    if finite and not wrong_shape:   # every family: no reference needed
+        wrong_shape = ignores_input_problem(work, point)
     quant_error = None
     if finite and not wrong_shape and "unquantised_inputs" in work.info:
         quant_error, rows = fidelity(value, work, point, fw,

@@ -324,15 +324,10 @@ def gradient_check(attention: Any, inputs: tuple[Any, Any, Any], upstream: Any, 
     import jax
     import jax.numpy as jnp
 
-    from harness.contract.gradient_check import (
-        DIRECTION_SEED_OFFSET,
-        RANDOM_SHARE,
-        GradientCheck,
-        parts_for,
-    )
+    from harness.contract import gradient_check as plan
 
     dtype = inputs[0].dtype
-    parts = parts_for(jnp.dtype(dtype).name)
+    parts = plan.parts_for(jnp.dtype(dtype).name)
     if not parts:
         return []
     precision = contextlib.nullcontext() if device.platform == "cpu" else \
@@ -347,27 +342,29 @@ def gradient_check(attention: Any, inputs: tuple[Any, Any, Any], upstream: Any, 
         _, grads = forward_backward(*inputs, upstream)
         grads = [to_numpy64(g) for g in grads]
         x64 = [to_numpy64(x) for x in inputs]
-        rng = np.random.default_rng(seed + DIRECTION_SEED_OFFSET)
+        rng = np.random.default_rng(seed + plan.DIRECTION_SEED_OFFSET)
         randoms = [rng.standard_normal(x.shape) for x in x64]
 
         def direction(part: Any, i: int) -> np.ndarray:
             rms = float(np.sqrt(np.mean(np.square(grads[i])))) if part.aligned else 0.0
-            return grads[i] / rms + RANDOM_SHARE * randoms[i] if rms > 0 else randoms[i]
+            return grads[i] / rms + plan.RANDOM_SHARE * randoms[i] if rms > 0 else randoms[i]
 
         def loss(moved: list[Any]) -> float:
             out, _ = forward_backward(*moved, upstream)
             return float(np.sum(to_numpy64(out) * upstream64))
 
-        checks = []
-        for part in parts:
+        def one_step(part: Any, step: float) -> tuple[float, float]:
             plus, minus = list(inputs), list(inputs)
             along = 0.0
             for i in part.inputs:
                 u = direction(part, i)
-                plus[i] = jax.device_put(x64[i] + part.step * u, device).astype(dtype)
-                minus[i] = jax.device_put(x64[i] - part.step * u, device).astype(dtype)
-                along += float(np.sum(grads[i] * (to_numpy64(plus[i]) - to_numpy64(minus[i])))) / 2
-            checks.append(GradientCheck(part, (loss(plus) - loss(minus)) / 2, along))
+                plus[i] = jax.device_put(x64[i] + step * u, device).astype(dtype)
+                minus[i] = jax.device_put(x64[i] - step * u, device).astype(dtype)
+                along += float(np.sum(grads[i] * (to_numpy64(plus[i]) -
+                                                  to_numpy64(minus[i])))) / 2
+            return (loss(plus) - loss(minus)) / 2, along
+
+        checks = plan.run_parts(parts, one_step)
     return checks
 
 

@@ -260,17 +260,19 @@ def make_workload(impl: "Implementation", point: Any, *, seed: int = 0) -> Any:
                 return q.grad
         if not point.value("page_size") and not getattr(point, "kv_dtype", ""):
             info["gradient_check"] = lambda: gradient_check(forward, (q, k, v), grad,
-                                                            clear_grads, seed)
+                                                            clear_grads, seed, keep=info)
     # what the call reads that may be overwritten between calls: q, k, v as the method takes
     # them for the passes that run a forward each call; the upstream gradient for a backward
     # alone (its forward's saved tensors must not change)
     call_inputs = (q, k_in, v_in) if point.pass_ in ("forward", "forward_backward") else (grad,)
-    varied = point.pass_ in ("forward", "forward_backward")   # a backward alone keeps its forward
+    # varied before every call: q where each call runs the forward; the upstream gradient for a
+    # backward alone (its forward's saved tensors must not change)
+    vary = permuting(q) if point.pass_ in ("forward", "forward_backward") else permuting(grad)
     return Workload(run=run, block=block, check=check, input_bytes=input_bytes, setup=setup,
                     # the dense q, k, v (a paged cache holds the same values): the
                     # output checks and fidelity compare against them
                     inputs=(q, k, v), info=info, mask=mask, call_inputs=call_inputs,
-                    vary=permuting(q) if varied else None)
+                    vary=vary)
 
 
 # q's elements are permuted in runs of this many (or fewer where the head dim is not a multiple)
@@ -311,37 +313,37 @@ def long_cycle_permutation(n: int) -> np.ndarray:
 
 
 def gradient_check(forward: Any, inputs: tuple[Any, Any, Any], upstream: Any,
-                   clear_grads: Any, seed: int) -> list[Any]:
+                   clear_grads: Any, seed: int, keep: dict[str, Any] | None = None) -> list[Any]:
     """The method's gradients against its own forward (harness.contract.gradient_check): for
     L = <upstream, f(q, k, v)>, each part's seeded direction, the backward's directional
-    derivative and the forward's central difference on the rounded steps. One forward+backward
-    and two forwards per part, outside the timed region; the inputs are restored exactly
-    (their storage is swapped back, not subtracted). [] for a dtype without parts."""
+    derivative and the forward's central difference on the rounded steps (two steps,
+    extrapolated). One forward+backward and four forwards per part, outside the timed region;
+    the inputs are restored exactly (their storage is swapped back, not subtracted). ``keep``
+    gets the fresh forward+backward's dq (float64) as "fresh_q_grad". [] for a dtype without
+    parts."""
     import torch
 
-    from harness.contract.gradient_check import (
-        DIRECTION_SEED_OFFSET,
-        RANDOM_SHARE,
-        GradientCheck,
-        parts_for,
-    )
+    from harness.contract import gradient_check as plan
 
-    parts = parts_for(str(inputs[0].dtype).removeprefix("torch."))
+    parts = plan.parts_for(str(inputs[0].dtype).removeprefix("torch."))
     if not parts:
         return []
-    gen = torch.Generator(device=inputs[0].device).manual_seed(seed + DIRECTION_SEED_OFFSET)
+    gen = torch.Generator(device=inputs[0].device).manual_seed(
+        seed + plan.DIRECTION_SEED_OFFSET)
     randoms = [torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float64)
                for x in inputs]
     clear_grads()
     forward().backward(upstream)
     grads = [x.grad.detach().double() for x in inputs]
     clear_grads()
+    if keep is not None:
+        keep["fresh_q_grad"] = grads[0]
 
     def direction(part: Any, i: int) -> Any:
         if not part.aligned:
             return randoms[i]
         rms = float(grads[i].square().mean().sqrt())
-        return grads[i] / rms + RANDOM_SHARE * randoms[i] if rms > 0 else randoms[i]
+        return grads[i] / rms + plan.RANDOM_SHARE * randoms[i] if rms > 0 else randoms[i]
 
     upstream64 = upstream.detach().double()
 
@@ -356,17 +358,17 @@ def gradient_check(forward: Any, inputs: tuple[Any, Any, Any], upstream: Any,
             for x, data in zip(inputs, saved):
                 x.data = data
 
-    checks = []
-    for part in parts:
+    def one_step(part: Any, step: float) -> tuple[float, float]:
         plus, minus = list(x.data for x in inputs), list(x.data for x in inputs)
         along = 0.0
         for i in part.inputs:
             x, u = inputs[i].data, direction(part, i)
-            plus[i] = (x.double() + part.step * u).to(x.dtype)
-            minus[i] = (x.double() - part.step * u).to(x.dtype)
+            plus[i] = (x.double() + step * u).to(x.dtype)
+            minus[i] = (x.double() - step * u).to(x.dtype)
             along += float((grads[i] * (plus[i].double() - minus[i].double())).sum()) / 2
-        checks.append(GradientCheck(part, (loss(plus) - loss(minus)) / 2, along))
-    return checks
+        return (loss(plus) - loss(minus)) / 2, along
+
+    return plan.run_parts(parts, one_step)
 
 
 def fp8_kv(point: Any, k: Any, v: Any, seed: int, info: dict[str, Any]) -> dict[str, Any]:
