@@ -355,23 +355,18 @@ def signature_problem(fn: Any) -> str:
     except (TypeError, ValueError):   # a builtin or extension without a signature
         return ""
     kinds = inspect.Parameter
-    if any(p.kind == kinds.VAR_KEYWORD for p in params):
-        keywords_ok = True
-    else:
+    name = getattr(fn, "__name__", "the function")
+    if not any(p.kind == kinds.VAR_KEYWORD for p in params):
         names = {p.name for p in params if p.kind in (kinds.KEYWORD_ONLY,
                                                        kinds.POSITIONAL_OR_KEYWORD)}
         missing = [k for k in ("causal", "key_padding_mask") if k not in names]
         if missing:
-            return (f"{getattr(fn, '__name__', 'the function')} takes no "
-                    f"{' or '.join(missing)} keyword; declare it as fn(q, k, v, *, causal=False, "
-                    f"key_padding_mask=None)")
-        keywords_ok = True
+            return (f"{name} takes no {' or '.join(missing)} keyword; declare it as "
+                    f"fn(q, k, v, *, causal=False, key_padding_mask=None)")
     positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY,
                                                   kinds.POSITIONAL_OR_KEYWORD)]
-    if keywords_ok and len(positional) < 3 and not any(p.kind == kinds.VAR_POSITIONAL
-                                                       for p in params):
-        return (f"{getattr(fn, '__name__', 'the function')} takes fewer than three positional "
-                f"arguments (q, k, v)")
+    if len(positional) < 3 and not any(p.kind == kinds.VAR_POSITIONAL for p in params):
+        return f"{name} takes fewer than three positional arguments (q, k, v)"
     return ""
 
 

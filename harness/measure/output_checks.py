@@ -277,20 +277,21 @@ def output_device_kind(value: Any) -> str | None:
 TIMED_TOLERANCE_FACTOR = 4.0
 
 
-def timed_values_problem(value: Any, work: Any, point: Point, fw: Any, tolerance: float) -> str:
+def timed_values_problem(value: Any, work: Any, point: Point, fw: Any,
+                         tolerance: float) -> str | None:
     """An exact method's outputs at the timed size, forward pass, against the float64 reference
     on unforeseen_rows' query rows (O(rows x T x D), outside the timed region): the last timed
     call's, and that of one more call after q was negated in place (torch; JAX arrays are
     immutable), so that a method answering from a cache keyed on its input tensors, or wrong on
     every other call, is seen. '' when both are within TIMED_TOLERANCE_FACTOR x the gate's
     tolerance (the gate's max |out - ref| / max(1, max |ref|)), or not cheap, or not this
-    check's (FP8 keys and values: their deviation is quant_error's). The gate runs once, at a
-    small size; a method wrong only at long T passes it."""
+    check's (FP8 keys and values: their deviation is quant_error's); None when it did not
+    check. The gate runs once, at a small size; a method wrong only at long T passes it."""
     if point.pass_ != "forward" or point.value("kv_dtype"):
-        return ""
+        return None
     rows = unforeseen_rows(point)
     if rows is None:
-        return ""
+        return None
     q, k, v = (fw.to_numpy64(x) for x in work.inputs)
     outputs = {"the last timed call": (fw.to_numpy64(value)[..., rows, :], q)}
     q_tensor = work.inputs[0]

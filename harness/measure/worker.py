@@ -515,12 +515,15 @@ def measure_timing(work: Any, fw: Any, impl: Any, point: Point, settings: Timing
         deviation, rows = fidelity(value, work, point, fw)
     if finite and not wrong_shape:
         wrong_shape = unsettled_output_problem(work)
+    values_checked = False
     if finite and not wrong_shape and impl.family == "exact":
-        wrong_shape = timed_values_problem(value, work, point, fw,
-                                           gate_tolerance(impl, point.dtype))
+        values = timed_values_problem(value, work, point, fw, gate_tolerance(impl, point.dtype))
+        values_checked, wrong_shape = values is not None, values or ""
     if finite and not wrong_shape and point.pass_ != "forward":
         wrong_shape = gradient_problem(work, point, impl.traits.gradient_note, value)
-    if finite and not wrong_shape:   # every family: no reference needed
+    if finite and not wrong_shape and not values_checked:
+        # every family, no reference needed; where the values were checked, their call with q
+        # negated showed already that the output follows q
         wrong_shape = ignores_input_problem(work, point)
     quant_error = None
     if finite and not wrong_shape and "unquantised_inputs" in work.info:
